@@ -1,0 +1,101 @@
+"""tetrapipe query: formats, saved hunts, schema, and errors that point at the mistake."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from conftest import REAL_LOGS
+
+from tetrapipe.cli import cli
+from tetrapipe.history import hunts
+from tetrapipe.ingest import ingest
+from tetrapipe.schema import EVENT_COLUMNS
+from tetrapipe.sinks.lake import Lake
+from tetrapipe.sources.files import expand_inputs
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("q") / "lake"
+    ingest(expand_inputs([str(p) for p in REAL_LOGS]), Lake(d))
+    return d
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_json_csv_and_parquet(lake: Path, tmp_path: Path) -> None:
+    sql = "SELECT kind, count(*) AS n FROM events GROUP BY kind ORDER BY n DESC, kind"
+    code, text = _run("query", sql, "--lake", str(lake), "--format", "json")
+    assert code == 0
+    rows = json.loads(text)
+    assert rows[0] == {"kind": "process_exec", "n": 22} and sum(r["n"] for r in rows) == 55
+    code, text = _run("query", sql, "--lake", str(lake), "--format", "csv")
+    assert list(csv.reader(io.StringIO(text)))[:2] == [["kind", "n"], ["process_exec", "22"]]
+    out = tmp_path / "k.parquet"
+    code, _ = _run("query", sql, "--lake", str(lake), "--format", "parquet", "-o", str(out))
+    assert code == 0 and pq.read_table(out).num_rows == len(rows)
+
+
+def test_table_output_and_env_var_lake(lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TETRAPIPE_LAKE", str(lake))
+    code, text = _run("query", "SELECT process_name, pod FROM events WHERE function_name = 'security_file_permission'"
+                               " AND policy_name = 'file-monitoring'")
+    assert code == 0 and "vi" in text and "file-access" in text and "1 row" in text
+
+
+def test_sql_error_names_the_position(lake: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["query", "SELECT kind FROM events WHERE kind = 'x' GROUPBY kind", "--lake",
+                                 str(lake)])
+    assert result.exit_code == 2
+    assert "query failed" in result.output and "LINE 1" in result.output and "GROUPBY" in result.output
+    result = runner.invoke(cli, ["query", "SELECT no_such_column FROM events", "--lake", str(lake)])
+    assert result.exit_code == 2 and "no_such_column" in result.output
+
+
+def test_schema_lists_every_column_with_its_meaning() -> None:
+    code, text = _run("query", "--schema")
+    assert code == 0
+    for col in EVENT_COLUMNS:
+        assert col.name in text
+    assert "processes" in text
+
+
+def test_every_saved_hunt_runs(lake: Path) -> None:
+    assert len(hunts()) >= 6
+    for name in hunts():
+        code, text = _run("query", name, "--lake", str(lake), "--format", "json")
+        assert code == 0, (name, text)
+        json.loads(text)
+
+
+def test_hunt_results(lake: Path) -> None:
+    code, text = _run("query", "--hunt", "sensitive-files", "--lake", str(lake), "--format", "json")
+    rows = json.loads(text)
+    assert {r["process_binary"] for r in rows} >= {"/bin/vi", "/usr/bin/vi"}
+    assert all(r["file_path"].lstrip("/").startswith("etc/passwd") for r in rows)
+    code, text = _run("query", "--hunt", "nope", "--lake", str(lake))
+    assert code == 2
+
+
+def test_processes_view_joins_exec_and_exit(lake: Path) -> None:
+    code, text = _run("query", "SELECT process_binary, exit_time IS NOT NULL AS exited, since_container_start "
+                               "FROM processes WHERE exec_id = 'bWluaWt1YmU6MTA1NzU3MjgzNTAwNzk6MTE1MTUz'",
+                      "--lake", str(lake), "--format", "json")
+    (row,) = json.loads(text)
+    assert row == {"process_binary": "/usr/bin/curl", "exited": True, "since_container_start": 65.861}
+
+
+def test_empty_lake_has_typed_empty_views(tmp_path: Path) -> None:
+    code, text = _run("query", "SELECT count(*) AS n, count(process_binary) AS b FROM events", "--lake",
+                      str(tmp_path / "empty"), "--format", "json")
+    assert code == 0 and json.loads(text) == [{"n": 0, "b": 0}]

@@ -1,0 +1,3 @@
+from tetrapipe.cli import main
+
+main()

@@ -1,0 +1,157 @@
+"""The ``tetrapipe`` command line.
+
+Conventions shared by every command (DESIGN.md): ``--lake DIR`` /
+``TETRAPIPE_LAKE``; ``--format table|json|csv``; every option also reads
+``TETRAPIPE_<OPTION>``. Errors name the file, line or SQL position at fault
+and exit non-zero; they never print a traceback for a user mistake.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from tetrapipe import __version__
+from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
+
+out = Console(highlight=False, soft_wrap=False)
+err = Console(stderr=True, highlight=False)
+
+lake_option = click.option(
+    "--lake", "lake_dir", envvar=LAKE_ENV, default=DEFAULT_LAKE, show_default=True, show_envvar=True,
+    type=click.Path(file_okay=False), help="History lake directory.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "TETRAPIPE"})
+@click.version_option(__version__, prog_name="tetrapipe")
+def cli() -> None:
+    """Tetragon events in, answers out: history, hunts, detections, process trees."""
+
+
+def _register(module: str) -> None:
+    """Add a command group defined in another module (keeps this file about shared wiring)."""
+    import importlib
+
+    mod = importlib.import_module(module)
+    for cmd in getattr(mod, "COMMANDS", []):
+        cli.add_command(cmd)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@lake_option
+@click.option("--force", is_flag=True, help="Ingest again even lines the lake already holds.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary, only errors.")
+@click.option("--rules", "rules_dir", type=click.Path(), default=None, envvar="TETRAPIPE_RULES",
+              help="Rules directory (default: ./rules, else the bundled rules). 'none' disables detection.")
+@click.option("--max-alerts", default=30, show_default=True, help="Alerts to print after the summary.")
+@click.option("--chunk-bytes", default=48 * 1024 * 1024, hidden=True, help="Read size (one batch per chunk).")
+def ingest(paths: tuple[str, ...], lake_dir: str, force: bool, quiet: bool, rules_dir: str | None,
+           max_alerts: int, chunk_bytes: int) -> None:
+    """Load Tetragon export logs into the history and show what fired.
+
+    PATHS are files (plain or gzip), directories (rotated backups read oldest
+    first) or - for standard input, e.g.
+    ``kubectl logs -n kube-system ds/tetragon -c export-stdout | tetrapipe ingest -``.
+    """
+    from tetrapipe.ingest import ingest as run_ingest
+    from tetrapipe.report import IngestProgress, print_alerts, print_ingest_summary
+    from tetrapipe.sources.files import expand_inputs
+
+    try:
+        inputs = expand_inputs(list(paths))
+    except FileNotFoundError as exc:
+        raise click.UsageError(str(exc)) from exc
+    lake = Lake(lake_dir)
+    transforms, detector = _pipeline_transforms(rules_dir)
+    show = not quiet and err.is_terminal
+    with IngestProgress(err, enabled=show) as progress:
+        stats = run_ingest(inputs, lake, transforms=transforms, progress=progress, force=force,
+                           chunk_bytes=chunk_bytes)
+    if not quiet:
+        print_ingest_summary(out, stats, lake)
+        if detector is not None:
+            print_alerts(out, lake, max_alerts)
+
+
+def _pipeline_transforms(rules_dir: str | None) -> tuple[list, object | None]:
+    """The transforms every ingesting command runs: ancestry, TLS, then detection."""
+    transforms: list = []
+    try:
+        from tetrapipe.transforms import pipeline
+    except ImportError:
+        return transforms, None
+    return pipeline.default_transforms(rules_dir)
+
+
+@cli.command()
+@click.argument("sql", required=False)
+@click.option("-f", "--file", "sql_file", type=click.File("r"), help="Read the SQL from a file.")
+@click.option("--hunt", help="Run a saved hunt by name (see --hunts).")
+@click.option("--hunts", "list_hunts", is_flag=True, help="List the saved hunts.")
+@click.option("--schema", "show_schema", is_flag=True, help="List tables and columns with their meaning.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "parquet"]), default="table",
+              show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file (required for parquet).")
+@click.option("--limit", type=int, default=None, help="At most this many rows (table format: 200 by default).")
+@lake_option
+def query(sql: str | None, sql_file, hunt: str | None, list_hunts: bool, show_schema: bool, fmt: str,
+          output: str | None, limit: int | None, lake_dir: str) -> None:
+    """Run SQL over the history (views: events, processes, alerts, rejects, tls_stats).
+
+    \b
+    tetrapipe query "SELECT process_binary, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC"
+    tetrapipe query -f hunt.sql --format json
+    tetrapipe query late-shells          (a saved hunt, by name)
+    """
+    from tetrapipe import history
+    from tetrapipe.query import QueryError, print_hunts, print_schema, run_query
+
+    if show_schema:
+        print_schema(out)
+        return
+    if list_hunts:
+        print_hunts(out)
+        return
+    saved = history.hunts()
+    if hunt is not None:
+        if hunt not in saved:
+            raise click.UsageError(f"no saved hunt named {hunt!r}; try --hunts")
+        sql = saved[hunt].sql
+    elif sql_file is not None:
+        sql = sql_file.read()
+    elif sql is not None and sql.strip() in saved:
+        sql = saved[sql.strip()].sql
+    if not sql:
+        raise click.UsageError("give SQL, -f FILE, --hunt NAME, --hunts or --schema")
+    if fmt == "parquet" and not output:
+        raise click.UsageError("--format parquet needs --output FILE")
+    try:
+        run_query(Lake(lake_dir), sql, fmt=fmt, output=output, limit=limit, console=out)
+    except QueryError as exc:
+        err.print(f"[bold red]query failed:[/] {exc}")
+        sys.exit(2)
+
+
+for _module in ("tetrapipe.commands.rules", "tetrapipe.commands.tree", "tetrapipe.commands.stream",
+                "tetrapipe.commands.tls"):
+    try:
+        _register(_module)
+    except ModuleNotFoundError as _exc:  # a capability not installed in this build
+        if _exc.name != _module:
+            raise
+
+
+def main() -> None:
+    cli(prog_name="tetrapipe")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+
+
+__all__ = ["cli", "main", "Path"]

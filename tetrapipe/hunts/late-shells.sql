@@ -1,0 +1,9 @@
+-- Shells exec'd in a container more than 5 minutes after it started (the tutorial's suspicious shell)
+SELECT time, namespace, pod, container_name, process_binary, arguments, parent_binary, in_init_tree,
+       process_start_time - container_start_time AS since_container_start, exec_id
+FROM events
+WHERE kind = 'process_exec'
+  AND container_id IS NOT NULL
+  AND process_name IN ('sh', 'bash', 'dash', 'zsh', 'ash', 'ksh', 'csh', 'tcsh', 'fish', 'busybox')
+  AND process_start_time - container_start_time > INTERVAL 5 MINUTE
+ORDER BY time

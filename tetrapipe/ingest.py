@@ -1,0 +1,178 @@
+"""One-shot load of export logs into the lake (``tetrapipe ingest``).
+
+The data flow is the same as the stream processor's, minus Kafka:
+lines -> normalize -> transforms (ancestry, TLS, rules) -> lake. Each input is
+identified by the fingerprint of its first line and the lake remembers how
+many of its lines are in; ingesting it again (or its rotated or gzip'd copy,
+or a longer version of it) only adds lines not seen before.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tetrapipe.schema import REJECT_SCHEMA
+from tetrapipe.sinks.lake import AsyncWriter, Lake
+from tetrapipe.sources.files import InputFile, PeekableInput, fingerprint, open_input
+from tetrapipe.sources.lines import read_line_batches
+from tetrapipe.transforms.normalize import Normalizer, make_rejects
+
+#: A transform over one normalized batch: gets the events, returns the events
+#: (possibly enriched) and extra tables for the lake (e.g. ``alerts``).
+BatchTransform = Callable[[pa.Table], tuple[pa.Table, dict[str, pa.Table]]]
+
+INGEST_CHUNK_BYTES = 48 * 1024 * 1024
+
+
+@dataclass
+class RejectNote:
+    source: str
+    line_no: int | None
+    reason: str
+
+
+@dataclass
+class IngestStats:
+    files: int = 0
+    lines: int = 0
+    bytes: int = 0
+    events: int = 0
+    rejects: int = 0
+    skipped_lines: int = 0
+    skipped_files: int = 0
+    seconds: float = 0.0
+    by_kind: Counter[str] = field(default_factory=Counter)
+    extra_rows: Counter[str] = field(default_factory=Counter)
+    first_rejects: list[RejectNote] = field(default_factory=list)
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+class ProgressSink:
+    """What the CLI shows while ingesting; the default shows nothing."""
+
+    def start_input(self, inp: InputFile, size: int | None) -> None: ...
+    def advance(self, position: int) -> None: ...
+    def batch(self, events: pa.Table, extra: dict[str, pa.Table]) -> None: ...
+    def end_input(self) -> None: ...
+
+
+def _input_size(inp: InputFile) -> int | None:
+    import os
+
+    if inp.is_stdin:
+        return None
+    try:
+        return os.path.getsize(inp.path)
+    except OSError:
+        return None
+
+
+def ingest(
+    inputs: Iterable[InputFile],
+    lake: Lake,
+    *,
+    transforms: list[BatchTransform] | None = None,
+    progress: ProgressSink | None = None,
+    force: bool = False,
+    chunk_bytes: int = INGEST_CHUNK_BYTES,
+    keep_rejects: int = 20,
+) -> IngestStats:
+    """Ingest ``inputs`` into ``lake``; returns what happened, rejects included."""
+    transforms = transforms or []
+    progress = progress or ProgressSink()
+    stats = IngestStats()
+    started = time.perf_counter()
+    normalizer = Normalizer()
+    writer = AsyncWriter(lake)
+    try:
+        for inp in inputs:
+            stats.files += 1
+            _ingest_one(inp, lake, normalizer, writer, transforms, progress, stats, force, chunk_bytes, keep_rejects)
+    finally:
+        try:
+            writer.close()
+        finally:
+            normalizer.close()
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
+def _ingest_one(inp: InputFile, lake: Lake, normalizer: Normalizer, writer: AsyncWriter,
+                transforms: list[BatchTransform], progress: ProgressSink, stats: IngestStats,
+                force: bool, chunk_bytes: int, keep_rejects: int) -> None:
+    stream = open_input(inp)
+    raw_file = getattr(stream, "fileobj", None) or stream
+    peek = PeekableInput(stream)
+    try:
+        if not peek.first_line.strip():
+            if not peek.first_line and not peek.read(1):
+                return  # empty input
+        fp = fingerprint(peek.first_line)
+        already = 0 if force else lake.ingested_lines(fp)
+        progress.start_input(inp, _input_size(inp))
+        last_lines = already
+        for lb in read_line_batches(peek, chunk_bytes=chunk_bytes, skip_lines=already):
+            norm = normalizer.normalize(lb.raw, lb.line_nos, inp.label)
+            events = norm.events
+            rejects = norm.rejects
+            if lb.bad:
+                extra_rejects = make_rejects(inp.label, [b.line_no for b in lb.bad], [b.reason for b in lb.bad],
+                                             [b.raw for b in lb.bad])
+                rejects = pa.concat_tables([rejects, extra_rejects]) if rejects.num_rows else extra_rejects
+            extra: dict[str, pa.Table] = {}
+            for transform in transforms:
+                events, produced = transform(events)
+                for name, table in produced.items():
+                    extra[name] = pa.concat_tables([extra[name], table]) if name in extra else table
+            tables = {"events": events, "rejects": rejects, **extra}
+            lines_done = lb.lines_total
+            writer.submit(
+                tables,
+                metadata={"source": inp.label, "fingerprint": fp,
+                          "lines": f"{lb.line_nos[0].as_py() if len(lb.line_nos) else ''}-{lines_done}"},
+                on_commit=(lambda n=lines_done: lake.record_ingested(fp, inp.label, n)),
+            )
+            _count(stats, events, rejects, extra, keep_rejects)
+            stats.lines += lines_done - max(last_lines, already)
+            last_lines = lines_done
+            stats.bytes = stats.bytes  # bytes counted at the end of the input
+            progress.batch(events, extra)
+            try:
+                progress.advance(raw_file.tell())
+            except (OSError, ValueError, AttributeError):
+                pass
+        if last_lines == already and already:
+            stats.skipped_files += 1
+        stats.skipped_lines += already
+        progress.end_input()
+    finally:
+        if not inp.is_stdin:
+            peek.close()
+
+
+def _count(stats: IngestStats, events: pa.Table, rejects: pa.Table, extra: dict[str, pa.Table],
+           keep_rejects: int) -> None:
+    stats.events += events.num_rows
+    stats.rejects += rejects.num_rows
+    if events.num_rows:
+        vc = pc.value_counts(events.column("kind")).to_pylist()
+        for item in vc:
+            stats.by_kind[item["values"]] += item["counts"]
+    for name, table in extra.items():
+        stats.extra_rows[name] += table.num_rows
+    if rejects.num_rows and len(stats.first_rejects) < keep_rejects:
+        room = keep_rejects - len(stats.first_rejects)
+        for row in rejects.slice(0, room).select(["source", "source_offset", "reason"]).to_pylist():
+            stats.first_rejects.append(RejectNote(row["source"], row["source_offset"], row["reason"]))
+
+
+__all__ = ["BatchTransform", "IngestStats", "ProgressSink", "ingest", "REJECT_SCHEMA"]

@@ -1,0 +1,215 @@
+"""The one definition of every table tetrapipe writes.
+
+Each table is a list of :class:`Column` (name, Arrow type, one-line meaning).
+The Arrow schemas built from them are what Parquet segments are written with,
+what DuckDB sees through the history views, and what ``tetrapipe query
+--schema`` prints, so a column is added here once and shows up everywhere.
+
+Tetragon's JSON export omits zero values (a clean exit has no ``status``,
+``uid`` 0 may be absent on old events): a NULL here means "Tetragon did not
+say", never "we dropped it". The original line is always kept in ``raw``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+STR = pa.string()
+I64 = pa.int64()
+BOOL = pa.bool_()
+TS = pa.timestamp("us")
+STR_LIST = pa.list_(pa.string())
+STR_MAP = pa.map_(pa.string(), pa.string())
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: pa.DataType
+    doc: str
+
+
+EVENT_COLUMNS: list[Column] = [
+    # envelope
+    Column("event_id", STR, "deterministic id of the event (same event, same id, whatever the source)"),
+    Column("time", TS, "event time, UTC"),
+    Column("kind", STR, "Tetragon event kind: process_exec, process_exit, process_kprobe, ... (unknown kinds kept by name)"),
+    Column("node_name", STR, "Kubernetes node that emitted the event"),
+    Column("cluster_name", STR, "cluster name, when Tetragon is configured with one"),
+    # the process
+    Column("exec_id", STR, "Tetragon process id, unique per node (base64 of node:ktime:pid)"),
+    Column("parent_exec_id", STR, "exec_id of the parent process"),
+    Column("pid", I64, "process id on the host"),
+    Column("tid", I64, "thread id that triggered the event"),
+    Column("uid", I64, "real user id"),
+    Column("euid", I64, "effective user id (with --enable-process-cred)"),
+    Column("auid", I64, "login (audit) user id; 4294967295 when unset"),
+    Column("process_binary", STR, "absolute path of the executed binary"),
+    Column("process_name", STR, "file name of the binary (bash for /bin/bash)"),
+    Column("arguments", STR, "command-line arguments, space separated"),
+    Column("cwd", STR, "working directory"),
+    Column("flags", STR, "Tetragon process flags (execve, clone, procFS, rootcwd, ...)"),
+    Column("process_start_time", TS, "when the process started, UTC"),
+    Column("in_init_tree", BOOL, "false for processes injected into a container (kubectl exec, nsenter)"),
+    Column("cap_effective", STR_LIST, "effective capabilities"),
+    Column("host_namespaces", STR_LIST, "Linux namespaces the process shares with the host (with --enable-process-ns)"),
+    Column("binary_setuid", I64, "setuid owner of the binary when it is a setuid binary"),
+    Column("privileges_changed", STR_LIST, "how exec raised privileges (setuid, setgid, file capabilities)"),
+    # Kubernetes
+    Column("namespace", STR, "Kubernetes namespace; NULL for host processes"),
+    Column("pod", STR, "pod name"),
+    Column("pod_uid", STR, "pod UID"),
+    Column("pod_labels", STR_MAP, "pod labels"),
+    Column("workload", STR, "owning workload name (Deployment, DaemonSet, ...)"),
+    Column("workload_kind", STR, "owning workload kind"),
+    Column("container_id", STR, "container id with runtime prefix (containerd://...)"),
+    Column("container_name", STR, "container name"),
+    Column("image", STR, "container image name"),
+    Column("image_id", STR, "container image id (digest)"),
+    Column("container_start_time", TS, "when the container started, UTC"),
+    Column("container_pid", I64, "pid inside the container's pid namespace (1 = entrypoint)"),
+    Column("privileged", BOOL, "container runs privileged"),
+    # the parent and the ancestors
+    Column("parent_binary", STR, "binary of the parent process"),
+    Column("parent_arguments", STR, "arguments of the parent process"),
+    Column("parent_pid", I64, "pid of the parent process"),
+    Column("parent_start_time", TS, "when the parent process started, UTC"),
+    Column("ancestor_exec_ids", STR_LIST, "exec_ids above the parent, nearest first (from the event or the process table)"),
+    Column("ancestor_binaries", STR_LIST, "binaries above the parent, nearest first"),
+    # hooks: kprobe, tracepoint, uprobe, usdt, lsm, loader
+    Column("function_name", STR, "hooked function: kprobe/LSM function, tracepoint subsys/event, uprobe symbol, usdt provider:name"),
+    Column("hook_path", STR, "binary or library path of a uprobe/usdt/loader event"),
+    Column("policy_name", STR, "TracingPolicy that produced the event"),
+    Column("action", STR, "action taken: KPROBE_ACTION_POST, _SIGKILL, _OVERRIDE, ..."),
+    Column("return_action", STR, "action taken on return"),
+    Column("message", STR, "policy message"),
+    Column("tags", STR_LIST, "policy tags"),
+    Column("args", STR, "hook arguments as Tetragon sent them (JSON array)"),
+    Column("return_value", STR, "hook return value (JSON)"),
+    Column("file_path", STR, "file or path argument of a file hook"),
+    Column("file_access", STR, "what the hook did to file_path: read, write, open, truncate, unlink, rename, mmap, exec"),
+    Column("file_permission", STR, "mode string of the file argument, e.g. -rw-r--r--"),
+    # network
+    Column("sock_family", STR, "socket family, e.g. AF_INET"),
+    Column("protocol", STR, "transport protocol, e.g. IPPROTO_TCP or TCP"),
+    Column("saddr", STR, "source address"),
+    Column("sport", I64, "source port"),
+    Column("daddr", STR, "destination address"),
+    Column("dport", I64, "destination port"),
+    Column("sock_state", STR, "TCP state of the socket, e.g. TCP_SYN_SENT"),
+    # TLS (filled by the tls transform)
+    Column("tls_version", STR, "negotiated TLS version, e.g. TLS 1.3"),
+    Column("tls_cipher", STR, "negotiated cipher suite (IANA name)"),
+    Column("tls_sni", STR, "server name indication sent by the client"),
+    # exit, throttle, rate limit
+    Column("exit_status", I64, "exit status of a process_exit (NULL = 0, Tetragon omits zero)"),
+    Column("exit_signal", STR, "signal that ended the process, e.g. SIGKILL"),
+    Column("throttle_type", STR, "process_throttle: THROTTLE_START or THROTTLE_STOP"),
+    Column("cgroup", STR, "process_throttle: the throttled cgroup"),
+    Column("dropped_events", I64, "rate_limit_info: events dropped by the export rate limit"),
+    # provenance
+    Column("source", STR, "where the event was read: file path, stdin, grpc://..., kafka topic/partition"),
+    Column("source_offset", I64, "line number in the file, or Kafka offset"),
+    Column("raw", STR, "the original Tetragon JSON event"),
+]
+
+REJECT_COLUMNS: list[Column] = [
+    Column("time", TS, "when tetrapipe rejected the line, UTC"),
+    Column("source", STR, "where the line was read"),
+    Column("source_offset", I64, "line number in the file, or Kafka offset"),
+    Column("reason", STR, "why it is not a Tetragon event"),
+    Column("raw", STR, "the line as read (decoded with replacement characters if it was not UTF-8)"),
+]
+
+ALERT_COLUMNS: list[Column] = [
+    Column("alert_id", STR, "deterministic id: rule id + dedup key + first event"),
+    Column("rule_id", STR, "id of the rule that fired"),
+    Column("title", STR, "rule title"),
+    Column("severity", STR, "info, low, medium, high or critical"),
+    Column("mitre", STR_LIST, "MITRE ATT&CK technique ids"),
+    Column("tags", STR_LIST, "rule tags"),
+    Column("time", TS, "time of the first event of the alert, UTC"),
+    Column("last_time", TS, "time of the last event folded into the alert"),
+    Column("node_name", STR, "node of the first event"),
+    Column("namespace", STR, "Kubernetes namespace"),
+    Column("pod", STR, "pod name"),
+    Column("container_name", STR, "container name"),
+    Column("image", STR, "container image"),
+    Column("exec_id", STR, "exec_id of the process that triggered the rule"),
+    Column("process_binary", STR, "binary of that process"),
+    Column("arguments", STR, "its arguments"),
+    Column("parent_binary", STR, "its parent's binary"),
+    Column("ancestor_binaries", STR_LIST, "binaries above the parent, nearest first"),
+    Column("message", STR, "the rule's output template filled with the event's fields"),
+    Column("dedup_key", STR, "values of the rule's dedup fields"),
+    Column("count", I64, "how many matching events this alert stands for"),
+    Column("event_ids", STR_LIST, "event_id of the events that caused it (first ones)"),
+]
+
+TLS_STATS_COLUMNS: list[Column] = [
+    Column("window_start", TS, "start of the tumbling window, UTC"),
+    Column("window_end", TS, "end of the window"),
+    Column("namespace", STR, "Kubernetes namespace"),
+    Column("workload", STR, "workload (or pod, or binary for host processes)"),
+    Column("daddr", STR, "destination address"),
+    Column("dport", I64, "destination port"),
+    Column("tls_sni", STR, "server name"),
+    Column("tls_version", STR, "negotiated TLS version"),
+    Column("tls_cipher", STR, "negotiated cipher suite"),
+    Column("connections", I64, "handshakes seen in the window"),
+    Column("first_seen", TS, "first handshake in the window"),
+    Column("last_seen", TS, "last handshake in the window"),
+]
+
+
+def arrow_schema(columns: list[Column]) -> pa.Schema:
+    return pa.schema([pa.field(c.name, c.type) for c in columns])
+
+
+EVENT_SCHEMA = arrow_schema(EVENT_COLUMNS)
+REJECT_SCHEMA = arrow_schema(REJECT_COLUMNS)
+ALERT_SCHEMA = arrow_schema(ALERT_COLUMNS)
+TLS_STATS_SCHEMA = arrow_schema(TLS_STATS_COLUMNS)
+
+#: table name in the lake -> its columns. Views of the same names are created
+#: over the Parquet segments; ``date`` is added as the hive partition column.
+TABLES: dict[str, list[Column]] = {
+    "events": EVENT_COLUMNS,
+    "rejects": REJECT_COLUMNS,
+    "alerts": ALERT_COLUMNS,
+    "tls_stats": TLS_STATS_COLUMNS,
+}
+
+SCHEMAS: dict[str, pa.Schema] = {name: arrow_schema(cols) for name, cols in TABLES.items()}
+
+#: the column whose date partitions each table in the lake
+PARTITION_TIME: dict[str, str] = {
+    "events": "time",
+    "rejects": "time",
+    "alerts": "time",
+    "tls_stats": "window_start",
+}
+
+#: the Tetragon event kinds of the open-source API (GetEventsResponse oneof)
+OSS_KINDS = (
+    "process_exec",
+    "process_exit",
+    "process_kprobe",
+    "process_tracepoint",
+    "process_loader",
+    "process_uprobe",
+    "process_throttle",
+    "process_lsm",
+    "process_usdt",
+    "test",
+    "rate_limit_info",
+)
+
+#: top-level keys of an exported event that are not the event itself
+ENVELOPE_KEYS = ("node_name", "time", "cluster_name", "node_labels", "aggregation_info")
+
+
+def empty(name: str) -> pa.Table:
+    return SCHEMAS[name].empty_table()

@@ -1,0 +1,177 @@
+"""The history lake: immutable Parquet segments that DuckDB reads through views.
+
+Why not one DuckDB database file: DuckDB locks a database against every other
+process while a writer holds it, so a processor that runs for weeks would lock
+every hunter out. Segments are written under a hidden temporary name, fsync'd,
+then renamed into ``<table>/date=YYYY-MM-DD/``: a reader sees a segment whole or
+not at all, and any number of readers query while the writer writes.
+
+Each segment may carry metadata (the input lines or Kafka offsets it covers) in
+its Parquet footer, under ``tetrapipe.*`` keys.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from tetrapipe.schema import PARTITION_TIME, SCHEMAS
+
+DEFAULT_LAKE = "./tetrapipe-lake"
+LAKE_ENV = "TETRAPIPE_LAKE"
+
+
+def default_lake_dir() -> str:
+    return os.environ.get(LAKE_ENV, DEFAULT_LAKE)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a small file so a crash leaves either the old or the new content."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+class Lake:
+    """A lake directory: ``events/``, ``rejects/``, ``alerts/``, ``tls_stats/`` and state."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def table_dir(self, name: str) -> Path:
+        return self.root / name
+
+    def segments(self, name: str) -> list[Path]:
+        d = self.table_dir(name)
+        if not d.exists():
+            return []
+        return sorted(d.glob("date=*/*.parquet"))
+
+    def glob(self, name: str) -> str:
+        return str(self.table_dir(name) / "date=*" / "*.parquet")
+
+    def write(self, name: str, table: pa.Table, metadata: dict[str, str] | None = None) -> list[Path]:
+        """Write ``table`` as one segment per date it covers; returns the segment paths."""
+        if table.num_rows == 0:
+            return []
+        schema = SCHEMAS[name]
+        table = table.cast(schema) if table.schema != schema else table
+        tcol = table.column(PARTITION_TIME[name])
+        days = pc.cast(pc.cast(tcol, pa.timestamp("us")), pa.date32())
+        written: list[Path] = []
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        seg_id = uuid.uuid4().hex[:12]
+        unique = pc.unique(days).to_pylist()
+        for day in unique:
+            part = table if len(unique) == 1 else table.filter(pc.equal(days, pa.scalar(day, pa.date32())))
+            label = "unknown" if day is None else day.isoformat()
+            if day is None:
+                part = table.filter(pc.is_null(days))
+            d = self.table_dir(name) / f"date={label}"
+            d.mkdir(parents=True, exist_ok=True)
+            final = d / f"{stamp}-{seg_id}.parquet"
+            tmp = d / f".{final.name}.tmp"
+            meta = dict(part.schema.metadata or {})
+            for k, v in (metadata or {}).items():
+                meta[f"tetrapipe.{k}".encode()] = v.encode()
+            part = part.replace_schema_metadata(meta)
+            pq.write_table(part, tmp, compression="zstd", row_group_size=128 * 1024)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+            _fsync_dir(d)
+            written.append(final)
+        return written
+
+    # --- which inputs were already ingested -------------------------------------------
+
+    def _manifest_path(self, fp: str) -> Path:
+        return self.root / "_state" / "ingested" / f"{fp}.json"
+
+    def ingested_lines(self, fp: str) -> int:
+        """Lines of the log with this fingerprint already in the lake (0 if never seen)."""
+        p = self._manifest_path(fp)
+        try:
+            return int(json.loads(p.read_bytes())["lines"])
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    def record_ingested(self, fp: str, source: str, lines: int) -> None:
+        body = {"fingerprint": fp, "source": source, "lines": lines, "updated": time.time()}
+        atomic_write_bytes(self._manifest_path(fp), json.dumps(body).encode())
+
+
+class AsyncWriter:
+    """Writes segments on a background thread while the next batch is normalized.
+
+    Parquet encoding and zstd release the GIL, so this overlaps real work. The
+    queue is small (bounded memory), ``on_commit`` runs after a batch's
+    segments are renamed into place, and a write error is re-raised in the
+    caller at the next submit or at close: never swallowed.
+    """
+
+    def __init__(self, lake: Lake, max_pending: int = 2) -> None:
+        self.lake = lake
+        self._q: queue.Queue[tuple[dict[str, pa.Table], dict[str, str] | None, Callable[[], None] | None] | None] = (
+            queue.Queue(maxsize=max_pending)
+        )
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="lake-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            if self._error is not None:
+                continue
+            tables, meta, on_commit = item
+            try:
+                for name, table in tables.items():
+                    self.lake.write(name, table, meta)
+                if on_commit is not None:
+                    on_commit()
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                self._error = exc
+
+    def _check(self) -> None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
+    def submit(self, tables: dict[str, pa.Table], metadata: dict[str, str] | None = None,
+               on_commit: Callable[[], None] | None = None) -> None:
+        self._check()
+        self._q.put((tables, metadata, on_commit))
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._thread.join()
+        self._check()

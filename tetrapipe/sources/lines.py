@@ -1,0 +1,164 @@
+"""Byte chunks -> Arrow arrays of lines, with line numbers, without a Python loop.
+
+A 2 GB export log has a million lines; touching each one from Python costs more
+than the whole normalization in DuckDB. So lines are found with numpy (one
+vectorized scan for newlines), the newline bytes are squeezed out in one copy,
+and the result is handed to Arrow as a string array over that buffer. Only the
+rare bad line (not UTF-8, too long) is looked at one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import numpy as np
+import pyarrow as pa
+
+NEWLINE = 10
+DEFAULT_CHUNK_BYTES = 32 * 1024 * 1024
+DEFAULT_MAX_LINE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass
+class BadLine:
+    """A line that never reached the normalizer, and why."""
+
+    line_no: int
+    reason: str
+    raw: str
+
+
+@dataclass
+class LineBatch:
+    """Complete lines read from one input, in order."""
+
+    raw: pa.Array  # large_string, one line each, newline removed, valid UTF-8
+    line_nos: pa.Array  # int64, 1-based line number of each line in its input
+    bad: list[BadLine] = field(default_factory=list)
+    lines_total: int = 0  # lines consumed so far in this input, blank and bad ones included
+    bytes_total: int = 0  # bytes consumed so far in this input (uncompressed)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+
+def split_lines(data: bytes, first_line_no: int) -> tuple[pa.Array, pa.Array, list[BadLine], int]:
+    """Split ``data`` (complete lines, the last one may lack its newline).
+
+    Returns the non-blank lines as valid UTF-8 strings, their line numbers,
+    the lines that were not UTF-8, and the number of lines consumed.
+    """
+    if not data:
+        return pa.array([], pa.large_string()), pa.array([], pa.int64()), [], 0
+    buf = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(buf == NEWLINE)
+    ends = newlines
+    if len(buf) and buf[-1] != NEWLINE:
+        ends = np.append(newlines, len(buf))
+    n_lines = len(ends)
+    starts = np.empty(n_lines, dtype=np.int64)
+    starts[0] = 0
+    starts[1:] = newlines[: n_lines - 1] + 1
+    lengths = ends - starts
+    # a line holding only "\r" (CRLF files) or nothing is not an event
+    blank = (lengths == 0) | ((lengths == 1) & (buf[np.minimum(starts, len(buf) - 1)] == 13))
+    keep = ~blank
+    squeezed = buf[buf != NEWLINE] if len(newlines) else buf
+    # blank lines still own their bytes (a lone "\r") in the squeezed buffer: drop them by
+    # taking offsets over kept lines only when no blank line has bytes
+    if blank.any() and (lengths[blank] > 0).any():
+        keep_bytes = np.repeat(keep, lengths)
+        squeezed = squeezed[keep_bytes]
+    kept_lengths = lengths[keep]
+    offsets = np.zeros(len(kept_lengths) + 1, dtype=np.int64)
+    np.cumsum(kept_lengths, out=offsets[1:])
+    raw = pa.LargeStringArray.from_buffers(len(kept_lengths), pa.py_buffer(offsets), pa.py_buffer(squeezed))
+    line_nos = np.flatnonzero(keep).astype(np.int64) + first_line_no
+    bad: list[BadLine] = []
+    try:
+        raw.validate(full=True)
+    except pa.ArrowInvalid:
+        raw, line_nos, bad = _drop_invalid_utf8(raw, line_nos)
+    return raw, pa.array(line_nos, pa.int64()), bad, n_lines
+
+
+def _drop_invalid_utf8(raw: pa.Array, line_nos: np.ndarray) -> tuple[pa.Array, np.ndarray, list[BadLine]]:
+    """Slow path, only for a chunk that holds a non-UTF-8 line: find and set aside those lines."""
+    offsets = np.frombuffer(raw.buffers()[1], dtype=np.int64)[: len(raw) + 1]
+    data = raw.buffers()[2].to_pybytes()
+    good: list[str] = []
+    good_nos: list[int] = []
+    bad: list[BadLine] = []
+    for i in range(len(raw)):
+        chunk = data[offsets[i] : offsets[i + 1]]
+        try:
+            good.append(chunk.decode("utf-8"))
+            good_nos.append(int(line_nos[i]))
+        except UnicodeDecodeError as exc:
+            bad.append(BadLine(int(line_nos[i]), f"not UTF-8: byte 0x{chunk[exc.start]:02x} at character {exc.start + 1}",
+                               chunk.decode("utf-8", errors="replace")))
+    return pa.array(good, pa.large_string()), np.array(good_nos, dtype=np.int64), bad
+
+
+def read_line_batches(
+    stream: BinaryIO,
+    *,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    skip_lines: int = 0,
+    final_partial_line: bool = True,
+) -> Iterator[LineBatch]:
+    """Read ``stream`` to its end as batches of complete lines.
+
+    Lines numbered ``<= skip_lines`` are consumed but not returned (they were
+    ingested before). ``final_partial_line``: a last line without newline is
+    returned (a file that simply lacks its final newline); a follower that
+    expects more data passes False, never emits half a line, and resumes from
+    ``bytes_total``, which then excludes the unfinished line.
+    """
+    carry = b""
+    line_no = 0  # lines consumed so far
+    byte_no = 0
+    oversized: BadLine | None = None  # a too-long line being skipped to its end
+    while True:
+        chunk = stream.read(chunk_bytes)
+        eof = not chunk
+        if oversized is not None:
+            cut = chunk.find(b"\n")
+            if cut < 0 and not eof:
+                byte_no += len(chunk)
+                continue
+            byte_no += len(chunk) if cut < 0 else cut + 1
+            line_no += 1
+            chunk = b"" if cut < 0 else chunk[cut + 1 :]
+            yield LineBatch(_EMPTY_RAW, _EMPTY_NOS, [oversized], line_no, byte_no)
+            oversized = None
+        data = carry + chunk if carry else chunk
+        if eof:
+            complete, carry = (data, b"") if final_partial_line else (b"", data)
+        else:
+            last = data.rfind(b"\n")
+            complete, carry = data[: last + 1], data[last + 1 :]
+        if complete:
+            raw, nos, bad, consumed = split_lines(complete, line_no + 1)
+            line_no += consumed
+            byte_no += len(complete)
+            if skip_lines and len(nos) and nos[0].as_py() <= skip_lines:
+                first = int(np.searchsorted(nos.to_numpy(), skip_lines, side="right"))
+                raw, nos = raw.slice(first), nos.slice(first)
+                bad = [b for b in bad if b.line_no > skip_lines]
+            if len(raw) or bad:
+                yield LineBatch(raw, nos, bad, line_no, byte_no)
+        if not eof and len(carry) > max_line_bytes:
+            oversized = BadLine(line_no + 1, f"line longer than {max_line_bytes} bytes, skipped",
+                                carry[:200].decode("utf-8", errors="replace") + "...")
+            byte_no += len(carry)
+            carry = b""
+        if eof:
+            break
+
+
+_EMPTY_RAW = pa.array([], pa.large_string())
+_EMPTY_NOS = pa.array([], pa.int64())
