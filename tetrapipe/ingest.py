@@ -20,14 +20,14 @@ import pyarrow.compute as pc
 from tetrapipe.schema import REJECT_SCHEMA
 from tetrapipe.sinks.lake import AsyncWriter, Lake
 from tetrapipe.sources.files import InputFile, PeekableInput, fingerprint, open_input
-from tetrapipe.sources.lines import read_line_batches
+from tetrapipe.sources.lines import prefetch, read_line_batches
 from tetrapipe.transforms.normalize import Normalizer, make_rejects
 
 #: A transform over one normalized batch: gets the events, returns the events
 #: (possibly enriched) and extra tables for the lake (e.g. ``alerts``).
 BatchTransform = Callable[[pa.Table], tuple[pa.Table, dict[str, pa.Table]]]
 
-INGEST_CHUNK_BYTES = 48 * 1024 * 1024
+INGEST_CHUNK_BYTES = 32 * 1024 * 1024
 
 
 @dataclass
@@ -120,7 +120,7 @@ def _ingest_one(inp: InputFile, lake: Lake, normalizer: Normalizer, writer: Asyn
         already = 0 if force else lake.ingested_lines(fp)
         progress.start_input(inp, _input_size(inp))
         last_lines = already
-        for lb in read_line_batches(peek, chunk_bytes=chunk_bytes, skip_lines=already):
+        for lb in prefetch(read_line_batches(peek, chunk_bytes=chunk_bytes, skip_lines=already)):
             norm = normalizer.normalize(lb.raw, lb.line_nos, inp.label)
             events = norm.events
             rejects = norm.rejects

@@ -136,7 +136,7 @@ class AsyncWriter:
     caller at the next submit or at close: never swallowed.
     """
 
-    def __init__(self, lake: Lake, max_pending: int = 2) -> None:
+    def __init__(self, lake: Lake, max_pending: int = 1) -> None:
         self.lake = lake
         self._q: queue.Queue[tuple[dict[str, pa.Table], dict[str, str] | None, Callable[[], None] | None] | None] = (
             queue.Queue(maxsize=max_pending)

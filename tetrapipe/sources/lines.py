@@ -44,38 +44,40 @@ class LineBatch:
         return len(self.raw)
 
 
-def split_lines(data: bytes, first_line_no: int) -> tuple[pa.Array, pa.Array, list[BadLine], int]:
+def split_lines(data: bytes | memoryview, first_line_no: int) -> tuple[pa.Array, pa.Array, list[BadLine], int]:
     """Split ``data`` (complete lines, the last one may lack its newline).
 
     Returns the non-blank lines as valid UTF-8 strings, their line numbers,
     the lines that were not UTF-8, and the number of lines consumed.
     """
-    if not data:
-        return pa.array([], pa.large_string()), pa.array([], pa.int64()), [], 0
+    if not len(data):
+        return _EMPTY_RAW, _EMPTY_NOS, [], 0
     buf = np.frombuffer(data, dtype=np.uint8)
     newlines = np.flatnonzero(buf == NEWLINE)
-    ends = newlines
-    if len(buf) and buf[-1] != NEWLINE:
-        ends = np.append(newlines, len(buf))
+    size = len(buf)
+    ends = newlines if buf[-1] == NEWLINE else np.append(newlines, size)
     n_lines = len(ends)
     starts = np.empty(n_lines, dtype=np.int64)
     starts[0] = 0
     starts[1:] = newlines[: n_lines - 1] + 1
     lengths = ends - starts
-    # a line holding only "\r" (CRLF files) or nothing is not an event
-    blank = (lengths == 0) | ((lengths == 1) & (buf[np.minimum(starts, len(buf) - 1)] == 13))
+    # a line holding nothing, or only the "\r" of a CRLF file, is not an event
+    blank = lengths == 0
+    lone_cr = (lengths == 1) & (buf[np.minimum(starts, size - 1)] == 13)
+    if lone_cr.any():
+        blank |= lone_cr
+    # newline bytes squeezed out at memcpy speed (bytes.replace is C), then one offsets array
+    squeezed = bytes(data).replace(b"\n", b"") if len(newlines) else bytes(data)
+    if lone_cr.any():
+        keep_bytes = np.repeat(~lone_cr, lengths)
+        squeezed = np.frombuffer(squeezed, dtype=np.uint8)[keep_bytes].tobytes()
+        lengths = np.where(lone_cr, 0, lengths)
     keep = ~blank
-    squeezed = buf[buf != NEWLINE] if len(newlines) else buf
-    # blank lines still own their bytes (a lone "\r") in the squeezed buffer: drop them by
-    # taking offsets over kept lines only when no blank line has bytes
-    if blank.any() and (lengths[blank] > 0).any():
-        keep_bytes = np.repeat(keep, lengths)
-        squeezed = squeezed[keep_bytes]
-    kept_lengths = lengths[keep]
+    kept_lengths = lengths[keep] if blank.any() else lengths
     offsets = np.zeros(len(kept_lengths) + 1, dtype=np.int64)
     np.cumsum(kept_lengths, out=offsets[1:])
     raw = pa.LargeStringArray.from_buffers(len(kept_lengths), pa.py_buffer(offsets), pa.py_buffer(squeezed))
-    line_nos = np.flatnonzero(keep).astype(np.int64) + first_line_no
+    line_nos = (np.flatnonzero(keep) if blank.any() else np.arange(n_lines)).astype(np.int64) + first_line_no
     bad: list[BadLine] = []
     try:
         raw.validate(full=True)
@@ -118,47 +120,118 @@ def read_line_batches(
     expects more data passes False, never emits half a line, and resumes from
     ``bytes_total``, which then excludes the unfinished line.
     """
-    carry = b""
+    buf = bytearray(chunk_bytes + 64 * 1024)
+    view = memoryview(buf)
+    carry_len = 0  # bytes of an unfinished line kept at the start of buf
     line_no = 0  # lines consumed so far
     byte_no = 0
     oversized: BadLine | None = None  # a too-long line being skipped to its end
     while True:
-        chunk = stream.read(chunk_bytes)
-        eof = not chunk
+        if carry_len + chunk_bytes > len(buf):  # a long line: grow (bounded by max_line_bytes)
+            buf.extend(bytearray(carry_len + chunk_bytes - len(buf)))
+            view = memoryview(buf)
+        got = _read_into(stream, view[carry_len : carry_len + chunk_bytes])
+        eof = got == 0
+        data_len = carry_len + got
+        start = 0
         if oversized is not None:
-            cut = chunk.find(b"\n")
+            cut = bytes(view[:data_len]).find(b"\n")
             if cut < 0 and not eof:
-                byte_no += len(chunk)
+                byte_no += data_len
+                carry_len = 0
                 continue
-            byte_no += len(chunk) if cut < 0 else cut + 1
+            consumed = data_len if cut < 0 else cut + 1
+            byte_no += consumed
             line_no += 1
-            chunk = b"" if cut < 0 else chunk[cut + 1 :]
+            start = consumed
             yield LineBatch(_EMPTY_RAW, _EMPTY_NOS, [oversized], line_no, byte_no)
             oversized = None
-        data = carry + chunk if carry else chunk
         if eof:
-            complete, carry = (data, b"") if final_partial_line else (b"", data)
+            end = data_len if final_partial_line else start
         else:
-            last = data.rfind(b"\n")
-            complete, carry = data[: last + 1], data[last + 1 :]
-        if complete:
-            raw, nos, bad, consumed = split_lines(complete, line_no + 1)
+            end = buf.rfind(b"\n", start, data_len) + 1
+            if end == 0:
+                end = start
+        if end > start:
+            raw, nos, bad, consumed = split_lines(view[start:end], line_no + 1)
             line_no += consumed
-            byte_no += len(complete)
+            byte_no += end - start
             if skip_lines and len(nos) and nos[0].as_py() <= skip_lines:
                 first = int(np.searchsorted(nos.to_numpy(), skip_lines, side="right"))
                 raw, nos = raw.slice(first), nos.slice(first)
                 bad = [b for b in bad if b.line_no > skip_lines]
             if len(raw) or bad:
                 yield LineBatch(raw, nos, bad, line_no, byte_no)
-        if not eof and len(carry) > max_line_bytes:
-            oversized = BadLine(line_no + 1, f"line longer than {max_line_bytes} bytes, skipped",
-                                carry[:200].decode("utf-8", errors="replace") + "...")
-            byte_no += len(carry)
-            carry = b""
+        rest = data_len - end
         if eof:
             break
+        if rest > max_line_bytes:
+            oversized = BadLine(line_no + 1, f"line longer than {max_line_bytes} bytes, skipped",
+                                bytes(view[end : end + 200]).decode("utf-8", errors="replace") + "...")
+            byte_no += rest
+            carry_len = 0
+        else:
+            buf[:rest] = bytes(view[end:data_len])  # small; bytes() avoids an overlapping copy
+            carry_len = rest
+
+
+def _read_into(stream: BinaryIO, target: memoryview) -> int:
+    """Fill ``target`` as far as the stream allows now (a pipe returns what it has)."""
+    readinto = getattr(stream, "readinto", None)
+    if readinto is not None:
+        total = 0
+        while total < len(target):
+            n = readinto(target[total:])
+            if not n:
+                break
+            total += n
+        return total
+    data = stream.read(len(target))
+    target[: len(data)] = data
+    return len(data)
 
 
 _EMPTY_RAW = pa.array([], pa.large_string())
 _EMPTY_NOS = pa.array([], pa.int64())
+
+
+def prefetch(batches: Iterator[LineBatch], depth: int = 1) -> Iterator[LineBatch]:
+    """Read and split the next chunk on a thread while the caller normalizes this one.
+
+    DuckDB releases the GIL while it runs, so reading, newline search and UTF-8
+    validation of chunk N+1 overlap the normalization of chunk N. ``depth``
+    bounds the memory held ahead. An exception in the reader is re-raised here.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        q.put(("item", item), timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put(("error", exc))
+
+    t = threading.Thread(target=run, name="line-reader", daemon=True)
+    t.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value  # type: ignore[misc]
+            yield value  # type: ignore[misc]
+    finally:
+        stop.set()

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import duckdb
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -86,7 +87,7 @@ SCALARS: dict[str, str] = {
     "ent_protocol": "protocol",
 }
 
-# Values kept as JSON (objects and lists).
+# Values kept as JSON text (objects and lists): json_extract_string returns them serialized.
 JSONS: dict[str, str] = {
     "pod_labels": "process.pod.pod_labels",
     "cap_effective": "process.cap.effective",
@@ -97,6 +98,11 @@ JSONS: dict[str, str] = {
     "return_value": "return",
     "ancestors": "ancestors",
 }
+
+#: absolute paths of the envelope fields, looked up in the same pass
+ENV_PATHS = {"env_node": "$.node_name", "env_time": "$.time", "env_cluster": "$.cluster_name"}
+#: every field extracted from a line, in one list so a line is parsed once
+FIELDS: dict[str, str] = {**SCALARS, **JSONS, **{k: "" for k in ENV_PATHS}}
 
 # Fields read from a hook's argument list. Tetragon sends each argument as a
 # one-key object named by its type; a policy decides the index, so the first
@@ -153,23 +159,33 @@ def _idx(names: list[str], name: str) -> int:
     return names.index(name) + 1  # DuckDB lists are 1-based
 
 
-def _build_sql() -> str:
-    s_names = list(SCALARS)
-    j_names = list(JSONS)
+def _build_queries() -> tuple[str, str]:
+    """Build the fast query and the careful query; both end in the same projection.
 
-    def s(name: str) -> str:
-        return f"s[{_idx(s_names, name)}]"
+    Fast: the event kind comes from the line's first key (a cheap prefix regex;
+    Tetragon writes the event first), and one ``CASE kind`` with constant paths
+    per kind extracts every field in ONE parse of the line. Lines whose first
+    key is not a known kind are left to the careful query, and so is a whole
+    batch in which some line is not valid JSON (DuckDB then raises).
 
-    def j(name: str) -> str:
-        return f"j[{_idx(j_names, name)}]"
+    Careful: validates each line, finds the kind among all top-level keys,
+    explains rejects, and reaches unknown kinds by renaming their key.
+    """
+    names = list(FIELDS)
 
-    arg_paths = [f"$[{i}].{f}" for i in range(ARG_SLOTS) for f in ARG_FIELDS]
+    def f(name: str) -> str:
+        return f"s[{_idx(names, name)}]"
 
-    def arg(i: int, f: str) -> str:
-        return f"a[{arg_paths.index(f'$[{i}].{f}') + 1}]"
+    def jf(name: str) -> str:
+        return f"CAST({f(name)} AS JSON)"
+
+    arg_paths = [f"$[{i}].{fld}" for i in range(ARG_SLOTS) for fld in ARG_FIELDS]
+
+    def arg(i: int, fld: str) -> str:
+        return f"a[{arg_paths.index(f'$[{i}].{fld}') + 1}]"
 
     def first_arg(*fields: str) -> str:
-        return "coalesce(" + ", ".join(arg(i, f) for f in fields for i in range(ARG_SLOTS)) + ")"
+        return "coalesce(" + ", ".join(arg(i, fld) for fld in fields for i in range(ARG_SLOTS)) + ")"
 
     def int_(expr: str) -> str:
         return f"TRY_CAST({expr} AS BIGINT)"
@@ -177,7 +193,6 @@ def _build_sql() -> str:
     def ts(expr: str) -> str:
         return f"TRY_CAST({expr} AS TIMESTAMP)"
 
-    envelope = _sql_list(list(ENVELOPE_KEYS))
     fn = "fn"
     string_path = (
         f"CASE WHEN {fn} SIMILAR TO '.*sys_(openat|openat2|unlinkat|renameat|renameat2|mkdirat|fchmodat|fchownat)' "
@@ -185,9 +200,7 @@ def _build_sql() -> str:
         f"WHEN {fn} SIMILAR TO '.*sys_(open|creat|unlink|rename|truncate|chmod|chown|mkdir|rmdir)' "
         f"THEN {arg(0, 'string_arg')} END"
     )
-    file_path = (
-        f"coalesce({first_arg('file_arg.path', 'path_arg.path', 'linux_binprm_arg.path')}, {string_path})"
-    )
+    file_path = f"coalesce({first_arg('file_arg.path', 'path_arg.path', 'linux_binprm_arg.path')}, {string_path})"
     mask = int_(arg(1, "int_arg"))
     open_flags = int_(f"CASE WHEN {fn} SIMILAR TO '.*sys_(openat|openat2)' THEN {arg(2, 'int_arg')} "
                       f"WHEN {fn} SIMILAR TO '.*sys_open' THEN {arg(1, 'int_arg')} END")
@@ -208,25 +221,136 @@ def _build_sql() -> str:
             CASE WHEN coalesce({open_flags}, 0) & {_OPEN_WRITE_FLAGS} != 0 THEN 'write' ELSE 'open' END
         ELSE 'access' END"""
     host_ns = (
-        f"CASE WHEN {j('ns')} IS NOT NULL THEN [n FOR n IN {_sql_list(NAMESPACE_NAMES)} "
-        f"IF coalesce(TRY_CAST(json_extract_string({j('ns')}, '$.' || n || '.is_host') AS BOOLEAN), false)] END"
+        f"CASE WHEN {f('ns')} IS NOT NULL THEN [n FOR n IN {_sql_list(NAMESPACE_NAMES)} "
+        f"IF coalesce(TRY_CAST(json_extract_string({f('ns')}, '$.' || n || '.is_host') AS BOOLEAN), false)] END"
     )
     function_name = (
-        f"coalesce({s('function_name')}, "
-        f"CASE WHEN {s('tp_subsys')} IS NOT NULL THEN {s('tp_subsys')} || '/' || coalesce({s('tp_event')}, '') END, "
-        f"{s('symbol')}, "
-        f"CASE WHEN {s('usdt_provider')} IS NOT NULL THEN {s('usdt_provider')} || ':' || coalesce({s('usdt_name')}, '') END)"
+        f"coalesce({f('function_name')}, "
+        f"CASE WHEN {f('tp_subsys')} IS NOT NULL THEN {f('tp_subsys')} || '/' || coalesce({f('tp_event')}, '') END, "
+        f"{f('symbol')}, "
+        f"CASE WHEN {f('usdt_provider')} IS NOT NULL THEN {f('usdt_provider')} || ':' || coalesce({f('usdt_name')}, '') END)"
     )
-    # kinds decide which top-level scalars are meaningful: "type", "name", "path" and
-    # "event" are generic words, so only read them for the kinds that define them.
+    envelope = _sql_list(list(ENVELOPE_KEYS))
+    # generic words ("type", "name", "path", "event") are only read for the kinds that define them
+    projection = f"""
+y AS (
+    SELECT *,
+        CASE WHEN {f('args')} IS NOT NULL THEN json_extract_string({f('args')}, {_sql_list(arg_paths)}) END AS a,
+        {function_name} AS fn
+    FROM x
+),
+z AS (
+    SELECT *, {file_path} AS file_path,
+        coalesce(reject0, CASE WHEN {f('env_time')} IS NOT NULL AND TRY_CAST({f('env_time')} AS TIMESTAMP_NS) IS NULL
+                               THEN 'not a Tetragon event: bad time ' || {f('env_time')} END) AS reject
+    FROM y
+)
+SELECT
+    _i,
+    CASE WHEN reject IS NULL THEN md5(concat_ws('|', kind, coalesce({f('env_node')}, ''),
+        coalesce(CAST(TRY_CAST({f('env_time')} AS TIMESTAMP_NS) AS VARCHAR), ''), coalesce({f('exec_id')}, ''),
+        coalesce(fn, ''), coalesce({f('policy_name')}, ''), coalesce({f('args')}, ''),
+        coalesce({f('exit_status')}, ''), coalesce({f('exit_signal')}, ''), coalesce(body, '')))
+    END AS event_id,
+    {ts(f('env_time'))} AS time,
+    kind,
+    {f('env_node')} AS node_name,
+    {f('env_cluster')} AS cluster_name,
+    {f('exec_id')} AS exec_id,
+    coalesce({f('parent_exec_id')}, {f('parent_exec_id_p')}) AS parent_exec_id,
+    {int_(f('pid'))} AS pid,
+    {int_(f('tid'))} AS tid,
+    {int_(f('uid'))} AS uid,
+    {int_(f('euid'))} AS euid,
+    {int_(f('auid'))} AS auid,
+    {f('binary')} AS process_binary,
+    CASE WHEN {f('binary')} IS NOT NULL THEN parse_filename({f('binary')}) END AS process_name,
+    {f('arguments')} AS arguments,
+    {f('cwd')} AS cwd,
+    {f('flags')} AS flags,
+    {ts(f('process_start_time'))} AS process_start_time,
+    TRY_CAST({f('in_init_tree')} AS BOOLEAN) AS in_init_tree,
+    TRY_CAST({jf('cap_effective')} AS VARCHAR[]) AS cap_effective,
+    {host_ns} AS host_namespaces,
+    {int_(f('binary_setuid'))} AS binary_setuid,
+    TRY_CAST({jf('privileges_changed')} AS VARCHAR[]) AS privileges_changed,
+    {f('namespace')} AS namespace,
+    {f('pod')} AS pod,
+    {f('pod_uid')} AS pod_uid,
+    TRY_CAST({jf('pod_labels')} AS MAP(VARCHAR, VARCHAR)) AS pod_labels,
+    {f('workload')} AS workload,
+    {f('workload_kind')} AS workload_kind,
+    {f('container_id')} AS container_id,
+    {f('container_name')} AS container_name,
+    {f('image')} AS image,
+    {f('image_id')} AS image_id,
+    {ts(f('container_start_time'))} AS container_start_time,
+    {int_(f('container_pid'))} AS container_pid,
+    TRY_CAST({f('privileged')} AS BOOLEAN) AS privileged,
+    {f('parent_binary')} AS parent_binary,
+    {f('parent_arguments')} AS parent_arguments,
+    {int_(f('parent_pid'))} AS parent_pid,
+    {ts(f('parent_start_time'))} AS parent_start_time,
+    CASE WHEN {f('ancestors')} IS NOT NULL THEN json_extract_string({f('ancestors')}, '$[*].exec_id') END AS ancestor_exec_ids,
+    CASE WHEN {f('ancestors')} IS NOT NULL THEN json_extract_string({f('ancestors')}, '$[*].binary') END AS ancestor_binaries,
+    fn AS function_name,
+    CASE WHEN kind IN ('process_uprobe', 'process_usdt', 'process_loader') THEN {f('hook_path')} END AS hook_path,
+    {f('policy_name')} AS policy_name,
+    {f('action')} AS action,
+    {f('return_action')} AS return_action,
+    {f('message')} AS message,
+    TRY_CAST({jf('tags')} AS VARCHAR[]) AS tags,
+    {f('args')} AS args,
+    {f('return_value')} AS return_value,
+    file_path,
+    {file_access} AS file_access,
+    CASE WHEN file_path IS NOT NULL THEN {first_arg('file_arg.permission', 'path_arg.permission')} END AS file_permission,
+    {first_arg('sock_arg.family', 'skb_arg.family', 'sockaddr_arg.family')} AS sock_family,
+    coalesce({first_arg('sock_arg.protocol', 'skb_arg.protocol')}, {f('ent_protocol')}) AS protocol,
+    coalesce({first_arg('sock_arg.saddr', 'skb_arg.saddr')}, {f('source_ip')}) AS saddr,
+    {int_(f"coalesce({first_arg('sock_arg.sport', 'skb_arg.sport')}, {f('source_port')})")} AS sport,
+    coalesce({first_arg('sock_arg.daddr', 'skb_arg.daddr', 'sockaddr_arg.addr')}, {f('destination_ip')}) AS daddr,
+    {int_(f"coalesce({first_arg('sock_arg.dport', 'skb_arg.dport', 'sockaddr_arg.port')}, {f('destination_port')})")} AS dport,
+    {first_arg('sock_arg.state')} AS sock_state,
+    NULL::VARCHAR AS tls_version,
+    NULL::VARCHAR AS tls_cipher,
+    NULL::VARCHAR AS tls_sni,
+    CASE WHEN kind = 'process_exit' THEN {int_(f('exit_status'))} END AS exit_status,
+    CASE WHEN kind = 'process_exit' THEN {f('exit_signal')} END AS exit_signal,
+    CASE WHEN kind = 'process_throttle' THEN {f('throttle_type')} END AS throttle_type,
+    CASE WHEN kind = 'process_throttle' THEN {f('cgroup')} END AS cgroup,
+    {int_(f('dropped_events'))} AS dropped_events,
+    $source AS source,
+    source_offset,
+    reject
+FROM z
+"""
+
+    def paths_under(prefix: str) -> str:
+        return _sql_list([ENV_PATHS.get(n, f"{prefix}.{p}") for n, p in FIELDS.items()])
+
+    branches = " ".join(f"WHEN '{k}' THEN json_extract_string(raw, {paths_under('$.' + k)})" for k in KNOWN_KINDS)
+    # events without a process (throttle, rate limit): their body is part of the identity
+    body_kinds = ("process_throttle", "rate_limit_info", "test")
+    body_fast = " ".join(
+        f"WHEN '{k}' THEN CAST(json_extract(raw, '$.{k}') AS VARCHAR)" for k in body_kinds
+    )
+    fast = f"""
+WITH k AS (
+    SELECT _i, source_offset, raw, regexp_extract(raw, '^\\{{"([a-z_]+)": ?\\{{', 1) AS kind FROM batch
+),
+x AS (
+    SELECT _i, source_offset, kind, CASE kind {branches} END AS s,
+        CASE kind {body_fast} END AS body, NULL::VARCHAR AS reject0
+    FROM k WHERE list_contains({_sql_list(KNOWN_KINDS)}, kind)
+),{projection}"""
+
     fallback = " ".join(
         f"WHEN '{k}' THEN json_object('__event__', json_extract(raw, '$.{k}'))" for k in KNOWN_KINDS
-    ) + " ELSE NULL"
-    scalar_paths = _sql_list([f"$.__event__.{p}" for p in SCALARS.values()])
-    json_paths = _sql_list([f"$.__event__.{p}" for p in JSONS.values()])
-    return f"""
+    )
+    careful = f"""
 WITH v AS (
-    SELECT source_offset, raw, json_valid(raw) AS ok FROM batch
+    SELECT _i, source_offset, raw, json_valid(raw) AS ok FROM batch
 ),
 t AS (
     SELECT *, CASE WHEN ok THEN json_type(raw) END AS jt FROM v
@@ -234,9 +358,7 @@ t AS (
 k AS (
     SELECT *,
         CASE WHEN jt = 'OBJECT'
-             THEN list_filter(json_keys(raw), lambda x: NOT list_contains({envelope}, x))[1] END AS kind0,
-        CASE WHEN jt = 'OBJECT'
-             THEN json_extract_string(raw, ['$.node_name', '$.time', '$.cluster_name']) END AS env
+             THEN list_filter(json_keys(raw), lambda x: NOT list_contains({envelope}, x))[1] END AS kind0
     FROM t
 ),
 e AS (
@@ -247,117 +369,33 @@ e AS (
             WHEN jt != 'OBJECT' THEN 'not a Tetragon event: JSON ' || lower(jt) || ', not an object'
             WHEN kind0 IS NULL THEN 'not a Tetragon event: no event key besides ' || array_to_string(json_keys(raw), ', ')
             WHEN NOT regexp_full_match(kind0, '[A-Za-z0-9_]+') THEN 'not a Tetragon event: odd event key ' || kind0
-            WHEN env[2] IS NOT NULL AND TRY_CAST(env[2] AS TIMESTAMP_NS) IS NULL THEN 'not a Tetragon event: bad time ' || env[2]
-            WHEN json_type(raw, '$."' || kind0 || '"') != 'OBJECT' THEN 'not a Tetragon event: ' || kind0 || ' is not an object'
-        END AS reject
+        END AS reject1
     FROM k
 ),
 ev AS (
     SELECT *,
-        CASE WHEN reject IS NOT NULL THEN NULL
+        CASE WHEN reject1 IS NOT NULL THEN NULL
              WHEN starts_with(raw, '{{"' || kind || '":') THEN '{{"__event__":' || substr(raw, length(kind) + 5)
-             ELSE CASE kind {fallback} END
+             ELSE CASE kind {fallback} ELSE NULL END
         END AS ev
     FROM e
 ),
 x AS (
-    SELECT *,
-        json_extract_string(ev, {scalar_paths}) AS s,
-        json_extract(ev, {json_paths}) AS j
+    SELECT _i, source_offset, kind,
+        json_extract_string(ev, {paths_under('$.__event__')}) AS s,
+        CASE WHEN json_extract_string(ev, '$.__event__.process.exec_id') IS NULL
+             THEN CAST(json_extract(ev, '$.__event__') AS VARCHAR) END AS body,
+        coalesce(reject1, CASE WHEN json_type(ev, '$.__event__') != 'OBJECT'
+                               THEN 'not a Tetragon event: ' || kind || ' is not an object' END) AS reject0
     FROM ev
-),
-y AS (
-    SELECT *,
-        CASE WHEN {j('args')} IS NOT NULL THEN json_extract_string({j('args')}, {_sql_list(arg_paths)}) END AS a,
-        {function_name} AS fn
-    FROM x
-),
-z AS (
-    SELECT *, {file_path} AS file_path FROM y
-)
-SELECT
-    CASE WHEN reject IS NULL THEN md5(concat_ws('|', kind, coalesce(env[1], ''),
-        coalesce(CAST(CAST(env[2] AS TIMESTAMP_NS) AS VARCHAR), ''), coalesce({s('exec_id')}, ''), coalesce(fn, ''),
-        coalesce({s('policy_name')}, ''), coalesce(CAST({j('args')} AS VARCHAR), ''),
-        coalesce({s('exit_status')}, ''), coalesce({s('exit_signal')}, ''),
-        CASE WHEN {s('exec_id')} IS NULL THEN CAST(json_extract(ev, '$.__event__') AS VARCHAR) ELSE '' END))
-    END AS event_id,
-    {ts('env[2]')} AS time,
-    kind,
-    env[1] AS node_name,
-    env[3] AS cluster_name,
-    {s('exec_id')} AS exec_id,
-    coalesce({s('parent_exec_id')}, {s('parent_exec_id_p')}) AS parent_exec_id,
-    {int_(s('pid'))} AS pid,
-    {int_(s('tid'))} AS tid,
-    {int_(s('uid'))} AS uid,
-    {int_(s('euid'))} AS euid,
-    {int_(s('auid'))} AS auid,
-    {s('binary')} AS process_binary,
-    CASE WHEN {s('binary')} IS NOT NULL THEN parse_filename({s('binary')}) END AS process_name,
-    {s('arguments')} AS arguments,
-    {s('cwd')} AS cwd,
-    {s('flags')} AS flags,
-    {ts(s('process_start_time'))} AS process_start_time,
-    TRY_CAST({s('in_init_tree')} AS BOOLEAN) AS in_init_tree,
-    TRY_CAST({j('cap_effective')} AS VARCHAR[]) AS cap_effective,
-    {host_ns} AS host_namespaces,
-    {int_(s('binary_setuid'))} AS binary_setuid,
-    TRY_CAST({j('privileges_changed')} AS VARCHAR[]) AS privileges_changed,
-    {s('namespace')} AS namespace,
-    {s('pod')} AS pod,
-    {s('pod_uid')} AS pod_uid,
-    TRY_CAST({j('pod_labels')} AS MAP(VARCHAR, VARCHAR)) AS pod_labels,
-    {s('workload')} AS workload,
-    {s('workload_kind')} AS workload_kind,
-    {s('container_id')} AS container_id,
-    {s('container_name')} AS container_name,
-    {s('image')} AS image,
-    {s('image_id')} AS image_id,
-    {ts(s('container_start_time'))} AS container_start_time,
-    {int_(s('container_pid'))} AS container_pid,
-    TRY_CAST({s('privileged')} AS BOOLEAN) AS privileged,
-    {s('parent_binary')} AS parent_binary,
-    {s('parent_arguments')} AS parent_arguments,
-    {int_(s('parent_pid'))} AS parent_pid,
-    {ts(s('parent_start_time'))} AS parent_start_time,
-    CASE WHEN {j('ancestors')} IS NOT NULL THEN json_extract_string({j('ancestors')}, '$[*].exec_id') END AS ancestor_exec_ids,
-    CASE WHEN {j('ancestors')} IS NOT NULL THEN json_extract_string({j('ancestors')}, '$[*].binary') END AS ancestor_binaries,
-    fn AS function_name,
-    CASE WHEN kind IN ('process_uprobe', 'process_usdt', 'process_loader') THEN {s('hook_path')} END AS hook_path,
-    {s('policy_name')} AS policy_name,
-    {s('action')} AS action,
-    {s('return_action')} AS return_action,
-    {s('message')} AS message,
-    TRY_CAST({j('tags')} AS VARCHAR[]) AS tags,
-    CAST({j('args')} AS VARCHAR) AS args,
-    CAST({j('return_value')} AS VARCHAR) AS return_value,
-    file_path,
-    {file_access} AS file_access,
-    CASE WHEN file_path IS NOT NULL THEN {first_arg('file_arg.permission', 'path_arg.permission')} END AS file_permission,
-    coalesce({first_arg('sock_arg.family', 'skb_arg.family', 'sockaddr_arg.family')}) AS sock_family,
-    coalesce({first_arg('sock_arg.protocol', 'skb_arg.protocol')}, {s('ent_protocol')}) AS protocol,
-    coalesce({first_arg('sock_arg.saddr', 'skb_arg.saddr')}, {s('source_ip')}) AS saddr,
-    {int_(f"coalesce({first_arg('sock_arg.sport', 'skb_arg.sport')}, {s('source_port')})")} AS sport,
-    coalesce({first_arg('sock_arg.daddr', 'skb_arg.daddr', 'sockaddr_arg.addr')}, {s('destination_ip')}) AS daddr,
-    {int_(f"coalesce({first_arg('sock_arg.dport', 'skb_arg.dport', 'sockaddr_arg.port')}, {s('destination_port')})")} AS dport,
-    {first_arg('sock_arg.state')} AS sock_state,
-    NULL::VARCHAR AS tls_version,
-    NULL::VARCHAR AS tls_cipher,
-    NULL::VARCHAR AS tls_sni,
-    CASE WHEN kind = 'process_exit' THEN {int_(s('exit_status'))} END AS exit_status,
-    CASE WHEN kind = 'process_exit' THEN {s('exit_signal')} END AS exit_signal,
-    CASE WHEN kind = 'process_throttle' THEN {s('throttle_type')} END AS throttle_type,
-    CASE WHEN kind = 'process_throttle' THEN {s('cgroup')} END AS cgroup,
-    {int_(s('dropped_events'))} AS dropped_events,
-    $source AS source,
-    source_offset,
-    reject
-FROM z
-"""
+),{projection}"""
+    return fast, careful
 
 
-NORMALIZE_SQL = _build_sql()
+FAST_SQL, CAREFUL_SQL = _build_queries()
+
+#: rows per Arrow record batch handed to DuckDB: several batches let it use every core
+_SCAN_CHUNK = 4096
 
 
 @dataclass
@@ -385,38 +423,58 @@ class Normalizer:
     def close(self) -> None:
         self._con.close()
 
+    def _run(self, sql: str, batch: pa.Table, source: str) -> pa.Table:
+        self._con.register("batch", batch)
+        try:
+            return self._con.sql(sql, params={"source": source}).to_arrow_table()
+        finally:
+            self._con.unregister("batch")
+
     def normalize(self, raw: pa.Array, offsets: pa.Array, source: str) -> Normalized:
         """Normalize ``raw`` (strings, one event each) read at ``offsets`` of ``source``.
 
-        ``raw`` must be valid UTF-8 (see :func:`tetrapipe.sources.lines.utf8_lines`).
+        ``raw`` must be valid UTF-8 (see :func:`tetrapipe.sources.lines.split_lines`).
         """
         n = len(raw)
         if n == 0:
             return Normalized(EVENT_SCHEMA.empty_table(), REJECT_SCHEMA.empty_table())
-        batch = pa.table({"source_offset": offsets, "raw": raw})
-        self._con.register("batch", batch)
+        batch = pa.table({"_i": pa.array(np.arange(n, dtype=np.int64)), "source_offset": offsets, "raw": raw})
+        batch = pa.Table.from_batches(batch.to_batches(max_chunksize=_SCAN_CHUNK))
         try:
-            out = self._con.sql(NORMALIZE_SQL, params={"source": source}).to_arrow_table()
-        finally:
-            self._con.unregister("batch")
+            out = self._run(FAST_SQL, batch, source)
+        except duckdb.InvalidInputException:
+            out = None  # a line that is not valid JSON: the careful query explains it
+        if out is None:
+            out = self._run(CAREFUL_SQL, batch, source)
+        elif out.num_rows < n:
+            done = np.zeros(n, dtype=bool)
+            done[out.column("_i").to_numpy()] = True
+            rest = batch.filter(pa.array(~done))
+            out = pa.concat_tables([out, self._run(CAREFUL_SQL, rest, source)])
+            out = out.take(pc.sort_indices(out.column("_i")))
+        order = out.column("_i")
         reject = out.column("reject")
         ok = pc.is_null(reject)
-        events = out.filter(ok).drop_columns(["reject"])
-        events = events.append_column("raw", pc.filter(batch.column("raw"), ok))
-        events = events.cast(EVENT_SCHEMA)
+        raw_col = batch.column("raw").take(order) if out.num_rows != n or not _is_identity(order) else batch.column("raw")
+        all_ok = reject.null_count == out.num_rows
+        events = (out if all_ok else out.filter(ok)).drop_columns(["reject", "_i"])
+        events = events.append_column("raw", raw_col if all_ok else pc.filter(raw_col, ok)).cast(EVENT_SCHEMA)
         rejects = REJECT_SCHEMA.empty_table()
         if events.num_rows < n:
             bad = pc.invert(ok)
+            bad_raw = pc.filter(raw_col, bad).to_pylist()
             rejects = make_rejects(
                 source,
-                pc.filter(batch.column("source_offset"), bad).to_pylist(),
-                [_explain(r, line) for r, line in zip(
-                    pc.filter(reject, bad).to_pylist(),
-                    pc.filter(batch.column("raw"), bad).to_pylist(), strict=False,
-                )],
-                pc.filter(batch.column("raw"), bad).to_pylist(),
+                pc.filter(out.column("source_offset"), bad).to_pylist(),
+                [_explain(r, line) for r, line in zip(pc.filter(reject, bad).to_pylist(), bad_raw, strict=True)],
+                bad_raw,
             )
         return Normalized(events, rejects)
+
+
+def _is_identity(order: pa.ChunkedArray) -> bool:
+    arr = order.to_numpy()
+    return bool(len(arr) == 0 or (arr[0] == 0 and np.all(np.diff(arr) == 1)))
 
 
 def _explain(reason: str, line: str) -> str:
