@@ -1,0 +1,93 @@
+"""``tetrapipe tls``: which TLS versions and ciphers each workload negotiates, and with whom."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
+from tetrapipe.transforms.tls_ciphers import weak_reasons
+
+SUMMARY_SQL = """
+SELECT namespace, workload, daddr, dport, tls_sni, tls_version, tls_cipher,
+       sum(connections)::BIGINT AS connections, min(first_seen) AS first_seen, max(last_seen) AS last_seen
+FROM tls_stats
+WHERE ($namespace IS NULL OR namespace = $namespace)
+  AND ($since IS NULL OR last_seen >= $since)
+GROUP BY ALL
+ORDER BY namespace, workload, connections DESC, tls_sni
+"""
+
+
+def tls_summary(lake: Lake, namespace: str | None = None, since: str | None = None) -> list[dict]:
+    """One row per (workload, destination, version, cipher), with why it is weak if it is."""
+    from tetrapipe import history
+
+    con = history.connect(lake)
+    try:
+        rel = con.sql(SUMMARY_SQL, params={"namespace": namespace, "since": since})
+        rows = rel.to_arrow_table().to_pylist()
+    finally:
+        con.close()
+    for r in rows:
+        r["weak"] = weak_reasons(r["tls_version"], r["tls_cipher"])
+    return rows
+
+
+def _bar(n: int, total: int, width: int = 24) -> str:
+    filled = round(width * n / total) if total else 0
+    return "█" * filled + "·" * (width - filled)
+
+
+def print_tls(console: Console, rows: list[dict]) -> None:
+    if not rows:
+        console.print("[dim]no TLS handshakes in the history (see tracing-policies/tls-handshake.yaml)[/]")
+        return
+    by_workload: dict[tuple, list[dict]] = {}
+    for r in rows:
+        by_workload.setdefault((r["namespace"], r["workload"]), []).append(r)
+    for (ns, wl), items in by_workload.items():
+        total = sum(r["connections"] for r in items)
+        console.print(f"\n[bold]{ns or '(host)'}/{wl}[/]  {total} handshake{'s' if total != 1 else ''}")
+        for label, key in (("versions", "tls_version"), ("ciphers", "tls_cipher")):
+            counts: dict[str, int] = {}
+            for r in items:
+                counts[r[key] or "?"] = counts.get(r[key] or "?", 0) + r["connections"]
+            for value, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+                weak = weak_reasons(value, None) if key == "tls_version" else weak_reasons(None, value)
+                shown = f"[bold red]{value:48s}[/]" if weak else f"{value:48s}"
+                console.print(f"  {label:8s} {shown} {_bar(n, total)} {n}")
+        t = Table(box=None, header_style="bold cyan", pad_edge=False)
+        for col in ("destination", "sni", "version", "cipher", "n", "first seen", "last seen", "weak"):
+            t.add_column(col, overflow="fold")
+        for r in items:
+            style = "bold red" if r["weak"] else ""
+            dest = f"{r['daddr'] or '?'}:{r['dport'] or '?'}"
+            t.add_row(dest, r["tls_sni"] or "", r["tls_version"], r["tls_cipher"], str(r["connections"]),
+                      str(r["first_seen"])[:19], str(r["last_seen"])[:19], ", ".join(r["weak"]), style=style)
+        console.print(t)
+
+
+@click.command("tls")
+@click.option("--namespace", "-n", help="Only this Kubernetes namespace.")
+@click.option("--since", help="Only handshakes at or after this time (e.g. 2026-03-10 or '2026-03-10 09:00').")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--lake", "lake_dir", envvar=LAKE_ENV, default=DEFAULT_LAKE, show_default=True,
+              type=click.Path(file_okay=False), help="History lake directory.")
+def tls_command(namespace: str | None, since: str | None, fmt: str, lake_dir: str) -> None:
+    """TLS versions and cipher suites per workload and destination; weak ones in red."""
+    rows = tls_summary(Lake(lake_dir), namespace, since)
+    if fmt == "table":
+        print_tls(Console(highlight=False), rows)
+        return
+    import pyarrow as pa
+
+    from tetrapipe.query import to_csv, to_json
+
+    table = pa.Table.from_pylist(rows) if rows else pa.table({})
+    text = to_json(table).decode() if fmt == "json" else to_csv(table)
+    click.echo(text.rstrip("\n"))
+
+
+COMMANDS = [tls_command]

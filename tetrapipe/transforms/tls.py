@@ -1,0 +1,187 @@
+"""TLS visibility: fill the TLS columns of events, and count handshakes per window.
+
+Two inputs give TLS facts:
+
+* open-source Tetragon with ``tracing-policies/tls-handshake.yaml``: kprobe
+  events whose ``bytes_arg`` holds the first bytes a process wrote to / read
+  from a socket. A ClientHello (write) gives the SNI; the ServerHello (read)
+  on the same process and file descriptor gives the negotiated version and
+  cipher, and is the row that carries all three. The destination comes from
+  the event's own socket fields, else from the process's latest connect.
+* Isovalent Enterprise ``tls`` events. Their field names are not publicly
+  documented, so they are read tolerantly: the first string values under keys
+  naming a version, a cipher and a server name. Everything stays in ``raw``.
+
+Finding candidate rows is vectorized (a substring test on ``args`` for the
+base64 of a handshake record header, ``FgM``); only those rows are decoded in
+Python, so the transform costs nothing on batches without TLS.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from collections import OrderedDict
+
+import orjson
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tetrapipe.schema import TLS_STATS_SCHEMA
+from tetrapipe.transforms.tls_ciphers import VERSIONS
+from tetrapipe.transforms.tls_handshake import parse_hello
+
+# base64 of 0x16 0x03: a TLS handshake record, in a bytes argument as Tetragon encodes it
+HANDSHAKE_B64 = '"bytes_arg":"FgM'
+CONNECT_FUNCTIONS = ("tcp_connect", "security_socket_connect", "tcp_sendmsg")
+_MAX_STATE = 100_000
+
+
+def _first_bytes_arg(args: list) -> bytes | None:
+    for a in args:
+        b64 = a.get("bytes_arg") or (a.get("truncated_bytes_arg") or {}).get("bytes_arg")
+        if isinstance(b64, str) and b64.startswith("FgM"):
+            try:
+                return base64.b64decode(b64)
+            except ValueError:
+                return None
+    return None
+
+
+def _first_int_arg(args: list) -> int | None:
+    for a in args:
+        if "int_arg" in a:
+            return a["int_arg"]
+    return None
+
+
+def _tolerant_tls_fields(body: dict) -> tuple[str | None, str | None, str | None]:
+    """(version, cipher, sni) from an enterprise ``tls`` event, by key names; unverified schema."""
+    found: dict[str, str] = {}
+
+    def walk(obj: object) -> None:
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                key = k.lower()
+                if isinstance(v, str):
+                    if "version" in key and "version" not in found:
+                        found["version"] = v
+                    elif "cipher" in key and "cipher" not in found:
+                        found["cipher"] = v
+                    elif ("sni" in key or "server_name" in key) and "sni" not in found:
+                        found["sni"] = v
+                elif k not in ("process", "parent", "ancestors"):
+                    walk(v)
+
+    walk(body)
+    version = found.get("version")
+    if version and version.upper().startswith("TLS") and " " not in version:
+        version = "TLS " + version[3:].lstrip("_v").replace("_", ".")  # TLSv1.3 / TLS1_3 -> TLS 1.3
+    return version, found.get("cipher"), found.get("sni")
+
+
+class _Lru(OrderedDict):
+    def remember(self, key: object, value: object) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > _MAX_STATE:
+            self.popitem(last=False)
+
+
+class TlsTransform:
+    """BatchTransform: TLS columns on handshake events, and ``tls_stats`` rows per window."""
+
+    def __init__(self, window: dt.timedelta = dt.timedelta(minutes=1)) -> None:
+        self.window = window
+        self._client_hello: _Lru = _Lru()  # (exec_id, fd) -> sni
+        self._last_connect: _Lru = _Lru()  # exec_id -> (daddr, dport)
+
+    def __call__(self, events: pa.Table) -> tuple[pa.Table, dict[str, pa.Table]]:
+        if events.num_rows == 0:
+            return events, {}
+        args = events.column("args")
+        is_hs = pc.fill_null(pc.match_substring(args, HANDSHAKE_B64), False)
+        is_tls_kind = pc.equal(events.column("kind"), "tls")
+        fn = events.column("function_name")
+        is_connect = pc.fill_null(pc.and_(pc.is_in(fn, pa.array(CONNECT_FUNCTIONS)),
+                                          pc.is_valid(events.column("daddr"))), False)
+        is_connect = pc.or_(is_connect, pc.fill_null(pc.equal(events.column("kind"), "process_connect"), False))
+        interesting = pc.or_(pc.or_(is_hs, pc.fill_null(is_tls_kind, False)), is_connect)
+        idx = pc.indices_nonzero(interesting).to_pylist()
+        if not idx:
+            return events, {}
+        cols = ["kind", "exec_id", "args", "daddr", "dport", "raw", "time"]
+        rows = events.select(cols).take(pa.array(idx)).to_pylist()
+        updates: dict[int, tuple[str | None, str | None, str | None, str | None, int | None]] = {}
+        for i, row in zip(idx, rows, strict=True):
+            if row["kind"] == "tls":
+                body = orjson.loads(row["raw"]).get("tls", {})
+                version, cipher, sni = _tolerant_tls_fields(body)
+                updates[i] = (version, cipher, sni, None, None)
+                continue
+            if row["daddr"] is not None and row["exec_id"]:
+                self._last_connect.remember(row["exec_id"], (row["daddr"], row["dport"]))
+            if row["args"] is None or HANDSHAKE_B64 not in row["args"]:
+                continue
+            args_list = orjson.loads(row["args"])
+            data = _first_bytes_arg(args_list)
+            hello = parse_hello(data) if data else None
+            if hello is None:
+                continue
+            key = (row["exec_id"], _first_int_arg(args_list))
+            daddr, dport = (row["daddr"], row["dport"]) if row["daddr"] else self._last_connect.get(
+                row["exec_id"], (None, None))
+            if hello.kind == "client_hello":
+                self._client_hello.remember(key, hello.sni)
+                updates[i] = (None, None, hello.sni, daddr, dport)
+            elif not hello.hello_retry:
+                sni = self._client_hello.get(key)
+                updates[i] = (hello.version_name, hello.cipher_name, sni, daddr, dport)
+        if not updates:
+            return events, {}
+        events = self._apply(events, updates)
+        return events, {"tls_stats": self.stats(events)}
+
+    @staticmethod
+    def _apply(events: pa.Table, updates: dict[int, tuple]) -> pa.Table:
+        n = events.num_rows
+        for pos, name in enumerate(("tls_version", "tls_cipher", "tls_sni", "daddr", "dport")):
+            current = events.column(name).to_pylist()
+            changed = False
+            for i, values in updates.items():
+                if values[pos] is not None and current[i] is None:
+                    current[i] = values[pos]
+                    changed = True
+            if changed:
+                col = pa.array(current, events.schema.field(name).type)
+                events = events.set_column(events.schema.get_field_index(name), name, col)
+        assert events.num_rows == n
+        return events
+
+    def stats(self, events: pa.Table) -> pa.Table:
+        """Handshake counts per window; a window split across batches gives rows that add up."""
+        negotiated = events.filter(pc.is_valid(events.column("tls_version")))
+        if negotiated.num_rows == 0:
+            return TLS_STATS_SCHEMA.empty_table()
+        df = pl.from_arrow(negotiated.select(["time", "namespace", "workload", "pod", "process_name", "daddr",
+                                              "dport", "tls_sni", "tls_version", "tls_cipher"]))
+        every = f"{int(self.window.total_seconds() * 1_000_000)}us"
+        out = (
+            df.with_columns(
+                pl.col("time").dt.truncate(every).alias("window_start"),
+                pl.coalesce("workload", "pod", "process_name").alias("workload"),
+            )
+            .group_by(["window_start", "namespace", "workload", "daddr", "dport", "tls_sni", "tls_version",
+                       "tls_cipher"])
+            .agg(pl.len().alias("connections"), pl.col("time").min().alias("first_seen"),
+                 pl.col("time").max().alias("last_seen"))
+            .with_columns((pl.col("window_start") + pl.duration(microseconds=int(
+                self.window.total_seconds() * 1_000_000))).alias("window_end"))
+            .sort(["window_start", "namespace", "workload"])
+        )
+        table = out.to_arrow().select(TLS_STATS_SCHEMA.names)
+        return table.cast(TLS_STATS_SCHEMA)
+
+
+__all__ = ["TlsTransform", "VERSIONS"]
