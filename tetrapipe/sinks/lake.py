@@ -76,10 +76,19 @@ class Lake:
     def glob(self, name: str) -> str:
         return str(self.table_dir(name) / "date=*" / "*.parquet")
 
-    def write(self, name: str, table: pa.Table, metadata: dict[str, str] | None = None) -> list[Path]:
-        """Write ``table`` as one segment per date it covers; returns the segment paths."""
-        if table.num_rows == 0:
+    def write(self, name: str, table: pa.Table, metadata: dict[str, str] | None = None,
+              segment: str | None = None, keep_empty: bool = False) -> list[Path]:
+        """Write ``table`` as one segment per date it covers; returns the segment paths.
+
+        ``segment`` names the file (without .parquet) and writes ONE file, in the
+        date folder of the table's earliest row: one rename is one commit, which
+        the stream processor's exactly-once protocol relies on. ``keep_empty``
+        writes a file even for no rows (a commit marker).
+        """
+        if table.num_rows == 0 and not keep_empty:
             return []
+        if segment is not None:
+            return [self._write_one(name, table, metadata, segment)]
         schema = SCHEMAS[name]
         table = table.cast(schema) if table.schema != schema else table
         tcol = table.column(PARTITION_TIME[name])
@@ -108,6 +117,26 @@ class Lake:
             _fsync_dir(d)
             written.append(final)
         return written
+
+    def _write_one(self, name: str, table: pa.Table, metadata: dict[str, str] | None, segment: str) -> Path:
+        schema = SCHEMAS[name]
+        table = table.cast(schema) if table.schema != schema else table
+        tcol = table.column(PARTITION_TIME[name])
+        first = pc.min(tcol).as_py() if table.num_rows else None
+        label = first.date().isoformat() if first is not None else "unknown"
+        d = self.table_dir(name) / f"date={label}"
+        d.mkdir(parents=True, exist_ok=True)
+        final = d / f"{segment}.parquet"
+        tmp = d / f".{final.name}.tmp"
+        meta = dict(table.schema.metadata or {})
+        for k, v in (metadata or {}).items():
+            meta[f"tetrapipe.{k}".encode()] = v.encode()
+        pq.write_table(table.replace_schema_metadata(meta), tmp, compression="zstd", row_group_size=128 * 1024)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        _fsync_dir(d)
+        return final
 
     # --- which inputs were already ingested -------------------------------------------
 

@@ -509,16 +509,18 @@ def make_rejects(source: str, offsets: list[int | None], reasons: list[str], raw
 
 
 def normalize_lines(lines: list[str] | list[bytes], source: str = "<inline>", first_offset: int = 1,
-                    normalizer: Normalizer | None = None) -> Normalized:
+                    normalizer: Normalizer | None = None, offsets: list[int] | None = None) -> Normalized:
     """Normalize a small list of lines (rule tests, gRPC, Kafka micro-batches).
 
-    Non-UTF-8 lines become rejects instead of reaching DuckDB.
+    ``offsets`` gives each line's position (Kafka offsets); by default lines
+    are numbered from ``first_offset``. Non-UTF-8 lines become rejects instead
+    of reaching DuckDB.
     """
     texts: list[str] = []
-    offsets: list[int] = []
+    kept: list[int] = []
     bad: list[tuple[int, str, str]] = []
     for i, line in enumerate(lines):
-        off = first_offset + i
+        off = offsets[i] if offsets is not None else first_offset + i
         if isinstance(line, bytes):
             try:
                 line = line.decode("utf-8")
@@ -529,11 +531,11 @@ def normalize_lines(lines: list[str] | list[bytes], source: str = "<inline>", fi
         if not line.strip():
             continue
         texts.append(line)
-        offsets.append(off)
+        kept.append(off)
     own = normalizer is None
     normalizer = normalizer or Normalizer()
     try:
-        result = normalizer.normalize(pa.array(texts, pa.large_string()), pa.array(offsets, pa.int64()), source)
+        result = normalizer.normalize(pa.array(texts, pa.large_string()), pa.array(kept, pa.int64()), source)
     finally:
         if own:
             normalizer.close()

@@ -1,0 +1,132 @@
+"""``tetrapipe process`` (Kafka -> lake, alerts) and ``tetrapipe status`` (how far behind)."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
+
+KAFKA_ENV = "TETRAPIPE_KAFKA"
+
+
+def _lake_option(f):  # noqa: ANN001, ANN201
+    return click.option("--lake", "lake_dir", envvar=LAKE_ENV, default=DEFAULT_LAKE, show_default=True,
+                        type=click.Path(file_okay=False), help="History lake directory.")(f)
+
+
+def _kafka_options(f):  # noqa: ANN001, ANN201
+    f = click.option("--topic", envvar="TETRAPIPE_TOPIC", default="tetragon.events", show_default=True,
+                     help="Topic the collectors write to.")(f)
+    return click.option("--kafka", envvar=KAFKA_ENV, required=True,
+                        help="Bootstrap servers HOST:PORT[,HOST:PORT].")(f)
+
+
+@click.command("process")
+@_kafka_options
+@click.option("--group", envvar="TETRAPIPE_GROUP", default="tetrapipe-processor", show_default=True,
+              help="Consumer group: replicas with the same group share the partitions.")
+@click.option("--alerts-topic", envvar="TETRAPIPE_ALERTS_TOPIC", default="tetrapipe.alerts", show_default=True,
+              help="Topic for alerts ('' to disable).")
+@click.option("--dead-letter-topic", envvar="TETRAPIPE_DEAD_LETTER_TOPIC", default="tetragon.events.dlq",
+              show_default=True, help="Topic for lines that are not Tetragon events ('' to disable).")
+@click.option("--batch-size", envvar="TETRAPIPE_BATCH_SIZE", default=20_000, show_default=True,
+              help="Most records in one micro-batch.")
+@click.option("--batch-seconds", envvar="TETRAPIPE_BATCH_SECONDS", default=1.0, show_default=True,
+              help="Longest wait before a micro-batch is written.")
+@click.option("--rules", "rules_dir", envvar="TETRAPIPE_RULES", default=None,
+              help="Rules directory (default: ./rules, else the bundled rules; 'none' disables detection).")
+@click.option("--metrics-port", envvar="TETRAPIPE_METRICS_PORT", type=int, default=None,
+              help="Serve /metrics, /healthz and /readyz on 127.0.0.1:PORT.")
+@click.option("--exit-at-eof", is_flag=True, envvar="TETRAPIPE_EXIT_AT_EOF",
+              help="Stop once every assigned partition is fully written (tests, batch jobs).")
+@_lake_option
+def process_command(kafka: str, topic: str, group: str, alerts_topic: str, dead_letter_topic: str,
+                    batch_size: int, batch_seconds: float, rules_dir: str | None, metrics_port: int | None,
+                    exit_at_eof: bool, lake_dir: str) -> None:
+    """Consume Tetragon events from Kafka into the history, with detections, exactly once.
+
+    Run N replicas with the same --group over a topic with at least N partitions.
+    SIGTERM/SIGINT finish and write the batch in hand, then exit 0.
+    """
+    from tetrapipe.cli import _pipeline_transforms
+    from tetrapipe.process import Processor, ProcessorConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    transforms, _ = _pipeline_transforms(rules_dir)
+    config = ProcessorConfig(bootstrap=kafka, topic=topic, group=group, alerts_topic=alerts_topic or None,
+                             dead_letter_topic=dead_letter_topic or None, batch_max_records=batch_size,
+                             batch_max_seconds=batch_seconds, exit_at_eof=exit_at_eof)
+    console = Console(stderr=True, highlight=False)
+
+    def show(alerts) -> None:  # noqa: ANN001
+        for row in alerts.select(["severity", "rule_id", "namespace", "pod", "message"]).to_pylist():
+            console.print(f"[bold]{row['severity']}[/] {row['rule_id']} {row['namespace'] or '(host)'}/"
+                          f"{row['pod'] or ''}: {row['message']}")
+
+    processor = Processor(config, Lake(lake_dir), transforms, on_alerts=show)
+    processor.install_signal_handlers()
+    if metrics_port:
+        _serve_metrics(processor, metrics_port)
+    stats = processor.run()
+    console.print(f"processed {stats.records:,} records: {stats.events:,} events, {stats.rejects:,} rejects, "
+                  f"{stats.alerts:,} alerts; lake holds partitions {stats.by_partition}")
+
+
+def _serve_metrics(processor, port: int) -> None:  # noqa: ANN001
+    try:
+        from tetrapipe import metrics
+    except ImportError:
+        return
+    metrics.serve_process_metrics(processor, port)
+
+
+@click.command("status")
+@_kafka_options
+@click.option("--group", envvar="TETRAPIPE_GROUP", default="tetrapipe-processor", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@_lake_option
+def status_command(kafka: str, topic: str, group: str, fmt: str, lake_dir: str) -> None:
+    """How far behind the lake is, per partition: broker end offset vs what the lake holds."""
+    rows = partition_status(kafka, topic, group, Lake(lake_dir))
+    if fmt == "json":
+        import orjson
+
+        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return
+    t = Table(header_style="bold cyan")
+    for col in ("partition", "end offset", "in lake up to", "lag (records)", "group committed"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        lag = r["lag"]
+        t.add_row(str(r["partition"]), str(r["end_offset"]), str(r["lake_offset"]),
+                  f"[{'red' if lag else 'green'}]{lag}[/]", str(r["group_offset"]))
+    Console(highlight=False).print(t)
+
+
+def partition_status(kafka: str, topic: str, group: str, lake: Lake) -> list[dict]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    from tetrapipe.sinks.offsets import committed_offsets
+
+    consumer = KafkaConsumer(bootstrap_servers=kafka.split(","), group_id=group, enable_auto_commit=False)
+    try:
+        parts = sorted(consumer.partitions_for_topic(topic) or [])
+        tps = [TopicPartition(topic, p) for p in parts]
+        ends = consumer.end_offsets(tps) if tps else {}
+        done = committed_offsets(lake, topic)
+        rows = []
+        for tp in tps:
+            in_lake = done.get(tp.partition, -1)
+            group_offset = consumer.committed(tp)
+            rows.append({"partition": tp.partition, "end_offset": ends[tp], "lake_offset": in_lake,
+                         "lag": max(0, ends[tp] - (in_lake + 1)), "group_offset": group_offset})
+        return rows
+    finally:
+        consumer.close()
+
+
+COMMANDS = [process_command, status_command]

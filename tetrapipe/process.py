@@ -1,0 +1,261 @@
+"""``tetrapipe process``: Kafka -> transforms -> lake, alerts topic, dead letters.
+
+Exactly once into the lake (see :mod:`tetrapipe.sinks.offsets`): each
+partition's records are a batch of their own; its segments carry the offsets
+they cover and the events segment is written last as the commit. On start
+and on every assignment the processor seeks each partition to just after the
+offset the lake holds, so the lake, not Kafka's committed offsets, decides
+where to resume. Kafka offsets are still committed after each batch, so
+consumer-lag monitoring works as usual.
+
+Partitions are keyed by node (DESIGN.md), so everything a per-node process
+table needs arrives in one partition, at one processor.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+import pyarrow as pa
+
+from tetrapipe.ingest import BatchTransform
+from tetrapipe.schema import REJECT_SCHEMA
+from tetrapipe.sinks.lake import Lake
+from tetrapipe.sinks.offsets import committed_offsets, remove_uncommitted, segment_name
+from tetrapipe.transforms.normalize import Normalizer, normalize_lines
+
+log = logging.getLogger("tetrapipe.process")
+
+
+@dataclass
+class ProcessStats:
+    batches: int = 0
+    records: int = 0
+    events: int = 0
+    rejects: int = 0
+    alerts: int = 0
+    last_batch_seconds: float = 0.0
+    by_partition: dict[int, int] = field(default_factory=dict)  # partition -> last committed offset
+
+
+@dataclass
+class ProcessorConfig:
+    bootstrap: str
+    topic: str = "tetragon.events"
+    group: str = "tetrapipe-processor"
+    alerts_topic: str | None = "tetrapipe.alerts"
+    dead_letter_topic: str | None = "tetragon.events.dlq"
+    batch_max_records: int = 20_000
+    batch_max_seconds: float = 1.0
+    client_id: str = "tetrapipe-process"
+    exit_at_eof: bool = False
+    kafka_options: dict = field(default_factory=dict)  # passed to kafka-python (TLS/SASL ...)
+
+
+class Processor:
+    """One processor replica of a consumer group."""
+
+    def __init__(self, config: ProcessorConfig, lake: Lake, transforms: list[BatchTransform],
+                 on_alerts: Callable[[pa.Table], None] | None = None,
+                 on_assign: Callable[[set[int]], None] | None = None) -> None:
+        self.config = config
+        self.lake = lake
+        self.transforms = transforms
+        self.on_alerts = on_alerts
+        self.on_assign = on_assign
+        self.stats = ProcessStats()
+        self._stop = threading.Event()
+        self._normalizer = Normalizer()
+        self._pending: dict[int, list] = {}  # partition -> records not yet written
+        self._consumer = None
+        self._producer = None
+        self._assigned: set[int] = set()
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def stop(self, *_: object) -> None:
+        """Finish the batch in hand, write it, then return from run()."""
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def _connect(self) -> None:
+        from kafka import KafkaConsumer, KafkaProducer
+        from kafka.consumer.subscription_state import ConsumerRebalanceListener
+
+        opts = dict(self.config.kafka_options)
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=self.config.bootstrap.split(","),
+            group_id=self.config.group,
+            client_id=self.config.client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.config.batch_max_records,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
+            **opts,
+        )
+        if self.config.alerts_topic or self.config.dead_letter_topic:
+            self._producer = KafkaProducer(bootstrap_servers=self.config.bootstrap.split(","),
+                                           client_id=self.config.client_id + "-out", acks="all",
+                                           linger_ms=20, **opts)
+        processor = self
+
+        class Listener(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked):  # noqa: ANN001
+                processor._flush(force=True)
+                gone = {tp.partition for tp in revoked}
+                processor._assigned -= gone
+                for p in gone:
+                    processor._pending.pop(p, None)
+
+            def on_partitions_assigned(self, assigned):  # noqa: ANN001
+                processor._assign({tp.partition for tp in assigned})
+
+        self._consumer.subscribe([self.config.topic], listener=Listener())
+
+    def _assign(self, partitions: set[int]) -> None:
+        """Resume each partition right after what the lake holds; drop a crash's orphans first."""
+        from kafka import TopicPartition
+
+        removed = remove_uncommitted(self.lake, self.config.topic, partitions)
+        if removed:
+            log.warning("removed %d segment(s) of batches that never committed", len(removed))
+        done = committed_offsets(self.lake, self.config.topic)
+        for p in partitions:
+            tp = TopicPartition(self.config.topic, p)
+            if p in done:
+                self._consumer.seek(tp, done[p] + 1)
+            else:
+                self._consumer.seek_to_beginning(tp)
+        self._assigned |= partitions
+        if self.on_assign:
+            self.on_assign(partitions)
+
+    def close(self) -> None:
+        for closer in (self._consumer, self._producer):
+            if closer is not None:
+                try:
+                    closer.close()
+                except Exception:  # noqa: BLE001 - closing a broken connection
+                    log.debug("close failed", exc_info=True)
+        self._normalizer.close()
+
+    # --- the loop -----------------------------------------------------------------------
+
+    def run(self) -> ProcessStats:
+        self._connect()
+        batch_started = time.monotonic()
+        idle_polls = 0
+        try:
+            while not self._stop.is_set():
+                polled = self._consumer.poll(timeout_ms=200, max_records=self.config.batch_max_records)
+                for tp, records in polled.items():
+                    self._pending.setdefault(tp.partition, []).extend(records)
+                n_pending = sum(len(v) for v in self._pending.values())
+                due = time.monotonic() - batch_started >= self.config.batch_max_seconds
+                if n_pending >= self.config.batch_max_records or (due and n_pending):
+                    self._flush()
+                    batch_started = time.monotonic()
+                if not polled:
+                    idle_polls += 1
+                    if self.config.exit_at_eof and idle_polls >= 3 and self._at_end():
+                        break
+                else:
+                    idle_polls = 0
+            self._flush(force=True)
+        finally:
+            self.close()
+        return self.stats
+
+    def _at_end(self) -> bool:
+        if not self._assigned:
+            return False
+        from kafka import TopicPartition
+
+        tps = [TopicPartition(self.config.topic, p) for p in self._assigned]
+        ends = self._consumer.end_offsets(tps)
+        done = committed_offsets(self.lake, self.config.topic)
+        return all(done.get(tp.partition, -1) + 1 >= ends[tp] for tp in tps) and not any(self._pending.values())
+
+    def _flush(self, force: bool = False) -> None:
+        for partition in sorted(self._pending):
+            records = self._pending.get(partition) or []
+            if records:
+                self._write_partition(partition, records)
+                self._pending[partition] = []
+
+    def _write_partition(self, partition: int, records: list) -> None:
+        """Normalize, transform and commit one partition's records (one exactly-once unit)."""
+        started = time.perf_counter()
+        topic = self.config.topic
+        source = f"kafka:{topic}/{partition}"
+        first, last = records[0].offset, records[-1].offset
+        norm = normalize_lines([r.value for r in records], source=source, normalizer=self._normalizer,
+                               offsets=[r.offset for r in records])
+        events, rejects = norm.events, norm.rejects
+        extra: dict[str, pa.Table] = {}
+        for transform in self.transforms:
+            events, produced = transform(events)
+            for name, table in produced.items():
+                extra[name] = pa.concat_tables([extra[name], table]) if name in extra else table
+        name = segment_name(topic, partition, first, last)
+        meta = {"kafka": orjson.dumps({"topic": topic, "partition": partition, "first": first,
+                                       "last": last}).decode()}
+        for table_name, table in (("rejects", rejects), *extra.items()):
+            self.lake.write(table_name, table, meta, segment=name)
+        alerts = extra.get("alerts")
+        self._produce(partition, rejects, alerts)
+        self.lake.write("events", events, meta, segment=name, keep_empty=True)  # the commit
+        self._commit_kafka(partition, last)
+        self.stats.batches += 1
+        self.stats.records += len(records)
+        self.stats.events += events.num_rows
+        self.stats.rejects += rejects.num_rows
+        self.stats.alerts += alerts.num_rows if alerts is not None else 0
+        self.stats.by_partition[partition] = last
+        self.stats.last_batch_seconds = time.perf_counter() - started
+        if alerts is not None and alerts.num_rows and self.on_alerts:
+            self.on_alerts(alerts)
+
+    def _produce(self, partition: int, rejects: pa.Table, alerts: pa.Table | None) -> None:
+        """Dead letters and alerts out to Kafka before the commit: at least once, keyed for dedup."""
+        if self._producer is None:
+            return
+        futures = []
+        if self.config.dead_letter_topic and rejects.num_rows:
+            for row in rejects.to_pylist():
+                headers = [("partition", str(partition).encode()), ("offset", str(row["source_offset"]).encode()),
+                           ("reason", row["reason"].encode())]
+                futures.append(self._producer.send(self.config.dead_letter_topic, value=row["raw"].encode(),
+                                                   headers=headers))
+        if self.config.alerts_topic and alerts is not None and alerts.num_rows:
+            for row in alerts.to_pylist():
+                key = f"{row['rule_id']}|{row['dedup_key'] or ''}".encode()
+                futures.append(self._producer.send(self.config.alerts_topic, key=key,
+                                                   value=orjson.dumps(row, option=orjson.OPT_NAIVE_UTC)))
+        if futures:
+            self._producer.flush()
+            for f in futures:
+                f.get(timeout=30)
+
+    def _commit_kafka(self, partition: int, last: int) -> None:
+        from kafka import TopicPartition
+        from kafka.structs import OffsetAndMetadata
+
+        try:
+            self._consumer.commit({TopicPartition(self.config.topic, partition): OffsetAndMetadata(last + 1, "", -1)})
+        except Exception:  # noqa: BLE001 - monitoring only; the lake is the truth
+            log.warning("could not commit offset %d of partition %d to Kafka (lake is committed)", last, partition,
+                        exc_info=True)
+
+
+__all__ = ["Processor", "ProcessorConfig", "ProcessStats", "REJECT_SCHEMA"]
