@@ -92,6 +92,8 @@ class Processor:
         from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
         opts = dict(self.config.kafka_options)
+        # security settings go to both clients; the rest are consumer tuning (session timeouts ...)
+        common = {k: v for k, v in opts.items() if k.startswith(("security_protocol", "ssl_", "sasl_"))}
         self._consumer = KafkaConsumer(
             bootstrap_servers=self.config.bootstrap.split(","),
             group_id=self.config.group,
@@ -106,7 +108,7 @@ class Processor:
         if self.config.alerts_topic or self.config.dead_letter_topic:
             self._producer = KafkaProducer(bootstrap_servers=self.config.bootstrap.split(","),
                                            client_id=self.config.client_id + "-out", acks="all",
-                                           linger_ms=20, **opts)
+                                           linger_ms=20, **common)
         processor = self
 
         class Listener(ConsumerRebalanceListener):

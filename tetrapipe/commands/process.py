@@ -43,10 +43,13 @@ def _kafka_options(f):  # noqa: ANN001, ANN201
               help="Serve /metrics, /healthz and /readyz on 127.0.0.1:PORT.")
 @click.option("--exit-at-eof", is_flag=True, envvar="TETRAPIPE_EXIT_AT_EOF",
               help="Stop once every assigned partition is fully written (tests, batch jobs).")
+@click.option("--kafka-option", "kafka_option", multiple=True, envvar="TETRAPIPE_KAFKA_OPTION",
+              help="kafka-python setting KEY=VALUE, repeatable: security_protocol=SSL, sasl_mechanism=PLAIN, "
+                   "session_timeout_ms=6000, ...")
 @_lake_option
 def process_command(kafka: str, topic: str, group: str, alerts_topic: str, dead_letter_topic: str,
                     batch_size: int, batch_seconds: float, rules_dir: str | None, metrics_port: int | None,
-                    exit_at_eof: bool, lake_dir: str) -> None:
+                    exit_at_eof: bool, kafka_option: tuple[str, ...], lake_dir: str) -> None:
     """Consume Tetragon events from Kafka into the history, with detections, exactly once.
 
     Run N replicas with the same --group over a topic with at least N partitions.
@@ -59,7 +62,8 @@ def process_command(kafka: str, topic: str, group: str, alerts_topic: str, dead_
     transforms, _ = _pipeline_transforms(rules_dir)
     config = ProcessorConfig(bootstrap=kafka, topic=topic, group=group, alerts_topic=alerts_topic or None,
                              dead_letter_topic=dead_letter_topic or None, batch_max_records=batch_size,
-                             batch_max_seconds=batch_seconds, exit_at_eof=exit_at_eof)
+                             batch_max_seconds=batch_seconds, exit_at_eof=exit_at_eof,
+                             kafka_options=parse_kafka_options(kafka_option))
     console = Console(stderr=True, highlight=False)
 
     def show(alerts) -> None:  # noqa: ANN001
@@ -74,6 +78,23 @@ def process_command(kafka: str, topic: str, group: str, alerts_topic: str, dead_
     stats = processor.run()
     console.print(f"processed {stats.records:,} records: {stats.events:,} events, {stats.rejects:,} rejects, "
                   f"{stats.alerts:,} alerts; lake holds partitions {stats.by_partition}")
+
+
+def parse_kafka_options(pairs: tuple[str, ...] | list[str]) -> dict:
+    """KEY=VALUE strings to kafka-python keyword arguments (ints and booleans converted)."""
+    out: dict = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--kafka-option")
+        key, value = pair.split("=", 1)
+        key = key.strip().replace(".", "_")
+        v: object = value
+        if value.isdigit():
+            v = int(value)
+        elif value.lower() in ("true", "false"):
+            v = value.lower() == "true"
+        out[key] = v
+    return out
 
 
 def _serve_metrics(processor, port: int) -> None:  # noqa: ANN001
