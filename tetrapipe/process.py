@@ -56,6 +56,7 @@ class ProcessorConfig:
     client_id: str = "tetrapipe-process"
     exit_at_eof: bool = False
     kafka_options: dict = field(default_factory=dict)  # passed to kafka-python (TLS/SASL ...)
+    compact_every_seconds: float = 600.0  # merge small segments this often (0: never)
 
 
 class Processor:
@@ -156,6 +157,7 @@ class Processor:
     def run(self) -> ProcessStats:
         self._connect()
         batch_started = time.monotonic()
+        last_compaction = time.monotonic()
         idle_polls = 0
         try:
             while not self._stop.is_set():
@@ -167,6 +169,10 @@ class Processor:
                 if n_pending >= self.config.batch_max_records or (due and n_pending):
                     self._flush()
                     batch_started = time.monotonic()
+                every = self.config.compact_every_seconds
+                if every and time.monotonic() - last_compaction >= every:
+                    self._compact()
+                    last_compaction = time.monotonic()
                 if not polled:
                     idle_polls += 1
                     if self.config.exit_at_eof and idle_polls >= 3 and self._at_end():
@@ -177,6 +183,17 @@ class Processor:
         finally:
             self.close()
         return self.stats
+
+    def _compact(self) -> None:
+        """Merge this lake's small segments; other replicas may do the same (a lock serializes them)."""
+        from tetrapipe.sinks.compact import compact
+
+        try:
+            result = compact(self.lake)
+            if result.merged_files:
+                log.info("compacted %d segments into %d", result.merged_files, result.into)
+        except Exception:  # noqa: BLE001 - compaction is housekeeping; the data is safe without it
+            log.warning("compaction failed", exc_info=True)
 
     def _at_end(self) -> bool:
         if not self._assigned:
