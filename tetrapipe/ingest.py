@@ -85,8 +85,15 @@ def ingest(
     force: bool = False,
     chunk_bytes: int = INGEST_CHUNK_BYTES,
     keep_rejects: int = 20,
+    follow: bool = False,
 ) -> IngestStats:
-    """Ingest ``inputs`` into ``lake``; returns what happened, rejects included."""
+    """Ingest ``inputs`` into ``lake``; returns what happened, rejects included.
+
+    ``follow``: the inputs may still be growing (``tetrapipe run``): a last line
+    without its newline is left for the next call instead of being ingested
+    half-written, and a plain file is resumed by seeking to the byte offset
+    already ingested rather than re-reading it.
+    """
     transforms = transforms or []
     progress = progress or ProgressSink()
     stats = IngestStats()
@@ -96,7 +103,8 @@ def ingest(
     try:
         for inp in inputs:
             stats.files += 1
-            _ingest_one(inp, lake, normalizer, writer, transforms, progress, stats, force, chunk_bytes, keep_rejects)
+            _ingest_one(inp, lake, normalizer, writer, transforms, progress, stats, force, chunk_bytes, keep_rejects,
+                        follow)
     finally:
         try:
             writer.close()
@@ -108,19 +116,33 @@ def ingest(
 
 def _ingest_one(inp: InputFile, lake: Lake, normalizer: Normalizer, writer: AsyncWriter,
                 transforms: list[BatchTransform], progress: ProgressSink, stats: IngestStats,
-                force: bool, chunk_bytes: int, keep_rejects: int) -> None:
+                force: bool, chunk_bytes: int, keep_rejects: int, follow: bool = False) -> None:
     stream = open_input(inp)
     raw_file = getattr(stream, "fileobj", None) or stream
     peek = PeekableInput(stream)
     try:
-        if not peek.first_line.strip():
-            if not peek.first_line and not peek.read(1):
-                return  # empty input
+        if peek.empty:
+            return
+        if follow and not peek.first_line_complete:
+            return  # the first line is still being written: fingerprint it once it is whole
         fp = fingerprint(peek.first_line)
-        already = 0 if force else lake.ingested_lines(fp)
+        already, done_bytes = (0, 0) if force else lake.ingested_position(fp)
+        compressed = stream is not raw_file
+        if follow and not force and not inp.is_stdin:
+            size = _input_size(inp)
+            if (compressed and lake.ingested_complete(fp)) or (not compressed and size == done_bytes):
+                stats.skipped_lines += already
+                return  # nothing new: a finished backup, or a live file that has not grown
         progress.start_input(inp, _input_size(inp))
         last_lines = already
-        for lb in prefetch(read_line_batches(peek, chunk_bytes=chunk_bytes, skip_lines=already)):
+        reader_kw: dict = {"skip_lines": already}
+        plain = not inp.is_stdin and stream is raw_file and hasattr(stream, "seek")
+        if plain and already and done_bytes > 0:
+            stream.seek(done_bytes)  # resume: no need to read what is in the lake
+            peek = stream  # type: ignore[assignment]
+            reader_kw = {"start_line": already, "start_byte": done_bytes}
+        for lb in prefetch(read_line_batches(peek, chunk_bytes=chunk_bytes, final_partial_line=not follow,
+                                             **reader_kw)):
             norm = normalizer.normalize(lb.raw, lb.line_nos, inp.label)
             events = norm.events
             rejects = norm.rejects
@@ -135,11 +157,12 @@ def _ingest_one(inp: InputFile, lake: Lake, normalizer: Normalizer, writer: Asyn
                     extra[name] = pa.concat_tables([extra[name], table]) if name in extra else table
             tables = {"events": events, "rejects": rejects, **extra}
             lines_done = lb.lines_total
+            bytes_done = lb.bytes_total
             writer.submit(
                 tables,
                 metadata={"source": inp.label, "fingerprint": fp,
                           "lines": f"{lb.line_nos[0].as_py() if len(lb.line_nos) else ''}-{lines_done}"},
-                on_commit=(lambda n=lines_done: lake.record_ingested(fp, inp.label, n)),
+                on_commit=(lambda n=lines_done, b=bytes_done: lake.record_ingested(fp, inp.label, n, b)),
             )
             _count(stats, events, rejects, extra, keep_rejects)
             stats.lines += lines_done - max(last_lines, already)
@@ -150,6 +173,8 @@ def _ingest_one(inp: InputFile, lake: Lake, normalizer: Normalizer, writer: Asyn
                 progress.advance(raw_file.tell())
             except (OSError, ValueError, AttributeError):
                 pass
+        if compressed and not inp.is_stdin:
+            lake.mark_complete(fp)  # a gzip'd backup never changes again
         if last_lines == already and already:
             stats.skipped_files += 1
         stats.skipped_lines += already

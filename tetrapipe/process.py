@@ -196,14 +196,23 @@ class Processor:
             log.warning("compaction failed", exc_info=True)
 
     def _at_end(self) -> bool:
-        if not self._assigned:
-            return False
+        """The whole topic is in the lake, not only my partitions.
+
+        After a crash the dead member keeps its partitions until its session
+        times out; a restarted processor that looked only at its own
+        assignment would stop while part of the topic is still unread.
+        """
         from kafka import TopicPartition
 
-        tps = [TopicPartition(self.config.topic, p) for p in self._assigned]
+        if any(self._pending.values()):
+            return False
+        parts = self._consumer.partitions_for_topic(self.config.topic) or set()
+        if not parts:
+            return False
+        tps = [TopicPartition(self.config.topic, p) for p in parts]
         ends = self._consumer.end_offsets(tps)
         done = committed_offsets(self.lake, self.config.topic)
-        return all(done.get(tp.partition, -1) + 1 >= ends[tp] for tp in tps) and not any(self._pending.values())
+        return all(done.get(tp.partition, -1) + 1 >= ends[tp] for tp in tps)
 
     def _flush(self, force: bool = False) -> None:
         for partition in sorted(self._pending):

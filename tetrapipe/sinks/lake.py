@@ -145,14 +145,34 @@ class Lake:
 
     def ingested_lines(self, fp: str) -> int:
         """Lines of the log with this fingerprint already in the lake (0 if never seen)."""
+        return self.ingested_position(fp)[0]
+
+    def ingested_position(self, fp: str) -> tuple[int, int]:
+        """(lines, uncompressed bytes) of the log with this fingerprint already in the lake."""
         p = self._manifest_path(fp)
         try:
-            return int(json.loads(p.read_bytes())["lines"])
+            body = json.loads(p.read_bytes())
+            return int(body["lines"]), int(body.get("bytes", -1))
         except (OSError, ValueError, KeyError):
-            return 0
+            return 0, 0
 
-    def record_ingested(self, fp: str, source: str, lines: int) -> None:
-        body = {"fingerprint": fp, "source": source, "lines": lines, "updated": time.time()}
+    def ingested_complete(self, fp: str) -> bool:
+        try:
+            return bool(json.loads(self._manifest_path(fp).read_bytes()).get("complete"))
+        except (OSError, ValueError):
+            return False
+
+    def mark_complete(self, fp: str) -> None:
+        p = self._manifest_path(fp)
+        try:
+            body = json.loads(p.read_bytes())
+        except (OSError, ValueError):
+            return
+        body["complete"] = True
+        atomic_write_bytes(p, json.dumps(body).encode())
+
+    def record_ingested(self, fp: str, source: str, lines: int, nbytes: int = -1) -> None:
+        body = {"fingerprint": fp, "source": source, "lines": lines, "bytes": nbytes, "updated": time.time()}
         atomic_write_bytes(self._manifest_path(fp), json.dumps(body).encode())
 
 

@@ -113,19 +113,25 @@ def fingerprint(first_line: bytes) -> str:
 
 
 class PeekableInput:
-    """A binary stream whose first line has been read ahead (for the fingerprint)."""
+    """A binary stream whose first non-blank line has been read ahead (for the fingerprint)."""
 
     def __init__(self, stream: BinaryIO, limit: int = 4 * 1024 * 1024) -> None:
         self._stream = stream
         head = b""
-        while b"\n" not in head and len(head) < limit:
+        while len(head) < limit:
+            if any(line.strip() for line in head.split(b"\n")[:-1]):
+                break  # a complete non-blank line is in hand
             more = stream.read(64 * 1024)
             if not more:
                 break
             head += more
         self._head = head
-        cut = head.find(b"\n")
-        self.first_line = head if cut < 0 else head[:cut]
+        self.empty = not head.strip()
+        lines = head.split(b"\n")
+        complete = [line for line in lines[:-1] if line.strip()]
+        #: False while the first line is still being written (no newline yet)
+        self.first_line_complete = bool(complete)
+        self.first_line = complete[0] if complete else head.strip()
 
     def read(self, n: int = -1) -> bytes:
         if self._head:

@@ -111,11 +111,14 @@ def read_line_batches(
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     skip_lines: int = 0,
     final_partial_line: bool = True,
+    start_line: int = 0,
+    start_byte: int = 0,
 ) -> Iterator[LineBatch]:
     """Read ``stream`` to its end as batches of complete lines.
 
     Lines numbered ``<= skip_lines`` are consumed but not returned (they were
-    ingested before). ``final_partial_line``: a last line without newline is
+    ingested before). ``start_line``/``start_byte``: the stream was already
+    positioned there (a resumed file), so numbering continues. ``final_partial_line``: a last line without newline is
     returned (a file that simply lacks its final newline); a follower that
     expects more data passes False, never emits half a line, and resumes from
     ``bytes_total``, which then excludes the unfinished line.
@@ -123,8 +126,8 @@ def read_line_batches(
     buf = bytearray(chunk_bytes + 64 * 1024)
     view = memoryview(buf)
     carry_len = 0  # bytes of an unfinished line kept at the start of buf
-    line_no = 0  # lines consumed so far
-    byte_no = 0
+    line_no = start_line  # lines consumed so far (the stream was positioned after start_line lines)
+    byte_no = start_byte
     oversized: BadLine | None = None  # a too-long line being skipped to its end
     while True:
         if carry_len + chunk_bytes > len(buf):  # a long line: grow (bounded by max_line_bytes)

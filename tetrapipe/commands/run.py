@@ -1,0 +1,55 @@
+"""``tetrapipe run``: follow export logs into the lake with detections, no Kafka."""
+
+from __future__ import annotations
+
+import threading
+
+import click
+from rich.console import Console
+
+from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
+
+
+@click.command("run")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--lake", "lake_dir", envvar=LAKE_ENV, default=DEFAULT_LAKE, show_default=True,
+              type=click.Path(file_okay=False), help="History lake directory.")
+@click.option("--rules", "rules_dir", envvar="TETRAPIPE_RULES", default=None,
+              help="Rules directory (default: ./rules, else the bundled rules; 'none' disables detection).")
+@click.option("--poll-seconds", envvar="TETRAPIPE_POLL_SECONDS", default=1.0, show_default=True,
+              help="How often to look for new lines.")
+@click.option("--exit-at-eof", is_flag=True, envvar="TETRAPIPE_EXIT_AT_EOF",
+              help="Stop when a poll finds nothing new (tests, batch jobs).")
+def run_command(paths: tuple[str, ...], lake_dir: str, rules_dir: str | None, poll_seconds: float,
+                exit_at_eof: bool) -> None:
+    """Follow Tetragon export logs (files, directories, or - for stdin) into the history.
+
+    \b
+    tetrapipe run /var/run/cilium/tetragon/tetragon.log
+    kubectl logs -f -n kube-system ds/tetragon -c export-stdout | tetrapipe run -
+
+    The embedded default: the stream processor's transforms without Kafka.
+    SIGTERM/SIGINT finish the poll in hand and exit 0.
+    """
+    from tetrapipe.cli import _pipeline_transforms
+    from tetrapipe.run import install_stop_on_signals, run
+
+    console = Console(stderr=True, highlight=False)
+    transforms, _ = _pipeline_transforms(rules_dir)
+    stop = threading.Event()
+    install_stop_on_signals(stop)
+
+    def show(st) -> None:  # noqa: ANN001
+        if st.events or st.rejects:
+            alerts = st.extra_rows.get("alerts", 0)
+            console.print(f"+{st.events:,} events, {st.rejects:,} rejects, {alerts:,} alerts "
+                          f"({st.events_per_second:,.0f} events/s)")
+            for note in st.first_rejects[:5]:
+                console.print(f"  [yellow]{note.source}:{note.line_no}[/]: {note.reason}")
+
+    totals = run(list(paths), Lake(lake_dir), transforms, poll_seconds=poll_seconds, exit_at_eof=exit_at_eof,
+                 stop=stop, on_poll=show)
+    console.print(f"done: {totals.events:,} events, {totals.rejects:,} rejects in {totals.polls} polls")
+
+
+COMMANDS = [run_command]
