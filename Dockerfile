@@ -5,7 +5,6 @@ RUN apt-get update && apt-get install -y --no-install-recommends build-essential
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY tetrapipe ./tetrapipe
-COPY rules ./rules
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 # Runtime stage: the wheels, the rules, the policies, the samples; no compiler, non-root.
@@ -13,11 +12,8 @@ FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin tetrapipe
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index /wheels/*.whl && rm -rf /wheels
-COPY rules /opt/tetrapipe/rules
-COPY tracing-policies /opt/tetrapipe/tracing-policies
 COPY samples /opt/tetrapipe/samples
-ENV TETRAPIPE_RULES=/opt/tetrapipe/rules \
-    TETRAPIPE_LAKE=/data/lake \
+ENV TETRAPIPE_LAKE=/data/lake \
     PYTHONUNBUFFERED=1
 RUN mkdir -p /data && chown tetrapipe /data
 VOLUME ["/data"]
