@@ -78,14 +78,11 @@ def ingest(paths: tuple[str, ...], lake_dir: str, force: bool, quiet: bool, rule
             print_alerts(out, lake, max_alerts)
 
 
-def _pipeline_transforms(rules_dir: str | None) -> tuple[list, object | None]:
+def _pipeline_transforms(rules_dir: str | None, lake: Lake | None = None) -> tuple[list, object | None]:
     """The transforms every ingesting command runs: ancestry, TLS, then detection."""
-    transforms: list = []
-    try:
-        from tetrapipe.transforms import pipeline
-    except ImportError:
-        return transforms, None
-    return pipeline.default_transforms(rules_dir)
+    from tetrapipe.pipeline import build_transforms
+
+    return build_transforms(rules_dir, lake=lake)
 
 
 @cli.command()

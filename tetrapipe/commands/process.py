@@ -59,7 +59,8 @@ def process_command(kafka: str, topic: str, group: str, alerts_topic: str, dead_
     from tetrapipe.process import Processor, ProcessorConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    transforms, _ = _pipeline_transforms(rules_dir)
+    lake = Lake(lake_dir)
+    transforms, _ = _pipeline_transforms(rules_dir, lake=lake if Lake(lake_dir).segments("events") else None)
     config = ProcessorConfig(bootstrap=kafka, topic=topic, group=group, alerts_topic=alerts_topic or None,
                              dead_letter_topic=dead_letter_topic or None, batch_max_records=batch_size,
                              batch_max_seconds=batch_seconds, exit_at_eof=exit_at_eof,
@@ -71,7 +72,15 @@ def process_command(kafka: str, topic: str, group: str, alerts_topic: str, dead_
             console.print(f"[bold]{row['severity']}[/] {row['rule_id']} {row['namespace'] or '(host)'}/"
                           f"{row['pod'] or ''}: {row['message']}")
 
-    processor = Processor(config, Lake(lake_dir), transforms, on_alerts=show)
+    def rebuild_ancestry(partitions: set[int]) -> None:
+        """New partitions bring new nodes: restore their process table from the lake's recent history."""
+        for t in transforms:
+            if type(t).__name__ == "AncestryTransform" and lake.segments("events"):
+                from tetrapipe.transforms.ancestry import ProcessTable
+
+                t.table = ProcessTable.rebuild_from_lake(lake)
+
+    processor = Processor(config, lake, transforms, on_alerts=show, on_assign=rebuild_ancestry)
     processor.install_signal_handlers()
     if metrics_port:
         _serve_metrics(processor, metrics_port)
