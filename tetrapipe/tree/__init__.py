@@ -1,0 +1,33 @@
+"""Process ancestry trees from the history: build (DuckDB recursive SQL), draw in a terminal, write HTML.
+
+    from tetrapipe.tree import Selection, build_tree, render_text, render_html
+    view = build_tree("tetrapipe-lake", Selection(pod="crawler-7d9f8b6c5-x2x4z"))
+    print(render_text(view))
+    Path("tree.html").write_text(render_html(view))
+"""
+
+from tetrapipe.tree.model import (
+    DEFAULT_LATE_AFTER,
+    SHELLS,
+    Selection,
+    TreeError,
+    TreeView,
+    build_tree,
+    list_pods,
+)
+from tetrapipe.tree.sql import install
+
+__all__ = ["DEFAULT_LATE_AFTER", "SHELLS", "Selection", "TreeError", "TreeView", "build_tree", "install",
+           "list_pods", "render_html", "render_text"]
+
+
+def render_text(view: TreeView, width: int = 140, color: bool = False) -> str:
+    from tetrapipe.tree.text import render_text as _render
+
+    return _render(view, width=width, color=color)
+
+
+def render_html(view: TreeView) -> str:
+    from tetrapipe.tree.html import render_html as _render
+
+    return _render(view)
