@@ -1,0 +1,78 @@
+"""The composed scenario: reproducible, all real-shaped, and the ground truth of samples/README.md holds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import SAMPLES
+
+from tetrapipe import history
+from tetrapipe.cli import cli
+from tetrapipe.ingest import ingest
+from tetrapipe.pipeline import build_transforms
+from tetrapipe.sinks.lake import Lake
+from tetrapipe.sources.files import expand_inputs
+from tetrapipe.transforms.tls_ciphers import cipher_name
+
+SCENARIO = SAMPLES / "scenario" / "tenant-jobs.log"
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
+    lake = Lake(tmp_path_factory.mktemp("scenario") / "lake")
+    transforms, _ = build_transforms("none")
+    stats = ingest(expand_inputs([str(SAMPLES)]), lake, transforms=transforms)
+    assert stats.rejects == 0
+    return lake
+
+
+def test_compose_is_deterministic(tmp_path: Path) -> None:
+    copy = tmp_path / "scenario"
+    copy.mkdir()
+    for name in ("compose.py", "handshakes.json"):
+        (copy / name).write_bytes((SAMPLES / "scenario" / name).read_bytes())
+    subprocess.run([sys.executable, str(copy / "compose.py")], check=True, capture_output=True)
+    assert (copy / "tenant-jobs.log").read_bytes() == SCENARIO.read_bytes()
+
+
+def test_late_shells_are_exactly_the_ground_truth(lake: Lake) -> None:
+    con = history.connect(lake)
+    sql = history.hunts()["late-shells"].sql
+    rows = con.execute(f"SELECT source, source_offset FROM events WHERE event_id IN "
+                       f"(SELECT e.event_id FROM events e JOIN ({sql}) h USING (exec_id) WHERE e.kind = 'process_exec')"
+                       ).fetchall()
+    got = sorted((Path(s).name, n) for s, n in rows)
+    assert got == [("events-docs.log", 10), ("events-docs.log", 16), ("events-docs.log", 19),
+                   ("tenant-jobs.log", 34), ("tenant-jobs.log", 51)]
+
+
+def test_passwd_write_is_exactly_line_41(lake: Lake) -> None:
+    con = history.connect(lake)
+    rows = con.execute("SELECT source, source_offset, process_binary FROM events WHERE file_access = 'write' "
+                       "AND regexp_matches(file_path, '^/?etc/(passwd|shadow)$') ORDER BY 1, 2").fetchall()
+    scenario = [(n, b) for s, n, b in rows if s.endswith("tenant-jobs.log")]
+    assert scenario == [(41, "/bin/bash")]
+
+
+def test_tls_reproduces_the_handshakes_exactly(lake: Lake) -> None:
+    truth = json.loads((SAMPLES / "scenario" / "handshakes.json").read_text())["connections"]
+    expected = {(h["sni"], {"TLSv1.3": "TLS 1.3", "TLSv1.2": "TLS 1.2"}[h["negotiated_version"]],
+                 cipher_name(h["cipher_code"])) for h in truth}
+    result = CliRunner().invoke(cli, ["tls", "--lake", str(lake.root), "--format", "json"], catch_exceptions=False)
+    rows = json.loads(result.output)
+    assert {(r["tls_sni"], r["tls_version"], r["tls_cipher"]) for r in rows} == expected
+    assert all(r["connections"] == 1 and r["workload"] == "crawler" for r in rows)
+    assert [r["tls_sni"] for r in rows if r["weak"]] == ["legacy-feed.example.org"]
+
+
+def test_ancestry_of_the_reverse_shell(lake: Lake) -> None:
+    con = history.connect(lake)
+    row = con.execute("SELECT parent_binary, ancestor_binaries FROM events WHERE kind = 'process_exec' "
+                      "AND source LIKE '%tenant-jobs.log' AND source_offset = 51").fetchone()
+    assert row[0] == "/usr/bin/nc"
+    assert row[1][:2] == ["/bin/bash", "/usr/bin/runc"]
