@@ -49,7 +49,7 @@ def _register(module: str) -> None:
 @click.option("--rules", "rules_dir", type=click.Path(), default=None, envvar="TETRAPIPE_RULES",
               help="Rules directory (default: ./rules, else the bundled rules). 'none' disables detection.")
 @click.option("--max-alerts", default=30, show_default=True, help="Alerts to print after the summary.")
-@click.option("--chunk-bytes", default=32 * 1024 * 1024, hidden=True, help="Read size (one batch per chunk).")
+@click.option("--chunk-bytes", default=24 * 1024 * 1024, hidden=True, help="Read size (one batch per chunk).")
 def ingest(paths: tuple[str, ...], lake_dir: str, force: bool, quiet: bool, rules_dir: str | None,
            max_alerts: int, chunk_bytes: int) -> None:
     """Load Tetragon export logs into the history and show what fired.

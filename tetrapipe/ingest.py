@@ -27,7 +27,7 @@ from tetrapipe.transforms.normalize import Normalizer, make_rejects
 #: (possibly enriched) and extra tables for the lake (e.g. ``alerts``).
 BatchTransform = Callable[[pa.Table], tuple[pa.Table, dict[str, pa.Table]]]
 
-INGEST_CHUNK_BYTES = 32 * 1024 * 1024
+INGEST_CHUNK_BYTES = 24 * 1024 * 1024
 
 
 @dataclass

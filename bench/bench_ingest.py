@@ -1,0 +1,93 @@
+"""tetrapipe ingest next to DuckDB's own read_json of the same file, in one run.
+
+    python bench/gen_events.py --out /tmp/events.jsonl
+    python bench/bench_ingest.py /tmp/events.jsonl [--rules none|DIR]
+
+Every mode runs in a fresh process, so its peak RSS (from wait4) is its own;
+DuckDB uses all cores, as tetrapipe does. Modes:
+
+* duckdb-auto: ``CREATE TABLE t AS SELECT * FROM read_ndjson_auto(file)``
+* duckdb-fields: ``read_ndjson`` with explicit columns (envelope + each kind as
+  JSON) and 15 typed fields extracted: closer to what a normalizer does
+* tetrapipe: ``tetrapipe ingest file --quiet`` (parse, normalize ~80 columns,
+  transforms, Parquet zstd) with the rules given (default: off)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+KINDS = ["process_exec", "process_exit", "process_kprobe", "process_connect", "process_close", "process_listen",
+         "process_throttle", "process_tracepoint", "process_lsm", "rate_limit_info"]
+FIELDS = ["process.exec_id", "process.pid", "process.binary", "process.arguments", "process.start_time",
+          "process.pod.namespace", "process.pod.name", "process.pod.container.id", "process.pod.container.image.name",
+          "process.pod.container.start_time", "process.parent_exec_id", "parent.binary", "function_name",
+          "policy_name", "action"]
+
+
+def _duckdb_script(mode: str, path: str) -> str:
+    if mode == "duckdb-auto":
+        sql = f"CREATE TABLE t AS SELECT * FROM read_ndjson_auto('{path}')"
+    else:
+        cols = "{'node_name':'VARCHAR','time':'VARCHAR'," + ",".join(f"'{k}':'JSON'" for k in KINDS) + "}"
+        body = "coalesce(" + ",".join(KINDS) + ")"
+        sel = ", ".join(f"json_extract_string({body}, '$.{f}') AS f{i}" for i, f in enumerate(FIELDS))
+        sql = (f"CREATE TABLE t AS SELECT node_name, TRY_CAST(time AS TIMESTAMP) AS time, {sel} "
+               f"FROM read_ndjson('{path}', columns={cols})")
+    return f"import duckdb; c = duckdb.connect(); c.execute({sql!r}); print(c.execute('SELECT count(*) FROM t').fetchone()[0])"
+
+
+def _run(cmd: list[str]) -> tuple[float, int, str]:
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - t
+    out = proc.stdout.read().decode()
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{cmd[:4]} failed: {proc.stderr.read().decode()[-2000:]}")
+    return elapsed, usage.ru_maxrss, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("file", type=Path)
+    ap.add_argument("--rules", default="none", help="Rules for the tetrapipe run ('none', or a directory).")
+    args = ap.parse_args()
+    path = str(args.file.resolve())
+    size = args.file.stat().st_size
+    n = sum(1 for _ in open(path, "rb"))
+    results = []
+    for mode in ("duckdb-auto", "duckdb-fields"):
+        secs, rss, _ = _run([sys.executable, "-c", _duckdb_script(mode, path)])
+        results.append((mode, secs, rss))
+    lake = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    try:
+        secs, rss, _ = _run([sys.executable, "-m", "tetrapipe", "ingest", path, "--lake", str(lake / "lake"),
+                             "--quiet", "--rules", args.rules])
+        results.append((f"tetrapipe (rules: {args.rules})", secs, rss))
+    finally:
+        shutil.rmtree(lake, ignore_errors=True)
+    print(f"{n:,} events, {size / 1e9:.2f} GB ({size / n:,.0f} B/line), {os.cpu_count()} cores")
+    print(f"{'mode':28s} {'seconds':>8s} {'events/s':>10s} {'MB/s':>7s} {'peak RSS MiB':>13s}")
+    for mode, secs, rss in results:
+        print(f"{mode:28s} {secs:8.1f} {n / secs:10,.0f} {size / secs / 1e6:7.0f} {rss / 1024:13,.0f}")
+    ours = n / results[-1][1]
+    for mode, secs, _ in results[:-1]:
+        print(f"tetrapipe / {mode}: {100 * ours / (n / secs):.0f}%")
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"ingest-{time.strftime('%Y%m%d')}.json").write_text(json.dumps(
+        [{"mode": m, "seconds": s, "events": n, "events_per_s": n / s, "peak_rss_mib": r / 1024} for m, s, r in results],
+        indent=2))
+
+
+if __name__ == "__main__":
+    main()
