@@ -277,7 +277,8 @@ SELECT
     {f('namespace')} AS namespace,
     {f('pod')} AS pod,
     {f('pod_uid')} AS pod_uid,
-    TRY_CAST({jf('pod_labels')} AS MAP(VARCHAR, VARCHAR)) AS pod_labels,
+    -- sorted by key, as Tetragon's protojson writes maps: the same labels whatever the source
+    map_from_entries(list_sort(map_entries(TRY_CAST({jf('pod_labels')} AS MAP(VARCHAR, VARCHAR))))) AS pod_labels,
     {f('workload')} AS workload,
     {f('workload_kind')} AS workload_kind,
     {f('container_id')} AS container_id,
