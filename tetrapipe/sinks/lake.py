@@ -102,19 +102,7 @@ class Lake:
             label = "unknown" if day is None else day.isoformat()
             if day is None:
                 part = table.filter(pc.is_null(days))
-            d = self.table_dir(name) / f"date={label}"
-            d.mkdir(parents=True, exist_ok=True)
-            final = d / f"{stamp}-{seg_id}.parquet"
-            tmp = d / f".{final.name}.tmp"
-            meta = dict(part.schema.metadata or {})
-            for k, v in (metadata or {}).items():
-                meta[f"tetrapipe.{k}".encode()] = v.encode()
-            part = part.replace_schema_metadata(meta)
-            pq.write_table(part, tmp, compression="zstd", row_group_size=128 * 1024)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-            _fsync_dir(d)
+            final = self._commit(name, label, f"{stamp}-{seg_id}", part, metadata)
             written.append(final)
         return written
 
@@ -124,6 +112,10 @@ class Lake:
         tcol = table.column(PARTITION_TIME[name])
         first = pc.min(tcol).as_py() if table.num_rows else None
         label = first.date().isoformat() if first is not None else "unknown"
+        return self._commit(name, label, segment, table, metadata)
+
+    def _commit(self, name: str, label: str, segment: str, table: pa.Table, metadata: dict[str, str] | None) -> Path:
+        """Write one segment under a hidden name, fsync it, rename it into its date folder."""
         d = self.table_dir(name) / f"date={label}"
         d.mkdir(parents=True, exist_ok=True)
         final = d / f"{segment}.parquet"
