@@ -198,11 +198,13 @@ def test_server_restart_mid_stream_reconnects_and_delivers_the_rest() -> None:
     assert consumer.error is None
     assert _decoded(consumer.lines) == EXPECTED  # everything, once, in order
     st = src.stats
-    assert st["connects"] == 2 and st["reconnects"] == 1
+    # one connection before the restart, at least one after (a loaded machine
+    # can connect to the restarting agent a moment too early and retry)
+    assert st["connects"] >= 2 and st["reconnects"] == st["connects"] - 1
     assert st["stream_errors"] >= 2 and st["connect_attempts"] >= 3
     assert 0 < st["backoff_total_s"] and st["last_backoff_s"] <= FAST["backoff_max"]
     assert any(code in (st["last_error"] or "") for code in ("UNAVAILABLE", "CANCELLED"))
-    assert agent.streams == 2
+    assert agent.streams >= 2
 
 
 def test_backoff_grows_and_is_capped_with_full_jitter() -> None:

@@ -93,6 +93,7 @@ KEEPALIVE_TIMEOUT_MS = 20_000
 _POLL_S = 0.1  # longest a blocked wait goes without re-checking for stop()
 _SPIN_MIN_S = 0.0005  # consumer / backpressure polling: first nap ...
 _SPIN_MAX_S = 0.005  # ... doubling up to this, then the consumer sleeps on an Event
+_CHANNEL_CLOSE_DELAY_S = 1.0
 _UNKNOWN_CHECK_FIRST = 1000
 _UNKNOWN_CHECK_EVERY = 100
 _parse_response = tetragon_pb2.GetEventsResponse.FromString
@@ -277,13 +278,14 @@ def build_request(
 class _Attempt:
     """One channel + one GetEvents call (counted as a connect at most once)."""
 
-    __slots__ = ("channel", "call", "connected", "delivered_any")
+    __slots__ = ("channel", "call", "connected", "delivered_any", "closed")
 
     def __init__(self, channel: grpc.Channel) -> None:
         self.channel = channel
         self.call: Any = None
         self.connected = False
         self.delivered_any = False
+        self.closed = False
 
 
 class GrpcSource:
@@ -587,12 +589,13 @@ class GrpcSource:
                 channel.unsubscribe(attempt_cb)
             except Exception:  # pragma: no cover - unsubscribe of a closing channel
                 pass
+            self._close_attempt()
 
     def _mark_connected(self, attempt: _Attempt) -> None:
         # Called from the reader thread and from gRPC's connectivity callback
         # thread: the lock makes "once per attempt" and the counter exact.
         with self._lock:
-            if attempt.connected or attempt is not self._attempt:
+            if attempt.connected or attempt.closed or attempt is not self._attempt:
                 return
             attempt.connected = True
             self._connects += 1
@@ -603,12 +606,23 @@ class GrpcSource:
             log.info("reconnected to Tetragon at %s (connection #%d)", self.target, self._connects)
 
     def _close_attempt(self) -> None:
+        """End the current attempt's call now; close its channel a little later.
+
+        Why later: ``channel.subscribe`` runs a gRPC-internal polling thread
+        that keeps watching the channel for up to 0.2 s after ``unsubscribe``;
+        closing the channel under it makes that thread die with "Cannot
+        monitor channel state: Channel closed!" on stderr. The call is
+        cancelled at once, so nothing is read from a retired channel.
+        """
         attempt = self._attempt
-        if attempt is None:
+        if attempt is None or attempt.closed:
             return
+        attempt.closed = True
         if attempt.call is not None:
             attempt.call.cancel()
-        attempt.channel.close()
+        timer = threading.Timer(_CHANNEL_CLOSE_DELAY_S, attempt.channel.close)
+        timer.daemon = True
+        timer.start()
 
     def _put(self, item: bytes) -> None:
         """Append to the buffer, waiting (backpressure) while it is full; gives up on stop()."""
