@@ -36,6 +36,9 @@ from tetrapipe.sources.grpc_codec import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+# The checkout's stubs (what gets committed), even when tetrapipe is imported
+# from an installed copy.
+CHECKOUT_PROTO = REPO / "tetrapipe" / "proto"
 OSS_KINDS = {"process_exec", "process_exit", "process_kprobe", "process_throttle"}
 ENTERPRISE_KINDS = {"process_connect", "process_close", "process_listen"}
 
@@ -70,8 +73,8 @@ def test_samples_cover_the_kinds() -> None:
 
 def _skip_if_other_protoc(tmp_path: Path) -> None:
     """A different grpcio-tools generates different (valid) code: that is not drift."""
-    committed = regenerate.protoc_version_stamp((regenerate.PROTO_DIR / "tetragon_pb2.py").read_bytes())
-    fresh = regenerate.protoc_version_stamp(regenerate.generate(tmp_path)["tetragon_pb2.py"])
+    committed = regenerate.protoc_version_stamp((CHECKOUT_PROTO / "tetragon_pb2.py").read_bytes())
+    fresh = regenerate.protoc_version_stamp(regenerate.generate(tmp_path, CHECKOUT_PROTO)["tetragon_pb2.py"])
     if committed != fresh:
         pytest.skip(f"stubs were generated for protobuf {committed}; this grpcio-tools targets {fresh}")
 
@@ -79,7 +82,7 @@ def _skip_if_other_protoc(tmp_path: Path) -> None:
 def test_regenerate_check_passes(tmp_path: Path) -> None:
     pytest.importorskip("grpc_tools")
     _skip_if_other_protoc(tmp_path)
-    assert regenerate.differences() == []
+    assert regenerate.differences(CHECKOUT_PROTO) == []
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.run(
         [sys.executable, "-m", "tetrapipe.proto.regenerate", "--check"],
@@ -94,12 +97,14 @@ def test_regenerate_check_passes(tmp_path: Path) -> None:
 
 def test_regenerate_check_detects_stale_stubs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("grpc_tools")
-    for name in regenerate.GENERATED:
-        shutil.copy(regenerate.PROTO_DIR / name, tmp_path / name)
-    stale = tmp_path / "tetragon_pb2_grpc.py"
+    copy = tmp_path / "tetrapipe" / "proto"
+    copy.mkdir(parents=True)
+    for name in (*regenerate.GENERATED, "tetragon.proto"):
+        shutil.copy(CHECKOUT_PROTO / name, copy / name)
+    stale = copy / "tetragon_pb2_grpc.py"
     stale.write_text(stale.read_text() + "\n# edited by hand\n")
-    (tmp_path / "tetragon_pb2.pyi").unlink()
-    monkeypatch.setattr(regenerate, "PROTO_DIR", tmp_path)
+    (copy / "tetragon_pb2.pyi").unlink()
+    monkeypatch.setattr(regenerate, "PROTO_DIR", copy)
     problems = regenerate.differences()
     assert any("tetragon_pb2_grpc.py: differs" in p for p in problems)
     assert any("tetragon_pb2.pyi: missing" in p for p in problems)

@@ -48,8 +48,15 @@ def protoc_version_stamp(pb2_source: bytes) -> str | None:
     return m.group(1).decode() if m else None
 
 
-def generate(out_dir: Path) -> dict[str, bytes]:
-    """Run protoc on tetragon.proto into ``out_dir``; return {file name: content}."""
+def generate(out_dir: Path, proto_dir: Path | None = None) -> dict[str, bytes]:
+    """Run protoc on ``<proto_dir>/tetragon.proto`` into ``out_dir``; return {file name: content}.
+
+    ``proto_dir`` defaults to this package's directory; pass a checkout's
+    ``tetrapipe/proto`` to check that tree instead of the imported one.
+    """
+    proto_dir = Path(proto_dir or PROTO_DIR)
+    root = proto_dir.parents[1]
+    proto = proto_dir / PROTO.name
     try:
         from grpc_tools import protoc
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -57,10 +64,10 @@ def generate(out_dir: Path) -> dict[str, bytes]:
     from importlib.resources import files
 
     well_known = files("grpc_tools") / "_proto"
-    rel = PROTO.relative_to(PACKAGE_ROOT).as_posix()
+    rel = proto.relative_to(root).as_posix()
     args = [
         "grpc_tools.protoc",
-        f"-I{PACKAGE_ROOT}",
+        f"-I{root}",
         f"-I{well_known}",
         f"--python_out={out_dir}",
         f"--pyi_out={out_dir}",
@@ -72,24 +79,25 @@ def generate(out_dir: Path) -> dict[str, bytes]:
     # "tetrapipe/proto/tetragon.proto", wherever we are called from.
     cwd = os.getcwd()
     try:
-        os.chdir(PACKAGE_ROOT)
+        os.chdir(root)
         rc = protoc.main(args)
     finally:
         os.chdir(cwd)
     if rc != 0:
-        raise SystemExit(f"protoc failed (exit {rc}) on {PROTO}")
+        raise SystemExit(f"protoc failed (exit {rc}) on {proto}")
     gen_dir = out_dir / "tetrapipe" / "proto"
     return {name: (gen_dir / name).read_bytes() for name in GENERATED}
 
 
-def differences() -> list[str]:
+def differences(proto_dir: Path | None = None) -> list[str]:
     """Human-readable reasons why the committed stubs differ from a fresh generation."""
+    proto_dir = Path(proto_dir or PROTO_DIR)
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="tetrapipe-proto-") as tmp:
-        fresh = generate(Path(tmp))
+        fresh = generate(Path(tmp), proto_dir)
     committed_stamp = fresh_stamp = None
     for name, content in fresh.items():
-        path = PROTO_DIR / name
+        path = proto_dir / name
         if not path.exists():
             problems.append(f"{path}: missing (run python -m tetrapipe.proto.regenerate)")
             continue

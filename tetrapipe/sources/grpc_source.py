@@ -38,13 +38,13 @@ jobs); or, after every queued event was delivered, with
 ``GrpcSourceError`` when the stream failed and reconnecting is off or
 pointless.
 
-Throughput, measured on this 2-core machine with the Python test server in
-another process streaming the real sample events: a bare gRPC read loop gets
-~15-16k messages/s (the Python server may be part of that limit; a Go agent
-can push more); ``payloads()`` keeps up with it (~15k/s), and ``lines()``
-(decode + export JSON in the consumer thread) delivers ~12k events/s end to
-end (the codec alone does ~45k/s). A handoff through ``queue.Queue`` instead
-of the deque below gave 9k and 7k. When the consumer is the limit, the
+Throughput, measured on this 2-core machine (shared, so noisy) with the
+Python test server in another process streaming the real sample events: a
+bare gRPC read loop gets 11-17k messages/s (the Python server is part of that
+limit; a Go agent can push more); ``payloads()`` keeps pace with it, and
+``lines()`` (decode + export JSON in the consumer thread) delivers 10-12k
+events/s end to end; the codec alone does ~45k/s. The same hand-off through
+``queue.Queue`` gave 9k and 7k. When the consumer is the limit, the
 ``backpressure_*`` counters say so.
 
 Connection details: one fresh channel per attempt (so gRPC's own reconnect
