@@ -48,15 +48,15 @@ def test_late_shells_are_exactly_the_ground_truth(lake: Lake) -> None:
                        ).fetchall()
     got = sorted((Path(s).name, n) for s, n in rows)
     assert got == [("events-docs.log", 10), ("events-docs.log", 16), ("events-docs.log", 19),
-                   ("tenant-jobs.log", 34), ("tenant-jobs.log", 51)]
+                   ("tenant-jobs.log", 95), ("tenant-jobs.log", 118)]
 
 
-def test_passwd_write_is_exactly_line_41(lake: Lake) -> None:
+def test_passwd_write_is_exactly_line_107(lake: Lake) -> None:
     con = history.connect(lake)
     rows = con.execute("SELECT source, source_offset, process_binary FROM events WHERE file_access = 'write' "
                        "AND regexp_matches(file_path, '^/?etc/(passwd|shadow)$') ORDER BY 1, 2").fetchall()
     scenario = [(n, b) for s, n, b in rows if s.endswith("tenant-jobs.log")]
-    assert scenario == [(41, "/bin/bash")]
+    assert scenario == [(107, "/bin/bash")]
 
 
 def test_tls_reproduces_the_handshakes_exactly(lake: Lake) -> None:
@@ -73,6 +73,6 @@ def test_tls_reproduces_the_handshakes_exactly(lake: Lake) -> None:
 def test_ancestry_of_the_reverse_shell(lake: Lake) -> None:
     con = history.connect(lake)
     row = con.execute("SELECT parent_binary, ancestor_binaries FROM events WHERE kind = 'process_exec' "
-                      "AND source LIKE '%tenant-jobs.log' AND source_offset = 51").fetchone()
+                      "AND source LIKE '%tenant-jobs.log' AND source_offset = 118").fetchone()
     assert row[0] == "/usr/bin/nc"
-    assert row[1][:2] == ["/bin/bash", "/usr/bin/runc"]
+    assert row[1][:2] == ["/bin/bash", "/usr/local/sbin/runc"]

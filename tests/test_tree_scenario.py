@@ -84,6 +84,8 @@ def test_scenario_late_shell_is_marked_with_the_right_chain(lake: Lake) -> None:
     truth = []
     cur = parent_of.get(bash.exec_id)
     while cur is not None and cur not in truth:
+        if parent_of.get(cur) == cur:
+            break  # the self-parented <kernel> root: Tetragon's own ancestors stop at pid 1 too
         truth.append(cur)
         cur = parent_of.get(cur)
     assert truth, "the log says nothing about the shell's parent"
