@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.padding import Padding
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
+from rich.text import Text
 
 from tetrapipe.ingest import IngestStats, ProgressSink
 from tetrapipe.sinks.lake import Lake
@@ -88,9 +90,9 @@ def print_alerts(console: Console, lake: Lake, limit: int) -> None:
     con = history.connect(lake)
     try:
         rows = con.execute(
-            "SELECT severity, rule_id, time, namespace, pod, process_binary, message, count FROM alerts "
+            "SELECT severity, rule_id, time, namespace, pod, message, count FROM alerts "
             "ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 "
-            "WHEN 'low' THEN 3 ELSE 4 END, time LIMIT ?", params=[limit]
+            "WHEN 'low' THEN 3 ELSE 4 END, time LIMIT ?", [limit]
         ).fetchall()
         total = con.execute("SELECT count(*) FROM alerts").fetchone()[0]
     finally:
@@ -98,14 +100,14 @@ def print_alerts(console: Console, lake: Lake, limit: int) -> None:
     if not total:
         console.print("[green]no alerts[/]")
         return
-    t = Table(title=f"[bold]{total} alert{'s' if total != 1 else ''}[/]", title_justify="left",
-              header_style="bold cyan")
-    for col in ("severity", "rule", "time", "where", "process", "message", "count"):
-        t.add_column(col, overflow="fold")
-    for sev, rule, when, ns, pod, binary, msg, count in rows:
+    console.print(f"[bold]{total} alert{'s' if total != 1 else ''}[/], most severe first:")
+    for sev, rule, when, ns, pod, msg, count in rows:
+        # One header line and the message beneath it, like Falco's output: a table
+        # folds long messages into unreadable slivers on an 80-column terminal.
         where = f"{ns}/{pod}" if pod else "(host)"
-        t.add_row(f"[{SEVERITY_STYLE.get(sev, '')}]{sev}[/]", rule, str(when)[:23], where, binary or "", msg,
-                  str(count))
-    console.print(t)
+        times = f"  [dim]x{count}[/]" if count and count > 1 else ""
+        console.print(f"[{SEVERITY_STYLE.get(sev, '')}]{sev.upper():<8}[/] [bold]{rule}[/]  "
+                      f"[dim]{str(when)[:19]}[/]  {where}{times}", soft_wrap=True, highlight=False)
+        console.print(Padding(Text(msg or ""), (0, 0, 0, 9)))
     if total > len(rows):
         console.print(f"[dim]... {total - len(rows)} more: tetrapipe query \"SELECT * FROM alerts\"[/]")

@@ -1,0 +1,312 @@
+"""``tetrapipe rules``: list, lint, test, backtest and show the detection rules.
+
+\b
+tetrapipe rules list                       what is loaded, and the policies each rule needs
+tetrapipe rules test [PATH...]             run every rule's tests (CI: --format junit -o report.xml)
+tetrapipe rules lint [PATH...]             schema, columns, never-true conditions, duplicates
+tetrapipe rules backtest --since 2026-03-10  what the rules would have fired over the history
+tetrapipe rules show RULE_ID               the SQL a rule compiles to (paste it into tetrapipe query)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
+
+out = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False)
+SEVERITY_STYLE = {"critical": "bold white on red", "high": "bold red", "medium": "yellow", "low": "cyan",
+                  "info": "dim"}
+
+rules_option = click.option(
+    "--rules", "rules_dir", envvar="TETRAPIPE_RULES", default=None, show_envvar=True,
+    help="Rules directory (default: ./rules, else the rules shipped with tetrapipe).",
+)
+
+
+def _roots(paths: tuple[str, ...], rules_dir: str | None = None) -> tuple[list[Path], list[Path] | None]:
+    """(directories to load, files to restrict tests to or None) from PATH arguments."""
+    from tetrapipe.ruleset.locate import resolve_rules_dir, rules_root_of
+
+    if not paths:
+        root = resolve_rules_dir(rules_dir)
+        if root is None:
+            raise click.UsageError("no rules directory: give PATH, --rules DIR or set TETRAPIPE_RULES")
+        return [root], None
+    roots: list[Path] = []
+    files: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise click.UsageError(f"{raw}: no such file or directory")
+        if p.is_dir():
+            roots.append(p)
+        else:
+            files.append(p)
+            root = rules_root_of(p)
+            if not any(root.resolve() == r.resolve() for r in roots):
+                roots.append(root)
+    # a directory given alongside files of its own: test everything in it
+    only = files if files and not any(Path(x).is_dir() for x in paths) else None
+    return roots, only
+
+
+def _load(roots: list[Path]):  # noqa: ANN202
+    from tetrapipe.ruleset import load_ruleset
+
+    return load_ruleset(roots)
+
+
+def _fail_on_errors(rs) -> None:  # noqa: ANN001
+    if rs.errors:
+        for issue in rs.errors:
+            err.print(f"[bold red]error[/] {issue}", markup=True, highlight=False)
+        err.print(f"[bold red]{len(rs.errors)} error{'s' if len(rs.errors) != 1 else ''} in the rules[/]")
+        sys.exit(2)
+
+
+@click.group("rules")
+def rules_group() -> None:
+    """Detection rules: list, lint, test, backtest, show."""
+
+
+@rules_group.command("list")
+@rules_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--all", "show_all", is_flag=True, help="Include disabled rules.")
+def list_command(rules_dir: str | None, fmt: str, show_all: bool) -> None:
+    """The rules loaded, their severity, event kinds, MITRE ids, the TracingPolicy each depends on."""
+    import orjson
+
+    from tetrapipe.ruleset.locate import policies_dir_for
+    from tetrapipe.ruleset.policies import load_policies
+
+    roots, _ = _roots((), rules_dir)
+    rs = _load(roots)
+    _fail_on_errors(rs)
+    policies, _ = load_policies(policies_dir_for(roots[0]))
+    rules = [r for r in rs.rules if show_all or r.enabled]
+    if fmt == "json":
+        rows = [{"id": r.id, "title": r.title, "severity": r.severity, "enabled": r.enabled, "event": r.events,
+                 "mitre": r.mitre, "tags": r.tags, "policies": r.policies, "tetragon_flags": r.tetragon_flags,
+                 "params": r.params, "params_by_namespace": r.params_by_namespace,
+                 "dedup": {"fields": r.dedup.fields, "window_seconds": r.dedup.window_seconds},
+                 "tests": len(r.tests), "file": str(r.path)} for r in rules]
+        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2, default=str).decode())
+        return
+    t = Table(title=f"[bold]{len(rules)} rules[/] from {', '.join(map(str, roots))}", title_justify="left",
+              header_style="bold cyan")
+    for col in ("id", "severity", "events", "MITRE", "needs (policy, flags)", "params", "tests"):
+        t.add_column(col, overflow="fold", no_wrap=col == "id")
+    for r in sorted(rules, key=lambda r: r.id):
+        needs = [f"{p}" + ("" if p in policies else " [red](missing)[/]") for p in r.policies] + r.tetragon_flags
+        params = ", ".join(f"{k}={v}" for k, v in r.params.items())
+        if r.params_by_namespace:
+            params += " (+" + ", ".join(r.params_by_namespace) + ")"
+        state = "" if r.enabled else " [dim](disabled)[/]"
+        kinds = " ".join(k.removeprefix("process_") for k in r.events)
+        t.add_row(r.id + state, f"[{SEVERITY_STYLE.get(r.severity, '')}]{r.severity}[/]", kinds,
+                  " ".join(r.mitre), " ".join(needs) or "[dim]-[/]", params, str(len(r.tests)))
+    out.print(t)
+
+
+@rules_group.command("test")
+@click.argument("paths", nargs=-1)
+@rules_option
+@click.option("--format", "fmt", type=click.Choice(["text", "junit"]), default="text", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the report to this file.")
+@click.option("-k", "keyword", help="Only tests whose 'rule-id::test name' contains this text.")
+@click.option("--quiet", "-q", is_flag=True, help="Only failures and the summary.")
+def test_command(paths: tuple[str, ...], rules_dir: str | None, fmt: str, output: str | None, keyword: str | None,
+                 quiet: bool) -> None:
+    """Run the rules' tests: sample logs or inline events in, alerts expected out.
+
+    PATHS are rule directories or rule files (default: the rules directory).
+    Exit code 1 when a test fails or a rule does not load.
+    """
+    from tetrapipe.ruleset.testing import print_report, run_tests
+
+    roots, files = _roots(paths, rules_dir)
+    rs = _load(roots)
+    report = run_tests(rs, files=files, keyword=keyword)
+    if fmt == "junit":
+        from tetrapipe.ruleset.junit import to_junit
+
+        xml = to_junit(report)
+        if output:
+            Path(output).write_text(xml, encoding="utf-8")
+            print_report(Console(stderr=True, highlight=False), report, verbose=False)
+        else:
+            click.echo(xml, nl=False)
+    else:
+        console = Console(file=open(output, "w", encoding="utf-8"), width=120) if output else out  # noqa: SIM115
+        print_report(console, report, verbose=not quiet)
+    if not report.results:
+        err.print("[yellow]no tests selected[/]")
+    sys.exit(0 if report.ok else 1)
+
+
+@rules_group.command("lint")
+@click.argument("paths", nargs=-1)
+@rules_option
+@click.option("--samples", type=click.Path(exists=True), default=None,
+              help="Sample logs to evaluate conditions on (default: samples/ next to the rules directory).")
+@click.option("--policies", "policies_dir", type=click.Path(file_okay=False), default=None,
+              help="TracingPolicy directory (default: tracing-policies/ next to the rules directory).")
+@click.option("--strict", is_flag=True, help="Warnings fail too.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def lint_command(paths: tuple[str, ...], rules_dir: str | None, samples: str | None, policies_dir: str | None,
+                 strict: bool, fmt: str) -> None:
+    """Check rules: schema, columns, boolean conditions, duplicate ids, never-true conditions, policies."""
+    from tetrapipe.ruleset.lint import lint
+    from tetrapipe.ruleset.locate import policies_dir_for
+
+    roots, _ = _roots(paths, rules_dir)
+    rs = _load(roots)
+    base = roots[0] if roots[0].is_dir() else roots[0].parent
+    sample_dir = Path(samples) if samples else next((c for c in (base.parent / "samples", base / "samples")
+                                                     if c.is_dir()), None)
+    pol = Path(policies_dir) if policies_dir else policies_dir_for(roots[0])
+    report = lint(rs, samples=sample_dir, policies_dir=pol)
+    if fmt == "json":
+        import orjson
+
+        click.echo(orjson.dumps([{"file": str(i.path) if i.path else None, "line": i.line, "level": i.level,
+                                  "rule": i.rule_id, "reason": i.reason} for i in report.issues],
+                                option=orjson.OPT_INDENT_2).decode())
+    else:
+        for i in report.issues:
+            color = "red" if i.level == "error" else "yellow"
+            out.print(f"{i.where()}: [{color}]{i.level}[/]: {i.reason}" + (f" [dim]({i.rule_id})[/]" if i.rule_id else ""))
+        checked = f"{report.rules} rules"
+        if sample_dir:
+            checked += f", {report.sample_events} sample events from {sample_dir}"
+        if pol:
+            checked += f", policies in {pol}"
+        color = "red" if report.errors else ("yellow" if report.warnings else "green")
+        out.print(f"[bold {color}]{len(report.errors)} errors, {len(report.warnings)} warnings[/] ({checked})")
+    failed = bool(report.errors) or (strict and bool(report.warnings))
+    sys.exit(1 if failed else 0)
+
+
+@rules_group.command("backtest")
+@rules_option
+@click.option("--lake", "lake_dir", envvar=LAKE_ENV, default=DEFAULT_LAKE, show_default=True,
+              type=click.Path(file_okay=False), help="History lake directory.")
+@click.option("--since", help="Only events at or after this time (e.g. 2026-03-10 or '2026-03-10 09:00').")
+@click.option("--until", help="Only events before this time.")
+@click.option("--rule", "rule_ids", multiple=True, help="Only this rule (repeat for more).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--limit", type=int, default=50, show_default=True, help="Alerts shown in the table.")
+def backtest_command(rules_dir: str | None, lake_dir: str, since: str | None, until: str | None,
+                     rule_ids: tuple[str, ...], fmt: str, limit: int) -> None:
+    """Run the rules over the stored history and report what would have fired.
+
+    One row per alert (rule, dedup key, window) with its total count; 'stored'
+    says whether the live pipeline already recorded that alert.
+    """
+    from tetrapipe import history
+    from tetrapipe.ruleset.backtest import backtest
+
+    roots, _ = _roots((), rules_dir)
+    rs = _load(roots)
+    _fail_on_errors(rs)
+    rules = [r for r in rs.rules if r.enabled]
+    if rule_ids:
+        unknown = set(rule_ids) - {r.id for r in rs.rules}
+        if unknown:
+            raise click.UsageError(f"unknown rule(s): {', '.join(sorted(unknown))}")
+        rules = [r for r in rs.rules if r.id in rule_ids]
+    lake = Lake(lake_dir)
+    if not lake.segments("events"):
+        raise click.UsageError(f"{lake_dir} holds no events (tetrapipe ingest FILE --lake {lake_dir})")
+    import duckdb
+
+    try:
+        table = backtest(lake, rules, since=since, until=until)
+    except duckdb.ConversionException as exc:
+        raise click.UsageError(f"--since/--until: {str(exc).splitlines()[0]}") from exc
+    con = history.connect(lake)
+    try:
+        stored = {r[0] for r in con.sql("SELECT DISTINCT alert_id FROM alerts").fetchall()}
+    finally:
+        con.close()
+    import pyarrow as pa
+
+    table = table.append_column("stored", pa.array([a in stored for a in table.column("alert_id").to_pylist()]))
+    if fmt != "table":
+        from tetrapipe.query import to_csv, to_json
+
+        click.echo((to_json(table).decode() if fmt == "json" else to_csv(table)).rstrip("\n"))
+        return
+    rows = table.to_pylist()
+    by_rule: dict[str, list[int]] = {}
+    for r in rows:
+        c = by_rule.setdefault(r["rule_id"], [0, 0, 0])
+        c[0] += 1
+        c[1] += r["count"]
+        c[2] += 0 if r["stored"] else 1
+    span = f" since {since}" if since else ""
+    span += f" until {until}" if until else ""
+    summary = Table(title=f"[bold]backtest of {len(rules)} rules over {lake_dir}{span}[/]", title_justify="left",
+                    header_style="bold cyan")
+    for col in ("rule", "alerts", "events", "not in the alerts table"):
+        summary.add_column(col, justify="left" if col == "rule" else "right")
+    for rid in sorted(by_rule, key=lambda k: -by_rule[k][0]):
+        a, e, n = by_rule[rid]
+        summary.add_row(rid, str(a), str(e), str(n))
+    quiet = [r.id for r in rules if r.id not in by_rule]
+    out.print(summary)
+    if quiet:
+        out.print(f"[dim]no alerts: {', '.join(quiet)}[/]")
+    if not rows:
+        return
+    t = Table(header_style="bold cyan")
+    for col in ("severity", "rule", "first", "last", "where", "count", "message"):
+        t.add_column(col, overflow="fold")
+    order = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
+    rows.sort(key=lambda r: (order.get(r["severity"], 5), str(r["time"])))
+    for r in rows[:limit]:
+        where = f"{r['namespace']}/{r['pod']}" if r["pod"] else f"host {r['node_name'] or ''}"
+        t.add_row(f"[{SEVERITY_STYLE.get(r['severity'], '')}]{r['severity']}[/]", r["rule_id"], str(r["time"])[:19],
+                  str(r["last_time"])[:19], where, str(r["count"]), r["message"])
+    out.print(t)
+    if len(rows) > limit:
+        out.print(f"[dim]... {len(rows) - limit} more (--limit, or --format json)[/]")
+
+
+@rules_group.command("show")
+@click.argument("rule_id")
+@rules_option
+def show_command(rule_id: str, rules_dir: str | None) -> None:
+    """The SQL a rule compiles to: paste the WHERE clause into tetrapipe query to hunt with it."""
+    roots, _ = _roots((), rules_dir)
+    rs = _load(roots)
+    rule = rs.get(rule_id)
+    if rule is None:
+        _fail_on_errors(rs)
+        import difflib
+
+        hint = difflib.get_close_matches(rule_id, [r.id for r in rs.rules], n=1)
+        raise click.UsageError(f"no rule {rule_id!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    c = rule.compiled
+    out.print(f"[bold]{rule.id}[/] ({rule.severity}) {rule.path}:{rule.line}\n{rule.title}\n")
+    out.print("[bold cyan]-- the events it matches[/]")
+    click.echo(f"SELECT time, namespace, pod, process_binary, arguments\nFROM events\nWHERE {c.predicate()}\n"
+               "ORDER BY time;")
+    out.print("\n[bold cyan]-- message[/]")
+    click.echo(c.message)
+    out.print("\n[bold cyan]-- dedup key[/] (window " + f"{rule.dedup.window_seconds}s)")
+    click.echo(c.dedup_key)
+    if c.term:
+        out.print("\n[bold cyan]-- new terms[/]")
+        click.echo(c.term)
+
+
+COMMANDS = [rules_group]

@@ -1,0 +1,179 @@
+"""What a loaded rule set is made of: rules, lists, macros, tests, and what went wrong.
+
+The YAML format is documented in ``rules/README.md``; these classes are its
+parsed form. Every object remembers the file and line it came from, because
+every message a rule author reads must point at the place to fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SEVERITIES = ("info", "low", "medium", "high", "critical")
+SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem found while loading or linting: ``path:line: reason``."""
+
+    path: Path | None
+    line: int | None
+    reason: str
+    rule_id: str | None = None
+    level: str = "error"  # error | warning
+
+    def where(self) -> str:
+        if self.path is None:
+            return "<rules>"
+        return f"{self.path}:{self.line}" if self.line else str(self.path)
+
+    def __str__(self) -> str:
+        return f"{self.where()}: {self.reason}"
+
+
+@dataclass
+class ListDef:
+    """A named list of values (shell binaries, sensitive files), referenced as ``@name``."""
+
+    name: str
+    items: list[Any]
+    path: Path
+    line: int
+    description: str = ""
+
+
+@dataclass
+class MacroDef:
+    """A named SQL expression, referenced as ``@name`` inside conditions and outputs."""
+
+    name: str
+    sql: str
+    path: Path
+    line: int
+    end_line: int
+    description: str = ""
+
+
+@dataclass
+class ExceptionDef:
+    """A named allow-list entry: an event matching every field given here does not alert.
+
+    Each field lists values (exact, or glob with ``*``/``?``, or ``@list``);
+    ``when`` is a free SQL condition for what the fields cannot say.
+    """
+
+    name: str
+    fields: dict[str, list[Any]]
+    when: str | None
+    line: int
+
+
+@dataclass
+class Dedup:
+    """One alert per distinct value of ``fields`` per tumbling window of ``window`` seconds."""
+
+    fields: list[str]
+    window_seconds: int
+
+
+@dataclass
+class Expect:
+    """What a rule test expects: a number of alerts, the source lines they stand for, their fields."""
+
+    count: int | None = None
+    lines: list[int] | None = None
+    alerts: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class RuleTest:
+    """Events in (a sample log or inline events), alerts expected."""
+
+    name: str
+    line: int
+    log: str | None = None
+    events: list[str] | None = None
+    expect: Expect = field(default_factory=Expect)
+    params: dict[str, Any] = field(default_factory=dict)
+    params_by_namespace: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class Compiled:
+    """A rule turned into SQL over the event schema (all names and parameters expanded)."""
+
+    condition: str       # the rule's condition, macros and params expanded
+    exceptions: str | None  # OR of the exception entries, or None
+    kinds: list[str]
+    message: str          # SQL expression producing the alert message
+    dedup_key: str        # SQL expression producing the dedup key
+    term: str | None      # SQL expression hashing the new-terms fields, or None
+
+    def predicate(self) -> str:
+        """The full boolean test: kind prefilter, condition, not excepted."""
+        kinds = ", ".join("'" + k.replace("'", "''") + "'" for k in self.kinds)
+        parts = [f"kind IN ({kinds})", f"({self.condition})"]
+        if self.exceptions:
+            parts.append(f"({self.exceptions}) IS NOT TRUE")
+        return "\n  AND ".join(parts)
+
+
+@dataclass
+class Rule:
+    id: str
+    title: str
+    description: str
+    severity: str
+    mitre: list[str]
+    tags: list[str]
+    events: list[str]
+    condition: str
+    output: str
+    dedup: Dedup
+    exceptions: list[ExceptionDef]
+    enabled: bool
+    tests: list[RuleTest]
+    params: dict[str, Any]
+    params_by_namespace: dict[str, dict[str, Any]]
+    policies: list[str]
+    tetragon_flags: list[str]
+    new_terms: list[str] | None
+    path: Path
+    line: int
+    key_lines: dict[str, int] = field(default_factory=dict)
+    condition_lines: tuple[int, int] = (0, 0)
+    references: list[str] = field(default_factory=list)
+    false_positives: list[str] = field(default_factory=list)
+    compiled: Compiled | None = None
+
+    def line_of(self, key: str) -> int:
+        return self.key_lines.get(key, self.line)
+
+
+@dataclass
+class RuleSet:
+    """Every rule, list and macro loaded from one or more directories (or files)."""
+
+    roots: list[Path]
+    rules: list[Rule] = field(default_factory=list)
+    lists: dict[str, ListDef] = field(default_factory=dict)
+    macros: dict[str, MacroDef] = field(default_factory=dict)
+    issues: list[Issue] = field(default_factory=list)
+    overrides: list[Path] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Issue]:
+        return [i for i in self.issues if i.level == "error"]
+
+    @property
+    def warnings(self) -> list[Issue]:
+        return [i for i in self.issues if i.level == "warning"]
+
+    def enabled(self) -> list[Rule]:
+        return [r for r in self.rules if r.enabled and r.compiled is not None]
+
+    def get(self, rule_id: str) -> Rule | None:
+        return next((r for r in self.rules if r.id == rule_id), None)
