@@ -5,6 +5,9 @@ RUN apt-get update && apt-get install -y --no-install-recommends build-essential
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY tetrapipe ./tetrapipe
+# the shipped rules and tracing policies go into the wheel (tetrapipe.bundled_rules / _policies)
+COPY rules ./rules
+COPY tracing-policies ./tracing-policies
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 # Runtime stage: the wheels, the rules, the policies, the samples; no compiler, non-root.

@@ -57,3 +57,26 @@ def test_console_script_and_extras() -> None:
     for core in ("grpcio", "protobuf", "kafka-python", "polars", "duckdb", "click", "orjson", "crc32c"):
         assert core in deps
     assert Path(REPO / "tetrapipe" / "hunts").is_dir()
+
+
+def test_every_package_and_the_rules_are_in_the_wheel(tmp_path: Path) -> None:
+    """The explicit package list in pyproject.toml misses nothing, and the wheel carries rules and policies."""
+    import subprocess
+    import sys
+    import zipfile
+
+    from setuptools import find_packages
+
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())
+    listed = set(meta["tool"]["setuptools"]["packages"])
+    missing = set(find_packages(str(REPO), include=["tetrapipe*"])) - listed
+    assert not missing, f"add {sorted(missing)} to [tool.setuptools] packages in pyproject.toml"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path), str(REPO)], check=True, capture_output=True)
+    names = zipfile.ZipFile(next(tmp_path.glob("tetrapipe-*.whl"))).namelist()
+    rules = {Path(n).name for n in names if n.startswith("tetrapipe/bundled_rules/")}
+    assert {p.name for p in (REPO / "rules").glob("*.yaml")} <= rules
+    assert "lists.yaml" in rules and "macros.yaml" in rules
+    policies = {Path(n).name for n in names if n.startswith("tetrapipe/bundled_policies/")}
+    assert {p.name for p in (REPO / "tracing-policies").glob("*.yaml")} <= policies
+    assert "tetrapipe/hunts/late-shells.sql" in names
