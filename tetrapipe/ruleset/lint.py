@@ -18,25 +18,17 @@ import duckdb
 import pyarrow as pa
 
 from tetrapipe.ruleset.compiler import references
-from tetrapipe.ruleset.model import Issue, RuleSet
+from tetrapipe.ruleset.model import HasIssues, Issue, RuleSet
 from tetrapipe.ruleset.policies import check_rules_against_policies, load_policies
 from tetrapipe.schema import EVENT_SCHEMA
 
 
 @dataclass
-class LintReport:
+class LintReport(HasIssues):
     issues: list[Issue] = field(default_factory=list)
     rules: int = 0
     sample_events: int = 0
     matches: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def errors(self) -> list[Issue]:
-        return [i for i in self.issues if i.level == "error"]
-
-    @property
-    def warnings(self) -> list[Issue]:
-        return [i for i in self.issues if i.level == "warning"]
 
 
 def sample_logs(samples: Path | None) -> list[Path]:

@@ -34,6 +34,20 @@ class Issue:
         return f"{self.where()}: {self.reason}"
 
 
+class HasIssues:
+    """Errors and warnings of anything that collects ``issues`` (a rule set, a lint report)."""
+
+    issues: list[Issue]
+
+    @property
+    def errors(self) -> list[Issue]:
+        return [i for i in self.issues if i.level == "error"]
+
+    @property
+    def warnings(self) -> list[Issue]:
+        return [i for i in self.issues if i.level == "warning"]
+
+
 @dataclass
 class ListDef:
     """A named list of values (shell binaries, sensitive files), referenced as ``@name``."""
@@ -154,7 +168,7 @@ class Rule:
 
 
 @dataclass
-class RuleSet:
+class RuleSet(HasIssues):
     """Every rule, list and macro loaded from one or more directories (or files)."""
 
     roots: list[Path]
@@ -164,13 +178,6 @@ class RuleSet:
     issues: list[Issue] = field(default_factory=list)
     overrides: list[Path] = field(default_factory=list)
 
-    @property
-    def errors(self) -> list[Issue]:
-        return [i for i in self.issues if i.level == "error"]
-
-    @property
-    def warnings(self) -> list[Issue]:
-        return [i for i in self.issues if i.level == "warning"]
 
     def enabled(self) -> list[Rule]:
         return [r for r in self.rules if r.enabled and r.compiled is not None]

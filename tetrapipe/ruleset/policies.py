@@ -275,22 +275,15 @@ def check_rules_against_policies(rs: RuleSet, policies: dict[str, Policy]) -> li
         masks = fm.values("security_file_permission", 1, "Mask")
         if "2" not in masks:
             issues.append(Issue(fm.path, None, "security_file_permission does not select MAY_WRITE (Mask 2)"))
-        if "system_binary_dirs" in rs.lists:
-            dirs = {str(v) for v in rs.lists["system_binary_dirs"].items}
-            got = fm.values("security_file_permission", 0, "Prefix")
-            if not dirs <= got:
-                issues.append(Issue(fm.path, None, "security_file_permission does not watch every directory of "
-                                    f"@system_binary_dirs (missing {sorted(dirs - got)})"))
-        if "sensitive_files" in rs.lists:
-            files = {str(v) for v in rs.lists["sensitive_files"].items}
-            got = fm.values("security_file_permission", 0, "Equal")
-            if not files <= got:
-                issues.append(Issue(fm.path, None, "security_file_permission does not watch every file of "
-                                    f"@sensitive_files (missing {sorted(files - got)})"))
-        if "sensitive_dirs" in rs.lists:
-            dirs = {str(v) for v in rs.lists["sensitive_dirs"].items}
-            got = fm.values("security_file_permission", 0, "Prefix")
-            if not dirs <= got:
-                issues.append(Issue(fm.path, None, "security_file_permission does not watch every directory of "
-                                    f"@sensitive_dirs (missing {sorted(dirs - got)})"))
+        # every path list a file rule reads must be watched by security_file_permission
+        for list_name, operator, what in (("system_binary_dirs", "Prefix", "directory"),
+                                          ("sensitive_files", "Equal", "file"),
+                                          ("sensitive_dirs", "Prefix", "directory")):
+            if list_name not in rs.lists:
+                continue
+            wanted = {str(v) for v in rs.lists[list_name].items}
+            got = fm.values("security_file_permission", 0, operator)
+            if not wanted <= got:
+                issues.append(Issue(fm.path, None, f"security_file_permission does not watch every {what} of "
+                                    f"@{list_name} (missing {sorted(wanted - got)})"))
     return issues
