@@ -1,0 +1,76 @@
+"""JSON-lines file sink with size-based rotation, for a log shipper (Filebeat, Vector, the
+Splunk forwarder) that already tails files, or for an audit copy.
+
+``path`` grows to ``max_bytes``, then is renamed ``path.1`` (``path.1`` to
+``path.2`` ..., keeping ``backups`` of them) and a new ``path`` is started:
+the rename-and-create scheme every tailer follows. A batch is never split
+across two files, so a file always ends on a complete line. A write error
+(disk full, permissions) is transient: the batch is retried, then spooled.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+from tetrapipe.sinks.siem.base import DeliveringSink, Delivery, TransientError
+
+
+class JsonFileSink(DeliveringSink):
+    def __init__(self, name: str, *, path: str, max_bytes: int = 100 * 1024 * 1024, backups: int = 5,
+                 fsync: bool = False, delivery: Delivery | None = None, **kw: Any) -> None:
+        super().__init__(name, delivery, **kw)
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.fsync = fsync
+        self._file: BinaryIO | None = None
+
+    def _open(self) -> BinaryIO:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "ab")
+        return self._file
+
+    def _rotate(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self.backups <= 0:
+            self.path.unlink(missing_ok=True)
+            return
+        for i in range(self.backups - 1, 0, -1):
+            src = self.path.with_name(f"{self.path.name}.{i}")
+            if src.exists():
+                os.replace(src, self.path.with_name(f"{self.path.name}.{i + 1}"))
+        if self.path.exists():
+            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+
+    def _deliver(self, records: list[dict[str, Any]]) -> None:
+        data = b"".join(orjson.dumps(r) + b"\n" for r in records)
+        try:
+            f = self._open()
+            size = f.tell()
+            if size and size + len(data) > self.max_bytes:
+                self._rotate()
+                f = self._open()
+            f.write(data)
+            f.flush()
+            if self.fsync:
+                os.fsync(f.fileno())
+        except OSError as exc:
+            if self._file is not None:
+                try:
+                    self._file.close()
+                except OSError:
+                    pass
+                self._file = None
+            raise TransientError(f"file {self.path}: {exc}") from exc
+
+    def _close_peer(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
