@@ -135,7 +135,7 @@ def query(sql: str | None, sql_file, hunt: str | None, list_hunts: bool, show_sc
 
 
 for _module in ("tetrapipe.commands.rules", "tetrapipe.commands.tree", "tetrapipe.commands.stream",
-                "tetrapipe.commands.process", "tetrapipe.commands.tls", "tetrapipe.commands.lake", "tetrapipe.commands.run"):
+                "tetrapipe.commands.process", "tetrapipe.commands.tls", "tetrapipe.commands.lake", "tetrapipe.commands.run", "tetrapipe.commands.forward"):
     try:
         _register(_module)
     except ModuleNotFoundError as _exc:  # a capability not installed in this build

@@ -1,0 +1,136 @@
+"""The deployment configuration file: validation with file:line locations, environment, the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+from tetrapipe.config import ConfigError, command_env, expand_env, load_config, parse_config
+
+DEPLOY = REPO / "deploy" / "tetrapipe.yaml"
+ENV = {"SPLUNK_HEC_TOKEN": "secret-token"}
+
+
+def problems(text: str, env: dict[str, str] | None = None, toml: bool = False) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "t.yaml" if not toml else "t.toml", env=env or {}, toml=toml)
+    return [str(p) for p in info.value.problems]
+
+
+def test_shipped_configuration_is_valid() -> None:
+    cfg = load_config(DEPLOY, env=ENV)
+    assert [s.name for s in cfg.sinks] == ["splunk", "syslog", "archive"]
+    splunk = cfg.sinks[0]
+    assert splunk.type == "hec" and splunk.format == "ocsf" and splunk.options["token"] == "secret-token"
+    assert splunk.options["ack"] is True and splunk.delivery["batch_size"] == 500
+    assert cfg.sinks[1].filters["min_severity"] == "medium" and cfg.sinks[1].options["port"] == 6514
+    assert cfg.sinks[2].enabled is False
+    assert cfg.kafka["alerts_topic"] == "tetrapipe.alerts" and cfg.lake == "/data/lake"
+    assert cfg.redacted()["sinks"][0]["options"]["token"] == "***"
+
+
+def test_every_error_reported_at_once_with_its_line_and_column() -> None:
+    text = """\
+version: 1
+lake: /tmp/lake
+spool_dri: /tmp/spool
+sinks:
+  - name: splunk
+    type: hec
+    format: cef
+    options:
+      url: http://splunk:8088
+      tokne: abc
+  - name: splunk
+    type: syslog
+    options:
+      port: seventy
+      protocol: sctp
+    delivery:
+      batch_size: 0
+"""
+    got = problems(text)
+    assert got == [
+        "t.yaml:3:1: (top level): unknown key 'spool_dri' (did you mean 'spool_dir'?)",
+        "t.yaml:7:13: sinks[0].format: must be one of native, ocsf, ecs, not 'cef'",
+        "t.yaml:9:7: sinks[0].options: missing required key 'token'",
+        "t.yaml:10:7: sinks[0].options: unknown key 'tokne' (did you mean 'token'?)",
+        "t.yaml:11:11: sinks[1].name: duplicate sink name 'splunk' (also sinks[0])",
+        "t.yaml:14:13: sinks[1].options.port: expected an integer, got 'seventy'",
+        "t.yaml:15:17: sinks[1].options.protocol: must be one of udp, tcp, tls, not 'sctp'",
+        "t.yaml:17:19: sinks[1].delivery.batch_size: must be at least 1, not 0",
+    ]
+
+
+def test_yaml_syntax_error_and_duplicate_key_located() -> None:
+    assert problems("sinks:\n  - name: a\n   type: hec\n")[0].startswith("t.yaml:3:")
+    assert problems("lake: a\nlake: b\n") == ["t.yaml:2:1: duplicate key 'lake'"]
+
+
+def test_environment_expansion() -> None:
+    assert expand_env("${A}-${B:-dflt}-$$", {"A": "x"}) == "x-dflt-$"
+    text = "sinks:\n  - name: s\n    type: syslog\n    options:\n      port: ${PORT:-5514}\n      host: ${HOST}\n"
+    cfg = parse_config(text, env={"HOST": "rsyslog"})
+    assert cfg.sinks[0].options["port"] == 5514 and cfg.sinks[0].options["host"] == "rsyslog"
+    assert problems(text) == ["t.yaml:6:13: sinks[0].options.host: environment variable HOST is not set "
+                              "(write ${HOST:-default} for a default)"]
+
+
+def test_toml_configuration_lines() -> None:
+    text = 'lake = "/x"\n\n[[sinks]]\nname = "f"\ntype = "file"\n[sinks.options]\nmax_bytes = "big"\n'
+    got = problems(text, toml=True)
+    assert got == ["t.toml:6: sinks[0].options: missing required key 'path'",
+                   "t.toml:7: sinks[0].options.max_bytes: expected an integer, got 'big'"]
+
+
+def test_kafka_sink_defaults_to_the_top_level_bootstrap() -> None:
+    text = "kafka: {bootstrap: 'b:9092'}\nsinks:\n  - {name: k, type: kafka, options: {topic: siem}}\n"
+    assert parse_config(text).sinks[0].options["bootstrap"] == "b:9092"
+    assert "missing 'bootstrap'" in problems("sinks:\n  - {name: k, type: kafka, options: {topic: siem}}\n")[0]
+
+
+def test_command_env_bridges_the_file_to_collect_and_process() -> None:
+    cfg = load_config(DEPLOY, env=ENV)
+    collect = command_env(cfg, "collect")
+    assert collect["TETRAPIPE_SOURCE"] == "file:///var/run/cilium/tetragon/tetragon.log"
+    assert collect["TETRAPIPE_KAFKA"] == "kafka:9092" and collect["TETRAPIPE_TOPIC"] == "tetragon.events"
+    process = command_env(cfg, "process")
+    assert process["TETRAPIPE_ALERTS_TOPIC"] == "tetrapipe.alerts" and process["TETRAPIPE_BATCH_SIZE"] == "20000"
+    assert process["TETRAPIPE_RULES"] == "/etc/tetrapipe/rules" and process["TETRAPIPE_LAKE"] == "/data/lake"
+    with pytest.raises(ValueError, match="collect, process, forward"):
+        command_env(cfg, "ingest")
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("TETRAPIPE_", "SPLUNK_"))} | (env or {})
+    return subprocess.run([sys.executable, "-m", "tetrapipe", *args], capture_output=True, text=True, env=full,
+                          timeout=60)
+
+
+def test_config_check_cli(tmp_path: Path) -> None:
+    ok = _cli("config", "check", str(DEPLOY), env=ENV)
+    assert ok.returncode == 0 and "OK" in ok.stdout and "splunk (hec, ocsf, alerts)" in ok.stdout
+    missing = _cli("config", "check", str(DEPLOY))
+    assert missing.returncode == 1
+    assert f"{DEPLOY}:41:14: sinks[0].options.token: environment variable SPLUNK_HEC_TOKEN is not set" \
+        in missing.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sinks:\n  - name: x\n    type: splunk\n")
+    res = _cli("config", "check", str(bad))
+    assert res.returncode == 1
+    assert res.stderr.strip() == f"{bad}:3:11: sinks[0].type: must be one of hec, syslog, file, stdout, kafka, " \
+                                 "not 'splunk'"
+    assert _cli("config", "check", str(tmp_path / "nope.yaml")).returncode == 1
+
+
+def test_config_show_masks_secrets_and_env_lines() -> None:
+    shown = _cli("config", "show", str(DEPLOY), env=ENV)
+    assert shown.returncode == 0 and "secret-token" not in shown.stdout and '"***"' in shown.stdout
+    env = _cli("config", "env", str(DEPLOY), "process", env=ENV)
+    assert env.returncode == 0 and "TETRAPIPE_ALERTS_TOPIC=tetrapipe.alerts" in env.stdout.splitlines()
