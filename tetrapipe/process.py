@@ -25,6 +25,7 @@ import orjson
 import pyarrow as pa
 
 from tetrapipe.ingest import BatchTransform
+from tetrapipe.metrics import Health, PipelineMetrics, new_registry
 from tetrapipe.schema import REJECT_SCHEMA
 from tetrapipe.sinks.lake import Lake
 from tetrapipe.sinks.offsets import committed_offsets, remove_uncommitted, segment_name
@@ -42,6 +43,15 @@ class ProcessStats:
     alerts: int = 0
     last_batch_seconds: float = 0.0
     by_partition: dict[int, int] = field(default_factory=dict)  # partition -> last committed offset
+    first_record_at: float | None = None  # monotonic: when the first record arrived (startup excluded)
+    last_commit_at: float | None = None  # monotonic: when the last batch was committed
+
+    @property
+    def records_per_second(self) -> float:
+        """Throughput from the first record fetched to the last commit: the rate without startup and idling."""
+        if self.first_record_at is None or self.last_commit_at is None or self.last_commit_at <= self.first_record_at:
+            return 0.0
+        return self.records / (self.last_commit_at - self.first_record_at)
 
 
 @dataclass
@@ -57,14 +67,21 @@ class ProcessorConfig:
     exit_at_eof: bool = False
     kafka_options: dict = field(default_factory=dict)  # passed to kafka-python (TLS/SASL ...)
     compact_every_seconds: float = 600.0  # merge small segments this often (0: never)
+    stall_seconds: float = 120.0  # /healthz fails when the loop has not come round for this long
 
 
 class Processor:
-    """One processor replica of a consumer group."""
+    """One processor replica of a consumer group.
+
+    ``registry`` / ``health``: where its metrics and liveness go (a fresh
+    registry by default; :func:`tetrapipe.metrics.serve_process_metrics`
+    serves them).
+    """
 
     def __init__(self, config: ProcessorConfig, lake: Lake, transforms: list[BatchTransform],
                  on_alerts: Callable[[pa.Table], None] | None = None,
-                 on_assign: Callable[[set[int]], None] | None = None) -> None:
+                 on_assign: Callable[[set[int]], None] | None = None, *,
+                 registry: object | None = None, health: Health | None = None) -> None:
         self.config = config
         self.lake = lake
         self.transforms = transforms
@@ -77,6 +94,34 @@ class Processor:
         self._consumer = None
         self._producer = None
         self._assigned: set[int] = set()
+        self._joined = False  # the group gave this member its (possibly empty) share at least once
+        self._lake_next: dict[int, int | None] = {}  # partition -> next offset the lake needs (None: unknown yet)
+        self._last_lag_update = 0.0
+        self.registry = registry if registry is not None else new_registry()
+        self.metrics = PipelineMetrics(self.registry)  # type: ignore[arg-type]
+        self.health = health or Health(stall_seconds=config.stall_seconds)
+        self.health.add_check("group", self._ready_group)
+        self.health.add_check("kafka", self._ready_kafka)
+
+    # --- readiness (run in the metrics server's thread: read state only) ----------------------
+
+    def _ready_group(self) -> tuple[bool, str]:
+        if not self._joined:
+            return False, f"not yet a member of consumer group {self.config.group!r}"
+        return True, f"owns partitions {sorted(self._assigned)} of {self.config.topic}"
+
+    def _ready_kafka(self) -> tuple[bool, str]:
+        consumer = self._consumer
+        if consumer is None:
+            return False, "not connected yet"
+        client = getattr(consumer, "_client", None)  # kafka-python keeps its connections there
+        try:
+            brokers = list(client.cluster.brokers())  # type: ignore[union-attr]
+            ids = [getattr(b, "node_id", None) if hasattr(b, "node_id") else b.nodeId for b in brokers]
+            up = [i for i in ids if client.connected(i)]  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - another kafka-python version: fall back on the bootstrap link
+            return bool(consumer.bootstrap_connected()), "bootstrap connection"
+        return bool(up), f"connected to {len(up)} of {len(brokers)} broker(s)"
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -119,6 +164,13 @@ class Processor:
                 processor._assigned -= gone
                 for p in gone:
                     processor._pending.pop(p, None)
+                    processor._lake_next.pop(p, None)
+                    for gauge in (processor.metrics.lag, processor.metrics.lake_offset):
+                        try:
+                            gauge.remove(processor.config.topic, str(p))
+                        except KeyError:
+                            pass
+                processor.metrics.assigned.set(len(processor._assigned))
 
             def on_partitions_assigned(self, assigned):  # noqa: ANN001
                 processor._assign({tp.partition for tp in assigned})
@@ -137,11 +189,18 @@ class Processor:
             tp = TopicPartition(self.config.topic, p)
             if p in done:
                 self._consumer.seek(tp, done[p] + 1)
+                self._lake_next[p] = done[p] + 1
+                self.metrics.lake_offset.labels(self.config.topic, str(p)).set(done[p])
             else:
                 self._consumer.seek_to_beginning(tp)
+                self._lake_next[p] = None  # the first record fetched tells where the partition begins
         self._assigned |= partitions
+        self._joined = True
+        self.metrics.assigned.set(len(self._assigned))
         if self.on_assign:
             self.on_assign(partitions)
+        self.metrics.process_table(self.transforms)
+        self.health.heartbeat()  # rebuilding the process table can take a while; that is not a stall
 
     def close(self) -> None:
         for closer in (self._consumer, self._producer):
@@ -161,9 +220,15 @@ class Processor:
         idle_polls = 0
         try:
             while not self._stop.is_set():
+                self.health.heartbeat()
                 polled = self._consumer.poll(timeout_ms=200, max_records=self.config.batch_max_records)
+                if polled and self.stats.first_record_at is None:
+                    self.stats.first_record_at = time.monotonic()
                 for tp, records in polled.items():
                     self._pending.setdefault(tp.partition, []).extend(records)
+                    if self._lake_next.get(tp.partition, 0) is None:
+                        self._lake_next[tp.partition] = records[0].offset
+                self._update_lag()
                 n_pending = sum(len(v) for v in self._pending.values())
                 due = time.monotonic() - batch_started >= self.config.batch_max_seconds
                 if n_pending >= self.config.batch_max_records or (due and n_pending):
@@ -174,6 +239,7 @@ class Processor:
                     self._compact()
                     last_compaction = time.monotonic()
                 if not polled:
+                    self.metrics.idle()
                     idle_polls += 1
                     if self.config.exit_at_eof and idle_polls >= 3 and self._at_end():
                         break
@@ -183,6 +249,23 @@ class Processor:
         finally:
             self.close()
         return self.stats
+
+    def _update_lag(self, every: float = 1.0) -> None:
+        """Consumer lag per partition against the lake, from the high watermarks fetches bring (no request)."""
+        from kafka import TopicPartition
+
+        now = time.monotonic()
+        if now - self._last_lag_update < every:
+            return
+        self._last_lag_update = now
+        for p in sorted(self._assigned):
+            nxt = self._lake_next.get(p)
+            try:
+                hw = self._consumer.highwater(TopicPartition(self.config.topic, p))
+            except Exception:  # noqa: BLE001 - revoked between the poll and now
+                continue
+            if hw is not None and nxt is not None:
+                self.metrics.lag.labels(self.config.topic, str(p)).set(max(0, hw - nxt))
 
     def _compact(self) -> None:
         """Merge this lake's small segments; other replicas may do the same (a lock serializes them)."""
@@ -251,6 +334,15 @@ class Processor:
         self.stats.alerts += alerts.num_rows if alerts is not None else 0
         self.stats.by_partition[partition] = last
         self.stats.last_batch_seconds = time.perf_counter() - started
+        self.stats.last_commit_at = time.monotonic()
+        self._lake_next[partition] = last + 1
+        stamps = [r.timestamp for r in (records[0], records[-1]) if r.timestamp is not None and r.timestamp >= 0]
+        self.metrics.batch(records=len(records), events=events.num_rows, rejects=rejects.num_rows,
+                           seconds=self.stats.last_batch_seconds, alerts=alerts,
+                           oldest_timestamp=min(stamps) / 1000 if stamps else None)
+        self.metrics.lake_offset.labels(topic, str(partition)).set(last)
+        self.metrics.process_table(self.transforms)
+        self.health.heartbeat()
         if alerts is not None and alerts.num_rows and self.on_alerts:
             self.on_alerts(alerts)
 

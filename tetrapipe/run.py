@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tetrapipe.ingest import BatchTransform, IngestStats, ingest
+import pyarrow as pa
+
+from tetrapipe.ingest import BatchTransform, IngestStats, ProgressSink, ingest
+from tetrapipe.metrics import Health, PipelineMetrics
 from tetrapipe.sinks.lake import Lake
 from tetrapipe.sources.files import InputFile, expand_inputs
 
@@ -52,23 +56,69 @@ def follow_inputs(paths: list[str]) -> list[InputFile]:
     return ordered + [i for i in inputs if i.is_stdin]
 
 
+class RunMetrics(ProgressSink):
+    """Feeds ``tetrapipe run``'s chunks into the processor's metric names (one dashboard for both).
+
+    A chunk of ``ingest`` is run's micro-batch: its time is measured from the
+    previous chunk (read + normalize + transforms; the Parquet write overlaps
+    on the writer thread). Lines and rejects come per poll, from its stats.
+    """
+
+    def __init__(self, metrics: PipelineMetrics, health: Health, transforms: list[BatchTransform]) -> None:
+        self.metrics = metrics
+        self.health = health
+        self.transforms = transforms
+        self.polls = 0
+        self._mark = time.perf_counter()
+
+    def start_input(self, inp: InputFile, size: int | None) -> None:
+        self._mark = time.perf_counter()
+        self.health.heartbeat()
+
+    def batch(self, events: pa.Table, extra: dict[str, pa.Table]) -> None:
+        now = time.perf_counter()
+        self.metrics.batch(records=0, events=events.num_rows, rejects=0, seconds=now - self._mark,
+                           alerts=extra.get("alerts"))
+        self._mark = now
+        self.health.heartbeat()
+
+    def poll(self, st: IngestStats) -> None:
+        """After each poll: the lines and rejects it read, the table size, a heartbeat."""
+        self.polls += 1
+        self.metrics.records.inc(st.lines)
+        self.metrics.rejects.inc(st.rejects)
+        if not st.events:
+            self.metrics.idle()
+        self.metrics.process_table(self.transforms)
+        self.health.heartbeat()
+
+    def ready(self) -> tuple[bool, str]:
+        """Ready once a first poll went through (inputs readable, lake writable)."""
+        return self.polls > 0, f"{self.polls} poll(s) done"
+
+
 def run(paths: list[str], lake: Lake, transforms: list[BatchTransform], *, poll_seconds: float = 1.0,
         exit_at_eof: bool = False, stop: threading.Event | None = None,
-        on_poll: Callable[[IngestStats], None] | None = None) -> RunTotals:
+        on_poll: Callable[[IngestStats], None] | None = None, metrics: RunMetrics | None = None) -> RunTotals:
+    """Poll ``paths`` into ``lake`` until ``stop`` is set (or, with ``exit_at_eof``, a poll finds nothing new)."""
     stop = stop or threading.Event()
     totals = RunTotals()
     if paths == ["-"]:
-        st = ingest([InputFile("-")], lake, transforms=transforms)  # stdin: read to its end once
+        st = ingest([InputFile("-")], lake, transforms=transforms, progress=metrics)  # stdin: read to its end once
         totals.polls, totals.events, totals.rejects = 1, st.events, st.rejects
+        if metrics:
+            metrics.poll(st)
         if on_poll:
             on_poll(st)
         return totals
     while True:
         inputs = [i for i in follow_inputs(paths) if Path(i.path).exists()]
-        st = ingest(inputs, lake, transforms=transforms, follow=True)
+        st = ingest(inputs, lake, transforms=transforms, follow=True, progress=metrics)
         totals.polls += 1
         totals.events += st.events
         totals.rejects += st.rejects
+        if metrics:
+            metrics.poll(st)
         if on_poll:
             on_poll(st)
         if stop.is_set() or (exit_at_eof and st.events == 0 and st.rejects == 0):

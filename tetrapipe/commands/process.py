@@ -40,7 +40,9 @@ def _kafka_options(f):  # noqa: ANN001, ANN201
 @click.option("--rules", "rules_dir", envvar="TETRAPIPE_RULES", default=None,
               help="Rules directory (default: ./rules, else the bundled rules; 'none' disables detection).")
 @click.option("--metrics-port", envvar="TETRAPIPE_METRICS_PORT", type=int, default=None,
-              help="Serve /metrics, /healthz and /readyz on 127.0.0.1:PORT.")
+              help="Serve /metrics, /healthz and /readyz on this port (default: off).")
+@click.option("--metrics-host", envvar="TETRAPIPE_METRICS_HOST", default="127.0.0.1", show_default=True,
+              help="Address the metrics server binds to (0.0.0.0 to let the kubelet and Prometheus in).")
 @click.option("--exit-at-eof", is_flag=True, envvar="TETRAPIPE_EXIT_AT_EOF",
               help="Stop once every assigned partition is fully written (tests, batch jobs).")
 @click.option("--kafka-option", "kafka_option", multiple=True, envvar="TETRAPIPE_KAFKA_OPTION",
@@ -49,7 +51,7 @@ def _kafka_options(f):  # noqa: ANN001, ANN201
 @_lake_option
 def process_command(kafka: str, topic: str, group: str, alerts_topic: str, dead_letter_topic: str,
                     batch_size: int, batch_seconds: float, rules_dir: str | None, metrics_port: int | None,
-                    exit_at_eof: bool, kafka_option: tuple[str, ...], lake_dir: str) -> None:
+                    metrics_host: str, exit_at_eof: bool, kafka_option: tuple[str, ...], lake_dir: str) -> None:
     """Consume Tetragon events from Kafka into the history, with detections, exactly once.
 
     Run N replicas with the same --group over a topic with at least N partitions.
@@ -60,17 +62,21 @@ def process_command(kafka: str, topic: str, group: str, alerts_topic: str, dead_
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     lake = Lake(lake_dir)
-    transforms, _ = _pipeline_transforms(rules_dir, lake=lake if Lake(lake_dir).segments("events") else None)
+    # the process table starts empty: the first assignment restores it from the lake (rebuild_ancestry)
+    transforms, _ = _pipeline_transforms(rules_dir)
     config = ProcessorConfig(bootstrap=kafka, topic=topic, group=group, alerts_topic=alerts_topic or None,
                              dead_letter_topic=dead_letter_topic or None, batch_max_records=batch_size,
                              batch_max_seconds=batch_seconds, exit_at_eof=exit_at_eof,
                              kafka_options=parse_kafka_options(kafka_option))
     console = Console(stderr=True, highlight=False)
 
-    def show(alerts) -> None:  # noqa: ANN001
-        for row in alerts.select(["severity", "rule_id", "namespace", "pod", "message"]).to_pylist():
+    def show(alerts, most: int = 20) -> None:  # noqa: ANN001
+        """Alerts on stderr for a human watching; a flood is summarized (the lake and the topic have them all)."""
+        for row in alerts.slice(0, most).select(["severity", "rule_id", "namespace", "pod", "message"]).to_pylist():
             console.print(f"[bold]{row['severity']}[/] {row['rule_id']} {row['namespace'] or '(host)'}/"
                           f"{row['pod'] or ''}: {row['message']}")
+        if alerts.num_rows > most:
+            console.print(f"... and {alerts.num_rows - most:,} more alerts in this batch")
 
     def rebuild_ancestry(partitions: set[int]) -> None:
         """New partitions bring new nodes: restore their process table from the lake's recent history."""
@@ -82,11 +88,23 @@ def process_command(kafka: str, topic: str, group: str, alerts_topic: str, dead_
 
     processor = Processor(config, lake, transforms, on_alerts=show, on_assign=rebuild_ancestry)
     processor.install_signal_handlers()
+    server = None
     if metrics_port:
-        _serve_metrics(processor, metrics_port)
-    stats = processor.run()
+        from tetrapipe.metrics import serve_process_metrics
+
+        try:
+            server = serve_process_metrics(processor, metrics_port, metrics_host)
+        except OSError as exc:
+            raise click.UsageError(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}") from exc
+        logging.getLogger("tetrapipe.process").info("metrics on %s/metrics (health: /healthz, /readyz)", server.url)
+    try:
+        stats = processor.run()
+    finally:
+        if server is not None:
+            server.close()
     console.print(f"processed {stats.records:,} records: {stats.events:,} events, {stats.rejects:,} rejects, "
-                  f"{stats.alerts:,} alerts; lake holds partitions {stats.by_partition}")
+                  f"{stats.alerts:,} alerts ({stats.records_per_second:,.0f} records/s from first record to last "
+                  f"commit); lake holds partitions {stats.by_partition}")
 
 
 def parse_kafka_options(pairs: tuple[str, ...] | list[str]) -> dict:
@@ -104,14 +122,6 @@ def parse_kafka_options(pairs: tuple[str, ...] | list[str]) -> dict:
             v = value.lower() == "true"
         out[key] = v
     return out
-
-
-def _serve_metrics(processor, port: int) -> None:  # noqa: ANN001
-    try:
-        from tetrapipe import metrics
-    except ImportError:
-        return
-    metrics.serve_process_metrics(processor, port)
 
 
 @click.command("status")

@@ -20,8 +20,12 @@ from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
               help="How often to look for new lines.")
 @click.option("--exit-at-eof", is_flag=True, envvar="TETRAPIPE_EXIT_AT_EOF",
               help="Stop when a poll finds nothing new (tests, batch jobs).")
+@click.option("--metrics-port", envvar="TETRAPIPE_METRICS_PORT", type=int, default=0, show_default=True,
+              help="Serve /metrics, /healthz and /readyz on this port (0: off); same metric names as process.")
+@click.option("--metrics-host", envvar="TETRAPIPE_METRICS_HOST", default="127.0.0.1", show_default=True,
+              help="Address the metrics server binds to.")
 def run_command(paths: tuple[str, ...], lake_dir: str, rules_dir: str | None, poll_seconds: float,
-                exit_at_eof: bool) -> None:
+                exit_at_eof: bool, metrics_port: int, metrics_host: str) -> None:
     """Follow Tetragon export logs (files, directories, or - for stdin) into the history.
 
     \b
@@ -32,7 +36,8 @@ def run_command(paths: tuple[str, ...], lake_dir: str, rules_dir: str | None, po
     SIGTERM/SIGINT finish the poll in hand and exit 0.
     """
     from tetrapipe.cli import _pipeline_transforms
-    from tetrapipe.run import install_stop_on_signals, run
+    from tetrapipe.metrics import Health, MetricsServer, PipelineMetrics, new_registry
+    from tetrapipe.run import RunMetrics, install_stop_on_signals, run
 
     console = Console(stderr=True, highlight=False)
     transforms, _ = _pipeline_transforms(rules_dir)
@@ -47,8 +52,23 @@ def run_command(paths: tuple[str, ...], lake_dir: str, rules_dir: str | None, po
             for note in st.first_rejects[:5]:
                 console.print(f"  [yellow]{note.source}:{note.line_no}[/]: {note.reason}")
 
-    totals = run(list(paths), Lake(lake_dir), transforms, poll_seconds=poll_seconds, exit_at_eof=exit_at_eof,
-                 stop=stop, on_poll=show)
+    registry = new_registry()
+    health = Health(stall_seconds=max(120.0, 10 * poll_seconds))
+    metrics = RunMetrics(PipelineMetrics(registry), health, transforms)
+    health.add_check("polling", metrics.ready)
+    server = None
+    if metrics_port:
+        try:
+            server = MetricsServer(registry, health, f"{metrics_host}:{metrics_port}")
+        except OSError as exc:
+            raise click.UsageError(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}") from exc
+        console.print(f"metrics on {server.url}/metrics (health: /healthz, /readyz)")
+    try:
+        totals = run(list(paths), Lake(lake_dir), transforms, poll_seconds=poll_seconds, exit_at_eof=exit_at_eof,
+                     stop=stop, on_poll=show, metrics=metrics)
+    finally:
+        if server is not None:
+            server.close()
     console.print(f"done: {totals.events:,} events, {totals.rejects:,} rejects in {totals.polls} polls")
 
 
