@@ -1,8 +1,8 @@
 """The SQL that evaluates a rule set: one scan for all rules, then one grouping.
 
-Live detection and backtest run the same two statements, over a micro-batch
-(a registered Arrow table) or over the ``events`` view of the history, which
-is why they agree:
+A backtest runs two statements over the ``events`` view of the history, and
+live detection evaluates the same predicates, keys and grouping over each
+micro-batch (a registered Arrow table), which is why they agree:
 
 1. **match**: one scan of the events. Each row builds the list of rules it
    matches (``CASE WHEN <kind prefilter> AND <condition> AND NOT <exception>``
@@ -16,11 +16,20 @@ is why they agree:
 
 Windows are tumbling and aligned on the epoch (``bucket = floor(time /
 window)``): deterministic, whatever the batch boundaries.
+
+Live detection splits the work differently, into two smaller statements: :func:`mask_sql` (the predicates alone, as a bit per rule) and
+:func:`live_group_sql` over the matching rows only, with the keys and messages
+of the rules that matched, and a message for each alert row's first event
+only. Why: DuckDB plans a statement on every batch at a cost that grows with
+its text, however few rows it scans, and a message costs microseconds per
+row. The alerts are the same.
 """
 
 from __future__ import annotations
 
-from tetrapipe.ruleset.compiler import sql_literal
+import re
+
+from tetrapipe.ruleset.compiler import COLUMNS, _scan, sql_literal
 from tetrapipe.ruleset.model import Rule
 
 #: event columns an alert copies from its first event
@@ -53,6 +62,111 @@ WITH _m AS (
     WHERE {' AND '.join(filters)}
 )
 SELECT * EXCLUDE (_rs), unnest(_rs, recursive := true) FROM _m WHERE len(_rs) > 0
+"""
+
+
+#: rules per mask column of :func:`mask_sql` (bits 0..61 of a BIGINT: no sign bit, no overflow)
+MASK_BITS = 62
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def rule_columns(rules: list[Rule]) -> list[str]:
+    """The event columns the rules' SQL reads, plus those every match row carries (schema order).
+
+    Why: registering only these columns keeps DuckDB from converting the other
+    ~30 (``raw`` above all) for every batch. Over-inclusion is harmless (a word
+    that happens to be a column name); the detector falls back to every column
+    if a rule still names one this missed.
+    """
+    words: set[str] = {"event_id", "time", "source_offset", "kind", *ALERT_EVENT_COLUMNS}
+    for rule in rules:
+        c = rule.compiled
+        for text in (c.predicate(), c.message, c.dedup_key, c.term or ""):
+            for kind, chunk in _scan(text):
+                if kind == "code" or chunk.startswith('"'):  # "quoted" identifiers too
+                    words.update(_IDENT.findall(chunk))
+    return [name for name in COLUMNS if name in words]
+
+
+def mask_sql(rules: list[Rule], source: str) -> str:
+    """Step 1, live: which rules each row matches, as bits (``_m0`` = rules 0..61, ``_m1`` = 62..123, ...).
+
+    Only the predicates, no message or key: cheap to plan. ``_i`` is the row's
+    position in ``source``; rows of kinds no rule reads are not scanned. A
+    new-terms rule ``i`` also gets its term hash, ``_t{i}``, where it matches, so
+    that the seen-before check can run before the grouping statement.
+    """
+    kinds = sorted({k for r in rules for k in r.compiled.kinds})
+    cols = []
+    for start in range(0, len(rules), MASK_BITS):
+        terms = [f"CASE WHEN {rule.compiled.predicate()}\n  THEN {1 << bit}::BIGINT ELSE 0::BIGINT END"
+                 for bit, rule in enumerate(rules[start:start + MASK_BITS])]
+        cols.append(" + ".join(terms) + f" AS _m{start // MASK_BITS}")
+    for i, rule in enumerate(rules):
+        c = rule.compiled
+        if c.term:
+            cols.append(f"CASE WHEN {c.predicate()}\n  THEN CAST({c.term} AS UBIGINT) END AS _t{i}")
+    return (f"SELECT _i, {', '.join(cols)}\nFROM {source}\n"
+            f"WHERE kind IN ({', '.join(sql_literal(k) for k in kinds)})")
+
+
+def live_group_sql(hits: str, rules_table: str, rules: list[Rule], which: list[int],
+                   max_event_ids: int | None = DEFAULT_MAX_EVENT_IDS) -> str:
+    """Steps 1b and 2, live: :func:`group_sql`'s rows from the rows :func:`mask_sql` kept.
+
+    ``hits`` holds those rows with their ``_m*`` columns (bits of matches a
+    new-terms rule had seen before already cleared); ``which`` are the indices
+    (into ``rules``) of the rules with a bit set. A rule's test is its bit, so
+    no predicate runs twice. Same groups, counts, first event (by time, then
+    event id) and event ids as :func:`group_sql`; the message is built for the
+    first event of each group only, which is all an alert row shows
+    (``group_sql`` builds one per match and keeps the first). Names from the
+    grouping carry a ``_g_`` prefix so that a message's column names can only
+    mean the event's.
+    """
+    if rules_table.lstrip().upper().startswith("SELECT"):
+        rules_table = f"({rules_table})"
+    items = []
+    for i in which:
+        items.append(f"CASE WHEN (_m{i // MASK_BITS} & {1 << (i % MASK_BITS)}::BIGINT) <> 0\n"
+                     f"  THEN struct_pack(_r := {i}, _dedup_key := {rules[i].compiled.dedup_key}) END")
+    order = f"struct_pack(_t := coalesce(m.time, {_FAR_FUTURE}), _e := m.event_id)"
+    ids = "list(m.event_id ORDER BY m.time NULLS LAST, m.event_id)"
+    if max_event_ids:
+        ids += f"[1:{int(max_event_ids)}]"
+    whens = "\n".join(f"    WHEN {i} THEN {rules[i].compiled.message}" for i in which)
+    return f"""
+WITH _l AS (
+    SELECT _i, time, event_id, list_filter([
+{(','.join(items))}
+    ], lambda _s: _s IS NOT NULL) AS _rs
+    FROM {hits}
+), _k AS (
+    SELECT * EXCLUDE (_rs), unnest(_rs, recursive := true) FROM _l WHERE len(_rs) > 0
+), _b AS (
+    SELECT m.*, r.rule_id, r.title, r.severity, r.mitre, r.tags, r._window_us,
+           CASE WHEN m.time IS NULL THEN -1 ELSE epoch_us(m.time) // r._window_us END AS _bucket
+    FROM _k m JOIN {rules_table} r USING (_r)
+), _g AS (
+    SELECT m._r AS _g_r, m.rule_id AS _g_rule_id, any_value(m.title) AS _g_title,
+           any_value(m.severity) AS _g_severity, any_value(m.mitre) AS _g_mitre, any_value(m.tags) AS _g_tags,
+           m._dedup_key AS _g_dedup_key, m._bucket AS _g_bucket, any_value(m._window_us) AS _g_window_us,
+           min(m.time) AS _g_time, max(m.time) AS _g_last_time, count(*)::BIGINT AS _g_count,
+           arg_min(m._i, {order}) AS _g_first, {ids} AS _g_event_ids
+    FROM _b m
+    GROUP BY m._r, m.rule_id, m._dedup_key, m._bucket
+)
+SELECT substr(md5(concat_ws('|', _g_rule_id, _g_dedup_key, CAST(_g_bucket AS VARCHAR))), 1, 20) AS alert_id,
+       _g_rule_id AS rule_id, _g_title AS title, _g_severity AS severity, _g_mitre AS mitre, _g_tags AS tags,
+       _g_time AS time, _g_last_time AS last_time,
+       {', '.join(f'h.{c} AS {c}' for c in ALERT_EVENT_COLUMNS)},
+       CASE _g_r
+{whens}
+       END AS message,
+       _g_dedup_key AS dedup_key, _g_count AS count, _g_event_ids AS event_ids, _g_r AS _r,
+       CASE WHEN _g_bucket < 0 THEN NULL ELSE (_g_bucket + 1) * _g_window_us END AS _bucket_end_us
+FROM _g JOIN {hits} h ON h._i = _g._g_first
+ORDER BY _g_time NULLS LAST, _g_rule_id, _g_dedup_key
 """
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -35,11 +36,34 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tetrapipe.ruleset.model import Rule, RuleSet
-from tetrapipe.ruleset.plan import DEFAULT_MAX_EVENT_IDS, group_sql, match_sql, rules_table_sql
+from tetrapipe.ruleset.plan import (
+    DEFAULT_MAX_EVENT_IDS,
+    MASK_BITS,
+    group_sql,
+    live_group_sql,
+    mask_sql,
+    match_sql,
+    rule_columns,
+    rules_table_sql,
+)
 from tetrapipe.schema import ALERT_SCHEMA
 
 #: how long after its window ends an alert id is still remembered (late events)
 _GRACE_US = 5 * 60 * 1_000_000
+
+
+def _quiet_arrow_copy_warning() -> None:
+    """Silence DuckDB's "extra copy" warning for this module's cursor reads, and only those.
+
+    The detector reads its small results as Arrow from the cursor
+    (``con.execute(...).to_arrow_table()``), which DuckDB warns copies the rows
+    once more; for a few thousand rows that copy is cheaper than what the warning
+    recommends (``con.sql``, which binds the statement once more). Called per
+    detector, not only at import, because test runners reset the filters;
+    ``filterwarnings`` replaces an identical filter, so the list does not grow.
+    """
+    warnings.filterwarnings("ignore", message="Arrow output on a DB-API result makes an extra copy",
+                            category=UserWarning, module=r"tetrapipe\.transforms\.detect")
 
 
 @dataclass
@@ -67,6 +91,7 @@ class Detector:
         if isinstance(rules, RuleSet):
             rules = rules.enabled()
         self.rules: list[Rule] = [r for r in rules if r.enabled and r.compiled is not None]
+        _quiet_arrow_copy_warning()
         self.on_new_alerts = on_new_alerts
         self.stats = DetectorStats()
         self._max_open = max_open_alerts
@@ -81,11 +106,20 @@ class Detector:
         self._own_con = connection is None
         self._con = connection if connection is not None else duckdb.connect(":memory:")
         self._con.execute("SET TimeZone = 'UTC'")
-        if threads:
-            self._con.execute(f"SET threads = {int(threads)}")
+        if threads or self._own_con:
+            # one thread unless told otherwise: a micro-batch is a few thousand rows, too few for
+            # DuckDB's parallelism to pay for its coordination (measured ~10% slower with two)
+            self._con.execute(f"SET threads = {int(threads or 1)}")
         if self.rules:
             self._match = match_sql(self.rules, "_batch")
             self._group = group_sql("_matches", rules_table_sql(self.rules), max_event_ids)
+            self._mask = mask_sql(self.rules, "_batch")
+            self._columns = rule_columns(self.rules)
+            self._rules_table = rules_table_sql(self.rules)
+            self._max_event_ids = max_event_ids
+            self._term_rules = [i for i, r in enumerate(self.rules) if r.compiled.term]
+            # grouping statements per set of rules that matched in a batch (few distinct sets in practice)
+            self._live: dict[tuple[int, ...], str] = {}
 
     def close(self) -> None:
         if self._own_con:
@@ -104,53 +138,123 @@ class Detector:
         return events, ({"alerts": alerts} if alerts.num_rows else {})
 
     def evaluate(self, events: pa.Table) -> pa.Table:
-        """The alert rows (ALERT_SCHEMA) for one batch; updates dedup and new-terms state."""
+        """The alert rows (ALERT_SCHEMA) for one batch; updates dedup and new-terms state.
+
+        Two statements (:mod:`tetrapipe.ruleset.plan`'s live path): a bit mask
+        of the rules each row matches (predicates only), then, over the matching
+        rows and for the rules that matched, keys, grouping and one message per
+        alert row. Why not the backtest's statements: DuckDB binds and plans a
+        statement on every execution (a prepared one too), and all rules'
+        messages and keys cost ~0.1 s a batch to plan, however few rows match;
+        a message costs microseconds per row, and an alert row shows one. The
+        predicates, keys and ordering are the same, so the alerts are the same.
+        """
         if not self.rules or events.num_rows == 0:
             return ALERT_SCHEMA.empty_table()
-        self._con.register("_batch", events)
         try:
-            matches = self._con.sql(self._match).to_arrow_table()
-        finally:
-            self._con.unregister("_batch")
-        if matches.num_rows == 0:
-            return ALERT_SCHEMA.empty_table()
-        if self._has_terms:
-            matches = self._first_terms(matches)
-            if matches.num_rows == 0:
+            return self._evaluate(events)
+        except duckdb.BinderException:
+            if self._columns is None:
+                raise
+            self._columns = None  # a rule reads a column rule_columns() missed: register them all
+            return self._evaluate(events)
+
+    def _evaluate(self, events: pa.Table) -> pa.Table:
+        con = self._con
+        batch = self._narrow(events)
+        batch = batch.append_column("_i", pa.array(np.arange(batch.num_rows, dtype=np.int64)))
+        # Both statements are a scan and a projection (the grouping: of a few thousand rows at most),
+        # for which DuckDB's optimizer only adds planning time; the batch is narrowed to the rules'
+        # columns above instead of by its projection pushdown.
+        con.execute("PRAGMA disable_optimizer")
+        try:
+            con.register("_batch", batch)
+            try:
+                # numpy straight from the cursor: con.sql(...) binds the statement once more to learn
+                # its schema, a third of this statement's cost
+                masks = con.execute(self._mask).fetchnumpy()
+            finally:
+                con.unregister("_batch")
+            rows = np.asarray(masks["_i"], dtype=np.int64)
+            arrays = [np.array(masks[f"_m{k}"], dtype=np.int64)
+                      for k in range((len(self.rules) + MASK_BITS - 1) // MASK_BITS)]
+            if self._term_rules:
+                self._drop_seen_terms(batch, rows, arrays, masks)
+            hit = np.zeros(len(rows), dtype=bool)
+            for a in arrays:
+                hit |= a != 0
+            if not hit.any():
                 return ALERT_SCHEMA.empty_table()
-        self.stats.matches += matches.num_rows
-        self._con.register("_matches", matches)
-        try:
-            grouped = self._con.sql(self._group).to_arrow_table()
+            arrays = [a[hit] for a in arrays]
+            which = tuple(k * MASK_BITS + bit for k, a in enumerate(arrays)
+                          for bit in _bits(int(np.bitwise_or.reduce(a))))
+            self.stats.matches += sum(int(np.count_nonzero(arrays[i // MASK_BITS] & (1 << (i % MASK_BITS))))
+                                      for i in which)
+            hits = batch.take(pa.array(rows[hit]))
+            for k, a in enumerate(arrays):
+                hits = hits.append_column(f"_m{k}", pa.array(a))
+            con.register("_hits", hits)
+            try:
+                grouped = con.execute(self._group_statement(which)).to_arrow_table()
+            finally:
+                con.unregister("_hits")
         finally:
-            self._con.unregister("_matches")
+            con.execute("PRAGMA enable_optimizer")
         return self._fold(grouped)
 
-    def _first_terms(self, matches: pa.Table) -> pa.Table:
-        """Drop new-terms matches whose combination was seen before (in this batch or earlier ones)."""
-        term = matches.column("_term")
-        has = pc.is_valid(term)
-        if not pc.any(has).as_py():
-            return matches
-        idx = pc.indices_nonzero(has)
-        cand = matches.select(["_r", "_term", "time", "event_id"]).take(idx)
-        order = pc.sort_indices(cand, sort_keys=[("time", "ascending", "at_end"), ("event_id", "ascending", "at_end")])
-        rs = cand.column("_r").take(order).to_numpy(zero_copy_only=False)
-        terms = cand.column("_term").take(order).to_numpy(zero_copy_only=False)
-        rows = idx.to_numpy()[order.to_numpy()]
-        keep = np.ones(matches.num_rows, dtype=bool)
-        keep[rows] = False
+    def _group_statement(self, which: tuple[int, ...]) -> str:
+        """The grouping statement for the rules ``which`` (indices), built once per set."""
+        sql = self._live.get(which)
+        if sql is None:
+            if len(self._live) > 256:
+                self._live.clear()
+            sql = self._live[which] = live_group_sql("_hits", self._rules_table, self.rules, list(which),
+                                                     self._max_event_ids)
+        return sql
+
+    def _narrow(self, events: pa.Table) -> pa.Table:
+        """Only the columns the rules read (all of them if the batch lacks one, e.g. an older schema)."""
+        names = set(events.schema.names)
+        if self._columns is None or not all(c in names for c in self._columns):
+            return events
+        return events.select(self._columns)
+
+    def _drop_seen_terms(self, batch: pa.Table, rows: np.ndarray, arrays: list[np.ndarray],
+                         masks: dict[str, np.ndarray]) -> None:
+        """Clear the bits of new-terms matches whose combination was seen before (in this batch or earlier).
+
+        The earliest match (by time, then event id) of a combination not seen
+        yet keeps its bit and is remembered; ``arrays`` (the mask columns, one
+        entry per row of ``rows``) are changed in place.
+        """
+        rs, pos, terms = [], [], []
+        for i in self._term_rules:
+            sel = np.flatnonzero(arrays[i // MASK_BITS] & (1 << (i % MASK_BITS)))
+            if not len(sel):
+                continue
+            t = np.ma.asarray(masks[f"_t{i}"])[sel]
+            valid = ~np.ma.getmaskarray(t)  # no term: not a new-terms candidate, kept as is
+            rs.append(np.full(int(valid.sum()), i))
+            pos.append(sel[valid])
+            terms.append(np.ma.getdata(t)[valid])
+        if not rs:
+            return
+        r_all, pos_all, term_all = np.concatenate(rs), np.concatenate(pos), np.concatenate(terms)
+        if not len(pos_all):
+            return
+        cand = batch.select(["time", "event_id"]).take(pa.array(rows[pos_all]))
+        order = pc.sort_indices(cand, sort_keys=[("time", "ascending", "at_end"),
+                                                 ("event_id", "ascending", "at_end")]).to_numpy()
         seen = self._seen_terms
-        for r, t, row in zip(rs.tolist(), terms.tolist(), rows.tolist(), strict=True):
+        for r, t, p in zip(r_all[order].tolist(), term_all[order].tolist(), pos_all[order].tolist(), strict=True):
             key = (r, t)
             if key in seen:
                 seen.move_to_end(key)
+                arrays[r // MASK_BITS][p] &= ~(1 << (r % MASK_BITS))
                 continue
             seen[key] = None
-            keep[row] = True
         while len(seen) > self._terms_capacity:
             seen.popitem(last=False)
-        return matches if keep.all() else matches.filter(pa.array(keep))
 
     def _fold(self, grouped: pa.Table) -> pa.Table:
         """Tell first sightings from follow-ups, remember open windows, return ALERT_SCHEMA rows."""
@@ -222,6 +326,16 @@ class Detector:
             return loaded
         finally:
             con.close()
+
+
+def _bits(mask: int) -> list[int]:
+    """Positions of the set bits of a non-negative int, lowest first."""
+    out = []
+    while mask:
+        low = mask & -mask
+        out.append(low.bit_length() - 1)
+        mask ^= low
+    return out
 
 
 def format_alert(row: dict) -> str:
