@@ -33,6 +33,9 @@ from tetrapipe.transforms.normalize import Normalizer, normalize_lines
 
 log = logging.getLogger("tetrapipe.process")
 
+FETCH_PARTITION_BYTES = 16 * 1024 * 1024
+FETCH_MAX_BYTES = 64 * 1024 * 1024
+
 
 @dataclass
 class ProcessStats:
@@ -140,16 +143,17 @@ class Processor:
         opts = dict(self.config.kafka_options)
         # security settings go to both clients; the rest are consumer tuning (session timeouts ...)
         common = {k: v for k, v in opts.items() if k.startswith(("security_protocol", "ssl_", "sasl_"))}
+        # fetch sizes: one fetch should bring a whole micro-batch (20,000 x ~2 KB) so that the next fetch,
+        # sent as soon as records are handed out, overlaps with transforming this one; --kafka-option overrides
+        tuning = {"max_partition_fetch_bytes": FETCH_PARTITION_BYTES, "fetch_max_bytes": FETCH_MAX_BYTES,
+                  "auto_offset_reset": "earliest", **opts}
         self._consumer = KafkaConsumer(
             bootstrap_servers=self.config.bootstrap.split(","),
             group_id=self.config.group,
             client_id=self.config.client_id,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
             max_poll_records=self.config.batch_max_records,
-            max_partition_fetch_bytes=16 * 1024 * 1024,
-            fetch_max_bytes=64 * 1024 * 1024,
-            **opts,
+            **tuning,
         )
         if self.config.alerts_topic or self.config.dead_letter_topic:
             self._producer = KafkaProducer(bootstrap_servers=self.config.bootstrap.split(","),
