@@ -537,7 +537,7 @@ def command_env(config: Config, command: str) -> dict[str, str]:
     metrics = config.metrics or {}
     if metrics.get("port"):
         env["TETRAPIPE_METRICS_PORT"] = str(metrics["port"])
-    if metrics.get("host") and command != "process":  # process binds where its --metrics-port says
+    if metrics.get("host"):
         env["TETRAPIPE_METRICS_HOST"] = str(metrics["host"])
     kafka = config.kafka or {}
     if kafka.get("bootstrap"):

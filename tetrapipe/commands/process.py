@@ -62,8 +62,8 @@ def process_command(kafka: str, topic: str, group: str, alerts_topic: str, dead_
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     lake = Lake(lake_dir)
-    # the process table starts empty: the first assignment restores it from the lake (rebuild_ancestry)
-    transforms, _ = _pipeline_transforms(rules_dir)
+    # the stream state starts empty: every assignment restores it from the lake (restore_state)
+    transforms, detector = _pipeline_transforms(rules_dir)
     config = ProcessorConfig(bootstrap=kafka, topic=topic, group=group, alerts_topic=alerts_topic or None,
                              dead_letter_topic=dead_letter_topic or None, batch_max_records=batch_size,
                              batch_max_seconds=batch_seconds, exit_at_eof=exit_at_eof,
@@ -78,15 +78,24 @@ def process_command(kafka: str, topic: str, group: str, alerts_topic: str, dead_
         if alerts.num_rows > most:
             console.print(f"... and {alerts.num_rows - most:,} more alerts in this batch")
 
-    def rebuild_ancestry(partitions: set[int]) -> None:
-        """New partitions bring new nodes: restore their process table from the lake's recent history."""
+    def restore_state(partitions: set[int]) -> None:
+        """New partitions bring new nodes: restore what the stream state knew about them from the lake.
+
+        The process table (ancestry) and the detector's memory (open dedup windows,
+        new terms already seen) are rebuilt, so a replica taking over a partition
+        neither loses ancestor chains nor announces an old connection as new again.
+        """
+        if not lake.segments("events"):
+            return
         for t in transforms:
-            if type(t).__name__ == "AncestryTransform" and lake.segments("events"):
+            if type(t).__name__ == "AncestryTransform":
                 from tetrapipe.transforms.ancestry import ProcessTable
 
                 t.table = ProcessTable.rebuild_from_lake(lake)
+        if detector is not None:
+            detector.seed_from_lake(lake)
 
-    processor = Processor(config, lake, transforms, on_alerts=show, on_assign=rebuild_ancestry)
+    processor = Processor(config, lake, transforms, on_alerts=show, on_assign=restore_state)
     processor.install_signal_handlers()
     server = None
     if metrics_port:
