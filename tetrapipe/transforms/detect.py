@@ -29,6 +29,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -39,7 +40,6 @@ from tetrapipe.ruleset.model import Rule, RuleSet
 from tetrapipe.ruleset.plan import (
     DEFAULT_MAX_EVENT_IDS,
     MASK_BITS,
-    group_sql,
     live_group_sql,
     mask_sql,
     match_sql,
@@ -99,10 +99,9 @@ class Detector:
         self._open: OrderedDict[str, int] = OrderedDict()  # alert_id -> window end (us)
         self._seen_terms: OrderedDict[tuple[int, int], None] = OrderedDict()
         self._watermark_us = 0
-        self._has_terms = any(r.compiled.term for r in self.rules)
-        # one private in-memory connection for the detector's life: planning is done once per
-        # statement shape, and the batch is registered, never copied (``connection`` lets the rule
-        # test runner share one between many short-lived detectors)
+        # one private in-memory connection for the detector's life: statements are prepared once and
+        # the batch is registered, never copied (``connection`` lets the rule test runner share one
+        # between many short-lived detectors)
         self._own_con = connection is None
         self._con = connection if connection is not None else duckdb.connect(":memory:")
         self._con.execute("SET TimeZone = 'UTC'")
@@ -110,9 +109,20 @@ class Detector:
             # one thread unless told otherwise: a micro-batch is a few thousand rows, too few for
             # DuckDB's parallelism to pay for its coordination (measured ~10% slower with two)
             self._con.execute(f"SET threads = {int(threads or 1)}")
+        if self._own_con:
+            # the detector's statements are a scan and a projection each (the grouping: of a few
+            # thousand rows at most), for which DuckDB's optimizer only adds planning time; the batch is
+            # narrowed to the rules' columns in Python instead of by its projection pushdown
+            self._con.execute("PRAGMA disable_optimizer")
+        # On its own connection the detector prepares its statements once and registers, once, slots
+        # whose content changes per batch: DuckDB then plans nothing per batch (planning was a third of
+        # the detector's time). A shared connection (the rule test runner's) gets plain statements.
+        self._prepared = self._own_con
+        self._slots: dict[str, _Slot] = {}
+        self._statement_names: dict[object, str] = {}
+        self._schema: pa.Schema | None = None
+        self._group_rules: tuple[int, ...] = ()
         if self.rules:
-            self._match = match_sql(self.rules, "_batch")
-            self._group = group_sql("_matches", rules_table_sql(self.rules), max_event_ids)
             self._mask = mask_sql(self.rules, "_batch")
             self._columns = rule_columns(self.rules)
             self._rules_table = rules_table_sql(self.rules)
@@ -124,6 +134,7 @@ class Detector:
     def close(self) -> None:
         if self._own_con:
             self._con.close()
+        self._slots.clear()
 
     # --- the transform -------------------------------------------------------------------
 
@@ -143,11 +154,11 @@ class Detector:
         Two statements (:mod:`tetrapipe.ruleset.plan`'s live path): a bit mask
         of the rules each row matches (predicates only), then, over the matching
         rows and for the rules that matched, keys, grouping and one message per
-        alert row. Why not the backtest's statements: DuckDB binds and plans a
-        statement on every execution (a prepared one too), and all rules'
-        messages and keys cost ~0.1 s a batch to plan, however few rows match;
-        a message costs microseconds per row, and an alert row shows one. The
-        predicates, keys and ordering are the same, so the alerts are the same.
+        alert row. Why not the backtest's statements: planning all rules'
+        messages and keys cost DuckDB ~0.1 s a batch, however few rows match,
+        and a message costs microseconds per row while an alert row shows one.
+        Both statements are prepared once (see ``_run``). The predicates, keys
+        and ordering are the same as the backtest's, so the alerts are the same.
         """
         if not self.rules or events.num_rows == 0:
             return ALERT_SCHEMA.empty_table()
@@ -163,18 +174,12 @@ class Detector:
         con = self._con
         batch = self._narrow(events)
         batch = batch.append_column("_i", pa.array(np.arange(batch.num_rows, dtype=np.int64)))
-        # Both statements are a scan and a projection (the grouping: of a few thousand rows at most),
-        # for which DuckDB's optimizer only adds planning time; the batch is narrowed to the rules'
-        # columns above instead of by its projection pushdown.
-        con.execute("PRAGMA disable_optimizer")
+        if self._prepared and (self._schema is None or not batch.schema.equals(self._schema)):
+            self._reset_prepared(batch.schema)
+        if not self._own_con:
+            con.execute("PRAGMA disable_optimizer")  # see __init__; restored below for the other users
         try:
-            con.register("_batch", batch)
-            try:
-                # numpy straight from the cursor: con.sql(...) binds the statement once more to learn
-                # its schema, a third of this statement's cost
-                masks = con.execute(self._mask).fetchnumpy()
-            finally:
-                con.unregister("_batch")
+            masks = self._run("mask", self._mask, "_batch", batch, numpy=True)
             rows = np.asarray(masks["_i"], dtype=np.int64)
             arrays = [np.array(masks[f"_m{k}"], dtype=np.int64)
                       for k in range((len(self.rules) + MASK_BITS - 1) // MASK_BITS)]
@@ -193,14 +198,63 @@ class Detector:
             hits = batch.take(pa.array(rows[hit]))
             for k, a in enumerate(arrays):
                 hits = hits.append_column(f"_m{k}", pa.array(a))
-            con.register("_hits", hits)
-            try:
-                grouped = con.execute(self._group_statement(which)).to_arrow_table()
-            finally:
-                con.unregister("_hits")
+            # Prepared, the grouping covers every rule that has matched so far, so that the few
+            # statements prepared early serve every later batch (a rule without a match in a batch
+            # costs a bit test per row); planned per batch, only the rules that matched (planning
+            # grows with the text).
+            group = which
+            if self._prepared:
+                group = self._group_rules = tuple(sorted(set(self._group_rules) | set(which)))
+            grouped = self._run(group, self._group_statement(group), "_hits", hits, numpy=False)
         finally:
-            con.execute("PRAGMA enable_optimizer")
+            if not self._own_con:
+                con.execute("PRAGMA enable_optimizer")
         return self._fold(grouped)
+
+    def _run(self, key: object, sql: str, source: str, table: pa.Table, *, numpy: bool) -> Any:
+        """Run ``sql`` over ``table`` named ``source``: numpy arrays (``numpy``) or an Arrow table.
+
+        Results come straight from the cursor (``con.execute``): ``con.sql(...)`` would bind the
+        statement once more to learn its schema.
+        """
+        con = self._con
+        if not self._prepared:
+            con.register(source, table)
+            try:
+                cur = con.execute(sql)
+                return cur.fetchnumpy() if numpy else cur.to_arrow_table()
+            finally:
+                con.unregister(source)
+        slot = self._slots.get(source)
+        if slot is None:
+            slot = self._slots[source] = _Slot(table.schema)
+            con.register(source, slot)
+        slot.table = table
+        try:
+            name = self._statement_names.get(key)
+            if name is None:
+                if len(self._statement_names) > 256:  # bounded: one per set of rules seen matching together
+                    for old in self._statement_names.values():
+                        con.execute(f"DEALLOCATE {old}")
+                    self._statement_names.clear()
+                name = f"_tetrapipe_detect_{len(self._statement_names)}"
+                con.execute(f"PREPARE {name} AS {sql}")
+                self._statement_names[key] = name
+            cur = con.execute(f"EXECUTE {name}")
+            return cur.fetchnumpy() if numpy else cur.to_arrow_table()
+        finally:
+            slot.table = slot.empty  # do not keep the batch alive between calls
+
+    def _reset_prepared(self, schema: pa.Schema) -> None:
+        """A batch with other columns or types than the statements were prepared for: start over."""
+        con = self._con
+        for name in self._statement_names.values():
+            con.execute(f"DEALLOCATE {name}")
+        self._statement_names.clear()
+        for source in self._slots:
+            con.unregister(source)
+        self._slots.clear()
+        self._schema = schema
 
     def _group_statement(self, which: tuple[int, ...]) -> str:
         """The grouping statement for the rules ``which`` (indices), built once per set."""
@@ -326,6 +380,25 @@ class Detector:
             return loaded
         finally:
             con.close()
+
+
+class _Slot:
+    """A registered Arrow source whose table is swapped per batch (see ``Detector._run``).
+
+    DuckDB reads it through the Arrow PyCapsule interface at each scan, so a
+    statement prepared against it reads the current table without being bound
+    again; the schema must not change (the detector re-prepares if it does).
+    """
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.empty = schema.empty_table()
+        self.table = self.empty
+
+    def __arrow_c_schema__(self) -> object:
+        return self.table.schema.__arrow_c_schema__()
+
+    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object:
+        return self.table.__arrow_c_stream__(requested_schema)
 
 
 def _bits(mask: int) -> list[int]:
