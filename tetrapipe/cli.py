@@ -67,7 +67,7 @@ def ingest(paths: tuple[str, ...], lake_dir: str, force: bool, quiet: bool, rule
     except FileNotFoundError as exc:
         raise click.UsageError(str(exc)) from exc
     lake = Lake(lake_dir)
-    transforms, detector = _pipeline_transforms(rules_dir)
+    transforms, detector = _pipeline_transforms(rules_dir, lake)
     show = not quiet and err.is_terminal
     with IngestProgress(err, enabled=show) as progress:
         stats = run_ingest(inputs, lake, transforms=transforms, progress=progress, force=force,

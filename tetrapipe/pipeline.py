@@ -19,8 +19,9 @@ log = logging.getLogger("tetrapipe.pipeline")
 def build_transforms(rules_dir: str | None = None, *, lake=None) -> tuple[list[BatchTransform], object | None]:  # noqa: ANN001
     """The transform chain and the detector (None when detection is off or not installed).
 
-    ``lake``: rebuild the process table from the lake's recent history, so a
-    restarted processor knows the processes that started before it.
+    ``lake``: rebuild the process table from the lake's recent history and seed
+    the detector's dedup windows and new terms from it, so a restarted command
+    knows the processes that started before it and does not repeat its alerts.
     """
     transforms: list[BatchTransform] = []
     try:
@@ -39,6 +40,6 @@ def build_transforms(rules_dir: str | None = None, *, lake=None) -> tuple[list[B
         except ImportError:
             detection = None
         if detection is not None:
-            extra, detector = detection.default_transforms(rules_dir)
+            extra, detector = detection.default_transforms(rules_dir, lake=lake)
             transforms.extend(t for t in extra if type(t).__name__ not in ("AncestryTransform", "TlsTransform"))
     return transforms, detector

@@ -108,6 +108,6 @@ def print_alerts(console: Console, lake: Lake, limit: int) -> None:
         times = f"  [dim]x{count}[/]" if count and count > 1 else ""
         console.print(f"[{SEVERITY_STYLE.get(sev, '')}]{sev.upper():<8}[/] [bold]{rule}[/]  "
                       f"[dim]{str(when)[:19]}[/]  {where}{times}", soft_wrap=True, highlight=False)
-        console.print(Padding(Text(msg or ""), (0, 0, 0, 9)))
+        console.print(Padding(Text(msg or ""), (0, 0, 0, 9), expand=False))
     if total > len(rows):
         console.print(f"[dim]... {total - len(rows)} more: tetrapipe query \"SELECT * FROM alerts\"[/]")

@@ -40,7 +40,20 @@ def run_command(paths: tuple[str, ...], lake_dir: str, rules_dir: str | None, po
     from tetrapipe.run import RunMetrics, install_stop_on_signals, run
 
     console = Console(stderr=True, highlight=False)
-    transforms, _ = _pipeline_transforms(rules_dir)
+    from tetrapipe.transforms.detect import format_alert
+
+    lake = Lake(lake_dir)
+    # a restarted run resumes each file where the lake ends: its process table and alert memory too
+    transforms, detector = _pipeline_transforms(rules_dir, lake)
+    if detector is not None:
+        def print_alerts(alerts) -> None:  # noqa: ANN001
+            """Alerts as they fire, on stdout (progress goes to stderr), one line each."""
+            for row in alerts.slice(0, 50).to_pylist():
+                click.echo(format_alert(row))
+            if alerts.num_rows > 50:
+                click.echo(f"... and {alerts.num_rows - 50:,} more alerts in this batch (tetrapipe query alerts)")
+
+        detector.on_new_alerts = print_alerts
     stop = threading.Event()
     install_stop_on_signals(stop)
 
@@ -64,7 +77,7 @@ def run_command(paths: tuple[str, ...], lake_dir: str, rules_dir: str | None, po
             raise click.UsageError(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}") from exc
         console.print(f"metrics on {server.url}/metrics (health: /healthz, /readyz)")
     try:
-        totals = run(list(paths), Lake(lake_dir), transforms, poll_seconds=poll_seconds, exit_at_eof=exit_at_eof,
+        totals = run(list(paths), lake, transforms, poll_seconds=poll_seconds, exit_at_eof=exit_at_eof,
                      stop=stop, on_poll=show, metrics=metrics)
     finally:
         if server is not None:
