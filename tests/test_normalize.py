@@ -7,7 +7,7 @@ from collections import Counter
 
 import pyarrow as pa
 import pytest
-from conftest import REAL_LOGS, real_events
+from conftest import REAL_LOGS, REPO, real_events
 
 from tetrapipe.schema import EVENT_SCHEMA
 from tetrapipe.transforms.normalize import normalize_lines
@@ -191,3 +191,17 @@ def test_non_utf8_is_a_reject_not_a_crash() -> None:
 def test_empty_batch() -> None:
     result = normalize_lines([])
     assert result.events.num_rows == 0 and isinstance(result.events, pa.Table)
+
+
+def test_rows_keep_the_log_order_across_scan_chunks() -> None:
+    """DuckDB scans a batch's Arrow chunks on several threads; rows must still come back in log order.
+
+    The TLS transform pairs a ServerHello with the ClientHello before it, and the
+    ancestry table wants a parent's exec before its child's: both read rows in order.
+    """
+    scenario = (REPO / "samples" / "scenario" / "tenant-jobs.log").read_text().splitlines()
+    lines = [scenario[i % len(scenario)] for i in range(12 * 4096)]
+    for _ in range(3):
+        events = normalize_lines(lines).events
+        assert events.num_rows == len(lines)
+        assert events.column("source_offset").to_pylist() == list(range(1, len(lines) + 1))

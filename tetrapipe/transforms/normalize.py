@@ -452,6 +452,10 @@ class Normalizer:
             done[out.column("_i").to_numpy()] = True
             rest = batch.filter(pa.array(~done))
             out = pa.concat_tables([out, self._run(CAREFUL_SQL, rest, source)])
+        if not _is_sorted(out.column("_i")):
+            # DuckDB scans the batch's Arrow chunks on several threads and may hand
+            # them back out of order; later transforms (TLS pairing a ServerHello
+            # with its ClientHello, ancestry, dedup windows) need the log's order.
             out = out.take(pc.sort_indices(out.column("_i")))
         order = out.column("_i")
         reject = out.column("reject")
@@ -471,6 +475,11 @@ class Normalizer:
                 bad_raw,
             )
         return Normalized(events, rejects)
+
+
+def _is_sorted(order: pa.ChunkedArray) -> bool:
+    arr = order.to_numpy()
+    return bool(len(arr) < 2 or np.all(arr[1:] > arr[:-1]))
 
 
 def _is_identity(order: pa.ChunkedArray) -> bool:
