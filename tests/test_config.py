@@ -101,6 +101,9 @@ def test_command_env_bridges_the_file_to_collect_and_process() -> None:
     process = command_env(cfg, "process")
     assert process["TETRAPIPE_ALERTS_TOPIC"] == "tetrapipe.alerts" and process["TETRAPIPE_BATCH_SIZE"] == "20000"
     assert process["TETRAPIPE_RULES"] == "/etc/tetrapipe/rules" and process["TETRAPIPE_LAKE"] == "/data/lake"
+    assert cfg.kafka["events_topic"] == "" and "TETRAPIPE_EVENTS_TOPIC" not in process  # off unless set
+    streaming = parse_config("kafka: {bootstrap: k:9092, events_topic: tetrapipe.events}\n", "t.yaml", env={})
+    assert command_env(streaming, "process")["TETRAPIPE_EVENTS_TOPIC"] == "tetrapipe.events"
     with pytest.raises(ValueError, match="collect, process, forward"):
         command_env(cfg, "ingest")
 
@@ -118,7 +121,7 @@ def test_config_check_cli(tmp_path: Path) -> None:
     assert ok.returncode == 0 and "OK" in ok.stdout and "splunk (hec, ocsf, alerts)" in ok.stdout
     missing = _cli("config", "check", str(DEPLOY))
     assert missing.returncode == 1
-    assert f"{DEPLOY}:41:14: sinks[0].options.token: environment variable SPLUNK_HEC_TOKEN is not set" \
+    assert f"{DEPLOY}:43:14: sinks[0].options.token: environment variable SPLUNK_HEC_TOKEN is not set" \
         in missing.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("sinks:\n  - name: x\n    type: splunk\n")

@@ -273,6 +273,8 @@ ROOT = Section({
     "kafka": Field(Section({
         "bootstrap": Field(str, required=True), "topic": Field(str, "tetragon.events"),
         "alerts_topic": Field(str, "tetrapipe.alerts"), "dead_letter_topic": Field(str, "tetragon.events.dlq"),
+        "events_topic": Field(str, "", doc="enriched events from the processor, for sinks with forward: "
+                                           "events|all ('' = not streamed)"),
         "options": Field(MapOf(object), None),
     }), None),
     "processor": Field(Section({
@@ -569,6 +571,8 @@ def command_env(config: Config, command: str) -> dict[str, str]:
         if kafka:
             env.update(TETRAPIPE_TOPIC=kafka.get("topic") or "", TETRAPIPE_ALERTS_TOPIC=kafka.get("alerts_topic") or "",
                        TETRAPIPE_DEAD_LETTER_TOPIC=kafka.get("dead_letter_topic") or "")
+            if kafka.get("events_topic"):
+                env["TETRAPIPE_EVENTS_TOPIC"] = kafka["events_topic"]
         if options:
             env["TETRAPIPE_KAFKA_OPTION"] = options
         proc = config.processor or {}

@@ -8,8 +8,9 @@ file, through the same router, formats and spools the processor uses:
   to replay an export into a SIEM, or to follow another tool's output;
 * from the history lake (``--from-lake``), e.g. to backfill a new SIEM with
   the last week of alerts;
-* from Kafka (``--from-kafka``): the alerts topic the processor writes, as a
-  long-running forwarder Deployment.
+* from Kafka (``--from-kafka``): the alerts topic the processor writes, and
+  its enriched-events topic (``kafka.events_topic``) when a sink wants events,
+  as a long-running forwarder Deployment.
 
 It serves ``/healthz``, ``/readyz`` and ``/metrics`` with ``--metrics-port``,
 and exits non-zero when records were dropped or rejected, or remain in a spool
@@ -119,8 +120,9 @@ def config_env(file: str, command: str) -> None:
 @click.option("--from-lake", is_flag=True, envvar="TETRAPIPE_FROM_LAKE",
               help="Read alerts / events from the history lake instead of JSON lines.")
 @click.option("--from-kafka", is_flag=True, envvar="TETRAPIPE_FROM_KAFKA",
-              help="Consume native rows from Kafka (default topic: the configuration's kafka.alerts_topic); "
-                   "offsets are committed once the sinks delivered or spooled the records.")
+              help="Consume native rows from Kafka (default topics: the configuration's kafka.alerts_topic, plus "
+                   "kafka.events_topic when a sink has forward: events|all); offsets are committed once the sinks "
+                   "delivered or spooled the records.")
 @click.option("--kafka", envvar="TETRAPIPE_KAFKA", default=None,
               help="With --from-kafka: bootstrap servers (default: the configuration's kafka.bootstrap).")
 @click.option("--topic", "topics", multiple=True, envvar="TETRAPIPE_TOPIC",
@@ -183,15 +185,16 @@ def forward_command(inputs: tuple[str, ...], config_path: str, sinks: tuple[str,
     unknown = [s for s in sinks if s not in {c.name for c in cfg.sinks}]
     if unknown:
         raise click.UsageError(f"no sink named {', '.join(unknown)} in {config_path}")
-    if from_kafka:
-        kafka = kafka or (cfg.kafka or {}).get("bootstrap")
-        topics = topics or tuple(t for t in [(cfg.kafka or {}).get("alerts_topic")] if t)
-        if not kafka or not topics:
-            raise click.UsageError("--from-kafka needs --kafka and --topic (or kafka.bootstrap and "
-                                   "kafka.alerts_topic in the configuration)")
     router = build_router(cfg, only=list(sinks) or None)
     if not router.routes:
         raise click.UsageError(f"{config_path} has no enabled sink")
+    if from_kafka:
+        kafka = kafka or (cfg.kafka or {}).get("bootstrap")
+        topics = topics or default_topics(cfg.kafka or {}, router.routes)
+        if not kafka or not topics:
+            router.close()
+            raise click.UsageError("--from-kafka needs --kafka and --topic (or kafka.bootstrap and "
+                                   "kafka.alerts_topic in the configuration)")
     health = Health(stall_seconds=120.0)
     server = None
     port = metrics_port or (cfg.metrics or {}).get("port") or 0
@@ -232,6 +235,19 @@ def forward_command(inputs: tuple[str, ...], config_path: str, sinks: tuple[str,
         _summary(read, bad, stats)
     trouble = any(s["dropped"] or s["rejected"] or s["spool_records"] for s in stats.values())
     sys.exit(1 if trouble or bad else 0)
+
+
+def default_topics(kafka: dict[str, Any], routes: list[Any]) -> tuple[str, ...]:
+    """The topics ``--from-kafka`` reads when ``--topic`` is not given.
+
+    The alerts topic, and the enriched-events topic only when one of the
+    selected sinks takes events: consuming (and parsing) every event just to
+    discard it would cost the forwarder far more than the alerts it sends.
+    """
+    topics = [kafka.get("alerts_topic")]
+    if any(r.forward in ("events", "all") for r in routes):
+        topics.append(kafka.get("events_topic"))
+    return tuple(t for t in topics if t)
 
 
 def _parse_row(line: bytes, where: str) -> dict[str, Any] | None:

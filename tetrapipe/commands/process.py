@@ -31,6 +31,9 @@ def _kafka_options(f):  # noqa: ANN001, ANN201
               help="Consumer group: replicas with the same group share the partitions.")
 @click.option("--alerts-topic", envvar="TETRAPIPE_ALERTS_TOPIC", default="tetrapipe.alerts", show_default=True,
               help="Topic for alerts ('' to disable).")
+@click.option("--events-topic", envvar="TETRAPIPE_EVENTS_TOPIC", default="", show_default=False,
+              help="Topic for the enriched events of every committed batch, keyed by node, for `forward "
+                   "--from-kafka` (default: '' = off).")
 @click.option("--dead-letter-topic", envvar="TETRAPIPE_DEAD_LETTER_TOPIC", default="tetragon.events.dlq",
               show_default=True, help="Topic for lines that are not Tetragon events ('' to disable).")
 @click.option("--batch-size", envvar="TETRAPIPE_BATCH_SIZE", default=20_000, show_default=True,
@@ -49,9 +52,9 @@ def _kafka_options(f):  # noqa: ANN001, ANN201
               help="kafka-python setting KEY=VALUE, repeatable: security_protocol=SSL, sasl_mechanism=PLAIN, "
                    "session_timeout_ms=6000, ...")
 @_lake_option
-def process_command(kafka: str, topic: str, group: str, alerts_topic: str, dead_letter_topic: str,
-                    batch_size: int, batch_seconds: float, rules_dir: str | None, metrics_port: int | None,
-                    metrics_host: str, exit_at_eof: bool, kafka_option: tuple[str, ...], lake_dir: str) -> None:
+def process_command(kafka: str, topic: str, group: str, alerts_topic: str, events_topic: str,
+                    dead_letter_topic: str, batch_size: int, batch_seconds: float, rules_dir: str | None,
+                    metrics_port: int | None, metrics_host: str, exit_at_eof: bool, kafka_option: tuple[str, ...], lake_dir: str) -> None:
     """Consume Tetragon events from Kafka into the history, with detections, exactly once.
 
     Run N replicas with the same --group over a topic with at least N partitions.
@@ -65,7 +68,8 @@ def process_command(kafka: str, topic: str, group: str, alerts_topic: str, dead_
     # the stream state starts empty: every assignment restores it from the lake (restore_state)
     transforms, detector = _pipeline_transforms(rules_dir)
     config = ProcessorConfig(bootstrap=kafka, topic=topic, group=group, alerts_topic=alerts_topic or None,
-                             dead_letter_topic=dead_letter_topic or None, batch_max_records=batch_size,
+                             events_topic=events_topic or None, dead_letter_topic=dead_letter_topic or None,
+                             batch_max_records=batch_size,
                              batch_max_seconds=batch_seconds, exit_at_eof=exit_at_eof,
                              kafka_options=parse_kafka_options(kafka_option))
     console = Console(stderr=True, highlight=False)
@@ -111,6 +115,9 @@ def process_command(kafka: str, topic: str, group: str, alerts_topic: str, dead_
     finally:
         if server is not None:
             server.close()
+    if config.events_topic:
+        console.print(f"streamed {stats.streamed:,} enriched events to {config.events_topic}"
+                      + (f" ({stats.oversized:,} too large for a record, in the lake only)" if stats.oversized else ""))
     console.print(f"processed {stats.records:,} records: {stats.events:,} events, {stats.rejects:,} rejects, "
                   f"{stats.alerts:,} alerts ({stats.records_per_second:,.0f} records/s from first record to last "
                   f"commit); lake holds partitions {stats.by_partition}")
