@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pytest
 from conftest import REAL_LOGS
 
 from tetrapipe import history
@@ -144,3 +146,37 @@ def test_query_while_an_ingest_is_running(lake_dir: Path, tetrapipe_cmd: list[st
     proc.stdin.close()
     assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()
     assert _count(lake) == 3000
+
+
+def test_one_run_over_a_log_and_its_gzip_copy_ingests_it_once(tmp_path: Path, lake_dir: Path) -> None:
+    """Chunks flow through threads; the second copy must still see the first one's commits."""
+    lake = Lake(lake_dir)
+    log = tmp_path / "tetragon-2024-05-01T10-05-00.000.log"
+    log.write_text("\n".join(_lines(0, 3000)) + "\n")
+    with open(log, "rb") as src, gzip.open(str(log) + ".gz", "wb") as dst:
+        dst.write(src.read())
+    stats = ingest(expand_inputs([str(log), str(log) + ".gz"]), lake, chunk_bytes=64 * 1024)
+    assert stats.events == 3000 and stats.skipped_lines == 3000
+    assert _count(lake, "SELECT count(DISTINCT event_id) FROM events") == _count(lake) == 3000
+
+
+def test_a_failing_transform_stops_the_ingest_and_a_rerun_completes_it_once(tmp_path: Path, lake_dir: Path) -> None:
+    """No chunk after the failed one is committed, so the next run resumes exactly there."""
+    lake = Lake(lake_dir)
+    log = tmp_path / "tetragon.log"
+    log.write_text("\n".join(_lines(0, 3000)) + "\n")
+    calls = 0
+
+    def flaky(events: pa.Table) -> tuple[pa.Table, dict]:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("transform broke on chunk 3")
+        return events, {}
+
+    with pytest.raises(RuntimeError, match="chunk 3"):
+        ingest(expand_inputs([str(log)]), lake, transforms=[flaky], chunk_bytes=64 * 1024)
+    partial_events = _count(lake)
+    assert 0 < partial_events < 3000
+    assert ingest(expand_inputs([str(log)]), lake, chunk_bytes=64 * 1024).events == 3000 - partial_events
+    assert _count(lake, "SELECT count(DISTINCT event_id) FROM events") == _count(lake) == 3000

@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,6 +23,7 @@ from tetrapipe.sinks.lake import AsyncWriter, Lake
 from tetrapipe.sources.files import InputFile, PeekableInput, fingerprint, open_input
 from tetrapipe.sources.lines import prefetch, read_line_batches
 from tetrapipe.transforms.normalize import Normalizer, make_rejects
+from tetrapipe.worker import OrderedWorker
 
 #: A transform over one normalized batch: gets the events, returns the events
 #: (possibly enriched) and extra tables for the lake (e.g. ``alerts``).
@@ -100,21 +102,48 @@ def ingest(
     started = time.perf_counter()
     normalizer = Normalizer()
     writer = AsyncWriter(lake)
+    # transforms run on their own thread, in order, while the next chunk is normalized:
+    # the detector's and the normalizer's DuckDB work then overlap on two cores
+    stage = OrderedWorker("transforms")
+    stages = _Stages(stage, writer)
     try:
         for inp in inputs:
             stats.files += 1
-            _ingest_one(inp, lake, normalizer, writer, transforms, progress, stats, force, chunk_bytes, keep_rejects,
+            _ingest_one(inp, lake, normalizer, stages, transforms, progress, stats, force, chunk_bytes, keep_rejects,
                         follow)
     finally:
         try:
-            writer.close()
+            try:
+                stage.close()
+            finally:
+                writer.close()
         finally:
             normalizer.close()
     stats.seconds = time.perf_counter() - started
     return stats
 
 
-def _ingest_one(inp: InputFile, lake: Lake, normalizer: Normalizer, writer: AsyncWriter,
+@dataclass
+class _Stages:
+    """Where a normalized chunk goes: the transforms' thread, then the lake writer's."""
+
+    transforms: OrderedWorker
+    writer: AsyncWriter
+    fingerprints: set[str] = field(default_factory=set)
+
+    def settle(self, fp: str) -> None:
+        """Before reading the lake's position for ``fp``: commit what this run already sent of it.
+
+        Only needed when one run meets the same log twice (a rotated copy next
+        to its gzip'd backup); otherwise the pipeline keeps flowing.
+        """
+        if fp in self.fingerprints:
+            self.transforms.flush()
+            self.writer.flush()
+        self.fingerprints.add(fp)
+
+
+def _ingest_one(inp: InputFile, lake: Lake, normalizer: Normalizer, stages: _Stages,
                 transforms: list[BatchTransform], progress: ProgressSink, stats: IngestStats,
                 force: bool, chunk_bytes: int, keep_rejects: int, follow: bool = False) -> None:
     stream = open_input(inp)
@@ -126,6 +155,7 @@ def _ingest_one(inp: InputFile, lake: Lake, normalizer: Normalizer, writer: Asyn
         if follow and not peek.first_line_complete:
             return  # the first line is still being written: fingerprint it once it is whole
         fp = fingerprint(peek.first_line)
+        stages.settle(fp)
         already, done_bytes = (0, 0) if force else lake.ingested_position(fp)
         compressed = stream is not raw_file
         if follow and not force and not inp.is_stdin:
@@ -133,7 +163,8 @@ def _ingest_one(inp: InputFile, lake: Lake, normalizer: Normalizer, writer: Asyn
             if (compressed and lake.ingested_complete(fp)) or (not compressed and size == done_bytes):
                 stats.skipped_lines += already
                 return  # nothing new: a finished backup, or a live file that has not grown
-        progress.start_input(inp, _input_size(inp))
+        size_now = _input_size(inp)
+        stages.transforms.submit(lambda: progress.start_input(inp, size_now))
         last_lines = already
         reader_kw: dict = {"skip_lines": already}
         plain = not inp.is_stdin and stream is raw_file and hasattr(stream, "seek")
@@ -150,38 +181,43 @@ def _ingest_one(inp: InputFile, lake: Lake, normalizer: Normalizer, writer: Asyn
                 extra_rejects = make_rejects(inp.label, [b.line_no for b in lb.bad], [b.reason for b in lb.bad],
                                              [b.raw for b in lb.bad])
                 rejects = pa.concat_tables([rejects, extra_rejects]) if rejects.num_rows else extra_rejects
-            extra: dict[str, pa.Table] = {}
-            for transform in transforms:
-                events, produced = transform(events)
-                for name, table in produced.items():
-                    extra[name] = pa.concat_tables([extra[name], table]) if name in extra else table
-            tables = {"events": events, "rejects": rejects, **extra}
             lines_done = lb.lines_total
-            bytes_done = lb.bytes_total
-            writer.submit(
-                tables,
-                metadata={"source": inp.label, "fingerprint": fp,
-                          "lines": f"{lb.line_nos[0].as_py() if len(lb.line_nos) else ''}-{lines_done}"},
-                on_commit=(lambda n=lines_done, b=bytes_done: lake.record_ingested(fp, inp.label, n, b)),
-            )
-            _count(stats, events, rejects, extra, keep_rejects)
             stats.lines += lines_done - max(last_lines, already)
             last_lines = lines_done
-            stats.bytes = stats.bytes  # bytes counted at the end of the input
-            progress.batch(events, extra)
             try:
-                progress.advance(raw_file.tell())
+                position = raw_file.tell()
             except (OSError, ValueError, AttributeError):
-                pass
-        if compressed and not inp.is_stdin:
-            lake.mark_complete(fp)  # a gzip'd backup never changes again
+                position = None
+            meta = {"source": inp.label, "fingerprint": fp,
+                    "lines": f"{lb.line_nos[0].as_py() if len(lb.line_nos) else ''}-{lines_done}"}
+            commit = partial(lake.record_ingested, fp, inp.label, lines_done, lb.bytes_total)
+            stages.transforms.submit(partial(_transform_and_write, events, rejects, meta, commit, transforms,
+                                             stages.writer, progress, stats, keep_rejects, position))
         if last_lines == already and already:
             stats.skipped_files += 1
         stats.skipped_lines += already
-        progress.end_input()
+        # after this input's last chunk is committed: a gzip'd backup never changes again
+        complete = (lambda: lake.mark_complete(fp)) if compressed and not inp.is_stdin else None
+        stages.transforms.submit(lambda: (stages.writer.submit({}, on_commit=complete), progress.end_input()))
     finally:
         if not inp.is_stdin:
             peek.close()
+
+
+def _transform_and_write(events: pa.Table, rejects: pa.Table, meta: dict[str, str], commit: Callable[[], None],
+                         transforms: list[BatchTransform], writer: AsyncWriter, progress: ProgressSink,
+                         stats: IngestStats, keep_rejects: int, position: int | None) -> None:
+    """One chunk's second half, on the transforms' thread: enrich, detect, hand to the writer, report."""
+    extra: dict[str, pa.Table] = {}
+    for transform in transforms:
+        events, produced = transform(events)
+        for name, table in produced.items():
+            extra[name] = pa.concat_tables([extra[name], table]) if name in extra else table
+    writer.submit({"events": events, "rejects": rejects, **extra}, metadata=meta, on_commit=commit)
+    _count(stats, events, rejects, extra, keep_rejects)
+    progress.batch(events, extra)
+    if position is not None:
+        progress.advance(position)
 
 
 def _count(stats: IngestStats, events: pa.Table, rejects: pa.Table, extra: dict[str, pa.Table],

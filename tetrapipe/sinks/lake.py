@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -26,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tetrapipe.schema import PARTITION_TIME, SCHEMAS
+from tetrapipe.worker import OrderedWorker
 
 DEFAULT_LAKE = "./tetrapipe-lake"
 LAKE_ENV = "TETRAPIPE_LAKE"
@@ -174,45 +173,27 @@ class AsyncWriter:
     Parquet encoding and zstd release the GIL, so this overlaps real work. The
     queue is small (bounded memory), ``on_commit`` runs after a batch's
     segments are renamed into place, and a write error is re-raised in the
-    caller at the next submit or at close: never swallowed.
+    caller at the next submit or at close: never swallowed, and no later batch
+    is committed past the one that failed.
     """
 
     def __init__(self, lake: Lake, max_pending: int = 1) -> None:
         self.lake = lake
-        self._q: queue.Queue[tuple[dict[str, pa.Table], dict[str, str] | None, Callable[[], None] | None] | None] = (
-            queue.Queue(maxsize=max_pending)
-        )
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="lake-writer", daemon=True)
-        self._thread.start()
+        self._worker = OrderedWorker("lake-writer", max_pending)
 
-    def _run(self) -> None:
-        while True:
-            item = self._q.get()
-            if item is None:
-                return
-            if self._error is not None:
-                continue
-            tables, meta, on_commit = item
-            try:
-                for name, table in tables.items():
-                    self.lake.write(name, table, meta)
-                if on_commit is not None:
-                    on_commit()
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                self._error = exc
-
-    def _check(self) -> None:
-        if self._error is not None:
-            err, self._error = self._error, None
-            raise err
+    def _write(self, tables: dict[str, pa.Table], metadata: dict[str, str] | None,
+               on_commit: Callable[[], None] | None) -> None:
+        for name, table in tables.items():
+            self.lake.write(name, table, metadata)
+        if on_commit is not None:
+            on_commit()
 
     def submit(self, tables: dict[str, pa.Table], metadata: dict[str, str] | None = None,
                on_commit: Callable[[], None] | None = None) -> None:
-        self._check()
-        self._q.put((tables, metadata, on_commit))
+        self._worker.submit(lambda: self._write(tables, metadata, on_commit))
+
+    def flush(self) -> None:
+        self._worker.flush()
 
     def close(self) -> None:
-        self._q.put(None)
-        self._thread.join()
-        self._check()
+        self._worker.close()
