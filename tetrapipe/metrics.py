@@ -141,6 +141,22 @@ class MetricsServer:
         self.httpd.server_close()
 
 
+def serve_metrics(registry: CollectorRegistry, health: Health, host: str, port: int | None) -> MetricsServer | None:
+    """Start the endpoints a command was asked for (``port`` 0 or None: none).
+
+    A port that is taken is the user's mistake, not a crash: it comes back as
+    a usage error naming the address.
+    """
+    if not port:
+        return None
+    import click
+
+    try:
+        return MetricsServer(registry, health, f"{host}:{port}")
+    except OSError as exc:
+        raise click.UsageError(f"cannot serve metrics on {host}:{port}: {exc}") from exc
+
+
 class RateMeter:
     """Events per second over a sliding window, for a gauge a dashboard can show without PromQL.
 

@@ -38,6 +38,8 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+from tetrapipe.proto.tetragon_pb2 import CapabilitiesType
+
 HERE = Path(__file__).resolve().parent
 LOG = HERE / "tenant-jobs.log"
 HANDSHAKES = HERE / "handshakes.json"
@@ -61,14 +63,7 @@ AUID_UNSET = 4294967295
 KPROBE_POST = "KPROBE_ACTION_POST"
 
 # capabilities.proto names (DAC_OVERRIDE really has no CAP_ prefix)
-ALL_CAPS = ["CAP_CHOWN", "DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
-            "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
-            "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE",
-            "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT",
-            "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
-            "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG",
-            "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
-            "CAP_CHECKPOINT_RESTORE"]
+ALL_CAPS = list(CapabilitiesType.keys())  # every capability, in the API's enum order
 # the container runtime's default set, as in the real tenant-jobs events
 CONTAINER_CAPS = ["CAP_CHOWN", "DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID",
                   "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_MKNOD",

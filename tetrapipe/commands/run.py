@@ -36,7 +36,7 @@ def run_command(paths: tuple[str, ...], lake_dir: str, rules_dir: str | None, po
     SIGTERM/SIGINT finish the poll in hand and exit 0.
     """
     from tetrapipe.cli import _pipeline_transforms
-    from tetrapipe.metrics import Health, MetricsServer, PipelineMetrics, new_registry
+    from tetrapipe.metrics import Health, PipelineMetrics, new_registry, serve_metrics
     from tetrapipe.run import RunMetrics, install_stop_on_signals, run
 
     console = Console(stderr=True, highlight=False)
@@ -69,12 +69,8 @@ def run_command(paths: tuple[str, ...], lake_dir: str, rules_dir: str | None, po
     health = Health(stall_seconds=max(120.0, 10 * poll_seconds))
     metrics = RunMetrics(PipelineMetrics(registry), health, transforms)
     health.add_check("polling", metrics.ready)
-    server = None
-    if metrics_port:
-        try:
-            server = MetricsServer(registry, health, f"{metrics_host}:{metrics_port}")
-        except OSError as exc:
-            raise click.UsageError(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}") from exc
+    server = serve_metrics(registry, health, metrics_host, metrics_port)
+    if server:
         console.print(f"metrics on {server.url}/metrics (health: /healthz, /readyz)")
     try:
         totals = run(list(paths), lake, transforms, poll_seconds=poll_seconds, exit_at_eof=exit_at_eof,

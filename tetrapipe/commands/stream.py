@@ -123,7 +123,7 @@ def collect_command(source: str, kafka: str, topic: str, client_id: str | None, 
     most) for acknowledgements, checkpoint, exit 0.
     """
     from tetrapipe.collect import CollectOptions, Collector, source_kind
-    from tetrapipe.metrics import Health, MetricsServer, new_registry
+    from tetrapipe.metrics import Health, new_registry, serve_metrics
     from tetrapipe.sinks.kafka import KafkaSettings, parse_bootstrap, parse_kafka_options
 
     _setup_logging(log_level)
@@ -153,12 +153,8 @@ def collect_command(source: str, kafka: str, topic: str, client_id: str | None, 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     registry, health = new_registry(), Health()
-    server = None
-    if metrics_port:
-        try:
-            server = MetricsServer(registry, health, f"{metrics_host}:{metrics_port}")
-        except OSError as exc:
-            raise click.UsageError(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}") from exc
+    server = serve_metrics(registry, health, metrics_host, metrics_port)
+    if server:
         log.info("metrics on %s/metrics (health: /healthz, /readyz)", server.url)
     try:
         collector = Collector(opts, settings, registry=registry, health=health, stop=stop, report=log.info)

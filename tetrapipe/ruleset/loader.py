@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,32 @@ class _Ctx:
                 self.error(mapping.line_of(key), f"unknown key {key!r} in {what}"
                            + (f" (did you mean {hint[0]!r}?)" if hint else f"; allowed: {', '.join(sorted(allowed))}"))
 
+    def named_entries(self, doc: yamlio.Located, key: str, allowed: set[str], shape: str,
+                      entry: str) -> Iterator[tuple[Any, str]]:
+        """Each well-formed ``- name: ...`` mapping under ``doc[key]``, with its name.
+
+        Exceptions and tests are both lists of named mappings; a malformed
+        entry is reported (``shape`` says what the list should look like) and
+        skipped so that one file reports all its mistakes at once.
+        """
+        raw = doc.get(key)
+        if raw is None:
+            return
+        if not isinstance(raw, list):
+            self.error(doc.line_of(key), f"{key} must be a list{shape}")
+            return
+        for i, item in enumerate(raw):
+            line = raw.line_of(i) if isinstance(raw, yamlio.LocatedList) else doc.line_of(key)
+            if not isinstance(item, dict):
+                self.error(line, f"{entry} must be a mapping with a name")
+                continue
+            self.keys(item, allowed, entry)
+            name = item.get("name")
+            if not isinstance(name, str) or not name:
+                self.error(item.line, f"{entry} needs a name")
+                continue
+            yield item, name
+
     def string(self, mapping: yamlio.Located, key: str, required: bool = False, default: str = "") -> str:
         if key not in mapping or mapping[key] is None:
             if required:
@@ -149,25 +175,11 @@ def _parse_dedup(ctx: _Ctx, doc: yamlio.Located) -> Dedup:
 
 
 def _parse_exceptions(ctx: _Ctx, doc: yamlio.Located) -> list[ExceptionDef]:
-    raw = doc.get("exceptions")
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        ctx.error(doc.line_of("exceptions"), "exceptions must be a list of named allow-list entries "
-                  "(- name: ..., images: [...], namespaces: [...], binaries: [...], parent_binaries: [...])")
-        return []
     out: list[ExceptionDef] = []
     allowed = set(EXCEPTION_FIELDS) | {"name", "when", "reason"}
-    for i, entry in enumerate(raw):
-        line = raw.line_of(i) if isinstance(raw, yamlio.LocatedList) else doc.line_of("exceptions")
-        if not isinstance(entry, dict):
-            ctx.error(line, "an exception entry must be a mapping with a name")
-            continue
-        ctx.keys(entry, allowed, "an exception")
-        name = entry.get("name")
-        if not isinstance(name, str) or not name:
-            ctx.error(entry.line, "an exception entry needs a name (why it is allowed)")
-            continue
+    shape = (" of named allow-list entries "
+             "(- name: ..., images: [...], namespaces: [...], binaries: [...], parent_binaries: [...])")
+    for entry, name in ctx.named_entries(doc, "exceptions", allowed, shape, "an exception entry"):
         fields: dict[str, list[Any]] = {}
         for key in EXCEPTION_FIELDS:
             if key in entry:
@@ -205,23 +217,9 @@ def _parse_params(ctx: _Ctx, doc: yamlio.Located) -> tuple[dict[str, Any], dict[
 
 
 def _parse_tests(ctx: _Ctx, doc: yamlio.Located) -> list[RuleTest]:
-    raw = doc.get("tests")
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        ctx.error(doc.line_of("tests"), "tests must be a list")
-        return []
     out: list[RuleTest] = []
-    for i, t in enumerate(raw):
-        line = raw.line_of(i) if isinstance(raw, yamlio.LocatedList) else doc.line_of("tests")
-        if not isinstance(t, dict):
-            ctx.error(line, "a test must be a mapping (name, log or events, expect)")
-            continue
-        ctx.keys(t, TEST_KEYS, "a test")
-        name = t.get("name")
-        if not isinstance(name, str) or not name:
-            ctx.error(t.line, "a test needs a name")
-            continue
+    for t, name in ctx.named_entries(doc, "tests", TEST_KEYS, " of tests (- name: ..., log or events, expect)",
+                                     "a test"):
         log = t.get("log")
         events = t.get("events")
         if (log is None) == (events is None):
