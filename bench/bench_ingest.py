@@ -6,7 +6,9 @@
 Every mode runs in a fresh process, so its peak RSS (from wait4) is its own;
 DuckDB uses all cores, as tetrapipe does. Modes:
 
-* duckdb-auto: ``CREATE TABLE t AS SELECT * FROM read_ndjson_auto(file)``
+* duckdb-auto: ``CREATE TABLE t AS SELECT * FROM read_ndjson_auto(file, sample_size=-1)``
+  (schema inferred from every line: with the default sample, rare keys deeper in
+  the file make it fail)
 * duckdb-fields: ``read_ndjson`` with explicit columns (envelope + each kind as
   JSON) and 15 typed fields extracted: closer to what a normalizer does
 * tetrapipe: ``tetrapipe ingest file --quiet`` (parse, normalize ~80 columns,
@@ -35,7 +37,7 @@ FIELDS = ["process.exec_id", "process.pid", "process.binary", "process.arguments
 
 def _duckdb_script(mode: str, path: str) -> str:
     if mode == "duckdb-auto":
-        sql = f"CREATE TABLE t AS SELECT * FROM read_ndjson_auto('{path}')"
+        sql = f"CREATE TABLE t AS SELECT * FROM read_ndjson_auto('{path}', sample_size=-1)"
     else:
         cols = "{'node_name':'VARCHAR','time':'VARCHAR'," + ",".join(f"'{k}':'JSON'" for k in KINDS) + "}"
         body = "coalesce(" + ",".join(KINDS) + ")"
