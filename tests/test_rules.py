@@ -140,14 +140,13 @@ def test_cli_rules_show_prints_runnable_sql(tmp_path: Path) -> None:
 def test_default_rules_directory_and_none(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from tetrapipe.pipeline import build_transforms
     from tetrapipe.ruleset.locate import resolve_rules_dir
-    from tetrapipe.transforms.pipeline import default_transforms
 
     monkeypatch.chdir(tmp_path)  # no ./rules here: the rules of the source tree / the installed package
     assert resolve_rules_dir(None).resolve() == RULES.resolve()
     monkeypatch.setenv("TETRAPIPE_RULES", str(RULES))
     assert resolve_rules_dir(None) == RULES
     assert resolve_rules_dir("none") is None
-    transforms, detector = default_transforms("none")
+    transforms, detector = build_transforms("none")
     assert detector is None and [type(t).__name__ for t in transforms] == ["AncestryTransform", "TlsTransform"]
     transforms, detector = build_transforms(str(RULES))
     assert isinstance(detector, Detector) and transforms[-1] is detector

@@ -105,3 +105,27 @@ def test_enterprise_tls_kind_is_read_tolerantly() -> None:
     (row,) = out.to_pylist()
     assert (row["tls_version"], row["tls_cipher"], row["tls_sni"]) == ("TLS 1.2", "TLS_RSA_WITH_RC4_128_SHA",
                                                                        "old.example.com")
+
+
+@pytest.mark.parametrize(("window", "minutes", "windows"), [(None, 1, 4), ("15m", 15, 1), ("1h", 60, 1)])
+def test_tls_window_is_configurable(window: str | None, minutes: int, windows: int, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scenario's four handshakes span 09:04-09:09: one window each by default, one per hour with 1h."""
+    scenario = Path(__file__).resolve().parents[1] / "samples" / "scenario" / "tenant-jobs.log"
+    args = ["ingest", "-q", "--rules", "none", "--lake", str(tmp_path / "lake"), str(scenario)]
+    if window:
+        monkeypatch.setenv("TETRAPIPE_TLS_WINDOW", window)
+    CliRunner().invoke(cli, args, catch_exceptions=False)
+    import duckdb
+
+    rows = duckdb.sql(f"SELECT window_start, window_end, connections FROM "
+                      f"read_parquet('{tmp_path}/lake/tls_stats/**/*.parquet')").fetchall()
+    assert sum(r[2] for r in rows) == 4
+    assert {(end - start).total_seconds() for start, end, _ in rows} == {minutes * 60}
+    assert all(start.minute % minutes == 0 and start.second == 0 for start, _, _ in rows)
+    assert len({start for start, _, _ in rows}) == windows
+
+
+def test_a_bad_tls_window_is_a_usage_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["ingest", "--tls-window", "soon", "--lake", str(tmp_path), "-"])
+    assert result.exit_code == 2 and "not a duration" in result.output

@@ -8,6 +8,7 @@ and exit non-zero; they never print a traceback for a user mistake.
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from pathlib import Path
 
@@ -23,6 +24,33 @@ err = Console(stderr=True, highlight=False)
 lake_option = click.option(
     "--lake", "lake_dir", envvar=LAKE_ENV, default=DEFAULT_LAKE, show_default=True, show_envvar=True,
     type=click.Path(file_okay=False), help="History lake directory.",
+)
+
+
+class Duration(click.ParamType):
+    """``90s``, ``5m``, ``1h``: a timedelta, or a usage error that shows the forms."""
+
+    name = "duration"
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 - click's signature
+        import datetime as dt
+
+        from tetrapipe.tree.model import parse_duration
+
+        if isinstance(value, dt.timedelta):
+            return value
+        try:
+            d = parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if d <= dt.timedelta(0):
+            self.fail(f"{value!r} is not a positive duration", param, ctx)
+        return d
+
+
+tls_window_option = click.option(
+    "--tls-window", type=Duration(), default="1m", show_default=True, envvar="TETRAPIPE_TLS_WINDOW",
+    show_envvar=True, help="Tumbling window of the tls_stats rows (e.g. 30s, 5m, 1h).",
 )
 
 
@@ -49,9 +77,10 @@ def _register(module: str) -> None:
 @click.option("--rules", "rules_dir", type=click.Path(), default=None, envvar="TETRAPIPE_RULES",
               help="Rules directory (default: ./rules, else the bundled rules). 'none' disables detection.")
 @click.option("--max-alerts", default=30, show_default=True, help="Alerts to print after the summary.")
+@tls_window_option
 @click.option("--chunk-bytes", default=24 * 1024 * 1024, hidden=True, help="Read size (one batch per chunk).")
 def ingest(paths: tuple[str, ...], lake_dir: str, force: bool, quiet: bool, rules_dir: str | None,
-           max_alerts: int, chunk_bytes: int) -> None:
+           max_alerts: int, tls_window: dt.timedelta, chunk_bytes: int) -> None:
     """Load Tetragon export logs into the history and show what fired.
 
     PATHS are files (plain or gzip), directories (rotated backups read oldest
@@ -67,7 +96,7 @@ def ingest(paths: tuple[str, ...], lake_dir: str, force: bool, quiet: bool, rule
     except FileNotFoundError as exc:
         raise click.UsageError(str(exc)) from exc
     lake = Lake(lake_dir)
-    transforms, detector = _pipeline_transforms(rules_dir, lake)
+    transforms, detector = _pipeline_transforms(rules_dir, lake, tls_window)
     show = not quiet and err.is_terminal
     with IngestProgress(err, enabled=show) as progress:
         stats = run_ingest(inputs, lake, transforms=transforms, progress=progress, force=force,
@@ -78,11 +107,12 @@ def ingest(paths: tuple[str, ...], lake_dir: str, force: bool, quiet: bool, rule
             print_alerts(out, lake, max_alerts)
 
 
-def _pipeline_transforms(rules_dir: str | None, lake: Lake | None = None) -> tuple[list, object | None]:
+def _pipeline_transforms(rules_dir: str | None, lake: Lake | None = None,
+                         tls_window: dt.timedelta | None = None) -> tuple[list, object | None]:
     """The transforms every ingesting command runs: ancestry, TLS, then detection."""
     from tetrapipe.pipeline import build_transforms
 
-    return build_transforms(rules_dir, lake=lake)
+    return build_transforms(rules_dir, lake=lake, tls_window=tls_window)
 
 
 @cli.command()

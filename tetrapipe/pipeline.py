@@ -9,37 +9,37 @@ same events agree.
 
 from __future__ import annotations
 
-import logging
+import datetime as dt
+import os
+from pathlib import Path
 
 from tetrapipe.ingest import BatchTransform
 
-log = logging.getLogger("tetrapipe.pipeline")
+#: ``tls_stats`` window when none is given (the issue's and the tutorial's per-minute view)
+DEFAULT_TLS_WINDOW = dt.timedelta(minutes=1)
 
 
-def build_transforms(rules_dir: str | None = None, *, lake=None) -> tuple[list[BatchTransform], object | None]:  # noqa: ANN001
-    """The transform chain and the detector (None when detection is off or not installed).
+def build_transforms(rules_dir: str | os.PathLike[str] | None = None, *, lake=None,  # noqa: ANN001
+                     tls_window: dt.timedelta | None = None) -> tuple[list[BatchTransform], object | None]:
+    """``([ancestry, tls, detector], detector)``; ``rules_dir='none'``: ``([ancestry, tls], None)``.
 
     ``lake``: rebuild the process table from the lake's recent history and seed
     the detector's dedup windows and new terms from it, so a restarted command
     knows the processes that started before it and does not repeat its alerts.
+    ``tls_window``: the tumbling window of ``tls_stats`` rows.
     """
-    transforms: list[BatchTransform] = []
-    try:
-        from tetrapipe.transforms.ancestry import AncestryTransform
-    except ImportError:  # pragma: no cover - a build without the ancestry module
-        AncestryTransform = None  # noqa: N806
-    if AncestryTransform is not None:
-        transforms.append(AncestryTransform.from_lake(lake) if lake is not None else AncestryTransform())
+    from tetrapipe.transforms.ancestry import AncestryTransform
+    from tetrapipe.transforms.pipeline import load_detector
     from tetrapipe.transforms.tls import TlsTransform
 
-    transforms.append(TlsTransform())
-    detector = None
-    if rules_dir != "none":
-        try:
-            from tetrapipe.transforms import pipeline as detection
-        except ImportError:
-            detection = None
-        if detection is not None:
-            extra, detector = detection.default_transforms(rules_dir, lake=lake)
-            transforms.extend(t for t in extra if type(t).__name__ not in ("AncestryTransform", "TlsTransform"))
+    history = lake is not None and Path(getattr(lake, "root", lake)).exists()
+    transforms: list[BatchTransform] = [
+        AncestryTransform.from_lake(lake) if history else AncestryTransform(),
+        TlsTransform(tls_window or DEFAULT_TLS_WINDOW),
+    ]
+    detector = load_detector(rules_dir)
+    if detector is not None:
+        if history:
+            detector.seed_from_lake(lake)
+        transforms.append(detector)
     return transforms, detector

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 
 import click
 from rich.console import Console
 
+from tetrapipe.cli import tls_window_option
 from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
 
 
@@ -20,12 +22,13 @@ from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
               help="How often to look for new lines.")
 @click.option("--exit-at-eof", is_flag=True, envvar="TETRAPIPE_EXIT_AT_EOF",
               help="Stop when a poll finds nothing new (tests, batch jobs).")
+@tls_window_option
 @click.option("--metrics-port", envvar="TETRAPIPE_METRICS_PORT", type=int, default=0, show_default=True,
               help="Serve /metrics, /healthz and /readyz on this port (0: off); same metric names as process.")
 @click.option("--metrics-host", envvar="TETRAPIPE_METRICS_HOST", default="127.0.0.1", show_default=True,
               help="Address the metrics server binds to.")
 def run_command(paths: tuple[str, ...], lake_dir: str, rules_dir: str | None, poll_seconds: float,
-                exit_at_eof: bool, metrics_port: int, metrics_host: str) -> None:
+                exit_at_eof: bool, tls_window: dt.timedelta, metrics_port: int, metrics_host: str) -> None:
     """Follow Tetragon export logs (files, directories, or - for stdin) into the history.
 
     \b
@@ -44,7 +47,7 @@ def run_command(paths: tuple[str, ...], lake_dir: str, rules_dir: str | None, po
 
     lake = Lake(lake_dir)
     # a restarted run resumes each file where the lake ends: its process table and alert memory too
-    transforms, detector = _pipeline_transforms(rules_dir, lake)
+    transforms, detector = _pipeline_transforms(rules_dir, lake, tls_window)
     if detector is not None:
         def print_alerts(alerts) -> None:  # noqa: ANN001
             """Alerts as they fire, on stdout (progress goes to stderr), one line each."""
