@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 GZIP_MAGIC = b"\x1f\x8b"
+# Tetragon's exporter rotates with lumberjack (tetragon-2024-05-01T10-05-00.000.log[.gz]);
+# logrotate-style numbered backups (tetragon.log.1[.gz]) are common too
 _LUMBERJACK = re.compile(r"^(?P<base>.+)-(?P<ts>\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}\.\d{3})(?P<ext>\.[^.]+)?(\.gz)?$")
-_NUMBERED = re.compile(r"^(?P<base>.+?)\.(?P<n>\d+)(\.gz)?$")
+_NUMBERED = re.compile(r"^(?P<base>.+)\.(?P<n>\d+)(\.gz)?$")
 # ".json" is left out on purpose: in a directory it is usually a config or fixture file, not
 # an export log (pass such a file explicitly to ingest it).
 _EXPORT_SUFFIXES = (".log", ".jsonl", ".ndjson", ".gz")
@@ -41,24 +43,37 @@ class InputFile:
         return "<stdin>" if self.is_stdin else self.path
 
 
-def _rotation_key(p: Path) -> tuple[int, str, str]:
-    """Sort key: backups oldest first, then the live file."""
-    name = p.name
+@dataclass(frozen=True)
+class Backup:
+    """A rotated export log's name: the live file it was rotated from, and its age."""
+
+    live_name: str
+    order: tuple[int, str]  # sorts oldest first
+
+
+def parse_backup_name(name: str) -> Backup | None:
+    """``tetragon-<time>.log[.gz]`` or ``tetragon.log.N[.gz]``; None for any other name."""
     m = _LUMBERJACK.match(name)
     if m:
-        return (0, m.group("ts"), name)
+        return Backup(m.group("base") + (m.group("ext") or ""), (0, m.group("ts")))
     m = _NUMBERED.match(name)
     if m:
         # tetragon.log.5 is older than tetragon.log.1
-        return (1, f"{10**9 - int(m.group('n')):012d}", name)
-    return (2, "", name)
+        return Backup(m.group("base"), (1, f"{10**9 - int(m.group('n')):012d}"))
+    return None
+
+
+def _rotation_key(p: Path) -> tuple[int, str, str]:
+    """Sort key: backups oldest first, then the live file."""
+    backup = parse_backup_name(p.name)
+    return (*backup.order, p.name) if backup else (2, "", p.name)
 
 
 def _looks_like_export(p: Path) -> bool:
     name = p.name
     if name.startswith("."):
         return False
-    return name.endswith(_EXPORT_SUFFIXES) or bool(_NUMBERED.match(name)) or bool(_LUMBERJACK.match(name))
+    return name.endswith(_EXPORT_SUFFIXES) or parse_backup_name(name) is not None
 
 
 def expand_inputs(paths: list[str]) -> list[InputFile]:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import gzip
 import logging
 import os
-import re
 import select
 import stat as stat_mod
 import time
@@ -46,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from tetrapipe.sources.files import GZIP_MAGIC, fingerprint
+from tetrapipe.sources.files import GZIP_MAGIC, fingerprint, parse_backup_name
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +56,6 @@ DEFAULT_MAX_LINE_BYTES = 1_000_000
 _DONE_KEEP = 64  # fingerprints of finished files remembered (>> Tetragon's 5 backups)
 _FP_CHECK_SECONDS = 1.0  # how often an idle live file's first line is re-checked (copytruncate)
 
-_LUMBERJACK = re.compile(r"^(?P<base>.+)-(?P<ts>\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}\.\d{3})(?P<ext>\.[^.]+)?(?P<gz>\.gz)?$")
-_NUMBERED = re.compile(r"^(?P<base>.+)\.(?P<n>\d+)(?P<gz>\.gz)?$")
 
 
 @dataclass(slots=True)
@@ -197,14 +194,8 @@ class Candidate:
 
 def _backup_order(live: Path, name: str) -> tuple[int, str] | None:
     """Sort key of a rotated sibling of ``live`` (oldest first), or None if it is not one."""
-    stem, ext = os.path.splitext(live.name)
-    m = _LUMBERJACK.match(name)
-    if m and m.group("base") == stem and (m.group("ext") or "") == ext:
-        return (0, m.group("ts"))
-    m = _NUMBERED.match(name)
-    if m and m.group("base") == live.name:
-        return (1, f"{10**9 - int(m.group('n')):012d}")  # tetragon.log.5 is older than tetragon.log.1
-    return None
+    backup = parse_backup_name(name)
+    return backup.order if backup and backup.live_name == live.name else None
 
 
 def _first_line(f: BinaryIO, limit: int) -> bytes | None:
