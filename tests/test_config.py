@@ -108,6 +108,14 @@ def test_command_env_bridges_the_file_to_collect_and_process() -> None:
         command_env(cfg, "ingest")
 
 
+def test_processor_tls_window_is_checked_and_reaches_the_processor() -> None:
+    cfg = parse_config("processor: {tls_window: 5m}\n", "t.yaml", env={})
+    assert command_env(cfg, "process")["TETRAPIPE_TLS_WINDOW"] == "5m"
+    assert problems("processor:\n  tls_window: soon\n") == [
+        "t.yaml:2:15: processor.tls_window: must be a positive duration (30s, 5m, 1h), not 'soon'"]
+    assert problems("processor: {tls_window: 0s}\n")[0].endswith("not '0s'")
+
+
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     import os
 

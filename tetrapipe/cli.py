@@ -16,6 +16,7 @@ import click
 from rich.console import Console
 
 from tetrapipe import __version__
+from tetrapipe.commands.options import tls_window_option
 from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
 
 out = Console(highlight=False, soft_wrap=False)
@@ -24,33 +25,6 @@ err = Console(stderr=True, highlight=False)
 lake_option = click.option(
     "--lake", "lake_dir", envvar=LAKE_ENV, default=DEFAULT_LAKE, show_default=True, show_envvar=True,
     type=click.Path(file_okay=False), help="History lake directory.",
-)
-
-
-class Duration(click.ParamType):
-    """``90s``, ``5m``, ``1h``: a timedelta, or a usage error that shows the forms."""
-
-    name = "duration"
-
-    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 - click's signature
-        import datetime as dt
-
-        from tetrapipe.tree.model import parse_duration
-
-        if isinstance(value, dt.timedelta):
-            return value
-        try:
-            d = parse_duration(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-        if d <= dt.timedelta(0):
-            self.fail(f"{value!r} is not a positive duration", param, ctx)
-        return d
-
-
-tls_window_option = click.option(
-    "--tls-window", type=Duration(), default="1m", show_default=True, envvar="TETRAPIPE_TLS_WINDOW",
-    show_envvar=True, help="Tumbling window of the tls_stats rows (e.g. 30s, 5m, 1h).",
 )
 
 

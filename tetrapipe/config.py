@@ -24,6 +24,7 @@ import difflib
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,18 @@ class Field:
     minimum: float | None = None
     secret: bool = False
     doc: str = ""
+    #: a value's own rule: returns what is wrong with it, or None
+    validate: Callable[[Any], str | None] | None = None
+
+
+def _duration_problem(value: Any) -> str | None:
+    from tetrapipe.tree.model import parse_duration
+
+    try:
+        ok = parse_duration(str(value)).total_seconds() > 0
+    except ValueError:
+        ok = False
+    return None if ok else f"must be a positive duration (30s, 5m, 1h), not {value!r}"
 
 
 @dataclass
@@ -280,6 +293,7 @@ ROOT = Section({
     "processor": Field(Section({
         "group": Field(str, "tetrapipe-processor"), "batch_size": Field(int, 20_000, minimum=1),
         "batch_seconds": Field(float, 1.0, minimum=0), "compact_every_seconds": Field(float, 600.0, minimum=0),
+        "tls_window": Field(str, "1m", validate=_duration_problem, doc="tumbling window of tls_stats rows"),
     }), None),
     "sinks": Field(ListOf(SINK), None),
 })
@@ -345,6 +359,8 @@ class _Checker:
                 if f.minimum is not None and isinstance(value, int | float) and not isinstance(value, bool) \
                         and value < f.minimum:
                     self.error(child, path, f"must be at least {f.minimum:g}, not {value}")
+                if f.validate is not None and value is not None and (problem := f.validate(value)):
+                    self.error(child, path, problem)
             elif f.required:
                 self.error(node, where or "(top level)", f"missing required key {key!r}")
                 out[key] = None
@@ -577,7 +593,7 @@ def command_env(config: Config, command: str) -> dict[str, str]:
             env["TETRAPIPE_KAFKA_OPTION"] = options
         proc = config.processor or {}
         for key, var in (("group", "TETRAPIPE_GROUP"), ("batch_size", "TETRAPIPE_BATCH_SIZE"),
-                         ("batch_seconds", "TETRAPIPE_BATCH_SECONDS")):
+                         ("batch_seconds", "TETRAPIPE_BATCH_SECONDS"), ("tls_window", "TETRAPIPE_TLS_WINDOW")):
             if proc.get(key) is not None:
                 env[var] = str(proc[key])
     else:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from tetrapipe.commands.options import tls_window_option
 from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
 
 KAFKA_ENV = "TETRAPIPE_KAFKA"
@@ -42,6 +44,7 @@ def _kafka_options(f):  # noqa: ANN001, ANN201
               help="Longest wait before a micro-batch is written.")
 @click.option("--rules", "rules_dir", envvar="TETRAPIPE_RULES", default=None,
               help="Rules directory (default: ./rules, else the bundled rules; 'none' disables detection).")
+@tls_window_option
 @click.option("--metrics-port", envvar="TETRAPIPE_METRICS_PORT", type=int, default=None,
               help="Serve /metrics, /healthz and /readyz on this port (default: off).")
 @click.option("--metrics-host", envvar="TETRAPIPE_METRICS_HOST", default="127.0.0.1", show_default=True,
@@ -54,7 +57,8 @@ def _kafka_options(f):  # noqa: ANN001, ANN201
 @_lake_option
 def process_command(kafka: str, topic: str, group: str, alerts_topic: str, events_topic: str,
                     dead_letter_topic: str, batch_size: int, batch_seconds: float, rules_dir: str | None,
-                    metrics_port: int | None, metrics_host: str, exit_at_eof: bool, kafka_option: tuple[str, ...], lake_dir: str) -> None:
+                    tls_window: dt.timedelta, metrics_port: int | None, metrics_host: str, exit_at_eof: bool,
+                    kafka_option: tuple[str, ...], lake_dir: str) -> None:
     """Consume Tetragon events from Kafka into the history, with detections, exactly once.
 
     Run N replicas with the same --group over a topic with at least N partitions.
@@ -66,7 +70,7 @@ def process_command(kafka: str, topic: str, group: str, alerts_topic: str, event
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     lake = Lake(lake_dir)
     # the stream state starts empty: every assignment restores it from the lake (restore_state)
-    transforms, detector = _pipeline_transforms(rules_dir)
+    transforms, detector = _pipeline_transforms(rules_dir, tls_window=tls_window)
     config = ProcessorConfig(bootstrap=kafka, topic=topic, group=group, alerts_topic=alerts_topic or None,
                              events_topic=events_topic or None, dead_letter_topic=dead_letter_topic or None,
                              batch_max_records=batch_size,

@@ -8,7 +8,7 @@ import threading
 import click
 from rich.console import Console
 
-from tetrapipe.cli import tls_window_option
+from tetrapipe.commands.options import tls_window_option
 from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
 
 
