@@ -73,16 +73,21 @@ def config_check(files: tuple[str, ...], quiet: bool) -> None:
         sys.exit(1)
 
 
+def _load_or_exit(path: str, code: int) -> Any:
+    """The configuration, or every problem in it (file:line:col) on stderr and exit ``code``."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for p in exc.problems:
+            err.print(str(p), markup=False)
+        sys.exit(code)
+
+
 @config_group.command("show")
 @click.argument("file", type=click.Path(dir_okay=False), envvar=CONFIG_ENV)
 def config_show(file: str) -> None:
     """Print FILE with environment variables expanded, defaults filled in and secrets masked (JSON)."""
-    try:
-        cfg = load_config(file)
-    except ConfigError as exc:
-        for p in exc.problems:
-            err.print(str(p), markup=False)
-        sys.exit(1)
+    cfg = _load_or_exit(file, 1)
     sys.stdout.write(orjson.dumps(cfg.redacted(), option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
@@ -98,12 +103,7 @@ def config_env(file: str, command: str) -> None:
     """
     import shlex
 
-    try:
-        cfg = load_config(file)
-    except ConfigError as exc:
-        for p in exc.problems:
-            err.print(str(p), markup=False)
-        sys.exit(1)
+    cfg = _load_or_exit(file, 1)
     for key, value in command_env(cfg, command).items():
         sys.stdout.write(f"{key}={shlex.quote(value)}\n")
 
@@ -167,19 +167,14 @@ def forward_command(inputs: tuple[str, ...], config_path: str, sinks: tuple[str,
     dropped or rejected, remain in a spool, or input lines were unreadable;
     2 for an invalid configuration.
     """
-    from tetrapipe.metrics import Health, MetricsServer, new_registry
+    from tetrapipe.metrics import Health, new_registry, serve_metrics
     from tetrapipe.sinks.siem import build_router
     from tetrapipe.sinks.siem.metrics import SinkCollector
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if sum((from_lake, from_kafka, bool(inputs))) > 1:
         raise click.UsageError("give input files, --from-lake or --from-kafka, not several")
-    try:
-        cfg = load_config(config_path)
-    except ConfigError as exc:
-        for p in exc.problems:
-            err.print(str(p), markup=False)
-        sys.exit(2)
+    cfg = _load_or_exit(config_path, 2)
     if spool_dir:
         cfg.spool_dir = spool_dir
     unknown = [s for s in sinks if s not in {c.name for c in cfg.sinks}]
@@ -202,7 +197,7 @@ def forward_command(inputs: tuple[str, ...], config_path: str, sinks: tuple[str,
         registry = new_registry()
         registry.register(SinkCollector(router))
         host = metrics_host or (cfg.metrics or {}).get("host") or "127.0.0.1"
-        server = MetricsServer(registry, health, f"{host}:{port}")
+        server = serve_metrics(registry, health, host, port)
     reading = threading.Event()
     health.add_check("input", lambda: (reading.is_set(), "reading" if reading.is_set() else "not reading"))
     stop = threading.Event()
