@@ -95,6 +95,25 @@ def test_finished_gzip_backup_is_not_reread(tmp_path: Path) -> None:
     assert run([str(d)], lake, [], exit_at_eof=True, poll_seconds=0.01).events == 0
 
 
+def test_a_backup_that_vanishes_between_listing_and_reading_is_looked_at_again(tmp_path: Path) -> None:
+    """Tetragon gzips (or deletes) a backup while a poll is under way: no crash, no loss, no repeat."""
+    from tetrapipe.ingest import ingest
+    from tetrapipe.sources.files import InputFile
+
+    d = tmp_path / "t"
+    d.mkdir()
+    backup = d / "tetragon-2026-03-10T09-00-00.000.log"
+    backup.write_text("\n".join(_lines(0, 30)) + "\n")
+    lake = Lake(tmp_path / "lake")
+    listed = [InputFile(str(backup))]
+    with open(backup, "rb") as src, gzip.open(str(backup) + ".gz", "wb") as dst:
+        dst.write(src.read())
+    backup.unlink()  # after the listing, before the read
+    assert ingest(listed, lake, follow=True).events == 0
+    assert run([str(d)], lake, [], exit_at_eof=True, poll_seconds=0.01).events == 30
+    assert _summary(lake) == (30, 30)
+
+
 def test_cli_run_stops_on_sigterm_with_exit_0(tmp_path: Path, tetrapipe_cmd: list[str]) -> None:
     log = tmp_path / "tetragon.log"
     log.write_text("\n".join(_lines(0, 100)) + "\n")

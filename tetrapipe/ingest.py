@@ -9,6 +9,7 @@ or a longer version of it) only adds lines not seen before.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -30,6 +31,8 @@ from tetrapipe.worker import OrderedWorker
 BatchTransform = Callable[[pa.Table], tuple[pa.Table, dict[str, pa.Table]]]
 
 INGEST_CHUNK_BYTES = 24 * 1024 * 1024
+
+log = logging.getLogger("tetrapipe.ingest")
 
 
 @dataclass
@@ -146,7 +149,15 @@ class _Stages:
 def _ingest_one(inp: InputFile, lake: Lake, normalizer: Normalizer, stages: _Stages,
                 transforms: list[BatchTransform], progress: ProgressSink, stats: IngestStats,
                 force: bool, chunk_bytes: int, keep_rejects: int, follow: bool = False) -> None:
-    stream = open_input(inp)
+    try:
+        stream = open_input(inp)
+    except FileNotFoundError:
+        if not follow:
+            raise
+        # listed a moment ago, gone now: a backup being compressed (its .gz, same first line,
+        # is picked up from the same position at the next poll) or deleted by rotation
+        log.info("%s disappeared before it could be read (rotated); the next poll looks again", inp.label)
+        return
     raw_file = getattr(stream, "fileobj", None) or stream
     peek = PeekableInput(stream)
     try:
