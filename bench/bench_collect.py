@@ -368,11 +368,9 @@ def run_collector(path: Path, n: int, size: int, bootstrap: str, topic: str, wor
 
 def _generate(count: int, seed: int, out: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from gen_events import generate
+    from gen_events import generate_reported
 
-    started = time.perf_counter()
-    n, size, _ = generate(count, out, seed)
-    print(f"generated {n:,} events ({size / 1e6:,.0f} MB) in {time.perf_counter() - started:.0f}s", file=sys.stderr)
+    generate_reported(count, out, seed)
 
 
 def main() -> None:

@@ -86,12 +86,9 @@ def _run(path: Path, rules: str, work: Path) -> dict[str, Any]:
 
 def _generate(count: int, seed: int, out: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from gen_events import generate
+    from gen_events import generate_reported
 
-    started = time.perf_counter()
-    n, size, _ = generate(count, out, seed)
-    print(f"generated {n:,} events ({size / 1e9:.2f} GB) in {time.perf_counter() - started:.0f}s -> {out}",
-          file=sys.stderr)
+    generate_reported(count, out, seed)
 
 
 def main() -> None:

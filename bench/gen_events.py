@@ -852,6 +852,14 @@ def generate(count: int, out: Path, seed: int = 1,
     return sum(kinds.values()), total, kinds
 
 
+def generate_reported(count: int, out: Path, seed: int = 1) -> None:
+    """:func:`generate`, then one line on stderr with the size and time (what a benchmark shows first)."""
+    started = time.perf_counter()
+    n, size, _ = generate(count, out, seed)
+    print(f"generated {n:,} events ({size / 1e9:.2f} GB) in {time.perf_counter() - started:.0f}s -> {out}",
+          file=sys.stderr)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--count", type=int, default=1_000_000, help="Lines to write (default 1,000,000).")
