@@ -96,6 +96,7 @@ def test_tls_command_reproduces_the_handshakes(handshake_log: tuple[Path, list[d
     assert weak["api.github.com"] == [] and "no forward secrecy" in weak["legacy.example.com"]
     table = CliRunner().invoke(cli, ["tls", "--lake", str(lake.root)], catch_exceptions=False).output
     assert "tenant-jobs/crawler" in table and "TLS_RSA_WITH_AES_128_CBC_SHA" in table
+    assert "legacy.example.com" in table and "CBC with SHA-1" in table  # the SNI under its address, why weak
 
 
 def test_enterprise_tls_kind_is_read_tolerantly() -> None:

@@ -35,12 +35,21 @@ def tls_summary(lake: Lake, namespace: str | None = None, since: str | None = No
     return rows
 
 
-def _bar(n: int, total: int, width: int = 24) -> str:
+def _bar(n: int, total: int, width: int = 20) -> str:
     filled = round(width * n / total) if total else 0
     return "█" * filled + "·" * (width - filled)
 
 
+def _seen(first: object, last: object) -> str:
+    """``03-10 09:02:41`` (and ``-> 09:07:12`` when the last sighting differs): month-day is enough here."""
+    a, b = str(first)[5:19], str(last)[5:19]
+    if a == b:
+        return a
+    return f"{a}\n-> {b[6:] if a[:5] == b[:5] else b}"
+
+
 def print_tls(console: Console, rows: list[dict]) -> None:
+    """Per workload: version and cipher bars, then its destinations; weak in red, narrow terminals fold."""
     if not rows:
         console.print("[dim]no TLS handshakes in the history (see tracing-policies/tls-handshake.yaml)[/]")
         return
@@ -50,22 +59,33 @@ def print_tls(console: Console, rows: list[dict]) -> None:
     for (ns, wl), items in by_workload.items():
         total = sum(r["connections"] for r in items)
         console.print(f"\n[bold]{ns or '(host)'}/{wl}[/]  {total} handshake{'s' if total != 1 else ''}")
-        for label, key in (("versions", "tls_version"), ("ciphers", "tls_cipher")):
+        dist = Table.grid(padding=(0, 1), pad_edge=False)
+        dist.add_column(style="dim", no_wrap=True)
+        dist.add_column(overflow="fold")
+        dist.add_column(no_wrap=True)
+        dist.add_column(justify="right", no_wrap=True)
+        for label, key in (("version", "tls_version"), ("cipher", "tls_cipher")):
             counts: dict[str, int] = {}
             for r in items:
                 counts[r[key] or "?"] = counts.get(r[key] or "?", 0) + r["connections"]
-            for value, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+            for value, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
                 weak = weak_reasons(value, None) if key == "tls_version" else weak_reasons(None, value)
-                shown = f"[bold red]{value:48s}[/]" if weak else f"{value:48s}"
-                console.print(f"  {label:8s} {shown} {_bar(n, total)} {n}")
+                dist.add_row(f"  {label}", f"[bold red]{value}[/]" if weak else value, _bar(n, total), str(n))
+        console.print(dist)
         t = Table(box=None, header_style="bold cyan", pad_edge=False)
-        for col in ("destination", "sni", "version", "cipher", "n", "first seen", "last seen", "weak"):
-            t.add_column(col, overflow="fold")
+        t.add_column("destination / sni", no_wrap=True)
+        t.add_column("version", no_wrap=True)
+        t.add_column("cipher (why weak)", overflow="fold")
+        t.add_column("n", justify="right", no_wrap=True)
+        t.add_column("seen", no_wrap=True)
         for r in items:
-            style = "bold red" if r["weak"] else ""
             dest = f"{r['daddr'] or '?'}:{r['dport'] or '?'}"
-            t.add_row(dest, r["tls_sni"] or "", r["tls_version"], r["tls_cipher"], str(r["connections"]),
-                      str(r["first_seen"])[:19], str(r["last_seen"])[:19], ", ".join(r["weak"]), style=style)
+            if r["tls_sni"]:
+                dest += f"\n[dim]{r['tls_sni']}[/]"
+            cipher = r["tls_cipher"] or "?"
+            if r["weak"]:
+                cipher = f"[bold red]{cipher}[/]\n[red]{', '.join(r['weak'])}[/]"
+            t.add_row(dest, r["tls_version"], cipher, str(r["connections"]), _seen(r["first_seen"], r["last_seen"]))
         console.print(t)
 
 
