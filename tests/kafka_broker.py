@@ -48,22 +48,26 @@ def free_port() -> int:
 class TansuBroker:
     """``start()`` / ``stop()`` / ``restart()`` a tansu broker on a fixed loopback port."""
 
-    def __init__(self, binary: Path, port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(self, binary: Path, port: int | None = None, log_path: Path | None = None,
+                 advertised_port: int | None = None) -> None:
         self.binary = binary
         self.port = port or free_port()
         self.log_path = log_path
+        #: clients are told to connect here (a proxy in front of the broker); default: the broker itself
+        self.advertised_port = advertised_port or self.port
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"127.0.0.1:{self.advertised_port}"
 
     def start(self, timeout: float = 15.0) -> TansuBroker:
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [str(self.binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            [str(self.binary), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
              "--storage-engine", "memory://tansu/"],
             stdout=out, stderr=out, stdin=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"},
         )

@@ -456,3 +456,56 @@ def test_two_replicas_with_a_rebalance_in_the_middle(kafka: TansuBroker, topic: 
                 proc.wait(10)
     assert _lake_summary(lake) == (n, n)
     assert _ancestry_mismatches(lake, stream.ancestors) == []
+
+
+def test_broker_unreachable_for_a_while_then_back_is_exactly_once(tmp_path: Path) -> None:
+    """Every connection to the broker is cut mid-stream for longer than the session timeout, then restored.
+
+    The broker keeps its data (it sits behind a proxy that is cut, see
+    tests/tcp_proxy.py): the processor must stay up, say it is not ready,
+    rejoin its group when the broker is back and write every event once.
+    """
+    from kafka_broker import tansu_binary
+    from tcp_proxy import TcpProxy
+
+    proxy_port = _free_port()
+    broker = TansuBroker(tansu_binary(), advertised_port=proxy_port, log_path=tmp_path / "tansu.log").start()
+    proxy = TcpProxy(proxy_port, broker.port).up()
+    proc = None
+    try:
+        topic, lake, port = "outage", tmp_path / "lake", _free_port()
+        _create_topic(broker.bootstrap, topic, 2)
+        lines = _synthetic(20_000)
+        _produce(broker.bootstrap, topic, lines[:10_000], partitions=2)
+        cmd = _process_cmd(broker.bootstrap, topic, lake, "outage", "--metrics-port", str(port),
+                           "--batch-size", "2000")
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+        def in_lake() -> int:
+            return _lake_summary(lake)[0] if Lake(lake).segments("events") else 0
+
+        _wait(lambda: in_lake() == 10_000, 90, "the first half in the lake")
+        _wait(lambda: _status(port, "/readyz") == 200, 10, "ready")
+        proxy.down()
+        _wait(lambda: _status(port, "/readyz") == 503, 30, "not ready while the broker is unreachable")
+        time.sleep(8)  # past the 6 s session timeout: the group drops the member, a rejoin must follow
+        assert proc.poll() is None, "the processor must not exit while the broker is away"
+        assert _status(port, "/healthz") == 200  # alive, waiting: not a restart case
+        proxy.up()
+        _produce(broker.bootstrap, topic, lines[10_000:], partitions=2)
+        _wait(lambda: in_lake() >= 20_000, 120, "the second half in the lake")
+        _wait(lambda: _status(port, "/readyz") == 200, 30, "ready again")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, proc.stderr.read().decode()[-3000:]
+        assert _lake_summary(lake) == (20_000, 20_000)
+        con = history.connect(Lake(lake))
+        try:
+            ids = {r[0] for r in con.execute("SELECT event_id FROM events").fetchall()}
+        finally:
+            con.close()
+        assert ids == _expected_ids(lines)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        proxy.down()
+        broker.stop()
