@@ -90,3 +90,22 @@ def test_crash_before_rename_drops_the_temp(tmp_path: Path) -> None:
     recover(lake)
     assert not tmp.exists() and all(p.exists() for p in segs)
     assert _count(lake) == before
+
+
+def test_segments_written_before_a_column_existed_still_merge_and_read(tmp_path: Path) -> None:
+    """A lake from an older tetrapipe (no tls_cipher_code yet) compacts and queries with the column NULL."""
+    lake = Lake(tmp_path / "lake")
+    events = _events()
+    events = events.set_column(1, "time", pa.array([dt.datetime(2026, 3, 10, 9, 0, i % 60) for i in
+                                                    range(events.num_rows)], pa.timestamp("us")))
+    old = events.drop_columns(["tls_cipher_code"])
+    day = lake.root / "events" / "date=2026-03-10"
+    day.mkdir(parents=True)
+    for i in range(4):
+        pq.write_table(old, day / f"20260310T09000{i}-old{i:05d}.parquet")
+    lake.write("events", events)
+    result = compact(lake, min_files=3, skip_newest=0)
+    assert result.merged_files >= 4
+    con = history.connect(lake)
+    total, codes = con.execute("SELECT count(*), count(tls_cipher_code) FROM events").fetchone()
+    assert total == 5 * events.num_rows and codes == 0

@@ -72,6 +72,7 @@ def test_transform_fills_tls_columns(handshake_log: tuple[Path, list[dict]]) -> 
         (t["sni"], t["daddr"], 443, t["version"]) for t in truth]
     assert rows[0]["tls_cipher"] == "TLS_CHACHA20_POLY1305_SHA256"
     assert rows[1]["tls_cipher"] == "TLS_RSA_WITH_AES_128_CBC_SHA"
+    assert [r["tls_cipher_code"] for r in rows] == [t["cipher_code"] for t in truth]  # as the ssl module negotiated
     stats = extra["tls_stats"].to_pylist()
     assert sum(s["connections"] for s in stats) == 2 and {s["workload"] for s in stats} == {"crawler"}
 
@@ -106,6 +107,7 @@ def test_enterprise_tls_kind_is_read_tolerantly() -> None:
     (row,) = out.to_pylist()
     assert (row["tls_version"], row["tls_cipher"], row["tls_sni"]) == ("TLS 1.2", "TLS_RSA_WITH_RC4_128_SHA",
                                                                        "old.example.com")
+    assert row["tls_cipher_code"] == 0x0005  # the name's IANA code
 
 
 @pytest.mark.parametrize(("window", "minutes", "windows"), [(None, 1, 4), ("15m", 15, 1), ("1h", 60, 1)])

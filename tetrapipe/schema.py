@@ -102,6 +102,7 @@ EVENT_COLUMNS: list[Column] = [
     # TLS (filled by the tls transform)
     Column("tls_version", STR, "negotiated TLS version, e.g. TLS 1.3"),
     Column("tls_cipher", STR, "negotiated cipher suite (IANA name)"),
+    Column("tls_cipher_code", I64, "negotiated cipher suite (IANA code, e.g. 4865 = 0x1301 TLS_AES_128_GCM_SHA256)"),
     Column("tls_sni", STR, "server name indication sent by the client"),
     # exit, throttle, rate limit
     Column("exit_status", I64, "exit status of a process_exit (NULL = 0, Tetragon omits zero)"),
@@ -209,6 +210,19 @@ OSS_KINDS = (
 
 #: top-level keys of an exported event that are not the event itself
 ENVELOPE_KEYS = ("node_name", "time", "cluster_name", "node_labels", "aggregation_info")
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` in ``schema``'s column order and types; columns it predates are added as NULLs.
+
+    Segments written before a column was added stay readable (DuckDB's views
+    use union_by_name; compaction and other Arrow readers use this).
+    """
+    if table.schema == schema:
+        return table
+    names = set(table.schema.names)
+    cols = [table.column(f.name) if f.name in names else pa.nulls(table.num_rows, f.type) for f in schema]
+    return pa.table(dict(zip(schema.names, cols, strict=True))).cast(schema)
 
 
 def empty(name: str) -> pa.Table:

@@ -242,7 +242,8 @@ def _event(row: dict[str, Any]) -> dict[str, Any]:
     doc["event"] = event
     doc["process"] = _process(row)
     doc["tetragon"] = _tetragon(row)
-    doc["tetrapipe"] = {"source": row.get("source"), "source_offset": row.get("source_offset")}
+    doc["tetrapipe"] = {"source": row.get("source"), "source_offset": row.get("source_offset"),
+                        "tls_cipher_code": row.get("tls_cipher_code")}
     doc["tags"] = row.get("tags")
     doc["message"] = row.get("message")
     return doc

@@ -321,6 +321,7 @@ def _network_activity(row: dict[str, Any]) -> dict[str, Any]:
     if row.get("tls_version") or row.get("tls_cipher"):
         out["tls"] = {"version": tls_version_number(row.get("tls_version")), "cipher": row.get("tls_cipher"),
                       "sni": row.get("tls_sni")}
+        out["unmapped"]["tls_cipher_code"] = row.get("tls_cipher_code")  # OCSF's tls object has no code
     out.update(_security_control(row))
     return out
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tetrapipe.schema import SCHEMAS, TABLES
+from tetrapipe.schema import SCHEMAS, TABLES, conform
 from tetrapipe.sinks.lake import Lake, _fsync_dir, atomic_write_bytes
 
 _KAFKA = re.compile(r"^kafka~(?P<topic>[A-Za-z0-9._-]+)~(?P<partition>\d+)~(?P<first>\d+)~(?P<last>\d+)$")
@@ -135,7 +135,7 @@ def _merge(lake: Lake, table: str, day_dir: Path, key: tuple[str, str], paths: l
     with pq.ParquetWriter(tmp, schema.with_metadata(metadata), compression="zstd") as writer:
         for p in paths:
             part = pq.read_table(p)
-            part = part.select(schema.names).cast(schema) if part.schema != schema else part
+            part = conform(part, schema)
             writer.write_table(pa.Table.from_batches(part.to_batches(), schema=schema.with_metadata(metadata)),
                                row_group_size=128 * 1024)
             rows += part.num_rows

@@ -315,6 +315,7 @@ SELECT
     {first_arg('sock_arg.state')} AS sock_state,
     NULL::VARCHAR AS tls_version,
     NULL::VARCHAR AS tls_cipher,
+    NULL::BIGINT AS tls_cipher_code,
     NULL::VARCHAR AS tls_sni,
     CASE WHEN kind = 'process_exit' THEN {int_(f('exit_status'))} END AS exit_status,
     CASE WHEN kind = 'process_exit' THEN {f('exit_signal')} END AS exit_signal,

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tetrapipe.schema import TLS_STATS_SCHEMA
-from tetrapipe.transforms.tls_ciphers import VERSIONS
+from tetrapipe.transforms.tls_ciphers import VERSIONS, cipher_code
 from tetrapipe.transforms.tls_handshake import parse_hello
 
 # base64 of 0x16 0x03: a TLS handshake record, in a bytes argument as Tetragon encodes it
@@ -81,6 +81,10 @@ def _tolerant_tls_fields(body: dict) -> tuple[str | None, str | None, str | None
     return version, found.get("cipher"), found.get("sni")
 
 
+#: the columns the transform fills, in the order of its per-row update tuples
+_COLUMNS = ("tls_version", "tls_cipher", "tls_cipher_code", "tls_sni", "daddr", "dport")
+
+
 class _Lru(OrderedDict):
     def remember(self, key: object, value: object) -> None:
         self[key] = value
@@ -113,12 +117,13 @@ class TlsTransform:
             return events, {}
         cols = ["kind", "exec_id", "args", "daddr", "dport", "raw", "time"]
         rows = events.select(cols).take(pa.array(idx)).to_pylist()
-        updates: dict[int, tuple[str | None, str | None, str | None, str | None, int | None]] = {}
+        # row -> (version, cipher, cipher code, sni, daddr, dport), as in _COLUMNS
+        updates: dict[int, tuple] = {}
         for i, row in zip(idx, rows, strict=True):
             if row["kind"] == "tls":
                 body = orjson.loads(row["raw"]).get("tls", {})
                 version, cipher, sni = _tolerant_tls_fields(body)
-                updates[i] = (version, cipher, sni, None, None)
+                updates[i] = (version, cipher, cipher_code(cipher), sni, None, None)
                 continue
             if row["daddr"] is not None and row["exec_id"]:
                 self._last_connect.remember(row["exec_id"], (row["daddr"], row["dport"]))
@@ -134,10 +139,10 @@ class TlsTransform:
                 row["exec_id"], (None, None))
             if hello.kind == "client_hello":
                 self._client_hello.remember(key, hello.sni)
-                updates[i] = (None, None, hello.sni, daddr, dport)
+                updates[i] = (None, None, None, hello.sni, daddr, dport)
             elif not hello.hello_retry:
                 sni = self._client_hello.get(key)
-                updates[i] = (hello.version_name, hello.cipher_name, sni, daddr, dport)
+                updates[i] = (hello.version_name, hello.cipher_name, hello.cipher, sni, daddr, dport)
         if not updates:
             return events, {}
         events = self._apply(events, updates)
@@ -146,7 +151,7 @@ class TlsTransform:
     @staticmethod
     def _apply(events: pa.Table, updates: dict[int, tuple]) -> pa.Table:
         n = events.num_rows
-        for pos, name in enumerate(("tls_version", "tls_cipher", "tls_sni", "daddr", "dport")):
+        for pos, name in enumerate(_COLUMNS):
             current = events.column(name).to_pylist()
             changed = False
             for i, values in updates.items():

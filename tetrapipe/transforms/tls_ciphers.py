@@ -113,6 +113,21 @@ def cipher_name(code: int) -> str:
     return CIPHER_SUITES.get(code, f"0x{code:04X}")
 
 
+_CODES = {name: code for code, name in CIPHER_SUITES.items()}
+
+
+def cipher_code(name: str | None) -> int | None:
+    """The IANA code of a suite named as IANA does (or as ``0x1301``); None when unknown."""
+    if not name:
+        return None
+    if name.lower().startswith("0x"):
+        try:
+            return int(name, 16)
+        except ValueError:
+            return None
+    return _CODES.get(name)
+
+
 def version_name(code: int) -> str:
     return VERSIONS.get(code, f"0x{code:04X}")
 
