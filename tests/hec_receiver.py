@@ -139,6 +139,11 @@ class HecReceiver:
             for _ in range(n):
                 self._failures.append((status, {"text": text, "code": code}, headers))
 
+    def recover(self) -> None:
+        """Forget the failures still queued by :meth:`fail_next`: the indexer is healthy again."""
+        with self._lock:
+            self._failures.clear()
+
     def wait_for(self, n: int, timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

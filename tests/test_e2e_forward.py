@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -228,3 +229,50 @@ def _spooled(directory: Path) -> int:
     if not directory.exists():
         return 0
     return sum(p.read_bytes().count(b"\n") for p in directory.glob("*.jsonl") if p.stem.isdigit())
+
+
+def test_sigterm_mid_delivery_then_restart_delivers_everything_once(alerts_topic: str, kafka_broker: Any,
+                                                                     expected_alerts: set[str],
+                                                                     tmp_path: Path) -> None:
+    """SIGTERM while a slow SIEM is still taking batches: exit 0 without losing what was read.
+
+    What was consumed is delivered, or spooled once the drain timeout is up,
+    before the offsets are committed; the next run sends the spool first, then
+    reads the topic from the committed offsets: each alert once.
+    """
+    hec = HecReceiver(token=TOKEN, ack=True).start()
+    hec.delay = 0.4  # a busy indexer: each batch of 2 takes a while
+    cfg = tmp_path / "tetrapipe.yaml"
+    cfg.write_text(f"""\
+version: 1
+spool_dir: {tmp_path / "spool"}
+kafka: {{bootstrap: "{kafka_broker.bootstrap}", alerts_topic: {alerts_topic}, options: {json.dumps(FAST_GROUP)}}}
+sinks:
+  - name: splunk
+    type: hec
+    format: ocsf
+    options: {{url: "http://127.0.0.1:{hec.port}", token: "${{HEC_TOKEN}}", ack: true, ack_poll_seconds: 0.1}}
+    delivery: {{batch_size: 2, linger_seconds: 0.05}}
+""")
+    try:
+        proc = _forward(cfg, "fwd-sigterm", "--drain-timeout", "1")  # then what is left goes to the spool
+        assert hec.wait_for(1, timeout=60), "no first delivery"
+        hec.fail_next(10_000, 503)  # and now the indexer is busy: what is left cannot be delivered
+        proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err[-3000:]
+        assert time.monotonic() - t0 < 30
+        first = _ocsf_ids(hec)
+        assert 0 < len(first) < len(expected_alerts), "SIGTERM should have landed mid-delivery"
+        assert _spooled(tmp_path / "spool" / "splunk") == len(expected_alerts) - len(first)
+        hec.delay = 0.0
+        hec.recover()
+        rest = _forward(cfg, "fwd-sigterm")
+        _, err = rest.communicate(timeout=120)
+        assert rest.returncode == 0, err[-3000:]
+        got = _ocsf_ids(hec)
+    finally:
+        hec.stop()
+    assert sorted(got) == sorted(expected_alerts)  # nothing lost, nothing twice
+    assert "dropped 0, rejected 0; in spool 0" in err

@@ -228,7 +228,10 @@ def forward_command(inputs: tuple[str, ...], config_path: str, sinks: tuple[str,
     stats = router.stats()
     if not quiet:
         _summary(read, bad, stats)
-    trouble = any(s["dropped"] or s["rejected"] or s["spool_records"] for s in stats.values())
+    # after SIGTERM/SIGINT the spool is the hand-over to the next run (a pod being replaced), not a failure;
+    # at the end of an input (--exit-at-eof, files) records still waiting mean the delivery is incomplete
+    waiting = not stop.is_set() and any(s["spool_records"] for s in stats.values())
+    trouble = waiting or any(s["dropped"] or s["rejected"] for s in stats.values())
     sys.exit(1 if trouble or bad else 0)
 
 
