@@ -60,6 +60,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from gen_events import generate_reported  # bench/ is on sys.path when a script here runs
+
 ROOT = Path(__file__).resolve().parent.parent
 BAR_EVENTS_PER_S = 20_000
 BAR_RSS_MIB = 300
@@ -366,13 +368,6 @@ def run_collector(path: Path, n: int, size: int, bootstrap: str, topic: str, wor
 # --- main -------------------------------------------------------------------------------------------------------------
 
 
-def _generate(count: int, seed: int, out: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from gen_events import generate_reported
-
-    generate_reported(count, out, seed)
-
-
 def main() -> None:
     if len(sys.argv) == 7 and sys.argv[1] == "--producer-child":
         _producer_child(*sys.argv[2:])
@@ -400,7 +395,7 @@ def main() -> None:
         path = args.file
         if path is None:
             path = work / "events.jsonl"
-            _generate(args.events, args.seed, path)
+            generate_reported(args.events, path, args.seed)
         path = path.resolve()
         n, size, digest = _file_digest(path)
         broker, bootstrap = _start_broker()

@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gen_events import generate_reported  # bench/ is on sys.path when a script here runs
+
 ROOT = Path(__file__).resolve().parent.parent
 BAR_PERCENT = 25.0
 
@@ -84,13 +86,6 @@ def _run(path: Path, rules: str, work: Path) -> dict[str, Any]:
     return report
 
 
-def _generate(count: int, seed: int, out: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from gen_events import generate_reported
-
-    generate_reported(count, out, seed)
-
-
 def main() -> None:
     if len(sys.argv) == 5 and sys.argv[1] == "--child":
         _child(*sys.argv[2:])
@@ -109,7 +104,7 @@ def main() -> None:
         path = args.file
         if path is None:
             path = work / "events.jsonl"
-            _generate(args.events, args.seed, path)
+            generate_reported(args.events, path, args.seed)
         path = path.resolve()
         runs: dict[str, list[dict[str, Any]]] = {"none": [], "rules": []}
         for i in range(args.rounds):
