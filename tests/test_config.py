@@ -41,7 +41,7 @@ spool_dri: /tmp/spool
 sinks:
   - name: splunk
     type: hec
-    format: cef
+    format: leef
     options:
       url: http://splunk:8088
       tokne: abc
@@ -56,7 +56,7 @@ sinks:
     got = problems(text)
     assert got == [
         "t.yaml:3:1: (top level): unknown key 'spool_dri' (did you mean 'spool_dir'?)",
-        "t.yaml:7:13: sinks[0].format: must be one of native, ocsf, ecs, not 'cef'",
+        "t.yaml:7:13: sinks[0].format: must be one of native, ocsf, ecs, cef, not 'leef'",
         "t.yaml:9:7: sinks[0].options: missing required key 'token'",
         "t.yaml:10:7: sinks[0].options: unknown key 'tokne' (did you mean 'token'?)",
         "t.yaml:11:11: sinks[1].name: duplicate sink name 'splunk' (also sinks[0])",

@@ -11,6 +11,7 @@ ECS 8.11 required fields and its allowed ``event.kind`` / ``event.category`` /
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ import orjson
 import pytest
 from conftest import SAMPLES
 
-from tetrapipe.formats import get_formatter, to_ecs, to_native, to_ocsf
+from tetrapipe.formats import get_formatter, to_cef, to_ecs, to_native, to_ocsf
 
 
 @pytest.fixture(scope="module")
@@ -237,6 +238,135 @@ def test_enforcement_denied_only_where_ecs_allows_it() -> None:
     assert o["action_id"] == 2 and o["disposition_id"] == 2
 
 
+# --- CEF ------------------------------------------------------------------------------------------
+
+#: the CEF extension dictionary keys the mapping may write (ArcSight CEF standard), plus its two own keys
+CEF_STANDARD_KEYS = {
+    "rt", "start", "end", "dvchost", "externalId", "cat", "msg", "act", "reason", "cnt", "rawEvent",
+    "sproc", "spid", "suid", "src", "dst", "spt", "dpt", "proto", "dhost", "app", "fname", "filePath",
+    *(f"cs{i}" for i in range(1, 7)), *(f"cs{i}Label" for i in range(1, 7)), "cn1", "cn1Label",
+    "flexString1", "flexString1Label", "flexString2", "flexString2Label", "c6a2", "c6a2Label", "c6a3", "c6a3Label",
+}
+CEF_OWN_KEYS = {"tetrapipeFileAccess", "tetrapipeTlsCipher"}
+_UNESCAPE = {"\\": "\\", "=": "=", "|": "|", "n": "\n", "r": "\r"}
+
+
+def parse_cef(line: str) -> tuple[list[str], dict[str, str]]:
+    """A CEF 0 reader written from the specification, independent of the writer: header and extension."""
+    assert line.startswith("CEF:0|"), line[:20]
+    header: list[str] = []
+    field, i = "", len("CEF:")
+    while len(header) < 7:
+        ch = line[i]
+        if ch == "\\":
+            assert line[i + 1] in "\\|", f"bad header escape at {i}: {line[i:i + 2]!r}"
+            field += line[i + 1]
+            i += 2
+            continue
+        if ch == "|":
+            header.append(field)
+            field = ""
+        else:
+            assert ch not in "\r\n"
+            field += ch
+        i += 1
+    ext, out = line[i:], {}
+    keys = list(re.finditer(r"(?:^| )([A-Za-z0-9_]+)=", ext))
+    for k, nxt in zip(keys, [*keys[1:], None], strict=True):
+        raw = ext[k.end(): nxt.start() if nxt else len(ext)]
+        assert "\n" not in raw and "\r" not in raw, "a line break inside an extension value"
+        value, j = "", 0
+        while j < len(raw):
+            if raw[j] == "\\":
+                value += _UNESCAPE[raw[j + 1]]
+                j += 2
+            else:
+                assert raw[j] != "=", f"unescaped = in {k.group(1)}: {raw!r}"
+                value += raw[j]
+                j += 1
+        assert k.group(1) not in out, f"key {k.group(1)} twice"
+        out[k.group(1)] = value
+    return header, out
+
+
+def _check_cef(record: dict[str, Any], row: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    header, ext = parse_cef(record["cef"])
+    version, vendor, product, _dv, signature, name, severity = header
+    assert (version, vendor, product) == ("0", "tetrapipe", "tetrapipe")
+    assert signature and name and 0 <= int(severity) <= 10
+    assert set(ext) <= CEF_STANDARD_KEYS | CEF_OWN_KEYS, set(ext) - CEF_STANDARD_KEYS - CEF_OWN_KEYS
+    for key in ext:  # every custom field is labelled, every label names a present field
+        if key.endswith("Label"):
+            assert key[: -len("Label")] in ext, key
+        elif re.fullmatch(r"(cs|cn|c6a|flexString)\d", key):
+            assert f"{key}Label" in ext, key
+    assert int(ext["rt"]) > 1_500_000_000_000
+    assert record["record_type"] == ("alert" if "rule_id" in row and "kind" not in row else "event")
+    return header, ext
+
+
+def test_cef_every_sample_row_is_valid_cef(rows: dict) -> None:
+    names = set()
+    for row in _all(rows):
+        header, ext = _check_cef(to_cef(row), row)
+        names.add(header[5])
+        if row.get("node_name"):
+            assert ext["dvchost"] == row["node_name"]
+        if row.get("process_binary"):
+            assert ext["sproc"] == row["process_binary"]
+            assert ext["flexString1"].startswith(row["process_binary"])
+        if row.get("namespace"):
+            assert ext["cs1"] == row["namespace"] and ext["cs1Label"] == "k8sNamespace"
+    assert {"Process started", "Process exited", "File write"} <= names
+
+
+def test_cef_fields_of_alerts_files_and_connections(rows: dict) -> None:
+    alert = next(a for a in rows["alerts"] if a["rule_id"] == "passwd-shadow-tampering")
+    rec = to_cef(alert)
+    header, ext = _check_cef(rec, alert)
+    assert header[4] == "passwd-shadow-tampering" and header[5] == alert["title"] and header[6] == "8"
+    assert ext["msg"] == alert["message"] and ext["cnt"] == str(alert["count"])
+    assert ext["cs6Label"] == "mitreTechniques" and ext["cs6"].split(",") == list(alert["mitre"])
+    assert ext["externalId"] == alert["alert_id"] and ext["cat"] == "alert"
+    assert (rec["rule_id"], rec["severity"], rec["node_name"]) == ("passwd-shadow-tampering", "high",
+                                                                   alert["node_name"])
+    write = next(r for r in rows["events"] if r.get("file_path") == "/etc/passwd" and r.get("file_access") == "write")
+    header, ext = _check_cef(to_cef(write), write)
+    assert header[4] == f"process_kprobe:{write['function_name']}" and header[5] == "File write"
+    assert (ext["fname"], ext["filePath"], ext["tetrapipeFileAccess"]) == ("passwd", "/etc/passwd", "write")
+    assert ext["act"] == write["action"]
+    conn = next(r for r in rows["events"] if r.get("daddr") and r.get("dport"))
+    _, ext = _check_cef(to_cef(conn), conn)
+    assert (ext["dst"], ext["dpt"], ext["proto"]) == (conn["daddr"], str(conn["dport"]), "TCP")
+    tls = next(r for r in rows["events"] if r.get("tls_cipher"))
+    _, ext = _check_cef(to_cef(tls), tls)
+    assert ext["tetrapipeTlsCipher"] == tls["tls_cipher"] and ext["app"] == tls["tls_version"]
+    assert ext["cn1Label"] == "tlsCipherCode" and ext["cn1"] == str(tls["tls_cipher_code"])
+
+
+def test_cef_escapes_what_the_specification_says() -> None:
+    row = {"event_id": "e|1", "time": "2026-01-01T00:00:00Z", "kind": "process_exec", "node_name": "n1",
+           "exec_id": "eA==", "process_binary": "/bin/a|b", "arguments": 'x=1 "two words" back\\slash\nnext',
+           "message": "line one\r\nline two", "saddr": "fd00::1", "daddr": "fd00::2", "sport": 1, "dport": 2}
+    rec = to_cef(row)
+    assert "\n" not in rec["cef"] and "\r" not in rec["cef"]
+    header, ext = parse_cef(rec["cef"])
+    assert header[4] == "process_exec" and header[5] == "Process started"
+    assert ext["flexString1"] == '/bin/a|b x=1 "two words" back\\slash\nnext'
+    assert ext["msg"] == "line one\r\nline two" and ext["cs4"] == "eA=="
+    assert (ext["c6a2"], ext["c6a3"], ext["c6a2Label"]) == ("fd00::1", "fd00::2", "sourceIPv6Address")
+    assert "src" not in ext and "dst" not in ext
+    alert = to_cef({"rule_id": "r", "title": "a|b\\c", "severity": "critical", "time": "2026-01-01T00:00:00Z"})
+    assert parse_cef(alert["cef"])[0][5:] == ["a|b\\c", "10"]
+    assert "\\|" in alert["cef"] and "\\\\" in alert["cef"]
+
+
+def test_cef_raw_is_opt_in(rows: dict) -> None:
+    ev = rows["events"][0]
+    assert "rawEvent" not in parse_cef(to_cef(ev)["cef"])[1]
+    assert parse_cef(get_formatter("cef", include_raw=True)(ev)["cef"])[1]["rawEvent"] == ev["raw"]
+
+
 # --- native and JSON round trips -------------------------------------------------------------------
 
 
@@ -249,7 +379,7 @@ def test_native_drops_nulls_and_raw_and_tags_records(rows: dict) -> None:
     assert to_native(rows["alerts"][0])["record_type"] == "alert"
 
 
-@pytest.mark.parametrize("fmt", ["native", "ocsf", "ecs"])
+@pytest.mark.parametrize("fmt", ["native", "ocsf", "ecs", "cef"])
 def test_format_is_the_same_after_a_json_round_trip(rows: dict, fmt: str) -> None:
     """A row read back from JSON lines (stdin, Kafka, the spool) formats exactly like the Arrow row."""
     formatter = get_formatter(fmt)
@@ -268,8 +398,8 @@ def test_raw_opt_in_per_format(rows: dict) -> None:
 
 
 def test_unknown_format_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="unknown format 'cef'.*native, ocsf, ecs"):
-        get_formatter("cef")
+    with pytest.raises(ValueError, match="unknown format 'leef'.*native, ocsf, ecs, cef"):
+        get_formatter("leef")
 
 
 def test_formats_readme_documents_every_class_and_column() -> None:

@@ -286,6 +286,67 @@ def test_syslog_rfc5424_to_rsyslog(rsyslog: Rsyslog, protocol: str, tmp_path: Pa
     assert sink.stats.delivered == 12
 
 
+def cef_records(n: int) -> list[dict[str, Any]]:
+    """What the router hands a sink with ``format: cef``: native alerts mapped to CEF envelopes."""
+    from tetrapipe.formats import to_cef
+
+    rows = records(n, message="wrote /etc/passwd; key=value | pipe \\ backslash")
+    for r in rows:
+        r.pop("record_type")
+        r.pop("schema")
+    return [to_cef(r) for r in rows]
+
+
+def test_syslog_cef_to_rsyslog(rsyslog: Rsyslog) -> None:
+    """CEF over syslog: the MSG is the CEF line itself; PRI, MSGID and SD as for JSON."""
+    batch = cef_records(4)
+    sink = SyslogSink("arcsight", port=rsyslog.tcp_port, facility="local4", delivery=fast())
+    sink.send(batch)
+    sink.close()
+    got = rsyslog.wait_for(4)
+    assert [m.msg.strip() for m in got] == [r["cef"] for r in batch]
+    assert got[0].msg.strip().startswith("CEF:0|tetrapipe|tetrapipe|")
+    assert "msg=wrote /etc/passwd; key\\=value | pipe \\\\ backslash" in got[0].msg
+    assert [m.pri for m in got] == [20 * 8 + s for s in (5, 4, 3, 2)]  # low, medium, high, critical
+    assert got[0].msgid == "alert" and 'rule="shell-in-pod"' in got[0].structured_data
+    assert got[0].hostname == "kind-worker" and got[0].timestamp.startswith("2026-03-10T09:00:32.611")
+
+
+def test_hec_cef_events_are_strings(hec: HecReceiver) -> None:
+    batch = cef_records(3)
+    sink = HecSink("splunk", url=hec.url, token=TOKEN, sourcetype="cef", delivery=fast())
+    sink.send(batch)
+    sink.close()
+    assert hec.payloads() == [r["cef"] for r in batch]
+    assert hec.events[0]["host"] == "kind-worker" and hec.events[0]["fields"] == {"tetrapipe_kind": "alert"}
+
+
+def test_cef_records_survive_the_spool_and_come_out_as_lines(tmp_path: Path) -> None:
+    """An outage spools the envelopes as JSON; the replay still writes CEF lines, once each."""
+    class Broken(io.BytesIO):
+        broken = True
+
+        def write(self, data: bytes) -> int:  # type: ignore[override]
+            if self.broken:
+                raise BrokenPipeError("reader went away")
+            return super().write(data)
+
+    batch = cef_records(5)
+    out = Broken()
+    sink = StdoutSink("console", stream=out, delivery=fast(spool_dir=str(tmp_path / "spool"), max_attempts=1))
+    sink.send(batch)
+    sink.flush()
+    assert out.getvalue() == b"" and sink.backlog == 5
+    out.broken = False
+    deadline = time.monotonic() + 10
+    while sink.backlog and time.monotonic() < deadline:
+        time.sleep(0.05)
+        sink.poll()
+    sink.close()
+    assert out.getvalue().decode().splitlines() == [r["cef"] for r in batch]
+    assert sink.stats.delivered == 5 and sink.stats.dropped == 0
+
+
 def test_syslog_restart_of_rsyslog_loses_nothing(rsyslog: Rsyslog, tmp_path: Path) -> None:
     sink = SyslogSink("syslog", port=rsyslog.tcp_port, delivery=fast(spool_dir=str(tmp_path / "spool")))
     sink.send(records(10))

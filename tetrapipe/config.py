@@ -31,6 +31,8 @@ from typing import Any
 
 import yaml
 
+from tetrapipe.formats import FORMATS
+
 # --- located values ---------------------------------------------------------------------
 
 
@@ -261,7 +263,7 @@ DELIVERY = Section({
 
 SINK = Section({
     "name": Field(str, required=True), "type": Field(str, required=True, choices=tuple(SINK_OPTIONS)),
-    "format": Field(str, "native", choices=("native", "ocsf", "ecs")),
+    "format": Field(str, "native", choices=tuple(FORMATS)),
     "forward": Field(str, "alerts", choices=("alerts", "events", "all")),
     "include_raw": Field(bool, False), "enabled": Field(bool, True),
     "filters": Field(FILTERS, None), "delivery": Field(DELIVERY, None),

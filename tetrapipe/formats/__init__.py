@@ -1,8 +1,9 @@
-"""Output formats for SIEM sinks: native tetrapipe JSON, OCSF 1.x and ECS.
+"""Output formats for SIEM sinks: native tetrapipe JSON, OCSF 1.x, ECS and CEF.
 
 Each format is a pure function from one native row (a dict with the columns
 of :mod:`tetrapipe.schema`, an event or an alert) to one JSON-ready dict, so
-it can be tested without a sink and a sink never cares which format it ships.
+it can be tested without a sink and a sink never cares which format it ships
+(CEF, a line of text, comes in an envelope dict: see :mod:`tetrapipe.formats.cef`).
 ``tetrapipe/formats/README.md`` documents every mapping field by field.
 """
 
@@ -13,13 +14,16 @@ from functools import partial
 from typing import Any
 
 from tetrapipe.formats._common import SEVERITIES, event_time, is_alert, severity_rank
+from tetrapipe.formats.cef import to_cef
 from tetrapipe.formats.ecs import to_ecs
 from tetrapipe.formats.native import to_native
 from tetrapipe.formats.ocsf import to_ocsf
 
 Formatter = Callable[[dict[str, Any]], dict[str, Any]]
 
-FORMATS: dict[str, Callable[..., dict[str, Any]]] = {"native": to_native, "ocsf": to_ocsf, "ecs": to_ecs}
+FORMATS: dict[str, Callable[..., dict[str, Any]]] = {
+    "native": to_native, "ocsf": to_ocsf, "ecs": to_ecs, "cef": to_cef,
+}
 
 
 def get_formatter(name: str, *, include_raw: bool = False) -> Formatter:
@@ -32,4 +36,4 @@ def get_formatter(name: str, *, include_raw: bool = False) -> Formatter:
 
 
 __all__ = ["FORMATS", "Formatter", "SEVERITIES", "event_time", "get_formatter", "is_alert", "severity_rank",
-           "to_ecs", "to_native", "to_ocsf"]
+           "to_cef", "to_ecs", "to_native", "to_ocsf"]

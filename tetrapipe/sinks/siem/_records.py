@@ -11,7 +11,22 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from tetrapipe.formats._common import SEVERITIES, to_datetime
+from tetrapipe.formats.cef import CEF_KEY
+
+
+def record_payload(record: dict[str, Any]) -> dict[str, Any] | str:
+    """What the SIEM receives: the document itself, or the line a text format (CEF) made."""
+    line = record.get(CEF_KEY)
+    return line if isinstance(line, str) else record
+
+
+def record_body(record: dict[str, Any]) -> bytes:
+    """The payload as bytes for a line- or message-oriented transport (syslog, file, stdout, Kafka)."""
+    payload = record_payload(record)
+    return payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
 
 
 def record_time(record: dict[str, Any]) -> datetime:

@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from tetrapipe.sinks.siem._records import record_host, record_kind, record_time
+from tetrapipe.sinks.siem._records import record_host, record_kind, record_payload, record_time
 from tetrapipe.sinks.siem.base import DeliveringSink, Delivery, RejectedError, TransientError
 
 log = logging.getLogger("tetrapipe.sinks.hec")
@@ -147,7 +147,7 @@ class HecSink(DeliveringSink):
             "host": self.host or record_host(record),
             "source": self.source,
             "sourcetype": self.sourcetype,
-            "event": record,
+            "event": record_payload(record),
             "fields": {"tetrapipe_kind": record_kind(record)},
         }
         if self.index:

@@ -14,8 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import orjson
-
+from tetrapipe.sinks.siem._records import record_body
 from tetrapipe.sinks.siem.base import DeliveringSink, Delivery, TransientError
 
 
@@ -50,7 +49,7 @@ class JsonFileSink(DeliveringSink):
             os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
 
     def _deliver(self, records: list[dict[str, Any]]) -> None:
-        data = b"".join(orjson.dumps(r) + b"\n" for r in records)
+        data = b"".join(record_body(r) + b"\n" for r in records)
         try:
             f = self._open()
             size = f.tell()

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
-from tetrapipe.sinks.siem._records import record_key
+from tetrapipe.sinks.siem._records import record_body, record_key
 from tetrapipe.sinks.siem.base import DeliveringSink, Delivery, TransientError
 
 
@@ -52,7 +50,7 @@ class KafkaSink(DeliveringSink):
         futures = []
         try:
             for r in records:
-                futures.append(producer.send(self.topic, key=record_key(r), value=orjson.dumps(r)))
+                futures.append(producer.send(self.topic, key=record_key(r), value=record_body(r)))
             producer.flush(timeout=self.timeout)
             for f in futures:
                 f.get(timeout=self.timeout)

@@ -10,8 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Any, BinaryIO
 
-import orjson
-
+from tetrapipe.sinks.siem._records import record_body
 from tetrapipe.sinks.siem.base import DeliveringSink, Delivery, TransientError
 
 
@@ -26,7 +25,7 @@ class StdoutSink(DeliveringSink):
     def _deliver(self, records: list[dict[str, Any]]) -> None:
         out = self.stream if self.stream is not None else sys.stdout.buffer
         try:
-            out.write(b"".join(orjson.dumps(r) + b"\n" for r in records))
+            out.write(b"".join(record_body(r) + b"\n" for r in records))
             out.flush()
         except (OSError, ValueError) as exc:  # BrokenPipeError, or a closed stream
             raise TransientError(f"stdout: {exc}") from exc

@@ -1,8 +1,10 @@
 """Syslog sink: RFC 5424 messages over UDP (RFC 5426), TCP (RFC 6587) or TLS (RFC 5425).
 
-Each record is one message whose MSG is the record's JSON::
+Each record is one message whose MSG is the record's JSON, or its CEF line
+with ``format: cef``::
 
     <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD] {"...": ...}
+    <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD] CEF:0|tetrapipe|tetrapipe|...
 
 * PRI = facility * 8 + severity. Alerts map their severity (critical -> 2
   crit, high -> 3 err, medium -> 4 warning, low -> 5 notice, info -> 6 info);
@@ -38,9 +40,14 @@ import socket
 import ssl
 from typing import Any
 
-import orjson
-
-from tetrapipe.sinks.siem._records import is_alert_record, record_host, record_kind, record_severity, record_time
+from tetrapipe.sinks.siem._records import (
+    is_alert_record,
+    record_body,
+    record_host,
+    record_kind,
+    record_severity,
+    record_time,
+)
 from tetrapipe.sinks.siem.base import DeliveringSink, Delivery, RejectedError, TransientError
 
 log = logging.getLogger("tetrapipe.sinks.syslog")
@@ -123,7 +130,7 @@ class SyslogSink(DeliveringSink):
             params.update(_sd_fields(record))
             sd = "[" + self.sd_id + "".join(f' {k}="{_sd_value(v)}"' for k, v in params.items() if v) + "]"
         header = f"<{pri}>1 {ts} {host} {self.app_name} - {msgid} {sd} "
-        return header.encode() + orjson.dumps(record)
+        return header.encode() + record_body(record)
 
     def _frame(self, message: bytes) -> bytes:
         if self.protocol == "udp":
