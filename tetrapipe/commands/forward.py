@@ -368,7 +368,7 @@ def _from_lake(router: Any, lake_dir: str, table: str, since: str | None, until:
             cols = ", ".join(f'"{c.name}"' for c in TABLES[name])
             sql = f"SELECT {cols} FROM {name} WHERE ($since IS NULL OR time >= $since::TIMESTAMP) " \
                   "AND ($until IS NULL OR time < $until::TIMESTAMP) ORDER BY time"
-            reader = con.execute(sql, {"since": since, "until": until}).to_arrow_reader(batch_size)
+            reader = con.sql(sql, params={"since": since, "until": until}).to_arrow_reader(batch_size)
             for batch in reader:
                 health.heartbeat()
                 if stop.is_set():
