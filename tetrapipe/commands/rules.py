@@ -73,7 +73,7 @@ def _fail_on_errors(rs) -> None:  # noqa: ANN001
 
 @click.group("rules")
 def rules_group() -> None:
-    """Detection rules: list, lint, test, backtest, show."""
+    """Detection rules: list, lint, test, backtest, show, import-sigma."""
 
 
 @rules_group.command("list")
@@ -307,6 +307,53 @@ def show_command(rule_id: str, rules_dir: str | None) -> None:
     if c.term:
         out.print("\n[bold cyan]-- new terms[/]")
         click.echo(c.term)
+
+
+@rules_group.command("import-sigma")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Rules directory to write the converted rules to (one YAML file per rule).")
+@click.option("--force", is_flag=True, help="Overwrite rule files that already exist in --out.")
+def import_sigma_command(paths: tuple[Path, ...], out_dir: Path, force: bool) -> None:
+    """Convert Sigma rules (files or directories) for Linux into tetrapipe rules.
+
+    Supported log sources: process_creation, file_event, file_change,
+    file_delete, file_access, network_connection. A rule tetrapipe cannot
+    express faithfully is refused with the reason; rules for other platforms
+    are counted and skipped. The converted rules are loaded back (compiled
+    against the event schema) before this command reports success; add tests
+    to them and run `tetrapipe rules test OUT`.
+    """
+    from tetrapipe.ruleset import load_ruleset
+    from tetrapipe.ruleset.sigma import import_sigma, to_yaml
+
+    report = import_sigma(paths)
+    written: list[Path] = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for conv in report.converted:
+        target = out_dir / f"{conv.rule_id}.yaml"
+        if target.exists() and not force:
+            report.refused.append((conv.source, f"{target} exists (--force to overwrite)"))
+            continue
+        target.write_text(to_yaml(conv), encoding="utf-8")
+        written.append(target)
+        out.print(f"[green]converted[/] {conv.source} -> {target}", highlight=False)
+    for source, reason in report.refused:
+        out.print(f"[yellow]refused[/]   {source}: {reason}", highlight=False)
+    others = ", ".join(f"{n} {p}" for p, n in sorted(report.other_platforms.items()))
+    rs = load_ruleset([out_dir]) if written else None
+    broken = [i for i in (rs.errors if rs else []) if i.path in written]
+    for issue in broken:
+        err.print(f"[bold red]error[/] {issue}", highlight=False)
+    out.print(f"{len(written)} converted, {len(report.refused)} refused"
+              + (f", {sum(report.other_platforms.values())} for other platforms ({others})" if others else "")
+              + (f"; {len(broken)} do not load" if broken else ""), highlight=False)
+    if broken:
+        sys.exit(2)
+    if written:
+        out.print(f"next: add tests to each rule, then [bold]tetrapipe rules test {out_dir}[/]")
+    if report.refused:
+        sys.exit(1)
 
 
 COMMANDS = [rules_group]
