@@ -138,6 +138,8 @@ def test_import_then_detect_on_the_scenario(tmp_path: Path) -> None:
     again = subprocess.run([*cli, "rules", "import-sigma", str(SIGMA / "passwd-modified.yml"), "--out", str(out)],
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 1 and "exists (--force to overwrite)" in again.stdout
+    untested = subprocess.run([*cli, "rules", "test", str(out)], capture_output=True, text=True, timeout=120)
+    assert untested.returncode == 5 and "3 rules without tests" in untested.stderr  # not a green CI job
     lint = subprocess.run([*cli, "rules", "lint", str(out)], capture_output=True, text=True, timeout=120)
     assert "0 errors" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
     lake = tmp_path / "lake"

@@ -128,7 +128,7 @@ def test_command(paths: tuple[str, ...], rules_dir: str | None, fmt: str, output
     """Run the rules' tests: sample logs or inline events in, alerts expected out.
 
     PATHS are rule directories or rule files (default: the rules directory).
-    Exit code 1 when a test fails or a rule does not load.
+    Exit code 1 when a test fails or a rule does not load, 5 when no test ran.
     """
     from tetrapipe.ruleset.testing import print_report, run_tests
 
@@ -147,8 +147,14 @@ def test_command(paths: tuple[str, ...], rules_dir: str | None, fmt: str, output
     else:
         console = Console(file=open(output, "w", encoding="utf-8"), width=120) if output else out  # noqa: SIM115
         print_report(console, report, verbose=not quiet)
+    untested = [r.id for r in rs.rules if not r.tests and (files is None or r.path in files)]
+    if untested and not quiet:
+        err.print(f"[yellow]{len(untested)} rule{'s' if len(untested) != 1 else ''} without tests:[/] "
+                  + ", ".join(untested), highlight=False)
     if not report.results:
-        err.print("[yellow]no tests selected[/]")
+        # as pytest: exit 5 when nothing ran, so a CI job over an untested rules directory is not green
+        err.print("[yellow]no tests ran[/]" + (f" (-k {keyword!r} selected none)" if keyword else ""))
+        sys.exit(5 if report.ok else 1)
     sys.exit(0 if report.ok else 1)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -262,18 +262,17 @@ class _Condition:
         return self.tokens[self.pos - 1]
 
     def _or(self) -> str:
-        parts = [self._and()]
-        while self._peek() == "or":
-            self._take()
-            parts.append(self._and())
-        return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
+        return self._chain("or", self._and)
 
     def _and(self) -> str:
-        parts = [self._not()]
-        while self._peek() == "and":
+        return self._chain("and", self._not)
+
+    def _chain(self, op: str, operand: Callable[[], str]) -> str:
+        parts = [operand()]
+        while self._peek() == op:
             self._take()
-            parts.append(self._not())
-        return parts[0] if len(parts) == 1 else "(" + " AND ".join(parts) + ")"
+            parts.append(operand())
+        return parts[0] if len(parts) == 1 else "(" + f" {op.upper()} ".join(parts) + ")"
 
     def _not(self) -> str:
         if self._peek() == "not":
