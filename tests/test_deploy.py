@@ -1,7 +1,7 @@
 """deploy/: Kubernetes manifests and the docker-compose demo, validated at the schema level.
 
-No cluster is needed: every document is parsed, its kind and required fields
-checked, its references (ConfigMap keys, Secrets, PVCs, volumes, ports named
+No cluster is needed: every document is validated against the official
+Kubernetes OpenAPI schemas (kubernetes-validate, strict), its references (ConfigMap keys, Secrets, PVCs, volumes, ports named
 by probes) resolved inside deploy/, and every container's command line parsed
 by the real tetrapipe CLI with the environment the manifest gives it -- so a
 renamed flag or environment variable breaks this test, not a rollout.
@@ -68,6 +68,33 @@ def test_every_document_has_kind_apiversion_and_metadata() -> None:
             assert meta.get("namespace") == "tetrapipe", f"{path.name}: {meta['name']} namespace"
         kinds.add(kind)
     assert {"DaemonSet", "Deployment", "ConfigMap", "Service", "PersistentVolumeClaim"} <= kinds
+
+
+#: the oldest Kubernetes minor the manifests promise to work on, and the newest schema the validator knows
+K8S_VERSIONS = ("1.30.0", "latest")
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_every_document_validates_against_the_kubernetes_openapi_schema(version: str) -> None:
+    """The official schemas (kubernetes-validate), strict: an unknown or misspelt field fails, as kubectl would."""
+    import kubernetes_validate as kv
+
+    target = kv.latest_version() if version == "latest" else version
+    checked = 0
+    for path, doc in DOCS:
+        if doc.get("kind") == "Kustomization":  # a kustomize file, not an API object
+            continue
+        try:
+            kv.validate(doc, target, strict=True)
+        except kv.ValidationError as exc:
+            pytest.fail(f"{path.name}: {doc['kind']}/{doc['metadata']['name']} is not valid Kubernetes {target}: "
+                        f"{exc.message} at {'.'.join(str(p) for p in exc.path)}")
+        checked += 1
+    assert checked >= 10
+    deployment = next(d for _, d in DOCS if d["kind"] == "Deployment")
+    typo = {**deployment, "spec": {**deployment["spec"], "replica": 2}}
+    with pytest.raises(kv.ValidationError):  # the validator is live: a typo is caught
+        kv.validate(typo, target, strict=True)
 
 
 def test_kustomization_lists_existing_files() -> None:
