@@ -12,7 +12,7 @@ are kept (string matches case-insensitive unless ``|cased``, ``*``/``?``
 wildcards with ``\\`` escapes, lists OR'ed unless ``|all``); anything tetrapipe
 cannot express faithfully -- a field Tetragon does not report (``User``: it
 reports uids), keyword searches, encodings (``|base64``, ``|wide``),
-aggregations, IPv6 CIDR ranges -- refuses the rule with the file, the
+aggregations -- refuses the rule with the file, the
 selection and the reason, so no imported rule silently matches less or more
 than its author meant. Rules for other platforms are counted and skipped.
 """
@@ -134,21 +134,45 @@ def _string_match(expr: str, value: str, modifiers: set[str]) -> str:
     return f"{expr} {op} {sql_literal(pattern)} ESCAPE '\\'"
 
 
+def _ipv6_hex(expr: str) -> str:
+    """An IPv6 address as its 32 lowercase hex digits (``::`` expanded, zone id dropped), in SQL.
+
+    Fixed-width hex strings compare like the numbers they spell, so a CIDR
+    range becomes a BETWEEN on text without DuckDB's inet extension (which
+    would have to be downloaded at run time).
+    """
+    a = f"lower(split_part({expr}, '%', 1))"
+    head = f"coalesce(string_split(nullif(split_part({a}, '::', 1), ''), ':'), [])"
+    tail = f"coalesce(string_split(nullif(split_part({a}, '::', 2), ''), ':'), [])"
+    zeros = f"list_transform(range(8 - len({head}) - len({tail})), lambda z: '0')"
+    groups = f"CASE WHEN contains({a}, '::') THEN list_concat({head}, {zeros}, {tail}) ELSE string_split({a}, ':') END"
+    return f"array_to_string(list_transform({groups}, lambda g: lpad(g, 4, '0')), '')"
+
+
 def _cidr(expr: str, values: list[Any]) -> str:
-    """IPv4 ranges as integer intervals; the address is turned into a number once per row, not per range."""
-    ranges = []
+    """CIDR ranges as intervals: IPv4 as integers, IPv6 as fixed-width hex; the address converted once per range."""
+    v4: list[str] = []
+    v6: list[str] = []
     for value in values:
         try:
             net = ipaddress.ip_network(str(value), strict=False)
         except ValueError as exc:
             raise SigmaError(f"|cidr: {value!r} is not a network ({exc})") from None
-        if net.version == 6:
-            raise SigmaError(f"|cidr: IPv6 range {value} is not supported (IPv4 ranges are)")
-        ranges.append(f"[{int(net.network_address)}, {int(net.broadcast_address)}]")
-    octets = " + ".join(f"TRY_CAST(split_part({expr}, '.', {i}) AS BIGINT)" + (f" * {256 ** (4 - i)}" if i < 4 else "")
-                        for i in range(1, 5))
-    return (f"({expr} NOT LIKE '%:%' AND len(list_filter([{', '.join(ranges)}], "
-            f"lambda r: {octets} BETWEEN r[1] AND r[2])) > 0)")
+        if net.version == 4:
+            v4.append(f"[{int(net.network_address)}, {int(net.broadcast_address)}]")
+        else:
+            lo, hi = (f"'{a.exploded.replace(':', '')}'" for a in (net.network_address, net.broadcast_address))
+            v6.append(f"[{lo}, {hi}]")
+    parts = []
+    if v4:
+        octets = " + ".join(f"TRY_CAST(split_part({expr}, '.', {i}) AS BIGINT)" + (f" * {256 ** (4 - i)}" if i < 4 else "")
+                            for i in range(1, 5))
+        parts.append(f"({expr} NOT LIKE '%:%' AND len(list_filter([{', '.join(v4)}], "
+                     f"lambda r: {octets} BETWEEN r[1] AND r[2])) > 0)")
+    if v6:
+        parts.append(f"({expr} LIKE '%:%' AND len(list_filter([{', '.join(v6)}], "
+                     f"lambda r: {_ipv6_hex(expr)} BETWEEN r[1] AND r[2])) > 0)")
+    return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
 
 
 def _value_sql(fname: str, fmap: FieldMap, value: Any, modifiers: set[str]) -> str:
