@@ -93,6 +93,16 @@ def test_kafka_sink_defaults_to_the_top_level_bootstrap() -> None:
     assert "missing 'bootstrap'" in problems("sinks:\n  - {name: k, type: kafka, options: {topic: siem}}\n")[0]
 
 
+def test_hec_sourcetype_follows_the_format_unless_set() -> None:
+    from tetrapipe.sinks.siem import build_sink
+
+    hec = "{name: %s, type: hec, format: %s, options: {url: 'http://127.0.0.1:1', token: t%s}}"
+    text = "sinks:\n" + "".join("  - " + hec % args + "\n" for args in
+                                 (("j", "ocsf", ""), ("c", "cef", ""), ("mine", "cef", ", sourcetype: 'cef:arcsight'")))
+    sinks = [build_sink(sc, None) for sc in parse_config(text).sinks]
+    assert [s.sourcetype for s in sinks] == ["_json", "tetrapipe:cef", "cef:arcsight"]
+
+
 def test_command_env_bridges_the_file_to_collect_and_process() -> None:
     cfg = load_config(DEPLOY, env=ENV)
     collect = command_env(cfg, "collect")

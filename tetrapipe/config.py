@@ -208,7 +208,7 @@ SINK_OPTIONS: dict[str, Section] = {
     "hec": Section({
         "url": Field(str, required=True, doc="HEC base URL, e.g. https://splunk:8088"),
         "token": Field(str, required=True, secret=True, doc="HEC token; use ${ENV}"),
-        "index": Field(str, None), "source": Field(str, "tetrapipe"), "sourcetype": Field(str, "_json"),
+        "index": Field(str, None), "source": Field(str, "tetrapipe"), "sourcetype": Field(str, None, doc="default _json; tetrapipe:cef with format: cef"),
         "host": Field(str, None, doc="fixed host field (default: the event's node)"),
         "gzip": Field(bool, True), "ack": Field(bool, False, doc="indexer acknowledgement"),
         "ack_timeout_seconds": Field(float, 60.0, minimum=0.1), "ack_poll_seconds": Field(float, 0.5, minimum=0.01),

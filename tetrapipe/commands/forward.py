@@ -314,6 +314,9 @@ def _from_kafka(router: Any, bootstrap: str, topics: list[str], group: str, batc
     """Consume, route, flush (delivered or spooled: either way safe on disk), then commit: at least once."""
     from kafka import KafkaConsumer
 
+    # the events topic may be created after the forwarder starts (by the processor's first batch, or an
+    # operator): refresh metadata every 30 s instead of kafka-python's 5 min so it is joined soon after
+    options = {"metadata_max_age_ms": 30_000, **options}
     consumer = KafkaConsumer(*topics, bootstrap_servers=bootstrap.split(","), group_id=group,
                              enable_auto_commit=False, auto_offset_reset="earliest",
                              max_poll_records=batch_size, **options)
