@@ -96,6 +96,7 @@ def test_processes_view_joins_exec_and_exit(lake: Path) -> None:
 
 
 def test_empty_lake_has_typed_empty_views(tmp_path: Path) -> None:
-    code, text = _run("query", "SELECT count(*) AS n, count(process_binary) AS b FROM events", "--lake",
-                      str(tmp_path / "empty"), "--format", "json")
-    assert code == 0 and json.loads(text) == [{"n": 0, "b": 0}]
+    result = CliRunner().invoke(cli, ["query", "SELECT count(*) AS n, count(process_binary) AS b FROM events",
+                                      "--lake", str(tmp_path / "empty"), "--format", "json"])
+    assert result.exit_code == 0 and json.loads(result.stdout) == [{"n": 0, "b": 0}]
+    assert "no history at" in result.stderr  # a mistyped --lake is said, not mistaken for an empty hunt

@@ -131,6 +131,9 @@ def query(sql: str | None, sql_file, hunt: str | None, list_hunts: bool, show_sc
         raise click.UsageError("give SQL, -f FILE, --hunt NAME, --hunts or --schema")
     if fmt == "parquet" and not output:
         raise click.UsageError("--format parquet needs --output FILE")
+    if not Path(lake_dir).exists():  # a mistyped --lake would otherwise look like a hunt that found nothing
+        err.print(f"[yellow]note:[/] no history at {lake_dir} (tetrapipe ingest FILE --lake {lake_dir}): "
+                  "every view is empty", highlight=False)
     try:
         run_query(Lake(lake_dir), sql, fmt=fmt, output=output, limit=limit, console=out)
     except QueryError as exc:
