@@ -25,32 +25,19 @@ from __future__ import annotations
 
 import gzip
 import json
-import socket
-import threading
 import time
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-
-class _Server(ThreadingHTTPServer):
-    allow_reuse_address = True
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that gave up (timed out) or a connection cut by stop(): expected here, not news."""
-        import sys
-
-        if not isinstance(sys.exc_info()[1], ConnectionError | OSError):
-            super().handle_error(request, client_address)
+from http_peer import HttpPeerServer
 
 
-class HecReceiver:
+class HecReceiver(HttpPeerServer):
     def __init__(self, token: str = "test-token", port: int = 0, ack: bool = False) -> None:
+        super().__init__(port)
         self.token = token
         self.ack = ack
-        self.port = port
         self.delay = 0.0
         self.ack_delay = 0.0
         self.withhold_acks = False
@@ -59,78 +46,8 @@ class HecReceiver:
         self._failures: deque[tuple[int, dict[str, Any], dict[str, str]]] = deque()
         self._acks: dict[str, dict[int, float]] = {}  # channel -> ackId -> time it may be acknowledged
         self._next_ack: dict[str, int] = {}
-        self._lock = threading.Lock()
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._conns: set[socket.socket] = set()
 
     # --- control --------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> HecReceiver:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, like Splunk
-
-            def setup(self) -> None:
-                super().setup()
-                with receiver._lock:
-                    receiver._conns.add(self.connection)
-
-            def finish(self) -> None:
-                with receiver._lock:
-                    receiver._conns.discard(self.connection)
-                super().finish()
-
-            def do_GET(self) -> None:  # noqa: N802
-                if urlsplit(self.path).path == "/services/collector/health":
-                    self._json(200, {"text": "HEC is healthy", "code": 17})
-                else:
-                    self._json(404, {"text": "The requested URL was not found on this server.", "code": 404})
-
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status, payload, headers = receiver._handle(self.path, dict(self.headers), body)
-                self._json(status, payload, headers)
-
-            def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=UTF-8")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, fmt: str, *args: object) -> None:
-                pass
-
-        self._httpd = _Server(("127.0.0.1", self.port), Handler)
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """The SIEM goes away: no more connections accepted, open ones cut."""
-        if self._httpd is None:
-            return
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        with self._lock:
-            conns = list(self._conns)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self._httpd = None
 
     def fail_next(self, n: int, status: int = 503, code: int = 9, text: str = "Server is busy",
                   retry_after: float | None = None) -> None:
@@ -160,8 +77,13 @@ class HecReceiver:
 
     # --- the contract --------------------------------------------------------------------------
 
-    def _handle(self, raw_path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any], dict]:
+    def _handle(self, method: str, raw_path: str, headers: dict[str, str],
+                body: bytes) -> tuple[int, dict[str, Any], dict]:
         parts = urlsplit(raw_path)
+        if method == "GET":
+            if parts.path == "/services/collector/health":
+                return 200, {"text": "HEC is healthy", "code": 17}, {}
+            return 404, {"text": "The requested URL was not found on this server.", "code": 404}, {}
         h = {k.lower(): v for k, v in headers.items()}
         if self.delay:
             time.sleep(self.delay)

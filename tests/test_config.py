@@ -56,7 +56,7 @@ sinks:
     got = problems(text)
     assert got == [
         "t.yaml:3:1: (top level): unknown key 'spool_dri' (did you mean 'spool_dir'?)",
-        "t.yaml:7:13: sinks[0].format: must be one of native, ocsf, ecs, cef, not 'leef'",
+        "t.yaml:7:13: sinks[0].format: must be one of native, ocsf, ecs, cef, slack, not 'leef'",
         "t.yaml:9:7: sinks[0].options: missing required key 'token'",
         "t.yaml:10:7: sinks[0].options: unknown key 'tokne' (did you mean 'token'?)",
         "t.yaml:11:11: sinks[1].name: duplicate sink name 'splunk' (also sinks[0])",
@@ -145,8 +145,8 @@ def test_config_check_cli(tmp_path: Path) -> None:
     bad.write_text("sinks:\n  - name: x\n    type: splunk\n")
     res = _cli("config", "check", str(bad))
     assert res.returncode == 1
-    assert res.stderr.strip() == f"{bad}:3:11: sinks[0].type: must be one of hec, syslog, file, stdout, kafka, " \
-                                 "not 'splunk'"
+    assert res.stderr.strip() == f"{bad}:3:11: sinks[0].type: must be one of hec, syslog, file, stdout, webhook, " \
+                                 "kafka, not 'splunk'"
     assert _cli("config", "check", str(tmp_path / "nope.yaml")).returncode == 1
 
 

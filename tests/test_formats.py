@@ -21,7 +21,7 @@ import orjson
 import pytest
 from conftest import SAMPLES
 
-from tetrapipe.formats import get_formatter, to_cef, to_ecs, to_native, to_ocsf
+from tetrapipe.formats import get_formatter, to_cef, to_ecs, to_native, to_ocsf, to_slack
 
 
 @pytest.fixture(scope="module")
@@ -367,6 +367,23 @@ def test_cef_raw_is_opt_in(rows: dict) -> None:
     assert parse_cef(get_formatter("cef", include_raw=True)(ev)["cef"])[1]["rawEvent"] == ev["raw"]
 
 
+# --- slack -----------------------------------------------------------------------------------------
+
+
+def test_slack_message_for_every_sample_row(rows: dict) -> None:
+    for row in _all(rows):
+        msg = to_slack(row)
+        assert set(msg) == {"text"} and msg["text"].strip()
+        assert "<" not in msg["text"] and ">" not in msg["text"]  # Slack's control characters, always escaped
+    alert = next(a for a in rows["alerts"] if a["rule_id"] == "passwd-shadow-tampering")
+    head, message, where = to_slack(alert)["text"].split("\n")
+    assert head == f":red_circle: *HIGH* `passwd-shadow-tampering` {alert['title']}"
+    assert message == alert["message"].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    assert where.startswith(f"_{alert['namespace']}/{alert['pod']} on {alert['node_name']}, ")
+    conn = next(r for r in rows["events"] if r.get("daddr") and r.get("dport") and r.get("process_binary"))
+    assert f" → {conn['daddr']}:{conn['dport']}" in to_slack(conn)["text"]
+
+
 # --- native and JSON round trips -------------------------------------------------------------------
 
 
@@ -379,7 +396,7 @@ def test_native_drops_nulls_and_raw_and_tags_records(rows: dict) -> None:
     assert to_native(rows["alerts"][0])["record_type"] == "alert"
 
 
-@pytest.mark.parametrize("fmt", ["native", "ocsf", "ecs", "cef"])
+@pytest.mark.parametrize("fmt", ["native", "ocsf", "ecs", "cef", "slack"])
 def test_format_is_the_same_after_a_json_round_trip(rows: dict, fmt: str) -> None:
     """A row read back from JSON lines (stdin, Kafka, the spool) formats exactly like the Arrow row."""
     formatter = get_formatter(fmt)

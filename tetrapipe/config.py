@@ -234,6 +234,15 @@ SINK_OPTIONS: dict[str, Section] = {
         "backups": Field(int, 5, minimum=0), "fsync": Field(bool, False),
     }, "rotating JSON-lines file"),
     "stdout": Section({}, "standard output"),
+    "webhook": Section({
+        "url": Field(str, required=True, secret=True, doc="endpoint (a Slack URL is a secret: use ${ENV})"),
+        "mode": Field(str, "ndjson", choices=("ndjson", "array", "single"),
+                      doc="a batch as JSON lines or one JSON array per request, or one record per request"),
+        "headers": Field(MapOf(str), None, secret=True, doc="extra request headers (Authorization: ...)"),
+        "method": Field(str, "POST", choices=("POST", "PUT")), "gzip": Field(bool, False),
+        "timeout_seconds": Field(float, 10.0, minimum=0.1), "verify_tls": Field(bool, True),
+        "ca_file": Field(str, None),
+    }, "HTTP webhook (SOAR, ticketing, Slack/Mattermost with format: slack)"),
     "kafka": Section({
         "bootstrap": Field(str, None, doc="default: kafka.bootstrap"), "topic": Field(str, required=True),
         "compression": Field(str, None, choices=("gzip", "snappy", "lz4", "zstd")),

@@ -1,4 +1,4 @@
-"""Output formats for SIEM sinks: native tetrapipe JSON, OCSF 1.x, ECS and CEF.
+"""Output formats for SIEM sinks: native tetrapipe JSON, OCSF 1.x, ECS, CEF, and chat messages.
 
 Each format is a pure function from one native row (a dict with the columns
 of :mod:`tetrapipe.schema`, an event or an alert) to one JSON-ready dict, so
@@ -18,11 +18,12 @@ from tetrapipe.formats.cef import to_cef
 from tetrapipe.formats.ecs import to_ecs
 from tetrapipe.formats.native import to_native
 from tetrapipe.formats.ocsf import to_ocsf
+from tetrapipe.formats.slack import to_slack
 
 Formatter = Callable[[dict[str, Any]], dict[str, Any]]
 
 FORMATS: dict[str, Callable[..., dict[str, Any]]] = {
-    "native": to_native, "ocsf": to_ocsf, "ecs": to_ecs, "cef": to_cef,
+    "native": to_native, "ocsf": to_ocsf, "ecs": to_ecs, "cef": to_cef, "slack": to_slack,
 }
 
 
@@ -36,4 +37,4 @@ def get_formatter(name: str, *, include_raw: bool = False) -> Formatter:
 
 
 __all__ = ["FORMATS", "Formatter", "SEVERITIES", "event_time", "get_formatter", "is_alert", "severity_rank",
-           "to_cef", "to_ecs", "to_native", "to_ocsf"]
+           "to_cef", "to_ecs", "to_native", "to_ocsf", "to_slack"]

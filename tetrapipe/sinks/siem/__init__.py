@@ -1,4 +1,4 @@
-"""SIEM outputs: HEC, syslog, Kafka, a rotating JSON file, stdout; routed, formatted, spooled.
+"""SIEM outputs: HEC, syslog, Kafka, webhooks, a rotating JSON file, stdout; routed, formatted, spooled.
 
 ``build_router(config)`` turns the ``sinks:`` section of a deployment's
 configuration (:mod:`tetrapipe.config`) into a :class:`Router`; hand its
@@ -23,6 +23,7 @@ SINK_TYPES = {
     "file": "tetrapipe.sinks.siem.jsonfile:JsonFileSink",
     "stdout": "tetrapipe.sinks.siem.stdout:StdoutSink",
     "kafka": "tetrapipe.sinks.siem.kafka_out:KafkaSink",
+    "webhook": "tetrapipe.sinks.siem.webhook:WebhookSink",
 }
 
 

@@ -35,16 +35,14 @@ and those still unacknowledged at shutdown go to the spool.
 from __future__ import annotations
 
 import gzip as gzip_lib
-import http.client
 import logging
-import ssl
 import time
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 
+from tetrapipe.sinks.siem._http import HttpPeer, retry_after
 from tetrapipe.sinks.siem._records import record_host, record_kind, record_payload, record_time
 from tetrapipe.sinks.siem.base import DeliveringSink, Delivery, RejectedError, TransientError
 
@@ -65,12 +63,9 @@ class HecSink(DeliveringSink):
                  verify_tls: bool = True, ca_file: str | None = None, channel: str | None = None,
                  delivery: Delivery | None = None, **kw: Any) -> None:
         super().__init__(name, delivery, **kw)
-        parts = urlsplit(url if "://" in url else f"https://{url}")
-        if parts.scheme not in ("http", "https"):
-            raise ValueError(f"HEC url must be http:// or https://, not {url!r}")
-        self.scheme = parts.scheme
-        self.hostport = parts.netloc
-        self.path = parts.path.rstrip("/") or EVENT_PATH
+        self.peer = HttpPeer(url, timeout=timeout_seconds, verify_tls=verify_tls, ca_file=ca_file, what="HEC")
+        self.hostport = self.peer.hostport
+        self.path = self.peer.path or EVENT_PATH
         if self.path in ("/services/collector", "/services/collector/raw"):
             self.path = EVENT_PATH
         self.token = token
@@ -84,33 +79,10 @@ class HecSink(DeliveringSink):
         self.ack_poll = ack_poll_seconds
         self.max_pending_acks = max_pending_acks
         self.max_request_bytes = max_request_bytes
-        self.timeout = timeout_seconds
         self.channel = channel or str(uuid.uuid4())
-        self._ssl: ssl.SSLContext | None = None
-        if self.scheme == "https":
-            self._ssl = ssl.create_default_context(cafile=ca_file)
-            if not verify_tls:
-                self._ssl.check_hostname = False
-                self._ssl.verify_mode = ssl.CERT_NONE
-        self._conn: http.client.HTTPConnection | None = None
         self._unacked: dict[int, tuple[list[dict[str, Any]], float]] = {}
 
     # --- HTTP -----------------------------------------------------------------------------
-
-    def _connection(self) -> http.client.HTTPConnection:
-        if self._conn is None:
-            if self.scheme == "https":
-                self._conn = http.client.HTTPSConnection(self.hostport, timeout=self.timeout, context=self._ssl)
-            else:
-                self._conn = http.client.HTTPConnection(self.hostport, timeout=self.timeout)
-        return self._conn
-
-    def _drop_connection(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            finally:
-                self._conn = None
 
     def _request(self, path: str, body: bytes, gzipped: bool) -> tuple[int, dict[str, Any], dict[str, str]]:
         headers = {"Authorization": f"Splunk {self.token}", "Content-Type": "application/json"}
@@ -118,19 +90,7 @@ class HecSink(DeliveringSink):
             headers["Content-Encoding"] = "gzip"
         if self.ack:
             headers["X-Splunk-Request-Channel"] = self.channel
-        try:
-            conn = self._connection()
-            conn.request("POST", path, body=body, headers=headers)
-            resp = conn.getresponse()
-            raw = resp.read()
-            status = resp.status
-            resp_headers = {k.lower(): v for k, v in resp.getheaders()}
-        except (OSError, http.client.HTTPException) as exc:
-            # the request may or may not have reached the indexer: resending is at least once
-            self._drop_connection()
-            raise TransientError(f"HEC {self.hostport}: {type(exc).__name__}: {exc}") from exc
-        if resp_headers.get("connection", "").lower() == "close":
-            self._drop_connection()
+        status, raw, resp_headers = self.peer.request("POST", path, body, headers)
         try:
             payload = orjson.loads(raw) if raw else {}
         except orjson.JSONDecodeError:
@@ -217,11 +177,11 @@ class HecSink(DeliveringSink):
                 raise RejectedError(f"HEC 400 code {code}: {text} (event {bad} of the batch)",
                                     accepted=bad, rejected=1)
             raise RejectedError(f"HEC 400 code {code}: {text}", accepted=0, rejected=len(lines))
-        retry_after = _retry_after(headers.get("retry-after"))
+        retry_after_s = retry_after(headers.get("retry-after"))
         if status in (401, 403):
             raise TransientError(f"HEC {status} code {code}: {text} -- check the token; records are kept",
-                                 retry_after)
-        raise TransientError(f"HEC {status} code {code}: {text}", retry_after)
+                                 retry_after_s)
+        raise TransientError(f"HEC {status} code {code}: {text}", retry_after_s)
 
     # --- acknowledgements -------------------------------------------------------------------
 
@@ -284,13 +244,4 @@ class HecSink(DeliveringSink):
             self._to_spool(pending)
 
     def _close_peer(self) -> None:
-        self._drop_connection()
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        return None
+        self.peer.close()
