@@ -61,14 +61,8 @@ class HecReceiver(HttpPeerServer):
         with self._lock:
             self._failures.clear()
 
-    def wait_for(self, n: int, timeout: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if len(self.events) >= n:
-                    return True
-            time.sleep(0.02)
-        return False
+    def _received(self) -> int:
+        return len(self.events)
 
     def payloads(self) -> list[dict[str, Any]]:
         """The ``event`` of every indexed envelope, in arrival order."""

@@ -12,6 +12,7 @@ import json
 import socket
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -41,6 +42,19 @@ class HttpPeerServer:
     def _handle(self, method: str, raw_path: str, headers: dict[str, str],
                 body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
         raise NotImplementedError
+
+    def _received(self) -> int:
+        """How many records the peer has kept so far (what :meth:`wait_for` counts)."""
+        raise NotImplementedError
+
+    def wait_for(self, n: int, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._received() >= n:
+                    return True
+            time.sleep(0.02)
+        return False
 
     def start(self):  # noqa: ANN201 - returns the receiver itself, whatever its class
         server = self

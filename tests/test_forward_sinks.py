@@ -39,6 +39,14 @@ def records(n: int, start: int = 0, **extra: Any) -> list[dict[str, Any]]:
              **extra} for i in range(start, start + n)]
 
 
+def replay(sink: Any, timeout: float = 10.0) -> None:
+    """Let the sink's housekeeping replay its spool, as the forwarder's pump does, until it is empty."""
+    deadline = time.monotonic() + timeout
+    while sink.backlog and time.monotonic() < deadline:
+        time.sleep(0.05)
+        sink.poll()
+
+
 def fast(**kw: Any) -> Delivery:
     """Delivery settings for tests: quick backoff, no fsync."""
     opts: dict[str, Any] = {"batch_size": 100, "linger_seconds": 0.0, "max_attempts": 3,
@@ -159,10 +167,7 @@ def test_hec_outage_spools_in_order_then_replays(hec: HecReceiver, tmp_path: Pat
     sink.send(records(10, start=50))
     assert sink.stats.spooled == 40 and not sink.stats.up and sink.backlog == 40
     hec.start()  # back, same port
-    deadline = time.monotonic() + 10
-    while sink.backlog and time.monotonic() < deadline:
-        time.sleep(0.05)
-        sink.poll()
+    replay(sink)
     sink.send(records(5, start=60))
     sink.close()
     assert ids(hec.payloads()) == [f"a{i:05d}" for i in range(65)]  # all, once, in order
@@ -338,10 +343,7 @@ def test_cef_records_survive_the_spool_and_come_out_as_lines(tmp_path: Path) -> 
     sink.flush()
     assert out.getvalue() == b"" and sink.backlog == 5
     out.broken = False
-    deadline = time.monotonic() + 10
-    while sink.backlog and time.monotonic() < deadline:
-        time.sleep(0.05)
-        sink.poll()
+    replay(sink)
     sink.close()
     assert out.getvalue().decode().splitlines() == [r["cef"] for r in batch]
     assert sink.stats.delivered == 5 and sink.stats.dropped == 0
@@ -356,10 +358,7 @@ def test_syslog_restart_of_rsyslog_loses_nothing(rsyslog: Rsyslog, tmp_path: Pat
     sink.send(records(15, start=10))  # receiver gone: the closed connection is noticed, records spooled
     assert sink.stats.spooled == 15 and not sink.stats.up
     rsyslog.start()
-    deadline = time.monotonic() + 10
-    while sink.backlog and time.monotonic() < deadline:
-        time.sleep(0.05)
-        sink.poll()
+    replay(sink)
     sink.send(records(5, start=25))
     sink.close()
     got = _json_msgs(rsyslog, 30)

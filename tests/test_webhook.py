@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
-from test_forward_sinks import fast, records
+from test_forward_sinks import fast, records, replay
 from webhook_receiver import WebhookReceiver
 
 from tetrapipe.sinks.siem import Route, Router
@@ -118,10 +117,7 @@ def test_outage_spools_in_order_then_replays(endpoint: WebhookReceiver, tmp_path
     sink.flush()
     assert sink.stats.spooled == 20 and not sink.stats.up
     endpoint.start()  # back on the same port
-    deadline = time.monotonic() + 10
-    while sink.backlog and time.monotonic() < deadline:
-        time.sleep(0.05)
-        sink.poll()
+    replay(sink)
     sink.send(records(5, start=30))
     sink.close()
     assert ids(endpoint.records) == [f"a{i:05d}" for i in range(35)]  # all, once, in order

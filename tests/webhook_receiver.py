@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -33,14 +32,8 @@ class WebhookReceiver(HttpPeerServer):
             for _ in range(n):
                 self._failures.append((status, {"Retry-After": str(retry_after)} if retry_after is not None else {}))
 
-    def wait_for(self, n: int, timeout: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if len(self.records) >= n:
-                    return True
-            time.sleep(0.02)
-        return False
+    def _received(self) -> int:
+        return len(self.records)
 
     def _handle(self, method: str, raw_path: str, headers: dict[str, str],
                 body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
