@@ -4,6 +4,7 @@ not the on-call engineer's night)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import promql_parser
@@ -91,19 +92,46 @@ def test_servicemonitor_selects_every_metrics_service_by_its_port_name() -> None
 def test_alert_rule_is_valid_promql_over_exported_series(group: str, rule: dict[str, Any]) -> None:
     series = exported_series()
     assert rule["alert"].startswith("Tetrapipe") and rule["alert"].isalnum()
-    expr = promql_parser.parse(rule["expr"])  # raises on a syntax error, as Prometheus would refuse the rule
     if "for" in rule:
         assert promql_parser.parse_duration(rule["for"]).total_seconds() > 0
     assert rule["labels"]["severity"] in ("info", "warning", "critical")
     assert rule["annotations"]["summary"] and rule["annotations"]["description"]
-    selectors, grouping = _selectors(expr)
-    assert selectors, "the rule reads no series"
+    labels = _check_expr(f"{group}/{rule['alert']}", rule["expr"], series)
+    text = rule["annotations"]["summary"] + rule["annotations"]["description"]
+    used = set(re.findall(r"\$labels\.(\w+)", text))
+    assert used <= labels, f"{rule['alert']}: annotations name labels the alert does not carry: {used - labels}"
+
+
+def _check_expr(where: str, text: str, series: dict[str, set[str]]) -> set[str]:
+    """Parse ``text``, check every series and label it names; return the labels its result can carry."""
+    selectors, grouping = _selectors(promql_parser.parse(text))
+    assert selectors, f"{where}: reads no series"
     available: set[str] = set(TARGET_LABELS)
     for name, matched in selectors:
-        assert name in series, f"{group}/{rule['alert']}: tetrapipe exports no series {name!r}"
-        assert matched <= series[name] | TARGET_LABELS, f"{name} has no label {matched - series[name]}"
+        assert name in series, f"{where}: tetrapipe exports no series {name!r}"
+        assert matched <= series[name] | TARGET_LABELS, f"{where}: {name} has no label {matched - series[name]}"
         available |= series[name]
-    assert grouping <= available, f"grouped by labels the series do not carry: {grouping - available}"
+    assert grouping <= available, f"{where}: grouped by labels the series do not carry: {grouping - available}"
+    return grouping or available
+
+
+def test_grafana_dashboard_queries_exported_series() -> None:
+    import json
+
+    dash = json.loads((MONITORING / "grafana-dashboard.json").read_text())
+    series = exported_series()
+    targets = [(p["title"], t) for p in dash["panels"] for t in p.get("targets", [])]
+    assert len(targets) >= 12 and dash["uid"] == "tetrapipe"
+    for title, target in targets:
+        # Grafana's own variables, as Grafana substitutes them before Prometheus sees the query
+        text = target["expr"].replace("$__rate_interval", "1m").replace("$__range", "6h")
+        labels = _check_expr(title, text, series)
+        legend = set(re.findall(r"{{\s*(\w+)\s*}}", target.get("legendFormat", "")))
+        assert legend <= labels, f"{title}: legend names labels the query drops: {legend - labels}"
+    sections = [p["title"] for p in dash["panels"] if p["type"] == "row"]
+    assert [s.split()[0] for s in sections] == ["Collector", "Processor", "SIEM"]
+    kust = yaml.safe_load((MONITORING / "kustomization.yaml").read_text())
+    assert kust["configMapGenerator"][0]["files"] == ["grafana-dashboard.json"]
 
 
 def test_the_checker_catches_a_renamed_metric() -> None:
