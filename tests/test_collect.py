@@ -27,6 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -102,8 +103,12 @@ class Lumberjack:
 class Collect:
     """``tetrapipe collect`` in a subprocess, with its metrics endpoint."""
 
+    #: every collector a test started, so a failing test does not leave one running (see _no_leftover_collectors)
+    started: list[Collect] = []
+
     def __init__(self, source: str, kafka: TansuBroker, topic: str, state: Path, *extra: str,
                  stdin: int | None = None) -> None:
+        Collect.started.append(self)
         self.metrics_port = free_port()
         self.log = state.parent / f"collect-{time.monotonic_ns()}.log"
         args = [sys.executable, "-m", "tetrapipe", "collect", source, "--kafka", kafka.bootstrap, "--topic", topic,
@@ -166,6 +171,19 @@ class Collect:
         m = re.findall(rf"collect done: .*?{what} ([\d,]+)", self.output())
         assert m, self.output()
         return int(m[-1].replace(",", ""))
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_collectors() -> Iterator[None]:
+    """A test that fails half-way must not leave its collector polling (and loading the machine) for the rest."""
+    yield
+    for c in Collect.started:
+        if c.proc.poll() is None:
+            c.proc.kill()
+            c.proc.wait(10)
+        if not c.out.closed:
+            c.out.close()
+    Collect.started.clear()
 
 
 def check_exactly_once(records: list, expected: list[bytes]) -> None:

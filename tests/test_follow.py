@@ -105,6 +105,85 @@ def test_behind_several_rotations_reads_unread_backups_in_order_plain_and_gzip(l
     assert [seq(x) for x in drain(f)] == [1, 2, 3, 4, 5]
 
 
+def _stored_gz(path: Path, lines: list[bytes]) -> None:
+    """A gzip file whose size depends only on the length of its content (stored, fixed header)."""
+    with open(path, "r+b" if path.exists() else "wb") as raw:
+        raw.seek(0)
+        with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=0, filename="", mtime=0) as gz:
+            gz.write(b"".join(ln + b"\n" for ln in lines))
+
+
+def test_a_new_backup_on_a_reused_inode_of_the_same_size_is_not_taken_for_a_read_one(live: Path) -> None:
+    """Filesystems reuse a freed inode at once: lumberjack's next .gz can get the inode, and by chance the
+    size, of a backup already read and deleted. Its identity must come from its content, not a stale
+    fingerprint cached under (device, inode, size), or the whole file is skipped as "already read"."""
+    old = live.with_name("tetragon-2026-01-02T15-04-01.000.log.gz")
+    _stored_gz(old, [ev(100), ev(101)])
+    write(live, [ev(0)])
+    f = FileFollower(live, start="beginning")
+    assert [seq(x) for x in drain(f)] == [100, 101, 0]
+    rotate(live, 2)
+    write(live, [ev(3)])
+    # lumberjack deletes the old backup past max-backups and writes a new .gz that lands on the same inode
+    # with the same size (simulated: the same file rewritten in place, then given the new name)
+    ino = old.stat().st_ino
+    os.utime(old, ns=(old.stat().st_atime_ns, old.stat().st_mtime_ns + 1_000_000))  # written later
+    _stored_gz(old, [ev(200), ev(201)])  # same lengths as ev(100), ev(101): same size
+    new = live.with_name("tetragon-2026-01-02T15-04-03.000.log.gz")
+    os.rename(old, new)
+    assert new.stat().st_ino == ino
+    rotate(live, 4)
+    write(live, [ev(5)])
+    assert [seq(x) for x in drain(f)] == [200, 201, 3, 5]  # backups by name (time) order, then live
+
+
+def test_a_backup_deleted_before_it_was_read_is_reported_and_counted(live: Path) -> None:
+    """Tetragon prunes backups past --export-file-max-backups whether read or not: say so, by name."""
+    write(live, [ev(0)])
+    f = FileFollower(live, start="beginning")
+    assert [seq(x) for x in drain(f)] == [0]
+    rotate(live, 1)  # the file being read
+    write(live, [ev(2)])
+    b2 = rotate(live, 2, compress=True)
+    write(live, [ev(3)])
+    rotate(live, 3, compress=True)
+    write(live, [ev(4)])
+    f.lag_bytes()  # the collector's once-a-second stats list the directory: b2 is seen, not read yet
+    b2.unlink()  # pruned past max-backups before the follower got to it
+    assert [seq(x) for x in drain(f)] == [3, 4]
+    assert f.files_lost == 1 and b2.name in f.lost_warnings[0] and "deleted by rotation" in f.lost_warnings[0]
+    rotate(live, 4)
+    write(live, [ev(5)])
+    assert [seq(x) for x in drain(f)] == [5] and f.files_lost == 1  # reported once; read files never
+
+
+def test_a_backup_compressed_between_listing_and_open_is_read_from_its_gz(live: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """lumberjack gzips and unlinks a backup at any moment, also between our listing and our open."""
+    import tetrapipe.sources.follow as follow
+
+    write(live, [ev(0)])
+    f = FileFollower(live, start="beginning")
+    assert [seq(x) for x in drain(f)] == [0]
+    rotate(live, 1)
+    write(live, [ev(1)])
+    b1 = rotate(live, 2)  # plain, unread
+    write(live, [ev(2)])
+    real, calls = follow._open_any, {"n": 0}
+
+    def racing_open(path: str):  # noqa: ANN202
+        if path == str(b1):
+            calls["n"] += 1
+            if calls["n"] == 2:  # listed (fingerprinted) first; now, as it is opened, it is compressed away
+                with open(b1, "rb") as src, gzip.open(str(b1) + ".gz", "wb") as dst:
+                    dst.write(src.read())
+                b1.unlink()
+        return real(path)
+
+    monkeypatch.setattr(follow, "_open_any", racing_open)
+    assert [seq(x) for x in drain(f)] == [1, 2] and f.files_lost == 0
+
+
 def test_backups_present_at_start_are_read_oldest_first(live: Path) -> None:
     write(live, [ev(0), ev(1)])
     rotate(live, 1, compress=True)

@@ -383,6 +383,8 @@ class CollectMetrics:
                                      registry=registry)
         self.rotations = Counter(p + "file_rotations", "Rotations of the followed file", registry=registry)
         self.truncations = Counter(p + "file_truncations", "Truncations of the followed file", registry=registry)
+        self.files_lost = Counter(p + "files_lost", "Rotated files deleted (past Tetragon's max backups) before they "
+                                  "were read", registry=registry)
 
 
 @dataclass
@@ -719,7 +721,8 @@ class Collector:
                                      ("retried", s.retried, m.retried), ("redelivered", t.redelivered, m.redelivered),
                                      ("spooled", t.spooled, m.spooled),
                                      ("rotations", getattr(self.source, "rotations", 0), m.rotations),
-                                     ("truncations", getattr(self.source, "truncations", 0), m.truncations)):
+                                     ("truncations", getattr(self.source, "truncations", 0), m.truncations),
+                                     ("files_lost", getattr(self.source, "files_lost", 0), m.files_lost)):
             delta = value - self._synced.get(name, 0)
             if delta > 0:
                 counter.inc(delta)

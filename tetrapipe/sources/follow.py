@@ -53,6 +53,7 @@ DEFAULT_CHUNK_BYTES = 1024 * 1024
 # Kafka's default message.max.bytes is 1048588 for a whole record batch; a line
 # above this could never be delivered, so it is set aside at the source.
 DEFAULT_MAX_LINE_BYTES = 1_000_000
+_FP_CACHE_MAX = 256
 _DONE_KEEP = 64  # fingerprints of finished files remembered (>> Tetragon's 5 backups)
 _FP_CHECK_SECONDS = 1.0  # how often an idle live file's first line is re-checked (copytruncate)
 
@@ -268,11 +269,14 @@ class FileFollower:
         self._cur: _Open | None = None
         self._done: deque[str] = deque(maxlen=_DONE_KEEP)
         self._after: dict[str, Any] | None = None  # identity of the file finished last (to find the next)
-        self._fp_cache: dict[tuple[int, int, int], tuple[str | None, bool]] = {}
+        self._fp_cache: dict[tuple[int, int, int, int, int], tuple[str | None, bool]] = {}
         self.files_opened = 0
         self.rotations = 0
         self.truncations = 0
         self.lost_warnings: list[str] = []
+        self.files_lost = 0  # backups deleted by rotation before they were read
+        self._seen_backups: dict[str, str | None] = {}
+        self._lost_fps: set[str] = set()
         self._resume: dict[str, Any] | None = None
         if start == "checkpoint" and checkpoint:
             self._done.extend(checkpoint.get("done", []))
@@ -492,7 +496,35 @@ class FileFollower:
         c = self._candidate(str(live), live=True)
         if c is not None:
             out.append(c)
+        if len(self._fp_cache) > _FP_CACHE_MAX:  # rotations every few seconds for weeks: forget deleted files
+            keep = {(c.dev, c.ino) for c in out}
+            self._fp_cache = {k: v for k, v in self._fp_cache.items() if k[:2] in keep}
+        self._note_deleted_unread(out)
         return out
+
+    def _note_deleted_unread(self, cands: list[Candidate]) -> None:
+        """Report a backup seen in an earlier listing that is gone without having been read.
+
+        Tetragon deletes backups beyond ``--export-file-max-backups`` whether or
+        not anyone read them; a collector that falls that far behind loses
+        their lines. That cannot be undone, but it must not be silent: it is
+        logged with the file's name, counted (``files_lost``) and exported.
+        """
+        present = {c.fp for c in cands if c.fp is not None}
+        reading = self._cur.fp if self._cur is not None else None
+        for path, fp in self._seen_backups.items():
+            if fp is None or fp in present or fp in self._done or fp == reading or fp in self._lost_fps:
+                continue  # still there (perhaps compressed under a new name), read, or being read
+            if self._resume is not None:
+                continue  # not started yet: the checkpoint decides what was read
+            self._lost_fps.add(fp)
+            self.files_lost += 1
+            msg = (f"{path} was deleted by rotation before it was read: its lines are lost (the collector fell "
+                   f"more than --export-file-max-backups files behind Tetragon; give it more CPU or keep more "
+                   f"backups)")
+            log.warning(msg)
+            self.lost_warnings.append(msg)
+        self._seen_backups = {c.path: c.fp for c in cands if not c.live}
 
     def _candidate(self, path: str, *, live: bool) -> Candidate | None:
         try:
@@ -501,7 +533,9 @@ class FileFollower:
             return None
         if not stat_mod.S_ISREG(st.st_mode):
             return None
-        key = (st.st_dev, st.st_ino, st.st_size)
+        # inode numbers are reused as soon as a file is deleted, and two gzip'd backups can have the same size:
+        # only with the change time in the key is a cached fingerprint known to belong to this very file
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         cached = None if live else self._fp_cache.get(key)
         if cached is not None:
             fp, gz = cached
@@ -538,26 +572,26 @@ class FileFollower:
             resume, self._resume = self._resume, None
             if self._open_resumed(resume):
                 return True
-        cands = self._candidates()
-        if not cands:
-            return False
-        ident = self._after
-        idx = self._index_of(cands, ident)
-        if idx is not None:
-            rest = cands[idx + 1:]
-        elif ident is not None:
-            # the file we finished is gone (a backup deleted past max-backups): what is left is newer
-            floor = int(ident.get("mtime_ns") or 0)
-            rest = [c for c in cands if c.mtime_ns >= floor]
-        else:
-            rest = cands
-        for c in rest:
-            if c.fp is not None and c.fp in self._done:
-                continue
-            if c.fp is None and not c.live:
-                continue  # an empty backup: nothing to read
-            self._open(c, offset=0, line=0, skipping=False, final=not c.live)
-            return True
+        for _ in range(3):  # a file can vanish between the listing and the open (compressed, deleted): list again
+            cands = self._candidates()
+            if not cands:
+                return False
+            ident = self._after
+            idx = self._index_of(cands, ident)
+            if idx is not None:
+                rest = cands[idx + 1:]
+            elif ident is not None:
+                # the file we finished is gone (a backup deleted past max-backups): what is left is newer
+                floor = int(ident.get("mtime_ns") or 0)
+                rest = [c for c in cands if c.mtime_ns >= floor]
+            else:
+                rest = cands
+            nxt = next((c for c in rest if not (c.fp is not None and c.fp in self._done)
+                        and not (c.fp is None and not c.live)), None)  # (an empty backup: nothing to read)
+            if nxt is None:
+                return False
+            if self._open(nxt, offset=0, line=0, skipping=False, final=not nxt.live):
+                return True
         return False
 
     def _open(self, c: Candidate, *, offset: int, line: int, skipping: bool, final: bool) -> bool:
