@@ -184,6 +184,23 @@ def test_a_backup_compressed_between_listing_and_open_is_read_from_its_gz(live: 
     assert [seq(x) for x in drain(f)] == [1, 2] and f.files_lost == 0
 
 
+def test_after_a_finished_backup_is_deleted_the_next_is_found_by_its_name_not_mtime(live: Path) -> None:
+    """lumberjack compresses in the background: a .gz can be younger (mtime) than the next backup's last write."""
+    f_gz = live.with_name("tetragon-2026-01-02T15-04-01.000.log.gz")
+    with gzip.open(f_gz, "wb") as gz:
+        gz.write(ev(1) + b"\n")
+    g = live.with_name("tetragon-2026-01-02T15-04-02.000.log")
+    write(g, [ev(2)])
+    late = f_gz.stat().st_mtime_ns + 5_000_000_000
+    os.utime(f_gz, ns=(late, late))  # the mill got to F only after G was complete
+    write(live, [ev(3)])
+    f = FileFollower(live, start="beginning")
+    first = f.read()
+    assert first is not None and [seq(x) for x in first.lines] == [1]
+    f_gz.unlink()  # pruned past max-backups right after we finished it
+    assert [seq(x) for x in drain(f)] == [2, 3]
+
+
 def test_backups_present_at_start_are_read_oldest_first(live: Path) -> None:
     write(live, [ev(0), ev(1)])
     rotate(live, 1, compress=True)

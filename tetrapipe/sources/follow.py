@@ -581,9 +581,7 @@ class FileFollower:
             if idx is not None:
                 rest = cands[idx + 1:]
             elif ident is not None:
-                # the file we finished is gone (a backup deleted past max-backups): what is left is newer
-                floor = int(ident.get("mtime_ns") or 0)
-                rest = [c for c in cands if c.mtime_ns >= floor]
+                rest = self._newer_than_gone(cands, ident)
             else:
                 rest = cands
             nxt = next((c for c in rest if not (c.fp is not None and c.fp in self._done)
@@ -593,6 +591,20 @@ class FileFollower:
             if self._open(nxt, offset=0, line=0, skipping=False, final=not nxt.live):
                 return True
         return False
+
+    def _newer_than_gone(self, cands: list[Candidate], ident: dict[str, Any]) -> list[Candidate]:
+        """The candidates after a finished file that is gone (a backup deleted past max-backups).
+
+        A lumberjack name carries its rotation time, the one order that cannot
+        lie: a .gz's mtime is when the mill compressed it, possibly later than
+        the last write of the next file. Only for other names (``.N``, which
+        shift at every rotation) is the finished file's mtime the floor.
+        """
+        gone = _backup_order(self.live, Path(str(ident.get("path") or "")).name)
+        if gone is not None and gone[0] == 0:
+            return [c for c in cands if c.live or (_backup_order(self.live, Path(c.path).name) or gone) > gone]
+        floor = int(ident.get("mtime_ns") or 0)
+        return [c for c in cands if c.live or c.mtime_ns >= floor]
 
     def _open(self, c: Candidate, *, offset: int, line: int, skipping: bool, final: bool) -> bool:
         try:
