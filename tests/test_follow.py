@@ -201,6 +201,60 @@ def test_after_a_finished_backup_is_deleted_the_next_is_found_by_its_name_not_mt
     assert [seq(x) for x in drain(f)] == [2, 3]
 
 
+def test_a_rotation_between_listing_and_open_neither_skips_nor_doubles(live: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The live name is listed (and fingerprinted), then Tetragon rotates before we open it: the name now
+    leads to the new file. Reading that one as the listed file would mark the wrong one as read."""
+    import tetrapipe.sources.follow as follow
+
+    write(live, [ev(1)])
+    real, calls = follow._open_any, {"n": 0}
+
+    def rotating_open(path: str):  # noqa: ANN202
+        if path == str(live):
+            calls["n"] += 1
+            if calls["n"] == 2:  # listed and fingerprinted; now, as it is opened, it is rotated away
+                rotate(live, 1)
+                write(live, [ev(2)])
+        return real(path)
+
+    monkeypatch.setattr(follow, "_open_any", rotating_open)
+    f = FileFollower(live, start="beginning")
+    assert [seq(x) for x in drain(f)] == [1, 2]
+    write(live, [ev(3)])
+    rotate(live, 2)
+    write(live, [ev(4)])
+    assert [seq(x) for x in drain(f)] == [3, 4]  # nothing read twice, nothing left behind
+
+
+def test_a_rotation_during_the_directory_listing_does_not_hide_the_renamed_file(live: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """listdir, then Tetragon rotates, then we stat tetragon.log: the listing lacks the renamed file while the
+    live name already leads to its successor. That file must still be read, in its place."""
+    write(live, [ev(1)])
+    f = FileFollower(live, start="beginning")
+    assert [seq(x) for x in drain(f)] == [1]
+    write(live, [ev(2)])
+    rotate(live, 1)  # the file being read
+    write(live, [ev(3)])
+    real, armed = os.listdir, {"on": True}
+
+    def listdir_then_rotate(path):  # noqa: ANN001, ANN202
+        names = real(path)
+        if armed["on"] and str(path) == str(live.parent):
+            armed["on"] = False
+            rotate(live, 2)  # right after the listing: ev(3)'s file gets its backup name, unlisted
+            write(live, [ev(4)])
+        return names
+
+    monkeypatch.setattr(os, "listdir", listdir_then_rotate)
+    assert [seq(x) for x in drain(f)] == [2, 3, 4]
+    monkeypatch.setattr(os, "listdir", real)
+    rotate(live, 3)
+    write(live, [ev(5)])
+    assert [seq(x) for x in drain(f)] == [5]
+
+
 def test_backups_present_at_start_are_read_oldest_first(live: Path) -> None:
     write(live, [ev(0), ev(1)])
     rotate(live, 1, compress=True)

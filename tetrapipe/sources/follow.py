@@ -469,7 +469,26 @@ class FileFollower:
         return self._after
 
     def _candidates(self) -> list[Candidate]:
-        """The live file's rotated siblings (oldest first), then the live file, with fingerprints."""
+        """The live file's rotated siblings (oldest first), then the live file, with fingerprints.
+
+        A directory listing is not atomic with the stat of the live file: if
+        Tetragon rotates in between, the listing misses the just-renamed file
+        while ``tetragon.log`` already names its successor, and the renamed
+        file would be skipped. Rotation always gives the live name a new
+        inode, so the live file is looked at before and after the listing and
+        the listing is taken again until both agree.
+        """
+        out: list[Candidate] = []
+        for _ in range(5):
+            before = _inode(self.live)
+            out = self._list_candidates()
+            live = out[-1] if out and out[-1].live else None
+            if (None if live is None else (live.dev, live.ino)) == before:
+                break
+        self._note_deleted_unread(out)
+        return out
+
+    def _list_candidates(self) -> list[Candidate]:
         live = self.live
         try:
             names = os.listdir(live.parent)
@@ -499,7 +518,6 @@ class FileFollower:
         if len(self._fp_cache) > _FP_CACHE_MAX:  # rotations every few seconds for weeks: forget deleted files
             keep = {(c.dev, c.ino) for c in out}
             self._fp_cache = {k: v for k, v in self._fp_cache.items() if k[:2] in keep}
-        self._note_deleted_unread(out)
         return out
 
     def _note_deleted_unread(self, cands: list[Candidate]) -> None:
@@ -572,6 +590,8 @@ class FileFollower:
             resume, self._resume = self._resume, None
             if self._open_resumed(resume):
                 return True
+            if self._resume is not None:
+                return False  # the checkpointed file kept moving: the next read tries again
         for _ in range(3):  # a file can vanish between the listing and the open (compressed, deleted): list again
             cands = self._candidates()
             if not cands:
@@ -607,11 +627,27 @@ class FileFollower:
         return [c for c in cands if c.live or c.mtime_ns >= floor]
 
     def _open(self, c: Candidate, *, offset: int, line: int, skipping: bool, final: bool) -> bool:
+        """Open the file the listing saw; False when its name no longer leads to it (the caller lists again).
+
+        Between a listing and an open, Tetragon may rotate: ``tetragon.log``
+        then names a new file. Reading that one under the listed file's
+        fingerprint would mark the wrong file as read -- the old one skipped,
+        the new one read twice -- so the opened file must be the listed one,
+        and its fingerprint is taken from the opened descriptor itself.
+        """
         try:
             f, gz = _open_any(c.path)
         except OSError:
             return False
-        st = os.fstat(f.fileno()) if not gz else os.stat(c.path)
+        st = os.fstat(f.fileno())
+        if (st.st_dev, st.st_ino) != (c.dev, c.ino):
+            f.close()
+            return False
+        fp, fp_len = c.fp, 0
+        if not gz:
+            first = _first_line_at(f.fileno(), self.max_line_bytes)
+            if first is not None:
+                fp, fp_len = fingerprint(first), len(first)
         if offset:
             try:
                 f.seek(offset)
@@ -621,22 +657,10 @@ class FileFollower:
                 offset, line, skipping = 0, 0, False
         splitter = LineSplitter(self.max_line_bytes, line=line, skipping=skipping, want_line_nos=self.want_line_nos,
                                 source=c.path)
-        fp_len = 0
-        if c.fp is not None:
-            fp_len = self._fp_len(c)
-        self._cur = _Open(f, c.path, st, gz, c.fp, fp_len, splitter, offset, final)
+        self._cur = _Open(f, c.path, st, gz, fp, fp_len, splitter, offset, final)
         self.files_opened += 1
         log.debug("following %s from byte %d (%s)", c.path, offset, "final" if final else "live")
         return True
-
-    def _fp_len(self, c: Candidate) -> int:
-        try:
-            f, _ = _open_any(c.path)
-            with f:
-                first = _first_line(f, self.max_line_bytes)
-        except OSError:
-            return 0
-        return len(first) if first is not None else 0
 
     def _open_resumed(self, ck: dict[str, Any]) -> bool:
         """Reopen the checkpointed file at its offset; if it is gone, continue with what is newer."""
@@ -645,47 +669,68 @@ class FileFollower:
             self._after = ck.get("after")
             return False
         ident = {k: fs.get(k) for k in ("path", "dev", "ino", "fp", "mtime_ns")}
-        cands = self._candidates()
-        idx = self._index_of(cands, ident)
-        if idx is None:
-            msg = (f"checkpointed file {fs.get('path')} (byte {fs.get('offset')}) is gone, probably deleted by "
-                   f"rotation while the collector was down: its unread lines are lost")
-            log.warning(msg)
-            self.lost_warnings.append(msg)
-            self._after = ident
-            return False
-        c = cands[idx]
-        if c.live and c.size < int(fs.get("offset", 0)):
-            msg = f"{c.path} is shorter than the checkpoint ({c.size} < {fs.get('offset')}): truncated; reading it again"
-            log.warning(msg)
-            self.lost_warnings.append(msg)
-            return self._open(c, offset=0, line=0, skipping=False, final=False)
-        return self._open(c, offset=int(fs.get("offset", 0)), line=int(fs.get("line", 0)),
-                          skipping=bool(fs.get("skip")), final=not c.live)
+        for _ in range(3):  # a rotation between the listing and the open: list again
+            cands = self._candidates()
+            idx = self._index_of(cands, ident)
+            if idx is None:
+                msg = (f"checkpointed file {fs.get('path')} (byte {fs.get('offset')}) is gone, probably deleted by "
+                       f"rotation while the collector was down: its unread lines are lost")
+                log.warning(msg)
+                self.lost_warnings.append(msg)
+                self._after = ident
+                return False
+            c = cands[idx]
+            if c.live and c.size < int(fs.get("offset", 0)):
+                msg = (f"{c.path} is shorter than the checkpoint ({c.size} < {fs.get('offset')}): truncated; "
+                       f"reading it again")
+                log.warning(msg)
+                self.lost_warnings.append(msg)
+                if self._open(c, offset=0, line=0, skipping=False, final=False):
+                    return True
+                continue
+            if self._open(c, offset=int(fs.get("offset", 0)), line=int(fs.get("line", 0)),
+                          skipping=bool(fs.get("skip")), final=not c.live):
+                return True
+        self._resume = ck  # still moving under us: try again on the next read
+        return False
 
     def _open_live_at_end(self) -> None:
         """--from end: the live file from its last complete line (never from the middle of one)."""
-        c = self._candidate(str(self.live), live=True)
-        if c is None:
-            return  # not there yet: read whole when it appears
-        end = c.size
-        if c.gz:
-            self._open(c, offset=0, line=0, skipping=False, final=False)
-            return
-        with open(c.path, "rb", buffering=0) as f:
-            pos = end
-            while pos > 0:
-                start = max(0, pos - 64 * 1024)
-                block = os.pread(f.fileno(), pos - start, start)
-                nl = block.rfind(b"\n")
-                if nl >= 0:
-                    end = start + nl + 1
-                    break
-                pos = start
-            else:
-                end = 0
-        # line numbers of a file joined midway are unknown; count from where we joined
-        self._open(c, offset=end, line=0, skipping=False, final=False)
+        for _ in range(3):  # a rotation between looking at the file and opening it: look again
+            c = self._candidate(str(self.live), live=True)
+            if c is None:
+                return  # not there yet: read whole when it appears
+            end = c.size
+            if c.gz:
+                if self._open(c, offset=0, line=0, skipping=False, final=False):
+                    return
+                continue
+            try:
+                with open(c.path, "rb", buffering=0) as f:
+                    pos = end
+                    while pos > 0:
+                        start = max(0, pos - 64 * 1024)
+                        block = os.pread(f.fileno(), pos - start, start)
+                        nl = block.rfind(b"\n")
+                        if nl >= 0:
+                            end = start + nl + 1
+                            break
+                        pos = start
+                    else:
+                        end = 0
+            except OSError:
+                continue
+            # line numbers of a file joined midway are unknown; count from where we joined
+            if self._open(c, offset=end, line=0, skipping=False, final=False):
+                return
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _first_line_at(fd: int, limit: int) -> bytes | None:
