@@ -745,7 +745,10 @@ class Collector:
         lag = self.lag_bytes() if not final else 0
         self.metrics.lag.set(lag)
         rate = t.read / elapsed if elapsed > 0 else 0.0
+        lost = getattr(self.source, "files_lost", 0)
         return (f"collect{' done' if final else ''}: read {t.read:,} sent {s.sent:,} acked {s.acked:,} "
                 f"buffered {s.pending_events + self.spool.events:,} (spool {self.spool.events:,}) "
                 f"retried {s.retried:,} rejected {t.rejected:,} redelivered {t.redelivered:,} "
-                f"lag {lag / 1e6:.1f} MB, {rate:,.0f} events/s, kafka {self._kafka_ready()[1] if not final else 'closed'}")
+                + (f"FILES LOST {lost:,} " if lost else "")
+                + f"lag {lag / 1e6:.1f} MB, {rate:,.0f} events/s, "
+                f"kafka {self._kafka_ready()[1] if not final else 'closed'}")
