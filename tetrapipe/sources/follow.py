@@ -530,11 +530,11 @@ class FileFollower:
         """
         present = {c.fp for c in cands if c.fp is not None}
         reading = self._cur.fp if self._cur is not None else None
-        for path, fp in self._seen_backups.items():
+        # before the checkpoint is resumed, what was read is not known yet: nothing can be judged lost
+        seen = self._seen_backups.items() if self._resume is None else ()
+        for path, fp in seen:
             if fp is None or fp in present or fp in self._done or fp == reading or fp in self._lost_fps:
                 continue  # still there (perhaps compressed under a new name), read, or being read
-            if self._resume is not None:
-                continue  # not started yet: the checkpoint decides what was read
             self._lost_fps.add(fp)
             self.files_lost += 1
             msg = (f"{path} was deleted by rotation before it was read: its lines are lost (the collector fell "
@@ -700,29 +700,30 @@ class FileFollower:
             c = self._candidate(str(self.live), live=True)
             if c is None:
                 return  # not there yet: read whole when it appears
-            end = c.size
-            if c.gz:
-                if self._open(c, offset=0, line=0, skipping=False, final=False):
-                    return
+            if not self._open(c, offset=0, line=0, skipping=False, final=False):
                 continue
-            try:
-                with open(c.path, "rb", buffering=0) as f:
-                    pos = end
-                    while pos > 0:
-                        start = max(0, pos - 64 * 1024)
-                        block = os.pread(f.fileno(), pos - start, start)
-                        nl = block.rfind(b"\n")
-                        if nl >= 0:
-                            end = start + nl + 1
-                            break
-                        pos = start
-                    else:
-                        end = 0
-            except OSError:
-                continue
-            # line numbers of a file joined midway are unknown; count from where we joined
-            if self._open(c, offset=end, line=0, skipping=False, final=False):
-                return
+            cur = self._cur
+            assert cur is not None
+            if not cur.gz:
+                # the end is found on the descriptor just opened; line numbers of a file joined midway are
+                # unknown: count from where we joined
+                fd = cur.f.fileno()
+                cur.offset = _last_line_end(fd, os.fstat(fd).st_size)
+                cur.f.seek(cur.offset)
+            return
+
+
+def _last_line_end(fd: int, size: int) -> int:
+    """The offset just after the last newline in the first ``size`` bytes of ``fd`` (0 if there is none)."""
+    pos = size
+    while pos > 0:
+        start = max(0, pos - 64 * 1024)
+        block = os.pread(fd, pos - start, start)
+        nl = block.rfind(b"\n")
+        if nl >= 0:
+            return start + nl + 1
+        pos = start
+    return 0
 
 
 def _inode(path: Path) -> tuple[int, int] | None:
