@@ -117,6 +117,11 @@ def _event_name(row: dict[str, Any], kind: str, fn: str | None) -> str:
     return kind
 
 
+def _custom(key: str, label: str, value: Any) -> dict[str, Any]:
+    """A custom field (csN, cnN, c6aN, flexStringN) with its label key, or nothing when there is no value."""
+    return {} if value is None or value == "" else {f"{key}Label": label, key: value}
+
+
 def _context(row: dict[str, Any]) -> dict[str, Any]:
     """Keys alerts and events share: where, which process, its parent and ancestors."""
     ancestors = [a for a in [row.get("parent_binary"), *(row.get("ancestor_binaries") or [])] if a]
@@ -126,15 +131,13 @@ def _context(row: dict[str, Any]) -> dict[str, Any]:
         "sproc": row.get("process_binary"),
         "spid": row.get("pid"),
         "suid": row.get("uid"),
-        "cs1Label": "k8sNamespace" if row.get("namespace") else None, "cs1": row.get("namespace"),
-        "cs2Label": "k8sPod" if row.get("pod") else None, "cs2": row.get("pod"),
-        "cs3Label": "containerImage" if row.get("image") else None, "cs3": row.get("image"),
-        "cs4Label": "tetragonExecId" if row.get("exec_id") else None, "cs4": row.get("exec_id"),
-        "cs5Label": "parentProcess" if row.get("parent_binary") else None, "cs5": row.get("parent_binary"),
-        "flexString1Label": "commandLine" if row.get("process_binary") else None,
-        "flexString1": command_line(row.get("process_binary"), row.get("arguments")),
-        "flexString2Label": "ancestors" if ancestors else None,
-        "flexString2": " < ".join(ancestors) or None,
+        **_custom("cs1", "k8sNamespace", row.get("namespace")),
+        **_custom("cs2", "k8sPod", row.get("pod")),
+        **_custom("cs3", "containerImage", row.get("image")),
+        **_custom("cs4", "tetragonExecId", row.get("exec_id")),
+        **_custom("cs5", "parentProcess", row.get("parent_binary")),
+        **_custom("flexString1", "commandLine", command_line(row.get("process_binary"), row.get("arguments"))),
+        **_custom("flexString2", "ancestors", " < ".join(ancestors)),
     }
 
 
@@ -148,7 +151,7 @@ def _alert_extension(row: dict[str, Any]) -> dict[str, Any]:
         "cnt": row.get("count"),
         "start": epoch_ms(row.get("time")),
         "end": epoch_ms(row.get("last_time")),
-        "cs6Label": "mitreTechniques" if mitre else None, "cs6": mitre or None,
+        **_custom("cs6", "mitreTechniques", mitre),
     }
 
 
@@ -159,7 +162,7 @@ def _event_extension(row: dict[str, Any]) -> dict[str, Any]:
         "cat": row.get("kind"),
         "msg": row.get("message"),
         "act": row.get("action"),
-        "cs6Label": "tracingPolicy" if row.get("policy_name") else None, "cs6": row.get("policy_name"),
+        **_custom("cs6", "tracingPolicy", row.get("policy_name")),
         "fname": basename(row.get("file_path")),
         "filePath": row.get("file_path"),
         "tetrapipeFileAccess": row.get("file_access"),
@@ -167,10 +170,10 @@ def _event_extension(row: dict[str, Any]) -> dict[str, Any]:
     saddr, daddr = row.get("saddr"), row.get("daddr")
     if saddr:
         v6 = ip_version(saddr, row.get("sock_family")) == 6
-        ext.update({"c6a2Label": "sourceIPv6Address", "c6a2": saddr} if v6 else {"src": saddr})
+        ext.update(_custom("c6a2", "sourceIPv6Address", saddr) if v6 else {"src": saddr})
     if daddr:
         v6 = ip_version(daddr, row.get("sock_family")) == 6
-        ext.update({"c6a3Label": "destinationIPv6Address", "c6a3": daddr} if v6 else {"dst": daddr})
+        ext.update(_custom("c6a3", "destinationIPv6Address", daddr) if v6 else {"dst": daddr})
     proto = transport(row.get("protocol"))
     ext.update({"spt": row.get("sport"), "dpt": row.get("dport"), "proto": proto.upper() if proto else None,
                 "dhost": row.get("tls_sni"), "app": row.get("tls_version"), "tetrapipeTlsCipher": row.get("tls_cipher")})
@@ -180,8 +183,7 @@ def _event_extension(row: dict[str, Any]) -> dict[str, Any]:
         label, value = "tlsCipherCode", row["tls_cipher_code"]
     else:
         label, value = "droppedEvents", row.get("dropped_events")
-    if value is not None:
-        ext.update({"cn1Label": label, "cn1": value})
+    ext.update(_custom("cn1", label, value))
     ext["reason"] = row.get("exit_signal")
     return ext
 
