@@ -65,6 +65,7 @@ _CONNECT = "(kind = 'process_connect' OR function_name IN ('tcp_connect', 'secur
 class FieldMap:
     sql: str
     numeric: bool = False
+    boolean: bool = False  # sql is a condition: 'true' selects it, 'false' its negation
 
 
 #: Sigma's Linux taxonomy -> the event schema (tetrapipe query --schema)
@@ -84,7 +85,7 @@ FIELDS: dict[str, FieldMap] = {
     "SourceIp": FieldMap("saddr"),
     "SourcePort": FieldMap("sport", numeric=True),
     "Protocol": FieldMap("lower(replace(protocol, 'IPPROTO_', ''))"),
-    "Initiated": FieldMap(_CONNECT),  # 'true': the process opened the connection
+    "Initiated": FieldMap(_CONNECT, boolean=True),  # 'true': the process opened the connection
 }
 #: fields Sigma rules use that Tetragon does not report, and what to do instead
 MISSING_FIELDS = {
@@ -177,6 +178,8 @@ def _cidr(expr: str, values: list[Any]) -> str:
 
 def _value_sql(fname: str, fmap: FieldMap, value: Any, modifiers: set[str]) -> str:
     expr = fmap.sql
+    if fmap.boolean and not modifiers:
+        return expr if str(value).lower() == "true" else f"NOT {expr}"
     if value is None:
         return f"{expr} IS NULL"
     if "exists" in modifiers:
@@ -224,8 +227,6 @@ def _item_sql(key: str, values: Any, where: str) -> str:
         raise SigmaError(f"{where}: {key} has an empty list of values")
     if "cidr" in modifiers:
         return _cidr(fmap.sql, items)
-    if name == "Initiated" and not modifiers:
-        return " OR ".join(_CONNECT if str(v).lower() == "true" else f"NOT {_CONNECT}" for v in items)
     if "fieldref" in modifiers:
         parts = []
         for other in items:
@@ -268,7 +269,6 @@ class _Condition:
         self.tokens = [t for t in _TOKEN.findall(text) if t.strip()]
         self.pos = 0
         self.searches = searches
-        self.used: set[str] = set()
 
     def parse(self) -> str:
         sql = self._or()
@@ -320,7 +320,6 @@ class _Condition:
             return parts[0] if len(parts) == 1 else "(" + joiner.join(parts) + ")"
         if tok not in self.searches:
             raise SigmaError(f"condition {self.text!r}: no search identifier {tok!r} in detection")
-        self.used.add(tok)
         return self.searches[tok]
 
     def _matching(self, pattern: str) -> list[str]:
@@ -331,7 +330,6 @@ class _Condition:
             names = [n for n in self.searches if rx.match(n)]
         if not names:
             raise SigmaError(f"condition {self.text!r}: {pattern!r} matches no search identifier")
-        self.used.update(names)
         return names
 
 
