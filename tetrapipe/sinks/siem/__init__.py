@@ -35,9 +35,9 @@ def sink_class(type_name: str) -> type[DeliveringSink]:
 def build_sink(sc: SinkConfig, spool_dir: str | None) -> DeliveringSink:
     delivery = Delivery(spool_dir=spool_dir, **{k: v for k, v in (sc.delivery or {}).items() if v is not None})
     options: dict[str, Any] = {k: v for k, v in sc.options.items() if v is not None}
-    if sc.type == "hec" and "sourcetype" not in options:
-        # CEF lines are not JSON: Splunk's _json sourcetype would try, and fail, to parse every one
-        options["sourcetype"] = "tetrapipe:cef" if sc.format == "cef" else "_json"
+    if sc.type == "hec" and sc.format == "cef":
+        # CEF lines are not JSON: the HEC sink's default _json sourcetype would try, and fail, to parse every one
+        options.setdefault("sourcetype", "tetrapipe:cef")
     return sink_class(sc.type)(sc.name, delivery=delivery, **options)
 
 

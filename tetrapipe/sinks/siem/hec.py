@@ -64,7 +64,6 @@ class HecSink(DeliveringSink):
                  delivery: Delivery | None = None, **kw: Any) -> None:
         super().__init__(name, delivery, **kw)
         self.peer = HttpPeer(url, timeout=timeout_seconds, verify_tls=verify_tls, ca_file=ca_file, what="HEC")
-        self.hostport = self.peer.hostport
         self.path = self.peer.path or EVENT_PATH
         if self.path in ("/services/collector", "/services/collector/raw"):
             self.path = EVENT_PATH
