@@ -8,9 +8,18 @@ import shutil
 import sys
 from pathlib import Path
 
+import peers
 import pytest
 
 pytest_plugins = ["conftest_kafka"]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Real peers (rsyslogd, Chromium, buildah) are installed before any test runs, or the run stops saying how."""
+    try:
+        peers.ensure()
+    except RuntimeError as exc:
+        pytest.exit(str(exc), returncode=4)
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
