@@ -41,8 +41,11 @@ class Peer:
 
 PEERS: tuple[Peer, ...] = (
     Peer("rsyslogd", _which("rsyslogd"), ("rsyslog",)),
-    Peer("rsyslog TLS driver", _glob("/usr/lib/*/rsyslog/lmnsd_ossl.so", "/usr/lib/rsyslog/lmnsd_ossl.so"),
-         ("rsyslog-openssl",)),
+    Peer(
+        "rsyslog TLS driver",
+        _glob("/usr/lib/*/rsyslog/lmnsd_ossl.so", "/usr/lib/rsyslog/lmnsd_ossl.so"),
+        ("rsyslog-openssl",),
+    ),
     Peer("chromium", _which("chromium", "chromium-browser"), ("chromium", "fonts-dejavu-core", "fonts-liberation")),
     # the image test: build the Dockerfile without a Docker engine (tests/test_image.py)
     Peer("buildah", _which("buildah"), ("buildah",)),
@@ -68,8 +71,10 @@ def ensure(log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> 
     cmd = install_command(absent)
     names = ", ".join(p.name for p in absent)
     if not shutil.which("apt-get") or os.geteuid() != 0:
-        raise RuntimeError(f"the test suite needs real peers that are not installed ({names}): run "
-                           f"sudo apt-get update && sudo {' '.join(cmd)}")
+        raise RuntimeError(
+            f"the test suite needs real peers that are not installed ({names}): run "
+            f"sudo apt-get update && sudo {' '.join(cmd)}"
+        )
     log(f"tests: installing the missing test peers ({names}) with apt-get")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for step in (["apt-get", "update", "-qq"], cmd):

@@ -80,3 +80,30 @@ def test_every_package_and_the_rules_are_in_the_wheel(tmp_path: Path) -> None:
     policies = {Path(n).name for n in names if n.startswith("tetrapipe/bundled_policies/")}
     assert {p.name for p in (REPO / "tracing-policies").glob("*.yaml")} <= policies
     assert "tetrapipe/hunts/late-shells.sql" in names
+    # the sample logs the shipped rules' tests read
+    samples = {n.removeprefix("tetrapipe/bundled_samples/") for n in names if n.startswith("tetrapipe/bundled_samples/")}
+    assert {"real/events-docs.log", "real/events-docs-more.log", "scenario/tenant-jobs.log"} <= samples
+
+
+def test_without_rules_detection_is_never_off_silently(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """No ./rules, no TETRAPIPE_RULES, nothing shipped: ingest says so, run and process refuse to start."""
+    from click.testing import CliRunner
+
+    from tetrapipe.cli import cli
+    from tetrapipe.ruleset import locate
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(locate, "bundled_dir", lambda package, source_name: None)
+    runner = CliRunner()
+    res = runner.invoke(cli, ["ingest", str(REPO / "samples" / "real"), "--lake", "lake"])
+    assert res.exit_code == 0, res.output
+    assert locate.NO_RULES in res.stderr
+    for args in (["run", "--exit-at-eof", str(REPO / "samples" / "real")],
+                 ["process", "--kafka", "127.0.0.1:1", "--exit-at-eof"]):
+        res = runner.invoke(cli, [*args, "--lake", "lake2"])
+        assert res.exit_code == 2, (args, res.output)
+        assert locate.NO_RULES in res.stderr and "--rules none" in res.stderr
+    assert not (tmp_path / "lake2").exists(), "nothing was started"
+    res = runner.invoke(cli, ["run", "--exit-at-eof", "--rules", "none", "--lake", "lake3", str(REPO / "samples" / "real")])
+    assert res.exit_code == 0, res.output
+    assert "detection: off" not in res.stderr

@@ -16,7 +16,7 @@ import click
 from rich.console import Console
 
 from tetrapipe import __version__
-from tetrapipe.commands.options import tls_window_option
+from tetrapipe.commands.options import pipeline_transforms, tls_window_option
 from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
 
 out = Console(highlight=False, soft_wrap=False)
@@ -70,7 +70,7 @@ def ingest(paths: tuple[str, ...], lake_dir: str, force: bool, quiet: bool, rule
     except FileNotFoundError as exc:
         raise click.UsageError(str(exc)) from exc
     lake = Lake(lake_dir)
-    transforms, detector = _pipeline_transforms(rules_dir, lake, tls_window)
+    transforms, detector = pipeline_transforms(rules_dir, lake, tls_window, long_running=False)
     show = not quiet and err.is_terminal
     with IngestProgress(err, enabled=show) as progress:
         stats = run_ingest(inputs, lake, transforms=transforms, progress=progress, force=force,
@@ -79,14 +79,6 @@ def ingest(paths: tuple[str, ...], lake_dir: str, force: bool, quiet: bool, rule
         print_ingest_summary(out, stats, lake)
         if detector is not None:
             print_alerts(out, lake, max_alerts)
-
-
-def _pipeline_transforms(rules_dir: str | None, lake: Lake | None = None,
-                         tls_window: dt.timedelta | None = None) -> tuple[list, object | None]:
-    """The transforms every ingesting command runs: ancestry, TLS, then detection."""
-    from tetrapipe.pipeline import build_transforms
-
-    return build_transforms(rules_dir, lake=lake, tls_window=tls_window)
 
 
 @cli.command()

@@ -27,6 +27,36 @@ class Duration(click.ParamType):
 
 
 tls_window_option = click.option(
-    "--tls-window", type=Duration(), default="1m", show_default=True, envvar="TETRAPIPE_TLS_WINDOW",
-    show_envvar=True, help="Tumbling window of the tls_stats rows (e.g. 30s, 5m, 1h).",
+    "--tls-window",
+    type=Duration(),
+    default="1m",
+    show_default=True,
+    envvar="TETRAPIPE_TLS_WINDOW",
+    show_envvar=True,
+    help="Tumbling window of the tls_stats rows (e.g. 30s, 5m, 1h).",
 )
+
+
+def pipeline_transforms(
+    rules_dir: str | None,
+    lake=None,
+    tls_window=None,
+    *,  # noqa: ANN001
+    long_running: bool,
+) -> tuple[list, object | None]:
+    """The transforms every ingesting command runs (ancestry, TLS, detection), and its detector.
+
+    Detection never goes off without a word: with no rules found (and no
+    explicit ``--rules none``), a one-shot command says so on stderr and goes
+    on, while a long-running one (``run``, ``process``: a SIEM forwarder that
+    would forward nothing for weeks) refuses to start.
+    """
+    from tetrapipe.pipeline import build_transforms
+    from tetrapipe.ruleset.locate import NO_RULES, rules_wanted
+
+    transforms, detector = build_transforms(rules_dir, lake=lake, tls_window=tls_window)
+    if detector is None and rules_wanted(rules_dir):
+        if long_running:
+            raise click.UsageError(f"{NO_RULES}; or --rules none to run without detection on purpose")
+        click.echo(NO_RULES, err=True)
+    return transforms, detector

@@ -64,13 +64,13 @@ def process_command(kafka: str, topic: str, group: str, alerts_topic: str, event
     Run N replicas with the same --group over a topic with at least N partitions.
     SIGTERM/SIGINT finish and write the batch in hand, then exit 0.
     """
-    from tetrapipe.cli import _pipeline_transforms
+    from tetrapipe.commands.options import pipeline_transforms
     from tetrapipe.process import Processor, ProcessorConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     lake = Lake(lake_dir)
     # the stream state starts empty: every assignment restores it from the lake (restore_state)
-    transforms, detector = _pipeline_transforms(rules_dir, tls_window=tls_window)
+    transforms, detector = pipeline_transforms(rules_dir, tls_window=tls_window, long_running=True)
     config = ProcessorConfig(bootstrap=kafka, topic=topic, group=group, alerts_topic=alerts_topic or None,
                              events_topic=events_topic or None, dead_letter_topic=dead_letter_topic or None,
                              batch_max_records=batch_size,

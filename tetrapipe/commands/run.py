@@ -38,7 +38,7 @@ def run_command(paths: tuple[str, ...], lake_dir: str, rules_dir: str | None, po
     The embedded default: the stream processor's transforms without Kafka.
     SIGTERM/SIGINT finish the poll in hand and exit 0.
     """
-    from tetrapipe.cli import _pipeline_transforms
+    from tetrapipe.commands.options import pipeline_transforms
     from tetrapipe.metrics import Health, PipelineMetrics, new_registry, serve_metrics
     from tetrapipe.run import RunMetrics, install_stop_on_signals, run
 
@@ -47,7 +47,7 @@ def run_command(paths: tuple[str, ...], lake_dir: str, rules_dir: str | None, po
 
     lake = Lake(lake_dir)
     # a restarted run resumes each file where the lake ends: its process table and alert memory too
-    transforms, detector = _pipeline_transforms(rules_dir, lake, tls_window)
+    transforms, detector = pipeline_transforms(rules_dir, lake, tls_window, long_running=True)
     if detector is not None:
         def print_alerts(alerts) -> None:  # noqa: ANN001
             """Alerts as they fire, on stdout (progress goes to stderr), one line each."""

@@ -4,6 +4,13 @@ Order: ``TETRAPIPE_RULES``, else ``./rules`` when it exists (a checkout, or a
 team's own rules next to their config), else the rules shipped inside the
 installed package (``tetrapipe.bundled_rules``), else the ``rules/`` of the
 source tree this package was imported from.
+
+The shipped rules are data files beside the code, not a Python package with an
+``__init__.py``: ``importlib.resources`` hands back a ``MultiplexedPath`` for
+them (a namespace package), whose ``str()`` is no path at all. So they are
+found as the directory next to this package's own files, which is where a
+wheel (or an editable install of a checkout, through the source tree) puts
+them, and a command never quietly runs without them.
 """
 
 from __future__ import annotations
@@ -12,22 +19,33 @@ import os
 from pathlib import Path
 
 RULES_ENV = "TETRAPIPE_RULES"
-_SOURCE_TREE = Path(__file__).resolve().parents[2]
+#: what every detecting command says (stderr and summary) when it has no rules to run
+NO_RULES = "detection: off — no rules found; --rules DIR or TETRAPIPE_RULES"
+_PACKAGE = Path(__file__).resolve().parents[1]  # .../tetrapipe
+_SOURCE_TREE = _PACKAGE.parent  # a checkout's root, when the package was imported from one
 
 
 def bundled_dir(package: str, source_name: str) -> Path | None:
-    """A data directory shipped as a package (wheel), or the source tree's copy (checkout)."""
-    try:
-        from importlib import resources
+    """A data directory shipped inside the wheel (``tetrapipe/<name>/``), or a checkout's copy.
 
-        root = resources.files(package)
-        path = Path(str(root))
-        if path.is_dir() and any(path.iterdir()):
-            return path
-    except (ModuleNotFoundError, TypeError):
-        pass
+    ``package`` is the dotted name the wheel installs it under
+    (``tetrapipe.bundled_rules``); ``source_name`` its folder at the top of a
+    checkout (``rules``). The checkout is only trusted when it is tetrapipe's
+    own (its ``pyproject.toml`` beside the package), never some unrelated
+    ``rules/`` that happens to sit next to site-packages.
+    """
+    installed = _PACKAGE / package.rsplit(".", 1)[-1]
+    if installed.is_dir() and any(installed.iterdir()):
+        return installed
     candidate = _SOURCE_TREE / source_name
-    return candidate if candidate.is_dir() else None
+    if (_SOURCE_TREE / "pyproject.toml").is_file() and candidate.is_dir():
+        return candidate
+    return None
+
+
+def rules_wanted(rules_dir: str | os.PathLike[str] | None) -> bool:
+    """False only when detection was switched off on purpose (``--rules none``)."""
+    return rules_dir is None or str(rules_dir) != "none"
 
 
 def default_rules_dir() -> Path | None:

@@ -147,7 +147,13 @@ class EventSource:
 
 
 def resolve_log(log: str, rule: Rule, roots: list[Path]) -> Path | None:
-    """A test's ``log:``: absolute, or relative to the rule file, a rules root or its parent, or the cwd."""
+    """A test's ``log:``: absolute, or relative to the rule file, a rules root or its parent, or the cwd.
+
+    ``samples/...`` falls back to the sample logs shipped inside the package,
+    so the shipped rules' tests pass from an installed wheel, anywhere.
+    """
+    from tetrapipe.ruleset.locate import bundled_dir
+
     p = Path(log)
     if p.is_absolute():
         return p if p.exists() else None
@@ -156,6 +162,8 @@ def resolve_log(log: str, rule: Rule, roots: list[Path]) -> Path | None:
         base = root if root.is_dir() else root.parent
         candidates += [base / p, base.parent / p]
     candidates.append(Path.cwd() / p)
+    if p.parts[:1] == ("samples",) and (shipped := bundled_dir("tetrapipe.bundled_samples", "samples")):
+        candidates.append(shipped.joinpath(*p.parts[1:]))
     return next((c for c in candidates if c.exists()), None)
 
 
