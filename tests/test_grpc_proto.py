@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -71,17 +72,15 @@ def test_samples_cover_the_kinds() -> None:
 # ---------------------------------------------------------------------------
 
 
-def _skip_if_other_protoc(tmp_path: Path) -> None:
-    """A different grpcio-tools generates different (valid) code: that is not drift."""
-    committed = regenerate.protoc_version_stamp((CHECKOUT_PROTO / "tetragon_pb2.py").read_bytes())
-    fresh = regenerate.protoc_version_stamp(regenerate.generate(tmp_path, CHECKOUT_PROTO)["tetragon_pb2.py"])
-    if committed != fresh:
-        pytest.skip(f"stubs were generated for protobuf {committed}; this grpcio-tools targets {fresh}")
+def _copy_stubs(tmp_path: Path) -> Path:
+    copy = tmp_path / "tetrapipe" / "proto"
+    copy.mkdir(parents=True)
+    for name in (*regenerate.GENERATED, "tetragon.proto"):
+        shutil.copy(CHECKOUT_PROTO / name, copy / name)
+    return copy
 
 
-def test_regenerate_check_passes(tmp_path: Path) -> None:
-    pytest.importorskip("grpc_tools")
-    _skip_if_other_protoc(tmp_path)
+def test_regenerate_check_passes() -> None:
     assert regenerate.differences(CHECKOUT_PROTO) == []
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.run(
@@ -95,18 +94,38 @@ def test_regenerate_check_passes(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+def test_another_grpcio_tools_release_is_no_drift(tmp_path: Path) -> None:
+    """Stubs stamped by another grpcio-tools/protobuf release (what PyPI does every few weeks) still check clean."""
+    copy = _copy_stubs(tmp_path)
+    grpc_stub = copy / "tetragon_pb2_grpc.py"
+    text = grpc_stub.read_text()
+    assert "GRPC_GENERATED_VERSION = '" in text
+    grpc_stub.write_text(
+        re.sub(r"GRPC_GENERATED_VERSION = '[^']+'", "GRPC_GENERATED_VERSION = '1.99.7'", text)
+        + "\n# a template comment of another release\n"
+    )
+    pb2 = copy / "tetragon_pb2.py"
+    pb2.write_text(re.sub(r"# Protobuf Python Version: \S+", "# Protobuf Python Version: 9.1.2", pb2.read_text()))
+    assert regenerate.differences(copy) == []
+
+
 def test_regenerate_check_detects_stale_stubs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("grpc_tools")
-    copy = tmp_path / "tetrapipe" / "proto"
-    copy.mkdir(parents=True)
-    for name in (*regenerate.GENERATED, "tetragon.proto"):
-        shutil.copy(CHECKOUT_PROTO / name, copy / name)
-    stale = copy / "tetragon_pb2_grpc.py"
-    stale.write_text(stale.read_text() + "\n# edited by hand\n")
+    """A renumbered field, a renamed method, a missing file: each is named."""
+    copy = _copy_stubs(tmp_path)
+    proto = copy / "tetragon.proto"
+    text = proto.read_text()
+    # the .proto changed but the stubs were not regenerated: a field number moved
+    assert "string exec_id = 1;" in text
+    proto.write_text(text.replace("string exec_id = 1;", "string exec_id = 99;", 1))
+    grpc_stub = copy / "tetragon_pb2_grpc.py"
+    grpc_stub.write_text(
+        grpc_stub.read_text().replace("/tetragon.FineGuidanceSensors/GetHealth", "/tetragon.X/GetHealth")
+    )
     (copy / "tetragon_pb2.pyi").unlink()
     monkeypatch.setattr(regenerate, "PROTO_DIR", copy)
     problems = regenerate.differences()
-    assert any("tetragon_pb2_grpc.py: differs" in p for p in problems)
+    assert any("tetragon_pb2.py: differs" in p and "number: 99" in p for p in problems), problems
+    assert any("tetragon_pb2_grpc.py: differs" in p and "/tetragon.X/GetHealth" in p for p in problems), problems
     assert any("tetragon_pb2.pyi: missing" in p for p in problems)
     assert regenerate.main(["--check"]) == 1
 
@@ -582,3 +601,14 @@ def test_enums() -> None:
     assert tetragon_pb2.FieldFilterAction.Value("INCLUDE") == 0 and tetragon_pb2.FieldFilterAction.Value("EXCLUDE") == 1
     tainted = {v.name: v.number for v in tetragon_pb2.TaintedBitsType.DESCRIPTOR.values}
     assert tainted["TAINT_UNSIGNED_MODULE"] == 8192 and tainted["TAINT_TEST_MODULE"] == 262144
+
+
+def test_dependency_floors_are_what_the_committed_stubs_accept() -> None:
+    """pip must never install a grpcio or protobuf the stubs refuse to import with."""
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    floors = {m[1]: m[2] for d in deps if (m := re.match(r"([\w-]+)>=([\d.]+)", d))}
+    grpc_stamp = re.search(r"GRPC_GENERATED_VERSION = '([^']+)'", (CHECKOUT_PROTO / "tetragon_pb2_grpc.py").read_text())
+    assert grpc_stamp and floors["grpcio"] == grpc_stamp[1]
+    assert floors["protobuf"] == regenerate.protoc_version_stamp((CHECKOUT_PROTO / "tetragon_pb2.py").read_bytes())

@@ -8,7 +8,12 @@ Usage::
 The stubs are committed so that installing tetrapipe never needs a protobuf
 compiler; the price is that they can drift from the ``.proto``. ``--check``
 (run by the test suite) catches that drift: it generates into a temporary
-directory and compares byte for byte.
+directory and compares what the stubs *mean*, not their bytes: the file
+descriptor embedded in ``tetragon_pb2.py`` (every message, field, number, type
+and service), the classes and members the ``.pyi`` declares, and the gRPC
+method paths and names of ``tetragon_pb2_grpc.py``. Version stamps and
+template details change with every grpcio-tools patch release and are no
+drift: the suite must not go red because PyPI published grpcio 1.85.4.
 
 Generation runs ``grpc_tools.protoc`` with the repository root (the directory
 holding the ``tetrapipe`` package) as the include root, so the descriptor is
@@ -18,15 +23,15 @@ import, which works installed or from a checkout. No post-processing of the
 generated text is needed, which keeps the output a pure function of the
 ``.proto`` and the grpcio-tools version.
 
-The generated code pins the protobuf runtime it needs (``Protobuf Python
-Version`` in the header of ``tetragon_pb2.py``); regenerating with another
-grpcio-tools release changes that stamp, and ``--check`` says so explicitly
-rather than printing a confusing diff.
+The generated code pins the runtimes it needs (``Protobuf Python Version`` in
+the header of ``tetragon_pb2.py``, ``GRPC_GENERATED_VERSION`` in the gRPC
+module); ``pyproject.toml``'s floors for protobuf and grpcio are those stamps.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import difflib
 import os
 import re
@@ -89,40 +94,93 @@ def generate(out_dir: Path, proto_dir: Path | None = None) -> dict[str, bytes]:
     return {name: (gen_dir / name).read_bytes() for name in GENERATED}
 
 
+def _descriptor(pb2_source: bytes):  # noqa: ANN202 - a FileDescriptorProto
+    """The ``FileDescriptorProto`` a generated ``*_pb2.py`` registers (its ``AddSerializedFile`` argument)."""
+    from google.protobuf import descriptor_pb2
+
+    for node in ast.walk(ast.parse(pb2_source)):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "AddSerializedFile"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, bytes)
+        ):
+            return descriptor_pb2.FileDescriptorProto.FromString(node.args[0].value)
+    raise ValueError("no AddSerializedFile(b'...') call: not a generated *_pb2.py")
+
+
+def _declared(source: bytes) -> set[str]:
+    """What a stub module declares: qualified class and function names, class members, gRPC method paths."""
+    names: set[str] = set()
+
+    def visit(body: list[ast.stmt], prefix: str) -> None:
+        for node in body:
+            if isinstance(node, ast.ClassDef):
+                names.add(prefix + node.name)
+                visit(node.body, f"{prefix}{node.name}.")
+            elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                names.add(f"{prefix}{node.name}()")
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and prefix:
+                names.add(prefix + node.target.id)
+
+    tree = ast.parse(source)
+    visit(tree.body, "")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.fullmatch(r"/[\w.]+/\w+", node.value):
+            names.add(node.value)
+    return names
+
+
+def _meaning_differs(name: str, committed: bytes, fresh: bytes) -> str | None:
+    """Why two generations of one stub file differ in meaning (None: same messages, fields, numbers, methods)."""
+    if name.endswith("_pb2.py"):
+        from google.protobuf import text_format
+
+        old, new = _descriptor(committed), _descriptor(fresh)
+        if old == new:
+            return None
+        diff = difflib.unified_diff(
+            text_format.MessageToString(old).splitlines(),
+            text_format.MessageToString(new).splitlines(),
+            f"committed/{name}",
+            f"regenerated/{name}",
+            lineterm="",
+            n=1,
+        )
+        return "the file descriptor differs\n" + "\n".join(list(diff)[:16])
+    old_names, new_names = _declared(committed), _declared(fresh)
+    if old_names == new_names:
+        return None
+    gone, added = sorted(old_names - new_names), sorted(new_names - old_names)
+    return "declarations differ: " + "; ".join(
+        part
+        for part in (
+            f"only committed: {', '.join(gone[:12])}" if gone else "",
+            f"only regenerated: {', '.join(added[:12])}" if added else "",
+        )
+        if part
+    )
+
+
 def differences(proto_dir: Path | None = None) -> list[str]:
-    """Human-readable reasons why the committed stubs differ from a fresh generation."""
+    """Human-readable reasons why the committed stubs mean something else than a fresh generation."""
     proto_dir = Path(proto_dir or PROTO_DIR)
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="tetrapipe-proto-") as tmp:
         fresh = generate(Path(tmp), proto_dir)
-    committed_stamp = fresh_stamp = None
     for name, content in fresh.items():
         path = proto_dir / name
         if not path.exists():
             problems.append(f"{path}: missing (run python -m tetrapipe.proto.regenerate)")
             continue
-        current = path.read_bytes()
-        if name == "tetragon_pb2.py":
-            committed_stamp = protoc_version_stamp(current)
-            fresh_stamp = protoc_version_stamp(content)
-        if current != content:
-            diff = difflib.unified_diff(
-                current.decode(errors="replace").splitlines(),
-                content.decode(errors="replace").splitlines(),
-                f"committed/{name}",
-                f"regenerated/{name}",
-                lineterm="",
-                n=1,
-            )
-            excerpt = "\n".join(list(diff)[:12])
-            problems.append(f"{path}: differs from a fresh generation\n{excerpt}")
-    if problems and committed_stamp != fresh_stamp:
-        problems.insert(
-            0,
-            f"the committed stubs were generated by protoc for protobuf {committed_stamp}, "
-            f"this grpcio-tools generates for protobuf {fresh_stamp}: install the matching "
-            "grpcio-tools, or regenerate and commit",
-        )
+        try:
+            why = _meaning_differs(name, path.read_bytes(), content)
+        except (SyntaxError, ValueError) as exc:
+            why = f"not a generated stub ({exc})"
+        if why:
+            problems.append(f"{path}: differs from a fresh generation: {why}")
     return problems
 
 
