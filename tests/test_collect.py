@@ -152,6 +152,14 @@ class Collect:
             time.sleep(0.05)
         raise AssertionError(f"{name} reached {value}, not {at_least}, in {timeout}s:\n{self.output()}")
 
+    def wait_output(self, text: str, timeout: float = 30) -> None:
+        """Until the collector has logged ``text`` (a readiness line), or fail with its output."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            assert self.proc.poll() is None, f"collector exited early:\n{self.output()}"
+            assert time.monotonic() < deadline, f"no {text!r} in {timeout}s:\n{self.output()}"
+            time.sleep(0.05)
+
     def output(self) -> str:
         if not self.out.closed:
             self.out.flush()
@@ -385,7 +393,7 @@ def test_from_end_then_checkpoint_resume(kafka: TansuBroker, topic: str, tmp_pat
     old = [line(i) for i in range(100)]
     live.write_bytes(b"".join(x + b"\n" for x in old))
     c = Collect(str(live), kafka, topic, tmp_path / "state", "--from", start)
-    time.sleep(1.0)
+    c.wait_output("collecting ")  # logged once the source is open and positioned at the end
     new = [line(i) for i in range(100, 200)]
     with open(live, "ab") as f:
         f.write(b"".join(x + b"\n" for x in new))
