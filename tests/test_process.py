@@ -509,3 +509,64 @@ def test_broker_unreachable_for_a_while_then_back_is_exactly_once(tmp_path: Path
             proc.kill()
         proxy.down()
         broker.stop()
+
+
+def test_a_recreated_topic_is_detected_and_handled_by_policy(tmp_path: Path) -> None:
+    """The lake holds offsets up to 299; the topic comes back empty and gets 120 new records.
+
+    Default: stop with a message naming the partition and both offsets, count it in the metric, write nothing.
+    ``earliest``: the new records land once, in a new epoch; a rerun finds nothing to do; status says it all.
+    """
+    import pytest
+    from kafka_broker import tansu_binary
+
+    from tetrapipe.commands.process import partition_status
+    from tetrapipe.process import OffsetsMovedError
+    from tetrapipe.sinks.offsets import lake_positions
+
+    broker = TansuBroker(tansu_binary(), log_path=tmp_path / "tansu.log").start()
+    try:
+        topic, lake_dir = "recreated", tmp_path / "lake"
+        lines = _synthetic(420)
+        _create_topic(broker.bootstrap, topic, 1)
+        _produce(broker.bootstrap, topic, lines[:300])
+
+        def config(policy: str) -> ProcessorConfig:
+            return ProcessorConfig(broker.bootstrap, topic=topic, group=f"g-{policy}-{time.monotonic_ns()}",
+                                   exit_at_eof=True, alerts_topic=None, dead_letter_topic=None,
+                                   kafka_options=FAST_GROUP, on_offset_reset=policy)
+
+        assert Processor(config("fail"), Lake(lake_dir), []).run().events == 300
+        assert lake_positions(Lake(lake_dir), topic) == {0: (0, 299)}
+
+        broker.stop()  # in-memory storage: the topic is gone, as after a delete and create
+        broker.start()
+        _create_topic(broker.bootstrap, topic, 1)
+        _produce(broker.bootstrap, topic, lines[300:])
+        assert partition_status(broker.bootstrap, topic, "any", Lake(lake_dir))[0]["state"] == "lake ahead"
+
+        stopped = Processor(config("fail"), Lake(lake_dir), [])
+        with pytest.raises(OffsetsMovedError, match=r"partition 0 of recreated: the lake holds offsets up to 299 "
+                                                    r"but the broker's end is \d+ \(topic deleted and created again\?"):
+            stopped.run()
+        assert stopped.registry.get_sample_value(
+            "tetrapipe_process_offset_resets_total", {"topic": topic, "partition": "0", "reason": "lake_ahead"}) == 1
+        assert _lake_summary(lake_dir) == (300, 300), "nothing written when the policy is fail"
+
+        assert Processor(config("earliest"), Lake(lake_dir), []).run().events == 120
+        assert _lake_summary(lake_dir) == (420, 420)
+        assert lake_positions(Lake(lake_dir), topic) == {0: (1, 119)}
+        again = Processor(config("earliest"), Lake(lake_dir), [])
+        assert again.run().records == 0, "the new epoch's position is where the next run resumes"
+        assert again.registry.get_sample_value("tetrapipe_process_offset_resets_total",
+                                               {"topic": topic, "partition": "0", "reason": "lake_ahead"}) is None
+        status = partition_status(broker.bootstrap, topic, "any", Lake(lake_dir))[0]
+        assert (status["state"], status["lake_offset"], status["lag"]) == ("caught up", 119, 0)
+        con = history.connect(Lake(lake_dir))
+        try:
+            ids = {r[0] for r in con.execute("SELECT event_id FROM events").fetchall()}
+        finally:
+            con.close()
+        assert ids == _expected_ids(lines)
+    finally:
+        broker.stop()

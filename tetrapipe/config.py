@@ -305,6 +305,8 @@ ROOT = Section({
         "group": Field(str, "tetrapipe-processor"), "batch_size": Field(int, 20_000, minimum=1),
         "batch_seconds": Field(float, 1.0, minimum=0), "compact_every_seconds": Field(float, 600.0, minimum=0),
         "tls_window": Field(str, "1m", validate=_duration_problem, doc="tumbling window of tls_stats rows"),
+        "on_offset_reset": Field(str, "fail", choices=("fail", "earliest", "latest"),
+                                 doc="the lake is ahead of the broker (topic recreated) or behind its retention"),
     }), None),
     "sinks": Field(ListOf(SINK), None),
 })
@@ -604,7 +606,8 @@ def command_env(config: Config, command: str) -> dict[str, str]:
             env["TETRAPIPE_KAFKA_OPTION"] = options
         proc = config.processor or {}
         for key, var in (("group", "TETRAPIPE_GROUP"), ("batch_size", "TETRAPIPE_BATCH_SIZE"),
-                         ("batch_seconds", "TETRAPIPE_BATCH_SECONDS"), ("tls_window", "TETRAPIPE_TLS_WINDOW")):
+                         ("batch_seconds", "TETRAPIPE_BATCH_SECONDS"), ("tls_window", "TETRAPIPE_TLS_WINDOW"),
+                         ("on_offset_reset", "TETRAPIPE_ON_OFFSET_RESET")):
             if proc.get(key) is not None:
                 env[var] = str(proc[key])
     else:

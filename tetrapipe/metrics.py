@@ -201,6 +201,10 @@ class PipelineMetrics:
     * ``tetrapipe_process_consumer_lag{topic, partition}`` records in the
       partition not yet in the lake; ``tetrapipe_process_lake_offset`` the last
       offset the lake holds; ``tetrapipe_process_assigned_partitions``;
+    * ``tetrapipe_process_offset_resets_total{topic, partition, reason}``:
+      the broker's offsets were not where the lake left off (``lake_ahead``:
+      topic recreated; ``retention_passed``: records lost before the lake had
+      them), whatever the ``--on-offset-reset`` policy then did;
     * ``tetrapipe_process_table_processes`` / ``_table_bytes``: the ancestry
       process table's size (bounded; watch it against the memory limit).
     """
@@ -230,6 +234,8 @@ class PipelineMetrics:
         self.lake_offset = Gauge(p + "lake_offset", "Last offset of the partition the lake holds",
                                  ["topic", "partition"], registry=registry)
         self.assigned = Gauge(p + "assigned_partitions", "Partitions this replica owns", registry=registry)
+        self.offset_resets = Counter(p + "offset_resets", "Broker offsets not where the lake left off, by reason",
+                                     ["topic", "partition", "reason"], registry=registry)
         self.table_processes = Gauge(p + "table_processes", "Processes in the ancestry process table",
                                      registry=registry)
         self.table_bytes = Gauge(p + "table_bytes", "Memory of the ancestry process table", registry=registry)

@@ -11,6 +11,15 @@ consumer-lag monitoring works as usual.
 Partitions are keyed by node (DESIGN.md), so everything a per-node process
 table needs arrives in one partition, at one processor.
 
+Offsets that move backwards are never followed silently. When the lake holds a
+partition beyond the broker's end (the topic was deleted and created again, a
+new cluster) or behind its beginning (retention removed records the lake never
+had), the processor logs it, counts it in
+``tetrapipe_process_offset_resets_total{reason}``, and does what
+``on_offset_reset`` says: ``fail`` (the default: stop, exit non-zero, a human
+decides), ``earliest`` or ``latest`` (continue from there; a recreated topic
+becomes a new epoch of the partition, see :mod:`tetrapipe.sinks.offsets`).
+
 Optionally (``events_topic``) every committed batch's enriched events -- the
 rows of its lake ``events`` segment -- are also produced, keyed by node, so a
 forwarder can stream them to a SIEM without reading the lake.
@@ -32,10 +41,16 @@ from tetrapipe.ingest import BatchTransform
 from tetrapipe.metrics import Health, PipelineMetrics, new_registry
 from tetrapipe.schema import EVENT_SCHEMA, REJECT_SCHEMA
 from tetrapipe.sinks.lake import Lake
-from tetrapipe.sinks.offsets import committed_offsets, remove_uncommitted, segment_name
+from tetrapipe.sinks.offsets import committed_offsets, lake_positions, remove_uncommitted, segment_name
 from tetrapipe.transforms.normalize import Normalizer, normalize_lines
 
 log = logging.getLogger("tetrapipe.process")
+
+OFFSET_RESET_POLICIES = ("fail", "earliest", "latest")
+
+
+class OffsetsMovedError(RuntimeError):
+    """The broker's offsets for a partition are not where the lake left them, and the policy says stop."""
 
 FETCH_PARTITION_BYTES = 16 * 1024 * 1024
 FETCH_MAX_BYTES = 64 * 1024 * 1024
@@ -81,6 +96,35 @@ def event_json_lines(events: pa.Table) -> list[bytes]:
     return lines
 
 
+def broker_has(bootstrap: str, kafka_options: dict, tp, offset: int, timeout: float = 3.0) -> bool:  # noqa: ANN001
+    """Whether the broker still serves the record at ``offset`` of ``tp`` (the last one the lake holds).
+
+    The end offset alone is not trusted to declare a topic recreated (some
+    brokers report it short of the last batch): a group-less consumer
+    fetches that one record.
+    """
+    from kafka import KafkaConsumer
+    from kafka.errors import OffsetOutOfRangeError
+
+    security = {k: v for k, v in kafka_options.items() if k.startswith(("security_protocol", "ssl_", "sasl_"))}
+    probe = KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=None, enable_auto_commit=False,
+                          auto_offset_reset="none", client_id="tetrapipe-offset-probe", **security)
+    try:
+        probe.assign([tp])
+        probe.seek(tp, offset)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                got = probe.poll(timeout_ms=200, max_records=1)
+            except OffsetOutOfRangeError:
+                return False
+            if any(r.offset == offset for recs in got.values() for r in recs):
+                return True
+        return False
+    finally:
+        probe.close()
+
+
 @dataclass
 class ProcessStats:
     batches: int = 0
@@ -118,6 +162,7 @@ class ProcessorConfig:
     kafka_options: dict = field(default_factory=dict)  # passed to kafka-python (TLS/SASL ...)
     compact_every_seconds: float = 600.0  # merge small segments this often (0: never)
     stall_seconds: float = 120.0  # /healthz fails when the loop has not come round for this long
+    on_offset_reset: str = "fail"  # the lake is ahead of the broker or behind its retention: fail|earliest|latest
 
 
 class Processor:
@@ -146,6 +191,8 @@ class Processor:
         self._assigned: set[int] = set()
         self._joined = False  # the group gave this member its (possibly empty) share at least once
         self._lake_next: dict[int, int | None] = {}  # partition -> next offset the lake needs (None: unknown yet)
+        self._epoch: dict[int, int] = {}  # partition -> epoch its segments are written in (sinks.offsets)
+        self._verify: set[int] = set()  # partitions whose lake position is still to be checked against the broker
         self._last_lag_update = 0.0
         self.registry = registry if registry is not None else new_registry()
         self.metrics = PipelineMetrics(self.registry)  # type: ignore[arg-type]
@@ -192,8 +239,10 @@ class Processor:
         common = {k: v for k, v in opts.items() if k.startswith(("security_protocol", "ssl_", "sasl_"))}
         # fetch sizes: one fetch should bring a whole micro-batch (20,000 x ~2 KB) so that the next fetch,
         # sent as soon as records are handed out, overlaps with transforming this one; --kafka-option overrides
+        # "none": an out-of-range position raises instead of kafka-python quietly jumping to the beginning;
+        # _check_positions decides what happens, by the on_offset_reset policy
         tuning = {"max_partition_fetch_bytes": FETCH_PARTITION_BYTES, "fetch_max_bytes": FETCH_MAX_BYTES,
-                  "auto_offset_reset": "earliest", **opts}
+                  **opts, "auto_offset_reset": "none"}
         self._consumer = KafkaConsumer(
             bootstrap_servers=self.config.bootstrap.split(","),
             group_id=self.config.group,
@@ -242,14 +291,18 @@ class Processor:
         removed = remove_uncommitted(self.lake, self.config.topic, partitions)
         if removed:
             log.warning("removed %d segment(s) of batches that never committed", len(removed))
-        done = committed_offsets(self.lake, self.config.topic)
+        positions = lake_positions(self.lake, self.config.topic)
         for p in partitions:
             tp = TopicPartition(self.config.topic, p)
-            if p in done:
-                self._consumer.seek(tp, done[p] + 1)
-                self._lake_next[p] = done[p] + 1
-                self.metrics.lake_offset.labels(self.config.topic, str(p)).set(done[p])
+            if p in positions:
+                epoch, last = positions[p]
+                self._epoch[p] = epoch
+                self._consumer.seek(tp, last + 1)
+                self._lake_next[p] = last + 1
+                self.metrics.lake_offset.labels(self.config.topic, str(p)).set(last)
+                self._verify.add(p)  # against the broker's offsets, outside this callback (see run)
             else:
+                self._epoch[p] = 0
                 self._consumer.seek_to_beginning(tp)
                 self._lake_next[p] = None  # the first record fetched tells where the partition begins
         self._assigned |= partitions
@@ -272,6 +325,8 @@ class Processor:
     # --- the loop -----------------------------------------------------------------------
 
     def run(self) -> ProcessStats:
+        from kafka.errors import OffsetOutOfRangeError
+
         self._connect()
         batch_started = time.monotonic()
         last_compaction = time.monotonic()
@@ -279,7 +334,13 @@ class Processor:
         try:
             while not self._stop.is_set():
                 self.health.heartbeat()
-                polled = self._consumer.poll(timeout_ms=200, max_records=self.config.batch_max_records)
+                try:
+                    polled = self._consumer.poll(timeout_ms=200, max_records=self.config.batch_max_records)
+                except OffsetOutOfRangeError as exc:  # retention passed us while running (auto reset is off)
+                    self._verify |= {tp.partition for tp in exc.args[0]} if exc.args else set(self._assigned)
+                    polled = {}
+                if self._verify:
+                    polled = self._check_positions(polled)
                 if polled and self.stats.first_record_at is None:
                     self.stats.first_record_at = time.monotonic()
                 for tp, records in polled.items():
@@ -307,6 +368,54 @@ class Processor:
         finally:
             self.close()
         return self.stats
+
+    def _check_positions(self, polled: dict) -> dict:
+        """Compare where the lake resumes each newly assigned partition with the broker's offsets; apply the policy.
+
+        Runs after ``poll`` (the rebalance callback must not make requests of
+        its own). Records fetched from a partition whose position was wrong
+        are dropped: after a reset the partition is fetched again from the
+        position the policy chose.
+        """
+        from kafka import TopicPartition
+
+        parts = sorted(self._verify & self._assigned)
+        self._verify.clear()
+        if not parts:
+            return polled
+        tps = {p: TopicPartition(self.config.topic, p) for p in parts}
+        begins = self._consumer.beginning_offsets(list(tps.values()))
+        ends = self._consumer.end_offsets(list(tps.values()))
+        policy = self.config.on_offset_reset
+        for p, tp in tps.items():
+            nxt = self._lake_next.get(p)
+            begin, end = begins[tp], ends[tp]
+            if nxt is None or begin <= nxt <= end:
+                continue
+            if nxt > end and broker_has(self.config.bootstrap, self.config.kafka_options, tp, nxt - 1):
+                continue  # a stale end offset (some brokers report it short of the last batch), not a new topic
+            if nxt > end:
+                reason = "lake_ahead"
+                what = (f"partition {p} of {self.config.topic}: the lake holds offsets up to {nxt - 1} but the broker's "
+                        f"end is {end} (topic deleted and created again? another cluster?)")
+            else:
+                reason = "retention_passed"
+                what = (f"partition {p} of {self.config.topic}: the lake needs offset {nxt} but the broker begins at "
+                        f"{begin}: {begin - nxt} records were removed by retention before the lake had them")
+            self.metrics.offset_resets.labels(self.config.topic, str(p), reason).inc()
+            if policy == "fail":
+                log.error("%s; stopping (--on-offset-reset earliest|latest to continue)", what)
+                raise OffsetsMovedError(f"{what}; rerun with --on-offset-reset earliest or latest to continue")
+            target = begin if policy == "earliest" else end
+            if reason == "lake_ahead":
+                self._epoch[p] = self._epoch.get(p, 0) + 1  # the new topic's offsets are a new series
+            log.warning("%s; continuing from the %s offset %d (epoch %d) as --on-offset-reset %s says", what,
+                        policy, target, self._epoch[p], policy)
+            self._consumer.seek(tp, target)
+            self._lake_next[p] = target
+            self._pending.pop(p, None)
+            polled = {k: v for k, v in polled.items() if k.partition != p}
+        return polled
 
     def _update_lag(self, every: float = 1.0) -> None:
         """Consumer lag per partition against the lake, from the high watermarks fetches bring (no request)."""
@@ -345,15 +454,17 @@ class Processor:
         """
         from kafka import TopicPartition
 
-        if any(self._pending.values()):
-            return False
+        if any(self._pending.values()) or not self._joined or self._verify:
+            return False  # before the group gave this member its share, the lake's positions are not checked yet
         parts = self._consumer.partitions_for_topic(self.config.topic) or set()
         if not parts:
             return False
         tps = [TopicPartition(self.config.topic, p) for p in parts]
         ends = self._consumer.end_offsets(tps)
         done = committed_offsets(self.lake, self.config.topic)
-        return all(done.get(tp.partition, -1) + 1 >= ends[tp] for tp in tps)
+        # my own partitions: where this run is (after an offset reset that is not the lake's newest segment yet)
+        nxt = {p: n for p, n in self._lake_next.items() if n is not None and p in self._assigned}
+        return all(nxt.get(tp.partition, done.get(tp.partition, -1) + 1) >= ends[tp] for tp in tps)
 
     def _flush(self, force: bool = False) -> None:
         for partition in sorted(self._pending):
@@ -376,7 +487,7 @@ class Processor:
             events, produced = transform(events)
             for name, table in produced.items():
                 extra[name] = pa.concat_tables([extra[name], table]) if name in extra else table
-        name = segment_name(topic, partition, first, last)
+        name = segment_name(topic, partition, first, last, self._epoch.get(partition, 0))
         meta = {"kafka": orjson.dumps({"topic": topic, "partition": partition, "first": first,
                                        "last": last}).decode()}
         for table_name, table in (("rejects", rejects), *extra.items()):

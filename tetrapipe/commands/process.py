@@ -51,6 +51,10 @@ def _kafka_options(f):  # noqa: ANN001, ANN201
               help="Address the metrics server binds to (0.0.0.0 to let the kubelet and Prometheus in).")
 @click.option("--exit-at-eof", is_flag=True, envvar="TETRAPIPE_EXIT_AT_EOF",
               help="Stop once every assigned partition is fully written (tests, batch jobs).")
+@click.option("--on-offset-reset", envvar="TETRAPIPE_ON_OFFSET_RESET", default="fail", show_default=True,
+              type=click.Choice(["fail", "earliest", "latest"]),
+              help="When the lake holds a partition beyond the broker's end (topic recreated) or behind its "
+                   "retention: stop, or continue from the earliest or latest offset.")
 @click.option("--kafka-option", "kafka_option", multiple=True, envvar="TETRAPIPE_KAFKA_OPTION",
               help="kafka-python setting KEY=VALUE, repeatable: security_protocol=SSL, sasl_mechanism=PLAIN, "
                    "session_timeout_ms=6000, ...")
@@ -58,14 +62,14 @@ def _kafka_options(f):  # noqa: ANN001, ANN201
 def process_command(kafka: str, topic: str, group: str, alerts_topic: str, events_topic: str,
                     dead_letter_topic: str, batch_size: int, batch_seconds: float, rules_dir: str | None,
                     tls_window: dt.timedelta, metrics_port: int | None, metrics_host: str, exit_at_eof: bool,
-                    kafka_option: tuple[str, ...], lake_dir: str) -> None:
+                    on_offset_reset: str, kafka_option: tuple[str, ...], lake_dir: str) -> None:
     """Consume Tetragon events from Kafka into the history, with detections, exactly once.
 
     Run N replicas with the same --group over a topic with at least N partitions.
     SIGTERM/SIGINT finish and write the batch in hand, then exit 0.
     """
     from tetrapipe.commands.options import pipeline_transforms
-    from tetrapipe.process import Processor, ProcessorConfig
+    from tetrapipe.process import OffsetsMovedError, Processor, ProcessorConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     lake = Lake(lake_dir)
@@ -75,6 +79,7 @@ def process_command(kafka: str, topic: str, group: str, alerts_topic: str, event
                              events_topic=events_topic or None, dead_letter_topic=dead_letter_topic or None,
                              batch_max_records=batch_size,
                              batch_max_seconds=batch_seconds, exit_at_eof=exit_at_eof,
+                             on_offset_reset=on_offset_reset,
                              kafka_options=parse_kafka_options(kafka_option))
     console = Console(stderr=True, highlight=False)
 
@@ -116,6 +121,8 @@ def process_command(kafka: str, topic: str, group: str, alerts_topic: str, event
         logging.getLogger("tetrapipe.process").info("metrics on %s/metrics (health: /healthz, /readyz)", server.url)
     try:
         stats = processor.run()
+    except OffsetsMovedError as exc:
+        raise click.ClickException(str(exc)) from exc
     finally:
         if server is not None:
             server.close()
@@ -162,14 +169,20 @@ def status_command(kafka: str, topic: str, group: str, fmt: str, lake_dir: str) 
         t.add_column(col, justify="right")
     for r in rows:
         lag = r["lag"]
-        t.add_row(str(r["partition"]), str(r["end_offset"]), str(r["lake_offset"]),
-                  f"[{'red' if lag else 'green'}]{lag}[/]", str(r["group_offset"]))
+        if r["state"] == "lake ahead":  # the lag is not 0: the broker's offsets went backwards
+            shown = f"[bold red]lake ahead by {r['lake_offset'] + 1 - r['end_offset']}[/] (topic recreated?)"
+        elif r["state"] == "retention passed":
+            shown = f"[bold red]{lag}, {r['begin_offset'] - r['lake_offset'] - 1} lost to retention[/]"
+        else:
+            shown = f"[{'red' if lag else 'green'}]{lag}[/]"
+        t.add_row(str(r["partition"]), str(r["end_offset"]), str(r["lake_offset"]), shown, str(r["group_offset"]))
     Console(highlight=False).print(t)
 
 
 def partition_status(kafka: str, topic: str, group: str, lake: Lake) -> list[dict]:
     from kafka import KafkaConsumer, TopicPartition
 
+    from tetrapipe.process import broker_has
     from tetrapipe.sinks.offsets import committed_offsets
 
     consumer = KafkaConsumer(bootstrap_servers=kafka.split(","), group_id=group, enable_auto_commit=False)
@@ -177,13 +190,22 @@ def partition_status(kafka: str, topic: str, group: str, lake: Lake) -> list[dic
         parts = sorted(consumer.partitions_for_topic(topic) or [])
         tps = [TopicPartition(topic, p) for p in parts]
         ends = consumer.end_offsets(tps) if tps else {}
+        begins = consumer.beginning_offsets(tps) if tps else {}
         done = committed_offsets(lake, topic)
         rows = []
         for tp in tps:
             in_lake = done.get(tp.partition, -1)
             group_offset = consumer.committed(tp)
-            rows.append({"partition": tp.partition, "end_offset": ends[tp], "lake_offset": in_lake,
-                         "lag": max(0, ends[tp] - (in_lake + 1)), "group_offset": group_offset})
+            end, begin = ends[tp], begins[tp]
+            if in_lake + 1 > end and not broker_has(kafka, {}, tp, in_lake):
+                state = "lake ahead"  # offsets went backwards: the topic was recreated (tetrapipe process stops)
+            elif in_lake >= 0 and in_lake + 1 < begin:
+                state = "retention passed"
+            else:
+                state = "behind" if end > in_lake + 1 else "caught up"
+            rows.append({"partition": tp.partition, "begin_offset": begin, "end_offset": max(end, in_lake + 1)
+                         if state != "lake ahead" else end, "lake_offset": in_lake,
+                         "lag": max(0, end - max(in_lake + 1, begin)), "state": state, "group_offset": group_offset})
         return rows
     finally:
         consumer.close()

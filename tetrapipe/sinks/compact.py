@@ -21,7 +21,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,8 +32,8 @@ import pyarrow.parquet as pq
 
 from tetrapipe.schema import SCHEMAS, TABLES, conform
 from tetrapipe.sinks.lake import Lake, _fsync_dir, atomic_write_bytes
+from tetrapipe.sinks.offsets import parse_segment_name, segment_name
 
-_KAFKA = re.compile(r"^kafka~(?P<topic>[A-Za-z0-9._-]+)~(?P<partition>\d+)~(?P<first>\d+)~(?P<last>\d+)$")
 SMALL_BYTES = 32 * 1024 * 1024
 
 
@@ -81,19 +80,27 @@ def recover(lake: Lake) -> int:
 
 
 def _group_key(path: Path) -> tuple[str, str]:
-    m = _KAFKA.match(path.stem)
-    if m:
-        return ("kafka", f"{m.group('topic')}~{m.group('partition')}")
+    """Segments merge only with their own kind: one topic, partition and epoch, or the file ingests."""
+    parsed = parse_segment_name(path.stem)
+    if parsed:
+        topic, partition, _, _, epoch = parsed
+        return ("kafka", f"{topic}~{partition}~{epoch}")
     return ("files", "")
+
+
+def _first_offset(path: Path) -> int:
+    parsed = parse_segment_name(path.stem)
+    assert parsed is not None
+    return parsed[2]
 
 
 def _merged_name(key: tuple[str, str], paths: list[Path]) -> str:
     if key[0] == "kafka":
-        topic, partition = key[1].split("~")
-        ranges = [_KAFKA.match(p.stem) for p in paths]
-        first = min(int(m.group("first")) for m in ranges if m)
-        last = max(int(m.group("last")) for m in ranges if m)
-        return f"kafka~{topic}~{partition}~{first}~{last}"
+        topic, partition, epoch = key[1].split("~")
+        ranges = [r for r in (parse_segment_name(p.stem) for p in paths) if r]
+        first = min(r[2] for r in ranges)
+        last = max(r[3] for r in ranges)
+        return segment_name(topic, int(partition), first, last, int(epoch))
     return f"{paths[0].stem.split('-')[0]}-{uuid.uuid4().hex[:12]}-compacted"
 
 
@@ -115,7 +122,7 @@ def compact(lake: Lake, tables: list[str] | None = None, min_files: int = 8,
                         groups.setdefault(_group_key(p), []).append(p)
                 for key, paths in groups.items():
                     if key[0] == "kafka":
-                        paths.sort(key=lambda p: int(_KAFKA.match(p.stem).group("first")))
+                        paths.sort(key=_first_offset)
                     candidates = paths[: len(paths) - skip_newest] if skip_newest else paths
                     if len(candidates) < min_files:
                         continue
