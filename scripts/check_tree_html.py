@@ -5,11 +5,13 @@
     python scripts/check_tree_html.py --log samples/scenario/tenant-jobs.log --pod crawler
     python scripts/check_tree_html.py --lake ./tetrapipe-lake --pod crawler --out /tmp/tree.png
 
-It ingests the log (with the ancestry transform) into a temporary lake, or
-uses ``--lake``, writes the tree's HTML, lets Chromium run the page
-(``--dump-dom``) with the first late shell selected, checks that every
-process is in the DOM, that the late shell is marked and that the side panel
-shows it, then saves a 1400x900 screenshot (default: docs/tree-screenshot.png).
+It ingests the samples (``samples/``: the real events and the scenario, with
+the pipeline's transforms and the shipped rules, so alerts show) into a
+temporary lake, or uses ``--lake``, writes the tree's HTML, lets Chromium run
+the page (``--dump-dom``) with the first late shell selected, checks that
+every process is in the DOM, that the late shell is marked, that the side
+panel shows it and that no badge (late shell, alert, ...) is clipped or
+hidden, then saves a 1400x900 screenshot (default: docs/tree-screenshot.png).
 
 Needs Chromium: ``apt-get install -y chromium`` (Debian). The page must not
 need the network: Chromium runs with networking features off, and the page's
@@ -19,6 +21,8 @@ own Content-Security-Policy forbids any fetch.
 from __future__ import annotations
 
 import argparse
+import html
+import json
 import re
 import shutil
 import subprocess
@@ -29,9 +33,18 @@ from urllib.parse import quote
 
 REPO = Path(__file__).resolve().parents[1]
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
-         "--hide-scrollbars", "--force-device-scale-factor=1"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-extensions",
+    "--hide-scrollbars",
+    "--force-device-scale-factor=1",
+]
 
 
 def find_chromium() -> str | None:
@@ -54,27 +67,105 @@ def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run([exe, *FLAGS, *args], capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def chromium_dump_dom(page: Path, select: str | None = None, profile: Path | None = None,
-                      timeout: float = 90) -> str:
-    """The DOM after the page's scripts ran (Chromium's ``--dump-dom``)."""
+def chromium_dump_dom(
+    page: Path,
+    select: str | None = None,
+    profile: Path | None = None,
+    timeout: float = 90,
+    size: tuple[int, int] = (1400, 900),
+) -> str:
+    """The DOM after the page's scripts ran (Chromium's ``--dump-dom``), laid out in a ``size`` window."""
     with tempfile.TemporaryDirectory() as tmp:
         prof = profile or Path(tmp) / "profile"
-        res = _run([f"--user-data-dir={prof}", "--dump-dom", _url(page, select)], timeout)
+        res = _run(
+            [f"--user-data-dir={prof}", f"--window-size={size[0]},{size[1]}", "--dump-dom", _url(page, select)], timeout
+        )
     if res.returncode != 0 or "<html" not in res.stdout:
         raise RuntimeError(f"chromium --dump-dom failed ({res.returncode}): {res.stderr[-2000:]}")
     return res.stdout
 
 
-def chromium_screenshot(page: Path, png: Path, select: str | None = None, profile: Path | None = None,
-                        size: tuple[int, int] = (1400, 900), timeout: float = 90) -> Path:
+def chromium_screenshot(
+    page: Path,
+    png: Path,
+    select: str | None = None,
+    profile: Path | None = None,
+    size: tuple[int, int] = (1400, 900),
+    timeout: float = 90,
+) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         prof = profile or Path(tmp) / "profile"
         png.parent.mkdir(parents=True, exist_ok=True)
-        res = _run([f"--user-data-dir={prof}", f"--screenshot={png.resolve()}", f"--window-size={size[0]},{size[1]}",
-                    _url(page, select)], timeout)
+        res = _run(
+            [
+                f"--user-data-dir={prof}",
+                f"--screenshot={png.resolve()}",
+                f"--window-size={size[0]},{size[1]}",
+                _url(page, select),
+            ],
+            timeout,
+        )
     if res.returncode != 0 or not png.exists():
         raise RuntimeError(f"chromium --screenshot failed ({res.returncode}): {res.stderr[-2000:]}")
     return png
+
+
+#: Run in the page after its own script: every badge must be laid out whole inside its parent and
+#: inside every ancestor that clips its overflow (the tree scrolls sideways: a badge past its right
+#: edge is there in the DOM, yet nobody sees it). Results go to attributes --dump-dom can read.
+BADGE_CHECK_JS = r"""
+(function () {
+  "use strict";
+  var SLACK = 0.5;
+  function name(e) {
+    return e.tagName.toLowerCase() + (e.id ? "#" + e.id : "") + (e.className ? "." + String(e.className).split(" ").join(".") : "");
+  }
+  function outside(r, left, top, right, bottom) {
+    return r.left < left - SLACK || r.top < top - SLACK || r.right > right + SLACK || r.bottom > bottom + SLACK;
+  }
+  var problems = [], badges = document.querySelectorAll(".badge");
+  badges.forEach(function (b) {
+    var label = b.textContent.trim() + " (" + (b.closest("li.proc") ? "tree row of " + b.closest("li.proc").dataset.execId : name(b.parentElement)) + ")";
+    var r = b.getBoundingClientRect();
+    if (r.width < 1 || r.height < 1 || getComputedStyle(b).visibility !== "visible") { problems.push(label + ": not displayed"); return; }
+    if (b.scrollWidth > b.clientWidth + 1) problems.push(label + ": its text is cut inside the badge");
+    var p = b.parentElement.getBoundingClientRect();
+    if (outside(r, p.left, p.top, p.right, p.bottom)) problems.push(label + ": sticks out of its container " + name(b.parentElement));
+    for (var a = b.parentElement; a && a !== document.documentElement; a = a.parentElement) {
+      var cs = getComputedStyle(a);
+      if (cs.overflowX === "visible" && cs.overflowY === "visible") continue;
+      var c = a.getBoundingClientRect(), left = c.left + a.clientLeft, top = c.top + a.clientTop;
+      if (outside(r, left, top, left + a.clientWidth, top + a.clientHeight)) problems.push(label + ": clipped by " + name(a));
+    }
+  });
+  document.body.dataset.badges = String(badges.length);
+  document.body.dataset.badgeProblems = JSON.stringify(problems);
+})();
+"""
+
+
+def badge_problems(
+    page: Path, select: str | None = None, profile: Path | None = None, size: tuple[int, int] = (1400, 900)
+) -> tuple[int, list[str]]:
+    """(badges in the page, the ones clipped, hidden or out of their box), as Chromium lays it out at ``size``.
+
+    The check runs in a copy of the page with :data:`BADGE_CHECK_JS` as a last
+    inline script (the page's policy allows inline scripts, nothing else).
+    """
+    probe = page.with_name(page.stem + ".badge-check.html")
+    probe.write_text(
+        page.read_text(encoding="utf-8").replace("</body>", f"<script>{BADGE_CHECK_JS}</script>\n</body>"),
+        encoding="utf-8",
+    )
+    try:
+        dom = chromium_dump_dom(probe, select=select, profile=profile, size=size)
+    finally:
+        probe.unlink()
+    count = re.search(r'data-badges="(\d+)"', dom)
+    found = re.search(r'data-badge-problems="([^"]*)"', dom)
+    if count is None or found is None:
+        raise RuntimeError("the badge check did not run in the page")
+    return int(count.group(1)), json.loads(html.unescape(found.group(1)))
 
 
 def check_dom(dom: str, expected_ids: list[str], late_ids: list[str], selected: str | None) -> list[str]:
@@ -106,17 +197,11 @@ def _demo_log(path: Path) -> None:
     path.write_text("\n".join(scenario_lines(w, p)) + "\n")
 
 
-def _transforms(ancestry: type) -> list:
-    """The pipeline's transforms (rules too, so alerts show), with the ancestry step in any case."""
-    try:
-        from tetrapipe.transforms import pipeline
+def _transforms() -> list:
+    """The pipeline's transforms with the repository's rules, so the page shows the alerts ``ingest`` raises."""
+    from tetrapipe.pipeline import build_transforms
 
-        transforms = list(pipeline.default_transforms(None)[0])
-    except Exception:  # noqa: BLE001 - no rules engine in this build: ancestry alone
-        transforms = []
-    if not any(isinstance(t, ancestry) for t in transforms):
-        transforms.insert(0, ancestry())
-    return transforms
+    return build_transforms(REPO / "rules")[0]
 
 
 def main() -> int:
@@ -124,8 +209,11 @@ def main() -> int:
     from tetrapipe.tree import Selection, build_tree, render_html
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--log", type=Path, help="Tetragon export log to ingest (default: the scenario sample, "
-                                             "else the built-in demo story).")
+    ap.add_argument(
+        "--log",
+        type=Path,
+        help="Tetragon export log or directory to ingest (default: samples/, else the built-in demo story).",
+    )
     ap.add_argument("--lake", type=Path, help="Use this lake instead of ingesting a log.")
     ap.add_argument("--pod", default="crawler", help="Pod (name or unique prefix).")
     ap.add_argument("--namespace", default=None)
@@ -142,17 +230,16 @@ def main() -> int:
             from tetrapipe.ingest import ingest
             from tetrapipe.sinks.lake import Lake
             from tetrapipe.sources.files import expand_inputs
-            from tetrapipe.transforms.ancestry import AncestryTransform
 
             log = args.log
-            scenario = REPO / "samples" / "scenario" / "tenant-jobs.log"
-            if log is None and scenario.exists():
-                log = scenario
+            samples = REPO / "samples"
+            if log is None and (samples / "scenario" / "tenant-jobs.log").exists():
+                log = samples
             if log is None:
                 log = tmpd / "demo.log"
                 _demo_log(log)
             lake_dir = tmpd / "lake"
-            ingest(expand_inputs([str(log)]), Lake(lake_dir), transforms=_transforms(AncestryTransform))
+            ingest(expand_inputs([str(log)]), Lake(lake_dir), transforms=_transforms())
             print(f"ingested {log}")
         view = build_tree(str(lake_dir), Selection(pod=args.pod, namespace=args.namespace))
         page = args.html or tmpd / "tree.html"
@@ -169,10 +256,14 @@ def main() -> int:
                     stack.extend(s.children)
         dom = chromium_dump_dom(page, select=select, profile=tmpd / "p1")
         problems = check_dom(dom, shown, late, select)
+        badges, clipped = badge_problems(page, select=select, profile=tmpd / "p3")
+        problems += [f"badge {p}" for p in clipped]
         png = chromium_screenshot(page, args.out, select=select, profile=tmpd / "p2")
     c = view.counts()
-    print(f"{view.selection.describe()}: {c['processes']} processes, {len(shown)} lines, "
-          f"{c['late_shells']} late shell(s), {c['alerts']} alert(s)")
+    print(
+        f"{view.selection.describe()}: {c['processes']} processes, {len(shown)} lines, "
+        f"{c['late_shells']} late shell(s), {c['alerts']} alert(s), {badges} badges"
+    )
     print(f"screenshot: {png}")
     for p in problems:
         print(f"PROBLEM: {p}", file=sys.stderr)

@@ -42,11 +42,24 @@ def story(tmp_path: Path) -> tuple[Lake, dict]:
 
 def add_alert(lake: Lake, proc, rule: str = "reverse-shell", severity: str = "high") -> None:  # noqa: ANN001
     row = {c: None for c in ALERT_SCHEMA.names}
-    row.update(alert_id=f"{rule}-1", rule_id=rule, title="Reverse shell", severity=severity, mitre=["T1059"], tags=[],
-               time=proc.start, last_time=proc.start, namespace=proc.pod.namespace if proc.pod else None,
-               pod=proc.pod.name if proc.pod else None, exec_id=proc.exec_id, process_binary=proc.binary,
-               arguments=proc.arguments, message=f"{proc.binary} {proc.arguments} opened a shell to the network",
-               count=1, event_ids=[])
+    row.update(
+        alert_id=f"{rule}-1",
+        rule_id=rule,
+        title="Reverse shell",
+        severity=severity,
+        mitre=["T1059"],
+        tags=[],
+        time=proc.start,
+        last_time=proc.start,
+        namespace=proc.pod.namespace if proc.pod else None,
+        pod=proc.pod.name if proc.pod else None,
+        exec_id=proc.exec_id,
+        process_binary=proc.binary,
+        arguments=proc.arguments,
+        message=f"{proc.binary} {proc.arguments} opened a shell to the network",
+        count=1,
+        event_ids=[],
+    )
     lake.write("alerts", pa.Table.from_pylist([row], schema=ALERT_SCHEMA))
 
 
@@ -87,7 +100,9 @@ def test_pod_tree_structure_late_shell_and_its_chain(story) -> None:  # noqa: AN
     try:
         parent, ancestors, binaries = con.sql(
             "SELECT parent_exec_id, ancestor_exec_ids, ancestor_binaries FROM events "
-            "WHERE kind = 'process_exec' AND exec_id = $x", params={"x": p["bash"].exec_id}).fetchall()[0]
+            "WHERE kind = 'process_exec' AND exec_id = $x",
+            params={"x": p["bash"].exec_id},
+        ).fetchall()[0]
     finally:
         con.close()
     assert parent == p["runc"].exec_id
@@ -127,8 +142,9 @@ def test_a_process_with_an_alert_never_folds_and_is_marked(tmp_path: Path) -> No
     # the third fetch connects elsewhere and has an alert: it must stand out of the ×N
     con = history.connect(lake)
     try:
-        third_sh = con.sql("SELECT exec_id FROM processes WHERE process_binary = '/bin/sh' ORDER BY start_time "
-                           "LIMIT 1 OFFSET 2").fetchall()[0][0]
+        third_sh = con.sql(
+            "SELECT exec_id FROM processes WHERE process_binary = '/bin/sh' ORDER BY start_time LIMIT 1 OFFSET 2"
+        ).fetchall()[0][0]
     finally:
         con.close()
     proc = next(q for q in w.procs if q.exec_id == third_sh)
@@ -213,8 +229,9 @@ def test_many_processes_fold_into_few_lines(tmp_path: Path) -> None:
     for i in range(1500):
         at = 10 + i * 0.1 if i < 1000 else 400 + i  # the last 500 start after 5 minutes: late shells
         sh = w.proc("/bin/sh", "-c /app/fetch.sh", parent=p["crawler"], at=at, pod=p["pod"], in_init_tree=True)
-        c = w.proc("/usr/bin/curl", "-s https://crawl.example.org/", parent=sh, at=at + 0.05, pod=p["pod"],
-                   in_init_tree=True)
+        c = w.proc(
+            "/usr/bin/curl", "-s https://crawl.example.org/", parent=sh, at=at + 0.05, pod=p["pod"], in_init_tree=True
+        )
         lines += [w.exec(sh), w.exec(c), w.connect(c, "198.51.100.20", 443), w.exit(c, 0.2), w.exit(sh, 0.3)]
     lake = load(tmp_path, lines)
     view = build_tree(lake, Selection(pod="crawler"))
@@ -280,8 +297,9 @@ def test_cli_tree_pod_text_json_html_and_errors(story, tmp_path: Path) -> None: 
     res = runner.invoke(cli, ["tree", "--lake", str(lake.root)])
     assert res.exit_code == 0, res.output
     assert "crawler-7d9f8b6c5-x2x4z" in res.output and "late shells" in res.output
-    res = runner.invoke(cli, ["tree", "--lake", str(lake.root), "--pod", "crawler", "-n", "tenant-jobs",
-                              "--width", "200"])
+    res = runner.invoke(
+        cli, ["tree", "--lake", str(lake.root), "--pod", "crawler", "-n", "tenant-jobs", "--width", "200"]
+    )
     assert res.exit_code == 0, res.output
     assert "LATE SHELL +6m40s" in res.output and "×4 /bin/sh" in res.output
     res = runner.invoke(cli, ["tree", "--lake", str(lake.root), "--pod", "crawler", "--format", "json"])
@@ -307,15 +325,22 @@ def test_process_tree_macro_in_sql(story) -> None:  # noqa: ANN001
     con = history.connect(lake)
     try:
         install(con)
-        rows = con.sql("SELECT depth, process_binary FROM process_tree(pod_name := 'crawler-7d9f8b6c5-x2x4z') "
-                       "ORDER BY path").fetchall()
-        lineage = con.sql("SELECT level, process_binary FROM process_lineage($x) ORDER BY level",
-                          params={"x": p["nc"].exec_id}).fetchall()
+        rows = con.sql(
+            "SELECT depth, process_binary FROM process_tree(pod_name := 'crawler-7d9f8b6c5-x2x4z') ORDER BY path"
+        ).fetchall()
+        lineage = con.sql(
+            "SELECT level, process_binary FROM process_lineage($x) ORDER BY level", params={"x": p["nc"].exec_id}
+        ).fetchall()
     finally:
         con.close()
     assert rows[0] == (0, "/usr/bin/node") and len(rows) == 14
     assert (0, "/bin/bash") in rows and (1, "/usr/bin/nc") in rows
-    assert lineage == [(0, "/usr/bin/nc"), (1, "/bin/bash"), (2, "/usr/bin/runc"), (3, "/usr/bin/containerd-shim-runc-v2")]
+    assert lineage == [
+        (0, "/usr/bin/nc"),
+        (1, "/bin/bash"),
+        (2, "/usr/bin/runc"),
+        (3, "/usr/bin/containerd-shim-runc-v2"),
+    ]
 
 
 # --- HTML --------------------------------------------------------------------------------
@@ -325,8 +350,9 @@ def test_html_is_self_contained_and_escapes_attacker_strings(tmp_path: Path) -> 
     w = World()
     p = host_and_pod(w)
     evil_pod = Pod("tenant-jobs", "x</script><script>alert(1)</script>", "c", p["pod"].container_start)
-    evil = w.proc("/bin/sh", "-c '</script><img src=x onerror=alert(2)>' \u2028", parent=p["crawler"], at=50,
-                  pod=p["pod"])
+    evil = w.proc(
+        "/bin/sh", "-c '</script><img src=x onerror=alert(2)>' \u2028", parent=p["crawler"], at=50, pod=p["pod"]
+    )
     evil2 = w.proc("/bin/sh", "", parent=p["shim"], at=60, pod=evil_pod)
     lake = load(tmp_path, [*scenario_lines(w, p), w.exec(evil), w.exec(evil2)])
     page = render_html(build_tree(lake, Selection(pod="crawler")))
@@ -389,3 +415,32 @@ def test_html_in_headless_chromium(story, tmp_path: Path) -> None:  # noqa: ANN0
     png = chromium_screenshot(page, tmp_path / "tree.png", select=p["bash"].exec_id, profile=tmp_path / "profile2")
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+
+@pytest.mark.skipif(_chromium() is None, reason="needs Chromium (apt-get install chromium)")
+def test_html_badges_are_never_clipped_in_chromium(story, tmp_path: Path) -> None:  # noqa: ANN001
+    """A process with many alerts: every badge is laid out whole inside its row and inside anything that clips
+    (the tree scrolls sideways, so a badge past its edge was in the DOM yet out of sight), wide or narrow."""
+    check = _load_script()
+    lake, p = story
+    for rule, severity in [
+        ("interactive-shell-in-container", "medium"),
+        ("late-shell-in-container", "high"),
+        ("passwd-shadow-tampering", "high"),
+        ("sensitive-file-read", "high"),
+    ]:
+        add_alert(lake, p["bash"], rule=rule, severity=severity)
+    page = tmp_path / "tree.html"
+    page.write_text(render_html(build_tree(lake, Selection(pod="crawler"))))
+    for width in (1400, 760):
+        count, problems = check.badge_problems(
+            page, select=p["bash"].exec_id, profile=tmp_path / f"p{width}", size=(width, 900)
+        )
+        # late shell, exec'd and four alerts, in the row and in the side panel; the ×4 of the folded sh runs
+        assert count == 2 * (2 + 4) + 1
+        assert problems == [], (width, problems)
+    # the check itself sees a clipped badge: the same page with the row's badges pushed out of sight
+    shoved = tmp_path / "shoved.html"
+    shoved.write_text(page.read_text().replace("</style>", ".row .badge { margin-left:2000px; }</style>"))
+    count, problems = check.badge_problems(shoved, select=p["bash"].exec_id, profile=tmp_path / "p-shoved")
+    assert any("clipped by section#tree" in x for x in problems) and any("sticks out" in x for x in problems)

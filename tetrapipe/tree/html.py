@@ -21,8 +21,10 @@ import json
 
 from tetrapipe.tree.model import Group, Node, Shown, TreeView, format_offset, plural
 
-CSP = ("default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:; "
-       "base-uri 'none'; form-action 'none'")
+CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:; "
+    "base-uri 'none'; form-action 'none'"
+)
 
 CSS = """
 :root { --bg:#f7f8fa; --fg:#1d2330; --dim:#6b7385; --line:#d9dde6; --panel:#ffffff; --accent:#2f6fed;
@@ -61,18 +63,20 @@ ul.t ul > li::after { content:""; position:absolute; left:-13px; top:13px; width
 .lineage { color:var(--dim); font-style:italic; padding:2px 0; }
 details > summary { list-style:none; cursor:pointer; }
 details > summary::-webkit-details-marker { display:none; }
-.row { display:flex; gap:8px; align-items:baseline; padding:2px 6px; border-radius:4px; cursor:pointer;
-       white-space:nowrap; }
+.row { display:flex; flex-wrap:wrap; gap:3px 8px; align-items:baseline; padding:2px 6px; border-radius:4px;
+       cursor:pointer; white-space:nowrap; }
 .row:hover { background:#f0f3f8; }
 .tw { width:12px; color:var(--dim); flex:none; text-align:center; }
 details[open] > summary .tw::before { content:"▾"; }
 details:not([open]) > summary .tw::before { content:"▸"; }
 .off { color:var(--dim); font-family:"DejaVu Sans Mono",Menlo,monospace; font-size:12px; min-width:58px; text-align:right; }
 .bin { font-family:"DejaVu Sans Mono",Menlo,monospace; font-weight:600; }
-.args { font-family:"DejaVu Sans Mono",Menlo,monospace; color:#39425a; overflow:hidden; text-overflow:ellipsis; max-width:560px; }
+.args { font-family:"DejaVu Sans Mono",Menlo,monospace; color:#39425a; overflow:hidden; text-overflow:ellipsis; max-width:560px;
+        min-width:0; }
 .meta { color:var(--dim); font-size:12px; }
 .meta .bad { color:#b26a00; }
 .badge { font-size:11px; font-weight:700; padding:1px 6px; border-radius:10px; letter-spacing:.02em; }
+.row .badge { max-width:100%; white-space:normal; overflow-wrap:anywhere; }
 .b-late { background:var(--late); color:#fff; }
 .b-exec { background:#fff3cd; color:#7a5600; border:1px solid #e8c66a; }
 .b-fold { background:#ede7f6; color:#5e35b1; }
@@ -101,6 +105,10 @@ ul.ev li.alert { color:#b71c1c; font-weight:700; font-family:inherit; }
 #panel .evrow .tm { color:var(--dim); margin-right:6px; }
 #panel a { color:var(--accent); cursor:pointer; text-decoration:underline; }
 footer { color:var(--dim); font-size:12px; padding:0 20px 20px; }
+@media (max-width: 900px) {  /* a narrow window: the details go under the tree instead of squeezing it */
+  main { flex-direction:column; align-items:stretch; }
+  #panel { width:auto; position:static; max-height:none; border-left:none; border-top:1px solid var(--line); }
+}
 """
 
 JS = r"""
@@ -140,7 +148,10 @@ JS = r"""
       if (r) r.classList.add("selected");
       var d = li.parentElement;
       while (d) { if (d.tagName === "DETAILS") d.open = true; d = d.parentElement; }
-      if (scroll && r) r.scrollIntoView({ block: "center" });
+      if (scroll && r) {  // only when it is out of sight: a page opened on a visible row keeps its header in view
+        var box = r.getBoundingClientRect();
+        if (box.top < 0 || box.bottom > window.innerHeight) r.scrollIntoView({ block: "center" });
+      }
     }
     var body = panel.querySelector(".body");
     body.textContent = "";
@@ -241,14 +252,22 @@ def _e(text: object) -> str:
 
 def _json_for_script(obj: object) -> str:
     """JSON that cannot end the <script> element it sits in, whatever the strings inside say."""
-    return json.dumps(obj, separators=(",", ":")).replace("&", "\\u0026").replace("<", "\\u003c").replace(
-        ">", "\\u003e").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return (
+        json.dumps(obj, separators=(",", ":"))
+        .replace("&", "\\u0026")
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
 
 
 def _row(s: Shown, collapsible: bool) -> str:
     n = s.node
-    parts = [f'<span class="tw">{"" if collapsible else "·"}</span>',
-             f'<span class="off">{_e(format_offset(n.since_container_start))}</span>']
+    parts = [
+        f'<span class="tw">{"" if collapsible else "·"}</span>',
+        f'<span class="off">{_e(format_offset(n.since_container_start))}</span>',
+    ]
     if s.count > 1:
         parts.append(f'<span class="badge b-fold" title="{s.count} identical runs">×{s.count}</span>')
     parts.append(f'<span class="bin">{_e(n.binary or "?")}</span>')
@@ -273,8 +292,10 @@ def _row(s: Shown, collapsible: bool) -> str:
     if n.focus:
         parts.append('<span class="badge b-focus">focus</span>')
     for a in n.alerts:
-        parts.append(f'<span class="badge b-{_e(a.severity)}" title="{_e(a.message or a.title)}">'
-                     f"{_e(a.severity)} {_e(a.rule_id)}</span>")
+        parts.append(
+            f'<span class="badge b-{_e(a.severity)}" title="{_e(a.message or a.title)}">'
+            f"{_e(a.severity)} {_e(a.rule_id)}</span>"
+        )
     return f'<div class="row">{"".join(parts)}</div>'
 
 
@@ -317,7 +338,7 @@ def _node(s: Shown) -> str:
     if kids:
         inner += f"<ul>{kids}</ul>"
     if inner:
-        return f'<li {attrs}><details open><summary>{_row(s, True)}</summary>{inner}</details></li>'
+        return f"<li {attrs}><details open><summary>{_row(s, True)}</summary>{inner}</details></li>"
     return f"<li {attrs}>{_row(s, False)}</li>"
 
 
@@ -339,8 +360,9 @@ def _group(g: Group) -> str:
             continue
         chain = " ← ".join([e.parent_binary or "?", *[b or "?" for b in e.lineage]])
         where = "outside the container" if e.parent_binary else "parent not in the history"
-        body.append(f'<li class="entry"><div class="lineage">↑ {_e(chain)} <span>({where})</span></div>'
-                    f"<ul>{roots}</ul></li>")
+        body.append(
+            f'<li class="entry"><div class="lineage">↑ {_e(chain)} <span>({where})</span></div><ul>{roots}</ul></li>'
+        )
     return f'<div class="group"><div class="ghead">{"".join(head)}</div><ul class="t">{"".join(body)}</ul></div>'
 
 
@@ -357,12 +379,15 @@ def render_html(view: TreeView, title: str | None = None) -> str:
     data["initial"] = _initial(view)
     c = view.counts()
     title = title or f"Process tree — {view.selection.describe()}"
-    late = (f'<span class="late">{plural(c["late_shells"], "late shell")}</span>'
-            if c["late_shells"] else "0 late shells")
-    counts = (f'{plural(c["processes"], "process", "processes")} · {plural(c["connections"], "connection")} · '
-              f'{plural(c["file_events"], "file event")} · {plural(c["alerts"], "alert")} · {late} '
-              f'<span class="sel">(shells started more than '
-              f'{_e(format_offset(view.late_after)[1:])} after their container)</span>')
+    late = (
+        f'<span class="late">{plural(c["late_shells"], "late shell")}</span>' if c["late_shells"] else "0 late shells"
+    )
+    counts = (
+        f"{plural(c['processes'], 'process', 'processes')} · {plural(c['connections'], 'connection')} · "
+        f"{plural(c['file_events'], 'file event')} · {plural(c['alerts'], 'alert')} · {late} "
+        f'<span class="sel">(shells started more than '
+        f"{_e(format_offset(view.late_after)[1:])} after their container)</span>"
+    )
     if view.truncated:
         counts += ' · <span class="late">truncated: narrow the selection</span>'
     groups = "".join(_group(g) for g in view.groups)
