@@ -75,35 +75,58 @@ def test_reingest_rotated_gzipped_and_grown_copies_adds_nothing_twice(tmp_path: 
 def test_directory_is_read_oldest_backup_first(tmp_path: Path) -> None:
     d = tmp_path / "tetragon"
     d.mkdir()
-    names = ["tetragon.log", "tetragon-2024-05-01T10-05-00.000.log.gz", "tetragon-2024-05-01T09-00-00.000.log",
-             "tetragon.log.1", "tetragon.log.2", "notes.txt"]
+    names = [
+        "tetragon.log",
+        "tetragon-2024-05-01T10-05-00.000.log.gz",
+        "tetragon-2024-05-01T09-00-00.000.log",
+        "tetragon.log.1",
+        "tetragon.log.2",
+        "notes.txt",
+    ]
     for n in names:
         (d / n).write_bytes(b"")
     order = [Path(i.path).name for i in expand_inputs([str(d)])]
-    assert order == ["tetragon-2024-05-01T09-00-00.000.log", "tetragon-2024-05-01T10-05-00.000.log.gz",
-                     "tetragon.log.2", "tetragon.log.1", "tetragon.log"]
+    assert order == [
+        "tetragon-2024-05-01T09-00-00.000.log",
+        "tetragon-2024-05-01T10-05-00.000.log.gz",
+        "tetragon.log.2",
+        "tetragon.log.1",
+        "tetragon.log",
+    ]
 
 
 def test_bad_lines_go_to_rejects_with_file_and_line(tmp_path: Path, lake_dir: Path) -> None:
     lake = Lake(lake_dir)
     good = _lines(0, 3)
     f = tmp_path / "mixed.log"
-    f.write_bytes("\n".join([good[0], "not json at all", good[1], '{"process_exec":{"process":',
-                             '{"hello":"world"}', good[2]]).encode() + b"\n\xff\xfe\n")
+    f.write_bytes(
+        "\n".join(
+            [good[0], "not json at all", good[1], '{"process_exec":{"process":', '{"hello":"world"}', good[2]]
+        ).encode()
+        + b"\n\xff\xfe\n"
+    )
     stats = ingest(expand_inputs([str(f)]), lake)
     assert stats.events == 3 and stats.rejects == 4
     con = history.connect(lake)
     rows = con.sql("SELECT source, source_offset, reason FROM rejects ORDER BY source_offset").fetchall()
-    assert [(Path(s).name, n) for s, n, _ in rows] == [("mixed.log", 2), ("mixed.log", 4), ("mixed.log", 5),
-                                                       ("mixed.log", 7)]
+    assert [(Path(s).name, n) for s, n, _ in rows] == [
+        ("mixed.log", 2),
+        ("mixed.log", 4),
+        ("mixed.log", 5),
+        ("mixed.log", 7),
+    ]
     assert rows[1][2].startswith("truncated JSON")
     assert rows[3][2].startswith("not UTF-8")
 
 
 def test_cli_ingest_from_stdin_and_summary(tmp_path: Path, lake_dir: Path, tetrapipe_cmd: list[str]) -> None:
     data = "\n".join(_lines(0, 20)) + "\nnot json\n"
-    proc = subprocess.run([*tetrapipe_cmd, "ingest", "-", "--lake", str(lake_dir), "--rules", "none"],
-                          input=data.encode(), capture_output=True, timeout=120)
+    proc = subprocess.run(
+        [*tetrapipe_cmd, "ingest", "-", "--lake", str(lake_dir), "--rules", "none"],
+        input=data.encode(),
+        capture_output=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr.decode()
     text = proc.stdout.decode()
     assert "ingested 20 events" in text
@@ -112,8 +135,11 @@ def test_cli_ingest_from_stdin_and_summary(tmp_path: Path, lake_dir: Path, tetra
 
 
 def test_cli_missing_path_is_a_usage_error(lake_dir: Path, tetrapipe_cmd: list[str]) -> None:
-    proc = subprocess.run([*tetrapipe_cmd, "ingest", "/nonexistent/tetragon.log", "--lake", str(lake_dir)],
-                          capture_output=True, timeout=60)
+    proc = subprocess.run(
+        [*tetrapipe_cmd, "ingest", "/nonexistent/tetragon.log", "--lake", str(lake_dir)],
+        capture_output=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert b"no such file or directory: /nonexistent/tetragon.log" in proc.stderr
 
@@ -122,9 +148,21 @@ def test_query_while_an_ingest_is_running(lake_dir: Path, tetrapipe_cmd: list[st
     """A second process queries the lake while the ingest process is still writing."""
     lines = _lines(0, 3000)
     proc = subprocess.Popen(
-        [*tetrapipe_cmd, "ingest", "-", "--lake", str(lake_dir), "--rules", "none", "--quiet",
-         "--chunk-bytes", "65536"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            *tetrapipe_cmd,
+            "ingest",
+            "-",
+            "--lake",
+            str(lake_dir),
+            "--rules",
+            "none",
+            "--quiet",
+            "--chunk-bytes",
+            "65536",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     assert proc.stdin is not None
     proc.stdin.write(("\n".join(lines[:1500]) + "\n").encode())
@@ -138,8 +176,11 @@ def test_query_while_an_ingest_is_running(lake_dir: Path, tetrapipe_cmd: list[st
             seen = _count(lake)
     assert proc.poll() is None, "the ingest must still be running (it waits for more input)"
     assert 0 < seen < 3000
-    q = subprocess.run([*tetrapipe_cmd, "query", "SELECT count(*) AS n FROM events", "--lake", str(lake_dir),
-                        "--format", "json"], capture_output=True, timeout=60)
+    q = subprocess.run(
+        [*tetrapipe_cmd, "query", "SELECT count(*) AS n FROM events", "--lake", str(lake_dir), "--format", "json"],
+        capture_output=True,
+        timeout=60,
+    )
     assert q.returncode == 0, q.stderr.decode()
     assert 0 < json.loads(q.stdout)[0]["n"] < 3000
     proc.stdin.write(("\n".join(lines[1500:]) + "\n").encode())
@@ -180,3 +221,167 @@ def test_a_failing_transform_stops_the_ingest_and_a_rerun_completes_it_once(tmp_
     assert 0 < partial_events < 3000
     assert ingest(expand_inputs([str(log)]), lake, chunk_bytes=64 * 1024).events == 3000 - partial_events
     assert _count(lake, "SELECT count(DISTINCT event_id) FROM events") == _count(lake) == 3000
+
+
+# --- what a directory holds besides logs, and the alerts of one run -------------------------
+
+
+def _without_root_file_access() -> None:
+    """In a child before exec: drop the capabilities that let root read any file (a no-op for other users).
+
+    Root keeps its uid (the interpreter under /root stays reachable) but, like
+    anyone, can no longer read a file whose mode says nobody may.
+    """
+    import ctypes
+    import os
+
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH: out of the bounding set, so gone after exec
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def test_directory_reads_json_exports_and_says_what_it_skipped_and_why(tmp_path: Path) -> None:
+    import os
+    import sys
+
+    from tetrapipe.sources.files import scan_inputs
+
+    d = tmp_path / "export"
+    d.mkdir()
+    (d / "tetragon.log").write_text("\n".join(_lines(0, 3)) + "\n")
+    (d / "by-hand.json").write_text("\n".join(_lines(3, 2)) + "\n")  # kubectl logs ... > by-hand.json
+    (d / "export.jsonl").write_text("\n".join(_lines(5, 2)) + "\n")
+    (d / "config.json").write_text('{\n  "exportFilename": "tetragon.log"\n}\n')
+    (d / "settings.json").write_text('{"exportFilename": "tetragon.log"}\n')
+    (d / "notes.txt").write_text("not a log\n")
+    (d / ".tetragon.log.swp").write_bytes(b"\0")
+    (d / "secret.log").write_text("\n".join(_lines(7, 1)) + "\n")
+    (d / "secret.log").chmod(0)
+    os.symlink("loop-b.log", d / "loop-a.log")
+    os.symlink("loop-a.log", d / "loop-b.log")
+    os.symlink("gone.log", d / "dangling.log")
+    os.mkdir(d / "sub")
+    os.symlink("..", d / "sub" / "up")  # a directory link back to an ancestor
+    os.mkfifo(d / "pipe.log")
+    code = (
+        "import json; from tetrapipe.sources.files import scan_inputs; e = scan_inputs(['.']);"
+        "print(json.dumps([[i.path for i in e.inputs], {s.path: s.reason for s in e.skipped}]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=d,
+        preexec_fn=_without_root_file_access,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    inputs, skipped = json.loads(proc.stdout)
+    assert inputs == ["by-hand.json", "export.jsonl", "tetragon.log"]
+    assert skipped == {
+        ".tetragon.log.swp": "hidden",
+        "config.json": "not a Tetragon export: its first line is not a JSON object (a config or pretty-printed JSON?)",
+        "dangling.log": "broken symlink (its target does not exist)",
+        "loop-a.log": "symlink loop",
+        "loop-b.log": "symlink loop",
+        "notes.txt": "not a log file (*.log, *.json, *.jsonl, *.ndjson, *.gz or a rotated backup)",
+        "pipe.log": "not a regular file",
+        "secret.log": "unreadable: Permission denied",
+        "settings.json": "not a Tetragon export: its first line is JSON but not a Tetragon event",
+        "sub/up": "symlink loop (leads back to .)",
+    }
+    # a file named on the command line is read whatever its name; a named path that cannot be read is an error
+    named = tmp_path / "events.txt"
+    named.write_text(_lines(0, 1)[0] + "\n")
+    assert [i.path for i in scan_inputs([str(named)]).inputs] == [str(named)]
+    loop = tmp_path / "loop.log"
+    os.symlink(loop.name, loop)
+    with pytest.raises(OSError, match="symlink loop"):
+        scan_inputs([str(loop)])
+
+
+def test_cli_ingest_lists_skipped_files_and_reads_json_exports(tmp_path: Path, lake_dir: Path) -> None:
+    from click.testing import CliRunner
+
+    from tetrapipe.cli import cli
+
+    d = tmp_path / "export"
+    d.mkdir()
+    (d / "tetragon.log").write_text("\n".join(_lines(0, 3)) + "\n")
+    (d / "events.json").write_text("\n".join(_lines(3, 2)) + "\n")
+    (d / "README.md").write_text("# notes\n")
+    result = CliRunner().invoke(
+        cli, ["ingest", str(d), "--lake", str(lake_dir), "--rules", "none"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert "ingested 5 events from 2 inputs" in result.stdout
+    assert "1 file in the directories not read:" in result.stdout
+    assert f"  {d / 'README.md'}: not a log file" in result.stdout
+
+
+def _ingest_cli(lake_dir: Path, *args: str) -> str:
+    from click.testing import CliRunner
+    from conftest import REPO
+
+    from tetrapipe.cli import cli
+
+    result = CliRunner().invoke(
+        cli,
+        ["ingest", *args, "--lake", str(lake_dir), "--rules", str(REPO / "rules"), "--max-alerts", "100"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def _alert_ids(lake: Lake) -> set[str]:
+    con = history.connect(lake)
+    try:
+        return {r[0] for r in con.execute("SELECT DISTINCT alert_id FROM alerts").fetchall()}
+    finally:
+        con.close()
+
+
+def _printed_alerts(text: str) -> list[str]:
+    """The alert header lines of an ingest's output (severity first)."""
+    return [
+        line for line in text.splitlines() if line.split(" ", 1)[0] in {"CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO"}
+    ]
+
+
+def test_ingest_prints_the_alerts_of_this_run_not_the_whole_lake(lake_dir: Path) -> None:
+    from conftest import SAMPLES
+
+    lake = Lake(lake_dir)
+    first = _ingest_cli(lake_dir, str(SAMPLES / "scenario" / "tenant-jobs.log"))
+    scenario_ids = _alert_ids(lake)
+    assert len(scenario_ids) >= 5
+    n = len(scenario_ids)
+    assert f"{n} alerts from this ingest, most severe first (the lake holds {n} alerts in all" in first
+    assert len(_printed_alerts(first)) == n
+    assert any("reverse-shell  2026-03-10" in line for line in _printed_alerts(first))
+
+    # another log: only its own alerts, the scenario's are not printed again
+    second = _ingest_cli(lake_dir, *(str(p) for p in REAL_LOGS))
+    real_ids = _alert_ids(lake) - scenario_ids
+    total = n + len(real_ids)
+    assert f"{len(real_ids)} alerts from this ingest, most severe first (the lake holds {total} alerts in all" in second
+    printed = _printed_alerts(second)
+    assert len(printed) == len(real_ids)
+    assert not any("2026-03-10" in line for line in printed)  # the scenario's day
+
+    # nothing new: said so, with the lake's total
+    third = _ingest_cli(lake_dir, str(SAMPLES / "scenario" / "tenant-jobs.log"))
+    assert f"no new alerts (the lake holds {total} alerts in all: tetrapipe query alerts)" in third
+    assert _printed_alerts(third) == []
+
+    # --force: the same events again extend alerts the lake holds (new-terms rules stay quiet), each marked so
+    forced = _ingest_cli(lake_dir, str(SAMPLES / "scenario" / "tenant-jobs.log"), "--force")
+    printed = _printed_alerts(forced)
+    k = len(printed)
+    assert 0 < k < n and f"{k} alerts from this ingest, {k} of them adding to an alert already in the lake" in forced
+    assert all(line.endswith("(more events of an alert already in the lake)") for line in printed)
+    assert _alert_ids(lake) == scenario_ids | real_ids

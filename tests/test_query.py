@@ -47,15 +47,17 @@ def test_json_csv_and_parquet(lake: Path, tmp_path: Path) -> None:
 
 def test_table_output_and_env_var_lake(lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TETRAPIPE_LAKE", str(lake))
-    code, text = _run("query", "SELECT process_name, pod FROM events WHERE function_name = 'security_file_permission'"
-                               " AND policy_name = 'file-monitoring'")
+    code, text = _run(
+        "query",
+        "SELECT process_name, pod FROM events WHERE function_name = 'security_file_permission'"
+        " AND policy_name = 'file-monitoring'",
+    )
     assert code == 0 and "vi" in text and "file-access" in text and "1 row" in text
 
 
 def test_sql_error_names_the_position(lake: Path) -> None:
     runner = CliRunner()
-    result = runner.invoke(cli, ["query", "SELECT kind FROM events WHERE kind = 'x' GROUPBY kind", "--lake",
-                                 str(lake)])
+    result = runner.invoke(cli, ["query", "SELECT kind FROM events WHERE kind = 'x' GROUPBY kind", "--lake", str(lake)])
     assert result.exit_code == 2
     assert "query failed" in result.output and "LINE 1" in result.output and "GROUPBY" in result.output
     result = runner.invoke(cli, ["query", "SELECT no_such_column FROM events", "--lake", str(lake)])
@@ -88,15 +90,69 @@ def test_hunt_results(lake: Path) -> None:
 
 
 def test_processes_view_joins_exec_and_exit(lake: Path) -> None:
-    code, text = _run("query", "SELECT process_binary, exit_time IS NOT NULL AS exited, since_container_start "
-                               "FROM processes WHERE exec_id = 'bWluaWt1YmU6MTA1NzU3MjgzNTAwNzk6MTE1MTUz'",
-                      "--lake", str(lake), "--format", "json")
+    code, text = _run(
+        "query",
+        "SELECT process_binary, exit_time IS NOT NULL AS exited, since_container_start "
+        "FROM processes WHERE exec_id = 'bWluaWt1YmU6MTA1NzU3MjgzNTAwNzk6MTE1MTUz'",
+        "--lake",
+        str(lake),
+        "--format",
+        "json",
+    )
     (row,) = json.loads(text)
     assert row == {"process_binary": "/usr/bin/curl", "exited": True, "since_container_start": 65.861}
 
 
 def test_empty_lake_has_typed_empty_views(tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli, ["query", "SELECT count(*) AS n, count(process_binary) AS b FROM events",
-                                      "--lake", str(tmp_path / "empty"), "--format", "json"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "query",
+            "SELECT count(*) AS n, count(process_binary) AS b FROM events",
+            "--lake",
+            str(tmp_path / "empty"),
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code == 0 and json.loads(result.stdout) == [{"n": 0, "b": 0}]
     assert "no history at" in result.stderr  # a mistyped --lake is said, not mistaken for an empty hunt
+
+
+def test_csv_lines_end_with_a_newline_only(lake: Path) -> None:
+    sql = "SELECT kind, 'two' || chr(10) || 'lines' AS note FROM events GROUP BY kind ORDER BY kind LIMIT 2"
+    result = CliRunner().invoke(cli, ["query", sql, "--lake", str(lake), "--format", "csv"], catch_exceptions=False)
+    assert result.exit_code == 0
+    data = result.stdout_bytes
+    assert b"\r" not in data and data.endswith(b"\n")
+    assert list(csv.reader(io.StringIO(data.decode())))[1][1] == "two\nlines"  # quoted, still one record
+
+
+def test_a_mistyped_hunt_name_says_which_one_was_meant(lake: Path) -> None:
+    for args in (["late-shels"], ["--hunt", "sensitve-files"]):
+        result = CliRunner().invoke(cli, ["query", *args, "--lake", str(lake)], catch_exceptions=False)
+        assert result.exit_code == 2
+        name = args[-1]
+        meant = {"late-shels": "late-shells", "sensitve-files": "sensitive-files"}[name]
+        assert f"query failed: no saved hunt named {name}; did you mean {meant}?" in result.stderr
+        assert "Parser Error" not in result.stderr and "Traceback" not in result.output
+    result = CliRunner().invoke(cli, ["query", "zzzz", "--lake", str(lake)])
+    assert result.exit_code == 2
+    assert "query failed: no saved hunt named zzzz (tetrapipe query --hunts lists them)\n" == result.stderr
+
+
+def test_a_bare_view_name_shows_the_view(lake: Path) -> None:
+    code, text = _run("query", "events", "--lake", str(lake), "--format", "json")
+    assert code == 0 and len(json.loads(text)) == 55
+
+
+def test_an_unknown_table_lists_the_views(lake: Path) -> None:
+    result = CliRunner().invoke(cli, ["query", "SELECT * FROM alert", "--lake", str(lake)], catch_exceptions=False)
+    assert result.exit_code == 2
+    assert (
+        "query failed: no table or view named alert; did you mean alerts? The views are: alerts, events, "
+        "processes, rejects, tls_stats; the table macros: process_tree(...), process_lineage(exec_id)"
+    ) in result.stderr
+    assert "Catalog Error" not in result.stderr and "Traceback" not in result.output
+    result = CliRunner().invoke(cli, ["query", "SELECT * FROM qqq", "--lake", str(lake)])
+    assert result.exit_code == 2 and "no table or view named qqq. The views are: alerts," in result.stderr

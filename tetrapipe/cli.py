@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 from tetrapipe import __version__
 from tetrapipe.commands.options import pipeline_transforms, tls_window_option
@@ -48,37 +49,52 @@ def _register(module: str) -> None:
 @lake_option
 @click.option("--force", is_flag=True, help="Ingest again even lines the lake already holds.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary, only errors.")
-@click.option("--rules", "rules_dir", type=click.Path(), default=None, envvar="TETRAPIPE_RULES",
-              help="Rules directory (default: ./rules, else the bundled rules). 'none' disables detection.")
+@click.option(
+    "--rules",
+    "rules_dir",
+    type=click.Path(),
+    default=None,
+    envvar="TETRAPIPE_RULES",
+    help="Rules directory (default: ./rules, else the bundled rules). 'none' disables detection.",
+)
 @click.option("--max-alerts", default=30, show_default=True, help="Alerts to print after the summary.")
 @tls_window_option
 @click.option("--chunk-bytes", default=24 * 1024 * 1024, hidden=True, help="Read size (one batch per chunk).")
-def ingest(paths: tuple[str, ...], lake_dir: str, force: bool, quiet: bool, rules_dir: str | None,
-           max_alerts: int, tls_window: dt.timedelta, chunk_bytes: int) -> None:
+def ingest(
+    paths: tuple[str, ...],
+    lake_dir: str,
+    force: bool,
+    quiet: bool,
+    rules_dir: str | None,
+    max_alerts: int,
+    tls_window: dt.timedelta,
+    chunk_bytes: int,
+) -> None:
     """Load Tetragon export logs into the history and show what fired.
 
     PATHS are files (plain or gzip), directories (rotated backups read oldest
-    first) or - for standard input, e.g.
+    first; files that are not logs are listed with the reason) or - for
+    standard input, e.g.
     ``kubectl logs -n kube-system ds/tetragon -c export-stdout | tetrapipe ingest -``.
     """
     from tetrapipe.ingest import ingest as run_ingest
     from tetrapipe.report import IngestProgress, print_alerts, print_ingest_summary
-    from tetrapipe.sources.files import expand_inputs
+    from tetrapipe.sources.files import scan_inputs
 
     try:
-        inputs = expand_inputs(list(paths))
-    except FileNotFoundError as exc:
+        found = scan_inputs(list(paths))
+    except OSError as exc:  # a named path that is missing, unreadable or a symlink loop
         raise click.UsageError(str(exc)) from exc
+    inputs = found.inputs
     lake = Lake(lake_dir)
     transforms, detector = pipeline_transforms(rules_dir, lake, tls_window, long_running=False)
     show = not quiet and err.is_terminal
     with IngestProgress(err, enabled=show) as progress:
-        stats = run_ingest(inputs, lake, transforms=transforms, progress=progress, force=force,
-                           chunk_bytes=chunk_bytes)
+        stats = run_ingest(inputs, lake, transforms=transforms, progress=progress, force=force, chunk_bytes=chunk_bytes)
     if not quiet:
-        print_ingest_summary(out, stats, lake)
+        print_ingest_summary(out, stats, lake, found.skipped)
         if detector is not None:
-            print_alerts(out, lake, max_alerts)
+            print_alerts(out, lake, stats.alerts.values(), max_alerts)
 
 
 @cli.command()
@@ -87,13 +103,23 @@ def ingest(paths: tuple[str, ...], lake_dir: str, force: bool, quiet: bool, rule
 @click.option("--hunt", help="Run a saved hunt by name (see --hunts).")
 @click.option("--hunts", "list_hunts", is_flag=True, help="List the saved hunts.")
 @click.option("--schema", "show_schema", is_flag=True, help="List tables and columns with their meaning.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "parquet"]), default="table",
-              show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "csv", "parquet"]), default="table", show_default=True
+)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file (required for parquet).")
 @click.option("--limit", type=int, default=None, help="At most this many rows (table format: 200 by default).")
 @lake_option
-def query(sql: str | None, sql_file, hunt: str | None, list_hunts: bool, show_schema: bool, fmt: str,
-          output: str | None, limit: int | None, lake_dir: str) -> None:
+def query(
+    sql: str | None,
+    sql_file,
+    hunt: str | None,
+    list_hunts: bool,
+    show_schema: bool,
+    fmt: str,
+    output: str | None,
+    limit: int | None,
+    lake_dir: str,
+) -> None:
     """Run SQL over the history (views: events, processes, alerts, rejects, tls_stats).
 
     \b
@@ -102,7 +128,8 @@ def query(sql: str | None, sql_file, hunt: str | None, list_hunts: bool, show_sc
     tetrapipe query late-shells          (a saved hunt, by name)
     """
     from tetrapipe import history
-    from tetrapipe.query import QueryError, print_hunts, print_schema, run_query
+    from tetrapipe.query import TABLE_DEFAULT_LIMIT, QueryError, execute, resolve, unknown_hunt, write_output
+    from tetrapipe.report import emit, print_hunts, print_query_table, print_schema
 
     if show_schema:
         print_schema(out)
@@ -110,31 +137,51 @@ def query(sql: str | None, sql_file, hunt: str | None, list_hunts: bool, show_sc
     if list_hunts:
         print_hunts(out)
         return
-    saved = history.hunts()
-    if hunt is not None:
-        if hunt not in saved:
-            raise click.UsageError(f"no saved hunt named {hunt!r}; try --hunts")
-        sql = saved[hunt].sql
-    elif sql_file is not None:
-        sql = sql_file.read()
-    elif sql is not None and sql.strip() in saved:
-        sql = saved[sql.strip()].sql
-    if not sql:
-        raise click.UsageError("give SQL, -f FILE, --hunt NAME, --hunts or --schema")
-    if fmt == "parquet" and not output:
-        raise click.UsageError("--format parquet needs --output FILE")
-    if not Path(lake_dir).exists():  # a mistyped --lake would otherwise look like a hunt that found nothing
-        err.print(f"[yellow]note:[/] no history at {lake_dir} (tetrapipe ingest FILE --lake {lake_dir}): "
-                  "every view is empty", highlight=False)
+    lake = Lake(lake_dir)
     try:
-        run_query(Lake(lake_dir), sql, fmt=fmt, output=output, limit=limit, console=out)
+        if hunt is not None:
+            saved = history.hunts()
+            if hunt not in saved:
+                raise QueryError(unknown_hunt(hunt))
+            sql = saved[hunt].sql
+        elif sql_file is not None:
+            sql = sql_file.read()
+        elif sql is not None:
+            sql = resolve(lake, sql)  # a saved hunt or a view by name, else SQL
+        if not sql:
+            raise click.UsageError("give SQL, -f FILE, --hunt NAME, --hunts or --schema")
+        if fmt == "parquet" and not output:
+            raise click.UsageError("--format parquet needs --output FILE")
+        if not Path(lake_dir).exists():  # a mistyped --lake would otherwise look like a hunt that found nothing
+            err.print(
+                f"[yellow]note:[/] no history at {lake_dir} (tetrapipe ingest FILE --lake {lake_dir}): "
+                "every view is empty",
+                highlight=False,
+            )
+        table = execute(lake, sql)
     except QueryError as exc:
-        err.print(f"[bold red]query failed:[/] {exc}")
+        emit(err, Text.assemble(("query failed:", "bold red"), " ", str(exc)))
         sys.exit(2)
+    if limit is not None:
+        table = table.slice(0, limit)
+    if fmt == "table":
+        print_query_table(out, table, limit or TABLE_DEFAULT_LIMIT)
+    else:
+        write_output(table, fmt, output)
+        if fmt == "parquet":
+            out.print(f"{table.num_rows} rows written to {output}", style="dim", highlight=False, markup=False)
 
 
-for _module in ("tetrapipe.commands.rules", "tetrapipe.commands.tree", "tetrapipe.commands.stream",
-                "tetrapipe.commands.process", "tetrapipe.commands.tls", "tetrapipe.commands.lake", "tetrapipe.commands.run", "tetrapipe.commands.forward"):
+for _module in (
+    "tetrapipe.commands.rules",
+    "tetrapipe.commands.tree",
+    "tetrapipe.commands.stream",
+    "tetrapipe.commands.process",
+    "tetrapipe.commands.tls",
+    "tetrapipe.commands.lake",
+    "tetrapipe.commands.run",
+    "tetrapipe.commands.forward",
+):
     try:
         _register(_module)
     except ModuleNotFoundError as _exc:  # a capability not installed in this build

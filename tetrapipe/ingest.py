@@ -43,6 +43,30 @@ class RejectNote:
 
 
 @dataclass
+class RunAlert:
+    """One alert as this run wrote it: its first row, with the counts of all its rows added up.
+
+    The detector writes a follow-up row with the same ``alert_id`` when a later
+    batch adds events to an open alert; folding them here gives one line per
+    alert. ``rows`` tells the report whether the lake held the alert before.
+    """
+
+    alert_id: str
+    rule_id: str
+    severity: str
+    time: object
+    namespace: str | None
+    pod: str | None
+    node_name: str | None
+    message: str | None
+    count: int = 0
+    rows: int = 0
+
+
+_RUN_ALERT_COLUMNS = ["alert_id", "rule_id", "severity", "time", "namespace", "pod", "node_name", "message", "count"]
+
+
+@dataclass
 class IngestStats:
     files: int = 0
     lines: int = 0
@@ -55,6 +79,8 @@ class IngestStats:
     by_kind: Counter[str] = field(default_factory=Counter)
     extra_rows: Counter[str] = field(default_factory=Counter)
     first_rejects: list[RejectNote] = field(default_factory=list)
+    #: the alerts this run wrote to the lake, by alert_id (what ``ingest`` prints, not the whole lake's)
+    alerts: dict[str, RunAlert] = field(default_factory=dict)
 
     @property
     def events_per_second(self) -> float:
@@ -241,10 +267,18 @@ def _count(stats: IngestStats, events: pa.Table, rejects: pa.Table, extra: dict[
             stats.by_kind[item["values"]] += item["counts"]
     for name, table in extra.items():
         stats.extra_rows[name] += table.num_rows
+    alerts = extra.get("alerts")
+    if alerts is not None and alerts.num_rows:
+        for row in alerts.select(_RUN_ALERT_COLUMNS).to_pylist():
+            seen = stats.alerts.get(row["alert_id"])
+            if seen is None:
+                seen = stats.alerts[row["alert_id"]] = RunAlert(**{**row, "count": 0})
+            seen.count += row["count"] or 1
+            seen.rows += 1
     if rejects.num_rows and len(stats.first_rejects) < keep_rejects:
         room = keep_rejects - len(stats.first_rejects)
         for row in rejects.slice(0, room).select(["source", "source_offset", "reason"]).to_pylist():
             stats.first_rejects.append(RejectNote(row["source"], row["source_offset"], row["reason"]))
 
 
-__all__ = ["BatchTransform", "IngestStats", "ProgressSink", "ingest", "REJECT_SCHEMA"]
+__all__ = ["BatchTransform", "IngestStats", "ProgressSink", "RunAlert", "ingest", "REJECT_SCHEMA"]

@@ -1,40 +1,116 @@
-"""``tetrapipe query``: SQL over the history, printed for people or for programs."""
+"""``tetrapipe query``: SQL over the history, as data for programs (json, csv, parquet).
+
+The table people read is drawn by :mod:`tetrapipe.report` (the command line's
+face); this module finds the SQL (saved hunts by name), runs it and turns the
+rows into text cells and files.
+"""
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
 import decimal
+import difflib
 import io
+import re
 import sys
 
 import duckdb
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
-from rich.console import Console
-from rich.table import Table
 
 from tetrapipe import history
-from tetrapipe.schema import TABLES
 from tetrapipe.sinks.lake import Lake
 
 TABLE_DEFAULT_LIMIT = 200
+
+#: a bare word on the command line: a saved hunt's (or a view's) name, not SQL
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_MISSING_TABLE = re.compile(r"Table with name (?P<name>\S+) does not exist!")
 
 
 class QueryError(Exception):
     """A query the database refused; the message carries DuckDB's position marker."""
 
 
+def views(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The views a query can read (not the empty placeholders behind them)."""
+    rows = con.execute(
+        "SELECT view_name FROM duckdb_views() WHERE NOT internal AND NOT starts_with(view_name, '_') ORDER BY 1"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _closest(word: str, names: list[str]) -> str | None:
+    close = difflib.get_close_matches(word.lower(), names, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _missing_table(con: duckdb.DuckDBPyConnection, exc: duckdb.CatalogException) -> str:
+    """DuckDB's "Table with name x does not exist! Did you mean "pg_constraint"?" said for this lake."""
+    text = str(exc).strip()
+    m = _MISSING_TABLE.search(text)
+    if m is None:
+        return text  # a missing function or type: DuckDB's own message names it well
+    name = m.group("name")
+    known = views(con)
+    guess = _closest(name, known)
+    hint = f"; did you mean {guess}?" if guess else "."
+    return (
+        f"no table or view named {name}{hint} The views are: {', '.join(known)}; the table macros: "
+        "process_tree(...), process_lineage(exec_id) (tetrapipe query --schema)"
+    )
+
+
 def execute(lake: Lake, sql: str) -> pa.Table:
+    """The query's rows; a refused query raises QueryError with a message fit to show as is."""
     con = history.connect(lake)
     try:
         rel = con.sql(sql)
         return rel.to_arrow_table() if rel is not None else pa.table({})
+    except duckdb.CatalogException as exc:
+        raise QueryError(_missing_table(con, exc)) from None
     except duckdb.Error as exc:
         raise QueryError(str(exc).strip()) from None
     finally:
         con.close()
+
+
+def resolve(lake: Lake, text: str) -> str:
+    """The SQL to run for what was typed: a saved hunt's SQL by its name, a view by its name, or SQL as is.
+
+    A bare word that is neither is a mistyped name (DuckDB would only answer
+    "syntax error at or near"), so it raises QueryError with the closest
+    hunt or view.
+    """
+    word = text.strip()
+    if not _NAME.match(word):
+        return text
+    saved = history.hunts()
+    if word in saved:
+        return saved[word].sql
+    con = history.connect(lake)
+    try:
+        known = views(con)
+    finally:
+        con.close()
+    if word in known:
+        return f"SELECT * FROM {word}"
+    raise QueryError(unknown_hunt(word, known))
+
+
+def unknown_hunt(name: str, known_views: list[str] | None = None) -> str:
+    """What to say about a name that is no saved hunt: the closest one (or view), and where the list is."""
+    hunt = _closest(name, list(history.hunts()))
+    view = _closest(name, known_views or [])
+    if hunt:
+        hint = f"; did you mean {hunt}?"
+    elif view:
+        hint = f"; did you mean the view {view}? (tetrapipe query {view})"
+    else:
+        hint = ""
+    return f"no saved hunt named {name}{hint} (tetrapipe query --hunts lists them)"
 
 
 def _interval_seconds(value: pa.MonthDayNano) -> float:
@@ -67,7 +143,8 @@ def to_json(table: pa.Table) -> bytes:
     return orjson.dumps(rows, default=_json_default, option=orjson.OPT_NAIVE_UTC | orjson.OPT_INDENT_2)
 
 
-def _cell(value: object) -> str:
+def cell_text(value: object) -> str:
+    """One value as the text a table or a CSV cell shows (NULL is empty, nested values are JSON)."""
     if value is None:
         return ""
     if isinstance(value, pa.MonthDayNano):
@@ -79,45 +156,32 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+def rows_as_text(table: pa.Table) -> list[list[str]]:
+    """Every row as its cells' text, in column order."""
+    return [[cell_text(v) for v in row.values()] for row in _map_to_dict(table.to_pylist())]
+
+
 def to_csv(table: pa.Table) -> str:
+    """RFC 4180 quoting, but lines end with \\n as every other text tetrapipe writes (csv's default is \\r\\n)."""
     buf = io.StringIO()
-    w = csv.writer(buf)
+    w = csv.writer(buf, lineterminator="\n")
     w.writerow(table.column_names)
-    for row in _map_to_dict(table.to_pylist()):
-        w.writerow([_cell(v) for v in row.values()])
+    w.writerows(rows_as_text(table))
     return buf.getvalue()
 
 
-def render_table(console: Console, table: pa.Table, limit: int) -> None:
-    shown = table.slice(0, limit)
-    t = Table(show_lines=False, header_style="bold cyan")
-    for name in table.column_names:
-        t.add_column(name, overflow="fold")
-    for row in _map_to_dict(shown.to_pylist()):
-        t.add_row(*[_cell(v) for v in row.values()])
-    console.print(t)
-    more = table.num_rows - shown.num_rows
-    suffix = f" (showing {shown.num_rows}; --limit or --format json|csv for all)" if more > 0 else ""
-    console.print(f"[dim]{table.num_rows} row{'s' if table.num_rows != 1 else ''}{suffix}[/]")
-
-
-def run_query(lake: Lake, sql: str, *, fmt: str = "table", output: str | None = None,
-              limit: int | None = None, console: Console | None = None) -> pa.Table:
-    table = execute(lake, sql)
-    if limit is not None:
-        table = table.slice(0, limit)
-    console = console or Console()
-    if fmt == "table":
-        render_table(console, table, limit or TABLE_DEFAULT_LIMIT)
-    elif fmt == "json":
+def write_output(table: pa.Table, fmt: str, output: str | None) -> None:
+    """json, csv or parquet to ``output`` (standard output when None; parquet needs a file)."""
+    if fmt == "json":
         _emit(to_json(table) + b"\n", output)
     elif fmt == "csv":
         _emit(to_csv(table).encode(), output)
     elif fmt == "parquet":
-        assert output
+        if not output:
+            raise ValueError("parquet needs an output file")
         pq.write_table(table, output, compression="zstd")
-        console.print(f"[dim]{table.num_rows} rows written to {output}[/]")
-    return table
+    else:
+        raise ValueError(f"unknown format {fmt!r}")
 
 
 def _emit(data: bytes, output: str | None) -> None:
@@ -127,27 +191,3 @@ def _emit(data: bytes, output: str | None) -> None:
     else:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
-
-
-def print_schema(console: Console) -> None:
-    for name, cols in TABLES.items():
-        t = Table(title=f"[bold]{name}[/]", title_justify="left", header_style="bold cyan")
-        t.add_column("column")
-        t.add_column("type")
-        t.add_column("meaning")
-        for c in cols:
-            t.add_row(c.name, str(c.type), c.doc)
-        t.add_row("date", "string", "partition: UTC date of the row's time, YYYY-MM-DD (\"unknown\" when Tetragon sent no time)")
-        console.print(t)
-    for name, doc in history.VIEW_DOCS.items():
-        console.print(f"[bold]{name}[/] (view): {doc}")
-
-
-def print_hunts(console: Console) -> None:
-    t = Table(header_style="bold cyan")
-    t.add_column("hunt")
-    t.add_column("what it finds")
-    for h in history.hunts().values():
-        t.add_row(h.name, h.description)
-    console.print(t)
-    console.print("[dim]run one: tetrapipe query NAME[/]")

@@ -10,11 +10,15 @@ bytes, not the name.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
+import json
+import os
 import re
+import stat
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,9 +27,12 @@ GZIP_MAGIC = b"\x1f\x8b"
 # logrotate-style numbered backups (tetragon.log.1[.gz]) are common too
 _LUMBERJACK = re.compile(r"^(?P<base>.+)-(?P<ts>\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}\.\d{3})(?P<ext>\.[^.]+)?(\.gz)?$")
 _NUMBERED = re.compile(r"^(?P<base>.+)\.(?P<n>\d+)(\.gz)?$")
-# ".json" is left out on purpose: in a directory it is usually a config or fixture file, not
-# an export log (pass such a file explicitly to ingest it).
 _EXPORT_SUFFIXES = (".log", ".jsonl", ".ndjson", ".gz")
+# A ".json" file in a directory is as often a config or fixture as an export saved by hand
+# (``kubectl logs ... > events.json``): it is read when its first line is a Tetragon event.
+_SNIFFED_SUFFIXES = (".json",)
+#: how far into a ``.json`` file to look for the end of its first line (Tetragon lines are KBs)
+_SNIFF_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -69,37 +76,168 @@ def _rotation_key(p: Path) -> tuple[int, str, str]:
     return (*backup.order, p.name) if backup else (2, "", p.name)
 
 
-def _looks_like_export(p: Path) -> bool:
-    name = p.name
-    if name.startswith("."):
-        return False
-    return name.endswith(_EXPORT_SUFFIXES) or parse_backup_name(name) is not None
+@dataclass(frozen=True)
+class Skipped:
+    """A file or directory met while expanding a directory and not read, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class Expansion:
+    """What a list of paths expands to: the inputs in reading order, and what was left out."""
+
+    inputs: list[InputFile] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def _export_name(name: str) -> bool:
+    return name.endswith(_EXPORT_SUFFIXES + _SNIFFED_SUFFIXES) or parse_backup_name(name) is not None
+
+
+def _first_line_is_event(fd: int) -> str | None:
+    """None when the file's first non-blank line is a Tetragon event, else why it is not one."""
+    head = b""
+    while len(head) < _SNIFF_BYTES:
+        more = os.read(fd, 64 * 1024)
+        if not more:
+            break
+        head += more
+        if any(line.strip() for line in head.split(b"\n")[:-1]):
+            break
+    lines = [line for line in head.split(b"\n") if line.strip()]
+    if not lines:
+        return "empty"
+    try:
+        first = json.loads(lines[0])
+    except ValueError:
+        return "not a Tetragon export: its first line is not a JSON object (a config or pretty-printed JSON?)"
+    # every export line has the event under a process_* key, with node_name and time beside it
+    if isinstance(first, dict) and ("node_name" in first or any(k.startswith("process_") for k in first)):
+        return None
+    return "not a Tetragon export: its first line is JSON but not a Tetragon event"
+
+
+def _check_file(path: str, st: os.stat_result) -> str | None:
+    """Why a directory entry that names an export log is not read, or None to read it."""
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"  # a FIFO would block the reader forever
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+    try:
+        if path.endswith(_SNIFFED_SUFFIXES):
+            return _first_line_is_event(fd)
+        return None
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+    finally:
+        os.close(fd)
+
+
+def _walk(top: Path, out: Expansion) -> list[Path]:
+    """The export logs under ``top`` (symlinks followed, each directory once); the rest in ``out.skipped``.
+
+    Why not ``Path.rglob``: it drops, without a word, what it cannot stat (a
+    symlink loop, a dangling link) and does not follow linked directories.
+    """
+    found: list[Path] = []
+    top_st = top.stat()
+    seen: dict[tuple[int, int], Path] = {(top_st.st_dev, top_st.st_ino): top}
+
+    def visit(d: Path, ancestors: frozenset[tuple[int, int]]) -> None:
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError as exc:
+            out.skipped.append(Skipped(str(d), f"unreadable directory: {exc.strerror}"))
+            return
+        for entry in entries:
+            path = Path(entry.path)
+            if entry.name.startswith("."):
+                out.skipped.append(Skipped(str(path), "hidden" + (" directory" if entry.is_dir() else "")))
+                continue
+            try:
+                st = os.stat(path)  # follows symlinks
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    reason = "symlink loop"
+                elif entry.is_symlink():
+                    reason = "broken symlink (its target does not exist)"
+                elif exc.errno == errno.ENOENT:
+                    reason = "disappeared while the directory was read"
+                else:
+                    reason = f"unreadable: {exc.strerror}"
+                out.skipped.append(Skipped(str(path), reason))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                key = (st.st_dev, st.st_ino)
+                if key in ancestors:
+                    out.skipped.append(Skipped(str(path), f"symlink loop (leads back to {seen[key]})"))
+                elif key in seen:
+                    out.skipped.append(Skipped(str(path), f"same directory as {seen[key]}, read there"))
+                else:
+                    seen[key] = path
+                    visit(path, ancestors | {key})
+                continue
+            if not _export_name(entry.name):
+                out.skipped.append(
+                    Skipped(str(path), "not a log file (*.log, *.json, *.jsonl, *.ndjson, *.gz or a rotated backup)")
+                )
+                continue
+            reason = _check_file(str(path), st)
+            if reason is None:
+                found.append(path)
+            else:
+                out.skipped.append(Skipped(str(path), reason))
+
+    visit(top, frozenset(seen))
+    return found
+
+
+def scan_inputs(paths: list[str]) -> Expansion:
+    """Expand directories into their export logs, in rotation order, saying what was left out and why.
+
+    A path named on the command line is always read, whatever its name. Raises
+    FileNotFoundError (or another OSError) naming the path when a named path
+    cannot be read, so the CLI can say which argument is wrong instead of
+    ingesting half of them.
+    """
+    out = Expansion()
+    for raw in paths:
+        if raw == "-":
+            out.inputs.append(InputFile("-"))
+            continue
+        p = Path(raw)
+        try:
+            st = p.stat()
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise OSError(exc.errno, f"symlink loop: {raw}") from None
+            if exc.errno == errno.ENOENT:
+                raise FileNotFoundError(f"no such file or directory: {raw}") from None
+            raise OSError(exc.errno, f"cannot read {raw}: {exc.strerror}") from None
+        if stat.S_ISDIR(st.st_mode):
+            by_dir: dict[Path, list[Path]] = {}
+            for f in _walk(p, out):
+                by_dir.setdefault(f.parent, []).append(f)
+            for d in sorted(by_dir):
+                out.inputs.extend(InputFile(str(f)) for f in sorted(by_dir[d], key=_rotation_key))
+            continue
+        try:
+            os.close(os.open(raw, os.O_RDONLY))
+        except PermissionError as exc:
+            raise PermissionError(exc.errno, f"cannot read {raw}: {exc.strerror}") from None
+        except OSError:
+            pass  # gone since the stat (a rotation under ``tetrapipe run``): the reader deals with that
+        out.inputs.append(InputFile(str(p)))
+    return out
 
 
 def expand_inputs(paths: list[str]) -> list[InputFile]:
-    """Expand directories into their export logs, in rotation order.
-
-    Raises FileNotFoundError naming the path, so the CLI can say which
-    argument is wrong instead of ingesting half of them.
-    """
-    out: list[InputFile] = []
-    for raw in paths:
-        if raw == "-":
-            out.append(InputFile("-"))
-            continue
-        p = Path(raw)
-        if p.is_dir():
-            files = [f for f in p.rglob("*") if f.is_file() and _looks_like_export(f)]
-            by_dir: dict[Path, list[Path]] = {}
-            for f in files:
-                by_dir.setdefault(f.parent, []).append(f)
-            for d in sorted(by_dir):
-                out.extend(InputFile(str(f)) for f in sorted(by_dir[d], key=_rotation_key))
-        elif p.exists():
-            out.append(InputFile(str(p)))
-        else:
-            raise FileNotFoundError(f"no such file or directory: {raw}")
-    return out
+    """The inputs of :func:`scan_inputs`, for callers that do not report skipped files."""
+    return scan_inputs(paths).inputs
 
 
 def open_input(inp: InputFile) -> BinaryIO:
