@@ -14,6 +14,30 @@ import pytest
 pytest_plugins = ["conftest_kafka"]
 
 
+#: the edit-test loop (`pytest -m "not slow"`, under 90 s) leaves out what takes seconds each: whole modules
+#: that run a broker, SIEMs or the pipeline end to end, and single long tests elsewhere (tests/test_image.py and
+#: tests/test_installed.py mark themselves). CI runs everything.
+SLOW_MODULES = {"test_process.py", "test_e2e_forward.py", "test_run_vs_process.py", "test_enriched_stream.py",
+                "test_collect.py"}
+SLOW_TESTS = {
+    "test_ingest.py::test_a_failing_transform_stops_the_ingest_and_a_rerun_completes_it_once",
+    "test_ingest.py::test_query_while_an_ingest_is_running",
+    "test_ingest.py::test_one_run_over_a_log_and_its_gzip_copy_ingests_it_once",
+    "test_ancestry.py::test_any_order_any_batching_never_lies",
+    "test_ancestry.py::test_memory_stays_flat_over_a_million_short_lived_processes",
+    "test_ancestry.py::test_a_million_live_processes_fit_in_200_mb",
+    "test_restart_state.py::test_run_prints_alerts_as_they_fire_and_a_restart_does_not_repeat_them",
+    "test_sigma.py::test_import_then_detect_on_the_scenario",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.path.name
+        if module in SLOW_MODULES or f"{module}::{item.name.split('[')[0]}" in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Real peers (rsyslogd, Chromium, buildah) are installed before any test runs, or the run stops saying how."""
     try:
