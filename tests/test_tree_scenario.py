@@ -25,8 +25,6 @@ from tetrapipe.tree import Selection, build_tree, list_pods, render_text
 REPO = Path(__file__).resolve().parents[1]
 SCENARIO = REPO / "samples" / "scenario" / "tenant-jobs.log"
 
-pytestmark = pytest.mark.skipif(not SCENARIO.exists(), reason="samples/scenario/tenant-jobs.log not in this checkout")
-
 
 def links_from_raw(path: Path) -> tuple[dict[str, str], dict[str, str]]:
     """exec_id -> parent exec_id and exec_id -> binary, from every process object in the log."""
