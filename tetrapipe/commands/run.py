@@ -14,21 +14,61 @@ from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
 
 @click.command("run")
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--lake", "lake_dir", envvar=LAKE_ENV, default=DEFAULT_LAKE, show_default=True,
-              type=click.Path(file_okay=False), help="History lake directory.")
-@click.option("--rules", "rules_dir", envvar="TETRAPIPE_RULES", default=None,
-              help="Rules directory (default: ./rules, else the bundled rules; 'none' disables detection).")
-@click.option("--poll-seconds", envvar="TETRAPIPE_POLL_SECONDS", default=1.0, show_default=True,
-              help="How often to look for new lines.")
-@click.option("--exit-at-eof", is_flag=True, envvar="TETRAPIPE_EXIT_AT_EOF",
-              help="Stop when a poll finds nothing new (tests, batch jobs).")
+@click.option(
+    "--lake",
+    "lake_dir",
+    envvar=LAKE_ENV,
+    default=DEFAULT_LAKE,
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="History lake directory.",
+)
+@click.option(
+    "--rules",
+    "rules_dir",
+    envvar="TETRAPIPE_RULES",
+    default=None,
+    help="Rules directory (default: ./rules, else the bundled rules; 'none' disables detection).",
+)
+@click.option(
+    "--poll-seconds",
+    envvar="TETRAPIPE_POLL_SECONDS",
+    default=1.0,
+    show_default=True,
+    help="How often to look for new lines.",
+)
+@click.option(
+    "--exit-at-eof",
+    is_flag=True,
+    envvar="TETRAPIPE_EXIT_AT_EOF",
+    help="Stop when a poll finds nothing new (tests, batch jobs).",
+)
 @tls_window_option
-@click.option("--metrics-port", envvar="TETRAPIPE_METRICS_PORT", type=int, default=0, show_default=True,
-              help="Serve /metrics, /healthz and /readyz on this port (0: off); same metric names as process.")
-@click.option("--metrics-host", envvar="TETRAPIPE_METRICS_HOST", default="127.0.0.1", show_default=True,
-              help="Address the metrics server binds to.")
-def run_command(paths: tuple[str, ...], lake_dir: str, rules_dir: str | None, poll_seconds: float,
-                exit_at_eof: bool, tls_window: dt.timedelta, metrics_port: int, metrics_host: str) -> None:
+@click.option(
+    "--metrics-port",
+    envvar="TETRAPIPE_METRICS_PORT",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Serve /metrics, /healthz and /readyz on this port (0: off); same metric names as process.",
+)
+@click.option(
+    "--metrics-host",
+    envvar="TETRAPIPE_METRICS_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the metrics server binds to.",
+)
+def run_command(
+    paths: tuple[str, ...],
+    lake_dir: str,
+    rules_dir: str | None,
+    poll_seconds: float,
+    exit_at_eof: bool,
+    tls_window: dt.timedelta,
+    metrics_port: int,
+    metrics_host: str,
+) -> None:
     """Follow Tetragon export logs (files, directories, or - for stdin) into the history.
 
     \b
@@ -49,6 +89,7 @@ def run_command(paths: tuple[str, ...], lake_dir: str, rules_dir: str | None, po
     # a restarted run resumes each file where the lake ends: its process table and alert memory too
     transforms, detector = pipeline_transforms(rules_dir, lake, tls_window, long_running=True)
     if detector is not None:
+
         def print_alerts(alerts) -> None:  # noqa: ANN001
             """Alerts as they fire, on stdout (progress goes to stderr), one line each."""
             for row in alerts.slice(0, 50).to_pylist():
@@ -63,8 +104,10 @@ def run_command(paths: tuple[str, ...], lake_dir: str, rules_dir: str | None, po
     def show(st) -> None:  # noqa: ANN001
         if st.events or st.rejects:
             alerts = st.extra_rows.get("alerts", 0)
-            console.print(f"+{st.events:,} events, {st.rejects:,} rejects, {alerts:,} alerts "
-                          f"({st.events_per_second:,.0f} events/s)")
+            console.print(
+                f"+{st.events:,} events, {st.rejects:,} rejects, {alerts:,} alerts "
+                f"({st.events_per_second:,.0f} events/s)"
+            )
             for note in st.first_rejects[:5]:
                 console.print(f"  [yellow]{note.source}:{note.line_no}[/]: {note.reason}")
 
@@ -76,8 +119,16 @@ def run_command(paths: tuple[str, ...], lake_dir: str, rules_dir: str | None, po
     if server:
         console.print(f"metrics on {server.url}/metrics (health: /healthz, /readyz)")
     try:
-        totals = run(list(paths), lake, transforms, poll_seconds=poll_seconds, exit_at_eof=exit_at_eof,
-                     stop=stop, on_poll=show, metrics=metrics)
+        totals = run(
+            list(paths),
+            lake,
+            transforms,
+            poll_seconds=poll_seconds,
+            exit_at_eof=exit_at_eof,
+            stop=stop,
+            on_poll=show,
+            metrics=metrics,
+        )
     finally:
         if server is not None:
             server.close()

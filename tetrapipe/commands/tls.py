@@ -93,8 +93,15 @@ def print_tls(console: Console, rows: list[dict]) -> None:
 @click.option("--namespace", "-n", help="Only this Kubernetes namespace.")
 @click.option("--since", help="Only handshakes at or after this time (e.g. 2026-03-10 or '2026-03-10 09:00').")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
-@click.option("--lake", "lake_dir", envvar=LAKE_ENV, default=DEFAULT_LAKE, show_default=True,
-              type=click.Path(file_okay=False), help="History lake directory.")
+@click.option(
+    "--lake",
+    "lake_dir",
+    envvar=LAKE_ENV,
+    default=DEFAULT_LAKE,
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="History lake directory.",
+)
 def tls_command(namespace: str | None, since: str | None, fmt: str, lake_dir: str) -> None:
     """TLS versions and cipher suites per workload and destination; weak ones in red."""
     rows = tls_summary(Lake(lake_dir), namespace, since)

@@ -15,26 +15,67 @@ from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
 @click.option("--pod", "-p", help="Pod name (a unique prefix is enough: 'crawler' for crawler-7d9f8b6c5-x2x4z).")
 @click.option("--namespace", "-n", help="Kubernetes namespace (alone: every pod of it).")
 @click.option("--container", "-c", help="Container name or id.")
-@click.option("--exec-id", "exec_id", help="One process: the path from its container's first process down to it, "
-                                           "and everything it started.")
-@click.option("--since", help="Only processes alive at or after this time: 2026-03-10T09:00 (UTC), or a duration "
-                              "back from the newest event in the history (30m, 2h, 1d).")
+@click.option(
+    "--exec-id",
+    "exec_id",
+    help="One process: the path from its container's first process down to it, and everything it started.",
+)
+@click.option(
+    "--since",
+    help="Only processes alive at or after this time: 2026-03-10T09:00 (UTC), or a duration "
+    "back from the newest event in the history (30m, 2h, 1d).",
+)
 @click.option("--until", help="Only processes started at or before this time (same forms as --since).")
-@click.option("--html", "html_out", type=click.Path(dir_okay=False, writable=True),
-              help="Write the tree as one self-contained HTML file (collapsible, details on click).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="text: the drawn tree; json: the tree for programs.")
-@click.option("--late-after", default="5m", show_default=True,
-              help="A shell started this long after its container started is marked as a late shell.")
+@click.option(
+    "--html",
+    "html_out",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write the tree as one self-contained HTML file (collapsible, details on click).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: the drawn tree; json: the tree for programs.",
+)
+@click.option(
+    "--late-after",
+    default="5m",
+    show_default=True,
+    help="A shell started this long after its container started is marked as a late shell.",
+)
 @click.option("--no-fold", is_flag=True, help="Show identical sibling subtrees one by one instead of ×N.")
 @click.option("--max-children", default=60, show_default=True, help="Children shown per process (after folding).")
 @click.option("--max-processes", default=20_000, show_default=True, help="Most processes read for one tree.")
 @click.option("--width", type=int, default=None, help="Line width (default: the terminal's, 220 in a pipe).")
-@click.option("--lake", "lake_dir", envvar=LAKE_ENV, default=DEFAULT_LAKE, show_default=True, show_envvar=True,
-              type=click.Path(file_okay=False), help="History lake directory.")
-def tree_command(pod: str | None, namespace: str | None, container: str | None, exec_id: str | None,
-                 since: str | None, until: str | None, html_out: str | None, fmt: str, late_after: str,
-                 no_fold: bool, max_children: int, max_processes: int, width: int | None, lake_dir: str) -> None:
+@click.option(
+    "--lake",
+    "lake_dir",
+    envvar=LAKE_ENV,
+    default=DEFAULT_LAKE,
+    show_default=True,
+    show_envvar=True,
+    type=click.Path(file_okay=False),
+    help="History lake directory.",
+)
+def tree_command(
+    pod: str | None,
+    namespace: str | None,
+    container: str | None,
+    exec_id: str | None,
+    since: str | None,
+    until: str | None,
+    html_out: str | None,
+    fmt: str,
+    late_after: str,
+    no_fold: bool,
+    max_children: int,
+    max_processes: int,
+    width: int | None,
+    lake_dir: str,
+) -> None:
     """Draw the Process Ancestry Tree: every process of a pod, under its parent, with its start
     relative to the container start, exit status, connections, file events and alerts; shells
     started long after their container (late shells) in red.
@@ -82,12 +123,18 @@ def tree_command(pod: str | None, namespace: str | None, container: str | None, 
             else:
                 print_pods(out, pods, late)
             return
-        sel = Selection(pod=pod, namespace=namespace, container=container,
-                        exec_id=exec_id.strip() if exec_id else None, since=t_since,
-                        until=t_until)
+        sel = Selection(
+            pod=pod,
+            namespace=namespace,
+            container=container,
+            exec_id=exec_id.strip() if exec_id else None,
+            since=t_since,
+            until=t_until,
+        )
         try:
-            view = build_tree(con, sel, late_after=late, fold=not no_fold, max_children=max_children,
-                              max_processes=max_processes)
+            view = build_tree(
+                con, sel, late_after=late, fold=not no_fold, max_children=max_children, max_processes=max_processes
+            )
         except TreeError as exc:
             err.print(f"[bold red]tetrapipe tree:[/] {exc}")
             sys.exit(2)
@@ -98,9 +145,11 @@ def tree_command(pod: str | None, namespace: str | None, container: str | None, 
 
         Path(html_out).write_text(render_html(view), encoding="utf-8")
         c = view.counts()
-        err.print(f"wrote {html_out}: {plural(c['processes'], 'process', 'processes')}, "
-                  f"{plural(c['late_shells'], 'late shell')}, {plural(c['alerts'], 'alert')} "
-                  f"({view.selection.describe()})")
+        err.print(
+            f"wrote {html_out}: {plural(c['processes'], 'process', 'processes')}, "
+            f"{plural(c['late_shells'], 'late shell')}, {plural(c['alerts'], 'alert')} "
+            f"({view.selection.describe()})"
+        )
         if fmt == "text":
             return
     if fmt == "json":

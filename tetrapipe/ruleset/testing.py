@@ -102,22 +102,39 @@ class EventSource:
                 rj_part = pc.divide(norm.rejects.column("source_offset"), self._STRIDE)
                 for i, (k, _lines, label) in enumerate(small):
                     events = norm.events.filter(pc.equal(ev_part, i))
-                    events = events.set_column(events.schema.get_field_index("source_offset"), "source_offset",
-                                               pc.subtract(events.column("source_offset"), i * self._STRIDE))
-                    events = events.set_column(events.schema.get_field_index("source"), "source",
-                                               pa.array([label] * events.num_rows, pa.string()))
+                    events = events.set_column(
+                        events.schema.get_field_index("source_offset"),
+                        "source_offset",
+                        pc.subtract(events.column("source_offset"), i * self._STRIDE),
+                    )
+                    events = events.set_column(
+                        events.schema.get_field_index("source"),
+                        "source",
+                        pa.array([label] * events.num_rows, pa.string()),
+                    )
                     rejects = norm.rejects.filter(pc.equal(rj_part, i))
-                    rejected = [(off - i * self._STRIDE, why) for off, why in
-                                zip(rejects.column("source_offset").to_pylist(), rejects.column("reason").to_pylist(),
-                                    strict=True)]
+                    rejected = [
+                        (off - i * self._STRIDE, why)
+                        for off, why in zip(
+                            rejects.column("source_offset").to_pylist(),
+                            rejects.column("reason").to_pylist(),
+                            strict=True,
+                        )
+                    ]
                     self._cache[k] = ([self._chain(events)], rejected)
             for k, lines, label in large:
                 out, rejected = [], []
                 for start in range(0, len(lines), _BATCH_LINES):
-                    norm = normalize_lines(lines[start:start + _BATCH_LINES], source=label, first_offset=start + 1,
-                                           normalizer=normalizer)
-                    rejected += list(zip(norm.rejects.column("source_offset").to_pylist(),
-                                         norm.rejects.column("reason").to_pylist(), strict=True))
+                    norm = normalize_lines(
+                        lines[start : start + _BATCH_LINES], source=label, first_offset=start + 1, normalizer=normalizer
+                    )
+                    rejected += list(
+                        zip(
+                            norm.rejects.column("source_offset").to_pylist(),
+                            norm.rejects.column("reason").to_pylist(),
+                            strict=True,
+                        )
+                    )
                     out.append(norm.events)
                 self._cache[k] = (self._chain_many(out), rejected)
         finally:
@@ -225,8 +242,10 @@ def _compare(test: RuleTest, alerts: list[dict]) -> tuple[bool, str, list[str]]:
                 free.remove(hit)
         if unmatched:
             ok = False
-            reasons.append(f"{len(unmatched)} expected alert{'s' if len(unmatched) != 1 else ''} "
-                           f"not found (#{', #'.join(str(u + 1) for u in unmatched)})")
+            reasons.append(
+                f"{len(unmatched)} expected alert{'s' if len(unmatched) != 1 else ''} "
+                f"not found (#{', #'.join(str(u + 1) for u in unmatched)})"
+            )
     if ok:
         return True, "", []
     keys = sorted({k for want in (exp.alerts or []) for k in want})
@@ -267,8 +286,9 @@ def _with_params(rule: Rule, test: RuleTest, rs: RuleSet, validator: Validator) 
     unknown += [k for values in by_ns.values() for k in values if k not in rule.params]
     if unknown:
         return None, [Issue(rule.path, test.line, f"test sets unknown parameter(s) {', '.join(unknown)}", rule.id)]
-    merged_ns = {ns: {k: v for k, v in vals.items() if k not in params}
-                 for ns, vals in rule.params_by_namespace.items()}
+    merged_ns = {
+        ns: {k: v for k, v in vals.items() if k not in params} for ns, vals in rule.params_by_namespace.items()
+    }
     for ns, vals in by_ns.items():
         merged_ns.setdefault(ns, {}).update(vals)
     copy = dataclasses.replace(rule, params={**rule.params, **params}, compiled=None, params_by_namespace=merged_ns)
@@ -287,8 +307,9 @@ def test_input(rule: Rule, test: RuleTest, roots: list[Path]) -> tuple[Any, list
     return ("log", str(path.resolve())), None, str(test.log), None
 
 
-def run_rule_test(rule: Rule, test: RuleTest, rs: RuleSet, source: EventSource, validator: Validator,
-                  connection: Any = None) -> TestResult:
+def run_rule_test(
+    rule: Rule, test: RuleTest, rs: RuleSet, source: EventSource, validator: Validator, connection: Any = None
+) -> TestResult:
     from tetrapipe.transforms.detect import Detector
 
     started = time.perf_counter()
@@ -340,14 +361,18 @@ def run_tests(rs: RuleSet, *, files: Iterable[Path] | None = None, keyword: str 
     for issue in rs.errors:
         if wanted is not None and (issue.path is None or issue.path.resolve() not in wanted):
             continue
-        results.append(TestResult(issue.rule_id or "<load>", "load", issue.path, issue.line, "error",
-                                  reason=issue.reason))
+        results.append(
+            TestResult(issue.rule_id or "<load>", "load", issue.path, issue.line, "error", reason=issue.reason)
+        )
     import duckdb
 
-    selected = [(rule, test) for rule in rs.rules
-                if wanted is None or rule.path.resolve() in wanted
-                for test in rule.tests
-                if not keyword or keyword.lower() in f"{rule.id}::{test.name}".lower()]
+    selected = [
+        (rule, test)
+        for rule in rs.rules
+        if wanted is None or rule.path.resolve() in wanted
+        for test in rule.tests
+        if not keyword or keyword.lower() in f"{rule.id}::{test.name}".lower()
+    ]
     source = EventSource()
     inputs = []
     for rule, test in selected:
@@ -364,8 +389,9 @@ def run_tests(rs: RuleSet, *, files: Iterable[Path] | None = None, keyword: str 
             try:
                 results.append(run_rule_test(rule, test, rs, source, validator, connection=con))
             except Exception as exc:  # noqa: BLE001 - one broken test must not hide the others
-                results.append(TestResult(rule.id, test.name, rule.path, test.line, "error",
-                                          reason=f"{type(exc).__name__}: {exc}"))
+                results.append(
+                    TestResult(rule.id, test.name, rule.path, test.line, "error", reason=f"{type(exc).__name__}: {exc}")
+                )
     finally:
         validator.close()
         con.close()
@@ -378,8 +404,9 @@ def print_report(console, report: TestReport, verbose: bool = True) -> None:  # 
     for r in report.results:
         if verbose or r.status != "passed":
             where = f"{r.path}:{r.line}" if r.line else str(r.path)
-            console.print(f"{where}::{r.rule_id}::{r.name} [{style[r.status]}]{r.status.upper()}[/]",
-                          highlight=False, markup=True)
+            console.print(
+                f"{where}::{r.rule_id}::{r.name} [{style[r.status]}]{r.status.upper()}[/]", highlight=False, markup=True
+            )
     bad = [r for r in report.results if r.status != "passed"]
     if bad:
         console.rule("[bold red]FAILURES[/]")
@@ -388,8 +415,13 @@ def print_report(console, report: TestReport, verbose: bool = True) -> None:  # 
             where = f"{r.path}:{r.line}" if r.line else str(r.path)
             console.print(f"{where}: {r.reason}", highlight=False, markup=False)
             for line in r.diff:
-                color = "red" if line.startswith("-") and not line.startswith("---") else \
-                    "green" if line.startswith("+") and not line.startswith("+++") else None
+                color = (
+                    "red"
+                    if line.startswith("-") and not line.startswith("---")
+                    else "green"
+                    if line.startswith("+") and not line.startswith("+++")
+                    else None
+                )
                 console.print(line, style=color, highlight=False, markup=False)
     color = "green" if report.ok else "red"
     console.rule(f"[bold {color}]{report.summary()}[/]", style=color)

@@ -62,8 +62,12 @@ def _quiet_arrow_copy_warning() -> None:
     detector, not only at import, because test runners reset the filters;
     ``filterwarnings`` replaces an identical filter, so the list does not grow.
     """
-    warnings.filterwarnings("ignore", message="Arrow output on a DB-API result makes an extra copy",
-                            category=UserWarning, module=r"tetrapipe\.transforms\.detect")
+    warnings.filterwarnings(
+        "ignore",
+        message="Arrow output on a DB-API result makes an extra copy",
+        category=UserWarning,
+        module=r"tetrapipe\.transforms\.detect",
+    )
 
 
 @dataclass
@@ -84,10 +88,17 @@ class Detector:
     in a batch (not their follow-ups), for commands that print alerts as they fire.
     """
 
-    def __init__(self, rules: RuleSet | Iterable[Rule], *, max_event_ids: int | None = DEFAULT_MAX_EVENT_IDS,
-                 max_open_alerts: int = 200_000, new_terms_capacity: int = 1_000_000,
-                 on_new_alerts: Callable[[pa.Table], None] | None = None, threads: int | None = None,
-                 connection: duckdb.DuckDBPyConnection | None = None) -> None:
+    def __init__(
+        self,
+        rules: RuleSet | Iterable[Rule],
+        *,
+        max_event_ids: int | None = DEFAULT_MAX_EVENT_IDS,
+        max_open_alerts: int = 200_000,
+        new_terms_capacity: int = 1_000_000,
+        on_new_alerts: Callable[[pa.Table], None] | None = None,
+        threads: int | None = None,
+        connection: duckdb.DuckDBPyConnection | None = None,
+    ) -> None:
         if isinstance(rules, RuleSet):
             rules = rules.enabled()
         self.rules: list[Rule] = [r for r in rules if r.enabled and r.compiled is not None]
@@ -181,8 +192,9 @@ class Detector:
         try:
             masks = self._run("mask", self._mask, "_batch", batch, numpy=True)
             rows = np.asarray(masks["_i"], dtype=np.int64)
-            arrays = [np.array(masks[f"_m{k}"], dtype=np.int64)
-                      for k in range((len(self.rules) + MASK_BITS - 1) // MASK_BITS)]
+            arrays = [
+                np.array(masks[f"_m{k}"], dtype=np.int64) for k in range((len(self.rules) + MASK_BITS - 1) // MASK_BITS)
+            ]
             if self._term_rules:
                 self._drop_seen_terms(batch, rows, arrays, masks)
             hit = np.zeros(len(rows), dtype=bool)
@@ -191,10 +203,12 @@ class Detector:
             if not hit.any():
                 return ALERT_SCHEMA.empty_table()
             arrays = [a[hit] for a in arrays]
-            which = tuple(k * MASK_BITS + bit for k, a in enumerate(arrays)
-                          for bit in _bits(int(np.bitwise_or.reduce(a))))
-            self.stats.matches += sum(int(np.count_nonzero(arrays[i // MASK_BITS] & (1 << (i % MASK_BITS))))
-                                      for i in which)
+            which = tuple(
+                k * MASK_BITS + bit for k, a in enumerate(arrays) for bit in _bits(int(np.bitwise_or.reduce(a)))
+            )
+            self.stats.matches += sum(
+                int(np.count_nonzero(arrays[i // MASK_BITS] & (1 << (i % MASK_BITS)))) for i in which
+            )
             hits = batch.take(pa.array(rows[hit]))
             for k, a in enumerate(arrays):
                 hits = hits.append_column(f"_m{k}", pa.array(a))
@@ -262,8 +276,9 @@ class Detector:
         if sql is None:
             if len(self._live) > 256:
                 self._live.clear()
-            sql = self._live[which] = live_group_sql("_hits", self._rules_table, self.rules, list(which),
-                                                     self._max_event_ids)
+            sql = self._live[which] = live_group_sql(
+                "_hits", self._rules_table, self.rules, list(which), self._max_event_ids
+            )
         return sql
 
     def _narrow(self, events: pa.Table) -> pa.Table:
@@ -273,8 +288,9 @@ class Detector:
             return events
         return events.select(self._columns)
 
-    def _drop_seen_terms(self, batch: pa.Table, rows: np.ndarray, arrays: list[np.ndarray],
-                         masks: dict[str, np.ndarray]) -> None:
+    def _drop_seen_terms(
+        self, batch: pa.Table, rows: np.ndarray, arrays: list[np.ndarray], masks: dict[str, np.ndarray]
+    ) -> None:
         """Clear the bits of new-terms matches whose combination was seen before (in this batch or earlier).
 
         The earliest match (by time, then event id) of a combination not seen
@@ -297,8 +313,9 @@ class Detector:
         if not len(pos_all):
             return
         cand = batch.select(["time", "event_id"]).take(pa.array(rows[pos_all]))
-        order = pc.sort_indices(cand, sort_keys=[("time", "ascending", "at_end"),
-                                                 ("event_id", "ascending", "at_end")]).to_numpy()
+        order = pc.sort_indices(
+            cand, sort_keys=[("time", "ascending", "at_end"), ("event_id", "ascending", "at_end")]
+        ).to_numpy()
         seen = self._seen_terms
         for r, t, p in zip(r_all[order].tolist(), term_all[order].tolist(), pos_all[order].tolist(), strict=True):
             key = (r, t)
@@ -324,15 +341,18 @@ class Detector:
         last = grouped.column("last_time")
         mx = pc.max(last).as_py()
         if mx is not None:
-            self._watermark_us = max(self._watermark_us, int(mx.replace(tzinfo=None).timestamp() * 1_000_000)
-                                     if isinstance(mx, dt.datetime) else 0)
+            self._watermark_us = max(
+                self._watermark_us,
+                int(mx.replace(tzinfo=None).timestamp() * 1_000_000) if isinstance(mx, dt.datetime) else 0,
+            )
         self._evict()
         alerts = grouped.drop_columns(["_r", "_bucket_end_us"]).cast(ALERT_SCHEMA)
         self.stats.alert_rows += alerts.num_rows
         n_new = int(new.sum())
         self.stats.new_alerts += n_new
-        for rid, n in zip(*np.unique(np.asarray(alerts.column("rule_id").to_pylist(), dtype=object),
-                                     return_counts=True), strict=True):
+        for rid, n in zip(
+            *np.unique(np.asarray(alerts.column("rule_id").to_pylist(), dtype=object), return_counts=True), strict=True
+        ):
             self.stats.by_rule[rid] = self.stats.by_rule.get(rid, 0) + int(n)
         if self.on_new_alerts is not None and n_new:
             self.on_new_alerts(alerts.filter(pa.array(new)))
@@ -364,8 +384,11 @@ class Detector:
             if term_rules:
                 where = None
                 if since is not None:
-                    cutoff = dt.datetime.now(dt.UTC).replace(tzinfo=None) - since if isinstance(since, dt.timedelta) \
+                    cutoff = (
+                        dt.datetime.now(dt.UTC).replace(tzinfo=None) - since
+                        if isinstance(since, dt.timedelta)
                         else since
+                    )
                     where = f"time >= TIMESTAMP '{cutoff.isoformat(sep=' ')}'"
                 sql = match_sql(term_rules, "events", where)
                 rows = con.sql(f"SELECT DISTINCT _r, _term FROM ({sql}) WHERE _term IS NOT NULL").fetchall()
@@ -373,9 +396,10 @@ class Detector:
                 for r, t in rows:
                     self._seen_terms[(index[id(term_rules[r])], t)] = None
                     loaded += 1
-            open_rows = con.sql("SELECT alert_id, max(last_time) FROM alerts GROUP BY alert_id "
-                                "ORDER BY 2 NULLS FIRST").fetchall()
-            for aid, _last in open_rows[-self._max_open:]:
+            open_rows = con.sql(
+                "SELECT alert_id, max(last_time) FROM alerts GROUP BY alert_id ORDER BY 2 NULLS FIRST"
+            ).fetchall()
+            for aid, _last in open_rows[-self._max_open :]:
                 self._open[aid] = 0
             return loaded
         finally:

@@ -18,8 +18,13 @@ from rich.tree import Tree
 from tetrapipe.tree.model import Group as TreeGroup
 from tetrapipe.tree.model import Node, Shown, TreeView, format_offset, plural
 
-SEVERITY_STYLE = {"critical": "bold white on red", "high": "bold red", "medium": "bold yellow", "low": "cyan",
-                  "info": "dim"}
+SEVERITY_STYLE = {
+    "critical": "bold white on red",
+    "high": "bold red",
+    "medium": "bold yellow",
+    "low": "cyan",
+    "info": "dim",
+}
 MAX_EVENT_LINES = 6
 
 
@@ -57,8 +62,9 @@ def process_label(s: Shown, late_after: dt.timedelta) -> Text:
     if status.startswith("killed") or (status.startswith("exit ") and status != "exit 0"):
         t.stylize("yellow", len(t) - len(" · ".join(meta)), len(t))
     if n.late_shell:
-        t.append(f"  LATE SHELL {format_offset(n.since_container_start)} after container start",
-                 style="bold white on red")
+        t.append(
+            f"  LATE SHELL {format_offset(n.since_container_start)} after container start", style="bold white on red"
+        )
     if n.injected and n.pod is not None:
         t.append("  exec'd into container (not in the init tree)", style="bold yellow")
     if n.focus:
@@ -90,8 +96,12 @@ def _events(n: Node) -> list[Text]:
         out.append(Text("… " + ", ".join(bits), style="dim"))
     for a in n.alerts:
         msg = a.message or a.title or ""
-        out.append(Text(f"! {a.severity.upper()} {a.rule_id}: {msg}" + (f" (×{a.count})" if a.count > 1 else ""),
-                        style=SEVERITY_STYLE.get(a.severity, "bold")))
+        out.append(
+            Text(
+                f"! {a.severity.upper()} {a.rule_id}: {msg}" + (f" (×{a.count})" if a.count > 1 else ""),
+                style=SEVERITY_STYLE.get(a.severity, "bold"),
+            )
+        )
     return out
 
 
@@ -140,8 +150,11 @@ def render(view: TreeView) -> Group:
                 _add(holder, s, view.late_after)
         parts.append(tree)
     c = view.counts()
-    summary = Text(f"{plural(c['processes'], 'process', 'processes')} · {plural(c['connections'], 'connection')} · "
-                   f"{plural(c['file_events'], 'file event')} · {plural(c['alerts'], 'alert')} · ", style="dim")
+    summary = Text(
+        f"{plural(c['processes'], 'process', 'processes')} · {plural(c['connections'], 'connection')} · "
+        f"{plural(c['file_events'], 'file event')} · {plural(c['alerts'], 'alert')} · ",
+        style="dim",
+    )
     summary.append(plural(c["late_shells"], "late shell"), style="bold red" if c["late_shells"] else "dim")
     summary.append(f" (shells started > {format_offset(view.late_after)[1:]} after their container)", style="dim")
     if view.truncated:
@@ -152,8 +165,15 @@ def render(view: TreeView) -> Group:
 
 def render_text(view: TreeView, width: int = 140, color: bool = False) -> str:
     """The tree as a string (tests, files): plain text, or with ANSI colours."""
-    console = Console(width=width, record=True, color_system="truecolor" if color else None, force_terminal=color,
-                      highlight=False, soft_wrap=False, file=_Null())
+    console = Console(
+        width=width,
+        record=True,
+        color_system="truecolor" if color else None,
+        force_terminal=color,
+        highlight=False,
+        soft_wrap=False,
+        file=_Null(),
+    )
     console.print(render(view))
     return console.export_text(styles=color)
 
@@ -169,11 +189,19 @@ def print_pods(console: Console, pods: list[dict], late_after: dt.timedelta) -> 
         t.add_column(col)
     for p in pods:
         late = p["late_shells"]
-        t.add_row(escape(p["namespace"] or ""), escape(p["pod"]), str(p["containers"]), str(p["processes"]),
-                  f"[bold red]{late}[/]" if late else "0", f"{p['last_seen']:%Y-%m-%d %H:%M:%S}" if p["last_seen"] else "")
+        t.add_row(
+            escape(p["namespace"] or ""),
+            escape(p["pod"]),
+            str(p["containers"]),
+            str(p["processes"]),
+            f"[bold red]{late}[/]" if late else "0",
+            f"{p['last_seen']:%Y-%m-%d %H:%M:%S}" if p["last_seen"] else "",
+        )
     console.print(t)
-    console.print(f"[dim]tetrapipe tree --pod NAME [--namespace NS] draws one (late shell: > "
-                  f"{format_offset(late_after)[1:]} after container start)[/]")
+    console.print(
+        f"[dim]tetrapipe tree --pod NAME [--namespace NS] draws one (late shell: > "
+        f"{format_offset(late_after)[1:]} after container start)[/]"
+    )
 
 
 class _Null:
