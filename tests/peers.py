@@ -47,9 +47,8 @@ PEERS: tuple[Peer, ...] = (
         ("rsyslog-openssl",),
     ),
     Peer("chromium", _which("chromium", "chromium-browser"), ("chromium", "fonts-dejavu-core", "fonts-liberation")),
-    # the image test: build the Dockerfile without a Docker engine (tests/test_image.py)
+    # the image test: build the Dockerfile without a Docker engine (tests/test_image.py, scripts/build_image.py)
     Peer("buildah", _which("buildah"), ("buildah",)),
-    Peer("podman", _which("podman"), ("podman",)),
     Peer("mmdebstrap", _which("mmdebstrap"), ("mmdebstrap",)),
 )
 
