@@ -130,6 +130,7 @@ def query(
     from tetrapipe import history
     from tetrapipe.query import TABLE_DEFAULT_LIMIT, QueryError, execute, resolve, unknown_hunt, write_output
     from tetrapipe.report import emit, print_hunts, print_query_table, print_schema
+    from tetrapipe.textsafe import visible
 
     if show_schema:
         print_schema(out)
@@ -160,7 +161,8 @@ def query(
             )
         table = execute(lake, sql)
     except QueryError as exc:
-        emit(err, Text.assemble(("query failed:", "bold red"), " ", str(exc)))
+        # DuckDB's message can quote a value (a failed cast): its controls are shown; its own line ends are kept
+        emit(err, Text.assemble(("query failed:", "bold red"), " ", visible(str(exc), newlines=True)))
         sys.exit(2)
     if limit is not None:
         table = table.slice(0, limit)

@@ -1,7 +1,13 @@
 """What the command line shows a person: progress while ingesting, summaries, alerts, tables.
 
 Every line goes through :func:`emit` and every table through :func:`print_table`,
-so how text reaches a person is decided in one place. Two rules shape it:
+so how text reaches a person is decided in one place. Three rules shape it:
+
+* **Data is shown, never obeyed.** Arguments, paths and pod names are written by
+  whoever ran the process: control characters in them (a terminal escape, a
+  carriage return, a bidi override) are shown as ``\\x1b``, ``\\r``, ``\\u202e``
+  (:func:`tetrapipe.textsafe.visible`) before a width is measured, and nothing
+  in data is read as rich markup or emoji codes.
 
 * **Not a terminal** (a pipe, a file, CI logs): plain aligned columns, never
   wrapped, no trailing spaces, no colour; a line is as long as its content.
@@ -16,17 +22,19 @@ so how text reaches a person is decided in one place. Two rules shape it:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 from rich.cells import cell_len, set_cell_size
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.text import Text
 
 from tetrapipe.ingest import IngestStats, ProgressSink, RunAlert
 from tetrapipe.sinks.lake import Lake
 from tetrapipe.sources.files import InputFile, Skipped
+from tetrapipe.textsafe import has_unsafe, visible
 
 SEVERITY_STYLE = {"critical": "bold white on red", "high": "bold red", "medium": "yellow", "low": "cyan", "info": "dim"}
 SEVERITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
@@ -67,8 +75,9 @@ class IngestProgress(ProgressSink):
 
     def start_input(self, inp: InputFile, size: int | None) -> None:
         if self.enabled:
-            name = inp.label if len(inp.label) < 40 else "..." + inp.label[-37:]
-            self._task = self._progress.add_task(name, total=size, events=0)
+            label = visible(inp.label)  # a file name is data too, and the description column reads markup
+            name = label if len(label) < 40 else "..." + label[-37:]
+            self._task = self._progress.add_task(escape(name), total=size, events=0)
 
     def advance(self, position: int) -> None:
         if self.enabled and self._task is not None:
@@ -92,14 +101,45 @@ def emit(console: Console, text: str | Text = "") -> None:
     """Print one line as is: no markup or emoji codes read from data, no wrapping by rich.
 
     Rich's own wrapping would pad and fold; where a terminal needs text
-    fitted, the caller fits it (see :func:`print_table`).
+    fitted, the caller fits it (see :func:`print_table`). Callers make the
+    data they put in a line visible (one line, measured after escaping); this
+    is the last guard for anything that slipped through, keeping only the
+    line ends of text that is several lines by design (a database error).
     """
+    if isinstance(text, Text):
+        text = _visible_text(text)
+    else:
+        text = visible(text, newlines=True)
     console.print(text, soft_wrap=True, markup=False, emoji=False, highlight=False)
 
 
+def _visible_text(text: Text) -> Text:
+    """``text`` with :func:`visible` applied to its characters, its styles kept on the same characters."""
+    plain = text.plain
+    if not has_unsafe(plain, newlines=True):
+        return text
+    ends = [0]  # ends[i]: where original character i starts in the escaped text
+    pieces = []
+    for ch in plain:
+        piece = visible(ch, newlines=True)
+        pieces.append(piece)
+        ends.append(ends[-1] + len(piece))
+    out = Text(
+        "".join(pieces),
+        style=text.style,
+        justify=text.justify,
+        overflow=text.overflow,
+        no_wrap=text.no_wrap,
+        end=text.end,
+    )
+    for span in text.spans:
+        out.stylize(span.style, ends[min(span.start, len(plain))], ends[min(span.end, len(plain))])
+    return out
+
+
 def _styled(*parts: tuple[str, str] | str) -> Text:
-    """A line from (text, style) pieces; the data in it is never read as markup."""
-    return Text.assemble(*parts)
+    """A line from (text, style) pieces; the data in it is made visible and never read as markup."""
+    return Text.assemble(*((visible(p[0]), p[1]) if isinstance(p, tuple) else visible(p) for p in parts))
 
 
 def _truncate(text: str, width: int) -> str:
@@ -179,8 +219,13 @@ def _row_lines(console: Console, cols: Sequence[Col], cells: Sequence[str], widt
 
 
 def print_table(console: Console, cols: Sequence[Col], rows: Iterable[Sequence[str]]) -> None:
-    """Aligned columns under a header: plain in a pipe, fitted to the width on a terminal."""
-    rows = [list(r) for r in rows]
+    """Aligned columns under a header: plain in a pipe, fitted to the width on a terminal.
+
+    Cells and headers (a PIVOT names columns after data) are made visible
+    first, so widths are those of what the terminal shows.
+    """
+    cols = [replace(c, name=visible(c.name)) for c in cols]
+    rows = [[visible(cell) for cell in r] for r in rows]
     natural = [max([cell_len(c.name), *(cell_len(r[i]) for r in rows)]) for i, c in enumerate(cols)]
     widths = natural  # not a terminal: every cell whole, however long the line
     if console.is_terminal:
@@ -329,17 +374,19 @@ def _print_alert(console: Console, a: RunAlert, earlier: bool) -> None:
 
     A table would fold long messages into unreadable slivers on an 80-column terminal.
     """
-    sev = (a.severity or "?").upper()
-    where = f"{a.namespace}/{a.pod}" if a.pod else f"(host {a.node_name})" if a.node_name else "(host)"
+    sev = visible((a.severity or "?").upper())
+    where = visible(f"{a.namespace}/{a.pod}" if a.pod else f"(host {a.node_name})" if a.node_name else "(host)")
     when = str(a.time)[:19] if a.time is not None else "(no time)"
+    rule_id = visible(a.rule_id)
+    message = visible(a.message or "")
     tail = f"  x{a.count}" if a.count > 1 else ""
     if earlier:
         tail += "  (more events of an alert already in the lake)"
     indent = " " * ALERT_INDENT
     own_line = False  # on a narrow terminal, where it happened gets the line under the header
     if console.is_terminal:
-        own_line = cell_len(f"{sev:<8} {a.rule_id}  {when}  {where}{tail}") > console.width
-    line = _styled((f"{sev:<8}", SEVERITY_STYLE.get(a.severity, "")), " ", (a.rule_id, "bold"), "  ", (when, "dim"))
+        own_line = cell_len(f"{sev:<8} {rule_id}  {when}  {where}{tail}") > console.width
+    line = _styled((f"{sev:<8}", SEVERITY_STYLE.get(a.severity, "")), " ", (rule_id, "bold"), "  ", (when, "dim"))
     if not own_line:
         line.append_text(_styled("  ", where, (tail, "dim")))
     emit(console, line)
@@ -353,9 +400,9 @@ def _print_alert(console: Console, a: RunAlert, earlier: bool) -> None:
             ),
         )
     if console.is_terminal:
-        lines = _wrap(console, a.message or "", console.width - ALERT_INDENT)
+        lines = _wrap(console, message, console.width - ALERT_INDENT)
     else:
-        lines = [a.message or ""]  # a pipe gets the message whole, on one line
+        lines = [message]  # a pipe gets the message whole, on one line
     for text in lines:
         emit(console, indent + text if text else "")
 
