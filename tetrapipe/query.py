@@ -11,7 +11,6 @@ import csv
 import datetime as dt
 import decimal
 import difflib
-import io
 import re
 import sys
 
@@ -144,7 +143,12 @@ def to_json(table: pa.Table) -> bytes:
 
 
 def cell_text(value: object) -> str:
-    """One value as the text a table or a CSV cell shows (NULL is empty, nested values are JSON)."""
+    """One value as the text a table or a CSV cell shows (NULL is empty, nested values are JSON).
+
+    The text is exact, control characters included: a CSV file is data. The
+    table a person reads makes them visible where it is drawn
+    (:func:`tetrapipe.report.print_table`), after this.
+    """
     if value is None:
         return ""
     if isinstance(value, pa.MonthDayNano):
@@ -162,12 +166,31 @@ def rows_as_text(table: pa.Table) -> list[list[str]]:
 
 
 def to_csv(table: pa.Table) -> str:
-    """RFC 4180 quoting, but lines end with \\n as every other text tetrapipe writes (csv's default is \\r\\n)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    """RFC 4180 quoting, but lines end with \\n as every other text tetrapipe writes (csv's default is \\r\\n).
+
+    The cells keep the exact data (a terminal escape in an argument stays one),
+    like json and parquet: these formats are for programs, not for a terminal.
+    A cell holding a bare carriage return is quoted too: Python before 3.13
+    quotes only the characters of the line terminator, and readers (Python's
+    csv module among them) take a bare \\r for a line end.
+    """
+    out = _Rows()
+    w = csv.writer(out, lineterminator="\r\n")  # quotes cells holding \r or \n; _Rows ends each row with \n
     w.writerow(table.column_names)
     w.writerows(rows_as_text(table))
-    return buf.getvalue()
+    return "".join(out.rows)
+
+
+class _Rows:
+    """A file for csv.writer that keeps its rows, each ending with \\n instead of the writer's \\r\\n."""
+
+    def __init__(self) -> None:
+        self.rows: list[str] = []
+
+    def write(self, row: str) -> None:
+        if not row.endswith("\r\n"):  # csv.writer writes one whole row per call
+            raise ValueError(f"csv row without its terminator: {row[-20:]!r}")
+        self.rows.append(row[:-2] + "\n")
 
 
 def write_output(table: pa.Table, fmt: str, output: str | None) -> None:
