@@ -7,8 +7,10 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
+from tetrapipe.textsafe import visible
 
 
 @click.command("tree")
@@ -99,8 +101,8 @@ def tree_command(
     )
     from tetrapipe.tree.text import print_pods, render
 
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
-    out = Console(highlight=False, width=width or (None if sys.stdout.isatty() else 220), soft_wrap=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+    out = Console(highlight=False, emoji=False, width=width or (None if sys.stdout.isatty() else 220), soft_wrap=False)
     try:
         late = parse_duration(late_after)
     except ValueError as exc:
@@ -136,7 +138,8 @@ def tree_command(
                 con, sel, late_after=late, fold=not no_fold, max_children=max_children, max_processes=max_processes
             )
         except TreeError as exc:
-            err.print(f"[bold red]tetrapipe tree:[/] {exc}")
+            # the message may quote a pod name from the history: shown, never read as markup
+            err.print(Text.assemble(("tetrapipe tree:", "bold red"), " ", visible(str(exc), newlines=True)))
             sys.exit(2)
     finally:
         con.close()
@@ -146,9 +149,12 @@ def tree_command(
         Path(html_out).write_text(render_html(view), encoding="utf-8")
         c = view.counts()
         err.print(
-            f"wrote {html_out}: {plural(c['processes'], 'process', 'processes')}, "
-            f"{plural(c['late_shells'], 'late shell')}, {plural(c['alerts'], 'alert')} "
-            f"({view.selection.describe()})"
+            visible(
+                f"wrote {html_out}: {plural(c['processes'], 'process', 'processes')}, "
+                f"{plural(c['late_shells'], 'late shell')}, {plural(c['alerts'], 'alert')} "
+                f"({view.selection.describe()})"
+            ),
+            markup=False,
         )
         if fmt == "text":
             return
@@ -157,7 +163,7 @@ def tree_command(
 
         click.echo(orjson.dumps(view.to_dict(), option=orjson.OPT_NAIVE_UTC).decode())
         return
-    out.print(render(view))
+    out.print(render(view))  # every string from the events made visible in tetrapipe.tree.text
 
 
 COMMANDS = [tree_command]

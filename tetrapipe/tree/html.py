@@ -11,7 +11,12 @@ links to one process.
 Everything shown comes from the events, and arguments, paths and pod names
 are attacker-controlled: text is HTML-escaped on the server, the embedded
 JSON has ``<``, ``>`` and ``&`` escaped, and the script only ever sets
-``textContent``.
+``textContent``. Control characters and bidi overrides are shown as
+``\\x1b``, ``\\u202e`` (a U+202E in an argument would otherwise draw
+``gpj.exe`` as ``exe.jpg``): on the server by :func:`tetrapipe.textsafe.visible`,
+in the script by the same character class (:data:`~tetrapipe.textsafe.UNSAFE_CLASS`).
+Identifiers the script looks up (``data-exec-id``) and the embedded JSON keep
+the exact values.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import html
 import json
 
+from tetrapipe.textsafe import UNSAFE_CLASS, visible
 from tetrapipe.tree.model import Group, Node, Shown, TreeView, format_offset, plural
 
 CSP = (
@@ -111,16 +117,25 @@ footer { color:var(--dim); font-size:12px; padding:0 20px 20px; }
 }
 """
 
-JS = r"""
+_JS = r"""
 (function () {
   "use strict";
   var data = JSON.parse(document.getElementById("tree-data").textContent);
   var procs = data.processes;
   var panel = document.getElementById("panel");
+  var UNSAFE = new RegExp("[" + __UNSAFE_CLASS__ + "]", "gu");
+  var NAMED = { "\t": "\\t", "\n": "\\n", "\r": "\\r" };
+  function vis(s) {  // tetrapipe.textsafe.visible: control and bidi characters shown, not obeyed
+    return String(s).replace(UNSAFE, function (c) {
+      if (NAMED[c]) return NAMED[c];
+      var n = c.charCodeAt(0);
+      return n < 256 ? "\\x" + n.toString(16).padStart(2, "0") : "\\u" + n.toString(16).padStart(4, "0");
+    });
+  }
   function el(tag, cls, text) {
     var e = document.createElement(tag);
     if (cls) e.className = cls;
-    if (text !== undefined && text !== null) e.textContent = String(text);
+    if (text !== undefined && text !== null) e.textContent = vis(text);
     return e;
   }
   function fmtOff(s) {
@@ -135,7 +150,7 @@ JS = r"""
     var tr = el("tr"); tr.appendChild(el("td", "k", k));
     var td = el("td");
     if (link && procs[v]) { var a = el("a", null, v); a.addEventListener("click", function () { select(v, true); }); td.appendChild(a); }
-    else td.textContent = String(v);
+    else td.textContent = vis(v);
     tr.appendChild(td); tbody.appendChild(tr);
   }
   function select(id, scroll) {
@@ -246,7 +261,17 @@ JS = r"""
 """
 
 
+#: the script, with the characters it must show escaped taken from the one definition
+JS = _JS.replace("__UNSAFE_CLASS__", json.dumps(UNSAFE_CLASS))
+
+
 def _e(text: object) -> str:
+    """Text to show: control characters made visible, then HTML-escaped (attribute-safe)."""
+    return html.escape(visible("" if text is None else str(text)), quote=True)
+
+
+def _id(text: object) -> str:
+    """An identifier the script looks up in the embedded JSON: exact, only HTML-escaped."""
     return html.escape("" if text is None else str(text), quote=True)
 
 
@@ -326,9 +351,9 @@ def _node(s: Shown) -> str:
         classes.append("alerted")
     if n.focus:
         classes.append("focus")
-    attrs = f'class="{" ".join(classes)}" data-exec-id="{_e(n.exec_id)}"'
+    attrs = f'class="{" ".join(classes)}" data-exec-id="{_id(n.exec_id)}"'
     if s.count > 1:
-        attrs += f' data-members="{_e(" ".join(m.exec_id for m in s.members))}"'
+        attrs += f' data-members="{_id(" ".join(m.exec_id for m in s.members))}"'
     inner = _events(n)
     kids = "".join(_node(c) for c in s.children)
     if s.hidden_children:

@@ -4,6 +4,12 @@ Colours carry meaning, and the words carry it too (for ``NO_COLOR``, pipes
 and screen readers): a late shell is red and says ``LATE SHELL``; an alert is
 coloured by severity and says its severity and rule; a write to a file says
 ``write``; folded siblings say ``×N``.
+
+Every string from the events (binaries, arguments, paths, pod and image
+names, alert messages) goes through :func:`tetrapipe.textsafe.visible`: a
+terminal escape or a bidi override in an argument is drawn as ``\\x1b`` or
+``\\u202e``, never obeyed. Data is added as plain :class:`~rich.text.Text`,
+never as markup.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from rich.markup import escape
 from rich.text import Text
 from rich.tree import Tree
 
+from tetrapipe.textsafe import visible
 from tetrapipe.tree.model import Group as TreeGroup
 from tetrapipe.tree.model import Node, Shown, TreeView, format_offset, plural
 
@@ -29,7 +36,7 @@ MAX_EVENT_LINES = 6
 
 
 def _args(n: Node, width: int = 80) -> str:
-    a = (n.arguments or "").strip()
+    a = visible((n.arguments or "").strip())  # escaped first: the cut is made on what is shown
     return a if len(a) <= width else a[: width - 1] + "…"
 
 
@@ -42,13 +49,13 @@ def process_label(s: Shown, late_after: dt.timedelta) -> Text:
     style = "bold red" if n.late_shell else ("bold" if n.focus else "")
     if n.worst_severity in ("critical", "high") and not n.late_shell:
         style = "bold red"
-    t.append(n.binary or "?", style=style)
+    t.append(visible(n.binary or "?"), style=style)
     if n.arguments:
         t.append(" " + _args(n), style="red" if n.late_shell else "")
     meta = []
     if n.pid is not None:
         meta.append(f"pid {n.pid}" if s.count == 1 else f"pids {n.pid}…")
-    status = n.status()
+    status = visible(n.status())  # a signal name comes from the event
     meta.append(status)
     if n.children or n.other_children:
         kids = len(n.children) + n.other_children
@@ -70,7 +77,7 @@ def process_label(s: Shown, late_after: dt.timedelta) -> Text:
     if n.focus:
         t.append("  ◀ focus", style="bold cyan")
     for a in n.alerts:
-        t.append(f"  ALERT {a.severity} {a.rule_id}", style=SEVERITY_STYLE.get(a.severity, "bold"))
+        t.append(visible(f"  ALERT {a.severity} {a.rule_id}"), style=SEVERITY_STYLE.get(a.severity, "bold"))
     return t
 
 
@@ -84,7 +91,7 @@ def _events(n: Node) -> list[Text]:
     for (cat, label, write), k in items[:MAX_EVENT_LINES]:
         style = {"connect": "cyan", "listen": "blue", "file": "bold red" if write else "yellow"}.get(cat, "dim")
         arrow = {"connect": "→ ", "listen": "← ", "file": "▪ "}.get(cat, "· ")
-        out.append(Text(arrow + label + (f" ×{k}" if k > 1 else ""), style=style))
+        out.append(Text(arrow + visible(label) + (f" ×{k}" if k > 1 else ""), style=style))
     rest = len(items) - MAX_EVENT_LINES
     more = n.event_count - len(n.events)
     if rest > 0 or more > 0:
@@ -98,7 +105,7 @@ def _events(n: Node) -> list[Text]:
         msg = a.message or a.title or ""
         out.append(
             Text(
-                f"! {a.severity.upper()} {a.rule_id}: {msg}" + (f" (×{a.count})" if a.count > 1 else ""),
+                visible(f"! {a.severity.upper()} {a.rule_id}: {msg}") + (f" (×{a.count})" if a.count > 1 else ""),
                 style=SEVERITY_STYLE.get(a.severity, "bold"),
             )
         )
@@ -119,20 +126,20 @@ def _add(tree: Tree, s: Shown, late_after: dt.timedelta) -> None:
 
 def _group_header(g: TreeGroup) -> Text:
     t = Text()
-    t.append(g.title, style="bold")
+    t.append(visible(g.title), style="bold")
     if g.container_name:
-        t.append(f"  container {g.container_name}", style="bold cyan")
+        t.append(f"  container {visible(g.container_name)}", style="bold cyan")
     if g.image:
-        t.append(f" ({g.image})", style="dim")
+        t.append(f" ({visible(g.image)})", style="dim")
     if g.container_start_time:
         t.append(f"  started {g.container_start_time:%Y-%m-%d %H:%M:%S} UTC", style="dim")
     if g.node_name:
-        t.append(f"  node {g.node_name}", style="dim")
+        t.append(f"  node {visible(g.node_name)}", style="dim")
     return t
 
 
 def _lineage(parent_binary: str | None, lineage: list[str | None]) -> Text:
-    chain = [parent_binary or "?", *[b or "?" for b in lineage]]
+    chain = [visible(parent_binary or "?"), *[visible(b or "?") for b in lineage]]
     t = Text("↑ ", style="dim")
     t.append(" ← ".join(chain), style="dim italic")
     t.append("  (outside the container)" if chain[0] != "?" else "  (parent not in the history)", style="dim")
@@ -190,8 +197,8 @@ def print_pods(console: Console, pods: list[dict], late_after: dt.timedelta) -> 
     for p in pods:
         late = p["late_shells"]
         t.add_row(
-            escape(p["namespace"] or ""),
-            escape(p["pod"]),
+            escape(visible(p["namespace"] or "")),
+            escape(visible(p["pod"])),
             str(p["containers"]),
             str(p["processes"]),
             f"[bold red]{late}[/]" if late else "0",
