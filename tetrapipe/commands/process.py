@@ -8,9 +8,11 @@ import logging
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from tetrapipe.commands.options import tls_window_option
 from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
+from tetrapipe.textsafe import visible
 
 KAFKA_ENV = "TETRAPIPE_KAFKA"
 
@@ -86,8 +88,8 @@ def process_command(kafka: str, topic: str, group: str, alerts_topic: str, event
     def show(alerts, most: int = 20) -> None:  # noqa: ANN001
         """Alerts on stderr for a human watching; a flood is summarized (the lake and the topic have them all)."""
         for row in alerts.slice(0, most).select(["severity", "rule_id", "namespace", "pod", "message"]).to_pylist():
-            console.print(f"[bold]{row['severity']}[/] {row['rule_id']} {row['namespace'] or '(host)'}/"
-                          f"{row['pod'] or ''}: {row['message']}")
+            console.print(Text.assemble((visible(row["severity"] or ""), "bold"), " ", visible(
+                f"{row['rule_id']} {row['namespace'] or '(host)'}/{row['pod'] or ''}: {row['message']}")))
         if alerts.num_rows > most:
             console.print(f"... and {alerts.num_rows - most:,} more alerts in this batch")
 

@@ -7,9 +7,11 @@ import threading
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 from tetrapipe.commands.options import tls_window_option
 from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
+from tetrapipe.textsafe import visible
 
 
 @click.command("run")
@@ -93,7 +95,7 @@ def run_command(
         def print_alerts(alerts) -> None:  # noqa: ANN001
             """Alerts as they fire, on stdout (progress goes to stderr), one line each."""
             for row in alerts.slice(0, 50).to_pylist():
-                click.echo(format_alert(row))
+                click.echo(format_alert(row))  # control characters in the event made visible there
             if alerts.num_rows > 50:
                 click.echo(f"... and {alerts.num_rows - 50:,} more alerts in this batch (tetrapipe query alerts)")
 
@@ -108,8 +110,11 @@ def run_command(
                 f"+{st.events:,} events, {st.rejects:,} rejects, {alerts:,} alerts "
                 f"({st.events_per_second:,.0f} events/s)"
             )
-            for note in st.first_rejects[:5]:
-                console.print(f"  [yellow]{note.source}:{note.line_no}[/]: {note.reason}")
+            for note in st.first_rejects[:5]:  # the file name and the reason quote the input: shown, not obeyed
+                note_line = Text.assemble(
+                    "  ", (visible(f"{note.source}:{note.line_no}"), "yellow"), ": ", visible(note.reason)
+                )
+                console.print(note_line, soft_wrap=True)  # whole: an escape cut across two lines reads as two
 
     registry = new_registry()
     health = Health(stall_seconds=max(120.0, 10 * poll_seconds))

@@ -47,6 +47,7 @@ from tetrapipe.ruleset.plan import (
     rules_table_sql,
 )
 from tetrapipe.schema import ALERT_SCHEMA
+from tetrapipe.textsafe import visible
 
 #: how long after its window ends an alert id is still remembered (late events)
 _GRACE_US = 5 * 60 * 1_000_000
@@ -436,11 +437,16 @@ def _bits(mask: int) -> list[int]:
 
 
 def format_alert(row: dict) -> str:
-    """One line for a terminal: severity, rule, where, message."""
+    """One line for a terminal: severity, rule, where, message.
+
+    The message quotes the event (arguments, paths, pod names): it is made
+    visible, so the line cannot carry a terminal escape or a forged second line.
+    """
     where = f"{row.get('namespace')}/{row.get('pod')}" if row.get("pod") else (row.get("node_name") or "(host)")
     when = str(row.get("time") or "")[:23]
     count = f" x{row['count']}" if row.get("count", 1) and row.get("count", 1) > 1 else ""
-    return f"{when} {row.get('severity', '').upper():8s} {row.get('rule_id')} {where}: {row.get('message')}{count}"
+    line = f"{when} {(row.get('severity') or '').upper():8s} {row.get('rule_id')} {where}: {row.get('message')}{count}"
+    return visible(line)
 
 
 __all__ = ["Detector", "DetectorStats", "format_alert"]
