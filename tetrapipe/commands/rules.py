@@ -15,12 +15,14 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
+from tetrapipe.textsafe import visible
 
-out = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, emoji=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, emoji=False)  # data in a line is text, not :emoji: codes
 SEVERITY_STYLE = {"critical": "bold white on red", "high": "bold red", "medium": "yellow", "low": "cyan",
                   "info": "dim"}
 
@@ -66,7 +68,7 @@ def _load(roots: list[Path]):  # noqa: ANN202
 def _fail_on_errors(rs) -> None:  # noqa: ANN001
     if rs.errors:
         for issue in rs.errors:
-            err.print(f"[bold red]error[/] {issue}", markup=True, highlight=False)
+            err.print(f"[bold red]error[/] {escape(visible(str(issue)))}", markup=True, highlight=False)
         err.print(f"[bold red]{len(rs.errors)} error{'s' if len(rs.errors) != 1 else ''} in the rules[/]")
         sys.exit(2)
 
@@ -189,7 +191,8 @@ def lint_command(paths: tuple[str, ...], rules_dir: str | None, samples: str | N
     else:
         for i in report.issues:
             color = "red" if i.level == "error" else "yellow"
-            out.print(f"{i.where()}: [{color}]{i.level}[/]: {i.reason}" + (f" [dim]({i.rule_id})[/]" if i.rule_id else ""))
+            out.print(f"{escape(visible(i.where()))}: [{color}]{i.level}[/]: {escape(visible(i.reason))}"
+                      + (f" [dim]({escape(visible(i.rule_id))})[/]" if i.rule_id else ""))
         checked = f"{report.rules} rules"
         if sample_dir:
             checked += f", {report.sample_events} sample events from {sample_dir}"
@@ -266,7 +269,7 @@ def backtest_command(rules_dir: str | None, lake_dir: str, since: str | None, un
         summary.add_column(col, justify="left" if col == "rule" else "right")
     for rid in sorted(by_rule, key=lambda k: -by_rule[k][0]):
         a, e, n = by_rule[rid]
-        summary.add_row(rid, str(a), str(e), str(n))
+        summary.add_row(escape(visible(rid)), str(a), str(e), str(n))
     quiet = [r.id for r in rules if r.id not in by_rule]
     out.print(summary)
     if quiet:
@@ -280,8 +283,10 @@ def backtest_command(rules_dir: str | None, lake_dir: str, since: str | None, un
     rows.sort(key=lambda r: (order.get(r["severity"], 5), str(r["time"])))
     for r in rows[:limit]:
         where = f"{r['namespace']}/{r['pod']}" if r["pod"] else f"host {r['node_name'] or ''}"
-        t.add_row(f"[{SEVERITY_STYLE.get(r['severity'], '')}]{r['severity']}[/]", r["rule_id"], str(r["time"])[:19],
-                  str(r["last_time"])[:19], where, str(r["count"]), r["message"])
+        # rows quote the events (pod names, arguments in the message): shown, never obeyed or read as markup
+        t.add_row(f"[{SEVERITY_STYLE.get(r['severity'], '')}]{escape(visible(r['severity']))}[/]",
+                  escape(visible(r["rule_id"])), str(r["time"])[:19], str(r["last_time"])[:19],
+                  escape(visible(where)), str(r["count"]), escape(visible(r["message"] or "")))
     out.print(t)
     if len(rows) > limit:
         out.print(f"[dim]... {len(rows) - limit} more (--limit, or --format json)[/]")

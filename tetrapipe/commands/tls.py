@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
+from tetrapipe.textsafe import visible
 from tetrapipe.transforms.tls_ciphers import weak_reasons
 
 SUMMARY_SQL = """
@@ -48,6 +50,11 @@ def _seen(first: object, last: object) -> str:
     return f"{a}\n-> {b[6:] if a[:5] == b[:5] else b}"
 
 
+def _show(value: object) -> str:
+    """A value from the handshakes as markup-safe text: the SNI is whatever the client sent."""
+    return escape(visible("" if value is None else str(value)))
+
+
 def print_tls(console: Console, rows: list[dict]) -> None:
     """Per workload: version and cipher bars, then its destinations; weak in red, narrow terminals fold."""
     if not rows:
@@ -58,7 +65,7 @@ def print_tls(console: Console, rows: list[dict]) -> None:
         by_workload.setdefault((r["namespace"], r["workload"]), []).append(r)
     for (ns, wl), items in by_workload.items():
         total = sum(r["connections"] for r in items)
-        console.print(f"\n[bold]{ns or '(host)'}/{wl}[/]  {total} handshake{'s' if total != 1 else ''}")
+        console.print(f"\n[bold]{_show(ns or '(host)')}/{_show(wl)}[/]  {total} handshake{'s' if total != 1 else ''}")
         dist = Table.grid(padding=(0, 1), pad_edge=False)
         dist.add_column(style="dim", no_wrap=True)
         dist.add_column(overflow="fold")
@@ -70,7 +77,8 @@ def print_tls(console: Console, rows: list[dict]) -> None:
                 counts[r[key] or "?"] = counts.get(r[key] or "?", 0) + r["connections"]
             for value, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
                 weak = weak_reasons(value, None) if key == "tls_version" else weak_reasons(None, value)
-                dist.add_row(f"  {label}", f"[bold red]{value}[/]" if weak else value, _bar(n, total), str(n))
+                shown = _show(value)
+                dist.add_row(f"  {label}", f"[bold red]{shown}[/]" if weak else shown, _bar(n, total), str(n))
         console.print(dist)
         t = Table(box=None, header_style="bold cyan", pad_edge=False)
         t.add_column("destination / sni", no_wrap=True)
@@ -79,13 +87,15 @@ def print_tls(console: Console, rows: list[dict]) -> None:
         t.add_column("n", justify="right", no_wrap=True)
         t.add_column("seen", no_wrap=True)
         for r in items:
-            dest = f"{r['daddr'] or '?'}:{r['dport'] or '?'}"
+            dest = _show(f"{r['daddr'] or '?'}:{r['dport'] or '?'}")
             if r["tls_sni"]:
-                dest += f"\n[dim]{r['tls_sni']}[/]"
-            cipher = r["tls_cipher"] or "?"
+                dest += f"\n[dim]{_show(r['tls_sni'])}[/]"
+            cipher = _show(r["tls_cipher"] or "?")
             if r["weak"]:
-                cipher = f"[bold red]{cipher}[/]\n[red]{', '.join(r['weak'])}[/]"
-            t.add_row(dest, r["tls_version"], cipher, str(r["connections"]), _seen(r["first_seen"], r["last_seen"]))
+                cipher = f"[bold red]{cipher}[/]\n[red]{_show(', '.join(r['weak']))}[/]"
+            t.add_row(
+                dest, _show(r["tls_version"]), cipher, str(r["connections"]), _seen(r["first_seen"], r["last_seen"])
+            )
         console.print(t)
 
 
@@ -106,7 +116,7 @@ def tls_command(namespace: str | None, since: str | None, fmt: str, lake_dir: st
     """TLS versions and cipher suites per workload and destination; weak ones in red."""
     rows = tls_summary(Lake(lake_dir), namespace, since)
     if fmt == "table":
-        print_tls(Console(highlight=False), rows)
+        print_tls(Console(highlight=False, emoji=False), rows)  # :codes: in an SNI stay text
         return
     import pyarrow as pa
 
