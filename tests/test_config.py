@@ -76,15 +76,19 @@ def test_environment_expansion() -> None:
     text = "sinks:\n  - name: s\n    type: syslog\n    options:\n      port: ${PORT:-5514}\n      host: ${HOST}\n"
     cfg = parse_config(text, env={"HOST": "rsyslog"})
     assert cfg.sinks[0].options["port"] == 5514 and cfg.sinks[0].options["host"] == "rsyslog"
-    assert problems(text) == ["t.yaml:6:13: sinks[0].options.host: environment variable HOST is not set "
-                              "(write ${HOST:-default} for a default)"]
+    assert problems(text) == [
+        "t.yaml:6:13: sinks[0].options.host: environment variable HOST is not set "
+        "(write ${HOST:-default} for a default)"
+    ]
 
 
 def test_toml_configuration_lines() -> None:
     text = 'lake = "/x"\n\n[[sinks]]\nname = "f"\ntype = "file"\n[sinks.options]\nmax_bytes = "big"\n'
     got = problems(text, toml=True)
-    assert got == ["t.toml:6: sinks[0].options: missing required key 'path'",
-                   "t.toml:7: sinks[0].options.max_bytes: expected an integer, got 'big'"]
+    assert got == [
+        "t.toml:6: sinks[0].options: missing required key 'path'",
+        "t.toml:7: sinks[0].options.max_bytes: expected an integer, got 'big'",
+    ]
 
 
 def test_kafka_sink_defaults_to_the_top_level_bootstrap() -> None:
@@ -97,8 +101,10 @@ def test_hec_sourcetype_follows_the_format_unless_set() -> None:
     from tetrapipe.sinks.siem import build_sink
 
     hec = "{name: %s, type: hec, format: %s, options: {url: 'http://127.0.0.1:1', token: t%s}}"
-    text = "sinks:\n" + "".join("  - " + hec % args + "\n" for args in
-                                 (("j", "ocsf", ""), ("c", "cef", ""), ("mine", "cef", ", sourcetype: 'cef:arcsight'")))
+    text = "sinks:\n" + "".join(
+        "  - " + hec % args + "\n"
+        for args in (("j", "ocsf", ""), ("c", "cef", ""), ("mine", "cef", ", sourcetype: 'cef:arcsight'"))
+    )
     sinks = [build_sink(sc, None) for sc in parse_config(text).sinks]
     assert [s.sourcetype for s in sinks] == ["_json", "tetrapipe:cef", "cef:arcsight"]
 
@@ -122,7 +128,8 @@ def test_processor_tls_window_is_checked_and_reaches_the_processor() -> None:
     cfg = parse_config("processor: {tls_window: 5m}\n", "t.yaml", env={})
     assert command_env(cfg, "process")["TETRAPIPE_TLS_WINDOW"] == "5m"
     assert problems("processor:\n  tls_window: soon\n") == [
-        "t.yaml:2:15: processor.tls_window: must be a positive duration (30s, 5m, 1h), not 'soon'"]
+        "t.yaml:2:15: processor.tls_window: must be a positive duration (30s, 5m, 1h), not 'soon'"
+    ]
     assert problems("processor: {tls_window: 0s}\n")[0].endswith("not '0s'")
 
 
@@ -130,8 +137,9 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     import os
 
     full = {k: v for k, v in os.environ.items() if not k.startswith(("TETRAPIPE_", "SPLUNK_"))} | (env or {})
-    return subprocess.run([sys.executable, "-m", "tetrapipe", *args], capture_output=True, text=True, env=full,
-                          timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "tetrapipe", *args], capture_output=True, text=True, env=full, timeout=60
+    )
 
 
 def test_config_check_cli(tmp_path: Path) -> None:
@@ -139,14 +147,15 @@ def test_config_check_cli(tmp_path: Path) -> None:
     assert ok.returncode == 0 and "OK" in ok.stdout and "splunk (hec, ocsf, alerts)" in ok.stdout
     missing = _cli("config", "check", str(DEPLOY))
     assert missing.returncode == 1
-    assert f"{DEPLOY}:43:14: sinks[0].options.token: environment variable SPLUNK_HEC_TOKEN is not set" \
-        in missing.stderr
+    assert f"{DEPLOY}:43:14: sinks[0].options.token: environment variable SPLUNK_HEC_TOKEN is not set" in missing.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("sinks:\n  - name: x\n    type: splunk\n")
     res = _cli("config", "check", str(bad))
     assert res.returncode == 1
-    assert res.stderr.strip() == f"{bad}:3:11: sinks[0].type: must be one of hec, syslog, file, stdout, webhook, " \
-                                 "kafka, not 'splunk'"
+    assert (
+        res.stderr.strip() == f"{bad}:3:11: sinks[0].type: must be one of hec, syslog, file, stdout, webhook, "
+        "kafka, not 'splunk'"
+    )
     assert _cli("config", "check", str(tmp_path / "nope.yaml")).returncode == 1
 
 

@@ -22,8 +22,12 @@ from tetrapipe.sinks.siem.base import DeliveringSink, Delivery
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("fwd") / "lake"
-    subprocess.run([sys.executable, "-m", "tetrapipe", "ingest", str(SAMPLES), "--lake", str(path), "-q"],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "tetrapipe", "ingest", str(SAMPLES), "--lake", str(path), "-q"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return path
 
 
@@ -122,8 +126,13 @@ def test_route_rejects_unknown_forward_mode() -> None:
 
 def _run(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if not k.startswith("TETRAPIPE_")} | {"PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "tetrapipe", "forward", *args], capture_output=True, input=stdin,
-                          env=full | (env or {}), timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "tetrapipe", "forward", *args],
+        capture_output=True,
+        input=stdin,
+        env=full | (env or {}),
+        timeout=120,
+    )
 
 
 def _native_lines(tables: dict[str, pa.Table]) -> bytes:
@@ -135,15 +144,15 @@ def test_forward_json_lines_to_files_with_filters(tables: dict[str, pa.Table], t
     (tmp_path / "in.jsonl").write_bytes(_native_lines(tables))
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"""\
-spool_dir: {tmp_path / 'spool'}
+spool_dir: {tmp_path / "spool"}
 sinks:
-  - {{name: alerts, type: file, format: ecs, forward: alerts, options: {{path: {tmp_path / 'alerts.jsonl'}}}}}
+  - {{name: alerts, type: file, format: ecs, forward: alerts, options: {{path: {tmp_path / "alerts.jsonl"}}}}}
   - name: execs
     type: file
     format: ocsf
     forward: events
     filters: {{kinds: [process_exec], namespaces: [tenant-jobs]}}
-    options: {{path: {tmp_path / 'execs.jsonl'}}}
+    options: {{path: {tmp_path / "execs.jsonl"}}}
   - {{name: off, type: stdout, enabled: false}}
 """)
     res = _run("--config", str(cfg), str(tmp_path / "in.jsonl"))
@@ -162,7 +171,9 @@ def test_forward_from_stdin_reports_bad_lines(tmp_path: Path, tables: dict[str, 
     row = orjson.dumps(to_native(tables["alerts"].to_pylist()[0]))
     res = _run("--config", str(cfg), stdin=row + b"\nnot json\n[1]\n")
     assert res.returncode == 1
-    assert [orjson.loads(x)["alert_id"] for x in res.stdout.splitlines()] == [tables["alerts"].to_pylist()[0]["alert_id"]]
+    assert [orjson.loads(x)["alert_id"] for x in res.stdout.splitlines()] == [
+        tables["alerts"].to_pylist()[0]["alert_id"]
+    ]
     assert b"-:2: skipped, not a JSON object" in res.stderr and b"2 unreadable line(s) skipped" in res.stderr
 
 
@@ -173,7 +184,7 @@ def test_forward_spools_when_the_siem_is_down_and_sends_next_run(tables: dict[st
     (tmp_path / "in.jsonl").write_bytes(_native_lines(tables))
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"""\
-spool_dir: {tmp_path / 'spool'}
+spool_dir: {tmp_path / "spool"}
 sinks:
   - name: splunk
     type: hec
@@ -195,8 +206,10 @@ sinks:
 
 def test_forward_from_lake(lake: Path, tables: dict[str, pa.Table], tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"lake: {lake}\nspool_dir: {tmp_path / 'spool'}\nsinks:\n"
-                   f"  - {{name: f, type: file, forward: all, options: {{path: {tmp_path / 'out.jsonl'}}}}}\n")
+    cfg.write_text(
+        f"lake: {lake}\nspool_dir: {tmp_path / 'spool'}\nsinks:\n"
+        f"  - {{name: f, type: file, forward: all, options: {{path: {tmp_path / 'out.jsonl'}}}}}\n"
+    )
     res = _run("--config", str(cfg), "--from-lake", "--table", "all")
     assert res.returncode == 0, res.stderr.decode()
     out = [orjson.loads(x) for x in (tmp_path / "out.jsonl").read_bytes().splitlines()]

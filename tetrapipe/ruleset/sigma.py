@@ -49,10 +49,12 @@ class LogSource:
 _FILE_KINDS = ("process_kprobe", "process_lsm")
 LOGSOURCES: dict[str, LogSource] = {
     "process_creation": LogSource(("process_exec",), None, None),
-    "file_event": LogSource(_FILE_KINDS, "file_path IS NOT NULL AND file_access IN ('write', 'truncate', 'rename')",
-                            "file-monitoring"),
-    "file_change": LogSource(_FILE_KINDS, "file_path IS NOT NULL AND file_access IN ('write', 'truncate')",
-                             "file-monitoring"),
+    "file_event": LogSource(
+        _FILE_KINDS, "file_path IS NOT NULL AND file_access IN ('write', 'truncate', 'rename')", "file-monitoring"
+    ),
+    "file_change": LogSource(
+        _FILE_KINDS, "file_path IS NOT NULL AND file_access IN ('write', 'truncate')", "file-monitoring"
+    ),
     "file_delete": LogSource(_FILE_KINDS, "file_path IS NOT NULL AND file_access = 'unlink'", "file-monitoring"),
     "file_access": LogSource(_FILE_KINDS, "file_path IS NOT NULL", "file-monitoring"),
     "network_connection": LogSource(("process_kprobe", "process_connect"), "daddr IS NOT NULL", "connect"),
@@ -129,8 +131,11 @@ def like_pattern(value: str, prefix: bool = False, suffix: bool = False) -> str:
 
 
 def _string_match(expr: str, value: str, modifiers: set[str]) -> str:
-    pattern = like_pattern(value, prefix="contains" in modifiers or "endswith" in modifiers,
-                           suffix="contains" in modifiers or "startswith" in modifiers)
+    pattern = like_pattern(
+        value,
+        prefix="contains" in modifiers or "endswith" in modifiers,
+        suffix="contains" in modifiers or "startswith" in modifiers,
+    )
     op = "LIKE" if "cased" in modifiers else "ILIKE"
     return f"{expr} {op} {sql_literal(pattern)} ESCAPE '\\'"
 
@@ -166,13 +171,19 @@ def _cidr(expr: str, values: list[Any]) -> str:
             v6.append(f"[{lo}, {hi}]")
     parts = []
     if v4:
-        octets = " + ".join(f"TRY_CAST(split_part({expr}, '.', {i}) AS BIGINT)" + (f" * {256 ** (4 - i)}" if i < 4 else "")
-                            for i in range(1, 5))
-        parts.append(f"({expr} NOT LIKE '%:%' AND len(list_filter([{', '.join(v4)}], "
-                     f"lambda r: {octets} BETWEEN r[1] AND r[2])) > 0)")
+        octets = " + ".join(
+            f"TRY_CAST(split_part({expr}, '.', {i}) AS BIGINT)" + (f" * {256 ** (4 - i)}" if i < 4 else "")
+            for i in range(1, 5)
+        )
+        parts.append(
+            f"({expr} NOT LIKE '%:%' AND len(list_filter([{', '.join(v4)}], "
+            f"lambda r: {octets} BETWEEN r[1] AND r[2])) > 0)"
+        )
     if v6:
-        parts.append(f"({expr} LIKE '%:%' AND len(list_filter([{', '.join(v6)}], "
-                     f"lambda r: {_ipv6_hex(expr)} BETWEEN r[1] AND r[2])) > 0)")
+        parts.append(
+            f"({expr} LIKE '%:%' AND len(list_filter([{', '.join(v6)}], "
+            f"lambda r: {_ipv6_hex(expr)} BETWEEN r[1] AND r[2])) > 0)"
+        )
     return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
 
 
@@ -211,16 +222,30 @@ def _item_sql(key: str, values: Any, where: str) -> str:
     bad = modifiers & _UNSUPPORTED_MODIFIERS
     if bad:
         raise SigmaError(f"{where}: modifier |{sorted(bad)[0]} is not supported (Tetragon reports decoded text)")
-    known = {"contains", "startswith", "endswith", "all", "re", "i", "m", "s", "cidr", "cased", "exists", "fieldref",
-             *_OPS}
+    known = {
+        "contains",
+        "startswith",
+        "endswith",
+        "all",
+        "re",
+        "i",
+        "m",
+        "s",
+        "cidr",
+        "cased",
+        "exists",
+        "fieldref",
+        *_OPS,
+    }
     unknown = modifiers - known
     if unknown:
         raise SigmaError(f"{where}: unknown modifier |{sorted(unknown)[0]}")
     if name in MISSING_FIELDS:
         raise SigmaError(f"{where}: field {name}: {MISSING_FIELDS[name]}")
     if name not in FIELDS:
-        raise SigmaError(f"{where}: field {name} has no counterpart in Tetragon's events "
-                         f"(supported: {', '.join(sorted(FIELDS))})")
+        raise SigmaError(
+            f"{where}: field {name} has no counterpart in Tetragon's events (supported: {', '.join(sorted(FIELDS))})"
+        )
     fmap = FIELDS[name]
     items = values if isinstance(values, list) else [values]
     if not items:
@@ -263,8 +288,10 @@ class _Condition:
 
     def __init__(self, text: str, searches: dict[str, str]) -> None:
         if "|" in text:
-            raise SigmaError(f"condition {text!r}: aggregations (| count() ...) are not supported; "
-                             "tetrapipe's dedup counts repeated alerts")
+            raise SigmaError(
+                f"condition {text!r}: aggregations (| count() ...) are not supported; "
+                "tetrapipe's dedup counts repeated alerts"
+            )
         self.text = text
         self.tokens = [t for t in _TOKEN.findall(text) if t.strip()]
         self.pos = 0
@@ -408,13 +435,17 @@ def convert(doc: dict[str, Any], source: Path) -> Converted:
         raise NotForLinux(product)
     category = str(logsource.get("category") or "").lower()
     if logsource.get("service"):
-        raise SigmaError(f"logsource service {logsource['service']!r}: Tetragon does not see service logs "
-                         f"(supported categories: {', '.join(LOGSOURCES)})")
+        raise SigmaError(
+            f"logsource service {logsource['service']!r}: Tetragon does not see service logs "
+            f"(supported categories: {', '.join(LOGSOURCES)})"
+        )
     if category not in LOGSOURCES:
         if not product:
             raise NotForLinux(category or "no product")
-        raise SigmaError(f"logsource category {category or '(none)'!r} is not one Tetragon observes "
-                         f"(supported: {', '.join(LOGSOURCES)})")
+        raise SigmaError(
+            f"logsource category {category or '(none)'!r} is not one Tetragon observes "
+            f"(supported: {', '.join(LOGSOURCES)})"
+        )
     src = LOGSOURCES[category]
     condition = condition_sql(doc["detection"])
     if src.base:
@@ -426,8 +457,9 @@ def convert(doc: dict[str, Any], source: Path) -> Converted:
     mitre = [m.group(1).upper() for t in tags if (m := _MITRE_TAG.match(t))]
     plain_tags = ["sigma", *[t.split(".", 1)[-1] for t in tags if not _MITRE_TAG.match(t)]]
     description = str(doc.get("description") or title).strip()
-    origin = f"Converted from Sigma rule {sigma_id or source.name}" + (f" by {doc['author']}" if doc.get("author")
-                                                                         else "")
+    origin = f"Converted from Sigma rule {sigma_id or source.name}" + (
+        f" by {doc['author']}" if doc.get("author") else ""
+    )
     out: dict[str, Any] = {
         "id": rid,
         "title": title,
@@ -437,9 +469,11 @@ def convert(doc: dict[str, Any], source: Path) -> Converted:
         "tags": list(dict.fromkeys(plain_tags)),
         "event": list(src.events) if len(src.events) > 1 else src.events[0],
         "condition": condition,
-        "output": ("{process_binary} {arguments} in {namespace}/{pod} on {node_name} (parent {parent_binary})"
-                   + (": {file_access} {file_path}" if src.policy == "file-monitoring" else "")
-                   + (": connect to {daddr}:{dport}" if src.policy == "connect" else "")),
+        "output": (
+            "{process_binary} {arguments} in {namespace}/{pod} on {node_name} (parent {parent_binary})"
+            + (": {file_access} {file_path}" if src.policy == "file-monitoring" else "")
+            + (": connect to {daddr}:{dport}" if src.policy == "connect" else "")
+        ),
         "dedup": {"fields": ["node_name", "exec_id"], "window": "1h"},
         "enabled": str(doc.get("status") or "").lower() not in ("deprecated", "unsupported"),
     }
@@ -497,5 +531,14 @@ def to_yaml(converted: Converted) -> str:
     return yaml.dump(converted.document, Dumper=_RuleDumper, sort_keys=False, allow_unicode=True, width=110)
 
 
-__all__ = ["FIELDS", "LOGSOURCES", "ImportReport", "SigmaError", "condition_sql", "convert", "import_sigma",
-           "like_pattern", "to_yaml"]
+__all__ = [
+    "FIELDS",
+    "LOGSOURCES",
+    "ImportReport",
+    "SigmaError",
+    "condition_sql",
+    "convert",
+    "import_sigma",
+    "like_pattern",
+    "to_yaml",
+]

@@ -47,10 +47,31 @@ def build_router(config: Config, only: list[str] | None = None) -> Router:
     for sc in config.sinks:
         if not sc.enabled or (only and sc.name not in only):
             continue
-        routes.append(Route(sc.name, build_sink(sc, config.spool_dir), format=sc.format, forward=sc.forward,
-                            filter=RouteFilter.from_config(sc.filters), include_raw=sc.include_raw))
+        routes.append(
+            Route(
+                sc.name,
+                build_sink(sc, config.spool_dir),
+                format=sc.format,
+                forward=sc.forward,
+                filter=RouteFilter.from_config(sc.filters),
+                include_raw=sc.include_raw,
+            )
+        )
     return Router(routes)
 
 
-__all__ = ["Delivery", "DeliveringSink", "RejectedError", "Route", "RouteFilter", "Router", "SINK_TYPES", "Sink",
-           "SinkStats", "TransientError", "build_router", "build_sink", "sink_class"]
+__all__ = [
+    "Delivery",
+    "DeliveringSink",
+    "RejectedError",
+    "Route",
+    "RouteFilter",
+    "Router",
+    "SINK_TYPES",
+    "Sink",
+    "SinkStats",
+    "TransientError",
+    "build_router",
+    "build_sink",
+    "sink_class",
+]

@@ -16,8 +16,15 @@ from tetrapipe.sinks.siem.base import TransientError
 
 
 class HttpPeer:
-    def __init__(self, url: str, *, timeout: float = 10.0, verify_tls: bool = True, ca_file: str | None = None,
-                 what: str = "HTTP") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 10.0,
+        verify_tls: bool = True,
+        ca_file: str | None = None,
+        what: str = "HTTP",
+    ) -> None:
         parts = urlsplit(url if "://" in url else f"https://{url}")
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"{what} url must be http:// or https://, not {url!r}")
@@ -51,7 +58,9 @@ class HttpPeer:
             finally:
                 self._conn = None
 
-    def request(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+    def request(
+        self, method: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, bytes, dict[str, str]]:
         """(status, body, lower-cased headers); a connection the peer asked to close is not reused."""
         try:
             conn = self._connection()

@@ -122,8 +122,13 @@ class DeliveringSink:
     #: whether a record delivered to this peer can be lost later without an error (UDP syslog)
     fire_and_forget = False
 
-    def __init__(self, name: str, delivery: Delivery | None = None,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        name: str,
+        delivery: Delivery | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.name = name
         self.delivery = delivery or Delivery()
         self.stats = SinkStats()
@@ -144,8 +149,11 @@ class DeliveringSink:
             self._dead_letter = root / "rejected.jsonl"
             self.stats.spool_records = self._spool.pending_records
             if self._spool.pending_records:
-                log.warning("sink %s: %d record(s) waiting in the spool from an earlier run; they go first",
-                            name, self._spool.pending_records)
+                log.warning(
+                    "sink %s: %d record(s) waiting in the spool from an earlier run; they go first",
+                    name,
+                    self._spool.pending_records,
+                )
 
     # --- the Sink protocol ------------------------------------------------------------
 
@@ -159,7 +167,7 @@ class DeliveringSink:
             for i in range(0, len(records), size):
                 if self._buffer_since is None:
                     self._buffer_since = self._clock()  # the linger clock starts with the oldest buffered record
-                self._buffer.extend(records[i:i + size])
+                self._buffer.extend(records[i : i + size])
                 if len(self._buffer) >= size:
                     self._drain()
             if self._buffer and self._clock() - (self._buffer_since or 0) >= self.delivery.linger_seconds:
@@ -242,9 +250,9 @@ class DeliveringSink:
                 return
         size = self.delivery.batch_size
         for i in range(0, len(batch), size):
-            left = self._attempt(batch[i:i + size], self.delivery.max_attempts)
+            left = self._attempt(batch[i : i + size], self.delivery.max_attempts)
             if left:
-                self._to_spool(left + batch[i + size:])
+                self._to_spool(left + batch[i + size :])
                 return
 
     def _replay(self) -> None:
@@ -269,8 +277,7 @@ class DeliveringSink:
     def _due(self) -> bool:
         return self._clock() >= self._next_try
 
-    def _attempt(self, records: list[dict[str, Any]], attempts: int,
-                 from_spool: bool = False) -> list[dict[str, Any]]:
+    def _attempt(self, records: list[dict[str, Any]], attempts: int, from_spool: bool = False) -> list[dict[str, Any]]:
         """Deliver one batch, retrying transient failures; return what is still undelivered ([] = all done)."""
         pending = records
         tries = 0
@@ -280,10 +287,10 @@ class DeliveringSink:
                 self._deliver(pending)
             except RejectedError as exc:
                 accepted = min(max(exc.accepted, 0), len(pending))
-                bad = pending[accepted:accepted + max(exc.rejected, 1)]
+                bad = pending[accepted : accepted + max(exc.rejected, 1)]
                 self._count_delivered(accepted, from_spool)
                 self._reject(bad, str(exc))
-                pending = pending[accepted + len(bad):]
+                pending = pending[accepted + len(bad) :]
                 self._mark_up()
                 continue
             except TransientError as exc:
@@ -329,8 +336,12 @@ class DeliveringSink:
         self._next_try = self._clock() + self._backoff(self._streak, exc.retry_after)
         if self.stats.up:
             self._down_since = self._clock()
-            log.error("sink %s: peer unreachable (%s); spooling to disk, next try in %.1fs",
-                      self.name, exc, self._next_try - self._clock())
+            log.error(
+                "sink %s: peer unreachable (%s); spooling to disk, next try in %.1fs",
+                self.name,
+                exc,
+                self._next_try - self._clock(),
+            )
         self.stats.up = False
 
     def _mark_up(self) -> None:
@@ -348,8 +359,9 @@ class DeliveringSink:
         if self._spool is None:
             # no spool configured: the caller chose memory-only delivery; losing records is still loud
             self.stats.dropped += len(records)
-            log.error("sink %s: peer down and no spool directory configured: DROPPED %d record(s)",
-                      self.name, len(records))
+            log.error(
+                "sink %s: peer down and no spool directory configured: DROPPED %d record(s)", self.name, len(records)
+            )
             return
         written = self._spool.append(records)
         self.stats.spooled += written
@@ -357,15 +369,24 @@ class DeliveringSink:
         if written < len(records):
             lost = len(records) - written
             self.stats.dropped += lost
-            log.error("sink %s: spool full (%d bytes limit): DROPPED %d record(s); raise spool_max_bytes or "
-                      "fix the peer", self.name, self._spool.max_bytes, lost)
+            log.error(
+                "sink %s: spool full (%d bytes limit): DROPPED %d record(s); raise spool_max_bytes or fix the peer",
+                self.name,
+                self._spool.max_bytes,
+                lost,
+            )
 
     def _reject(self, records: list[dict[str, Any]], reason: str) -> None:
         if not records:
             return
         self.stats.rejected += len(records)
-        log.error("sink %s: peer rejected %d record(s) for good: %s%s", self.name, len(records), reason,
-                  f"; kept in {self._dead_letter}" if self._dead_letter else "")
+        log.error(
+            "sink %s: peer rejected %d record(s) for good: %s%s",
+            self.name,
+            len(records),
+            reason,
+            f"; kept in {self._dead_letter}" if self._dead_letter else "",
+        )
         if self._dead_letter is None:
             return
         self._dead_letter.parent.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,17 @@ from tetrapipe.sinks.siem.base import DeliveringSink, Delivery, TransientError
 
 
 class JsonFileSink(DeliveringSink):
-    def __init__(self, name: str, *, path: str, max_bytes: int = 100 * 1024 * 1024, backups: int = 5,
-                 fsync: bool = False, delivery: Delivery | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        path: str,
+        max_bytes: int = 100 * 1024 * 1024,
+        backups: int = 5,
+        fsync: bool = False,
+        delivery: Delivery | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(name, delivery, **kw)
         self.path = Path(path)
         self.max_bytes = max_bytes

@@ -51,8 +51,13 @@ class SpoolChunk:
 class DiskSpool:
     """Append-only JSON-lines segments plus a cursor; one instance per sink, one process per directory."""
 
-    def __init__(self, directory: str | os.PathLike[str], max_bytes: int = 1 << 30,
-                 segment_bytes: int = 16 << 20, fsync: bool = True) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        max_bytes: int = 1 << 30,
+        segment_bytes: int = 16 << 20,
+        fsync: bool = True,
+    ) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
@@ -74,8 +79,10 @@ class DiskSpool:
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError):
-            log.error("spool %s: unreadable cursor; replaying the oldest segment from its start "
-                      "(records may be sent twice)", self.dir)
+            log.error(
+                "spool %s: unreadable cursor; replaying the oldest segment from its start (records may be sent twice)",
+                self.dir,
+            )
             return None
 
     def _repair_and_count(self) -> None:
@@ -86,8 +93,12 @@ class DiskSpool:
             data = last.read_bytes()
             if data and not data.endswith(b"\n"):
                 keep = data.rfind(b"\n") + 1
-                log.error("spool %s: cutting a partial record at the end of %s (%d bytes, written during a crash)",
-                          self.dir, last.name, len(data) - keep)
+                log.error(
+                    "spool %s: cutting a partial record at the end of %s (%d bytes, written during a crash)",
+                    self.dir,
+                    last.name,
+                    len(data) - keep,
+                )
                 with open(last, "r+b") as f:
                     f.truncate(keep)
         total = 0
@@ -166,8 +177,12 @@ class DiskSpool:
                     try:
                         chunk.records.append(orjson.loads(line))
                     except orjson.JSONDecodeError:
-                        log.error("spool %s: skipping an unreadable record in %s at byte %d",
-                                  self.dir, seg.name, offset - len(line))
+                        log.error(
+                            "spool %s: skipping an unreadable record in %s at byte %d",
+                            self.dir,
+                            seg.name,
+                            offset - len(line),
+                        )
                         continue
                     chunk.positions.append(chunk.end)
                     if len(chunk.records) >= max_records:
