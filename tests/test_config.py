@@ -164,3 +164,14 @@ def test_config_show_masks_secrets_and_env_lines() -> None:
     assert shown.returncode == 0 and "secret-token" not in shown.stdout and '"***"' in shown.stdout
     env = _cli("config", "env", str(DEPLOY), "process", env=ENV)
     assert env.returncode == 0 and "TETRAPIPE_ALERTS_TOPIC=tetrapipe.alerts" in env.stdout.splitlines()
+
+
+def test_metrics_host_is_loopback_unless_the_file_names_one() -> None:
+    """No host in the file: no TETRAPIPE_METRICS_HOST, so collect and process keep their 127.0.0.1 default."""
+    cfg = parse_config("metrics: {port: 9477}\n", "t.yaml", env={})
+    assert cfg.metrics == {"host": None, "port": 9477}
+    for command in ("collect", "process"):
+        env = command_env(cfg, command)
+        assert env["TETRAPIPE_METRICS_PORT"] == "9477" and "TETRAPIPE_METRICS_HOST" not in env
+    wide = parse_config("metrics: {port: 9477, host: 0.0.0.0}\n", "t.yaml", env={})
+    assert command_env(wide, "process")["TETRAPIPE_METRICS_HOST"] == "0.0.0.0"

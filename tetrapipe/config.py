@@ -292,7 +292,11 @@ ROOT = Section({
     "lake": Field(str, "./tetrapipe-lake"),
     "rules": Field(str, None, doc="rules directory, or none"),
     "spool_dir": Field(str, "./tetrapipe-spool", doc="where sinks keep what the SIEM could not take yet"),
-    "metrics": Field(Section({"host": Field(str, "0.0.0.0"), "port": Field(int, None, minimum=1)}), None),
+    # no default host: a listener reaches beyond the machine only when the file says so (0.0.0.0 in a pod);
+    # left out, every command binds 127.0.0.1 (metrics name nodes, pods and rules)
+    "metrics": Field(Section({"host": Field(str, None, doc="bind address (default 127.0.0.1; 0.0.0.0 for "
+                                                          "the kubelet and Prometheus)"),
+                              "port": Field(int, None, minimum=1)}), None),
     "sources": Field(ListOf(SOURCE), None),
     "kafka": Field(Section({
         "bootstrap": Field(str, required=True), "topic": Field(str, "tetragon.events"),

@@ -9,9 +9,12 @@ run several collectors side by side), served by a small threaded HTTP server:
 * ``/readyz``: readiness, 200 when every registered check passes (e.g. "Kafka
   is acknowledging"), else 503 with the failing checks named.
 
-It binds to 127.0.0.1 by default: metrics can reveal node and pod names, and
-a DaemonSet that wants Prometheus to scrape it says so with ``--metrics
-0.0.0.0:PORT``. Port 0 picks a free port (``server.port`` tells which).
+It binds to 127.0.0.1 unless told otherwise: metrics can reveal node, pod and
+rule names, so every way of starting a listener (flag, environment, the
+configuration's ``metrics:`` section without a ``host``, an empty host)
+ends up on loopback, and a DaemonSet that wants Prometheus to scrape it says
+so explicitly (``--metrics-host 0.0.0.0``, ``metrics.host: 0.0.0.0``). Port
+0 picks a free port (``server.port`` tells which).
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from prometheus_client import (
     process_collector,
 )
 
-DEFAULT_METRICS_ADDRESS = "127.0.0.1:9477"
+DEFAULT_METRICS_HOST = "127.0.0.1"
+DEFAULT_METRICS_ADDRESS = f"{DEFAULT_METRICS_HOST}:9477"
 METRICS_ENV = "TETRAPIPE_METRICS"
 
 
@@ -79,12 +83,12 @@ class Health:
 
 
 def parse_address(address: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``:PORT`` or ``PORT`` (host 127.0.0.1)."""
+    """``HOST:PORT``, ``:PORT`` or ``PORT`` (host 127.0.0.1: an empty host is loopback, never "all")."""
     text = address.strip()
     host, sep, port = text.rpartition(":")
     if not sep:
-        host, port = "127.0.0.1", text
-    host = host.strip("[]") or "127.0.0.1"
+        host, port = DEFAULT_METRICS_HOST, text
+    host = host.strip("[]") or DEFAULT_METRICS_HOST
     try:
         num = int(port)
     except ValueError:
@@ -141,14 +145,16 @@ class MetricsServer:
         self.httpd.server_close()
 
 
-def serve_metrics(registry: CollectorRegistry, health: Health, host: str, port: int | None) -> MetricsServer | None:
-    """Start the endpoints a command was asked for (``port`` 0 or None: none).
+def serve_metrics(registry: CollectorRegistry, health: Health, host: str | None,
+                  port: int | None) -> MetricsServer | None:
+    """Start the endpoints a command was asked for (``port`` 0 or None: none; ``host`` None: 127.0.0.1).
 
     A port that is taken is the user's mistake, not a crash: it comes back as
     a usage error naming the address.
     """
     if not port:
         return None
+    host = host or DEFAULT_METRICS_HOST
     import click
 
     try:
@@ -281,10 +287,11 @@ class PipelineMetrics:
                 return
 
 
-def serve_process_metrics(processor: object, port: int, host: str = "127.0.0.1") -> MetricsServer:
+def serve_process_metrics(processor: object, port: int, host: str | None = DEFAULT_METRICS_HOST) -> MetricsServer:
     """``/metrics``, ``/healthz`` and ``/readyz`` for a :class:`tetrapipe.process.Processor`.
 
     The processor owns its registry and health (updated by its loop); this
     only puts them on the network.
     """
-    return MetricsServer(processor.registry, processor.health, f"{host}:{port}")  # type: ignore[attr-defined]
+    return MetricsServer(processor.registry, processor.health,  # type: ignore[attr-defined]
+                         f"{host or DEFAULT_METRICS_HOST}:{port}")

@@ -1,0 +1,185 @@
+"""Safe to store, safe to show: listeners stay on loopback unless configured, files holding events are owner-only.
+
+Listeners: every long-running command is started for real, from a
+configuration (or flag) that names a metrics port but no host, and the
+address its socket is bound to is read from ``/proc/net/tcp`` (what ``ss``
+reads). Files: the lake, the collector's state and spool, the SIEM spools
+and the file sink are written with a wide-open umask (0), and nothing they
+created may be readable by group or others.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from conftest import REPO, SAMPLES
+from kafka_broker import free_port
+
+from tetrapipe.config import command_env, load_config
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The test's environment without the developer's TETRAPIPE_* settings, plus ``extra``."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TETRAPIPE_")}
+    return base | {"PYTHONPATH": str(REPO)} | (extra or {})
+
+
+@contextmanager
+def open_umask() -> Iterator[None]:
+    """umask 0 for the block: whatever is created gets exactly the mode the code asked for."""
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def loose(root: Path) -> list[str]:
+    """Every directory and file under ``root`` (itself included) that group or others may access."""
+    found = []
+    for p in [root, *sorted(root.rglob("*"))]:
+        mode = stat.S_IMODE(p.lstat().st_mode)
+        if mode & 0o077:
+            found.append(f"{mode:04o} {p.relative_to(root.parent)}")
+    return found
+
+
+def listening(port: int) -> set[str]:
+    """Local addresses with a TCP socket listening on ``port`` (``/proc/net/tcp`` and ``tcp6``, as ``ss``)."""
+    found: set[str] = set()
+    for table in ("tcp", "tcp6"):
+        path = Path("/proc/net") / table
+        if not path.exists():
+            continue
+        for row in path.read_text().splitlines()[1:]:
+            fields = row.split()
+            address, port_hex = fields[1].split(":")
+            if fields[3] != "0A" or int(port_hex, 16) != port:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(address)  # 32-bit words in host byte order
+            words = [raw[i : i + 4] for i in range(0, len(raw), 4)]
+            if sys.byteorder == "little":
+                words = [w[::-1] for w in words]
+            found.add(str(ipaddress.ip_address(b"".join(words))))
+    return found
+
+
+def wait_listening(proc: subprocess.Popen[bytes], port: int, timeout: float = 90.0) -> None:
+    """Until ``/healthz`` answers on 127.0.0.1:port (any status), or the command died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            raise AssertionError(f"{proc.args} exited {proc.returncode} before serving metrics:\n{out}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answered: 503 while not healthy yet is still an answer
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"{proc.args}: no metrics server on 127.0.0.1:{port} after {timeout:.0f}s")
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+# --- listeners -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_every_listener_binds_loopback_unless_a_host_is_configured(tmp_path: Path) -> None:
+    """collect and process (config -> environment), forward (--config), run (flag): 127.0.0.1, not 0.0.0.0.
+
+    The configuration names a metrics port and no host; the commands run for
+    real (Kafka unreachable, which they outlive) and the kernel says where
+    each socket listens. Only a configuration that says ``host: 0.0.0.0``
+    gets all addresses. The forwarder's metrics never show its sink's URL
+    password either.
+    """
+    log = tmp_path / "tetragon.log"
+    log.write_bytes((SAMPLES / "scenario" / "tenant-jobs.log").read_bytes())
+    ports = {name: free_port() for name in ("collect", "process", "forward", "run", "explicit")}
+    dead = free_port()  # nothing listens here: Kafka and the webhook are unreachable
+
+    def config(name: str, port: int, host: str = "") -> Path:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(f"""\
+lake: {tmp_path / "lake"}
+rules: none
+spool_dir: {tmp_path / "spool" / name}
+metrics: {{port: {port}{", host: " + host if host else ""}}}
+kafka: {{bootstrap: "127.0.0.1:{dead}"}}
+sources: [{{type: file, path: {log}, checkpoint_dir: {tmp_path / "state"}}}]
+sinks:
+  - {{name: soar, type: webhook, options: {{url: "http://alice:hunter2@127.0.0.1:{dead}/hook"}}}}
+""")
+        return path
+
+    py = [sys.executable, "-m", "tetrapipe"]
+    commands: dict[str, tuple[list[str], dict[str, str]]] = {
+        "collect": (py + ["collect"], command_env(load_config(config("collect", ports["collect"])), "collect")),
+        "process": (py + ["process"], command_env(load_config(config("process", ports["process"])), "process")),
+        "forward": (py + ["forward", "--config", str(config("forward", ports["forward"])), "-"], {}),
+        "run": (
+            py
+            + [
+                "run",
+                str(log),
+                "--lake",
+                str(tmp_path / "run-lake"),
+                "--rules",
+                "none",
+                "--metrics-port",
+                str(ports["run"]),
+            ],
+            {},
+        ),
+        "explicit": (py + ["forward", "--config", str(config("explicit", ports["explicit"], "0.0.0.0")), "-"], {}),
+    }
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name, (argv, env) in commands.items():
+            procs[name] = subprocess.Popen(
+                argv,
+                cwd=tmp_path,
+                env=_env(env),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+        for name, proc in procs.items():
+            wait_listening(proc, ports[name])
+        bound = {name: listening(port) for name, port in ports.items()}
+        metrics = scrape(ports["forward"])
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+            for stream in (proc.stdin, proc.stdout):
+                if stream:
+                    stream.close()
+    assert bound == {
+        "collect": {"127.0.0.1"},
+        "process": {"127.0.0.1"},
+        "forward": {"127.0.0.1"},
+        "run": {"127.0.0.1"},
+        "explicit": {"0.0.0.0"},
+    }
+    assert 'tetrapipe_sink_up{sink="soar"}' in metrics and "hunter2" not in metrics
