@@ -166,6 +166,79 @@ def test_config_show_masks_secrets_and_env_lines() -> None:
     assert env.returncode == 0 and "TETRAPIPE_ALERTS_TOPIC=tetrapipe.alerts" in env.stdout.splitlines()
 
 
+SECRETS = [
+    "kafka-pw-1",
+    "keystore-pw-2",
+    "oauth-3",
+    "hec-pw-4",
+    "hec-token-5",
+    "hook-pw-6",
+    "T000-path-7",
+    "api-k-8",
+    "hdr-9",
+    "sink-kafka-pw-10",
+    "jaas-pw-11",
+]
+
+
+def test_config_show_masks_every_secret_and_every_url_password(tmp_path: Path) -> None:
+    """Schema secrets, secret-looking keys of the free Kafka maps, and a URL's password, wherever they are."""
+    import json
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("""\
+kafka:
+  bootstrap: kafka:9093
+  options:
+    security_protocol: SASL_SSL
+    sasl_mechanism: PLAIN
+    sasl_plain_username: tetrapipe
+    sasl_plain_password: kafka-pw-1
+    ssl_password: keystore-pw-2
+    sasl_oauth_token_provider: oauth-3
+    ssl_check_hostname: true
+    ssl_keyfile: /etc/tls/client.key
+sources: [{type: grpc, address: "unix:///var/run/tetragon/tetragon.sock"}]
+sinks:
+  - name: splunk
+    type: hec
+    options: {url: "https://hec-user:hec-pw-4@splunk:8088", token: hec-token-5}
+  - name: soar
+    type: webhook
+    options:
+      url: "https://bot:hook-pw-6@soar.example:8443/hooks/T000-path-7?api_key=api-k-8&team=blue"
+      headers: {Authorization: "Bearer hdr-9", X-Team: blue}
+  - name: copy
+    type: kafka
+    options:
+      topic: alerts
+      options: {sasl_plain_password: sink-kafka-pw-10, "sasl.jaas.config": "password=jaas-pw-11", acks: all}
+""")
+    shown = _cli("config", "show", str(cfg))
+    assert shown.returncode == 0, shown.stderr
+    assert [s for s in SECRETS if s in shown.stdout] == []
+    data = json.loads(shown.stdout)
+    opts = data["kafka"]["options"]
+    assert (opts["sasl_plain_password"], opts["ssl_password"], opts["sasl_oauth_token_provider"]) == ("***",) * 3
+    assert (opts["ssl_check_hostname"], opts["ssl_keyfile"], opts["sasl_plain_username"]) == (
+        True,
+        "/etc/tls/client.key",
+        "tetrapipe",
+    )
+    splunk, soar, copy = (s["options"] for s in data["sinks"])
+    assert splunk["url"] == "https://hec-user:***@splunk:8088" and splunk["token"] == "***"
+    assert soar["url"] == "https://bot:***@soar.example:8443/***?api_key=***&team=blue"
+    assert soar["headers"] == {"Authorization": "***", "X-Team": "***"}
+    assert copy["options"] == {"sasl_plain_password": "***", "sasl.jaas.config": "***", "acks": "all"}
+    assert data["sources"][0]["address"] == "unix:///var/run/tetragon/tetragon.sock"
+
+
+def test_a_url_quoted_back_in_a_problem_is_masked() -> None:
+    assert problems("metrics: {port: 'http://ops:hunter2@grafana:3000'}\n") == [
+        "t.yaml:1:17: metrics.port: expected an integer, got 'http://ops:***@grafana:3000'"
+    ]
+
+
 def test_metrics_host_is_loopback_unless_the_file_names_one() -> None:
     """No host in the file: no TETRAPIPE_METRICS_HOST, so collect and process keep their 127.0.0.1 default."""
     cfg = parse_config("metrics: {port: 9477}\n", "t.yaml", env={})

@@ -228,3 +228,33 @@ def test_forward_usage_errors(tmp_path: Path) -> None:
     assert res.returncode == 2 and f"{bad}:2:".encode() in res.stderr
     res = _run("--config", str(cfg), "--from-kafka")
     assert res.returncode == 2 and b"--from-kafka needs" in res.stderr
+
+
+def test_forward_never_prints_a_sink_urls_password(tables: dict[str, pa.Table], tmp_path: Path) -> None:
+    """A webhook that is down, its URL with user:password@: the forwarder's logs and summary name the host only."""
+    closed = HecReceiver(token="t").start()
+    port = closed.port
+    closed.stop()
+    (tmp_path / "in.jsonl").write_bytes(_native_lines(tables))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"""\
+spool_dir: {tmp_path / "spool"}
+sinks:
+  - name: soar
+    type: webhook
+    options: {{url: "http://alice:hunter2@127.0.0.1:{port}/hooks/T000", timeout_seconds: 1}}
+    delivery: {{backoff_initial_seconds: 0.05, backoff_max_seconds: 0.2}}
+""")
+    res = _run("--config", str(cfg), "--drain-timeout", "0.5", str(tmp_path / "in.jsonl"))
+    assert res.returncode == 1  # spooled, not delivered
+    stderr = res.stderr.decode()
+    assert f"webhook 127.0.0.1:{port}: ConnectionRefusedError" in stderr and "peer unreachable" in stderr
+    assert "hunter2" not in stderr and "alice" not in stderr
+    shown = subprocess.run(
+        [sys.executable, "-m", "tetrapipe", "config", "show", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert f"http://alice:***@127.0.0.1:{port}/***" in shown.stdout and "hunter2" not in shown.stdout

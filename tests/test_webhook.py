@@ -142,3 +142,40 @@ def test_bad_options_are_clear_errors() -> None:
         WebhookSink("x", url="http://127.0.0.1:1", mode="batch")
     with pytest.raises(ValueError, match="url must be http"):
         WebhookSink("x", url="ftp://example.org/")
+
+
+def test_url_credentials_are_basic_auth_never_part_of_the_host_nor_shown(tmp_path: Path) -> None:
+    """``http://user:password@host/path``: the userinfo is basic authentication (an explicit Authorization
+    header wins), the connection goes to the host, and no message shows the password."""
+    import base64
+
+    endpoint = WebhookReceiver().start()
+    try:
+        url = endpoint.url.replace("http://", "http://alice:p%40ss%20w0rd@") + "/hook?team=blue"
+        sink = WebhookSink("soar", url=url, delivery=fast())
+        sink.send(records(2))
+        sink.close()
+        assert ids(endpoint.records) == ["a00000", "a00001"]
+        first = endpoint.requests[0]
+        assert first["headers"]["authorization"] == "Basic " + base64.b64encode(b"alice:p@ss w0rd").decode()
+        assert first["headers"]["host"] == f"127.0.0.1:{endpoint.port}" and first["path"] == "/hook?team=blue"
+        bearer = WebhookSink("bearer", url=url, headers=AUTH, delivery=fast())
+        bearer.send(records(1, start=2))
+        bearer.close()
+        assert endpoint.requests[-1]["headers"]["authorization"] == "Bearer s3cret"
+    finally:
+        endpoint.stop()
+    down = WebhookSink("down", url=url, delivery=fast(max_attempts=1))
+    down.send(records(1))
+    down.flush()
+    assert (
+        down.stats.dropped == 1
+        and f"webhook 127.0.0.1:{endpoint.port}: ConnectionRefusedError" in down.stats.last_error
+    )
+    assert "w0rd" not in down.stats.last_error and "alice" not in down.stats.last_error
+    with pytest.raises(ValueError) as bad:
+        WebhookSink("x", url="ftp://alice:hunter2@example.org/hooks/T000/secret")
+    assert "ftp://alice:***@example.org/***" in str(bad.value) and "hunter2" not in str(bad.value)
+    with pytest.raises(ValueError, match="not valid") as bad:
+        WebhookSink("x", url="https://alice:hunter2@example.org:port/")
+    assert "hunter2" not in str(bad.value)

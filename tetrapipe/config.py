@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from tetrapipe.formats import FORMATS
+from tetrapipe.redact import MASK, redact, redact_text, redact_url
 
 # --- located values ---------------------------------------------------------------------
 
@@ -60,7 +61,8 @@ class Problem:
             loc += f":{self.line}"
             if self.column is not None:
                 loc += f":{self.column}"
-        return f"{loc}: {self.where + ': ' if self.where else ''}{self.message}"
+        # a value quoted back (a URL with its password, a name=value option) is masked like any output
+        return f"{loc}: {self.where + ': ' if self.where else ''}{redact_text(self.message)}"
 
 
 class ConfigError(Exception):
@@ -471,16 +473,33 @@ class Config:
     sinks: list[SinkConfig] = field(default_factory=list)
 
     def redacted(self) -> dict[str, Any]:
-        """The configuration as plain data with secrets masked (for ``config show`` and logs)."""
+        """The configuration as plain data with secrets masked (for ``config show`` and logs).
+
+        Options the schema marks ``secret`` are masked by name; everything else
+        goes through :func:`tetrapipe.redact.redact`, because Kafka settings
+        are a free map (``sasl_plain_password``) and any URL may carry a
+        password (``https://user:pw@...``).
+        """
         out = {k: v for k, v in self.__dict__.items() if k != "sinks"}
         out["sinks"] = []
         for s in self.sinks:
             d = dict(s.__dict__)
             spec = SINK_OPTIONS.get(s.type, Section({}))
-            d["options"] = {k: ("***" if spec.fields.get(k, Field(str)).secret and v else v)
-                            for k, v in s.options.items()}
+            d["options"] = {k: _mask_option(spec.fields.get(k), v) for k, v in s.options.items()}
             out["sinks"].append(d)
-        return out
+        return redact(out)
+
+
+def _mask_option(spec: Field | None, value: Any) -> Any:
+    """A schema-secret option for display: a URL keeps its host (not its path, the secret of a chat
+    webhook, nor its password), a mapping of headers keeps its names, anything else is ``***``."""
+    if spec is None or not spec.secret or value in (None, "", {}):
+        return value
+    if isinstance(value, dict):
+        return {k: MASK for k in value}
+    if isinstance(value, str) and "://" in value:
+        return redact_url(value, keep_path=False)
+    return MASK
 
 
 def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> Config:

@@ -32,6 +32,7 @@ import orjson
 from rich.console import Console
 
 from tetrapipe.config import ENV_COMMANDS, ConfigError, command_env, load_config
+from tetrapipe.redact import install_log_redaction, redact_text
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # one problem, one line: FILE:LINE:COL first
 out = Console(highlight=False, soft_wrap=True)
@@ -67,11 +68,8 @@ def config_check(files: tuple[str, ...], quiet: bool) -> None:
             continue
         if not quiet:
             sinks = ", ".join(f"{s.name} ({s.type}, {s.format}, {s.forward})" for s in cfg.sinks) or "none"
-            out.print(
-                f"{path}: OK -- {len(cfg.sources)} source(s), kafka "
-                f"{cfg.kafka['bootstrap'] if cfg.kafka else 'off'}, sinks: {sinks}",
-                markup=False,
-            )
+            kafka = redact_text(cfg.kafka["bootstrap"]) if cfg.kafka else "off"
+            out.print(f"{path}: OK -- {len(cfg.sources)} source(s), kafka {kafka}, sinks: {sinks}", markup=False)
     if failed:
         sys.exit(1)
 
@@ -257,6 +255,7 @@ def forward_command(
     from tetrapipe.sinks.siem.metrics import SinkCollector
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()  # a client library's error may quote a sink's URL, password included
     if sum((from_lake, from_kafka, bool(inputs))) > 1:
         raise click.UsageError("give input files, --from-lake or --from-kafka, not several")
     cfg = _load_or_exit(config_path, 2)
@@ -265,7 +264,10 @@ def forward_command(
     unknown = [s for s in sinks if s not in {c.name for c in cfg.sinks}]
     if unknown:
         raise click.UsageError(f"no sink named {', '.join(unknown)} in {config_path}")
-    router = build_router(cfg, only=list(sinks) or None)
+    try:
+        router = build_router(cfg, only=list(sinks) or None)
+    except ValueError as exc:  # a sink's option the schema cannot check (a URL that is not http(s), a mode)
+        raise click.UsageError(f"{config_path}: {redact_text(str(exc))}") from exc
     if not router.routes:
         raise click.UsageError(f"{config_path} has no enabled sink")
     if from_kafka:

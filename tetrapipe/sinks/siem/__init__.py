@@ -38,7 +38,10 @@ def build_sink(sc: SinkConfig, spool_dir: str | None) -> DeliveringSink:
     if sc.type == "hec" and sc.format == "cef":
         # CEF lines are not JSON: the HEC sink's default _json sourcetype would try, and fail, to parse every one
         options.setdefault("sourcetype", "tetrapipe:cef")
-    return sink_class(sc.type)(sc.name, delivery=delivery, **options)
+    try:
+        return sink_class(sc.type)(sc.name, delivery=delivery, **options)
+    except ValueError as exc:  # an option only the sink can judge (a URL, a mode): say which sink
+        raise ValueError(f"sink {sc.name}: {exc}") from exc
 
 
 def build_router(config: Config, only: list[str] | None = None) -> Router:

@@ -8,14 +8,26 @@ once) or spool, never to drop.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import ssl
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
+from tetrapipe.redact import redact_text, redact_url
 from tetrapipe.sinks.siem.base import TransientError
 
 
 class HttpPeer:
+    """A SIEM endpoint given as a URL: scheme, host, port, path and query, and credentials in it.
+
+    ``https://user:password@host/path`` is read as RFC 3986 says: the userinfo
+    is not part of the host (``http.client`` would take ``user:password@host``
+    for a host name and resolve it); it becomes HTTP basic authentication
+    (``auth_header``), unless the sink sends its own ``Authorization``. The
+    URL never appears in messages as given: they name ``hostport`` only, and
+    :func:`~tetrapipe.redact.redact_url` masks it where it must be quoted.
+    """
+
     def __init__(
         self,
         url: str,
@@ -25,12 +37,25 @@ class HttpPeer:
         ca_file: str | None = None,
         what: str = "HTTP",
     ) -> None:
-        parts = urlsplit(url if "://" in url else f"https://{url}")
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"{what} url must be http:// or https://, not {url!r}")
+        shown = redact_url(url, keep_path=False)
+        try:
+            parts = urlsplit(url if "://" in url else f"https://{url}")
+            port = parts.port
+        except ValueError as exc:  # a port that is not a number, an unbalanced IPv6 bracket
+            raise ValueError(f"{what} url {shown!r} is not valid: {redact_text(str(exc))}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{what} url must be http:// or https://, not {shown!r}")
         self.what = what
         self.scheme = parts.scheme
-        self.hostport = parts.netloc
+        self.host = parts.hostname
+        self.port = port or (443 if self.scheme == "https" else 80)
+        #: host:port as messages show it (never the userinfo)
+        self.hostport = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        #: ``Basic ...`` from the URL's userinfo (percent-decoded), or None
+        self.auth_header: str | None = None
+        if parts.username is not None or parts.password is not None:
+            pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+            self.auth_header = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
         #: the URL's path (no trailing slash) and query, as given
         self.path = parts.path.rstrip("/")
         self.query = parts.query
@@ -46,9 +71,9 @@ class HttpPeer:
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
             if self.scheme == "https":
-                self._conn = http.client.HTTPSConnection(self.hostport, timeout=self.timeout, context=self._ssl)
+                self._conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self._ssl)
             else:
-                self._conn = http.client.HTTPConnection(self.hostport, timeout=self.timeout)
+                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         return self._conn
 
     def close(self) -> None:
@@ -61,7 +86,13 @@ class HttpPeer:
     def request(
         self, method: str, path: str, body: bytes, headers: dict[str, str]
     ) -> tuple[int, bytes, dict[str, str]]:
-        """(status, body, lower-cased headers); a connection the peer asked to close is not reused."""
+        """(status, body, lower-cased headers); a connection the peer asked to close is not reused.
+
+        The URL's credentials go in as basic authentication unless ``headers``
+        already carry an ``Authorization`` (a HEC token, a bearer token).
+        """
+        if self.auth_header and not any(k.lower() == "authorization" for k in headers):
+            headers = {"Authorization": self.auth_header, **headers}
         try:
             conn = self._connection()
             conn.request(method, path, body=body, headers=headers)
@@ -71,7 +102,7 @@ class HttpPeer:
             resp_headers = {k.lower(): v for k, v in resp.getheaders()}
         except (OSError, http.client.HTTPException) as exc:
             self.close()
-            raise TransientError(f"{self.what} {self.hostport}: {type(exc).__name__}: {exc}") from exc
+            raise TransientError(f"{self.what} {self.hostport}: {type(exc).__name__}: {redact_text(str(exc))}") from exc
         if resp_headers.get("connection", "").lower() == "close":
             self.close()
         return status, raw, resp_headers
