@@ -22,12 +22,20 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REPO, SAMPLES
-from kafka_broker import free_port
+from kafka_broker import TansuBroker, free_port
+from test_forward_sinks import fast, records
+from webhook_receiver import WebhookReceiver
 
+from tetrapipe.collect import Spool
 from tetrapipe.config import command_env, load_config
+from tetrapipe.sinks.siem.jsonfile import JsonFileSink
+from tetrapipe.sinks.siem.spool import DiskSpool
+from tetrapipe.sinks.siem.webhook import WebhookSink
+from tetrapipe.sources.follow import Chunk
 
 # --- helpers ---------------------------------------------------------------------------------------
 
@@ -183,3 +191,103 @@ sinks:
         "explicit": {"0.0.0.0"},
     }
     assert 'tetrapipe_sink_up{sink="soar"}' in metrics and "hunter2" not in metrics
+
+
+# --- owner-only files ----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_lake_is_owner_only_whatever_the_umask(tmp_path: Path) -> None:
+    """An ingest with the shipped rules (events, alerts, rejects, tls_stats, state) under umask 0."""
+    lake = tmp_path / "made" / "for" / "lake"
+    subprocess.run(
+        [sys.executable, "-m", "tetrapipe", "ingest", str(SAMPLES / "scenario"), "--lake", str(lake), "-q"],
+        cwd=tmp_path,
+        env=_env(),
+        check=True,
+        capture_output=True,
+        timeout=180,
+        umask=0,
+    )
+    assert list(lake.glob("alerts/date=*/*.parquet")) and list(lake.glob("_state/ingested/*.json"))
+    assert loose(tmp_path / "made") == []
+
+
+@pytest.mark.slow
+def test_the_collectors_checkpoint_mark_and_spool_are_owner_only(
+    kafka: TansuBroker, topic: str, tmp_path: Path
+) -> None:
+    """A real collection into a real broker (checkpoint, sent mark) and the spool it parks chunks in."""
+    log = tmp_path / "tetragon.log"
+    lines = (SAMPLES / "scenario" / "tenant-jobs.log").read_bytes()
+    log.write_bytes(lines)
+    state = tmp_path / "state" / "node"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tetrapipe",
+            "collect",
+            f"file://{log}",
+            "--kafka",
+            kafka.bootstrap,
+            "--topic",
+            topic,
+            "--from",
+            "beginning",
+            "--exit-at-eof",
+            "--state-dir",
+            str(state),
+            "--metrics-port",
+            "0",
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        timeout=180,
+        umask=0,
+    )
+    assert res.returncode == 0, res.stderr.decode()  # --exit-at-eof: every line acknowledged, then checkpointed
+    assert {p.suffix for p in state.iterdir()} == {".json", ".sent"}
+    with open_umask():
+        spool = Spool(state / "spool-test", max_bytes=1 << 20)
+        spool.put(Chunk([b'{"a":1}', b'{"a":2}'], 16, None, "test"), 0)
+    assert spool.events == 2
+    assert loose(tmp_path / "state") == []
+
+
+def test_siem_spool_dead_letters_and_file_sink_are_owner_only(tmp_path: Path) -> None:
+    """The forwarder's disk buffer (segments, cursor), rejected.jsonl, and the file sink with its rotations."""
+    endpoint = WebhookReceiver(refuse=lambda r: r.get("message") == "poison").start()
+    try:
+        with open_umask():
+            batch: list[dict[str, Any]] = records(6)
+            batch[2]["message"] = "poison"
+            sink = WebhookSink("soar", url=endpoint.url, delivery=fast(spool_dir=str(tmp_path / "spool")))
+            sink.send(batch)
+            sink.flush()
+            endpoint.stop()
+            sink.send(records(4, start=6))
+            sink.flush()
+            sink.close()
+            disk = DiskSpool(tmp_path / "spool" / "other")
+            disk.append(records(3))
+            chunk = disk.read(1)
+            disk.commit(chunk.positions[0])
+            files = JsonFileSink(
+                "audit",
+                path=str(tmp_path / "files" / "out" / "alerts.jsonl"),
+                max_bytes=1024,
+                backups=2,
+                delivery=fast(),
+            )
+            for i in range(10):
+                files.send(records(3, start=3 * i))
+            files.close()
+    finally:
+        endpoint.stop()
+    assert sink.stats.rejected == 1 and sink.stats.spooled == 4
+    assert (tmp_path / "spool" / "soar" / "rejected.jsonl").exists()
+    assert (tmp_path / "spool" / "other" / "cursor.json").exists() and disk.pending_records == 2
+    assert (tmp_path / "files" / "out" / "alerts.jsonl.2").exists()
+    assert loose(tmp_path / "spool") == [] and loose(tmp_path / "files") == []

@@ -49,7 +49,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from tetrapipe.metrics import Health
 from tetrapipe.sinks.kafka import KafkaSettings, KafkaSink, Pending
-from tetrapipe.sinks.lake import atomic_write_bytes
+from tetrapipe.sinks.lake import atomic_write_bytes, open_private_fd, private_dirs
 from tetrapipe.sources.follow import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_MAX_LINE_BYTES,
@@ -519,8 +519,9 @@ class Collector:
         else:
             return
         if self._mark_fd is None:
-            self.mark_path.parent.mkdir(parents=True, exist_ok=True)
-            self._mark_fd = os.open(self.mark_path, os.O_WRONLY | os.O_CREAT, 0o644)
+            # owner-only like the checkpoint and the spool (they say what was read from the node's log)
+            private_dirs(self.mark_path.parent)
+            self._mark_fd = open_private_fd(self.mark_path)
         data = json.dumps(mark).encode().ljust(_MARK_SIZE - 1) + b"\n"
         os.pwrite(self._mark_fd, data, 0)
 

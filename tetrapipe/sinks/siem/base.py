@@ -37,6 +37,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
+from tetrapipe.sinks.lake import open_private, private_dirs
 from tetrapipe.sinks.siem.spool import DiskSpool
 
 log = logging.getLogger("tetrapipe.sinks")
@@ -389,7 +390,7 @@ class DeliveringSink:
         )
         if self._dead_letter is None:
             return
-        self._dead_letter.parent.mkdir(parents=True, exist_ok=True)
-        with open(self._dead_letter, "ab") as f:
+        private_dirs(self._dead_letter.parent)
+        with open_private(self._dead_letter) as f:  # owner-only, like the spool it sits in
             for r in records:
                 f.write(orjson.dumps({"reason": reason, "record": r}) + b"\n")

@@ -6,6 +6,11 @@ Splunk forwarder) that already tails files, or for an audit copy.
 the rename-and-create scheme every tailer follows. A batch is never split
 across two files, so a file always ends on a complete line. A write error
 (disk full, permissions) is transient: the batch is retried, then spooled.
+
+Every file this sink creates (the first one, and each new one after a
+rotation) and any directory created for it is owner-only, as they hold
+alerts: a shipper that tails them runs as the same user. A file that already
+exists when the sink starts keeps its mode.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from tetrapipe.sinks.lake import open_private, private_dirs
 from tetrapipe.sinks.siem._records import record_body
 from tetrapipe.sinks.siem.base import DeliveringSink, Delivery, TransientError
 
@@ -39,8 +45,8 @@ class JsonFileSink(DeliveringSink):
 
     def _open(self) -> BinaryIO:
         if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "ab")
+            private_dirs(self.path.parent)
+            self._file = open_private(self.path)
         return self._file
 
     def _rotate(self) -> None:

@@ -23,6 +23,8 @@ from typing import Any
 
 import orjson
 
+from tetrapipe.sinks.lake import open_private, private_dirs
+
 log = logging.getLogger("tetrapipe.sinks.spool")
 
 SEGMENT_SUFFIX = ".jsonl"
@@ -58,8 +60,8 @@ class DiskSpool:
         segment_bytes: int = 16 << 20,
         fsync: bool = True,
     ) -> None:
-        self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        # owner-only (0700 directories, 0600 files): what waits here are alerts and events
+        self.dir = private_dirs(directory)
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self.fsync = fsync
@@ -146,7 +148,7 @@ class DiskSpool:
             target = self.dir / f"{number:012d}{SEGMENT_SUFFIX}"
         else:
             target = segments[-1]
-        with open(target, "ab") as f:
+        with open_private(target) as f:
             f.write(b"\n".join(lines[:fit]) + b"\n")
             f.flush()
             if self.fsync:
@@ -204,6 +206,8 @@ class DiskSpool:
         else:
             self._cursor = position
             tmp = self.dir / f".{CURSOR}.tmp"
-            tmp.write_bytes(orjson.dumps({"segment": position.segment, "offset": position.offset}))
+            tmp.unlink(missing_ok=True)  # a crash's left-over would keep its own mode
+            with open_private(tmp, append=False) as f:
+                f.write(orjson.dumps({"segment": position.segment, "offset": position.offset}))
             os.replace(tmp, self.dir / CURSOR)
         self._records = max(self._records - position.lines, 0)
