@@ -3,6 +3,7 @@ converted rules run in the real engine on the scenario log."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,11 @@ from typing import Any
 
 import duckdb
 import pytest
+import yaml
 from conftest import REPO
 
-from tetrapipe.ruleset.sigma import SigmaError, condition_sql, convert, import_sigma, like_pattern
+from tetrapipe.ruleset import load_ruleset
+from tetrapipe.ruleset.sigma import SigmaError, condition_sql, convert, import_sigma, like_pattern, write_rules
 
 SIGMA = Path(__file__).parent / "sigma"
 
@@ -220,3 +223,94 @@ def test_import_then_detect_on_the_scenario(tmp_path: Path) -> None:
         ("sigma-netcat-handing-a-shell-to-a-remote-peer-6f1d2b7e", 116),
         ("sigma-outbound-connection-to-a-port-favoured-by-reverse-shells-9e2f7a41", 117),
     ]
+
+
+def _sigma(path: Path, title: str, sigma_id: Any = None) -> None:
+    """A Sigma rule that converts (the netcat one) with the given title and ``id`` (None: no id)."""
+    doc = yaml.safe_load((SIGMA / "netcat-exec-shell.yml").read_text())
+    doc["title"] = title
+    doc.pop("id")
+    if sigma_id is not None:
+        doc["id"] = sigma_id
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True))
+
+
+def _import(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tetrapipe", "rules", "import-sigma", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else b"" for p in sorted(root.rglob("*"))}
+
+
+def test_hostile_sigma_ids_become_safe_file_names_inside_out(tmp_path: Path) -> None:
+    """Ids with ``/``, ``..``, NUL, a mapping, 500 characters; titles that slug to nothing or collide: every
+    rule is written, inside --out, under a name the loader takes, ids unique, collisions numbered by source."""
+    sigma = tmp_path / "sigma"
+    sigma.mkdir()
+    hostile: dict[str, tuple[str, Any]] = {
+        "a.yml": ("Escape", "../../../../escaped"),
+        "b.yml": ("Escape", "x/../../escaped2"),
+        "c.yml": ("Nul", "ab\0cd-1"),
+        "d.yml": ("../..", "...."),
+        "e.yml": ("Long", "f" * 500),
+        "f.yml": ("Mapping", {"a": "/etc"}),
+        "g.yml": ("Same Title", None),
+        "h.yml": ("Same Title", None),
+        "i.yml": ("\0\n-rf /", "-rf"),
+    }
+    for name, (title, sigma_id) in hostile.items():
+        _sigma(sigma / name, title, sigma_id)
+    out = tmp_path / "out"
+    run = _import(sigma, "--out", out)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "9 converted, 0 refused" in run.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "sigma"]  # nothing escaped --out
+    names = sorted(p.name for p in out.iterdir())
+    assert len(names) == 9 and all(re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,99}\.yaml", n) for n in names), names
+    assert "sigma-same-title.yaml" in names and "sigma-same-title-2.yaml" in names
+    rs = load_ruleset([out])
+    assert rs.errors == [] and sorted(f"{r.id}.yaml" for r in rs.rules) == names
+    by_source = {Path(r.description.rsplit("from ", 1)[1].rstrip(").")).name: r.id for r in rs.rules}
+    assert by_source["g.yml"] == "sigma-same-title" and by_source["h.yml"] == "sigma-same-title-2"
+    again = tmp_path / "again"  # the same rules given in another order get the same names
+    assert _import(*sorted(sigma.iterdir(), reverse=True), "--out", again).returncode == 0
+    assert sorted(p.name for p in again.iterdir()) == names
+
+
+def test_an_import_writes_every_file_or_none(tmp_path: Path) -> None:
+    """A converted rule that does not load (its id is taken by a rule already in --out) fails the import after
+    the others were put in place: they are removed, a file --force replaced is back, nothing is left over."""
+    out = tmp_path / "rules"
+    out.mkdir()
+    (out / "mine.yaml").write_text("""\
+id: sigma-netcat-handing-a-shell-to-a-remote-peer-6f1d2b7e
+title: a hand-written rule that already has the id
+description: taken
+severity: low
+event: process_exec
+condition: process_binary = '/bin/true'
+output: "{process_binary}"
+""")
+    (out / "sigma-credential-file-modified-0c4a9e2d.yaml").write_text("# an older import, kept by hand\n")
+    before = _tree(out)
+    run = _import(SIGMA, "--out", out, "--force")
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "duplicate rule id" in run.stderr and "1 do not load, so none was written" in run.stdout
+    assert _tree(out) == before
+    refused = _import(SIGMA / "passwd-modified.yml", "--out", out)  # without --force: refused, nothing moved
+    assert refused.returncode == 1 and "exists (--force to overwrite)" in refused.stdout and _tree(out) == before
+    fresh = tmp_path / "new" / "dir"  # directories the import created go again when it fails
+    report = import_sigma([SIGMA])
+    result = write_rules(report.converted, fresh, validate=lambda files: [f"{len(files)} files rejected"])
+    assert result.broken == ["3 files rejected"] and result.written == [] and not (tmp_path / "new").exists()
+    result = write_rules(report.converted, fresh)
+    assert (
+        sorted(p.name for p in fresh.iterdir()) == sorted(t.name for _, t in result.written)
+        and len(result.written) == 3
+    )

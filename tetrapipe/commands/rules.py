@@ -334,36 +334,44 @@ def import_sigma_command(paths: tuple[Path, ...], out_dir: Path, force: bool) ->
     are counted and skipped. The converted rules are loaded back (compiled
     against the event schema) before this command reports success; add tests
     to them and run `tetrapipe rules test OUT`.
+
+    File names (and rule ids) are slugs of the Sigma title and id, inside OUT
+    whatever the id says. The files are written all or none: staged, moved
+    into place, loaded; on any error OUT is left as it was (exit 2).
     """
-    from tetrapipe.ruleset import load_ruleset
-    from tetrapipe.ruleset.sigma import import_sigma, to_yaml
+    from rich.markup import escape
+
+    from tetrapipe.ruleset import Issue, load_ruleset
+    from tetrapipe.ruleset.sigma import SigmaImportError, import_sigma, write_rules
+
+    def load_errors(new_files: list[Path]) -> list[Issue]:
+        """The converted rules must load with the rest of --out (duplicate ids included) before they stay."""
+        rs = load_ruleset([out_dir])
+        return [i for i in rs.errors if i.path in new_files]
 
     report = import_sigma(paths)
-    written: list[Path] = []
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for conv in report.converted:
-        target = out_dir / f"{conv.rule_id}.yaml"
-        if target.exists() and not force:
-            report.refused.append((conv.source, f"{target} exists (--force to overwrite)"))
-            continue
-        target.write_text(to_yaml(conv), encoding="utf-8")
-        written.append(target)
-        out.print(f"[green]converted[/] {conv.source} -> {target}", highlight=False)
-    for source, reason in report.refused:
-        out.print(f"[yellow]refused[/]   {source}: {reason}", highlight=False)
-    others = ", ".join(f"{n} {p}" for p, n in sorted(report.other_platforms.items()))
-    rs = load_ruleset([out_dir]) if written else None
-    broken = [i for i in (rs.errors if rs else []) if i.path in written]
-    for issue in broken:
-        err.print(f"[bold red]error[/] {issue}", highlight=False)
-    out.print(f"{len(written)} converted, {len(report.refused)} refused"
-              + (f", {sum(report.other_platforms.values())} for other platforms ({others})" if others else "")
-              + (f"; {len(broken)} do not load" if broken else ""), highlight=False)
-    if broken:
+    try:
+        result = write_rules(report.converted, out_dir, force=force, validate=load_errors)
+    except SigmaImportError as exc:
+        err.print(f"[bold red]error[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)
-    if written:
-        out.print(f"next: add tests to each rule, then [bold]tetrapipe rules test {out_dir}[/]")
-    if report.refused:
+    for conv, target in result.written:
+        out.print(f"[green]converted[/] {escape(str(conv.source))} -> {escape(str(target))}", highlight=False)
+    refused = report.refused + result.refused
+    for source, reason in refused:
+        out.print(f"[yellow]refused[/]   {escape(str(source))}: {escape(reason)}", highlight=False)
+    others = ", ".join(f"{n} {p}" for p, n in sorted(report.other_platforms.items()))
+    for issue in result.broken:
+        err.print(f"[bold red]error[/] {escape(str(issue))}", highlight=False)
+    out.print(f"{len(result.written)} converted, {len(refused)} refused"
+              + (f", {sum(report.other_platforms.values())} for other platforms ({escape(others)})" if others else "")
+              + (f"; {len(result.broken)} do not load, so none was written" if result.broken else ""),
+              highlight=False)
+    if result.broken:
+        sys.exit(2)
+    if result.written:
+        out.print(f"next: add tests to each rule, then [bold]tetrapipe rules test {escape(str(out_dir))}[/]")
+    if refused:
         sys.exit(1)
 
 
