@@ -291,3 +291,24 @@ def test_siem_spool_dead_letters_and_file_sink_are_owner_only(tmp_path: Path) ->
     assert (tmp_path / "spool" / "other" / "cursor.json").exists() and disk.pending_records == 2
     assert (tmp_path / "files" / "out" / "alerts.jsonl.2").exists()
     assert loose(tmp_path / "spool") == [] and loose(tmp_path / "files") == []
+
+
+def test_log_records_are_masked_and_made_visible(capsys) -> None:  # noqa: ANN001
+    """What the long-running commands log (a watched file's name, a client's error) is safe on a terminal."""
+    import logging
+
+    from tetrapipe.redact import RedactingFilter
+
+    handler = logging.StreamHandler()
+    handler.addFilter(RedactingFilter())
+    log = logging.getLogger("tetrapipe.test-log-hygiene")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.warning("file %s vanished; peer https://alice:hunter2@siem.example:8088/x refused",
+                    "/var/log/\x1b]8;;http://evil\x07tetragon.log\x1b[2J")
+    finally:
+        log.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err and "hunter2" not in err
+    assert "\\x1b]8;;http://evil\\x07tetragon.log\\x1b[2J" in err and "alice:***@" in err

@@ -179,7 +179,8 @@ def redact(data: Any) -> Any:
 
 
 class RedactingFilter(logging.Filter):
-    """A handler filter that masks URLs and secret pairs in every record it passes (message and traceback).
+    """A handler filter that masks URLs and secret pairs in every record it passes (message and traceback),
+    and writes control characters in the message as visible escapes (:func:`tetrapipe.textsafe.visible`).
 
     Installed on the handlers of long-running commands, so a library's error
     that quotes a URL with its password (an HTTP client, a Kafka client) is
@@ -189,8 +190,11 @@ class RedactingFilter(logging.Filter):
     _formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        from tetrapipe.textsafe import visible
+
         message = record.getMessage()
-        masked = redact_text(message)
+        # masked, and control characters from data (a file name, a broker's error) written visibly
+        masked = visible(redact_text(message), newlines=True)
         if masked != message:
             record.msg, record.args = masked, None
         if record.exc_info and not record.exc_text:

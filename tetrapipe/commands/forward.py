@@ -19,7 +19,6 @@ because a SIEM stayed down (they are sent first on the next run).
 
 from __future__ import annotations
 
-import logging
 import queue
 import signal
 import sys
@@ -31,8 +30,9 @@ import click
 import orjson
 from rich.console import Console
 
+from tetrapipe.commands.options import setup_logging
 from tetrapipe.config import ENV_COMMANDS, ConfigError, command_env, load_config
-from tetrapipe.redact import install_log_redaction, redact_text
+from tetrapipe.redact import redact_text
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # one problem, one line: FILE:LINE:COL first
 out = Console(highlight=False, soft_wrap=True)
@@ -254,8 +254,7 @@ def forward_command(
     from tetrapipe.sinks.siem import build_router
     from tetrapipe.sinks.siem.metrics import SinkCollector
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    install_log_redaction()  # a client library's error may quote a sink's URL, password included
+    setup_logging()  # a client library's error may quote a sink's URL, password included: masked
     if sum((from_lake, from_kafka, bool(inputs))) > 1:
         raise click.UsageError("give input files, --from-lake or --from-kafka, not several")
     cfg = _load_or_exit(config_path, 2)

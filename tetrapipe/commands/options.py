@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 
@@ -60,3 +62,18 @@ def pipeline_transforms(
             raise click.UsageError(f"{NO_RULES}; or --rules none to run without detection on purpose")
         click.echo(NO_RULES, err=True)
     return transforms, detector
+
+
+def setup_logging(level: int | str = logging.INFO) -> None:
+    """The one log format of the long-running commands; every record is masked and made safe to show.
+
+    Secrets in URLs and options (a client library's error may quote them) are
+    masked, and control characters from data (a watched file's name) are
+    written as visible escapes before they reach a terminal.
+    """
+    from tetrapipe.redact import install_log_redaction
+
+    if isinstance(level, str):
+        level = getattr(logging, level.upper())
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()

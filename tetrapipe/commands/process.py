@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tetrapipe.commands.options import tls_window_option
+from tetrapipe.commands.options import setup_logging, tls_window_option
 from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
 from tetrapipe.textsafe import visible
 
@@ -73,7 +73,7 @@ def process_command(kafka: str, topic: str, group: str, alerts_topic: str, event
     from tetrapipe.commands.options import pipeline_transforms
     from tetrapipe.process import OffsetsMovedError, Processor, ProcessorConfig
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     lake = Lake(lake_dir)
     # the stream state starts empty: every assignment restores it from the lake (restore_state)
     transforms, detector = pipeline_transforms(rules_dir, tls_window=tls_window, long_running=True)

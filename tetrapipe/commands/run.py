@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from tetrapipe.commands.options import tls_window_option
+from tetrapipe.commands.options import setup_logging, tls_window_option
 from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
 from tetrapipe.textsafe import visible
 
@@ -84,6 +84,7 @@ def run_command(
     from tetrapipe.metrics import Health, PipelineMetrics, new_registry, serve_metrics
     from tetrapipe.run import RunMetrics, install_stop_on_signals, run
 
+    setup_logging("warning")  # a watched file's name in a warning is shown safely, like everything else
     console = Console(stderr=True, highlight=False)
     from tetrapipe.transforms.detect import format_alert
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from tetrapipe.commands.options import setup_logging
 from tetrapipe.sinks.kafka import COMPRESSIONS, DEFAULT_TOPIC, KAFKA_ENV
 
 F = Callable[..., Any]
@@ -191,7 +192,7 @@ class _Throttle(logging.Filter):
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(level)
     kafka_log = logging.getLogger("kafka")
     if level != "debug":
         kafka_log.setLevel(logging.WARNING)
