@@ -312,3 +312,37 @@ def test_log_records_are_masked_and_made_visible(capsys) -> None:  # noqa: ANN00
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\x07" not in err and "hunter2" not in err
     assert "\\x1b]8;;http://evil\\x07tetragon.log\\x1b[2J" in err and "alice:***@" in err
+
+
+def test_query_output_tree_page_and_compacted_segments_are_owner_only(tmp_path: Path) -> None:
+    """Files written from the history (query -o, tree --html, compaction) hold command lines too."""
+    import stat
+    import subprocess
+    import sys
+
+    from conftest import SAMPLES
+
+    from tetrapipe.sinks.compact import compact
+    from tetrapipe.sinks.lake import Lake
+
+    lake = tmp_path / "lake"
+    old = os.umask(0)
+    try:
+        tp = [sys.executable, "-m", "tetrapipe"]
+        lines = (SAMPLES / "scenario" / "tenant-jobs.log").read_text().splitlines(keepends=True)
+        for i, part in enumerate((lines[: len(lines) // 2], lines[len(lines) // 2 :])):  # two segments of one day
+            (tmp_path / f"part{i}.log").write_text("".join(part))
+            subprocess.run([*tp, "ingest", str(tmp_path / f"part{i}.log"), "--lake", str(lake), "-q"], check=True)
+        outs = [tmp_path / "q.csv", tmp_path / "q.parquet", tmp_path / "tree.html"]
+        subprocess.run([*tp, "query", "SELECT * FROM events", "--lake", str(lake), "--format", "csv", "-o",
+                        str(outs[0])], check=True, capture_output=True)
+        subprocess.run([*tp, "query", "SELECT * FROM events", "--lake", str(lake), "--format", "parquet", "-o",
+                        str(outs[1])], check=True, capture_output=True)
+        subprocess.run([*tp, "tree", "--pod", "crawler", "--lake", str(lake), "--html", str(outs[2])], check=True,
+                       capture_output=True)
+        assert compact(Lake(lake), min_files=2, skip_newest=0).merged_files >= 2
+    finally:
+        os.umask(old)
+    for path in [*outs, *lake.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o077 == 0, f"{path} is {oct(mode)}"

@@ -202,14 +202,19 @@ def write_output(table: pa.Table, fmt: str, output: str | None) -> None:
     elif fmt == "parquet":
         if not output:
             raise ValueError("parquet needs an output file")
-        pq.write_table(table, output, compression="zstd")
+        from tetrapipe.sinks.lake import open_private
+
+        with open_private(output, append=False) as f:  # events carry command lines: owner-only, like the lake
+            pq.write_table(table, f, compression="zstd")
     else:
         raise ValueError(f"unknown format {fmt!r}")
 
 
 def _emit(data: bytes, output: str | None) -> None:
     if output:
-        with open(output, "wb") as f:
+        from tetrapipe.sinks.lake import open_private
+
+        with open_private(output, append=False) as f:  # owner-only, like the lake the rows come from
             f.write(data)
     else:
         sys.stdout.buffer.write(data)

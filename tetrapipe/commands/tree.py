@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 from rich.console import Console
@@ -144,9 +143,11 @@ def tree_command(
     finally:
         con.close()
     if html_out:
+        from tetrapipe.sinks.lake import open_private
         from tetrapipe.tree.html import render_html
 
-        Path(html_out).write_text(render_html(view), encoding="utf-8")
+        with open_private(html_out, append=False) as f:  # the page holds command lines: owner-only
+            f.write(render_html(view).encode("utf-8"))
         c = view.counts()
         err.print(
             visible(

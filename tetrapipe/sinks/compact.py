@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tetrapipe.schema import SCHEMAS, TABLES, conform
-from tetrapipe.sinks.lake import Lake, _fsync_dir, atomic_write_bytes
+from tetrapipe.sinks.lake import Lake, _fsync_dir, atomic_write_bytes, open_private, open_private_fd
 from tetrapipe.sinks.offsets import parse_segment_name, segment_name
 
 SMALL_BYTES = 32 * 1024 * 1024
@@ -49,7 +49,7 @@ def _lock(lake: Lake) -> Iterator[None]:
     """One compactor per lake at a time (processors on other partitions keep writing)."""
     path = lake.root / "_state" / "compact.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
+    with open_private(path) as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -139,6 +139,7 @@ def _merge(lake: Lake, table: str, day_dir: Path, key: tuple[str, str], paths: l
     tmp = day_dir / f".{merged.name}.{uuid.uuid4().hex[:6]}.tmp"
     metadata = pq.read_schema(paths[-1]).metadata or {}
     rows = 0
+    os.close(open_private_fd(tmp))  # owner-only before the writer (re)opens it, whatever the umask
     with pq.ParquetWriter(tmp, schema.with_metadata(metadata), compression="zstd") as writer:
         for p in paths:
             part = pq.read_table(p)
