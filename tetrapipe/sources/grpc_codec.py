@@ -16,12 +16,19 @@ writes ``protojson.MarshalOptions{UseProtoNames: true}`` of each
   base64 with padding, maps objects;
 * ``Timestamp`` is RFC 3339 in UTC with ``Z`` and 0, 3, 6 or 9 fraction
   digits; wrappers are bare values; ``Duration`` is ``"1.500s"``-style;
-  ``FieldMask`` a comma-joined lowerCamelCase string.
+  ``FieldMask`` a comma-joined lowerCamelCase string;
+* keys come in declaration order, as Go's protojson writes them (it ranges
+  over fields by index), not in field-number order: the event first, then
+  ``node_name``, ``time``, ``aggregation_info``, ``cluster_name``,
+  ``node_labels``, even for ``rate_limit_info`` (number 40001); an argument's
+  ``label`` (18) after its value; map entries sorted by key. The normalizer takes this order as the
+  canonical one and lines in it never need re-serializing
+  (tetrapipe/transforms/normalize.py).
 
 That is exactly what ``json_format.MessageToDict(preserving_proto_field_name=
 True)`` computes, and on every open-source real sample event
 ``json.loads(response_to_json(Parse(line))) == json.loads(line)`` holds (see
-tests/test_grpc_proto.py). But ``MessageToDict`` is generic, reflective pure
+tests/test_grpc_proto.py), key order included (tests/test_grpc_rows.py). But ``MessageToDict`` is generic, reflective pure
 Python: about 13k events/s here. The encoder below compiles, once per message
 type, a table from field number to (key, converter) and walks only the fields
 that are set (``ListFields``), which roughly triples that. A test checks it
@@ -259,13 +266,28 @@ def _message_converter(desc: Descriptor) -> Converter:
     else:
         table: dict[FieldDescriptor, tuple[str, Converter | None]] = {}
         _tables[name] = table
+        numbers = [fd.number for fd in desc.fields]
 
-        def enc(m: Any) -> dict[str, Any]:
-            out = {}
-            for fd, value in m.ListFields():
-                key, conv = table[fd]
-                out[key] = conv(value) if conv is not None else value
-            return out
+        if numbers == sorted(numbers):
+            # ListFields() is in field-number order, which here is declaration order too.
+            def enc(m: Any) -> dict[str, Any]:
+                out = {}
+                for fd, value in m.ListFields():
+                    key, conv = table[fd]
+                    out[key] = conv(value) if conv is not None else value
+                return out
+
+        else:
+            # protojson writes declaration order; ListFields() gives number order. They
+            # differ where a message declares a high number first (GetEventsResponse: the
+            # event oneof, up to 40001, before node_name 1000; KprobeArgument: label 18
+            # after the oneof, up to 33).
+            def enc(m: Any) -> dict[str, Any]:
+                out = {}
+                for fd, value in sorted(m.ListFields(), key=_declaration_index):
+                    key, conv = table[fd]
+                    out[key] = conv(value) if conv is not None else value
+                return out
 
         _encoders[name] = enc  # before filling: message types may be recursive
         for fd in desc.fields:
@@ -274,6 +296,10 @@ def _message_converter(desc: Descriptor) -> Converter:
         return enc
     _encoders[name] = enc
     return enc
+
+
+def _declaration_index(item: tuple[FieldDescriptor, Any]) -> int:
+    return item[0].index
 
 
 def _is_repeated(fd: FieldDescriptor) -> bool:
@@ -296,9 +322,10 @@ def _field_converter(fd: FieldDescriptor) -> Converter:
                 if vfd.type == FieldDescriptor.TYPE_MESSAGE
                 else _scalar_converter(vfd)
             )
+            # protojson sorts map entries by key (a protobuf map has no order of its own)
             if key_conv is _identity and val_conv is _identity:
-                return dict
-            return lambda mp: {key_conv(k): val_conv(v) for k, v in mp.items()}
+                return lambda mp: dict(sorted(mp.items()))
+            return lambda mp: {key_conv(k): val_conv(v) for k, v in sorted(mp.items())}
         sub = _message_converter(mt)
         if is_repeated:
             return lambda seq: [sub(x) for x in seq]
