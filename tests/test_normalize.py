@@ -106,9 +106,18 @@ def test_throttle_and_host_event_without_node_name(real: list[dict]) -> None:
 
 
 def test_setns_and_exit_status_fields() -> None:
-    exit_line = json.dumps({"process_exit": {"process": {"exec_id": "eA==", "binary": "/bin/false"},
-                                             "status": 1, "signal": "SIGKILL", "time": "2024-01-01T00:00:01Z"},
-                            "node_name": "n1", "time": "2024-01-01T00:00:01.5Z"})
+    exit_line = json.dumps(
+        {
+            "process_exit": {
+                "process": {"exec_id": "eA==", "binary": "/bin/false"},
+                "status": 1,
+                "signal": "SIGKILL",
+                "time": "2024-01-01T00:00:01Z",
+            },
+            "node_name": "n1",
+            "time": "2024-01-01T00:00:01.5Z",
+        }
+    )
     (r,) = _rows([exit_line])
     assert r["exit_status"] == 1 and r["exit_signal"] == "SIGKILL"
 
@@ -116,11 +125,25 @@ def test_setns_and_exit_status_fields() -> None:
 def test_every_kind_of_the_api_and_unknown_kinds_are_kept() -> None:
     base = {"process": {"exec_id": "aDoxOjI=", "pid": 2, "binary": "/usr/bin/x"}}
     lines = [
-        {"process_tracepoint": {**base, "subsys": "raw_syscalls", "event": "sys_enter", "policy_name": "p",
-                                "args": [{"long_arg": "59"}]}},
+        {
+            "process_tracepoint": {
+                **base,
+                "subsys": "raw_syscalls",
+                "event": "sys_enter",
+                "policy_name": "p",
+                "args": [{"long_arg": "59"}],
+            }
+        },
         {"process_uprobe": {**base, "path": "/usr/lib/libssl.so.3", "symbol": "SSL_write", "policy_name": "u"}},
-        {"process_lsm": {**base, "function_name": "file_open", "policy_name": "lsm",
-                         "args": [{"file_arg": {"path": "/etc/shadow"}}], "action": "KPROBE_ACTION_POST"}},
+        {
+            "process_lsm": {
+                **base,
+                "function_name": "file_open",
+                "policy_name": "lsm",
+                "args": [{"file_arg": {"path": "/etc/shadow"}}],
+                "action": "KPROBE_ACTION_POST",
+            }
+        },
         {"process_loader": {**base, "path": "/usr/lib/libc.so.6", "buildid": "AAEC"}},
         {"process_usdt": {**base, "path": "/usr/bin/python3", "provider": "python", "name": "function__entry"}},
         {"rate_limit_info": {"number_of_dropped_process_events": "42"}},
@@ -140,16 +163,40 @@ def test_every_kind_of_the_api_and_unknown_kinds_are_kept() -> None:
 
 
 def test_kind_not_first_key_and_socket_args() -> None:
-    ev = {"node_name": "n1", "time": "2024-01-01T00:00:00Z",
-          "process_kprobe": {"process": {"exec_id": "aDoxOjM=", "binary": "/usr/bin/curl"},
-                             "function_name": "tcp_connect", "policy_name": "connect",
-                             "args": [{"sock_arg": {"family": "AF_INET", "type": "SOCK_STREAM",
-                                                    "protocol": "IPPROTO_TCP", "saddr": "10.0.0.2",
-                                                    "daddr": "104.198.14.52", "sport": 33978, "dport": 443,
-                                                    "cookie": "18446", "state": "TCP_SYN_SENT"}}]}}
+    ev = {
+        "node_name": "n1",
+        "time": "2024-01-01T00:00:00Z",
+        "process_kprobe": {
+            "process": {"exec_id": "aDoxOjM=", "binary": "/usr/bin/curl"},
+            "function_name": "tcp_connect",
+            "policy_name": "connect",
+            "args": [
+                {
+                    "sock_arg": {
+                        "family": "AF_INET",
+                        "type": "SOCK_STREAM",
+                        "protocol": "IPPROTO_TCP",
+                        "saddr": "10.0.0.2",
+                        "daddr": "104.198.14.52",
+                        "sport": 33978,
+                        "dport": 443,
+                        "cookie": "18446",
+                        "state": "TCP_SYN_SENT",
+                    }
+                }
+            ],
+        },
+    }
     (r,) = _rows([json.dumps(ev)])
     assert (r["sock_family"], r["protocol"], r["saddr"], r["sport"], r["daddr"], r["dport"], r["sock_state"]) == (
-        "AF_INET", "IPPROTO_TCP", "10.0.0.2", 33978, "104.198.14.52", 443, "TCP_SYN_SENT")
+        "AF_INET",
+        "IPPROTO_TCP",
+        "10.0.0.2",
+        33978,
+        "104.198.14.52",
+        443,
+        "TCP_SYN_SENT",
+    )
     assert r["file_path"] is None
 
 
@@ -205,3 +252,275 @@ def test_rows_keep_the_log_order_across_scan_chunks() -> None:
         events = normalize_lines(lines).events
         assert events.num_rows == len(lines)
         assert events.column("source_offset").to_pylist() == list(range(1, len(lines) + 1))
+
+
+# --- issue 14: any input, any fault ---------------------------------------------------------
+
+PROVENANCE = ("raw", "source", "source_offset")
+
+
+def _real_lines() -> list[str]:
+    return [line for p in REAL_LOGS for line in p.read_text().splitlines() if line.strip()]
+
+
+def _same_rows(a: list[dict], b: list[dict]) -> None:
+    for x, y in zip(a, b, strict=True):
+        assert {k: v for k, v in x.items() if k not in PROVENANCE} == {
+            k: v for k, v in y.items() if k not in PROVENANCE
+        }
+
+
+def _sort_keys(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _sort_keys(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sort_keys(v) for v in value]
+    return value
+
+
+def test_key_order_changes_nothing() -> None:
+    """`jq -S` output and an envelope written first give the rows of the original lines, node and time included."""
+    lines = _real_lines()
+    original = _rows(lines)
+    envelope_first = []
+    for line in lines:
+        ev = json.loads(line)
+        envelope_first.append(json.dumps({**{k: ev[k] for k in ("time", "node_name") if k in ev}, **ev}))
+    jq_sorted = [json.dumps(_sort_keys(json.loads(line)), separators=(",", ":")) for line in lines]
+    for variant in (envelope_first, jq_sorted):
+        rows = _rows(variant)
+        assert sum(r["node_name"] is not None for r in rows) == sum(r["node_name"] is not None for r in original) > 50
+        _same_rows(rows, original)
+
+
+_NOT_A_LIST = ["notalist", "[1, 2]", '[{"file_arg": {}}]', 7, True, None, {"x": [1]}]
+_NOT_AN_OBJECT = ["notalist", '{"a": "b"}', "{}x", 7, False, [["nested"]], [{"a": "b"}]]
+
+
+@pytest.mark.parametrize(
+    ("path", "column", "wrong"),
+    [
+        (("args",), "args", _NOT_A_LIST),
+        (("ancestors",), "ancestor_binaries", _NOT_A_LIST),
+        (("process", "cap", "effective"), "cap_effective", _NOT_A_LIST),
+        (("process", "binary_properties", "privileges_changed"), "privileges_changed", _NOT_A_LIST),
+        (("tags",), "tags", _NOT_A_LIST),
+        (("process", "ns"), "host_namespaces", _NOT_AN_OBJECT),
+        (("process", "pod", "pod_labels"), "pod_labels", _NOT_AN_OBJECT),
+        (("return",), "return_value", _NOT_AN_OBJECT),
+    ],
+)
+def test_a_value_of_the_wrong_json_type_is_null_and_the_event_is_kept(
+    path: tuple[str, ...], column: str, wrong: list[object]
+) -> None:
+    """A string (even one holding JSON), a number, a bool or the other container type where Tetragon sends a list
+    or an object: that column is NULL, the rest of the event is read, the next line is not disturbed."""
+    base = {
+        "process": {
+            "exec_id": "aDoxOjI=",
+            "binary": "/usr/bin/cat",
+            "ns": {"uts": {"inum": 1, "is_host": True}},
+            "pod": {"namespace": "ns1", "pod_labels": {"app": "x"}},
+            "cap": {"effective": ["CAP_CHOWN"]},
+            "binary_properties": {"privileges_changed": ["PRIVILEGES_RAISED_EXEC_FILE_SETUID"]},
+        },
+        "function_name": "security_file_permission",
+        "args": [{"file_arg": {"path": "/etc/shadow", "permission": "-rw-r-----"}}, {"int_arg": 4}],
+        "return": {"int_arg": 0},
+        "tags": ["t1"],
+        "ancestors": [{"exec_id": "aDoxOjE=", "binary": "/bin/sh"}],
+    }
+    good = json.dumps({"process_kprobe": base, "node_name": "n1", "time": "2024-01-01T00:00:00Z"})
+    lines = [good]
+    for value in wrong:
+        bad = json.loads(good)
+        target = bad["process_kprobe"]
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        lines += [json.dumps(bad), good]
+    rows = _rows(lines)
+    assert rows[0][column] is not None
+    for value, bad_row, next_row in zip(wrong, rows[1::2], rows[2::2], strict=True):
+        assert bad_row[column] is None, (value, bad_row[column])
+        assert bad_row["process_binary"] == "/usr/bin/cat" and bad_row["node_name"] == "n1"
+        _same_rows([next_row], [rows[0]])
+
+
+def test_a_string_that_looks_like_arguments_is_not_read_as_arguments() -> None:
+    fake = json.dumps([{"file_arg": {"path": "/etc/shadow"}}])
+    line = {
+        "process_kprobe": {
+            "process": {"exec_id": "aDoxOjI=", "binary": "/bin/x"},
+            "function_name": "fd_install",
+            "args": fake,
+        },
+        "time": "2024-01-01T00:00:00Z",
+    }
+    (row,) = _rows([json.dumps(line)])
+    assert row["args"] is None and row["file_path"] is None and row["function_name"] == "fd_install"
+
+
+def test_a_line_duckdb_cannot_handle_is_found_by_bisection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever DuckDB raises on, only the offending line is lost (as a reject saying why), the rest keep their order."""
+    import tetrapipe.transforms.normalize as normalize
+
+    boom = "CASE WHEN contains(raw, 'BOOM') THEN error('cannot digest this line') ELSE raw END"
+    for name in ("FAST_SQL", "CAREFUL_SQL"):
+        sql = getattr(normalize, name).replace("FROM batch", f"FROM (SELECT * REPLACE ({boom} AS raw) FROM batch)")
+        monkeypatch.setattr(normalize, name, sql)
+    lines = _real_lines()[:9]
+    bad = lines[4].replace('"binary":"', '"binary":"BOOM', 1)
+    result = normalize_lines([*lines[:4], bad, *lines[4:]], source="s.log", first_offset=100)
+    assert result.events.column("source_offset").to_pylist() == [100, 101, 102, 103, 105, 106, 107, 108, 109]
+    (rej,) = result.rejects.to_pylist()
+    assert rej["source_offset"] == 104 and rej["raw"] == bad
+    assert rej["reason"].startswith("could not be normalized: ") and "cannot digest this line" in rej["reason"]
+
+
+def test_no_exception_for_odd_strings() -> None:
+    odd = [
+        "{}",
+        '{"process_exec":null}',
+        '{"process_exec":{}}',
+        '{"process_exec":{"process":[]}}',
+        "null",
+        '{"process_exec":{"process":{"pid":1e400}}}',
+        '{"process_exec":{"process":{"binary":"\\ud800"}}}',
+        '{"a":' * 3000 + "1" + "}" * 3000,
+        '{"process_exec":{"process":{"pid":123456789012345678901234567890}}}',
+        '{"time":{"a":1},"process_exec":{}}',
+        '{"process_exec":{},"process_exec":[]}',
+        "\x00",
+        '{"x":"\x00"}',
+    ]
+    result = normalize_lines([*odd, "\ud800"])
+    assert result.events.num_rows + result.rejects.num_rows == len(odd) + 1
+    assert all(result.rejects.column("reason").to_pylist())
+
+
+def test_duplicate_keys_take_the_last_value_and_are_flagged() -> None:
+    """Every other JSON reader takes the last of two equal keys: so must the columns rules run on."""
+    proc = '"process":{"exec_id":"aDoxOjI=","binary":"/bin/bash","binary":"/usr/bin/true"}'
+    lines = [
+        '{"process_exec":{' + proc + '},"node_name":"n1","time":"2024-01-01T00:00:00Z"}',
+        '{"process_kprobe":{"process":{"exec_id":"aDoxOjM="},"function_name":"security_file_permission",'
+        '"args":[{"file_arg":{"path":"/tmp/x","path":"/etc/shadow"}},{"int_arg":4}]},"time":"2024-01-01T00:00:00Z"}',
+        '{"process_exec":{"process":{"exec_id":"aDoxOjQ=","pod":{"namespace":"a","pod_labels":{"app":"x","app":"y"}}}},'
+        '"time":"2024-01-01T00:00:00Z","time":"2024-01-02T00:00:00Z"}',
+        '{"process_exec":{"process":{"exec_id":"aDoxOjU="},"ancestors":[{"binary":"/bin/sh","binary":"/bin/zsh"}]}}',
+        '{"process_exec":{"process":{"exec_id":"aDoxOjY=","binary":"/bin/ls"}},"time":"2024-01-01T00:00:00Z"}',
+    ]
+    rows = _rows(lines)
+    assert rows[0]["process_binary"] == "/usr/bin/true"
+    assert rows[0]["warnings"] == ["duplicate key process_exec.process.binary: last value used"]
+    assert rows[1]["file_path"] == "/etc/shadow" and rows[1]["file_access"] == "read"
+    assert rows[1]["warnings"] == ["duplicate key process_kprobe.args[0].file_arg.path: last value used"]
+    assert rows[2]["pod_labels"] == [("app", "y")] and str(rows[2]["time"]) == "2024-01-02 00:00:00"
+    assert sorted(rows[2]["warnings"]) == [
+        "duplicate key process_exec.process.pod.pod_labels.app: last value used",
+        "duplicate key time: last value used",
+    ]
+    assert rows[3]["ancestor_binaries"] == ["/bin/zsh"]
+    assert rows[4]["warnings"] is None and rows[4]["process_binary"] == "/bin/ls"
+    assert [r["raw"] for r in rows] == lines  # the line as read is kept, repeats and all
+
+
+def test_linux_binprm_permission_reaches_file_permission() -> None:
+    """The LSM hook bprm_check_security and the kprobe security_bprm_check carry a KprobeLinuxBinprm (path, flags, permission)."""
+    binprm = {"linux_binprm_arg": {"path": "/tmp/payload", "permission": "-rwxrwxrwx"}}
+    proc = {"exec_id": "aDoxOjI=", "binary": "/bin/sh"}
+    lines = [
+        {
+            "process_lsm": {
+                "process": proc,
+                "function_name": "bprm_check_security",
+                "policy_name": "lsm-exec",
+                "args": [binprm],
+                "action": "KPROBE_ACTION_POST",
+            }
+        },
+        {
+            "process_kprobe": {
+                "process": proc,
+                "function_name": "security_bprm_check",
+                "policy_name": "exec",
+                "args": [binprm],
+                "action": "KPROBE_ACTION_POST",
+            }
+        },
+    ]
+    for row in _rows([json.dumps({**ev, "time": "2024-01-01T00:00:00Z"}) for ev in lines]):
+        assert (row["file_path"], row["file_permission"], row["file_access"]) == ("/tmp/payload", "-rwxrwxrwx", "exec")
+
+
+def test_a_file_argument_after_the_fourth_is_found() -> None:
+    args = [
+        {"int_arg": 1},
+        {"int_arg": 2},
+        {"size_arg": "3"},
+        {"uint_arg": 4},
+        {"int_arg": 5},
+        {"file_arg": {"path": "/etc/sudoers", "permission": "-r--r-----"}},
+    ]
+    line = {
+        "process_kprobe": {
+            "process": {"exec_id": "aDoxOjI="},
+            "function_name": "security_file_permission",
+            "args": args,
+        },
+        "time": "2024-01-01T00:00:00Z",
+    }
+    (row,) = _rows([json.dumps(line)])
+    assert row["file_path"] == "/etc/sudoers" and row["file_permission"] == "-r--r-----"
+
+
+def test_openat_tracepoint_path() -> None:
+    """A tracepoint sends the fields its policy selects; sys_enter_openat's filename is its string argument."""
+    line = {
+        "process_tracepoint": {
+            "process": {"exec_id": "aDoxOjI=", "binary": "/usr/bin/cat"},
+            "subsys": "syscalls",
+            "event": "sys_enter_openat",
+            "args": [{"int_arg": -100}, {"string_arg": "/etc/shadow"}, {"int_arg": 0}],
+            "policy_name": "openat",
+            "action": "KPROBE_ACTION_POST",
+        },
+        "time": "2024-01-01T00:00:00Z",
+    }
+    (row,) = _rows([json.dumps(line)])
+    assert row["function_name"] == "syscalls/sys_enter_openat"
+    assert (row["file_path"], row["file_access"]) == ("/etc/shadow", "open")
+
+
+def test_enterprise_listen_address(real: list[dict]) -> None:
+    """process_listen says where it listens as `ip` and `port` (samples/real/events-docs.log)."""
+    listens = sorted((r["saddr"], r["sport"], r["protocol"]) for r in real if r["kind"] == "process_listen")
+    assert listens == [("0.0.0.0", 80, "TCP"), ("0.0.0.0", 9080, "TCP")]
+
+
+def test_nanoseconds_are_kept() -> None:
+    """Two events of one process in the same microsecond keep their order through time_ns."""
+    lines = [
+        json.dumps(
+            {"process_exec": {"process": {"exec_id": f"aDoxOj{i}="}}, "time": f"2024-04-14T02:18:14.376304{ns}Z"}
+        )
+        for i, ns in enumerate(("204", "917"))
+    ]
+    rows = _rows(lines)
+    assert rows[0]["time"] == rows[1]["time"]
+    assert [r["time_ns"] for r in rows] == [1713061094376304204, 1713061094376304917]
+    no_fraction = _rows([json.dumps({"process_exec": {}, "time": "2024-04-14T02:18:14Z"})])[0]
+    assert no_fraction["time_ns"] == 1713061094 * 10**9
+
+
+def test_a_repeat_spelled_with_escapes_is_still_a_repeat() -> None:
+    """`bin\\u0061ry` is `binary` to every JSON reader; keys with control characters cannot pass for other shapes."""
+    lines = [
+        '{"process_exec":{"process":{"exec_id":"aDoxOjI=","binary":"/bin/bash","bin\\u0061ry":"/usr/bin/true"}}}',
+        '{"process_exec":{"process":{"exec_id":"aDoxOjM=","x\\u001fbinary":"a","binary":"/bin/ls"}}}',
+        '{"process_exec":{"process":{"exec_id":"aDoxOjQ=","x":"a","binary":"/bin/ls","binary":"/bin/sh"}}}',
+    ]
+    rows = _rows(lines)
+    assert [r["process_binary"] for r in rows] == ["/usr/bin/true", "/bin/ls", "/bin/sh"]
+    assert [bool(r["warnings"]) for r in rows] == [True, False, True]

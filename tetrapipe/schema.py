@@ -8,6 +8,25 @@ what DuckDB sees through the history views, and what ``tetrapipe query
 Tetragon's JSON export omits zero values (a clean exit has no ``status``,
 ``uid`` 0 may be absent on old events): a NULL here means "Tetragon did not
 say", never "we dropped it". The original line is always kept in ``raw``.
+
+Time: ``time`` is a microsecond TIMESTAMP and ``time_ns`` an INT64 of
+nanoseconds since the epoch. Tetragon stamps events in nanoseconds; cut to
+microseconds, two events of one process in the same microsecond lose their
+order, hence ``time_ns``. Why a second column and not ``time`` as
+TIMESTAMP_NS: every lake written so far has ``time`` in microseconds, and the
+history views read old and new segments together (``union_by_name``) while
+compaction and the Arrow readers ``conform`` old segments to this schema, so
+an added column is simply NULL in old segments, whereas a changed type
+mixes units across segments; rules, trees, hunts and saved queries compare
+``time`` with TIMESTAMP values and take its ``date`` partition, which stay as
+they were; and pyarrow cannot hand a nanosecond timestamp to Python without
+pandas (``to_pylist`` raises), which transforms and tests here do on event rows. An integer
+``time_ns`` sorts and compares exactly, and ``make_timestamp_ns(time_ns)``
+makes it a TIMESTAMP_NS in SQL when wanted.
+
+``warnings`` lists what was odd about a line that is still an event (a key
+given twice: the last value is used, as by every other JSON reader); see
+tetrapipe/transforms/normalize.py.
 """
 
 from __future__ import annotations
@@ -34,8 +53,16 @@ class Column:
 EVENT_COLUMNS: list[Column] = [
     # envelope
     Column("event_id", STR, "deterministic id of the event (same event, same id, whatever the source)"),
-    Column("time", TS, "event time, UTC"),
-    Column("kind", STR, "Tetragon event kind: process_exec, process_exit, process_kprobe, ... (unknown kinds kept by name)"),
+    Column("time", TS, "event time, UTC (microseconds; time_ns has Tetragon's nanoseconds)"),
+    Column(
+        "time_ns",
+        I64,
+        "event time in nanoseconds since the Unix epoch, as Tetragon sent it: "
+        "orders events of the same microsecond (make_timestamp_ns(time_ns) is a TIMESTAMP_NS)",
+    ),
+    Column(
+        "kind", STR, "Tetragon event kind: process_exec, process_exit, process_kprobe, ... (unknown kinds kept by name)"
+    ),
     Column("node_name", STR, "Kubernetes node that emitted the event"),
     Column("cluster_name", STR, "cluster name, when Tetragon is configured with one"),
     # the process
@@ -76,10 +103,16 @@ EVENT_COLUMNS: list[Column] = [
     Column("parent_arguments", STR, "arguments of the parent process"),
     Column("parent_pid", I64, "pid of the parent process"),
     Column("parent_start_time", TS, "when the parent process started, UTC"),
-    Column("ancestor_exec_ids", STR_LIST, "exec_ids above the parent, nearest first (from the event or the process table)"),
+    Column(
+        "ancestor_exec_ids", STR_LIST, "exec_ids above the parent, nearest first (from the event or the process table)"
+    ),
     Column("ancestor_binaries", STR_LIST, "binaries above the parent, nearest first"),
     # hooks: kprobe, tracepoint, uprobe, usdt, lsm, loader
-    Column("function_name", STR, "hooked function: kprobe/LSM function, tracepoint subsys/event, uprobe symbol, usdt provider:name"),
+    Column(
+        "function_name",
+        STR,
+        "hooked function: kprobe/LSM function, tracepoint subsys/event, uprobe symbol, usdt provider:name",
+    ),
     Column("hook_path", STR, "binary or library path of a uprobe/usdt/loader event"),
     Column("policy_name", STR, "TracingPolicy that produced the event"),
     Column("action", STR, "action taken: KPROBE_ACTION_POST, _SIGKILL, _OVERRIDE, ..."),
@@ -89,7 +122,9 @@ EVENT_COLUMNS: list[Column] = [
     Column("args", STR, "hook arguments as Tetragon sent them (JSON array)"),
     Column("return_value", STR, "hook return value (JSON)"),
     Column("file_path", STR, "file or path argument of a file hook"),
-    Column("file_access", STR, "what the hook did to file_path: read, write, open, truncate, unlink, rename, mmap, exec"),
+    Column(
+        "file_access", STR, "what the hook did to file_path: read, write, open, truncate, unlink, rename, mmap, exec"
+    ),
     Column("file_permission", STR, "mode string of the file argument, e.g. -rw-r--r--"),
     # network
     Column("sock_family", STR, "socket family, e.g. AF_INET"),
@@ -111,6 +146,12 @@ EVENT_COLUMNS: list[Column] = [
     Column("cgroup", STR, "process_throttle: the throttled cgroup"),
     Column("dropped_events", I64, "rate_limit_info: events dropped by the export rate limit"),
     # provenance
+    Column(
+        "warnings",
+        STR_LIST,
+        "what was odd about the line although it is an event, e.g. "
+        "'duplicate key process_exec.process.binary: last value used'",
+    ),
     Column("source", STR, "where the event was read: file path, stdin, grpc://..., kafka topic/partition"),
     Column("source_offset", I64, "line number in the file, or Kafka offset"),
     Column("raw", STR, "the original Tetragon JSON event"),
