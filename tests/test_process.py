@@ -570,3 +570,43 @@ def test_a_recreated_topic_is_detected_and_handled_by_policy(tmp_path: Path) -> 
         assert ids == _expected_ids(lines)
     finally:
         broker.stop()
+
+
+def test_one_poison_record_in_the_middle_of_a_partition_costs_only_itself(kafka: TansuBroker, topic: str,
+                                                                            tmp_path: Path) -> None:
+    """2,000 good events, a value of the wrong type and a record that is no event in the middle of one partition.
+
+    Every good event lands once; the wrong-typed one is kept with the field NULL (its data is real); the
+    record that is not an event goes to the rejects table and the dead-letter topic with its offset and reason;
+    nothing stops the partition.
+    """
+    from kafka_broker import read_topic
+
+    _create_topic(kafka.bootstrap, topic, 1)
+    lines = _synthetic(2000, nodes=1)
+    kprobe = next(json.loads(line) for line in lines if b'"process_kprobe"' in line)
+    kprobe["process_kprobe"]["args"] = "notalist"
+    kprobe["time"] = "2026-03-10T10:00:00.000000001Z"
+    wrong_type = json.dumps(kprobe).encode()
+    not_an_event = json.dumps({"process_kprobe": "notanobject", "node_name": "node-0",
+                               "time": "2026-03-10T10:00:00Z"}).encode()
+    records = lines[:1000] + [wrong_type, not_an_event] + lines[1000:]
+    _produce(kafka.bootstrap, topic, records)
+    cfg = ProcessorConfig(kafka.bootstrap, topic=topic, group=topic, exit_at_eof=True, batch_max_records=5000,
+                          dead_letter_topic=f"{topic}.dlq", alerts_topic=None, kafka_options=FAST_GROUP)
+    stats = Processor(cfg, Lake(tmp_path / "lake"), []).run()
+    assert (stats.records, stats.events, stats.rejects) == (2002, 2001, 1)
+    con = history.connect(Lake(tmp_path / "lake"))
+    try:
+        ids = [r[0] for r in con.execute("SELECT event_id FROM events").fetchall()]
+        kept = con.execute("SELECT args, process_binary FROM events WHERE kind = 'process_kprobe' AND args IS NULL"
+                           ).fetchall()
+        rejects = con.execute("SELECT source_offset, reason FROM rejects").fetchall()
+    finally:
+        con.close()
+    assert len(ids) == len(set(ids)) == 2001 and set(ids) >= _expected_ids(lines)
+    assert kept == [(None, kprobe["process_kprobe"]["process"]["binary"])]
+    assert rejects == [(1001, "not a Tetragon event: process_kprobe is not an object")]
+    dead = read_topic(kafka.bootstrap, f"{topic}.dlq", expect=1)
+    assert [m.value for m in dead] == [not_an_event]
+    assert dict(dead[0].headers)["offset"] == b"1001"
