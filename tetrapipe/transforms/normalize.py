@@ -554,7 +554,7 @@ def shape_verdict(shape: dict) -> ShapeVerdict:
     )
     top = ks[0] or []
     # the query renamed the line's first key to __event__: a second key of that name is a repeat too
-    if shape["escaped"] or _repeats([kind, *top[1:]]) or any(_repeats(keys) for keys in ks[1:]):
+    if _repeats([kind, *top[1:]]) or any(_repeats(keys) for keys in ks[1:]):
         return ShapeVerdict(False, nulls)
     labels = ks[KEY_OBJECTS.index("labels")]
     if labels and labels != sorted(labels):
@@ -569,33 +569,61 @@ def shape_verdict(shape: dict) -> ShapeVerdict:
     return ShapeVerdict(plain, nulls)
 
 
-_NOTHING = "\x1d"
+def _as_bytes(values: np.ndarray, row_starts: np.ndarray, n: int) -> pa.Array:
+    """Rows of int32 ``values`` (row i: ``values[row_starts[i]:row_starts[i + 1]]``) as binary, without copying."""
+    offsets = pa.py_buffer((row_starts * 4).astype(np.int64))
+    return pa.Array.from_buffers(pa.large_binary(), n, [None, offsets, pa.py_buffer(values.astype(np.int32).tobytes())])
 
 
-def _joined(column: pa.Array, separator: str) -> pa.Array:
-    """Each row's list of strings as one string; a NULL list as a mark no list joins to."""
-    return pc.fill_null(pc.binary_join(column, separator), _NOTHING)
+def _lists_fingerprint(column: pa.ListArray) -> pa.Array:
+    """Each row's list of key lists as bytes that tell it apart from any other such list.
+
+    A tag (``N`` for a NULL row), then the number of key lists, their lengths (-1
+    for a NULL list), each key's length and the keys' bytes: every part says where
+    the next starts, so no key, whatever it holds, can make two rows look alike.
+    Built from the Arrow buffers (no per-row Python; the keys' bytes are not copied).
+    """
+    n = len(column)
+    outer = column.offsets.to_numpy().astype(np.int64)
+    inner = column.values
+    inner_offsets = inner.offsets.to_numpy().astype(np.int64)
+    keys = inner.values.cast(pa.large_string())
+    key_offsets = np.frombuffer(keys.buffers()[1], dtype=np.int64)[keys.offset : keys.offset + len(keys) + 1]
+    list_lengths = np.diff(inner_offsets)
+    if inner.null_count:
+        list_lengths[~inner.is_valid().to_numpy(zero_copy_only=False)] = -1
+    first_key = inner_offsets[outer]
+    data = keys.buffers()[2] or pa.py_buffer(b"")
+    key_bytes = pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(key_offsets[first_key]), data])
+    parts = [
+        _as_bytes(np.diff(outer), np.arange(n + 1), n),
+        _as_bytes(list_lengths, outer, n),
+        _as_bytes(np.diff(key_offsets), first_key, n),
+        key_bytes,
+    ]
+    joined = pc.binary_join_element_wise(pa.scalar(b"L", pa.large_binary()), *parts, pa.scalar(b"", pa.large_binary()))
+    if column.null_count:
+        joined = pc.if_else(column.is_valid(), joined, pa.scalar(b"N", pa.large_binary()))
+    return joined
 
 
-def _joined_lists(column: pa.Array) -> pa.Array:
-    """Each row's list of key lists as one string (keys hold no control characters: see ``escaped``)."""
-    inner = _joined(column.flatten(), "\x1f")
-    lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-    outer = pa.ListArray.from_arrays(pa.array(offsets), inner)
-    return pc.if_else(pc.is_null(column), _NOTHING, pc.binary_join(outer, "\x1e"))
+_SCALAR_PARTS = ("kind", "empty", "ab", "rb")
+_LIST_PARTS = ("ks", "ak", "av", "rk", "rv", "anc", "nsk")
 
 
 def shape_fingerprints(shapes: pa.StructArray) -> pa.Array:
-    """One string per row that is equal for two rows exactly when their shapes are."""
-    parts = []
-    for name in ("kind", "ks", "empty", "escaped", "ak", "av", "ab", "rk", "rv", "rb", "anc", "nsk"):
-        column = shapes.field(name)
-        if pa.types.is_list(column.type):
-            parts.append(_joined_lists(column))
-        else:
-            parts.append(pc.fill_null(pc.cast(column, pa.string()), _NOTHING))
-    return pc.binary_join_element_wise(*parts, "\x1c")
+    """One value per row, equal for two rows exactly when their shapes are.
+
+    The scalar parts (a kind is ``[a-z_]+``, the rest flags and numbers) hold no
+    ``\\x1c`` and come first, separated by it; the key lists follow, each
+    self-delimiting (see :func:`_lists_fingerprint`).
+    """
+    scalars = [
+        pc.cast(pc.fill_null(pc.cast(shapes.field(name), pa.string()), "-"), pa.large_binary())
+        for name in _SCALAR_PARTS
+    ]
+    lists = [_lists_fingerprint(shapes.field(name)) for name in _LIST_PARTS]
+    return pc.binary_join_element_wise(*scalars, *lists, pa.scalar(b"\x1c", pa.large_binary()))
 
 
 def _build_queries() -> tuple[str, str]:
@@ -734,7 +762,6 @@ c AS (
         ks := shape_keys,
         empty := CASE WHEN labels_t = '{}' THEN '1' ELSE '0' END || CASE WHEN ns_t = '{}' THEN '1' ELSE '0' END
                  || CASE WHEN ret_t = '{}' THEN '1' ELSE '0' END,
-        escaped := contains(ev, '\\u00'),
         ak := CASE WHEN args_t IS NOT NULL THEN json_keys(args_t, '$[*]') END,
         av := CASE WHEN args_t IS NOT NULL THEN json_keys(args_t, '$[*].*') END,
         ab := CASE WHEN args_t IS NOT NULL THEN length(args_t) - length(replace(args_t, '{', '')) END,
@@ -872,7 +899,7 @@ r AS (
 x AS (
     SELECT _i, source_offset, kind,
         json_extract_string(ev, {event_paths} || {env_paths}) AS s,
-        ev, json_keys(ev, {key_paths}) AS shape_keys,
+        json_keys(ev, {key_paths}) AS shape_keys,
         CASE WHEN list_contains({body_kinds}, kind) THEN CAST(json_extract(ev, '$.__event__') AS VARCHAR) END AS body,
         NULL::VARCHAR AS reject0
     FROM r
@@ -961,7 +988,7 @@ class Normalizer:
             self._con.execute(f"SET threads = {int(threads)}")
         self._con.execute("SET TimeZone = 'UTC'")
         #: what each line shape seen so far says, by fingerprint (see :func:`shape_verdict`)
-        self._verdicts: dict[str, ShapeVerdict] = {}
+        self._verdicts: dict[bytes, ShapeVerdict] = {}
 
     def close(self) -> None:
         self._con.close()
@@ -999,18 +1026,14 @@ class Normalizer:
         for fingerprint, row in zip(encoded.dictionary.to_pylist(), first.tolist(), strict=True):
             verdict = self._verdicts.get(fingerprint)
             if verdict is None:
-                shape = shapes[row].as_py()
-                verdict = shape_verdict(shape)
-                if not shape["escaped"]:  # (a key with a control character could fake another shape)
-                    if len(self._verdicts) >= _MAX_SHAPES:  # a pathological stream: start over rather than grow
-                        self._verdicts.clear()
-                    self._verdicts[fingerprint] = verdict
+                verdict = shape_verdict(shapes[row].as_py())
+                if len(self._verdicts) >= _MAX_SHAPES:  # a pathological stream: start over rather than grow
+                    self._verdicts.clear()
+                self._verdicts[fingerprint] = verdict
             verdicts.append(verdict)
         if all(v.plain and not v.nulls for v in verdicts):
             return out
         rows = np.array(verdicts, dtype=object)[which]
-        for i in np.flatnonzero(shapes.field("escaped").to_numpy(zero_copy_only=False)):
-            rows[i] = shape_verdict(shapes[int(i)].as_py())  # judged row by row
         for column, _ in _OBJECT_COLUMNS:
             void = np.array([column in v.nulls for v in rows], dtype=bool)
             if void.any():
