@@ -58,3 +58,12 @@ def test_any_chunking_gives_the_same_lines(lines: list[str], chunk: int) -> None
     assert bad == []
     expected = [(i + 1, line) for i, line in enumerate(lines)]
     assert good == expected and total == len(lines)
+
+
+def test_a_long_line_across_chunks_grows_the_buffer() -> None:
+    """A line longer than the read-ahead slack, cut by a chunk boundary, once made the buffer resize fail."""
+    long = b'{"x":"' + b"y" * 200_000 + b'"}'
+    data = b'{"a":1}\n' + long + b'\n{"b":2}\n'
+    good, bad, total = _collect(data, chunk_bytes=4096, max_line_bytes=1_000_000)
+    assert [n for n, _ in good] == [1, 2, 3] and good[1][1] == long.decode()
+    assert bad == [] and total == 3

@@ -5,6 +5,13 @@ than the whole normalization in DuckDB. So lines are found with numpy (one
 vectorized scan for newlines), the newline bytes are squeezed out in one copy,
 and the result is handed to Arrow as a string array over that buffer. Only the
 rare bad line (not UTF-8, too long) is looked at one by one.
+
+A line over ``max_line_bytes`` is set aside whether it arrives whole in one
+chunk or cut across several: the limit is a promise about what reaches the
+normalizer, not an artefact of the read size. An input that breaks (a gzip cut
+short, a read error) ends with one bad line saying why, after every complete
+line before the break; the unfinished line is not counted as consumed, so a
+complete copy of the input read later still delivers it.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
+
+from tetrapipe.sources.files import InputFault
 
 NEWLINE = 10
 DEFAULT_CHUNK_BYTES = 32 * 1024 * 1024
@@ -39,16 +48,20 @@ class LineBatch:
     bad: list[BadLine] = field(default_factory=list)
     lines_total: int = 0  # lines consumed so far in this input, blank and bad ones included
     bytes_total: int = 0  # bytes consumed so far in this input (uncompressed)
+    #: the input broke here: this batch's last bad line says why, and no batch follows
+    fault: InputFault | None = None
 
     def __len__(self) -> int:
         return len(self.raw)
 
 
-def split_lines(data: bytes | memoryview, first_line_no: int) -> tuple[pa.Array, pa.Array, list[BadLine], int]:
+def split_lines(data: bytes | memoryview, first_line_no: int,
+                max_line_bytes: int | None = None) -> tuple[pa.Array, pa.Array, list[BadLine], int]:
     """Split ``data`` (complete lines, the last one may lack its newline).
 
     Returns the non-blank lines as valid UTF-8 strings, their line numbers,
-    the lines that were not UTF-8, and the number of lines consumed.
+    the lines that were not UTF-8 or longer than ``max_line_bytes``, and the
+    number of lines consumed.
     """
     if not len(data):
         return _EMPTY_RAW, _EMPTY_NOS, [], 0
@@ -72,6 +85,18 @@ def split_lines(data: bytes | memoryview, first_line_no: int) -> tuple[pa.Array,
         keep_bytes = np.repeat(~lone_cr, lengths)
         squeezed = np.frombuffer(squeezed, dtype=np.uint8)[keep_bytes].tobytes()
         lengths = np.where(lone_cr, 0, lengths)
+    too_long: list[BadLine] = []
+    if max_line_bytes is not None and n_lines and int(lengths.max()) > max_line_bytes:
+        over = lengths > max_line_bytes
+        for i in np.flatnonzero(over).tolist():
+            preview = bytes(buf[starts[i] : starts[i] + 200]).decode("utf-8", errors="replace") + "..."
+            too_long.append(BadLine(int(i) + first_line_no, f"line longer than {max_line_bytes} bytes, skipped",
+                                    preview))
+        # dropped like blank lines: their bytes leave the squeezed buffer
+        keep_bytes = np.repeat(~over, lengths)
+        squeezed = np.frombuffer(squeezed, dtype=np.uint8)[keep_bytes].tobytes()
+        lengths = np.where(over, 0, lengths)
+        blank |= over
     keep = ~blank
     kept_lengths = lengths[keep] if blank.any() else lengths
     offsets = np.zeros(len(kept_lengths) + 1, dtype=np.int64)
@@ -83,6 +108,8 @@ def split_lines(data: bytes | memoryview, first_line_no: int) -> tuple[pa.Array,
         raw.validate(full=True)
     except pa.ArrowInvalid:
         raw, line_nos, bad = _drop_invalid_utf8(raw, line_nos)
+    if too_long:
+        bad = sorted(bad + too_long, key=lambda b: b.line_no)
     return raw, pa.array(line_nos, pa.int64()), bad, n_lines
 
 
@@ -129,15 +156,24 @@ def read_line_batches(
     line_no = start_line  # lines consumed so far (the stream was positioned after start_line lines)
     byte_no = start_byte
     oversized: BadLine | None = None  # a too-long line being skipped to its end
+    fault: InputFault | None = None
     while True:
         if carry_len + chunk_bytes > len(buf):  # a long line: grow (bounded by max_line_bytes)
-            buf.extend(bytearray(carry_len + chunk_bytes - len(buf)))
-            view = memoryview(buf)
-        got = _read_into(stream, view[carry_len : carry_len + chunk_bytes])
+            # a new buffer, not buf.extend(): a bytearray cannot be resized while views of it exist
+            grown = bytearray(carry_len + chunk_bytes)
+            grown[:carry_len] = view[:carry_len]
+            view.release()
+            buf, view = grown, memoryview(grown)
+        try:
+            got = _read_into(stream, view[carry_len : carry_len + chunk_bytes])
+        except InputFault as exc:
+            fault, got = exc, 0
+        except OSError as exc:  # a dying disk, a dropped mount: this input ends here, the others go on
+            fault, got = InputFault(f"read failed: {exc.strerror or exc}"), 0
         eof = got == 0
         data_len = carry_len + got
         start = 0
-        if oversized is not None:
+        if oversized is not None and fault is None:
             cut = bytes(view[:data_len]).find(b"\n")
             if cut < 0 and not eof:
                 byte_no += data_len
@@ -150,21 +186,30 @@ def read_line_batches(
             yield LineBatch(_EMPTY_RAW, _EMPTY_NOS, [oversized], line_no, byte_no)
             oversized = None
         if eof:
-            end = data_len if final_partial_line else start
+            # a broken input's unfinished line is not a line: it goes with the fault, below
+            end = data_len if final_partial_line and fault is None else start
         else:
             end = buf.rfind(b"\n", start, data_len) + 1
             if end == 0:
                 end = start
         if end > start:
-            raw, nos, bad, consumed = split_lines(view[start:end], line_no + 1)
+            raw, nos, bad, consumed = split_lines(view[start:end], line_no + 1, max_line_bytes)
             line_no += consumed
             byte_no += end - start
             if skip_lines and len(nos) and nos[0].as_py() <= skip_lines:
                 first = int(np.searchsorted(nos.to_numpy(), skip_lines, side="right"))
                 raw, nos = raw.slice(first), nos.slice(first)
+            if skip_lines:
                 bad = [b for b in bad if b.line_no > skip_lines]
             if len(raw) or bad:
                 yield LineBatch(raw, nos, bad, line_no, byte_no)
+        if fault is not None:
+            if line_no + 1 > skip_lines:  # (else a complete copy of this input already delivered that line)
+                partial = oversized.raw if oversized is not None else bytes(view[start:data_len][:200]).decode(
+                    "utf-8", errors="replace")
+                yield LineBatch(_EMPTY_RAW, _EMPTY_NOS, [BadLine(line_no + 1, str(fault), partial)], line_no,
+                                byte_no, fault)
+            return
         rest = data_len - end
         if eof:
             break
@@ -179,12 +224,22 @@ def read_line_batches(
 
 
 def _read_into(stream: BinaryIO, target: memoryview) -> int:
-    """Fill ``target`` as far as the stream allows now (a pipe returns what it has)."""
+    """Fill ``target`` as far as the stream allows now (a pipe returns what it has).
+
+    A fault after some bytes came in (an :class:`InputFault`, an I/O error) is
+    left for the next call, which meets it again, so those bytes are not lost
+    with it.
+    """
     readinto = getattr(stream, "readinto", None)
     if readinto is not None:
         total = 0
         while total < len(target):
-            n = readinto(target[total:])
+            try:
+                n = readinto(target[total:])
+            except (InputFault, OSError):
+                if total:
+                    break
+                raise
             if not n:
                 break
             total += n
