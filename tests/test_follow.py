@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import zlib
 from pathlib import Path
 
 import pytest
@@ -403,3 +404,62 @@ def test_stream_follower_reads_a_pipe_and_ends_at_eof() -> None:
         c = src.read()
         got += c.lines if c else []
     assert got == [ev(0), ev(1)]
+
+
+@pytest.mark.parametrize("chunk", [100, 100_000])
+def test_a_line_over_the_limit_is_rejected_at_any_chunk_size(live: Path, chunk: int) -> None:
+    """Smaller chunks than the line (it is cut across reads) and larger ones (it arrives whole in one)."""
+    write(live, [ev(0), ev(1, pad=5000), ev(2)])
+    with open(live, "ab") as f:
+        f.write(ev(3, pad=3000))  # the last line of a file that is finished, without its newline
+    rotate(live, 1)
+    chunks: list[Chunk] = []
+    f = FileFollower(live, start="beginning", chunk_bytes=chunk, max_line_bytes=2048)
+    assert [seq(x) for x in drain(f, chunks)] == [0, 2]
+    assert [(r.line_no, "longer than 2048 bytes" in r.reason) for c in chunks for r in c.rejects] == [(2, True),
+                                                                                                      (4, True)]
+
+
+@pytest.mark.parametrize("chunk", [100, 100_000])
+def test_a_line_over_the_limit_from_a_pipe_is_rejected_at_any_chunk_size(chunk: int) -> None:
+    r, w = os.pipe()
+    os.write(w, b"".join(x + b"\n" for x in [ev(0), ev(1, pad=5000), ev(2)]) + ev(3, pad=3000))
+    os.close(w)
+    src = StreamFollower(os.fdopen(r, "rb", buffering=0), chunk_bytes=chunk, max_line_bytes=2048, wait_seconds=1)
+    got: list[bytes] = []
+    rejects = []
+    while not src.exhausted:
+        c = src.read()
+        if c:
+            got += c.lines
+            rejects += c.rejects
+    assert [seq(x) for x in got] == [0, 2]
+    assert [(r.line_no, "longer than 2048 bytes" in r.reason) for r in rejects] == [(2, True), (4, True)]
+
+
+def test_a_gzip_backup_cut_short_gives_every_complete_line_then_a_warning(live: Path) -> None:
+    """gzip.GzipFile dropped the lines it had inflated in the read that hit the cut (up to a chunk's worth)."""
+    lines = [ev(i, pad=200) for i in range(20_000)]
+    whole = gzip.compress(b"".join(x + b"\n" for x in lines))
+    cut = whole[: len(whole) * 2 // 3]
+    complete = zlib.decompressobj(wbits=31).decompress(cut).count(b"\n")
+    live.with_name("tetragon-2026-01-02T15-04-01.000.log.gz").write_bytes(cut)
+    write(live, [ev(50_000)])
+    f = FileFollower(live, start="beginning")
+    chunks: list[Chunk] = []
+    assert [seq(x) for x in drain(f, chunks)] == [*range(complete), 50_000]  # not the half line at the cut
+    f_rejects = [r for c in chunks for r in c.rejects]
+    assert any(f"truncated gzip: stream ends at byte {len(cut)}" in w for w in f.lost_warnings)
+    assert [r.line_no for r in f_rejects] == [complete + 1]
+
+
+def test_resuming_inside_a_gzip_backup_continues_at_the_checkpoint(live: Path) -> None:
+    write(live, [ev(i) for i in range(300)])
+    backup = rotate(live, 1, compress=True)
+    write(live, [ev(300)])
+    chunks: list[Chunk] = []
+    f = FileFollower(live, start="beginning", chunk_bytes=4096)
+    drain(f, chunks)
+    mid = next(c for c in chunks if c.position["file"]["path"] == str(backup) and c.position["file"]["line"] > 100)
+    rest = drain(FileFollower(live, start="checkpoint", checkpoint=mid.position, chunk_bytes=4096))
+    assert [seq(x) for x in rest] == list(range(mid.position["file"]["line"], 301))

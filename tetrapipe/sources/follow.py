@@ -34,7 +34,6 @@ splitting in C straight into those objects is the cheapest way there.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 import select
@@ -45,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from tetrapipe.sources.files import GZIP_MAGIC, fingerprint, parse_backup_name
+from tetrapipe.sources.files import GZIP_MAGIC, GzipStream, InputFault, fingerprint, parse_backup_name
 
 log = logging.getLogger(__name__)
 
@@ -139,19 +138,19 @@ class LineSplitter:
         consumed += end - start
         first_no = self.line + 1
         self.line += len(lines)
+        line_nos: list[int] | None = list(range(first_no, first_no + len(lines))) if self.want_line_nos else None
+        if lines and (not all(lines) or b"\r" in lines):  # both checks run in C
+            lines, line_nos = self._drop_blank(lines, line_nos)
+        if lines and max(map(len, lines)) > self.max_line_bytes:
+            lines, line_nos = self._drop_long(lines, line_nos, first_no, rejects)
         tail = buf[end:]
-        if len(tail) > self.max_line_bytes:
+        if len(tail) > self.max_line_bytes:  # (after the whole lines' rejects: rejects come in line order)
             rejects.append(Reject(self.source, self.line + 1, f"line longer than {self.max_line_bytes} bytes, skipped",
                                   tail[:200]))
             consumed += len(tail)
             self.skipping = True
         else:
             self.carry = tail
-        line_nos: list[int] | None = list(range(first_no, first_no + len(lines))) if self.want_line_nos else None
-        if lines and (not all(lines) or b"\r" in lines):  # both checks run in C
-            lines, line_nos = self._drop_blank(lines, line_nos)
-        if lines and max(map(len, lines)) > self.max_line_bytes:
-            lines, line_nos = self._drop_long(lines, line_nos, first_no, rejects)
         return lines, consumed, line_nos, rejects
 
     @staticmethod
@@ -214,11 +213,15 @@ def _first_line(f: BinaryIO, limit: int) -> bytes | None:
 
 
 def _open_any(path: str) -> tuple[BinaryIO, bool]:
-    """Open a file for reading, gzip transparently (by magic bytes, not name)."""
+    """Open a file for reading, gzip transparently (by magic bytes, not name).
+
+    gzip through :class:`GzipStream`: at a cut-short end, :class:`gzip.GzipFile`
+    drops the lines it inflated in the same read (a chunk's worth).
+    """
     raw = open(path, "rb", buffering=0)  # noqa: SIM115 - handed to the caller
     head = os.pread(raw.fileno(), 2, 0)
     if head == GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=raw, mode="rb"), True  # type: ignore[return-value]
+        return GzipStream(raw, path), True  # type: ignore[return-value]
     return raw, False  # type: ignore[return-value]
 
 
@@ -240,6 +243,7 @@ class _Open:
         self.final = final  # no more writes will come (a backup, or a rotated live file being drained)
         self.fp_checked = time.monotonic()
         self.idle = False  # the last read hit the end of the live file
+        self.broken: str | None = None  # why reading stopped early (a gzip cut short, a read error)
 
     def close(self) -> None:
         try:
@@ -306,11 +310,12 @@ class FileFollower:
                     continue
             try:
                 data = cur.f.read(self.chunk_bytes)
-            except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            except (OSError, EOFError, InputFault) as exc:
                 log.warning("%s: read failed after byte %d (%s); moving on", cur.path, cur.offset, exc)
                 self.lost_warnings.append(f"{cur.path}: {exc}")
                 data = b""
                 cur.final = True
+                cur.broken = str(exc)
             if data:
                 chunk = self._chunk(cur, data, final=False)
                 if chunk is not None:
@@ -370,7 +375,16 @@ class FileFollower:
     # -- reading ------------------------------------------------------------
 
     def _chunk(self, cur: _Open, data: bytes, *, final: bool) -> Chunk | None:
-        lines, consumed, nos, rejects = cur.splitter.feed(data, final=final)
+        if final and cur.broken is not None:
+            # the unfinished line of a file that broke off is half a line, not a line: a reject
+            sp = cur.splitter
+            lines, consumed, nos, rejects = [], sp.pending_bytes, [] if sp.want_line_nos else None, []
+            if sp.carry or sp.skipping:
+                rejects.append(Reject(cur.path, sp.line + 1, cur.broken, sp.carry[:200]))
+                sp.carry, sp.skipping = b"", False
+                sp.line += 1
+        else:
+            lines, consumed, nos, rejects = cur.splitter.feed(data, final=final)
         if cur.fp is None and cur.offset == 0 and (lines or rejects or consumed):
             self._set_fingerprint(cur)
         cur.offset += consumed
@@ -562,7 +576,7 @@ class FileFollower:
                 f, gz = _open_any(path)
                 with f:
                     first = _first_line(f, self.max_line_bytes)
-            except (OSError, EOFError, gzip.BadGzipFile):
+            except (OSError, EOFError, InputFault):
                 return None
             fp = fingerprint(first) if first is not None else None
             if not live and first is not None:
@@ -651,7 +665,7 @@ class FileFollower:
         if offset:
             try:
                 f.seek(offset)
-            except (OSError, EOFError) as exc:
+            except (OSError, EOFError, InputFault) as exc:
                 log.warning("%s: cannot seek to %d (%s); reading from the start", c.path, offset, exc)
                 f.seek(0)
                 offset, line, skipping = 0, 0, False
