@@ -202,25 +202,45 @@ def test_one_run_over_a_log_and_its_gzip_copy_ingests_it_once(tmp_path: Path, la
 
 
 def test_a_failing_transform_stops_the_ingest_and_a_rerun_completes_it_once(tmp_path: Path, lake_dir: Path) -> None:
-    """No chunk after the failed one is committed, so the next run resumes exactly there."""
+    """A transform that fails on every event is broken: the ingest stops, no chunk after the failed one is
+    committed, and the next run resumes exactly there. (One that fails once is retried on halves of its batch.)
+    """
+    from tetrapipe.ingest import TransformError
+
     lake = Lake(lake_dir)
     log = tmp_path / "tetragon.log"
     log.write_text("\n".join(_lines(0, 3000)) + "\n")
     calls = 0
 
-    def flaky(events: pa.Table) -> tuple[pa.Table, dict]:
+    def broken_from_chunk_3(events: pa.Table) -> tuple[pa.Table, dict]:
         nonlocal calls
         calls += 1
-        if calls == 3:
+        if calls >= 3:
             raise RuntimeError("transform broke on chunk 3")
         return events, {}
 
-    with pytest.raises(RuntimeError, match="chunk 3"):
-        ingest(expand_inputs([str(log)]), lake, transforms=[flaky], chunk_bytes=64 * 1024)
+    with pytest.raises(TransformError, match=r"fails on more than 16 events of one batch \(RuntimeError: transform broke"):
+        ingest(expand_inputs([str(log)]), lake, transforms=[broken_from_chunk_3], chunk_bytes=64 * 1024)
     partial_events = _count(lake)
     assert 0 < partial_events < 3000
+    assert _count(lake, "SELECT count(*) FROM rejects") == 0  # a broken transform rejects nothing
     assert ingest(expand_inputs([str(log)]), lake, chunk_bytes=64 * 1024).events == 3000 - partial_events
     assert _count(lake, "SELECT count(DISTINCT event_id) FROM events") == _count(lake) == 3000
+
+    # failing once, on one batch, costs nothing: its halves go through
+    calls = -10**9
+    flaky_log = tmp_path / "flaky.log"
+    flaky_log.write_text("\n".join(_lines(5000, 3000)) + "\n")
+
+    def flaky(events: pa.Table) -> tuple[pa.Table, dict]:
+        nonlocal calls
+        calls += 1
+        if calls == -10**9 + 3:
+            raise RuntimeError("a passing hiccup")
+        return events, {}
+
+    stats = ingest(expand_inputs([str(flaky_log)]), lake, transforms=[flaky], chunk_bytes=64 * 1024)
+    assert (stats.events, stats.rejects) == (3000, 0)
 
 
 # --- what a directory holds besides logs, and the alerts of one run -------------------------

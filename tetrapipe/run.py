@@ -7,7 +7,17 @@ without loss or duplicates). A line still being written is left for the next
 poll. Given the live file ``tetragon.log``, its rotated siblings in the same
 directory are followed too, so lines written just before a rotation are read
 from the renamed file. Transform state (process table, dedup windows, TLS
-pairing) lives across polls.
+pairing) lives across polls, and so does the event-id check
+(:class:`~tetrapipe.ingest.EventDedup`) that keeps a copy of an event read
+from another file out of the lake.
+
+A backup that Tetragon is still compressing is left alone while its plain
+copy is there (lumberjack deletes the plain file once the ``.gz`` is whole);
+a ``.gz`` cut short without one is read as far as it goes and read on at a
+later poll, while the live file is read as usual.
+
+A stream (``-``, a FIFO, ``<(…)``) cannot be polled: it is read to its end
+once, before the files are followed.
 """
 
 from __future__ import annotations
@@ -21,10 +31,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from tetrapipe.ingest import BatchTransform, IngestStats, ProgressSink, ingest
+from tetrapipe.ingest import INGEST_CHUNK_BYTES, BatchTransform, EventDedup, IngestStats, ProgressSink, ingest
 from tetrapipe.metrics import Health, PipelineMetrics
 from tetrapipe.sinks.lake import Lake
-from tetrapipe.sources.files import InputFile, expand_inputs
+from tetrapipe.sources.files import InputFile, _rotation_key, expand_inputs
 
 
 @dataclass
@@ -46,8 +56,10 @@ def follow_inputs(paths: list[str]) -> list[InputFile]:
             expanded += [str(s) for s in siblings]
         expanded.append(raw)
     inputs = expand_inputs(expanded) if expanded else []
-    from tetrapipe.sources.files import _rotation_key
-
+    listed = {i.path for i in inputs}
+    # lumberjack writes <backup>.gz beside the plain <backup>, then deletes the plain one: until then the
+    # plain file is whole and the .gz is not
+    inputs = [i for i in inputs if not (i.path.endswith(".gz") and i.path[: -len(".gz")] in listed)]
     files = [i for i in inputs if not i.is_stdin]
     by_dir: dict[Path, list[InputFile]] = {}
     for i in files:
@@ -99,21 +111,19 @@ class RunMetrics(ProgressSink):
 
 def run(paths: list[str], lake: Lake, transforms: list[BatchTransform], *, poll_seconds: float = 1.0,
         exit_at_eof: bool = False, stop: threading.Event | None = None,
-        on_poll: Callable[[IngestStats], None] | None = None, metrics: RunMetrics | None = None) -> RunTotals:
-    """Poll ``paths`` into ``lake`` until ``stop`` is set (or, with ``exit_at_eof``, a poll finds nothing new)."""
+        on_poll: Callable[[IngestStats], None] | None = None, metrics: RunMetrics | None = None,
+        chunk_bytes: int = INGEST_CHUNK_BYTES) -> RunTotals:
+    """Poll ``paths`` into ``lake`` until ``stop`` is set (or, with ``exit_at_eof``, a poll finds nothing new).
+
+    Streams among ``paths`` (``-``, FIFOs, pipes) are read to their end first, once.
+    """
     stop = stop or threading.Event()
     totals = RunTotals()
-    if paths == ["-"]:
-        st = ingest([InputFile("-")], lake, transforms=transforms, progress=metrics)  # stdin: read to its end once
-        totals.polls, totals.events, totals.rejects = 1, st.events, st.rejects
-        if metrics:
-            metrics.poll(st)
-        if on_poll:
-            on_poll(st)
-        return totals
-    while True:
-        inputs = [i for i in follow_inputs(paths) if Path(i.path).exists()]
-        st = ingest(inputs, lake, transforms=transforms, follow=True, progress=metrics)
+    streams = [p for p in paths if InputFile(p).is_stream]
+    files = [p for p in paths if p not in streams]
+    dedup = EventDedup(lake)  # one for the run: what it learnt of the lake's segments serves every poll
+
+    def account(st: IngestStats) -> None:
         totals.polls += 1
         totals.events += st.events
         totals.rejects += st.rejects
@@ -121,12 +131,24 @@ def run(paths: list[str], lake: Lake, transforms: list[BatchTransform], *, poll_
             metrics.poll(st)
         if on_poll:
             on_poll(st)
-        if stop.is_set() or (exit_at_eof and st.events == 0 and st.rejects == 0):
-            return totals
-        stop.wait(poll_seconds)
-        if stop.is_set():
-            # one last poll so a SIGTERM after a write still commits what was read
-            continue
+
+    try:
+        if streams:
+            account(ingest([InputFile(p) for p in streams], lake, transforms=transforms, progress=metrics,
+                           chunk_bytes=chunk_bytes, dedup=dedup))
+            if not files:
+                return totals
+        while True:
+            inputs = [i for i in follow_inputs(files) if Path(i.path).exists()]
+            st = ingest(inputs, lake, transforms=transforms, follow=True, progress=metrics, chunk_bytes=chunk_bytes,
+                        dedup=dedup)
+            account(st)
+            if stop.is_set() or (exit_at_eof and st.events == 0 and st.rejects == 0):
+                return totals
+            stop.wait(poll_seconds)
+            # (once stopped: one last poll, so a SIGTERM after a write still commits what was read)
+    finally:
+        dedup.close()
 
 
 def install_stop_on_signals(stop: threading.Event) -> None:
