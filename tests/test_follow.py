@@ -21,9 +21,11 @@ from tetrapipe.sources.follow import Chunk, FileFollower, LineSplitter, StreamFo
 
 def ev(i: int, node: str = "kind-worker1", pad: int = 0) -> bytes:
     """A Tetragon-shaped export line with a sequence number."""
-    body = {"process_exec": {"process": {"exec_id": f"id{i}", "pid": i, "binary": "/bin/sh",
-                                         "arguments": "x" * pad}},
-            "node_name": node, "time": f"2026-03-10T09:00:00.{i:09d}Z"}
+    body = {
+        "process_exec": {"process": {"exec_id": f"id{i}", "pid": i, "binary": "/bin/sh", "arguments": "x" * pad}},
+        "node_name": node,
+        "time": f"2026-03-10T09:00:00.{i:09d}Z",
+    }
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -158,8 +160,9 @@ def test_a_backup_deleted_before_it_was_read_is_reported_and_counted(live: Path)
     assert [seq(x) for x in drain(f)] == [5] and f.files_lost == 1  # reported once; read files never
 
 
-def test_a_backup_compressed_between_listing_and_open_is_read_from_its_gz(live: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_backup_compressed_between_listing_and_open_is_read_from_its_gz(
+    live: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """lumberjack gzips and unlinks a backup at any moment, also between our listing and our open."""
     import tetrapipe.sources.follow as follow
 
@@ -202,8 +205,9 @@ def test_after_a_finished_backup_is_deleted_the_next_is_found_by_its_name_not_mt
     assert [seq(x) for x in drain(f)] == [2, 3]
 
 
-def test_a_rotation_between_listing_and_open_neither_skips_nor_doubles(live: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_rotation_between_listing_and_open_neither_skips_nor_doubles(
+    live: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The live name is listed (and fingerprinted), then Tetragon rotates before we open it: the name now
     leads to the new file. Reading that one as the listed file would mark the wrong one as read."""
     import tetrapipe.sources.follow as follow
@@ -228,8 +232,9 @@ def test_a_rotation_between_listing_and_open_neither_skips_nor_doubles(live: Pat
     assert [seq(x) for x in drain(f)] == [3, 4]  # nothing read twice, nothing left behind
 
 
-def test_a_rotation_during_the_directory_listing_does_not_hide_the_renamed_file(live: Path,
-                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_rotation_during_the_directory_listing_does_not_hide_the_renamed_file(
+    live: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """listdir, then Tetragon rotates, then we stat tetragon.log: the listing lacks the renamed file while the
     live name already leads to its successor. That file must still be read, in its place."""
     write(live, [ev(1)])
@@ -352,8 +357,7 @@ def test_long_lines_are_skipped_and_reported_even_across_chunks(live: Path) -> N
     assert all("longer than 2048" in r.reason for r in rejects)
     # a checkpoint taken inside the skipped line resumes still skipping
     mid = next(c for c in chunks if c.rejects and c.position["file"]["skip"])
-    rest = drain(FileFollower(live, start="checkpoint", checkpoint=mid.position, chunk_bytes=1024,
-                              max_line_bytes=2048))
+    rest = drain(FileFollower(live, start="checkpoint", checkpoint=mid.position, chunk_bytes=1024, max_line_bytes=2048))
     assert [seq(x) for x in rest] == [2, 4]
 
 
@@ -416,8 +420,10 @@ def test_a_line_over_the_limit_is_rejected_at_any_chunk_size(live: Path, chunk: 
     chunks: list[Chunk] = []
     f = FileFollower(live, start="beginning", chunk_bytes=chunk, max_line_bytes=2048)
     assert [seq(x) for x in drain(f, chunks)] == [0, 2]
-    assert [(r.line_no, "longer than 2048 bytes" in r.reason) for c in chunks for r in c.rejects] == [(2, True),
-                                                                                                      (4, True)]
+    assert [(r.line_no, "longer than 2048 bytes" in r.reason) for c in chunks for r in c.rejects] == [
+        (2, True),
+        (4, True),
+    ]
 
 
 @pytest.mark.parametrize("chunk", [100, 100_000])

@@ -219,7 +219,9 @@ def test_a_failing_transform_stops_the_ingest_and_a_rerun_completes_it_once(tmp_
             raise RuntimeError("transform broke on chunk 3")
         return events, {}
 
-    with pytest.raises(TransformError, match=r"fails on more than 16 events of one batch \(RuntimeError: transform broke"):
+    with pytest.raises(
+        TransformError, match=r"fails on more than 16 events of one batch \(RuntimeError: transform broke"
+    ):
         ingest(expand_inputs([str(log)]), lake, transforms=[broken_from_chunk_3], chunk_bytes=64 * 1024)
     partial_events = _count(lake)
     assert 0 < partial_events < 3000
@@ -228,14 +230,14 @@ def test_a_failing_transform_stops_the_ingest_and_a_rerun_completes_it_once(tmp_
     assert _count(lake, "SELECT count(DISTINCT event_id) FROM events") == _count(lake) == 3000
 
     # failing once, on one batch, costs nothing: its halves go through
-    calls = -10**9
+    calls = -(10**9)
     flaky_log = tmp_path / "flaky.log"
     flaky_log.write_text("\n".join(_lines(5000, 3000)) + "\n")
 
     def flaky(events: pa.Table) -> tuple[pa.Table, dict]:
         nonlocal calls
         calls += 1
-        if calls == -10**9 + 3:
+        if calls == -(10**9) + 3:
             raise RuntimeError("a passing hiccup")
         return events, {}
 

@@ -92,8 +92,9 @@ def _complete_lines_of(gz_prefix: bytes) -> int:
 # --- 1. truncated and still-being-written gzip -----------------------------------------------
 
 
-def test_half_a_gzip_gives_every_complete_line_and_one_reject(tmp_path: Path, lake_dir: Path,
-                                                            tetrapipe_cmd: list[str]) -> None:
+def test_half_a_gzip_gives_every_complete_line_and_one_reject(
+    tmp_path: Path, lake_dir: Path, tetrapipe_cmd: list[str]
+) -> None:
     lines = _real_lines()
     whole = gzip.compress(b"".join(ln + b"\n" for ln in lines))
     half = tmp_path / "tetragon-2026-01-02T15-04-05.000.log.gz"
@@ -132,8 +133,9 @@ def test_a_corrupt_gzip_keeps_what_precedes_the_damage(tmp_path: Path, lake_dir:
     f.write_bytes(good + header + b"\xff" * 100)  # a second member whose first block has the reserved type
     stats = ingest(expand_inputs([str(f)]), Lake(lake_dir))
     assert (stats.events, stats.rejects) == (1500, 1)
-    assert stats.first_rejects[0].reason == (f"corrupt gzip: Error -3 while decompressing data: invalid block type "
-                                             f"(at byte {len(good) + 10} of {f})")
+    assert stats.first_rejects[0].reason == (
+        f"corrupt gzip: Error -3 while decompressing data: invalid block type (at byte {len(good) + 10} of {f})"
+    )
 
 
 def test_a_gzip_whose_checksum_fails_keeps_every_line_then_says_so(tmp_path: Path, lake_dir: Path) -> None:
@@ -144,15 +146,18 @@ def test_a_gzip_whose_checksum_fails_keeps_every_line_then_says_so(tmp_path: Pat
     f.write_bytes(bytes(data))
     stats = ingest(expand_inputs([str(f)]), Lake(lake_dir))
     assert (stats.events, stats.rejects) == (1500, 1)
-    assert stats.first_rejects[0].reason.startswith("corrupt gzip: Error -3 while decompressing data: incorrect data check")
+    assert stats.first_rejects[0].reason.startswith(
+        "corrupt gzip: Error -3 while decompressing data: incorrect data check"
+    )
 
 
 def test_gzip_members_concatenated_and_zero_padding_read_whole(tmp_path: Path, lake_dir: Path) -> None:
     """What gzip itself accepts (``cat a.gz b.gz``, a tape's zero padding) is read whole, no reject."""
     a, b = _events(0, 500), _events(500, 500)
     f = tmp_path / "joined.log.gz"
-    f.write_bytes(gzip.compress(b"".join(x + b"\n" for x in a)) + gzip.compress(b"".join(x + b"\n" for x in b))
-                  + bytes(512))
+    f.write_bytes(
+        gzip.compress(b"".join(x + b"\n" for x in a)) + gzip.compress(b"".join(x + b"\n" for x in b)) + bytes(512)
+    )
     stats = ingest(expand_inputs([str(f)]), Lake(lake_dir), chunk_bytes=64 * 1024)
     assert (stats.events, stats.rejects) == (1000, 0)
 
@@ -279,8 +284,9 @@ def test_ingest_reads_a_fifo_as_a_stream(tmp_path: Path, lake_dir: Path, tetrapi
     lines = _events(0, 1000)
     writer = _feed(str(fifo), b"".join(x + b"\n" for x in lines))
     try:
-        proc = _cli(tetrapipe_cmd, "ingest", str(fifo), "--lake", str(lake_dir), "--rules", "none",
-                    "--chunk-bytes", "262144")
+        proc = _cli(
+            tetrapipe_cmd, "ingest", str(fifo), "--lake", str(lake_dir), "--rules", "none", "--chunk-bytes", "262144"
+        )
     finally:
         if writer.is_alive():  # the reader never opened it: let the writer's open return
             os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
@@ -293,11 +299,22 @@ def test_ingest_reads_process_substitution_plain_and_gzip(lake_dir: Path, tetrap
     """``tetrapipe ingest <(kubectl logs …) <(zcat …)``: bash hands over /dev/fd/N of a pipe."""
     plain_r, plain_w = os.pipe()
     gz_r, gz_w = os.pipe()
-    writers = [_feed(plain_w, b"".join(x + b"\n" for x in _events(0, 1000))),
-               _feed(gz_w, gzip.compress(b"".join(x + b"\n" for x in _events(1000, 1000))))]
+    writers = [
+        _feed(plain_w, b"".join(x + b"\n" for x in _events(0, 1000))),
+        _feed(gz_w, gzip.compress(b"".join(x + b"\n" for x in _events(1000, 1000)))),
+    ]
     try:
-        proc = _cli(tetrapipe_cmd, "ingest", f"/dev/fd/{plain_r}", f"/dev/fd/{gz_r}", "--lake", str(lake_dir),
-                    "--rules", "none", pass_fds=(plain_r, gz_r))
+        proc = _cli(
+            tetrapipe_cmd,
+            "ingest",
+            f"/dev/fd/{plain_r}",
+            f"/dev/fd/{gz_r}",
+            "--lake",
+            str(lake_dir),
+            "--rules",
+            "none",
+            pass_fds=(plain_r, gz_r),
+        )
     finally:
         os.close(plain_r)
         os.close(gz_r)
@@ -322,8 +339,9 @@ def test_listing_a_fifo_does_not_open_it(tmp_path: Path) -> None:
     fifo = tmp_path / "p"
     os.mkfifo(fifo)
     listed: list[str] = []
-    lister = threading.Thread(target=lambda: listed.extend(i.path for i in scan_inputs([str(fifo)]).inputs),
-                              daemon=True)
+    lister = threading.Thread(
+        target=lambda: listed.extend(i.path for i in scan_inputs([str(fifo)]).inputs), daemon=True
+    )
     lister.start()
     lister.join(10)
     blocked = lister.is_alive()
@@ -386,14 +404,18 @@ def _poison_log(path: Path) -> tuple[Path, int]:
     return _write(path, lines), 1001
 
 
-def test_one_poison_line_among_2000_costs_at_most_itself(tmp_path: Path, lake_dir: Path,
-                                                       tetrapipe_cmd: list[str]) -> None:
+def test_one_poison_line_among_2000_costs_at_most_itself(
+    tmp_path: Path, lake_dir: Path, tetrapipe_cmd: list[str]
+) -> None:
     f, poison = _poison_log(tmp_path / "poison.log")
     proc = _cli(tetrapipe_cmd, "ingest", str(f), "--lake", str(lake_dir))  # the shipped rules too
     assert proc.returncode == 0, proc.stderr.decode()
     lake = Lake(lake_dir)
-    events = _one(lake, f"SELECT count(*) FILTER (WHERE source_offset != {poison}), "
-                        f"count(*) FILTER (WHERE source_offset = {poison}) FROM events")
+    events = _one(
+        lake,
+        f"SELECT count(*) FILTER (WHERE source_offset != {poison}), "
+        f"count(*) FILTER (WHERE source_offset = {poison}) FROM events",
+    )
     rejects = _one(lake, f"SELECT count(*) FILTER (WHERE source_offset = {poison}), count(*) FROM rejects")
     assert events[0] == 2000
     assert events[1] + rejects[0] == 1 and rejects[1] == rejects[0]
@@ -430,8 +452,9 @@ def test_run_one_poison_line_and_one_event_a_transform_cannot_take_cost_at_most_
     assert _one(lake, "SELECT count(*) FROM rejects WHERE source_offset = 501 AND reason LIKE 'transform %'") == (1,)
 
 
-def test_a_file_that_vanishes_before_it_is_read_is_a_reject_and_the_others_go_in(tmp_path: Path,
-                                                                                 lake_dir: Path) -> None:
+def test_a_file_that_vanishes_before_it_is_read_is_a_reject_and_the_others_go_in(
+    tmp_path: Path, lake_dir: Path
+) -> None:
     gone = tmp_path / "gone.log"
     good = _write(tmp_path / "good.log", _events(0, 10))
     stats = ingest([InputFile(str(gone)), InputFile(str(good))], Lake(lake_dir))

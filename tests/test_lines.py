@@ -48,8 +48,13 @@ def test_skip_lines_already_ingested() -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(
-    lines=st.lists(st.text(alphabet=st.characters(blacklist_characters="\n\r", blacklist_categories=("Cs",)),
-                           min_size=1, max_size=30), min_size=0, max_size=40),
+    lines=st.lists(
+        st.text(
+            alphabet=st.characters(blacklist_characters="\n\r", blacklist_categories=("Cs",)), min_size=1, max_size=30
+        ),
+        min_size=0,
+        max_size=40,
+    ),
     chunk=st.integers(min_value=1, max_value=64),
 )
 def test_any_chunking_gives_the_same_lines(lines: list[str], chunk: int) -> None:

@@ -217,8 +217,7 @@ class EventDedup:
         with self._lock:  # before the lake is looked at: a batch released since is committed, so visible there
             held = [a for arr in self._held.values() for a in arr.chunks]
         if held:
-            drop |= pc.fill_null(pc.is_in(ids, value_set=pa.concat_arrays(held)), False).to_numpy(
-                zero_copy_only=False)
+            drop |= pc.fill_null(pc.is_in(ids, value_set=pa.concat_arrays(held)), False).to_numpy(zero_copy_only=False)
         stored = self._stored(events)
         if len(stored):
             drop |= pc.fill_null(pc.is_in(ids, value_set=stored), False).to_numpy(zero_copy_only=False)
@@ -281,8 +280,11 @@ class EventDedup:
             if old in self._unsaved:
                 self._save(old)
             self._ranges.pop(old)
-        return [str(d / name) for name, rng in ranges.items()
-                if rng is None or lo is None or hi is None or not (rng[1] < lo or rng[0] > hi)]
+        return [
+            str(d / name)
+            for name, rng in ranges.items()
+            if rng is None or lo is None or hi is None or not (rng[1] < lo or rng[0] > hi)
+        ]
 
     def _cache_path(self, label: str) -> os.PathLike[str]:
         return self.lake.root / "_state" / "segment_times" / f"{label}.json"
@@ -311,8 +313,10 @@ class EventDedup:
             self._con.execute("SET TimeZone = 'UTC'")
         where = "time IS NULL" if lo is None else "time BETWEEN make_timestamp($lo) AND make_timestamp($hi)"
         params = {"files": files} if lo is None else {"files": files, "lo": lo, "hi": hi}
-        sql = (f"SELECT DISTINCT event_id FROM read_parquet($files) "
-               f"WHERE {where} AND event_id IN (SELECT event_id FROM _batch_ids)")
+        sql = (
+            f"SELECT DISTINCT event_id FROM read_parquet($files) "
+            f"WHERE {where} AND event_id IN (SELECT event_id FROM _batch_ids)"
+        )
         self._con.register("_batch_ids", pa.table({"event_id": ids}))
         try:
             for attempt in range(3):
@@ -398,8 +402,9 @@ def ingest(
     try:
         for inp in inputs:
             stats.files += 1
-            _ingest_one(inp, lake, normalizer, stages, transforms, progress, stats, force, chunk_bytes, keep_rejects,
-                        follow)
+            _ingest_one(
+                inp, lake, normalizer, stages, transforms, progress, stats, force, chunk_bytes, keep_rejects, follow
+            )
     finally:
         try:
             try:
@@ -449,9 +454,19 @@ class _Job:
     keep_rejects: int
 
 
-def _ingest_one(inp: InputFile, lake: Lake, normalizer: Normalizer, stages: _Stages,
-                transforms: list[BatchTransform], progress: ProgressSink, stats: IngestStats,
-                force: bool, chunk_bytes: int, keep_rejects: int, follow: bool = False) -> None:
+def _ingest_one(
+    inp: InputFile,
+    lake: Lake,
+    normalizer: Normalizer,
+    stages: _Stages,
+    transforms: list[BatchTransform],
+    progress: ProgressSink,
+    stats: IngestStats,
+    force: bool,
+    chunk_bytes: int,
+    keep_rejects: int,
+    follow: bool = False,
+) -> None:
     job = _Job(inp.label, transforms, stages.writer, stages.dedup, progress, stats, keep_rejects)
     stream_input = inp.is_stream
     try:
@@ -502,8 +517,9 @@ def _ingest_one(inp: InputFile, lake: Lake, normalizer: Normalizer, stages: _Sta
         # a gzip read to its end is never read again by ``run``; one that broke is, only when it is still
         # being written (one-shot ``ingest`` leaves a broken one unmarked: a later, whole copy is read then)
         done = True
-        for lb in prefetch(read_line_batches(peek, chunk_bytes=chunk_bytes, final_partial_line=not follow,
-                                             **reader_kw)):
+        for lb in prefetch(
+            read_line_batches(peek, chunk_bytes=chunk_bytes, final_partial_line=not follow, **reader_kw)
+        ):
             if lb.fault is not None:
                 if follow and _still_written(inp, lb.fault, stream_input):
                     # Tetragon is compressing this backup right now: what is complete went in, the rest later
@@ -515,8 +531,9 @@ def _ingest_one(inp: InputFile, lake: Lake, normalizer: Normalizer, stages: _Sta
             events = norm.events
             rejects = norm.rejects
             if lb.bad:
-                extra_rejects = make_rejects(inp.label, [b.line_no for b in lb.bad], [b.reason for b in lb.bad],
-                                             [b.raw for b in lb.bad])
+                extra_rejects = make_rejects(
+                    inp.label, [b.line_no for b in lb.bad], [b.reason for b in lb.bad], [b.raw for b in lb.bad]
+                )
                 rejects = pa.concat_tables([rejects, extra_rejects]) if rejects.num_rows else extra_rejects
             lines_done = lb.lines_total
             stats.lines += lines_done - max(last_lines, already)
@@ -525,8 +542,11 @@ def _ingest_one(inp: InputFile, lake: Lake, normalizer: Normalizer, stages: _Sta
                 position = raw_file.tell()
             except (OSError, ValueError, AttributeError):
                 position = None
-            meta = {"source": inp.label, "fingerprint": fp,
-                    "lines": f"{lb.line_nos[0].as_py() if len(lb.line_nos) else ''}-{lines_done}"}
+            meta = {
+                "source": inp.label,
+                "fingerprint": fp,
+                "lines": f"{lb.line_nos[0].as_py() if len(lb.line_nos) else ''}-{lines_done}",
+            }
             commit = partial(lake.record_ingested, fp, inp.label, lines_done, lb.bytes_total)
             stages.transforms.submit(partial(_transform_and_write, job, events, rejects, meta, commit, position))
         if last_lines == already and already:
@@ -557,8 +577,14 @@ def _send_rejects(stages: _Stages, job: _Job, reason: str, line_no: int | None =
     stages.transforms.submit(partial(_transform_and_write, job, empty, rejects, {"source": job.label}, None, None))
 
 
-def _transform_and_write(job: _Job, events: pa.Table, rejects: pa.Table, meta: dict[str, str],
-                         commit: Callable[[], None] | None, position: int | None) -> None:
+def _transform_and_write(
+    job: _Job,
+    events: pa.Table,
+    rejects: pa.Table,
+    meta: dict[str, str],
+    commit: Callable[[], None] | None,
+    position: int | None,
+) -> None:
     """One chunk's second half, on the transforms' thread: drop copies, enrich, detect, hand to the writer."""
     extra: dict[str, pa.Table] = {}
     token: int | None = None
@@ -583,8 +609,9 @@ def _transform_and_write(job: _Job, events: pa.Table, rejects: pa.Table, meta: d
         job.progress.advance(position)
 
 
-def _after_commit(commit: Callable[[], None] | None, dedup: EventDedup | None,
-                  token: int | None) -> Callable[[], None] | None:
+def _after_commit(
+    commit: Callable[[], None] | None, dedup: EventDedup | None, token: int | None
+) -> Callable[[], None] | None:
     """Once the segment is in place: record the input's position, stop holding the ids (they are in the lake)."""
     if token is None or dedup is None:
         return commit
@@ -614,8 +641,13 @@ def _guarded(transform: BatchTransform, events: pa.Table) -> tuple[pa.Table, dic
     except Exception as exc:  # noqa: BLE001 - a bad event must not stop the ingest; a broken transform does below
         first = exc
     name = _transform_name(transform)
-    log.warning("transform %s failed on a batch of %d events (%s: %s); isolating the event(s) it cannot take",
-                name, events.num_rows, type(first).__name__, first)
+    log.warning(
+        "transform %s failed on a batch of %d events (%s: %s); isolating the event(s) it cannot take",
+        name,
+        events.num_rows,
+        type(first).__name__,
+        first,
+    )
     log.debug("transform %s failed", name, exc_info=first)  # the traceback, for whoever debugs the transform
     failed: list[tuple[pa.Table, BaseException]] = []
     parts: list[pa.Table] = []
@@ -635,9 +667,11 @@ def _guarded(transform: BatchTransform, events: pa.Table) -> tuple[pa.Table, dic
         if batch.num_rows <= 1:
             failed.append((batch, known))
             if len(failed) > MAX_TRANSFORM_REJECTS or batch.num_rows == 0:
-                raise TransformError(f"transform {name} fails on more than {MAX_TRANSFORM_REJECTS} events of one "
-                                     f"batch ({type(known).__name__}: {known}): it is broken, not fed a bad event; "
-                                     f"the ingest stops here, nothing after this batch is stored") from known
+                raise TransformError(
+                    f"transform {name} fails on more than {MAX_TRANSFORM_REJECTS} events of one "
+                    f"batch ({type(known).__name__}: {known}): it is broken, not fed a bad event; "
+                    f"the ingest stops here, nothing after this batch is stored"
+                ) from known
             return
         mid = batch.num_rows // 2
         bisect(batch.slice(0, mid), None)
@@ -651,12 +685,16 @@ def _guarded(transform: BatchTransform, events: pa.Table) -> tuple[pa.Table, dic
     bad = pa.concat_tables([b for b, _ in failed])
     reasons = [f"transform {name} failed on this event: {type(e).__name__}: {e}" for _, e in failed]
     source = bad.column("source")[0].as_py() or ""  # a batch comes from one input
-    return out, produced, make_rejects(source, bad.column("source_offset").to_pylist(), reasons,
-                                       bad.column("raw").to_pylist())
+    return (
+        out,
+        produced,
+        make_rejects(source, bad.column("source_offset").to_pylist(), reasons, bad.column("raw").to_pylist()),
+    )
 
 
-def _count(stats: IngestStats, events: pa.Table | None, rejects: pa.Table, extra: dict[str, pa.Table],
-           keep_rejects: int) -> None:
+def _count(
+    stats: IngestStats, events: pa.Table | None, rejects: pa.Table, extra: dict[str, pa.Table], keep_rejects: int
+) -> None:
     stats.rejects += rejects.num_rows
     if events is not None and events.num_rows:
         stats.events += events.num_rows
@@ -679,5 +717,13 @@ def _count(stats: IngestStats, events: pa.Table | None, rejects: pa.Table, extra
             stats.first_rejects.append(RejectNote(row["source"], row["source_offset"], row["reason"]))
 
 
-__all__ = ["BatchTransform", "EventDedup", "IngestStats", "ProgressSink", "RunAlert", "TransformError", "ingest",
-           "REJECT_SCHEMA"]
+__all__ = [
+    "BatchTransform",
+    "EventDedup",
+    "IngestStats",
+    "ProgressSink",
+    "RunAlert",
+    "TransformError",
+    "ingest",
+    "REJECT_SCHEMA",
+]

@@ -51,8 +51,11 @@ def follow_inputs(paths: list[str]) -> list[InputFile]:
         p = Path(raw)
         if raw != "-" and p.is_file() and p.suffix == ".log":
             stem = p.name[: -len(".log")]
-            siblings = [s for s in p.parent.iterdir() if s != p and s.is_file()
-                        and (s.name.startswith(stem + "-") or s.name.startswith(p.name + "."))]
+            siblings = [
+                s
+                for s in p.parent.iterdir()
+                if s != p and s.is_file() and (s.name.startswith(stem + "-") or s.name.startswith(p.name + "."))
+            ]
             expanded += [str(s) for s in siblings]
         expanded.append(raw)
     inputs = expand_inputs(expanded) if expanded else []
@@ -89,8 +92,9 @@ class RunMetrics(ProgressSink):
 
     def batch(self, events: pa.Table, extra: dict[str, pa.Table]) -> None:
         now = time.perf_counter()
-        self.metrics.batch(records=0, events=events.num_rows, rejects=0, seconds=now - self._mark,
-                           alerts=extra.get("alerts"))
+        self.metrics.batch(
+            records=0, events=events.num_rows, rejects=0, seconds=now - self._mark, alerts=extra.get("alerts")
+        )
         self._mark = now
         self.health.heartbeat()
 
@@ -109,10 +113,18 @@ class RunMetrics(ProgressSink):
         return self.polls > 0, f"{self.polls} poll(s) done"
 
 
-def run(paths: list[str], lake: Lake, transforms: list[BatchTransform], *, poll_seconds: float = 1.0,
-        exit_at_eof: bool = False, stop: threading.Event | None = None,
-        on_poll: Callable[[IngestStats], None] | None = None, metrics: RunMetrics | None = None,
-        chunk_bytes: int = INGEST_CHUNK_BYTES) -> RunTotals:
+def run(
+    paths: list[str],
+    lake: Lake,
+    transforms: list[BatchTransform],
+    *,
+    poll_seconds: float = 1.0,
+    exit_at_eof: bool = False,
+    stop: threading.Event | None = None,
+    on_poll: Callable[[IngestStats], None] | None = None,
+    metrics: RunMetrics | None = None,
+    chunk_bytes: int = INGEST_CHUNK_BYTES,
+) -> RunTotals:
     """Poll ``paths`` into ``lake`` until ``stop`` is set (or, with ``exit_at_eof``, a poll finds nothing new).
 
     Streams among ``paths`` (``-``, FIFOs, pipes) are read to their end first, once.
@@ -134,14 +146,23 @@ def run(paths: list[str], lake: Lake, transforms: list[BatchTransform], *, poll_
 
     try:
         if streams:
-            account(ingest([InputFile(p) for p in streams], lake, transforms=transforms, progress=metrics,
-                           chunk_bytes=chunk_bytes, dedup=dedup))
+            account(
+                ingest(
+                    [InputFile(p) for p in streams],
+                    lake,
+                    transforms=transforms,
+                    progress=metrics,
+                    chunk_bytes=chunk_bytes,
+                    dedup=dedup,
+                )
+            )
             if not files:
                 return totals
         while True:
             inputs = [i for i in follow_inputs(files) if Path(i.path).exists()]
-            st = ingest(inputs, lake, transforms=transforms, follow=True, progress=metrics, chunk_bytes=chunk_bytes,
-                        dedup=dedup)
+            st = ingest(
+                inputs, lake, transforms=transforms, follow=True, progress=metrics, chunk_bytes=chunk_bytes, dedup=dedup
+            )
             account(st)
             if stop.is_set() or (exit_at_eof and st.events == 0 and st.rejects == 0):
                 return totals

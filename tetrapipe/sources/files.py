@@ -476,19 +476,22 @@ class GzipStream:
                 self._in = self._in.lstrip(b"\0")
                 if len(self._in) < 2 and not self._more():
                     if self._in:
-                        raise self._fail(f"not gzip data after the end of the gzip stream at byte "
-                                         f"{self._read - len(self._in)} of {self.label}")
+                        raise self._fail(
+                            f"not gzip data after the end of the gzip stream at byte "
+                            f"{self._read - len(self._in)} of {self.label}"
+                        )
                     self._end = True
                     return False
                 if len(self._in) < 2 or not self._in[:1].strip(b"\0"):
                     continue  # more padding, or half a magic number: look again
                 if self._in[:2] != GZIP_MAGIC:
-                    raise self._fail(f"not gzip data after the end of the gzip stream at byte "
-                                     f"{self._read - len(self._in)} of {self.label}")
+                    raise self._fail(
+                        f"not gzip data after the end of the gzip stream at byte "
+                        f"{self._read - len(self._in)} of {self.label}"
+                    )
                 self._d = zlib.decompressobj(wbits=31)
             if not self._in and not self._more():
-                raise self._fail(f"truncated gzip: stream ends at byte {self._read} of {self.label}",
-                                 truncated=True)
+                raise self._fail(f"truncated gzip: stream ends at byte {self._read} of {self.label}", truncated=True)
             at = self._read - len(self._in)
             piece, rest = self._in[:_GZ_FEED], self._in[_GZ_FEED:]
             before = self._d.copy()  # ~1 us: lets damage be approached in small steps, see _salvage

@@ -57,7 +57,6 @@ _DONE_KEEP = 64  # fingerprints of finished files remembered (>> Tetragon's 5 ba
 _FP_CHECK_SECONDS = 1.0  # how often an idle live file's first line is re-checked (copytruncate)
 
 
-
 @dataclass(slots=True)
 class Reject:
     """A line that was read but not forwarded, and why (reported with its place)."""
@@ -93,8 +92,15 @@ class LineSplitter:
     included): exactly the offset to resume from. ``line`` counts lines.
     """
 
-    def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, *, line: int = 0, skipping: bool = False,
-                 want_line_nos: bool = False, source: str = "") -> None:
+    def __init__(
+        self,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        *,
+        line: int = 0,
+        skipping: bool = False,
+        want_line_nos: bool = False,
+        source: str = "",
+    ) -> None:
         self.max_line_bytes = max_line_bytes
         self.carry = b""
         self.line = line
@@ -145,8 +151,9 @@ class LineSplitter:
             lines, line_nos = self._drop_long(lines, line_nos, first_no, rejects)
         tail = buf[end:]
         if len(tail) > self.max_line_bytes:  # (after the whole lines' rejects: rejects come in line order)
-            rejects.append(Reject(self.source, self.line + 1, f"line longer than {self.max_line_bytes} bytes, skipped",
-                                  tail[:200]))
+            rejects.append(
+                Reject(self.source, self.line + 1, f"line longer than {self.max_line_bytes} bytes, skipped", tail[:200])
+            )
             consumed += len(tail)
             self.skipping = True
         else:
@@ -158,15 +165,22 @@ class LineSplitter:
         keep = [i for i, ln in enumerate(lines) if ln and ln != b"\r"]
         return [lines[i] for i in keep], ([nos[i] for i in keep] if nos is not None else None)
 
-    def _drop_long(self, lines: list[bytes], nos: list[int] | None, first_no: int,
-                   rejects: list[Reject]) -> tuple[list[bytes], list[int] | None]:
+    def _drop_long(
+        self, lines: list[bytes], nos: list[int] | None, first_no: int, rejects: list[Reject]
+    ) -> tuple[list[bytes], list[int] | None]:
         limit = self.max_line_bytes
         out, out_nos = [], []
         for i, ln in enumerate(lines):
             no = nos[i] if nos is not None else -1
             if len(ln) > limit:
-                rejects.append(Reject(self.source, no if no > 0 else first_no + i,
-                                      f"line longer than {limit} bytes ({len(ln)}), skipped", ln[:200]))
+                rejects.append(
+                    Reject(
+                        self.source,
+                        no if no > 0 else first_no + i,
+                        f"line longer than {limit} bytes ({len(ln)}), skipped",
+                        ln[:200],
+                    )
+                )
             else:
                 out.append(ln)
                 out_nos.append(no)
@@ -228,8 +242,18 @@ def _open_any(path: str) -> tuple[BinaryIO, bool]:
 class _Open:
     """The file being read."""
 
-    def __init__(self, f: BinaryIO, path: str, st: os.stat_result, gz: bool, fp: str | None, fp_len: int,
-                 splitter: LineSplitter, offset: int, final: bool) -> None:
+    def __init__(
+        self,
+        f: BinaryIO,
+        path: str,
+        st: os.stat_result,
+        gz: bool,
+        fp: str | None,
+        fp_len: int,
+        splitter: LineSplitter,
+        offset: int,
+        final: bool,
+    ) -> None:
         self.f = f
         self.path = path
         self.dev = st.st_dev
@@ -261,9 +285,16 @@ class FileFollower:
     a :attr:`Chunk.position`; without one, like ``beginning``).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, start: str = "checkpoint",
-                 checkpoint: dict[str, Any] | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                 max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, line_nos: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        start: str = "checkpoint",
+        checkpoint: dict[str, Any] | None = None,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        line_nos: bool = False,
+    ) -> None:
         if start not in ("beginning", "end", "checkpoint"):
             raise ValueError(f"start must be beginning, end or checkpoint, not {start!r}")
         self.live = Path(path)
@@ -344,9 +375,18 @@ class FileFollower:
         cur = self._cur
         pos: dict[str, Any] = {"live": str(self.live), "done": list(self._done)}
         if cur is not None:
-            pos["file"] = {"path": cur.path, "dev": cur.dev, "ino": cur.ino, "fp": cur.fp, "fp_len": cur.fp_len,
-                           "offset": cur.offset, "line": cur.splitter.line, "skip": cur.splitter.skipping,
-                           "gz": cur.gz, "mtime_ns": cur.mtime_ns}
+            pos["file"] = {
+                "path": cur.path,
+                "dev": cur.dev,
+                "ino": cur.ino,
+                "fp": cur.fp,
+                "fp_len": cur.fp_len,
+                "offset": cur.offset,
+                "line": cur.splitter.line,
+                "skip": cur.splitter.skipping,
+                "gz": cur.gz,
+                "mtime_ns": cur.mtime_ns,
+            }
         elif self._after is not None:
             pos["after"] = self._after
         return pos
@@ -362,7 +402,7 @@ class FileFollower:
         except OSError:
             return total
         idx = self._index_of(cands, self._identity())
-        for c in cands[idx + 1:] if idx is not None else cands:
+        for c in cands[idx + 1 :] if idx is not None else cands:
             if c.fp not in self._done and not (cur is not None and self._matches(c, self._identity())):
                 total += c.size
         return total
@@ -466,8 +506,10 @@ class FileFollower:
             log.info("%s was truncated (copytruncate); reading the rest from %s", self.live, copy.path)
             self._open(copy, offset=offset, line=cur.splitter.line, skipping=cur.splitter.skipping, final=True)
         else:
-            msg = (f"{self.live} was truncated at byte {offset} and no rotated copy was found: lines written "
-                   f"between the last read and the truncation are lost")
+            msg = (
+                f"{self.live} was truncated at byte {offset} and no rotated copy was found: lines written "
+                f"between the last read and the truncation are lost"
+            )
             log.warning(msg)
             self.lost_warnings.append(msg)
             if old_fp is not None and old_fp not in self._done:
@@ -551,9 +593,11 @@ class FileFollower:
                 continue  # still there (perhaps compressed under a new name), read, or being read
             self._lost_fps.add(fp)
             self.files_lost += 1
-            msg = (f"{path} was deleted by rotation before it was read: its lines are lost (the collector fell "
-                   f"more than --export-file-max-backups files behind Tetragon; give it more CPU or keep more "
-                   f"backups)")
+            msg = (
+                f"{path} was deleted by rotation before it was read: its lines are lost (the collector fell "
+                f"more than --export-file-max-backups files behind Tetragon; give it more CPU or keep more "
+                f"backups)"
+            )
             log.warning(msg)
             self.lost_warnings.append(msg)
         self._seen_backups = {c.path: c.fp for c in cands if not c.live}
@@ -613,13 +657,19 @@ class FileFollower:
             ident = self._after
             idx = self._index_of(cands, ident)
             if idx is not None:
-                rest = cands[idx + 1:]
+                rest = cands[idx + 1 :]
             elif ident is not None:
                 rest = self._newer_than_gone(cands, ident)
             else:
                 rest = cands
-            nxt = next((c for c in rest if not (c.fp is not None and c.fp in self._done)
-                        and not (c.fp is None and not c.live)), None)  # (an empty backup: nothing to read)
+            nxt = next(
+                (
+                    c
+                    for c in rest
+                    if not (c.fp is not None and c.fp in self._done) and not (c.fp is None and not c.live)
+                ),
+                None,
+            )  # (an empty backup: nothing to read)
             if nxt is None:
                 return False
             if self._open(nxt, offset=0, line=0, skipping=False, final=not nxt.live):
@@ -669,8 +719,9 @@ class FileFollower:
                 log.warning("%s: cannot seek to %d (%s); reading from the start", c.path, offset, exc)
                 f.seek(0)
                 offset, line, skipping = 0, 0, False
-        splitter = LineSplitter(self.max_line_bytes, line=line, skipping=skipping, want_line_nos=self.want_line_nos,
-                                source=c.path)
+        splitter = LineSplitter(
+            self.max_line_bytes, line=line, skipping=skipping, want_line_nos=self.want_line_nos, source=c.path
+        )
         self._cur = _Open(f, c.path, st, gz, fp, fp_len, splitter, offset, final)
         self.files_opened += 1
         log.debug("following %s from byte %d (%s)", c.path, offset, "final" if final else "live")
@@ -687,23 +738,32 @@ class FileFollower:
             cands = self._candidates()
             idx = self._index_of(cands, ident)
             if idx is None:
-                msg = (f"checkpointed file {fs.get('path')} (byte {fs.get('offset')}) is gone, probably deleted by "
-                       f"rotation while the collector was down: its unread lines are lost")
+                msg = (
+                    f"checkpointed file {fs.get('path')} (byte {fs.get('offset')}) is gone, probably deleted by "
+                    f"rotation while the collector was down: its unread lines are lost"
+                )
                 log.warning(msg)
                 self.lost_warnings.append(msg)
                 self._after = ident
                 return False
             c = cands[idx]
             if c.live and c.size < int(fs.get("offset", 0)):
-                msg = (f"{c.path} is shorter than the checkpoint ({c.size} < {fs.get('offset')}): truncated; "
-                       f"reading it again")
+                msg = (
+                    f"{c.path} is shorter than the checkpoint ({c.size} < {fs.get('offset')}): truncated; "
+                    f"reading it again"
+                )
                 log.warning(msg)
                 self.lost_warnings.append(msg)
                 if self._open(c, offset=0, line=0, skipping=False, final=False):
                     return True
                 continue
-            if self._open(c, offset=int(fs.get("offset", 0)), line=int(fs.get("line", 0)),
-                          skipping=bool(fs.get("skip")), final=not c.live):
+            if self._open(
+                c,
+                offset=int(fs.get("offset", 0)),
+                line=int(fs.get("line", 0)),
+                skipping=bool(fs.get("skip")),
+                final=not c.live,
+            ):
                 return True
         self._resume = ck  # still moving under us: try again on the next read
         return False
@@ -771,9 +831,16 @@ class StreamFollower:
     carry no position; ``exhausted`` turns true at end of input.
     """
 
-    def __init__(self, stream: BinaryIO, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                 max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, line_nos: bool = False, label: str = "<stdin>",
-                 wait_seconds: float = 0.05) -> None:
+    def __init__(
+        self,
+        stream: BinaryIO,
+        *,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        line_nos: bool = False,
+        label: str = "<stdin>",
+        wait_seconds: float = 0.05,
+    ) -> None:
         self.stream = stream
         self.fd = stream.fileno()
         self.chunk_bytes = chunk_bytes

@@ -55,8 +55,9 @@ class LineBatch:
         return len(self.raw)
 
 
-def split_lines(data: bytes | memoryview, first_line_no: int,
-                max_line_bytes: int | None = None) -> tuple[pa.Array, pa.Array, list[BadLine], int]:
+def split_lines(
+    data: bytes | memoryview, first_line_no: int, max_line_bytes: int | None = None
+) -> tuple[pa.Array, pa.Array, list[BadLine], int]:
     """Split ``data`` (complete lines, the last one may lack its newline).
 
     Returns the non-blank lines as valid UTF-8 strings, their line numbers,
@@ -90,8 +91,9 @@ def split_lines(data: bytes | memoryview, first_line_no: int,
         over = lengths > max_line_bytes
         for i in np.flatnonzero(over).tolist():
             preview = bytes(buf[starts[i] : starts[i] + 200]).decode("utf-8", errors="replace") + "..."
-            too_long.append(BadLine(int(i) + first_line_no, f"line longer than {max_line_bytes} bytes, skipped",
-                                    preview))
+            too_long.append(
+                BadLine(int(i) + first_line_no, f"line longer than {max_line_bytes} bytes, skipped", preview)
+            )
         # dropped like blank lines: their bytes leave the squeezed buffer
         keep_bytes = np.repeat(~over, lengths)
         squeezed = np.frombuffer(squeezed, dtype=np.uint8)[keep_bytes].tobytes()
@@ -126,8 +128,13 @@ def _drop_invalid_utf8(raw: pa.Array, line_nos: np.ndarray) -> tuple[pa.Array, n
             good.append(chunk.decode("utf-8"))
             good_nos.append(int(line_nos[i]))
         except UnicodeDecodeError as exc:
-            bad.append(BadLine(int(line_nos[i]), f"not UTF-8: byte 0x{chunk[exc.start]:02x} at character {exc.start + 1}",
-                               chunk.decode("utf-8", errors="replace")))
+            bad.append(
+                BadLine(
+                    int(line_nos[i]),
+                    f"not UTF-8: byte 0x{chunk[exc.start]:02x} at character {exc.start + 1}",
+                    chunk.decode("utf-8", errors="replace"),
+                )
+            )
     return pa.array(good, pa.large_string()), np.array(good_nos, dtype=np.int64), bad
 
 
@@ -205,17 +212,24 @@ def read_line_batches(
                 yield LineBatch(raw, nos, bad, line_no, byte_no)
         if fault is not None:
             if line_no + 1 > skip_lines:  # (else a complete copy of this input already delivered that line)
-                partial = oversized.raw if oversized is not None else bytes(view[start:data_len][:200]).decode(
-                    "utf-8", errors="replace")
-                yield LineBatch(_EMPTY_RAW, _EMPTY_NOS, [BadLine(line_no + 1, str(fault), partial)], line_no,
-                                byte_no, fault)
+                partial = (
+                    oversized.raw
+                    if oversized is not None
+                    else bytes(view[start:data_len][:200]).decode("utf-8", errors="replace")
+                )
+                yield LineBatch(
+                    _EMPTY_RAW, _EMPTY_NOS, [BadLine(line_no + 1, str(fault), partial)], line_no, byte_no, fault
+                )
             return
         rest = data_len - end
         if eof:
             break
         if rest > max_line_bytes:
-            oversized = BadLine(line_no + 1, f"line longer than {max_line_bytes} bytes, skipped",
-                                bytes(view[end : end + 200]).decode("utf-8", errors="replace") + "...")
+            oversized = BadLine(
+                line_no + 1,
+                f"line longer than {max_line_bytes} bytes, skipped",
+                bytes(view[end : end + 200]).decode("utf-8", errors="replace") + "...",
+            )
             byte_no += rest
             carry_len = 0
         else:
