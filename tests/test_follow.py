@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tetrapipe.sources.follow import Chunk, FileFollower, LineSplitter, StreamFollower
+from tetrapipe.sources.follow import Chunk, FileFollower, LineSplitter, Reject, StreamFollower
 
 
 def ev(i: int, node: str = "kind-worker1", pad: int = 0) -> bytes:
@@ -469,3 +469,48 @@ def test_resuming_inside_a_gzip_backup_continues_at_the_checkpoint(live: Path) -
     mid = next(c for c in chunks if c.position["file"]["path"] == str(backup) and c.position["file"]["line"] > 100)
     rest = drain(FileFollower(live, start="checkpoint", checkpoint=mid.position, chunk_bytes=4096))
     assert [seq(x) for x in rest] == list(range(mid.position["file"]["line"], 301))
+
+
+def _pipe_lines(data: bytes, pieces: int = 1) -> tuple[list[bytes], list[Reject]]:
+    """Everything a StreamFollower gets out of ``data`` written into a pipe in ``pieces``, and its rejects."""
+    r, w = os.pipe()
+    src = StreamFollower(os.fdopen(r, "rb", buffering=0), wait_seconds=1)
+    got: list[bytes] = []
+    rejects: list[Reject] = []
+    step = max(1, -(-len(data) // pieces))
+    for i in range(0, len(data), step):
+        os.write(w, data[i : i + step])
+        c = src.read()  # (one read per write: a piece may hold no whole line, or no inflated byte yet)
+        if c:
+            got += c.lines
+            rejects += c.rejects
+    os.close(w)
+    while not src.exhausted:
+        c = src.read()
+        if c:
+            got += c.lines
+            rejects += c.rejects
+    return got, rejects
+
+
+def test_a_gzip_pipe_in_small_pieces_and_joined_members_is_read_whole() -> None:
+    """A piece that inflates to nothing (a gzip header) is not the end of the pipe; `cat a.gz b.gz` is both."""
+    a = gzip.compress(b"".join(ev(i) + b"\n" for i in range(50)))
+    b = gzip.compress(b"".join(ev(i) + b"\n" for i in range(50, 80)))
+    got, rejects = _pipe_lines(a + b + bytes(16), pieces=len(a + b) // 7)
+    assert [seq(x) for x in got] == list(range(80)) and rejects == []
+
+
+def test_a_gzip_pipe_cut_short_or_damaged_keeps_what_came_before_and_says_why() -> None:
+    whole = gzip.compress(b"".join(ev(i, pad=300) + b"\n" for i in range(300)))
+    cut = whole[: len(whole) // 2]
+    got, rejects = _pipe_lines(cut, pieces=5)
+    complete = zlib.decompressobj(wbits=31).decompress(cut).count(b"\n")
+    assert [seq(x) for x in got] == list(range(complete))
+    assert [(r.line_no, r.reason) for r in rejects] == [
+        (complete + 1, f"truncated gzip: stream ends at byte {len(cut)} of <stdin>")
+    ]
+    damaged = whole + gzip.compress(b"")[:10] + b"\xff" * 50  # a second member with a reserved block type
+    got, rejects = _pipe_lines(damaged)
+    assert [seq(x) for x in got] == list(range(300))
+    assert len(rejects) == 1 and rejects[0].reason.startswith("corrupt gzip: Error -3 while decompressing data")
