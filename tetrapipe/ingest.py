@@ -634,6 +634,12 @@ def _guarded(transform: BatchTransform, events: pa.Table) -> tuple[pa.Table, dic
     Returns the events, the extra tables, and the rejects for the events it
     failed on (None when it failed on none). Raises :class:`TransformError`
     when it fails on more than :data:`MAX_TRANSFORM_REJECTS` events.
+
+    A stateful transform may have taken in part of the batch before it
+    raised; it then sees those events again in the halves. The process
+    table's entries are keyed, so that is harmless there; the detector may
+    count such an event twice in an open alert. A rare, degraded case, and
+    better than losing the whole batch, or the run.
     """
     try:
         out, produced = transform(events)
