@@ -507,6 +507,20 @@ def test_the_same_events_from_two_files_are_stored_once(tmp_path: Path, lake_dir
     assert _counts(lake) == (len(lines), len(lines))
 
 
+def test_the_summary_says_events_from_another_file_were_skipped(tmp_path: Path, lake_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    lines = _real_lines()
+    a = _write(tmp_path / "events-docs.log", lines)
+    b = _write(tmp_path / "copy.log", lines[::-1])
+    tp = [sys.executable, "-m", "tetrapipe", "ingest", "--lake", str(lake_dir), "--rules", "none"]
+    subprocess.run([*tp, str(a)], check=True, capture_output=True)
+    out = subprocess.run([*tp, str(b)], check=True, capture_output=True, text=True).stdout
+    assert f"skipped {len(lines)} events the lake already holds from another file" in out
+    assert "fully ingested before" not in out  # no line of copy.log was read before
+
+
 def test_duplicates_in_flight_within_one_run_are_stored_once(tmp_path: Path, lake_dir: Path) -> None:
     """Small chunks: the second file starts with copies of the first's last lines, still on their way to the lake."""
     lines = _events(0, 200, day="2024-05-01") + _events(200, 200, day="2024-05-02")

@@ -89,8 +89,14 @@ def ingest(
     lake = Lake(lake_dir)
     transforms, detector = pipeline_transforms(rules_dir, lake, tls_window, long_running=False)
     show = not quiet and err.is_terminal
-    with IngestProgress(err, enabled=show) as progress:
-        stats = run_ingest(inputs, lake, transforms=transforms, progress=progress, force=force, chunk_bytes=chunk_bytes)
+    from tetrapipe.ingest import TransformError
+
+    try:
+        with IngestProgress(err, enabled=show) as progress:
+            stats = run_ingest(inputs, lake, transforms=transforms, progress=progress, force=force,
+                               chunk_bytes=chunk_bytes)
+    except TransformError as exc:  # a broken transform, not a bad line: what was committed stays, rerun resumes
+        raise click.ClickException(str(exc)) from exc
     if not quiet:
         print_ingest_summary(out, stats, lake, found.skipped)
         if detector is not None:

@@ -275,12 +275,22 @@ def print_ingest_summary(console: Console, stats: IngestStats, lake: Lake, skipp
             f"into {lake.root} in {stats.seconds:.2f}s{rate}",
         ),
     )
-    if stats.skipped_lines:
+    reread = stats.skipped_lines - stats.duplicates  # lines of inputs ingested before (the per-input manifest)
+    if reread:
         emit(
             console,
             Text(
-                f"skipped {stats.skipped_lines:,} lines already in the lake "
+                f"skipped {reread:,} lines already in the lake "
                 f"({_plural(stats.skipped_files, 'input')} fully ingested before; --force to ingest again)",
+                style="dim",
+            ),
+        )
+    if stats.duplicates:
+        emit(
+            console,
+            Text(
+                f"skipped {stats.duplicates:,} events the lake already holds from another file (same event_id; "
+                "--force to store them again)",
                 style="dim",
             ),
         )
