@@ -62,12 +62,22 @@ def _eid(node: str, ktime: int, pid: int) -> str:
 class _Gen:
     """Tetragon-shaped events of pods on a few nodes, in time order."""
 
-    IMAGES = ["docker.io/library/nginx:1.27", "quay.io/cilium/crawler:0.3", "ghcr.io/acme/api:2.14.1",
-              "docker.io/library/python:3.12-slim", "docker.io/bitnami/redis:7.2"]
+    IMAGES = [
+        "docker.io/library/nginx:1.27",
+        "quay.io/cilium/crawler:0.3",
+        "ghcr.io/acme/api:2.14.1",
+        "docker.io/library/python:3.12-slim",
+        "docker.io/bitnami/redis:7.2",
+    ]
     APPS = ["/usr/sbin/nginx", "/usr/bin/node", "/app/api", "/usr/local/bin/python", "/opt/bitnami/redis-server"]
-    CMDS = [("/usr/bin/curl", "-s http://svc.internal:8080/healthz"), ("/bin/date", "+%s"),
-            ("/bin/cat", "/etc/resolv.conf"), ("/usr/bin/wget", "-q -O- http://10.96.0.10/metrics"),
-            ("/bin/ls", "-la /tmp"), ("/usr/bin/find", "/var/cache -mtime +1 -delete")]
+    CMDS = [
+        ("/usr/bin/curl", "-s http://svc.internal:8080/healthz"),
+        ("/bin/date", "+%s"),
+        ("/bin/cat", "/etc/resolv.conf"),
+        ("/usr/bin/wget", "-q -O- http://10.96.0.10/metrics"),
+        ("/bin/ls", "-la /tmp"),
+        ("/usr/bin/find", "/var/cache -mtime +1 -delete"),
+    ]
 
     def __init__(self, seed: int = 1) -> None:
         self.rnd = random.Random(seed)
@@ -85,28 +95,52 @@ class _Gen:
                 ns = ["tenant-jobs", "default", "payments", "monitoring"][k % 4]
                 name = f"app{k}-{self.rnd.randrange(16**8):08x}-{self.rnd.randrange(36**5):05d}"
                 img = k % len(self.IMAGES)
-                pod = {"namespace": ns, "name": name,
-                       "container": {"id": f"containerd://{self.rnd.randrange(16**32):032x}", "name": f"app{k}",
-                                     "image": {"id": self.IMAGES[img] + "@sha256:" + "ab" * 32,
-                                               "name": self.IMAGES[img]},
-                                     "start_time": T0.strftime("%Y-%m-%dT%H:%M:%SZ"), "pid": 1},
-                       "pod_labels": {"app": f"app{k}", "pod-template-hash": f"{self.rnd.randrange(16**8):08x}",
-                                      "team": "platform"},
-                       "workload": f"app{k}", "workload_kind": "Deployment"}
-                shim = self._proc(node, "/usr/bin/containerd-shim-runc-v2",
-                                  f"-namespace k8s.io -id {pod['container']['id'][13:77]}", containerd)
+                pod = {
+                    "namespace": ns,
+                    "name": name,
+                    "container": {
+                        "id": f"containerd://{self.rnd.randrange(16**32):032x}",
+                        "name": f"app{k}",
+                        "image": {"id": self.IMAGES[img] + "@sha256:" + "ab" * 32, "name": self.IMAGES[img]},
+                        "start_time": T0.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        "pid": 1,
+                    },
+                    "pod_labels": {
+                        "app": f"app{k}",
+                        "pod-template-hash": f"{self.rnd.randrange(16**8):08x}",
+                        "team": "platform",
+                    },
+                    "workload": f"app{k}",
+                    "workload_kind": "Deployment",
+                }
+                shim = self._proc(
+                    node,
+                    "/usr/bin/containerd-shim-runc-v2",
+                    f"-namespace k8s.io -id {pod['container']['id'][13:77]}",
+                    containerd,
+                )
                 app = self._proc(node, self.APPS[img], "--port 8080", shim, pod=pod)
                 self.pods.append({"node": node, "pod": pod, "app": app, "shim": shim})
 
-    def _proc(self, node: str, binary: str, args: str, parent: dict | None, pod: dict | None = None,
-              pid: int | None = None) -> dict:
+    def _proc(
+        self, node: str, binary: str, args: str, parent: dict | None, pod: dict | None = None, pid: int | None = None
+    ) -> dict:
         self.ktime += self.rnd.randrange(10**5, 10**7)
         if pid is None:
             self.pid += 1
             pid = self.pid
-        p = {"exec_id": _eid(node, self.ktime, pid), "pid": pid, "uid": 0, "cwd": "/", "binary": binary,
-             "arguments": args, "flags": "execve rootcwd clone", "start_time": _ts(self.t), "auid": 4294967295,
-             "tid": pid}
+        p = {
+            "exec_id": _eid(node, self.ktime, pid),
+            "pid": pid,
+            "uid": 0,
+            "cwd": "/",
+            "binary": binary,
+            "arguments": args,
+            "flags": "execve rootcwd clone",
+            "start_time": _ts(self.t),
+            "auid": 4294967295,
+            "tid": pid,
+        }
         if pod is not None:
             p["pod"] = pod
             p["docker"] = pod["container"]["id"][13:44]
@@ -123,14 +157,16 @@ class _Gen:
         # Tetragon starts by reporting what already runs (flags procFS), parents first
         for node, h in self.host.items():
             for p, parent in ((h["init"], None), (h["containerd"], h["init"])):
-                yield self._line("process_exec", {"process": {**p, "flags": "procFS auid rootcwd"},
-                                                  "parent": parent or {}}, node)
+                yield self._line(
+                    "process_exec", {"process": {**p, "flags": "procFS auid rootcwd"}, "parent": parent or {}}, node
+                )
                 made += 1
         for slot in self.pods:
             app, shim, containerd = slot["app"], slot["shim"], self.host[slot["node"]]["containerd"]
             for p, parent in ((shim, containerd), (app, shim)):
-                yield self._line("process_exec", {"process": {**p, "flags": "procFS auid rootcwd"},
-                                                  "parent": parent}, slot["node"])
+                yield self._line(
+                    "process_exec", {"process": {**p, "flags": "procFS auid rootcwd"}, "parent": parent}, slot["node"]
+                )
                 made += 1
         while made < n:
             slot = self.rnd.choice(self.pods)
@@ -143,17 +179,41 @@ class _Gen:
                 batch.append(self._line("process_exec", {"process": c, "parent": sh}, node))
                 for _ in range(self.rnd.randrange(0, 5)):
                     if self.rnd.random() < 0.5:
-                        body = {"process": c, "parent": sh, "function_name": "security_file_permission",
-                                "args": [{"file_arg": {"path": "/etc/resolv.conf", "permission": "-rw-r--r--"}},
-                                         {"int_arg": 4}], "return": {"int_arg": 0},
-                                "action": "KPROBE_ACTION_POST", "policy_name": "file-monitoring"}
+                        body = {
+                            "process": c,
+                            "parent": sh,
+                            "function_name": "security_file_permission",
+                            "args": [
+                                {"file_arg": {"path": "/etc/resolv.conf", "permission": "-rw-r--r--"}},
+                                {"int_arg": 4},
+                            ],
+                            "return": {"int_arg": 0},
+                            "action": "KPROBE_ACTION_POST",
+                            "policy_name": "file-monitoring",
+                        }
                     else:
-                        body = {"process": c, "parent": sh, "function_name": "tcp_connect",
-                                "args": [{"sock_arg": {"family": "AF_INET", "type": "SOCK_STREAM",
-                                                       "protocol": "IPPROTO_TCP", "saddr": "10.244.1.7",
-                                                       "daddr": "10.96.0.10", "sport": 41000, "dport": 8080,
-                                                       "cookie": "1844674407", "state": "TCP_SYN_SENT"}}],
-                                "action": "KPROBE_ACTION_POST", "policy_name": "connect"}
+                        body = {
+                            "process": c,
+                            "parent": sh,
+                            "function_name": "tcp_connect",
+                            "args": [
+                                {
+                                    "sock_arg": {
+                                        "family": "AF_INET",
+                                        "type": "SOCK_STREAM",
+                                        "protocol": "IPPROTO_TCP",
+                                        "saddr": "10.244.1.7",
+                                        "daddr": "10.96.0.10",
+                                        "sport": 41000,
+                                        "dport": 8080,
+                                        "cookie": "1844674407",
+                                        "state": "TCP_SYN_SENT",
+                                    }
+                                }
+                            ],
+                            "action": "KPROBE_ACTION_POST",
+                            "policy_name": "connect",
+                        }
                     batch.append(self._line("process_kprobe", body, node))
                 batch.append(self._line("process_exit", {"process": c, "parent": sh}, node))
             batch.append(self._line("process_exit", {"process": sh, "parent": app}, node))
@@ -203,10 +263,18 @@ def bench_transform(batches: list[pa.Table], repeat: int) -> dict:
     took, table = best
     n = sum(b.num_rows for b in batches)
     s = table.stats
-    return {"events": n, "batches": len(batches), "seconds": round(took, 3),
-            "events_per_second": round(n / took), "us_per_event": round(took / n * 1e6, 3),
-            "enriched": s.enriched, "with_gaps": s.with_gaps, "raw_reads": s.raw_reads,
-            "table_entries_at_end": len(table), "table_mib_at_end": round(table.nbytes / 2**20, 1)}
+    return {
+        "events": n,
+        "batches": len(batches),
+        "seconds": round(took, 3),
+        "events_per_second": round(n / took),
+        "us_per_event": round(took / n * 1e6, 3),
+        "enriched": s.enriched,
+        "with_gaps": s.with_gaps,
+        "raw_reads": s.raw_reads,
+        "table_entries_at_end": len(table),
+        "table_mib_at_end": round(table.nbytes / 2**20, 1),
+    }
 
 
 def bench_ingest(path: Path, repeat: int) -> dict:
@@ -231,9 +299,13 @@ def bench_ingest(path: Path, repeat: int) -> dict:
         base.append(run(False))
         enriched.append(run(True))
     b, e = min(base), min(enriched)
-    return {"ingest_seconds_without": round(b, 2), "ingest_seconds_with": round(e, 2),
-            "overhead_percent": round((e - b) / b * 100, 1), "runs_without": [round(x, 2) for x in base],
-            "runs_with": [round(x, 2) for x in enriched]}
+    return {
+        "ingest_seconds_without": round(b, 2),
+        "ingest_seconds_with": round(e, 2),
+        "overhead_percent": round((e - b) / b * 100, 1),
+        "runs_without": [round(x, 2) for x in base],
+        "runs_with": [round(x, 2) for x in enriched],
+    }
 
 
 def _rss_mib() -> float:
@@ -261,17 +333,21 @@ def _short_lived(start: int, count: int, node: str, parents: list[str], t0_us: i
     exits = [t + (3500 if i % 4 == 0 else 500) for i, t in zip(idx, times, strict=True)]
     binaries = [("/bin/sh", "/usr/bin/curl", "/bin/true", "/usr/bin/date")[i % 4] for i in idx]
     parent_bins = ["/usr/bin/node" if i % 4 == 0 else "/bin/sh" for i in idx]
-    return pa.table({
-        "time": pa.array(times + exits, pa.int64()).cast(pa.timestamp("us")),
-        "kind": pa.array(["process_exec"] * count + ["process_exit"] * count),
-        "node_name": pa.array([node] * (2 * count)),
-        "exec_id": pa.array(ids * 2),
-        "parent_exec_id": pa.array(par * 2),
-        "pid": pa.array([100000 + i % 3000000 for i in idx] * 2, pa.int64()),
-        "process_binary": pa.array(binaries * 2),
-        "parent_binary": pa.array(parent_bins * 2),
-        "parent_pid": pa.array([900 if i % 4 == 0 else 100000 + (i - i % 4) % 3000000 for i in idx] * 2, pa.int64()),
-    })
+    return pa.table(
+        {
+            "time": pa.array(times + exits, pa.int64()).cast(pa.timestamp("us")),
+            "kind": pa.array(["process_exec"] * count + ["process_exit"] * count),
+            "node_name": pa.array([node] * (2 * count)),
+            "exec_id": pa.array(ids * 2),
+            "parent_exec_id": pa.array(par * 2),
+            "pid": pa.array([100000 + i % 3000000 for i in idx] * 2, pa.int64()),
+            "process_binary": pa.array(binaries * 2),
+            "parent_binary": pa.array(parent_bins * 2),
+            "parent_pid": pa.array(
+                [900 if i % 4 == 0 else 100000 + (i - i % 4) % 3000000 for i in idx] * 2, pa.int64()
+            ),
+        }
+    )
 
 
 def bench_memory(processes: int) -> dict:
@@ -294,19 +370,29 @@ def bench_memory(processes: int) -> dict:
         if (start + step) % max(processes // 4, step) == 0:
             rss_by_quarter.append(round(_rss_mib() - rss0, 1))
     took = time.perf_counter() - started
-    short = {"processes": processes, "grace_seconds": table.grace_us / 1e6, "seconds": round(took, 2),
-             "peak_entries": peak_entries, "peak_table_mib": round(peak_bytes / 2**20, 1),
-             "entries_at_end": len(table), "table_mib_at_end": round(table.nbytes / 2**20, 1),
-             "process_rss_growth_peak_mib": round(peak_rss - rss0, 1),
-             "process_rss_growth_by_quarter_mib": rss_by_quarter, "evicted": table.stats.evicted}
+    short = {
+        "processes": processes,
+        "grace_seconds": table.grace_us / 1e6,
+        "seconds": round(took, 2),
+        "peak_entries": peak_entries,
+        "peak_table_mib": round(peak_bytes / 2**20, 1),
+        "entries_at_end": len(table),
+        "table_mib_at_end": round(table.nbytes / 2**20, 1),
+        "process_rss_growth_peak_mib": round(peak_rss - rss0, 1),
+        "process_rss_growth_by_quarter_mib": rss_by_quarter,
+        "evicted": table.stats.evicted,
+    }
     del table
     gc.collect()
     # none exit: nothing can be evicted, so this is the layout's own cost per process
     table = ProcessTable(grace=dt.timedelta(days=1), max_entries=processes * 2)
     for start in range(0, processes, step):
         table.update(_short_lived(start, min(step, processes - start), node, parents, t0).slice(0, step))
-    live = {"processes": len(table), "table_mib": round(table.nbytes / 2**20, 1),
-            "bytes_per_process": round(table.nbytes / len(table))}
+    live = {
+        "processes": len(table),
+        "table_mib": round(table.nbytes / 2**20, 1),
+        "bytes_per_process": round(table.nbytes / len(table)),
+    }
     return {"short_lived": short, "never_exiting": live}
 
 
@@ -321,9 +407,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HERE / "results" / "ancestry.json")
     args = ap.parse_args()
 
-    results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                 "platform": platform.platform()},
-                     "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")}
+    results: dict = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
+    }
     # memory first, while the process is fresh (later phases leave freed memory in the allocators)
     results["memory"] = bench_memory(args.processes)
     print("memory:", json.dumps(results["memory"]), flush=True)
@@ -334,8 +421,11 @@ def main() -> None:
             path = Path(d) / "events.log"
             t = time.perf_counter()
             results["generator"] = generate(path, args.events, args.generator)
-            print(f"generated {args.events:,} events in {time.perf_counter() - t:.1f}s "
-                  f"({path.stat().st_size / 2**20:.0f} MiB) with {results['generator']}", flush=True)
+            print(
+                f"generated {args.events:,} events in {time.perf_counter() - t:.1f}s "
+                f"({path.stat().st_size / 2**20:.0f} MiB) with {results['generator']}",
+                flush=True,
+            )
         batches = normalized_batches(path)
         results["transform"] = bench_transform(batches, args.repeat)
         print("transform:", json.dumps(results["transform"]), flush=True)

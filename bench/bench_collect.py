@@ -84,9 +84,21 @@ def _start_broker() -> tuple[subprocess.Popen[bytes], str]:
     tansu = Path(list(spec.submodule_search_locations)[0]) / "bin" / "tansu"
     port = _free_port()
     url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen([str(tansu), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                             "--storage-engine", "memory://tansu/"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"})
+    proc = subprocess.Popen(
+        [
+            str(tansu),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "RUST_LOG": "warn"},
+    )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -126,8 +138,14 @@ def _read_topic(bootstrap: str, topic: str, timeout: float = 300.0) -> tuple[int
     """(records, digest) of every record in ``topic``, read with assign() (a group join takes ~23 s on tansu)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                             fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20, request_timeout_ms=30_000)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        fetch_max_bytes=64 << 20,
+        max_partition_fetch_bytes=16 << 20,
+        request_timeout_ms=30_000,
+    )
     try:
         parts = consumer.partitions_for_topic(topic)
         if not parts:
@@ -142,8 +160,7 @@ def _read_topic(bootstrap: str, topic: str, timeout: float = 300.0) -> tuple[int
         while any(consumer.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
             for recs in consumer.poll(timeout_ms=1000, max_records=50_000).values():
                 n += len(recs)
-                total += sum(int.from_bytes(hashlib.blake2b(r.value, digest_size=8).digest(), "little")
-                             for r in recs)
+                total += sum(int.from_bytes(hashlib.blake2b(r.value, digest_size=8).digest(), "little") for r in recs)
         return n, total & _MASK64
     finally:
         consumer.close()
@@ -167,8 +184,9 @@ class RotatingWriter(threading.Thread):
     (the collector's bytes read): a backup is only ever deleted after it was read.
     """
 
-    def __init__(self, source: Path, live: Path, rotate_bytes: int, backups: int,
-                 progress: Any, ahead_limit: int) -> None:  # noqa: ANN401 - a callable returning bytes read
+    def __init__(
+        self, source: Path, live: Path, rotate_bytes: int, backups: int, progress: Any, ahead_limit: int
+    ) -> None:  # noqa: ANN401 - a callable returning bytes read
         super().__init__(name="bench-writer", daemon=True)
         self.source, self.live = source, live
         self.rotate_bytes, self.backups = rotate_bytes, backups
@@ -197,7 +215,7 @@ class RotatingWriter(threading.Thread):
         self.rotations += 1
         pattern = re.compile(rf"^{re.escape(self.live.stem)}-\d{{4}}-.*{re.escape(self.live.suffix)}$")
         olds = sorted(p for p in self.live.parent.iterdir() if pattern.match(p.name))
-        for p in olds[:-self.backups] if self.backups else olds:
+        for p in olds[: -self.backups] if self.backups else olds:
             p.unlink()
         return open(self.live, "ab", buffering=0)  # noqa: SIM115 - closed on the next rotation / at the end
 
@@ -251,9 +269,14 @@ def _producer_child(path: str, bootstrap: str, topic: str, linger_ms: str, batch
 
     from tetrapipe.sinks.kafka import node_key, resolve_compression
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                             compression_type=resolve_compression("auto"), linger_ms=int(linger_ms),
-                             batch_size=int(batch_size))
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        compression_type=resolve_compression("auto"),
+        linger_ms=int(linger_ms),
+        batch_size=int(batch_size),
+    )
     send = producer.send
     n = 0
     started = time.perf_counter()
@@ -282,22 +305,49 @@ def _pin(cores: str) -> list[str]:
     return ["taskset", "-c", cores] if cores and shutil.which("taskset") else []
 
 
-def run_baseline(path: Path, bootstrap: str, topic: str, cores: str, linger_ms: int, batch_size: int
-                 ) -> dict[str, Any]:
-    proc = subprocess.Popen([*_pin(cores), sys.executable, __file__, "--producer-child", str(path), bootstrap, topic,
-                             str(linger_ms), str(batch_size)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            cwd=ROOT)
+def run_baseline(path: Path, bootstrap: str, topic: str, cores: str, linger_ms: int, batch_size: int) -> dict[str, Any]:
+    proc = subprocess.Popen(
+        [
+            *_pin(cores),
+            sys.executable,
+            __file__,
+            "--producer-child",
+            str(path),
+            bootstrap,
+            topic,
+            str(linger_ms),
+            str(batch_size),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"baseline producer failed:\n{err[-3000:]}")
     r = json.loads(out.strip().splitlines()[-1])
-    return {"mode": "baseline", "lines": r["lines"], "seconds": r["seconds"], "peak_rss_mib": usage.ru_maxrss / 1024,
-            "topic": topic}
+    return {
+        "mode": "baseline",
+        "lines": r["lines"],
+        "seconds": r["seconds"],
+        "peak_rss_mib": usage.ru_maxrss / 1024,
+        "topic": topic,
+    }
 
 
-def run_collector(path: Path, n: int, size: int, bootstrap: str, topic: str, work: Path, cores: str,
-                  rotate_bytes: int, backups: int, extra: list[str]) -> dict[str, Any]:
+def run_collector(
+    path: Path,
+    n: int,
+    size: int,
+    bootstrap: str,
+    topic: str,
+    work: Path,
+    cores: str,
+    rotate_bytes: int,
+    backups: int,
+    extra: list[str],
+) -> dict[str, Any]:
     """One collector run against a writer that rotates; returns its rate and peak RSS."""
     logdir = work / "tetragon"
     shutil.rmtree(logdir, ignore_errors=True)
@@ -307,9 +357,31 @@ def run_collector(path: Path, n: int, size: int, bootstrap: str, topic: str, wor
     live = logdir / "tetragon.log"
     mport = _free_port()
     murl = f"http://127.0.0.1:{mport}/metrics"
-    cmd = [*_pin(cores), sys.executable, "-m", "tetrapipe", "collect", f"file://{live}", "--kafka", bootstrap,
-           "--topic", topic, "--state-dir", str(state), "--from", "beginning", "--node-name", "bench",
-           "--metrics-port", str(mport), "--stats-interval", "0", "--log-level", "info", *extra]
+    cmd = [
+        *_pin(cores),
+        sys.executable,
+        "-m",
+        "tetrapipe",
+        "collect",
+        f"file://{live}",
+        "--kafka",
+        bootstrap,
+        "--topic",
+        topic,
+        "--state-dir",
+        str(state),
+        "--from",
+        "beginning",
+        "--node-name",
+        "bench",
+        "--metrics-port",
+        str(mport),
+        "--stats-interval",
+        "0",
+        "--log-level",
+        "info",
+        *extra,
+    ]
     errlog = open(work / "collect.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(cmd, stdout=errlog, stderr=errlog, cwd=ROOT)
     try:
@@ -330,8 +402,9 @@ def run_collector(path: Path, n: int, size: int, bootstrap: str, topic: str, wor
             return progress_box["bytes"]
 
         # the writer may run ahead by all but one of the backups (the oldest may be deleted at the next rotation)
-        writer = RotatingWriter(path, live, rotate_bytes, backups, progress,
-                                ahead_limit=max(1, backups - 1) * rotate_bytes)
+        writer = RotatingWriter(
+            path, live, rotate_bytes, backups, progress, ahead_limit=max(1, backups - 1) * rotate_bytes
+        )
         writer.start()
         acked = 0.0
         last_change = time.monotonic()
@@ -358,11 +431,19 @@ def run_collector(path: Path, n: int, size: int, bootstrap: str, topic: str, wor
     seconds = done - writer.started_at
     log_text = (work / "collect.log").read_text()
     final = [ln for ln in log_text.splitlines() if "collect done" in ln]
-    return {"mode": "collector", "lines": n, "bytes": size, "seconds": seconds, "peak_rss_mib": usage.ru_maxrss / 1024,
-            "exit_code": os.waitstatus_to_exitcode(status), "rotations": writer.rotations,
-            "writer_seconds": (writer.finished_at or done) - writer.started_at,
-            "writer_waited_seconds": writer.waited, "collector_report": final[-1] if final else "",
-            "topic": topic}
+    return {
+        "mode": "collector",
+        "lines": n,
+        "bytes": size,
+        "seconds": seconds,
+        "peak_rss_mib": usage.ru_maxrss / 1024,
+        "exit_code": os.waitstatus_to_exitcode(status),
+        "rotations": writer.rotations,
+        "writer_seconds": (writer.finished_at or done) - writer.started_at,
+        "writer_waited_seconds": writer.waited,
+        "collector_report": final[-1] if final else "",
+        "topic": topic,
+    }
 
 
 # --- main -------------------------------------------------------------------------------------------------------------
@@ -380,8 +461,13 @@ def main() -> None:
     ap.add_argument("--rotate-mb", type=float, default=10.0, help="Rotate the live file at this size (default 10).")
     ap.add_argument("--backups", type=int, default=5, help="Rotated files kept (Tetragon's default: 5).")
     ap.add_argument("--cores", default="0", help="taskset CPU list of the measured processes (default: core 0).")
-    ap.add_argument("--collect-option", action="append", default=[], metavar="ARG",
-                    help="Extra argument for tetrapipe collect, repeatable (e.g. --collect-option=--linger-ms=50).")
+    ap.add_argument(
+        "--collect-option",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="Extra argument for tetrapipe collect, repeatable (e.g. --collect-option=--linger-ms=50).",
+    )
     ap.add_argument("--no-verify", action="store_true", help="Skip reading the topics back.")
     ap.add_argument("--no-save", action="store_true", help="Do not write bench/results/collect-DATE.json.")
     args = ap.parse_args()
@@ -411,22 +497,40 @@ def main() -> None:
                 if mode == "baseline":
                     r = run_baseline(path, bootstrap, topic, args.cores, defaults.linger_ms, defaults.batch_size)
                 else:
-                    r = run_collector(path, n, size, bootstrap, topic, work, args.cores,
-                                      int(args.rotate_mb * 1024 * 1024), args.backups, args.collect_option)
+                    r = run_collector(
+                        path,
+                        n,
+                        size,
+                        bootstrap,
+                        topic,
+                        work,
+                        args.cores,
+                        int(args.rotate_mb * 1024 * 1024),
+                        args.backups,
+                        args.collect_option,
+                    )
                 r["round"] = i + 1
                 runs.append(r)
-                print(f"round {i + 1} {mode:9s}: {r['lines'] / r['seconds']:8,.0f} ev/s "
-                      f"{size / r['seconds'] / 1e6:6.1f} MB/s  peak RSS {r['peak_rss_mib']:5.0f} MiB"
-                      + (f"  rotations {r['rotations']}, writer waited {r['writer_waited_seconds']:.1f}s"
-                         if mode == "collector" else ""), file=sys.stderr)
+                print(
+                    f"round {i + 1} {mode:9s}: {r['lines'] / r['seconds']:8,.0f} ev/s "
+                    f"{size / r['seconds'] / 1e6:6.1f} MB/s  peak RSS {r['peak_rss_mib']:5.0f} MiB"
+                    + (
+                        f"  rotations {r['rotations']}, writer waited {r['writer_waited_seconds']:.1f}s"
+                        if mode == "collector"
+                        else ""
+                    ),
+                    file=sys.stderr,
+                )
         checks = []
         if not args.no_verify:
             for r in runs:
                 got, got_digest = _read_topic(bootstrap, r["topic"])
                 r["topic_records"], r["exactly_once"] = got, got == n and got_digest == digest
                 checks.append(r["exactly_once"])
-                print(f"topic {r['topic']}: {got:,} records, every line exactly once: {r['exactly_once']}",
-                      file=sys.stderr)
+                print(
+                    f"topic {r['topic']}: {got:,} records, every line exactly once: {r['exactly_once']}",
+                    file=sys.stderr,
+                )
     finally:
         if broker is not None:
             broker.kill()
@@ -438,30 +542,54 @@ def main() -> None:
 
     rate = {m: n / med(m, "seconds") for m in ("baseline", "collector")}
     rss = med("collector", "peak_rss_mib")
-    print(f"\n{n:,} events, {size / 1e6:,.0f} MB ({size / n:,.0f} B/line); measured processes on core(s) "
-          f"{args.cores} of {os.cpu_count()}; compression {resolve_compression('auto')}, linger "
-          f"{defaults.linger_ms} ms, batch {defaults.batch_size // 1024} KiB; {args.rounds} interleaved rounds, medians")
+    print(
+        f"\n{n:,} events, {size / 1e6:,.0f} MB ({size / n:,.0f} B/line); measured processes on core(s) "
+        f"{args.cores} of {os.cpu_count()}; compression {resolve_compression('auto')}, linger "
+        f"{defaults.linger_ms} ms, batch {defaults.batch_size // 1024} KiB; {args.rounds} interleaved rounds, medians"
+    )
     print(f"{'mode':44s} {'events/s':>10s} {'MB/s':>7s} {'peak RSS MiB':>13s}")
-    print(f"{'baseline (bare kafka-python producer)':44s} {rate['baseline']:10,.0f} "
-          f"{size / med('baseline', 'seconds') / 1e6:7.1f} {med('baseline', 'peak_rss_mib'):13,.0f}")
-    print(f"{f'tetrapipe collect (rotating every {args.rotate_mb:g} MB)':44s} {rate['collector']:10,.0f} "
-          f"{size / med('collector', 'seconds') / 1e6:7.1f} {rss:13,.0f}")
+    print(
+        f"{'baseline (bare kafka-python producer)':44s} {rate['baseline']:10,.0f} "
+        f"{size / med('baseline', 'seconds') / 1e6:7.1f} {med('baseline', 'peak_rss_mib'):13,.0f}"
+    )
+    print(
+        f"{f'tetrapipe collect (rotating every {args.rotate_mb:g} MB)':44s} {rate['collector']:10,.0f} "
+        f"{size / med('collector', 'seconds') / 1e6:7.1f} {rss:13,.0f}"
+    )
     collector_runs = [r for r in runs if r["mode"] == "collector"]
-    print(f"collector / baseline: {100 * rate['collector'] / rate['baseline']:.0f}%; rotations per run: "
-          f"{collector_runs[0]['rotations']}; the writer waited for the collector "
-          f"{med('collector', 'writer_waited_seconds'):.1f}s (it ran up to {args.backups - 1} files ahead)")
+    print(
+        f"collector / baseline: {100 * rate['collector'] / rate['baseline']:.0f}%; rotations per run: "
+        f"{collector_runs[0]['rotations']}; the writer waited for the collector "
+        f"{med('collector', 'writer_waited_seconds'):.1f}s (it ran up to {args.backups - 1} files ahead)"
+    )
     ok_rate, ok_rss = rate["collector"] >= BAR_EVENTS_PER_S, rss < BAR_RSS_MIB
-    print(f"bar: >= {BAR_EVENTS_PER_S:,} ev/s {'MET' if ok_rate else 'MISSED'}; peak RSS < {BAR_RSS_MIB} MB "
-          f"{'MET' if ok_rss else 'MISSED'}"
-          + ("" if args.no_verify else f"; every topic holds every line exactly once: {all(checks)}"))
+    print(
+        f"bar: >= {BAR_EVENTS_PER_S:,} ev/s {'MET' if ok_rate else 'MISSED'}; peak RSS < {BAR_RSS_MIB} MB "
+        f"{'MET' if ok_rss else 'MISSED'}"
+        + ("" if args.no_verify else f"; every topic holds every line exactly once: {all(checks)}")
+    )
     if not args.no_save:
         out = Path(__file__).parent / "results"
         out.mkdir(exist_ok=True)
-        (out / f"collect-{time.strftime('%Y%m%d')}.json").write_text(json.dumps(
-            {"events": n, "bytes": size, "cores": args.cores, "cpu_count": os.cpu_count(),
-             "rotate_mb": args.rotate_mb, "backups": args.backups, "compression": resolve_compression("auto"),
-             "events_per_s": rate, "collector_peak_rss_mib": rss, "bar_events_per_s": BAR_EVENTS_PER_S,
-             "bar_rss_mib": BAR_RSS_MIB, "runs": runs}, indent=2))
+        (out / f"collect-{time.strftime('%Y%m%d')}.json").write_text(
+            json.dumps(
+                {
+                    "events": n,
+                    "bytes": size,
+                    "cores": args.cores,
+                    "cpu_count": os.cpu_count(),
+                    "rotate_mb": args.rotate_mb,
+                    "backups": args.backups,
+                    "compression": resolve_compression("auto"),
+                    "events_per_s": rate,
+                    "collector_peak_rss_mib": rss,
+                    "bar_events_per_s": BAR_EVENTS_PER_S,
+                    "bar_rss_mib": BAR_RSS_MIB,
+                    "runs": runs,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -27,12 +27,35 @@ import tempfile
 import time
 from pathlib import Path
 
-KINDS = ["process_exec", "process_exit", "process_kprobe", "process_connect", "process_close", "process_listen",
-         "process_throttle", "process_tracepoint", "process_lsm", "rate_limit_info"]
-FIELDS = ["process.exec_id", "process.pid", "process.binary", "process.arguments", "process.start_time",
-          "process.pod.namespace", "process.pod.name", "process.pod.container.id", "process.pod.container.image.name",
-          "process.pod.container.start_time", "process.parent_exec_id", "parent.binary", "function_name",
-          "policy_name", "action"]
+KINDS = [
+    "process_exec",
+    "process_exit",
+    "process_kprobe",
+    "process_connect",
+    "process_close",
+    "process_listen",
+    "process_throttle",
+    "process_tracepoint",
+    "process_lsm",
+    "rate_limit_info",
+]
+FIELDS = [
+    "process.exec_id",
+    "process.pid",
+    "process.binary",
+    "process.arguments",
+    "process.start_time",
+    "process.pod.namespace",
+    "process.pod.name",
+    "process.pod.container.id",
+    "process.pod.container.image.name",
+    "process.pod.container.start_time",
+    "process.parent_exec_id",
+    "parent.binary",
+    "function_name",
+    "policy_name",
+    "action",
+]
 
 
 def _duckdb_script(mode: str, path: str) -> str:
@@ -42,8 +65,10 @@ def _duckdb_script(mode: str, path: str) -> str:
         cols = "{'node_name':'VARCHAR','time':'VARCHAR'," + ",".join(f"'{k}':'JSON'" for k in KINDS) + "}"
         body = "coalesce(" + ",".join(KINDS) + ")"
         sel = ", ".join(f"json_extract_string({body}, '$.{f}') AS f{i}" for i, f in enumerate(FIELDS))
-        sql = (f"CREATE TABLE t AS SELECT node_name, TRY_CAST(time AS TIMESTAMP) AS time, {sel} "
-               f"FROM read_ndjson('{path}', columns={cols})")
+        sql = (
+            f"CREATE TABLE t AS SELECT node_name, TRY_CAST(time AS TIMESTAMP) AS time, {sel} "
+            f"FROM read_ndjson('{path}', columns={cols})"
+        )
     return f"import duckdb; c = duckdb.connect(); c.execute({sql!r}); print(c.execute('SELECT count(*) FROM t').fetchone()[0])"
 
 
@@ -72,8 +97,20 @@ def main() -> None:
         results.append((mode, secs, rss))
     lake = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     try:
-        secs, rss, _ = _run([sys.executable, "-m", "tetrapipe", "ingest", path, "--lake", str(lake / "lake"),
-                             "--quiet", "--rules", args.rules])
+        secs, rss, _ = _run(
+            [
+                sys.executable,
+                "-m",
+                "tetrapipe",
+                "ingest",
+                path,
+                "--lake",
+                str(lake / "lake"),
+                "--quiet",
+                "--rules",
+                args.rules,
+            ]
+        )
         results.append((f"tetrapipe (rules: {args.rules})", secs, rss))
     finally:
         shutil.rmtree(lake, ignore_errors=True)
@@ -86,9 +123,15 @@ def main() -> None:
         print(f"tetrapipe / {mode}: {100 * ours / (n / secs):.0f}%")
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    (out / f"ingest-{time.strftime('%Y%m%d')}.json").write_text(json.dumps(
-        [{"mode": m, "seconds": s, "events": n, "events_per_s": n / s, "peak_rss_mib": r / 1024} for m, s, r in results],
-        indent=2))
+    (out / f"ingest-{time.strftime('%Y%m%d')}.json").write_text(
+        json.dumps(
+            [
+                {"mode": m, "seconds": s, "events": n, "events_per_s": n / s, "peak_rss_mib": r / 1024}
+                for m, s, r in results
+            ],
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,14 @@ import tempfile
 import time
 from pathlib import Path
 
-FAST_GROUP = ["--kafka-option", "session_timeout_ms=6000", "--kafka-option", "heartbeat_interval_ms=1000",
-              "--kafka-option", "max_poll_interval_ms=60000"]
+FAST_GROUP = [
+    "--kafka-option",
+    "session_timeout_ms=6000",
+    "--kafka-option",
+    "heartbeat_interval_ms=1000",
+    "--kafka-option",
+    "max_poll_interval_ms=60000",
+]
 
 
 def _free_port() -> int:
@@ -54,9 +60,20 @@ def _start_broker() -> tuple[subprocess.Popen, str]:
     tansu = str(Path(spec.origin).parent / "bin" / "tansu")
     port = _free_port()
     url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen([tansu, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                             "--storage-engine", "memory://tansu/"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            tansu,
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     for _ in range(200):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -73,8 +90,13 @@ def _produce(bootstrap: str, topic: str, path: Path, limit: int | None) -> int:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
     admin.close()
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=50, batch_size=1024 * 1024,
-                             compression_type="lz4" if importlib.util.find_spec("lz4") else None)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=50,
+        batch_size=1024 * 1024,
+        compression_type="lz4" if importlib.util.find_spec("lz4") else None,
+    )
     n = 0
     with open(path, "rb") as f:
         for line in f:
@@ -119,8 +141,13 @@ def _topic_records(bootstrap: str, topic: str, idle_seconds: float = 3.0, timeou
     """
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_bytes=64 << 20,
+        max_partition_fetch_bytes=16 << 20,
+    )
     try:
         parts = consumer.partitions_for_topic(topic) or set()
         if not parts:
@@ -165,32 +192,110 @@ def main() -> None:
                         break
                     fout.write(line)
         modes = [
-            ("process (Kafka -> lake, all rules)",
-             [*tp, "process", "--kafka", bootstrap, "--topic", "bench", "--group", "bench-rules",
-              "--lake", str(work / "lake-process"), "--exit-at-eof", "--alerts-topic", "", "--dead-letter-topic", "",
-              *FAST_GROUP, *rules]),
-            ("process (Kafka -> lake, rules none)",
-             [*tp, "process", "--kafka", bootstrap, "--topic", "bench", "--group", "bench-norules",
-              "--lake", str(work / "lake-process-norules"), "--exit-at-eof", "--alerts-topic", "",
-              "--dead-letter-topic", "", *FAST_GROUP, "--rules", "none"]),
-            ("process (all rules, --events-topic)",
-             [*tp, "process", "--kafka", bootstrap, "--topic", "bench", "--group", "bench-events",
-              "--lake", str(work / "lake-process-events"), "--exit-at-eof", "--alerts-topic", "",
-              "--dead-letter-topic", "", "--events-topic", "bench.enriched", *FAST_GROUP, *rules]),
-            ("run (file -> lake, all rules, no Kafka)",
-             [*tp, "run", str(src), "--lake", str(work / "lake-run"), "--exit-at-eof", "--poll-seconds", "0.1",
-              *rules]),
-            ("ingest (file -> lake, all rules)",
-             [*tp, "ingest", str(src), "--lake", str(work / "lake-ingest"), *rules]),
+            (
+                "process (Kafka -> lake, all rules)",
+                [
+                    *tp,
+                    "process",
+                    "--kafka",
+                    bootstrap,
+                    "--topic",
+                    "bench",
+                    "--group",
+                    "bench-rules",
+                    "--lake",
+                    str(work / "lake-process"),
+                    "--exit-at-eof",
+                    "--alerts-topic",
+                    "",
+                    "--dead-letter-topic",
+                    "",
+                    *FAST_GROUP,
+                    *rules,
+                ],
+            ),
+            (
+                "process (Kafka -> lake, rules none)",
+                [
+                    *tp,
+                    "process",
+                    "--kafka",
+                    bootstrap,
+                    "--topic",
+                    "bench",
+                    "--group",
+                    "bench-norules",
+                    "--lake",
+                    str(work / "lake-process-norules"),
+                    "--exit-at-eof",
+                    "--alerts-topic",
+                    "",
+                    "--dead-letter-topic",
+                    "",
+                    *FAST_GROUP,
+                    "--rules",
+                    "none",
+                ],
+            ),
+            (
+                "process (all rules, --events-topic)",
+                [
+                    *tp,
+                    "process",
+                    "--kafka",
+                    bootstrap,
+                    "--topic",
+                    "bench",
+                    "--group",
+                    "bench-events",
+                    "--lake",
+                    str(work / "lake-process-events"),
+                    "--exit-at-eof",
+                    "--alerts-topic",
+                    "",
+                    "--dead-letter-topic",
+                    "",
+                    "--events-topic",
+                    "bench.enriched",
+                    *FAST_GROUP,
+                    *rules,
+                ],
+            ),
+            (
+                "run (file -> lake, all rules, no Kafka)",
+                [
+                    *tp,
+                    "run",
+                    str(src),
+                    "--lake",
+                    str(work / "lake-run"),
+                    "--exit-at-eof",
+                    "--poll-seconds",
+                    "0.1",
+                    *rules,
+                ],
+            ),
+            (
+                "ingest (file -> lake, all rules)",
+                [*tp, "ingest", str(src), "--lake", str(work / "lake-ingest"), *rules],
+            ),
         ]
         if args.process_only:
             modes = [m for m in modes if m[0].startswith("process")]
         results = []
         for i, (mode, cmd) in enumerate(modes):
             secs, rss, rc, text = _timed([*pin, *cmd], work / f"stderr-{i}.log")
-            results.append({"mode": mode, "seconds": round(secs, 2), "events": n, "rss_kib": rss, "rc": rc,
-                            "wall_events_per_second": round(n / secs) if secs else 0,
-                            "steady_events_per_second": _steady(text)})
+            results.append(
+                {
+                    "mode": mode,
+                    "seconds": round(secs, 2),
+                    "events": n,
+                    "rss_kib": rss,
+                    "rc": rc,
+                    "wall_events_per_second": round(n / secs) if secs else 0,
+                    "steady_events_per_second": _steady(text),
+                }
+            )
             if "--events-topic" in cmd:
                 streamed = _topic_records(bootstrap, cmd[cmd.index("--events-topic") + 1])
                 results[-1]["streamed_records"] = streamed
@@ -204,13 +309,17 @@ def main() -> None:
     print(f"{'mode':42s} {'seconds':>8s} {'wall ev/s':>10s} {'steady ev/s':>12s} {'peak RSS MiB':>13s}")
     for r in results:
         steady = f"{r['steady_events_per_second']:,.0f}" if r["steady_events_per_second"] else "-"
-        print(f"{r['mode']:42s} {r['seconds']:8.1f} {r['wall_events_per_second']:10,.0f} {steady:>12s} "
-              f"{r['rss_kib'] / 1024:13.0f}" + ("" if r["rc"] == 0 else f"  (exit {r['rc']})"))
+        print(
+            f"{r['mode']:42s} {r['seconds']:8.1f} {r['wall_events_per_second']:10,.0f} {steady:>12s} "
+            f"{r['rss_kib'] / 1024:13.0f}" + ("" if r["rc"] == 0 else f"  (exit {r['rc']})")
+        )
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     meta = {"file": str(args.file), "events": n, "cores": args.cores, "load_average_at_end": os.getloadavg()}
-    (out / f"process-{time.strftime('%Y%m%d')}.json").write_text(json.dumps({"run": meta, "results": results},
-                                                                             indent=2))
+    (out / f"process-{time.strftime('%Y%m%d')}.json").write_text(
+        json.dumps({"run": meta, "results": results}, indent=2)
+    )
+
 
 if __name__ == "__main__":
     main()

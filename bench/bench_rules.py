@@ -58,12 +58,22 @@ def _child(path: str, lake: str, rules: str) -> None:
 
     transforms, detector = build_transforms(rules)
     stats = ingest([InputFile(path)], Lake(lake), transforms=transforms)
-    out: dict[str, Any] = {"events": stats.events, "rejects": stats.rejects, "seconds": stats.seconds,
-                           "alert_rows": stats.extra_rows.get("alerts", 0)}
+    out: dict[str, Any] = {
+        "events": stats.events,
+        "rejects": stats.rejects,
+        "seconds": stats.seconds,
+        "alert_rows": stats.extra_rows.get("alerts", 0),
+    }
     if detector is not None:
         d = detector.stats
-        out.update(detect_seconds=d.seconds, matches=d.matches, new_alerts=d.new_alerts, by_rule=d.by_rule,
-                   rules=len(detector.rules), batches=d.batches)
+        out.update(
+            detect_seconds=d.seconds,
+            matches=d.matches,
+            new_alerts=d.new_alerts,
+            by_rule=d.by_rule,
+            rules=len(detector.rules),
+            batches=d.batches,
+        )
     print(json.dumps(out))
 
 
@@ -72,8 +82,12 @@ def _run(path: Path, rules: str, work: Path) -> dict[str, Any]:
     lake = work / "lake"
     shutil.rmtree(lake, ignore_errors=True)
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, __file__, "--child", str(path), str(lake), rules],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", str(path), str(lake), rules],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
     out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
@@ -81,8 +95,7 @@ def _run(path: Path, rules: str, work: Path) -> dict[str, Any]:
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"ingest with --rules {rules} failed:\n{err[-3000:]}")
     report = json.loads(out.strip().splitlines()[-1])
-    report.update(wall_seconds=wall, peak_rss_mib=usage.ru_maxrss / 1024,
-                  cpu_seconds=usage.ru_utime + usage.ru_stime)
+    report.update(wall_seconds=wall, peak_rss_mib=usage.ru_maxrss / 1024, cpu_seconds=usage.ru_utime + usage.ru_stime)
     return report
 
 
@@ -112,10 +125,12 @@ def main() -> None:
             for mode in order:
                 r = _run(path, "none" if mode == "none" else args.rules, work)
                 runs[mode].append(r)
-                print(f"round {i + 1} {mode:5s}: ingest {r['seconds']:6.1f}s  wall {r['wall_seconds']:6.1f}s  "
-                      f"{r['events'] / r['seconds']:8,.0f} ev/s  peak RSS {r['peak_rss_mib']:5.0f} MiB"
-                      + (f"  detector {r['detect_seconds']:.1f}s" if "detect_seconds" in r else ""),
-                      file=sys.stderr)
+                print(
+                    f"round {i + 1} {mode:5s}: ingest {r['seconds']:6.1f}s  wall {r['wall_seconds']:6.1f}s  "
+                    f"{r['events'] / r['seconds']:8,.0f} ev/s  peak RSS {r['peak_rss_mib']:5.0f} MiB"
+                    + (f"  detector {r['detect_seconds']:.1f}s" if "detect_seconds" in r else ""),
+                    file=sys.stderr,
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -133,32 +148,56 @@ def main() -> None:
     overhead, overhead_median = pct(best, "seconds"), pct(med, "seconds")
     wall_overhead, cpu_overhead = pct(best, "wall_seconds"), pct(best, "cpu_seconds")
     last = runs["rules"][-1]
-    print(f"\n{n:,} events{f' ({size / n:,.0f} B/line)' if size else ''}, {os.cpu_count()} cores, "
-          f"{args.rounds} interleaved rounds; rules: {last.get('rules', 0)} from {args.rules}")
-    print(f"{'mode (best of rounds; median)':34s} {'ingest s':>14s} {'events/s':>10s} {'wall s':>7s} {'CPU s':>6s} "
-          f"{'peak RSS MiB':>13s}")
+    print(
+        f"\n{n:,} events{f' ({size / n:,.0f} B/line)' if size else ''}, {os.cpu_count()} cores, "
+        f"{args.rounds} interleaved rounds; rules: {last.get('rules', 0)} from {args.rules}"
+    )
+    print(
+        f"{'mode (best of rounds; median)':34s} {'ingest s':>14s} {'events/s':>10s} {'wall s':>7s} {'CPU s':>6s} "
+        f"{'peak RSS MiB':>13s}"
+    )
     for mode, label in (("none", "baseline (ancestry + TLS)"), ("rules", "candidate (+ shipped rules)")):
         s = best(mode, "seconds")
-        print(f"{label:34s} {s:6.1f} ({med(mode, 'seconds'):5.1f}) {n / s:10,.0f} {best(mode, 'wall_seconds'):7.1f} "
-              f"{best(mode, 'cpu_seconds'):6.1f} {med(mode, 'peak_rss_mib'):13,.0f}")
+        print(
+            f"{label:34s} {s:6.1f} ({med(mode, 'seconds'):5.1f}) {n / s:10,.0f} {best(mode, 'wall_seconds'):7.1f} "
+            f"{best(mode, 'cpu_seconds'):6.1f} {med(mode, 'peak_rss_mib'):13,.0f}"
+        )
     # Best of the rounds is the figure of merit: other jobs on a shared machine can only add time.
-    print(f"rules overhead: {overhead:+.1f}% of ingest time, best of rounds (median {overhead_median:+.1f}%; "
-          f"process {wall_overhead:+.1f}% wall, {cpu_overhead:+.1f}% CPU); "
-          f"bar <= {BAR_PERCENT:.0f}%: {'MET' if overhead <= BAR_PERCENT else 'MISSED'}")
-    print(f"detector's own time: {med('rules', 'detect_seconds'):.1f}s over {last['batches']} batches "
-          f"({1e6 * med('rules', 'detect_seconds') / n:.1f} us/event); matches {last['matches']:,}, "
-          f"alert rows {last['alert_rows']:,}, distinct alerts {last['new_alerts']:,}")
-    print("alert rows by rule: " + ", ".join(f"{k} {v:,}" for k, v in sorted(last["by_rule"].items(),
-                                                                             key=lambda kv: -kv[1])))
+    print(
+        f"rules overhead: {overhead:+.1f}% of ingest time, best of rounds (median {overhead_median:+.1f}%; "
+        f"process {wall_overhead:+.1f}% wall, {cpu_overhead:+.1f}% CPU); "
+        f"bar <= {BAR_PERCENT:.0f}%: {'MET' if overhead <= BAR_PERCENT else 'MISSED'}"
+    )
+    print(
+        f"detector's own time: {med('rules', 'detect_seconds'):.1f}s over {last['batches']} batches "
+        f"({1e6 * med('rules', 'detect_seconds') / n:.1f} us/event); matches {last['matches']:,}, "
+        f"alert rows {last['alert_rows']:,}, distinct alerts {last['new_alerts']:,}"
+    )
+    print(
+        "alert rows by rule: "
+        + ", ".join(f"{k} {v:,}" for k, v in sorted(last["by_rule"].items(), key=lambda kv: -kv[1]))
+    )
     if not args.no_save:
         out = Path(__file__).parent / "results"
         out.mkdir(exist_ok=True)
-        (out / f"rules-{time.strftime('%Y%m%d')}.json").write_text(json.dumps(
-            {"events": n, "bytes": size, "cores": os.cpu_count(), "rounds": args.rounds, "rules_dir": args.rules,
-             "overhead_percent_best": overhead, "overhead_percent_median": overhead_median,
-             "wall_overhead_percent_best": wall_overhead, "cpu_overhead_percent_best": cpu_overhead,
-             "bar_percent": BAR_PERCENT,
-             "runs": runs}, indent=2))
+        (out / f"rules-{time.strftime('%Y%m%d')}.json").write_text(
+            json.dumps(
+                {
+                    "events": n,
+                    "bytes": size,
+                    "cores": os.cpu_count(),
+                    "rounds": args.rounds,
+                    "rules_dir": args.rules,
+                    "overhead_percent_best": overhead,
+                    "overhead_percent_median": overhead_median,
+                    "wall_overhead_percent_best": wall_overhead,
+                    "cpu_overhead_percent_best": cpu_overhead,
+                    "bar_percent": BAR_PERCENT,
+                    "runs": runs,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

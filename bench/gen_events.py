@@ -71,9 +71,22 @@ AUID_UNSET = 4294967295
 POST = "KPROBE_ACTION_POST"
 
 # Default container capability set as runc grants it (note DAC_OVERRIDE: Tetragon's enum has no CAP_ prefix).
-CAPS_DEFAULT = ["CAP_CHOWN", "DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID",
-                "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_MKNOD",
-                "CAP_AUDIT_WRITE", "CAP_SETFCAP"]
+CAPS_DEFAULT = [
+    "CAP_CHOWN",
+    "DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_SYS_CHROOT",
+    "CAP_MKNOD",
+    "CAP_AUDIT_WRITE",
+    "CAP_SETFCAP",
+]
 CAPS_ALL = list(CapabilitiesType.keys())  # every capability, in the API's enum order
 CAP_DEFAULT = {"permitted": CAPS_DEFAULT, "effective": CAPS_DEFAULT}
 CAP_PRIVILEGED = {"permitted": CAPS_ALL, "effective": CAPS_ALL}
@@ -147,44 +160,111 @@ LS = Cmd("/bin/ls", "-la /tmp", ("read_passwd", "stdout"), lifetime_ms=(0.3, 4))
 PS = Cmd("/bin/ps", "aux", ("read_passwd", "stdout", "tracepoint"), lifetime_ms=(2, 20))
 GREP = Cmd("/bin/grep", "-c ERROR /var/log/app/app.log", ("stdout",), lifetime_ms=(1, 30))
 WGET_EXT = Cmd("/usr/bin/wget", "-qO- https://api.github.com/meta", ("resolv", "connect_ext"), lifetime_ms=(80, 600))
-CURL_EXT = Cmd("/usr/bin/curl", "-s https://ebpf.io/applications/#tetragon", ("resolv", "connect_ext", "stdout"),
-               lifetime_ms=(60, 700))
+CURL_EXT = Cmd(
+    "/usr/bin/curl",
+    "-s https://ebpf.io/applications/#tetragon",
+    ("resolv", "connect_ext", "stdout"),
+    lifetime_ms=(60, 700),
+)
 NSLOOKUP = Cmd("/usr/bin/nslookup", "kubernetes.default.svc.cluster.local", ("resolv", "stdout"), lifetime_ms=(2, 40))
-PY_TASK = Cmd("/usr/local/bin/python3", "/app/manage.py clearsessions", ("resolv", "connect_db", "stdout", "tracepoint"),
-              lifetime_ms=(200, 2500))
-PY_MIGRATE = Cmd("/usr/local/bin/python3", "-m app.jobs.reindex --batch 500", ("resolv", "connect_db", "connect_db",
-                                                                               "stdout"), lifetime_ms=(300, 4000))
-NODE_WORKER = Cmd("/usr/local/bin/node", "/app/dist/workers/thumbnail.js", ("connect_db", "tls", "stdout", "tracepoint"),
-                  lifetime_ms=(100, 1500))
+PY_TASK = Cmd(
+    "/usr/local/bin/python3",
+    "/app/manage.py clearsessions",
+    ("resolv", "connect_db", "stdout", "tracepoint"),
+    lifetime_ms=(200, 2500),
+)
+PY_MIGRATE = Cmd(
+    "/usr/local/bin/python3",
+    "-m app.jobs.reindex --batch 500",
+    ("resolv", "connect_db", "connect_db", "stdout"),
+    lifetime_ms=(300, 4000),
+)
+NODE_WORKER = Cmd(
+    "/usr/local/bin/node",
+    "/app/dist/workers/thumbnail.js",
+    ("connect_db", "tls", "stdout", "tracepoint"),
+    lifetime_ms=(100, 1500),
+)
 JAVA_JCMD = Cmd("/opt/java/openjdk/bin/jcmd", "1 GC.heap_info", ("stdout",), lifetime_ms=(150, 900))
-GIT_FETCH = Cmd("/usr/bin/git", "fetch --depth 1 origin main", ("resolv", "connect_ext"),
-                (Cmd("/usr/lib/git-core/git-remote-https", "origin https://gitlab.example.com/shop/checkout.git",
-                     ("resolv", "connect_ext", "connect_ext"), lifetime_ms=(100, 900)),), (10, 80))
-MAKE_TEST = Cmd("/usr/bin/make", "test", ("stdout",),
-                (Cmd("/usr/local/go/bin/go", "test ./...", ("stdout",),
-                     (Cmd("/usr/local/go/pkg/tool/linux_amd64/compile", "-o /tmp/go-build/b001/_pkg_.a -p main",
-                          lifetime_ms=(50, 900)),
-                      Cmd("/usr/local/go/pkg/tool/linux_amd64/link", "-o /tmp/go-build/b001/app.test",
-                          lifetime_ms=(80, 700)),
-                      Cmd("/tmp/go-build/b001/app.test", "-test.v=true -test.timeout=10m", ("connect_local", "stdout"),
-                          lifetime_ms=(100, 2000))),
-                     (20, 200)),),
-                (5, 50))
-PG_ISREADY = Cmd("/usr/lib/postgresql/16/bin/pg_isready", "-U postgres -h 127.0.0.1 -p 5432", ("connect_local",),
-                 lifetime_ms=(2, 15), port=5432)
+GIT_FETCH = Cmd(
+    "/usr/bin/git",
+    "fetch --depth 1 origin main",
+    ("resolv", "connect_ext"),
+    (
+        Cmd(
+            "/usr/lib/git-core/git-remote-https",
+            "origin https://gitlab.example.com/shop/checkout.git",
+            ("resolv", "connect_ext", "connect_ext"),
+            lifetime_ms=(100, 900),
+        ),
+    ),
+    (10, 80),
+)
+MAKE_TEST = Cmd(
+    "/usr/bin/make",
+    "test",
+    ("stdout",),
+    (
+        Cmd(
+            "/usr/local/go/bin/go",
+            "test ./...",
+            ("stdout",),
+            (
+                Cmd(
+                    "/usr/local/go/pkg/tool/linux_amd64/compile",
+                    "-o /tmp/go-build/b001/_pkg_.a -p main",
+                    lifetime_ms=(50, 900),
+                ),
+                Cmd("/usr/local/go/pkg/tool/linux_amd64/link", "-o /tmp/go-build/b001/app.test", lifetime_ms=(80, 700)),
+                Cmd(
+                    "/tmp/go-build/b001/app.test",
+                    "-test.v=true -test.timeout=10m",
+                    ("connect_local", "stdout"),
+                    lifetime_ms=(100, 2000),
+                ),
+            ),
+            (20, 200),
+        ),
+    ),
+    (5, 50),
+)
+PG_ISREADY = Cmd(
+    "/usr/lib/postgresql/16/bin/pg_isready",
+    "-U postgres -h 127.0.0.1 -p 5432",
+    ("connect_local",),
+    lifetime_ms=(2, 15),
+    port=5432,
+)
 REDIS_PING = Cmd("/usr/local/bin/redis-cli", "ping", ("connect_local", "stdout"), lifetime_ms=(1, 8), port=6379)
 NGINX_TEST = Cmd("/usr/bin/nginx", "-t -c /etc/nginx/nginx.conf", ("read_nginx", "stdout"), lifetime_ms=(5, 40))
-PGDUMP = Cmd("/usr/lib/postgresql/16/bin/pg_dump", "-Fc -f /backup/shop.dump shop", ("connect_local", "read_passwd"),
-             lifetime_ms=(400, 5000), port=5432)
-ES_CURL = Cmd("/usr/bin/curl", "-s localhost:9200/_cluster/health", ("connect_local", "stdout"), lifetime_ms=(3, 30),
-              port=9200)
+PGDUMP = Cmd(
+    "/usr/lib/postgresql/16/bin/pg_dump",
+    "-Fc -f /backup/shop.dump shop",
+    ("connect_local", "read_passwd"),
+    lifetime_ms=(400, 5000),
+    port=5432,
+)
+ES_CURL = Cmd(
+    "/usr/bin/curl", "-s localhost:9200/_cluster/health", ("connect_local", "stdout"), lifetime_ms=(3, 30), port=9200
+)
 
 # Interactive shells arrive via `kubectl exec`: parented by the shim, not the entrypoint, and rare.
-INTERACTIVE = Cmd("/bin/bash", "", (), (
-    ID, Cmd("/bin/ls", "-la /", ("stdout",), lifetime_ms=(0.5, 3)), CAT_PASSWD,
-    Cmd("/usr/bin/env", "", ("stdout",), lifetime_ms=(0.3, 2)), PS, CURL_EXT,
-    Cmd("/usr/bin/vi", "/etc/passwd", ("read_passwd", "write_passwd"), lifetime_ms=(2000, 9000)),
-), (3000, 20000), "/")
+INTERACTIVE = Cmd(
+    "/bin/bash",
+    "",
+    (),
+    (
+        ID,
+        Cmd("/bin/ls", "-la /", ("stdout",), lifetime_ms=(0.5, 3)),
+        CAT_PASSWD,
+        Cmd("/usr/bin/env", "", ("stdout",), lifetime_ms=(0.3, 2)),
+        PS,
+        CURL_EXT,
+        Cmd("/usr/bin/vi", "/etc/passwd", ("read_passwd", "write_passwd"), lifetime_ms=(2000, 9000)),
+    ),
+    (3000, 20000),
+    "/",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,108 +289,383 @@ class App:
     label_extra: tuple[tuple[str, str], ...] = ()
 
 
-SVC = {"checkout": ("10.96.31.12", 8080), "cart": ("10.96.44.7", 8080), "payments": ("10.96.18.201", 8443),
-       "search": ("10.96.90.3", 8000), "postgres": ("10.96.0.54", 5432), "redis": ("10.96.7.70", 6379),
-       "kafka": ("10.96.120.9", 9092), "elasticsearch": ("10.96.60.200", 9200), "keycloak": ("10.96.5.18", 8443),
-       "coreapi": ("10.96.77.41", 9080), "prometheus": ("10.96.200.10", 9090), "dns": ("10.96.0.10", 53)}
-EXTERNAL = (("142.250.74.110", 443), ("104.198.14.52", 443), ("151.101.1.69", 443), ("52.216.8.11", 443),
-            ("140.82.121.4", 443), ("3.5.140.2", 443))
+SVC = {
+    "checkout": ("10.96.31.12", 8080),
+    "cart": ("10.96.44.7", 8080),
+    "payments": ("10.96.18.201", 8443),
+    "search": ("10.96.90.3", 8000),
+    "postgres": ("10.96.0.54", 5432),
+    "redis": ("10.96.7.70", 6379),
+    "kafka": ("10.96.120.9", 9092),
+    "elasticsearch": ("10.96.60.200", 9200),
+    "keycloak": ("10.96.5.18", 8443),
+    "coreapi": ("10.96.77.41", 9080),
+    "prometheus": ("10.96.200.10", 9090),
+    "dns": ("10.96.0.10", 53),
+}
+EXTERNAL = (
+    ("142.250.74.110", 443),
+    ("104.198.14.52", 443),
+    ("151.101.1.69", 443),
+    ("52.216.8.11", 443),
+    ("140.82.121.4", 443),
+    ("3.5.140.2", 443),
+)
 
 APPS: tuple[App, ...] = (
-    App("shop", "frontend", "Deployment", "docker.io/library/node:20.12-alpine", "frontend", "/usr/local/bin/node",
-        "/app/server.js", "/app", 1000, 26, ((NODE_WORKER, 3), (sh("node /app/dist/cron/sitemap.js", NODE_WORKER), 1),
-                                             (DATE, 1)), 1.0,
+    App(
+        "shop",
+        "frontend",
+        "Deployment",
+        "docker.io/library/node:20.12-alpine",
+        "frontend",
+        "/usr/local/bin/node",
+        "/app/server.js",
+        "/app",
+        1000,
+        26,
+        ((NODE_WORKER, 3), (sh("node /app/dist/cron/sitemap.js", NODE_WORKER), 1), (DATE, 1)),
+        1.0,
         dests=(SVC["checkout"], SVC["cart"], SVC["search"], SVC["keycloak"]),
-        label_extra=(("app.kubernetes.io/part-of", "shop"), ("tier", "web"))),
-    App("shop", "checkout", "Deployment", "ghcr.io/acme-shop/checkout:v2.14.1", "checkout", "/app/checkout",
-        "--config /etc/checkout/config.yaml", "/app", 65532, 18,
-        ((sh("/app/bin/reconcile.sh", CURL_API, DATE), 2), (CURL_API, 1)), 0.6,
+        label_extra=(("app.kubernetes.io/part-of", "shop"), ("tier", "web")),
+    ),
+    App(
+        "shop",
+        "checkout",
+        "Deployment",
+        "ghcr.io/acme-shop/checkout:v2.14.1",
+        "checkout",
+        "/app/checkout",
+        "--config /etc/checkout/config.yaml",
+        "/app",
+        65532,
+        18,
+        ((sh("/app/bin/reconcile.sh", CURL_API, DATE), 2), (CURL_API, 1)),
+        0.6,
         dests=(SVC["payments"], SVC["postgres"], SVC["kafka"], SVC["redis"]),
-        label_extra=(("app.kubernetes.io/part-of", "shop"),)),
-    App("shop", "cart", "Deployment", "ghcr.io/acme-shop/cart:v1.9.0", "cart", "/usr/local/bin/python3",
-        "-m gunicorn cart.wsgi -b 0.0.0.0:8080 -w 4", "/srv", 1000, 18,
-        ((PY_TASK, 2), (sh("python3 /srv/tasks/expire_carts.py", PY_TASK), 2)), 0.8,
-        dests=(SVC["redis"], SVC["postgres"]), label_extra=(("app.kubernetes.io/part-of", "shop"),)),
-    App("shop", "payments", "Deployment", "ghcr.io/acme-shop/payments:v3.2.7", "payments",
-        "/opt/java/openjdk/bin/java", "-XX:MaxRAMPercentage=75 -jar /app/payments.jar", "/app", 1001, 10,
-        ((JAVA_JCMD, 1), (sh("/app/bin/rotate-keys.sh", CURL_EXT, DATE), 1)), 0.3,
+        label_extra=(("app.kubernetes.io/part-of", "shop"),),
+    ),
+    App(
+        "shop",
+        "cart",
+        "Deployment",
+        "ghcr.io/acme-shop/cart:v1.9.0",
+        "cart",
+        "/usr/local/bin/python3",
+        "-m gunicorn cart.wsgi -b 0.0.0.0:8080 -w 4",
+        "/srv",
+        1000,
+        18,
+        ((PY_TASK, 2), (sh("python3 /srv/tasks/expire_carts.py", PY_TASK), 2)),
+        0.8,
+        dests=(SVC["redis"], SVC["postgres"]),
+        label_extra=(("app.kubernetes.io/part-of", "shop"),),
+    ),
+    App(
+        "shop",
+        "payments",
+        "Deployment",
+        "ghcr.io/acme-shop/payments:v3.2.7",
+        "payments",
+        "/opt/java/openjdk/bin/java",
+        "-XX:MaxRAMPercentage=75 -jar /app/payments.jar",
+        "/app",
+        1001,
+        10,
+        ((JAVA_JCMD, 1), (sh("/app/bin/rotate-keys.sh", CURL_EXT, DATE), 1)),
+        0.3,
         dests=(SVC["postgres"], SVC["kafka"], EXTERNAL[3], EXTERNAL[0]),
-        label_extra=(("app.kubernetes.io/part-of", "shop"), ("pci", "true"))),
-    App("shop", "search", "Deployment", "ghcr.io/acme-shop/search:v0.31.2", "search", "/usr/local/bin/python3",
-        "-m uvicorn search.main:app --host 0.0.0.0 --port 8000", "/srv", 1000, 14,
-        ((PY_MIGRATE, 1), (sh("python3 -m search.warmup", PY_TASK, ES_CURL), 1)), 0.5,
-        dests=(SVC["elasticsearch"], SVC["redis"])),
-    App("data", "postgres", "StatefulSet", "docker.io/library/postgres:16.3", "postgres",
-        "/usr/lib/postgresql/16/bin/postgres", "-c config_file=/etc/postgresql/postgresql.conf",
-        "/var/lib/postgresql", 999, 3, ((PGDUMP, 1), (sh("/usr/local/bin/backup.sh", PGDUMP, DATE), 1)), 0.3,
-        probe=PG_ISREADY, dests=(SVC["dns"],)),
-    App("data", "redis", "StatefulSet", "docker.io/library/redis:7.2.5", "redis", "/usr/local/bin/redis-server",
-        "*:6379", "/data", 999, 8, ((REDIS_PING, 1),), 0.1, probe=REDIS_PING, dests=(SVC["dns"],)),
-    App("data", "kafka", "StatefulSet", "docker.io/bitnami/kafka:3.7.0", "kafka", "/opt/bitnami/java/bin/java",
-        "-Xmx1G -Xms1G -server kafka.Kafka /opt/bitnami/kafka/config/server.properties", "/", 1001, 5,
-        ((sh("/opt/bitnami/scripts/kafka/healthcheck.sh", Cmd("/bin/grep", "-q listeners /opt/bitnami/kafka/config"
-                                                              "/server.properties", lifetime_ms=(0.5, 3))), 1),),
-        0.2, dests=(SVC["kafka"],)),
-    App("data", "elasticsearch", "StatefulSet", "docker.elastic.co/elasticsearch/elasticsearch:8.13.4",
-        "elasticsearch", "/usr/share/elasticsearch/jdk/bin/java",
-        "-Xms2g -Xmx2g -XX:+UseG1GC org.elasticsearch.bootstrap.Elasticsearch", "/usr/share/elasticsearch", 1000, 3,
-        ((ES_CURL, 1),), 0.2, probe=ES_CURL, dests=(SVC["elasticsearch"],)),
-    App("tenant-jobs", "crawler", "Deployment", "quay.io/isovalent/jobs-app-crawler:latest", "crawler",
-        "/usr/local/bin/node", "crawler.js", "/usr/src/app", 0, 20,
-        ((CURL_EXT, 3), (WGET_EXT, 2), (sh("node crawler-batch.js", NODE_WORKER, CURL_EXT), 2), (NSLOOKUP, 1)), 1.2,
-        dests=(SVC["elasticsearch"], SVC["coreapi"], EXTERNAL[0], EXTERNAL[1], EXTERNAL[2], EXTERNAL[5])),
-    App("tenant-jobs", "jobposting", "Deployment", "quay.io/isovalent/jobs-app-jobposting:latest", "jobposting",
-        "/usr/local/bin/python", "app.py", "/app", 0, 14,
-        ((PY_TASK, 2), (sh("python3 tasks/index.py", PY_TASK, CURL_API), 1), (CAT_PASSWD, 1.0)), 0.8,
-        dests=(SVC["coreapi"], SVC["elasticsearch"])),
-    App("tenant-jobs", "coreapi", "Deployment", "quay.io/isovalent/jobs-app-coreapi:latest", "coreapi",
-        "/usr/local/bin/python", "-m coreapi.server --port 9080", "/app", 0, 12,
-        ((PY_TASK, 1), (sh("/app/scripts/refresh-cache.sh", CURL_API, REDIS_PING), 1)), 0.6,
-        dests=(SVC["postgres"], SVC["redis"], SVC["kafka"])),
-    App("tenant-jobs", "elasticsearch", "Deployment", "quay.io/isovalent/jobs-app-elasticsearch:latest",
-        "elasticsearch", "/usr/share/elasticsearch/jdk/bin/java", "-Xms1g -Xmx1g org.elasticsearch.bootstrap"
-        ".Elasticsearch", "/usr/share/elasticsearch/", 0, 6,
-        ((sh("/usr/share/elasticsearch/bin/lifecycle.sh", ES_CURL, CAT_PASSWD), 1), (ES_CURL, 1)), 0.4,
-        dests=(SVC["elasticsearch"],)),
-    App("ci", "gitlab-runner", "Deployment", "registry.gitlab.com/gitlab-org/gitlab-runner:v16.11.0", "gitlab-runner",
-        "/usr/bin/gitlab-runner", "run --user=gitlab-runner --working-directory=/home/gitlab-runner",
-        "/home/gitlab-runner", 999, 8,
-        ((sh("git fetch && make test", GIT_FETCH, MAKE_TEST), 3), (GIT_FETCH, 1), (HOSTNAME, 1)), 1.0,
-        dests=(("172.65.251.78", 443), EXTERNAL[4])),
-    App("ci", "nightly-build", "Job", "docker.io/library/golang:1.22.3", "build", "/bin/sh",
-        "-c make -C /src test", "/src", 0, 4, ((MAKE_TEST, 3), (GIT_FETCH, 1), (LS, 1)), 2.0,
-        dests=(EXTERNAL[4],), label_extra=()),
-    App("monitoring", "node-exporter", "DaemonSet", "quay.io/prometheus/node-exporter:v1.8.1", "node-exporter",
-        "/bin/node_exporter", "--path.rootfs=/host --web.listen-address=0.0.0.0:9100", "/", 65534, 0,
-        ((HOSTNAME, 1),), 0.05, dests=(SVC["prometheus"],), privileged=True),
-    App("monitoring", "prometheus", "StatefulSet", "quay.io/prometheus/prometheus:v2.52.0", "prometheus",
-        "/bin/prometheus", "--config.file=/etc/prometheus/prometheus.yml --storage.tsdb.path=/prometheus",
-        "/prometheus", 65534, 2, ((sh("wget -qO- localhost:9090/-/ready", WGET_EXT), 1),), 0.2,
-        dests=(SVC["checkout"], SVC["cart"], SVC["payments"], SVC["search"], SVC["coreapi"])),
-    App("logging", "fluent-bit", "DaemonSet", "cr.fluentbit.io/fluent/fluent-bit:3.0.4", "fluent-bit",
-        "/fluent-bit/bin/fluent-bit", "-c /fluent-bit/etc/conf/fluent-bit.conf", "/", 0, 0,
-        ((HOSTNAME, 1),), 0.05, dests=(SVC["elasticsearch"],)),
-    App("ingress-nginx", "ingress-nginx-controller", "Deployment", "registry.k8s.io/ingress-nginx/controller:v1.10.1",
-        "controller", "/nginx-ingress-controller", "--publish-service=ingress-nginx/ingress-nginx-controller "
-        "--election-id=ingress-nginx-leader --controller-class=k8s.io/ingress-nginx", "/etc/nginx", 101, 4,
-        ((NGINX_TEST, 2), (sh("/etc/nginx/reload.sh", NGINX_TEST), 1)), 0.4,
-        dests=(SVC["checkout"], SVC["cart"], SVC["search"], SVC["keycloak"])),
-    App("auth", "keycloak", "Deployment", "quay.io/keycloak/keycloak:24.0.4", "keycloak", "/usr/bin/java",
-        "-Dkc.home.dir=/opt/keycloak -jar /opt/keycloak/lib/quarkus-run.jar start --optimized", "/opt/keycloak",
-        1000, 4, ((JAVA_JCMD, 1), (sh("/opt/keycloak/bin/kc.sh show-config", JAVA_JCMD), 1)), 0.2,
-        dests=(SVC["postgres"],)),
-    App("default", "debug", "Pod", "docker.io/library/ubuntu:22.04", "debug", "/bin/sleep", "infinity", "/", 0, 2,
-        ((sh("while true; do date; sleep 5; done", DATE), 1),), 0.02, privileged=True),
+        label_extra=(("app.kubernetes.io/part-of", "shop"), ("pci", "true")),
+    ),
+    App(
+        "shop",
+        "search",
+        "Deployment",
+        "ghcr.io/acme-shop/search:v0.31.2",
+        "search",
+        "/usr/local/bin/python3",
+        "-m uvicorn search.main:app --host 0.0.0.0 --port 8000",
+        "/srv",
+        1000,
+        14,
+        ((PY_MIGRATE, 1), (sh("python3 -m search.warmup", PY_TASK, ES_CURL), 1)),
+        0.5,
+        dests=(SVC["elasticsearch"], SVC["redis"]),
+    ),
+    App(
+        "data",
+        "postgres",
+        "StatefulSet",
+        "docker.io/library/postgres:16.3",
+        "postgres",
+        "/usr/lib/postgresql/16/bin/postgres",
+        "-c config_file=/etc/postgresql/postgresql.conf",
+        "/var/lib/postgresql",
+        999,
+        3,
+        ((PGDUMP, 1), (sh("/usr/local/bin/backup.sh", PGDUMP, DATE), 1)),
+        0.3,
+        probe=PG_ISREADY,
+        dests=(SVC["dns"],),
+    ),
+    App(
+        "data",
+        "redis",
+        "StatefulSet",
+        "docker.io/library/redis:7.2.5",
+        "redis",
+        "/usr/local/bin/redis-server",
+        "*:6379",
+        "/data",
+        999,
+        8,
+        ((REDIS_PING, 1),),
+        0.1,
+        probe=REDIS_PING,
+        dests=(SVC["dns"],),
+    ),
+    App(
+        "data",
+        "kafka",
+        "StatefulSet",
+        "docker.io/bitnami/kafka:3.7.0",
+        "kafka",
+        "/opt/bitnami/java/bin/java",
+        "-Xmx1G -Xms1G -server kafka.Kafka /opt/bitnami/kafka/config/server.properties",
+        "/",
+        1001,
+        5,
+        (
+            (
+                sh(
+                    "/opt/bitnami/scripts/kafka/healthcheck.sh",
+                    Cmd("/bin/grep", "-q listeners /opt/bitnami/kafka/config/server.properties", lifetime_ms=(0.5, 3)),
+                ),
+                1,
+            ),
+        ),
+        0.2,
+        dests=(SVC["kafka"],),
+    ),
+    App(
+        "data",
+        "elasticsearch",
+        "StatefulSet",
+        "docker.elastic.co/elasticsearch/elasticsearch:8.13.4",
+        "elasticsearch",
+        "/usr/share/elasticsearch/jdk/bin/java",
+        "-Xms2g -Xmx2g -XX:+UseG1GC org.elasticsearch.bootstrap.Elasticsearch",
+        "/usr/share/elasticsearch",
+        1000,
+        3,
+        ((ES_CURL, 1),),
+        0.2,
+        probe=ES_CURL,
+        dests=(SVC["elasticsearch"],),
+    ),
+    App(
+        "tenant-jobs",
+        "crawler",
+        "Deployment",
+        "quay.io/isovalent/jobs-app-crawler:latest",
+        "crawler",
+        "/usr/local/bin/node",
+        "crawler.js",
+        "/usr/src/app",
+        0,
+        20,
+        ((CURL_EXT, 3), (WGET_EXT, 2), (sh("node crawler-batch.js", NODE_WORKER, CURL_EXT), 2), (NSLOOKUP, 1)),
+        1.2,
+        dests=(SVC["elasticsearch"], SVC["coreapi"], EXTERNAL[0], EXTERNAL[1], EXTERNAL[2], EXTERNAL[5]),
+    ),
+    App(
+        "tenant-jobs",
+        "jobposting",
+        "Deployment",
+        "quay.io/isovalent/jobs-app-jobposting:latest",
+        "jobposting",
+        "/usr/local/bin/python",
+        "app.py",
+        "/app",
+        0,
+        14,
+        ((PY_TASK, 2), (sh("python3 tasks/index.py", PY_TASK, CURL_API), 1), (CAT_PASSWD, 1.0)),
+        0.8,
+        dests=(SVC["coreapi"], SVC["elasticsearch"]),
+    ),
+    App(
+        "tenant-jobs",
+        "coreapi",
+        "Deployment",
+        "quay.io/isovalent/jobs-app-coreapi:latest",
+        "coreapi",
+        "/usr/local/bin/python",
+        "-m coreapi.server --port 9080",
+        "/app",
+        0,
+        12,
+        ((PY_TASK, 1), (sh("/app/scripts/refresh-cache.sh", CURL_API, REDIS_PING), 1)),
+        0.6,
+        dests=(SVC["postgres"], SVC["redis"], SVC["kafka"]),
+    ),
+    App(
+        "tenant-jobs",
+        "elasticsearch",
+        "Deployment",
+        "quay.io/isovalent/jobs-app-elasticsearch:latest",
+        "elasticsearch",
+        "/usr/share/elasticsearch/jdk/bin/java",
+        "-Xms1g -Xmx1g org.elasticsearch.bootstrap.Elasticsearch",
+        "/usr/share/elasticsearch/",
+        0,
+        6,
+        ((sh("/usr/share/elasticsearch/bin/lifecycle.sh", ES_CURL, CAT_PASSWD), 1), (ES_CURL, 1)),
+        0.4,
+        dests=(SVC["elasticsearch"],),
+    ),
+    App(
+        "ci",
+        "gitlab-runner",
+        "Deployment",
+        "registry.gitlab.com/gitlab-org/gitlab-runner:v16.11.0",
+        "gitlab-runner",
+        "/usr/bin/gitlab-runner",
+        "run --user=gitlab-runner --working-directory=/home/gitlab-runner",
+        "/home/gitlab-runner",
+        999,
+        8,
+        ((sh("git fetch && make test", GIT_FETCH, MAKE_TEST), 3), (GIT_FETCH, 1), (HOSTNAME, 1)),
+        1.0,
+        dests=(("172.65.251.78", 443), EXTERNAL[4]),
+    ),
+    App(
+        "ci",
+        "nightly-build",
+        "Job",
+        "docker.io/library/golang:1.22.3",
+        "build",
+        "/bin/sh",
+        "-c make -C /src test",
+        "/src",
+        0,
+        4,
+        ((MAKE_TEST, 3), (GIT_FETCH, 1), (LS, 1)),
+        2.0,
+        dests=(EXTERNAL[4],),
+        label_extra=(),
+    ),
+    App(
+        "monitoring",
+        "node-exporter",
+        "DaemonSet",
+        "quay.io/prometheus/node-exporter:v1.8.1",
+        "node-exporter",
+        "/bin/node_exporter",
+        "--path.rootfs=/host --web.listen-address=0.0.0.0:9100",
+        "/",
+        65534,
+        0,
+        ((HOSTNAME, 1),),
+        0.05,
+        dests=(SVC["prometheus"],),
+        privileged=True,
+    ),
+    App(
+        "monitoring",
+        "prometheus",
+        "StatefulSet",
+        "quay.io/prometheus/prometheus:v2.52.0",
+        "prometheus",
+        "/bin/prometheus",
+        "--config.file=/etc/prometheus/prometheus.yml --storage.tsdb.path=/prometheus",
+        "/prometheus",
+        65534,
+        2,
+        ((sh("wget -qO- localhost:9090/-/ready", WGET_EXT), 1),),
+        0.2,
+        dests=(SVC["checkout"], SVC["cart"], SVC["payments"], SVC["search"], SVC["coreapi"]),
+    ),
+    App(
+        "logging",
+        "fluent-bit",
+        "DaemonSet",
+        "cr.fluentbit.io/fluent/fluent-bit:3.0.4",
+        "fluent-bit",
+        "/fluent-bit/bin/fluent-bit",
+        "-c /fluent-bit/etc/conf/fluent-bit.conf",
+        "/",
+        0,
+        0,
+        ((HOSTNAME, 1),),
+        0.05,
+        dests=(SVC["elasticsearch"],),
+    ),
+    App(
+        "ingress-nginx",
+        "ingress-nginx-controller",
+        "Deployment",
+        "registry.k8s.io/ingress-nginx/controller:v1.10.1",
+        "controller",
+        "/nginx-ingress-controller",
+        "--publish-service=ingress-nginx/ingress-nginx-controller "
+        "--election-id=ingress-nginx-leader --controller-class=k8s.io/ingress-nginx",
+        "/etc/nginx",
+        101,
+        4,
+        ((NGINX_TEST, 2), (sh("/etc/nginx/reload.sh", NGINX_TEST), 1)),
+        0.4,
+        dests=(SVC["checkout"], SVC["cart"], SVC["search"], SVC["keycloak"]),
+    ),
+    App(
+        "auth",
+        "keycloak",
+        "Deployment",
+        "quay.io/keycloak/keycloak:24.0.4",
+        "keycloak",
+        "/usr/bin/java",
+        "-Dkc.home.dir=/opt/keycloak -jar /opt/keycloak/lib/quarkus-run.jar start --optimized",
+        "/opt/keycloak",
+        1000,
+        4,
+        ((JAVA_JCMD, 1), (sh("/opt/keycloak/bin/kc.sh show-config", JAVA_JCMD), 1)),
+        0.2,
+        dests=(SVC["postgres"],),
+    ),
+    App(
+        "default",
+        "debug",
+        "Pod",
+        "docker.io/library/ubuntu:22.04",
+        "debug",
+        "/bin/sleep",
+        "infinity",
+        "/",
+        0,
+        2,
+        ((sh("while true; do date; sleep 5; done", DATE), 1),),
+        0.02,
+        privileged=True,
+    ),
 )
 BACKGROUND_CHANCE = 0.05  # share of free slots filled by a long-running entrypoint's own hooks
 INTERACTIVE_RATE = 0.001  # share of new process trees (in root containers) that are a `kubectl exec` shell
 
 FILES_PASSWD = ("/etc/passwd", "-rw-r--r--")
-ETC_READS = (("/etc/hosts", "-rw-r--r--"), ("/etc/resolv.conf", "-rw-r--r--"), ("/etc/nsswitch.conf", "-rw-r--r--"),
-             ("/etc/ssl/certs/ca-certificates.crt", "-rw-r--r--"), ("/etc/host.conf", "-rw-r--r--"),
-             ("/etc/gai.conf", "-rw-r--r--"), ("/etc/localtime", "-rw-r--r--"))
+ETC_READS = (
+    ("/etc/hosts", "-rw-r--r--"),
+    ("/etc/resolv.conf", "-rw-r--r--"),
+    ("/etc/nsswitch.conf", "-rw-r--r--"),
+    ("/etc/ssl/certs/ca-certificates.crt", "-rw-r--r--"),
+    ("/etc/host.conf", "-rw-r--r--"),
+    ("/etc/gai.conf", "-rw-r--r--"),
+    ("/etc/localtime", "-rw-r--r--"),
+)
 STDOUT_TEXTS = (
-    b"ok\n", b"0\n", b"PONG\n", b"1773133200\n", b"uid=0(root) gid=0(root) groups=0(root)\n",
+    b"ok\n",
+    b"0\n",
+    b"PONG\n",
+    b"1773133200\n",
+    b"uid=0(root) gid=0(root) groups=0(root)\n",
     b'{"level":"info","ts":"2026-03-10T09:00:03Z","msg":"reconciled","orders":12,"duration_ms":41}\n',
     b'{"status":"green","number_of_nodes":3,"active_shards":142,"relocating_shards":0}\n',
     b"root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
@@ -328,12 +683,23 @@ STDOUT_TEXTS = (
     b"Heap\n garbage-first heap   total 524288K, used 301114K [0x00000000e0000000, 0x0000000100000000)\n"
     b"  region size 1024K, 112 young (114688K), 9 survivors (9216K)\n Metaspace  used 98211K, committed 99072K\n",
 )
-STDOUT_ARGS = tuple(({"int_arg": 1}, {"bytes_arg": base64.b64encode(t).decode()}, {"size_arg": str(len(t))})
-                    for t in STDOUT_TEXTS)
+STDOUT_ARGS = tuple(
+    ({"int_arg": 1}, {"bytes_arg": base64.b64encode(t).decode()}, {"size_arg": str(len(t))}) for t in STDOUT_TEXTS
+)
 # How often an activity a program is capable of actually reaches a hook in one run: output is often
 # redirected (sys-write matches fd 1 only), names are cached, HTTP clients reuse connections.
-ACT_CHANCE = {"stdout": 0.3, "resolv": 0.3, "connect_ext": 0.4, "connect_db": 0.3, "connect_local": 0.3,
-              "read_passwd": 0.5, "read_localtime": 0.3, "read_nginx": 0.5, "tracepoint": 0.25, "tls": 0.03}
+ACT_CHANCE = {
+    "stdout": 0.3,
+    "resolv": 0.3,
+    "connect_ext": 0.4,
+    "connect_db": 0.3,
+    "connect_local": 0.3,
+    "read_passwd": 0.5,
+    "read_localtime": 0.3,
+    "read_nginx": 0.5,
+    "tracepoint": 0.25,
+    "tls": 0.03,
+}
 SYSCALL_IDS = ("0", "1", "3", "9", "202", "257", "262", "281", "232", "59", "56", "61")  # read, write, close, ...
 
 # TLS handshakes as tracing-policies/tls-handshake.yaml captures them (first write / first read of a socket by
@@ -350,8 +716,15 @@ def _load_handshakes() -> tuple[tuple[tuple[str, str, int, int], ...], tuple[flo
     import json
 
     conns = json.loads(_HANDSHAKES_FILE.read_text())["connections"]
-    flights = tuple((c["client_hello_b64"], c["server_hello_b64"], len(base64.b64decode(c["server_hello_b64"])),
-                     bool(c.get("weak"))) for c in conns)
+    flights = tuple(
+        (
+            c["client_hello_b64"],
+            c["server_hello_b64"],
+            len(base64.b64decode(c["server_hello_b64"])),
+            bool(c.get("weak")),
+        )
+        for c in conns
+    )
     return flights, tuple(TLS_WEIGHTS[f[3]] for f in flights)
 
 
@@ -450,13 +823,33 @@ class Generator:
         node = Node(name, i, T0_NS - uptime_ns, self.rng.randint(100_000, 400_000))
         systemd_id = exec_id(name, 1_000_000_000, 1)  # pid 1 started about 1 s after boot
         containerd_start = node.boot_ns + 9_000_000_000
-        node.containerd = self._host_proc(node, "/usr/bin/containerd", "", containerd_start, 812, systemd_id,
-                                          refcnt=len(APPS) + 10, flags="procFS auid rootcwd", static=True)
+        node.containerd = self._host_proc(
+            node,
+            "/usr/bin/containerd",
+            "",
+            containerd_start,
+            812,
+            systemd_id,
+            refcnt=len(APPS) + 10,
+            flags="procFS auid rootcwd",
+            static=True,
+        )
         return node
 
-    def _host_proc(self, node: Node, binary: str, args: str, start_ns: int, pid: int, parent_id: str, *,
-                   refcnt: int = 1, flags: str = "execve rootcwd clone", static: bool = False,
-                   parent: Proc | None = None) -> Proc:
+    def _host_proc(
+        self,
+        node: Node,
+        binary: str,
+        args: str,
+        start_ns: int,
+        pid: int,
+        parent_id: str,
+        *,
+        refcnt: int = 1,
+        flags: str = "execve rootcwd clone",
+        static: bool = False,
+        parent: Proc | None = None,
+    ) -> Proc:
         """A process outside any pod (no ``pod``/``docker``), as Tetragon reports containerd and the shims."""
         eid = exec_id(node.name, start_ns - node.boot_ns, pid)
         base: dict[str, Any] = {"exec_id": eid, "pid": pid, "uid": 0, "cwd": "/", "binary": binary}
@@ -504,17 +897,27 @@ class Generator:
             labels = {"app": w, "pod-template-hash": tmpl_hash}
         elif app.kind == "StatefulSet":
             name = f"{w}-{r}"
-            labels = {"app": w, "controller-revision-hash": f"{w}-{tmpl_hash}",
-                      "statefulset.kubernetes.io/pod-name": name}
+            labels = {
+                "app": w,
+                "controller-revision-hash": f"{w}-{tmpl_hash}",
+                "statefulset.kubernetes.io/pod-name": name,
+            }
         elif app.kind == "DaemonSet":
             name = f"{w}-{self._suffix()}"
-            labels = {"app.kubernetes.io/name": w, "controller-revision-hash": tmpl_hash,
-                      "pod-template-generation": "3"}
+            labels = {
+                "app.kubernetes.io/name": w,
+                "controller-revision-hash": tmpl_hash,
+                "pod-template-generation": "3",
+            }
         elif app.kind == "Job":
             uid = f"{self._hex(4)}-{self._hex(2)}-{self._hex(2)}-{self._hex(2)}-{self._hex(6)}"
             name = f"{w}-{self._suffix()}"
-            labels = {"batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": w,
-                      "controller-uid": uid, "job-name": w}
+            labels = {
+                "batch.kubernetes.io/controller-uid": uid,
+                "batch.kubernetes.io/job-name": w,
+                "controller-uid": uid,
+                "job-name": w,
+            }
         else:
             name = f"{w}-{r}" if r else w
             labels = {"run": name}
@@ -525,12 +928,21 @@ class Generator:
 
     def _pod_obj(self, pod: Pod, cpid: int, probe: bool) -> dict[str, Any]:
         app = pod.app
-        container: dict[str, Any] = {"id": f"containerd://{pod.container_id}", "name": app.container,
-                                     "image": pod.image, "start_time": ts(pod.start_ns), "pid": cpid}
+        container: dict[str, Any] = {
+            "id": f"containerd://{pod.container_id}",
+            "name": app.container,
+            "image": pod.image,
+            "start_time": ts(pod.start_ns),
+            "pid": cpid,
+        }
         if probe:
             container["maybe_exec_probe"] = True
-        obj: dict[str, Any] = {"namespace": app.namespace, "name": pod.name, "container": container,
-                               "pod_labels": pod.labels}
+        obj: dict[str, Any] = {
+            "namespace": app.namespace,
+            "name": pod.name,
+            "container": container,
+            "pod_labels": pod.labels,
+        }
         if app.kind != "Pod":
             obj["workload"] = app.workload
         else:
@@ -538,8 +950,9 @@ class Generator:
         obj["workload_kind"] = app.kind
         return obj
 
-    def _spawn(self, pod: Pod, cmd: Cmd, parent: Proc, start_ns: int, *, probe: bool = False,
-               entry: bool = False) -> Proc:
+    def _spawn(
+        self, pod: Pod, cmd: Cmd, parent: Proc, start_ns: int, *, probe: bool = False, entry: bool = False
+    ) -> Proc:
         """Create a process in POD's container (pid, exec_id, the three object renderings)."""
         node = pod.node
         pid = node.next_pid
@@ -548,8 +961,13 @@ class Generator:
         app = pod.app
         cwd = cmd.cwd or app.cwd
         uid = app.uid
-        base: dict[str, Any] = {"exec_id": exec_id(node.name, start_ns - node.boot_ns, pid), "pid": pid,
-                                "uid": uid, "cwd": cwd, "binary": cmd.binary}
+        base: dict[str, Any] = {
+            "exec_id": exec_id(node.name, start_ns - node.boot_ns, pid),
+            "pid": pid,
+            "uid": uid,
+            "cwd": cwd,
+            "binary": cmd.binary,
+        }
         if cmd.args:
             base["arguments"] = cmd.args
         base["flags"] = "execve rootcwd clone" if cwd == "/" else "execve clone"
@@ -586,8 +1004,17 @@ class Generator:
             t = self._plan(pod, child, proc, t + self._int(100_000, 2_000_000))
         end = max(t, start + own) + self._int(50_000, 400_000)
         r = rng.random()
-        status, signal = (0, "") if r < 0.93 else (1, "") if r < 0.975 else (127, "") if r < 0.985 else \
-            (0, "SIGTERM") if r < 0.995 else (0, "SIGKILL")
+        status, signal = (
+            (0, "")
+            if r < 0.93
+            else (1, "")
+            if r < 0.975
+            else (127, "")
+            if r < 0.985
+            else (0, "SIGTERM")
+            if r < 0.995
+            else (0, "SIGKILL")
+        )
         self._push(end, EXIT, (proc, status, signal))
         return end
 
@@ -610,8 +1037,7 @@ class Generator:
         elif act == "read_passwd":
             self._push(t, KPROBE, (proc, "file", FILES_PASSWD, 4, 0))
         elif act == "read_shadow":
-            self._push(t, KPROBE, (proc, "file", ("/etc/shadow", "-rw-r-----"), 4, 0 if proc.live["uid"] == 0
-                                   else -13))
+            self._push(t, KPROBE, (proc, "file", ("/etc/shadow", "-rw-r-----"), 4, 0 if proc.live["uid"] == 0 else -13))
         elif act == "write_passwd":
             self._push(t, KPROBE, (proc, "file", FILES_PASSWD, 2, 0))
         elif act == "read_localtime":
@@ -643,9 +1069,17 @@ class Generator:
     def _sock(self, saddr: str, dest: tuple[str, int], state: str) -> dict[str, Any]:
         """A sock_arg for a new socket: fresh ephemeral port and cookie (the kernel address of the socket)."""
         self.cookie += 64 * self._int(1, 4096)
-        return {"family": "AF_INET", "type": "SOCK_STREAM", "protocol": "IPPROTO_TCP", "saddr": saddr,
-                "daddr": dest[0], "sport": self._int(32768, 60999), "dport": dest[1],
-                "cookie": str(self.cookie), "state": state}
+        return {
+            "family": "AF_INET",
+            "type": "SOCK_STREAM",
+            "protocol": "IPPROTO_TCP",
+            "saddr": saddr,
+            "daddr": dest[0],
+            "sport": self._int(32768, 60999),
+            "dport": dest[1],
+            "cookie": str(self.cookie),
+            "state": state,
+        }
 
     def _connection(self, proc: Proc, saddr: str, dest: tuple[str, int], t: int, sends: int) -> int:
         """tcp_connect then SENDS tcp_sendmsg on one socket (same 4-tuple and cookie)."""
@@ -668,28 +1102,51 @@ class Generator:
         body: dict[str, Any] = {"process": proc.as_live(), "parent": proc.parent.as_live()}
         if what == "file":
             path, perm = a
-            body.update(function_name="security_file_permission",
-                        args=[{"file_arg": {"path": path, "permission": perm}}, {"int_arg": b}],
-                        **{"return": {"int_arg": c}}, action=POST, policy_name="file-monitoring",
-                        return_action=POST)
+            body.update(
+                function_name="security_file_permission",
+                args=[{"file_arg": {"path": path, "permission": perm}}, {"int_arg": b}],
+                **{"return": {"int_arg": c}},
+                action=POST,
+                policy_name="file-monitoring",
+                return_action=POST,
+            )
         elif what == "connect":
-            body.update(function_name="tcp_connect", args=[{"sock_arg": a}], action=POST, policy_name="connect",
-                        return_action=POST)
+            body.update(
+                function_name="tcp_connect",
+                args=[{"sock_arg": a}],
+                action=POST,
+                policy_name="connect",
+                return_action=POST,
+            )
         elif what == "sendmsg":
-            body.update(function_name="tcp_sendmsg", args=[{"sock_arg": a}, {"int_arg": b}], action=POST,
-                        policy_name="connect", return_action=POST)
+            body.update(
+                function_name="tcp_sendmsg",
+                args=[{"sock_arg": a}, {"int_arg": b}],
+                action=POST,
+                policy_name="connect",
+                return_action=POST,
+            )
         elif what == "tls_write":  # write(fd, ClientHello, 517)
-            body.update(function_name="__x64_sys_write",
-                        args=[{"int_arg": a}, {"bytes_arg": b}, {"size_arg": str(len(base64.b64decode(b)))}],
-                        action=POST, policy_name="tls-handshake", return_action=POST)
+            body.update(
+                function_name="__x64_sys_write",
+                args=[{"int_arg": a}, {"bytes_arg": b}, {"size_arg": str(len(base64.b64decode(b)))}],
+                action=POST,
+                policy_name="tls-handshake",
+                return_action=POST,
+            )
         elif what == "tls_read":  # read(fd, buf, 65536) returning the server's first flight
-            body.update(function_name="__x64_sys_read",
-                        args=[{"int_arg": a}, {"bytes_arg": b}, {"size_arg": "65536"}],
-                        **{"return": {"int_arg": c}}, action=POST, policy_name="tls-handshake",
-                        return_action=POST)
+            body.update(
+                function_name="__x64_sys_read",
+                args=[{"int_arg": a}, {"bytes_arg": b}, {"size_arg": "65536"}],
+                **{"return": {"int_arg": c}},
+                action=POST,
+                policy_name="tls-handshake",
+                return_action=POST,
+            )
         else:  # write(1, buf, n) to stdout
-            body.update(function_name="__x64_sys_write", args=list(a), action=POST, policy_name="sys-write",
-                        return_action=POST)
+            body.update(
+                function_name="__x64_sys_write", args=list(a), action=POST, policy_name="sys-write", return_action=POST
+            )
         return body
 
     def _emit(self, action: int, payload: Any, now: int, at: int) -> dict[str, Any]:
@@ -713,16 +1170,28 @@ class Generator:
             return self._envelope("process_kprobe", self._kprobe_body(*payload), proc.node.name, now)
         if action == LSM:
             proc, path = payload
-            body = {"process": proc.as_live(), "parent": proc.parent.as_live(), "function_name": "file_open",
-                    "policy_name": "lsm-file-open",
-                    "args": [{"file_arg": {"path": path, "permission": "-rw-r--r--" if path == "/etc/passwd"
-                                           else "-rw-r-----"}}], "action": POST}
+            body = {
+                "process": proc.as_live(),
+                "parent": proc.parent.as_live(),
+                "function_name": "file_open",
+                "policy_name": "lsm-file-open",
+                "args": [
+                    {"file_arg": {"path": path, "permission": "-rw-r--r--" if path == "/etc/passwd" else "-rw-r-----"}}
+                ],
+                "action": POST,
+            }
             return self._envelope("process_lsm", body, proc.node.name, now)
         if action == TRACEPOINT:
             proc, sysno = payload
-            body = {"process": proc.as_live(), "parent": proc.parent.as_live(), "subsys": "raw_syscalls",
-                    "event": "sys_enter", "args": [{"long_arg": sysno}], "policy_name": "raw-syscalls",
-                    "action": POST}
+            body = {
+                "process": proc.as_live(),
+                "parent": proc.parent.as_live(),
+                "subsys": "raw_syscalls",
+                "event": "sys_enter",
+                "args": [{"long_arg": sysno}],
+                "policy_name": "raw-syscalls",
+                "action": POST,
+            }
             return self._envelope("process_tracepoint", body, proc.node.name, now)
         if action == THROTTLE_STOP:
             node, cgroup = payload
@@ -733,10 +1202,17 @@ class Generator:
         shim_start = pod.init_ns - self._int(80_000_000, 400_000_000)
         shim_pid = node.next_pid
         node.next_pid += 1
-        pod.shim = self._host_proc(node, "/usr/bin/containerd-shim-runc-v2",
-                                   f"-namespace k8s.io -id {self._hex(32)} -address /run/containerd/containerd.sock",
-                                   shim_start, shim_pid, node.containerd.live["exec_id"], refcnt=2,
-                                   flags="execve clone", parent=node.containerd)
+        pod.shim = self._host_proc(
+            node,
+            "/usr/bin/containerd-shim-runc-v2",
+            f"-namespace k8s.io -id {self._hex(32)} -address /run/containerd/containerd.sock",
+            shim_start,
+            shim_pid,
+            node.containerd.live["exec_id"],
+            refcnt=2,
+            flags="execve clone",
+            parent=node.containerd,
+        )
         app = pod.app
         pod.init = self._spawn(pod, Cmd(app.entry, app.entry_args), pod.shim, pod.init_ns, entry=True)
         pod.shim.children += 1
@@ -800,8 +1276,12 @@ class Generator:
                 next_minute += 60_000_000_000
                 for node in self.nodes:
                     if rng.random() < 0.5 and emitted < self.count:
-                        yield self._envelope("rate_limit_info", {"number_of_dropped_process_events":
-                                                                 str(self._int(1, 40_000))}, node.name, now)
+                        yield self._envelope(
+                            "rate_limit_info",
+                            {"number_of_dropped_process_events": str(self._int(1, 40_000))},
+                            node.name,
+                            now,
+                        )
                         emitted += 1
                 continue
             if now >= next_throttle:  # cgroup-rate throttling of a container that forks too much
@@ -809,8 +1289,9 @@ class Generator:
                 pod = rng.choice(self.active)
                 cgroup = f"cri-containerd-{pod.container_id}.scope"
                 self._push(now + self._int(2, 12) * 1_000_000_000, THROTTLE_STOP, (pod.node, cgroup))
-                yield self._envelope("process_throttle", {"type": "THROTTLE_START", "cgroup": cgroup},
-                                     pod.node.name, now)
+                yield self._envelope(
+                    "process_throttle", {"type": "THROTTLE_START", "cgroup": cgroup}, pod.node.name, now
+                )
                 emitted += 1
                 continue
             if not heap or heap[0][0] > now:
@@ -827,8 +1308,9 @@ class Generator:
             emitted += 1
 
 
-def generate(count: int, out: Path, seed: int = 1,
-             progress: Callable[[int], None] | None = None) -> tuple[int, int, Counter[str]]:
+def generate(
+    count: int, out: Path, seed: int = 1, progress: Callable[[int], None] | None = None
+) -> tuple[int, int, Counter[str]]:
     """Write COUNT lines to OUT; return (lines, bytes, lines per kind)."""
     kinds: Counter[str] = Counter()
     total = 0
@@ -856,8 +1338,10 @@ def generate_reported(count: int, out: Path, seed: int = 1) -> None:
     """:func:`generate`, then one line on stderr with the size and time (what a benchmark shows first)."""
     started = time.perf_counter()
     n, size, _ = generate(count, out, seed)
-    print(f"generated {n:,} events ({size / 1e9:.2f} GB) in {time.perf_counter() - started:.0f}s -> {out}",
-          file=sys.stderr)
+    print(
+        f"generated {n:,} events ({size / 1e9:.2f} GB) in {time.perf_counter() - started:.0f}s -> {out}",
+        file=sys.stderr,
+    )
 
 
 def main() -> None:
@@ -877,8 +1361,10 @@ def main() -> None:
     if sys.stderr.isatty():
         print("\r", end="", file=sys.stderr)
     mix = ", ".join(f"{k} {100 * v / n:.1f}%" for k, v in kinds.most_common())
-    print(f"{n:,} events, {size / 1e6:,.0f} MB, {size / max(n, 1):,.0f} bytes per line on average, "
-          f"in {secs:.1f} s ({n / secs:,.0f} lines/s)\n{mix}")
+    print(
+        f"{n:,} events, {size / 1e6:,.0f} MB, {size / max(n, 1):,.0f} bytes per line on average, "
+        f"in {secs:.1f} s ({n / secs:,.0f} lines/s)\n{mix}"
+    )
 
 
 if __name__ == "__main__":

@@ -17,8 +17,13 @@ pytest_plugins = ["conftest_kafka"]
 #: the edit-test loop (`pytest -m "not slow"`, under 90 s) leaves out what takes seconds each: whole modules
 #: that run a broker, SIEMs or the pipeline end to end, and single long tests elsewhere (tests/test_image.py and
 #: tests/test_installed.py mark themselves). CI runs everything.
-SLOW_MODULES = {"test_process.py", "test_e2e_forward.py", "test_run_vs_process.py", "test_enriched_stream.py",
-                "test_collect.py"}
+SLOW_MODULES = {
+    "test_process.py",
+    "test_e2e_forward.py",
+    "test_run_vs_process.py",
+    "test_enriched_stream.py",
+    "test_collect.py",
+}
 SLOW_TESTS = {
     "test_ingest.py::test_a_failing_transform_stops_the_ingest_and_a_rerun_completes_it_once",
     "test_ingest.py::test_query_while_an_ingest_is_running",
@@ -44,6 +49,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         peers.ensure()
     except RuntimeError as exc:
         pytest.exit(str(exc), returncode=4)
+
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"

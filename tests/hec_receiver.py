@@ -49,8 +49,9 @@ class HecReceiver(HttpPeerServer):
 
     # --- control --------------------------------------------------------------------------
 
-    def fail_next(self, n: int, status: int = 503, code: int = 9, text: str = "Server is busy",
-                  retry_after: float | None = None) -> None:
+    def fail_next(
+        self, n: int, status: int = 503, code: int = 9, text: str = "Server is busy", retry_after: float | None = None
+    ) -> None:
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
         with self._lock:
             for _ in range(n):
@@ -71,8 +72,9 @@ class HecReceiver(HttpPeerServer):
 
     # --- the contract --------------------------------------------------------------------------
 
-    def _handle(self, method: str, raw_path: str, headers: dict[str, str],
-                body: bytes) -> tuple[int, dict[str, Any], dict]:
+    def _handle(
+        self, method: str, raw_path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, Any], dict]:
         parts = urlsplit(raw_path)
         if method == "GET":
             if parts.path == "/services/collector/health":

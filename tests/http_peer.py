@@ -39,8 +39,9 @@ class HttpPeerServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def _handle(self, method: str, raw_path: str, headers: dict[str, str],
-                body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def _handle(
+        self, method: str, raw_path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         raise NotImplementedError
 
     def _received(self) -> int:
@@ -98,8 +99,7 @@ class HttpPeerServer:
 
         self._httpd = _Server(("127.0.0.1", self.port), Handler)
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 

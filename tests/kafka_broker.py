@@ -48,8 +48,9 @@ def free_port() -> int:
 class TansuBroker:
     """``start()`` / ``stop()`` / ``restart()`` a tansu broker on a fixed loopback port."""
 
-    def __init__(self, binary: Path, port: int | None = None, log_path: Path | None = None,
-                 advertised_port: int | None = None) -> None:
+    def __init__(
+        self, binary: Path, port: int | None = None, log_path: Path | None = None, advertised_port: int | None = None
+    ) -> None:
         self.binary = binary
         self.port = port or free_port()
         self.log_path = log_path
@@ -67,9 +68,20 @@ class TansuBroker:
         advertised = f"tcp://127.0.0.1:{self.advertised_port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [str(self.binary), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
-             "--storage-engine", "memory://tansu/"],
-            stdout=out, stderr=out, stdin=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"},
+            [
+                str(self.binary),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                advertised,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "RUST_LOG": "warn"},
         )
         if out is not subprocess.DEVNULL:
             out.close()
@@ -110,9 +122,14 @@ def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, timeout
     """
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                             fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20,
-                             request_timeout_ms=10_000)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        fetch_max_bytes=64 << 20,
+        max_partition_fetch_bytes=16 << 20,
+        request_timeout_ms=10_000,
+    )
     try:
         deadline = time.monotonic() + timeout
         parts = None

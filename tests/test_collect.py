@@ -41,9 +41,11 @@ def line(i: int, rng: random.Random | None = None, pad: int | None = None) -> by
     """A Tetragon-shaped export line: sequence number in pid, node_name after the body (as protojson)."""
     n = pad if pad is not None else (rng.randint(100, 1800) if rng else 200)
     node = NODES[i % len(NODES)]
-    return (b'{"process_exec":{"process":{"exec_id":"%s","pid":%d,"binary":"/usr/bin/curl","arguments":"%s"}},'
-            b'"node_name":"%s","time":"2026-03-10T09:00:00.%09dZ"}'
-            % (f"{node}:{i}".encode(), i, b"a" * n, node.encode(), i))
+    return (
+        b'{"process_exec":{"process":{"exec_id":"%s","pid":%d,"binary":"/usr/bin/curl","arguments":"%s"}},'
+        b'"node_name":"%s","time":"2026-03-10T09:00:00.%09dZ"}'
+        % (f"{node}:{i}".encode(), i, b"a" * n, node.encode(), i)
+    )
 
 
 def seq_of(value: bytes) -> int:
@@ -71,7 +73,7 @@ class Lumberjack:
             self.f.write(data[: len(data) // 2])
             self.f.flush()
             time.sleep(0.002)
-            self.f.write(data[len(data) // 2:] + b"\n")
+            self.f.write(data[len(data) // 2 :] + b"\n")
         else:
             self.f.write(data + b"\n")
         self.size += len(data) + 1
@@ -106,18 +108,42 @@ class Collect:
     #: every collector a test started, so a failing test does not leave one running (see _no_leftover_collectors)
     started: list[Collect] = []
 
-    def __init__(self, source: str, kafka: TansuBroker, topic: str, state: Path, *extra: str,
-                 stdin: int | None = None) -> None:
+    def __init__(
+        self, source: str, kafka: TansuBroker, topic: str, state: Path, *extra: str, stdin: int | None = None
+    ) -> None:
         Collect.started.append(self)
         self.metrics_port = free_port()
         self.log = state.parent / f"collect-{time.monotonic_ns()}.log"
-        args = [sys.executable, "-m", "tetrapipe", "collect", source, "--kafka", kafka.bootstrap, "--topic", topic,
-                "--state-dir", str(state), "--metrics-port", str(self.metrics_port), "--stats-interval", "1",
-                "--linger-ms", "5", *extra]
+        args = [
+            sys.executable,
+            "-m",
+            "tetrapipe",
+            "collect",
+            source,
+            "--kafka",
+            kafka.bootstrap,
+            "--topic",
+            topic,
+            "--state-dir",
+            str(state),
+            "--metrics-port",
+            str(self.metrics_port),
+            "--stats-interval",
+            "1",
+            "--linger-ms",
+            "5",
+            *extra,
+        ]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.out = open(self.log, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=self.out, stderr=subprocess.STDOUT,
-                                     stdin=stdin if stdin is not None else subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            args,
+            cwd=REPO,
+            env=env,
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+            stdin=stdin if stdin is not None else subprocess.DEVNULL,
+        )
 
     def metric(self, name: str) -> float:
         """Sum of a series over its labels (0 when the endpoint is not up yet)."""
@@ -197,7 +223,9 @@ def _no_leftover_collectors() -> Iterator[None]:
 def check_exactly_once(records: list, expected: list[bytes]) -> None:
     values = [r.value for r in records]
     assert len(values) == len(set(values)), f"{len(values) - len(set(values))} duplicates"
-    assert set(values) == set(expected), f"missing {len(set(expected) - set(values))}, extra {len(set(values) - set(expected))}"
+    assert set(values) == set(expected), (
+        f"missing {len(set(expected) - set(values))}, extra {len(set(values) - set(expected))}"
+    )
     check_order(records)
 
 
@@ -210,7 +238,9 @@ def check_order(records: list) -> None:
             continue  # a counted redelivery
         done.add(r.value)
         s = seq_of(r.value)
-        assert s > seen[(r.partition, r.key)], f"partition {r.partition} key {r.key!r}: {s} after {seen[(r.partition, r.key)]}"
+        assert s > seen[(r.partition, r.key)], (
+            f"partition {r.partition} key {r.key!r}: {s} after {seen[(r.partition, r.key)]}"
+        )
         seen[(r.partition, r.key)] = s
     keys = {r.key: r.partition for r in records}
     for r in records:
@@ -247,12 +277,15 @@ def test_rotation_under_load_every_line_exactly_once_in_order(kafka: TansuBroker
     records = read_topic(kafka.bootstrap, topic, expect=len(lines))
     check_exactly_once(records, lines)
     assert c.final_count("rejected") == 0
-    print(f"wrote {len(lines)} lines with {w.rotations} rotations in {write_s:.1f}s; all acknowledged "
-          f"{catch_up_s:.2f}s later")
+    print(
+        f"wrote {len(lines)} lines with {w.rotations} rotations in {write_s:.1f}s; all acknowledged "
+        f"{catch_up_s:.2f}s later"
+    )
 
 
-def test_kill_9_and_restart_loses_nothing_and_counts_redeliveries(kafka: TansuBroker, topic: str,
-                                                                   tmp_path: Path) -> None:
+def test_kill_9_and_restart_loses_nothing_and_counts_redeliveries(
+    kafka: TansuBroker, topic: str, tmp_path: Path
+) -> None:
     d = tmp_path / "tetragon"
     d.mkdir()
     rng = random.Random(11)
@@ -300,15 +333,15 @@ def test_kill_9_and_restart_loses_nothing_and_counts_redeliveries(kafka: TansuBr
     print(f"killed after {killed_at} written; {duplicates} duplicates, {redelivered} counted as redelivered")
 
 
-def test_broker_outage_spools_stays_up_and_delivers_everything(kafka: TansuBroker, topic: str,
-                                                               tmp_path: Path) -> None:
+def test_broker_outage_spools_stays_up_and_delivers_everything(kafka: TansuBroker, topic: str, tmp_path: Path) -> None:
     d = tmp_path / "tetragon"
     d.mkdir()
     w = Lumberjack(d, max_bytes=1_500_000, backups=20, compress=False)
     before = [line(i) for i in range(3_000)]
     during = [line(i) for i in range(3_000, 9_000)]
-    c = Collect(str(d / "tetragon.log"), kafka, topic, tmp_path / "state", "--buffer-bytes", "256K",
-                "--stall-seconds", "1")
+    c = Collect(
+        str(d / "tetragon.log"), kafka, topic, tmp_path / "state", "--buffer-bytes", "256K", "--stall-seconds", "1"
+    )
     for ln in before:
         w.write(ln)
     w.flush()
@@ -346,8 +379,13 @@ def test_broker_outage_spools_stays_up_and_delivers_everything(kafka: TansuBroke
 
 def test_stdin_with_headers_and_a_line_too_long(kafka: TansuBroker, topic: str, tmp_path: Path) -> None:
     lines = [line(i) for i in range(500)]
-    data = b"".join(ln + b"\n" for ln in lines[:100]) + line(100, pad=9000) + b"\n" + b"\n" + \
-        b"".join(ln + b"\n" for ln in lines[101:])
+    data = (
+        b"".join(ln + b"\n" for ln in lines[:100])
+        + line(100, pad=9000)
+        + b"\n"
+        + b"\n"
+        + b"".join(ln + b"\n" for ln in lines[101:])
+    )
     expected = lines[:100] + lines[101:]
     r, wfd = os.pipe()
     c = Collect("-", kafka, topic, tmp_path / "state", "--headers", "--max-line-bytes", "4000", stdin=r)
@@ -372,15 +410,21 @@ def test_grpc_source_lines_arrive_as_export_json(kafka: TansuBroker, topic: str,
 
     from tetrapipe.sources.grpc_codec import EVENT_KINDS, event_kind, json_to_response
 
-    texts = [t for p in REAL_LOGS for t in p.read_text().splitlines()
-             if t.strip() and event_kind(json.loads(t)) in EVENT_KINDS]
+    texts = [
+        t
+        for p in REAL_LOGS
+        for t in p.read_text().splitlines()
+        if t.strip() and event_kind(json.loads(t)) in EVENT_KINDS
+    ]
     with serve([json_to_response(t) for t in texts]) as agent:
-        c = Collect(f"grpc://{agent.address}", kafka, topic, tmp_path / "state", "--exit-at-eof",
-                    "--node-name", "this-node")
+        c = Collect(
+            f"grpc://{agent.address}", kafka, topic, tmp_path / "state", "--exit-at-eof", "--node-name", "this-node"
+        )
         assert c.wait(30) == 0, c.output()
     records = read_topic(kafka.bootstrap, topic, expect=len(texts))
-    assert sorted(json.dumps(json.loads(r.value), sort_keys=True) for r in records) == \
-        sorted(json.dumps(json.loads(t), sort_keys=True) for t in texts)
+    assert sorted(json.dumps(json.loads(r.value), sort_keys=True) for r in records) == sorted(
+        json.dumps(json.loads(t), sort_keys=True) for t in texts
+    )
     for r in records:
         assert r.key == json.loads(r.value).get("node_name", "this-node").encode()
 

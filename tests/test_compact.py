@@ -30,8 +30,9 @@ def _count(lake: Lake) -> tuple[int, int]:
 def _write_kafka_segments(lake: Lake, n: int) -> int:
     """n small segments of one partition, all dated the same day so they compact together."""
     events = _events()
-    events = events.set_column(1, "time", pa.array([dt.datetime(2026, 3, 10, 9, 0, i) for i in
-                                                    range(events.num_rows)], pa.timestamp("us")))
+    events = events.set_column(
+        1, "time", pa.array([dt.datetime(2026, 3, 10, 9, 0, i) for i in range(events.num_rows)], pa.timestamp("us"))
+    )
     per = max(1, events.num_rows // n)
     offset = 0
     total = 0
@@ -69,8 +70,9 @@ def test_crash_after_rename_is_recovered(tmp_path: Path) -> None:
     pq.write_table(pa.concat_tables(tables), merged)
     jdir = lake.root / "_state" / "compaction"
     jdir.mkdir(parents=True)
-    (jdir / "x.json").write_text(json.dumps({"merged": str(merged), "tmp": str(merged) + ".tmp",
-                                             "replaces": [str(p) for p in segs[:3]]}))
+    (jdir / "x.json").write_text(
+        json.dumps({"merged": str(merged), "tmp": str(merged) + ".tmp", "replaces": [str(p) for p in segs[:3]]})
+    )
     assert _count(lake)[0] > before[0]  # the crash window: duplicates visible
     assert recover(lake) == 1
     assert _count(lake) == before
@@ -85,8 +87,15 @@ def test_crash_before_rename_drops_the_temp(tmp_path: Path) -> None:
     tmp.write_bytes(b"partial")
     jdir = lake.root / "_state" / "compaction"
     jdir.mkdir(parents=True)
-    (jdir / "y.json").write_text(json.dumps({"merged": str(segs[0].parent / "kafka~t~0~0~5.parquet"),
-                                             "tmp": str(tmp), "replaces": [str(p) for p in segs]}))
+    (jdir / "y.json").write_text(
+        json.dumps(
+            {
+                "merged": str(segs[0].parent / "kafka~t~0~0~5.parquet"),
+                "tmp": str(tmp),
+                "replaces": [str(p) for p in segs],
+            }
+        )
+    )
     recover(lake)
     assert not tmp.exists() and all(p.exists() for p in segs)
     assert _count(lake) == before
@@ -96,8 +105,11 @@ def test_segments_written_before_a_column_existed_still_merge_and_read(tmp_path:
     """A lake from an older tetrapipe (no tls_cipher_code yet) compacts and queries with the column NULL."""
     lake = Lake(tmp_path / "lake")
     events = _events()
-    events = events.set_column(1, "time", pa.array([dt.datetime(2026, 3, 10, 9, 0, i % 60) for i in
-                                                    range(events.num_rows)], pa.timestamp("us")))
+    events = events.set_column(
+        1,
+        "time",
+        pa.array([dt.datetime(2026, 3, 10, 9, 0, i % 60) for i in range(events.num_rows)], pa.timestamp("us")),
+    )
     old = events.drop_columns(["tls_cipher_code"])
     day = lake.root / "events" / "date=2026-03-10"
     day.mkdir(parents=True)

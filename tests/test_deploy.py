@@ -25,8 +25,16 @@ from tetrapipe.config import load_config
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "kubernetes"
 
-API_VERSIONS = {"Namespace": "v1", "ServiceAccount": "v1", "ConfigMap": "v1", "Secret": "v1", "Service": "v1",
-                "PersistentVolumeClaim": "v1", "DaemonSet": "apps/v1", "Deployment": "apps/v1"}
+API_VERSIONS = {
+    "Namespace": "v1",
+    "ServiceAccount": "v1",
+    "ConfigMap": "v1",
+    "Secret": "v1",
+    "Service": "v1",
+    "PersistentVolumeClaim": "v1",
+    "DaemonSet": "apps/v1",
+    "Deployment": "apps/v1",
+}
 WORKLOADS = ("DaemonSet", "Deployment")
 
 
@@ -87,8 +95,10 @@ def test_every_document_validates_against_the_kubernetes_openapi_schema(version:
         try:
             kv.validate(doc, target, strict=True)
         except kv.ValidationError as exc:
-            pytest.fail(f"{path.name}: {doc['kind']}/{doc['metadata']['name']} is not valid Kubernetes {target}: "
-                        f"{exc.message} at {'.'.join(str(p) for p in exc.path)}")
+            pytest.fail(
+                f"{path.name}: {doc['kind']}/{doc['metadata']['name']} is not valid Kubernetes {target}: "
+                f"{exc.message} at {'.'.join(str(p) for p in exc.path)}"
+            )
         checked += 1
     assert checked >= 10
     deployment = next(d for _, d in DOCS if d["kind"] == "Deployment")
@@ -189,7 +199,7 @@ def _check_command(c: dict[str, Any], pod: dict[str, Any]) -> None:
     if name == "collect":
         source = ctx.params["source"]
         if source.startswith("file://"):
-            mount = next(m for m in c["volumeMounts"] if source[len("file://"):].startswith(m["mountPath"]))
+            mount = next(m for m in c["volumeMounts"] if source[len("file://") :].startswith(m["mountPath"]))
             vol = next(v for v in pod["volumes"] if v["name"] == mount["name"])
             assert vol["hostPath"]["path"] == "/var/run/cilium/tetragon" and mount.get("readOnly") is True
         else:
@@ -251,6 +261,6 @@ def test_compose_demo() -> None:
                 assert src in compose["volumes"], f"{name}: undeclared volume {src}"
         if name == "collector":
             assert ctx.params["source"].startswith("file:///samples/")
-            assert (REPO / "samples" / ctx.params["source"][len("file:///samples/"):]).exists()
+            assert (REPO / "samples" / ctx.params["source"][len("file:///samples/") :]).exists()
     fwd_cfg = load_config(DEPLOY / "compose" / "tetrapipe.yaml", env={})
     assert fwd_cfg.kafka["bootstrap"] == "broker:9092" and {s.type for s in fwd_cfg.sinks} == {"stdout", "file"}

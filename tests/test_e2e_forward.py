@@ -49,8 +49,9 @@ def expected_alerts(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     from tetrapipe import history
 
     lake = tmp_path_factory.mktemp("expected") / "lake"
-    subprocess.run(_tp("ingest", str(SAMPLE), "--lake", str(lake), "-q"), check=True, capture_output=True,
-                   env=_env(), timeout=120)
+    subprocess.run(
+        _tp("ingest", str(SAMPLE), "--lake", str(lake), "-q"), check=True, capture_output=True, env=_env(), timeout=120
+    )
     con = history.connect(str(lake))
     try:
         ids = {r[0] for r in con.execute("SELECT alert_id FROM alerts").fetchall()}
@@ -69,15 +70,53 @@ def alerts_topic(kafka_broker: Any, tmp_path_factory: pytest.TempPathFactory, ex
     suffix = str(int(time.time() * 1000))
     events, alerts = f"e2e-events-{suffix}", f"e2e-alerts-{suffix}"
     collect = subprocess.run(
-        _tp("collect", f"file://{SAMPLE}", "--kafka", kafka_broker.bootstrap, "--topic", events, "--from",
-            "beginning", "--state-dir", str(work / "state"), "--metrics-port", "0", "--exit-at-eof",
-            "--stats-interval", "0"), capture_output=True, text=True, env=_env(), timeout=120)
+        _tp(
+            "collect",
+            f"file://{SAMPLE}",
+            "--kafka",
+            kafka_broker.bootstrap,
+            "--topic",
+            events,
+            "--from",
+            "beginning",
+            "--state-dir",
+            str(work / "state"),
+            "--metrics-port",
+            "0",
+            "--exit-at-eof",
+            "--stats-interval",
+            "0",
+        ),
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
     assert collect.returncode == 0, collect.stderr[-3000:]
     fast = [a for k, v in FAST_GROUP.items() for a in ("--kafka-option", f"{k}={v}")]
     process = subprocess.run(
-        _tp("process", "--kafka", kafka_broker.bootstrap, "--topic", events, "--group", f"p-{suffix}",
-            "--alerts-topic", alerts, "--dead-letter-topic", "", "--lake", str(work / "lake"), "--exit-at-eof",
-            *fast), capture_output=True, text=True, env=_env(), timeout=180)
+        _tp(
+            "process",
+            "--kafka",
+            kafka_broker.bootstrap,
+            "--topic",
+            events,
+            "--group",
+            f"p-{suffix}",
+            "--alerts-topic",
+            alerts,
+            "--dead-letter-topic",
+            "",
+            "--lake",
+            str(work / "lake"),
+            "--exit-at-eof",
+            *fast,
+        ),
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=180,
+    )
     assert process.returncode == 0, process.stderr[-3000:]
     return alerts
 
@@ -116,9 +155,13 @@ sinks:
 
 
 def _forward(config: Path, group: str, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(_tp("forward", "--config", str(config), "--from-kafka", "--group", group,
-                                "--exit-at-eof", *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**_env(), "HEC_TOKEN": TOKEN})
+    return subprocess.Popen(
+        _tp("forward", "--config", str(config), "--from-kafka", "--group", group, "--exit-at-eof", *extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**_env(), "HEC_TOKEN": TOKEN},
+    )
 
 
 def _ocsf_ids(hec: HecReceiver) -> list[str]:
@@ -144,15 +187,17 @@ def _need_rsyslog() -> None:
         pytest.fail("rsyslogd is not installed: apt-get install rsyslog rsyslog-openssl (.ci/run does)")
 
 
-def test_sample_alerts_arrive_once_at_each_siem(alerts_topic: str, kafka_broker: Any, expected_alerts: set[str],
-                                                 tmp_path: Path) -> None:
+def test_sample_alerts_arrive_once_at_each_siem(
+    alerts_topic: str, kafka_broker: Any, expected_alerts: set[str], tmp_path: Path
+) -> None:
     _need_rsyslog()
     hec = HecReceiver(token=TOKEN, ack=True).start()
     rs = Rsyslog(tmp_path / "rsyslog").start()
     metrics_port = _free_port()
     try:
-        cfg = _config(tmp_path / "tetrapipe.yaml", kafka_broker.bootstrap, alerts_topic, hec.port, rs.tcp_port,
-                      tmp_path / "spool")
+        cfg = _config(
+            tmp_path / "tetrapipe.yaml", kafka_broker.bootstrap, alerts_topic, hec.port, rs.tcp_port, tmp_path / "spool"
+        )
         proc = _forward(cfg, "fwd-once", "--metrics-port", str(metrics_port))
         scraped = _scrape_while_running(proc, metrics_port)
         out, err = proc.communicate(timeout=120)
@@ -188,21 +233,24 @@ def _scrape_while_running(proc: subprocess.Popen[str], port: int) -> dict[str, A
     return got
 
 
-def test_siems_down_then_back_nothing_lost(alerts_topic: str, kafka_broker: Any, expected_alerts: set[str],
-                                           tmp_path: Path) -> None:
+def test_siems_down_then_back_nothing_lost(
+    alerts_topic: str, kafka_broker: Any, expected_alerts: set[str], tmp_path: Path
+) -> None:
     _need_rsyslog()
     hec_port = _free_port()
     hec = HecReceiver(token=TOKEN, ack=True, port=hec_port)  # not started: the SIEM is down
     rs = Rsyslog(tmp_path / "rsyslog")  # ports reserved, daemon not running
-    cfg = _config(tmp_path / "tetrapipe.yaml", kafka_broker.bootstrap, alerts_topic, hec_port, rs.tcp_port,
-                  tmp_path / "spool")
+    cfg = _config(
+        tmp_path / "tetrapipe.yaml", kafka_broker.bootstrap, alerts_topic, hec_port, rs.tcp_port, tmp_path / "spool"
+    )
     proc = _forward(cfg, "fwd-outage", "--drain-timeout", "60")
     try:
         # the forwarder consumes everything and spools it while both SIEMs are unreachable
         spool = tmp_path / "spool"
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (_spooled(spool / "splunk") >= len(expected_alerts)
-                                                   and _spooled(spool / "syslog") >= len(expected_alerts)):
+        while time.monotonic() < deadline and not (
+            _spooled(spool / "splunk") >= len(expected_alerts) and _spooled(spool / "syslog") >= len(expected_alerts)
+        ):
             assert proc.poll() is None, proc.communicate()[1][-3000:]
             time.sleep(0.2)
         assert _spooled(spool / "splunk") >= len(expected_alerts), "alerts were not spooled during the outage"
@@ -231,9 +279,9 @@ def _spooled(directory: Path) -> int:
     return sum(p.read_bytes().count(b"\n") for p in directory.glob("*.jsonl") if p.stem.isdigit())
 
 
-def test_sigterm_mid_delivery_then_restart_delivers_everything_once(alerts_topic: str, kafka_broker: Any,
-                                                                     expected_alerts: set[str],
-                                                                     tmp_path: Path) -> None:
+def test_sigterm_mid_delivery_then_restart_delivers_everything_once(
+    alerts_topic: str, kafka_broker: Any, expected_alerts: set[str], tmp_path: Path
+) -> None:
     """SIGTERM while a slow SIEM is still taking batches: exit 0 without losing what was read.
 
     What was consumed is delivered, or spooled once the drain timeout is up,

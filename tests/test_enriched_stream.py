@@ -33,8 +33,14 @@ from tetrapipe.sinks.siem.base import DeliveringSink, Delivery
 
 SCENARIO = SAMPLES / "scenario" / "tenant-jobs.log"
 FAST_GROUP = {"session_timeout_ms": 6000, "max_poll_interval_ms": 20000, "heartbeat_interval_ms": 1000}
-ANCESTRY = ("parent_exec_id", "parent_binary", "parent_arguments", "parent_pid", "ancestor_exec_ids",
-            "ancestor_binaries")
+ANCESTRY = (
+    "parent_exec_id",
+    "parent_binary",
+    "parent_arguments",
+    "parent_pid",
+    "ancestor_exec_ids",
+    "ancestor_binaries",
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +54,7 @@ def streamed(kafka_broker: TansuBroker, tmp_path_factory: pytest.TempPathFactory
     if not kafka_broker.running:
         kafka_broker.start()
     work = tmp_path_factory.mktemp("enriched")
-    name = f"enriched-{os.getpid()}-{id(work) & 0xffff:x}"
+    name = f"enriched-{os.getpid()}-{id(work) & 0xFFFF:x}"
     admin = KafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
     try:
         admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=1)])
@@ -60,9 +66,18 @@ def streamed(kafka_broker: TansuBroker, tmp_path_factory: pytest.TempPathFactory
         producer.send(name, key=(json.loads(line).get("node_name") or "").encode(), value=line)
     producer.flush()
     producer.close()
-    cfg = ProcessorConfig(kafka_broker.bootstrap, topic=name, group=name, exit_at_eof=True, batch_max_records=40,
-                          batch_max_seconds=0.3, alerts_topic=f"{name}.alerts", events_topic=f"{name}.enriched",
-                          dead_letter_topic=None, kafka_options=FAST_GROUP)
+    cfg = ProcessorConfig(
+        kafka_broker.bootstrap,
+        topic=name,
+        group=name,
+        exit_at_eof=True,
+        batch_max_records=40,
+        batch_max_seconds=0.3,
+        alerts_topic=f"{name}.alerts",
+        events_topic=f"{name}.enriched",
+        dead_letter_topic=None,
+        kafka_options=FAST_GROUP,
+    )
     lake = work / "lake"
     transforms, _ = build_transforms(None)
     stats = Processor(cfg, Lake(lake), transforms).run()
@@ -73,8 +88,14 @@ def streamed(kafka_broker: TansuBroker, tmp_path_factory: pytest.TempPathFactory
     finally:
         con.close()
     assert stats.batches > 2 and stats.events == events.num_rows == len(lines) and stats.streamed == len(lines)
-    return {"topic": name, "events_topic": cfg.events_topic, "alerts_topic": cfg.alerts_topic, "lake": lake,
-            "events": events, "alert_ids": set(alerts.column("alert_id").to_pylist())}
+    return {
+        "topic": name,
+        "events_topic": cfg.events_topic,
+        "alerts_topic": cfg.alerts_topic,
+        "lake": lake,
+        "events": events,
+        "alert_ids": set(alerts.column("alert_id").to_pylist()),
+    }
 
 
 def _read_all(bootstrap: str, topic: str, expect: int, timeout: float = 20.0, settle: float = 1.0) -> list:
@@ -103,8 +124,9 @@ def _read_all(bootstrap: str, topic: str, expect: int, timeout: float = 20.0, se
         consumer.close()
 
 
-def test_topic_holds_each_lake_event_once_with_its_ancestry(streamed: dict[str, Any],
-                                                             kafka_broker: TansuBroker) -> None:
+def test_topic_holds_each_lake_event_once_with_its_ancestry(
+    streamed: dict[str, Any], kafka_broker: TansuBroker
+) -> None:
     lake_rows = {r["event_id"]: r for r in streamed["events"].to_pylist()}
     msgs = _read_all(kafka_broker.bootstrap, streamed["events_topic"], expect=len(lake_rows))
     counts = collections.Counter(orjson.loads(m.value)["event_id"] for m in msgs)
@@ -128,26 +150,40 @@ def test_topic_holds_each_lake_event_once_with_its_ancestry(streamed: dict[str, 
     assert with_chain > len(msgs) // 3  # the scenario's shells and jobs sit in deep process trees
 
 
-def test_forward_from_kafka_sends_events_only_to_sinks_that_want_them(streamed: dict[str, Any],
-                                                                       kafka_broker: TansuBroker,
-                                                                       tmp_path: Path) -> None:
+def test_forward_from_kafka_sends_events_only_to_sinks_that_want_them(
+    streamed: dict[str, Any], kafka_broker: TansuBroker, tmp_path: Path
+) -> None:
     cfg = tmp_path / "tetrapipe.yaml"
     cfg.write_text(f"""\
 version: 1
-spool_dir: {tmp_path / 'spool'}
+spool_dir: {tmp_path / "spool"}
 kafka:
   bootstrap: {kafka_broker.bootstrap}
-  alerts_topic: {streamed['alerts_topic']}
-  events_topic: {streamed['events_topic']}
+  alerts_topic: {streamed["alerts_topic"]}
+  events_topic: {streamed["events_topic"]}
   options: {json.dumps(FAST_GROUP)}
 sinks:
-  - {{name: events-ecs, type: file, format: ecs, forward: events, options: {{path: {tmp_path / 'events.jsonl'}}}}}
-  - {{name: alerts-only, type: file, format: native, forward: alerts, options: {{path: {tmp_path / 'alerts.jsonl'}}}}}
+  - {{name: events-ecs, type: file, format: ecs, forward: events, options: {{path: {tmp_path / "events.jsonl"}}}}}
+  - {{name: alerts-only, type: file, format: native, forward: alerts, options: {{path: {tmp_path / "alerts.jsonl"}}}}}
 """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TETRAPIPE_")} | {"PYTHONPATH": str(REPO)}
-    res = subprocess.run([sys.executable, "-m", "tetrapipe", "forward", "--config", str(cfg), "--from-kafka",
-                          "--group", f"{streamed['topic']}-fwd", "--exit-at-eof"], capture_output=True, env=env,
-                         timeout=90)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tetrapipe",
+            "forward",
+            "--config",
+            str(cfg),
+            "--from-kafka",
+            "--group",
+            f"{streamed['topic']}-fwd",
+            "--exit-at-eof",
+        ],
+        capture_output=True,
+        env=env,
+        timeout=90,
+    )
     assert res.returncode == 0, res.stderr.decode()[-3000:]
     docs = [orjson.loads(x) for x in (tmp_path / "events.jsonl").read_bytes().splitlines()]
     lake_ids = streamed["events"].column("event_id").to_pylist()

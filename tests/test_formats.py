@@ -30,8 +30,12 @@ def rows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, A
     from tetrapipe import history
 
     lake = tmp_path_factory.mktemp("formats") / "lake"
-    subprocess.run([sys.executable, "-m", "tetrapipe", "ingest", str(SAMPLES), "--lake", str(lake), "-q"],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "tetrapipe", "ingest", str(SAMPLES), "--lake", str(lake), "-q"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     con = history.connect(str(lake))
     try:
         events = con.sql("SELECT * FROM events ORDER BY time, event_id").to_arrow_table().to_pylist()
@@ -168,8 +172,7 @@ def test_ocsf_network_and_detection_fields(rows: dict) -> None:
     assert f["finding_info"]["analytic"]["uid"] == alert["rule_id"]
     assert f["finding_info"]["uid"] == alert["alert_id"]
     assert f["severity_id"] == ["info", "low", "medium", "high", "critical"].index(alert["severity"]) + 1
-    assert {a["technique"]["uid"] for a in f["finding_info"]["attacks"]} == \
-        {t.split(".")[0] for t in alert["mitre"]}
+    assert {a["technique"]["uid"] for a in f["finding_info"]["attacks"]} == {t.split(".")[0] for t in alert["mitre"]}
 
 
 # --- ECS -----------------------------------------------------------------------------------------
@@ -225,12 +228,26 @@ def test_ecs_fields(rows: dict) -> None:
 
 
 def test_enforcement_denied_only_where_ecs_allows_it() -> None:
-    base = {"event_id": "e1", "time": "2026-01-01T00:00:00Z", "exec_id": "x", "process_binary": "/bin/cat",
-            "node_name": "n", "action": "KPROBE_ACTION_SIGKILL"}
+    base = {
+        "event_id": "e1",
+        "time": "2026-01-01T00:00:00Z",
+        "exec_id": "x",
+        "process_binary": "/bin/cat",
+        "node_name": "n",
+        "action": "KPROBE_ACTION_SIGKILL",
+    }
     file_doc = to_ecs({**base, "kind": "process_kprobe", "file_path": "/etc/shadow", "file_access": "read"})
     assert file_doc["event"]["outcome"] == "failure" and "denied" not in file_doc["event"]["type"]
-    net_doc = to_ecs({**base, "kind": "process_kprobe", "function_name": "tcp_connect", "daddr": "10.0.0.1",
-                      "dport": 443, "protocol": "IPPROTO_TCP"})
+    net_doc = to_ecs(
+        {
+            **base,
+            "kind": "process_kprobe",
+            "function_name": "tcp_connect",
+            "daddr": "10.0.0.1",
+            "dport": 443,
+            "protocol": "IPPROTO_TCP",
+        }
+    )
     assert "denied" in net_doc["event"]["type"]
     _check_ecs(file_doc)
     _check_ecs(net_doc)
@@ -242,10 +259,41 @@ def test_enforcement_denied_only_where_ecs_allows_it() -> None:
 
 #: the CEF extension dictionary keys the mapping may write (ArcSight CEF standard), plus its two own keys
 CEF_STANDARD_KEYS = {
-    "rt", "start", "end", "dvchost", "externalId", "cat", "msg", "act", "reason", "cnt", "rawEvent",
-    "sproc", "spid", "suid", "src", "dst", "spt", "dpt", "proto", "dhost", "app", "fname", "filePath",
-    *(f"cs{i}" for i in range(1, 7)), *(f"cs{i}Label" for i in range(1, 7)), "cn1", "cn1Label",
-    "flexString1", "flexString1Label", "flexString2", "flexString2Label", "c6a2", "c6a2Label", "c6a3", "c6a3Label",
+    "rt",
+    "start",
+    "end",
+    "dvchost",
+    "externalId",
+    "cat",
+    "msg",
+    "act",
+    "reason",
+    "cnt",
+    "rawEvent",
+    "sproc",
+    "spid",
+    "suid",
+    "src",
+    "dst",
+    "spt",
+    "dpt",
+    "proto",
+    "dhost",
+    "app",
+    "fname",
+    "filePath",
+    *(f"cs{i}" for i in range(1, 7)),
+    *(f"cs{i}Label" for i in range(1, 7)),
+    "cn1",
+    "cn1Label",
+    "flexString1",
+    "flexString1Label",
+    "flexString2",
+    "flexString2Label",
+    "c6a2",
+    "c6a2Label",
+    "c6a3",
+    "c6a3Label",
 }
 CEF_OWN_KEYS = {"tetrapipeFileAccess", "tetrapipeTlsCipher"}
 _UNESCAPE = {"\\": "\\", "=": "=", "|": "|", "n": "\n", "r": "\r"}
@@ -259,7 +307,7 @@ def parse_cef(line: str) -> tuple[list[str], dict[str, str]]:
     while len(header) < 7:
         ch = line[i]
         if ch == "\\":
-            assert line[i + 1] in "\\|", f"bad header escape at {i}: {line[i:i + 2]!r}"
+            assert line[i + 1] in "\\|", f"bad header escape at {i}: {line[i : i + 2]!r}"
             field += line[i + 1]
             i += 2
             continue
@@ -273,7 +321,7 @@ def parse_cef(line: str) -> tuple[list[str], dict[str, str]]:
     ext, out = line[i:], {}
     keys = list(re.finditer(r"(?:^| )([A-Za-z0-9_]+)=", ext))
     for k, nxt in zip(keys, [*keys[1:], None], strict=True):
-        raw = ext[k.end(): nxt.start() if nxt else len(ext)]
+        raw = ext[k.end() : nxt.start() if nxt else len(ext)]
         assert "\n" not in raw and "\r" not in raw, "a line break inside an extension value"
         value, j = "", 0
         while j < len(raw):
@@ -328,8 +376,11 @@ def test_cef_fields_of_alerts_files_and_connections(rows: dict) -> None:
     assert ext["msg"] == alert["message"] and ext["cnt"] == str(alert["count"])
     assert ext["cs6Label"] == "mitreTechniques" and ext["cs6"].split(",") == list(alert["mitre"])
     assert ext["externalId"] == alert["alert_id"] and ext["cat"] == "alert"
-    assert (rec["rule_id"], rec["severity"], rec["node_name"]) == ("passwd-shadow-tampering", "high",
-                                                                   alert["node_name"])
+    assert (rec["rule_id"], rec["severity"], rec["node_name"]) == (
+        "passwd-shadow-tampering",
+        "high",
+        alert["node_name"],
+    )
     write = next(r for r in rows["events"] if r.get("file_path") == "/etc/passwd" and r.get("file_access") == "write")
     header, ext = _check_cef(to_cef(write), write)
     assert header[4] == f"process_kprobe:{write['function_name']}" and header[5] == "File write"
@@ -345,9 +396,20 @@ def test_cef_fields_of_alerts_files_and_connections(rows: dict) -> None:
 
 
 def test_cef_escapes_what_the_specification_says() -> None:
-    row = {"event_id": "e|1", "time": "2026-01-01T00:00:00Z", "kind": "process_exec", "node_name": "n1",
-           "exec_id": "eA==", "process_binary": "/bin/a|b", "arguments": 'x=1 "two words" back\\slash\nnext',
-           "message": "line one\r\nline two", "saddr": "fd00::1", "daddr": "fd00::2", "sport": 1, "dport": 2}
+    row = {
+        "event_id": "e|1",
+        "time": "2026-01-01T00:00:00Z",
+        "kind": "process_exec",
+        "node_name": "n1",
+        "exec_id": "eA==",
+        "process_binary": "/bin/a|b",
+        "arguments": 'x=1 "two words" back\\slash\nnext',
+        "message": "line one\r\nline two",
+        "saddr": "fd00::1",
+        "daddr": "fd00::2",
+        "sport": 1,
+        "dport": 2,
+    }
     rec = to_cef(row)
     assert "\n" not in rec["cef"] and "\r" not in rec["cef"]
     header, ext = parse_cef(rec["cef"])
@@ -404,8 +466,9 @@ def test_format_is_the_same_after_a_json_round_trip(rows: dict, fmt: str) -> Non
         again = orjson.loads(orjson.dumps(to_native(row)))
         again.pop("record_type")
         again.pop("schema")
-        assert formatter(again) == formatter(row) | ({"record_type": formatter(row)["record_type"],
-                                                      "schema": "tetrapipe/1"} if fmt == "native" else {})
+        assert formatter(again) == formatter(row) | (
+            {"record_type": formatter(row)["record_type"], "schema": "tetrapipe/1"} if fmt == "native" else {}
+        )
 
 
 def test_raw_opt_in_per_format(rows: dict) -> None:
@@ -426,8 +489,20 @@ def test_formats_readme_documents_every_class_and_column() -> None:
     text = (Path(__file__).resolve().parents[1] / "tetrapipe" / "formats" / "README.md").read_text()
     for uid in ("1007", "1001", "4001", "2004"):
         assert f"({uid})" in text
-    skip = {"event_id", "hook_path", "args", "return_value", "ancestor_exec_ids", "euid", "auid", "binary_setuid",
-            "host_namespaces", "privileges_changed", "return_action", "sock_state"}
+    skip = {
+        "event_id",
+        "hook_path",
+        "args",
+        "return_value",
+        "ancestor_exec_ids",
+        "euid",
+        "auid",
+        "binary_setuid",
+        "host_namespaces",
+        "privileges_changed",
+        "return_action",
+        "sock_state",
+    }
     for col in [*EVENT_COLUMNS, *ALERT_COLUMNS]:
         if col.name in skip:
             continue

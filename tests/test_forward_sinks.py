@@ -33,10 +33,22 @@ TOKEN = "0b9c5a3e-hec-token"
 
 def records(n: int, start: int = 0, **extra: Any) -> list[dict[str, Any]]:
     """Native-format alerts (what the router hands a sink with ``format: native``)."""
-    return [{"record_type": "alert", "schema": "tetrapipe/1", "alert_id": f"a{i:05d}", "rule_id": "shell-in-pod",
-             "severity": ("low", "medium", "high", "critical")[i % 4], "time": "2026-03-10T09:00:32.611001Z",
-             "node_name": "kind-worker", "namespace": "tenant-jobs", "pod": "crawler", "message": f"alert {i}",
-             **extra} for i in range(start, start + n)]
+    return [
+        {
+            "record_type": "alert",
+            "schema": "tetrapipe/1",
+            "alert_id": f"a{i:05d}",
+            "rule_id": "shell-in-pod",
+            "severity": ("low", "medium", "high", "critical")[i % 4],
+            "time": "2026-03-10T09:00:32.611001Z",
+            "node_name": "kind-worker",
+            "namespace": "tenant-jobs",
+            "pod": "crawler",
+            "message": f"alert {i}",
+            **extra,
+        }
+        for i in range(start, start + n)
+    ]
 
 
 def replay(sink: Any, timeout: float = 10.0) -> None:
@@ -49,8 +61,14 @@ def replay(sink: Any, timeout: float = 10.0) -> None:
 
 def fast(**kw: Any) -> Delivery:
     """Delivery settings for tests: quick backoff, no fsync."""
-    opts: dict[str, Any] = {"batch_size": 100, "linger_seconds": 0.0, "max_attempts": 3,
-                            "backoff_initial_seconds": 0.02, "backoff_max_seconds": 0.2, "spool_fsync": False}
+    opts: dict[str, Any] = {
+        "batch_size": 100,
+        "linger_seconds": 0.0,
+        "max_attempts": 3,
+        "backoff_initial_seconds": 0.02,
+        "backoff_max_seconds": 0.2,
+        "spool_fsync": False,
+    }
     opts.update(kw)
     return Delivery(**opts)
 
@@ -77,8 +95,14 @@ def ids(events: list[dict[str, Any]]) -> list[str]:
 
 
 def test_hec_batches_gzip_and_envelope(hec: HecReceiver) -> None:
-    sink = HecSink("splunk", url=hec.url, token=TOKEN, index="tetragon", sourcetype="tetrapipe:native",
-                   delivery=fast(batch_size=100))
+    sink = HecSink(
+        "splunk",
+        url=hec.url,
+        token=TOKEN,
+        index="tetragon",
+        sourcetype="tetrapipe:native",
+        delivery=fast(batch_size=100),
+    )
     sink.send(records(250))
     sink.close()
     assert ids(hec.payloads()) == [f"a{i:05d}" for i in range(250)]
@@ -144,8 +168,9 @@ def test_hec_bad_token_spools_never_drops(hec: HecReceiver, tmp_path: Path) -> N
 
 def test_hec_slow_responses_time_out_and_are_retried(hec: HecReceiver, tmp_path: Path) -> None:
     hec.delay = 0.6
-    sink = HecSink("splunk", url=hec.url, token=TOKEN, timeout_seconds=0.2,
-                   delivery=fast(max_attempts=2, spool_dir=str(tmp_path)))
+    sink = HecSink(
+        "splunk", url=hec.url, token=TOKEN, timeout_seconds=0.2, delivery=fast(max_attempts=2, spool_dir=str(tmp_path))
+    )
     sink.send(records(3))
     assert sink.stats.failures == 2 and sink.stats.delivered == 0 and sink.stats.spooled == 3
     hec.delay = 0.0
@@ -188,8 +213,15 @@ def test_hec_indexer_acknowledgement(hec_ack: HecReceiver) -> None:
 
 def test_hec_unacknowledged_batches_are_resent(hec_ack: HecReceiver) -> None:
     hec_ack.withhold_acks = True
-    sink = HecSink("splunk", url=hec_ack.url, token=TOKEN, ack=True, ack_poll_seconds=0.05,
-                   ack_timeout_seconds=0.3, delivery=fast())
+    sink = HecSink(
+        "splunk",
+        url=hec_ack.url,
+        token=TOKEN,
+        ack=True,
+        ack_poll_seconds=0.05,
+        ack_timeout_seconds=0.3,
+        delivery=fast(),
+    )
     sink.send(records(4))
     sink.flush()  # waits ack_timeout_seconds, then sends the batch again
     hec_ack.withhold_acks = False
@@ -202,8 +234,15 @@ def test_hec_unacknowledged_batches_are_resent(hec_ack: HecReceiver) -> None:
 
 def test_hec_unacknowledged_at_shutdown_stay_in_the_spool(hec_ack: HecReceiver, tmp_path: Path) -> None:
     hec_ack.withhold_acks = True
-    sink = HecSink("splunk", url=hec_ack.url, token=TOKEN, ack=True, ack_poll_seconds=0.05,
-                   ack_timeout_seconds=0.2, delivery=fast(spool_dir=str(tmp_path), max_attempts=1))
+    sink = HecSink(
+        "splunk",
+        url=hec_ack.url,
+        token=TOKEN,
+        ack=True,
+        ack_poll_seconds=0.05,
+        ack_timeout_seconds=0.2,
+        delivery=fast(spool_dir=str(tmp_path), max_attempts=1),
+    )
     sink.send(records(3))
     hec_ack.stop()
     sink.close()
@@ -221,8 +260,13 @@ def test_hec_without_spool_counts_and_logs_drops(caplog: pytest.LogCaptureFixtur
 
 
 def test_full_spool_counts_drops(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    sink = HecSink("splunk", url="http://127.0.0.1:9", token=TOKEN, timeout_seconds=0.5,
-                   delivery=fast(spool_dir=str(tmp_path), spool_max_bytes=2000))
+    sink = HecSink(
+        "splunk",
+        url="http://127.0.0.1:9",
+        token=TOKEN,
+        timeout_seconds=0.5,
+        delivery=fast(spool_dir=str(tmp_path), spool_max_bytes=2000),
+    )
     with caplog.at_level(logging.ERROR, logger="tetrapipe.sinks"):
         sink.send(records(20))
     assert sink.stats.spooled + sink.stats.dropped == 20 and sink.stats.dropped > 0
@@ -274,9 +318,16 @@ def test_syslog_rfc5424_to_rsyslog(rsyslog: Rsyslog, protocol: str, tmp_path: Pa
     if protocol == "tls" and rsyslog.tls_port is None:
         pytest.fail("rsyslog's OpenSSL driver (rsyslog-openssl) is missing: .ci/run installs it")
     port = {"tcp": rsyslog.tcp_port, "udp": rsyslog.udp_port, "tls": rsyslog.tls_port}[protocol]
-    sink = SyslogSink("syslog", host="127.0.0.1", port=port, protocol=protocol, facility="local4",
-                      ca_file=str(tmp_path / "cert.pem") if protocol == "tls" else None,
-                      server_name="localhost", delivery=fast())
+    sink = SyslogSink(
+        "syslog",
+        host="127.0.0.1",
+        port=port,
+        protocol=protocol,
+        facility="local4",
+        ca_file=str(tmp_path / "cert.pem") if protocol == "tls" else None,
+        server_name="localhost",
+        delivery=fast(),
+    )
     batch = records(12, message='quotes " and ] and \\ and\nnewline')
     sink.send(batch)
     sink.close()
@@ -328,6 +379,7 @@ def test_hec_cef_events_are_strings(hec: HecReceiver) -> None:
 
 def test_cef_records_survive_the_spool_and_come_out_as_lines(tmp_path: Path) -> None:
     """An outage spools the envelopes as JSON; the replay still writes CEF lines, once each."""
+
     class Broken(io.BytesIO):
         broken = True
 
@@ -369,8 +421,9 @@ def test_syslog_restart_of_rsyslog_loses_nothing(rsyslog: Rsyslog, tmp_path: Pat
 def test_syslog_oversized_message_is_rejected_not_truncated(rsyslog: Rsyslog, tmp_path: Path) -> None:
     batch = records(3)
     batch[1]["message"] = "x" * 2000
-    sink = SyslogSink("syslog", port=rsyslog.tcp_port, max_message_bytes=1000,
-                      delivery=fast(spool_dir=str(tmp_path / "spool")))
+    sink = SyslogSink(
+        "syslog", port=rsyslog.tcp_port, max_message_bytes=1000, delivery=fast(spool_dir=str(tmp_path / "spool"))
+    )
     sink.send(batch)
     sink.close()
     assert ids(_json_msgs(rsyslog, 2)) == ["a00000", "a00002"]

@@ -17,8 +17,12 @@ from prometheus_client.metrics import MetricWrapperBase
 MONITORING = REPO / "deploy" / "monitoring"
 #: labels Prometheus adds to every series it scrapes through a ServiceMonitor
 TARGET_LABELS = {"pod", "namespace", "service", "instance", "job", "container", "endpoint"}
-SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
-            "gauge": ("",), "summary": ("_sum", "_count", "_created")}
+SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "gauge": ("",),
+    "summary": ("_sum", "_count", "_created"),
+}
 
 
 def _docs(name: str) -> list[dict[str, Any]]:
@@ -69,7 +73,9 @@ RULES = [(g["name"], r) for doc in _docs("prometheusrule.yaml") for g in doc["sp
 
 def test_kustomization_and_kinds() -> None:
     kust = yaml.safe_load((MONITORING / "kustomization.yaml").read_text())
-    assert sorted(kust["resources"]) == sorted(p.name for p in MONITORING.glob("*.yaml") if p.name != "kustomization.yaml")
+    assert sorted(kust["resources"]) == sorted(
+        p.name for p in MONITORING.glob("*.yaml") if p.name != "kustomization.yaml"
+    )
     for name in kust["resources"]:
         for doc in _docs(name):
             assert doc["apiVersion"] == "monitoring.coreos.com/v1"
@@ -82,7 +88,10 @@ def test_servicemonitor_selects_every_metrics_service_by_its_port_name() -> None
     services = [d for d in yaml.safe_load_all((REPO / "deploy" / "kubernetes" / "services.yaml").read_text()) if d]
     selected = [s for s in services if wanted.items() <= s["metadata"]["labels"].items()]
     assert {s["metadata"]["name"] for s in selected} == {
-        "tetrapipe-collector-metrics", "tetrapipe-processor-metrics", "tetrapipe-forwarder-metrics"}
+        "tetrapipe-collector-metrics",
+        "tetrapipe-processor-metrics",
+        "tetrapipe-forwarder-metrics",
+    }
     for endpoint in sm["spec"]["endpoints"]:
         assert all(endpoint["port"] in {p["name"] for p in s["spec"]["ports"]} for s in selected)
         assert endpoint["path"] == "/metrics"

@@ -71,8 +71,22 @@ def test_every_package_and_the_rules_are_in_the_wheel(tmp_path: Path) -> None:
     listed = set(meta["tool"]["setuptools"]["packages"])
     missing = set(find_packages(str(REPO), include=["tetrapipe*"])) - listed
     assert not missing, f"add {sorted(missing)} to [tool.setuptools] packages in pyproject.toml"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path), str(REPO)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+    )
     names = zipfile.ZipFile(next(tmp_path.glob("tetrapipe-*.whl"))).namelist()
     rules = {Path(n).name for n in names if n.startswith("tetrapipe/bundled_rules/")}
     assert {p.name for p in (REPO / "rules").glob("*.yaml")} <= rules
@@ -81,7 +95,9 @@ def test_every_package_and_the_rules_are_in_the_wheel(tmp_path: Path) -> None:
     assert {p.name for p in (REPO / "tracing-policies").glob("*.yaml")} <= policies
     assert "tetrapipe/hunts/late-shells.sql" in names
     # the sample logs the shipped rules' tests read
-    samples = {n.removeprefix("tetrapipe/bundled_samples/") for n in names if n.startswith("tetrapipe/bundled_samples/")}
+    samples = {
+        n.removeprefix("tetrapipe/bundled_samples/") for n in names if n.startswith("tetrapipe/bundled_samples/")
+    }
     assert {"real/events-docs.log", "real/events-docs-more.log", "scenario/tenant-jobs.log"} <= samples
 
 
@@ -98,12 +114,16 @@ def test_without_rules_detection_is_never_off_silently(tmp_path: Path, monkeypat
     res = runner.invoke(cli, ["ingest", str(REPO / "samples" / "real"), "--lake", "lake"])
     assert res.exit_code == 0, res.output
     assert locate.NO_RULES in res.stderr
-    for args in (["run", "--exit-at-eof", str(REPO / "samples" / "real")],
-                 ["process", "--kafka", "127.0.0.1:1", "--exit-at-eof"]):
+    for args in (
+        ["run", "--exit-at-eof", str(REPO / "samples" / "real")],
+        ["process", "--kafka", "127.0.0.1:1", "--exit-at-eof"],
+    ):
         res = runner.invoke(cli, [*args, "--lake", "lake2"])
         assert res.exit_code == 2, (args, res.output)
         assert locate.NO_RULES in res.stderr and "--rules none" in res.stderr
     assert not (tmp_path / "lake2").exists(), "nothing was started"
-    res = runner.invoke(cli, ["run", "--exit-at-eof", "--rules", "none", "--lake", "lake3", str(REPO / "samples" / "real")])
+    res = runner.invoke(
+        cli, ["run", "--exit-at-eof", "--rules", "none", "--lake", "lake3", str(REPO / "samples" / "real")]
+    )
     assert res.exit_code == 0, res.output
     assert "detection: off" not in res.stderr

@@ -67,8 +67,11 @@ def _produce(bootstrap: str, topic: str, lines: list[bytes], partitions: int | N
 
 def _synthetic(n: int, nodes: int = 6) -> list[bytes]:
     """n distinct events shaped like the real exec/kprobe samples, spread over nodes."""
-    templates = [json.loads(line) for line in REAL_LOGS[0].read_text().splitlines()
-                 if '"process_exec"' in line or '"process_kprobe"' in line][:6]
+    templates = [
+        json.loads(line)
+        for line in REAL_LOGS[0].read_text().splitlines()
+        if '"process_exec"' in line or '"process_kprobe"' in line
+    ][:6]
     out = []
     for i in range(n):
         ev = json.loads(json.dumps(templates[i % len(templates)]))
@@ -93,9 +96,17 @@ class _Proc:
     children: int = 0
 
     def json(self) -> dict:
-        d = {"exec_id": self.exec_id, "pid": self.pid, "uid": 0, "cwd": "/", "binary": self.binary,
-             "arguments": f"--worker {self.pid}", "flags": "execve clone", "start_time": self.start,
-             "auid": 4294967295}
+        d = {
+            "exec_id": self.exec_id,
+            "pid": self.pid,
+            "uid": 0,
+            "cwd": "/",
+            "binary": self.binary,
+            "arguments": f"--worker {self.pid}",
+            "flags": "execve clone",
+            "start_time": self.start,
+            "auid": 4294967295,
+        }
         if self.parent is not None:
             d["parent_exec_id"] = self.parent.exec_id
         return d
@@ -139,15 +150,22 @@ def tree_events(n: int, nodes: int = 8, seed: int = 1) -> TreeStream:
         body = {"process": proc.json(), **(extra or {})}
         if proc.parent is not None:
             body["parent"] = proc.parent.json()
-        lines.append(json.dumps({kind: body, "node_name": node, "time": stamp(len(lines))},
-                                separators=(",", ":")).encode())
+        lines.append(
+            json.dumps({kind: body, "node_name": node, "time": stamp(len(lines))}, separators=(",", ":")).encode()
+        )
 
     def spawn(node: str, parent: _Proc | None, binary: str, pid: int | None = None) -> _Proc:
         if pid is None:
             pid = next_pid[node] = next_pid[node] + 1
         ktime = 1_000_000 * pid + len(lines)
-        proc = _Proc(base64.b64encode(f"{node}:{ktime}:{pid}".encode()).decode(), pid, binary, stamp(len(lines)),
-                     parent, parent.depth + 1 if parent else 0)
+        proc = _Proc(
+            base64.b64encode(f"{node}:{ktime}:{pid}".encode()).decode(),
+            pid,
+            binary,
+            stamp(len(lines)),
+            parent,
+            parent.depth + 1 if parent else 0,
+        )
         chain, up = [], parent.parent if parent else None
         while up is not None:
             chain.append(up.exec_id)
@@ -181,10 +199,17 @@ def tree_events(n: int, nodes: int = 8, seed: int = 1) -> TreeStream:
                 procs.append(child)
         elif r < 0.7:
             proc = rng.choice(procs)
-            emit("process_kprobe", node, proc, {
-                "function_name": "security_file_permission", "action": "KPROBE_ACTION_POST",
-                "policy_name": "file-monitoring",
-                "args": [{"file_arg": {"path": f"/var/lib/app/{proc.pid}.dat"}}, {"int_arg": 2}]})
+            emit(
+                "process_kprobe",
+                node,
+                proc,
+                {
+                    "function_name": "security_file_permission",
+                    "action": "KPROBE_ACTION_POST",
+                    "policy_name": "file-monitoring",
+                    "args": [{"file_arg": {"path": f"/var/lib/app/{proc.pid}.dat"}}, {"int_arg": 2}],
+                },
+            )
         else:
             for _ in range(5):
                 i = rng.randrange(len(procs))
@@ -226,8 +251,7 @@ def test_tree_stream_ground_truth_matches_one_table() -> None:
 
     stream = tree_events(5000)
     events, _ = AncestryTransform()(normalize_lines(stream.lines).events)
-    got = dict(zip(events.column("exec_id").to_pylist(), events.column("ancestor_exec_ids").to_pylist(),
-                   strict=True))
+    got = dict(zip(events.column("exec_id").to_pylist(), events.column("ancestor_exec_ids").to_pylist(), strict=True))
     assert len(events) == 5000 and len(got) > 500
     assert {e: stream.ancestors[e] for e in got} == got
     assert max(len(c) for c in got.values()) >= 5  # deep chains, not only the shim's children
@@ -241,8 +265,11 @@ def _scrape(port: int) -> dict[tuple[str, tuple], float]:
     from prometheus_client.parser import text_string_to_metric_families
 
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
 
 
 def _metric(samples: dict, name: str, **labels: str) -> float | None:
@@ -277,8 +304,9 @@ def _wait(predicate, timeout: float, what: str, every: float = 0.2):  # noqa: AN
 # --- the tests --------------------------------------------------------------------------------
 
 
-def test_replay_sample_exactly_once_with_poison_alerts_and_metrics(kafka: TansuBroker, topic: str,
-                                                                   tmp_path: Path) -> None:
+def test_replay_sample_exactly_once_with_poison_alerts_and_metrics(
+    kafka: TansuBroker, topic: str, tmp_path: Path
+) -> None:
     """Real samples + the scenario + synthetic load, two poison lines, all rules: lake, DLQ, alerts topic, metrics."""
     from kafka_broker import read_topic
 
@@ -291,9 +319,17 @@ def test_replay_sample_exactly_once_with_poison_alerts_and_metrics(kafka: TansuB
     lines.insert(10, b"this is not json")
     lines.insert(500, b'{"hello": "not tetragon"}')
     _produce(kafka.bootstrap, topic, lines)
-    cfg = ProcessorConfig(kafka.bootstrap, topic=topic, group=topic, exit_at_eof=True, batch_max_records=1000,
-                          batch_max_seconds=0.3, dead_letter_topic=f"{topic}.dlq", alerts_topic=f"{topic}.alerts",
-                          kafka_options=FAST_GROUP)
+    cfg = ProcessorConfig(
+        kafka.bootstrap,
+        topic=topic,
+        group=topic,
+        exit_at_eof=True,
+        batch_max_records=1000,
+        batch_max_seconds=0.3,
+        dead_letter_topic=f"{topic}.dlq",
+        alerts_topic=f"{topic}.alerts",
+        kafka_options=FAST_GROUP,
+    )
     lake = tmp_path / "lake"
     transforms, _ = build_transforms(None)
     processor = Processor(cfg, Lake(lake), transforms)
@@ -335,9 +371,28 @@ def test_replay_sample_exactly_once_with_poison_alerts_and_metrics(kafka: TansuB
 
 
 def _process_cmd(bootstrap: str, topic: str, lake: Path, group: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "tetrapipe", "process", "--kafka", bootstrap, "--topic", topic, "--group", group,
-            "--lake", str(lake), "--rules", "none", "--alerts-topic", "", "--dead-letter-topic", "",
-            *FAST_GROUP_ARGS, *extra]
+    return [
+        sys.executable,
+        "-m",
+        "tetrapipe",
+        "process",
+        "--kafka",
+        bootstrap,
+        "--topic",
+        topic,
+        "--group",
+        group,
+        "--lake",
+        str(lake),
+        "--rules",
+        "none",
+        "--alerts-topic",
+        "",
+        "--dead-letter-topic",
+        "",
+        *FAST_GROUP_ARGS,
+        *extra,
+    ]
 
 
 def test_kill_9_at_random_points_is_exactly_once(kafka: TansuBroker, topic: str, tmp_path: Path) -> None:
@@ -349,16 +404,21 @@ def test_kill_9_at_random_points_is_exactly_once(kafka: TansuBroker, topic: str,
     lake = tmp_path / "lake"
     # a restart waits for the killed member's session to expire before it gets partitions: keep it short
     short = ["--kafka-option", "session_timeout_ms=3000", "--kafka-option", "heartbeat_interval_ms=500"]
-    cmd = _process_cmd(kafka.bootstrap, topic, lake, topic, "--exit-at-eof", "--batch-size", "4000",
-                       "--batch-seconds", "0.5", *short)
+    cmd = _process_cmd(
+        kafka.bootstrap, topic, lake, topic, "--exit-at-eof", "--batch-size", "4000", "--batch-seconds", "0.5", *short
+    )
     rng = random.Random(7)
     seen: list[int] = []
     for _ in range(5):
         before = len(Lake(lake).segments("events"))
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         # a restart first waits for the killed member's session to expire; kill only once this one writes
-        _wait(lambda: len(Lake(lake).segments("events")) > before or proc.poll() is not None, 60,  # noqa: B023
-              "the restarted processor to write", every=0.05)
+        _wait(
+            lambda: len(Lake(lake).segments("events")) > before or proc.poll() is not None,  # noqa: B023
+            60,
+            "the restarted processor to write",
+            every=0.05,
+        )
         time.sleep(rng.uniform(0.0, 1.5))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
@@ -409,8 +469,18 @@ def test_two_replicas_with_a_rebalance_in_the_middle(kafka: TansuBroker, topic: 
     logs = {name: tmp_path / f"{name}.log" for name in ports}
 
     def start(name: str) -> None:
-        cmd = _process_cmd(kafka.bootstrap, topic, lake, topic, "--batch-size", "2000", "--batch-seconds", "0.2",
-                           "--metrics-port", str(ports[name]))
+        cmd = _process_cmd(
+            kafka.bootstrap,
+            topic,
+            lake,
+            topic,
+            "--batch-size",
+            "2000",
+            "--batch-seconds",
+            "0.2",
+            "--metrics-port",
+            str(ports[name]),
+        )
         with open(logs[name], "wb") as out:
             procs[name] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
 
@@ -429,17 +499,26 @@ def test_two_replicas_with_a_rebalance_in_the_middle(kafka: TansuBroker, topic: 
         _wait(lambda: _status(ports["b"], "/readyz") == 200, 60, "B to join the group")
         _wait(lambda: value("a", "tetrapipe_process_assigned_partitions") < 4, 30, "A to give partitions up")
         _produce(kafka.bootstrap, topic, stream.lines[half:], partitions=4)
-        _wait(lambda: value("a", "tetrapipe_process_events_total") + value("b", "tetrapipe_process_events_total")
-              >= n, 60, "both halves in the lake")
+        _wait(
+            lambda: value("a", "tetrapipe_process_events_total") + value("b", "tetrapipe_process_events_total") >= n,
+            60,
+            "both halves in the lake",
+        )
 
         def lags() -> dict[str, float]:
-            return {k[1][0][1] + "/" + name: v for name in ports for k, v in _scrape(ports[name]).items()
-                    if k[0] == "tetrapipe_process_consumer_lag"}
+            return {
+                k[1][0][1] + "/" + name: v
+                for name in ports
+                for k, v in _scrape(ports[name]).items()
+                if k[0] == "tetrapipe_process_consumer_lag"
+            }
 
         _wait(lambda: (lag := lags()) and len(lag) == 4 and not any(lag.values()), 20, "consumer lag 0 everywhere")
         scraped = {name: _scrape(ports[name]) for name in ports}
-        owned = {name: {dict(k[1])["partition"] for k in s if k[0] == "tetrapipe_process_lake_offset"}
-                 for name, s in scraped.items()}
+        owned = {
+            name: {dict(k[1])["partition"] for k in s if k[0] == "tetrapipe_process_lake_offset"}
+            for name, s in scraped.items()
+        }
         assert owned["a"] and owned["b"] and not owned["a"] & owned["b"] and len(owned["a"] | owned["b"]) == 4
         assert all(_metric(s, "tetrapipe_process_table_processes") > 0 for s in scraped.values())
         assert sum(_metric(s, "tetrapipe_process_events_total") for s in scraped.values()) == n
@@ -477,8 +556,7 @@ def test_broker_unreachable_for_a_while_then_back_is_exactly_once(tmp_path: Path
         _create_topic(broker.bootstrap, topic, 2)
         lines = _synthetic(20_000)
         _produce(broker.bootstrap, topic, lines[:10_000], partitions=2)
-        cmd = _process_cmd(broker.bootstrap, topic, lake, "outage", "--metrics-port", str(port),
-                           "--batch-size", "2000")
+        cmd = _process_cmd(broker.bootstrap, topic, lake, "outage", "--metrics-port", str(port), "--batch-size", "2000")
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
         def in_lake() -> int:
@@ -532,9 +610,16 @@ def test_a_recreated_topic_is_detected_and_handled_by_policy(tmp_path: Path) -> 
         _produce(broker.bootstrap, topic, lines[:300])
 
         def config(policy: str) -> ProcessorConfig:
-            return ProcessorConfig(broker.bootstrap, topic=topic, group=f"g-{policy}-{time.monotonic_ns()}",
-                                   exit_at_eof=True, alerts_topic=None, dead_letter_topic=None,
-                                   kafka_options=FAST_GROUP, on_offset_reset=policy)
+            return ProcessorConfig(
+                broker.bootstrap,
+                topic=topic,
+                group=f"g-{policy}-{time.monotonic_ns()}",
+                exit_at_eof=True,
+                alerts_topic=None,
+                dead_letter_topic=None,
+                kafka_options=FAST_GROUP,
+                on_offset_reset=policy,
+            )
 
         assert Processor(config("fail"), Lake(lake_dir), []).run().events == 300
         assert lake_positions(Lake(lake_dir), topic) == {0: (0, 299)}
@@ -546,11 +631,18 @@ def test_a_recreated_topic_is_detected_and_handled_by_policy(tmp_path: Path) -> 
         assert partition_status(broker.bootstrap, topic, "any", Lake(lake_dir))[0]["state"] == "lake ahead"
 
         stopped = Processor(config("fail"), Lake(lake_dir), [])
-        with pytest.raises(OffsetsMovedError, match=r"partition 0 of recreated: the lake holds offsets up to 299 "
-                                                    r"but the broker's end is \d+ \(topic deleted and created again\?"):
+        with pytest.raises(
+            OffsetsMovedError,
+            match=r"partition 0 of recreated: the lake holds offsets up to 299 "
+            r"but the broker's end is \d+ \(topic deleted and created again\?",
+        ):
             stopped.run()
-        assert stopped.registry.get_sample_value(
-            "tetrapipe_process_offset_resets_total", {"topic": topic, "partition": "0", "reason": "lake_ahead"}) == 1
+        assert (
+            stopped.registry.get_sample_value(
+                "tetrapipe_process_offset_resets_total", {"topic": topic, "partition": "0", "reason": "lake_ahead"}
+            )
+            == 1
+        )
         assert _lake_summary(lake_dir) == (300, 300), "nothing written when the policy is fail"
 
         assert Processor(config("earliest"), Lake(lake_dir), []).run().events == 120
@@ -558,8 +650,12 @@ def test_a_recreated_topic_is_detected_and_handled_by_policy(tmp_path: Path) -> 
         assert lake_positions(Lake(lake_dir), topic) == {0: (1, 119)}
         again = Processor(config("earliest"), Lake(lake_dir), [])
         assert again.run().records == 0, "the new epoch's position is where the next run resumes"
-        assert again.registry.get_sample_value("tetrapipe_process_offset_resets_total",
-                                               {"topic": topic, "partition": "0", "reason": "lake_ahead"}) is None
+        assert (
+            again.registry.get_sample_value(
+                "tetrapipe_process_offset_resets_total", {"topic": topic, "partition": "0", "reason": "lake_ahead"}
+            )
+            is None
+        )
         status = partition_status(broker.bootstrap, topic, "any", Lake(lake_dir))[0]
         assert (status["state"], status["lake_offset"], status["lag"]) == ("caught up", 119, 0)
         con = history.connect(Lake(lake_dir))
@@ -572,8 +668,9 @@ def test_a_recreated_topic_is_detected_and_handled_by_policy(tmp_path: Path) -> 
         broker.stop()
 
 
-def test_one_poison_record_in_the_middle_of_a_partition_costs_only_itself(kafka: TansuBroker, topic: str,
-                                                                            tmp_path: Path) -> None:
+def test_one_poison_record_in_the_middle_of_a_partition_costs_only_itself(
+    kafka: TansuBroker, topic: str, tmp_path: Path
+) -> None:
     """2,000 good events, a value of the wrong type and a record that is no event in the middle of one partition.
 
     Every good event lands once; the wrong-typed one is kept with the field NULL (its data is real); the
@@ -588,19 +685,29 @@ def test_one_poison_record_in_the_middle_of_a_partition_costs_only_itself(kafka:
     kprobe["process_kprobe"]["args"] = "notalist"
     kprobe["time"] = "2026-03-10T10:00:00.000000001Z"
     wrong_type = json.dumps(kprobe).encode()
-    not_an_event = json.dumps({"process_kprobe": "notanobject", "node_name": "node-0",
-                               "time": "2026-03-10T10:00:00Z"}).encode()
+    not_an_event = json.dumps(
+        {"process_kprobe": "notanobject", "node_name": "node-0", "time": "2026-03-10T10:00:00Z"}
+    ).encode()
     records = lines[:1000] + [wrong_type, not_an_event] + lines[1000:]
     _produce(kafka.bootstrap, topic, records)
-    cfg = ProcessorConfig(kafka.bootstrap, topic=topic, group=topic, exit_at_eof=True, batch_max_records=5000,
-                          dead_letter_topic=f"{topic}.dlq", alerts_topic=None, kafka_options=FAST_GROUP)
+    cfg = ProcessorConfig(
+        kafka.bootstrap,
+        topic=topic,
+        group=topic,
+        exit_at_eof=True,
+        batch_max_records=5000,
+        dead_letter_topic=f"{topic}.dlq",
+        alerts_topic=None,
+        kafka_options=FAST_GROUP,
+    )
     stats = Processor(cfg, Lake(tmp_path / "lake"), []).run()
     assert (stats.records, stats.events, stats.rejects) == (2002, 2001, 1)
     con = history.connect(Lake(tmp_path / "lake"))
     try:
         ids = [r[0] for r in con.execute("SELECT event_id FROM events").fetchall()]
-        kept = con.execute("SELECT args, process_binary FROM events WHERE kind = 'process_kprobe' AND args IS NULL"
-                           ).fetchall()
+        kept = con.execute(
+            "SELECT args, process_binary FROM events WHERE kind = 'process_kprobe' AND args IS NULL"
+        ).fetchall()
         rejects = con.execute("SELECT source_offset, reason FROM rejects").fetchall()
     finally:
         con.close()

@@ -43,8 +43,9 @@ def fired(ruleset) -> dict[tuple[str, str], list[int]]:  # noqa: ANN001
         batches, rejected = source.get(name)
         assert not rejected
         for batch in batches:
-            offsets = dict(zip(batch.column("event_id").to_pylist(), batch.column("source_offset").to_pylist(),
-                               strict=True))
+            offsets = dict(
+                zip(batch.column("event_id").to_pylist(), batch.column("source_offset").to_pylist(), strict=True)
+            )
             for alert in detector.evaluate(batch).to_pylist():
                 out.setdefault((name, alert["rule_id"]), []).extend(offsets[e] for e in alert["event_ids"])
         detector.close()
@@ -86,8 +87,16 @@ def test_the_scenario_story_raises_what_an_analyst_expects(fired) -> None:  # no
     assert story["interactive-shell-in-container"] == [95]
     assert story["weak-tls"] == [88]
     assert story["download-to-tmp"] == [112]
-    assert set(story) == {"late-shell-in-container", "passwd-shadow-tampering", "reverse-shell", "sensitive-file-read",
-                          "interactive-shell-in-container", "weak-tls", "download-to-tmp", "first-outbound-connection"}
+    assert set(story) == {
+        "late-shell-in-container",
+        "passwd-shadow-tampering",
+        "reverse-shell",
+        "sensitive-file-read",
+        "interactive-shell-in-container",
+        "weak-tls",
+        "download-to-tmp",
+        "first-outbound-connection",
+    }
 
 
 def test_cli_rules_test_reads_like_pytest_and_exits_zero() -> None:
@@ -156,10 +165,13 @@ def test_default_rules_directory_and_none(monkeypatch: pytest.MonkeyPatch, tmp_p
 def test_a_broken_rules_directory_stops_ingest_with_file_and_line(tmp_path: Path) -> None:
     rules = tmp_path / "rules"
     rules.mkdir()
-    (rules / "bad.yaml").write_text("id: bad\ntitle: t\ndescription: d\nseverity: high\nevent: process_exec\n"
-                                    "condition: procss_name = 'sh'\noutput: x\n")
-    result = CliRunner().invoke(cli, ["ingest", str(REAL_MORE), "--lake", str(tmp_path / "lake"),
-                                      "--rules", str(rules)])
+    (rules / "bad.yaml").write_text(
+        "id: bad\ntitle: t\ndescription: d\nseverity: high\nevent: process_exec\n"
+        "condition: procss_name = 'sh'\noutput: x\n"
+    )
+    result = CliRunner().invoke(
+        cli, ["ingest", str(REAL_MORE), "--lake", str(tmp_path / "lake"), "--rules", str(rules)]
+    )
     assert result.exit_code != 0
     assert f"{rules / 'bad.yaml'}:6: unknown column procss_name (did you mean process_name?)" in result.output
 
@@ -183,8 +195,9 @@ def test_detector_adds_alerts_to_the_transform_output(ruleset) -> None:  # noqa:
 def test_inline_events_that_are_not_tetragon_events_are_a_test_error(tmp_path: Path) -> None:
     (tmp_path / "r.yaml").write_text(
         "id: r\ntitle: t\ndescription: d\nseverity: low\nevent: process_exec\ncondition: \"process_name = 'sh'\"\n"
-        "output: x\ntests:\n  - name: typo\n    events: ['{\"process_exec\": {\"process\": {}}, \"time\": \"yesterday\"}']\n"
-        "    expect: {count: 0}\n")
+        'output: x\ntests:\n  - name: typo\n    events: [\'{"process_exec": {"process": {}}, "time": "yesterday"}\']\n'
+        "    expect: {count: 0}\n"
+    )
     report = run_tests(load_ruleset([tmp_path]))
     assert [r.status for r in report.results] == ["error"]
     assert "event 1 is not a Tetragon event (not a Tetragon event: bad time yesterday)" in report.results[0].reason

@@ -27,24 +27,73 @@ RULES = REPO / "rules"
 
 
 def shell_exec(i: int, at: dt.datetime, pod: str = "web", binary: str = "/bin/sh") -> str:
-    return json.dumps({"process_exec": {"process": {
-        "exec_id": f"azE6{i:08d}", "pid": 1000 + i, "binary": binary, "arguments": "-c true",
-        "start_time": at.isoformat() + "Z",
-        "pod": {"namespace": "shop", "name": pod, "container": {
-            "id": f"containerd://{pod}", "name": pod, "image": {"name": "nginx:1.27"},
-            "start_time": "2026-03-10T09:00:00Z"}}},
-        "parent": {"binary": "/usr/bin/runc"}}, "node_name": "k1", "time": at.isoformat() + "Z"})
+    return json.dumps(
+        {
+            "process_exec": {
+                "process": {
+                    "exec_id": f"azE6{i:08d}",
+                    "pid": 1000 + i,
+                    "binary": binary,
+                    "arguments": "-c true",
+                    "start_time": at.isoformat() + "Z",
+                    "pod": {
+                        "namespace": "shop",
+                        "name": pod,
+                        "container": {
+                            "id": f"containerd://{pod}",
+                            "name": pod,
+                            "image": {"name": "nginx:1.27"},
+                            "start_time": "2026-03-10T09:00:00Z",
+                        },
+                    },
+                },
+                "parent": {"binary": "/usr/bin/runc"},
+            },
+            "node_name": "k1",
+            "time": at.isoformat() + "Z",
+        }
+    )
 
 
 def connect(i: int, at: dt.datetime, binary: str, daddr: str, pod: str = "web-5f7c8d9b6-x4k2p") -> str:
-    return json.dumps({"process_kprobe": {"process": {
-        "exec_id": f"azI6{i:08d}", "pid": 2000 + i, "binary": binary, "start_time": at.isoformat() + "Z",
-        "pod": {"namespace": "shop", "name": pod, "container": {
-            "id": f"containerd://{pod}", "name": "web", "image": {"name": "nginx:1.27"},
-            "start_time": "2026-03-10T09:00:00Z"}}},
-        "function_name": "tcp_connect", "args": [{"sock_arg": {"family": "AF_INET", "saddr": "10.0.0.5", "sport": 40000,
-                                                               "daddr": daddr, "dport": 443}}],
-        "action": "KPROBE_ACTION_POST", "policy_name": "connect"}, "node_name": "k1", "time": at.isoformat() + "Z"})
+    return json.dumps(
+        {
+            "process_kprobe": {
+                "process": {
+                    "exec_id": f"azI6{i:08d}",
+                    "pid": 2000 + i,
+                    "binary": binary,
+                    "start_time": at.isoformat() + "Z",
+                    "pod": {
+                        "namespace": "shop",
+                        "name": pod,
+                        "container": {
+                            "id": f"containerd://{pod}",
+                            "name": "web",
+                            "image": {"name": "nginx:1.27"},
+                            "start_time": "2026-03-10T09:00:00Z",
+                        },
+                    },
+                },
+                "function_name": "tcp_connect",
+                "args": [
+                    {
+                        "sock_arg": {
+                            "family": "AF_INET",
+                            "saddr": "10.0.0.5",
+                            "sport": 40000,
+                            "daddr": daddr,
+                            "dport": 443,
+                        }
+                    }
+                ],
+                "action": "KPROBE_ACTION_POST",
+                "policy_name": "connect",
+            },
+            "node_name": "k1",
+            "time": at.isoformat() + "Z",
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +108,7 @@ def test_a_shell_storm_across_batches_is_one_alert_whose_counts_add_up(shipped) 
     lines = [shell_exec(i, t0 + dt.timedelta(seconds=i)) for i in range(30)]
     rows = []
     for start in (0, 10, 20):  # three micro-batches of the same storm, all in one 1h window
-        rows += detector.evaluate(normalize_lines(lines[start:start + 10]).events).to_pylist()
+        rows += detector.evaluate(normalize_lines(lines[start : start + 10]).events).to_pylist()
     assert len(rows) == 3 and len({r["alert_id"] for r in rows}) == 1
     assert [r["count"] for r in rows] == [10, 10, 10]
     assert sum(len(a) for a in announced) == 1, "follow-ups are not announced as new alerts"
@@ -75,13 +124,18 @@ def test_new_terms_remember_what_they_saw_across_batches(shipped) -> None:  # no
     rule = shipped.get("first-outbound-connection")
     detector = Detector([rule])
     t0 = dt.datetime(2026, 3, 10, 10, 0, 0)
-    first = [connect(1, t0, "/usr/bin/curl", "198.51.100.1"), connect(2, t0, "/usr/bin/curl", "198.51.100.2"),
-             connect(3, t0, "/usr/local/bin/node", "198.51.100.3")]
+    first = [
+        connect(1, t0, "/usr/bin/curl", "198.51.100.1"),
+        connect(2, t0, "/usr/bin/curl", "198.51.100.2"),
+        connect(3, t0, "/usr/local/bin/node", "198.51.100.3"),
+    ]
     a1 = detector.evaluate(normalize_lines(first).events).to_pylist()
     assert sorted(a["process_binary"] for a in a1) == ["/usr/bin/curl", "/usr/local/bin/node"]
-    again = [connect(4, t0 + dt.timedelta(minutes=5), "/usr/bin/curl", "198.51.100.9"),
-             connect(5, t0 + dt.timedelta(minutes=5), "/usr/bin/curl", "198.51.100.9", pod="web-5f7c8d9b6-zzzzz"),
-             connect(6, t0 + dt.timedelta(minutes=5), "/usr/bin/nc", "198.51.100.9")]
+    again = [
+        connect(4, t0 + dt.timedelta(minutes=5), "/usr/bin/curl", "198.51.100.9"),
+        connect(5, t0 + dt.timedelta(minutes=5), "/usr/bin/curl", "198.51.100.9", pod="web-5f7c8d9b6-zzzzz"),
+        connect(6, t0 + dt.timedelta(minutes=5), "/usr/bin/nc", "198.51.100.9"),
+    ]
     a2 = detector.evaluate(normalize_lines(again).events).to_pylist()
     assert [a["process_binary"] for a in a2] == ["/usr/bin/nc"], "another pod of the same workload is not new"
     small = Detector([rule], new_terms_capacity=1)
@@ -91,7 +145,8 @@ def test_new_terms_remember_what_they_saw_across_batches(shipped) -> None:  # no
 
 def test_exceptions_allow_by_image_glob_list_and_condition(tmp_path: Path) -> None:
     (tmp_path / "lib.yaml").write_text("lists:\n  debug_pods: [toolbox]\n")
-    (tmp_path / "r.yaml").write_text(textwrap.dedent("""\
+    (tmp_path / "r.yaml").write_text(
+        textwrap.dedent("""\
         id: shells
         title: t
         description: d
@@ -108,12 +163,17 @@ def test_exceptions_allow_by_image_glob_list_and_condition(tmp_path: Path) -> No
             pods: ['@debug_pods']
           - name: early
             when: process_start_time < TIMESTAMP '2026-03-10 09:30:00'
-        """))
+        """)
+    )
     rs = load_ruleset([tmp_path])
     assert not rs.issues, rs.issues
     t0 = dt.datetime(2026, 3, 10, 10, 0, 0)
-    lines = [shell_exec(1, t0), shell_exec(2, t0, pod="toolbox"), shell_exec(3, t0, pod="api"),
-             shell_exec(4, dt.datetime(2026, 3, 10, 9, 10))]
+    lines = [
+        shell_exec(1, t0),
+        shell_exec(2, t0, pod="toolbox"),
+        shell_exec(3, t0, pod="api"),
+        shell_exec(4, dt.datetime(2026, 3, 10, 9, 10)),
+    ]
     lines[2] = lines[2].replace("nginx:1.27", "ghcr.io/acme/api:1")
     lines[3] = lines[3].replace("nginx:1.27", "ghcr.io/acme/api:1").replace('"web"', '"w2"')
     alerts = Detector(rs).evaluate(normalize_lines(lines).events).to_pylist()
@@ -139,8 +199,19 @@ def live_lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
 
 
 def _comparable(rows: list[dict]) -> set[tuple]:
-    return {(r["alert_id"], r["rule_id"], r["count"], r["time"], r["last_time"], r["message"], r["exec_id"],
-             tuple(sorted(r["event_ids"]))) for r in rows}
+    return {
+        (
+            r["alert_id"],
+            r["rule_id"],
+            r["count"],
+            r["time"],
+            r["last_time"],
+            r["message"],
+            r["exec_id"],
+            tuple(sorted(r["event_ids"])),
+        )
+        for r in rows
+    }
 
 
 def test_backtest_over_the_history_gives_the_live_alerts(live_lake: Lake, shipped) -> None:  # noqa: ANN001
@@ -162,9 +233,23 @@ def test_backtest_since_and_cli(live_lake: Lake, shipped) -> None:  # noqa: ANN0
     recent = backtest(live_lake, shipped.enabled(), since="2026-01-01")
     assert set(recent.column("rule_id").to_pylist()) >= {"late-shell-in-container", "passwd-shadow-tampering"}
     assert all(t >= dt.datetime(2026, 1, 1) for t in recent.column("time").to_pylist())
-    result = CliRunner().invoke(cli, ["rules", "backtest", "--lake", str(live_lake.root), "--rules", str(RULES),
-                                      "--since", "2026-03-10", "--rule", "late-shell-in-container",
-                                      "--format", "json"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "rules",
+            "backtest",
+            "--lake",
+            str(live_lake.root),
+            "--rules",
+            str(RULES),
+            "--since",
+            "2026-03-10",
+            "--rule",
+            "late-shell-in-container",
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
     assert {r["rule_id"] for r in rows} == {"late-shell-in-container"} and all(r["stored"] for r in rows)
@@ -187,7 +272,8 @@ def test_a_restarted_detector_seeded_from_the_lake_does_not_repeat_itself(live_l
 
 
 def _failing_rules(d: Path) -> Path:
-    (d / "r.yaml").write_text(textwrap.dedent("""\
+    (d / "r.yaml").write_text(
+        textwrap.dedent("""\
         id: shells
         title: t
         description: d
@@ -207,9 +293,12 @@ def _failing_rules(d: Path) -> Path:
               count: 2
               alerts:
                 - {pod: nowhere}
-        """) % (shell_exec(1, dt.datetime(2026, 3, 10, 10)), shell_exec(2, dt.datetime(2026, 3, 10, 10))))
-    (d / "bad.yaml").write_text("id: bad\ntitle: t\ndescription: d\nseverity: low\nevent: process_exec\n"
-                                "condition: pid\noutput: x\n")
+        """)
+        % (shell_exec(1, dt.datetime(2026, 3, 10, 10)), shell_exec(2, dt.datetime(2026, 3, 10, 10)))
+    )
+    (d / "bad.yaml").write_text(
+        "id: bad\ntitle: t\ndescription: d\nseverity: low\nevent: process_exec\ncondition: pid\noutput: x\n"
+    )
     return d
 
 

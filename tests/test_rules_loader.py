@@ -34,42 +34,60 @@ def only_error(d: Path) -> str:
 
 
 def test_invalid_yaml_names_file_and_line(tmp_path: Path) -> None:
-    p = write(tmp_path, "broken.yaml", """\
+    p = write(
+        tmp_path,
+        "broken.yaml",
+        """\
         condition: process_name = 'sh'
         output: "x
         tests: []
-        """)
+        """,
+    )
     msg = only_error(tmp_path)
-    assert msg == (f"{p}:7: invalid YAML: found unexpected end of stream "
-                   "(while scanning a quoted scalar that starts on line 7)"), msg
+    assert msg == (
+        f"{p}:7: invalid YAML: found unexpected end of stream (while scanning a quoted scalar that starts on line 7)"
+    ), msg
 
 
 def test_unknown_column_points_at_the_line_that_names_it(tmp_path: Path) -> None:
-    p = write(tmp_path, "col.yaml", """\
+    p = write(
+        tmp_path,
+        "col.yaml",
+        """\
         condition: |
           container_id IS NOT NULL
           AND procss_name IN ('sh', 'bash')
         output: x
-        """)
+        """,
+    )
     assert only_error(tmp_path) == f"{p}:8: unknown column procss_name (did you mean process_name?)"
 
 
 def test_non_boolean_condition_is_rejected(tmp_path: Path) -> None:
-    p = write(tmp_path, "nb.yaml", """\
+    p = write(
+        tmp_path,
+        "nb.yaml",
+        """\
         condition: process_binary || arguments
         output: x
-        """)
-    assert only_error(tmp_path) == (f"{p}:6: condition is VARCHAR, not a boolean expression "
-                                    "(compare it with something, e.g. ... = 'x')")
+        """,
+    )
+    assert only_error(tmp_path) == (
+        f"{p}:6: condition is VARCHAR, not a boolean expression (compare it with something, e.g. ... = 'x')"
+    )
 
 
 def test_sql_syntax_error_and_aggregate(tmp_path: Path) -> None:
-    p = write(tmp_path, "syn.yaml", """\
+    p = write(
+        tmp_path,
+        "syn.yaml",
+        """\
         condition: |
           process_name = 'sh'
           AND AND pid > 1
         output: x
-        """)
+        """,
+    )
     assert only_error(tmp_path) == f"{p}:8: SQL syntax error at or near 'AND'"
     p.unlink()
     write(tmp_path, "agg.yaml", "condition: count(*) > 1\noutput: x\n")
@@ -78,8 +96,10 @@ def test_sql_syntax_error_and_aggregate(tmp_path: Path) -> None:
 
 def test_typo_in_a_key_and_bad_severity_and_mitre(tmp_path: Path) -> None:
     p = tmp_path / "typo.yaml"
-    p.write_text("id: typo\ntitle: t\ndescription: d\nseverity: urgent\nevent: process_exec\n"
-                 "conditon: process_name = 'sh'\noutput: x\nmitre: [T59]\n")
+    p.write_text(
+        "id: typo\ntitle: t\ndescription: d\nseverity: urgent\nevent: process_exec\n"
+        "conditon: process_name = 'sh'\noutput: x\nmitre: [T59]\n"
+    )
     rs = load_ruleset([tmp_path])
     got = sorted(str(i) for i in rs.errors)
     assert f"{p}:4: severity 'urgent' is not one of info, low, medium, high, critical" in got
@@ -105,7 +125,7 @@ def test_unknown_list_or_macro_and_unknown_param(tmp_path: Path) -> None:
 def test_an_error_inside_a_macro_is_reported_at_the_macro(tmp_path: Path) -> None:
     lib = tmp_path / "lib.yaml"
     lib.write_text("macros:\n  in_container:\n    description: x\n    condition: |\n      containr_id IS NOT NULL\n")
-    write(tmp_path, "uses.yaml", "condition: \"@in_container\"\noutput: x\n")
+    write(tmp_path, "uses.yaml", 'condition: "@in_container"\noutput: x\n')
     rs = load_ruleset([tmp_path])
     got = [str(e) for e in rs.errors]
     assert f"{lib}:5: macro @in_container: unknown column containr_id (did you mean container_id?)" in got
@@ -113,7 +133,10 @@ def test_an_error_inside_a_macro_is_reported_at_the_macro(tmp_path: Path) -> Non
 
 
 def test_bad_output_placeholder_dedup_field_and_exception(tmp_path: Path) -> None:
-    p = write(tmp_path, "o.yaml", """\
+    p = write(
+        tmp_path,
+        "o.yaml",
+        """\
         condition: process_name = 'sh'
         output: "{proces_binary} ran"
         dedup:
@@ -121,19 +144,24 @@ def test_bad_output_placeholder_dedup_field_and_exception(tmp_path: Path) -> Non
           window: soon
         exceptions:
           - name: nothing listed
-        """)
+        """,
+    )
     got = sorted(str(i) for i in load_ruleset([tmp_path]).errors)
     assert f"{p}:10: dedup window 'soon' is not a duration (e.g. 10m, 1h, 30s)" in got
     assert any("exception nothing listed lists nothing to allow" in g for g in got)
 
 
 def test_bad_output_and_dedup_column_after_parse(tmp_path: Path) -> None:
-    p = write(tmp_path, "o.yaml", """\
+    p = write(
+        tmp_path,
+        "o.yaml",
+        """\
         condition: process_name = 'sh'
         output: "{proces_binary} ran"
         dedup:
           fields: [pod, nod_name]
-        """)
+        """,
+    )
     got = sorted(str(i) for i in load_ruleset([tmp_path]).errors)
     assert f"{p}:7: output names unknown column {{proces_binary}} (did you mean process_binary?)" in got
     assert f"{p}:9: dedup names unknown column nod_name (did you mean node_name?)" in got
@@ -147,14 +175,19 @@ def test_one_bad_rule_does_not_hide_the_good_ones(tmp_path: Path) -> None:
 
 
 def test_overrides_tune_a_rule_without_editing_it(tmp_path: Path) -> None:
-    write(tmp_path, "r.yaml", """\
+    write(
+        tmp_path,
+        "r.yaml",
+        """\
         params: {threshold: 5m}
         condition: process_start_time - container_start_time > ${threshold}
         output: x
-        """)
+        """,
+    )
     (tmp_path / "local.yaml").write_text(
         "override: r\nseverity: low\nparams: {threshold: 1h}\nparams_by_namespace: {ci: {threshold: 2h}}\n"
-        "exceptions:\n  - name: debug images\n    images: ['busybox:*']\n")
+        "exceptions:\n  - name: debug images\n    images: ['busybox:*']\n"
+    )
     rs = load_ruleset([tmp_path])
     assert not rs.issues
     r = rs.get("r")
@@ -166,8 +199,16 @@ def test_overrides_tune_a_rule_without_editing_it(tmp_path: Path) -> None:
     assert str(load_ruleset([tmp_path]).errors[0]).endswith("override of unknown rule 'rr' (did you mean 'r'?)")
 
 
-@pytest.mark.parametrize("value,sql", [("90s", "INTERVAL '90000000 microseconds'"), (3, "3"), ("x'y", "'x''y'"),
-                                       (["a", "b"], "['a', 'b']"), (True, "TRUE")])
+@pytest.mark.parametrize(
+    "value,sql",
+    [
+        ("90s", "INTERVAL '90000000 microseconds'"),
+        (3, "3"),
+        ("x'y", "'x''y'"),
+        (["a", "b"], "['a', 'b']"),
+        (True, "TRUE"),
+    ],
+)
 def test_param_literals(value, sql) -> None:  # noqa: ANN001
     from tetrapipe.ruleset.compiler import param_literal
 
@@ -179,6 +220,8 @@ def test_references_inside_strings_and_comments_are_left_alone() -> None:
     from tetrapipe.ruleset.model import ListDef
 
     scope = Scope({"shells": ListDef("shells", ["sh"], Path("l"), 1)}, {}, {}, {})
-    assert expand("arguments = '@shells' AND process_name IN @shells -- @nothing", scope).strip() == \
-        "arguments = '@shells' AND process_name IN ['sh']"
+    assert (
+        expand("arguments = '@shells' AND process_name IN @shells -- @nothing", scope).strip()
+        == "arguments = '@shells' AND process_name IN ['sh']"
+    )
     assert expand("list_a @> list_b AND x <@ y", scope) == "list_a @> list_b AND x <@ y"

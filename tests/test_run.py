@@ -117,8 +117,11 @@ def test_a_backup_that_vanishes_between_listing_and_reading_is_looked_at_again(t
 def test_cli_run_stops_on_sigterm_with_exit_0(tmp_path: Path, tetrapipe_cmd: list[str]) -> None:
     log = tmp_path / "tetragon.log"
     log.write_text("\n".join(_lines(0, 100)) + "\n")
-    proc = subprocess.Popen([*tetrapipe_cmd, "run", str(log), "--lake", str(tmp_path / "lake"), "--rules", "none",
-                             "--poll-seconds", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*tetrapipe_cmd, "run", str(log), "--lake", str(tmp_path / "lake"), "--rules", "none", "--poll-seconds", "0.2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 60
     while not Lake(tmp_path / "lake").segments("events") and time.monotonic() < deadline:
         time.sleep(0.1)

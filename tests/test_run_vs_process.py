@@ -32,13 +32,16 @@ from tetrapipe import history
 from tetrapipe.sinks.lake import Lake
 
 SCENARIO = Path(__file__).resolve().parents[1] / "samples" / "scenario" / "tenant-jobs.log"
-EVENT_COLUMNS = "event_id, kind, node_name, exec_id, parent_exec_id, parent_binary, ancestor_exec_ids, " \
-                "ancestor_binaries, tls_version, tls_cipher"
+EVENT_COLUMNS = (
+    "event_id, kind, node_name, exec_id, parent_exec_id, parent_binary, ancestor_exec_ids, "
+    "ancestor_binaries, tls_version, tls_cipher"
+)
 #: an alert is one alert_id (rule + dedup key + window); a batch that adds events to an open alert writes a
 #: follow-up row with the same id (tetrapipe/transforms/detect.py), so rows depend on batch boundaries and the
 #: comparison is per alert: its rule, severity, key, first time and total count
-ALERTS_SQL = ("SELECT alert_id, rule_id, severity, dedup_key, min(time), sum(count) FROM alerts "
-              "GROUP BY ALL ORDER BY ALL")
+ALERTS_SQL = (
+    "SELECT alert_id, rule_id, severity, dedup_key, min(time), sum(count) FROM alerts GROUP BY ALL ORDER BY ALL"
+)
 
 
 def _rows(lake: Path, sql: str) -> list[tuple]:
@@ -88,17 +91,39 @@ def test_run_on_a_growing_file_equals_collect_then_process(kafka: TansuBroker, t
     port = _free_port()
     tp = [sys.executable, "-m", "tetrapipe"]
     logs = {name: open(tmp_path / f"{name}.log", "wb") for name in ("run", "collect")}  # noqa: SIM115
-    run = subprocess.Popen([*tp, "run", str(live), "--lake", str(lake_run), "--poll-seconds", "0.1",
-                            "--metrics-port", str(port)], stdout=logs["run"], stderr=subprocess.STDOUT)
-    collect = subprocess.Popen([*tp, "collect", f"file://{live}", "--kafka", kafka.bootstrap, "--topic", topic,
-                                "--from", "beginning", "--state-dir", str(tmp_path / "state"), "--metrics-port", "0",
-                                "--linger-ms", "5", "--stats-interval", "0"], stdout=logs["collect"],
-                               stderr=subprocess.STDOUT)
+    run = subprocess.Popen(
+        [*tp, "run", str(live), "--lake", str(lake_run), "--poll-seconds", "0.1", "--metrics-port", str(port)],
+        stdout=logs["run"],
+        stderr=subprocess.STDOUT,
+    )
+    collect = subprocess.Popen(
+        [
+            *tp,
+            "collect",
+            f"file://{live}",
+            "--kafka",
+            kafka.bootstrap,
+            "--topic",
+            topic,
+            "--from",
+            "beginning",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--metrics-port",
+            "0",
+            "--linger-ms",
+            "5",
+            "--stats-interval",
+            "0",
+        ],
+        stdout=logs["collect"],
+        stderr=subprocess.STDOUT,
+    )
     shipped = _TopicCounter(kafka.bootstrap, topic)
     try:
         with open(live, "ab") as f:  # grow it in pieces, cutting lines in half, as the exporter's writes land
             for start in range(0, len(lines), 1500):
-                text = b"\n".join(lines[start:start + 1500]) + b"\n"
+                text = b"\n".join(lines[start : start + 1500]) + b"\n"
                 cut = len(text) // 3
                 f.write(text[:cut])
                 f.flush()
@@ -138,9 +163,28 @@ def test_run_on_a_growing_file_equals_collect_then_process(kafka: TansuBroker, t
     shipped.count()
     shipped.close()
     assert sorted(shipped.values) == sorted(lines)  # collect shipped each line once
-    done = subprocess.run([*tp, "process", "--kafka", kafka.bootstrap, "--topic", topic, "--group", topic,
-                           "--lake", str(lake_kafka), "--exit-at-eof", "--alerts-topic", "", "--dead-letter-topic", "",
-                           *FAST_GROUP_ARGS], capture_output=True, timeout=120)
+    done = subprocess.run(
+        [
+            *tp,
+            "process",
+            "--kafka",
+            kafka.bootstrap,
+            "--topic",
+            topic,
+            "--group",
+            topic,
+            "--lake",
+            str(lake_kafka),
+            "--exit-at-eof",
+            "--alerts-topic",
+            "",
+            "--dead-letter-topic",
+            "",
+            *FAST_GROUP_ARGS,
+        ],
+        capture_output=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     events_sql = f"SELECT {EVENT_COLUMNS} FROM events ORDER BY event_id"
     from_run, from_kafka = _rows(lake_run, events_sql), _rows(lake_kafka, events_sql)

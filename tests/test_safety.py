@@ -305,8 +305,10 @@ def test_log_records_are_masked_and_made_visible(capsys) -> None:  # noqa: ANN00
     log.addHandler(handler)
     log.propagate = False
     try:
-        log.warning("file %s vanished; peer https://alice:hunter2@siem.example:8088/x refused",
-                    "/var/log/\x1b]8;;http://evil\x07tetragon.log\x1b[2J")
+        log.warning(
+            "file %s vanished; peer https://alice:hunter2@siem.example:8088/x refused",
+            "/var/log/\x1b]8;;http://evil\x07tetragon.log\x1b[2J",
+        )
     finally:
         log.removeHandler(handler)
     err = capsys.readouterr().err
@@ -334,12 +336,21 @@ def test_query_output_tree_page_and_compacted_segments_are_owner_only(tmp_path: 
             (tmp_path / f"part{i}.log").write_text("".join(part))
             subprocess.run([*tp, "ingest", str(tmp_path / f"part{i}.log"), "--lake", str(lake), "-q"], check=True)
         outs = [tmp_path / "q.csv", tmp_path / "q.parquet", tmp_path / "tree.html"]
-        subprocess.run([*tp, "query", "SELECT * FROM events", "--lake", str(lake), "--format", "csv", "-o",
-                        str(outs[0])], check=True, capture_output=True)
-        subprocess.run([*tp, "query", "SELECT * FROM events", "--lake", str(lake), "--format", "parquet", "-o",
-                        str(outs[1])], check=True, capture_output=True)
-        subprocess.run([*tp, "tree", "--pod", "crawler", "--lake", str(lake), "--html", str(outs[2])], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [*tp, "query", "SELECT * FROM events", "--lake", str(lake), "--format", "csv", "-o", str(outs[0])],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [*tp, "query", "SELECT * FROM events", "--lake", str(lake), "--format", "parquet", "-o", str(outs[1])],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [*tp, "tree", "--pod", "crawler", "--lake", str(lake), "--html", str(outs[2])],
+            check=True,
+            capture_output=True,
+        )
         assert compact(Lake(lake), min_files=2, skip_newest=0).merged_files >= 2
     finally:
         os.umask(old)

@@ -43,26 +43,36 @@ def test_compose_is_deterministic(tmp_path: Path) -> None:
 def test_late_shells_are_exactly_the_ground_truth(lake: Lake) -> None:
     con = history.connect(lake)
     sql = history.hunts()["late-shells"].sql
-    rows = con.execute(f"SELECT source, source_offset FROM events WHERE event_id IN "
-                       f"(SELECT e.event_id FROM events e JOIN ({sql}) h USING (exec_id) WHERE e.kind = 'process_exec')"
-                       ).fetchall()
+    rows = con.execute(
+        f"SELECT source, source_offset FROM events WHERE event_id IN "
+        f"(SELECT e.event_id FROM events e JOIN ({sql}) h USING (exec_id) WHERE e.kind = 'process_exec')"
+    ).fetchall()
     got = sorted((Path(s).name, n) for s, n in rows)
-    assert got == [("events-docs.log", 10), ("events-docs.log", 16), ("events-docs.log", 19),
-                   ("tenant-jobs.log", 95), ("tenant-jobs.log", 118)]
+    assert got == [
+        ("events-docs.log", 10),
+        ("events-docs.log", 16),
+        ("events-docs.log", 19),
+        ("tenant-jobs.log", 95),
+        ("tenant-jobs.log", 118),
+    ]
 
 
 def test_passwd_write_is_exactly_line_107(lake: Lake) -> None:
     con = history.connect(lake)
-    rows = con.execute("SELECT source, source_offset, process_binary FROM events WHERE file_access = 'write' "
-                       "AND regexp_matches(file_path, '^/?etc/(passwd|shadow)$') ORDER BY 1, 2").fetchall()
+    rows = con.execute(
+        "SELECT source, source_offset, process_binary FROM events WHERE file_access = 'write' "
+        "AND regexp_matches(file_path, '^/?etc/(passwd|shadow)$') ORDER BY 1, 2"
+    ).fetchall()
     scenario = [(n, b) for s, n, b in rows if s.endswith("tenant-jobs.log")]
     assert scenario == [(107, "/bin/bash")]
 
 
 def test_tls_reproduces_the_handshakes_exactly(lake: Lake) -> None:
     truth = json.loads((SAMPLES / "scenario" / "handshakes.json").read_text())["connections"]
-    expected = {(h["sni"], {"TLSv1.3": "TLS 1.3", "TLSv1.2": "TLS 1.2"}[h["negotiated_version"]],
-                 cipher_name(h["cipher_code"])) for h in truth}
+    expected = {
+        (h["sni"], {"TLSv1.3": "TLS 1.3", "TLSv1.2": "TLS 1.2"}[h["negotiated_version"]], cipher_name(h["cipher_code"]))
+        for h in truth
+    }
     result = CliRunner().invoke(cli, ["tls", "--lake", str(lake.root), "--format", "json"], catch_exceptions=False)
     rows = json.loads(result.output)
     assert {(r["tls_sni"], r["tls_version"], r["tls_cipher"]) for r in rows} == expected
@@ -72,7 +82,9 @@ def test_tls_reproduces_the_handshakes_exactly(lake: Lake) -> None:
 
 def test_ancestry_of_the_reverse_shell(lake: Lake) -> None:
     con = history.connect(lake)
-    row = con.execute("SELECT parent_binary, ancestor_binaries FROM events WHERE kind = 'process_exec' "
-                      "AND source LIKE '%tenant-jobs.log' AND source_offset = 118").fetchone()
+    row = con.execute(
+        "SELECT parent_binary, ancestor_binaries FROM events WHERE kind = 'process_exec' "
+        "AND source LIKE '%tenant-jobs.log' AND source_offset = 118"
+    ).fetchone()
     assert row[0] == "/usr/bin/nc"
     assert row[1][:2] == ["/bin/bash", "/usr/local/sbin/runc"]

@@ -33,9 +33,26 @@ CASES = [
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     d = tmp_path_factory.mktemp("cert")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / "k.pem"),
-                    "-out", str(d / "c.pem"), "-days", "2", "-subj", "/CN=localhost"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(d / "k.pem"),
+            "-out",
+            str(d / "c.pem"),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return str(d / "c.pem"), str(d / "k.pem")
 
 
@@ -43,18 +60,24 @@ def _loopback(cert: tuple[str, str], version: str, cipher: str, sni: str, tmp_pa
     env = dict(os.environ)
     if version == "TLSv1_3":
         conf = tmp_path / "openssl.cnf"
-        conf.write_text("openssl_conf = init\n[init]\nssl_conf = ssl\n[ssl]\nsystem_default = sys\n"
-                        f"[sys]\nCiphersuites = {cipher}\n")
+        conf.write_text(
+            "openssl_conf = init\n[init]\nssl_conf = ssl\n[ssl]\nsystem_default = sys\n"
+            f"[sys]\nCiphersuites = {cipher}\n"
+        )
         env["OPENSSL_CONF"] = str(conf)
-    out = subprocess.run([sys.executable, str(HERE / "tls_loopback.py"), *cert, version, cipher, sni],
-                         env=env, capture_output=True, timeout=60, text=True)
+    out = subprocess.run(
+        [sys.executable, str(HERE / "tls_loopback.py"), *cert, version, cipher, sni],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
 
 @pytest.mark.parametrize("version, cipher", CASES)
-def test_parser_reports_what_ssl_negotiated(cert: tuple[str, str], version: str, cipher: str,
-                                            tmp_path: Path) -> None:
+def test_parser_reports_what_ssl_negotiated(cert: tuple[str, str], version: str, cipher: str, tmp_path: Path) -> None:
     sni = f"{cipher.lower().replace('_', '-')}.example.com"
     got = _loopback(cert, version, cipher, sni, tmp_path)
     assert got["cipher"] == cipher  # the handshake really negotiated the suite under test

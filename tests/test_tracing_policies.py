@@ -30,7 +30,9 @@ def policies():  # noqa: ANN201
 
 
 def test_every_policy_is_a_valid_tracing_policy(policies) -> None:  # noqa: ANN001
-    assert {"file-monitoring", "file-monitoring-enforce", "connect", "privileges-raise", "namespace-access"} <= set(policies)
+    assert {"file-monitoring", "file-monitoring-enforce", "connect", "privileges-raise", "namespace-access"} <= set(
+        policies
+    )
     for p in policies.values():
         assert p.doc["apiVersion"] == "cilium.io/v1alpha1"
         assert p.kind in ("TracingPolicy", "TracingPolicyNamespaced")
@@ -58,15 +60,28 @@ def test_the_enforcing_variant_blocks_every_hook_it_has(policies) -> None:  # no
     assert {"2", "8"} <= enforce.values("security_file_permission", 1, "Mask")
 
 
-@pytest.mark.parametrize("mutation,expected", [
-    (lambda kp: kp["args"].reverse(), "argument 0 must be file for tetrapipe to read it, not int"),
-    (lambda kp: kp["selectors"][0]["matchArgs"][0].update(index=3), "matchArgs index 3 is not one of the hook's args"),
-    (lambda kp: kp["selectors"].extend([{"matchArgs": [{"index": 0, "operator": "Prefix", "values": ["/x"]}]}] * 5),
-     "at most 5 selectors per hook"),
-    (lambda kp: kp["selectors"][0]["matchArgs"][0].update(operator="Equals"), "unknown matchArgs operator 'Equals'"),
-    (lambda kp: kp["args"][0].update(type="files"), "unknown arg type 'files'"),
-    (lambda kp: kp["selectors"][0]["matchArgs"][0].update(operator="Mask"), "Mask needs an integer argument"),
-])
+@pytest.mark.parametrize(
+    "mutation,expected",
+    [
+        (lambda kp: kp["args"].reverse(), "argument 0 must be file for tetrapipe to read it, not int"),
+        (
+            lambda kp: kp["selectors"][0]["matchArgs"][0].update(index=3),
+            "matchArgs index 3 is not one of the hook's args",
+        ),
+        (
+            lambda kp: kp["selectors"].extend(
+                [{"matchArgs": [{"index": 0, "operator": "Prefix", "values": ["/x"]}]}] * 5
+            ),
+            "at most 5 selectors per hook",
+        ),
+        (
+            lambda kp: kp["selectors"][0]["matchArgs"][0].update(operator="Equals"),
+            "unknown matchArgs operator 'Equals'",
+        ),
+        (lambda kp: kp["args"][0].update(type="files"), "unknown arg type 'files'"),
+        (lambda kp: kp["selectors"][0]["matchArgs"][0].update(operator="Mask"), "Mask needs an integer argument"),
+    ],
+)
 def test_the_checker_catches_broken_policies(tmp_path: Path, mutation, expected: str) -> None:  # noqa: ANN001
     doc = yamlio.load(POLICIES / "file-monitoring.yaml")
     mutation(doc["spec"]["kprobes"][0])
@@ -88,24 +103,49 @@ _ARG_JSON = {
 
 def _event(call: str, args: list[dict], action: str, policy: str) -> str:
     """A process_kprobe event as Tetragon would print it for this hook of the policy."""
-    return json.dumps({"process_kprobe": {
-        "process": {"exec_id": "azE6MTox", "pid": 4242, "uid": 0, "binary": "/usr/bin/tool", "arguments": "x",
+    return json.dumps(
+        {
+            "process_kprobe": {
+                "process": {
+                    "exec_id": "azE6MTox",
+                    "pid": 4242,
+                    "uid": 0,
+                    "binary": "/usr/bin/tool",
+                    "arguments": "x",
                     "start_time": "2026-03-10T10:00:00Z",
-                    "pod": {"namespace": "default", "name": "web", "container": {
-                        "id": "containerd://abc", "name": "web", "image": {"name": "nginx:1.27"},
-                        "start_time": "2026-03-10T09:00:00Z"}}},
-        "parent": {"binary": "/bin/sh"},
-        "function_name": f"__x64_{call}" if call.startswith("sys_") else call,
-        "args": args, "action": action, "policy_name": policy},
-        "node_name": "k1", "time": "2026-03-10T10:00:01Z"})
+                    "pod": {
+                        "namespace": "default",
+                        "name": "web",
+                        "container": {
+                            "id": "containerd://abc",
+                            "name": "web",
+                            "image": {"name": "nginx:1.27"},
+                            "start_time": "2026-03-10T09:00:00Z",
+                        },
+                    },
+                },
+                "parent": {"binary": "/bin/sh"},
+                "function_name": f"__x64_{call}" if call.startswith("sys_") else call,
+                "args": args,
+                "action": action,
+                "policy_name": policy,
+            },
+            "node_name": "k1",
+            "time": "2026-03-10T10:00:01Z",
+        }
+    )
 
 
-@pytest.mark.parametrize("policy_name,action,verdict", [
-    ("file-monitoring", "KPROBE_ACTION_POST", "observed only"),
-    ("file-monitoring-enforce", "KPROBE_ACTION_SIGKILL", "BLOCKED: Tetragon killed the process"),
-])
-def test_each_file_hook_as_tetragon_prints_it_fires_the_passwd_rule(policies, policy_name: str, action: str,
-                                                                    verdict: str) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(
+    "policy_name,action,verdict",
+    [
+        ("file-monitoring", "KPROBE_ACTION_POST", "observed only"),
+        ("file-monitoring-enforce", "KPROBE_ACTION_SIGKILL", "BLOCKED: Tetragon killed the process"),
+    ],
+)
+def test_each_file_hook_as_tetragon_prints_it_fires_the_passwd_rule(
+    policies, policy_name: str, action: str, verdict: str
+) -> None:  # noqa: ANN001
     rule = load_ruleset([RULES]).get("passwd-shadow-tampering")
     policy = policies[policy_name]
     lines, calls = [], []
@@ -123,8 +163,13 @@ def test_each_file_hook_as_tetragon_prints_it_fires_the_passwd_rule(policies, po
             if any(("/etc/passwd" in m.get("values", [])) for m in matched.values()):
                 lines.append(_event(hook.call, values, action, policy_name))
                 calls.append(hook.call)
-    assert {"security_file_permission", "sys_openat", "security_path_truncate", "security_path_unlink",
-            "security_path_rename"} <= set(calls)
+    assert {
+        "security_file_permission",
+        "sys_openat",
+        "security_path_truncate",
+        "security_path_unlink",
+        "security_path_rename",
+    } <= set(calls)
     events = normalize_lines(lines).events
     alerts = Detector([rule], max_event_ids=None).evaluate(events).to_pylist()
     fired = {e for a in alerts for e in a["event_ids"]}

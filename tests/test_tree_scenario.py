@@ -34,8 +34,14 @@ def links_from_raw(path: Path) -> tuple[dict[str, str], dict[str, str]]:
         if not line.strip():
             continue
         event = json.loads(line)
-        body = next((v for k, v in event.items() if k not in ("node_name", "time", "cluster_name", "node_labels",
-                                                              "aggregation_info")), None)
+        body = next(
+            (
+                v
+                for k, v in event.items()
+                if k not in ("node_name", "time", "cluster_name", "node_labels", "aggregation_info")
+            ),
+            None,
+        )
         if not isinstance(body, dict):
             continue
         chain = [body.get("process") or {}, body.get("parent") or {}, *(body.get("ancestors") or [])]
@@ -89,18 +95,22 @@ def test_scenario_late_shell_is_marked_with_the_right_chain(lake: Lake) -> None:
     assert truth, "the log says nothing about the shell's parent"
     con = history.connect(lake)
     try:
-        rows = con.sql("SELECT parent_exec_id, parent_binary, ancestor_exec_ids, ancestor_binaries FROM events "
-                       "WHERE exec_id = $x ORDER BY time", params={"x": bash.exec_id}).fetchall()
+        rows = con.sql(
+            "SELECT parent_exec_id, parent_binary, ancestor_exec_ids, ancestor_binaries FROM events "
+            "WHERE exec_id = $x ORDER BY time",
+            params={"x": bash.exec_id},
+        ).fetchall()
     finally:
         con.close()
     parent, parent_binary, ancestors, ancestor_binaries = rows[-1]  # the latest event knows the most
     assert parent == truth[0] and bash.parent_exec_id == truth[0]
     assert parent_binary == binary_of.get(truth[0])
     known = [a for a in ancestors if a is not None]
-    assert known == truth[1: 1 + len(known)]
+    assert known == truth[1 : 1 + len(known)]
     assert len(known) == len(truth) - 1, (known, truth)  # everything the log knows is in the chain
-    assert [b for b, a in zip(ancestor_binaries, ancestors, strict=True) if a is not None] == \
-        [binary_of.get(a) for a in known]
+    assert [b for b, a in zip(ancestor_binaries, ancestors, strict=True) if a is not None] == [
+        binary_of.get(a) for a in known
+    ]
     # and the drawn tree: the shell's line is marked, under its parent's lineage
     text = render_text(view, width=220)
     line = next(ln for ln in text.splitlines() if bash.binary in ln and "LATE SHELL" in ln)

@@ -18,8 +18,7 @@ from http_peer import HttpPeerServer
 
 
 class WebhookReceiver(HttpPeerServer):
-    def __init__(self, port: int = 0, token: str | None = None,
-                 refuse: Callable[[Any], bool] | None = None) -> None:
+    def __init__(self, port: int = 0, token: str | None = None, refuse: Callable[[Any], bool] | None = None) -> None:
         super().__init__(port)
         self.token = token
         self.refuse = refuse
@@ -35,8 +34,9 @@ class WebhookReceiver(HttpPeerServer):
     def _received(self) -> int:
         return len(self.records)
 
-    def _handle(self, method: str, raw_path: str, headers: dict[str, str],
-                body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def _handle(
+        self, method: str, raw_path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         h = {k.lower(): v for k, v in headers.items()}
         if h.get("content-encoding", "").lower() == "gzip":
             body = gzip.decompress(body)

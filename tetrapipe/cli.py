@@ -24,8 +24,14 @@ out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False)
 
 lake_option = click.option(
-    "--lake", "lake_dir", envvar=LAKE_ENV, default=DEFAULT_LAKE, show_default=True, show_envvar=True,
-    type=click.Path(file_okay=False), help="History lake directory.",
+    "--lake",
+    "lake_dir",
+    envvar=LAKE_ENV,
+    default=DEFAULT_LAKE,
+    show_default=True,
+    show_envvar=True,
+    type=click.Path(file_okay=False),
+    help="History lake directory.",
 )
 
 
@@ -93,8 +99,9 @@ def ingest(
 
     try:
         with IngestProgress(err, enabled=show) as progress:
-            stats = run_ingest(inputs, lake, transforms=transforms, progress=progress, force=force,
-                               chunk_bytes=chunk_bytes)
+            stats = run_ingest(
+                inputs, lake, transforms=transforms, progress=progress, force=force, chunk_bytes=chunk_bytes
+            )
     except TransformError as exc:  # a broken transform, not a bad line: what was committed stays, rerun resumes
         raise click.ClickException(str(exc)) from exc
     if not quiet:

@@ -87,14 +87,18 @@ def source_kind(spec: str) -> tuple[str, str]:
         return "stdin", "-"
     low = spec.lower()
     if low.startswith("file://"):
-        path = spec[len("file://"):]
+        path = spec[len("file://") :]
         if not path.startswith("/"):
-            raise ValueError(f"{spec!r}: a file URL needs an absolute path (file:///var/run/cilium/tetragon/tetragon.log)")
+            raise ValueError(
+                f"{spec!r}: a file URL needs an absolute path (file:///var/run/cilium/tetragon/tetragon.log)"
+            )
         return "file", path
     if low.startswith(("grpc://", "unix://", "unix:", "tcp://")):
         return "grpc", spec
     if "://" in spec:
-        raise ValueError(f"{spec!r}: unknown source scheme (use a path, file://, grpc://HOST:PORT, unix:///SOCKET or -)")
+        raise ValueError(
+            f"{spec!r}: unknown source scheme (use a path, file://, grpc://HOST:PORT, unix:///SOCKET or -)"
+        )
     return "file", spec
 
 
@@ -108,8 +112,15 @@ class GrpcChunks:
     drops: the stats say so).
     """
 
-    def __init__(self, address: str, *, exit_at_eof: bool = False, chunk_events: int = 1000,
-                 max_buffered: int = 50_000, **grpc_options: Any) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        exit_at_eof: bool = False,
+        chunk_events: int = 1000,
+        max_buffered: int = 50_000,
+        **grpc_options: Any,
+    ) -> None:
         from tetrapipe.sources.grpc_source import GrpcSource
 
         self.label = address
@@ -220,8 +231,9 @@ class Spool:
 
     def put(self, chunk: Chunk, total_start: int) -> int:
         seq = self.next_seq
-        header = json.dumps({"source": chunk.source, "total": total_start, "nbytes": chunk.nbytes,
-                             "lines": len(chunk.lines)}).encode()
+        header = json.dumps(
+            {"source": chunk.source, "total": total_start, "nbytes": chunk.nbytes, "lines": len(chunk.lines)}
+        ).encode()
         data = b"\n".join([header, *chunk.lines]) + b"\n"
         atomic_write_bytes(self.dir / f"{seq:012d}.spool", data)
         self.files[seq] = len(data)
@@ -369,22 +381,30 @@ class CollectMetrics:
         self.acked = Counter(p + "events_acked", "Events acknowledged by Kafka", registry=registry)
         self.retried = Counter(p + "events_retried", "Events sent again after a producer failure", registry=registry)
         self.rejected = Counter(p + "events_rejected", "Events not delivered, by reason", ["reason"], registry=registry)
-        self.redelivered = Counter(p + "events_redelivered",
-                                   "Events sent again after a restart that may already be in the topic",
-                                   registry=registry)
+        self.redelivered = Counter(
+            p + "events_redelivered",
+            "Events sent again after a restart that may already be in the topic",
+            registry=registry,
+        )
         self.spooled = Counter(p + "events_spooled", "Events parked in the disk spool", registry=registry)
-        self.buffered = Gauge(p + "events_buffered", "Events read but not acknowledged yet", ["where"],
-                              registry=registry)
-        self.buffered_bytes = Gauge(p + "bytes_buffered", "Bytes read but not acknowledged yet", ["where"],
-                                    registry=registry)
+        self.buffered = Gauge(
+            p + "events_buffered", "Events read but not acknowledged yet", ["where"], registry=registry
+        )
+        self.buffered_bytes = Gauge(
+            p + "bytes_buffered", "Bytes read but not acknowledged yet", ["where"], registry=registry
+        )
         self.lag = Gauge(p + "lag_bytes", "Bytes behind the end of the source (unread file data)", registry=registry)
         self.kafka_up = Gauge(p + "kafka_up", "1 while the Kafka producer is up and acknowledging", registry=registry)
-        self.checkpoint_time = Gauge(p + "checkpoint_timestamp_seconds", "When the last checkpoint was written",
-                                     registry=registry)
+        self.checkpoint_time = Gauge(
+            p + "checkpoint_timestamp_seconds", "When the last checkpoint was written", registry=registry
+        )
         self.rotations = Counter(p + "file_rotations", "Rotations of the followed file", registry=registry)
         self.truncations = Counter(p + "file_truncations", "Truncations of the followed file", registry=registry)
-        self.files_lost = Counter(p + "files_lost", "Rotated files deleted (past Tetragon's max backups) before they "
-                                  "were read", registry=registry)
+        self.files_lost = Counter(
+            p + "files_lost",
+            "Rotated files deleted (past Tetragon's max backups) before they were read",
+            registry=registry,
+        )
 
 
 @dataclass
@@ -410,9 +430,17 @@ def _slug(spec: str) -> str:
 class Collector:
     """Source -> Kafka with checkpoints, spool, metrics and a periodic one-line report."""
 
-    def __init__(self, opts: CollectOptions, kafka: KafkaSettings, *, registry: CollectorRegistry | None = None,
-                 health: Health | None = None, stop: threading.Event | None = None,
-                 report: Callable[[str], None] | None = None, producer_factory: Callable[..., Any] | None = None) -> None:
+    def __init__(
+        self,
+        opts: CollectOptions,
+        kafka: KafkaSettings,
+        *,
+        registry: CollectorRegistry | None = None,
+        health: Health | None = None,
+        stop: threading.Event | None = None,
+        report: Callable[[str], None] | None = None,
+        producer_factory: Callable[..., Any] | None = None,
+    ) -> None:
         self.opts = opts
         self.kind, self.target = source_kind(opts.source)
         self.stop = stop or threading.Event()
@@ -426,8 +454,12 @@ class Collector:
         self.checkpoint_path = state / f"collect-{slug}.json"
         self.mark_path = state / f"collect-{slug}.sent"
         self.spool = Spool(state / f"spool-{slug}", opts.spool_bytes)
-        sink_kwargs: dict[str, Any] = {"node_name": opts.node_name, "headers": opts.headers,
-                                       "on_reject": self._on_sink_reject, "on_sent": self._on_sent}
+        sink_kwargs: dict[str, Any] = {
+            "node_name": opts.node_name,
+            "headers": opts.headers,
+            "on_reject": self._on_sink_reject,
+            "on_sent": self._on_sent,
+        }
         if producer_factory is not None:
             sink_kwargs["producer_factory"] = producer_factory
         self.sink = KafkaSink(kafka, **sink_kwargs)
@@ -454,24 +486,38 @@ class Collector:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
-            raise RuntimeError(f"checkpoint {self.checkpoint_path} is unreadable ({exc}); move it away to start "
-                               f"over (--from beginning|end)") from exc
+            raise RuntimeError(
+                f"checkpoint {self.checkpoint_path} is unreadable ({exc}); move it away to start "
+                f"over (--from beginning|end)"
+            ) from exc
         if data.get("version") != _CHECKPOINT_VERSION:
-            raise RuntimeError(f"checkpoint {self.checkpoint_path} has version {data.get('version')}, expected "
-                               f"{_CHECKPOINT_VERSION}")
+            raise RuntimeError(
+                f"checkpoint {self.checkpoint_path} has version {data.get('version')}, expected {_CHECKPOINT_VERSION}"
+            )
         return data
 
     def _open_source(self, ckpt: dict[str, Any] | None) -> Source:
         o = self.opts
         if self.kind == "file":
             position = (ckpt or {}).get("position") if o.start == "checkpoint" else None
-            return FileFollower(self.target, start=o.start, checkpoint=position, chunk_bytes=o.chunk_bytes,
-                                max_line_bytes=o.max_line_bytes, line_nos=o.headers)
+            return FileFollower(
+                self.target,
+                start=o.start,
+                checkpoint=position,
+                chunk_bytes=o.chunk_bytes,
+                max_line_bytes=o.max_line_bytes,
+                line_nos=o.headers,
+            )
         if self.kind == "stdin":
             import sys
 
-            return StreamFollower(sys.stdin.buffer, chunk_bytes=o.chunk_bytes, max_line_bytes=o.max_line_bytes,
-                                  line_nos=o.headers, wait_seconds=min(0.05, o.poll_interval))
+            return StreamFollower(
+                sys.stdin.buffer,
+                chunk_bytes=o.chunk_bytes,
+                max_line_bytes=o.max_line_bytes,
+                line_nos=o.headers,
+                wait_seconds=min(0.05, o.poll_interval),
+            )
         return GrpcChunks(self.target, exit_at_eof=o.exit_at_eof, **o.grpc_options)
 
     def _restore(self) -> None:
@@ -480,14 +526,18 @@ class Collector:
             self._total = int(ckpt.get("total", 0))
             orphans = self.spool.drop_from(int(ckpt.get("spool_upto", 0)))
             if orphans:
-                log.info("dropped %d spool chunk(s) written after the last checkpoint (read again from the source)",
-                         orphans)
+                log.info(
+                    "dropped %d spool chunk(s) written after the last checkpoint (read again from the source)", orphans
+                )
             self._ckpt_state = ckpt
         elif self.opts.start != "checkpoint" or not self.checkpoint_path.exists():
             # a fresh start: what a previous run spooled belongs to an abandoned position
             if self.spool.files and self.opts.start != "checkpoint":
-                log.warning("--from %s: discarding %d spooled chunk(s) of an earlier run", self.opts.start,
-                            len(self.spool.files))
+                log.warning(
+                    "--from %s: discarding %d spooled chunk(s) of an earlier run",
+                    self.opts.start,
+                    len(self.spool.files),
+                )
                 self.spool.drop_from(0)
         mark = self._read_mark()
         if ckpt is not None:
@@ -495,8 +545,11 @@ class Collector:
             self._mark = {"total": self._total, "spool": mark["spool"]}
             if mark["total"] > self._total:
                 self._redeliver_until = mark["total"]
-                log.info("resuming %d bytes before where the last run had sent: those events may reach Kafka "
-                         "twice (counted as redelivered)", mark["total"] - self._total)
+                log.info(
+                    "resuming %d bytes before where the last run had sent: those events may reach Kafka "
+                    "twice (counted as redelivered)",
+                    mark["total"] - self._total,
+                )
         self.source = self._open_source(ckpt)
 
     # -- the sent mark -----------------------------------------------------------
@@ -537,8 +590,13 @@ class Collector:
         while self.tickets and self.tickets[0].safe:
             last = self.tickets.popleft()
         if last is not None:
-            self._ckpt_state = {"version": _CHECKPOINT_VERSION, "source": self.opts.source,
-                                "position": last.position, "total": last.total_end, "spool_upto": last.spool_upto}
+            self._ckpt_state = {
+                "version": _CHECKPOINT_VERSION,
+                "source": self.opts.source,
+                "position": last.position,
+                "total": last.total_end,
+                "spool_upto": last.spool_upto,
+            }
             self._ckpt_dirty = True
 
     def _write_checkpoint(self, force: bool = False) -> None:
@@ -647,8 +705,7 @@ class Collector:
         self._restore()
         assert self.source is not None
         next_stats = t0 + o.stats_interval
-        self.report(f"collecting {o.source} -> Kafka {','.join(self.sink.settings.bootstrap)} "
-                    f"topic {self.sink.topic}")
+        self.report(f"collecting {o.source} -> Kafka {','.join(self.sink.settings.bootstrap)} topic {self.sink.topic}")
         error: BaseException | None = None
         try:
             while True:
@@ -698,8 +755,11 @@ class Collector:
             self._write_checkpoint(force=True)
         finally:
             if self.sink.pending:
-                log.warning("%d chunk(s) (%d events) not acknowledged at exit; the next run sends them again",
-                            self.sink.pending, self.sink.pending_events)
+                log.warning(
+                    "%d chunk(s) (%d events) not acknowledged at exit; the next run sends them again",
+                    self.sink.pending,
+                    self.sink.pending_events,
+                )
             self.sink.close()
             if self.source is not None:
                 self.totals.lost_warnings = list(getattr(self.source, "lost_warnings", []))
@@ -717,13 +777,18 @@ class Collector:
     def _sync_metrics(self) -> None:
         m, s, t = self.metrics, self.sink, self.totals
         t.sent, t.acked, t.retried = s.sent, s.acked, s.retried
-        for name, value, counter in (("read", t.read, m.read), ("bytes", t.bytes_read, m.bytes_read),
-                                     ("sent", s.sent, m.sent), ("acked", s.acked, m.acked),
-                                     ("retried", s.retried, m.retried), ("redelivered", t.redelivered, m.redelivered),
-                                     ("spooled", t.spooled, m.spooled),
-                                     ("rotations", getattr(self.source, "rotations", 0), m.rotations),
-                                     ("truncations", getattr(self.source, "truncations", 0), m.truncations),
-                                     ("files_lost", getattr(self.source, "files_lost", 0), m.files_lost)):
+        for name, value, counter in (
+            ("read", t.read, m.read),
+            ("bytes", t.bytes_read, m.bytes_read),
+            ("sent", s.sent, m.sent),
+            ("acked", s.acked, m.acked),
+            ("retried", s.retried, m.retried),
+            ("redelivered", t.redelivered, m.redelivered),
+            ("spooled", t.spooled, m.spooled),
+            ("rotations", getattr(self.source, "rotations", 0), m.rotations),
+            ("truncations", getattr(self.source, "truncations", 0), m.truncations),
+            ("files_lost", getattr(self.source, "files_lost", 0), m.files_lost),
+        ):
             delta = value - self._synced.get(name, 0)
             if delta > 0:
                 counter.inc(delta)
@@ -747,9 +812,11 @@ class Collector:
         self.metrics.lag.set(lag)
         rate = t.read / elapsed if elapsed > 0 else 0.0
         lost = getattr(self.source, "files_lost", 0)
-        return (f"collect{' done' if final else ''}: read {t.read:,} sent {s.sent:,} acked {s.acked:,} "
-                f"buffered {s.pending_events + self.spool.events:,} (spool {self.spool.events:,}) "
-                f"retried {s.retried:,} rejected {t.rejected:,} redelivered {t.redelivered:,} "
-                + (f"FILES LOST {lost:,} " if lost else "")
-                + f"lag {lag / 1e6:.1f} MB, {rate:,.0f} events/s, "
-                f"kafka {self._kafka_ready()[1] if not final else 'closed'}")
+        return (
+            f"collect{' done' if final else ''}: read {t.read:,} sent {s.sent:,} acked {s.acked:,} "
+            f"buffered {s.pending_events + self.spool.events:,} (spool {self.spool.events:,}) "
+            f"retried {s.retried:,} rejected {t.rejected:,} redelivered {t.redelivered:,} "
+            + (f"FILES LOST {lost:,} " if lost else "")
+            + f"lag {lag / 1e6:.1f} MB, {rate:,.0f} events/s, "
+            f"kafka {self._kafka_ready()[1] if not final else 'closed'}"
+        )

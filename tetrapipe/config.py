@@ -207,115 +207,220 @@ class MapOf:
 
 # sink options, one section per sink type; the keys are the sink classes' keyword arguments
 SINK_OPTIONS: dict[str, Section] = {
-    "hec": Section({
-        "url": Field(str, required=True, doc="HEC base URL, e.g. https://splunk:8088"),
-        "token": Field(str, required=True, secret=True, doc="HEC token; use ${ENV}"),
-        "index": Field(str, None), "source": Field(str, "tetrapipe"), "sourcetype": Field(str, None, doc="default _json; tetrapipe:cef with format: cef"),
-        "host": Field(str, None, doc="fixed host field (default: the event's node)"),
-        "gzip": Field(bool, True), "ack": Field(bool, False, doc="indexer acknowledgement"),
-        "ack_timeout_seconds": Field(float, 60.0, minimum=0.1), "ack_poll_seconds": Field(float, 0.5, minimum=0.01),
-        "max_pending_acks": Field(int, 16, minimum=1), "max_request_bytes": Field(int, 1_000_000, minimum=1024),
-        "timeout_seconds": Field(float, 10.0, minimum=0.1), "verify_tls": Field(bool, True),
-        "ca_file": Field(str, None), "channel": Field(str, None),
-    }, "Splunk HTTP Event Collector"),
-    "syslog": Section({
-        "host": Field(str, "127.0.0.1"), "port": Field(int, None, minimum=1),
-        "protocol": Field(str, "tcp", choices=("udp", "tcp", "tls")),
-        "facility": Field(str, "local0", choices=(
-            "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv", "ftp",
-            "ntp", "security", "console", "solaris-cron", *(f"local{i}" for i in range(8)))),
-        "app_name": Field(str, "tetrapipe"), "hostname": Field(str, None),
-        "framing": Field(str, "octet-counting", choices=("octet-counting", "lf")),
-        "structured_data": Field(bool, True), "sd_id": Field(str, "tetrapipe@32473"),
-        "max_message_bytes": Field(int, 65_000, minimum=480), "timeout_seconds": Field(float, 10.0, minimum=0.1),
-        "ca_file": Field(str, None), "cert_file": Field(str, None), "key_file": Field(str, None),
-        "verify_tls": Field(bool, True), "server_name": Field(str, None),
-    }, "syslog RFC 5424"),
-    "file": Section({
-        "path": Field(str, required=True), "max_bytes": Field(int, 100 * 1024 * 1024, minimum=1024),
-        "backups": Field(int, 5, minimum=0), "fsync": Field(bool, False),
-    }, "rotating JSON-lines file"),
+    "hec": Section(
+        {
+            "url": Field(str, required=True, doc="HEC base URL, e.g. https://splunk:8088"),
+            "token": Field(str, required=True, secret=True, doc="HEC token; use ${ENV}"),
+            "index": Field(str, None),
+            "source": Field(str, "tetrapipe"),
+            "sourcetype": Field(str, None, doc="default _json; tetrapipe:cef with format: cef"),
+            "host": Field(str, None, doc="fixed host field (default: the event's node)"),
+            "gzip": Field(bool, True),
+            "ack": Field(bool, False, doc="indexer acknowledgement"),
+            "ack_timeout_seconds": Field(float, 60.0, minimum=0.1),
+            "ack_poll_seconds": Field(float, 0.5, minimum=0.01),
+            "max_pending_acks": Field(int, 16, minimum=1),
+            "max_request_bytes": Field(int, 1_000_000, minimum=1024),
+            "timeout_seconds": Field(float, 10.0, minimum=0.1),
+            "verify_tls": Field(bool, True),
+            "ca_file": Field(str, None),
+            "channel": Field(str, None),
+        },
+        "Splunk HTTP Event Collector",
+    ),
+    "syslog": Section(
+        {
+            "host": Field(str, "127.0.0.1"),
+            "port": Field(int, None, minimum=1),
+            "protocol": Field(str, "tcp", choices=("udp", "tcp", "tls")),
+            "facility": Field(
+                str,
+                "local0",
+                choices=(
+                    "kern",
+                    "user",
+                    "mail",
+                    "daemon",
+                    "auth",
+                    "syslog",
+                    "lpr",
+                    "news",
+                    "uucp",
+                    "cron",
+                    "authpriv",
+                    "ftp",
+                    "ntp",
+                    "security",
+                    "console",
+                    "solaris-cron",
+                    *(f"local{i}" for i in range(8)),
+                ),
+            ),
+            "app_name": Field(str, "tetrapipe"),
+            "hostname": Field(str, None),
+            "framing": Field(str, "octet-counting", choices=("octet-counting", "lf")),
+            "structured_data": Field(bool, True),
+            "sd_id": Field(str, "tetrapipe@32473"),
+            "max_message_bytes": Field(int, 65_000, minimum=480),
+            "timeout_seconds": Field(float, 10.0, minimum=0.1),
+            "ca_file": Field(str, None),
+            "cert_file": Field(str, None),
+            "key_file": Field(str, None),
+            "verify_tls": Field(bool, True),
+            "server_name": Field(str, None),
+        },
+        "syslog RFC 5424",
+    ),
+    "file": Section(
+        {
+            "path": Field(str, required=True),
+            "max_bytes": Field(int, 100 * 1024 * 1024, minimum=1024),
+            "backups": Field(int, 5, minimum=0),
+            "fsync": Field(bool, False),
+        },
+        "rotating JSON-lines file",
+    ),
     "stdout": Section({}, "standard output"),
-    "webhook": Section({
-        "url": Field(str, required=True, secret=True, doc="endpoint (a Slack URL is a secret: use ${ENV})"),
-        "mode": Field(str, "ndjson", choices=("ndjson", "array", "single"),
-                      doc="a batch as JSON lines or one JSON array per request, or one record per request"),
-        "headers": Field(MapOf(str), None, secret=True, doc="extra request headers (Authorization: ...)"),
-        "method": Field(str, "POST", choices=("POST", "PUT")), "gzip": Field(bool, False),
-        "timeout_seconds": Field(float, 10.0, minimum=0.1), "verify_tls": Field(bool, True),
-        "ca_file": Field(str, None),
-    }, "HTTP webhook (SOAR, ticketing, Slack/Mattermost with format: slack)"),
-    "kafka": Section({
-        "bootstrap": Field(str, None, doc="default: kafka.bootstrap"), "topic": Field(str, required=True),
-        "compression": Field(str, None, choices=("gzip", "snappy", "lz4", "zstd")),
-        "timeout_seconds": Field(float, 30.0, minimum=0.1), "client_id": Field(str, "tetrapipe-siem"),
-        "options": Field(MapOf(object), None, doc="kafka-python producer settings (TLS, SASL)"),
-    }, "Kafka topic"),
+    "webhook": Section(
+        {
+            "url": Field(str, required=True, secret=True, doc="endpoint (a Slack URL is a secret: use ${ENV})"),
+            "mode": Field(
+                str,
+                "ndjson",
+                choices=("ndjson", "array", "single"),
+                doc="a batch as JSON lines or one JSON array per request, or one record per request",
+            ),
+            "headers": Field(MapOf(str), None, secret=True, doc="extra request headers (Authorization: ...)"),
+            "method": Field(str, "POST", choices=("POST", "PUT")),
+            "gzip": Field(bool, False),
+            "timeout_seconds": Field(float, 10.0, minimum=0.1),
+            "verify_tls": Field(bool, True),
+            "ca_file": Field(str, None),
+        },
+        "HTTP webhook (SOAR, ticketing, Slack/Mattermost with format: slack)",
+    ),
+    "kafka": Section(
+        {
+            "bootstrap": Field(str, None, doc="default: kafka.bootstrap"),
+            "topic": Field(str, required=True),
+            "compression": Field(str, None, choices=("gzip", "snappy", "lz4", "zstd")),
+            "timeout_seconds": Field(float, 30.0, minimum=0.1),
+            "client_id": Field(str, "tetrapipe-siem"),
+            "options": Field(MapOf(object), None, doc="kafka-python producer settings (TLS, SASL)"),
+        },
+        "Kafka topic",
+    ),
 }
 
 SEVERITY_CHOICES = ("info", "low", "medium", "high", "critical")
 
-FILTERS = Section({
-    "kinds": Field(ListOf(str), None, doc="event kinds to forward (events only)"),
-    "exclude_kinds": Field(ListOf(str), None),
-    "namespaces": Field(ListOf(str), None, doc="glob patterns; (host) matches host processes"),
-    "exclude_namespaces": Field(ListOf(str), None),
-    "min_severity": Field(str, None, choices=SEVERITY_CHOICES, doc="alerts only"),
-    "rules": Field(ListOf(str), None, doc="rule id glob patterns (alerts only)"),
-    "exclude_rules": Field(ListOf(str), None),
-})
+FILTERS = Section(
+    {
+        "kinds": Field(ListOf(str), None, doc="event kinds to forward (events only)"),
+        "exclude_kinds": Field(ListOf(str), None),
+        "namespaces": Field(ListOf(str), None, doc="glob patterns; (host) matches host processes"),
+        "exclude_namespaces": Field(ListOf(str), None),
+        "min_severity": Field(str, None, choices=SEVERITY_CHOICES, doc="alerts only"),
+        "rules": Field(ListOf(str), None, doc="rule id glob patterns (alerts only)"),
+        "exclude_rules": Field(ListOf(str), None),
+    }
+)
 
-DELIVERY = Section({
-    "batch_size": Field(int, 500, minimum=1), "linger_seconds": Field(float, 1.0, minimum=0),
-    "max_attempts": Field(int, 3, minimum=1), "backoff_initial_seconds": Field(float, 0.5, minimum=0),
-    "backoff_max_seconds": Field(float, 60.0, minimum=0), "spool_max_bytes": Field(int, 1 << 30, minimum=0),
-    "spool_fsync": Field(bool, True),
-})
+DELIVERY = Section(
+    {
+        "batch_size": Field(int, 500, minimum=1),
+        "linger_seconds": Field(float, 1.0, minimum=0),
+        "max_attempts": Field(int, 3, minimum=1),
+        "backoff_initial_seconds": Field(float, 0.5, minimum=0),
+        "backoff_max_seconds": Field(float, 60.0, minimum=0),
+        "spool_max_bytes": Field(int, 1 << 30, minimum=0),
+        "spool_fsync": Field(bool, True),
+    }
+)
 
-SINK = Section({
-    "name": Field(str, required=True), "type": Field(str, required=True, choices=tuple(SINK_OPTIONS)),
-    "format": Field(str, "native", choices=tuple(FORMATS)),
-    "forward": Field(str, "alerts", choices=("alerts", "events", "all")),
-    "include_raw": Field(bool, False), "enabled": Field(bool, True),
-    "filters": Field(FILTERS, None), "delivery": Field(DELIVERY, None),
-    "options": Field("sink-options", None),
-})
+SINK = Section(
+    {
+        "name": Field(str, required=True),
+        "type": Field(str, required=True, choices=tuple(SINK_OPTIONS)),
+        "format": Field(str, "native", choices=tuple(FORMATS)),
+        "forward": Field(str, "alerts", choices=("alerts", "events", "all")),
+        "include_raw": Field(bool, False),
+        "enabled": Field(bool, True),
+        "filters": Field(FILTERS, None),
+        "delivery": Field(DELIVERY, None),
+        "options": Field("sink-options", None),
+    }
+)
 
-SOURCE = Section({
-    "type": Field(str, required=True, choices=("file", "grpc", "stdin")),
-    "path": Field(str, None, doc="file: Tetragon's export file or directory"),
-    "address": Field(str, None, doc="grpc: Tetragon's gRPC address (unix:///... or host:port)"),
-    "from": Field(str, "end", choices=("beginning", "end")),
-    "checkpoint_dir": Field(str, None),
-})
+SOURCE = Section(
+    {
+        "type": Field(str, required=True, choices=("file", "grpc", "stdin")),
+        "path": Field(str, None, doc="file: Tetragon's export file or directory"),
+        "address": Field(str, None, doc="grpc: Tetragon's gRPC address (unix:///... or host:port)"),
+        "from": Field(str, "end", choices=("beginning", "end")),
+        "checkpoint_dir": Field(str, None),
+    }
+)
 
-ROOT = Section({
-    "version": Field(int, 1, choices=(1,)),
-    "lake": Field(str, "./tetrapipe-lake"),
-    "rules": Field(str, None, doc="rules directory, or none"),
-    "spool_dir": Field(str, "./tetrapipe-spool", doc="where sinks keep what the SIEM could not take yet"),
-    # no default host: a listener reaches beyond the machine only when the file says so (0.0.0.0 in a pod);
-    # left out, every command binds 127.0.0.1 (metrics name nodes, pods and rules)
-    "metrics": Field(Section({"host": Field(str, None, doc="bind address (default 127.0.0.1; 0.0.0.0 for "
-                                                          "the kubelet and Prometheus)"),
-                              "port": Field(int, None, minimum=1)}), None),
-    "sources": Field(ListOf(SOURCE), None),
-    "kafka": Field(Section({
-        "bootstrap": Field(str, required=True), "topic": Field(str, "tetragon.events"),
-        "alerts_topic": Field(str, "tetrapipe.alerts"), "dead_letter_topic": Field(str, "tetragon.events.dlq"),
-        "events_topic": Field(str, "", doc="enriched events from the processor, for sinks with forward: "
-                                           "events|all ('' = not streamed)"),
-        "options": Field(MapOf(object), None),
-    }), None),
-    "processor": Field(Section({
-        "group": Field(str, "tetrapipe-processor"), "batch_size": Field(int, 20_000, minimum=1),
-        "batch_seconds": Field(float, 1.0, minimum=0), "compact_every_seconds": Field(float, 600.0, minimum=0),
-        "tls_window": Field(str, "1m", validate=_duration_problem, doc="tumbling window of tls_stats rows"),
-        "on_offset_reset": Field(str, "fail", choices=("fail", "earliest", "latest"),
-                                 doc="the lake is ahead of the broker (topic recreated) or behind its retention"),
-    }), None),
-    "sinks": Field(ListOf(SINK), None),
-})
+ROOT = Section(
+    {
+        "version": Field(int, 1, choices=(1,)),
+        "lake": Field(str, "./tetrapipe-lake"),
+        "rules": Field(str, None, doc="rules directory, or none"),
+        "spool_dir": Field(str, "./tetrapipe-spool", doc="where sinks keep what the SIEM could not take yet"),
+        # no default host: a listener reaches beyond the machine only when the file says so (0.0.0.0 in a pod);
+        # left out, every command binds 127.0.0.1 (metrics name nodes, pods and rules)
+        "metrics": Field(
+            Section(
+                {
+                    "host": Field(
+                        str, None, doc="bind address (default 127.0.0.1; 0.0.0.0 for the kubelet and Prometheus)"
+                    ),
+                    "port": Field(int, None, minimum=1),
+                }
+            ),
+            None,
+        ),
+        "sources": Field(ListOf(SOURCE), None),
+        "kafka": Field(
+            Section(
+                {
+                    "bootstrap": Field(str, required=True),
+                    "topic": Field(str, "tetragon.events"),
+                    "alerts_topic": Field(str, "tetrapipe.alerts"),
+                    "dead_letter_topic": Field(str, "tetragon.events.dlq"),
+                    "events_topic": Field(
+                        str,
+                        "",
+                        doc="enriched events from the processor, for sinks with forward: "
+                        "events|all ('' = not streamed)",
+                    ),
+                    "options": Field(MapOf(object), None),
+                }
+            ),
+            None,
+        ),
+        "processor": Field(
+            Section(
+                {
+                    "group": Field(str, "tetrapipe-processor"),
+                    "batch_size": Field(int, 20_000, minimum=1),
+                    "batch_seconds": Field(float, 1.0, minimum=0),
+                    "compact_every_seconds": Field(float, 600.0, minimum=0),
+                    "tls_window": Field(str, "1m", validate=_duration_problem, doc="tumbling window of tls_stats rows"),
+                    "on_offset_reset": Field(
+                        str,
+                        "fail",
+                        choices=("fail", "earliest", "latest"),
+                        doc="the lake is ahead of the broker (topic recreated) or behind its retention",
+                    ),
+                }
+            ),
+            None,
+        ),
+        "sinks": Field(ListOf(SINK), None),
+    }
+)
 
 
 class _Checker:
@@ -325,8 +430,9 @@ class _Checker:
         self.problems: list[Problem] = []
 
     def error(self, node: Node | None, where: str, message: str) -> None:
-        self.problems.append(Problem(self.file, node.line if node else None, node.column if node else None,
-                                     where, message))
+        self.problems.append(
+            Problem(self.file, node.line if node else None, node.column if node else None, where, message)
+        )
 
     def check(self, spec: Any, node: Node, where: str) -> Any:
         if isinstance(spec, Section):
@@ -357,9 +463,14 @@ class _Checker:
         for key, child in node.value.items():
             if key not in spec.fields:
                 hint = difflib.get_close_matches(key, list(spec.fields), n=1)
-                self.error(node.keys.get(key, child), where or "(top level)",
-                           f"unknown key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else
-                                                    f"; known keys: {', '.join(spec.fields) or 'none'}"))
+                self.error(
+                    node.keys.get(key, child),
+                    where or "(top level)",
+                    f"unknown key {key!r}"
+                    + (
+                        f" (did you mean {hint[0]!r}?)" if hint else f"; known keys: {', '.join(spec.fields) or 'none'}"
+                    ),
+                )
         for key, f in spec.fields.items():
             path = f"{where}.{key}" if where else key
             if key in node.value:
@@ -372,11 +483,19 @@ class _Checker:
                 if value is None and f.required and len(self.problems) == before:
                     self.error(child, path, "is required and may not be empty")
                 out[key] = value
-                if f.choices is not None and value is not None and not isinstance(f.type, ListOf) \
-                        and value not in f.choices:
+                if (
+                    f.choices is not None
+                    and value is not None
+                    and not isinstance(f.type, ListOf)
+                    and value not in f.choices
+                ):
                     self.error(child, path, f"must be one of {', '.join(map(str, f.choices))}, not {value!r}")
-                if f.minimum is not None and isinstance(value, int | float) and not isinstance(value, bool) \
-                        and value < f.minimum:
+                if (
+                    f.minimum is not None
+                    and isinstance(value, int | float)
+                    and not isinstance(value, bool)
+                    and value < f.minimum
+                ):
                     self.error(child, path, f"must be at least {f.minimum:g}, not {value}")
                 if f.validate is not None and value is not None and (problem := f.validate(value)):
                     self.error(child, path, problem)
@@ -393,8 +512,11 @@ class _Checker:
             try:
                 value = expand_env(value, self.env)
             except KeyError as exc:
-                self.error(node, where, f"environment variable {exc.args[0]} is not set "
-                                        f"(write ${{{exc.args[0]}:-default}} for a default)")
+                self.error(
+                    node,
+                    where,
+                    f"environment variable {exc.args[0]} is not set (write ${{{exc.args[0]}:-default}} for a default)",
+                )
                 return None
         if value is None or typ is object:
             return value
@@ -513,8 +635,7 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None)
     return parse_config(text, name, env=env, toml=p.suffix.lower() == ".toml")
 
 
-def parse_config(text: str, name: str = "<config>", env: dict[str, str] | None = None,
-                 toml: bool = False) -> Config:
+def parse_config(text: str, name: str = "<config>", env: dict[str, str] | None = None, toml: bool = False) -> Config:
     try:
         root = _toml_nodes(text) if toml else _yaml_nodes(text)
     except _Located as exc:
@@ -522,14 +643,28 @@ def parse_config(text: str, name: str = "<config>", env: dict[str, str] | None =
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         msg = exc.problem or str(exc)
-        raise ConfigError([Problem(name, mark.line + 1 if mark else None, mark.column + 1 if mark else None, "",
-                                   f"not valid YAML: {msg}")]) from exc
+        raise ConfigError(
+            [
+                Problem(
+                    name,
+                    mark.line + 1 if mark else None,
+                    mark.column + 1 if mark else None,
+                    "",
+                    f"not valid YAML: {msg}",
+                )
+            ]
+        ) from exc
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(name, None, None, "", f"not valid YAML: {exc}")]) from exc
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"line (\d+), column (\d+)", str(exc))
-        raise ConfigError([Problem(name, int(m.group(1)) if m else None, int(m.group(2)) if m else None, "",
-                                   f"not valid TOML: {exc}")]) from exc
+        raise ConfigError(
+            [
+                Problem(
+                    name, int(m.group(1)) if m else None, int(m.group(2)) if m else None, "", f"not valid TOML: {exc}"
+                )
+            ]
+        ) from exc
     checker = _Checker(name, env)
     data = checker.section(ROOT, root, "")
     sinks: list[SinkConfig] = []
@@ -544,33 +679,60 @@ def parse_config(text: str, name: str = "<config>", env: dict[str, str] | None =
         options: dict[str, Any] = {}
         typ = raw.get("type")
         if typ in SINK_OPTIONS:
-            options = checker.section(SINK_OPTIONS[typ], opts_node or Node({}, node.line if node else None,
-                                                                             node.column if node else None),
-                                      f"{where}.options")
+            options = checker.section(
+                SINK_OPTIONS[typ],
+                opts_node or Node({}, node.line if node else None, node.column if node else None),
+                f"{where}.options",
+            )
             if typ == "kafka" and not options.get("bootstrap"):
                 if data.get("kafka") and data["kafka"].get("bootstrap"):
                     options["bootstrap"] = data["kafka"]["bootstrap"]
                 else:
-                    checker.error(opts_node or node, f"{where}.options",
-                                  "missing 'bootstrap' (and no top-level kafka.bootstrap to default to)")
+                    checker.error(
+                        opts_node or node,
+                        f"{where}.options",
+                        "missing 'bootstrap' (and no top-level kafka.bootstrap to default to)",
+                    )
         if raw.get("name"):
             name_node = node.value.get("name") if node is not None and isinstance(node.value, dict) else node
             if raw["name"] in seen:
-                checker.error(name_node, f"{where}.name", f"duplicate sink name {raw['name']!r} (also sinks[{seen[raw['name']]}])")
+                checker.error(
+                    name_node, f"{where}.name", f"duplicate sink name {raw['name']!r} (also sinks[{seen[raw['name']]}])"
+                )
             elif not re.fullmatch(r"[A-Za-z0-9_.-]+", raw["name"]):
-                checker.error(name_node, f"{where}.name", "use letters, digits, '.', '_' and '-' only "
-                                                   "(it names the spool directory and the metrics label)")
+                checker.error(
+                    name_node,
+                    f"{where}.name",
+                    "use letters, digits, '.', '_' and '-' only (it names the spool directory and the metrics label)",
+                )
             seen.setdefault(raw["name"], i)
-        sinks.append(SinkConfig(
-            name=raw.get("name") or f"sink{i}", type=typ or "", format=raw.get("format") or "native",
-            forward=raw.get("forward") or "alerts", include_raw=bool(raw.get("include_raw")),
-            enabled=raw.get("enabled", True) is not False, filters=raw.get("filters") or {},
-            delivery=raw.get("delivery") or {}, options=options))
+        sinks.append(
+            SinkConfig(
+                name=raw.get("name") or f"sink{i}",
+                type=typ or "",
+                format=raw.get("format") or "native",
+                forward=raw.get("forward") or "alerts",
+                include_raw=bool(raw.get("include_raw")),
+                enabled=raw.get("enabled", True) is not False,
+                filters=raw.get("filters") or {},
+                delivery=raw.get("delivery") or {},
+                options=options,
+            )
+        )
     if checker.problems:
         raise ConfigError(sorted(checker.problems, key=lambda p: (p.line or 0, p.column or 0)))
-    return Config(path=name, version=data.get("version") or 1, lake=data["lake"], rules=data.get("rules"),
-                  spool_dir=data["spool_dir"], metrics=data.get("metrics"), sources=data.get("sources") or [],
-                  kafka=data.get("kafka"), processor=data.get("processor"), sinks=sinks)
+    return Config(
+        path=name,
+        version=data.get("version") or 1,
+        lake=data["lake"],
+        rules=data.get("rules"),
+        spool_dir=data["spool_dir"],
+        metrics=data.get("metrics"),
+        sources=data.get("sources") or [],
+        kafka=data.get("kafka"),
+        processor=data.get("processor"),
+        sinks=sinks,
+    )
 
 
 #: which commands ``command_env`` knows, and the flag of each environment variable it sets
@@ -621,16 +783,23 @@ def command_env(config: Config, command: str) -> dict[str, str]:
         if config.rules:
             env["TETRAPIPE_RULES"] = config.rules
         if kafka:
-            env.update(TETRAPIPE_TOPIC=kafka.get("topic") or "", TETRAPIPE_ALERTS_TOPIC=kafka.get("alerts_topic") or "",
-                       TETRAPIPE_DEAD_LETTER_TOPIC=kafka.get("dead_letter_topic") or "")
+            env.update(
+                TETRAPIPE_TOPIC=kafka.get("topic") or "",
+                TETRAPIPE_ALERTS_TOPIC=kafka.get("alerts_topic") or "",
+                TETRAPIPE_DEAD_LETTER_TOPIC=kafka.get("dead_letter_topic") or "",
+            )
             if kafka.get("events_topic"):
                 env["TETRAPIPE_EVENTS_TOPIC"] = kafka["events_topic"]
         if options:
             env["TETRAPIPE_KAFKA_OPTION"] = options
         proc = config.processor or {}
-        for key, var in (("group", "TETRAPIPE_GROUP"), ("batch_size", "TETRAPIPE_BATCH_SIZE"),
-                         ("batch_seconds", "TETRAPIPE_BATCH_SECONDS"), ("tls_window", "TETRAPIPE_TLS_WINDOW"),
-                         ("on_offset_reset", "TETRAPIPE_ON_OFFSET_RESET")):
+        for key, var in (
+            ("group", "TETRAPIPE_GROUP"),
+            ("batch_size", "TETRAPIPE_BATCH_SIZE"),
+            ("batch_seconds", "TETRAPIPE_BATCH_SECONDS"),
+            ("tls_window", "TETRAPIPE_TLS_WINDOW"),
+            ("on_offset_reset", "TETRAPIPE_ON_OFFSET_RESET"),
+        ):
             if proc.get(key) is not None:
                 env[var] = str(proc[key])
     else:
@@ -638,5 +807,15 @@ def command_env(config: Config, command: str) -> dict[str, str]:
     return env
 
 
-__all__ = ["Config", "ConfigError", "ENV_COMMANDS", "Problem", "SinkConfig", "command_env", "expand_env", "load_config",
-           "parse_config", "SINK_OPTIONS"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "ENV_COMMANDS",
+    "Problem",
+    "SinkConfig",
+    "command_env",
+    "expand_env",
+    "load_config",
+    "parse_config",
+    "SINK_OPTIONS",
+]

@@ -54,7 +54,7 @@ LEFT JOIN counts c USING (node_name, exec_id)
 VIEW_DOCS = {
     "processes": "one row per process (exec_id): its exec joined with its exit, with time since container start",
     "process_tree(...)": "table macro: a pod's / container's / process's tree (depth, path from the root), "
-                         "e.g. process_tree(pod_name := 'crawler-7d9f8b6c5-x2x4z')",
+    "e.g. process_tree(pod_name := 'crawler-7d9f8b6c5-x2x4z')",
     "process_lineage(exec_id)": "table macro: a process and its ancestors in the history, level 0 = itself",
 }
 

@@ -145,8 +145,9 @@ class MetricsServer:
         self.httpd.server_close()
 
 
-def serve_metrics(registry: CollectorRegistry, health: Health, host: str | None,
-                  port: int | None) -> MetricsServer | None:
+def serve_metrics(
+    registry: CollectorRegistry, health: Health, host: str | None, port: int | None
+) -> MetricsServer | None:
     """Start the endpoints a command was asked for (``port`` 0 or None: none; ``host`` None: 127.0.0.1).
 
     A port that is taken is the user's mistake, not a crash: it comes back as
@@ -219,38 +220,69 @@ class PipelineMetrics:
         p = prefix
         self.records = Counter(p + "records", "Kafka records or log lines consumed", registry=registry)
         self.events = Counter(p + "events", "Events committed to the lake", registry=registry)
-        self.rejects = Counter(p + "rejects", "Lines that are not Tetragon events (rejects table, dead-letter topic)",
-                               registry=registry)
-        self.alerts = Counter(p + "alerts", "Alerts raised, by rule and severity", ["rule_id", "severity"],
-                              registry=registry)
+        self.rejects = Counter(
+            p + "rejects", "Lines that are not Tetragon events (rejects table, dead-letter topic)", registry=registry
+        )
+        self.alerts = Counter(
+            p + "alerts", "Alerts raised, by rule and severity", ["rule_id", "severity"], registry=registry
+        )
         self.batches = Counter(p + "batches", "Micro-batches committed", registry=registry)
-        self.batch_seconds = Histogram(p + "batch_seconds", "Normalize, transform and commit one micro-batch",
-                                       buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-                                       registry=registry)
-        self.batch_events = Histogram(p + "batch_events", "Events in one micro-batch",
-                                      buckets=(10, 100, 1000, 5000, 10_000, 20_000, 50_000, 100_000),
-                                      registry=registry)
-        self.delay = Histogram(p + "delay_seconds",
-                               "Oldest record of a batch: Kafka timestamp to commit (event-to-alert delay)",
-                               buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800), registry=registry)
-        self.events_per_second = Gauge(p + "events_per_second", "Events committed per second over the last 10 s",
-                                       registry=registry)
-        self.lag = Gauge(p + "consumer_lag", "Records in the partition not yet in the lake", ["topic", "partition"],
-                         registry=registry)
-        self.lake_offset = Gauge(p + "lake_offset", "Last offset of the partition the lake holds",
-                                 ["topic", "partition"], registry=registry)
+        self.batch_seconds = Histogram(
+            p + "batch_seconds",
+            "Normalize, transform and commit one micro-batch",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
+        self.batch_events = Histogram(
+            p + "batch_events",
+            "Events in one micro-batch",
+            buckets=(10, 100, 1000, 5000, 10_000, 20_000, 50_000, 100_000),
+            registry=registry,
+        )
+        self.delay = Histogram(
+            p + "delay_seconds",
+            "Oldest record of a batch: Kafka timestamp to commit (event-to-alert delay)",
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800),
+            registry=registry,
+        )
+        self.events_per_second = Gauge(
+            p + "events_per_second", "Events committed per second over the last 10 s", registry=registry
+        )
+        self.lag = Gauge(
+            p + "consumer_lag",
+            "Records in the partition not yet in the lake",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.lake_offset = Gauge(
+            p + "lake_offset", "Last offset of the partition the lake holds", ["topic", "partition"], registry=registry
+        )
         self.assigned = Gauge(p + "assigned_partitions", "Partitions this replica owns", registry=registry)
-        self.offset_resets = Counter(p + "offset_resets", "Broker offsets not where the lake left off, by reason",
-                                     ["topic", "partition", "reason"], registry=registry)
-        self.table_processes = Gauge(p + "table_processes", "Processes in the ancestry process table",
-                                     registry=registry)
+        self.offset_resets = Counter(
+            p + "offset_resets",
+            "Broker offsets not where the lake left off, by reason",
+            ["topic", "partition", "reason"],
+            registry=registry,
+        )
+        self.table_processes = Gauge(
+            p + "table_processes", "Processes in the ancestry process table", registry=registry
+        )
         self.table_bytes = Gauge(p + "table_bytes", "Memory of the ancestry process table", registry=registry)
-        self.last_commit = Gauge(p + "last_commit_timestamp_seconds", "When the last micro-batch was committed",
-                                 registry=registry)
+        self.last_commit = Gauge(
+            p + "last_commit_timestamp_seconds", "When the last micro-batch was committed", registry=registry
+        )
         self._rate = RateMeter()
 
-    def batch(self, *, records: int, events: int, rejects: int, seconds: float, alerts: object = None,
-              oldest_timestamp: float | None = None) -> None:
+    def batch(
+        self,
+        *,
+        records: int,
+        events: int,
+        rejects: int,
+        seconds: float,
+        alerts: object = None,
+        oldest_timestamp: float | None = None,
+    ) -> None:
         """One committed micro-batch. ``alerts``: its alerts table (pyarrow), counted by rule and severity."""
         self.records.inc(records)
         self.events.inc(events)
@@ -293,5 +325,8 @@ def serve_process_metrics(processor: object, port: int, host: str | None = DEFAU
     The processor owns its registry and health (updated by its loop); this
     only puts them on the network.
     """
-    return MetricsServer(processor.registry, processor.health,  # type: ignore[attr-defined]
-                         f"{host or DEFAULT_METRICS_HOST}:{port}")
+    return MetricsServer(
+        processor.registry,
+        processor.health,  # type: ignore[attr-defined]
+        f"{host or DEFAULT_METRICS_HOST}:{port}",
+    )

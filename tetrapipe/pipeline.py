@@ -19,8 +19,12 @@ from tetrapipe.ingest import BatchTransform
 DEFAULT_TLS_WINDOW = dt.timedelta(minutes=1)
 
 
-def build_transforms(rules_dir: str | os.PathLike[str] | None = None, *, lake=None,  # noqa: ANN001
-                     tls_window: dt.timedelta | None = None) -> tuple[list[BatchTransform], object | None]:
+def build_transforms(
+    rules_dir: str | os.PathLike[str] | None = None,
+    *,
+    lake=None,  # noqa: ANN001
+    tls_window: dt.timedelta | None = None,
+) -> tuple[list[BatchTransform], object | None]:
     """``([ancestry, tls, detector], detector)``; ``rules_dir='none'``: ``([ancestry, tls], None)``.
 
     ``lake``: rebuild the process table from the lake's recent history and seed

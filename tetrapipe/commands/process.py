@@ -18,53 +18,137 @@ KAFKA_ENV = "TETRAPIPE_KAFKA"
 
 
 def _lake_option(f):  # noqa: ANN001, ANN201
-    return click.option("--lake", "lake_dir", envvar=LAKE_ENV, default=DEFAULT_LAKE, show_default=True,
-                        type=click.Path(file_okay=False), help="History lake directory.")(f)
+    return click.option(
+        "--lake",
+        "lake_dir",
+        envvar=LAKE_ENV,
+        default=DEFAULT_LAKE,
+        show_default=True,
+        type=click.Path(file_okay=False),
+        help="History lake directory.",
+    )(f)
 
 
 def _kafka_options(f):  # noqa: ANN001, ANN201
-    f = click.option("--topic", envvar="TETRAPIPE_TOPIC", default="tetragon.events", show_default=True,
-                     help="Topic the collectors write to.")(f)
-    return click.option("--kafka", envvar=KAFKA_ENV, required=True,
-                        help="Bootstrap servers HOST:PORT[,HOST:PORT].")(f)
+    f = click.option(
+        "--topic",
+        envvar="TETRAPIPE_TOPIC",
+        default="tetragon.events",
+        show_default=True,
+        help="Topic the collectors write to.",
+    )(f)
+    return click.option("--kafka", envvar=KAFKA_ENV, required=True, help="Bootstrap servers HOST:PORT[,HOST:PORT].")(f)
 
 
 @click.command("process")
 @_kafka_options
-@click.option("--group", envvar="TETRAPIPE_GROUP", default="tetrapipe-processor", show_default=True,
-              help="Consumer group: replicas with the same group share the partitions.")
-@click.option("--alerts-topic", envvar="TETRAPIPE_ALERTS_TOPIC", default="tetrapipe.alerts", show_default=True,
-              help="Topic for alerts ('' to disable).")
-@click.option("--events-topic", envvar="TETRAPIPE_EVENTS_TOPIC", default="", show_default=False,
-              help="Topic for the enriched events of every committed batch, keyed by node, for `forward "
-                   "--from-kafka` (default: '' = off).")
-@click.option("--dead-letter-topic", envvar="TETRAPIPE_DEAD_LETTER_TOPIC", default="tetragon.events.dlq",
-              show_default=True, help="Topic for lines that are not Tetragon events ('' to disable).")
-@click.option("--batch-size", envvar="TETRAPIPE_BATCH_SIZE", default=20_000, show_default=True,
-              help="Most records in one micro-batch.")
-@click.option("--batch-seconds", envvar="TETRAPIPE_BATCH_SECONDS", default=1.0, show_default=True,
-              help="Longest wait before a micro-batch is written.")
-@click.option("--rules", "rules_dir", envvar="TETRAPIPE_RULES", default=None,
-              help="Rules directory (default: ./rules, else the bundled rules; 'none' disables detection).")
+@click.option(
+    "--group",
+    envvar="TETRAPIPE_GROUP",
+    default="tetrapipe-processor",
+    show_default=True,
+    help="Consumer group: replicas with the same group share the partitions.",
+)
+@click.option(
+    "--alerts-topic",
+    envvar="TETRAPIPE_ALERTS_TOPIC",
+    default="tetrapipe.alerts",
+    show_default=True,
+    help="Topic for alerts ('' to disable).",
+)
+@click.option(
+    "--events-topic",
+    envvar="TETRAPIPE_EVENTS_TOPIC",
+    default="",
+    show_default=False,
+    help="Topic for the enriched events of every committed batch, keyed by node, for `forward "
+    "--from-kafka` (default: '' = off).",
+)
+@click.option(
+    "--dead-letter-topic",
+    envvar="TETRAPIPE_DEAD_LETTER_TOPIC",
+    default="tetragon.events.dlq",
+    show_default=True,
+    help="Topic for lines that are not Tetragon events ('' to disable).",
+)
+@click.option(
+    "--batch-size",
+    envvar="TETRAPIPE_BATCH_SIZE",
+    default=20_000,
+    show_default=True,
+    help="Most records in one micro-batch.",
+)
+@click.option(
+    "--batch-seconds",
+    envvar="TETRAPIPE_BATCH_SECONDS",
+    default=1.0,
+    show_default=True,
+    help="Longest wait before a micro-batch is written.",
+)
+@click.option(
+    "--rules",
+    "rules_dir",
+    envvar="TETRAPIPE_RULES",
+    default=None,
+    help="Rules directory (default: ./rules, else the bundled rules; 'none' disables detection).",
+)
 @tls_window_option
-@click.option("--metrics-port", envvar="TETRAPIPE_METRICS_PORT", type=int, default=None,
-              help="Serve /metrics, /healthz and /readyz on this port (default: off).")
-@click.option("--metrics-host", envvar="TETRAPIPE_METRICS_HOST", default="127.0.0.1", show_default=True,
-              help="Address the metrics server binds to (0.0.0.0 to let the kubelet and Prometheus in).")
-@click.option("--exit-at-eof", is_flag=True, envvar="TETRAPIPE_EXIT_AT_EOF",
-              help="Stop once every assigned partition is fully written (tests, batch jobs).")
-@click.option("--on-offset-reset", envvar="TETRAPIPE_ON_OFFSET_RESET", default="fail", show_default=True,
-              type=click.Choice(["fail", "earliest", "latest"]),
-              help="When the lake holds a partition beyond the broker's end (topic recreated) or behind its "
-                   "retention: stop, or continue from the earliest or latest offset.")
-@click.option("--kafka-option", "kafka_option", multiple=True, envvar="TETRAPIPE_KAFKA_OPTION",
-              help="kafka-python setting KEY=VALUE, repeatable: security_protocol=SSL, sasl_mechanism=PLAIN, "
-                   "session_timeout_ms=6000, ...")
+@click.option(
+    "--metrics-port",
+    envvar="TETRAPIPE_METRICS_PORT",
+    type=int,
+    default=None,
+    help="Serve /metrics, /healthz and /readyz on this port (default: off).",
+)
+@click.option(
+    "--metrics-host",
+    envvar="TETRAPIPE_METRICS_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the metrics server binds to (0.0.0.0 to let the kubelet and Prometheus in).",
+)
+@click.option(
+    "--exit-at-eof",
+    is_flag=True,
+    envvar="TETRAPIPE_EXIT_AT_EOF",
+    help="Stop once every assigned partition is fully written (tests, batch jobs).",
+)
+@click.option(
+    "--on-offset-reset",
+    envvar="TETRAPIPE_ON_OFFSET_RESET",
+    default="fail",
+    show_default=True,
+    type=click.Choice(["fail", "earliest", "latest"]),
+    help="When the lake holds a partition beyond the broker's end (topic recreated) or behind its "
+    "retention: stop, or continue from the earliest or latest offset.",
+)
+@click.option(
+    "--kafka-option",
+    "kafka_option",
+    multiple=True,
+    envvar="TETRAPIPE_KAFKA_OPTION",
+    help="kafka-python setting KEY=VALUE, repeatable: security_protocol=SSL, sasl_mechanism=PLAIN, "
+    "session_timeout_ms=6000, ...",
+)
 @_lake_option
-def process_command(kafka: str, topic: str, group: str, alerts_topic: str, events_topic: str,
-                    dead_letter_topic: str, batch_size: int, batch_seconds: float, rules_dir: str | None,
-                    tls_window: dt.timedelta, metrics_port: int | None, metrics_host: str, exit_at_eof: bool,
-                    on_offset_reset: str, kafka_option: tuple[str, ...], lake_dir: str) -> None:
+def process_command(
+    kafka: str,
+    topic: str,
+    group: str,
+    alerts_topic: str,
+    events_topic: str,
+    dead_letter_topic: str,
+    batch_size: int,
+    batch_seconds: float,
+    rules_dir: str | None,
+    tls_window: dt.timedelta,
+    metrics_port: int | None,
+    metrics_host: str,
+    exit_at_eof: bool,
+    on_offset_reset: str,
+    kafka_option: tuple[str, ...],
+    lake_dir: str,
+) -> None:
     """Consume Tetragon events from Kafka into the history, with detections, exactly once.
 
     Run N replicas with the same --group over a topic with at least N partitions.
@@ -77,19 +161,31 @@ def process_command(kafka: str, topic: str, group: str, alerts_topic: str, event
     lake = Lake(lake_dir)
     # the stream state starts empty: every assignment restores it from the lake (restore_state)
     transforms, detector = pipeline_transforms(rules_dir, tls_window=tls_window, long_running=True)
-    config = ProcessorConfig(bootstrap=kafka, topic=topic, group=group, alerts_topic=alerts_topic or None,
-                             events_topic=events_topic or None, dead_letter_topic=dead_letter_topic or None,
-                             batch_max_records=batch_size,
-                             batch_max_seconds=batch_seconds, exit_at_eof=exit_at_eof,
-                             on_offset_reset=on_offset_reset,
-                             kafka_options=parse_kafka_options(kafka_option))
+    config = ProcessorConfig(
+        bootstrap=kafka,
+        topic=topic,
+        group=group,
+        alerts_topic=alerts_topic or None,
+        events_topic=events_topic or None,
+        dead_letter_topic=dead_letter_topic or None,
+        batch_max_records=batch_size,
+        batch_max_seconds=batch_seconds,
+        exit_at_eof=exit_at_eof,
+        on_offset_reset=on_offset_reset,
+        kafka_options=parse_kafka_options(kafka_option),
+    )
     console = Console(stderr=True, highlight=False)
 
     def show(alerts, most: int = 20) -> None:  # noqa: ANN001
         """Alerts on stderr for a human watching; a flood is summarized (the lake and the topic have them all)."""
         for row in alerts.slice(0, most).select(["severity", "rule_id", "namespace", "pod", "message"]).to_pylist():
-            console.print(Text.assemble((visible(row["severity"] or ""), "bold"), " ", visible(
-                f"{row['rule_id']} {row['namespace'] or '(host)'}/{row['pod'] or ''}: {row['message']}")))
+            console.print(
+                Text.assemble(
+                    (visible(row["severity"] or ""), "bold"),
+                    " ",
+                    visible(f"{row['rule_id']} {row['namespace'] or '(host)'}/{row['pod'] or ''}: {row['message']}"),
+                )
+            )
         if alerts.num_rows > most:
             console.print(f"... and {alerts.num_rows - most:,} more alerts in this batch")
 
@@ -129,11 +225,15 @@ def process_command(kafka: str, topic: str, group: str, alerts_topic: str, event
         if server is not None:
             server.close()
     if config.events_topic:
-        console.print(f"streamed {stats.streamed:,} enriched events to {config.events_topic}"
-                      + (f" ({stats.oversized:,} too large for a record, in the lake only)" if stats.oversized else ""))
-    console.print(f"processed {stats.records:,} records: {stats.events:,} events, {stats.rejects:,} rejects, "
-                  f"{stats.alerts:,} alerts ({stats.records_per_second:,.0f} records/s from first record to last "
-                  f"commit); lake holds partitions {stats.by_partition}")
+        console.print(
+            f"streamed {stats.streamed:,} enriched events to {config.events_topic}"
+            + (f" ({stats.oversized:,} too large for a record, in the lake only)" if stats.oversized else "")
+        )
+    console.print(
+        f"processed {stats.records:,} records: {stats.events:,} events, {stats.rejects:,} rejects, "
+        f"{stats.alerts:,} alerts ({stats.records_per_second:,.0f} records/s from first record to last "
+        f"commit); lake holds partitions {stats.by_partition}"
+    )
 
 
 def parse_kafka_options(pairs: tuple[str, ...] | list[str]) -> dict:
@@ -205,9 +305,17 @@ def partition_status(kafka: str, topic: str, group: str, lake: Lake) -> list[dic
                 state = "retention passed"
             else:
                 state = "behind" if end > in_lake + 1 else "caught up"
-            rows.append({"partition": tp.partition, "begin_offset": begin, "end_offset": max(end, in_lake + 1)
-                         if state != "lake ahead" else end, "lake_offset": in_lake,
-                         "lag": max(0, end - max(in_lake + 1, begin)), "state": state, "group_offset": group_offset})
+            rows.append(
+                {
+                    "partition": tp.partition,
+                    "begin_offset": begin,
+                    "end_offset": max(end, in_lake + 1) if state != "lake ahead" else end,
+                    "lake_offset": in_lake,
+                    "lag": max(0, end - max(in_lake + 1, begin)),
+                    "state": state,
+                    "group_offset": group_offset,
+                }
+            )
         return rows
     finally:
         consumer.close()

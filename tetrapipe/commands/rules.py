@@ -23,11 +23,14 @@ from tetrapipe.textsafe import visible
 
 out = Console(highlight=False, emoji=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, emoji=False)  # data in a line is text, not :emoji: codes
-SEVERITY_STYLE = {"critical": "bold white on red", "high": "bold red", "medium": "yellow", "low": "cyan",
-                  "info": "dim"}
+SEVERITY_STYLE = {"critical": "bold white on red", "high": "bold red", "medium": "yellow", "low": "cyan", "info": "dim"}
 
 rules_option = click.option(
-    "--rules", "rules_dir", envvar="TETRAPIPE_RULES", default=None, show_envvar=True,
+    "--rules",
+    "rules_dir",
+    envvar="TETRAPIPE_RULES",
+    default=None,
+    show_envvar=True,
     help="Rules directory (default: ./rules, else the rules shipped with tetrapipe).",
 )
 
@@ -95,15 +98,32 @@ def list_command(rules_dir: str | None, fmt: str, show_all: bool) -> None:
     policies, _ = load_policies(policies_dir_for(roots[0]))
     rules = [r for r in rs.rules if show_all or r.enabled]
     if fmt == "json":
-        rows = [{"id": r.id, "title": r.title, "severity": r.severity, "enabled": r.enabled, "event": r.events,
-                 "mitre": r.mitre, "tags": r.tags, "policies": r.policies, "tetragon_flags": r.tetragon_flags,
-                 "params": r.params, "params_by_namespace": r.params_by_namespace,
-                 "dedup": {"fields": r.dedup.fields, "window_seconds": r.dedup.window_seconds},
-                 "tests": len(r.tests), "file": str(r.path)} for r in rules]
+        rows = [
+            {
+                "id": r.id,
+                "title": r.title,
+                "severity": r.severity,
+                "enabled": r.enabled,
+                "event": r.events,
+                "mitre": r.mitre,
+                "tags": r.tags,
+                "policies": r.policies,
+                "tetragon_flags": r.tetragon_flags,
+                "params": r.params,
+                "params_by_namespace": r.params_by_namespace,
+                "dedup": {"fields": r.dedup.fields, "window_seconds": r.dedup.window_seconds},
+                "tests": len(r.tests),
+                "file": str(r.path),
+            }
+            for r in rules
+        ]
         click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2, default=str).decode())
         return
-    t = Table(title=f"[bold]{len(rules)} rules[/] from {', '.join(map(str, roots))}", title_justify="left",
-              header_style="bold cyan")
+    t = Table(
+        title=f"[bold]{len(rules)} rules[/] from {', '.join(map(str, roots))}",
+        title_justify="left",
+        header_style="bold cyan",
+    )
     for col in ("id", "severity", "events", "MITRE", "needs (policy, flags)", "params", "tests"):
         t.add_column(col, overflow="fold", no_wrap=col == "id")
     for r in sorted(rules, key=lambda r: r.id):
@@ -113,8 +133,15 @@ def list_command(rules_dir: str | None, fmt: str, show_all: bool) -> None:
             params += " (+" + ", ".join(r.params_by_namespace) + ")"
         state = "" if r.enabled else " [dim](disabled)[/]"
         kinds = " ".join(k.removeprefix("process_") for k in r.events)
-        t.add_row(r.id + state, f"[{SEVERITY_STYLE.get(r.severity, '')}]{r.severity}[/]", kinds,
-                  " ".join(r.mitre), " ".join(needs) or "[dim]-[/]", params, str(len(r.tests)))
+        t.add_row(
+            r.id + state,
+            f"[{SEVERITY_STYLE.get(r.severity, '')}]{r.severity}[/]",
+            kinds,
+            " ".join(r.mitre),
+            " ".join(needs) or "[dim]-[/]",
+            params,
+            str(len(r.tests)),
+        )
     out.print(t)
 
 
@@ -125,8 +152,9 @@ def list_command(rules_dir: str | None, fmt: str, show_all: bool) -> None:
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the report to this file.")
 @click.option("-k", "keyword", help="Only tests whose 'rule-id::test name' contains this text.")
 @click.option("--quiet", "-q", is_flag=True, help="Only failures and the summary.")
-def test_command(paths: tuple[str, ...], rules_dir: str | None, fmt: str, output: str | None, keyword: str | None,
-                 quiet: bool) -> None:
+def test_command(
+    paths: tuple[str, ...], rules_dir: str | None, fmt: str, output: str | None, keyword: str | None, quiet: bool
+) -> None:
     """Run the rules' tests: sample logs or inline events in, alerts expected out.
 
     PATHS are rule directories or rule files (default: the rules directory).
@@ -151,8 +179,10 @@ def test_command(paths: tuple[str, ...], rules_dir: str | None, fmt: str, output
         print_report(console, report, verbose=not quiet)
     untested = [r.id for r in rs.rules if not r.tests and (files is None or r.path in files)]
     if untested and not quiet:
-        err.print(f"[yellow]{len(untested)} rule{'s' if len(untested) != 1 else ''} without tests:[/] "
-                  + ", ".join(untested), highlight=False)
+        err.print(
+            f"[yellow]{len(untested)} rule{'s' if len(untested) != 1 else ''} without tests:[/] " + ", ".join(untested),
+            highlight=False,
+        )
     if not report.results:
         # as pytest: exit 5 when nothing ran, so a CI job over an untested rules directory is not green
         err.print("[yellow]no tests ran[/]" + (f" (-k {keyword!r} selected none)" if keyword else ""))
@@ -163,14 +193,24 @@ def test_command(paths: tuple[str, ...], rules_dir: str | None, fmt: str, output
 @rules_group.command("lint")
 @click.argument("paths", nargs=-1)
 @rules_option
-@click.option("--samples", type=click.Path(exists=True), default=None,
-              help="Sample logs to evaluate conditions on (default: samples/ next to the rules directory).")
-@click.option("--policies", "policies_dir", type=click.Path(file_okay=False), default=None,
-              help="TracingPolicy directory (default: tracing-policies/ next to the rules directory).")
+@click.option(
+    "--samples",
+    type=click.Path(exists=True),
+    default=None,
+    help="Sample logs to evaluate conditions on (default: samples/ next to the rules directory).",
+)
+@click.option(
+    "--policies",
+    "policies_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="TracingPolicy directory (default: tracing-policies/ next to the rules directory).",
+)
 @click.option("--strict", is_flag=True, help="Warnings fail too.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def lint_command(paths: tuple[str, ...], rules_dir: str | None, samples: str | None, policies_dir: str | None,
-                 strict: bool, fmt: str) -> None:
+def lint_command(
+    paths: tuple[str, ...], rules_dir: str | None, samples: str | None, policies_dir: str | None, strict: bool, fmt: str
+) -> None:
     """Check rules: schema, columns, boolean conditions, duplicate ids, never-true conditions, policies."""
     from tetrapipe.ruleset.lint import lint
     from tetrapipe.ruleset.locate import policies_dir_for
@@ -178,21 +218,36 @@ def lint_command(paths: tuple[str, ...], rules_dir: str | None, samples: str | N
     roots, _ = _roots(paths, rules_dir)
     rs = _load(roots)
     base = roots[0] if roots[0].is_dir() else roots[0].parent
-    sample_dir = Path(samples) if samples else next((c for c in (base.parent / "samples", base / "samples")
-                                                     if c.is_dir()), None)
+    sample_dir = (
+        Path(samples) if samples else next((c for c in (base.parent / "samples", base / "samples") if c.is_dir()), None)
+    )
     pol = Path(policies_dir) if policies_dir else policies_dir_for(roots[0])
     report = lint(rs, samples=sample_dir, policies_dir=pol)
     if fmt == "json":
         import orjson
 
-        click.echo(orjson.dumps([{"file": str(i.path) if i.path else None, "line": i.line, "level": i.level,
-                                  "rule": i.rule_id, "reason": i.reason} for i in report.issues],
-                                option=orjson.OPT_INDENT_2).decode())
+        click.echo(
+            orjson.dumps(
+                [
+                    {
+                        "file": str(i.path) if i.path else None,
+                        "line": i.line,
+                        "level": i.level,
+                        "rule": i.rule_id,
+                        "reason": i.reason,
+                    }
+                    for i in report.issues
+                ],
+                option=orjson.OPT_INDENT_2,
+            ).decode()
+        )
     else:
         for i in report.issues:
             color = "red" if i.level == "error" else "yellow"
-            out.print(f"{escape(visible(i.where()))}: [{color}]{i.level}[/]: {escape(visible(i.reason))}"
-                      + (f" [dim]({escape(visible(i.rule_id))})[/]" if i.rule_id else ""))
+            out.print(
+                f"{escape(visible(i.where()))}: [{color}]{i.level}[/]: {escape(visible(i.reason))}"
+                + (f" [dim]({escape(visible(i.rule_id))})[/]" if i.rule_id else "")
+            )
         checked = f"{report.rules} rules"
         if sample_dir:
             checked += f", {report.sample_events} sample events from {sample_dir}"
@@ -206,15 +261,29 @@ def lint_command(paths: tuple[str, ...], rules_dir: str | None, samples: str | N
 
 @rules_group.command("backtest")
 @rules_option
-@click.option("--lake", "lake_dir", envvar=LAKE_ENV, default=DEFAULT_LAKE, show_default=True,
-              type=click.Path(file_okay=False), help="History lake directory.")
+@click.option(
+    "--lake",
+    "lake_dir",
+    envvar=LAKE_ENV,
+    default=DEFAULT_LAKE,
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="History lake directory.",
+)
 @click.option("--since", help="Only events at or after this time (e.g. 2026-03-10 or '2026-03-10 09:00').")
 @click.option("--until", help="Only events before this time.")
 @click.option("--rule", "rule_ids", multiple=True, help="Only this rule (repeat for more).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @click.option("--limit", type=int, default=50, show_default=True, help="Alerts shown in the table.")
-def backtest_command(rules_dir: str | None, lake_dir: str, since: str | None, until: str | None,
-                     rule_ids: tuple[str, ...], fmt: str, limit: int) -> None:
+def backtest_command(
+    rules_dir: str | None,
+    lake_dir: str,
+    since: str | None,
+    until: str | None,
+    rule_ids: tuple[str, ...],
+    fmt: str,
+    limit: int,
+) -> None:
     """Run the rules over the stored history and report what would have fired.
 
     One row per alert (rule, dedup key, window) with its total count; 'stored'
@@ -263,8 +332,11 @@ def backtest_command(rules_dir: str | None, lake_dir: str, since: str | None, un
         c[2] += 0 if r["stored"] else 1
     span = f" since {since}" if since else ""
     span += f" until {until}" if until else ""
-    summary = Table(title=f"[bold]backtest of {len(rules)} rules over {lake_dir}{span}[/]", title_justify="left",
-                    header_style="bold cyan")
+    summary = Table(
+        title=f"[bold]backtest of {len(rules)} rules over {lake_dir}{span}[/]",
+        title_justify="left",
+        header_style="bold cyan",
+    )
     for col in ("rule", "alerts", "events", "not in the alerts table"):
         summary.add_column(col, justify="left" if col == "rule" else "right")
     for rid in sorted(by_rule, key=lambda k: -by_rule[k][0]):
@@ -284,9 +356,15 @@ def backtest_command(rules_dir: str | None, lake_dir: str, since: str | None, un
     for r in rows[:limit]:
         where = f"{r['namespace']}/{r['pod']}" if r["pod"] else f"host {r['node_name'] or ''}"
         # rows quote the events (pod names, arguments in the message): shown, never obeyed or read as markup
-        t.add_row(f"[{SEVERITY_STYLE.get(r['severity'], '')}]{escape(visible(r['severity']))}[/]",
-                  escape(visible(r["rule_id"])), str(r["time"])[:19], str(r["last_time"])[:19],
-                  escape(visible(where)), str(r["count"]), escape(visible(r["message"] or "")))
+        t.add_row(
+            f"[{SEVERITY_STYLE.get(r['severity'], '')}]{escape(visible(r['severity']))}[/]",
+            escape(visible(r["rule_id"])),
+            str(r["time"])[:19],
+            str(r["last_time"])[:19],
+            escape(visible(where)),
+            str(r["count"]),
+            escape(visible(r["message"] or "")),
+        )
     out.print(t)
     if len(rows) > limit:
         out.print(f"[dim]... {len(rows) - limit} more (--limit, or --format json)[/]")
@@ -309,8 +387,9 @@ def show_command(rule_id: str, rules_dir: str | None) -> None:
     c = rule.compiled
     out.print(f"[bold]{rule.id}[/] ({rule.severity}) {rule.path}:{rule.line}\n{rule.title}\n")
     out.print("[bold cyan]-- the events it matches[/]")
-    click.echo(f"SELECT time, namespace, pod, process_binary, arguments\nFROM events\nWHERE {c.predicate()}\n"
-               "ORDER BY time;")
+    click.echo(
+        f"SELECT time, namespace, pod, process_binary, arguments\nFROM events\nWHERE {c.predicate()}\nORDER BY time;"
+    )
     out.print("\n[bold cyan]-- message[/]")
     click.echo(c.message)
     out.print("\n[bold cyan]-- dedup key[/] (window " + f"{rule.dedup.window_seconds}s)")
@@ -322,8 +401,13 @@ def show_command(rule_id: str, rules_dir: str | None) -> None:
 
 @rules_group.command("import-sigma")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Rules directory to write the converted rules to (one YAML file per rule).")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Rules directory to write the converted rules to (one YAML file per rule).",
+)
 @click.option("--force", is_flag=True, help="Overwrite rule files that already exist in --out.")
 def import_sigma_command(paths: tuple[Path, ...], out_dir: Path, force: bool) -> None:
     """Convert Sigma rules (files or directories) for Linux into tetrapipe rules.
@@ -363,10 +447,12 @@ def import_sigma_command(paths: tuple[Path, ...], out_dir: Path, force: bool) ->
     others = ", ".join(f"{n} {p}" for p, n in sorted(report.other_platforms.items()))
     for issue in result.broken:
         err.print(f"[bold red]error[/] {escape(str(issue))}", highlight=False)
-    out.print(f"{len(result.written)} converted, {len(refused)} refused"
-              + (f", {sum(report.other_platforms.values())} for other platforms ({escape(others)})" if others else "")
-              + (f"; {len(result.broken)} do not load, so none was written" if result.broken else ""),
-              highlight=False)
+    out.print(
+        f"{len(result.written)} converted, {len(refused)} refused"
+        + (f", {sum(report.other_platforms.values())} for other platforms ({escape(others)})" if others else "")
+        + (f"; {len(result.broken)} do not load, so none was written" if result.broken else ""),
+        highlight=False,
+    )
     if result.broken:
         sys.exit(2)
     if result.written:

@@ -30,25 +30,54 @@ def _opt(*names: str, env: str, **kw: Any) -> Callable[[F], F]:
 
 def kafka_options(f: F) -> F:
     """--kafka, --topic, the producer's client id and pass-through kafka-python settings (TLS, SASL)."""
-    for deco in reversed([
-        _opt("--kafka", env=KAFKA_ENV, required=True, metavar="HOST:PORT[,HOST:PORT]", help="Kafka bootstrap servers."),
-        _opt("--topic", env="TETRAPIPE_TOPIC", default=DEFAULT_TOPIC, show_default=True, help="Kafka topic."),
-        _opt("--client-id", env="TETRAPIPE_CLIENT_ID", default=None,
-             help="Kafka client id (default: tetrapipe-collect-<node name>)."),
-        _opt("--kafka-option", "kafka_option", env="TETRAPIPE_KAFKA_OPTION", multiple=True, metavar="KEY=VALUE",
-             help="kafka-python producer setting, repeatable: security_protocol=SASL_SSL, sasl_mechanism=PLAIN, "
-                  "sasl_plain_username=..., sasl_plain_password=..., ssl_cafile=/ca.pem, ssl_certfile=..., "
-                  "ssl_keyfile=..., delivery_timeout_ms=..."),
-    ]):
+    for deco in reversed(
+        [
+            _opt(
+                "--kafka",
+                env=KAFKA_ENV,
+                required=True,
+                metavar="HOST:PORT[,HOST:PORT]",
+                help="Kafka bootstrap servers.",
+            ),
+            _opt("--topic", env="TETRAPIPE_TOPIC", default=DEFAULT_TOPIC, show_default=True, help="Kafka topic."),
+            _opt(
+                "--client-id",
+                env="TETRAPIPE_CLIENT_ID",
+                default=None,
+                help="Kafka client id (default: tetrapipe-collect-<node name>).",
+            ),
+            _opt(
+                "--kafka-option",
+                "kafka_option",
+                env="TETRAPIPE_KAFKA_OPTION",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="kafka-python producer setting, repeatable: security_protocol=SASL_SSL, sasl_mechanism=PLAIN, "
+                "sasl_plain_username=..., sasl_plain_password=..., ssl_cafile=/ca.pem, ssl_certfile=..., "
+                "ssl_keyfile=..., delivery_timeout_ms=...",
+            ),
+        ]
+    ):
         f = deco(f)
     return f
 
 
 def metrics_options(f: F) -> F:
-    f = _opt("--metrics-port", env="TETRAPIPE_METRICS_PORT", type=int, default=9477, show_default=True,
-             help="Serve /metrics, /healthz and /readyz on this port (0: off).")(f)
-    return _opt("--metrics-host", env="TETRAPIPE_METRICS_HOST", default="127.0.0.1", show_default=True,
-                help="Address the metrics server binds to (0.0.0.0 to let Prometheus scrape from outside).")(f)
+    f = _opt(
+        "--metrics-port",
+        env="TETRAPIPE_METRICS_PORT",
+        type=int,
+        default=9477,
+        show_default=True,
+        help="Serve /metrics, /healthz and /readyz on this port (0: off).",
+    )(f)
+    return _opt(
+        "--metrics-host",
+        env="TETRAPIPE_METRICS_HOST",
+        default="127.0.0.1",
+        show_default=True,
+        help="Address the metrics server binds to (0.0.0.0 to let Prometheus scrape from outside).",
+    )(f)
 
 
 def _size(text: str) -> int:
@@ -64,51 +93,166 @@ def _size(text: str) -> int:
 @click.command("collect")
 @click.argument("source", envvar="TETRAPIPE_SOURCE")
 @kafka_options
-@_opt("--from", "start", env="TETRAPIPE_FROM", type=click.Choice(["checkpoint", "beginning", "end"]),
-      default="checkpoint", show_default=True,
-      help="checkpoint: resume where the last run's acknowledged events end (no checkpoint: beginning); "
-           "beginning: the backups still on disk, oldest first, then the live file; end: only new lines.")
-@_opt("--state-dir", env="TETRAPIPE_STATE_DIR", default="./tetrapipe-state", show_default=True,
-      type=click.Path(file_okay=False), help="Checkpoints and the disk spool (a hostPath in a DaemonSet).")
-@_opt("--node-name", env="TETRAPIPE_NODE_NAME", default=None,
-      help="Key for events that carry no node_name (default: this host's name).")
-@_opt("--compression", env="TETRAPIPE_COMPRESSION", type=click.Choice(COMPRESSIONS), default="auto",
-      show_default=True, help="auto: lz4 if installed, else zstd, else gzip.")
-@_opt("--idempotence/--no-idempotence", env="TETRAPIPE_IDEMPOTENCE", default=True, show_default=True,
-      help="Idempotent producer (no duplicates from the producer's own retries); off for brokers without it.")
-@_opt("--linger-ms", env="TETRAPIPE_LINGER_MS", type=int, default=20, show_default=True,
-      help="How long the producer waits to fill a batch.")
-@_opt("--batch-bytes", env="TETRAPIPE_BATCH_BYTES", default="512K", show_default=True,
-      help="Producer batch size per partition (below the broker's message.max.bytes).")
-@_opt("--headers/--no-headers", env="TETRAPIPE_HEADERS", default=False, show_default=True,
-      help="Add source file and line number as record headers (costs ~15% throughput).")
-@_opt("--buffer-bytes", env="TETRAPIPE_BUFFER_BYTES", default="32M", show_default=True,
-      help="Unacknowledged data held in memory before reading pauses (or spills to the spool).")
-@_opt("--spool-bytes", env="TETRAPIPE_SPOOL_BYTES", default="1G", show_default=True,
-      help="Disk spool for when Kafka is unreachable (0: off; reading then pauses).")
-@_opt("--max-line-bytes", env="TETRAPIPE_MAX_LINE_BYTES", default="1000000", show_default=True,
-      help="Longer lines are skipped and reported (Kafka refuses records over ~1 MB by default).")
-@_opt("--stats-interval", env="TETRAPIPE_STATS_INTERVAL", type=float, default=30.0, show_default=True,
-      help="Seconds between one-line progress reports (0: only at exit).")
-@_opt("--poll-interval", env="TETRAPIPE_POLL_INTERVAL", type=float, default=0.1, show_default=True,
-      help="Seconds between looks at an idle source.")
-@_opt("--stall-seconds", env="TETRAPIPE_STALL_SECONDS", type=float, default=5.0, show_default=True, hidden=True,
-      help="Kafka counts as away (spool) after this long without an acknowledgement while data waits.")
-@_opt("--grpc-allow", env="TETRAPIPE_GRPC_ALLOW", default=None,
-      help="gRPC source: Tetragon allow-list filters (JSON, as --export-allowlist).")
-@_opt("--grpc-deny", env="TETRAPIPE_GRPC_DENY", default=None,
-      help="gRPC source: Tetragon deny-list filters (JSON, as --export-denylist).")
+@_opt(
+    "--from",
+    "start",
+    env="TETRAPIPE_FROM",
+    type=click.Choice(["checkpoint", "beginning", "end"]),
+    default="checkpoint",
+    show_default=True,
+    help="checkpoint: resume where the last run's acknowledged events end (no checkpoint: beginning); "
+    "beginning: the backups still on disk, oldest first, then the live file; end: only new lines.",
+)
+@_opt(
+    "--state-dir",
+    env="TETRAPIPE_STATE_DIR",
+    default="./tetrapipe-state",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Checkpoints and the disk spool (a hostPath in a DaemonSet).",
+)
+@_opt(
+    "--node-name",
+    env="TETRAPIPE_NODE_NAME",
+    default=None,
+    help="Key for events that carry no node_name (default: this host's name).",
+)
+@_opt(
+    "--compression",
+    env="TETRAPIPE_COMPRESSION",
+    type=click.Choice(COMPRESSIONS),
+    default="auto",
+    show_default=True,
+    help="auto: lz4 if installed, else zstd, else gzip.",
+)
+@_opt(
+    "--idempotence/--no-idempotence",
+    env="TETRAPIPE_IDEMPOTENCE",
+    default=True,
+    show_default=True,
+    help="Idempotent producer (no duplicates from the producer's own retries); off for brokers without it.",
+)
+@_opt(
+    "--linger-ms",
+    env="TETRAPIPE_LINGER_MS",
+    type=int,
+    default=20,
+    show_default=True,
+    help="How long the producer waits to fill a batch.",
+)
+@_opt(
+    "--batch-bytes",
+    env="TETRAPIPE_BATCH_BYTES",
+    default="512K",
+    show_default=True,
+    help="Producer batch size per partition (below the broker's message.max.bytes).",
+)
+@_opt(
+    "--headers/--no-headers",
+    env="TETRAPIPE_HEADERS",
+    default=False,
+    show_default=True,
+    help="Add source file and line number as record headers (costs ~15% throughput).",
+)
+@_opt(
+    "--buffer-bytes",
+    env="TETRAPIPE_BUFFER_BYTES",
+    default="32M",
+    show_default=True,
+    help="Unacknowledged data held in memory before reading pauses (or spills to the spool).",
+)
+@_opt(
+    "--spool-bytes",
+    env="TETRAPIPE_SPOOL_BYTES",
+    default="1G",
+    show_default=True,
+    help="Disk spool for when Kafka is unreachable (0: off; reading then pauses).",
+)
+@_opt(
+    "--max-line-bytes",
+    env="TETRAPIPE_MAX_LINE_BYTES",
+    default="1000000",
+    show_default=True,
+    help="Longer lines are skipped and reported (Kafka refuses records over ~1 MB by default).",
+)
+@_opt(
+    "--stats-interval",
+    env="TETRAPIPE_STATS_INTERVAL",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds between one-line progress reports (0: only at exit).",
+)
+@_opt(
+    "--poll-interval",
+    env="TETRAPIPE_POLL_INTERVAL",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="Seconds between looks at an idle source.",
+)
+@_opt(
+    "--stall-seconds",
+    env="TETRAPIPE_STALL_SECONDS",
+    type=float,
+    default=5.0,
+    show_default=True,
+    hidden=True,
+    help="Kafka counts as away (spool) after this long without an acknowledgement while data waits.",
+)
+@_opt(
+    "--grpc-allow",
+    env="TETRAPIPE_GRPC_ALLOW",
+    default=None,
+    help="gRPC source: Tetragon allow-list filters (JSON, as --export-allowlist).",
+)
+@_opt(
+    "--grpc-deny",
+    env="TETRAPIPE_GRPC_DENY",
+    default=None,
+    help="gRPC source: Tetragon deny-list filters (JSON, as --export-denylist).",
+)
 @metrics_options
-@_opt("--exit-at-eof", env="TETRAPIPE_EXIT_AT_EOF", is_flag=True,
-      help="Stop once the source has nothing new and everything read is acknowledged (tests, batch jobs).")
-@_opt("--log-level", env="TETRAPIPE_LOG_LEVEL", type=click.Choice(["debug", "info", "warning", "error"]),
-      default="info", show_default=True)
-def collect_command(source: str, kafka: str, topic: str, client_id: str | None, kafka_option: tuple[str, ...],
-                    start: str, state_dir: str, node_name: str | None, compression: str, idempotence: bool,
-                    linger_ms: int, batch_bytes: str, headers: bool, buffer_bytes: str, spool_bytes: str,
-                    max_line_bytes: str, stats_interval: float, poll_interval: float, stall_seconds: float, grpc_allow: str | None,
-                    grpc_deny: str | None, metrics_port: int, metrics_host: str, exit_at_eof: bool,
-                    log_level: str) -> None:
+@_opt(
+    "--exit-at-eof",
+    env="TETRAPIPE_EXIT_AT_EOF",
+    is_flag=True,
+    help="Stop once the source has nothing new and everything read is acknowledged (tests, batch jobs).",
+)
+@_opt(
+    "--log-level",
+    env="TETRAPIPE_LOG_LEVEL",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def collect_command(
+    source: str,
+    kafka: str,
+    topic: str,
+    client_id: str | None,
+    kafka_option: tuple[str, ...],
+    start: str,
+    state_dir: str,
+    node_name: str | None,
+    compression: str,
+    idempotence: bool,
+    linger_ms: int,
+    batch_bytes: str,
+    headers: bool,
+    buffer_bytes: str,
+    spool_bytes: str,
+    max_line_bytes: str,
+    stats_interval: float,
+    poll_interval: float,
+    stall_seconds: float,
+    grpc_allow: str | None,
+    grpc_deny: str | None,
+    metrics_port: int,
+    metrics_host: str,
+    exit_at_eof: bool,
+    log_level: str,
+) -> None:
     """Ship Tetragon events from SOURCE into Kafka: no loss, no duplicates, resumable.
 
     \b
@@ -142,14 +286,31 @@ def collect_command(source: str, kafka: str, topic: str, client_id: str | None, 
             grpc_options["allow_list"] = grpc_allow
         if grpc_deny:
             grpc_options["deny_list"] = grpc_deny
-    opts = CollectOptions(source=source, start=start, state_dir=state_dir, node_name=node, headers=headers,
-                          buffer_bytes=_size(buffer_bytes), spool_bytes=_size(spool_bytes),
-                          max_line_bytes=_size(max_line_bytes),
-                          stats_interval=stats_interval if stats_interval > 0 else float("inf"),
-                          poll_interval=poll_interval, stall_seconds=stall_seconds, exit_at_eof=exit_at_eof, grpc_options=grpc_options)
-    settings = KafkaSettings(bootstrap=bootstrap, topic=topic, client_id=client_id or f"tetrapipe-collect-{node}",
-                             compression=compression, idempotence=idempotence, linger_ms=linger_ms,
-                             batch_size=_size(batch_bytes), options=options)
+    opts = CollectOptions(
+        source=source,
+        start=start,
+        state_dir=state_dir,
+        node_name=node,
+        headers=headers,
+        buffer_bytes=_size(buffer_bytes),
+        spool_bytes=_size(spool_bytes),
+        max_line_bytes=_size(max_line_bytes),
+        stats_interval=stats_interval if stats_interval > 0 else float("inf"),
+        poll_interval=poll_interval,
+        stall_seconds=stall_seconds,
+        exit_at_eof=exit_at_eof,
+        grpc_options=grpc_options,
+    )
+    settings = KafkaSettings(
+        bootstrap=bootstrap,
+        topic=topic,
+        client_id=client_id or f"tetrapipe-collect-{node}",
+        compression=compression,
+        idempotence=idempotence,
+        linger_ms=linger_ms,
+        batch_size=_size(batch_bytes),
+        options=options,
+    )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -23,7 +23,11 @@ from tetrapipe.formats.slack import to_slack
 Formatter = Callable[[dict[str, Any]], dict[str, Any]]
 
 FORMATS: dict[str, Callable[..., dict[str, Any]]] = {
-    "native": to_native, "ocsf": to_ocsf, "ecs": to_ecs, "cef": to_cef, "slack": to_slack,
+    "native": to_native,
+    "ocsf": to_ocsf,
+    "ecs": to_ecs,
+    "cef": to_cef,
+    "slack": to_slack,
 }
 
 
@@ -36,5 +40,17 @@ def get_formatter(name: str, *, include_raw: bool = False) -> Formatter:
     return partial(fn, include_raw=include_raw)
 
 
-__all__ = ["FORMATS", "Formatter", "SEVERITIES", "event_time", "get_formatter", "is_alert", "severity_rank",
-           "to_cef", "to_ecs", "to_native", "to_ocsf", "to_slack"]
+__all__ = [
+    "FORMATS",
+    "Formatter",
+    "SEVERITIES",
+    "event_time",
+    "get_formatter",
+    "is_alert",
+    "severity_rank",
+    "to_cef",
+    "to_ecs",
+    "to_native",
+    "to_ocsf",
+    "to_slack",
+]

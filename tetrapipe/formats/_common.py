@@ -176,7 +176,7 @@ def transport(protocol: str | None) -> str | None:
         return None
     p = protocol.upper()
     if p.startswith("IPPROTO_"):
-        p = p[len("IPPROTO_"):]
+        p = p[len("IPPROTO_") :]
     return p.lower()
 
 

@@ -94,11 +94,17 @@ def to_cef(row: dict[str, Any], *, include_raw: bool = False) -> dict[str, Any]:
     if include_raw and row.get("raw"):
         ext["rawEvent"] = row["raw"]
     header = "|".join(header_escape(v) for v in (VENDOR, PRODUCT, __version__, signature, name, cef_severity))
-    line = f"CEF:0|{header}|" + " ".join(f"{k}={extension_escape(v)}" for k, v in ext.items()
-                                         if v is not None and v != "")
-    envelope: dict[str, Any] = {CEF_KEY: line, "record_type": "alert" if alert else "event",
-                                "time": iso8601(event_time(row)), "node_name": row.get("node_name"),
-                                "namespace": row.get("namespace"), "pod": row.get("pod")}
+    line = f"CEF:0|{header}|" + " ".join(
+        f"{k}={extension_escape(v)}" for k, v in ext.items() if v is not None and v != ""
+    )
+    envelope: dict[str, Any] = {
+        CEF_KEY: line,
+        "record_type": "alert" if alert else "event",
+        "time": iso8601(event_time(row)),
+        "node_name": row.get("node_name"),
+        "namespace": row.get("namespace"),
+        "pod": row.get("pod"),
+    }
     if alert:
         envelope.update(rule_id=row.get("rule_id"), severity=row.get("severity"))
     else:
@@ -175,8 +181,16 @@ def _event_extension(row: dict[str, Any]) -> dict[str, Any]:
         v6 = ip_version(daddr, row.get("sock_family")) == 6
         ext.update(_custom("c6a3", "destinationIPv6Address", daddr) if v6 else {"dst": daddr})
     proto = transport(row.get("protocol"))
-    ext.update({"spt": row.get("sport"), "dpt": row.get("dport"), "proto": proto.upper() if proto else None,
-                "dhost": row.get("tls_sni"), "app": row.get("tls_version"), "tetrapipeTlsCipher": row.get("tls_cipher")})
+    ext.update(
+        {
+            "spt": row.get("sport"),
+            "dpt": row.get("dport"),
+            "proto": proto.upper() if proto else None,
+            "dhost": row.get("tls_sni"),
+            "app": row.get("tls_version"),
+            "tetrapipeTlsCipher": row.get("tls_cipher"),
+        }
+    )
     if row.get("kind") == "process_exit":
         label, value = "exitStatus", row.get("exit_status") or 0  # Tetragon omits a zero status
     elif row.get("tls_cipher_code") is not None:

@@ -49,9 +49,17 @@ EVENT_SEVERITY = {"info": 1, "low": 2, "medium": 3, "high": 4, "critical": 5}
 RISK_SCORE = {"info": 0, "low": 21, "medium": 47, "high": 73, "critical": 99}
 
 FILE_TYPES = {
-    "read": "access", "open": "access", "exec": "access", "mmap": "access",
-    "write": "change", "truncate": "change", "rename": "change", "chmod": "change", "chown": "change",
-    "unlink": "deletion", "create": "creation",
+    "read": "access",
+    "open": "access",
+    "exec": "access",
+    "mmap": "access",
+    "write": "change",
+    "truncate": "change",
+    "rename": "change",
+    "chmod": "change",
+    "chown": "change",
+    "unlink": "deletion",
+    "create": "creation",
 }
 
 
@@ -242,8 +250,11 @@ def _event(row: dict[str, Any]) -> dict[str, Any]:
     doc["event"] = event
     doc["process"] = _process(row)
     doc["tetragon"] = _tetragon(row)
-    doc["tetrapipe"] = {"source": row.get("source"), "source_offset": row.get("source_offset"),
-                        "tls_cipher_code": row.get("tls_cipher_code")}
+    doc["tetrapipe"] = {
+        "source": row.get("source"),
+        "source_offset": row.get("source_offset"),
+        "tls_cipher_code": row.get("tls_cipher_code"),
+    }
     doc["tags"] = row.get("tags")
     doc["message"] = row.get("message")
     return doc
@@ -292,7 +303,9 @@ def _alert(row: dict[str, Any]) -> dict[str, Any]:
             "framework": "MITRE ATT&CK",
             "technique": {
                 "id": sorted({t["id"][0] for t in techniques}),
-                "subtechnique": {"id": sorted({s for t in techniques for s in t.get("subtechnique", {}).get("id", [])})},
+                "subtechnique": {
+                    "id": sorted({s for t in techniques for s in t.get("subtechnique", {}).get("id", [])})
+                },
             },
         }
     args = split_args(row.get("arguments"))
@@ -309,8 +322,12 @@ def _alert(row: dict[str, Any]) -> dict[str, Any]:
         }
     doc["tags"] = row.get("tags")
     doc["tetrapipe"] = {
-        "alert": {"count": row.get("count"), "dedup_key": row.get("dedup_key"), "event_ids": row.get("event_ids"),
-                  "ancestors": [b for b in row.get("ancestor_binaries") or [] if b] or None},
+        "alert": {
+            "count": row.get("count"),
+            "dedup_key": row.get("dedup_key"),
+            "event_ids": row.get("event_ids"),
+            "ancestors": [b for b in row.get("ancestor_binaries") or [] if b] or None,
+        },
     }
     doc["related"] = {"hosts": [row["node_name"]] if row.get("node_name") else None}
     return doc

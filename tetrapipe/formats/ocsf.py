@@ -74,8 +74,13 @@ FILE_ACTIVITY = {
 }
 
 NETWORK_KINDS = {"process_connect": (1, "Open"), "process_close": (2, "Close"), "process_listen": (7, "Listen")}
-NETWORK_FUNCTIONS = {"tcp_connect": (1, "Open"), "tcp_close": (2, "Close"), "inet_csk_accept": (1, "Open"),
-                     "tcp_sendmsg": (6, "Traffic"), "udp_sendmsg": (6, "Traffic")}
+NETWORK_FUNCTIONS = {
+    "tcp_connect": (1, "Open"),
+    "tcp_close": (2, "Close"),
+    "inet_csk_accept": (1, "Open"),
+    "tcp_sendmsg": (6, "Traffic"),
+    "udp_sendmsg": (6, "Traffic"),
+}
 SETUID_FUNCTIONS = ("setuid", "setreuid", "setresuid", "setfsuid")
 
 # Tetragon actions that stop the operation: the Security Control profile's action/disposition
@@ -101,8 +106,9 @@ def to_ocsf(row: dict[str, Any], *, include_raw: bool = False) -> dict[str, Any]
 # --- shared pieces ---------------------------------------------------------------------
 
 
-def _envelope(row: dict[str, Any], class_uid: int, activity_id: int, activity_name: str,
-              severity_id: int = 1) -> dict[str, Any]:
+def _envelope(
+    row: dict[str, Any], class_uid: int, activity_id: int, activity_name: str, severity_id: int = 1
+) -> dict[str, Any]:
     class_name, category_name = CLASS_NAMES[class_uid]
     category_uid = class_uid // 1000
     return {
@@ -256,13 +262,15 @@ def _process_activity(row: dict[str, Any]) -> dict[str, Any]:
         actor_process = dict(process["parent_process"], container=process.get("container"))
     else:
         actor_process = process
-    out.update({
-        "process": process,
-        "actor": {"process": actor_process},
-        "device": _device(row),
-        "message": _event_message(row),
-        "unmapped": _unmapped(row),
-    })
+    out.update(
+        {
+            "process": process,
+            "actor": {"process": actor_process},
+            "device": _device(row),
+            "message": _event_message(row),
+            "unmapped": _unmapped(row),
+        }
+    )
     if kind == "process_exit":
         out["exit_code"] = row.get("exit_status") or 0  # Tetragon omits a zero status
     out.update(_security_control(row))
@@ -273,13 +281,15 @@ def _file_activity(row: dict[str, Any]) -> dict[str, Any]:
     access = (row.get("file_access") or "").lower()
     activity_id, activity_name = FILE_ACTIVITY.get(access, (99, access or "Other"))
     out = _envelope(row, CLASS_FILE, activity_id, activity_name)
-    out.update({
-        "file": _file_obj(row["file_path"]),
-        "actor": _actor(row),
-        "device": _device(row),
-        "message": _event_message(row),
-        "unmapped": _unmapped(row),
-    })
+    out.update(
+        {
+            "file": _file_obj(row["file_path"]),
+            "actor": _actor(row),
+            "device": _device(row),
+            "message": _event_message(row),
+            "unmapped": _unmapped(row),
+        }
+    )
     out.update(_security_control(row))
     return out
 
@@ -303,24 +313,29 @@ def _network_activity(row: dict[str, Any]) -> dict[str, Any]:
     dst = {"ip": row.get("daddr"), "port": row.get("dport")}
     if not row.get("daddr"):
         dst["hostname"] = row.get("node_name") if kind == "process_listen" else None
-    out.update({
-        "src_endpoint": src,
-        "dst_endpoint": dst,
-        "connection_info": {
-            "protocol_name": proto,
-            "protocol_num": PROTOCOL_NUMBERS.get(proto or ""),
-            "protocol_ver_id": version,
-            "direction_id": direction[0],
-            "direction": direction[1],
-        },
-        "actor": _actor(row),
-        "device": _device(row),
-        "message": _event_message(row),
-        "unmapped": _unmapped(row),
-    })
+    out.update(
+        {
+            "src_endpoint": src,
+            "dst_endpoint": dst,
+            "connection_info": {
+                "protocol_name": proto,
+                "protocol_num": PROTOCOL_NUMBERS.get(proto or ""),
+                "protocol_ver_id": version,
+                "direction_id": direction[0],
+                "direction": direction[1],
+            },
+            "actor": _actor(row),
+            "device": _device(row),
+            "message": _event_message(row),
+            "unmapped": _unmapped(row),
+        }
+    )
     if row.get("tls_version") or row.get("tls_cipher"):
-        out["tls"] = {"version": tls_version_number(row.get("tls_version")), "cipher": row.get("tls_cipher"),
-                      "sni": row.get("tls_sni")}
+        out["tls"] = {
+            "version": tls_version_number(row.get("tls_version")),
+            "cipher": row.get("tls_cipher"),
+            "sni": row.get("tls_sni"),
+        }
         out["unmapped"]["tls_cipher_code"] = row.get("tls_cipher_code")  # OCSF's tls object has no code
     out.update(_security_control(row))
     return out
@@ -331,8 +346,10 @@ def _base_event(row: dict[str, Any]) -> dict[str, Any]:
     out = _envelope(row, CLASS_BASE, 99, kind)
     out["device"] = _device(row)
     out["message"] = _event_message(row)
-    out["unmapped"] = _unmapped(row) | {"throttle": {"type": row.get("throttle_type"), "cgroup": row.get("cgroup")},
-                                        "dropped_events": row.get("dropped_events")}
+    out["unmapped"] = _unmapped(row) | {
+        "throttle": {"type": row.get("throttle_type"), "cgroup": row.get("cgroup")},
+        "dropped_events": row.get("dropped_events"),
+    }
     return out
 
 
@@ -353,37 +370,41 @@ def _detection_finding(row: dict[str, Any]) -> dict[str, Any]:
         "file": _file_obj(row.get("process_binary")),
         "cmd_line": command_line(row.get("process_binary"), row.get("arguments")),
         "parent_process": {"file": _file_obj(row.get("parent_binary")), "name": basename(row.get("parent_binary"))}
-        if row.get("parent_binary") else None,
+        if row.get("parent_binary")
+        else None,
         "lineage": list(reversed([b for b in (row.get("ancestor_binaries") or []) if b]))
-        + ([row["parent_binary"]] if row.get("parent_binary") else []) or None,
+        + ([row["parent_binary"]] if row.get("parent_binary") else [])
+        or None,
         "container": _container(row),
     }
-    out.update({
-        "message": row.get("message") or row.get("title"),
-        "status_id": 1,
-        "status": "New",
-        "start_time": first,
-        "end_time": last,
-        "count": row.get("count"),
-        "finding_info": {
-            "uid": row.get("alert_id"),
-            "title": row.get("title") or row.get("rule_id"),
-            "desc": row.get("message"),
-            "types": [row["rule_id"]] if row.get("rule_id") else None,
-            "analytic": {"uid": row.get("rule_id"), "name": row.get("title"), "type_id": 1, "type": "Rule"},
-            "attacks": attacks or None,
-            "created_time": first,
-            "first_seen_time": first,
-            "last_seen_time": last,
-            "related_events": [{"uid": e} for e in row.get("event_ids") or []] or None,
-        },
-        "actor": {"process": process},
-        "device": _device(row),
-        "unmapped": {
-            "k8s": {"namespace": row.get("namespace"), "pod": row.get("pod")},
-            "rule": {"id": row.get("rule_id"), "tags": row.get("tags"), "dedup_key": row.get("dedup_key")},
-        },
-    })
+    out.update(
+        {
+            "message": row.get("message") or row.get("title"),
+            "status_id": 1,
+            "status": "New",
+            "start_time": first,
+            "end_time": last,
+            "count": row.get("count"),
+            "finding_info": {
+                "uid": row.get("alert_id"),
+                "title": row.get("title") or row.get("rule_id"),
+                "desc": row.get("message"),
+                "types": [row["rule_id"]] if row.get("rule_id") else None,
+                "analytic": {"uid": row.get("rule_id"), "name": row.get("title"), "type_id": 1, "type": "Rule"},
+                "attacks": attacks or None,
+                "created_time": first,
+                "first_seen_time": first,
+                "last_seen_time": last,
+                "related_events": [{"uid": e} for e in row.get("event_ids") or []] or None,
+            },
+            "actor": {"process": process},
+            "device": _device(row),
+            "unmapped": {
+                "k8s": {"namespace": row.get("namespace"), "pod": row.get("pod")},
+                "rule": {"id": row.get("rule_id"), "tags": row.get("tags"), "dedup_key": row.get("dedup_key")},
+            },
+        }
+    )
     return out
 
 

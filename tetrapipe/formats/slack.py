@@ -14,8 +14,13 @@ from typing import Any
 
 from tetrapipe.formats._common import event_time, is_alert
 
-SEVERITY_ICONS = {"critical": ":rotating_light:", "high": ":red_circle:", "medium": ":large_orange_circle:",
-                  "low": ":large_yellow_circle:", "info": ":white_circle:"}
+SEVERITY_ICONS = {
+    "critical": ":rotating_light:",
+    "high": ":red_circle:",
+    "medium": ":large_orange_circle:",
+    "low": ":large_yellow_circle:",
+    "info": ":white_circle:",
+}
 
 
 def escape(text: Any) -> str:
@@ -31,15 +36,19 @@ def _where(row: dict[str, Any]) -> str:
 def to_slack(row: dict[str, Any], *, include_raw: bool = False) -> dict[str, Any]:
     if is_alert(row):
         severity = (row.get("severity") or "info").lower()
-        head = (f"{SEVERITY_ICONS.get(severity, '')} *{escape(severity.upper())}* "
-                f"`{escape(row.get('rule_id') or '?')}` {escape(row.get('title') or '')}").strip()
+        head = (
+            f"{SEVERITY_ICONS.get(severity, '')} *{escape(severity.upper())}* "
+            f"`{escape(row.get('rule_id') or '?')}` {escape(row.get('title') or '')}"
+        ).strip()
         count = f" ({row['count']} events)" if (row.get("count") or 1) > 1 else ""
         lines = [head, escape(row.get("message") or ""), f"_{escape(_where(row))}{count}_"]
     else:
         what = " ".join(str(v) for v in (row.get("process_binary"), row.get("arguments")) if v)
         target = row.get("file_path") or (f"{row['daddr']}:{row.get('dport')}" if row.get("daddr") else "")
-        lines = [f"`{escape(row.get('kind') or 'event')}` {escape(what)}" + (f" → {escape(target)}" if target else ""),
-                 f"_{escape(_where(row))}_"]
+        lines = [
+            f"`{escape(row.get('kind') or 'event')}` {escape(what)}" + (f" → {escape(target)}" if target else ""),
+            f"_{escape(_where(row))}_",
+        ]
     if include_raw and row.get("raw"):
         lines.append(f"```{escape(row['raw'])}```")
     return {"text": "\n".join(line for line in lines if line)}

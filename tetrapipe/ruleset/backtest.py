@@ -28,8 +28,12 @@ def _ts(value: dt.datetime | str) -> str:
     return "TIMESTAMP '" + str(value).replace("'", "''") + "'"
 
 
-def backtest_sql(rules: list[Rule], since: dt.datetime | str | None = None, until: dt.datetime | str | None = None,
-                 max_event_ids: int | None = DEFAULT_MAX_EVENT_IDS) -> str:
+def backtest_sql(
+    rules: list[Rule],
+    since: dt.datetime | str | None = None,
+    until: dt.datetime | str | None = None,
+    max_event_ids: int | None = DEFAULT_MAX_EVENT_IDS,
+) -> str:
     where = []
     if since is not None:
         where.append(f"time >= {_ts(since)}")
@@ -41,8 +45,13 @@ def backtest_sql(rules: list[Rule], since: dt.datetime | str | None = None, unti
     return group_sql(matches, rules_table_sql(rules), max_event_ids)
 
 
-def backtest(lake, rules: list[Rule], since: dt.datetime | str | None = None,  # noqa: ANN001
-             until: dt.datetime | str | None = None, max_event_ids: int | None = DEFAULT_MAX_EVENT_IDS) -> pa.Table:
+def backtest(
+    lake,
+    rules: list[Rule],
+    since: dt.datetime | str | None = None,  # noqa: ANN001
+    until: dt.datetime | str | None = None,
+    max_event_ids: int | None = DEFAULT_MAX_EVENT_IDS,
+) -> pa.Table:
     """One row per alert the rules raise over the lake's events in [since, until) (ALERT_SCHEMA)."""
     from tetrapipe import history
 

@@ -51,8 +51,9 @@ EXCEPTION_FIELDS = {
 class CompileError(Exception):
     """An expression that cannot be compiled; ``token`` is the text to point at, when known."""
 
-    def __init__(self, reason: str, token: str | None = None, line: int | None = None,
-                 path: Path | None = None) -> None:
+    def __init__(
+        self, reason: str, token: str | None = None, line: int | None = None, path: Path | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.token = token
@@ -123,7 +124,7 @@ def _scan(text: str):
                         continue
                     break
                 j += 1
-            yield "string", text[i:j + 1]
+            yield "string", text[i : j + 1]
             i = start = j + 1
             continue
         if c == "-" and text.startswith("--", i):
@@ -174,8 +175,9 @@ def expand(text: str, scope: Scope, _stack: tuple[str, ...] = ()) -> str:
                     return sql_literal(scope.lists[name].items)
                 if name in scope.macros:
                     if name in _stack:
-                        raise CompileError(f"macro @{name} refers to itself ({' -> '.join((*_stack, name))})",
-                                           token="@" + name)
+                        raise CompileError(
+                            f"macro @{name} refers to itself ({' -> '.join((*_stack, name))})", token="@" + name
+                        )
                     macro = scope.macros[name]
                     try:
                         body = expand(macro.sql, scope, (*_stack, name))
@@ -186,8 +188,10 @@ def expand(text: str, scope: Scope, _stack: tuple[str, ...] = ()) -> str:
                     return f"({body})"
                 known = list(scope.lists) + list(scope.macros)
                 hint = difflib.get_close_matches(name, known, n=1)
-                raise CompileError(f"unknown list or macro @{name}" + (f" (did you mean @{hint[0]}?)" if hint else ""),
-                                   token="@" + name)
+                raise CompileError(
+                    f"unknown list or macro @{name}" + (f" (did you mean @{hint[0]}?)" if hint else ""),
+                    token="@" + name,
+                )
             name = m.group(2)
             if name not in scope.params:
                 raise CompileError(f"unknown parameter ${{{name}}}: add it under params:", token="${" + name)
@@ -232,8 +236,10 @@ def exception_sql(exc: ExceptionDef, scope: Scope) -> str:
             if exact:
                 tests.append(f"list_has_any(ancestor_binaries, {sql_literal(exact)})")
             for g in globs:
-                tests.append(f"len(list_filter(ancestor_binaries, lambda a: a LIKE {sql_literal(_like_pattern(g))} "
-                             "ESCAPE '\\')) > 0")
+                tests.append(
+                    f"len(list_filter(ancestor_binaries, lambda a: a LIKE {sql_literal(_like_pattern(g))} "
+                    "ESCAPE '\\')) > 0"
+                )
         else:
             tests = [f"{column} IN {sql_literal(exact)}"] if exact else []
             tests += [f"{column} LIKE {sql_literal(_like_pattern(g))} ESCAPE '\\'" for g in globs]
@@ -254,15 +260,17 @@ def message_sql(template: str, scope: Scope) -> str:
     pos = 0
     for m in _PLACEHOLDER.finditer(template):
         if m.start() > pos:
-            pieces.append(sql_literal(template[pos:m.start()]))
+            pieces.append(sql_literal(template[pos : m.start()]))
         name = m.group(1)
         if name.startswith("@"):
             expr = expand(name, scope)
         else:
             if name not in COLUMNS:
                 hint = difflib.get_close_matches(name, COLUMNS, n=1)
-                raise CompileError(f"output names unknown column {{{name}}}" + (f" (did you mean {hint[0]}?)" if hint else ""),
-                                   token="{" + name + "}")
+                raise CompileError(
+                    f"output names unknown column {{{name}}}" + (f" (did you mean {hint[0]}?)" if hint else ""),
+                    token="{" + name + "}",
+                )
             expr = name
         pieces.append(f"coalesce(CAST({expr} AS VARCHAR), '')")
         pos = m.end()
@@ -300,8 +308,9 @@ class Validator:
     def type_of(self, expr: str) -> str:
         """The DuckDB type of ``expr`` over an event; raises CompileError with the offending token."""
         if re.search(r"(?i)\bselect\b", "".join(c for k, c in _scan(expr) if k == "code")):
-            raise CompileError("a condition is an expression over one event: subqueries (SELECT) are not allowed",
-                               token="select")
+            raise CompileError(
+                "a condition is an expression over one event: subqueries (SELECT) are not allowed", token="select"
+            )
         try:
             rel = self.con.sql(f"SELECT ({expr}) AS v FROM events")
             return str(rel.types[0])
@@ -323,9 +332,11 @@ class Validator:
         if m:
             name = m.group(1)
             hint = difflib.get_close_matches(name, COLUMNS, n=1)
-            return CompileError(f"unknown column {name}" + (f" (did you mean {hint[0]}?)" if hint else
-                                                             " (tetrapipe query --schema lists the columns)"),
-                                token=name)
+            return CompileError(
+                f"unknown column {name}"
+                + (f" (did you mean {hint[0]}?)" if hint else " (tetrapipe query --schema lists the columns)"),
+                token=name,
+            )
         m = re.search(r"at or near \"([^\"]+)\"", text)
         if m:
             return CompileError(f"SQL syntax error at or near {m.group(1)!r}", token=m.group(1))
@@ -338,8 +349,9 @@ class Validator:
 def locate(token: str | None, lines: list[str], first: int, last: int) -> int:
     """The 1-based line in [first, last] whose text contains ``token`` (first line if not found)."""
     if token:
-        pattern = re.compile(r"(?<![\w@$])" + re.escape(token) + (r"(?!\w)" if token[-1:].isalnum() else ""),
-                             re.IGNORECASE)
+        pattern = re.compile(
+            r"(?<![\w@$])" + re.escape(token) + (r"(?!\w)" if token[-1:].isalnum() else ""), re.IGNORECASE
+        )
         for no in range(first, min(last, len(lines)) + 1):
             if pattern.search(lines[no - 1]):
                 return no
@@ -372,8 +384,11 @@ def compile_rule(rule: Rule, scope: Scope, validator: Validator, file_lines: lis
         token = exc.token
         macro_hit = _blame_macro(token, rule.condition, scope) if token else None
         if macro_hit is not None:
-            err(f"{exc.reason} (in macro @{macro_hit.name}, used by rule {rule.id})",
-                locate(token, _file_lines(macro_hit.path), macro_hit.line, macro_hit.end_line), macro_hit.path)
+            err(
+                f"{exc.reason} (in macro @{macro_hit.name}, used by rule {rule.id})",
+                locate(token, _file_lines(macro_hit.path), macro_hit.line, macro_hit.end_line),
+                macro_hit.path,
+            )
         else:
             blame(exc, first, first, last)
         return issues
@@ -402,6 +417,7 @@ def compile_rule(rule: Rule, scope: Scope, validator: Validator, file_lines: lis
     except CompileError as exc:
         err(exc.reason, rule.line_of("output"))
         message = "''"
+
     def fields(names: list[str], key: str) -> list[str]:
         """Dedup / new-terms fields: columns, or ``@macro`` expressions."""
         out = []
@@ -415,8 +431,10 @@ def compile_rule(rule: Rule, scope: Scope, validator: Validator, file_lines: lis
                     err(f"{key}: {exc.reason}", locate(fld, file_lines, rule.line_of(key), rule.line_of(key) + 6))
             elif fld not in COLUMNS:
                 hint = difflib.get_close_matches(fld, COLUMNS, n=1)
-                err(f"{key} names unknown column {fld}" + (f" (did you mean {hint[0]}?)" if hint else ""),
-                    locate(fld, file_lines, rule.line_of(key), rule.line_of(key) + 6))
+                err(
+                    f"{key} names unknown column {fld}" + (f" (did you mean {hint[0]}?)" if hint else ""),
+                    locate(fld, file_lines, rule.line_of(key), rule.line_of(key) + 6),
+                )
             else:
                 out.append(fld)
         return out

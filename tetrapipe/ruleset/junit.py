@@ -16,12 +16,26 @@ from tetrapipe.ruleset.testing import TestReport
 def to_junit(report: TestReport, suite_name: str = "tetrapipe-rules") -> str:
     failures = report.count("failed")
     errors = report.count("error")
-    suites = ET.Element("testsuites", name=suite_name, tests=str(len(report.results)), failures=str(failures),
-                        errors=str(errors), time=f"{report.seconds:.3f}")
-    suite = ET.SubElement(suites, "testsuite", name=suite_name, tests=str(len(report.results)),
-                          failures=str(failures), errors=str(errors), skipped="0", time=f"{report.seconds:.3f}",
-                          timestamp=datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds"),
-                          hostname=socket.gethostname())
+    suites = ET.Element(
+        "testsuites",
+        name=suite_name,
+        tests=str(len(report.results)),
+        failures=str(failures),
+        errors=str(errors),
+        time=f"{report.seconds:.3f}",
+    )
+    suite = ET.SubElement(
+        suites,
+        "testsuite",
+        name=suite_name,
+        tests=str(len(report.results)),
+        failures=str(failures),
+        errors=str(errors),
+        skipped="0",
+        time=f"{report.seconds:.3f}",
+        timestamp=datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds"),
+        hostname=socket.gethostname(),
+    )
     for r in report.results:
         attrs = {"classname": f"rules.{r.rule_id}", "name": r.name, "time": f"{r.seconds:.3f}"}
         if r.path is not None:

@@ -36,8 +36,14 @@ def sample_logs(samples: Path | None) -> list[Path]:
         return []
     if samples.is_file():
         return [samples]
-    return sorted(p for p in samples.rglob("*") if p.is_file() and p.suffix in (".log", ".jsonl", ".json")
-                  and not p.name.startswith(".") and p.name != "handshakes.json")
+    return sorted(
+        p
+        for p in samples.rglob("*")
+        if p.is_file()
+        and p.suffix in (".log", ".jsonl", ".json")
+        and not p.name.startswith(".")
+        and p.name != "handshakes.json"
+    )
 
 
 def lint(rs: RuleSet, *, samples: Path | None = None, policies_dir: Path | None = None) -> LintReport:
@@ -50,12 +56,12 @@ def lint(rs: RuleSet, *, samples: Path | None = None, policies_dir: Path | None 
         fires = [t for t in rule.tests if (t.expect.count or 0) > 0 or t.expect.lines or t.expect.alerts]
         quiet = [t for t in rule.tests if t.expect.count == 0]
         if not rule.tests:
-            report.issues.append(Issue(rule.path, rule.line, "no tests: add one that fires and one that does not",
-                                       rule.id, "warning"))
+            report.issues.append(
+                Issue(rule.path, rule.line, "no tests: add one that fires and one that does not", rule.id, "warning")
+            )
         elif not fires or not quiet:
             missing = "fires" if not fires else "does not fire (expect: {count: 0})"
-            report.issues.append(Issue(rule.path, rule.line_of("tests"), f"no test that {missing}", rule.id,
-                                       "warning"))
+            report.issues.append(Issue(rule.path, rule.line_of("tests"), f"no test that {missing}", rule.id, "warning"))
     _never_true(rs, report)
     _sample_matches(rs, report, samples)
     report.issues.sort(key=lambda i: (str(i.path), i.line or 0, i.level))
@@ -87,8 +93,14 @@ def _never_true(rs: RuleSet, report: LintReport) -> None:
             plan = con.sql(f"EXPLAIN SELECT event_id FROM events WHERE {rule.compiled.predicate()}").fetchall()
             text = " ".join(str(p[1]) for p in plan)
             if "EMPTY_RESULT" in text or "EMPTY RESULT" in text.upper():
-                report.issues.append(Issue(rule.path, rule.condition_lines[0],
-                                           "condition can never be true (DuckDB folds it to false)", rule.id))
+                report.issues.append(
+                    Issue(
+                        rule.path,
+                        rule.condition_lines[0],
+                        "condition can never be true (DuckDB folds it to false)",
+                        rule.id,
+                    )
+                )
     finally:
         con.close()
 
@@ -100,8 +112,9 @@ def _sample_matches(rs: RuleSet, report: LintReport, samples: Path | None) -> No
 
     logs = sample_logs(samples)
     source = EventSource()
-    inputs = [(("log", str(p.resolve())), p.read_text(encoding="utf-8", errors="replace").splitlines(), str(p))
-              for p in logs]
+    inputs = [
+        (("log", str(p.resolve())), p.read_text(encoding="utf-8", errors="replace").splitlines(), str(p)) for p in logs
+    ]
     own: dict[str, list] = {}
     for rule in rs.rules:
         for test in rule.tests:
@@ -117,6 +130,7 @@ def _sample_matches(rs: RuleSet, report: LintReport, samples: Path | None) -> No
     source.prepare(list({k: (k, lines, label) for k, lines, label in inputs}.values()))
     con = duckdb.connect(":memory:")
     try:
+
         def count(keys: list) -> dict[int, int]:
             """Matches per rule over the events of ``keys``, in one statement (planning it is the cost)."""
             batches = [b for key in dict.fromkeys(keys) for b in source.get(key)[0] if b.num_rows]
@@ -138,8 +152,15 @@ def _sample_matches(rs: RuleSet, report: LintReport, samples: Path | None) -> No
             if logs and not on_samples.get(i) and rule.enabled:
                 also = "" if on_tests.get(i) else ", nor on its own test events"
                 level = "warning"
-                report.issues.append(Issue(rule.path, rule.condition_lines[0],
-                                           f"condition is never true on the sample data ({report.sample_events} "
-                                           f"events under {samples}){also}", rule.id, level))
+                report.issues.append(
+                    Issue(
+                        rule.path,
+                        rule.condition_lines[0],
+                        f"condition is never true on the sample data ({report.sample_events} "
+                        f"events under {samples}){also}",
+                        rule.id,
+                        level,
+                    )
+                )
     finally:
         con.close()

@@ -47,20 +47,52 @@ from tetrapipe.ruleset.model import (
 from tetrapipe.schema import OSS_KINDS
 
 RULE_KEYS = {
-    "id", "title", "description", "severity", "mitre", "tags", "event", "condition", "output", "dedup",
-    "exceptions", "enabled", "tests", "params", "params_by_namespace", "requires", "new_terms", "references",
+    "id",
+    "title",
+    "description",
+    "severity",
+    "mitre",
+    "tags",
+    "event",
+    "condition",
+    "output",
+    "dedup",
+    "exceptions",
+    "enabled",
+    "tests",
+    "params",
+    "params_by_namespace",
+    "requires",
+    "new_terms",
+    "references",
     "false_positives",
 }
 REQUIRED_RULE_KEYS = ("id", "title", "description", "severity", "event", "condition", "output")
 LIBRARY_KEYS = {"lists", "macros", "description"}
-OVERRIDE_KEYS = {"override", "enabled", "severity", "params", "params_by_namespace", "exceptions", "dedup", "tags",
-                 "description"}
+OVERRIDE_KEYS = {
+    "override",
+    "enabled",
+    "severity",
+    "params",
+    "params_by_namespace",
+    "exceptions",
+    "dedup",
+    "tags",
+    "description",
+}
 TEST_KEYS = {"name", "log", "events", "expect", "params", "params_by_namespace"}
 EXPECT_KEYS = {"count", "lines", "alerts"}
 DEFAULT_DEDUP = Dedup(fields=["node_name", "exec_id"], window_seconds=3600)
 #: event kinds a rule may name: the open-source API, Isovalent Enterprise kinds seen in real exports, ``tls``
-KNOWN_KINDS = set(OSS_KINDS) | {"process_connect", "process_close", "process_listen", "process_accept",
-                                "process_sock_stats", "process_dns", "tls"}
+KNOWN_KINDS = set(OSS_KINDS) | {
+    "process_connect",
+    "process_close",
+    "process_listen",
+    "process_accept",
+    "process_sock_stats",
+    "process_dns",
+    "tls",
+}
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _MITRE = re.compile(r"^(T\d{4}(\.\d{3})?|TA\d{4})$")
 
@@ -99,11 +131,15 @@ class _Ctx:
         for key in mapping:
             if key not in allowed:
                 hint = difflib.get_close_matches(str(key), sorted(allowed), n=1)
-                self.error(mapping.line_of(key), f"unknown key {key!r} in {what}"
-                           + (f" (did you mean {hint[0]!r}?)" if hint else f"; allowed: {', '.join(sorted(allowed))}"))
+                self.error(
+                    mapping.line_of(key),
+                    f"unknown key {key!r} in {what}"
+                    + (f" (did you mean {hint[0]!r}?)" if hint else f"; allowed: {', '.join(sorted(allowed))}"),
+                )
 
-    def named_entries(self, doc: yamlio.Located, key: str, allowed: set[str], shape: str,
-                      entry: str) -> Iterator[tuple[Any, str]]:
+    def named_entries(
+        self, doc: yamlio.Located, key: str, allowed: set[str], shape: str, entry: str
+    ) -> Iterator[tuple[Any, str]]:
         """Each well-formed ``- name: ...`` mapping under ``doc[key]``, with its name.
 
         Exceptions and tests are both lists of named mappings; a malformed
@@ -177,8 +213,10 @@ def _parse_dedup(ctx: _Ctx, doc: yamlio.Located) -> Dedup:
 def _parse_exceptions(ctx: _Ctx, doc: yamlio.Located) -> list[ExceptionDef]:
     out: list[ExceptionDef] = []
     allowed = set(EXCEPTION_FIELDS) | {"name", "when", "reason"}
-    shape = (" of named allow-list entries "
-             "(- name: ..., images: [...], namespaces: [...], binaries: [...], parent_binaries: [...])")
+    shape = (
+        " of named allow-list entries "
+        "(- name: ..., images: [...], namespaces: [...], binaries: [...], parent_binaries: [...])"
+    )
     for entry, name in ctx.named_entries(doc, "exceptions", allowed, shape, "an exception entry"):
         fields: dict[str, list[Any]] = {}
         for key in EXCEPTION_FIELDS:
@@ -194,8 +232,10 @@ def _parse_exceptions(ctx: _Ctx, doc: yamlio.Located) -> list[ExceptionDef]:
             ctx.error(entry.line_of("when"), f"exception {name}: when must be a SQL condition (string)")
             when = None
         if not fields and not when:
-            ctx.error(entry.line, f"exception {name} lists nothing to allow "
-                      f"(give one of {', '.join(EXCEPTION_FIELDS)} or when)")
+            ctx.error(
+                entry.line,
+                f"exception {name} lists nothing to allow (give one of {', '.join(EXCEPTION_FIELDS)} or when)",
+            )
             continue
         out.append(ExceptionDef(name, fields, when, entry.line))
     return out
@@ -218,8 +258,9 @@ def _parse_params(ctx: _Ctx, doc: yamlio.Located) -> tuple[dict[str, Any], dict[
 
 def _parse_tests(ctx: _Ctx, doc: yamlio.Located) -> list[RuleTest]:
     out: list[RuleTest] = []
-    for t, name in ctx.named_entries(doc, "tests", TEST_KEYS, " of tests (- name: ..., log or events, expect)",
-                                     "a test"):
+    for t, name in ctx.named_entries(
+        doc, "tests", TEST_KEYS, " of tests (- name: ..., log or events, expect)", "a test"
+    ):
         log = t.get("log")
         events = t.get("events")
         if (log is None) == (events is None):
@@ -235,8 +276,10 @@ def _parse_tests(ctx: _Ctx, doc: yamlio.Located) -> list[RuleTest]:
             continue
         expect_raw = t.get("expect")
         if not isinstance(expect_raw, dict):
-            ctx.error(t.line_of("expect") if "expect" in t else t.line,
-                      f"test {name!r}: expect must be a mapping (count, lines, alerts)")
+            ctx.error(
+                t.line_of("expect") if "expect" in t else t.line,
+                f"test {name!r}: expect must be a mapping (count, lines, alerts)",
+            )
             continue
         ctx.keys(expect_raw, EXPECT_KEYS, "expect")
         count = expect_raw.get("count")
@@ -245,7 +288,9 @@ def _parse_tests(ctx: _Ctx, doc: yamlio.Located) -> list[RuleTest]:
         if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
             ctx.error(expect_raw.line_of("count"), f"test {name!r}: count must be a number >= 0")
             continue
-        if exp_lines is not None and (not isinstance(exp_lines, list) or not all(isinstance(x, int) for x in exp_lines)):
+        if exp_lines is not None and (
+            not isinstance(exp_lines, list) or not all(isinstance(x, int) for x in exp_lines)
+        ):
             ctx.error(expect_raw.line_of("lines"), f"test {name!r}: lines must be a list of line numbers")
             continue
         if alerts is not None and (not isinstance(alerts, list) or not all(isinstance(a, dict) for a in alerts)):
@@ -260,14 +305,26 @@ def _parse_tests(ctx: _Ctx, doc: yamlio.Located) -> list[RuleTest]:
             continue
         by_ns = t.get("params_by_namespace") or {}
         if not isinstance(by_ns, dict) or not all(isinstance(v, dict) for v in by_ns.values()):
-            ctx.error(t.line_of("params_by_namespace"),
-                      f"test {name!r}: params_by_namespace maps namespaces to parameter values")
+            ctx.error(
+                t.line_of("params_by_namespace"),
+                f"test {name!r}: params_by_namespace maps namespaces to parameter values",
+            )
             continue
-        out.append(RuleTest(name=name, line=t.line, log=log, events=lines,
-                            expect=Expect(count=count, lines=list(exp_lines) if exp_lines is not None else None,
-                                          alerts=[dict(a) for a in alerts] if alerts is not None else None),
-                            params=dict(params),
-                            params_by_namespace={str(k): dict(v) for k, v in by_ns.items()}))
+        out.append(
+            RuleTest(
+                name=name,
+                line=t.line,
+                log=log,
+                events=lines,
+                expect=Expect(
+                    count=count,
+                    lines=list(exp_lines) if exp_lines is not None else None,
+                    alerts=[dict(a) for a in alerts] if alerts is not None else None,
+                ),
+                params=dict(params),
+                params_by_namespace={str(k): dict(v) for k, v in by_ns.items()},
+            )
+        )
     return out
 
 
@@ -321,15 +378,20 @@ def _parse_rule(ctx: _Ctx, doc: yamlio.Located, text_lines: list[str]) -> Rule |
     mitre = ctx.strings(doc, "mitre")
     for m in mitre:
         if not _MITRE.match(m):
-            ctx.error(doc.line_of("mitre"), f"MITRE ATT&CK id {m!r} is not a technique (T1059, T1059.004) or tactic (TA0002)")
+            ctx.error(
+                doc.line_of("mitre"), f"MITRE ATT&CK id {m!r} is not a technique (T1059, T1059.004) or tactic (TA0002)"
+            )
     events = ctx.strings(doc, "event")
     if "event" in doc and not events:
         ctx.error(doc.line_of("event"), "event must name at least one event kind (process_exec, process_kprobe, ...)")
     for k in events:
         if k not in KNOWN_KINDS:
             hint = difflib.get_close_matches(k, sorted(KNOWN_KINDS), n=1)
-            ctx.warn(doc.line_of("event"), f"event kind {k!r} is not a Tetragon kind tetrapipe knows"
-                     + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+            ctx.warn(
+                doc.line_of("event"),
+                f"event kind {k!r} is not a Tetragon kind tetrapipe knows"
+                + (f" (did you mean {hint[0]!r}?)" if hint else ""),
+            )
     condition = ctx.string(doc, "condition", required=True)
     output = ctx.string(doc, "output", required=True).strip()
     enabled = doc.get("enabled", True)
@@ -363,13 +425,30 @@ def _parse_rule(ctx: _Ctx, doc: yamlio.Located, text_lines: list[str]) -> Rule |
     if not rid or not condition:
         return None
     return Rule(
-        id=rid, title=title, description=description, severity=severity, mitre=mitre,
-        tags=ctx.strings(doc, "tags"), events=events, condition=condition, output=output, dedup=dedup,
-        exceptions=exceptions, enabled=enabled, tests=tests, params=params, params_by_namespace=by_ns,
-        policies=policies, tetragon_flags=flags, new_terms=new_terms, path=ctx.path, line=doc.line,
+        id=rid,
+        title=title,
+        description=description,
+        severity=severity,
+        mitre=mitre,
+        tags=ctx.strings(doc, "tags"),
+        events=events,
+        condition=condition,
+        output=output,
+        dedup=dedup,
+        exceptions=exceptions,
+        enabled=enabled,
+        tests=tests,
+        params=params,
+        params_by_namespace=by_ns,
+        policies=policies,
+        tetragon_flags=flags,
+        new_terms=new_terms,
+        path=ctx.path,
+        line=doc.line,
         key_lines=dict(doc.key_lines),
         condition_lines=(yamlio.content_line(doc, "condition"), yamlio.end_line(doc, "condition")),
-        references=ctx.strings(doc, "references"), false_positives=ctx.strings(doc, "false_positives"),
+        references=ctx.strings(doc, "references"),
+        false_positives=ctx.strings(doc, "false_positives"),
     )
 
 
@@ -390,8 +469,11 @@ def _parse_library(ctx: _Ctx, doc: yamlio.Located, rs: RuleSet, where: dict[str,
                 continue
             description = ""
             if isinstance(value, dict):
-                ctx.keys(value, {"items", "description"} if section == "lists" else {"condition", "description"},
-                         f"{section[:-1]} {name}")
+                ctx.keys(
+                    value,
+                    {"items", "description"} if section == "lists" else {"condition", "description"},
+                    f"{section[:-1]} {name}",
+                )
                 description = str(value.get("description", ""))
                 node_owner, node_key = value, ("items" if section == "lists" else "condition")
                 value = value.get(node_key)
@@ -409,8 +491,14 @@ def _parse_library(ctx: _Ctx, doc: yamlio.Located, rs: RuleSet, where: dict[str,
                 if not isinstance(value, str) or not value.strip():
                     ctx.error(line, f"macro {name} must be a SQL expression (string)")
                     continue
-                rs.macros[name] = MacroDef(name, value, ctx.path, yamlio.content_line(node_owner, node_key),
-                                           yamlio.end_line(node_owner, node_key), description)
+                rs.macros[name] = MacroDef(
+                    name,
+                    value,
+                    ctx.path,
+                    yamlio.content_line(node_owner, node_key),
+                    yamlio.end_line(node_owner, node_key),
+                    description,
+                )
             where[name] = (ctx.path, line)
 
 
@@ -421,7 +509,10 @@ def _apply_override(ctx: _Ctx, doc: yamlio.Located, rs: RuleSet, raw: dict[str, 
     if rule is None:
         known = [r.id for r in rs.rules]
         hint = difflib.get_close_matches(str(rid), known, n=1)
-        ctx.error(doc.line_of("override"), f"override of unknown rule {rid!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+        ctx.error(
+            doc.line_of("override"),
+            f"override of unknown rule {rid!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""),
+        )
         return
     ctx.rule_id = rule.id
     if "enabled" in doc:
@@ -440,7 +531,10 @@ def _apply_override(ctx: _Ctx, doc: yamlio.Located, rs: RuleSet, raw: dict[str, 
     params = ctx.mapping(doc, "params") or {}
     for name, value in params.items():
         if name not in rule.params:
-            ctx.error(params.line_of(name), f"rule {rule.id} has no parameter {name} (it has: {', '.join(rule.params) or 'none'})")
+            ctx.error(
+                params.line_of(name),
+                f"rule {rule.id} has no parameter {name} (it has: {', '.join(rule.params) or 'none'})",
+            )
         else:
             rule.params[name] = value
     by_ns = ctx.mapping(doc, "params_by_namespace") or {}
@@ -487,8 +581,11 @@ def load_ruleset(paths: Iterable[str | Path], *, compile_rules: bool = True) -> 
     for path, doc, text_lines in docs:
         file_lines[path] = text_lines
         if doc is None:
-            rs.issues.append(Issue(path, 1, "empty file (a rule needs id, title, severity, event, condition, output)",
-                                   level="warning"))
+            rs.issues.append(
+                Issue(
+                    path, 1, "empty file (a rule needs id, title, severity, event, condition, output)", level="warning"
+                )
+            )
             continue
         if not isinstance(doc, dict):
             rs.issues.append(Issue(path, 1, "a rules file must be a YAML mapping (a rule, a library or an override)"))
@@ -500,8 +597,14 @@ def load_ruleset(paths: Iterable[str | Path], *, compile_rules: bool = True) -> 
                 continue
             if rule.id in seen_ids:
                 other = seen_ids[rule.id]
-                rs.issues.append(Issue(path, doc.line_of("id"), f"duplicate rule id {rule.id!r} "
-                                       f"(also {other.path}:{other.line_of('id')})", rule.id))
+                rs.issues.append(
+                    Issue(
+                        path,
+                        doc.line_of("id"),
+                        f"duplicate rule id {rule.id!r} (also {other.path}:{other.line_of('id')})",
+                        rule.id,
+                    )
+                )
                 continue
             seen_ids[rule.id] = rule
             rule_docs[rule.id] = doc
@@ -511,8 +614,13 @@ def load_ruleset(paths: Iterable[str | Path], *, compile_rules: bool = True) -> 
         elif "lists" in doc or "macros" in doc:
             _parse_library(ctx, doc, rs, where)
         else:
-            rs.issues.append(Issue(path, doc.line, "not a rule (no id:), a library (lists:/macros:) or an override "
-                                   "(override: <rule id>)"))
+            rs.issues.append(
+                Issue(
+                    path,
+                    doc.line,
+                    "not a rule (no id:), a library (lists:/macros:) or an override (override: <rule id>)",
+                )
+            )
     for path, doc in overrides:
         _apply_override(_Ctx(path, rs.issues), doc, rs, rule_docs)
     if compile_rules:
@@ -534,9 +642,14 @@ def compile_all(rs: RuleSet, file_lines: dict[Path, list[str]] | None = None) ->
             scope = Scope(rs.lists, rs.macros, rule.params, rule.params_by_namespace)
             names, _ = references(rule.condition)
             if names & bad_macros:
-                rs.issues.append(Issue(rule.path, rule.condition_lines[0],
-                                       f"uses broken macro(s) {', '.join('@' + n for n in sorted(names & bad_macros))}",
-                                       rule.id))
+                rs.issues.append(
+                    Issue(
+                        rule.path,
+                        rule.condition_lines[0],
+                        f"uses broken macro(s) {', '.join('@' + n for n in sorted(names & bad_macros))}",
+                        rule.id,
+                    )
+                )
                 continue
             problems = compile_rule(rule, scope, validator, lines)
             rs.issues.extend(problems)

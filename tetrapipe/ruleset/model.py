@@ -119,12 +119,12 @@ class RuleTest:
 class Compiled:
     """A rule turned into SQL over the event schema (all names and parameters expanded)."""
 
-    condition: str       # the rule's condition, macros and params expanded
+    condition: str  # the rule's condition, macros and params expanded
     exceptions: str | None  # OR of the exception entries, or None
     kinds: list[str]
-    message: str          # SQL expression producing the alert message
-    dedup_key: str        # SQL expression producing the dedup key
-    term: str | None      # SQL expression hashing the new-terms fields, or None
+    message: str  # SQL expression producing the alert message
+    dedup_key: str  # SQL expression producing the dedup key
+    term: str | None  # SQL expression hashing the new-terms fields, or None
 
     def predicate(self) -> str:
         """The full boolean test: kind prefilter, condition, not excepted."""
@@ -177,7 +177,6 @@ class RuleSet(HasIssues):
     macros: dict[str, MacroDef] = field(default_factory=dict)
     issues: list[Issue] = field(default_factory=list)
     overrides: list[Path] = field(default_factory=list)
-
 
     def enabled(self) -> list[Rule]:
         return [r for r in self.rules if r.enabled and r.compiled is not None]

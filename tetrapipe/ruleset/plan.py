@@ -33,8 +33,18 @@ from tetrapipe.ruleset.compiler import COLUMNS, _scan, sql_literal
 from tetrapipe.ruleset.model import Rule
 
 #: event columns an alert copies from its first event
-ALERT_EVENT_COLUMNS = ["node_name", "namespace", "pod", "container_name", "image", "exec_id", "process_binary",
-                       "arguments", "parent_binary", "ancestor_binaries"]
+ALERT_EVENT_COLUMNS = [
+    "node_name",
+    "namespace",
+    "pod",
+    "container_name",
+    "image",
+    "exec_id",
+    "process_binary",
+    "arguments",
+    "parent_binary",
+    "ancestor_binaries",
+]
 #: how many event ids an alert row lists
 DEFAULT_MAX_EVENT_IDS = 20
 _FAR_FUTURE = "TIMESTAMP '9999-12-31 00:00:00'"
@@ -47,8 +57,10 @@ def match_sql(rules: list[Rule], source: str, where: str | None = None) -> str:
     for i, rule in enumerate(rules):
         c = rule.compiled
         term = f"CAST({c.term} AS UBIGINT)" if c.term else "NULL::UBIGINT"
-        items.append(f"CASE WHEN {c.predicate()}\n  THEN struct_pack(_r := {i}, _message := {c.message}, "
-                     f"_dedup_key := {c.dedup_key}, _term := {term}) END")
+        items.append(
+            f"CASE WHEN {c.predicate()}\n  THEN struct_pack(_r := {i}, _message := {c.message}, "
+            f"_dedup_key := {c.dedup_key}, _term := {term}) END"
+        )
     filters = [f"kind IN ({', '.join(sql_literal(k) for k in kinds)})"]
     if where:
         filters.append(f"({where})")
@@ -56,10 +68,10 @@ def match_sql(rules: list[Rule], source: str, where: str | None = None) -> str:
     return f"""
 WITH _m AS (
     SELECT {cols}, list_filter([
-{(','.join(items))}
+{(",".join(items))}
     ], lambda _s: _s IS NOT NULL) AS _rs
     FROM {source}
-    WHERE {' AND '.join(filters)}
+    WHERE {" AND ".join(filters)}
 )
 SELECT * EXCLUDE (_rs), unnest(_rs, recursive := true) FROM _m WHERE len(_rs) > 0
 """
@@ -99,19 +111,21 @@ def mask_sql(rules: list[Rule], source: str) -> str:
     kinds = sorted({k for r in rules for k in r.compiled.kinds})
     cols = []
     for start in range(0, len(rules), MASK_BITS):
-        terms = [f"CASE WHEN {rule.compiled.predicate()}\n  THEN {1 << bit}::BIGINT ELSE 0::BIGINT END"
-                 for bit, rule in enumerate(rules[start:start + MASK_BITS])]
+        terms = [
+            f"CASE WHEN {rule.compiled.predicate()}\n  THEN {1 << bit}::BIGINT ELSE 0::BIGINT END"
+            for bit, rule in enumerate(rules[start : start + MASK_BITS])
+        ]
         cols.append(" + ".join(terms) + f" AS _m{start // MASK_BITS}")
     for i, rule in enumerate(rules):
         c = rule.compiled
         if c.term:
             cols.append(f"CASE WHEN {c.predicate()}\n  THEN CAST({c.term} AS UBIGINT) END AS _t{i}")
-    return (f"SELECT _i, {', '.join(cols)}\nFROM {source}\n"
-            f"WHERE kind IN ({', '.join(sql_literal(k) for k in kinds)})")
+    return f"SELECT _i, {', '.join(cols)}\nFROM {source}\nWHERE kind IN ({', '.join(sql_literal(k) for k in kinds)})"
 
 
-def live_group_sql(hits: str, rules_table: str, rules: list[Rule], which: list[int],
-                   max_event_ids: int | None = DEFAULT_MAX_EVENT_IDS) -> str:
+def live_group_sql(
+    hits: str, rules_table: str, rules: list[Rule], which: list[int], max_event_ids: int | None = DEFAULT_MAX_EVENT_IDS
+) -> str:
     """Steps 1b and 2, live: :func:`group_sql`'s rows from the rows :func:`mask_sql` kept.
 
     ``hits`` holds those rows with their ``_m*`` columns (bits of matches a
@@ -128,8 +142,10 @@ def live_group_sql(hits: str, rules_table: str, rules: list[Rule], which: list[i
         rules_table = f"({rules_table})"
     items = []
     for i in which:
-        items.append(f"CASE WHEN (_m{i // MASK_BITS} & {1 << (i % MASK_BITS)}::BIGINT) <> 0\n"
-                     f"  THEN struct_pack(_r := {i}, _dedup_key := {rules[i].compiled.dedup_key}) END")
+        items.append(
+            f"CASE WHEN (_m{i // MASK_BITS} & {1 << (i % MASK_BITS)}::BIGINT) <> 0\n"
+            f"  THEN struct_pack(_r := {i}, _dedup_key := {rules[i].compiled.dedup_key}) END"
+        )
     order = f"struct_pack(_t := coalesce(m.time, {_FAR_FUTURE}), _e := m.event_id)"
     ids = "list(m.event_id ORDER BY m.time NULLS LAST, m.event_id)"
     if max_event_ids:
@@ -138,7 +154,7 @@ def live_group_sql(hits: str, rules_table: str, rules: list[Rule], which: list[i
     return f"""
 WITH _l AS (
     SELECT _i, time, event_id, list_filter([
-{(','.join(items))}
+{(",".join(items))}
     ], lambda _s: _s IS NOT NULL) AS _rs
     FROM {hits}
 ), _k AS (
@@ -159,7 +175,7 @@ WITH _l AS (
 SELECT substr(md5(concat_ws('|', _g_rule_id, _g_dedup_key, CAST(_g_bucket AS VARCHAR))), 1, 20) AS alert_id,
        _g_rule_id AS rule_id, _g_title AS title, _g_severity AS severity, _g_mitre AS mitre, _g_tags AS tags,
        _g_time AS time, _g_last_time AS last_time,
-       {', '.join(f'h.{c} AS {c}' for c in ALERT_EVENT_COLUMNS)},
+       {", ".join(f"h.{c} AS {c}" for c in ALERT_EVENT_COLUMNS)},
        CASE _g_r
 {whens}
        END AS message,
@@ -183,11 +199,12 @@ def rules_table_sql(rules: list[Rule]) -> str:
     """A VALUES list of the rules' constant alert columns, indexed by ``_r``."""
     rows = []
     for i, r in enumerate(rules):
-        rows.append(f"({i}, {sql_literal(r.id)}, {sql_literal(r.title)}, {sql_literal(r.severity)}, "
-                    f"{sql_literal(list(r.mitre))}::VARCHAR[], {sql_literal(list(r.tags))}::VARCHAR[], "
-                    f"{int(r.dedup.window_seconds) * 1_000_000}::BIGINT)")
-    return ("SELECT * FROM (VALUES " + ", ".join(rows) +
-            ") AS _v(_r, rule_id, title, severity, mitre, tags, _window_us)")
+        rows.append(
+            f"({i}, {sql_literal(r.id)}, {sql_literal(r.title)}, {sql_literal(r.severity)}, "
+            f"{sql_literal(list(r.mitre))}::VARCHAR[], {sql_literal(list(r.tags))}::VARCHAR[], "
+            f"{int(r.dedup.window_seconds) * 1_000_000}::BIGINT)"
+        )
+    return "SELECT * FROM (VALUES " + ", ".join(rows) + ") AS _v(_r, rule_id, title, severity, mitre, tags, _window_us)"
 
 
 def group_sql(matches: str, rules_table: str, max_event_ids: int | None = DEFAULT_MAX_EVENT_IDS) -> str:
@@ -195,8 +212,9 @@ def group_sql(matches: str, rules_table: str, max_event_ids: int | None = DEFAUL
     if rules_table.lstrip().upper().startswith("SELECT"):
         rules_table = f"({rules_table})"
     order = f"struct_pack(_t := coalesce(m.time, {_FAR_FUTURE}), _e := m.event_id)"
-    first = "arg_min(struct_pack(" + ", ".join(f"{c} := m.{c}" for c in [*ALERT_EVENT_COLUMNS, "_message"]) + \
-        f"), {order})"
+    first = (
+        "arg_min(struct_pack(" + ", ".join(f"{c} := m.{c}" for c in [*ALERT_EVENT_COLUMNS, "_message"]) + f"), {order})"
+    )
     ids = "list(m.event_id ORDER BY m.time NULLS LAST, m.event_id)"
     if max_event_ids:
         ids += f"[1:{int(max_event_ids)}]"
@@ -216,7 +234,7 @@ WITH _b AS (
 )
 SELECT substr(md5(concat_ws('|', rule_id, dedup_key, CAST(_bucket AS VARCHAR))), 1, 20) AS alert_id,
        rule_id, title, severity, mitre, tags, time, last_time,
-       {', '.join(f'_first.{c} AS {c}' for c in ALERT_EVENT_COLUMNS)},
+       {", ".join(f"_first.{c} AS {c}" for c in ALERT_EVENT_COLUMNS)},
        _first._message AS message, dedup_key, count, event_ids,
        _r, CASE WHEN _bucket < 0 THEN NULL ELSE (_bucket + 1) * _window_us END AS _bucket_end_us
 FROM _g

@@ -22,55 +22,201 @@ from tetrapipe.ruleset.model import Issue, RuleSet
 
 API_VERSION = "cilium.io/v1alpha1"
 KINDS = ("TracingPolicy", "TracingPolicyNamespaced")
-SPEC_KEYS = {"kprobes", "tracepoints", "loader", "uprobes", "lsmhooks", "usdts", "fentries", "podSelector",
-             "containerSelector", "hostSelector", "nodeSelector", "lists", "enforcers", "options"}
-KPROBE_KEYS = {"call", "syscall", "return", "message", "tags", "args", "data", "returnArg", "returnArgAction",
-               "selectors", "ignore"}
+SPEC_KEYS = {
+    "kprobes",
+    "tracepoints",
+    "loader",
+    "uprobes",
+    "lsmhooks",
+    "usdts",
+    "fentries",
+    "podSelector",
+    "containerSelector",
+    "hostSelector",
+    "nodeSelector",
+    "lists",
+    "enforcers",
+    "options",
+}
+KPROBE_KEYS = {
+    "call",
+    "syscall",
+    "return",
+    "message",
+    "tags",
+    "args",
+    "data",
+    "returnArg",
+    "returnArgAction",
+    "selectors",
+    "ignore",
+}
 ARG_KEYS = {"index", "type", "sizeArgIndex", "returnCopy", "maxData", "label", "resolve"}
-ARG_TYPES = {"int", "sint32", "int32", "uint32", "long", "sint64", "int64", "ulong", "uint64", "size_t", "string",
-             "skb", "sock", "char_buf", "char_iovec", "filename", "path", "fd", "cred", "const_buf", "nop",
-             "bpf_attr", "perf_event", "bpf_map", "bpf_prog", "user_namespace", "capability", "kiocb", "iov_iter",
-             "load_info", "module", "syscall64", "sint16", "int16", "uint16", "sint8", "int8", "uint8",
-             "kernel_cap_t", "cap_inheritable", "cap_permitted", "cap_effective", "linux_binprm", "data_loc",
-             "net_device", "sockaddr", "socket", "file", "dentry"}
-SELECTOR_KEYS = {"matchArgs", "matchData", "matchReturnArgs", "matchPIDs", "matchBinaries", "matchParentBinaries",
-                 "matchNamespaces", "matchCapabilities", "matchNamespaceChanges", "matchCapabilityChanges",
-                 "matchWorkloads", "matchActions", "matchReturnActions"}
-ARG_OPERATORS = {"Equal", "NotEqual", "Prefix", "NotPrefix", "Postfix", "NotPostfix", "GT", "LT", "GreaterThan",
-                 "LessThan", "Mask", "SPort", "NotSPort", "SPortPriv", "NotSPortPriv", "DPort", "NotDPort",
-                 "DPortPriv", "NotDPortPriv", "SAddr", "NotSAddr", "DAddr", "NotDAddr", "Protocol", "Family", "State",
-                 "InMap", "NotInMap", "CapabilitiesGained", "InRange", "NotInRange", "SubString",
-                 "SubStringIgnCase", "CelExpr", "FileType", "NotFileType"}
-ACTIONS = {"Post", "Sigkill", "Signal", "Override", "GetUrl", "DnsLookup", "NoPost", "TrackSock", "UntrackSock",
-           "NotifyEnforcer", "CleanupEnforcerNotification", "Set", "FollowFD", "UnfollowFD", "CopyFD"}
+ARG_TYPES = {
+    "int",
+    "sint32",
+    "int32",
+    "uint32",
+    "long",
+    "sint64",
+    "int64",
+    "ulong",
+    "uint64",
+    "size_t",
+    "string",
+    "skb",
+    "sock",
+    "char_buf",
+    "char_iovec",
+    "filename",
+    "path",
+    "fd",
+    "cred",
+    "const_buf",
+    "nop",
+    "bpf_attr",
+    "perf_event",
+    "bpf_map",
+    "bpf_prog",
+    "user_namespace",
+    "capability",
+    "kiocb",
+    "iov_iter",
+    "load_info",
+    "module",
+    "syscall64",
+    "sint16",
+    "int16",
+    "uint16",
+    "sint8",
+    "int8",
+    "uint8",
+    "kernel_cap_t",
+    "cap_inheritable",
+    "cap_permitted",
+    "cap_effective",
+    "linux_binprm",
+    "data_loc",
+    "net_device",
+    "sockaddr",
+    "socket",
+    "file",
+    "dentry",
+}
+SELECTOR_KEYS = {
+    "matchArgs",
+    "matchData",
+    "matchReturnArgs",
+    "matchPIDs",
+    "matchBinaries",
+    "matchParentBinaries",
+    "matchNamespaces",
+    "matchCapabilities",
+    "matchNamespaceChanges",
+    "matchCapabilityChanges",
+    "matchWorkloads",
+    "matchActions",
+    "matchReturnActions",
+}
+ARG_OPERATORS = {
+    "Equal",
+    "NotEqual",
+    "Prefix",
+    "NotPrefix",
+    "Postfix",
+    "NotPostfix",
+    "GT",
+    "LT",
+    "GreaterThan",
+    "LessThan",
+    "Mask",
+    "SPort",
+    "NotSPort",
+    "SPortPriv",
+    "NotSPortPriv",
+    "DPort",
+    "NotDPort",
+    "DPortPriv",
+    "NotDPortPriv",
+    "SAddr",
+    "NotSAddr",
+    "DAddr",
+    "NotDAddr",
+    "Protocol",
+    "Family",
+    "State",
+    "InMap",
+    "NotInMap",
+    "CapabilitiesGained",
+    "InRange",
+    "NotInRange",
+    "SubString",
+    "SubStringIgnCase",
+    "CelExpr",
+    "FileType",
+    "NotFileType",
+}
+ACTIONS = {
+    "Post",
+    "Sigkill",
+    "Signal",
+    "Override",
+    "GetUrl",
+    "DnsLookup",
+    "NoPost",
+    "TrackSock",
+    "UntrackSock",
+    "NotifyEnforcer",
+    "CleanupEnforcerNotification",
+    "Set",
+    "FollowFD",
+    "UnfollowFD",
+    "CopyFD",
+}
 BINARY_OPERATORS = {"In", "NotIn", "Prefix", "NotPrefix", "Postfix", "NotPostfix"}
 MAX_SELECTORS = 5
-_INT_TYPES = {"int", "sint32", "int32", "uint32", "long", "sint64", "int64", "ulong", "uint64", "size_t", "sint16",
-              "int16", "uint16", "sint8", "int8", "uint8"}
+_INT_TYPES = {
+    "int",
+    "sint32",
+    "int32",
+    "uint32",
+    "long",
+    "sint64",
+    "int64",
+    "ulong",
+    "uint64",
+    "size_t",
+    "sint16",
+    "int16",
+    "uint16",
+    "sint8",
+    "int8",
+    "uint8",
+}
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 #: hook -> the argument types tetrapipe's normalizer expects at each position of ``args``
 #: (None = any). Positions are the order of the policy's args list, which is the order
 #: Tetragon prints them in; keeping ``index`` equal to the position avoids surprises.
 HOOK_LAYOUT: dict[str, list[set[str] | None]] = {
-    "security_file_permission": [{"file"}, {"int"}],               # file_path, MAY_* mask -> file_access
+    "security_file_permission": [{"file"}, {"int"}],  # file_path, MAY_* mask -> file_access
     "security_mmap_file": [{"file"}, {"uint32"}],
     "security_file_open": [{"file"}],
     "security_path_truncate": [{"path"}],
     "security_file_truncate": [{"file"}],
-    "security_path_unlink": [{"path"}, {"dentry"}],                # rules read every path of the hook
+    "security_path_unlink": [{"path"}, {"dentry"}],  # rules read every path of the hook
     "security_path_rename": [{"path"}, {"dentry"}, {"path"}, {"dentry"}],
     "security_path_chmod": [{"path"}, None],
     "security_bprm_check": [{"linux_binprm"}],
     "fd_install": [{"int"}, {"file"}],
-    "sys_openat": [{"int"}, {"string"}, {"int"}],                   # path string at 1, open flags at 2
+    "sys_openat": [{"int"}, {"string"}, {"int"}],  # path string at 1, open flags at 2
     "sys_open": [{"string"}, {"int"}],
     "sys_unlinkat": [{"int"}, {"string"}],
     "sys_renameat2": [{"int"}, {"string"}, {"int"}, {"string"}],
-    "tcp_connect": [{"sock"}],                                        # saddr/daddr/sport/dport
+    "tcp_connect": [{"sock"}],  # saddr/daddr/sport/dport
     "tcp_close": [{"sock"}],
     "security_socket_connect": [{"socket"}, {"sockaddr"}],
-    "sys_setuid": [_INT_TYPES],                                       # rules read args[0] as the target id
+    "sys_setuid": [_INT_TYPES],  # rules read args[0] as the target id
     "sys_setgid": [_INT_TYPES],
     "sys_setreuid": [_INT_TYPES, _INT_TYPES],
     "sys_setresuid": [_INT_TYPES, _INT_TYPES, _INT_TYPES],
@@ -128,8 +274,13 @@ def load_policies(directory: Path | None) -> tuple[dict[str, Policy], list[Issue
         issues += problems
         if policy is not None:
             if policy.name in policies:
-                issues.append(Issue(path, doc.line_of("metadata"), f"policy name {policy.name!r} also used by "
-                                    f"{policies[policy.name].path}"))
+                issues.append(
+                    Issue(
+                        path,
+                        doc.line_of("metadata"),
+                        f"policy name {policy.name!r} also used by {policies[policy.name].path}",
+                    )
+                )
             policies[policy.name] = policy
     return policies, issues
 
@@ -236,16 +387,25 @@ def check_policy(path: Path, doc: Any) -> tuple[Policy | None, list[Issue]]:
                 if want is None:
                     continue
                 if pos >= len(by_pos):
-                    err(kp.line, f"{call}: tetrapipe reads argument {pos} ({'/'.join(sorted(want))}); "
-                                 f"the policy lists only {len(by_pos)}")
+                    err(
+                        kp.line,
+                        f"{call}: tetrapipe reads argument {pos} ({'/'.join(sorted(want))}); "
+                        f"the policy lists only {len(by_pos)}",
+                    )
                     break
                 a = by_pos[pos]
                 if a.get("type") not in want:
-                    err(a.line, f"{call}: argument {pos} must be {'/'.join(sorted(want))} for tetrapipe to read it, "
-                                f"not {a.get('type')}")
+                    err(
+                        a.line,
+                        f"{call}: argument {pos} must be {'/'.join(sorted(want))} for tetrapipe to read it, "
+                        f"not {a.get('type')}",
+                    )
                 if a.get("index") != pos:
-                    err(a.line, f"{call}: list argument index {pos} at position {pos} (Tetragon prints args in "
-                                "list order, tetrapipe reads them by position)")
+                    err(
+                        a.line,
+                        f"{call}: list argument index {pos} at position {pos} (Tetragon prints args in "
+                        "list order, tetrapipe reads them by position)",
+                    )
         hooks.append(Hook(call, list(args), kp.line, list(selectors)))
     if not any(spec.get(k) for k in ("kprobes", "tracepoints", "uprobes", "lsmhooks", "usdts", "fentries")):
         err(doc.line_of("spec"), "the policy hooks nothing")
@@ -260,30 +420,57 @@ def check_rules_against_policies(rs: RuleSet, policies: dict[str, Policy]) -> li
     for rule in rs.rules:
         for name in rule.policies:
             if name not in policies:
-                issues.append(Issue(rule.path, rule.line_of("requires"),
-                                    f"requires policy {name!r}, which is not in the tracing-policies directory "
-                                    f"(known: {', '.join(sorted(policies)) or 'none'})", rule.id, level="warning"))
+                issues.append(
+                    Issue(
+                        rule.path,
+                        rule.line_of("requires"),
+                        f"requires policy {name!r}, which is not in the tracing-policies directory "
+                        f"(known: {', '.join(sorted(policies)) or 'none'})",
+                        rule.id,
+                        level="warning",
+                    )
+                )
     fm = policies.get("file-monitoring")
     if fm is not None:
         accounts = {str(v) for v in rs.lists["account_files"].items} if "account_files" in rs.lists else set()
-        for call, idx in (("security_file_permission", 0), ("sys_openat", 1), ("security_path_unlink", 1),
-                          ("security_path_rename", 3), ("security_path_truncate", 0), ("security_file_truncate", 0)):
+        for call, idx in (
+            ("security_file_permission", 0),
+            ("sys_openat", 1),
+            ("security_path_unlink", 1),
+            ("security_path_rename", 3),
+            ("security_path_truncate", 0),
+            ("security_file_truncate", 0),
+        ):
             got = fm.values(call, idx, "Equal")
             if accounts and not accounts <= got:
-                issues.append(Issue(fm.path, None, f"{call} does not watch every account file of @account_files "
-                                    f"(missing {sorted(accounts - got)})"))
+                issues.append(
+                    Issue(
+                        fm.path,
+                        None,
+                        f"{call} does not watch every account file of @account_files "
+                        f"(missing {sorted(accounts - got)})",
+                    )
+                )
         masks = fm.values("security_file_permission", 1, "Mask")
         if "2" not in masks:
             issues.append(Issue(fm.path, None, "security_file_permission does not select MAY_WRITE (Mask 2)"))
         # every path list a file rule reads must be watched by security_file_permission
-        for list_name, operator, what in (("system_binary_dirs", "Prefix", "directory"),
-                                          ("sensitive_files", "Equal", "file"),
-                                          ("sensitive_dirs", "Prefix", "directory")):
+        for list_name, operator, what in (
+            ("system_binary_dirs", "Prefix", "directory"),
+            ("sensitive_files", "Equal", "file"),
+            ("sensitive_dirs", "Prefix", "directory"),
+        ):
             if list_name not in rs.lists:
                 continue
             wanted = {str(v) for v in rs.lists[list_name].items}
             got = fm.values("security_file_permission", 0, operator)
             if not wanted <= got:
-                issues.append(Issue(fm.path, None, f"security_file_permission does not watch every {what} of "
-                                    f"@{list_name} (missing {sorted(wanted - got)})"))
+                issues.append(
+                    Issue(
+                        fm.path,
+                        None,
+                        f"security_file_permission does not watch every {what} of "
+                        f"@{list_name} (missing {sorted(wanted - got)})",
+                    )
+                )
     return issues

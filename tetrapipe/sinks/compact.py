@@ -104,8 +104,13 @@ def _merged_name(key: tuple[str, str], paths: list[Path]) -> str:
     return f"{paths[0].stem.split('-')[0]}-{uuid.uuid4().hex[:12]}-compacted"
 
 
-def compact(lake: Lake, tables: list[str] | None = None, min_files: int = 8,
-            small_bytes: int = SMALL_BYTES, skip_newest: int = 1) -> CompactionResult:
+def compact(
+    lake: Lake,
+    tables: list[str] | None = None,
+    min_files: int = 8,
+    small_bytes: int = SMALL_BYTES,
+    skip_newest: int = 1,
+) -> CompactionResult:
     """Merge groups of at least ``min_files`` small segments.
 
     ``skip_newest`` segments of each group are left alone: a live processor
@@ -144,8 +149,10 @@ def _merge(lake: Lake, table: str, day_dir: Path, key: tuple[str, str], paths: l
         for p in paths:
             part = pq.read_table(p)
             part = conform(part, schema)
-            writer.write_table(pa.Table.from_batches(part.to_batches(), schema=schema.with_metadata(metadata)),
-                               row_group_size=128 * 1024)
+            writer.write_table(
+                pa.Table.from_batches(part.to_batches(), schema=schema.with_metadata(metadata)),
+                row_group_size=128 * 1024,
+            )
             rows += part.num_rows
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
@@ -153,8 +160,9 @@ def _merge(lake: Lake, table: str, day_dir: Path, key: tuple[str, str], paths: l
     if merged.exists():  # a name collision (same offset range) is a bug, never overwrite data
         tmp.unlink()
         raise RuntimeError(f"refusing to overwrite {merged}")
-    atomic_write_bytes(journal, json.dumps({"merged": str(merged), "tmp": str(tmp),
-                                            "replaces": [str(p) for p in paths]}).encode())
+    atomic_write_bytes(
+        journal, json.dumps({"merged": str(merged), "tmp": str(tmp), "replaces": [str(p) for p in paths]}).encode()
+    )
     os.replace(tmp, merged)
     for p in paths:
         p.unlink(missing_ok=True)

@@ -53,10 +53,19 @@ COMPRESSIONS = ("auto", "none", "gzip", "snappy", "lz4", "zstd")
 
 # errors that no retry can fix for that record: report it and move on
 _REJECT_ERRORS: tuple[type[BaseException], ...] = tuple(
-    e for e in (getattr(kerrors, n, None) for n in (
-        "MessageSizeTooLargeError", "RecordTooLargeError", "InvalidRecordError", "CorruptRecordError",
-        "CorruptRecordException", "RecordListTooLargeError",
-    )) if isinstance(e, type)
+    e
+    for e in (
+        getattr(kerrors, n, None)
+        for n in (
+            "MessageSizeTooLargeError",
+            "RecordTooLargeError",
+            "InvalidRecordError",
+            "CorruptRecordError",
+            "CorruptRecordException",
+            "RecordListTooLargeError",
+        )
+    )
+    if isinstance(e, type)
 )
 
 
@@ -118,14 +127,14 @@ def node_key(line: bytes, default: bytes) -> bytes:
     if i < 0:
         return default
     j = i + 12
-    if line[j:j + 1] != b'"':
+    if line[j : j + 1] != b'"':
         j = line.find(b'"', j)
         if j < 0:
             return default
     k = line.find(b'"', j + 1)
     if k < 0:
         return default
-    return line[j + 1:k] or default
+    return line[j + 1 : k] or default
 
 
 class _KeyPartitioner(DefaultPartitioner):
@@ -209,10 +218,16 @@ class Pending:
 class KafkaSink:
     """Produce chunks of lines; report the chunks Kafka fully acknowledged, in order."""
 
-    def __init__(self, settings: KafkaSettings, *, node_name: str = "", headers: bool = False,
-                 on_reject: Callable[[Chunk, int, BaseException], None] | None = None,
-                 on_sent: Callable[[Pending], None] | None = None,
-                 producer_factory: Callable[..., Any] = KafkaProducer) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        node_name: str = "",
+        headers: bool = False,
+        on_reject: Callable[[Chunk, int, BaseException], None] | None = None,
+        on_sent: Callable[[Pending], None] | None = None,
+        producer_factory: Callable[..., Any] = KafkaProducer,
+    ) -> None:
         self.settings = settings
         self.topic = settings.topic
         self.default_key = node_name.encode() if node_name else b""

@@ -129,8 +129,14 @@ class Lake:
     def glob(self, name: str) -> str:
         return str(self.table_dir(name) / "date=*" / "*.parquet")
 
-    def write(self, name: str, table: pa.Table, metadata: dict[str, str] | None = None,
-              segment: str | None = None, keep_empty: bool = False) -> list[Path]:
+    def write(
+        self,
+        name: str,
+        table: pa.Table,
+        metadata: dict[str, str] | None = None,
+        segment: str | None = None,
+        keep_empty: bool = False,
+    ) -> list[Path]:
         """Write ``table`` as one segment per date it covers; returns the segment paths.
 
         ``segment`` names the file (without .parquet) and writes ONE file, in the
@@ -238,15 +244,20 @@ class AsyncWriter:
         self.lake = lake
         self._worker = OrderedWorker("lake-writer", max_pending)
 
-    def _write(self, tables: dict[str, pa.Table], metadata: dict[str, str] | None,
-               on_commit: Callable[[], None] | None) -> None:
+    def _write(
+        self, tables: dict[str, pa.Table], metadata: dict[str, str] | None, on_commit: Callable[[], None] | None
+    ) -> None:
         for name, table in tables.items():
             self.lake.write(name, table, metadata)
         if on_commit is not None:
             on_commit()
 
-    def submit(self, tables: dict[str, pa.Table], metadata: dict[str, str] | None = None,
-               on_commit: Callable[[], None] | None = None) -> None:
+    def submit(
+        self,
+        tables: dict[str, pa.Table],
+        metadata: dict[str, str] | None = None,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
         self._worker.submit(lambda: self._write(tables, metadata, on_commit))
 
     def flush(self) -> None:

@@ -147,7 +147,7 @@ def _str_parts(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         arr = arr.cast(pa.large_string())
         odt = np.int64
     bufs = arr.buffers()
-    offs = np.frombuffer(bufs[1], dtype=odt)[arr.offset: arr.offset + len(arr) + 1].astype(np.int64)
+    offs = np.frombuffer(bufs[1], dtype=odt)[arr.offset : arr.offset + len(arr) + 1].astype(np.int64)
     data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
     return offs, data
 
@@ -387,8 +387,9 @@ class ProcessTable:
     cap. ``max_depth``: longest chain walked (a cut chain ends with a NULL id).
     """
 
-    def __init__(self, grace: dt.timedelta = dt.timedelta(minutes=2), max_entries: int = 1_000_000,
-                 max_depth: int = 64) -> None:
+    def __init__(
+        self, grace: dt.timedelta = dt.timedelta(minutes=2), max_entries: int = 1_000_000, max_depth: int = 64
+    ) -> None:
         self.grace_us = int(grace.total_seconds() * _US)
         self.max_entries = int(max_entries)
         self.max_depth = int(max_depth)
@@ -423,15 +424,40 @@ class ProcessTable:
     @property
     def nbytes(self) -> int:
         """Bytes held by the table's arrays (index, slots, string arena, interned strings)."""
-        arrays = (self._hash, self._parent, self._binary, self._pid, self._children, self._node, self._flags,
-                  self._exit, self._seen, self._str_off, self._str_len, self._arena, self._wm, self._wm_swept)
+        arrays = (
+            self._hash,
+            self._parent,
+            self._binary,
+            self._pid,
+            self._children,
+            self._node,
+            self._flags,
+            self._exit,
+            self._seen,
+            self._str_off,
+            self._str_len,
+            self._arena,
+            self._wm,
+            self._wm_swept,
+        )
         interned = sum(len(s) + 60 for s in self._binaries.values) + sum(len(s) + 60 for s in self._nodes.values)
         return sum(a.nbytes for a in arrays) + self._index.nbytes + interned
 
     # --- storage -------------------------------------------------------------------------
 
-    _SLOT_ARRAYS = ("_hash", "_parent", "_binary", "_pid", "_children", "_node", "_flags", "_exit", "_seen",
-                    "_str_off", "_str_len")
+    _SLOT_ARRAYS = (
+        "_hash",
+        "_parent",
+        "_binary",
+        "_pid",
+        "_children",
+        "_node",
+        "_flags",
+        "_exit",
+        "_seen",
+        "_str_off",
+        "_str_len",
+    )
 
     def _reserve(self, extra: int) -> None:
         need = self._n + extra
@@ -453,7 +479,7 @@ class ProcessTable:
             new = np.zeros(max(self._arena_used + size, len(self._arena) * 3 // 2), np.uint8)
             new[: self._arena_used] = self._arena[: self._arena_used]
             self._arena = new
-        self._arena[self._arena_used: self._arena_used + size] = data
+        self._arena[self._arena_used : self._arena_used + size] = data
         starts = offs[:-1] + self._arena_used
         self._arena_used += size
         return starts
@@ -470,8 +496,9 @@ class ProcessTable:
             typ, offsets = pa.string(), offsets.astype(np.int32)
         else:
             typ = pa.large_string()
-        arr = pa.Array.from_buffers(typ, n, [mask, pa.py_buffer(offsets), pa.py_buffer(data)],
-                                    null_count=int(n - valid.sum()))
+        arr = pa.Array.from_buffers(
+            typ, n, [mask, pa.py_buffer(offsets), pa.py_buffer(data)], null_count=int(n - valid.sum())
+        )
         return arr if typ == pa.string() else arr.cast(pa.string())
 
     def _node_id(self, arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -498,8 +525,9 @@ class ProcessTable:
                 slots[bad] = -2  # present under another exec_id: never merge
         return slots
 
-    def _ensure(self, h: np.ndarray, strings: pa.Array, node: np.ndarray, time: np.ndarray,
-                unique: bool = False) -> np.ndarray:
+    def _ensure(
+        self, h: np.ndarray, strings: pa.Array, node: np.ndarray, time: np.ndarray, unique: bool = False
+    ) -> np.ndarray:
         """Slots for exec_ids, creating empty (exec_id-only) entries for new ones. -1: collision.
 
         ``unique``: the caller guarantees distinct hashes (saves a sort).
@@ -531,7 +559,7 @@ class ProcessTable:
             ns = np.arange(self._n, self._n + new.size, dtype=np.int32)
             self._n += int(new.size)
             offs, data = _str_parts(_flat(ustr.take(pa.array(new))))
-            starts = self._arena_append(offs - offs[0], data[offs[0]: offs[-1]])
+            starts = self._arena_append(offs - offs[0], data[offs[0] : offs[-1]])
             self._str_off[ns] = starts
             self._str_len[ns] = np.diff(offs)
             self._hash[ns] = uh[new]
@@ -649,9 +677,19 @@ class ProcessTable:
         top = (pids >= 0) & (pids <= 2)
         keep = np.flatnonzero(ok)
         kk = pa.array(keep)
-        return [_Records(key=flat_ids.take(kk), key_h=h[keep], binary=bin_ids[keep], pid=pids[keep],
-                         parent=next_ids.take(kk), parent_h=nh[keep], top=top[keep], node=b.node[r][owner[keep]],
-                         time=b.time[r][owner[keep]])]
+        return [
+            _Records(
+                key=flat_ids.take(kk),
+                key_h=h[keep],
+                binary=bin_ids[keep],
+                pid=pids[keep],
+                parent=next_ids.take(kk),
+                parent_h=nh[keep],
+                top=top[keep],
+                node=b.node[r][owner[keep]],
+                time=b.time[r][owner[keep]],
+            )
+        ]
 
     def _apply(self, recs: list[_Records]) -> None:
         """Merge facts into the table: a field is set only while it is unknown (first fact wins).
@@ -682,8 +720,9 @@ class ProcessTable:
         i = np.flatnonzero(ok)[first]  # the first fact about each process
         self._set_facts(slot[i], binary[i], pid[i], pslot[i], top[i])
 
-    def _set_facts(self, slot: np.ndarray, binary: np.ndarray, pid: np.ndarray, pslot: np.ndarray,
-                   top: np.ndarray) -> None:
+    def _set_facts(
+        self, slot: np.ndarray, binary: np.ndarray, pid: np.ndarray, pslot: np.ndarray, top: np.ndarray
+    ) -> None:
         """Fill what is still unknown of distinct processes: binary, pid, and the parent link."""
         ok = slot >= 0
         if not ok.all():
@@ -813,15 +852,32 @@ class ProcessTable:
         rr = pa.array(r)
         # the grandparent is known by its id only; its pid is inside the id, and pid <= 2 is the top
         gp_pid = np.array([exec_id_pid(g) or -1 for g in found_gp], np.int64)
-        self._apply([
-            _Records(key=b.parent_id.take(rr), key_h=b.parent_u.h[b.parent_idx[r]],
-                     binary=b.interned_binaries("parent_binary", r),
-                     pid=b.parent_pid[r],
-                     parent=gp_arr, parent_h=gp_h, top=np.zeros(len(r), bool), node=b.node[r], time=b.time[r]),
-            _Records(key=gp_arr, key_h=gp_h, binary=np.full(len(r), -1, np.int32), pid=gp_pid,
-                     parent=pa.nulls(len(r), pa.string()), parent_h=np.zeros(len(r), np.uint64),
-                     top=(gp_pid >= 0) & (gp_pid <= 2), node=b.node[r], time=b.time[r]),
-        ])
+        self._apply(
+            [
+                _Records(
+                    key=b.parent_id.take(rr),
+                    key_h=b.parent_u.h[b.parent_idx[r]],
+                    binary=b.interned_binaries("parent_binary", r),
+                    pid=b.parent_pid[r],
+                    parent=gp_arr,
+                    parent_h=gp_h,
+                    top=np.zeros(len(r), bool),
+                    node=b.node[r],
+                    time=b.time[r],
+                ),
+                _Records(
+                    key=gp_arr,
+                    key_h=gp_h,
+                    binary=np.full(len(r), -1, np.int32),
+                    pid=gp_pid,
+                    parent=pa.nulls(len(r), pa.string()),
+                    parent_h=np.zeros(len(r), np.uint64),
+                    top=(gp_pid >= 0) & (gp_pid <= 2),
+                    node=b.node[r],
+                    time=b.time[r],
+                ),
+            ]
+        )
 
     # --- chains --------------------------------------------------------------------------
 
@@ -893,8 +949,9 @@ class ProcessTable:
             rows = walked.take(take)  # NULL where not filled
             if not keep.any():
                 return rows
-            original = _flat(events.column(name)).cast(list_type) if name in events.column_names \
-                else pa.nulls(n, list_type)
+            original = (
+                _flat(events.column(name)).cast(list_type) if name in events.column_names else pa.nulls(n, list_type)
+            )
             pick = np.arange(n, dtype=np.int64)
             pick[keep] += n
             return pa.concat_arrays([rows, original]).take(pa.array(pick))
@@ -1021,8 +1078,9 @@ class ProcessTable:
     # --- restart -------------------------------------------------------------------------
 
     @classmethod
-    def rebuild_from_lake(cls, lake: Lake | str, since: dt.datetime | dt.timedelta | None = None,
-                          **kwargs: object) -> ProcessTable:
+    def rebuild_from_lake(
+        cls, lake: Lake | str, since: dt.datetime | dt.timedelta | None = None, **kwargs: object
+    ) -> ProcessTable:
         """A table restored from the history after a restart.
 
         ``since``: a time, or a duration back from the newest event in the lake
@@ -1035,8 +1093,9 @@ class ProcessTable:
         table.load_from_lake(lake, since)
         return table
 
-    def load_from_lake(self, lake: Lake | str, since: dt.datetime | dt.timedelta | None = None,
-                       chunk_rows: int = 200_000) -> int:
+    def load_from_lake(
+        self, lake: Lake | str, since: dt.datetime | dt.timedelta | None = None, chunk_rows: int = 200_000
+    ) -> int:
         """Learn from the lake's recent rows (see :meth:`rebuild_from_lake`); returns the rows read."""
         from tetrapipe import history
 
@@ -1093,7 +1152,6 @@ class _Distinct:
     first: np.ndarray  # row of the first occurrence of each
     rows: np.ndarray  # the rows with a value
     inv: np.ndarray  # for each of those rows, the index of its value
-
 
 
 class _Batch:
@@ -1207,8 +1265,9 @@ class AncestryTransform:
         self.table = table if table is not None else ProcessTable(**table_options)  # type: ignore[arg-type]
 
     @classmethod
-    def from_lake(cls, lake: Lake | str, since: dt.datetime | dt.timedelta | None = None,
-                  **table_options: object) -> AncestryTransform:
+    def from_lake(
+        cls, lake: Lake | str, since: dt.datetime | dt.timedelta | None = None, **table_options: object
+    ) -> AncestryTransform:
         return cls(ProcessTable.rebuild_from_lake(lake, since, **table_options))
 
     def __call__(self, events: pa.Table) -> tuple[pa.Table, dict[str, pa.Table]]:
@@ -1221,5 +1280,14 @@ def enrich_all(batches: Iterable[pa.Table], table: ProcessTable | None = None) -
     return [table.enrich(b) for b in batches]
 
 
-__all__ = ["AncestryTransform", "ProcessTable", "ProcessInfo", "TableStats", "exec_id_pid", "enrich_all",
-           "NO_PARENT", "UNKNOWN_PARENT", "FORGOTTEN_PARENT"]
+__all__ = [
+    "AncestryTransform",
+    "ProcessTable",
+    "ProcessInfo",
+    "TableStats",
+    "exec_id_pid",
+    "enrich_all",
+    "NO_PARENT",
+    "UNKNOWN_PARENT",
+    "FORGOTTEN_PARENT",
+]

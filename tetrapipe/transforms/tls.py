@@ -108,8 +108,9 @@ class TlsTransform:
         is_hs = pc.fill_null(pc.match_substring(args, HANDSHAKE_B64), False)
         is_tls_kind = pc.equal(events.column("kind"), "tls")
         fn = events.column("function_name")
-        is_connect = pc.fill_null(pc.and_(pc.is_in(fn, pa.array(CONNECT_FUNCTIONS)),
-                                          pc.is_valid(events.column("daddr"))), False)
+        is_connect = pc.fill_null(
+            pc.and_(pc.is_in(fn, pa.array(CONNECT_FUNCTIONS)), pc.is_valid(events.column("daddr"))), False
+        )
         is_connect = pc.or_(is_connect, pc.fill_null(pc.equal(events.column("kind"), "process_connect"), False))
         interesting = pc.or_(pc.or_(is_hs, pc.fill_null(is_tls_kind, False)), is_connect)
         idx = pc.indices_nonzero(interesting).to_pylist()
@@ -135,8 +136,9 @@ class TlsTransform:
             if hello is None:
                 continue
             key = (row["exec_id"], _first_int_arg(args_list))
-            daddr, dport = (row["daddr"], row["dport"]) if row["daddr"] else self._last_connect.get(
-                row["exec_id"], (None, None))
+            daddr, dport = (
+                (row["daddr"], row["dport"]) if row["daddr"] else self._last_connect.get(row["exec_id"], (None, None))
+            )
             if hello.kind == "client_hello":
                 self._client_hello.remember(key, hello.sni)
                 updates[i] = (None, None, None, hello.sni, daddr, dport)
@@ -169,20 +171,41 @@ class TlsTransform:
         negotiated = events.filter(pc.is_valid(events.column("tls_version")))
         if negotiated.num_rows == 0:
             return TLS_STATS_SCHEMA.empty_table()
-        df = pl.from_arrow(negotiated.select(["time", "namespace", "workload", "pod", "process_name", "daddr",
-                                              "dport", "tls_sni", "tls_version", "tls_cipher"]))
+        df = pl.from_arrow(
+            negotiated.select(
+                [
+                    "time",
+                    "namespace",
+                    "workload",
+                    "pod",
+                    "process_name",
+                    "daddr",
+                    "dport",
+                    "tls_sni",
+                    "tls_version",
+                    "tls_cipher",
+                ]
+            )
+        )
         every = f"{int(self.window.total_seconds() * 1_000_000)}us"
         out = (
             df.with_columns(
                 pl.col("time").dt.truncate(every).alias("window_start"),
                 pl.coalesce("workload", "pod", "process_name").alias("workload"),
             )
-            .group_by(["window_start", "namespace", "workload", "daddr", "dport", "tls_sni", "tls_version",
-                       "tls_cipher"])
-            .agg(pl.len().alias("connections"), pl.col("time").min().alias("first_seen"),
-                 pl.col("time").max().alias("last_seen"))
-            .with_columns((pl.col("window_start") + pl.duration(microseconds=int(
-                self.window.total_seconds() * 1_000_000))).alias("window_end"))
+            .group_by(
+                ["window_start", "namespace", "workload", "daddr", "dport", "tls_sni", "tls_version", "tls_cipher"]
+            )
+            .agg(
+                pl.len().alias("connections"),
+                pl.col("time").min().alias("first_seen"),
+                pl.col("time").max().alias("last_seen"),
+            )
+            .with_columns(
+                (pl.col("window_start") + pl.duration(microseconds=int(self.window.total_seconds() * 1_000_000))).alias(
+                    "window_end"
+                )
+            )
             .sort(["window_start", "namespace", "workload"])
         )
         table = out.to_arrow().select(TLS_STATS_SCHEMA.names)

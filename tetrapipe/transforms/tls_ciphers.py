@@ -132,8 +132,7 @@ def version_name(code: int) -> str:
     return VERSIONS.get(code, f"0x{code:04X}")
 
 
-def weak_reasons(version: str | None, cipher: str | None,
-                 patterns: dict[str, str] | None = None) -> list[str]:
+def weak_reasons(version: str | None, cipher: str | None, patterns: dict[str, str] | None = None) -> list[str]:
     """Why a negotiated (version, cipher) is weak; empty when it is not."""
     reasons = []
     if version in WEAK_VERSIONS:

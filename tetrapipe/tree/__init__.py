@@ -1,9 +1,9 @@
 """Process ancestry trees from the history: build (DuckDB recursive SQL), draw in a terminal, write HTML.
 
-    from tetrapipe.tree import Selection, build_tree, render_text, render_html
-    view = build_tree("tetrapipe-lake", Selection(pod="crawler-7d9f8b6c5-x2x4z"))
-    print(render_text(view))
-    Path("tree.html").write_text(render_html(view))
+from tetrapipe.tree import Selection, build_tree, render_text, render_html
+view = build_tree("tetrapipe-lake", Selection(pod="crawler-7d9f8b6c5-x2x4z"))
+print(render_text(view))
+Path("tree.html").write_text(render_html(view))
 """
 
 from tetrapipe.tree.model import (
@@ -17,8 +17,18 @@ from tetrapipe.tree.model import (
 )
 from tetrapipe.tree.sql import install
 
-__all__ = ["DEFAULT_LATE_AFTER", "SHELLS", "Selection", "TreeError", "TreeView", "build_tree", "install",
-           "list_pods", "render_html", "render_text"]
+__all__ = [
+    "DEFAULT_LATE_AFTER",
+    "SHELLS",
+    "Selection",
+    "TreeError",
+    "TreeView",
+    "build_tree",
+    "install",
+    "list_pods",
+    "render_html",
+    "render_text",
+]
 
 
 def render_text(view: TreeView, width: int = 140, color: bool = False) -> str:

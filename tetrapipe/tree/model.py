@@ -228,47 +228,111 @@ class TreeView:
 
     def counts(self) -> dict[str, int]:
         evs = [e for n in self.nodes.values() for e in n.events]
-        return {"processes": self.processes, "connections": sum(e.category == "connect" for e in evs),
-                "file_events": sum(e.category == "file" for e in evs), "alerts": len(self.alerts),
-                "late_shells": len(self.late_shells)}
+        return {
+            "processes": self.processes,
+            "connections": sum(e.category == "connect" for e in evs),
+            "file_events": sum(e.category == "file" for e in evs),
+            "alerts": len(self.alerts),
+            "late_shells": len(self.late_shells),
+        }
 
     def to_dict(self) -> dict:
         """The tree for programs (``--format json``) and for the HTML page."""
 
         def node(n: Node) -> dict:
             return {
-                "exec_id": n.exec_id, "parent_exec_id": n.parent_exec_id, "node_name": n.node_name, "pid": n.pid,
-                "binary": n.binary, "arguments": n.arguments, "cwd": n.cwd, "uid": n.uid, "flags": n.flags,
-                "start_time": _iso(n.start_time), "exit_time": _iso(n.exit_time), "status": n.status(),
-                "exit_status": n.exit_status, "exit_signal": n.exit_signal,
-                "since_container_start": _seconds(n.since_container_start), "namespace": n.namespace,
-                "pod": n.pod, "container_name": n.container_name, "container_id": n.container_id,
-                "image": n.image, "in_init_tree": n.in_init_tree, "seen_exec": n.seen_exec,
-                "parent_binary": n.parent_binary, "ancestor_binaries": n.ancestor_binaries,
-                "late_shell": n.late_shell, "injected": n.injected, "focus": n.focus, "children": len(n.children),
-                "descendants": n.descendants(), "event_count": n.event_count,
-                "events": [{"time": _iso(e.time), "kind": e.kind, "function": e.function, "category": e.category,
-                            "label": e.label, "write": e.write} for e in n.events],
-                "alerts": [{"rule_id": a.rule_id, "title": a.title, "severity": a.severity, "message": a.message,
-                            "time": _iso(a.time), "count": a.count} for a in n.alerts],
+                "exec_id": n.exec_id,
+                "parent_exec_id": n.parent_exec_id,
+                "node_name": n.node_name,
+                "pid": n.pid,
+                "binary": n.binary,
+                "arguments": n.arguments,
+                "cwd": n.cwd,
+                "uid": n.uid,
+                "flags": n.flags,
+                "start_time": _iso(n.start_time),
+                "exit_time": _iso(n.exit_time),
+                "status": n.status(),
+                "exit_status": n.exit_status,
+                "exit_signal": n.exit_signal,
+                "since_container_start": _seconds(n.since_container_start),
+                "namespace": n.namespace,
+                "pod": n.pod,
+                "container_name": n.container_name,
+                "container_id": n.container_id,
+                "image": n.image,
+                "in_init_tree": n.in_init_tree,
+                "seen_exec": n.seen_exec,
+                "parent_binary": n.parent_binary,
+                "ancestor_binaries": n.ancestor_binaries,
+                "late_shell": n.late_shell,
+                "injected": n.injected,
+                "focus": n.focus,
+                "children": len(n.children),
+                "descendants": n.descendants(),
+                "event_count": n.event_count,
+                "events": [
+                    {
+                        "time": _iso(e.time),
+                        "kind": e.kind,
+                        "function": e.function,
+                        "category": e.category,
+                        "label": e.label,
+                        "write": e.write,
+                    }
+                    for e in n.events
+                ],
+                "alerts": [
+                    {
+                        "rule_id": a.rule_id,
+                        "title": a.title,
+                        "severity": a.severity,
+                        "message": a.message,
+                        "time": _iso(a.time),
+                        "count": a.count,
+                    }
+                    for a in n.alerts
+                ],
             }
 
         def shown(s: Shown) -> dict:
-            return {"exec_id": s.node.exec_id, "count": s.count, "members": [m.exec_id for m in s.members],
-                    "children": [shown(c) for c in s.children], "hidden_children": s.hidden_children,
-                    "other_children": s.node.other_children, "on_path": s.node.on_path}
+            return {
+                "exec_id": s.node.exec_id,
+                "count": s.count,
+                "members": [m.exec_id for m in s.members],
+                "children": [shown(c) for c in s.children],
+                "hidden_children": s.hidden_children,
+                "other_children": s.node.other_children,
+                "on_path": s.node.on_path,
+            }
 
         return {
             "selection": self.selection.describe(),
             "late_after_seconds": self.late_after.total_seconds(),
             "counts": self.counts(),
             "truncated": self.truncated,
-            "groups": [{"title": g.title, "namespace": g.namespace, "pod": g.pod, "container_name": g.container_name,
-                        "container_id": g.container_id, "image": g.image, "node_name": g.node_name,
-                        "container_start_time": _iso(g.container_start_time),
-                        "entries": [{"parent_exec_id": e.parent_exec_id, "parent_binary": e.parent_binary,
-                                     "lineage": e.lineage, "roots": [shown(r) for r in e.roots]}
-                                    for e in g.entries]} for g in self.groups],
+            "groups": [
+                {
+                    "title": g.title,
+                    "namespace": g.namespace,
+                    "pod": g.pod,
+                    "container_name": g.container_name,
+                    "container_id": g.container_id,
+                    "image": g.image,
+                    "node_name": g.node_name,
+                    "container_start_time": _iso(g.container_start_time),
+                    "entries": [
+                        {
+                            "parent_exec_id": e.parent_exec_id,
+                            "parent_binary": e.parent_binary,
+                            "lineage": e.lineage,
+                            "roots": [shown(r) for r in e.roots],
+                        }
+                        for e in g.entries
+                    ],
+                }
+                for g in self.groups
+            ],
             "processes": {k: node(n) for k, n in self.nodes.items()},
         }
 
@@ -313,8 +377,9 @@ def parse_time(text: str, newest: dt.datetime | None) -> dt.datetime:
     try:
         t = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"not a time or a duration: {text!r} (try 2026-03-10T09:00, or 30m for the "
-                         "last 30 minutes of the history)") from None
+        raise ValueError(
+            f"not a time or a duration: {text!r} (try 2026-03-10T09:00, or 30m for the last 30 minutes of the history)"
+        ) from None
     if t.tzinfo is not None:
         t = t.astimezone(dt.UTC).replace(tzinfo=None)
     return t
@@ -364,14 +429,30 @@ def _event(row: dict) -> Event:
 
 def _node(row: dict) -> Node:
     return Node(
-        exec_id=row["exec_id"], parent_exec_id=row["parent_exec_id"], node_name=row["node_name"], pid=row["pid"],
-        binary=row["process_binary"], arguments=row["arguments"], cwd=row["cwd"], uid=row["uid"], flags=row["flags"],
-        start_time=row["start_time"], exit_time=row["exit_time"], exit_status=row["exit_status"],
-        exit_signal=row["exit_signal"], namespace=row["namespace"], pod=row["pod"],
-        container_name=row["container_name"], container_id=row["container_id"], image=row["image"],
-        container_start_time=row["container_start_time"], in_init_tree=row["in_init_tree"],
-        seen_exec=bool(row["seen_exec"]), parent_binary=row["parent_binary"],
-        ancestor_binaries=list(row["ancestor_binaries"] or []))
+        exec_id=row["exec_id"],
+        parent_exec_id=row["parent_exec_id"],
+        node_name=row["node_name"],
+        pid=row["pid"],
+        binary=row["process_binary"],
+        arguments=row["arguments"],
+        cwd=row["cwd"],
+        uid=row["uid"],
+        flags=row["flags"],
+        start_time=row["start_time"],
+        exit_time=row["exit_time"],
+        exit_status=row["exit_status"],
+        exit_signal=row["exit_signal"],
+        namespace=row["namespace"],
+        pod=row["pod"],
+        container_name=row["container_name"],
+        container_id=row["container_id"],
+        image=row["image"],
+        container_start_time=row["container_start_time"],
+        in_init_tree=row["in_init_tree"],
+        seen_exec=bool(row["seen_exec"]),
+        parent_binary=row["parent_binary"],
+        ancestor_binaries=list(row["ancestor_binaries"] or []),
+    )
 
 
 def is_late_shell(n: Node, late_after: dt.timedelta) -> bool:
@@ -383,45 +464,66 @@ def newest_event_time(con: duckdb.DuckDBPyConnection) -> dt.datetime | None:
     return con.sql("SELECT max(time) FROM events").fetchall()[0][0]
 
 
-def list_pods(con: duckdb.DuckDBPyConnection, namespace: str | None = None,
-              late_after: dt.timedelta = DEFAULT_LATE_AFTER) -> list[dict]:
+def list_pods(
+    con: duckdb.DuckDBPyConnection, namespace: str | None = None, late_after: dt.timedelta = DEFAULT_LATE_AFTER
+) -> list[dict]:
     """Pods in the history, with process and late-shell counts (what ``tetrapipe tree`` lists)."""
-    return con.sql(sql.PODS_SQL, params={"namespace": namespace, "shells": sorted(SHELLS),
-                                         "late": late_after}).to_arrow_table().to_pylist()
+    return (
+        con.sql(sql.PODS_SQL, params={"namespace": namespace, "shells": sorted(SHELLS), "late": late_after})
+        .to_arrow_table()
+        .to_pylist()
+    )
 
 
 def _resolve_pod(con: duckdb.DuckDBPyConnection, sel: Selection) -> None:
     """Accept a unique pod-name prefix (``crawler`` for ``crawler-7d9f8b6c5-x2x4z``); explain misses."""
     if sel.pod is None:
         return
-    rows = con.sql("SELECT DISTINCT namespace, pod FROM processes WHERE pod = $pod "
-                   "AND ($ns IS NULL OR namespace = $ns)", params={"pod": sel.pod, "ns": sel.namespace}).fetchall()
+    rows = con.sql(
+        "SELECT DISTINCT namespace, pod FROM processes WHERE pod = $pod AND ($ns IS NULL OR namespace = $ns)",
+        params={"pod": sel.pod, "ns": sel.namespace},
+    ).fetchall()
     if rows:
         if len(rows) > 1 and sel.namespace is None:
-            raise TreeError(f"pod {sel.pod!r} exists in several namespaces "
-                            f"({', '.join(sorted(r[0] or '?' for r in rows))}): add --namespace")
+            raise TreeError(
+                f"pod {sel.pod!r} exists in several namespaces "
+                f"({', '.join(sorted(r[0] or '?' for r in rows))}): add --namespace"
+            )
         return
-    like = con.sql("SELECT DISTINCT namespace, pod FROM processes WHERE starts_with(pod, $pod) "
-                   "AND ($ns IS NULL OR namespace = $ns) ORDER BY 1, 2",
-                   params={"pod": sel.pod, "ns": sel.namespace}).fetchall()
+    like = con.sql(
+        "SELECT DISTINCT namespace, pod FROM processes WHERE starts_with(pod, $pod) "
+        "AND ($ns IS NULL OR namespace = $ns) ORDER BY 1, 2",
+        params={"pod": sel.pod, "ns": sel.namespace},
+    ).fetchall()
     if len(like) == 1:
         sel.namespace, sel.pod = like[0]
         return
     if like:
         names = ", ".join(f"{ns}/{p}" for ns, p in like[:10])
         raise TreeError(f"pod {sel.pod!r} is ambiguous: {names}{' ...' if len(like) > 10 else ''}")
-    known = con.sql("SELECT DISTINCT namespace, pod FROM processes WHERE pod IS NOT NULL "
-                    "AND ($ns IS NULL OR namespace = $ns) ORDER BY 1, 2 LIMIT 12",
-                    params={"ns": sel.namespace}).fetchall()
-    hint = ("; pods in the history: " + ", ".join(f"{ns}/{p}" for ns, p in known)) if known else \
-        "; the history has no pod processes (run tetrapipe ingest first)"
-    raise TreeError(f"no processes of pod {sel.pod!r}{' in namespace ' + sel.namespace if sel.namespace else ''}"
-                    f"{hint}")
+    known = con.sql(
+        "SELECT DISTINCT namespace, pod FROM processes WHERE pod IS NOT NULL "
+        "AND ($ns IS NULL OR namespace = $ns) ORDER BY 1, 2 LIMIT 12",
+        params={"ns": sel.namespace},
+    ).fetchall()
+    hint = (
+        ("; pods in the history: " + ", ".join(f"{ns}/{p}" for ns, p in known))
+        if known
+        else "; the history has no pod processes (run tetrapipe ingest first)"
+    )
+    raise TreeError(f"no processes of pod {sel.pod!r}{' in namespace ' + sel.namespace if sel.namespace else ''}{hint}")
 
 
-def build_tree(source: Lake | str | duckdb.DuckDBPyConnection, selection: Selection, *,
-               late_after: dt.timedelta = DEFAULT_LATE_AFTER, fold: bool = True, max_children: int = 60,
-               max_processes: int = 20_000, events_per_process: int = 200) -> TreeView:
+def build_tree(
+    source: Lake | str | duckdb.DuckDBPyConnection,
+    selection: Selection,
+    *,
+    late_after: dt.timedelta = DEFAULT_LATE_AFTER,
+    fold: bool = True,
+    max_children: int = 60,
+    max_processes: int = 20_000,
+    events_per_process: int = 200,
+) -> TreeView:
     """Read the selection's processes, events and alerts from the history and arrange them."""
     import duckdb
 
@@ -437,13 +539,23 @@ def build_tree(source: Lake | str | duckdb.DuckDBPyConnection, selection: Select
             con.close()
 
 
-def _build(con: duckdb.DuckDBPyConnection, sel: Selection, late_after: dt.timedelta, fold: bool,
-           max_children: int, max_processes: int, events_per_process: int) -> TreeView:
+def _build(
+    con: duckdb.DuckDBPyConnection,
+    sel: Selection,
+    late_after: dt.timedelta,
+    fold: bool,
+    max_children: int,
+    max_processes: int,
+    events_per_process: int,
+) -> TreeView:
     _resolve_pod(con, sel)
     path_ids: list[str] = []
     if sel.exec_id:
-        lineage = con.sql("SELECT * FROM process_lineage($x) ORDER BY level",
-                          params={"x": sel.exec_id}).to_arrow_table().to_pylist()
+        lineage = (
+            con.sql("SELECT * FROM process_lineage($x) ORDER BY level", params={"x": sel.exec_id})
+            .to_arrow_table()
+            .to_pylist()
+        )
         if not lineage:
             raise TreeError(f"no process with exec_id {sel.exec_id!r} in the history")
         focus = lineage[0]
@@ -455,18 +567,29 @@ def _build(con: duckdb.DuckDBPyConnection, sel: Selection, late_after: dt.timede
             top = i
         path_ids = [r["exec_id"] for r in reversed(lineage[: top + 1])]
         params = {"root": sel.exec_id, "since": sel.since, "until": sel.until}
-        rows = con.sql("SELECT * FROM process_tree(root_exec_id := $root, since := $since, until := $until) "
-                       f"ORDER BY depth, start_time LIMIT {max_processes + 1}", params=params).to_arrow_table()
+        rows = con.sql(
+            "SELECT * FROM process_tree(root_exec_id := $root, since := $since, until := $until) "
+            f"ORDER BY depth, start_time LIMIT {max_processes + 1}",
+            params=params,
+        ).to_arrow_table()
         rows = rows.to_pylist()
-        path_rows = [r for r in reversed(lineage[1: top + 1])]
+        path_rows = [r for r in reversed(lineage[1 : top + 1])]
     else:
         if not any((sel.pod, sel.namespace, sel.container, sel.since, sel.until)):
             raise TreeError("say what to draw: --pod NAME, --namespace NS, --container NAME, --exec-id ID or --since")
-        params = {"pod": sel.pod, "ns": sel.namespace, "container": sel.container, "since": sel.since,
-                  "until": sel.until}
-        rows = con.sql("SELECT * FROM process_tree(pod_name := $pod, pod_namespace := $ns, container := $container, "
-                       "since := $since, until := $until) "
-                       f"ORDER BY depth, start_time LIMIT {max_processes + 1}", params=params).to_arrow_table()
+        params = {
+            "pod": sel.pod,
+            "ns": sel.namespace,
+            "container": sel.container,
+            "since": sel.since,
+            "until": sel.until,
+        }
+        rows = con.sql(
+            "SELECT * FROM process_tree(pod_name := $pod, pod_namespace := $ns, container := $container, "
+            "since := $since, until := $until) "
+            f"ORDER BY depth, start_time LIMIT {max_processes + 1}",
+            params=params,
+        ).to_arrow_table()
         rows = rows.to_pylist()
         path_rows = []
         if not rows:
@@ -496,8 +619,17 @@ def _build(con: duckdb.DuckDBPyConnection, sel: Selection, late_after: dt.timede
             if parent is not None:
                 parent.children.append(n)
         roots = [nodes[path_ids[0]]]
-        counts = dict(con.sql("SELECT parent_exec_id, count(*) FROM processes WHERE list_contains($ids, parent_exec_id) "
-                              "GROUP BY 1", params={"ids": path_ids[:-1]}).fetchall()) if len(path_ids) > 1 else {}
+        counts = (
+            dict(
+                con.sql(
+                    "SELECT parent_exec_id, count(*) FROM processes WHERE list_contains($ids, parent_exec_id) "
+                    "GROUP BY 1",
+                    params={"ids": path_ids[:-1]},
+                ).fetchall()
+            )
+            if len(path_ids) > 1
+            else {}
+        )
         for pid_ in path_ids[:-1]:
             nodes[pid_].other_children = max(0, counts.get(pid_, 0) - 1)
     else:
@@ -525,8 +657,16 @@ def _attach_events(con: duckdb.DuckDBPyConnection, nodes: dict[str, Node], per_p
         for exec_id, n in con.sql(sql.EVENT_COUNTS_SQL).fetchall():
             nodes[exec_id].event_count = n
         for row in con.sql(sql.ALERTS_SQL).to_arrow_table().to_pylist():
-            nodes[row["exec_id"]].alerts.append(Alert(row["rule_id"], row["title"], row["severity"] or "info",
-                                                      row["message"], row["time"], row["count"] or 1))
+            nodes[row["exec_id"]].alerts.append(
+                Alert(
+                    row["rule_id"],
+                    row["title"],
+                    row["severity"] or "info",
+                    row["message"],
+                    row["time"],
+                    row["count"] or 1,
+                )
+            )
     finally:
         con.unregister("_tree_ids")
 
@@ -545,10 +685,21 @@ def _group(roots: list[Node], fold: bool, max_children: int) -> list[Group]:
         out_entries = []
         for parent_id, rs in entries.items():
             p0 = rs[0]
-            out_entries.append(Entry(parent_id, p0.parent_binary, list(p0.ancestor_binaries),
-                                     fold_children(rs, fold, max_children)))
-        groups.append(Group(first.namespace, first.pod, first.container_name, first.container_id, first.image,
-                            first.container_start_time, first.node_name, out_entries))
+            out_entries.append(
+                Entry(parent_id, p0.parent_binary, list(p0.ancestor_binaries), fold_children(rs, fold, max_children))
+            )
+        groups.append(
+            Group(
+                first.namespace,
+                first.pod,
+                first.container_name,
+                first.container_id,
+                first.image,
+                first.container_start_time,
+                first.node_name,
+                out_entries,
+            )
+        )
     return groups
 
 
@@ -570,8 +721,9 @@ def _signature(n: Node, memo: dict[str, int]) -> int:
     return sig
 
 
-def fold_children(children: Iterable[Node], fold: bool = True, max_children: int = 60,
-                  memo: dict[str, int] | None = None) -> list[Shown]:
+def fold_children(
+    children: Iterable[Node], fold: bool = True, max_children: int = 60, memo: dict[str, int] | None = None
+) -> list[Shown]:
     """Siblings as drawn: identical subtrees folded (first one shown, with the count), in start order."""
     memo = {} if memo is None else memo
     groups: dict[object, list[Node]] = {}
@@ -587,6 +739,24 @@ def fold_children(children: Iterable[Node], fold: bool = True, max_children: int
     return shown
 
 
-__all__ = ["Alert", "DEFAULT_LATE_AFTER", "Entry", "Event", "Group", "Node", "SHELLS", "Selection", "Shown",
-           "TreeError", "TreeView", "build_tree", "fold_children", "format_offset", "is_late_shell", "list_pods",
-           "newest_event_time", "parse_duration", "parse_time"]
+__all__ = [
+    "Alert",
+    "DEFAULT_LATE_AFTER",
+    "Entry",
+    "Event",
+    "Group",
+    "Node",
+    "SHELLS",
+    "Selection",
+    "Shown",
+    "TreeError",
+    "TreeView",
+    "build_tree",
+    "fold_children",
+    "format_offset",
+    "is_late_shell",
+    "list_pods",
+    "newest_event_time",
+    "parse_duration",
+    "parse_time",
+]

@@ -84,8 +84,11 @@ def record_kind(record: dict[str, Any]) -> str:
 def record_key(record: dict[str, Any]) -> bytes | None:
     """A partition key: alerts by rule, events by node (the transport's partitioning)."""
     if is_alert_record(record):
-        rule = record.get("rule_id") or (record.get("rule") or {}).get("id") \
+        rule = (
+            record.get("rule_id")
+            or (record.get("rule") or {}).get("id")
             or ((record.get("finding_info") or {}).get("analytic") or {}).get("uid")
+        )
         return str(rule).encode() if rule else None
     host = record_host(record)
     return host.encode() if host else None

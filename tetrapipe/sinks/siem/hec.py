@@ -55,13 +55,29 @@ CHANNEL_CODES = {10, 11}
 
 
 class HecSink(DeliveringSink):
-    def __init__(self, name: str, *, url: str, token: str, index: str | None = None,
-                 source: str = "tetrapipe", sourcetype: str = "_json", host: str | None = None,
-                 gzip: bool = True, ack: bool = False, ack_timeout_seconds: float = 60.0,
-                 ack_poll_seconds: float = 0.5, max_pending_acks: int = 16,
-                 max_request_bytes: int = 1_000_000, timeout_seconds: float = 10.0,
-                 verify_tls: bool = True, ca_file: str | None = None, channel: str | None = None,
-                 delivery: Delivery | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        url: str,
+        token: str,
+        index: str | None = None,
+        source: str = "tetrapipe",
+        sourcetype: str = "_json",
+        host: str | None = None,
+        gzip: bool = True,
+        ack: bool = False,
+        ack_timeout_seconds: float = 60.0,
+        ack_poll_seconds: float = 0.5,
+        max_pending_acks: int = 16,
+        max_request_bytes: int = 1_000_000,
+        timeout_seconds: float = 10.0,
+        verify_tls: bool = True,
+        ca_file: str | None = None,
+        channel: str | None = None,
+        delivery: Delivery | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(name, delivery, **kw)
         self.peer = HttpPeer(url, timeout=timeout_seconds, verify_tls=verify_tls, ca_file=ca_file, what="HEC")
         self.path = self.peer.path or EVENT_PATH
@@ -151,18 +167,25 @@ class HecSink(DeliveringSink):
             if self.ack:
                 ack_id = payload.get("ackId")
                 if ack_id is None:
-                    raise TransientError("HEC answered without an ackId: is indexer acknowledgement enabled "
-                                         "on this token?")
+                    raise TransientError(
+                        "HEC answered without an ackId: is indexer acknowledgement enabled on this token?"
+                    )
                 self._unacked[int(ack_id)] = (records, time.monotonic())
             return
         if status == 413:
             if len(lines) == 1:
-                raise RejectedError(f"HEC 413: one record of {len(lines[0])} bytes is larger than the "
-                                    f"server accepts ({text})", accepted=0, rejected=1)
+                raise RejectedError(
+                    f"HEC 413: one record of {len(lines[0])} bytes is larger than the server accepts ({text})",
+                    accepted=0,
+                    rejected=1,
+                )
             half = len(lines) // 2
             self.max_request_bytes = max(sum(len(x) + 1 for x in lines[:half]), 1)
-            log.warning("sink %s: HEC says the request is too large; lowering max_request_bytes to %d",
-                        self.name, self.max_request_bytes)
+            log.warning(
+                "sink %s: HEC says the request is too large; lowering max_request_bytes to %d",
+                self.name,
+                self.max_request_bytes,
+            )
             self._post(lines[:half], records[:half])
             try:
                 self._post(lines[half:], records[half:])
@@ -173,13 +196,13 @@ class HecSink(DeliveringSink):
         if status == 400 and code not in CHANNEL_CODES:
             bad = payload.get("invalid-event-number")
             if isinstance(bad, int) and 0 <= bad < len(lines):
-                raise RejectedError(f"HEC 400 code {code}: {text} (event {bad} of the batch)",
-                                    accepted=bad, rejected=1)
+                raise RejectedError(f"HEC 400 code {code}: {text} (event {bad} of the batch)", accepted=bad, rejected=1)
             raise RejectedError(f"HEC 400 code {code}: {text}", accepted=0, rejected=len(lines))
         retry_after_s = retry_after(headers.get("retry-after"))
         if status in (401, 403):
-            raise TransientError(f"HEC {status} code {code}: {text} -- check the token; records are kept",
-                                 retry_after_s)
+            raise TransientError(
+                f"HEC {status} code {code}: {text} -- check the token; records are kept", retry_after_s
+            )
         raise TransientError(f"HEC {status} code {code}: {text}", retry_after_s)
 
     # --- acknowledgements -------------------------------------------------------------------
@@ -208,8 +231,13 @@ class HecSink(DeliveringSink):
             overdue = [k for k, (_, sent) in self._unacked.items() if now - sent >= self.ack_timeout]
             for k in overdue:
                 records, _ = self._unacked.pop(k)
-                log.warning("sink %s: ackId %d not acknowledged within %.0fs; sending its %d record(s) again",
-                            self.name, k, self.ack_timeout, len(records))
+                log.warning(
+                    "sink %s: ackId %d not acknowledged within %.0fs; sending its %d record(s) again",
+                    self.name,
+                    k,
+                    self.ack_timeout,
+                    len(records),
+                )
                 self.stats.retried += len(records)
                 self._resend(records)
             if not self._unacked or len(self._unacked) < until_below or now >= deadline:
@@ -238,8 +266,11 @@ class HecSink(DeliveringSink):
         if self._unacked:
             pending = [r for records, _ in self._unacked.values() for r in records]
             self._unacked.clear()
-            log.warning("sink %s: %d record(s) sent but not acknowledged at shutdown; keeping them in the spool",
-                        self.name, len(pending))
+            log.warning(
+                "sink %s: %d record(s) sent but not acknowledged at shutdown; keeping them in the spool",
+                self.name,
+                len(pending),
+            )
             self._to_spool(pending)
 
     def _close_peer(self) -> None:

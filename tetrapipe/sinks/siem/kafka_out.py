@@ -16,9 +16,19 @@ from tetrapipe.sinks.siem.base import DeliveringSink, Delivery, TransientError
 
 
 class KafkaSink(DeliveringSink):
-    def __init__(self, name: str, *, bootstrap: str, topic: str, compression: str | None = None,
-                 timeout_seconds: float = 30.0, client_id: str = "tetrapipe-siem",
-                 options: dict[str, Any] | None = None, delivery: Delivery | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        bootstrap: str,
+        topic: str,
+        compression: str | None = None,
+        timeout_seconds: float = 30.0,
+        client_id: str = "tetrapipe-siem",
+        options: dict[str, Any] | None = None,
+        delivery: Delivery | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(name, delivery, **kw)
         self.bootstrap = bootstrap
         self.topic = topic
@@ -36,9 +46,15 @@ class KafkaSink(DeliveringSink):
             ms = int(self.timeout * 1000)
             try:
                 self._producer = KafkaProducer(
-                    bootstrap_servers=self.bootstrap.split(","), client_id=self.client_id, acks="all",
-                    compression_type=self.compression, linger_ms=20, max_block_ms=ms,
-                    request_timeout_ms=min(ms, 30_000), **self.options)
+                    bootstrap_servers=self.bootstrap.split(","),
+                    client_id=self.client_id,
+                    acks="all",
+                    compression_type=self.compression,
+                    linger_ms=20,
+                    max_block_ms=ms,
+                    request_timeout_ms=min(ms, 30_000),
+                    **self.options,
+                )
             except KafkaError as exc:
                 raise TransientError(f"kafka {self.bootstrap}: {exc}") from exc
         return self._producer

@@ -28,14 +28,15 @@ class SinkCollector(Collector):
         self.router = router
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        records = CounterMetricFamily("tetrapipe_sink_records", "Records by sink and outcome",
-                                      labels=["sink", "outcome"])
+        records = CounterMetricFamily(
+            "tetrapipe_sink_records", "Records by sink and outcome", labels=["sink", "outcome"]
+        )
         failures = CounterMetricFamily("tetrapipe_sink_failures", "Failed delivery attempts", labels=["sink"])
-        spool = GaugeMetricFamily("tetrapipe_sink_spool_records", "Records waiting in the disk spool",
-                                  labels=["sink"])
+        spool = GaugeMetricFamily("tetrapipe_sink_spool_records", "Records waiting in the disk spool", labels=["sink"])
         up = GaugeMetricFamily("tetrapipe_sink_up", "1 when the sink's peer took the last attempt", labels=["sink"])
-        routed = CounterMetricFamily("tetrapipe_sink_routed", "Records routed to the sink (after filters)",
-                                     labels=["sink", "record_type"])
+        routed = CounterMetricFamily(
+            "tetrapipe_sink_routed", "Records routed to the sink (after filters)", labels=["sink", "record_type"]
+        )
         for name, st in self.router.stats().items():
             for outcome in OUTCOMES:
                 records.add_metric([name, outcome], st[outcome])

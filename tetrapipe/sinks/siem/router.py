@@ -114,8 +114,12 @@ class RouteFilter:
         if alerts and "rule_id" in table.column_names and (self.rules is not None or self.exclude_rules):
             rules = pc.fill_null(table.column("rule_id"), "")
             present = [v for v in pc.unique(rules).to_pylist() if v is not None]
-            keep = [v for v in present if (self.rules is None or _globs(v, self.rules))
-                    and not (self.exclude_rules and _globs(v, self.exclude_rules))]
+            keep = [
+                v
+                for v in present
+                if (self.rules is None or _globs(v, self.rules))
+                and not (self.exclude_rules and _globs(v, self.exclude_rules))
+            ]
             both(pc.is_in(rules, pa.array(keep, pa.string())))
         return table.filter(mask)
 
@@ -243,8 +247,10 @@ class Router:
                 log.exception("sink %s: close failed", sink.name)
 
     def stats(self) -> dict[str, dict[str, Any]]:
-        return {r.name: {**r.sink.stats.as_dict(), "routed_alerts": r.counts.alerts,
-                         "routed_events": r.counts.events} for r in self.routes}
+        return {
+            r.name: {**r.sink.stats.as_dict(), "routed_alerts": r.counts.alerts, "routed_events": r.counts.events}
+            for r in self.routes
+        }
 
     def backlog(self) -> int:
         return sum(getattr(s, "backlog", 0) for s in self.sinks)

@@ -15,8 +15,9 @@ from tetrapipe.sinks.siem.base import DeliveringSink, Delivery, TransientError
 
 
 class StdoutSink(DeliveringSink):
-    def __init__(self, name: str, *, stream: BinaryIO | None = None, delivery: Delivery | None = None,
-                 **kw: Any) -> None:
+    def __init__(
+        self, name: str, *, stream: BinaryIO | None = None, delivery: Delivery | None = None, **kw: Any
+    ) -> None:
         if delivery is None:
             delivery = Delivery(batch_size=100, linger_seconds=0.0)
         super().__init__(name, delivery, **kw)

@@ -53,8 +53,22 @@ from tetrapipe.sinks.siem.base import DeliveringSink, Delivery, RejectedError, T
 log = logging.getLogger("tetrapipe.sinks.syslog")
 
 FACILITIES = {
-    "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7, "uucp": 8,
-    "cron": 9, "authpriv": 10, "ftp": 11, "ntp": 12, "security": 13, "console": 14, "solaris-cron": 15,
+    "kern": 0,
+    "user": 1,
+    "mail": 2,
+    "daemon": 3,
+    "auth": 4,
+    "syslog": 5,
+    "lpr": 6,
+    "news": 7,
+    "uucp": 8,
+    "cron": 9,
+    "authpriv": 10,
+    "ftp": 11,
+    "ntp": 12,
+    "security": 13,
+    "console": 14,
+    "solaris-cron": 15,
     **{f"local{i}": 16 + i for i in range(8)},
 }
 #: alert severity rank (info .. critical) -> syslog severity
@@ -77,12 +91,29 @@ def _sd_value(value: Any) -> str:
 
 
 class SyslogSink(DeliveringSink):
-    def __init__(self, name: str, *, host: str = "127.0.0.1", port: int | None = None, protocol: str = "tcp",
-                 facility: str = "local0", app_name: str = "tetrapipe", hostname: str | None = None,
-                 framing: str = "octet-counting", structured_data: bool = True, sd_id: str = "tetrapipe@32473",
-                 max_message_bytes: int = 65_000, timeout_seconds: float = 10.0, ca_file: str | None = None,
-                 cert_file: str | None = None, key_file: str | None = None, verify_tls: bool = True,
-                 server_name: str | None = None, delivery: Delivery | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        protocol: str = "tcp",
+        facility: str = "local0",
+        app_name: str = "tetrapipe",
+        hostname: str | None = None,
+        framing: str = "octet-counting",
+        structured_data: bool = True,
+        sd_id: str = "tetrapipe@32473",
+        max_message_bytes: int = 65_000,
+        timeout_seconds: float = 10.0,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        verify_tls: bool = True,
+        server_name: str | None = None,
+        delivery: Delivery | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(name, delivery, **kw)
         if protocol not in DEFAULT_PORTS:
             raise ValueError(f"syslog protocol must be udp, tcp or tls, not {protocol!r}")
@@ -145,8 +176,9 @@ class SyslogSink(DeliveringSink):
         if self._sock is not None:
             if self.protocol == "udp" or not self._peer_closed(self._sock):
                 return self._sock
-            log.info("sink %s: syslog receiver %s:%d closed the connection; reconnecting", self.name, self.host,
-                     self.port)
+            log.info(
+                "sink %s: syslog receiver %s:%d closed the connection; reconnecting", self.name, self.host, self.port
+            )
             self._drop()
         try:
             if self.protocol == "udp":
@@ -199,8 +231,11 @@ class SyslogSink(DeliveringSink):
                 # deliver what comes before it, then reject it alone
                 if i:
                     self._send_messages(messages[:i])
-                raise RejectedError(f"syslog message of {len(m)} bytes exceeds max_message_bytes "
-                                    f"({self.max_message_bytes})", accepted=i, rejected=1)
+                raise RejectedError(
+                    f"syslog message of {len(m)} bytes exceeds max_message_bytes ({self.max_message_bytes})",
+                    accepted=i,
+                    rejected=1,
+                )
         self._send_messages(messages)
 
     def _send_messages(self, messages: list[bytes]) -> None:
@@ -232,8 +267,11 @@ class SyslogSink(DeliveringSink):
 
 def _sd_fields(record: dict[str, Any]) -> dict[str, Any]:
     """rule, namespace, pod: wherever the record's format keeps them."""
-    rule = record.get("rule_id") or (record.get("rule") or {}).get("id") \
+    rule = (
+        record.get("rule_id")
+        or (record.get("rule") or {}).get("id")
         or ((record.get("finding_info") or {}).get("analytic") or {}).get("uid")
+    )
     orch = record.get("orchestrator") or {}
     k8s = (record.get("unmapped") or {}).get("k8s") or {}
     namespace = record.get("namespace") or orch.get("namespace") or k8s.get("namespace")

@@ -44,9 +44,21 @@ REFUSED = {400, 413, 422}
 
 
 class WebhookSink(DeliveringSink):
-    def __init__(self, name: str, *, url: str, mode: str = "ndjson", headers: dict[str, str] | None = None,
-                 method: str = "POST", gzip: bool = False, timeout_seconds: float = 10.0, verify_tls: bool = True,
-                 ca_file: str | None = None, delivery: Delivery | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        url: str,
+        mode: str = "ndjson",
+        headers: dict[str, str] | None = None,
+        method: str = "POST",
+        gzip: bool = False,
+        timeout_seconds: float = 10.0,
+        verify_tls: bool = True,
+        ca_file: str | None = None,
+        delivery: Delivery | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(name, delivery, **kw)
         if mode not in MODES:
             raise ValueError(f"webhook mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -99,8 +111,9 @@ class WebhookSink(DeliveringSink):
             self._post(records[half:], accepted_before + half)
             return
         hint = " -- check the URL and credentials; records are kept" if status in (401, 403, 404, 405) else ""
-        raise TransientError(f"webhook {status}: {text}{hint}", retry_after(resp_headers.get("retry-after")),
-                             accepted=accepted_before)
+        raise TransientError(
+            f"webhook {status}: {text}{hint}", retry_after(resp_headers.get("retry-after")), accepted=accepted_before
+        )
 
     def _close_peer(self) -> None:
         self.peer.close()
