@@ -23,6 +23,9 @@ SLOW_MODULES = {
     "test_run_vs_process.py",
     "test_enriched_stream.py",
     "test_collect.py",
+    "test_inputs.py",  # gzip, FIFO, follow and dedup end to end, many through the command line
+    "test_hostile_output.py",  # every command as a subprocess, on a pipe and a terminal
+    "test_normalize_properties.py",  # hypothesis over every real event
 }
 SLOW_TESTS = {
     "test_ingest.py::test_a_failing_transform_stops_the_ingest_and_a_rerun_completes_it_once",
@@ -33,6 +36,11 @@ SLOW_TESTS = {
     "test_ancestry.py::test_a_million_live_processes_fit_in_200_mb",
     "test_restart_state.py::test_run_prints_alerts_as_they_fire_and_a_restart_does_not_repeat_them",
     "test_sigma.py::test_import_then_detect_on_the_scenario",
+    "test_safety.py::test_query_output_tree_page_and_compacted_segments_are_owner_only",
+    "test_normalize.py::test_rows_keep_the_log_order_across_scan_chunks",
+    "test_tree.py::test_html_badges_are_never_clipped_in_chromium",
+    "test_tree.py::test_html_in_headless_chromium",
+    "test_ingest.py::test_ingest_prints_the_alerts_of_this_run_not_the_whole_lake",
 }
 
 
