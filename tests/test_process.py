@@ -241,6 +241,14 @@ def _lake_summary(lake_dir: Path) -> tuple[int, int]:
         con.close()
 
 
+def _lake_ids(lake_dir: Path) -> set[str]:
+    con = history.connect(Lake(lake_dir))
+    try:
+        return {r[0] for r in con.execute("SELECT event_id FROM events").fetchall()}
+    finally:
+        con.close()
+
+
 def _expected_ids(lines: list[bytes]) -> set[str]:
     return set(normalize_lines(lines).events.column("event_id").to_pylist())
 
@@ -576,12 +584,7 @@ def test_broker_unreachable_for_a_while_then_back_is_exactly_once(tmp_path: Path
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, proc.stderr.read().decode()[-3000:]
         assert _lake_summary(lake) == (20_000, 20_000)
-        con = history.connect(Lake(lake))
-        try:
-            ids = {r[0] for r in con.execute("SELECT event_id FROM events").fetchall()}
-        finally:
-            con.close()
-        assert ids == _expected_ids(lines)
+        assert _lake_ids(lake) == _expected_ids(lines)
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
@@ -658,12 +661,7 @@ def test_a_recreated_topic_is_detected_and_handled_by_policy(tmp_path: Path) -> 
         )
         status = partition_status(broker.bootstrap, topic, "any", Lake(lake_dir))[0]
         assert (status["state"], status["lake_offset"], status["lag"]) == ("caught up", 119, 0)
-        con = history.connect(Lake(lake_dir))
-        try:
-            ids = {r[0] for r in con.execute("SELECT event_id FROM events").fetchall()}
-        finally:
-            con.close()
-        assert ids == _expected_ids(lines)
+        assert _lake_ids(lake_dir) == _expected_ids(lines)
     finally:
         broker.stop()
 

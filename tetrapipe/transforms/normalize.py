@@ -236,16 +236,6 @@ ENTERPRISE_BODIES: dict[str, list[str]] = {
         "sock_cookie",
         "protocol",
     ],
-    "process_accept": [
-        "process",
-        "parent",
-        "source_ip",
-        "source_port",
-        "destination_ip",
-        "destination_port",
-        "sock_cookie",
-        "protocol",
-    ],
     "process_close": [
         "process",
         "parent",
@@ -261,6 +251,7 @@ ENTERPRISE_BODIES: dict[str, list[str]] = {
     "process_sock_stats": ["process", "parent", "socket", "stats"],
     "process_dns": ["process", "parent"],
 }
+ENTERPRISE_BODIES["process_accept"] = ENTERPRISE_BODIES["process_connect"]  # the same socket fields
 
 #: kinds whose key is looked up explicitly (the open-source API, plus the Isovalent
 #: Enterprise kinds seen in real exports); other kinds take the careful query
