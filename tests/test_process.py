@@ -715,3 +715,27 @@ def test_one_poison_record_in_the_middle_of_a_partition_costs_only_itself(
     dead = read_topic(kafka.bootstrap, f"{topic}.dlq", expect=1)
     assert [m.value for m in dead] == [not_an_event]
     assert dict(dead[0].headers)["offset"] == b"1001"
+
+
+def test_events_a_restarted_collector_sends_again_are_stored_once(
+    kafka: TansuBroker, topic: str, tmp_path: Path
+) -> None:
+    """The collector delivers at least once: after its crash the topic holds a stretch of events twice."""
+    _create_topic(kafka.bootstrap, topic, 2)
+    lines = _synthetic(3000)
+    _produce(kafka.bootstrap, topic, lines[:2000], partitions=2)
+    _produce(kafka.bootstrap, topic, lines[1500:], partitions=2)  # 500 sent again, then the rest
+    cfg = ProcessorConfig(
+        kafka.bootstrap,
+        topic=topic,
+        group=topic,
+        exit_at_eof=True,
+        batch_max_records=700,
+        alerts_topic=None,
+        dead_letter_topic=None,
+        kafka_options=FAST_GROUP,
+    )
+    stats = Processor(cfg, Lake(tmp_path / "lake"), []).run()
+    assert (stats.records, stats.events, stats.duplicates) == (3500, 3000, 500)
+    assert _lake_summary(tmp_path / "lake") == (3000, 3000)
+    assert _lake_ids(tmp_path / "lake") == _expected_ids(lines)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import orjson
 import pyarrow as pa
 
-from tetrapipe.ingest import BatchTransform
+from tetrapipe.ingest import BatchTransform, EventDedup
 from tetrapipe.metrics import Health, PipelineMetrics, new_registry
 from tetrapipe.schema import EVENT_SCHEMA, REJECT_SCHEMA
 from tetrapipe.sinks.lake import Lake
@@ -138,6 +138,7 @@ class ProcessStats:
     records: int = 0
     events: int = 0
     rejects: int = 0
+    duplicates: int = 0  # events the lake already held (sent again by a restarted collector), not stored again
     alerts: int = 0
     streamed: int = 0  # enriched events produced to the events topic
     oversized: int = 0  # enriched events too large for a Kafka record (logged, not streamed; in the lake)
@@ -199,6 +200,7 @@ class Processor:
         self.stats = ProcessStats()
         self._stop = threading.Event()
         self._normalizer = Normalizer()
+        self._dedup = EventDedup(lake)
         self._pending: dict[int, list] = {}  # partition -> records not yet written
         self._consumer = None
         self._producer = None
@@ -347,6 +349,7 @@ class Processor:
                 except Exception:  # noqa: BLE001 - closing a broken connection
                     log.debug("close failed", exc_info=True)
         self._normalizer.close()
+        self._dedup.close()
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -519,6 +522,10 @@ class Processor:
             [r.value for r in records], source=source, normalizer=self._normalizer, offsets=[r.offset for r in records]
         )
         events, rejects = norm.events, norm.rejects
+        # a collector restarted after a crash sends again what Kafka may already hold (at least once):
+        # an event whose event_id the lake has is not stored, alerted on or streamed a second time
+        events, dropped = self._dedup.drop_seen(events)
+        self.stats.duplicates += dropped
         extra: dict[str, pa.Table] = {}
         for transform in self.transforms:
             events, produced = transform(events)

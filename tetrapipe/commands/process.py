@@ -231,6 +231,7 @@ def process_command(
         )
     console.print(
         f"processed {stats.records:,} records: {stats.events:,} events, {stats.rejects:,} rejects, "
+        f"{stats.duplicates:,} events already in the lake, "
         f"{stats.alerts:,} alerts ({stats.records_per_second:,.0f} records/s from first record to last "
         f"commit); lake holds partitions {stats.by_partition}"
     )
