@@ -35,7 +35,21 @@ lake_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "TETRAPIPE"})
+class _Face(click.Group):
+    """The one place a domain error (:mod:`tetrapipe.errors`) becomes a message and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from tetrapipe.errors import TetrapipeError, UsageProblem
+
+        try:
+            return super().invoke(ctx)
+        except UsageProblem as exc:
+            raise click.UsageError(str(exc)) from exc
+        except TetrapipeError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Face, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "TETRAPIPE"})
 @click.version_option(__version__, prog_name="tetrapipe")
 def cli() -> None:
     """Tetragon events in, answers out: history, hunts, detections, process trees."""

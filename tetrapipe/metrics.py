@@ -156,12 +156,12 @@ def serve_metrics(
     if not port:
         return None
     host = host or DEFAULT_METRICS_HOST
-    import click
+    from tetrapipe.errors import UsageProblem
 
     try:
         return MetricsServer(registry, health, f"{host}:{port}")
     except OSError as exc:
-        raise click.UsageError(f"cannot serve metrics on {host}:{port}: {exc}") from exc
+        raise UsageProblem(f"cannot serve metrics on {host}:{port}: {exc}") from exc
 
 
 class RateMeter:

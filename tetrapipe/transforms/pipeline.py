@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import os
 
-import click
-
+from tetrapipe.errors import UsageProblem
 from tetrapipe.ruleset import RulesError, load_ruleset
 from tetrapipe.ruleset.locate import resolve_rules_dir
 from tetrapipe.transforms.detect import Detector
@@ -24,7 +23,7 @@ def load_detector(rules_dir: str | os.PathLike[str] | None, **kwargs) -> Detecto
     if root is None:
         return None
     if not root.exists():
-        raise click.ClickException(f"rules directory {root} does not exist (--rules DIR, or 'none' to disable)")
+        raise UsageProblem(f"rules directory {root} does not exist (--rules DIR, or 'none' to disable)")
     rs = load_ruleset([root])
     if rs.errors:
         raise RulesError(rs.errors)
