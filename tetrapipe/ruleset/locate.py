@@ -62,7 +62,7 @@ def resolve_rules_dir(rules_dir: str | os.PathLike[str] | None) -> Path | None:
     """``None`` -> the default; ``'none'`` -> None (detection off); else the path given."""
     if rules_dir is None:
         return default_rules_dir()
-    if str(rules_dir) == "none":
+    if not rules_wanted(rules_dir):
         return None
     return Path(rules_dir)
 
