@@ -8,7 +8,7 @@ Three measurements:
 1. ``transform``: events/s of ``AncestryTransform`` alone over normalized
    batches (read with ``read_line_batches`` + ``Normalizer``, 32 MB chunks, as
    ``tetrapipe ingest`` does), starting from an empty table.
-2. ``ingest``: ``tetrapipe.ingest.ingest`` of the same file into a fresh lake,
+2. ``ingest``: ``tetrapipe.flows.ingest.ingest`` of the same file into a fresh lake,
    without and with the transform (best of ``--repeat`` runs each); the
    difference is what the enrichment adds to ingest time.
 3. ``memory``: ``--processes`` short-lived processes (exec + exit, 1 ms apart,
@@ -278,8 +278,8 @@ def bench_transform(batches: list[pa.Table], repeat: int) -> dict:
 
 
 def bench_ingest(path: Path, repeat: int) -> dict:
-    from tetrapipe.ingest import ingest
-    from tetrapipe.sinks.lake import Lake
+    from tetrapipe.flows.ingest import ingest
+    from tetrapipe.lake.store import Lake
     from tetrapipe.sources.files import expand_inputs
 
     def run(with_ancestry: bool) -> float:

@@ -17,7 +17,7 @@ Why this shape:
   the medians are printed next to it.
 * **A fresh process per run**, so each peak RSS (``wait4``) is that run's own
   and no DuckDB cache or page of the previous run is shared. The child calls
-  :func:`tetrapipe.ingest.ingest` with :func:`tetrapipe.pipeline.build_transforms`,
+  :func:`tetrapipe.flows.ingest.ingest` with :func:`tetrapipe.flows.transforms.build_transforms`,
   exactly what ``tetrapipe ingest`` does, and reports the ingest time (without
   interpreter start and rule loading, which do not grow with events), the
   detector's own time and the alerts.
@@ -51,9 +51,9 @@ BAR_PERCENT = 25.0
 def _child(path: str, lake: str, rules: str) -> None:
     """Run in the measured process: one ingest, a JSON line of what happened on stdout."""
     sys.path.insert(0, str(ROOT))
-    from tetrapipe.ingest import ingest
-    from tetrapipe.pipeline import build_transforms
-    from tetrapipe.sinks.lake import Lake
+    from tetrapipe.flows.ingest import ingest
+    from tetrapipe.flows.transforms import build_transforms
+    from tetrapipe.lake.store import Lake
     from tetrapipe.sources.files import InputFile
 
     transforms, detector = build_transforms(rules)

@@ -199,7 +199,7 @@ def _demo_log(path: Path) -> None:
 
 def _transforms() -> list:
     """The pipeline's transforms with the repository's rules, so the page shows the alerts ``ingest`` raises."""
-    from tetrapipe.pipeline import build_transforms
+    from tetrapipe.flows.transforms import build_transforms
 
     return build_transforms(REPO / "rules")[0]
 
@@ -227,8 +227,8 @@ def main() -> int:
         tmpd = Path(tmp)
         lake_dir = args.lake
         if lake_dir is None:
-            from tetrapipe.ingest import ingest
-            from tetrapipe.sinks.lake import Lake
+            from tetrapipe.flows.ingest import ingest
+            from tetrapipe.lake.store import Lake
             from tetrapipe.sources.files import expand_inputs
 
             log = args.log

@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from conftest import REAL_LOGS
 
-from tetrapipe import history
-from tetrapipe.sinks.compact import compact, recover
-from tetrapipe.sinks.lake import Lake
-from tetrapipe.sinks.offsets import committed_offsets, segment_name
+from tetrapipe.lake import views as history
+from tetrapipe.lake.maintenance import compact, recover
+from tetrapipe.lake.positions import committed_offsets, segment_name
+from tetrapipe.lake.store import Lake
 from tetrapipe.transforms.normalize import normalize_lines
 
 

@@ -46,7 +46,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def expected_alerts(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     """The alert ids the sample raises, from a batch ingest of the same file with the same rules."""
-    from tetrapipe import history
+    from tetrapipe.lake import views as history
 
     lake = tmp_path_factory.mktemp("expected") / "lake"
     subprocess.run(

@@ -23,11 +23,11 @@ import pytest
 from conftest import REAL_LOGS, REPO, SAMPLES
 from kafka_broker import TansuBroker
 
-from tetrapipe import history
 from tetrapipe.commands.forward import default_topics
+from tetrapipe.flows.process import Processor, ProcessorConfig, event_json_lines
 from tetrapipe.formats import to_native
-from tetrapipe.process import Processor, ProcessorConfig, event_json_lines
-from tetrapipe.sinks.lake import Lake
+from tetrapipe.lake import views as history
+from tetrapipe.lake.store import Lake
 from tetrapipe.sinks.siem import Route, Router
 from tetrapipe.sinks.siem.base import DeliveringSink, Delivery
 
@@ -49,7 +49,7 @@ def streamed(kafka_broker: TansuBroker, tmp_path_factory: pytest.TempPathFactory
     from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    from tetrapipe.pipeline import build_transforms
+    from tetrapipe.flows.transforms import build_transforms
 
     if not kafka_broker.running:
         kafka_broker.start()
@@ -205,7 +205,7 @@ class _Keep(DeliveringSink):
 
 def test_router_classifies_streamed_rows_as_events() -> None:
     """Rows read back from the events topic are events: an alerts-only route never sends them."""
-    from tetrapipe.pipeline import build_transforms
+    from tetrapipe.flows.transforms import build_transforms
     from tetrapipe.transforms.normalize import Normalizer, normalize_lines
 
     lines = [line.encode() for line in SCENARIO.read_text().splitlines() if line.strip()]

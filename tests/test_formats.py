@@ -27,7 +27,7 @@ from tetrapipe.formats import get_formatter, to_cef, to_ecs, to_native, to_ocsf,
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
     """Native rows (as Arrow hands them to the router) of the samples: events and alerts."""
-    from tetrapipe import history
+    from tetrapipe.lake import views as history
 
     lake = tmp_path_factory.mktemp("formats") / "lake"
     subprocess.run(

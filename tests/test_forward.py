@@ -33,7 +33,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tables(lake: Path) -> dict[str, pa.Table]:
-    from tetrapipe import history
+    from tetrapipe.lake import views as history
 
     con = history.connect(str(lake))
     try:

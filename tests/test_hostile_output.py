@@ -197,7 +197,7 @@ def test_emit_escapes_what_slipped_through_and_keeps_the_styles_in_place() -> No
     from rich.console import Console
     from rich.text import Text
 
-    from tetrapipe.report import emit
+    from tetrapipe.commands.report import emit
 
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=True, color_system="standard", width=200)

@@ -13,9 +13,9 @@ import pyarrow as pa
 import pytest
 from conftest import REAL_LOGS
 
-from tetrapipe import history
-from tetrapipe.ingest import ingest
-from tetrapipe.sinks.lake import Lake
+from tetrapipe.flows.ingest import ingest
+from tetrapipe.lake import views as history
+from tetrapipe.lake.store import Lake
 from tetrapipe.sources.files import expand_inputs
 
 
@@ -205,7 +205,7 @@ def test_a_failing_transform_stops_the_ingest_and_a_rerun_completes_it_once(tmp_
     """A transform that fails on every event is broken: the ingest stops, no chunk after the failed one is
     committed, and the next run resumes exactly there. (One that fails once is retried on halves of its batch.)
     """
-    from tetrapipe.ingest import TransformError
+    from tetrapipe.flows.ingest import TransformError
 
     lake = Lake(lake_dir)
     log = tmp_path / "tetragon.log"

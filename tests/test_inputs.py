@@ -21,10 +21,10 @@ import pyarrow as pa
 import pytest
 from conftest import REAL_LOGS
 
-from tetrapipe import history
-from tetrapipe.ingest import IngestStats, ingest
-from tetrapipe.run import run
-from tetrapipe.sinks.lake import Lake
+from tetrapipe.flows.ingest import IngestStats, ingest
+from tetrapipe.flows.run import run
+from tetrapipe.lake import views as history
+from tetrapipe.lake.store import Lake
 from tetrapipe.sources.files import GzipStream, InputFault, InputFile, expand_inputs, scan_inputs
 from tetrapipe.sources.lines import read_line_batches
 
@@ -533,7 +533,7 @@ def test_duplicates_in_flight_within_one_run_are_stored_once(tmp_path: Path, lak
 
 
 def test_ids_sent_to_the_writer_count_as_stored_until_their_commit(lake_dir: Path) -> None:
-    from tetrapipe.ingest import EventDedup
+    from tetrapipe.flows.ingest import EventDedup
     from tetrapipe.transforms.normalize import normalize_lines
 
     batch = normalize_lines(_events(0, 5)).events
@@ -582,7 +582,7 @@ def test_segment_time_ranges_are_read_once_per_segment_and_kept_for_the_next_ing
     tmp_path: Path, lake_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A footer costs ~2 ms: a lake with thousands of segments a day must not have them all read at every ingest."""
-    import tetrapipe.ingest as ingest_mod
+    import tetrapipe.flows.ingest as ingest_mod
 
     lake = Lake(lake_dir)
     ingest(expand_inputs([str(_write(tmp_path / "a.log", _events(0, 1000)))]), lake, chunk_bytes=64 * 1024)

@@ -13,11 +13,11 @@ from conftest import REAL_LOGS, REPO, SAMPLES
 from rich.cells import cell_len
 from rich.console import Console
 
-from tetrapipe.ingest import ingest
-from tetrapipe.pipeline import build_transforms
-from tetrapipe.query import execute
-from tetrapipe.report import print_alerts, print_query_table
-from tetrapipe.sinks.lake import Lake
+from tetrapipe.commands.report import print_alerts, print_query_table
+from tetrapipe.flows.ingest import ingest
+from tetrapipe.flows.transforms import build_transforms
+from tetrapipe.lake.query import execute
+from tetrapipe.lake.store import Lake
 from tetrapipe.sources.files import expand_inputs
 
 TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?")

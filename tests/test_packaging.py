@@ -56,7 +56,7 @@ def test_console_script_and_extras() -> None:
     deps = " ".join(meta["project"]["dependencies"])
     for core in ("grpcio", "protobuf", "kafka-python", "polars", "duckdb", "click", "orjson", "crc32c"):
         assert core in deps
-    assert Path(REPO / "tetrapipe" / "hunts").is_dir()
+    assert Path(REPO / "tetrapipe" / "lake" / "hunts").is_dir()
 
 
 def test_every_package_and_the_rules_are_in_the_wheel(tmp_path: Path) -> None:
@@ -93,7 +93,7 @@ def test_every_package_and_the_rules_are_in_the_wheel(tmp_path: Path) -> None:
     assert "lists.yaml" in rules and "macros.yaml" in rules
     policies = {Path(n).name for n in names if n.startswith("tetrapipe/bundled_policies/")}
     assert {p.name for p in (REPO / "tracing-policies").glob("*.yaml")} <= policies
-    assert "tetrapipe/hunts/late-shells.sql" in names
+    assert "tetrapipe/lake/hunts/late-shells.sql" in names
     # the sample logs the shipped rules' tests read
     samples = {
         n.removeprefix("tetrapipe/bundled_samples/") for n in names if n.startswith("tetrapipe/bundled_samples/")

@@ -23,9 +23,9 @@ from pathlib import Path
 from conftest import REAL_LOGS
 from kafka_broker import TansuBroker
 
-from tetrapipe import history
-from tetrapipe.process import Processor, ProcessorConfig
-from tetrapipe.sinks.lake import Lake
+from tetrapipe.flows.process import Processor, ProcessorConfig
+from tetrapipe.lake import views as history
+from tetrapipe.lake.store import Lake
 from tetrapipe.transforms.normalize import normalize_lines
 
 # tansu makes a new group member wait ~23 s with kafka-python's default session timeout, ~3 s with this
@@ -318,7 +318,7 @@ def test_replay_sample_exactly_once_with_poison_alerts_and_metrics(
     """Real samples + the scenario + synthetic load, two poison lines, all rules: lake, DLQ, alerts topic, metrics."""
     from kafka_broker import read_topic
 
-    from tetrapipe.pipeline import build_transforms
+    from tetrapipe.flows.transforms import build_transforms
 
     _create_topic(kafka.bootstrap, topic, 2)
     scenario = Path(__file__).resolve().parents[1] / "samples" / "scenario" / "tenant-jobs.log"
@@ -602,8 +602,8 @@ def test_a_recreated_topic_is_detected_and_handled_by_policy(tmp_path: Path) -> 
     from kafka_broker import tansu_binary
 
     from tetrapipe.commands.process import partition_status
-    from tetrapipe.process import OffsetsMovedError
-    from tetrapipe.sinks.offsets import lake_positions
+    from tetrapipe.flows.process import OffsetsMovedError
+    from tetrapipe.lake.positions import lake_positions
 
     broker = TansuBroker(tansu_binary(), log_path=tmp_path / "tansu.log").start()
     try:

@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from conftest import REAL_LOGS
 
 from tetrapipe.cli import cli
-from tetrapipe.history import hunts
-from tetrapipe.ingest import ingest
+from tetrapipe.flows.ingest import ingest
+from tetrapipe.lake.store import Lake
+from tetrapipe.lake.views import hunts
 from tetrapipe.schema import EVENT_COLUMNS
-from tetrapipe.sinks.lake import Lake
 from tetrapipe.sources.files import expand_inputs
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from conftest import REPO, SAMPLES
 
-from tetrapipe import history
-from tetrapipe.sinks.lake import Lake
+from tetrapipe.lake import views as history
+from tetrapipe.lake.store import Lake
 
 SCENARIO = SAMPLES / "scenario" / "tenant-jobs.log"
 

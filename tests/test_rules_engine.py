@@ -12,13 +12,13 @@ import pytest
 from click.testing import CliRunner
 from conftest import REPO, SAMPLES
 
-from tetrapipe import history
 from tetrapipe.cli import cli
-from tetrapipe.ingest import ingest
-from tetrapipe.pipeline import build_transforms
+from tetrapipe.flows.ingest import ingest
+from tetrapipe.flows.transforms import build_transforms
+from tetrapipe.lake import views as history
+from tetrapipe.lake.store import Lake
 from tetrapipe.ruleset import load_ruleset
 from tetrapipe.ruleset.backtest import ALERT_SUMMARY_SQL, backtest, fold_alerts
-from tetrapipe.sinks.lake import Lake
 from tetrapipe.sources.files import expand_inputs
 from tetrapipe.transforms.detect import Detector
 from tetrapipe.transforms.normalize import normalize_lines

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from conftest import REAL_LOGS
 
-from tetrapipe import history
-from tetrapipe.run import run
-from tetrapipe.sinks.lake import Lake
+from tetrapipe.flows.run import run
+from tetrapipe.lake import views as history
+from tetrapipe.lake.store import Lake
 
 
 def _lines(start: int, n: int) -> list[str]:
@@ -97,7 +97,7 @@ def test_finished_gzip_backup_is_not_reread(tmp_path: Path) -> None:
 
 def test_a_backup_that_vanishes_between_listing_and_reading_is_looked_at_again(tmp_path: Path) -> None:
     """Tetragon gzips (or deletes) a backup while a poll is under way: no crash, no loss, no repeat."""
-    from tetrapipe.ingest import ingest
+    from tetrapipe.flows.ingest import ingest
     from tetrapipe.sources.files import InputFile
 
     d = tmp_path / "t"

@@ -28,8 +28,8 @@ from test_process import (
     tree_events,
 )
 
-from tetrapipe import history
-from tetrapipe.sinks.lake import Lake
+from tetrapipe.lake import views as history
+from tetrapipe.lake.store import Lake
 
 SCENARIO = Path(__file__).resolve().parents[1] / "samples" / "scenario" / "tenant-jobs.log"
 EVENT_COLUMNS = (

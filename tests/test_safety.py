@@ -30,8 +30,8 @@ from kafka_broker import TansuBroker, free_port
 from test_forward_sinks import fast, records
 from webhook_receiver import WebhookReceiver
 
-from tetrapipe.collect import Spool
 from tetrapipe.config import command_env, load_config
+from tetrapipe.flows.collect import Spool
 from tetrapipe.sinks.siem.jsonfile import JsonFileSink
 from tetrapipe.sinks.siem.spool import DiskSpool
 from tetrapipe.sinks.siem.webhook import WebhookSink
@@ -324,8 +324,8 @@ def test_query_output_tree_page_and_compacted_segments_are_owner_only(tmp_path: 
 
     from conftest import SAMPLES
 
-    from tetrapipe.sinks.compact import compact
-    from tetrapipe.sinks.lake import Lake
+    from tetrapipe.lake.maintenance import compact
+    from tetrapipe.lake.store import Lake
 
     lake = tmp_path / "lake"
     old = os.umask(0)

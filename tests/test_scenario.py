@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import SAMPLES
 
-from tetrapipe import history
 from tetrapipe.cli import cli
-from tetrapipe.ingest import ingest
-from tetrapipe.pipeline import build_transforms
-from tetrapipe.sinks.lake import Lake
+from tetrapipe.flows.ingest import ingest
+from tetrapipe.flows.transforms import build_transforms
+from tetrapipe.lake import views as history
+from tetrapipe.lake.store import Lake
 from tetrapipe.sources.files import expand_inputs
 from tetrapipe.transforms.tls_ciphers import cipher_name
 

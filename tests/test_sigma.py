@@ -210,7 +210,7 @@ def test_import_then_detect_on_the_scenario(tmp_path: Path) -> None:
         capture_output=True,
         timeout=120,
     )
-    from tetrapipe import history
+    from tetrapipe.lake import views as history
 
     con = history.connect(str(lake))
     fired = con.sql(

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from test_tls_handshake import _loopback, cert  # noqa: F401 - fixture reuse
 
 from tetrapipe.cli import cli
-from tetrapipe.ingest import ingest
-from tetrapipe.sinks.lake import Lake
+from tetrapipe.flows.ingest import ingest
+from tetrapipe.lake.store import Lake
 from tetrapipe.sources.files import expand_inputs
 from tetrapipe.transforms.normalize import normalize_lines
 from tetrapipe.transforms.tls import TlsTransform

@@ -13,11 +13,11 @@ from click.testing import CliRunner
 from conftest import REAL_LOGS
 from test_ancestry_world import Pod, World, host_and_pod, scenario_lines
 
-from tetrapipe import history
 from tetrapipe.cli import cli
-from tetrapipe.ingest import ingest
+from tetrapipe.flows.ingest import ingest
+from tetrapipe.lake import views as history
+from tetrapipe.lake.store import Lake
 from tetrapipe.schema import ALERT_SCHEMA
-from tetrapipe.sinks.lake import Lake
 from tetrapipe.sources.files import expand_inputs
 from tetrapipe.transforms.ancestry import AncestryTransform
 from tetrapipe.tree import Selection, TreeError, build_tree, render_html, render_text

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tetrapipe import history
 from tetrapipe.cli import cli
-from tetrapipe.ingest import ingest
-from tetrapipe.sinks.lake import Lake
+from tetrapipe.flows.ingest import ingest
+from tetrapipe.lake import views as history
+from tetrapipe.lake.store import Lake
 from tetrapipe.sources.files import expand_inputs
 from tetrapipe.transforms.ancestry import AncestryTransform
 from tetrapipe.tree import Selection, build_tree, list_pods, render_text

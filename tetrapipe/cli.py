@@ -18,7 +18,7 @@ from rich.text import Text
 
 from tetrapipe import __version__
 from tetrapipe.commands.options import pipeline_transforms, tls_window_option
-from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
+from tetrapipe.lake.store import DEFAULT_LAKE, LAKE_ENV, Lake
 
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False)
@@ -97,8 +97,8 @@ def ingest(
     standard input, e.g.
     ``kubectl logs -n kube-system ds/tetragon -c export-stdout | tetrapipe ingest -``.
     """
-    from tetrapipe.ingest import ingest as run_ingest
-    from tetrapipe.report import IngestProgress, print_alerts, print_ingest_summary
+    from tetrapipe.commands.report import IngestProgress, print_alerts, print_ingest_summary
+    from tetrapipe.flows.ingest import ingest as run_ingest
     from tetrapipe.sources.files import scan_inputs
 
     try:
@@ -109,7 +109,7 @@ def ingest(
     lake = Lake(lake_dir)
     transforms, detector = pipeline_transforms(rules_dir, lake, tls_window, long_running=False)
     show = not quiet and err.is_terminal
-    from tetrapipe.ingest import TransformError
+    from tetrapipe.flows.ingest import TransformError
 
     try:
         with IngestProgress(err, enabled=show) as progress:
@@ -154,9 +154,9 @@ def query(
     tetrapipe query -f hunt.sql --format json
     tetrapipe query late-shells          (a saved hunt, by name)
     """
-    from tetrapipe import history
-    from tetrapipe.query import TABLE_DEFAULT_LIMIT, QueryError, execute, resolve, unknown_hunt, write_output
-    from tetrapipe.report import emit, print_hunts, print_query_table, print_schema
+    from tetrapipe.commands.report import emit, print_hunts, print_query_table, print_schema
+    from tetrapipe.lake import views as history
+    from tetrapipe.lake.query import TABLE_DEFAULT_LIMIT, QueryError, execute, resolve, unknown_hunt, write_output
     from tetrapipe.textsafe import visible
 
     if show_schema:
@@ -204,7 +204,7 @@ def query(
 for _module in (
     "tetrapipe.commands.rules",
     "tetrapipe.commands.tree",
-    "tetrapipe.commands.stream",
+    "tetrapipe.commands.collect",
     "tetrapipe.commands.process",
     "tetrapipe.commands.tls",
     "tetrapipe.commands.lake",

@@ -320,7 +320,7 @@ class PipelineMetrics:
 
 
 def serve_process_metrics(processor: object, port: int, host: str | None = DEFAULT_METRICS_HOST) -> MetricsServer:
-    """``/metrics``, ``/healthz`` and ``/readyz`` for a :class:`tetrapipe.process.Processor`.
+    """``/metrics``, ``/healthz`` and ``/readyz`` for a :class:`tetrapipe.flows.process.Processor`.
 
     The processor owns its registry and health (updated by its loop); this
     only puts them on the network.

@@ -480,7 +480,7 @@ def _from_lake(
 ) -> int:
     import pyarrow as pa
 
-    from tetrapipe import history
+    from tetrapipe.lake import views as history
     from tetrapipe.schema import TABLES
 
     con = history.connect(lake_dir)

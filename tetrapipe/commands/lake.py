@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
+from tetrapipe.lake.store import DEFAULT_LAKE, LAKE_ENV, Lake
 
 
 @click.command("compact")
@@ -21,7 +21,7 @@ from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
 @click.option("--table", "tables", multiple=True, help="Only these tables (default: all).")
 def compact_command(lake_dir: str, min_files: int, tables: tuple[str, ...]) -> None:
     """Merge small Parquet segments (safe while a processor is writing; crash-safe)."""
-    from tetrapipe.sinks.compact import compact
+    from tetrapipe.lake.maintenance import compact
 
     result = compact(Lake(lake_dir), list(tables) or None, min_files=min_files)
     click.echo(f"merged {result.merged_files} segments into {result.into} ({result.rows:,} rows)")

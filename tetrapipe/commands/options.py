@@ -53,7 +53,7 @@ def pipeline_transforms(
     on, while a long-running one (``run``, ``process``: a SIEM forwarder that
     would forward nothing for weeks) refuses to start.
     """
-    from tetrapipe.pipeline import build_transforms
+    from tetrapipe.flows.transforms import build_transforms
     from tetrapipe.ruleset.locate import NO_RULES, rules_wanted
 
     transforms, detector = build_transforms(rules_dir, lake=lake, tls_window=tls_window)

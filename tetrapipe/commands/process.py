@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tetrapipe.commands.options import setup_logging, tls_window_option
-from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
+from tetrapipe.lake.store import DEFAULT_LAKE, LAKE_ENV, Lake
 from tetrapipe.textsafe import visible
 
 KAFKA_ENV = "TETRAPIPE_KAFKA"
@@ -155,7 +155,7 @@ def process_command(
     SIGTERM/SIGINT finish and write the batch in hand, then exit 0.
     """
     from tetrapipe.commands.options import pipeline_transforms
-    from tetrapipe.process import OffsetsMovedError, Processor, ProcessorConfig
+    from tetrapipe.flows.process import OffsetsMovedError, Processor, ProcessorConfig
 
     setup_logging()
     lake = Lake(lake_dir)
@@ -285,8 +285,8 @@ def status_command(kafka: str, topic: str, group: str, fmt: str, lake_dir: str) 
 def partition_status(kafka: str, topic: str, group: str, lake: Lake) -> list[dict]:
     from kafka import KafkaConsumer, TopicPartition
 
-    from tetrapipe.process import broker_has
-    from tetrapipe.sinks.offsets import committed_offsets
+    from tetrapipe.flows.process import broker_has
+    from tetrapipe.lake.positions import committed_offsets
 
     consumer = KafkaConsumer(bootstrap_servers=kafka.split(","), group_id=group, enable_auto_commit=False)
     try:

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
+from tetrapipe.lake.store import DEFAULT_LAKE, LAKE_ENV, Lake
 from tetrapipe.textsafe import visible
 
 out = Console(highlight=False, emoji=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
@@ -289,7 +289,7 @@ def backtest_command(
     One row per alert (rule, dedup key, window) with its total count; 'stored'
     says whether the live pipeline already recorded that alert.
     """
-    from tetrapipe import history
+    from tetrapipe.lake import views as history
     from tetrapipe.ruleset.backtest import backtest
 
     roots, _ = _roots((), rules_dir)
@@ -319,7 +319,7 @@ def backtest_command(
 
     table = table.append_column("stored", pa.array([a in stored for a in table.column("alert_id").to_pylist()]))
     if fmt != "table":
-        from tetrapipe.query import to_csv, to_json
+        from tetrapipe.lake.query import to_csv, to_json
 
         click.echo((to_json(table).decode() if fmt == "json" else to_csv(table)).rstrip("\n"))
         return

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.text import Text
 
 from tetrapipe.commands.options import setup_logging, tls_window_option
-from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
+from tetrapipe.lake.store import DEFAULT_LAKE, LAKE_ENV, Lake
 from tetrapipe.textsafe import visible
 
 
@@ -81,8 +81,8 @@ def run_command(
     SIGTERM/SIGINT finish the poll in hand and exit 0.
     """
     from tetrapipe.commands.options import pipeline_transforms
+    from tetrapipe.flows.run import RunMetrics, install_stop_on_signals, run
     from tetrapipe.metrics import Health, PipelineMetrics, new_registry, serve_metrics
-    from tetrapipe.run import RunMetrics, install_stop_on_signals, run
 
     setup_logging("warning")  # a watched file's name in a warning is shown safely, like everything else
     console = Console(stderr=True, highlight=False)

@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
+from tetrapipe.lake.store import DEFAULT_LAKE, LAKE_ENV, Lake
 from tetrapipe.textsafe import visible
 from tetrapipe.transforms.tls_ciphers import weak_reasons
 
@@ -24,7 +24,7 @@ ORDER BY namespace, workload, connections DESC, tls_sni
 
 def tls_summary(lake: Lake, namespace: str | None = None, since: str | None = None) -> list[dict]:
     """One row per (workload, destination, version, cipher), with why it is weak if it is."""
-    from tetrapipe import history
+    from tetrapipe.lake import views as history
 
     con = history.connect(lake)
     try:
@@ -120,7 +120,7 @@ def tls_command(namespace: str | None, since: str | None, fmt: str, lake_dir: st
         return
     import pyarrow as pa
 
-    from tetrapipe.query import to_csv, to_json
+    from tetrapipe.lake.query import to_csv, to_json
 
     table = pa.Table.from_pylist(rows) if rows else pa.table({})
     text = to_json(table).decode() if fmt == "json" else to_csv(table)

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from tetrapipe.sinks.lake import DEFAULT_LAKE, LAKE_ENV, Lake
+from tetrapipe.lake.store import DEFAULT_LAKE, LAKE_ENV, Lake
 from tetrapipe.textsafe import visible
 
 
@@ -87,7 +87,7 @@ def tree_command(
     tetrapipe tree --pod crawler --html crawler.html (open it in any browser, no network needed)
     tetrapipe tree --exec-id <exec_id>               (one process: its path and its descendants)
     """
-    from tetrapipe import history
+    from tetrapipe.lake import views as history
     from tetrapipe.tree.model import (
         Selection,
         TreeError,
@@ -143,7 +143,7 @@ def tree_command(
     finally:
         con.close()
     if html_out:
-        from tetrapipe.sinks.lake import open_private
+        from tetrapipe.lake.store import open_private
         from tetrapipe.tree.html import render_html
 
         with open_private(html_out, append=False) as f:  # the page holds command lines: owner-only

@@ -53,7 +53,7 @@ def backtest(
     max_event_ids: int | None = DEFAULT_MAX_EVENT_IDS,
 ) -> pa.Table:
     """One row per alert the rules raise over the lake's events in [since, until) (ALERT_SCHEMA)."""
-    from tetrapipe import history
+    from tetrapipe.lake import views as history
 
     rules = [r for r in rules if r.compiled is not None]
     if not rules:

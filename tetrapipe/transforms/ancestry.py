@@ -80,7 +80,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 if TYPE_CHECKING:
-    from tetrapipe.sinks.lake import Lake
+    from tetrapipe.lake.store import Lake
 
 log = logging.getLogger("tetrapipe.ancestry")
 
@@ -1097,7 +1097,7 @@ class ProcessTable:
         self, lake: Lake | str, since: dt.datetime | dt.timedelta | None = None, chunk_rows: int = 200_000
     ) -> int:
         """Learn from the lake's recent rows (see :meth:`rebuild_from_lake`); returns the rows read."""
-        from tetrapipe import history
+        from tetrapipe.lake import views as history
 
         con = history.connect(lake)
         try:

@@ -83,7 +83,7 @@ class DetectorStats:
 
 
 class Detector:
-    """A :data:`~tetrapipe.ingest.BatchTransform` that returns ``(events, {"alerts": alerts})``.
+    """A :data:`~tetrapipe.flows.ingest.BatchTransform` that returns ``(events, {"alerts": alerts})``.
 
     ``on_new_alerts`` is called with the rows of alerts seen for the first time
     in a batch (not their follow-ups), for commands that print alerts as they fire.
@@ -376,7 +376,7 @@ class Detector:
         Without this, a restarted ``tetrapipe process`` or a second ``tetrapipe
         ingest`` would announce every workload's first connection again.
         """
-        from tetrapipe import history
+        from tetrapipe.lake import views as history
 
         con = history.connect(lake)
         try:

@@ -1,6 +1,6 @@
 """The detection end of the transform chain: load the rules, build the detector.
 
-:func:`tetrapipe.pipeline.build_transforms` puts it behind ancestry and TLS.
+:func:`tetrapipe.flows.transforms.build_transforms` puts it behind ancestry and TLS.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from tetrapipe.tree import sql
 if TYPE_CHECKING:
     import duckdb
 
-    from tetrapipe.sinks.lake import Lake
+    from tetrapipe.lake.store import Lake
 
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ash", "ksh", "mksh", "busybox", "csh", "tcsh", "fish"})
 DEFAULT_LATE_AFTER = dt.timedelta(minutes=5)
@@ -527,7 +527,7 @@ def build_tree(
     """Read the selection's processes, events and alerts from the history and arrange them."""
     import duckdb
 
-    from tetrapipe import history
+    from tetrapipe.lake import views as history
 
     own = not isinstance(source, duckdb.DuckDBPyConnection)
     con = history.connect(source) if own else source

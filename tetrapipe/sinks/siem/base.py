@@ -37,7 +37,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
-from tetrapipe.sinks.lake import open_private, private_dirs
+from tetrapipe.lake.store import open_private, private_dirs
 from tetrapipe.sinks.siem.spool import DiskSpool
 
 log = logging.getLogger("tetrapipe.sinks")

@@ -168,7 +168,7 @@ class Router:
     # --- input ----------------------------------------------------------------------------
 
     def on_alerts(self, alerts: pa.Table) -> None:
-        """Drop-in for :class:`tetrapipe.process.Processor`'s ``on_alerts`` callback."""
+        """Drop-in for :class:`tetrapipe.flows.process.Processor`'s ``on_alerts`` callback."""
         self.handle(alerts=alerts)
 
     def handle(self, alerts: pa.Table | None = None, events: pa.Table | None = None) -> None:

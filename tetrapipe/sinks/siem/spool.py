@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from tetrapipe.sinks.lake import open_private, private_dirs
+from tetrapipe.lake.store import open_private, private_dirs
 
 log = logging.getLogger("tetrapipe.sinks.spool")
 

@@ -30,9 +30,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tetrapipe.lake.positions import parse_segment_name, segment_name
+from tetrapipe.lake.store import Lake, _fsync_dir, atomic_write_bytes, open_private, open_private_fd
 from tetrapipe.schema import SCHEMAS, TABLES, conform
-from tetrapipe.sinks.lake import Lake, _fsync_dir, atomic_write_bytes, open_private, open_private_fd
-from tetrapipe.sinks.offsets import parse_segment_name, segment_name
 
 SMALL_BYTES = 32 * 1024 * 1024
 

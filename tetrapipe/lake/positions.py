@@ -24,8 +24,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from tetrapipe.lake.store import Lake
 from tetrapipe.schema import TABLES
-from tetrapipe.sinks.lake import Lake
 
 _NAME = re.compile(
     r"^kafka~(?P<topic>[A-Za-z0-9._-]+)~(?P<partition>\d+)~(?P<first>\d+)~(?P<last>\d+)(?:~e(?P<epoch>\d+))?$"

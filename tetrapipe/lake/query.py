@@ -1,6 +1,6 @@
 """``tetrapipe query``: SQL over the history, as data for programs (json, csv, parquet).
 
-The table people read is drawn by :mod:`tetrapipe.report` (the command line's
+The table people read is drawn by :mod:`tetrapipe.commands.report` (the command line's
 face); this module finds the SQL (saved hunts by name), runs it and turns the
 rows into text cells and files.
 """
@@ -19,8 +19,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tetrapipe import history
-from tetrapipe.sinks.lake import Lake
+from tetrapipe.lake import views as history
+from tetrapipe.lake.store import Lake
 
 TABLE_DEFAULT_LIMIT = 200
 
@@ -147,7 +147,7 @@ def cell_text(value: object) -> str:
 
     The text is exact, control characters included: a CSV file is data. The
     table a person reads makes them visible where it is drawn
-    (:func:`tetrapipe.report.print_table`), after this.
+    (:func:`tetrapipe.commands.report.print_table`), after this.
     """
     if value is None:
         return ""
@@ -202,7 +202,7 @@ def write_output(table: pa.Table, fmt: str, output: str | None) -> None:
     elif fmt == "parquet":
         if not output:
             raise ValueError("parquet needs an output file")
-        from tetrapipe.sinks.lake import open_private
+        from tetrapipe.lake.store import open_private
 
         with open_private(output, append=False) as f:  # events carry command lines: owner-only, like the lake
             pq.write_table(table, f, compression="zstd")
@@ -212,7 +212,7 @@ def write_output(table: pa.Table, fmt: str, output: str | None) -> None:
 
 def _emit(data: bytes, output: str | None) -> None:
     if output:
-        from tetrapipe.sinks.lake import open_private
+        from tetrapipe.lake.store import open_private
 
         with open_private(output, append=False) as f:  # owner-only, like the lake the rows come from
             f.write(data)

@@ -57,8 +57,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tetrapipe.lake.store import AsyncWriter, Lake, atomic_write_bytes
 from tetrapipe.schema import REJECT_SCHEMA
-from tetrapipe.sinks.lake import AsyncWriter, Lake, atomic_write_bytes
 from tetrapipe.sources.files import GzipStream, InputFault, InputFile, PeekableInput, fingerprint, open_input
 from tetrapipe.sources.lines import prefetch, read_line_batches
 from tetrapipe.transforms.normalize import Normalizer, make_rejects

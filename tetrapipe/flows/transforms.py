@@ -13,7 +13,7 @@ import datetime as dt
 import os
 from pathlib import Path
 
-from tetrapipe.ingest import BatchTransform
+from tetrapipe.flows.ingest import BatchTransform
 
 #: ``tls_stats`` window when none is given (the issue's and the tutorial's per-minute view)
 DEFAULT_TLS_WINDOW = dt.timedelta(minutes=1)

@@ -267,7 +267,7 @@ def collect_command(
     acknowledged the events. SIGTERM/SIGINT: stop reading, wait (10 s at
     most) for acknowledgements, checkpoint, exit 0.
     """
-    from tetrapipe.collect import CollectOptions, Collector, source_kind
+    from tetrapipe.flows.collect import CollectOptions, Collector, source_kind
     from tetrapipe.metrics import Health, new_registry, serve_metrics
     from tetrapipe.sinks.kafka import KafkaSettings, parse_bootstrap, parse_kafka_options
 

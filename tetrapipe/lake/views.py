@@ -14,8 +14,8 @@ from importlib import resources
 
 import duckdb
 
+from tetrapipe.lake.store import Lake
 from tetrapipe.schema import SCHEMAS, TABLES
-from tetrapipe.sinks.lake import Lake
 
 PROCESSES_VIEW = """
 CREATE OR REPLACE VIEW processes AS
@@ -101,7 +101,7 @@ class Hunt:
 def hunts() -> dict[str, Hunt]:
     """The saved hunts shipped in ``tetrapipe/hunts/*.sql`` (first comment line = description)."""
     out: dict[str, Hunt] = {}
-    for entry in sorted(resources.files("tetrapipe.hunts").iterdir(), key=lambda e: e.name):
+    for entry in sorted(resources.files("tetrapipe.lake.hunts").iterdir(), key=lambda e: e.name):
         if not entry.name.endswith(".sql"):
             continue
         sql = entry.read_text(encoding="utf-8")

@@ -31,8 +31,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.text import Text
 
-from tetrapipe.ingest import IngestStats, ProgressSink, RunAlert
-from tetrapipe.sinks.lake import Lake
+from tetrapipe.flows.ingest import IngestStats, ProgressSink, RunAlert
+from tetrapipe.lake.store import Lake
 from tetrapipe.sources.files import InputFile, Skipped
 from tetrapipe.textsafe import has_unsafe, visible
 
@@ -327,7 +327,7 @@ def _plural(n: int, word: str) -> str:
 
 def _lake_alerts(lake: Lake, run_ids: list[str]) -> tuple[int, dict[str, int]]:
     """How many alerts the lake holds, and how many rows it has for each of ``run_ids``."""
-    from tetrapipe import history
+    from tetrapipe.lake import views as history
 
     con = history.connect(lake)
     try:
@@ -435,7 +435,7 @@ def _column(field: pa.Field) -> Col:
 
 def print_query_table(console: Console, table: pa.Table, limit: int) -> None:
     """A query's rows as a table (the first ``limit``), and how many there were."""
-    from tetrapipe.query import rows_as_text
+    from tetrapipe.lake.query import rows_as_text
 
     shown = table.slice(0, limit)
     print_table(console, [_column(f) for f in table.schema], rows_as_text(shown))
@@ -446,7 +446,7 @@ def print_query_table(console: Console, table: pa.Table, limit: int) -> None:
 
 def print_schema(console: Console) -> None:
     """Every table's columns with their meaning, then the views and macros."""
-    from tetrapipe import history
+    from tetrapipe.lake import views as history
     from tetrapipe.schema import TABLES
 
     cols = [Col("column"), Col("type", whole=True), Col("meaning", prose=True)]
@@ -468,7 +468,7 @@ def print_schema(console: Console) -> None:
 
 def print_hunts(console: Console) -> None:
     """The saved hunts and what each finds."""
-    from tetrapipe import history
+    from tetrapipe.lake import views as history
 
     print_table(
         console,

@@ -8,7 +8,7 @@ poll. Given the live file ``tetragon.log``, its rotated siblings in the same
 directory are followed too, so lines written just before a rotation are read
 from the renamed file. Transform state (process table, dedup windows, TLS
 pairing) lives across polls, and so does the event-id check
-(:class:`~tetrapipe.ingest.EventDedup`) that keeps a copy of an event read
+(:class:`~tetrapipe.flows.ingest.EventDedup`) that keeps a copy of an event read
 from another file out of the lake.
 
 A backup that Tetragon is still compressing is left alone while its plain
@@ -31,9 +31,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from tetrapipe.ingest import INGEST_CHUNK_BYTES, BatchTransform, EventDedup, IngestStats, ProgressSink, ingest
+from tetrapipe.flows.ingest import INGEST_CHUNK_BYTES, BatchTransform, EventDedup, IngestStats, ProgressSink, ingest
+from tetrapipe.lake.store import Lake
 from tetrapipe.metrics import Health, PipelineMetrics
-from tetrapipe.sinks.lake import Lake
 from tetrapipe.sources.files import InputFile, _rotation_key, expand_inputs
 
 

@@ -1,6 +1,6 @@
 """``tetrapipe process``: Kafka -> transforms -> lake, alerts topic, dead letters.
 
-Exactly once into the lake (see :mod:`tetrapipe.sinks.offsets`): each
+Exactly once into the lake (see :mod:`tetrapipe.lake.positions`): each
 partition's records are a batch of their own; its segments carry the offsets
 they cover and the events segment is written last as the commit. On start
 and on every assignment the processor seeks each partition to just after the
@@ -18,7 +18,7 @@ had), the processor logs it, counts it in
 ``tetrapipe_process_offset_resets_total{reason}``, and does what
 ``on_offset_reset`` says: ``fail`` (the default: stop, exit non-zero, a human
 decides), ``earliest`` or ``latest`` (continue from there; a recreated topic
-becomes a new epoch of the partition, see :mod:`tetrapipe.sinks.offsets`).
+becomes a new epoch of the partition, see :mod:`tetrapipe.lake.positions`).
 
 Optionally (``events_topic``) every committed batch's enriched events -- the
 rows of its lake ``events`` segment -- are also produced, keyed by node, so a
@@ -37,11 +37,11 @@ from dataclasses import dataclass, field
 import orjson
 import pyarrow as pa
 
-from tetrapipe.ingest import BatchTransform, EventDedup
+from tetrapipe.flows.ingest import BatchTransform, EventDedup
+from tetrapipe.lake.positions import committed_offsets, lake_positions, remove_uncommitted, segment_name
+from tetrapipe.lake.store import Lake
 from tetrapipe.metrics import Health, PipelineMetrics, new_registry
 from tetrapipe.schema import EVENT_SCHEMA, REJECT_SCHEMA
-from tetrapipe.sinks.lake import Lake
-from tetrapipe.sinks.offsets import committed_offsets, lake_positions, remove_uncommitted, segment_name
 from tetrapipe.transforms.normalize import Normalizer, normalize_lines
 
 log = logging.getLogger("tetrapipe.process")
@@ -475,7 +475,7 @@ class Processor:
 
     def _compact(self) -> None:
         """Merge this lake's small segments; other replicas may do the same (a lock serializes them)."""
-        from tetrapipe.sinks.compact import compact
+        from tetrapipe.lake.maintenance import compact
 
         try:
             result = compact(self.lake)

@@ -47,9 +47,9 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from tetrapipe.lake.store import atomic_write_bytes, open_private_fd, private_dirs
 from tetrapipe.metrics import Health
 from tetrapipe.sinks.kafka import KafkaSettings, KafkaSink, Pending
-from tetrapipe.sinks.lake import atomic_write_bytes, open_private_fd, private_dirs
 from tetrapipe.sources.follow import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_MAX_LINE_BYTES,
