@@ -33,6 +33,7 @@ import yaml
 
 from tetrapipe.formats import FORMATS
 from tetrapipe.redact import MASK, redact, redact_text, redact_url
+from tetrapipe.units import SEVERITIES
 
 # --- located values ---------------------------------------------------------------------
 
@@ -178,7 +179,7 @@ class Field:
 
 
 def _duration_problem(value: Any) -> str | None:
-    from tetrapipe.tree.model import parse_duration
+    from tetrapipe.units import parse_duration
 
     try:
         ok = parse_duration(str(value)).total_seconds() > 0
@@ -312,7 +313,7 @@ SINK_OPTIONS: dict[str, Section] = {
     ),
 }
 
-SEVERITY_CHOICES = ("info", "low", "medium", "high", "critical")
+SEVERITY_CHOICES = SEVERITIES
 
 FILTERS = Section(
     {

@@ -81,13 +81,13 @@ def metrics_options(f: F) -> F:
 
 
 def _size(text: str) -> int:
-    """``64M``, ``1G``, ``512k`` or plain bytes."""
-    t = str(text).strip().upper().removesuffix("B").removesuffix("I")
-    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
+    """``64M``, ``1G``, ``512k`` or plain bytes (:func:`tetrapipe.units.parse_size`), as a usage error."""
+    from tetrapipe.units import parse_size
+
     try:
-        return int(float(t[:-1] if mult > 1 else t) * mult)
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a size (e.g. 64M, 1G)") from None
+        return parse_size(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command("collect")

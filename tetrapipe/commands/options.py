@@ -15,7 +15,7 @@ class Duration(click.ParamType):
     def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 - click's signature
         import datetime as dt
 
-        from tetrapipe.tree.model import parse_duration
+        from tetrapipe.units import parse_duration
 
         if isinstance(value, dt.timedelta):
             return value

@@ -35,9 +35,9 @@ from tetrapipe.flows.ingest import IngestStats, ProgressSink, RunAlert
 from tetrapipe.lake.store import Lake
 from tetrapipe.sources.files import InputFile, Skipped
 from tetrapipe.textsafe import has_unsafe, visible
+from tetrapipe.units import most_severe_first
 
 SEVERITY_STYLE = {"critical": "bold white on red", "high": "bold red", "medium": "yellow", "low": "cyan", "info": "dim"}
-SEVERITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
 #: columns between two table columns
 GAP = 2
 #: the message under an alert's header line is indented to the rule id
@@ -352,7 +352,7 @@ def print_alerts(console: Console, lake: Lake, alerts: Iterable[RunAlert], limit
     same alert window still open) is marked: its earlier rows are not this
     run's, so it is not new to whoever read the last ingest.
     """
-    run = sorted(alerts, key=lambda a: (SEVERITY_RANK.get(a.severity, 5), a.time is None, str(a.time)))
+    run = sorted(alerts, key=lambda a: (most_severe_first(a.severity), a.time is None, str(a.time)))
     total, lake_rows = _lake_alerts(lake, [a.alert_id for a in run])
     earlier = {a.alert_id for a in run if lake_rows.get(a.alert_id, 0) > a.rows}
     everything = f"the lake holds {_plural(total, 'alert')} in all: tetrapipe query alerts"

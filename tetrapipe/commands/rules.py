@@ -18,12 +18,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tetrapipe.commands.report import SEVERITY_STYLE
 from tetrapipe.lake.store import DEFAULT_LAKE, LAKE_ENV, Lake
 from tetrapipe.textsafe import visible
+from tetrapipe.units import most_severe_first
 
 out = Console(highlight=False, emoji=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, emoji=False)  # data in a line is text, not :emoji: codes
-SEVERITY_STYLE = {"critical": "bold white on red", "high": "bold red", "medium": "yellow", "low": "cyan", "info": "dim"}
 
 rules_option = click.option(
     "--rules",
@@ -351,8 +352,7 @@ def backtest_command(
     t = Table(header_style="bold cyan")
     for col in ("severity", "rule", "first", "last", "where", "count", "message"):
         t.add_column(col, overflow="fold")
-    order = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
-    rows.sort(key=lambda r: (order.get(r["severity"], 5), str(r["time"])))
+    rows.sort(key=lambda r: (most_severe_first(r["severity"]), str(r["time"])))
     for r in rows[:limit]:
         where = f"{r['namespace']}/{r['pod']}" if r["pod"] else f"host {r['node_name'] or ''}"
         # rows quote the events (pod names, arguments in the message): shown, never obeyed or read as markup

@@ -94,11 +94,11 @@ def tree_command(
         build_tree,
         list_pods,
         newest_event_time,
-        parse_duration,
         parse_time,
         plural,
     )
     from tetrapipe.tree.text import print_pods, render
+    from tetrapipe.units import parse_duration
 
     err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
     out = Console(highlight=False, emoji=False, width=width or (None if sys.stdout.isatty() else 220), soft_wrap=False)

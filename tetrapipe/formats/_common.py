@@ -15,8 +15,7 @@ import shlex
 from datetime import UTC, datetime
 from typing import Any
 
-#: severity names of the rule model, lowest first; the index is the rank used by filters
-SEVERITIES = ("info", "low", "medium", "high", "critical")
+from tetrapipe.units import SEVERITIES, severity_rank  # noqa: F401 - re-exported by tetrapipe.formats
 
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
@@ -24,14 +23,6 @@ _FRACTION = re.compile(r"(\.\d{6})\d+")
 def is_alert(row: dict[str, Any]) -> bool:
     """Alerts carry the rule that fired; events carry the Tetragon kind."""
     return "rule_id" in row and "kind" not in row
-
-
-def severity_rank(name: str | None) -> int:
-    """0 (info) .. 4 (critical); unknown or missing severities rank as info, never above it."""
-    try:
-        return SEVERITIES.index((name or "info").lower())
-    except ValueError:
-        return 0
 
 
 def to_datetime(value: Any) -> datetime | None:

@@ -27,11 +27,10 @@ import duckdb
 
 from tetrapipe.ruleset.model import Compiled, ExceptionDef, Issue, ListDef, MacroDef, Rule
 from tetrapipe.schema import EVENT_COLUMNS, EVENT_SCHEMA
+from tetrapipe.units import duration_seconds, is_duration_text
 
 COLUMNS = [c.name for c in EVENT_COLUMNS]
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h|d)\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 
 #: exception field -> the event column it tests
 EXCEPTION_FIELDS = {
@@ -61,19 +60,6 @@ class CompileError(Exception):
         self.path = path
 
 
-def parse_duration(value: Any) -> float | None:
-    """Seconds in ``5m``/``90s``/``1h``/``2d`` (or a bare number of seconds); None if not a duration."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m:
-            return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    return None
-
-
 def sql_literal(value: Any) -> str:
     """A Python/YAML value as a DuckDB literal: strings quoted, lists as list literals."""
     if value is None:
@@ -91,8 +77,8 @@ def sql_literal(value: Any) -> str:
 
 def param_literal(value: Any) -> str:
     """A parameter value: durations become INTERVALs, the rest plain literals."""
-    if isinstance(value, str) and _DURATION.match(value):
-        seconds = parse_duration(value)
+    if is_duration_text(value):
+        seconds = duration_seconds(value)
         return f"INTERVAL '{int(seconds * 1_000_000)} microseconds'"
     return sql_literal(value)
 

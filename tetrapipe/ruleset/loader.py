@@ -29,7 +29,6 @@ from tetrapipe.ruleset.compiler import (
     Validator,
     compile_rule,
     expand,
-    parse_duration,
     references,
 )
 from tetrapipe.ruleset.model import (
@@ -45,6 +44,7 @@ from tetrapipe.ruleset.model import (
     RuleTest,
 )
 from tetrapipe.schema import OSS_KINDS
+from tetrapipe.units import duration_seconds
 
 RULE_KEYS = {
     "id",
@@ -203,7 +203,7 @@ def _parse_dedup(ctx: _Ctx, doc: yamlio.Located) -> Dedup:
     ctx.keys(d, {"fields", "window"}, "dedup")
     fields = ctx.strings(d, "fields") or list(DEFAULT_DEDUP.fields)
     window = d.get("window", "1h")
-    seconds = parse_duration(window)
+    seconds = duration_seconds(window)
     if seconds is None or seconds <= 0:
         ctx.error(d.line_of("window"), f"dedup window {window!r} is not a duration (e.g. 10m, 1h, 30s)")
         seconds = DEFAULT_DEDUP.window_seconds

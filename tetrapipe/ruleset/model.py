@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SEVERITIES = ("info", "low", "medium", "high", "critical")
-SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+from tetrapipe.units import SEVERITIES, SEVERITY_RANK  # noqa: F401 - re-exported: the rule model's scale
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ an analyst needs on top of it:
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from tetrapipe.tree import sql
+from tetrapipe.units import SEVERITY_RANK, parse_duration
 
 if TYPE_CHECKING:
     import duckdb
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ash", "ksh", "mksh", "busybox", "csh", "tcsh", "fish"})
 DEFAULT_LATE_AFTER = dt.timedelta(minutes=5)
-SEVERITY_RANK = {"critical": 4, "high": 3, "medium": 2, "low": 1, "info": 0}
 
 
 class TreeError(Exception):
@@ -350,19 +349,6 @@ def _seconds(d: dt.timedelta | None) -> float | None:
 
 
 # --- durations ------------------------------------------------------------------------------
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h|d|w)?\s*$", re.IGNORECASE)
-_UNITS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
-
-
-def parse_duration(text: str) -> dt.timedelta:
-    """``90s``, ``5m``, ``2h``, ``1d``, ``1.5h`` (a bare number is seconds)."""
-    m = _DURATION.match(text)
-    if not m:
-        raise ValueError(f"not a duration: {text!r} (try 90s, 5m, 2h, 1d)")
-    unit = m.group(2).lower() if m.group(2) else None
-    return dt.timedelta(seconds=float(m.group(1)) * _UNITS[unit])
-
 
 def parse_time(text: str, newest: dt.datetime | None) -> dt.datetime:
     """An ISO time (UTC when no zone), or a duration back from ``newest`` (the history's latest event)."""

@@ -13,8 +13,9 @@ from typing import Any
 
 import orjson
 
-from tetrapipe.formats._common import SEVERITIES, to_datetime
+from tetrapipe.formats._common import to_datetime
 from tetrapipe.formats.cef import CEF_KEY
+from tetrapipe.units import severity_rank
 
 
 def record_payload(record: dict[str, Any]) -> dict[str, Any] | str:
@@ -61,9 +62,7 @@ def record_severity(record: dict[str, Any]) -> int:
     if isinstance(event, dict) and event.get("kind") == "alert":
         return max(min(int(event.get("severity") or 1) - 1, 4), 0)
     sev = record.get("severity")
-    if isinstance(sev, str) and sev.lower() in SEVERITIES:
-        return SEVERITIES.index(sev.lower())
-    return 0
+    return severity_rank(sev) if isinstance(sev, str) else 0
 
 
 def record_kind(record: dict[str, Any]) -> str:

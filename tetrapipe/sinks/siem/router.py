@@ -31,9 +31,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tetrapipe.formats import Formatter, get_formatter, is_alert, severity_rank
-from tetrapipe.formats._common import SEVERITIES
+from tetrapipe.formats import Formatter, get_formatter, is_alert
 from tetrapipe.sinks.siem.base import Sink
+from tetrapipe.units import SEVERITIES, severity_rank
 
 log = logging.getLogger("tetrapipe.sinks.router")
 

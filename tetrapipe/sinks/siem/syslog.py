@@ -49,6 +49,7 @@ from tetrapipe.sinks.siem._records import (
     record_time,
 )
 from tetrapipe.sinks.siem.base import DeliveringSink, Delivery, RejectedError, TransientError
+from tetrapipe.units import SEVERITIES
 
 log = logging.getLogger("tetrapipe.sinks.syslog")
 
@@ -157,7 +158,7 @@ class SyslogSink(DeliveringSink):
         msgid = _printable(kind, 32)
         sd = "-"
         if self.structured_data:
-            params = {"kind": kind, "severity": ("info", "low", "medium", "high", "critical")[record_severity(record)]}
+            params = {"kind": kind, "severity": SEVERITIES[record_severity(record)]}
             params.update(_sd_fields(record))
             sd = "[" + self.sd_id + "".join(f' {k}="{_sd_value(v)}"' for k, v in params.items() if v) + "]"
         header = f"<{pri}>1 {ts} {host} {self.app_name} - {msgid} {sd} "
