@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tetrapipe.sources.follow import Chunk, FileFollower, LineSplitter, Reject, StreamFollower
+from tetrapipe.sources.chunks import Chunk, LineSplitter, Reject
+from tetrapipe.sources.follow import FileFollower
+from tetrapipe.sources.stdin import StreamFollower
 
 
 def ev(i: int, node: str = "kind-worker1", pad: int = 0) -> bytes:

@@ -23,9 +23,9 @@ from conftest import REAL_LOGS
 
 from tetrapipe.flows.ingest import IngestStats, ingest
 from tetrapipe.flows.run import run
-from tetrapipe.lake import views as history
-from tetrapipe.lake.store import Lake
-from tetrapipe.sources.files import GzipStream, InputFault, InputFile, expand_inputs, scan_inputs
+from tetrapipe.lake import Lake, connect
+from tetrapipe.sources.files import InputFile, expand_inputs, scan_inputs
+from tetrapipe.sources.streams import GzipStream, InputFault
 from tetrapipe.sources.lines import read_line_batches
 
 MAX_LINE = 4 * 1024 * 1024
@@ -58,7 +58,7 @@ def _write(path: Path, lines: list[bytes]) -> Path:
 
 
 def _one(lake: Lake, sql: str) -> tuple:
-    con = history.connect(lake)
+    con = connect(lake)
     try:
         return con.execute(sql).fetchone()
     finally:
@@ -71,7 +71,7 @@ def _counts(lake: Lake) -> tuple[int, int]:
 
 
 def _rejects(lake: Lake) -> list[tuple[str, int | None, str]]:
-    con = history.connect(lake)
+    con = connect(lake)
     try:
         return con.execute("SELECT source, source_offset, reason FROM rejects ORDER BY source_offset").fetchall()
     finally:
@@ -109,7 +109,7 @@ def test_half_a_gzip_gives_every_complete_line_and_one_reject(
     assert _rejects(lake) == [(str(half), complete + 1, reason)]
     assert reason in proc.stdout.decode()
     # the events are the first lines of the log, not some other subset
-    con = history.connect(lake)
+    con = connect(lake)
     got = {r[0] for r in con.execute("SELECT source_offset FROM events").fetchall()}
     assert got == set(range(1, complete + 1))
 
@@ -533,7 +533,7 @@ def test_duplicates_in_flight_within_one_run_are_stored_once(tmp_path: Path, lak
 
 
 def test_ids_sent_to_the_writer_count_as_stored_until_their_commit(lake_dir: Path) -> None:
-    from tetrapipe.flows.ingest import EventDedup
+    from tetrapipe.flows.dedup import EventDedup
     from tetrapipe.transforms.normalize import normalize_lines
 
     batch = normalize_lines(_events(0, 5)).events

@@ -27,203 +27,36 @@ that happens every few seconds, so the follower:
   broker refuses records over ~1 MB anyway);
 * waits for a file that does not exist yet.
 
-Lines are split with ``bytes.split`` rather than :mod:`tetrapipe.sources.lines`
-(Arrow arrays): the Kafka producer wants one ``bytes`` object per event, and
-splitting in C straight into those objects is the cheapest way there.
+Which files belong to the log and in which order is :mod:`tetrapipe.sources.rotation`;
+chunks and line splitting are :mod:`tetrapipe.sources.chunks`; a pipe is
+:mod:`tetrapipe.sources.stdin`. See docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import select
-import stat as stat_mod
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from tetrapipe.sources.files import GZIP_MAGIC, GzipStream, InputFault, fingerprint, parse_backup_name
+from tetrapipe.sources.chunks import (
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_MAX_LINE_BYTES,
+    Chunk,
+    LineSplitter,
+    Reject,
+    last_line_end,
+)
+from tetrapipe.sources.files import fingerprint
+from tetrapipe.sources.rotation import Candidate, RotatedFiles, first_line, first_line_at, index_of, matches
+from tetrapipe.sources.streams import GZIP_MAGIC, GzipStream, InputFault
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHUNK_BYTES = 1024 * 1024
-# Kafka's default message.max.bytes is 1048588 for a whole record batch; a line
-# above this could never be delivered, so it is set aside at the source.
-DEFAULT_MAX_LINE_BYTES = 1_000_000
-_FP_CACHE_MAX = 256
 _DONE_KEEP = 64  # fingerprints of finished files remembered (>> Tetragon's 5 backups)
 _FP_CHECK_SECONDS = 1.0  # how often an idle live file's first line is re-checked (copytruncate)
-
-
-@dataclass(slots=True)
-class Reject:
-    """A line that was read but not forwarded, and why (reported with its place)."""
-
-    source: str
-    line_no: int
-    reason: str
-    preview: bytes = b""
-
-
-@dataclass(slots=True)
-class Chunk:
-    """Complete lines read together, and where the source stands after them.
-
-    ``position`` is what a checkpoint stores once every line of this chunk
-    (and of all chunks before it) is safe; ``None`` for a source that cannot
-    resume (stdin, gRPC).
-    """
-
-    lines: list[bytes]
-    nbytes: int  # source bytes consumed by this chunk (newlines, blank and skipped lines included)
-    position: dict[str, Any] | None = None
-    source: str = ""
-    line_nos: list[int] | None = None  # 1-based line of each entry of ``lines`` (when asked for)
-    rejects: list[Reject] = field(default_factory=list)
-    spool_seq: int | None = None  # set when the chunk was read back from the disk spool
-
-
-class LineSplitter:
-    """Cut a byte stream into complete lines, keeping the unfinished tail for later.
-
-    ``consumed`` counts bytes of finished lines (skipped over-long lines
-    included): exactly the offset to resume from. ``line`` counts lines.
-    """
-
-    def __init__(
-        self,
-        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-        *,
-        line: int = 0,
-        skipping: bool = False,
-        want_line_nos: bool = False,
-        source: str = "",
-    ) -> None:
-        self.max_line_bytes = max_line_bytes
-        self.carry = b""
-        self.line = line
-        self.skipping = skipping  # inside an over-long line: drop bytes up to its newline
-        self.want_line_nos = want_line_nos
-        self.source = source
-
-    @property
-    def pending_bytes(self) -> int:
-        return len(self.carry)
-
-    def feed(self, data: bytes, *, final: bool = False) -> tuple[list[bytes], int, list[int] | None, list[Reject]]:
-        """Add ``data``; return (lines, bytes consumed, line numbers, rejects).
-
-        ``final``: no more data will come (a finished file): an unterminated
-        last line is returned as a line.
-        """
-        buf = self.carry + data if self.carry else data
-        self.carry = b""
-        rejects: list[Reject] = []
-        consumed = 0
-        start = 0
-        if self.skipping:
-            nl = buf.find(b"\n")
-            if nl < 0:
-                self.skipping = not final
-                if final:
-                    self.line += 1
-                return [], len(buf), [] if self.want_line_nos else None, rejects
-            start = nl + 1
-            consumed = start
-            self.skipping = False
-            self.line += 1
-        cut = buf.rfind(b"\n", start) + 1
-        if cut <= start:
-            cut = start
-        end = len(buf) if final else cut
-        lines: list[bytes] = buf[start:end].split(b"\n") if end > start else []
-        if lines and end == cut:
-            lines.pop()  # the empty piece after the last newline
-        consumed += end - start
-        first_no = self.line + 1
-        self.line += len(lines)
-        line_nos: list[int] | None = list(range(first_no, first_no + len(lines))) if self.want_line_nos else None
-        if lines and (not all(lines) or b"\r" in lines):  # both checks run in C
-            lines, line_nos = self._drop_blank(lines, line_nos)
-        if lines and max(map(len, lines)) > self.max_line_bytes:
-            lines, line_nos = self._drop_long(lines, line_nos, first_no, rejects)
-        tail = buf[end:]
-        if len(tail) > self.max_line_bytes:  # (after the whole lines' rejects: rejects come in line order)
-            rejects.append(
-                Reject(self.source, self.line + 1, f"line longer than {self.max_line_bytes} bytes, skipped", tail[:200])
-            )
-            consumed += len(tail)
-            self.skipping = True
-        else:
-            self.carry = tail
-        return lines, consumed, line_nos, rejects
-
-    @staticmethod
-    def _drop_blank(lines: list[bytes], nos: list[int] | None) -> tuple[list[bytes], list[int] | None]:
-        keep = [i for i, ln in enumerate(lines) if ln and ln != b"\r"]
-        return [lines[i] for i in keep], ([nos[i] for i in keep] if nos is not None else None)
-
-    def _drop_long(
-        self, lines: list[bytes], nos: list[int] | None, first_no: int, rejects: list[Reject]
-    ) -> tuple[list[bytes], list[int] | None]:
-        limit = self.max_line_bytes
-        out, out_nos = [], []
-        for i, ln in enumerate(lines):
-            no = nos[i] if nos is not None else -1
-            if len(ln) > limit:
-                rejects.append(
-                    Reject(
-                        self.source,
-                        no if no > 0 else first_no + i,
-                        f"line longer than {limit} bytes ({len(ln)}), skipped",
-                        ln[:200],
-                    )
-                )
-            else:
-                out.append(ln)
-                out_nos.append(no)
-        return out, (out_nos if nos is not None else None)
-
-
-# ---------------------------------------------------------------------------
-# Rotated files
-# ---------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Candidate:
-    """A file that belongs to the followed log: a rotated backup or the live file."""
-
-    path: str
-    dev: int
-    ino: int
-    size: int
-    mtime_ns: int
-    gz: bool
-    fp: str | None
-    live: bool
-
-
-def _backup_order(live: Path, name: str) -> tuple[int, str] | None:
-    """Sort key of a rotated sibling of ``live`` (oldest first), or None if it is not one."""
-    backup = parse_backup_name(name)
-    return backup.order if backup and backup.live_name == live.name else None
-
-
-def _first_line(f: BinaryIO, limit: int) -> bytes | None:
-    """The first complete line of an open stream (None while it has none yet)."""
-    head = b""
-    while len(head) <= limit:
-        more = f.read(64 * 1024)
-        if not more:
-            return None
-        head += more
-        nl = head.find(b"\n")
-        if nl >= 0:
-            return head[:nl]
-    return head[:limit]  # an over-long first line still identifies the file
 
 
 def _open_any(path: str) -> tuple[BinaryIO, bool]:
@@ -304,14 +137,12 @@ class FileFollower:
         self._cur: _Open | None = None
         self._done: deque[str] = deque(maxlen=_DONE_KEEP)
         self._after: dict[str, Any] | None = None  # identity of the file finished last (to find the next)
-        self._fp_cache: dict[tuple[int, int, int, int, int], tuple[str | None, bool]] = {}
         self.files_opened = 0
         self.rotations = 0
         self.truncations = 0
         self.lost_warnings: list[str] = []
-        self.files_lost = 0  # backups deleted by rotation before they were read
-        self._seen_backups: dict[str, str | None] = {}
-        self._lost_fps: set[str] = set()
+        # listing goes through this module's _open_any, looked up at each call (tests replace it)
+        self._files = RotatedFiles(self.live, max_line_bytes, lambda path: _open_any(path), self.lost_warnings)
         self._resume: dict[str, Any] | None = None
         if start == "checkpoint" and checkpoint:
             self._done.extend(checkpoint.get("done", []))
@@ -321,6 +152,11 @@ class FileFollower:
         # beginning (or no checkpoint): _after=None and nothing done -> every candidate, oldest first
 
     # -- public -------------------------------------------------------------
+
+    @property
+    def files_lost(self) -> int:
+        """Backups deleted by rotation before they were read."""
+        return self._files.files_lost
 
     @property
     def label(self) -> str:
@@ -401,9 +237,9 @@ class FileFollower:
             cands = self._candidates()
         except OSError:
             return total
-        idx = self._index_of(cands, self._identity())
+        idx = index_of(cands, self._identity())
         for c in cands[idx + 1 :] if idx is not None else cands:
-            if c.fp not in self._done and not (cur is not None and self._matches(c, self._identity())):
+            if c.fp not in self._done and not (cur is not None and matches(c, self._identity())):
                 total += c.size
         return total
 
@@ -437,10 +273,10 @@ class FileFollower:
         try:
             f, _ = _open_any(cur.path) if cur.gz else (None, False)
             if f is None:
-                first = _first_line_at(cur.f.fileno(), self.max_line_bytes)
+                first = first_line_at(cur.f.fileno(), self.max_line_bytes)
             else:
                 with f:
-                    first = _first_line(f, self.max_line_bytes)
+                    first = first_line(f, self.max_line_bytes)
         except OSError:
             first = None
         if first is not None:
@@ -525,123 +361,9 @@ class FileFollower:
         return self._after
 
     def _candidates(self) -> list[Candidate]:
-        """The live file's rotated siblings (oldest first), then the live file, with fingerprints.
-
-        A directory listing is not atomic with the stat of the live file: if
-        Tetragon rotates in between, the listing misses the just-renamed file
-        while ``tetragon.log`` already names its successor, and the renamed
-        file would be skipped. Rotation always gives the live name a new
-        inode, so the live file is looked at before and after the listing and
-        the listing is taken again until both agree.
-        """
-        out: list[Candidate] = []
-        for _ in range(5):
-            before = _inode(self.live)
-            out = self._list_candidates()
-            live = out[-1] if out and out[-1].live else None
-            if (None if live is None else (live.dev, live.ino)) == before:
-                break
-        self._note_deleted_unread(out)
-        return out
-
-    def _list_candidates(self) -> list[Candidate]:
-        live = self.live
-        try:
-            names = os.listdir(live.parent)
-        except FileNotFoundError:
-            return []
-        keyed: list[tuple[tuple[int, str], str]] = []
-        present = set(names)
-        for name in names:
-            key = _backup_order(live, name)
-            if key is None:
-                continue
-            if name.endswith(".gz") and name[:-3] in present:
-                continue  # lumberjack is still compressing: the plain file is complete, the .gz not yet
-            keyed.append((key, name))
-        keyed.sort()
-        out: list[Candidate] = []
-        for _, name in keyed:
-            c = self._candidate(str(live.parent / name), live=False)
-            if c is None and not name.endswith(".gz"):
-                # compressed and removed since the listing: the .gz is complete now
-                c = self._candidate(str(live.parent / (name + ".gz")), live=False)
-            if c is not None:
-                out.append(c)
-        c = self._candidate(str(live), live=True)
-        if c is not None:
-            out.append(c)
-        if len(self._fp_cache) > _FP_CACHE_MAX:  # rotations every few seconds for weeks: forget deleted files
-            keep = {(c.dev, c.ino) for c in out}
-            self._fp_cache = {k: v for k, v in self._fp_cache.items() if k[:2] in keep}
-        return out
-
-    def _note_deleted_unread(self, cands: list[Candidate]) -> None:
-        """Report a backup seen in an earlier listing that is gone without having been read.
-
-        Tetragon deletes backups beyond ``--export-file-max-backups`` whether or
-        not anyone read them; a collector that falls that far behind loses
-        their lines. That cannot be undone, but it must not be silent: it is
-        logged with the file's name, counted (``files_lost``) and exported.
-        """
-        present = {c.fp for c in cands if c.fp is not None}
+        """The log's files, oldest first (:meth:`RotatedFiles.listing`), judged against what was read."""
         reading = self._cur.fp if self._cur is not None else None
-        # before the checkpoint is resumed, what was read is not known yet: nothing can be judged lost
-        seen = self._seen_backups.items() if self._resume is None else ()
-        for path, fp in seen:
-            if fp is None or fp in present or fp in self._done or fp == reading or fp in self._lost_fps:
-                continue  # still there (perhaps compressed under a new name), read, or being read
-            self._lost_fps.add(fp)
-            self.files_lost += 1
-            msg = (
-                f"{path} was deleted by rotation before it was read: its lines are lost (the collector fell "
-                f"more than --export-file-max-backups files behind Tetragon; give it more CPU or keep more "
-                f"backups)"
-            )
-            log.warning(msg)
-            self.lost_warnings.append(msg)
-        self._seen_backups = {c.path: c.fp for c in cands if not c.live}
-
-    def _candidate(self, path: str, *, live: bool) -> Candidate | None:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        if not stat_mod.S_ISREG(st.st_mode):
-            return None
-        # inode numbers are reused as soon as a file is deleted, and two gzip'd backups can have the same size:
-        # only with the change time in the key is a cached fingerprint known to belong to this very file
-        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        cached = None if live else self._fp_cache.get(key)
-        if cached is not None:
-            fp, gz = cached
-        else:
-            try:
-                f, gz = _open_any(path)
-                with f:
-                    first = _first_line(f, self.max_line_bytes)
-            except (OSError, EOFError, InputFault):
-                return None
-            fp = fingerprint(first) if first is not None else None
-            if not live and first is not None:
-                self._fp_cache[key] = (fp, gz)
-        return Candidate(path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, gz, fp, live)
-
-    @staticmethod
-    def _matches(c: Candidate, ident: dict[str, Any] | None) -> bool:
-        if ident is None:
-            return False
-        if not c.gz and (c.dev, c.ino) == (ident.get("dev"), ident.get("ino")):
-            return c.fp is None or ident.get("fp") is None or c.fp == ident.get("fp")
-        return c.fp is not None and c.fp == ident.get("fp")
-
-    def _index_of(self, cands: list[Candidate], ident: dict[str, Any] | None) -> int | None:
-        if ident is None:
-            return None
-        for i, c in enumerate(cands):
-            if self._matches(c, ident):
-                return i
-        return None
+        return self._files.listing(done=self._done, reading=reading, judge_losses=self._resume is None)
 
     def _open_next(self) -> bool:
         if self._resume is not None:
@@ -655,11 +377,11 @@ class FileFollower:
             if not cands:
                 return False
             ident = self._after
-            idx = self._index_of(cands, ident)
+            idx = index_of(cands, ident)
             if idx is not None:
                 rest = cands[idx + 1 :]
             elif ident is not None:
-                rest = self._newer_than_gone(cands, ident)
+                rest = self._files.newer_than_gone(cands, ident)
             else:
                 rest = cands
             nxt = next(
@@ -675,20 +397,6 @@ class FileFollower:
             if self._open(nxt, offset=0, line=0, skipping=False, final=not nxt.live):
                 return True
         return False
-
-    def _newer_than_gone(self, cands: list[Candidate], ident: dict[str, Any]) -> list[Candidate]:
-        """The candidates after a finished file that is gone (a backup deleted past max-backups).
-
-        A lumberjack name carries its rotation time, the one order that cannot
-        lie: a .gz's mtime is when the mill compressed it, possibly later than
-        the last write of the next file. Only for other names (``.N``, which
-        shift at every rotation) is the finished file's mtime the floor.
-        """
-        gone = _backup_order(self.live, Path(str(ident.get("path") or "")).name)
-        if gone is not None and gone[0] == 0:
-            return [c for c in cands if c.live or (_backup_order(self.live, Path(c.path).name) or gone) > gone]
-        floor = int(ident.get("mtime_ns") or 0)
-        return [c for c in cands if c.live or c.mtime_ns >= floor]
 
     def _open(self, c: Candidate, *, offset: int, line: int, skipping: bool, final: bool) -> bool:
         """Open the file the listing saw; False when its name no longer leads to it (the caller lists again).
@@ -709,7 +417,7 @@ class FileFollower:
             return False
         fp, fp_len = c.fp, 0
         if not gz:
-            first = _first_line_at(f.fileno(), self.max_line_bytes)
+            first = first_line_at(f.fileno(), self.max_line_bytes)
             if first is not None:
                 fp, fp_len = fingerprint(first), len(first)
         if offset:
@@ -736,7 +444,7 @@ class FileFollower:
         ident = {k: fs.get(k) for k in ("path", "dev", "ino", "fp", "mtime_ns")}
         for _ in range(3):  # a rotation between the listing and the open: list again
             cands = self._candidates()
-            idx = self._index_of(cands, ident)
+            idx = index_of(cands, ident)
             if idx is None:
                 msg = (
                     f"checkpointed file {fs.get('path')} (byte {fs.get('offset')}) is gone, probably deleted by "
@@ -771,7 +479,7 @@ class FileFollower:
     def _open_live_at_end(self) -> None:
         """--from end: the live file from its last complete line (never from the middle of one)."""
         for _ in range(3):  # a rotation between looking at the file and opening it: look again
-            c = self._candidate(str(self.live), live=True)
+            c = self._files.candidate(str(self.live), live=True)
             if c is None:
                 return  # not there yet: read whole when it appears
             if not self._open(c, offset=0, line=0, skipping=False, final=False):
@@ -782,140 +490,6 @@ class FileFollower:
                 # the end is found on the descriptor just opened; line numbers of a file joined midway are
                 # unknown: count from where we joined
                 fd = cur.f.fileno()
-                cur.offset = _last_line_end(fd, os.fstat(fd).st_size)
+                cur.offset = last_line_end(fd, os.fstat(fd).st_size)
                 cur.f.seek(cur.offset)
             return
-
-
-def _last_line_end(fd: int, size: int) -> int:
-    """The offset just after the last newline in the first ``size`` bytes of ``fd`` (0 if there is none)."""
-    pos = size
-    while pos > 0:
-        start = max(0, pos - 64 * 1024)
-        block = os.pread(fd, pos - start, start)
-        nl = block.rfind(b"\n")
-        if nl >= 0:
-            return start + nl + 1
-        pos = start
-    return 0
-
-
-def _inode(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def _first_line_at(fd: int, limit: int) -> bytes | None:
-    head = b""
-    pos = 0
-    while len(head) <= limit:
-        more = os.pread(fd, 64 * 1024, pos)
-        if not more:
-            return None
-        head += more
-        pos += len(more)
-        nl = head.find(b"\n")
-        if nl >= 0:
-            return head[:nl]
-    return head[:limit]
-
-
-class StreamFollower:
-    """Lines from a pipe (``kubectl logs -f … -c export-stdout | tetrapipe collect -``).
-
-    Non-blocking (``select``) so the collector keeps acknowledging and
-    reporting while the pipe is quiet. A pipe cannot be resumed, so chunks
-    carry no position; ``exhausted`` turns true at end of input.
-    """
-
-    def __init__(
-        self,
-        stream: BinaryIO,
-        *,
-        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-        line_nos: bool = False,
-        label: str = "<stdin>",
-        wait_seconds: float = 0.05,
-    ) -> None:
-        self.stream = stream
-        self.fd = stream.fileno()
-        self.chunk_bytes = chunk_bytes
-        self.splitter = LineSplitter(max_line_bytes, want_line_nos=line_nos, source=label)
-        self.label = label
-        self.wait_seconds = wait_seconds
-        self.exhausted = False
-        self._head: bytes | None = b""  # the first bytes, until two tell whether it is gzip (then None)
-        self._gzip = False
-        self._gz: Any = None  # the gzip member being inflated (None between members)
-        self._read = 0  # bytes read from the pipe
-        self._fault: str | None = None
-
-    def read(self) -> Chunk | None:
-        if self.exhausted:
-            return None
-        ready, _, _ = select.select([self.fd], [], [], self.wait_seconds)
-        if not ready:
-            return None
-        raw = os.read(self.fd, self.chunk_bytes)
-        self._read += len(raw)
-        if self._head is not None:
-            if raw and len(self._head + raw) < 2:
-                self._head += raw  # one byte so far: the next one tells whether it is gzip
-                return None
-            raw, self._head = self._head + raw, None
-            self._gzip = raw[:2] == GZIP_MAGIC  # a gzip'd log piped in
-        if not raw:
-            return self._end()
-        data = self._inflate(raw) if self._gzip else raw
-        if self._fault is not None:
-            return self._end(data)
-        if not data:
-            return None  # (gzip: a header, or a block not inflated yet)
-        lines, consumed, nos, rejects = self.splitter.feed(data)
-        if not (lines or rejects):
-            return None
-        return Chunk(lines, consumed, None, self.label, nos, rejects)
-
-    def _inflate(self, data: bytes) -> bytes:
-        """Inflate what came through the pipe: gzip members one after the other, zero padding between them."""
-        import zlib
-
-        out: list[bytes] = []
-        while data:
-            if self._gz is None:
-                data = data.lstrip(b"\0")
-                if not data:
-                    break
-                self._gz = zlib.decompressobj(wbits=31)
-            try:
-                out.append(self._gz.decompress(data))
-            except zlib.error as exc:  # the pipe's data is damaged from here on: what came before is kept
-                self._fault = f"corrupt gzip: {exc} (in the data after byte {self._read - len(data)} of {self.label})"
-                break
-            if not self._gz.eof:
-                break
-            data, self._gz = self._gz.unused_data, None
-        return b"".join(out)
-
-    def _end(self, data: bytes = b"") -> Chunk | None:
-        """End of input (or of what can be read of it): the last line, or the fault that ended it."""
-        self.exhausted = True
-        if self._fault is None and self._gzip and self._gz is not None:
-            self._fault = f"truncated gzip: stream ends at byte {self._read} of {self.label}"
-        lines, consumed, nos, rejects = self.splitter.feed(data, final=self._fault is None)
-        if self._fault is not None:  # the unfinished line of a broken stream is half a line: a reject
-            sp = self.splitter
-            rejects.append(Reject(self.label, sp.line + 1, self._fault, sp.carry[:200]))
-            consumed += sp.pending_bytes
-            sp.carry, sp.skipping = b"", False
-        return Chunk(lines, consumed, None, self.label, nos, rejects) if (lines or rejects) else None
-
-    def lag_bytes(self) -> int:
-        return self.splitter.pending_bytes
-
-    def close(self) -> None:
-        pass
