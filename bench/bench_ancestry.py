@@ -279,7 +279,7 @@ def bench_transform(batches: list[pa.Table], repeat: int) -> dict:
 
 def bench_ingest(path: Path, repeat: int) -> dict:
     from tetrapipe.flows.ingest import ingest
-    from tetrapipe.lake.store import Lake
+    from tetrapipe.lake import Lake
     from tetrapipe.sources.files import expand_inputs
 
     def run(with_ancestry: bool) -> float:

@@ -53,7 +53,7 @@ def _child(path: str, lake: str, rules: str) -> None:
     sys.path.insert(0, str(ROOT))
     from tetrapipe.flows.ingest import ingest
     from tetrapipe.flows.transforms import build_transforms
-    from tetrapipe.lake.store import Lake
+    from tetrapipe.lake import Lake
     from tetrapipe.sources.files import InputFile
 
     transforms, detector = build_transforms(rules)

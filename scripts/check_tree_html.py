@@ -228,7 +228,7 @@ def main() -> int:
         lake_dir = args.lake
         if lake_dir is None:
             from tetrapipe.flows.ingest import ingest
-            from tetrapipe.lake.store import Lake
+            from tetrapipe.lake import Lake
             from tetrapipe.sources.files import expand_inputs
 
             log = args.log

@@ -338,7 +338,7 @@ def test_hard_cap_evicts_least_recently_seen_and_marks_forgotten() -> None:
 
 def test_rebuild_from_lake_restores_chains(tmp_path: Path, world: World) -> None:
     from tetrapipe.flows.ingest import ingest
-    from tetrapipe.lake.store import Lake
+    from tetrapipe.lake import Lake
     from tetrapipe.sources.files import expand_inputs
 
     p = host_and_pod(world)

@@ -10,10 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from conftest import REAL_LOGS
 
-from tetrapipe.lake import views as history
+from tetrapipe.lake import Lake, connect
 from tetrapipe.lake.maintenance import compact, recover
 from tetrapipe.lake.positions import committed_offsets, segment_name
-from tetrapipe.lake.store import Lake
 from tetrapipe.transforms.normalize import normalize_lines
 
 
@@ -23,7 +22,7 @@ def _events() -> list:
 
 
 def _count(lake: Lake) -> tuple[int, int]:
-    con = history.connect(lake)
+    con = connect(lake)
     return con.execute("SELECT count(*), count(DISTINCT event_id) FROM events").fetchone()
 
 
@@ -118,6 +117,6 @@ def test_segments_written_before_a_column_existed_still_merge_and_read(tmp_path:
     lake.write("events", events)
     result = compact(lake, min_files=3, skip_newest=0)
     assert result.merged_files >= 4
-    con = history.connect(lake)
+    con = connect(lake)
     total, codes = con.execute("SELECT count(*), count(tls_cipher_code) FROM events").fetchone()
     assert total == 5 * events.num_rows and codes == 0

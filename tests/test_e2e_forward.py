@@ -46,13 +46,13 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def expected_alerts(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     """The alert ids the sample raises, from a batch ingest of the same file with the same rules."""
-    from tetrapipe.lake import views as history
+    from tetrapipe.lake import connect
 
     lake = tmp_path_factory.mktemp("expected") / "lake"
     subprocess.run(
         _tp("ingest", str(SAMPLE), "--lake", str(lake), "-q"), check=True, capture_output=True, env=_env(), timeout=120
     )
-    con = history.connect(str(lake))
+    con = connect(str(lake))
     try:
         ids = {r[0] for r in con.execute("SELECT alert_id FROM alerts").fetchall()}
     finally:

@@ -26,8 +26,7 @@ from kafka_broker import TansuBroker
 from tetrapipe.commands.forward import default_topics
 from tetrapipe.flows.process import Processor, ProcessorConfig, event_json_lines
 from tetrapipe.formats import to_native
-from tetrapipe.lake import views as history
-from tetrapipe.lake.store import Lake
+from tetrapipe.lake import Lake, connect
 from tetrapipe.sinks.siem import Route, Router
 from tetrapipe.sinks.siem.base import DeliveringSink, Delivery
 
@@ -81,7 +80,7 @@ def streamed(kafka_broker: TansuBroker, tmp_path_factory: pytest.TempPathFactory
     lake = work / "lake"
     transforms, _ = build_transforms(None)
     stats = Processor(cfg, Lake(lake), transforms).run()
-    con = history.connect(Lake(lake))
+    con = connect(Lake(lake))
     try:
         events = con.sql("SELECT * EXCLUDE (date) FROM events").to_arrow_table()
         alerts = con.sql("SELECT alert_id FROM alerts").to_arrow_table()

@@ -27,7 +27,7 @@ from tetrapipe.formats import get_formatter, to_cef, to_ecs, to_native, to_ocsf,
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
     """Native rows (as Arrow hands them to the router) of the samples: events and alerts."""
-    from tetrapipe.lake import views as history
+    from tetrapipe.lake import connect
 
     lake = tmp_path_factory.mktemp("formats") / "lake"
     subprocess.run(
@@ -36,7 +36,7 @@ def rows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, A
         capture_output=True,
         timeout=120,
     )
-    con = history.connect(str(lake))
+    con = connect(str(lake))
     try:
         events = con.sql("SELECT * FROM events ORDER BY time, event_id").to_arrow_table().to_pylist()
         alerts = con.sql("SELECT * FROM alerts ORDER BY time, alert_id").to_arrow_table().to_pylist()

@@ -33,9 +33,9 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tables(lake: Path) -> dict[str, pa.Table]:
-    from tetrapipe.lake import views as history
+    from tetrapipe.lake import connect
 
-    con = history.connect(str(lake))
+    con = connect(str(lake))
     try:
         return {t: con.sql(f"SELECT * FROM {t} ORDER BY time").to_arrow_table() for t in ("events", "alerts")}
     finally:

@@ -14,13 +14,12 @@ import pytest
 from conftest import REAL_LOGS
 
 from tetrapipe.flows.ingest import ingest
-from tetrapipe.lake import views as history
-from tetrapipe.lake.store import Lake
+from tetrapipe.lake import Lake, connect
 from tetrapipe.sources.files import expand_inputs
 
 
 def _count(lake: Lake, sql: str = "SELECT count(*) FROM events") -> int:
-    con = history.connect(lake)
+    con = connect(lake)
     try:
         return con.execute(sql).fetchone()[0]
     finally:
@@ -107,7 +106,7 @@ def test_bad_lines_go_to_rejects_with_file_and_line(tmp_path: Path, lake_dir: Pa
     )
     stats = ingest(expand_inputs([str(f)]), lake)
     assert stats.events == 3 and stats.rejects == 4
-    con = history.connect(lake)
+    con = connect(lake)
     rows = con.sql("SELECT source, source_offset, reason FROM rejects ORDER BY source_offset").fetchall()
     assert [(Path(s).name, n) for s, n, _ in rows] == [
         ("mixed.log", 2),
@@ -360,7 +359,7 @@ def _ingest_cli(lake_dir: Path, *args: str) -> str:
 
 
 def _alert_ids(lake: Lake) -> set[str]:
-    con = history.connect(lake)
+    con = connect(lake)
     try:
         return {r[0] for r in con.execute("SELECT DISTINCT alert_id FROM alerts").fetchall()}
     finally:

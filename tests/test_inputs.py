@@ -25,8 +25,8 @@ from tetrapipe.flows.ingest import IngestStats, ingest
 from tetrapipe.flows.run import run
 from tetrapipe.lake import Lake, connect
 from tetrapipe.sources.files import InputFile, expand_inputs, scan_inputs
-from tetrapipe.sources.streams import GzipStream, InputFault
 from tetrapipe.sources.lines import read_line_batches
+from tetrapipe.sources.streams import GzipStream, InputFault
 
 MAX_LINE = 4 * 1024 * 1024
 

@@ -16,8 +16,8 @@ from rich.console import Console
 from tetrapipe.commands.report import print_alerts, print_query_table
 from tetrapipe.flows.ingest import ingest
 from tetrapipe.flows.transforms import build_transforms
+from tetrapipe.lake import Lake
 from tetrapipe.lake.query import execute
-from tetrapipe.lake.store import Lake
 from tetrapipe.sources.files import expand_inputs
 
 TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?")

@@ -24,8 +24,7 @@ from conftest import REAL_LOGS
 from kafka_broker import TansuBroker
 
 from tetrapipe.flows.process import Processor, ProcessorConfig
-from tetrapipe.lake import views as history
-from tetrapipe.lake.store import Lake
+from tetrapipe.lake import Lake, connect
 from tetrapipe.transforms.normalize import normalize_lines
 
 # tansu makes a new group member wait ~23 s with kafka-python's default session timeout, ~3 s with this
@@ -225,7 +224,7 @@ def tree_events(n: int, nodes: int = 8, seed: int = 1) -> TreeStream:
 
 def _ancestry_mismatches(lake_dir: Path, truth: dict[str, list[str]]) -> list[tuple]:
     """Rows whose ancestor chain is not what Tetragon's tree says (empty: ancestry intact)."""
-    con = history.connect(Lake(lake_dir))
+    con = connect(Lake(lake_dir))
     try:
         rows = con.execute("SELECT exec_id, ancestor_exec_ids FROM events").fetchall()
     finally:
@@ -234,7 +233,7 @@ def _ancestry_mismatches(lake_dir: Path, truth: dict[str, list[str]]) -> list[tu
 
 
 def _lake_summary(lake_dir: Path) -> tuple[int, int]:
-    con = history.connect(Lake(lake_dir))
+    con = connect(Lake(lake_dir))
     try:
         return con.execute("SELECT count(*), count(DISTINCT event_id) FROM events").fetchone()
     finally:
@@ -242,7 +241,7 @@ def _lake_summary(lake_dir: Path) -> tuple[int, int]:
 
 
 def _lake_ids(lake_dir: Path) -> set[str]:
-    con = history.connect(Lake(lake_dir))
+    con = connect(Lake(lake_dir))
     try:
         return {r[0] for r in con.execute("SELECT event_id FROM events").fetchall()}
     finally:
@@ -346,7 +345,7 @@ def test_replay_sample_exactly_once_with_poison_alerts_and_metrics(
     assert stats.records == len(lines) and stats.rejects == 2
     count, distinct = _lake_summary(lake)
     assert count == distinct == len(good)
-    con = history.connect(Lake(lake))
+    con = connect(Lake(lake))
     assert set(con.execute("SELECT event_id FROM events").fetchnumpy()["event_id"]) == _expected_ids(good)
     rejects = con.execute("SELECT source, source_offset, reason FROM rejects ORDER BY reason").fetchall()
     assert {r[0].rsplit("/", 1)[0] for r in rejects} == {f"kafka:{topic}"}
@@ -700,7 +699,7 @@ def test_one_poison_record_in_the_middle_of_a_partition_costs_only_itself(
     )
     stats = Processor(cfg, Lake(tmp_path / "lake"), []).run()
     assert (stats.records, stats.events, stats.rejects) == (2002, 2001, 1)
-    con = history.connect(Lake(tmp_path / "lake"))
+    con = connect(Lake(tmp_path / "lake"))
     try:
         ids = [r[0] for r in con.execute("SELECT event_id FROM events").fetchall()]
         kept = con.execute(

@@ -14,8 +14,7 @@ from conftest import REAL_LOGS
 
 from tetrapipe.cli import cli
 from tetrapipe.flows.ingest import ingest
-from tetrapipe.lake.store import Lake
-from tetrapipe.lake.views import hunts
+from tetrapipe.lake import Lake, saved_hunts
 from tetrapipe.schema import EVENT_COLUMNS
 from tetrapipe.sources.files import expand_inputs
 
@@ -73,8 +72,8 @@ def test_schema_lists_every_column_with_its_meaning() -> None:
 
 
 def test_every_saved_hunt_runs(lake: Path) -> None:
-    assert len(hunts()) >= 6
-    for name in hunts():
+    assert len(saved_hunts()) >= 6
+    for name in saved_hunts():
         code, text = _run("query", name, "--lake", str(lake), "--format", "json")
         assert code == 0, (name, text)
         json.loads(text)

@@ -7,14 +7,13 @@ from pathlib import Path
 
 from conftest import REPO, SAMPLES
 
-from tetrapipe.lake import views as history
-from tetrapipe.lake.store import Lake
+from tetrapipe.lake import Lake, connect
 
 SCENARIO = SAMPLES / "scenario" / "tenant-jobs.log"
 
 
 def _alerts(lake: Path) -> list[tuple[str, str]]:
-    con = history.connect(Lake(lake))
+    con = connect(Lake(lake))
     try:
         return con.execute("SELECT rule_id, alert_id FROM alerts ORDER BY 1, 2").fetchall()
     finally:

@@ -15,8 +15,7 @@ from conftest import REPO, SAMPLES
 from tetrapipe.cli import cli
 from tetrapipe.flows.ingest import ingest
 from tetrapipe.flows.transforms import build_transforms
-from tetrapipe.lake import views as history
-from tetrapipe.lake.store import Lake
+from tetrapipe.lake import Lake, views
 from tetrapipe.ruleset import load_ruleset
 from tetrapipe.ruleset.backtest import ALERT_SUMMARY_SQL, backtest, fold_alerts
 from tetrapipe.sources.files import expand_inputs
@@ -215,7 +214,7 @@ def _comparable(rows: list[dict]) -> set[tuple]:
 
 
 def test_backtest_over_the_history_gives_the_live_alerts(live_lake: Lake, shipped) -> None:  # noqa: ANN001
-    con = history.connect(live_lake)
+    con = views.connect(live_lake)
     try:
         live_rows = con.sql("SELECT * FROM alerts").to_arrow_table()
         summary = con.sql(ALERT_SUMMARY_SQL).to_arrow_table()

@@ -14,8 +14,7 @@ from pathlib import Path
 from conftest import REAL_LOGS
 
 from tetrapipe.flows.run import run
-from tetrapipe.lake import views as history
-from tetrapipe.lake.store import Lake
+from tetrapipe.lake import Lake, connect
 
 
 def _lines(start: int, n: int) -> list[str]:
@@ -28,7 +27,7 @@ def _lines(start: int, n: int) -> list[str]:
 
 
 def _summary(lake: Lake) -> tuple[int, int]:
-    con = history.connect(lake)
+    con = connect(lake)
     try:
         return con.execute("SELECT count(*), count(DISTINCT event_id) FROM events").fetchone()
     finally:
@@ -78,7 +77,7 @@ def test_follow_growth_half_lines_and_rotation(tmp_path: Path) -> None:
     stop.set()
     runner.join(30)
     assert _summary(lake) == (len(all_lines), len(all_lines))
-    con = history.connect(lake)
+    con = connect(lake)
     assert con.execute("SELECT count(*) FROM rejects").fetchone()[0] == 0  # no half line was ever read
 
 

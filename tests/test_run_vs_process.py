@@ -28,8 +28,7 @@ from test_process import (
     tree_events,
 )
 
-from tetrapipe.lake import views as history
-from tetrapipe.lake.store import Lake
+from tetrapipe.lake import Lake, connect
 
 SCENARIO = Path(__file__).resolve().parents[1] / "samples" / "scenario" / "tenant-jobs.log"
 EVENT_COLUMNS = (
@@ -45,7 +44,7 @@ ALERTS_SQL = (
 
 
 def _rows(lake: Path, sql: str) -> list[tuple]:
-    con = history.connect(Lake(lake))
+    con = connect(Lake(lake))
     try:
         return con.execute(sql).fetchall()
     finally:

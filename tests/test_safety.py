@@ -324,8 +324,8 @@ def test_query_output_tree_page_and_compacted_segments_are_owner_only(tmp_path: 
 
     from conftest import SAMPLES
 
+    from tetrapipe.lake import Lake
     from tetrapipe.lake.maintenance import compact
-    from tetrapipe.lake.store import Lake
 
     lake = tmp_path / "lake"
     old = os.umask(0)

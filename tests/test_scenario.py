@@ -14,8 +14,7 @@ from conftest import SAMPLES
 from tetrapipe.cli import cli
 from tetrapipe.flows.ingest import ingest
 from tetrapipe.flows.transforms import build_transforms
-from tetrapipe.lake import views as history
-from tetrapipe.lake.store import Lake
+from tetrapipe.lake import Lake, connect, saved_hunts
 from tetrapipe.sources.files import expand_inputs
 from tetrapipe.transforms.tls_ciphers import cipher_name
 
@@ -41,8 +40,8 @@ def test_compose_is_deterministic(tmp_path: Path) -> None:
 
 
 def test_late_shells_are_exactly_the_ground_truth(lake: Lake) -> None:
-    con = history.connect(lake)
-    sql = history.hunts()["late-shells"].sql
+    con = connect(lake)
+    sql = saved_hunts()["late-shells"].sql
     rows = con.execute(
         f"SELECT source, source_offset FROM events WHERE event_id IN "
         f"(SELECT e.event_id FROM events e JOIN ({sql}) h USING (exec_id) WHERE e.kind = 'process_exec')"
@@ -58,7 +57,7 @@ def test_late_shells_are_exactly_the_ground_truth(lake: Lake) -> None:
 
 
 def test_passwd_write_is_exactly_line_107(lake: Lake) -> None:
-    con = history.connect(lake)
+    con = connect(lake)
     rows = con.execute(
         "SELECT source, source_offset, process_binary FROM events WHERE file_access = 'write' "
         "AND regexp_matches(file_path, '^/?etc/(passwd|shadow)$') ORDER BY 1, 2"
@@ -81,7 +80,7 @@ def test_tls_reproduces_the_handshakes_exactly(lake: Lake) -> None:
 
 
 def test_ancestry_of_the_reverse_shell(lake: Lake) -> None:
-    con = history.connect(lake)
+    con = connect(lake)
     row = con.execute(
         "SELECT parent_binary, ancestor_binaries FROM events WHERE kind = 'process_exec' "
         "AND source LIKE '%tenant-jobs.log' AND source_offset = 118"

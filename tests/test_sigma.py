@@ -210,9 +210,9 @@ def test_import_then_detect_on_the_scenario(tmp_path: Path) -> None:
         capture_output=True,
         timeout=120,
     )
-    from tetrapipe.lake import views as history
+    from tetrapipe.lake import connect
 
-    con = history.connect(str(lake))
+    con = connect(str(lake))
     fired = con.sql(
         "SELECT a.rule_id, e.source_offset FROM alerts a JOIN events e ON e.event_id = a.event_ids[1] "
         "ORDER BY e.source_offset"

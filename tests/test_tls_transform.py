@@ -12,7 +12,7 @@ from test_tls_handshake import _loopback, cert  # noqa: F401 - fixture reuse
 
 from tetrapipe.cli import cli
 from tetrapipe.flows.ingest import ingest
-from tetrapipe.lake.store import Lake
+from tetrapipe.lake import Lake
 from tetrapipe.sources.files import expand_inputs
 from tetrapipe.transforms.normalize import normalize_lines
 from tetrapipe.transforms.tls import TlsTransform

@@ -15,13 +15,13 @@ from test_ancestry_world import Pod, World, host_and_pod, scenario_lines
 
 from tetrapipe.cli import cli
 from tetrapipe.flows.ingest import ingest
-from tetrapipe.lake import views as history
-from tetrapipe.lake.store import Lake
+from tetrapipe.lake import Lake, connect
 from tetrapipe.schema import ALERT_SCHEMA
 from tetrapipe.sources.files import expand_inputs
 from tetrapipe.transforms.ancestry import AncestryTransform
 from tetrapipe.tree import Selection, TreeError, build_tree, render_html, render_text
-from tetrapipe.tree.model import format_offset, parse_duration, parse_time
+from tetrapipe.tree.model import format_offset, parse_time
+from tetrapipe.units import parse_duration
 
 
 def load(tmp_path: Path, lines: list[str], name: str = "tetragon.log") -> Lake:
@@ -96,7 +96,7 @@ def test_pod_tree_structure_late_shell_and_its_chain(story) -> None:  # noqa: AN
     assert bash.node.since_container_start == dt.timedelta(seconds=400)
     assert [c.node.binary for c in bash.children] == ["/usr/bin/id", "/bin/cat", "/usr/bin/curl", "/usr/bin/nc"]
     # the late shell's parent chain, as the enriched events in the lake have it
-    con = history.connect(lake)
+    con = connect(lake)
     try:
         parent, ancestors, binaries = con.sql(
             "SELECT parent_exec_id, ancestor_exec_ids, ancestor_binaries FROM events "
@@ -140,7 +140,7 @@ def test_a_process_with_an_alert_never_folds_and_is_marked(tmp_path: Path) -> No
     lines = scenario_lines(w, p)
     lake = load(tmp_path, lines)
     # the third fetch connects elsewhere and has an alert: it must stand out of the ×N
-    con = history.connect(lake)
+    con = connect(lake)
     try:
         third_sh = con.sql(
             "SELECT exec_id FROM processes WHERE process_binary = '/bin/sh' ORDER BY start_time LIMIT 1 OFFSET 2"
@@ -322,7 +322,7 @@ def test_process_tree_macro_in_sql(story) -> None:  # noqa: ANN001
     from tetrapipe.tree import install
 
     lake, p = story
-    con = history.connect(lake)
+    con = connect(lake)
     try:
         install(con)
         rows = con.sql(

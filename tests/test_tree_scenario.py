@@ -16,8 +16,7 @@ from click.testing import CliRunner
 
 from tetrapipe.cli import cli
 from tetrapipe.flows.ingest import ingest
-from tetrapipe.lake import views as history
-from tetrapipe.lake.store import Lake
+from tetrapipe.lake import Lake, connect
 from tetrapipe.sources.files import expand_inputs
 from tetrapipe.transforms.ancestry import AncestryTransform
 from tetrapipe.tree import Selection, build_tree, list_pods, render_text
@@ -65,7 +64,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
 
 
 def crawler_pod(lake: Lake) -> tuple[str, str]:
-    con = history.connect(lake)
+    con = connect(lake)
     try:
         pods = [p for p in list_pods(con, namespace="tenant-jobs") if p["pod"].startswith("crawler")]
     finally:
@@ -93,7 +92,7 @@ def test_scenario_late_shell_is_marked_with_the_right_chain(lake: Lake) -> None:
         truth.append(cur)
         cur = parent_of.get(cur)
     assert truth, "the log says nothing about the shell's parent"
-    con = history.connect(lake)
+    con = connect(lake)
     try:
         rows = con.sql(
             "SELECT parent_exec_id, parent_binary, ancestor_exec_ids, ancestor_binaries FROM events "

@@ -18,7 +18,7 @@ from rich.text import Text
 
 from tetrapipe import __version__
 from tetrapipe.commands.options import pipeline_transforms, tls_window_option
-from tetrapipe.lake.store import DEFAULT_LAKE, LAKE_ENV, Lake
+from tetrapipe.lake import DEFAULT_LAKE, LAKE_ENV, Lake
 
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False)
@@ -155,7 +155,7 @@ def query(
     tetrapipe query late-shells          (a saved hunt, by name)
     """
     from tetrapipe.commands.report import emit, print_hunts, print_query_table, print_schema
-    from tetrapipe.lake import views as history
+    from tetrapipe.lake import saved_hunts
     from tetrapipe.lake.query import TABLE_DEFAULT_LIMIT, QueryError, execute, resolve, unknown_hunt, write_output
     from tetrapipe.textsafe import visible
 
@@ -168,7 +168,7 @@ def query(
     lake = Lake(lake_dir)
     try:
         if hunt is not None:
-            saved = history.hunts()
+            saved = saved_hunts()
             if hunt not in saved:
                 raise QueryError(unknown_hunt(hunt))
             sql = saved[hunt].sql

@@ -480,10 +480,10 @@ def _from_lake(
 ) -> int:
     import pyarrow as pa
 
-    from tetrapipe.lake import views as history
+    from tetrapipe.lake import connect
     from tetrapipe.schema import TABLES
 
-    con = history.connect(lake_dir)
+    con = connect(lake_dir)
     read = 0
     try:
         for name in ["alerts", "events"] if table == "all" else [table]:

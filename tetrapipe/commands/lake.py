@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tetrapipe.lake.store import DEFAULT_LAKE, LAKE_ENV, Lake
+from tetrapipe.lake import DEFAULT_LAKE, LAKE_ENV, Lake
 
 
 @click.command("compact")

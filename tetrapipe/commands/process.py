@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tetrapipe.commands.options import setup_logging, tls_window_option
-from tetrapipe.lake.store import DEFAULT_LAKE, LAKE_ENV, Lake
+from tetrapipe.lake import DEFAULT_LAKE, LAKE_ENV, Lake
 from tetrapipe.textsafe import visible
 
 KAFKA_ENV = "TETRAPIPE_KAFKA"

@@ -32,7 +32,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.text import Text
 
 from tetrapipe.flows.ingest import IngestStats, ProgressSink, RunAlert
-from tetrapipe.lake.store import Lake
+from tetrapipe.lake import Lake
 from tetrapipe.sources.files import InputFile, Skipped
 from tetrapipe.textsafe import has_unsafe, visible
 from tetrapipe.units import most_severe_first
@@ -327,9 +327,9 @@ def _plural(n: int, word: str) -> str:
 
 def _lake_alerts(lake: Lake, run_ids: list[str]) -> tuple[int, dict[str, int]]:
     """How many alerts the lake holds, and how many rows it has for each of ``run_ids``."""
-    from tetrapipe.lake import views as history
+    from tetrapipe.lake import VIEW_DOCS, connect, saved_hunts
 
-    con = history.connect(lake)
+    con = connect(lake)
     try:
         total = con.execute("SELECT count(DISTINCT alert_id) FROM alerts").fetchone()[0]
         rows: dict[str, int] = {}
@@ -446,7 +446,7 @@ def print_query_table(console: Console, table: pa.Table, limit: int) -> None:
 
 def print_schema(console: Console) -> None:
     """Every table's columns with their meaning, then the views and macros."""
-    from tetrapipe.lake import views as history
+    from tetrapipe.lake import VIEW_DOCS, connect, saved_hunts
     from tetrapipe.schema import TABLES
 
     cols = [Col("column"), Col("type", whole=True), Col("meaning", prose=True)]
@@ -462,17 +462,17 @@ def print_schema(console: Console) -> None:
         )
         print_table(console, cols, rows)
         emit(console)
-    for name, doc in history.VIEW_DOCS.items():
+    for name, doc in VIEW_DOCS.items():
         emit(console, _styled((name, "bold"), f" (view): {doc}"))
 
 
 def print_hunts(console: Console) -> None:
     """The saved hunts and what each finds."""
-    from tetrapipe.lake import views as history
+    from tetrapipe.lake import VIEW_DOCS, connect, saved_hunts
 
     print_table(
         console,
         [Col("hunt", whole=True), Col("what it finds", prose=True)],
-        [(h.name, h.description) for h in history.hunts().values()],
+        [(h.name, h.description) for h in saved_hunts().values()],
     )
     emit(console, Text("run one: tetrapipe query NAME", style="dim"))

@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tetrapipe.commands.report import SEVERITY_STYLE
-from tetrapipe.lake.store import DEFAULT_LAKE, LAKE_ENV, Lake
+from tetrapipe.lake import DEFAULT_LAKE, LAKE_ENV, Lake
 from tetrapipe.textsafe import visible
 from tetrapipe.units import most_severe_first
 
@@ -290,7 +290,7 @@ def backtest_command(
     One row per alert (rule, dedup key, window) with its total count; 'stored'
     says whether the live pipeline already recorded that alert.
     """
-    from tetrapipe.lake import views as history
+    from tetrapipe.lake import connect
     from tetrapipe.ruleset.backtest import backtest
 
     roots, _ = _roots((), rules_dir)
@@ -311,7 +311,7 @@ def backtest_command(
         table = backtest(lake, rules, since=since, until=until)
     except duckdb.ConversionException as exc:
         raise click.UsageError(f"--since/--until: {str(exc).splitlines()[0]}") from exc
-    con = history.connect(lake)
+    con = connect(lake)
     try:
         stored = {r[0] for r in con.sql("SELECT DISTINCT alert_id FROM alerts").fetchall()}
     finally:

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.text import Text
 
 from tetrapipe.commands.options import setup_logging, tls_window_option
-from tetrapipe.lake.store import DEFAULT_LAKE, LAKE_ENV, Lake
+from tetrapipe.lake import DEFAULT_LAKE, LAKE_ENV, Lake
 from tetrapipe.textsafe import visible
 
 

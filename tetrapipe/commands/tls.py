@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tetrapipe.lake.store import DEFAULT_LAKE, LAKE_ENV, Lake
+from tetrapipe.lake import DEFAULT_LAKE, LAKE_ENV, Lake
 from tetrapipe.textsafe import visible
 from tetrapipe.transforms.tls_ciphers import weak_reasons
 
@@ -24,9 +24,9 @@ ORDER BY namespace, workload, connections DESC, tls_sni
 
 def tls_summary(lake: Lake, namespace: str | None = None, since: str | None = None) -> list[dict]:
     """One row per (workload, destination, version, cipher), with why it is weak if it is."""
-    from tetrapipe.lake import views as history
+    from tetrapipe.lake import connect
 
-    con = history.connect(lake)
+    con = connect(lake)
     try:
         rel = con.sql(SUMMARY_SQL, params={"namespace": namespace, "since": since})
         rows = rel.to_arrow_table().to_pylist()

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from tetrapipe.lake.store import DEFAULT_LAKE, LAKE_ENV, Lake
+from tetrapipe.lake import DEFAULT_LAKE, LAKE_ENV, Lake
 from tetrapipe.textsafe import visible
 
 
@@ -87,16 +87,9 @@ def tree_command(
     tetrapipe tree --pod crawler --html crawler.html (open it in any browser, no network needed)
     tetrapipe tree --exec-id <exec_id>               (one process: its path and its descendants)
     """
-    from tetrapipe.lake import views as history
-    from tetrapipe.tree.model import (
-        Selection,
-        TreeError,
-        build_tree,
-        list_pods,
-        newest_event_time,
-        parse_time,
-        plural,
-    )
+    from tetrapipe.lake import connect
+    from tetrapipe.tree import Selection, TreeError, build_tree, list_pods, newest_event_time
+    from tetrapipe.tree.model import parse_time, plural
     from tetrapipe.tree.text import print_pods, render
     from tetrapipe.units import parse_duration
 
@@ -107,7 +100,7 @@ def tree_command(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--late-after") from None
     lake = Lake(lake_dir)
-    con = history.connect(lake)
+    con = connect(lake)
     try:
         newest = newest_event_time(con) if (since or until) else None
         try:

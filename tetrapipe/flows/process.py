@@ -38,8 +38,8 @@ import orjson
 import pyarrow as pa
 
 from tetrapipe.flows.ingest import BatchTransform, EventDedup
+from tetrapipe.lake import Lake
 from tetrapipe.lake.positions import committed_offsets, lake_positions, remove_uncommitted, segment_name
-from tetrapipe.lake.store import Lake
 from tetrapipe.metrics import Health, PipelineMetrics, new_registry
 from tetrapipe.schema import EVENT_SCHEMA, REJECT_SCHEMA
 from tetrapipe.transforms.normalize import Normalizer, normalize_lines

@@ -32,7 +32,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from tetrapipe.flows.ingest import INGEST_CHUNK_BYTES, BatchTransform, EventDedup, IngestStats, ProgressSink, ingest
-from tetrapipe.lake.store import Lake
+from tetrapipe.lake import Lake
 from tetrapipe.metrics import Health, PipelineMetrics
 from tetrapipe.sources.files import InputFile, _rotation_key, expand_inputs
 

@@ -1,6 +1,52 @@
 """The history: where events, alerts, rejects and TLS statistics are kept, and how they are read.
 
-Write side (:mod:`.store`, :mod:`.positions`, :mod:`.maintenance`) and read side
-(:mod:`.views`, :mod:`.query`, the saved hunts) live together because they share
-one layout. See ``docs/ARCHITECTURE.md``.
+Write side and read side live in one package because they share one layout
+(a directory of Parquet segments, see :mod:`.store`):
+
+* :mod:`.store`: :class:`Lake` (segments, the ingest manifest) and
+  :class:`AsyncWriter`, the one way rows reach the disk;
+* :mod:`.positions`: the Kafka offsets a segment's name records, so the lake
+  itself says where a stream processor resumes;
+* :mod:`.maintenance`: compaction of small segments, crash-safe;
+* :mod:`.views`: :func:`connect`, a DuckDB connection whose views are the
+  history; :mod:`.query` runs ``tetrapipe query`` over it and
+  :mod:`.hunts` holds the saved hunts (:func:`saved_hunts`).
+
+Most users only read: they need :class:`Lake` and :func:`connect`, both
+importable from here. :func:`connect` and the view docs are loaded on first use
+so that a command which never queries does not pay for importing DuckDB. See
+``docs/ARCHITECTURE.md``.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tetrapipe.lake.hunts import Hunt, saved_hunts
+from tetrapipe.lake.store import DEFAULT_LAKE, LAKE_ENV, AsyncWriter, Lake
+
+if TYPE_CHECKING:
+    from tetrapipe.lake.views import VIEW_DOCS, connect
+
+#: names served by :mod:`.views`, imported when first asked for (DuckDB is a heavy import)
+_FROM_VIEWS = frozenset({"VIEW_DOCS", "connect"})
+
+
+def __getattr__(name: str) -> object:
+    if name in _FROM_VIEWS:
+        from tetrapipe.lake import views
+
+        return getattr(views, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "DEFAULT_LAKE",
+    "LAKE_ENV",
+    "VIEW_DOCS",
+    "AsyncWriter",
+    "Hunt",
+    "Lake",
+    "connect",
+    "saved_hunts",
+]

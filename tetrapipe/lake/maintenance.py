@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tetrapipe.lake.positions import parse_segment_name, segment_name
-from tetrapipe.lake.store import Lake, _fsync_dir, atomic_write_bytes, open_private, open_private_fd
+from tetrapipe.lake.store import Lake, atomic_write_bytes, fsync_dir, open_private, open_private_fd
 from tetrapipe.schema import SCHEMAS, TABLES, conform
 
 SMALL_BYTES = 32 * 1024 * 1024
@@ -166,6 +166,6 @@ def _merge(lake: Lake, table: str, day_dir: Path, key: tuple[str, str], paths: l
     os.replace(tmp, merged)
     for p in paths:
         p.unlink(missing_ok=True)
-    _fsync_dir(day_dir)
+    fsync_dir(day_dir)
     journal.unlink()
     return rows

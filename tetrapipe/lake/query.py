@@ -19,8 +19,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tetrapipe.lake import views as history
-from tetrapipe.lake.store import Lake
+from tetrapipe.lake.hunts import saved_hunts
+from tetrapipe.lake.store import Lake, open_private
+from tetrapipe.lake.views import connect
 
 TABLE_DEFAULT_LIMIT = 200
 
@@ -64,7 +65,7 @@ def _missing_table(con: duckdb.DuckDBPyConnection, exc: duckdb.CatalogException)
 
 def execute(lake: Lake, sql: str) -> pa.Table:
     """The query's rows; a refused query raises QueryError with a message fit to show as is."""
-    con = history.connect(lake)
+    con = connect(lake)
     try:
         rel = con.sql(sql)
         return rel.to_arrow_table() if rel is not None else pa.table({})
@@ -86,10 +87,10 @@ def resolve(lake: Lake, text: str) -> str:
     word = text.strip()
     if not _NAME.match(word):
         return text
-    saved = history.hunts()
+    saved = saved_hunts()
     if word in saved:
         return saved[word].sql
-    con = history.connect(lake)
+    con = connect(lake)
     try:
         known = views(con)
     finally:
@@ -101,7 +102,7 @@ def resolve(lake: Lake, text: str) -> str:
 
 def unknown_hunt(name: str, known_views: list[str] | None = None) -> str:
     """What to say about a name that is no saved hunt: the closest one (or view), and where the list is."""
-    hunt = _closest(name, list(history.hunts()))
+    hunt = _closest(name, list(saved_hunts()))
     view = _closest(name, known_views or [])
     if hunt:
         hint = f"; did you mean {hunt}?"
@@ -202,8 +203,6 @@ def write_output(table: pa.Table, fmt: str, output: str | None) -> None:
     elif fmt == "parquet":
         if not output:
             raise ValueError("parquet needs an output file")
-        from tetrapipe.lake.store import open_private
-
         with open_private(output, append=False) as f:  # events carry command lines: owner-only, like the lake
             pq.write_table(table, f, compression="zstd")
     else:
@@ -212,8 +211,6 @@ def write_output(table: pa.Table, fmt: str, output: str | None) -> None:
 
 def _emit(data: bytes, output: str | None) -> None:
     if output:
-        from tetrapipe.lake.store import open_private
-
         with open_private(output, append=False) as f:  # owner-only, like the lake the rows come from
             f.write(data)
     else:

@@ -31,11 +31,8 @@ DEFAULT_LAKE = "./tetrapipe-lake"
 LAKE_ENV = "TETRAPIPE_LAKE"
 
 
-def default_lake_dir() -> str:
-    return os.environ.get(LAKE_ENV, DEFAULT_LAKE)
-
-
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in ``path`` durable (a file's own fsync does not cover its directory entry)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -108,7 +105,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 class Lake:
@@ -189,17 +186,13 @@ class Lake:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, final)
-        _fsync_dir(d)
+        fsync_dir(d)
         return final
 
     # --- which inputs were already ingested -------------------------------------------
 
     def _manifest_path(self, fp: str) -> Path:
         return self.root / "_state" / "ingested" / f"{fp}.json"
-
-    def ingested_lines(self, fp: str) -> int:
-        """Lines of the log with this fingerprint already in the lake (0 if never seen)."""
-        return self.ingested_position(fp)[0]
 
     def ingested_position(self, fp: str) -> tuple[int, int]:
         """(lines, uncompressed bytes) of the log with this fingerprint already in the lake."""

@@ -1,16 +1,18 @@
-"""DuckDB over the lake: the views hunters and rules query.
+"""The lake's read side: a DuckDB connection whose views are the history that hunters, rules and trees query.
 
 ``events``, ``rejects``, ``alerts`` and ``tls_stats`` read every committed
-Parquet segment of their table (plus the ``date`` partition column);
-``processes`` folds each process's exec and exit into one row. The views are
-plain SQL over ``read_parquet`` globs, so a query always sees the segments
-committed when it starts, while a writer keeps adding new ones.
+Parquet segment of their table in :mod:`tetrapipe.lake.store` (plus the
+``date`` partition column); ``processes`` folds each process's exec and exit
+into one row, and the tree macros of :mod:`tetrapipe.tree.sql` walk it. The
+views are plain SQL over ``read_parquet`` globs, so a query always sees the
+segments committed when it starts while a writer keeps adding new ones, and
+opening a connection never blocks that writer.
+
+Callers use :func:`tetrapipe.lake.connect`; the saved hunts run over these
+views live in :mod:`tetrapipe.lake.hunts`.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from importlib import resources
 
 import duckdb
 
@@ -86,26 +88,3 @@ def refresh_views(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
     from tetrapipe.tree.sql import install as install_tree_macros
 
     install_tree_macros(con)
-
-
-# --- saved hunts ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Hunt:
-    name: str
-    description: str
-    sql: str
-
-
-def hunts() -> dict[str, Hunt]:
-    """The saved hunts shipped in ``tetrapipe/hunts/*.sql`` (first comment line = description)."""
-    out: dict[str, Hunt] = {}
-    for entry in sorted(resources.files("tetrapipe.lake.hunts").iterdir(), key=lambda e: e.name):
-        if not entry.name.endswith(".sql"):
-            continue
-        sql = entry.read_text(encoding="utf-8")
-        first = sql.splitlines()[0] if sql else ""
-        desc = first[2:].strip() if first.startswith("--") else ""
-        out[entry.name[:-4]] = Hunt(entry.name[:-4], desc, sql)
-    return out

@@ -53,12 +53,12 @@ def backtest(
     max_event_ids: int | None = DEFAULT_MAX_EVENT_IDS,
 ) -> pa.Table:
     """One row per alert the rules raise over the lake's events in [since, until) (ALERT_SCHEMA)."""
-    from tetrapipe.lake import views as history
+    from tetrapipe.lake import connect
 
     rules = [r for r in rules if r.compiled is not None]
     if not rules:
         return ALERT_SCHEMA.empty_table()
-    con = history.connect(lake)
+    con = connect(lake)
     try:
         table = con.sql(backtest_sql(rules, since, until, max_event_ids)).to_arrow_table()
     finally:

@@ -4,17 +4,15 @@ from tetrapipe.tree import Selection, build_tree, render_text, render_html
 view = build_tree("tetrapipe-lake", Selection(pod="crawler-7d9f8b6c5-x2x4z"))
 print(render_text(view))
 Path("tree.html").write_text(render_html(view))
+
+One module a job: :mod:`.model` is the data drawn, :mod:`.build` reads it from the
+history, :mod:`.fold` groups and folds it, :mod:`.sql` holds the DuckDB macros it
+is read with, :mod:`.text` and :mod:`.html` draw it. The renderers are imported
+on first use, so building a tree never loads the HTML template.
 """
 
-from tetrapipe.tree.model import (
-    DEFAULT_LATE_AFTER,
-    SHELLS,
-    Selection,
-    TreeError,
-    TreeView,
-    build_tree,
-    list_pods,
-)
+from tetrapipe.tree.build import build_tree, list_pods, newest_event_time
+from tetrapipe.tree.model import DEFAULT_LATE_AFTER, SHELLS, Selection, TreeError, TreeView
 from tetrapipe.tree.sql import install
 
 __all__ = [
@@ -26,6 +24,7 @@ __all__ = [
     "build_tree",
     "install",
     "list_pods",
+    "newest_event_time",
     "render_html",
     "render_text",
 ]
