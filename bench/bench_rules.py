@@ -17,7 +17,7 @@ Why this shape:
   the medians are printed next to it.
 * **A fresh process per run**, so each peak RSS (``wait4``) is that run's own
   and no DuckDB cache or page of the previous run is shared. The child calls
-  :func:`tetrapipe.flows.ingest.ingest` with :func:`tetrapipe.flows.transforms.build_transforms`,
+  :func:`tetrapipe.flows.ingest.ingest` with :func:`tetrapipe.transforms.chain.build_transforms`,
   exactly what ``tetrapipe ingest`` does, and reports the ingest time (without
   interpreter start and rule loading, which do not grow with events), the
   detector's own time and the alerts.
@@ -52,7 +52,7 @@ def _child(path: str, lake: str, rules: str) -> None:
     """Run in the measured process: one ingest, a JSON line of what happened on stdout."""
     sys.path.insert(0, str(ROOT))
     from tetrapipe.flows.ingest import ingest
-    from tetrapipe.flows.transforms import build_transforms
+    from tetrapipe.transforms.chain import build_transforms
     from tetrapipe.lake import Lake
     from tetrapipe.sources.files import InputFile
 

@@ -199,7 +199,7 @@ def _demo_log(path: Path) -> None:
 
 def _transforms() -> list:
     """The pipeline's transforms with the repository's rules, so the page shows the alerts ``ingest`` raises."""
-    from tetrapipe.flows.transforms import build_transforms
+    from tetrapipe.transforms.chain import build_transforms
 
     return build_transforms(REPO / "rules")[0]
 

@@ -336,8 +336,9 @@ def test_hard_cap_evicts_least_recently_seen_and_marks_forgotten() -> None:
 # --- restart -----------------------------------------------------------------------------
 
 
-def test_rebuild_from_lake_restores_chains(tmp_path: Path, world: World) -> None:
+def test_restore_from_the_lake_rebuilds_chains(tmp_path: Path, world: World) -> None:
     from tetrapipe.flows.ingest import ingest
+    from tetrapipe.flows.transforms import restore_transforms
     from tetrapipe.lake import Lake
     from tetrapipe.sources.files import expand_inputs
 
@@ -348,7 +349,9 @@ def test_rebuild_from_lake_restores_chains(tmp_path: Path, world: World) -> None
     live = AncestryTransform()
     ingest(expand_inputs([str(log)]), lake, transforms=[live])
     # a restarted processor: a fresh table from the lake, then a new event of the shell's child
-    restored = ProcessTable.rebuild_from_lake(lake, since=dt.timedelta(hours=1))
+    restarted = AncestryTransform(restore_since=dt.timedelta(hours=1))
+    assert restore_transforms([restarted], lake) == 1
+    restored = restarted.table
     assert len(restored) > 0
     later = world.proc("/usr/bin/whoami", "", parent=p["bash"], at=500, pod=p["pod"])
     fresh = rows(restored.enrich(events([world.exec(later)])))[0]
@@ -362,8 +365,9 @@ def test_rebuild_from_lake_restores_chains(tmp_path: Path, world: World) -> None
         fresh["ancestor_exec_ids"],
         fresh["ancestor_binaries"],
     )
-    # from_lake with a window in the past sees nothing
-    empty = AncestryTransform.from_lake(lake, since=dt.datetime(2030, 1, 1))
+    # a restore window in the future sees nothing
+    empty = AncestryTransform(restore_since=dt.datetime(2030, 1, 1))
+    restore_transforms([empty], lake)
     assert len(empty.table) == 0
 
 

@@ -48,7 +48,7 @@ def streamed(kafka_broker: TansuBroker, tmp_path_factory: pytest.TempPathFactory
     from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    from tetrapipe.flows.transforms import build_transforms
+    from tetrapipe.transforms.chain import build_transforms
 
     if not kafka_broker.running:
         kafka_broker.start()
@@ -204,7 +204,7 @@ class _Keep(DeliveringSink):
 
 def test_router_classifies_streamed_rows_as_events() -> None:
     """Rows read back from the events topic are events: an alerts-only route never sends them."""
-    from tetrapipe.flows.transforms import build_transforms
+    from tetrapipe.transforms.chain import build_transforms
     from tetrapipe.transforms.normalize import Normalizer, normalize_lines
 
     lines = [line.encode() for line in SCENARIO.read_text().splitlines() if line.strip()]

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from tetrapipe.commands.report import print_alerts, print_query_table
 from tetrapipe.flows.ingest import ingest
-from tetrapipe.flows.transforms import build_transforms
+from tetrapipe.transforms.chain import build_transforms
 from tetrapipe.lake import Lake
 from tetrapipe.lake.query import execute
 from tetrapipe.sources.files import expand_inputs

@@ -317,7 +317,7 @@ def test_replay_sample_exactly_once_with_poison_alerts_and_metrics(
     """Real samples + the scenario + synthetic load, two poison lines, all rules: lake, DLQ, alerts topic, metrics."""
     from kafka_broker import read_topic
 
-    from tetrapipe.flows.transforms import build_transforms
+    from tetrapipe.transforms.chain import build_transforms
 
     _create_topic(kafka.bootstrap, topic, 2)
     scenario = Path(__file__).resolve().parents[1] / "samples" / "scenario" / "tenant-jobs.log"

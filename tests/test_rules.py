@@ -147,7 +147,7 @@ def test_cli_rules_show_prints_runnable_sql(tmp_path: Path) -> None:
 
 
 def test_default_rules_directory_and_none(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from tetrapipe.flows.transforms import build_transforms
+    from tetrapipe.transforms.chain import build_transforms
     from tetrapipe.ruleset.locate import resolve_rules_dir
 
     monkeypatch.chdir(tmp_path)  # no ./rules here: the rules of the source tree / the installed package

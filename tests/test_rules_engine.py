@@ -14,11 +14,11 @@ from conftest import REPO, SAMPLES
 
 from tetrapipe.cli import cli
 from tetrapipe.flows.ingest import ingest
-from tetrapipe.flows.transforms import build_transforms
 from tetrapipe.lake import Lake, views
 from tetrapipe.ruleset import load_ruleset
 from tetrapipe.ruleset.backtest import ALERT_SUMMARY_SQL, backtest, fold_alerts
 from tetrapipe.sources.files import expand_inputs
+from tetrapipe.transforms.chain import build_transforms
 from tetrapipe.transforms.detect import Detector
 from tetrapipe.transforms.normalize import normalize_lines
 
@@ -259,8 +259,11 @@ def test_backtest_since_and_cli(live_lake: Lake, shipped) -> None:  # noqa: ANN0
 def test_a_restarted_detector_seeded_from_the_lake_does_not_repeat_itself(live_lake: Lake, shipped) -> None:  # noqa: ANN001
     announced = []
     detector = Detector(shipped, on_new_alerts=announced.append)
-    loaded = detector.seed_from_lake(live_lake)
-    assert loaded > 0
+    from tetrapipe.flows.transforms import read_state
+
+    state = read_state(live_lake, detector.state_request())
+    assert state.terms
+    detector.restore(state)
     events = normalize_lines((SAMPLES / "scenario" / "tenant-jobs.log").read_text().splitlines()).events
     from tetrapipe.transforms.ancestry import AncestryTransform
 

@@ -53,10 +53,12 @@ def pipeline_transforms(
     on, while a long-running one (``run``, ``process``: a SIEM forwarder that
     would forward nothing for weeks) refuses to start.
     """
-    from tetrapipe.flows.transforms import build_transforms
+    from tetrapipe.flows.transforms import restore_transforms
     from tetrapipe.ruleset.locate import NO_RULES, rules_wanted
+    from tetrapipe.transforms.chain import build_transforms
 
-    transforms, detector = build_transforms(rules_dir, lake=lake, tls_window=tls_window)
+    transforms, detector = build_transforms(rules_dir, tls_window=tls_window)
+    restore_transforms(transforms, lake)
     if detector is None and rules_wanted(rules_dir):
         if long_running:
             raise click.UsageError(f"{NO_RULES}; or --rules none to run without detection on purpose")

@@ -156,6 +156,7 @@ def process_command(
     """
     from tetrapipe.commands.options import pipeline_transforms
     from tetrapipe.flows.process import OffsetsMovedError, Processor, ProcessorConfig
+    from tetrapipe.flows.transforms import restore_transforms
 
     setup_logging()
     lake = Lake(lake_dir)
@@ -198,13 +199,7 @@ def process_command(
         """
         if not lake.segments("events"):
             return
-        for t in transforms:
-            if type(t).__name__ == "AncestryTransform":
-                from tetrapipe.transforms.ancestry import ProcessTable
-
-                t.table = ProcessTable.rebuild_from_lake(lake)
-        if detector is not None:
-            detector.seed_from_lake(lake)
+        restore_transforms(transforms, lake)
 
     processor = Processor(config, lake, transforms, on_alerts=show, on_assign=restore_state)
     processor.install_signal_handlers()

@@ -61,12 +61,9 @@ from tetrapipe.lake.store import AsyncWriter, Lake, atomic_write_bytes
 from tetrapipe.schema import REJECT_SCHEMA
 from tetrapipe.sources.files import GzipStream, InputFault, InputFile, PeekableInput, fingerprint, open_input
 from tetrapipe.sources.lines import prefetch, read_line_batches
+from tetrapipe.transforms.base import BatchTransform
 from tetrapipe.transforms.normalize import Normalizer, make_rejects
 from tetrapipe.worker import OrderedWorker
-
-#: A transform over one normalized batch: gets the events, returns the events
-#: (possibly enriched) and extra tables for the lake (e.g. ``alerts``).
-BatchTransform = Callable[[pa.Table], tuple[pa.Table, dict[str, pa.Table]]]
 
 INGEST_CHUNK_BYTES = 24 * 1024 * 1024
 #: a transform that fails on more events than this in one batch is broken: the ingest stops

@@ -1,49 +1,53 @@
-"""The transforms every ingesting command runs, in data-flow order.
+"""A flow hands the stateful transforms their memory back from the history.
 
-ancestry (fill each event's ancestor chain) -> tls (handshakes to TLS columns)
--> detection (rules), so that a rule can read ``ancestor_binaries`` or
-``tls_cipher`` on the same batch. ``ingest``, ``run`` and ``process`` all get
-their transforms here, which is what makes a live alert and a backtest of the
-same events agree.
+The process table and the detector's dedup windows and new terms live in
+memory; after a restart, or when a stream processor is handed new partitions,
+they are rebuilt from the lake. The transforms never read the lake: each says
+what it wants (``state_request()``), this module reads it through
+:mod:`tetrapipe.lake.state` and calls ``restore()``. One loop for every
+stateful transform, whatever its type. See ``docs/ARCHITECTURE.md``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tetrapipe.flows.ingest import BatchTransform
+from tetrapipe.transforms.base import RestoredState, StatefulTransform, StateRequest
 
-#: ``tls_stats`` window when none is given (the issue's and the tutorial's per-minute view)
-DEFAULT_TLS_WINDOW = dt.timedelta(minutes=1)
+if TYPE_CHECKING:
+    from tetrapipe.lake.store import Lake
 
 
-def build_transforms(
-    rules_dir: str | os.PathLike[str] | None = None,
-    *,
-    lake=None,  # noqa: ANN001
-    tls_window: dt.timedelta | None = None,
-) -> tuple[list[BatchTransform], object | None]:
-    """``([ancestry, tls, detector], detector)``; ``rules_dir='none'``: ``([ancestry, tls], None)``.
+def read_state(lake: Lake | str | Path, request: StateRequest) -> RestoredState:
+    """Read from the history what ``request`` asks for (the processes lazily, in chunks)."""
+    from tetrapipe.lake import state
 
-    ``lake``: rebuild the process table from the lake's recent history and seed
-    the detector's dedup windows and new terms from it, so a restarted command
-    knows the processes that started before it and does not repeat its alerts.
-    ``tls_window``: the tumbling window of ``tls_stats`` rows.
+    return RestoredState(
+        processes=state.recent_processes(lake, request.processes_since) if request.processes else (),
+        terms=state.seen_terms(lake, request.term_sql) if request.term_sql else [],
+        open_alert_ids=state.newest_alert_ids(lake, request.open_alerts),
+    )
+
+
+def restore_transforms(transforms: Iterable[object], lake: Lake | str | Path | None) -> int:
+    """Restore every stateful transform of ``transforms`` from ``lake``; returns how many were.
+
+    Nothing happens without a lake directory (a first run has no history).
     """
-    from tetrapipe.transforms.ancestry import AncestryTransform
-    from tetrapipe.transforms.pipeline import load_detector
-    from tetrapipe.transforms.tls import TlsTransform
+    if lake is None:
+        return 0
+    from tetrapipe.lake.state import lake_exists
 
-    history = lake is not None and Path(getattr(lake, "root", lake)).exists()
-    transforms: list[BatchTransform] = [
-        AncestryTransform.from_lake(lake) if history else AncestryTransform(),
-        TlsTransform(tls_window or DEFAULT_TLS_WINDOW),
-    ]
-    detector = load_detector(rules_dir)
-    if detector is not None:
-        if history:
-            detector.seed_from_lake(lake)
-        transforms.append(detector)
-    return transforms, detector
+    if not lake_exists(lake):
+        return 0
+    restored = 0
+    for t in transforms:
+        if isinstance(t, StatefulTransform):
+            t.restore(read_state(lake, t.state_request()))
+            restored += 1
+    return restored
+
+
+__all__ = ["read_state", "restore_transforms"]

@@ -17,8 +17,9 @@ State kept across batches (bounded):
   are remembered so that follow-ups are not announced as new alerts.
 * **new terms** (``new_terms:`` rules, e.g. first outbound connection of a
   binary in a workload): the set of combinations already seen, an LRU of
-  ``new_terms_capacity`` hashes; :meth:`Detector.seed_from_lake` reloads it
-  from the history so a restart does not re-alert on everything.
+  ``new_terms_capacity`` hashes; :meth:`Detector.restore` reloads it from
+  the history a flow reads for it (see :mod:`tetrapipe.transforms.base`), so
+  a restart does not re-alert on everything.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from tetrapipe.ruleset.plan import (
 )
 from tetrapipe.schema import ALERT_SCHEMA
 from tetrapipe.textsafe import visible
+from tetrapipe.transforms.base import RestoredState, StateRequest
 
 #: how long after its window ends an alert id is still remembered (late events)
 _GRACE_US = 5 * 60 * 1_000_000
@@ -83,7 +85,7 @@ class DetectorStats:
 
 
 class Detector:
-    """A :data:`~tetrapipe.flows.ingest.BatchTransform` that returns ``(events, {"alerts": alerts})``.
+    """A :data:`~tetrapipe.transforms.base.BatchTransform` that returns ``(events, {"alerts": alerts})``.
 
     ``on_new_alerts`` is called with the rows of alerts seen for the first time
     in a batch (not their follow-ups), for commands that print alerts as they fire.
@@ -370,41 +372,24 @@ class Detector:
 
     # --- state from the history ------------------------------------------------------------
 
-    def seed_from_lake(self, lake, since: dt.datetime | dt.timedelta | None = None) -> int:  # noqa: ANN001
-        """Remember the new terms and open alert windows already in ``lake``; returns terms loaded.
+    def state_request(self) -> StateRequest:
+        """The new terms already seen (for ``new_terms:`` rules) and the open alert windows.
 
-        Without this, a restarted ``tetrapipe process`` or a second ``tetrapipe
+        Without them, a restarted ``tetrapipe process`` or a second ``tetrapipe
         ingest`` would announce every workload's first connection again.
         """
-        from tetrapipe.lake import views as history
+        term_rules = [r for r in self.rules if r.compiled.term]
+        term_sql = match_sql(term_rules, "events", None) if term_rules else None
+        return StateRequest(term_sql=term_sql, open_alerts=self._max_open)
 
-        con = history.connect(lake)
-        try:
-            loaded = 0
-            term_rules = [r for r in self.rules if r.compiled.term]
-            if term_rules:
-                where = None
-                if since is not None:
-                    cutoff = (
-                        dt.datetime.now(dt.UTC).replace(tzinfo=None) - since
-                        if isinstance(since, dt.timedelta)
-                        else since
-                    )
-                    where = f"time >= TIMESTAMP '{cutoff.isoformat(sep=' ')}'"
-                sql = match_sql(term_rules, "events", where)
-                rows = con.sql(f"SELECT DISTINCT _r, _term FROM ({sql}) WHERE _term IS NOT NULL").fetchall()
-                index = {id(r): i for i, r in enumerate(self.rules)}
-                for r, t in rows:
-                    self._seen_terms[(index[id(term_rules[r])], t)] = None
-                    loaded += 1
-            open_rows = con.sql(
-                "SELECT alert_id, max(last_time) FROM alerts GROUP BY alert_id ORDER BY 2 NULLS FIRST"
-            ).fetchall()
-            for aid, _last in open_rows[-self._max_open :]:
-                self._open[aid] = 0
-            return loaded
-        finally:
-            con.close()
+    def restore(self, state: RestoredState) -> None:
+        """Remember the new terms and open alert windows the history holds (see :meth:`state_request`)."""
+        term_rules = [r for r in self.rules if r.compiled.term]
+        index = {id(r): i for i, r in enumerate(self.rules)}
+        for r, t in state.terms:
+            self._seen_terms[(index[id(term_rules[r])], t)] = None
+        for aid in state.open_alert_ids:
+            self._open[aid] = 0
 
 
 class _Slot:

@@ -1,0 +1,103 @@
+"""What the stream state is rebuilt from after a restart: reads of the history for stateful transforms.
+
+The process table (ancestry) needs the recent processes and exits; the
+detector needs the new-terms combinations already seen and the open alert
+windows. The transforms never open the lake: a flow reads these here and hands
+them over (see :mod:`tetrapipe.transforms.base`). See ``docs/ARCHITECTURE.md``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+
+from tetrapipe.lake import views
+from tetrapipe.lake.store import Lake
+
+#: one row per process seen since ``$since`` (its exec when there is one) plus the exits, in
+#: time order, without ``raw``: enough for every link the process table had (the rows' own
+#: ancestor columns give the links above)
+RECENT_PROCESSES_SQL = """
+WITH recent AS (
+    SELECT time, kind, node_name, exec_id, parent_exec_id, pid, process_binary, parent_binary, parent_pid,
+           ancestor_exec_ids, ancestor_binaries
+    FROM events
+    WHERE exec_id IS NOT NULL AND time >= $since
+),
+firsts AS (
+    SELECT * FROM recent
+    QUALIFY row_number() OVER (PARTITION BY exec_id ORDER BY kind = 'process_exec' DESC, time) = 1
+)
+SELECT * FROM firsts
+UNION ALL
+SELECT * FROM recent WHERE kind = 'process_exit'
+ORDER BY time
+"""
+
+#: default look-back of :func:`recent_processes`: an hour of event time
+PROCESS_LOOKBACK = dt.timedelta(hours=1)
+
+
+def lake_exists(lake: Lake | str | Path) -> bool:
+    """Whether there is a lake directory at all (a first run has nothing to restore)."""
+    return Path(getattr(lake, "root", lake)).exists()
+
+
+def recent_processes(
+    lake: Lake | str | Path, since: dt.datetime | dt.timedelta | None = None, chunk_rows: int = 200_000
+) -> Iterator[pa.Table]:
+    """The rows a process table learns from, in chunks of ``chunk_rows``.
+
+    ``since``: a time, or a duration back from the newest event in the lake
+    (event time, so a lake of replayed old logs works too); default
+    :data:`PROCESS_LOOKBACK`. Nothing when the lake has no events.
+    """
+    con = views.connect(lake)
+    try:
+        if not isinstance(since, dt.datetime):
+            back = since if isinstance(since, dt.timedelta) else PROCESS_LOOKBACK
+            newest = con.sql("SELECT max(time) FROM events").fetchall()[0][0]
+            if newest is None:
+                return
+            since = newest - back
+        reader = con.sql(RECENT_PROCESSES_SQL, params={"since": since}).to_arrow_reader(chunk_rows)
+        for batch in reader:
+            yield pa.Table.from_batches([batch])
+    finally:
+        con.close()
+
+
+def seen_terms(lake: Lake | str | Path, term_sql: str) -> list[tuple[int, str]]:
+    """Distinct ``(_r, _term)`` rows of a new-terms query over the ``events`` view."""
+    con = views.connect(lake)
+    try:
+        return con.sql(f"SELECT DISTINCT _r, _term FROM ({term_sql}) WHERE _term IS NOT NULL").fetchall()
+    finally:
+        con.close()
+
+
+def newest_alert_ids(lake: Lake | str | Path, limit: int) -> list[str]:
+    """The ``limit`` alert ids whose last event is newest, oldest first."""
+    if limit <= 0:
+        return []
+    con = views.connect(lake)
+    try:
+        rows = con.sql(
+            "SELECT alert_id, max(last_time) FROM alerts GROUP BY alert_id ORDER BY 2 NULLS FIRST"
+        ).fetchall()
+    finally:
+        con.close()
+    return [aid for aid, _last in rows[-limit:]]
+
+
+__all__ = [
+    "PROCESS_LOOKBACK",
+    "RECENT_PROCESSES_SQL",
+    "lake_exists",
+    "newest_alert_ids",
+    "recent_processes",
+    "seen_terms",
+]
