@@ -13,12 +13,12 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from tetrapipe.formats._common import SEVERITIES, event_time, is_alert, severity_rank
 from tetrapipe.formats.cef import to_cef
 from tetrapipe.formats.ecs import to_ecs
 from tetrapipe.formats.native import to_native
 from tetrapipe.formats.ocsf import to_ocsf
 from tetrapipe.formats.slack import to_slack
+from tetrapipe.formats.values import event_time, is_alert
 
 Formatter = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -43,11 +43,9 @@ def get_formatter(name: str, *, include_raw: bool = False) -> Formatter:
 __all__ = [
     "FORMATS",
     "Formatter",
-    "SEVERITIES",
     "event_time",
     "get_formatter",
     "is_alert",
-    "severity_rank",
     "to_cef",
     "to_ecs",
     "to_native",

@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from tetrapipe import __version__
-from tetrapipe.formats._common import (
+from tetrapipe.formats.values import (
     basename,
     command_line,
     epoch_ms,

@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from tetrapipe import __version__
-from tetrapipe.formats._common import (
+from tetrapipe.formats.values import (
     as_map,
     basename,
     command_line,

@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from tetrapipe.formats._common import as_map, is_alert, iso8601
+from tetrapipe.formats.values import as_map, is_alert, iso8601
 
 SCHEMA_TAG = "tetrapipe/1"
 _MAP_COLUMNS = ("pod_labels",)

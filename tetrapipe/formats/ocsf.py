@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from tetrapipe import __version__
-from tetrapipe.formats._common import (
+from tetrapipe.formats.values import (
     PROTOCOL_NUMBERS,
     as_map,
     basename,
@@ -37,10 +37,10 @@ from tetrapipe.formats._common import (
     ip_version,
     is_alert,
     iso8601,
-    severity_rank,
     tls_version_number,
     transport,
 )
+from tetrapipe.units import severity_rank
 
 OCSF_VERSION = "1.3.0"
 

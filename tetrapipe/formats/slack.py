@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tetrapipe.formats._common import event_time, is_alert
+from tetrapipe.formats.values import event_time, is_alert
 
 SEVERITY_ICONS = {
     "critical": ":rotating_light:",

@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from tetrapipe.formats._common import to_datetime
 from tetrapipe.formats.cef import CEF_KEY
+from tetrapipe.formats.values import to_datetime
 from tetrapipe.units import severity_rank
 
 

@@ -15,8 +15,6 @@ import shlex
 from datetime import UTC, datetime
 from typing import Any
 
-from tetrapipe.units import SEVERITIES, severity_rank  # noqa: F401 - re-exported by tetrapipe.formats
-
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
