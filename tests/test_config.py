@@ -248,3 +248,18 @@ def test_metrics_host_is_loopback_unless_the_file_names_one() -> None:
         assert env["TETRAPIPE_METRICS_PORT"] == "9477" and "TETRAPIPE_METRICS_HOST" not in env
     wide = parse_config("metrics: {port: 9477, host: 0.0.0.0}\n", "t.yaml", env={})
     assert command_env(wide, "process")["TETRAPIPE_METRICS_HOST"] == "0.0.0.0"
+
+
+def test_sink_option_defaults_are_the_sink_classes_own() -> None:
+    """A sink option's default has one home, the sink's keyword default; the schema only types and limits it."""
+    import inspect
+
+    from tetrapipe.config.schema import SINK_OPTIONS, sink_section
+    from tetrapipe.sinks.siem import sink_class
+
+    for type_name, spec in SINK_OPTIONS.items():
+        params = inspect.signature(sink_class(type_name).__init__).parameters
+        assert set(spec.fields) <= set(params), type_name
+        for key, f in sink_section(type_name).fields.items():
+            if not f.required and key not in ("sourcetype", "bootstrap"):  # chosen per format / from kafka:
+                assert f.default == params[key].default, (type_name, key)

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from tetrapipe.ruleset import load_ruleset, yamlio
+from tetrapipe.config import located
+from tetrapipe.ruleset import load_ruleset
 from tetrapipe.ruleset.policies import check_policy, check_rules_against_policies, load_policies
 from tetrapipe.transforms.detect import Detector
 from tetrapipe.transforms.normalize import normalize_lines
@@ -83,11 +84,11 @@ def test_the_enforcing_variant_blocks_every_hook_it_has(policies) -> None:  # no
     ],
 )
 def test_the_checker_catches_broken_policies(tmp_path: Path, mutation, expected: str) -> None:  # noqa: ANN001
-    doc = yamlio.load(POLICIES / "file-monitoring.yaml")
+    doc = located.load_yaml(POLICIES / "file-monitoring.yaml")
     mutation(doc["spec"]["kprobes"][0])
     path = tmp_path / "p.yaml"
     path.write_text(json.dumps(doc))  # JSON is YAML
-    _, issues = check_policy(path, yamlio.load(path))
+    _, issues = check_policy(path, located.load_yaml(path))
     assert any(expected in i.reason for i in issues), [str(i) for i in issues]
 
 

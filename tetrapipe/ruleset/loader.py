@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tetrapipe.ruleset import yamlio
+from tetrapipe.config import located
 from tetrapipe.ruleset.compiler import (
     EXCEPTION_FIELDS,
     CompileError,
@@ -127,7 +127,7 @@ class _Ctx:
     def warn(self, line: int | None, reason: str) -> None:
         self.issues.append(Issue(self.path, line, reason, self.rule_id, level="warning"))
 
-    def keys(self, mapping: yamlio.Located, allowed: set[str], what: str) -> None:
+    def keys(self, mapping: located.Located, allowed: set[str], what: str) -> None:
         for key in mapping:
             if key not in allowed:
                 hint = difflib.get_close_matches(str(key), sorted(allowed), n=1)
@@ -138,7 +138,7 @@ class _Ctx:
                 )
 
     def named_entries(
-        self, doc: yamlio.Located, key: str, allowed: set[str], shape: str, entry: str
+        self, doc: located.Located, key: str, allowed: set[str], shape: str, entry: str
     ) -> Iterator[tuple[Any, str]]:
         """Each well-formed ``- name: ...`` mapping under ``doc[key]``, with its name.
 
@@ -153,7 +153,7 @@ class _Ctx:
             self.error(doc.line_of(key), f"{key} must be a list{shape}")
             return
         for i, item in enumerate(raw):
-            line = raw.line_of(i) if isinstance(raw, yamlio.LocatedList) else doc.line_of(key)
+            line = raw.line_of(i) if isinstance(raw, located.LocatedList) else doc.line_of(key)
             if not isinstance(item, dict):
                 self.error(line, f"{entry} must be a mapping with a name")
                 continue
@@ -164,7 +164,7 @@ class _Ctx:
                 continue
             yield item, name
 
-    def string(self, mapping: yamlio.Located, key: str, required: bool = False, default: str = "") -> str:
+    def string(self, mapping: located.Located, key: str, required: bool = False, default: str = "") -> str:
         if key not in mapping or mapping[key] is None:
             if required:
                 self.error(mapping.line, f"missing required key {key!r}")
@@ -175,7 +175,7 @@ class _Ctx:
             return default
         return value
 
-    def strings(self, mapping: yamlio.Located, key: str) -> list[str]:
+    def strings(self, mapping: located.Located, key: str) -> list[str]:
         value = mapping.get(key)
         if value is None:
             return []
@@ -186,7 +186,7 @@ class _Ctx:
             return []
         return list(value)
 
-    def mapping(self, mapping: yamlio.Located, key: str) -> yamlio.Located | None:
+    def mapping(self, mapping: located.Located, key: str) -> located.Located | None:
         value = mapping.get(key)
         if value is None:
             return None
@@ -196,7 +196,7 @@ class _Ctx:
         return value
 
 
-def _parse_dedup(ctx: _Ctx, doc: yamlio.Located) -> Dedup:
+def _parse_dedup(ctx: _Ctx, doc: located.Located) -> Dedup:
     d = ctx.mapping(doc, "dedup")
     if d is None:
         return Dedup(list(DEFAULT_DEDUP.fields), DEFAULT_DEDUP.window_seconds)
@@ -210,7 +210,7 @@ def _parse_dedup(ctx: _Ctx, doc: yamlio.Located) -> Dedup:
     return Dedup(fields, int(seconds))
 
 
-def _parse_exceptions(ctx: _Ctx, doc: yamlio.Located) -> list[ExceptionDef]:
+def _parse_exceptions(ctx: _Ctx, doc: located.Located) -> list[ExceptionDef]:
     out: list[ExceptionDef] = []
     allowed = set(EXCEPTION_FIELDS) | {"name", "when", "reason"}
     shape = (
@@ -241,7 +241,7 @@ def _parse_exceptions(ctx: _Ctx, doc: yamlio.Located) -> list[ExceptionDef]:
     return out
 
 
-def _parse_params(ctx: _Ctx, doc: yamlio.Located) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def _parse_params(ctx: _Ctx, doc: located.Located) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     params = ctx.mapping(doc, "params") or {}
     by_ns_raw = ctx.mapping(doc, "params_by_namespace") or {}
     by_ns: dict[str, dict[str, Any]] = {}
@@ -256,7 +256,7 @@ def _parse_params(ctx: _Ctx, doc: yamlio.Located) -> tuple[dict[str, Any], dict[
     return dict(params), by_ns
 
 
-def _parse_tests(ctx: _Ctx, doc: yamlio.Located) -> list[RuleTest]:
+def _parse_tests(ctx: _Ctx, doc: located.Located) -> list[RuleTest]:
     out: list[RuleTest] = []
     for t, name in ctx.named_entries(
         doc, "tests", TEST_KEYS, " of tests (- name: ..., log or events, expect)", "a test"
@@ -328,7 +328,7 @@ def _parse_tests(ctx: _Ctx, doc: yamlio.Located) -> list[RuleTest]:
     return out
 
 
-def _inline_events(ctx: _Ctx, t: yamlio.Located, events: Any, name: str) -> list[str] | None:
+def _inline_events(ctx: _Ctx, t: located.Located, events: Any, name: str) -> list[str] | None:
     """Inline events: a list of mappings (YAML or JSON objects) or a block of JSON lines."""
     import json
 
@@ -364,7 +364,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _parse_rule(ctx: _Ctx, doc: yamlio.Located, text_lines: list[str]) -> Rule | None:
+def _parse_rule(ctx: _Ctx, doc: located.Located, text_lines: list[str]) -> Rule | None:
     ctx.keys(doc, RULE_KEYS, "a rule")
     rid = ctx.string(doc, "id", required=True)
     ctx.rule_id = rid or None
@@ -446,13 +446,13 @@ def _parse_rule(ctx: _Ctx, doc: yamlio.Located, text_lines: list[str]) -> Rule |
         path=ctx.path,
         line=doc.line,
         key_lines=dict(doc.key_lines),
-        condition_lines=(yamlio.content_line(doc, "condition"), yamlio.end_line(doc, "condition")),
+        condition_lines=(located.content_line(doc, "condition"), located.end_line(doc, "condition")),
         references=ctx.strings(doc, "references"),
         false_positives=ctx.strings(doc, "false_positives"),
     )
 
 
-def _parse_library(ctx: _Ctx, doc: yamlio.Located, rs: RuleSet, where: dict[str, tuple[Path, int]]) -> None:
+def _parse_library(ctx: _Ctx, doc: located.Located, rs: RuleSet, where: dict[str, tuple[Path, int]]) -> None:
     ctx.keys(doc, LIBRARY_KEYS, "a library file")
     for section in ("lists", "macros"):
         block = ctx.mapping(doc, section)
@@ -495,14 +495,14 @@ def _parse_library(ctx: _Ctx, doc: yamlio.Located, rs: RuleSet, where: dict[str,
                     name,
                     value,
                     ctx.path,
-                    yamlio.content_line(node_owner, node_key),
-                    yamlio.end_line(node_owner, node_key),
+                    located.content_line(node_owner, node_key),
+                    located.end_line(node_owner, node_key),
                     description,
                 )
             where[name] = (ctx.path, line)
 
 
-def _apply_override(ctx: _Ctx, doc: yamlio.Located, rs: RuleSet, raw: dict[str, yamlio.Located]) -> None:
+def _apply_override(ctx: _Ctx, doc: located.Located, rs: RuleSet, raw: dict[str, located.Located]) -> None:
     ctx.keys(doc, OVERRIDE_KEYS, "an override")
     rid = doc.get("override")
     rule = rs.get(rid) if isinstance(rid, str) else None
@@ -568,14 +568,14 @@ def load_ruleset(paths: Iterable[str | Path], *, compile_rules: bool = True) -> 
                 rs.issues.append(Issue(path, None, f"cannot read: {exc}"))
                 continue
             try:
-                doc = yamlio.load(path, text)
-            except yamlio.YamlError as exc:
+                doc = located.load_yaml(path, text)
+            except located.YamlError as exc:
                 rs.issues.append(Issue(exc.path, exc.line, exc.reason))
                 continue
             docs.append((path, doc, text.splitlines()))
     where: dict[str, tuple[Path, int]] = {}
-    overrides: list[tuple[Path, yamlio.Located]] = []
-    rule_docs: dict[str, yamlio.Located] = {}
+    overrides: list[tuple[Path, located.Located]] = []
+    rule_docs: dict[str, located.Located] = {}
     seen_ids: dict[str, Rule] = {}
     file_lines: dict[Path, list[str]] = {}
     for path, doc, text_lines in docs:

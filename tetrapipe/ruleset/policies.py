@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tetrapipe.ruleset import yamlio
+from tetrapipe.config import located
 from tetrapipe.ruleset.model import Issue, RuleSet
 
 API_VERSION = "cilium.io/v1alpha1"
@@ -266,8 +266,8 @@ def load_policies(directory: Path | None) -> tuple[dict[str, Policy], list[Issue
         return policies, issues
     for path in sorted(directory.glob("*.y*ml")):
         try:
-            doc = yamlio.load(path)
-        except yamlio.YamlError as exc:
+            doc = located.load_yaml(path)
+        except located.YamlError as exc:
             issues.append(Issue(exc.path, exc.line, exc.reason))
             continue
         policy, problems = check_policy(path, doc)
