@@ -23,8 +23,9 @@ import pytest
 from conftest import REAL_LOGS, REPO, SAMPLES
 from kafka_broker import TansuBroker
 
-from tetrapipe.commands.forward import default_topics
-from tetrapipe.flows.process import Processor, ProcessorConfig, event_json_lines
+from tetrapipe.flows.forward import default_topics
+from tetrapipe.flows.process import Processor, ProcessorConfig
+from tetrapipe.flows.process_outputs import event_json_lines
 from tetrapipe.formats import to_native
 from tetrapipe.lake import Lake, connect
 from tetrapipe.sinks.siem import Route, Router

@@ -204,7 +204,7 @@ def test_a_failing_transform_stops_the_ingest_and_a_rerun_completes_it_once(tmp_
     """A transform that fails on every event is broken: the ingest stops, no chunk after the failed one is
     committed, and the next run resumes exactly there. (One that fails once is retried on halves of its batch.)
     """
-    from tetrapipe.flows.ingest import TransformError
+    from tetrapipe.flows.batch import TransformError
 
     lake = Lake(lake_dir)
     log = tmp_path / "tetragon.log"

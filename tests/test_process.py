@@ -600,9 +600,9 @@ def test_a_recreated_topic_is_detected_and_handled_by_policy(tmp_path: Path) -> 
     import pytest
     from kafka_broker import tansu_binary
 
-    from tetrapipe.commands.process import partition_status
     from tetrapipe.flows.process import OffsetsMovedError
-    from tetrapipe.lake.positions import lake_positions
+    from tetrapipe.lake.positions import committed_offsets, lake_positions
+    from tetrapipe.sources.kafka import partition_status
 
     broker = TansuBroker(tansu_binary(), log_path=tmp_path / "tansu.log").start()
     try:
@@ -630,7 +630,10 @@ def test_a_recreated_topic_is_detected_and_handled_by_policy(tmp_path: Path) -> 
         broker.start()
         _create_topic(broker.bootstrap, topic, 1)
         _produce(broker.bootstrap, topic, lines[300:])
-        assert partition_status(broker.bootstrap, topic, "any", Lake(lake_dir))[0]["state"] == "lake ahead"
+        assert (
+            partition_status(broker.bootstrap, topic, "any", committed_offsets(Lake(lake_dir), topic))[0]["state"]
+            == "lake ahead"
+        )
 
         stopped = Processor(config("fail"), Lake(lake_dir), [])
         with pytest.raises(
@@ -658,7 +661,7 @@ def test_a_recreated_topic_is_detected_and_handled_by_policy(tmp_path: Path) -> 
             )
             is None
         )
-        status = partition_status(broker.bootstrap, topic, "any", Lake(lake_dir))[0]
+        status = partition_status(broker.bootstrap, topic, "any", committed_offsets(Lake(lake_dir), topic))[0]
         assert (status["state"], status["lake_offset"], status["lag"]) == ("caught up", 119, 0)
         assert _lake_ids(lake_dir) == _expected_ids(lines)
     finally:

@@ -1,6 +1,6 @@
 """The ``tetrapipe`` command line.
 
-Conventions shared by every command (DESIGN.md): ``--lake DIR`` /
+Conventions shared by every command (docs/ARCHITECTURE.md): ``--lake DIR`` /
 ``TETRAPIPE_LAKE``; ``--format table|json|csv``; every option also reads
 ``TETRAPIPE_<OPTION>``. Errors name the file, line or SQL position at fault
 and exit non-zero; they never print a traceback for a user mistake.
@@ -17,22 +17,11 @@ from rich.console import Console
 from rich.text import Text
 
 from tetrapipe import __version__
-from tetrapipe.commands.options import pipeline_transforms, tls_window_option
-from tetrapipe.lake import DEFAULT_LAKE, LAKE_ENV, Lake
+from tetrapipe.commands.options import lake_option, pipeline_transforms, rules_option, tls_window_option
+from tetrapipe.lake import Lake
 
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False)
-
-lake_option = click.option(
-    "--lake",
-    "lake_dir",
-    envvar=LAKE_ENV,
-    default=DEFAULT_LAKE,
-    show_default=True,
-    show_envvar=True,
-    type=click.Path(file_okay=False),
-    help="History lake directory.",
-)
 
 
 class _Face(click.Group):
@@ -66,17 +55,10 @@ def _register(module: str) -> None:
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True)
-@lake_option
+@lake_option()
 @click.option("--force", is_flag=True, help="Ingest again even lines the lake already holds.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary, only errors.")
-@click.option(
-    "--rules",
-    "rules_dir",
-    type=click.Path(),
-    default=None,
-    envvar="TETRAPIPE_RULES",
-    help="Rules directory (default: ./rules, else the bundled rules). 'none' disables detection.",
-)
+@rules_option()
 @click.option("--max-alerts", default=30, show_default=True, help="Alerts to print after the summary.")
 @tls_window_option
 @click.option("--chunk-bytes", default=24 * 1024 * 1024, hidden=True, help="Read size (one batch per chunk).")
@@ -109,7 +91,7 @@ def ingest(
     lake = Lake(lake_dir)
     transforms, detector = pipeline_transforms(rules_dir, lake, tls_window, long_running=False)
     show = not quiet and err.is_terminal
-    from tetrapipe.flows.ingest import TransformError
+    from tetrapipe.flows.batch import TransformError
 
     try:
         with IngestProgress(err, enabled=show) as progress:
@@ -135,7 +117,7 @@ def ingest(
 )
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file (required for parquet).")
 @click.option("--limit", type=int, default=None, help="At most this many rows (table format: 200 by default).")
-@lake_option
+@lake_option()
 def query(
     sql: str | None,
     sql_file,
@@ -210,6 +192,7 @@ for _module in (
     "tetrapipe.commands.lake",
     "tetrapipe.commands.run",
     "tetrapipe.commands.forward",
+    "tetrapipe.commands.config",
 ):
     try:
         _register(_module)

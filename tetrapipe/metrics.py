@@ -38,8 +38,9 @@ from prometheus_client import (
 )
 
 DEFAULT_METRICS_HOST = "127.0.0.1"
-DEFAULT_METRICS_ADDRESS = f"{DEFAULT_METRICS_HOST}:9477"
-METRICS_ENV = "TETRAPIPE_METRICS"
+#: the collector's port (it serves by default: a DaemonSet the kubelet probes); the other commands serve on request
+DEFAULT_METRICS_PORT = 9477
+DEFAULT_METRICS_ADDRESS = f"{DEFAULT_METRICS_HOST}:{DEFAULT_METRICS_PORT}"
 
 
 def new_registry() -> CollectorRegistry:

@@ -2,8 +2,8 @@
 
 Options follow the shared conventions (``--kafka`` / ``TETRAPIPE_KAFKA``,
 ``--topic`` default ``tetragon.events``, ``--exit-at-eof``, every option also
-read from ``TETRAPIPE_<OPTION>``); the Kafka and metrics option groups are
-decorators so the other stream commands can take the same ones.
+read from ``TETRAPIPE_<OPTION>``); the options several commands share are
+declared once, in :mod:`tetrapipe.commands.options`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,15 @@ from typing import Any
 
 import click
 
-from tetrapipe.commands.options import setup_logging
-from tetrapipe.sinks.kafka import COMPRESSIONS, DEFAULT_TOPIC, KAFKA_ENV
+from tetrapipe.commands.options import (
+    exit_at_eof_option,
+    kafka_options,
+    kafka_settings_option,
+    metrics_options,
+    setup_logging,
+)
+from tetrapipe.metrics import DEFAULT_METRICS_PORT
+from tetrapipe.sinks.kafka import COMPRESSIONS
 
 F = Callable[..., Any]
 
@@ -26,58 +33,6 @@ F = Callable[..., Any]
 def _opt(*names: str, env: str, **kw: Any) -> Callable[[F], F]:
     """click.option with its TETRAPIPE_* variable shown in --help."""
     return click.option(*names, envvar=env, show_envvar=True, **kw)
-
-
-def kafka_options(f: F) -> F:
-    """--kafka, --topic, the producer's client id and pass-through kafka-python settings (TLS, SASL)."""
-    for deco in reversed(
-        [
-            _opt(
-                "--kafka",
-                env=KAFKA_ENV,
-                required=True,
-                metavar="HOST:PORT[,HOST:PORT]",
-                help="Kafka bootstrap servers.",
-            ),
-            _opt("--topic", env="TETRAPIPE_TOPIC", default=DEFAULT_TOPIC, show_default=True, help="Kafka topic."),
-            _opt(
-                "--client-id",
-                env="TETRAPIPE_CLIENT_ID",
-                default=None,
-                help="Kafka client id (default: tetrapipe-collect-<node name>).",
-            ),
-            _opt(
-                "--kafka-option",
-                "kafka_option",
-                env="TETRAPIPE_KAFKA_OPTION",
-                multiple=True,
-                metavar="KEY=VALUE",
-                help="kafka-python producer setting, repeatable: security_protocol=SASL_SSL, sasl_mechanism=PLAIN, "
-                "sasl_plain_username=..., sasl_plain_password=..., ssl_cafile=/ca.pem, ssl_certfile=..., "
-                "ssl_keyfile=..., delivery_timeout_ms=...",
-            ),
-        ]
-    ):
-        f = deco(f)
-    return f
-
-
-def metrics_options(f: F) -> F:
-    f = _opt(
-        "--metrics-port",
-        env="TETRAPIPE_METRICS_PORT",
-        type=int,
-        default=9477,
-        show_default=True,
-        help="Serve /metrics, /healthz and /readyz on this port (0: off).",
-    )(f)
-    return _opt(
-        "--metrics-host",
-        env="TETRAPIPE_METRICS_HOST",
-        default="127.0.0.1",
-        show_default=True,
-        help="Address the metrics server binds to (0.0.0.0 to let Prometheus scrape from outside).",
-    )(f)
 
 
 def _size(text: str) -> int:
@@ -92,7 +47,14 @@ def _size(text: str) -> int:
 
 @click.command("collect")
 @click.argument("source", envvar="TETRAPIPE_SOURCE")
-@kafka_options
+@kafka_options()
+@_opt(
+    "--client-id",
+    env="TETRAPIPE_CLIENT_ID",
+    default=None,
+    help="Kafka client id (default: tetrapipe-collect-<node name>).",
+)
+@kafka_settings_option("producer")
 @_opt(
     "--from",
     "start",
@@ -106,10 +68,10 @@ def _size(text: str) -> int:
 @_opt(
     "--state-dir",
     env="TETRAPIPE_STATE_DIR",
-    default="./tetrapipe-state",
-    show_default=True,
+    default=None,
     type=click.Path(file_okay=False),
-    help="Checkpoints and the disk spool (a hostPath in a DaemonSet).",
+    help="Checkpoints and the disk spool, owner-only (a hostPath in a DaemonSet). "
+    "Default: $XDG_STATE_HOME/tetrapipe/collect, else ~/.local/state/tetrapipe/collect (never the current directory).",
 )
 @_opt(
     "--node-name",
@@ -212,13 +174,11 @@ def _size(text: str) -> int:
     default=None,
     help="gRPC source: Tetragon deny-list filters (JSON, as --export-denylist).",
 )
-@metrics_options
-@_opt(
-    "--exit-at-eof",
-    env="TETRAPIPE_EXIT_AT_EOF",
-    is_flag=True,
-    help="Stop once the source has nothing new and everything read is acknowledged (tests, batch jobs).",
+@metrics_options(
+    port=DEFAULT_METRICS_PORT,
+    host_help="Address the metrics server binds to (0.0.0.0 to let Prometheus scrape from outside).",
 )
+@exit_at_eof_option("Stop once the source has nothing new and everything read is acknowledged (tests, batch jobs).")
 @_opt(
     "--log-level",
     env="TETRAPIPE_LOG_LEVEL",
@@ -231,9 +191,9 @@ def collect_command(
     kafka: str,
     topic: str,
     client_id: str | None,
-    kafka_option: tuple[str, ...],
+    kafka_options: dict[str, Any],
     start: str,
-    state_dir: str,
+    state_dir: str | None,
     node_name: str | None,
     compression: str,
     idempotence: bool,
@@ -268,15 +228,15 @@ def collect_command(
     most) for acknowledgements, checkpoint, exit 0.
     """
     from tetrapipe.flows.collect import CollectOptions, Collector, source_kind
+    from tetrapipe.flows.collect_state import default_state_dir
     from tetrapipe.metrics import Health, new_registry, serve_metrics
-    from tetrapipe.sinks.kafka import KafkaSettings, parse_bootstrap, parse_kafka_options
+    from tetrapipe.sinks.kafka import KafkaSettings, parse_bootstrap
 
     _setup_logging(log_level)
     log = logging.getLogger("tetrapipe.collect")
     try:
         kind, _ = source_kind(source)
         bootstrap = parse_bootstrap(kafka)
-        options = parse_kafka_options(kafka_option)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     node = node_name or socket.gethostname()
@@ -289,7 +249,7 @@ def collect_command(
     opts = CollectOptions(
         source=source,
         start=start,
-        state_dir=state_dir,
+        state_dir=state_dir or str(default_state_dir()),
         node_name=node,
         headers=headers,
         buffer_bytes=_size(buffer_bytes),
@@ -309,7 +269,7 @@ def collect_command(
         idempotence=idempotence,
         linger_ms=linger_ms,
         batch_size=_size(batch_bytes),
-        options=options,
+        options=kafka_options,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import click
 
-from tetrapipe.lake import DEFAULT_LAKE, LAKE_ENV, Lake
+from tetrapipe.commands.options import lake_option
+from tetrapipe.lake import Lake
 
 
 @click.command("compact")
-@click.option(
-    "--lake",
-    "lake_dir",
-    envvar=LAKE_ENV,
-    default=DEFAULT_LAKE,
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="History lake directory.",
-)
+@lake_option()
 @click.option("--min-files", default=8, show_default=True, help="Merge a group once it has this many small segments.")
 @click.option("--table", "tables", multiple=True, help="Only these tables (default: all).")
 def compact_command(lake_dir: str, min_files: int, tables: tuple[str, ...]) -> None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import click
+
+from tetrapipe.metrics import DEFAULT_METRICS_HOST
 
 
 class Duration(click.ParamType):
@@ -79,3 +83,169 @@ def setup_logging(level: int | str = logging.INFO) -> None:
         level = getattr(logging, level.upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_log_redaction()
+
+
+# --- options several commands take, declared once ------------------------------------------------
+
+F = Callable[..., Any]
+
+
+def _apply(f: F, *decorators: Callable[[F], F]) -> F:
+    """``decorators`` applied so that they show in --help in the order given."""
+    for deco in reversed(decorators):
+        f = deco(f)
+    return f
+
+
+def lake_option(*, from_config: bool = False) -> Callable[[F], F]:
+    """``--lake DIR|URI`` / ``TETRAPIPE_LAKE``, passed as ``lake_dir``.
+
+    ``from_config``: no default of its own (None), the command takes the
+    lake its configuration file names.
+    """
+    from tetrapipe.lake.store import DEFAULT_LAKE, LAKE_ENV
+
+    if from_config:
+        return click.option(
+            "--lake",
+            "lake_dir",
+            envvar=LAKE_ENV,
+            show_envvar=True,
+            default=None,
+            help="History lake (default: the configuration's lake).",
+        )
+    return click.option(
+        "--lake",
+        "lake_dir",
+        envvar=LAKE_ENV,
+        show_envvar=True,
+        default=DEFAULT_LAKE,
+        show_default=True,
+        type=click.Path(file_okay=False),
+        help="History lake directory.",
+    )
+
+
+def rules_option(*, detection: bool = True) -> Callable[[F], F]:
+    """``--rules DIR`` / ``TETRAPIPE_RULES``, passed as ``rules_dir``.
+
+    ``detection``: the command runs the rules over events, where ``none``
+    switches detection off; the ``rules`` commands read the rules themselves.
+    """
+    where = "./rules, else the rules shipped with tetrapipe"
+    return click.option(
+        "--rules",
+        "rules_dir",
+        envvar="TETRAPIPE_RULES",
+        show_envvar=True,
+        default=None,
+        type=click.Path() if detection else None,
+        help=f"Rules directory (default: {where}; 'none' disables detection)."
+        if detection
+        else f"Rules directory (default: {where}).",
+    )
+
+
+def exit_at_eof_option(help: str) -> Callable[[F], F]:  # noqa: A002 - click's word
+    """``--exit-at-eof``: a command that follows a stream stops once its input is drained (``help`` says when)."""
+    return click.option("--exit-at-eof", is_flag=True, envvar="TETRAPIPE_EXIT_AT_EOF", show_envvar=True, help=help)
+
+
+def metrics_options(
+    *, port: int = 0, host: str | None = DEFAULT_METRICS_HOST, port_help: str = "", host_help: str = ""
+) -> Callable[[F], F]:
+    """``--metrics-port`` and ``--metrics-host``: where /metrics, /healthz and /readyz are served.
+
+    Port 0 is off everywhere; ``port`` is this command's default (the
+    collector serves by default, being a DaemonSet the kubelet probes).
+    ``host`` None: the command has a default of its own (a configuration's).
+    """
+    return lambda f: _apply(
+        f,
+        click.option(
+            "--metrics-port",
+            envvar="TETRAPIPE_METRICS_PORT",
+            show_envvar=True,
+            type=int,
+            default=port,
+            show_default=True,
+            help=f"Serve /metrics, /healthz and /readyz on this port (0: off{port_help}).",
+        ),
+        click.option(
+            "--metrics-host",
+            envvar="TETRAPIPE_METRICS_HOST",
+            show_envvar=True,
+            default=host,
+            show_default=host is not None,
+            help=host_help or "Address the metrics server binds to (0.0.0.0 to let the kubelet and Prometheus in).",
+        ),
+    )
+
+
+def kafka_options(*, topic_help: str = "Kafka topic.") -> Callable[[F], F]:
+    """``--kafka HOST:PORT[,HOST:PORT]`` (required) and ``--topic`` (default ``tetragon.events``)."""
+    from tetrapipe.sinks.kafka import DEFAULT_TOPIC, KAFKA_ENV
+
+    return lambda f: _apply(
+        f,
+        click.option(
+            "--kafka",
+            envvar=KAFKA_ENV,
+            show_envvar=True,
+            required=True,
+            metavar="HOST:PORT[,HOST:PORT]",
+            help="Kafka bootstrap servers.",
+        ),
+        click.option(
+            "--topic",
+            envvar="TETRAPIPE_TOPIC",
+            show_envvar=True,
+            default=DEFAULT_TOPIC,
+            show_default=True,
+            help=topic_help,
+        ),
+    )
+
+
+def parse_kafka_options(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings to kafka-python keyword arguments (``.`` -> ``_``; ints and booleans converted).
+
+    How TLS, SASL and tuning reach the Kafka clients untouched:
+    ``security_protocol=SASL_SSL``, ``sasl_mechanism=SCRAM-SHA-512``,
+    ``ssl_cafile=/etc/kafka/ca.pem``, ``session_timeout_ms=6000`` ...
+    Raises ValueError for a pair without ``=``.
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"expected KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        v: Any = value
+        if value.lstrip("-").isdigit():
+            v = int(value)
+        elif value.lower() in ("true", "false"):
+            v = value.lower() == "true"
+        out[key.strip().replace(".", "_")] = v
+    return out
+
+
+def _kafka_settings(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, Any]:
+    try:
+        return parse_kafka_options(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+
+
+def kafka_settings_option(client: str) -> Callable[[F], F]:
+    """``--kafka-option KEY=VALUE`` (repeatable), passed as ``kafka_options``: a dict for the ``client``."""
+    return click.option(
+        "--kafka-option",
+        "kafka_options",
+        envvar="TETRAPIPE_KAFKA_OPTION",
+        show_envvar=True,
+        multiple=True,
+        metavar="KEY=VALUE",
+        callback=_kafka_settings,
+        help=f"kafka-python {client} setting, repeatable: security_protocol=SASL_SSL, sasl_mechanism=PLAIN, "
+        "sasl_plain_username=..., sasl_plain_password=..., ssl_cafile=/ca.pem, ...",
+    )

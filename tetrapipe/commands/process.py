@@ -10,38 +10,22 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tetrapipe.commands.options import setup_logging, tls_window_option
-from tetrapipe.lake import DEFAULT_LAKE, LAKE_ENV, Lake
+from tetrapipe.commands.options import (
+    exit_at_eof_option,
+    kafka_options,
+    kafka_settings_option,
+    lake_option,
+    metrics_options,
+    rules_option,
+    setup_logging,
+    tls_window_option,
+)
+from tetrapipe.lake import Lake
 from tetrapipe.textsafe import visible
-
-KAFKA_ENV = "TETRAPIPE_KAFKA"
-
-
-def _lake_option(f):  # noqa: ANN001, ANN201
-    return click.option(
-        "--lake",
-        "lake_dir",
-        envvar=LAKE_ENV,
-        default=DEFAULT_LAKE,
-        show_default=True,
-        type=click.Path(file_okay=False),
-        help="History lake directory.",
-    )(f)
-
-
-def _kafka_options(f):  # noqa: ANN001, ANN201
-    f = click.option(
-        "--topic",
-        envvar="TETRAPIPE_TOPIC",
-        default="tetragon.events",
-        show_default=True,
-        help="Topic the collectors write to.",
-    )(f)
-    return click.option("--kafka", envvar=KAFKA_ENV, required=True, help="Bootstrap servers HOST:PORT[,HOST:PORT].")(f)
 
 
 @click.command("process")
-@_kafka_options
+@kafka_options(topic_help="Topic the collectors write to.")
 @click.option(
     "--group",
     envvar="TETRAPIPE_GROUP",
@@ -85,34 +69,10 @@ def _kafka_options(f):  # noqa: ANN001, ANN201
     show_default=True,
     help="Longest wait before a micro-batch is written.",
 )
-@click.option(
-    "--rules",
-    "rules_dir",
-    envvar="TETRAPIPE_RULES",
-    default=None,
-    help="Rules directory (default: ./rules, else the bundled rules; 'none' disables detection).",
-)
+@rules_option()
 @tls_window_option
-@click.option(
-    "--metrics-port",
-    envvar="TETRAPIPE_METRICS_PORT",
-    type=int,
-    default=None,
-    help="Serve /metrics, /healthz and /readyz on this port (default: off).",
-)
-@click.option(
-    "--metrics-host",
-    envvar="TETRAPIPE_METRICS_HOST",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address the metrics server binds to (0.0.0.0 to let the kubelet and Prometheus in).",
-)
-@click.option(
-    "--exit-at-eof",
-    is_flag=True,
-    envvar="TETRAPIPE_EXIT_AT_EOF",
-    help="Stop once every assigned partition is fully written (tests, batch jobs).",
-)
+@metrics_options()
+@exit_at_eof_option("Stop once every assigned partition is fully written (tests, batch jobs).")
 @click.option(
     "--on-offset-reset",
     envvar="TETRAPIPE_ON_OFFSET_RESET",
@@ -122,15 +82,8 @@ def _kafka_options(f):  # noqa: ANN001, ANN201
     help="When the lake holds a partition beyond the broker's end (topic recreated) or behind its "
     "retention: stop, or continue from the earliest or latest offset.",
 )
-@click.option(
-    "--kafka-option",
-    "kafka_option",
-    multiple=True,
-    envvar="TETRAPIPE_KAFKA_OPTION",
-    help="kafka-python setting KEY=VALUE, repeatable: security_protocol=SSL, sasl_mechanism=PLAIN, "
-    "session_timeout_ms=6000, ...",
-)
-@_lake_option
+@kafka_settings_option("consumer")
+@lake_option()
 def process_command(
     kafka: str,
     topic: str,
@@ -142,11 +95,11 @@ def process_command(
     batch_seconds: float,
     rules_dir: str | None,
     tls_window: dt.timedelta,
-    metrics_port: int | None,
+    metrics_port: int,
     metrics_host: str,
     exit_at_eof: bool,
     on_offset_reset: str,
-    kafka_option: tuple[str, ...],
+    kafka_options: dict,
     lake_dir: str,
 ) -> None:
     """Consume Tetragon events from Kafka into the history, with detections, exactly once.
@@ -173,7 +126,7 @@ def process_command(
         batch_max_seconds=batch_seconds,
         exit_at_eof=exit_at_eof,
         on_offset_reset=on_offset_reset,
-        kafka_options=parse_kafka_options(kafka_option),
+        kafka_options=kafka_options,
     )
     console = Console(stderr=True, highlight=False)
 
@@ -232,31 +185,17 @@ def process_command(
     )
 
 
-def parse_kafka_options(pairs: tuple[str, ...] | list[str]) -> dict:
-    """KEY=VALUE strings to kafka-python keyword arguments (ints and booleans converted)."""
-    out: dict = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--kafka-option")
-        key, value = pair.split("=", 1)
-        key = key.strip().replace(".", "_")
-        v: object = value
-        if value.isdigit():
-            v = int(value)
-        elif value.lower() in ("true", "false"):
-            v = value.lower() == "true"
-        out[key] = v
-    return out
-
-
 @click.command("status")
-@_kafka_options
+@kafka_options(topic_help="Topic the collectors write to.")
 @click.option("--group", envvar="TETRAPIPE_GROUP", default="tetrapipe-processor", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@_lake_option
+@lake_option()
 def status_command(kafka: str, topic: str, group: str, fmt: str, lake_dir: str) -> None:
     """How far behind the lake is, per partition: broker end offset vs what the lake holds."""
-    rows = partition_status(kafka, topic, group, Lake(lake_dir))
+    from tetrapipe.lake.positions import committed_offsets
+    from tetrapipe.sources.kafka import partition_status
+
+    rows = partition_status(kafka, topic, group, committed_offsets(Lake(lake_dir), topic))
     if fmt == "json":
         import orjson
 
@@ -275,46 +214,6 @@ def status_command(kafka: str, topic: str, group: str, fmt: str, lake_dir: str) 
             shown = f"[{'red' if lag else 'green'}]{lag}[/]"
         t.add_row(str(r["partition"]), str(r["end_offset"]), str(r["lake_offset"]), shown, str(r["group_offset"]))
     Console(highlight=False).print(t)
-
-
-def partition_status(kafka: str, topic: str, group: str, lake: Lake) -> list[dict]:
-    from kafka import KafkaConsumer, TopicPartition
-
-    from tetrapipe.flows.process import broker_has
-    from tetrapipe.lake.positions import committed_offsets
-
-    consumer = KafkaConsumer(bootstrap_servers=kafka.split(","), group_id=group, enable_auto_commit=False)
-    try:
-        parts = sorted(consumer.partitions_for_topic(topic) or [])
-        tps = [TopicPartition(topic, p) for p in parts]
-        ends = consumer.end_offsets(tps) if tps else {}
-        begins = consumer.beginning_offsets(tps) if tps else {}
-        done = committed_offsets(lake, topic)
-        rows = []
-        for tp in tps:
-            in_lake = done.get(tp.partition, -1)
-            group_offset = consumer.committed(tp)
-            end, begin = ends[tp], begins[tp]
-            if in_lake + 1 > end and not broker_has(kafka, {}, tp, in_lake):
-                state = "lake ahead"  # offsets went backwards: the topic was recreated (tetrapipe process stops)
-            elif in_lake >= 0 and in_lake + 1 < begin:
-                state = "retention passed"
-            else:
-                state = "behind" if end > in_lake + 1 else "caught up"
-            rows.append(
-                {
-                    "partition": tp.partition,
-                    "begin_offset": begin,
-                    "end_offset": max(end, in_lake + 1) if state != "lake ahead" else end,
-                    "lake_offset": in_lake,
-                    "lag": max(0, end - max(in_lake + 1, begin)),
-                    "state": state,
-                    "group_offset": group_offset,
-                }
-            )
-        return rows
-    finally:
-        consumer.close()
 
 
 COMMANDS = [process_command, status_command]

@@ -31,7 +31,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.text import Text
 
-from tetrapipe.flows.ingest import IngestStats, ProgressSink, RunAlert
+from tetrapipe.flows.batch import ProgressSink
+from tetrapipe.flows.ingest import IngestStats, RunAlert
 from tetrapipe.lake import Lake
 from tetrapipe.sources.files import InputFile, Skipped
 from tetrapipe.textsafe import has_unsafe, visible
@@ -327,7 +328,7 @@ def _plural(n: int, word: str) -> str:
 
 def _lake_alerts(lake: Lake, run_ids: list[str]) -> tuple[int, dict[str, int]]:
     """How many alerts the lake holds, and how many rows it has for each of ``run_ids``."""
-    from tetrapipe.lake import VIEW_DOCS, connect, saved_hunts
+    from tetrapipe.lake import connect
 
     con = connect(lake)
     try:
@@ -446,7 +447,7 @@ def print_query_table(console: Console, table: pa.Table, limit: int) -> None:
 
 def print_schema(console: Console) -> None:
     """Every table's columns with their meaning, then the views and macros."""
-    from tetrapipe.lake import VIEW_DOCS, connect, saved_hunts
+    from tetrapipe.lake import VIEW_DOCS
     from tetrapipe.schema import TABLES
 
     cols = [Col("column"), Col("type", whole=True), Col("meaning", prose=True)]
@@ -468,7 +469,7 @@ def print_schema(console: Console) -> None:
 
 def print_hunts(console: Console) -> None:
     """The saved hunts and what each finds."""
-    from tetrapipe.lake import VIEW_DOCS, connect, saved_hunts
+    from tetrapipe.lake import saved_hunts
 
     print_table(
         console,

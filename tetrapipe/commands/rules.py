@@ -12,28 +12,26 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tetrapipe.commands.options import lake_option, rules_option
 from tetrapipe.commands.report import SEVERITY_STYLE
-from tetrapipe.lake import DEFAULT_LAKE, LAKE_ENV, Lake
+from tetrapipe.lake import Lake
 from tetrapipe.textsafe import visible
 from tetrapipe.units import most_severe_first
 
+if TYPE_CHECKING:
+    from rich.text import Text
+
+    from tetrapipe.ruleset.testing import TestReport
+
 out = Console(highlight=False, emoji=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, emoji=False)  # data in a line is text, not :emoji: codes
-
-rules_option = click.option(
-    "--rules",
-    "rules_dir",
-    envvar="TETRAPIPE_RULES",
-    default=None,
-    show_envvar=True,
-    help="Rules directory (default: ./rules, else the rules shipped with tetrapipe).",
-)
 
 
 def _roots(paths: tuple[str, ...], rules_dir: str | None = None) -> tuple[list[Path], list[Path] | None]:
@@ -83,7 +81,7 @@ def rules_group() -> None:
 
 
 @rules_group.command("list")
-@rules_option
+@rules_option(detection=False)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--all", "show_all", is_flag=True, help="Include disabled rules.")
 def list_command(rules_dir: str | None, fmt: str, show_all: bool) -> None:
@@ -148,7 +146,7 @@ def list_command(rules_dir: str | None, fmt: str, show_all: bool) -> None:
 
 @rules_group.command("test")
 @click.argument("paths", nargs=-1)
-@rules_option
+@rules_option(detection=False)
 @click.option("--format", "fmt", type=click.Choice(["text", "junit"]), default="text", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the report to this file.")
 @click.option("-k", "keyword", help="Only tests whose 'rule-id::test name' contains this text.")
@@ -161,7 +159,7 @@ def test_command(
     PATHS are rule directories or rule files (default: the rules directory).
     Exit code 1 when a test fails or a rule does not load, 5 when no test ran.
     """
-    from tetrapipe.ruleset.testing import print_report, run_tests
+    from tetrapipe.ruleset.testing import run_tests
 
     roots, files = _roots(paths, rules_dir)
     rs = _load(roots)
@@ -193,7 +191,7 @@ def test_command(
 
 @rules_group.command("lint")
 @click.argument("paths", nargs=-1)
-@rules_option
+@rules_option(detection=False)
 @click.option(
     "--samples",
     type=click.Path(exists=True),
@@ -261,16 +259,8 @@ def lint_command(
 
 
 @rules_group.command("backtest")
-@rules_option
-@click.option(
-    "--lake",
-    "lake_dir",
-    envvar=LAKE_ENV,
-    default=DEFAULT_LAKE,
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="History lake directory.",
-)
+@rules_option(detection=False)
+@lake_option()
 @click.option("--since", help="Only events at or after this time (e.g. 2026-03-10 or '2026-03-10 09:00').")
 @click.option("--until", help="Only events before this time.")
 @click.option("--rule", "rule_ids", multiple=True, help="Only this rule (repeat for more).")
@@ -372,7 +362,7 @@ def backtest_command(
 
 @rules_group.command("show")
 @click.argument("rule_id")
-@rules_option
+@rules_option(detection=False)
 def show_command(rule_id: str, rules_dir: str | None) -> None:
     """The SQL a rule compiles to: paste the WHERE clause into tetrapipe query to hunt with it."""
     roots, _ = _roots((), rules_dir)
@@ -459,6 +449,45 @@ def import_sigma_command(paths: tuple[Path, ...], out_dir: Path, force: bool) ->
         out.print(f"next: add tests to each rule, then [bold]tetrapipe rules test {escape(str(out_dir))}[/]")
     if refused:
         sys.exit(1)
+
+
+def print_report(console: Console, report: TestReport, verbose: bool = True) -> None:
+    """pytest-like text: a line per test, failures with their diff, the summary line.
+
+    Names, reasons and the diff quote rule files and test events (arguments,
+    pod names): they are made visible (:func:`tetrapipe.textsafe.visible`) and
+    turned into text by ``console.render_str`` with markup and emoji codes off,
+    so nothing in them is obeyed by the terminal or read as rich markup.
+    """
+
+    def plain(text: str, multiline: bool = False) -> Text:
+        return console.render_str(visible(text, newlines=multiline), markup=False, emoji=False, highlight=False)
+
+    style = {"passed": "green", "failed": "bold red", "error": "bold red"}
+    for r in report.results:
+        if verbose or r.status != "passed":
+            where = f"{r.path}:{r.line}" if r.line else str(r.path)
+            line = plain(f"{where}::{r.rule_id}::{r.name} ")
+            line.append(r.status.upper(), style=style[r.status])
+            console.print(line)
+    bad = [r for r in report.results if r.status != "passed"]
+    if bad:
+        console.rule("[bold red]FAILURES[/]")
+        for r in bad:
+            console.rule(plain(f"{r.rule_id} :: {r.name}"), characters="_")
+            where = f"{r.path}:{r.line}" if r.line else str(r.path)
+            console.print(plain(f"{where}: {r.reason}", multiline=True))
+            for line in r.diff:
+                color = (
+                    "red"
+                    if line.startswith("-") and not line.startswith("---")
+                    else "green"
+                    if line.startswith("+") and not line.startswith("+++")
+                    else None
+                )
+                console.print(plain(line), style=color)
+    color = "green" if report.ok else "red"
+    console.rule(f"[bold {color}]{report.summary()}[/]", style=color)
 
 
 COMMANDS = [rules_group]

@@ -9,29 +9,22 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from tetrapipe.commands.options import setup_logging, tls_window_option
-from tetrapipe.lake import DEFAULT_LAKE, LAKE_ENV, Lake
+from tetrapipe.commands.options import (
+    exit_at_eof_option,
+    lake_option,
+    metrics_options,
+    rules_option,
+    setup_logging,
+    tls_window_option,
+)
+from tetrapipe.lake import Lake
 from tetrapipe.textsafe import visible
 
 
 @click.command("run")
 @click.argument("paths", nargs=-1, required=True)
-@click.option(
-    "--lake",
-    "lake_dir",
-    envvar=LAKE_ENV,
-    default=DEFAULT_LAKE,
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="History lake directory.",
-)
-@click.option(
-    "--rules",
-    "rules_dir",
-    envvar="TETRAPIPE_RULES",
-    default=None,
-    help="Rules directory (default: ./rules, else the bundled rules; 'none' disables detection).",
-)
+@lake_option()
+@rules_option()
 @click.option(
     "--poll-seconds",
     envvar="TETRAPIPE_POLL_SECONDS",
@@ -39,28 +32,9 @@ from tetrapipe.textsafe import visible
     show_default=True,
     help="How often to look for new lines.",
 )
-@click.option(
-    "--exit-at-eof",
-    is_flag=True,
-    envvar="TETRAPIPE_EXIT_AT_EOF",
-    help="Stop when a poll finds nothing new (tests, batch jobs).",
-)
+@exit_at_eof_option("Stop when a poll finds nothing new (tests, batch jobs).")
 @tls_window_option
-@click.option(
-    "--metrics-port",
-    envvar="TETRAPIPE_METRICS_PORT",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Serve /metrics, /healthz and /readyz on this port (0: off); same metric names as process.",
-)
-@click.option(
-    "--metrics-host",
-    envvar="TETRAPIPE_METRICS_HOST",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address the metrics server binds to.",
-)
+@metrics_options(port_help="; same metric names as process")
 def run_command(
     paths: tuple[str, ...],
     lake_dir: str,

@@ -7,7 +7,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tetrapipe.lake import DEFAULT_LAKE, LAKE_ENV, Lake
+from tetrapipe.commands.options import lake_option
+from tetrapipe.lake import Lake
 from tetrapipe.textsafe import visible
 from tetrapipe.transforms.tls_ciphers import weak_reasons
 
@@ -103,15 +104,7 @@ def print_tls(console: Console, rows: list[dict]) -> None:
 @click.option("--namespace", "-n", help="Only this Kubernetes namespace.")
 @click.option("--since", help="Only handshakes at or after this time (e.g. 2026-03-10 or '2026-03-10 09:00').")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
-@click.option(
-    "--lake",
-    "lake_dir",
-    envvar=LAKE_ENV,
-    default=DEFAULT_LAKE,
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="History lake directory.",
-)
+@lake_option()
 def tls_command(namespace: str | None, since: str | None, fmt: str, lake_dir: str) -> None:
     """TLS versions and cipher suites per workload and destination; weak ones in red."""
     rows = tls_summary(Lake(lake_dir), namespace, since)

@@ -8,7 +8,8 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from tetrapipe.lake import DEFAULT_LAKE, LAKE_ENV, Lake
+from tetrapipe.commands.options import lake_option
+from tetrapipe.lake import Lake
 from tetrapipe.textsafe import visible
 
 
@@ -51,16 +52,7 @@ from tetrapipe.textsafe import visible
 @click.option("--max-children", default=60, show_default=True, help="Children shown per process (after folding).")
 @click.option("--max-processes", default=20_000, show_default=True, help="Most processes read for one tree.")
 @click.option("--width", type=int, default=None, help="Line width (default: the terminal's, 220 in a pipe).")
-@click.option(
-    "--lake",
-    "lake_dir",
-    envvar=LAKE_ENV,
-    default=DEFAULT_LAKE,
-    show_default=True,
-    show_envvar=True,
-    type=click.Path(file_okay=False),
-    help="History lake directory.",
-)
+@lake_option()
 def tree_command(
     pod: str | None,
     namespace: str | None,

@@ -17,9 +17,9 @@ reject saying where and why; the next input is read as usual. A transform that
 raises on a batch is run again on halves of it until the event it cannot take
 stands alone; that event becomes a reject ("transform … failed on this
 event") and the others go on. A transform that fails on more than
-:data:`MAX_TRANSFORM_REJECTS` events of one batch is broken rather than fed a
+:data:`tetrapipe.flows.batch.MAX_TRANSFORM_REJECTS` events of one batch is broken rather than fed a
 bad event, and rejecting everything would hide that: the ingest stops with a
-:class:`TransformError`, and nothing after the failed batch is committed.
+:class:`tetrapipe.flows.batch.TransformError`, and nothing after the failed batch is committed.
 
 Under ``follow`` (``tetrapipe run``), a gzip whose end is missing and that was
 written to in the last :data:`GZIP_WRITING_SECONDS` is a backup still being
@@ -35,47 +35,36 @@ event can reach the lake under another first line too: a copy that starts
 elsewhere, the same events exported twice, a copy of a log taken before it
 was truncated. So every event is also checked by its ``event_id`` (a hash of
 what the event says, its time included) before the transforms see it: see
-:class:`EventDedup`. ``force`` skips both checks.
+:class:`tetrapipe.flows.dedup.EventDedup`. ``force`` skips both checks.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 
-import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from tetrapipe.lake.store import AsyncWriter, Lake, atomic_write_bytes
-from tetrapipe.schema import REJECT_SCHEMA
-from tetrapipe.sources.files import GzipStream, InputFault, InputFile, PeekableInput, fingerprint, open_input
+from tetrapipe.flows.batch import BatchTransform, ProgressSink, apply_transforms, concat_rows
+from tetrapipe.flows.dedup import EventDedup
+from tetrapipe.lake import AsyncWriter, Lake
+from tetrapipe.sources.files import InputFile, fingerprint, open_input
 from tetrapipe.sources.lines import prefetch, read_line_batches
-from tetrapipe.transforms.base import BatchTransform
+from tetrapipe.sources.streams import GzipStream, InputFault, PeekableInput
 from tetrapipe.transforms.normalize import Normalizer, make_rejects
 from tetrapipe.worker import OrderedWorker
 
 INGEST_CHUNK_BYTES = 24 * 1024 * 1024
-#: a transform that fails on more events than this in one batch is broken: the ingest stops
-MAX_TRANSFORM_REJECTS = 16
 #: a gzip whose end is missing and that was written to this recently is still being compressed (``run``)
 GZIP_WRITING_SECONDS = 300.0
 
 log = logging.getLogger("tetrapipe.ingest")
-
-
-class TransformError(RuntimeError):
-    """A transform fails on so many events of one batch that it is broken, not fed a bad event."""
 
 
 @dataclass
@@ -130,225 +119,6 @@ class IngestStats:
     @property
     def events_per_second(self) -> float:
         return self.events / self.seconds if self.seconds else 0.0
-
-
-class ProgressSink:
-    """What the CLI shows while ingesting; the default shows nothing."""
-
-    def start_input(self, inp: InputFile, size: int | None) -> None: ...
-    def advance(self, position: int) -> None: ...
-    def batch(self, events: pa.Table, extra: dict[str, pa.Table]) -> None: ...
-    def end_input(self) -> None: ...
-
-
-#: a segment's time range, in microseconds since the epoch (the unit of ``time``); None: unknown
-TimeRange = tuple[int, int] | None
-
-
-class EventDedup:
-    """Drops the events whose ``event_id`` the lake already holds, or this process has sent to it.
-
-    Why not a set of ids in Python: a lake holds hundreds of millions of events.
-    Why this is enough: an event's id hashes its time, so a copy of an event has
-    the same time and sits in the same ``date=`` partition. A batch is checked
-    against the segments of its own dates only, and of those only the ones
-    whose ``time`` range overlaps the batch's: new events, later than anything
-    stored, cost a directory listing and no read at all. The overlapping
-    segments are semi-joined in DuckDB, which also skips their row groups by
-    time statistics. Batches handed to the writer and not committed yet are
-    :meth:`hold`-ed here until their commit, so copies within one run are
-    caught too; copies within one batch keep their first occurrence.
-
-    A segment's time range comes from its Parquet footer (~2 ms each), once:
-    segments never change and their names are unique, so the ranges are kept
-    in memory and in ``_state/segment_times/<date>.json`` (a cache: a name no
-    longer listed is dropped, a missing or unreadable file is rebuilt), so a
-    one-shot ``ingest`` into a lake with thousands of segments a day does not
-    read every footer again.
-
-    One instance serves one writer at a time; :meth:`drop_seen` runs on one
-    thread (the transforms'), :meth:`release` on the writer's.
-    """
-
-    #: dates whose segment time ranges are kept in memory (a run touches today; an ingest, its logs' days)
-    MAX_DATES = 32
-    #: footers read since the last save of a date's cache before it is saved again
-    SAVE_EVERY = 64
-
-    def __init__(self, lake: Lake) -> None:
-        self.lake = lake
-        self._con: duckdb.DuckDBPyConnection | None = None
-        self._ranges: OrderedDict[str, dict[str, TimeRange]] = OrderedDict()
-        self._unsaved: dict[str, int] = {}  # date -> footers read and not saved yet
-        self._lock = threading.Lock()
-        self._held: dict[int, pa.ChunkedArray] = {}
-        self._next_token = 0
-
-    def close(self) -> None:
-        """Save the ranges learnt, those of the segments written since the last batch's check included."""
-        for label in list(self._ranges):
-            self._overlapping(label, None, None)  # (a listing: reads the footers of segments new since then)
-        for label in list(self._unsaved):
-            self._save(label)
-        if self._con is not None:
-            self._con.close()
-            self._con = None
-
-    def hold(self, ids: pa.ChunkedArray) -> int:
-        """Remember ids sent to the writer until :meth:`release` (after their segment is committed)."""
-        with self._lock:
-            self._next_token += 1
-            self._held[self._next_token] = ids
-            return self._next_token
-
-    def release(self, token: int) -> None:
-        with self._lock:
-            self._held.pop(token, None)
-
-    def drop_seen(self, events: pa.Table) -> tuple[pa.Table, int]:
-        """``events`` without those already stored or sent (and without repeats within it); how many went."""
-        if events.num_rows == 0:
-            return events, 0
-        ids = events.column("event_id")
-        drop = self._repeats(ids)
-        with self._lock:  # before the lake is looked at: a batch released since is committed, so visible there
-            held = [a for arr in self._held.values() for a in arr.chunks]
-        if held:
-            drop |= pc.fill_null(pc.is_in(ids, value_set=pa.concat_arrays(held)), False).to_numpy(zero_copy_only=False)
-        stored = self._stored(events)
-        if len(stored):
-            drop |= pc.fill_null(pc.is_in(ids, value_set=stored), False).to_numpy(zero_copy_only=False)
-        n = int(drop.sum())
-        return (events.filter(pa.array(~drop)) if n else events), n
-
-    @staticmethod
-    def _repeats(ids: pa.ChunkedArray) -> np.ndarray:
-        """True for each id seen earlier in the same batch."""
-        drop = np.zeros(len(ids), dtype=bool)
-        if pc.count_distinct(ids, mode="all").as_py() < len(ids):
-            idx = pa.table({"id": ids, "i": np.arange(len(ids))})
-            first = idx.group_by("id", use_threads=False).aggregate([("i", "min")]).column("i_min").to_numpy()
-            drop[:] = True
-            drop[first] = False
-        return drop
-
-    def _stored(self, events: pa.Table) -> pa.Array:
-        """The batch's ids that the lake holds."""
-        slim = events.select(["event_id", "time"])  # (filtering all ~80 columns would cost more than the rest)
-        times = pc.cast(slim.column("time"), pa.timestamp("us"))
-        days = pc.cast(times, pa.date32())  # the partition, as Lake.write computes it
-        found: list[pa.Array] = []
-        unique = pc.unique(days).to_pylist()
-        for day in unique:
-            if day is None:
-                label, rows, lo, hi = "unknown", slim.filter(pc.is_null(times)), None, None
-            else:
-                mine = pc.fill_null(pc.equal(days, day), False)
-                label, rows = day.isoformat(), slim if len(unique) == 1 else slim.filter(mine)
-                span = pc.min_max(times if len(unique) == 1 else pc.filter(times, mine))
-                lo, hi = span["min"].value, span["max"].value
-            files = self._overlapping(label, lo, hi)
-            if files:
-                found.append(self._query(files, rows.column("event_id"), lo, hi))
-        return pa.concat_arrays(found) if found else pa.array([], pa.string())
-
-    def _overlapping(self, label: str, lo: int | None, hi: int | None) -> list[str]:
-        """The segments of one date whose time range may hold an event between ``lo`` and ``hi``."""
-        d = self.lake.table_dir("events") / f"date={label}"
-        try:
-            names = [n for n in os.listdir(d) if n.endswith(".parquet") and not n.startswith(".")]
-        except FileNotFoundError:
-            return []
-        known = self._ranges.pop(label, None)
-        if known is None:
-            known = self._load(label)
-        ranges: dict[str, TimeRange] = {}
-        for name in names:  # (names no longer listed are forgotten: merged away by compaction)
-            if name in known:
-                ranges[name] = known[name]
-            else:
-                ranges[name] = _time_range(d / name)
-                self._unsaved[label] = self._unsaved.get(label, 0) + 1
-        self._ranges[label] = ranges
-        if self._unsaved.get(label, 0) >= self.SAVE_EVERY:
-            self._save(label)
-        while len(self._ranges) > self.MAX_DATES:
-            old, _ = next(iter(self._ranges.items()))
-            if old in self._unsaved:
-                self._save(old)
-            self._ranges.pop(old)
-        return [
-            str(d / name)
-            for name, rng in ranges.items()
-            if rng is None or lo is None or hi is None or not (rng[1] < lo or rng[0] > hi)
-        ]
-
-    def _cache_path(self, label: str) -> os.PathLike[str]:
-        return self.lake.root / "_state" / "segment_times" / f"{label}.json"
-
-    def _load(self, label: str) -> dict[str, TimeRange]:
-        try:
-            body = json.loads(Path(self._cache_path(label)).read_bytes())
-            return {str(k): (int(v[0]), int(v[1])) if v else None for k, v in body.items()}
-        except (OSError, ValueError, TypeError, IndexError, AttributeError):
-            return {}  # none yet, or damaged: rebuilt from the footers
-
-    def _save(self, label: str) -> None:
-        self._unsaved.pop(label, None)
-        ranges = self._ranges.get(label)
-        if ranges is None:
-            return
-        try:
-            atomic_write_bytes(Path(self._cache_path(label)), json.dumps(ranges).encode())
-        except OSError as exc:  # a cache: the next run reads the footers again
-            log.debug("cannot save the segment time ranges of %s: %s", label, exc)
-
-    def _query(self, files: list[str], ids: pa.ChunkedArray, lo: int | None, hi: int | None) -> pa.Array:
-        if self._con is None:
-            self._con = duckdb.connect()
-            self._con.execute("SET threads = 2")
-            self._con.execute("SET TimeZone = 'UTC'")
-        where = "time IS NULL" if lo is None else "time BETWEEN make_timestamp($lo) AND make_timestamp($hi)"
-        params = {"files": files} if lo is None else {"files": files, "lo": lo, "hi": hi}
-        sql = (
-            f"SELECT DISTINCT event_id FROM read_parquet($files) "
-            f"WHERE {where} AND event_id IN (SELECT event_id FROM _batch_ids)"
-        )
-        self._con.register("_batch_ids", pa.table({"event_id": ids}))
-        try:
-            for attempt in range(3):
-                try:
-                    return self._con.sql(sql, params=params).to_arrow_table().column(0).combine_chunks()
-                except duckdb.IOException:
-                    # a segment merged away by compaction since the listing: look again
-                    if attempt == 2:
-                        raise
-                    params["files"] = [f for f in params["files"] if os.path.exists(f)]
-                    if not params["files"]:
-                        break
-            return pa.array([], pa.string())
-        finally:
-            self._con.unregister("_batch_ids")
-
-
-def _time_range(path: os.PathLike[str]) -> TimeRange:
-    """(min, max) of a segment's ``time`` in microseconds, from its footer; None when unknown (always read)."""
-    try:
-        md = pq.read_metadata(path)
-    except (OSError, pa.ArrowException):
-        return None  # being merged away, or unreadable: let the query decide
-    lo = hi = None
-    for g in range(md.num_row_groups):
-        rg = md.row_group(g)
-        col = next((rg.column(c) for c in range(rg.num_columns) if rg.column(c).path_in_schema == "time"), None)
-        st = col.statistics if col is not None else None
-        if st is None or not st.has_min_max:
-            return None
-        a = pa.scalar(st.min, pa.timestamp("us")).value
-        b = pa.scalar(st.max, pa.timestamp("us")).value
-        lo = a if lo is None else min(lo, a)
-        hi = b if hi is None else max(hi, b)
-    return None if lo is None or hi is None else (lo, hi)
 
 
 def _input_size(inp: InputFile, stream: bool) -> int | None:
@@ -589,12 +359,9 @@ def _transform_and_write(
         if job.dedup is not None:
             events, dropped = job.dedup.drop_seen(events)
             job.stats.duplicates += dropped
-        for transform in job.transforms:
-            events, produced, failed = _guarded(transform, events)
-            for name, table in produced.items():
-                extra[name] = pa.concat_tables([extra[name], table]) if name in extra else table
-            if failed is not None:
-                rejects = pa.concat_tables([rejects, failed]) if rejects.num_rows else failed
+        events, extra, failed = apply_transforms(job.transforms, events, isolate=True)
+        if failed is not None:
+            rejects = concat_rows(rejects, failed)
         if job.dedup is not None and events.num_rows:
             token = job.dedup.hold(events.column("event_id"))
     tables = {"events": events, "rejects": rejects, **extra} if events.num_columns else {"rejects": rejects, **extra}
@@ -619,80 +386,6 @@ def _after_commit(
         dedup.release(token)
 
     return done
-
-
-def _transform_name(transform: BatchTransform) -> str:
-    return getattr(transform, "__qualname__", None) or type(transform).__name__
-
-
-def _guarded(transform: BatchTransform, events: pa.Table) -> tuple[pa.Table, dict[str, pa.Table], pa.Table | None]:
-    """Run ``transform``; if it raises, on halves until the events it cannot take stand alone.
-
-    Returns the events, the extra tables, and the rejects for the events it
-    failed on (None when it failed on none). Raises :class:`TransformError`
-    when it fails on more than :data:`MAX_TRANSFORM_REJECTS` events.
-
-    A stateful transform may have taken in part of the batch before it
-    raised; it then sees those events again in the halves. The process
-    table's entries are keyed, so that is harmless there; the detector may
-    count such an event twice in an open alert. A rare, degraded case, and
-    better than losing the whole batch, or the run.
-    """
-    try:
-        out, produced = transform(events)
-        return out, produced, None
-    except Exception as exc:  # noqa: BLE001 - a bad event must not stop the ingest; a broken transform does below
-        first = exc
-    name = _transform_name(transform)
-    log.warning(
-        "transform %s failed on a batch of %d events (%s: %s); isolating the event(s) it cannot take",
-        name,
-        events.num_rows,
-        type(first).__name__,
-        first,
-    )
-    log.debug("transform %s failed", name, exc_info=first)  # the traceback, for whoever debugs the transform
-    failed: list[tuple[pa.Table, BaseException]] = []
-    parts: list[pa.Table] = []
-    extra: dict[str, list[pa.Table]] = {}
-
-    def bisect(batch: pa.Table, known: BaseException | None) -> None:
-        if known is None:
-            try:
-                out, produced = transform(batch)
-            except Exception as exc:  # noqa: BLE001 - narrowed down below
-                known = exc
-            else:
-                parts.append(out)
-                for k, v in produced.items():
-                    extra.setdefault(k, []).append(v)
-                return
-        if batch.num_rows <= 1:
-            failed.append((batch, known))
-            if len(failed) > MAX_TRANSFORM_REJECTS or batch.num_rows == 0:
-                raise TransformError(
-                    f"transform {name} fails on more than {MAX_TRANSFORM_REJECTS} events of one "
-                    f"batch ({type(known).__name__}: {known}): it is broken, not fed a bad event; "
-                    f"the ingest stops here, nothing after this batch is stored"
-                ) from known
-            return
-        mid = batch.num_rows // 2
-        bisect(batch.slice(0, mid), None)
-        bisect(batch.slice(mid), None)
-
-    bisect(events, first)
-    out = pa.concat_tables(parts, promote_options="default") if parts else events.slice(0, 0)
-    produced = {k: pa.concat_tables(v, promote_options="default") for k, v in extra.items()}
-    if not failed:
-        return out, produced, None  # it failed once, not on any one event (its halves went through)
-    bad = pa.concat_tables([b for b, _ in failed])
-    reasons = [f"transform {name} failed on this event: {type(e).__name__}: {e}" for _, e in failed]
-    source = bad.column("source")[0].as_py() or ""  # a batch comes from one input
-    return (
-        out,
-        produced,
-        make_rejects(source, bad.column("source_offset").to_pylist(), reasons, bad.column("raw").to_pylist()),
-    )
 
 
 def _count(
@@ -720,13 +413,4 @@ def _count(
             stats.first_rejects.append(RejectNote(row["source"], row["source_offset"], row["reason"]))
 
 
-__all__ = [
-    "BatchTransform",
-    "EventDedup",
-    "IngestStats",
-    "ProgressSink",
-    "RunAlert",
-    "TransformError",
-    "ingest",
-    "REJECT_SCHEMA",
-]
+__all__ = ["INGEST_CHUNK_BYTES", "IngestStats", "RejectNote", "RunAlert", "ingest"]

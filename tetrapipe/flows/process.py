@@ -8,7 +8,7 @@ offset the lake holds, so the lake, not Kafka's committed offsets, decides
 where to resume. Kafka offsets are still committed after each batch, so
 consumer-lag monitoring works as usual.
 
-Partitions are keyed by node (DESIGN.md), so everything a per-node process
+Partitions are keyed by node (docs/ARCHITECTURE.md), so everything a per-node process
 table needs arrives in one partition, at one processor.
 
 Offsets that move backwards are never followed silently. When the lake holds a
@@ -22,7 +22,8 @@ becomes a new epoch of the partition, see :mod:`tetrapipe.lake.positions`).
 
 Optionally (``events_topic``) every committed batch's enriched events -- the
 rows of its lake ``events`` segment -- are also produced, keyed by node, so a
-forwarder can stream them to a SIEM without reading the lake.
+forwarder can stream them to a SIEM without reading the lake
+(:mod:`tetrapipe.flows.process_outputs`).
 """
 
 from __future__ import annotations
@@ -37,11 +38,13 @@ from dataclasses import dataclass, field
 import orjson
 import pyarrow as pa
 
-from tetrapipe.flows.ingest import BatchTransform, EventDedup
+from tetrapipe.flows.batch import BatchTransform, apply_transforms
+from tetrapipe.flows.dedup import EventDedup
+from tetrapipe.flows.process_outputs import ProcessOutputs
 from tetrapipe.lake import Lake
 from tetrapipe.lake.positions import committed_offsets, lake_positions, remove_uncommitted, segment_name
 from tetrapipe.metrics import Health, PipelineMetrics, new_registry
-from tetrapipe.schema import EVENT_SCHEMA, REJECT_SCHEMA
+from tetrapipe.sources.kafka import broker_has, new_consumer, rebalance_listener
 from tetrapipe.transforms.normalize import Normalizer, normalize_lines
 
 log = logging.getLogger("tetrapipe.process")
@@ -55,81 +58,6 @@ class OffsetsMovedError(RuntimeError):
 
 FETCH_PARTITION_BYTES = 16 * 1024 * 1024
 FETCH_MAX_BYTES = 64 * 1024 * 1024
-# enriched events are ~5 KB of JSON each (half of it the original line): kafka-python's default 16 KB batches
-# would hold three of them and cost ~6x the CPU per record; 512 KB is what the collector uses too
-EVENTS_BATCH_BYTES = 512 * 1024
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.6fZ"  # RFC 3339 UTC, as the native format writes times
-
-
-def event_json_lines(events: pa.Table) -> list[bytes]:
-    """One JSON object per event row (every native column, NULLs as null), without a Python dict per row.
-
-    Polars serializes the whole batch in native code (~3x faster than
-    ``to_pylist`` + orjson on the bench stream); the result is then split on
-    newlines, which JSON escapes inside strings, so line i is row i. Times
-    become RFC 3339 UTC strings and ``pod_labels`` a JSON object, the shapes
-    :mod:`tetrapipe.formats` reads back (older polars write a map as a list
-    of ``{"key", "value"}`` objects, which :func:`tetrapipe.formats._common.as_map`
-    reads too).
-    """
-    import polars as pl  # only a processor that streams events pays for the import
-
-    if events.num_rows == 0:
-        return []
-    if events.schema != EVENT_SCHEMA:
-        events = events.cast(EVENT_SCHEMA)  # what the lake writes, in the same column order
-    df = pl.from_arrow(events)
-    assert isinstance(df, pl.DataFrame)
-    times = []
-    for name, dtype in df.schema.items():
-        if isinstance(dtype, pl.Datetime):
-            col = pl.col(name)
-            if dtype.time_zone:
-                col = col.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
-            times.append(col.dt.to_string(TIME_FORMAT).alias(name))
-    if times:
-        df = df.with_columns(times)
-    lines = df.write_ndjson().encode().split(b"\n")
-    if lines and not lines[-1]:
-        lines.pop()
-    if len(lines) != events.num_rows:  # cannot happen with valid JSON; never send a misaligned batch
-        raise RuntimeError(f"serialized {events.num_rows} events into {len(lines)} lines")
-    return lines
-
-
-def broker_has(bootstrap: str, kafka_options: dict, tp, offset: int, timeout: float = 3.0) -> bool:  # noqa: ANN001
-    """Whether the broker still serves the record at ``offset`` of ``tp`` (the last one the lake holds).
-
-    The end offset alone is not trusted to declare a topic recreated (some
-    brokers report it short of the last batch): a group-less consumer
-    fetches that one record.
-    """
-    from kafka import KafkaConsumer
-    from kafka.errors import OffsetOutOfRangeError
-
-    security = {k: v for k, v in kafka_options.items() if k.startswith(("security_protocol", "ssl_", "sasl_"))}
-    probe = KafkaConsumer(
-        bootstrap_servers=bootstrap.split(","),
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="none",
-        client_id="tetrapipe-offset-probe",
-        **security,
-    )
-    try:
-        probe.assign([tp])
-        probe.seek(tp, offset)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                got = probe.poll(timeout_ms=200, max_records=1)
-            except OffsetOutOfRangeError:
-                return False
-            if any(r.offset == offset for recs in got.values() for r in recs):
-                return True
-        return False
-    finally:
-        probe.close()
 
 
 @dataclass
@@ -203,7 +131,7 @@ class Processor:
         self._dedup = EventDedup(lake)
         self._pending: dict[int, list] = {}  # partition -> records not yet written
         self._consumer = None
-        self._producer = None
+        self._outputs: ProcessOutputs | None = None
         self._assigned: set[int] = set()
         self._joined = False  # the group gave this member its (possibly empty) share at least once
         self._lake_next: dict[int, int | None] = {}  # partition -> next offset the lake needs (None: unknown yet)
@@ -247,12 +175,7 @@ class Processor:
         signal.signal(signal.SIGINT, self.stop)
 
     def _connect(self) -> None:
-        from kafka import KafkaConsumer, KafkaProducer
-        from kafka.consumer.subscription_state import ConsumerRebalanceListener
-
         opts = dict(self.config.kafka_options)
-        # security settings go to both clients; the rest are consumer tuning (session timeouts ...)
-        common = {k: v for k, v in opts.items() if k.startswith(("security_protocol", "ssl_", "sasl_"))}
         # fetch sizes: one fetch should bring a whole micro-batch (20,000 x ~2 KB) so that the next fetch,
         # sent as soon as records are handed out, overlaps with transforming this one; --kafka-option overrides
         # "none": an out-of-range position raises instead of kafka-python quietly jumping to the beginning;
@@ -263,54 +186,37 @@ class Processor:
             **opts,
             "auto_offset_reset": "none",
         }
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=self.config.bootstrap.split(","),
-            group_id=self.config.group,
+        self._consumer = new_consumer(
+            self.config.bootstrap,
+            group=self.config.group,
             client_id=self.config.client_id,
-            enable_auto_commit=False,
             max_poll_records=self.config.batch_max_records,
-            **tuning,
+            options=tuning,
         )
-        if self.config.alerts_topic or self.config.dead_letter_topic or self.config.events_topic:
-            stream: dict = {}
-            if self.config.events_topic:
-                from tetrapipe.sinks.kafka import _KeyPartitioner, resolve_compression
+        self._outputs = ProcessOutputs(
+            self.config.bootstrap,
+            self.config.client_id,
+            alerts_topic=self.config.alerts_topic,
+            dead_letter_topic=self.config.dead_letter_topic,
+            events_topic=self.config.events_topic,
+            options=opts,
+        )
+        listener = rebalance_listener(self._assign, self._revoke)
+        self._consumer.subscribe([self.config.topic], listener=listener)
 
-                # a record per event: big batches, the collector's codec, murmur2 once per node, not per record
-                stream = {
-                    "batch_size": EVENTS_BATCH_BYTES,
-                    "compression_type": resolve_compression("auto"),
-                    "partitioner": _KeyPartitioner(),
-                }
-            self._producer = KafkaProducer(
-                bootstrap_servers=self.config.bootstrap.split(","),
-                client_id=self.config.client_id + "-out",
-                acks="all",
-                linger_ms=20,
-                **stream,
-                **common,
-            )
-        processor = self
-
-        class Listener(ConsumerRebalanceListener):
-            def on_partitions_revoked(self, revoked):  # noqa: ANN001
-                processor._flush(force=True)
-                gone = {tp.partition for tp in revoked}
-                processor._assigned -= gone
-                for p in gone:
-                    processor._pending.pop(p, None)
-                    processor._lake_next.pop(p, None)
-                    for gauge in (processor.metrics.lag, processor.metrics.lake_offset):
-                        try:
-                            gauge.remove(processor.config.topic, str(p))
-                        except KeyError:
-                            pass
-                processor.metrics.assigned.set(len(processor._assigned))
-
-            def on_partitions_assigned(self, assigned):  # noqa: ANN001
-                processor._assign({tp.partition for tp in assigned})
-
-        self._consumer.subscribe([self.config.topic], listener=Listener())
+    def _revoke(self, gone: set[int]) -> None:
+        """Partitions handed to another member: write what is in hand, forget their positions and gauges."""
+        self._flush(force=True)
+        self._assigned -= gone
+        for p in gone:
+            self._pending.pop(p, None)
+            self._lake_next.pop(p, None)
+            for gauge in (self.metrics.lag, self.metrics.lake_offset):
+                try:
+                    gauge.remove(self.config.topic, str(p))
+                except KeyError:
+                    pass
+        self.metrics.assigned.set(len(self._assigned))
 
     def _assign(self, partitions: set[int]) -> None:
         """Resume each partition right after what the lake holds; drop a crash's orphans first."""
@@ -342,7 +248,7 @@ class Processor:
         self.health.heartbeat()  # rebuilding the process table can take a while; that is not a stall
 
     def close(self) -> None:
-        for closer in (self._consumer, self._producer):
+        for closer in (self._consumer, self._outputs):
             if closer is not None:
                 try:
                     closer.close()
@@ -526,17 +432,16 @@ class Processor:
         # an event whose event_id the lake has is not stored, alerted on or streamed a second time
         events, dropped = self._dedup.drop_seen(events)
         self.stats.duplicates += dropped
-        extra: dict[str, pa.Table] = {}
-        for transform in self.transforms:
-            events, produced = transform(events)
-            for name, table in produced.items():
-                extra[name] = pa.concat_tables([extra[name], table]) if name in extra else table
+        events, extra, _ = apply_transforms(self.transforms, events)  # a failure leaves the batch uncommitted
         name = segment_name(topic, partition, first, last, self._epoch.get(partition, 0))
         meta = {"kafka": orjson.dumps({"topic": topic, "partition": partition, "first": first, "last": last}).decode()}
         for table_name, table in (("rejects", rejects), *extra.items()):
             self.lake.write(table_name, table, meta, segment=name)
         alerts = extra.get("alerts")
-        self._produce(partition, rejects, alerts, events)
+        if self._outputs is not None:
+            self._outputs.send(partition, rejects, alerts, events)
+            self.stats.streamed = self._outputs.counts.streamed
+            self.stats.oversized = self._outputs.counts.oversized
         self.lake.write("events", events, meta, segment=name, keep_empty=True)  # the commit
         self._commit_kafka(partition, last)
         self.stats.batches += 1
@@ -563,69 +468,6 @@ class Processor:
         if alerts is not None and alerts.num_rows and self.on_alerts:
             self.on_alerts(alerts)
 
-    def _produce(
-        self, partition: int, rejects: pa.Table, alerts: pa.Table | None, events: pa.Table | None = None
-    ) -> None:
-        """Dead letters, alerts and enriched events out to Kafka before the commit: at least once.
-
-        Alerts are keyed ``rule_id|dedup_key`` (for dedup), events by node
-        (a node's events stay in order in one partition). A crash after this
-        and before the lake commit sends the batch again on restart, so
-        consumers deduplicate on ``alert_id`` / ``event_id``.
-        """
-        if self._producer is None:
-            return
-        futures = []
-        if self.config.dead_letter_topic and rejects.num_rows:
-            for row in rejects.to_pylist():
-                headers = [
-                    ("partition", str(partition).encode()),
-                    ("offset", str(row["source_offset"]).encode()),
-                    ("reason", row["reason"].encode()),
-                ]
-                futures.append(
-                    self._producer.send(self.config.dead_letter_topic, value=row["raw"].encode(), headers=headers)
-                )
-        if self.config.alerts_topic and alerts is not None and alerts.num_rows:
-            for row in alerts.to_pylist():
-                key = f"{row['rule_id']}|{row['dedup_key'] or ''}".encode()
-                futures.append(
-                    self._producer.send(
-                        self.config.alerts_topic, key=key, value=orjson.dumps(row, option=orjson.OPT_NAIVE_UTC)
-                    )
-                )
-        if self.config.events_topic and events is not None and events.num_rows:
-            futures.extend(self._send_events(self.config.events_topic, events))
-        if futures:
-            self._producer.flush()
-            for f in futures:
-                f.get(timeout=30)
-
-    def _send_events(self, topic: str, events: pa.Table) -> list:
-        """Hand every event row to the producer; the caller flushes and waits as for alerts.
-
-        An event larger than the producer's ``max_request_size`` can never be
-        sent: failing the batch would stop the processor on it forever, so it
-        is logged and counted instead (it is in the lake all the same).
-        """
-        from kafka.errors import MessageSizeTooLargeError
-
-        values = event_json_lines(events)
-        nodes = events.column("node_name").to_pylist()
-        keys = {n: n.encode() for n in set(nodes) if n is not None}
-        send = self._producer.send
-        futures = []
-        for node, value in zip(nodes, values, strict=True):
-            try:
-                futures.append(send(topic, key=keys.get(node), value=value))
-            except MessageSizeTooLargeError as exc:
-                self.stats.oversized += 1
-                log.warning(
-                    "enriched event of %d bytes not streamed to %s (%s); it is in the lake", len(value), topic, exc
-                )
-        self.stats.streamed += len(futures)
-        return futures
-
     def _commit_kafka(self, partition: int, last: int) -> None:
         from kafka import TopicPartition
         from kafka.structs import OffsetAndMetadata
@@ -641,4 +483,4 @@ class Processor:
             )
 
 
-__all__ = ["Processor", "ProcessorConfig", "ProcessStats", "REJECT_SCHEMA"]
+__all__ = ["OFFSET_RESET_POLICIES", "OffsetsMovedError", "Processor", "ProcessorConfig", "ProcessStats"]

@@ -31,10 +31,12 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from tetrapipe.flows.ingest import INGEST_CHUNK_BYTES, BatchTransform, EventDedup, IngestStats, ProgressSink, ingest
+from tetrapipe.flows.batch import BatchTransform, ProgressSink
+from tetrapipe.flows.dedup import EventDedup
+from tetrapipe.flows.ingest import INGEST_CHUNK_BYTES, IngestStats, ingest
 from tetrapipe.lake import Lake
 from tetrapipe.metrics import Health, PipelineMetrics
-from tetrapipe.sources.files import InputFile, _rotation_key, expand_inputs
+from tetrapipe.sources.files import InputFile, expand_inputs, rotation_key
 
 
 @dataclass
@@ -67,7 +69,7 @@ def follow_inputs(paths: list[str]) -> list[InputFile]:
     by_dir: dict[Path, list[InputFile]] = {}
     for i in files:
         by_dir.setdefault(Path(i.path).parent, []).append(i)
-    ordered = [i for d in by_dir for i in sorted(dict.fromkeys(by_dir[d]), key=lambda x: _rotation_key(Path(x.path)))]
+    ordered = [i for d in by_dir for i in sorted(dict.fromkeys(by_dir[d]), key=lambda x: rotation_key(Path(x.path)))]
     return ordered + [i for i in inputs if i.is_stdin]
 
 

@@ -14,7 +14,10 @@ views live in :mod:`tetrapipe.lake.hunts`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import duckdb
+import pyarrow as pa
 
 from tetrapipe.lake.store import Lake
 from tetrapipe.schema import SCHEMAS, TABLES
@@ -88,3 +91,24 @@ def refresh_views(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
     from tetrapipe.tree.sql import install as install_tree_macros
 
     install_tree_macros(con)
+
+
+def read_rows(
+    lake: Lake | str, table: str, since: str | None = None, until: str | None = None, batch_size: int = 1000
+) -> Iterator[pa.Table]:
+    """The rows of ``table`` with ``since <= time < until`` (UTC; None: open), oldest first, in batches.
+
+    Every column of the table's schema, nothing the views add (``date``), so
+    a batch looks like what the flows wrote.
+    """
+    cols = ", ".join(f'"{c.name}"' for c in TABLES[table])
+    sql = (
+        f"SELECT {cols} FROM {table} WHERE ($since IS NULL OR time >= $since::TIMESTAMP) "
+        "AND ($until IS NULL OR time < $until::TIMESTAMP) ORDER BY time"
+    )
+    con = connect(lake)
+    try:
+        for batch in con.sql(sql, params={"since": since, "until": until}).to_arrow_reader(batch_size):
+            yield pa.Table.from_batches([batch])
+    finally:
+        con.close()

@@ -95,27 +95,6 @@ def parse_bootstrap(text: str) -> list[str]:
     return servers
 
 
-def parse_kafka_options(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """``KEY=VALUE`` strings to kafka-python keyword arguments (``.`` -> ``_``; ints and booleans converted).
-
-    How TLS and SASL reach the producer untouched: ``security_protocol=SASL_SSL``,
-    ``sasl_mechanism=SCRAM-SHA-512``, ``ssl_cafile=/etc/kafka/ca.pem`` ...
-    """
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"expected KEY=VALUE, got {pair!r}")
-        key, value = pair.split("=", 1)
-        key = key.strip().replace(".", "_")
-        v: Any = value
-        if value.lstrip("-").isdigit():
-            v = int(value)
-        elif value.lower() in ("true", "false"):
-            v = value.lower() == "true"
-        out[key] = v
-    return out
-
-
 def node_key(line: bytes, default: bytes) -> bytes:
     """The top-level ``node_name`` of an export line, cut out without parsing the JSON.
 
@@ -426,3 +405,15 @@ class KafkaSink:
                 producer.close(timeout=timeout)
             except Exception as exc:  # noqa: BLE001 - shutting down anyway
                 log.debug("closing the producer: %r", exc)
+
+
+def new_producer(bootstrap: list[str], client_id: str, *, keyed: bool = False, **settings: Any) -> KafkaProducer:
+    """A producer that waits for every replica (``acks=all``), for outputs other than the collector's stream.
+
+    ``keyed``: records are keyed (by node, say) and many share a key, so the
+    partition is memoized per key as the collector's is. ``settings`` are
+    further kafka-python producer settings (batching, compression, TLS).
+    """
+    if keyed:
+        settings.setdefault("partitioner", _KeyPartitioner())
+    return KafkaProducer(bootstrap_servers=bootstrap, client_id=client_id, acks="all", **settings)

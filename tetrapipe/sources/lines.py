@@ -16,6 +16,7 @@ complete copy of the input read later still delivers it.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -23,7 +24,7 @@ from typing import BinaryIO
 import numpy as np
 import pyarrow as pa
 
-from tetrapipe.sources.files import InputFault
+from tetrapipe.sources.streams import InputFault
 
 NEWLINE = 10
 DEFAULT_CHUNK_BYTES = 32 * 1024 * 1024
@@ -307,3 +308,19 @@ def prefetch(batches: Iterator[LineBatch], depth: int = 1) -> Iterator[LineBatch
             yield value  # type: ignore[misc]
     finally:
         stop.set()
+
+
+def numbered_lines(paths: list[str]) -> Iterator[tuple[str, int, bytes]]:
+    """``(path, line number, line)`` of each file in turn, ``-`` being standard input; the simple reader.
+
+    For inputs read once, start to end, a line at a time (``tetrapipe
+    forward``'s JSON lines); a file is closed as soon as it is read, standard
+    input never.
+    """
+    for path in paths:
+        stream: BinaryIO = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115 - closed below
+        try:
+            yield from ((path, n, line) for n, line in enumerate(stream, start=1))
+        finally:
+            if stream is not sys.stdin.buffer:
+                stream.close()

@@ -1,0 +1,169 @@
+"""Reading from Kafka: the one place a consumer is built.
+
+The processor (``tetrapipe process``), the forwarder (``forward
+--from-kafka``) and ``tetrapipe status`` all consume; they differ in group,
+offsets policy and tuning, not in how a kafka-python consumer is made from a
+bootstrap list and the ``--kafka-option`` pass-through settings. Those
+settings split in two: the security ones (TLS, SASL) go to every client of a
+deployment, the rest are this consumer's tuning.
+
+kafka-python is imported inside the functions: commands that never touch
+Kafka do not pay for the import. See docs/ARCHITECTURE.md for where sources
+sit in the data flow.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+#: ``--kafka-option`` keys that concern the connection itself, wanted by every client of a deployment
+SECURITY_PREFIXES = ("security_protocol", "ssl_", "sasl_")
+
+
+def security_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The TLS / SASL settings among kafka-python client ``options`` (the rest is one client's tuning)."""
+    return {k: v for k, v in options.items() if k.startswith(SECURITY_PREFIXES)}
+
+
+def bootstrap_list(bootstrap: str | list[str]) -> list[str]:
+    """``HOST:PORT[,HOST:PORT]`` as the list kafka-python takes."""
+    return bootstrap.split(",") if isinstance(bootstrap, str) else list(bootstrap)
+
+
+def new_consumer(
+    bootstrap: str | list[str],
+    topics: Iterable[str] = (),
+    *,
+    group: str | None,
+    options: dict[str, Any] | None = None,
+    **settings: Any,
+) -> Any:
+    """A kafka-python consumer of ``topics`` (none: the caller subscribes or assigns) in ``group``.
+
+    Offsets are never committed behind the caller's back (``enable_auto_commit``
+    off): each flow commits once its batch is safe (in the lake, delivered or
+    spooled). ``settings`` are the flow's own defaults; ``options`` (the
+    operator's ``--kafka-option`` / ``kafka.options``) override them, except
+    where a flow passes a setting its correctness depends on after them.
+    """
+    from kafka import KafkaConsumer
+
+    return KafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap_list(bootstrap),
+        group_id=group,
+        enable_auto_commit=False,
+        **{**settings, **(options or {})},
+    )
+
+
+def rebalance_listener(on_assigned: Callable[[set[int]], None], on_revoked: Callable[[set[int]], None]) -> Any:
+    """A kafka-python ``ConsumerRebalanceListener`` that hands partition numbers to two callbacks."""
+    from kafka.consumer.subscription_state import ConsumerRebalanceListener
+
+    class Listener(ConsumerRebalanceListener):
+        def on_partitions_revoked(self, revoked: Any) -> None:
+            on_revoked({tp.partition for tp in revoked})
+
+        def on_partitions_assigned(self, assigned: Any) -> None:
+            on_assigned({tp.partition for tp in assigned})
+
+    return Listener()
+
+
+def broker_has(bootstrap: str, options: dict[str, Any], tp: Any, offset: int, timeout: float = 3.0) -> bool:
+    """Whether the broker still serves the record at ``offset`` of ``tp`` (the last one the lake holds).
+
+    The end offset alone is not trusted to declare a topic recreated (some
+    brokers report it short of the last batch): a group-less consumer
+    fetches that one record.
+    """
+    from kafka.errors import OffsetOutOfRangeError
+
+    probe = new_consumer(
+        bootstrap,
+        group=None,
+        auto_offset_reset="none",
+        client_id="tetrapipe-offset-probe",
+        **security_options(options),
+    )
+    try:
+        probe.assign([tp])
+        probe.seek(tp, offset)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                got = probe.poll(timeout_ms=200, max_records=1)
+            except OffsetOutOfRangeError:
+                return False
+            if any(r.offset == offset for recs in got.values() for r in recs):
+                return True
+        return False
+    finally:
+        probe.close()
+
+
+def at_end(consumer: Any) -> bool:
+    """Every partition assigned to ``consumer`` is read up to its end offset (none assigned: not yet)."""
+    parts = consumer.assignment()
+    if not parts:
+        return False
+    ends = consumer.end_offsets(list(parts))
+    return all(consumer.position(tp) >= ends[tp] for tp in parts)
+
+
+def partition_status(bootstrap: str, topic: str, group: str, in_lake: dict[int, int]) -> list[dict[str, Any]]:
+    """Per partition of ``topic``: the broker's offsets, what the lake holds (``in_lake``), the lag, a state.
+
+    ``state`` is ``caught up``, ``behind``, ``lake ahead`` (the broker's
+    offsets went backwards: the topic was recreated, and ``tetrapipe process``
+    stops) or ``retention passed`` (records were removed before the lake had
+    them).
+    """
+    from kafka import TopicPartition
+
+    consumer = new_consumer(bootstrap, group=group)
+    try:
+        parts = sorted(consumer.partitions_for_topic(topic) or [])
+        tps = [TopicPartition(topic, p) for p in parts]
+        ends = consumer.end_offsets(tps) if tps else {}
+        begins = consumer.beginning_offsets(tps) if tps else {}
+        rows = []
+        for tp in tps:
+            held = in_lake.get(tp.partition, -1)
+            group_offset = consumer.committed(tp)
+            end, begin = ends[tp], begins[tp]
+            if held + 1 > end and not broker_has(bootstrap, {}, tp, held):
+                state = "lake ahead"
+            elif held >= 0 and held + 1 < begin:
+                state = "retention passed"
+            else:
+                state = "behind" if end > held + 1 else "caught up"
+            rows.append(
+                {
+                    "partition": tp.partition,
+                    "begin_offset": begin,
+                    "end_offset": max(end, held + 1) if state != "lake ahead" else end,
+                    "lake_offset": held,
+                    "lag": max(0, end - max(held + 1, begin)),
+                    "state": state,
+                    "group_offset": group_offset,
+                }
+            )
+        return rows
+    finally:
+        consumer.close()
+
+
+__all__ = [
+    "SECURITY_PREFIXES",
+    "at_end",
+    "bootstrap_list",
+    "broker_has",
+    "new_consumer",
+    "partition_status",
+    "rebalance_listener",
+    "security_options",
+]
