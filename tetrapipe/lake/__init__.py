@@ -10,7 +10,9 @@ Write side and read side live in one package because they share one layout
 * :mod:`.maintenance`: compaction of small segments, crash-safe;
 * :mod:`.views`: :func:`connect`, a DuckDB connection whose views are the
   history; :mod:`.query` runs ``tetrapipe query`` over it and
-  :mod:`.hunts` holds the saved hunts (:func:`saved_hunts`).
+  :mod:`.hunts` holds the saved hunts (:func:`saved_hunts`);
+* :mod:`.state`: the reads a restarted flow hands its stateful transforms
+  (transforms never open the lake themselves).
 
 Most users only read: they need :class:`Lake` and :func:`connect`, both
 importable from here. :func:`connect` and the view docs are loaded on first use

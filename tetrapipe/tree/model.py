@@ -214,7 +214,11 @@ class TreeView:
         }
 
     def to_dict(self) -> dict:
-        """The tree for programs (``--format json``) and for the HTML page."""
+        """The tree for programs (``--format json``) and for the HTML page.
+
+        Long only because it spells out every key: the whole JSON shape, which
+        the page's script and external programs both read, stays in one place.
+        """
 
         def node(n: Node) -> dict:
             return {
