@@ -213,7 +213,8 @@ def test_rules_test_report_shows_names_reasons_and_diffs_escaped() -> None:
 
     from rich.console import Console
 
-    from tetrapipe.ruleset.testing import TestReport, TestResult, print_report
+    from tetrapipe.commands.rules import print_report
+    from tetrapipe.ruleset.testing import TestReport, TestResult
 
     failed = TestResult(
         "late-shell", f"kubectl exec {OSC8} [bold]", Path("rules/x.yaml"), 3, "failed",

@@ -64,35 +64,3 @@ def backtest(
     finally:
         con.close()
     return table.drop_columns(["_r", "_bucket_end_us"]).cast(ALERT_SCHEMA)
-
-
-#: one row per alert from the ``alerts`` table, whose follow-up rows (same alert_id) are summed
-ALERT_SUMMARY_SQL = """
-SELECT alert_id, any_value(rule_id) AS rule_id, arg_min(title, time) AS title, arg_min(severity, time) AS severity,
-       arg_min(mitre, time) AS mitre, arg_min(tags, time) AS tags,
-       min(time) AS time, max(last_time) AS last_time,
-       arg_min(node_name, time) AS node_name, arg_min(namespace, time) AS namespace, arg_min(pod, time) AS pod,
-       arg_min(container_name, time) AS container_name, arg_min(image, time) AS image,
-       arg_min(exec_id, time) AS exec_id, arg_min(process_binary, time) AS process_binary,
-       arg_min(arguments, time) AS arguments, arg_min(parent_binary, time) AS parent_binary,
-       arg_min(ancestor_binaries, time) AS ancestor_binaries, arg_min(message, time) AS message,
-       any_value(dedup_key) AS dedup_key, sum(count)::BIGINT AS count, count(*) AS rows,
-       flatten(list(event_ids ORDER BY time)) AS event_ids
-FROM alerts
-GROUP BY alert_id
-"""
-
-
-def fold_alerts(table: pa.Table) -> list[dict]:
-    """Alert rows folded per alert_id in Python (first row's fields, counts summed), in time order."""
-    out: dict[str, dict] = {}
-    for row in sorted(table.to_pylist(), key=lambda r: (r["time"] is None, r["time"] or dt.datetime.min)):
-        cur = out.get(row["alert_id"])
-        if cur is None:
-            out[row["alert_id"]] = dict(row)
-        else:
-            cur["count"] += row["count"]
-            cur["event_ids"] = cur["event_ids"] + row["event_ids"]
-            if row["last_time"] is not None and (cur["last_time"] is None or row["last_time"] > cur["last_time"]):
-                cur["last_time"] = row["last_time"]
-    return list(out.values())

@@ -67,7 +67,6 @@ RULE_KEYS = {
     "references",
     "false_positives",
 }
-REQUIRED_RULE_KEYS = ("id", "title", "description", "severity", "event", "condition", "output")
 LIBRARY_KEYS = {"lists", "macros", "description"}
 OVERRIDE_KEYS = {
     "override",

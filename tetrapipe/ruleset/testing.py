@@ -27,7 +27,6 @@ import pyarrow.compute as pc
 
 from tetrapipe.ruleset.compiler import Scope, Validator, compile_rule
 from tetrapipe.ruleset.model import Issue, Rule, RuleSet, RuleTest
-from tetrapipe.textsafe import visible
 
 _BATCH_LINES = 20_000
 
@@ -397,42 +396,3 @@ def run_tests(rs: RuleSet, *, files: Iterable[Path] | None = None, keyword: str 
         validator.close()
         con.close()
     return TestReport(results, time.perf_counter() - started)
-
-
-def print_report(console, report: TestReport, verbose: bool = True) -> None:  # noqa: ANN001
-    """pytest-like text: a line per test, failures with their diff, the summary line.
-
-    Names, reasons and the diff quote rule files and test events (arguments,
-    pod names): they are made visible (:func:`tetrapipe.textsafe.visible`) and
-    turned into text by ``console.render_str`` with markup and emoji codes off,
-    so nothing in them is obeyed by the terminal or read as rich markup.
-    """
-
-    def plain(text: str, multiline: bool = False):  # noqa: ANN202 - a rich Text, without importing rich here
-        return console.render_str(visible(text, newlines=multiline), markup=False, emoji=False, highlight=False)
-
-    style = {"passed": "green", "failed": "bold red", "error": "bold red"}
-    for r in report.results:
-        if verbose or r.status != "passed":
-            where = f"{r.path}:{r.line}" if r.line else str(r.path)
-            line = plain(f"{where}::{r.rule_id}::{r.name} ")
-            line.append(r.status.upper(), style=style[r.status])
-            console.print(line)
-    bad = [r for r in report.results if r.status != "passed"]
-    if bad:
-        console.rule("[bold red]FAILURES[/]")
-        for r in bad:
-            console.rule(plain(f"{r.rule_id} :: {r.name}"), characters="_")
-            where = f"{r.path}:{r.line}" if r.line else str(r.path)
-            console.print(plain(f"{where}: {r.reason}", multiline=True))
-            for line in r.diff:
-                color = (
-                    "red"
-                    if line.startswith("-") and not line.startswith("---")
-                    else "green"
-                    if line.startswith("+") and not line.startswith("+++")
-                    else None
-                )
-                console.print(plain(line), style=color)
-    color = "green" if report.ok else "red"
-    console.rule(f"[bold {color}]{report.summary()}[/]", style=color)
