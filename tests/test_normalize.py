@@ -363,7 +363,7 @@ def test_a_string_that_looks_like_arguments_is_not_read_as_arguments() -> None:
 
 def test_a_line_duckdb_cannot_handle_is_found_by_bisection(monkeypatch: pytest.MonkeyPatch) -> None:
     """Whatever DuckDB raises on, only the offending line is lost (as a reject saying why), the rest keep their order."""
-    import tetrapipe.transforms.normalize as normalize
+    import tetrapipe.transforms.normalize.normalizer as normalize  # the module the Normalizer reads the queries from
 
     boom = "CASE WHEN contains(raw, 'BOOM') THEN error('cannot digest this line') ELSE raw END"
     for name in ("FAST_SQL", "CAREFUL_SQL"):

@@ -1,0 +1,294 @@
+"""The normalizer: raw lines in, event rows and rejects out, one DuckDB query a batch.
+
+See :mod:`tetrapipe.transforms.normalize` for why, and ``docs/ARCHITECTURE.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tetrapipe.schema import EVENT_SCHEMA, REJECT_SCHEMA
+from tetrapipe.transforms.normalize.canonical import canonical_line
+from tetrapipe.transforms.normalize.queries import CAREFUL_SQL, FAST_SQL
+from tetrapipe.transforms.normalize.shape import OBJECT_COLUMNS, ShapeVerdict, shape_fingerprints, shape_verdict
+
+#: rows per Arrow record batch handed to DuckDB: several batches let it use every core
+_SCAN_CHUNK = 4096
+#: distinct line shapes remembered; Tetragon's output has a few hundred
+_MAX_SHAPES = 100_000
+
+
+@dataclass
+class Normalized:
+    """One batch after normalization: the events, and the lines that were not events."""
+
+    events: pa.Table
+    rejects: pa.Table
+
+
+class Normalizer:
+    """Turns batches of raw Tetragon JSON lines into event rows.
+
+    Holds one in-memory DuckDB connection for its whole life: planning the
+    query once and reusing the connection is what keeps small batches (a
+    stream processor's micro-batches) cheap.
+    """
+
+    def __init__(self, threads: int | None = None) -> None:
+        self._con = duckdb.connect(":memory:")
+        if threads:
+            self._con.execute(f"SET threads = {int(threads)}")
+        self._con.execute("SET TimeZone = 'UTC'")
+        #: what each line shape seen so far says, by fingerprint (see :func:`shape_verdict`)
+        self._verdicts: dict[bytes, ShapeVerdict] = {}
+
+    def close(self) -> None:
+        self._con.close()
+
+    def _run(self, sql: str, batch: pa.Table, source: str) -> pa.Table:
+        batch = pa.Table.from_batches(batch.to_batches(max_chunksize=_SCAN_CHUNK), schema=batch.schema)
+        self._con.register("batch", batch)
+        try:
+            return self._con.sql(sql, params={"source": source}).to_arrow_table()
+        finally:
+            self._con.unregister("batch")
+
+    def _fast(self, batch: pa.Table, source: str, reread: bool = False) -> pa.Table | None:
+        """The fast query's rows that are done (their shape is plain); a line of invalid JSON is left out."""
+        try:
+            out = self._run(FAST_SQL, batch, source)
+        except duckdb.InvalidInputException:
+            # some line is not valid JSON: run the others, the careful query explains that one
+            self._con.register("batch", batch)
+            try:
+                valid = self._con.sql("SELECT json_valid(raw) AS ok FROM batch").to_arrow_table().column("ok")
+            finally:
+                self._con.unregister("batch")
+            batch = batch.filter(pc.fill_null(valid, False))
+            if batch.num_rows == 0:
+                return None
+            out = self._run(FAST_SQL, batch, source)
+        shapes = out.column("shape").combine_chunks()
+        out = out.drop_columns(["shape"])
+        encoded = pc.dictionary_encode(shape_fingerprints(shapes))
+        which = encoded.indices.to_numpy(zero_copy_only=False)
+        first = np.full(len(encoded.dictionary), -1)
+        first[which[::-1]] = np.arange(len(which))[::-1]  # a row of each distinct shape
+        verdicts = []
+        for fingerprint, row in zip(encoded.dictionary.to_pylist(), first.tolist(), strict=True):
+            verdict = self._verdicts.get(fingerprint)
+            if verdict is None:
+                verdict = shape_verdict(shapes[row].as_py())
+                if len(self._verdicts) >= _MAX_SHAPES:  # a pathological stream: start over rather than grow
+                    self._verdicts.clear()
+                self._verdicts[fingerprint] = verdict
+            verdicts.append(verdict)
+        if all(v.plain and not v.nulls for v in verdicts):
+            return out
+        rows = np.array(verdicts, dtype=object)[which]
+        for column, _ in OBJECT_COLUMNS:
+            void = np.array([column in v.nulls for v in rows], dtype=bool)
+            if void.any():
+                i = out.schema.get_field_index(column)
+                nulls = pa.nulls(len(void), out.field(i).type)
+                out = out.set_column(i, column, pc.if_else(pa.array(void), nulls, out.column(i)))
+        if reread:  # a re-serialized line is read as it is now, whatever its shape says
+            return out
+        keep = np.array([v.plain for v in rows], dtype=bool)
+        return out if keep.all() else out.filter(pa.array(keep))
+
+    def normalize(self, raw: pa.Array, offsets: pa.Array, source: str) -> Normalized:
+        """Normalize ``raw`` (strings, one event each) read at ``offsets`` of ``source``.
+
+        ``raw`` must be valid UTF-8 (see :func:`tetrapipe.sources.lines.split_lines`).
+        Never raises for what the lines say: a line DuckDB cannot handle at all is
+        found by bisecting the batch and becomes a reject.
+        """
+        if len(raw) == 0:
+            return Normalized(EVENT_SCHEMA.empty_table(), REJECT_SCHEMA.empty_table())
+        try:
+            return self._normalize(raw, offsets, source)
+        except (duckdb.Error, pa.ArrowException) as exc:
+            if len(raw) == 1:
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                return Normalized(
+                    EVENT_SCHEMA.empty_table(),
+                    make_rejects(source, offsets.to_pylist(), [f"could not be normalized: {message}"], raw.to_pylist()),
+                )
+        mid = len(raw) // 2
+        head = self.normalize(raw.slice(0, mid), offsets.slice(0, mid), source)
+        tail = self.normalize(raw.slice(mid), offsets.slice(mid), source)
+        return Normalized(pa.concat_tables([head.events, tail.events]), pa.concat_tables([head.rejects, tail.rejects]))
+
+    def _normalize(self, raw: pa.Array, offsets: pa.Array, source: str) -> Normalized:
+        n = len(raw)
+        raw = raw.cast(pa.large_string()) if raw.type != pa.large_string() else raw
+        order = pa.array(np.arange(n, dtype=np.int64))
+        batch = pa.table({"_i": order, "source_offset": offsets, "raw": raw})
+        first = self._fast(batch, source)
+        parts = [first] if first is not None else []
+        warnings: dict[int, list[str]] = {}
+        if first is None or first.num_rows < n:
+            # the rest: lines whose first key is not a known kind, lines in another key
+            # order or with a repeated key, invalid lines. Re-serialize what parses.
+            mask = np.ones(n, dtype=bool)
+            if first is not None:
+                mask[first.column("_i").to_numpy()] = False
+            rest = np.flatnonzero(mask)
+            texts = raw.take(pa.array(rest)).to_pylist()
+            for j, (i, text) in enumerate(zip(rest.tolist(), texts, strict=True)):
+                canon = canonical_line(text)
+                if canon is not None:
+                    texts[j], dups = canon
+                    if dups:
+                        warnings[i] = [f"duplicate key {d}: last value used" for d in dups]
+            again = pa.table(
+                {
+                    "_i": pa.array(rest, pa.int64()),
+                    "source_offset": offsets.take(pa.array(rest)),
+                    "raw": pa.array(texts, pa.large_string()),
+                }
+            )
+            second = self._fast(again, source, reread=True)
+            left = np.ones(len(rest), dtype=bool)
+            if second is not None:
+                parts.append(second)
+                left[np.searchsorted(rest, second.column("_i").to_numpy())] = False
+            if left.any():
+                parts.append(self._run(CAREFUL_SQL, again.filter(pa.array(left)), source).drop_columns(["shape"]))
+        out = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+        if not _is_sorted(out.column("_i")):
+            # DuckDB scans the batch's Arrow chunks on several threads and may hand
+            # them back out of order; later transforms (TLS pairing a ServerHello
+            # with its ClientHello, ancestry, dedup windows) need the log's order.
+            # Re-serialized lines come back after the others, too.
+            out = out.take(pc.sort_indices(out.column("_i")))
+        order = out.column("_i")
+        if warnings:
+            idx = order.to_pylist()
+            out = out.set_column(
+                out.schema.get_field_index("warnings"),
+                "warnings",
+                pa.array([warnings.get(i) for i in idx], pa.list_(pa.string())),
+            )
+        reject = out.column("reject")
+        ok = pc.is_null(reject)
+        raw_col = (
+            batch.column("raw").take(order) if out.num_rows != n or not _is_identity(order) else batch.column("raw")
+        )
+        all_ok = reject.null_count == out.num_rows
+        events = (out if all_ok else out.filter(ok)).drop_columns(["reject", "_i"])
+        events = events.append_column("raw", raw_col if all_ok else pc.filter(raw_col, ok)).cast(EVENT_SCHEMA)
+        rejects = REJECT_SCHEMA.empty_table()
+        if events.num_rows < n:
+            bad = pc.invert(ok)
+            bad_raw = pc.filter(raw_col, bad).to_pylist()
+            rejects = make_rejects(
+                source,
+                pc.filter(out.column("source_offset"), bad).to_pylist(),
+                [_explain(r, line) for r, line in zip(pc.filter(reject, bad).to_pylist(), bad_raw, strict=True)],
+                bad_raw,
+            )
+        return Normalized(events, rejects)
+
+
+def _is_sorted(order: pa.ChunkedArray) -> bool:
+    arr = order.to_numpy()
+    return bool(len(arr) < 2 or np.all(arr[1:] > arr[:-1]))
+
+
+def _is_identity(order: pa.ChunkedArray) -> bool:
+    arr = order.to_numpy()
+    return bool(len(arr) == 0 or (arr[0] == 0 and np.all(np.diff(arr) == 1)))
+
+
+def _explain(reason: str, line: str) -> str:
+    """Make 'invalid JSON' say what is wrong and where, the way a person fixing it needs."""
+    if reason != "invalid JSON":
+        return reason
+    try:
+        orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        if exc.pos >= len(line.rstrip()) - 1 and line.lstrip().startswith("{"):
+            return f"truncated JSON: ends after {len(line)} characters (no closing brace)"
+        return f"invalid JSON: {exc.msg} at character {exc.pos + 1}"
+    return reason
+
+
+def make_rejects(source: str, offsets: list[int | None], reasons: list[str], raws: list[str]) -> pa.Table:
+    """Build a rejects table; the rejection time is now, so the rejects view shows when it happened."""
+    import datetime as _dt
+
+    now = _dt.datetime.now(_dt.UTC).replace(tzinfo=None)
+    n = len(reasons)
+    return pa.table(
+        {
+            "time": pa.array([now] * n, pa.timestamp("us")),
+            "source": pa.array([source] * n, pa.string()),
+            "source_offset": pa.array(offsets, pa.int64()),
+            "reason": pa.array(reasons, pa.string()),
+            "raw": pa.array(raws, pa.string()),
+        },
+        schema=REJECT_SCHEMA,
+    )
+
+
+def normalize_lines(
+    lines: list[str] | list[bytes],
+    source: str = "<inline>",
+    first_offset: int = 1,
+    normalizer: Normalizer | None = None,
+    offsets: list[int] | None = None,
+) -> Normalized:
+    """Normalize a small list of lines (rule tests, gRPC, Kafka micro-batches).
+
+    ``offsets`` gives each line's position (Kafka offsets); by default lines
+    are numbered from ``first_offset``. Lines that are not UTF-8 (bytes that
+    do not decode, or text with lone surrogates) become rejects instead of
+    reaching DuckDB.
+    """
+    texts: list[str] = []
+    kept: list[int] = []
+    bad: list[tuple[int, str, str]] = []
+    for i, line in enumerate(lines):
+        off = offsets[i] if offsets is not None else first_offset + i
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                bad.append((off, f"not UTF-8: byte at character {exc.start + 1}", line.decode("utf-8", "replace")))
+                continue
+        else:
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                bad.append(
+                    (
+                        off,
+                        f"not UTF-8: lone surrogate at character {exc.start + 1}",
+                        line.encode("utf-8", "replace").decode("utf-8"),
+                    )
+                )
+                continue
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        texts.append(line)
+        kept.append(off)
+    own = normalizer is None
+    normalizer = normalizer or Normalizer()
+    try:
+        result = normalizer.normalize(pa.array(texts, pa.large_string()), pa.array(kept, pa.int64()), source)
+    finally:
+        if own:
+            normalizer.close()
+    if bad:
+        extra = make_rejects(source, [b[0] for b in bad], [b[1] for b in bad], [b[2] for b in bad])
+        result.rejects = pa.concat_tables([result.rejects, extra])
+    return result
