@@ -103,7 +103,7 @@ def lake_option(*, from_config: bool = False) -> Callable[[F], F]:
     ``from_config``: no default of its own (None), the command takes the
     lake its configuration file names.
     """
-    from tetrapipe.lake.store import DEFAULT_LAKE, LAKE_ENV
+    from tetrapipe.lake import DEFAULT_LAKE, LAKE_ENV
 
     if from_config:
         return click.option(

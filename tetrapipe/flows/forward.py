@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from tetrapipe.lake.views import read_rows
+from tetrapipe.lake import read_rows
 from tetrapipe.metrics import Health
 from tetrapipe.sources.kafka import at_end, new_consumer
 from tetrapipe.sources.lines import numbered_lines

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from tetrapipe.transforms.base import RestoredState, StatefulTransform, StateRequest
 
 if TYPE_CHECKING:
-    from tetrapipe.lake.store import Lake
+    from tetrapipe.lake import Lake
 
 
 def read_state(lake: Lake | str | Path, request: StateRequest) -> RestoredState:

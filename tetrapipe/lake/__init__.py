@@ -9,13 +9,14 @@ Write side and read side live in one package because they share one layout
   itself says where a stream processor resumes;
 * :mod:`.maintenance`: compaction of small segments, crash-safe;
 * :mod:`.views`: :func:`connect`, a DuckDB connection whose views are the
-  history; :mod:`.query` runs ``tetrapipe query`` over it and
-  :mod:`.hunts` holds the saved hunts (:func:`saved_hunts`);
+  history, and :func:`read_rows`, a table's rows in time order (replay);
+  :mod:`.query` runs ``tetrapipe query`` over them and :mod:`.hunts` holds
+  the saved hunts (:func:`saved_hunts`);
 * :mod:`.state`: the reads a restarted flow hands its stateful transforms
   (transforms never open the lake themselves).
 
 Most users only read: they need :class:`Lake` and :func:`connect`, both
-importable from here. :func:`connect` and the view docs are loaded on first use
+importable from here. The names from :mod:`.views` are loaded on first use
 so that a command which never queries does not pay for importing DuckDB. See
 ``docs/ARCHITECTURE.md``.
 """
@@ -28,10 +29,10 @@ from tetrapipe.lake.hunts import Hunt, saved_hunts
 from tetrapipe.lake.store import DEFAULT_LAKE, LAKE_ENV, AsyncWriter, Lake
 
 if TYPE_CHECKING:
-    from tetrapipe.lake.views import VIEW_DOCS, connect
+    from tetrapipe.lake.views import VIEW_DOCS, connect, read_rows
 
 #: names served by :mod:`.views`, imported when first asked for (DuckDB is a heavy import)
-_FROM_VIEWS = frozenset({"VIEW_DOCS", "connect"})
+_FROM_VIEWS = frozenset({"VIEW_DOCS", "connect", "read_rows"})
 
 
 def __getattr__(name: str) -> object:
@@ -50,5 +51,6 @@ __all__ = [
     "Hunt",
     "Lake",
     "connect",
+    "read_rows",
     "saved_hunts",
 ]
