@@ -15,7 +15,9 @@ import yaml
 from conftest import REPO
 
 from tetrapipe.ruleset import load_ruleset
-from tetrapipe.ruleset.sigma import SigmaError, condition_sql, convert, import_sigma, like_pattern, write_rules
+from tetrapipe.ruleset.sigma import convert, import_sigma
+from tetrapipe.ruleset.sigma_sql import SigmaError, condition_sql, like_pattern
+from tetrapipe.ruleset.sigma_write import write_rules
 
 SIGMA = Path(__file__).parent / "sigma"
 

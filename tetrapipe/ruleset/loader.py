@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from tetrapipe.config import located
 from tetrapipe.ruleset.compiler import (
-    EXCEPTION_FIELDS,
     CompileError,
     Scope,
     Validator,
@@ -33,67 +32,13 @@ from tetrapipe.ruleset.compiler import (
 )
 from tetrapipe.ruleset.model import (
     SEVERITIES,
-    Dedup,
-    ExceptionDef,
-    Expect,
     Issue,
     ListDef,
     MacroDef,
     Rule,
     RuleSet,
-    RuleTest,
 )
-from tetrapipe.schema import OSS_KINDS
-from tetrapipe.units import duration_seconds
-
-RULE_KEYS = {
-    "id",
-    "title",
-    "description",
-    "severity",
-    "mitre",
-    "tags",
-    "event",
-    "condition",
-    "output",
-    "dedup",
-    "exceptions",
-    "enabled",
-    "tests",
-    "params",
-    "params_by_namespace",
-    "requires",
-    "new_terms",
-    "references",
-    "false_positives",
-}
-LIBRARY_KEYS = {"lists", "macros", "description"}
-OVERRIDE_KEYS = {
-    "override",
-    "enabled",
-    "severity",
-    "params",
-    "params_by_namespace",
-    "exceptions",
-    "dedup",
-    "tags",
-    "description",
-}
-TEST_KEYS = {"name", "log", "events", "expect", "params", "params_by_namespace"}
-EXPECT_KEYS = {"count", "lines", "alerts"}
-DEFAULT_DEDUP = Dedup(fields=["node_name", "exec_id"], window_seconds=3600)
-#: event kinds a rule may name: the open-source API, Isovalent Enterprise kinds seen in real exports, ``tls``
-KNOWN_KINDS = set(OSS_KINDS) | {
-    "process_connect",
-    "process_close",
-    "process_listen",
-    "process_accept",
-    "process_sock_stats",
-    "process_dns",
-    "tls",
-}
-_ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_MITRE = re.compile(r"^(T\d{4}(\.\d{3})?|TA\d{4})$")
+from tetrapipe.ruleset.parse import LIBRARY_KEYS, OVERRIDE_KEYS, FileCheck, parse_dedup, parse_exceptions, parse_rule
 
 
 def rule_files(root: Path) -> list[Path]:
@@ -110,348 +55,7 @@ def rule_files(root: Path) -> list[Path]:
     return out
 
 
-class _Ctx:
-    """Collects issues for one file, with helpers that check shapes and name lines."""
-
-    def __init__(self, path: Path, issues: list[Issue], rule_id: str | None = None) -> None:
-        self.path = path
-        self.issues = issues
-        self.rule_id = rule_id
-        self.failed = False
-
-    def error(self, line: int | None, reason: str) -> None:
-        self.failed = True
-        self.issues.append(Issue(self.path, line, reason, self.rule_id))
-
-    def warn(self, line: int | None, reason: str) -> None:
-        self.issues.append(Issue(self.path, line, reason, self.rule_id, level="warning"))
-
-    def keys(self, mapping: located.Located, allowed: set[str], what: str) -> None:
-        for key in mapping:
-            if key not in allowed:
-                hint = difflib.get_close_matches(str(key), sorted(allowed), n=1)
-                self.error(
-                    mapping.line_of(key),
-                    f"unknown key {key!r} in {what}"
-                    + (f" (did you mean {hint[0]!r}?)" if hint else f"; allowed: {', '.join(sorted(allowed))}"),
-                )
-
-    def named_entries(
-        self, doc: located.Located, key: str, allowed: set[str], shape: str, entry: str
-    ) -> Iterator[tuple[Any, str]]:
-        """Each well-formed ``- name: ...`` mapping under ``doc[key]``, with its name.
-
-        Exceptions and tests are both lists of named mappings; a malformed
-        entry is reported (``shape`` says what the list should look like) and
-        skipped so that one file reports all its mistakes at once.
-        """
-        raw = doc.get(key)
-        if raw is None:
-            return
-        if not isinstance(raw, list):
-            self.error(doc.line_of(key), f"{key} must be a list{shape}")
-            return
-        for i, item in enumerate(raw):
-            line = raw.line_of(i) if isinstance(raw, located.LocatedList) else doc.line_of(key)
-            if not isinstance(item, dict):
-                self.error(line, f"{entry} must be a mapping with a name")
-                continue
-            self.keys(item, allowed, entry)
-            name = item.get("name")
-            if not isinstance(name, str) or not name:
-                self.error(item.line, f"{entry} needs a name")
-                continue
-            yield item, name
-
-    def string(self, mapping: located.Located, key: str, required: bool = False, default: str = "") -> str:
-        if key not in mapping or mapping[key] is None:
-            if required:
-                self.error(mapping.line, f"missing required key {key!r}")
-            return default
-        value = mapping[key]
-        if not isinstance(value, str):
-            self.error(mapping.line_of(key), f"{key} must be a string, not {type(value).__name__}")
-            return default
-        return value
-
-    def strings(self, mapping: located.Located, key: str) -> list[str]:
-        value = mapping.get(key)
-        if value is None:
-            return []
-        if isinstance(value, str):
-            return [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self.error(mapping.line_of(key), f"{key} must be a list of strings")
-            return []
-        return list(value)
-
-    def mapping(self, mapping: located.Located, key: str) -> located.Located | None:
-        value = mapping.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, dict):
-            self.error(mapping.line_of(key), f"{key} must be a mapping")
-            return None
-        return value
-
-
-def _parse_dedup(ctx: _Ctx, doc: located.Located) -> Dedup:
-    d = ctx.mapping(doc, "dedup")
-    if d is None:
-        return Dedup(list(DEFAULT_DEDUP.fields), DEFAULT_DEDUP.window_seconds)
-    ctx.keys(d, {"fields", "window"}, "dedup")
-    fields = ctx.strings(d, "fields") or list(DEFAULT_DEDUP.fields)
-    window = d.get("window", "1h")
-    seconds = duration_seconds(window)
-    if seconds is None or seconds <= 0:
-        ctx.error(d.line_of("window"), f"dedup window {window!r} is not a duration (e.g. 10m, 1h, 30s)")
-        seconds = DEFAULT_DEDUP.window_seconds
-    return Dedup(fields, int(seconds))
-
-
-def _parse_exceptions(ctx: _Ctx, doc: located.Located) -> list[ExceptionDef]:
-    out: list[ExceptionDef] = []
-    allowed = set(EXCEPTION_FIELDS) | {"name", "when", "reason"}
-    shape = (
-        " of named allow-list entries "
-        "(- name: ..., images: [...], namespaces: [...], binaries: [...], parent_binaries: [...])"
-    )
-    for entry, name in ctx.named_entries(doc, "exceptions", allowed, shape, "an exception entry"):
-        fields: dict[str, list[Any]] = {}
-        for key in EXCEPTION_FIELDS:
-            if key in entry:
-                value = entry[key]
-                value = [value] if isinstance(value, str) else value
-                if not isinstance(value, list) or not all(isinstance(v, str | int) for v in value):
-                    ctx.error(entry.line_of(key), f"exception {name}: {key} must be a list of values")
-                    continue
-                fields[key] = list(value)
-        when = entry.get("when")
-        if when is not None and not isinstance(when, str):
-            ctx.error(entry.line_of("when"), f"exception {name}: when must be a SQL condition (string)")
-            when = None
-        if not fields and not when:
-            ctx.error(
-                entry.line,
-                f"exception {name} lists nothing to allow (give one of {', '.join(EXCEPTION_FIELDS)} or when)",
-            )
-            continue
-        out.append(ExceptionDef(name, fields, when, entry.line))
-    return out
-
-
-def _parse_params(ctx: _Ctx, doc: located.Located) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    params = ctx.mapping(doc, "params") or {}
-    by_ns_raw = ctx.mapping(doc, "params_by_namespace") or {}
-    by_ns: dict[str, dict[str, Any]] = {}
-    for ns, values in by_ns_raw.items():
-        if not isinstance(values, dict):
-            ctx.error(by_ns_raw.line_of(ns), f"params_by_namespace.{ns} must map parameter names to values")
-            continue
-        for name in values:
-            if name not in params:
-                ctx.error(values.line_of(name), f"params_by_namespace.{ns}.{name}: no parameter {name} under params")
-        by_ns[str(ns)] = dict(values)
-    return dict(params), by_ns
-
-
-def _parse_tests(ctx: _Ctx, doc: located.Located) -> list[RuleTest]:
-    out: list[RuleTest] = []
-    for t, name in ctx.named_entries(
-        doc, "tests", TEST_KEYS, " of tests (- name: ..., log or events, expect)", "a test"
-    ):
-        log = t.get("log")
-        events = t.get("events")
-        if (log is None) == (events is None):
-            ctx.error(t.line, f"test {name!r}: give exactly one of log (a sample file) or events (inline)")
-            continue
-        lines: list[str] | None = None
-        if events is not None:
-            lines = _inline_events(ctx, t, events, name)
-            if lines is None:
-                continue
-        elif not isinstance(log, str):
-            ctx.error(t.line_of("log"), f"test {name!r}: log must be a path")
-            continue
-        expect_raw = t.get("expect")
-        if not isinstance(expect_raw, dict):
-            ctx.error(
-                t.line_of("expect") if "expect" in t else t.line,
-                f"test {name!r}: expect must be a mapping (count, lines, alerts)",
-            )
-            continue
-        ctx.keys(expect_raw, EXPECT_KEYS, "expect")
-        count = expect_raw.get("count")
-        exp_lines = expect_raw.get("lines")
-        alerts = expect_raw.get("alerts")
-        if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
-            ctx.error(expect_raw.line_of("count"), f"test {name!r}: count must be a number >= 0")
-            continue
-        if exp_lines is not None and (
-            not isinstance(exp_lines, list) or not all(isinstance(x, int) for x in exp_lines)
-        ):
-            ctx.error(expect_raw.line_of("lines"), f"test {name!r}: lines must be a list of line numbers")
-            continue
-        if alerts is not None and (not isinstance(alerts, list) or not all(isinstance(a, dict) for a in alerts)):
-            ctx.error(expect_raw.line_of("alerts"), f"test {name!r}: alerts must be a list of field mappings")
-            continue
-        if count is None and exp_lines is None and alerts is None:
-            ctx.error(expect_raw.line, f"test {name!r}: expect needs count, lines or alerts")
-            continue
-        params = t.get("params") or {}
-        if not isinstance(params, dict):
-            ctx.error(t.line_of("params"), f"test {name!r}: params must be a mapping")
-            continue
-        by_ns = t.get("params_by_namespace") or {}
-        if not isinstance(by_ns, dict) or not all(isinstance(v, dict) for v in by_ns.values()):
-            ctx.error(
-                t.line_of("params_by_namespace"),
-                f"test {name!r}: params_by_namespace maps namespaces to parameter values",
-            )
-            continue
-        out.append(
-            RuleTest(
-                name=name,
-                line=t.line,
-                log=log,
-                events=lines,
-                expect=Expect(
-                    count=count,
-                    lines=list(exp_lines) if exp_lines is not None else None,
-                    alerts=[dict(a) for a in alerts] if alerts is not None else None,
-                ),
-                params=dict(params),
-                params_by_namespace={str(k): dict(v) for k, v in by_ns.items()},
-            )
-        )
-    return out
-
-
-def _inline_events(ctx: _Ctx, t: located.Located, events: Any, name: str) -> list[str] | None:
-    """Inline events: a list of mappings (YAML or JSON objects) or a block of JSON lines."""
-    import json
-
-    if isinstance(events, str):
-        return [line for line in events.splitlines() if line.strip()]
-    if isinstance(events, list):
-        out = []
-        for e in events:
-            if isinstance(e, str):
-                out.append(e)
-            elif isinstance(e, dict):
-                out.append(json.dumps(_plain(e), separators=(",", ":")))
-            else:
-                ctx.error(t.line_of("events"), f"test {name!r}: each event must be a Tetragon JSON object")
-                return None
-        return out
-    ctx.error(t.line_of("events"), f"test {name!r}: events must be a list of Tetragon events")
-    return None
-
-
-def _plain(value: Any) -> Any:
-    """YAML's line-aware containers as plain dicts/lists; datetimes as Tetragon's RFC 3339 strings."""
-    import datetime as dt
-
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(dt.UTC).replace(tzinfo=None)
-        return value.isoformat() + "Z"
-    return value
-
-
-def _parse_rule(ctx: _Ctx, doc: located.Located, text_lines: list[str]) -> Rule | None:
-    ctx.keys(doc, RULE_KEYS, "a rule")
-    rid = ctx.string(doc, "id", required=True)
-    ctx.rule_id = rid or None
-    if rid and not _ID.match(rid):
-        ctx.error(doc.line_of("id"), f"rule id {rid!r}: use lowercase letters, digits, '-', '.' or '_'")
-    title = ctx.string(doc, "title", required=True)
-    description = ctx.string(doc, "description", required=True).strip()
-    severity = ctx.string(doc, "severity", required=True).lower()
-    if severity and severity not in SEVERITIES:
-        ctx.error(doc.line_of("severity"), f"severity {severity!r} is not one of {', '.join(SEVERITIES)}")
-    mitre = ctx.strings(doc, "mitre")
-    for m in mitre:
-        if not _MITRE.match(m):
-            ctx.error(
-                doc.line_of("mitre"), f"MITRE ATT&CK id {m!r} is not a technique (T1059, T1059.004) or tactic (TA0002)"
-            )
-    events = ctx.strings(doc, "event")
-    if "event" in doc and not events:
-        ctx.error(doc.line_of("event"), "event must name at least one event kind (process_exec, process_kprobe, ...)")
-    for k in events:
-        if k not in KNOWN_KINDS:
-            hint = difflib.get_close_matches(k, sorted(KNOWN_KINDS), n=1)
-            ctx.warn(
-                doc.line_of("event"),
-                f"event kind {k!r} is not a Tetragon kind tetrapipe knows"
-                + (f" (did you mean {hint[0]!r}?)" if hint else ""),
-            )
-    condition = ctx.string(doc, "condition", required=True)
-    output = ctx.string(doc, "output", required=True).strip()
-    enabled = doc.get("enabled", True)
-    if not isinstance(enabled, bool):
-        ctx.error(doc.line_of("enabled"), "enabled must be true or false")
-        enabled = True
-    params, by_ns = _parse_params(ctx, doc)
-    requires = ctx.mapping(doc, "requires")
-    policies: list[str] = []
-    flags: list[str] = []
-    if requires is not None:
-        ctx.keys(requires, {"policies", "tetragon"}, "requires")
-        policies = ctx.strings(requires, "policies")
-        flags = ctx.strings(requires, "tetragon")
-    new_terms = None
-    if "new_terms" in doc:
-        nt = doc["new_terms"]
-        if isinstance(nt, dict):
-            ctx.keys(nt, {"fields"}, "new_terms")
-            new_terms = ctx.strings(nt, "fields")
-        elif isinstance(nt, list):
-            new_terms = ctx.strings(doc, "new_terms")
-        if not new_terms:
-            ctx.error(doc.line_of("new_terms"), "new_terms needs fields: the combination whose first sighting alerts")
-            new_terms = None
-    dedup = _parse_dedup(ctx, doc)
-    if new_terms and "dedup" not in doc:
-        dedup = Dedup(list(new_terms), DEFAULT_DEDUP.window_seconds)
-    exceptions = _parse_exceptions(ctx, doc)
-    tests = _parse_tests(ctx, doc)
-    if not rid or not condition:
-        return None
-    return Rule(
-        id=rid,
-        title=title,
-        description=description,
-        severity=severity,
-        mitre=mitre,
-        tags=ctx.strings(doc, "tags"),
-        events=events,
-        condition=condition,
-        output=output,
-        dedup=dedup,
-        exceptions=exceptions,
-        enabled=enabled,
-        tests=tests,
-        params=params,
-        params_by_namespace=by_ns,
-        policies=policies,
-        tetragon_flags=flags,
-        new_terms=new_terms,
-        path=ctx.path,
-        line=doc.line,
-        key_lines=dict(doc.key_lines),
-        condition_lines=(located.content_line(doc, "condition"), located.end_line(doc, "condition")),
-        references=ctx.strings(doc, "references"),
-        false_positives=ctx.strings(doc, "false_positives"),
-    )
-
-
-def _parse_library(ctx: _Ctx, doc: located.Located, rs: RuleSet, where: dict[str, tuple[Path, int]]) -> None:
+def _parse_library(ctx: FileCheck, doc: located.Located, rs: RuleSet, where: dict[str, tuple[Path, int]]) -> None:
     ctx.keys(doc, LIBRARY_KEYS, "a library file")
     for section in ("lists", "macros"):
         block = ctx.mapping(doc, section)
@@ -501,7 +105,7 @@ def _parse_library(ctx: _Ctx, doc: located.Located, rs: RuleSet, where: dict[str
             where[name] = (ctx.path, line)
 
 
-def _apply_override(ctx: _Ctx, doc: located.Located, rs: RuleSet, raw: dict[str, located.Located]) -> None:
+def _apply_override(ctx: FileCheck, doc: located.Located, rs: RuleSet, raw: dict[str, located.Located]) -> None:
     ctx.keys(doc, OVERRIDE_KEYS, "an override")
     rid = doc.get("override")
     rule = rs.get(rid) if isinstance(rid, str) else None
@@ -546,8 +150,8 @@ def _apply_override(ctx: _Ctx, doc: located.Located, rs: RuleSet, raw: dict[str,
                 ctx.error(values.line_of(name), f"rule {rule.id} has no parameter {name}")
         rule.params_by_namespace.setdefault(str(ns), {}).update(values)
     if "dedup" in doc:
-        rule.dedup = _parse_dedup(ctx, doc)
-    rule.exceptions = rule.exceptions + _parse_exceptions(ctx, doc)
+        rule.dedup = parse_dedup(ctx, doc)
+    rule.exceptions = rule.exceptions + parse_exceptions(ctx, doc)
     rs.overrides.append(ctx.path)
 
 
@@ -589,9 +193,9 @@ def load_ruleset(paths: Iterable[str | Path], *, compile_rules: bool = True) -> 
         if not isinstance(doc, dict):
             rs.issues.append(Issue(path, 1, "a rules file must be a YAML mapping (a rule, a library or an override)"))
             continue
-        ctx = _Ctx(path, rs.issues)
+        ctx = FileCheck(path, rs.issues)
         if "id" in doc:
-            rule = _parse_rule(ctx, doc, text_lines)
+            rule = parse_rule(ctx, doc, text_lines)
             if rule is None or ctx.failed:
                 continue
             if rule.id in seen_ids:
@@ -621,7 +225,7 @@ def load_ruleset(paths: Iterable[str | Path], *, compile_rules: bool = True) -> 
                 )
             )
     for path, doc in overrides:
-        _apply_override(_Ctx(path, rs.issues), doc, rs, rule_docs)
+        _apply_override(FileCheck(path, rs.issues), doc, rs, rule_docs)
     if compile_rules:
         compile_all(rs, file_lines)
     return rs
