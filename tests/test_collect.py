@@ -408,7 +408,7 @@ def test_grpc_source_lines_arrive_as_export_json(kafka: TansuBroker, topic: str,
     from conftest import REAL_LOGS
     from grpc_server import serve
 
-    from tetrapipe.sources.grpc_codec import EVENT_KINDS, event_kind, json_to_response
+    from tetrapipe.sources.grpc.codec import EVENT_KINDS, event_kind, json_to_response
 
     texts = [
         t

@@ -23,10 +23,10 @@ from syslog_server import Rsyslog, has_ossl_driver, make_cert, rsyslogd
 from tetrapipe.sinks.siem.base import Delivery
 from tetrapipe.sinks.siem.hec import HecSink
 from tetrapipe.sinks.siem.jsonfile import JsonFileSink
-from tetrapipe.sinks.siem.kafka_out import KafkaSink
-from tetrapipe.sinks.siem.spool import DiskSpool
+from tetrapipe.sinks.siem.kafka_out import KafkaTopicSink
 from tetrapipe.sinks.siem.stdout import StdoutSink
 from tetrapipe.sinks.siem.syslog import SyslogSink
+from tetrapipe.sinks.spool import DiskSpool
 
 TOKEN = "0b9c5a3e-hec-token"
 
@@ -469,7 +469,7 @@ def test_stdout_sink_writes_json_lines() -> None:
 def test_kafka_sink_to_the_real_broker(kafka: Any, topic: str) -> None:
     from kafka import KafkaConsumer, TopicPartition
 
-    sink = KafkaSink("kafka", bootstrap=kafka.bootstrap, topic=topic, delivery=fast())
+    sink = KafkaTopicSink("kafka", bootstrap=kafka.bootstrap, topic=topic, delivery=fast())
     sink.send(records(7))
     sink.close()
     assert sink.stats.delivered == 7

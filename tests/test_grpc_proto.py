@@ -28,8 +28,8 @@ from google.protobuf import descriptor_pb2, json_format
 from google.protobuf.descriptor import FieldDescriptor
 
 from tetrapipe.proto import regenerate, tetragon_pb2
-from tetrapipe.sources import grpc_codec
-from tetrapipe.sources.grpc_codec import (
+from tetrapipe.sources.grpc import codec as grpc_codec
+from tetrapipe.sources.grpc.codec import (
     UnsupportedEventKind,
     json_to_response,
     response_to_dict,

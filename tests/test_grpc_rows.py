@@ -7,7 +7,7 @@ import json
 from conftest import real_events
 
 from tetrapipe.schema import OSS_KINDS
-from tetrapipe.sources.grpc_codec import json_to_response, response_to_json
+from tetrapipe.sources.grpc.codec import json_to_response, response_to_json
 from tetrapipe.transforms.normalize import normalize_lines
 
 PROVENANCE = {"raw", "source", "source_offset"}

@@ -20,8 +20,8 @@ from conftest import REAL_LOGS
 from grpc_server import FakeTetragon, serve, wait_until
 
 from tetrapipe.proto import tetragon_pb2
-from tetrapipe.sources.grpc_codec import EVENT_KINDS, event_kind, json_to_response
-from tetrapipe.sources.grpc_source import (
+from tetrapipe.sources.grpc.codec import EVENT_KINDS, event_kind, json_to_response
+from tetrapipe.sources.grpc import (
     GrpcSource,
     GrpcSourceError,
     build_request,

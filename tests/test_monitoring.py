@@ -31,7 +31,7 @@ def _docs(name: str) -> list[dict[str, Any]]:
 
 def exported_series() -> dict[str, set[str]]:
     """Every series name tetrapipe's commands export, with its label names."""
-    from tetrapipe.flows.collect import CollectMetrics
+    from tetrapipe.flows.collect_metrics import CollectMetrics
     from tetrapipe.metrics import PipelineMetrics
     from tetrapipe.sinks.siem import Route, Router
     from tetrapipe.sinks.siem.metrics import SinkCollector

@@ -31,11 +31,9 @@ from test_forward_sinks import fast, records
 from webhook_receiver import WebhookReceiver
 
 from tetrapipe.config import command_env, load_config
-from tetrapipe.flows.collect import Spool
 from tetrapipe.sinks.siem.jsonfile import JsonFileSink
-from tetrapipe.sinks.siem.spool import DiskSpool
 from tetrapipe.sinks.siem.webhook import WebhookSink
-from tetrapipe.sources.follow import Chunk
+from tetrapipe.sinks.spool import DiskSpool
 
 # --- helpers ---------------------------------------------------------------------------------------
 
@@ -250,9 +248,9 @@ def test_the_collectors_checkpoint_mark_and_spool_are_owner_only(
     assert res.returncode == 0, res.stderr.decode()  # --exit-at-eof: every line acknowledged, then checkpointed
     assert {p.suffix for p in state.iterdir()} == {".json", ".sent"}
     with open_umask():
-        spool = Spool(state / "spool-test", max_bytes=1 << 20)
-        spool.put(Chunk([b'{"a":1}', b'{"a":2}'], 16, None, "test"), 0)
-    assert spool.events == 2
+        spool = DiskSpool(state / "spool-test", max_bytes=1 << 20)
+        spool.put_batch([b'{"a":1}', b'{"a":2}'], {"source": "test", "total": 0, "nbytes": 16})
+    assert spool.pending_records == 2
     assert loose(tmp_path / "state") == []
 
 

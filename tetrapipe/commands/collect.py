@@ -226,6 +226,10 @@ def collect_command(
     The file position is checkpointed in --state-dir only after Kafka
     acknowledged the events. SIGTERM/SIGINT: stop reading, wait (10 s at
     most) for acknowledgements, checkpoint, exit 0.
+    \f
+
+    (Not in --help.) Long only because a click command receives each of its options
+    as a parameter; the work is done by the modules it calls.
     """
     from tetrapipe.flows.collect import CollectOptions, Collector, source_kind
     from tetrapipe.flows.collect_state import default_state_dir

@@ -4,7 +4,7 @@ The loop, on one thread (kafka-python's sender is the only other busy one):
 
 1. **Read** a chunk of complete lines from the source (the export file and its
    rotations, stdin, or Tetragon's gRPC stream).
-2. **Produce** it (:class:`~tetrapipe.sinks.kafka.KafkaSink`, key = node_name).
+2. **Produce** it (:class:`~tetrapipe.sinks.kafka.ChunkProducer`, key = node_name).
 3. **Checkpoint** once Kafka acknowledged it: the source position of the
    newest chunk such that it and every chunk before it are safe, written
    atomically (temp file, fsync, rename) about once a second and at exit. A
@@ -35,35 +35,33 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from hashlib import sha256
 from pathlib import Path
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 
-from tetrapipe.lake.store import atomic_write_bytes, open_private_fd, private_dirs
-from tetrapipe.metrics import Health
-from tetrapipe.sinks.kafka import KafkaSettings, KafkaSink, Pending
-from tetrapipe.sources.follow import (
-    DEFAULT_CHUNK_BYTES,
-    DEFAULT_MAX_LINE_BYTES,
-    Chunk,
-    FileFollower,
-    Reject,
-    StreamFollower,
+from tetrapipe.flows.collect_metrics import CollectMetrics, CollectTotals
+from tetrapipe.flows.collect_state import (
+    CHECKPOINT_VERSION,
+    CheckpointWriter,
+    SentMark,
+    Ticket,
+    default_state_dir,
+    state_slug,
 )
+from tetrapipe.metrics import Health
+from tetrapipe.sinks.kafka import ChunkProducer, KafkaSettings, Pending
+from tetrapipe.sinks.spool import DiskSpool
+from tetrapipe.sources.chunks import DEFAULT_CHUNK_BYTES, DEFAULT_MAX_LINE_BYTES, Chunk, Reject
+from tetrapipe.sources.follow import FileFollower
+from tetrapipe.sources.stdin import StreamFollower
 
 log = logging.getLogger("tetrapipe.collect")
-
-DEFAULT_STATE_DIR = "./tetrapipe-state"
-_CHECKPOINT_VERSION = 1
-_MARK_SIZE = 256
 
 
 class Source(Protocol):
@@ -74,11 +72,6 @@ class Source(Protocol):
     def lag_bytes(self) -> int: ...
 
     def close(self) -> None: ...
-
-
-# ---------------------------------------------------------------------------
-# Sources
-# ---------------------------------------------------------------------------
 
 
 def source_kind(spec: str) -> tuple[str, str]:
@@ -102,178 +95,13 @@ def source_kind(spec: str) -> tuple[str, str]:
     return "file", spec
 
 
-class GrpcChunks:
-    """Chunks from Tetragon's gRPC stream (:class:`~tetrapipe.sources.grpc_source.GrpcSource`).
-
-    ``lines()`` blocks while the agent is quiet, so a pump thread moves lines
-    into a deque and the collector takes what is there. The deque is bounded:
-    when the collector cannot keep up, the pump stops pulling and the gRPC
-    source's own buffer fills and counts the backpressure (Tetragon then
-    drops: the stats say so).
-    """
-
-    def __init__(
-        self,
-        address: str,
-        *,
-        exit_at_eof: bool = False,
-        chunk_events: int = 1000,
-        max_buffered: int = 50_000,
-        **grpc_options: Any,
-    ) -> None:
-        from tetrapipe.sources.grpc_source import GrpcSource
-
-        self.label = address
-        self.src = GrpcSource(address, exit_at_eof=exit_at_eof, **grpc_options)
-        self.chunk_events = chunk_events
-        self.max_buffered = max_buffered
-        self._buf: deque[bytes] = deque()
-        self._done = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._pump, name="tetrapipe-grpc-pump", daemon=True)
-        self._thread.start()
-
-    def _pump(self) -> None:
-        try:
-            buf = self._buf
-            for line in self.src.lines():
-                while len(buf) >= self.max_buffered and not self._done.is_set():
-                    time.sleep(0.005)
-                buf.append(line)
-        except BaseException as exc:  # noqa: BLE001 - handed to the collector thread
-            self._error = exc
-        finally:
-            self._done.set()
-
-    @property
-    def exhausted(self) -> bool:
-        return self._done.is_set() and not self._buf
-
-    def read(self) -> Chunk | None:
-        buf = self._buf
-        n = min(len(buf), self.chunk_events)
-        if not n:
-            if self._done.is_set() and self._error is not None:
-                err, self._error = self._error, None
-                raise err
-            if not self._done.is_set():
-                time.sleep(0.005)
-            return None
-        pop = buf.popleft
-        lines = [pop() for _ in range(n)]
-        return Chunk(lines, sum(map(len, lines)) + n, None, self.label)
-
-    def lag_bytes(self) -> int:
-        return 0
-
-    def close(self) -> None:
-        self._done.set()
-        self.src.stop()
-
-
-# ---------------------------------------------------------------------------
-# Spool
-# ---------------------------------------------------------------------------
-
-
-class Spool:
-    """Chunks parked on disk while Kafka is away: one file per chunk, written atomically, oldest sent first."""
-
-    def __init__(self, directory: Path, max_bytes: int) -> None:
-        self.dir = directory
-        self.max_bytes = max_bytes
-        self.files: dict[int, int] = {}  # seq -> size
-        self.next_seq = 0
-        self._send_from = 0  # lowest seq not handed to the sink yet
-        self._events = 0
-        # scanned even when spooling is now off: what an earlier run parked must still be delivered
-        if directory.exists():
-            for p in directory.glob("*.spool"):
-                try:
-                    self.files[int(p.stem)] = p.stat().st_size
-                    with open(p, "rb") as f:
-                        self._events += int(json.loads(f.readline()).get("lines", 0))
-                except (ValueError, OSError):
-                    continue
-            if self.files:
-                self.next_seq = max(self.files) + 1
-                self._send_from = min(self.files)
-
-    @property
-    def enabled(self) -> bool:
-        return self.max_bytes > 0
-
-    @property
-    def bytes(self) -> int:
-        return sum(self.files.values())
-
-    @property
-    def events(self) -> int:
-        return self._events
-
-    def has_room(self) -> bool:
-        return self.enabled and self.bytes < self.max_bytes
-
-    def has_unsent(self) -> bool:
-        return any(s >= self._send_from for s in self.files)
-
-    def drop_from(self, seq: int) -> int:
-        """Delete chunks ``>= seq``: spooled after the last checkpoint, so the source reads them again."""
-        gone = 0
-        for s in sorted(self.files):
-            if s >= seq:
-                (self.dir / f"{s:012d}.spool").unlink(missing_ok=True)
-                del self.files[s]
-                gone += 1
-        # never reuse a number the checkpoint already covers
-        self.next_seq = max(seq, max(self.files, default=-1) + 1)
-        return gone
-
-    def put(self, chunk: Chunk, total_start: int) -> int:
-        seq = self.next_seq
-        header = json.dumps(
-            {"source": chunk.source, "total": total_start, "nbytes": chunk.nbytes, "lines": len(chunk.lines)}
-        ).encode()
-        data = b"\n".join([header, *chunk.lines]) + b"\n"
-        atomic_write_bytes(self.dir / f"{seq:012d}.spool", data)
-        self.files[seq] = len(data)
-        self.next_seq = seq + 1
-        self._events += len(chunk.lines)
-        return seq
-
-    def take(self) -> tuple[Chunk, int] | None:
-        """The oldest chunk not handed out yet, and its position in the source's byte stream."""
-        ready = [s for s in self.files if s >= self._send_from]
-        if not ready:
-            return None
-        seq = min(ready)
-        self._send_from = seq + 1
-        data = (self.dir / f"{seq:012d}.spool").read_bytes()
-        parts = data.split(b"\n")
-        parts.pop()  # after the final newline
-        header = json.loads(parts[0])
-        lines = parts[1:]
-        chunk = Chunk(lines, int(header.get("nbytes", len(data))), None, header.get("source", ""), spool_seq=seq)
-        return chunk, int(header.get("total", 0))
-
-    def remove(self, seq: int, events: int) -> None:
-        (self.dir / f"{seq:012d}.spool").unlink(missing_ok=True)
-        self.files.pop(seq, None)
-        self._events = max(0, self._events - events)
-
-
-# ---------------------------------------------------------------------------
-# The collector
-# ---------------------------------------------------------------------------
-
-
 @dataclass
 class CollectOptions:
     """Everything ``tetrapipe collect`` takes besides Kafka's settings."""
 
     source: str
     start: str = "checkpoint"
-    state_dir: str = DEFAULT_STATE_DIR
+    state_dir: str = field(default_factory=lambda: str(default_state_dir()))
     node_name: str = ""
     headers: bool = False
     buffer_bytes: int = 32 * 1024 * 1024
@@ -287,144 +115,6 @@ class CollectOptions:
     drain_timeout: float = 10.0
     exit_at_eof: bool = False
     grpc_options: dict[str, Any] = field(default_factory=dict)
-
-
-class CheckpointWriter:
-    """Writes the newest checkpoint on its own thread, atomically (temp file, fsync, rename).
-
-    Why a thread: an fsync costs milliseconds, dozens of times a second at full
-    speed; on the loop it would stall reading, while here it only bounds how
-    stale the checkpoint is. Positions that arrive while a write is under way
-    are coalesced: only the newest is written next. After a ``kill -9`` the
-    collector resumes at most a few milliseconds of acknowledgements behind,
-    which keeps the re-sent (possibly duplicated) window to about what was
-    unacknowledged.
-    """
-
-    def __init__(self, path: Path, min_interval: float = 0.0) -> None:
-        self.path = path
-        self.min_interval = min_interval
-        self.written_at = 0.0
-        self.writes = 0
-        self._pending: bytes | None = None
-        self._cond = threading.Condition()
-        self._busy = False
-        self._error: BaseException | None = None
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="tetrapipe-checkpoint", daemon=True)
-        self._thread.start()
-
-    def submit(self, data: bytes) -> None:
-        if self._error is not None:
-            err, self._error = self._error, None
-            raise RuntimeError(f"cannot write checkpoint {self.path}: {err}") from err
-        with self._cond:
-            self._pending = data
-            self._cond.notify()
-
-    def flush(self, timeout: float = 10.0) -> None:
-        """Wait until everything submitted is on disk."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while (self._pending is not None or self._busy) and time.monotonic() < deadline:
-                self._cond.wait(0.05)
-        if self._error is not None:
-            raise RuntimeError(f"cannot write checkpoint {self.path}: {self._error}") from self._error
-
-    def close(self) -> None:
-        self.flush()
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while self._pending is None and not self._closed:
-                    self._cond.wait()
-                if self._pending is None and self._closed:
-                    return
-                data, self._pending = self._pending, None
-                self._busy = True
-            try:
-                atomic_write_bytes(self.path, data)
-                self.written_at = time.time()
-                self.writes += 1
-            except OSError as exc:
-                self._error = exc
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
-            if self.min_interval:
-                time.sleep(self.min_interval)
-
-
-@dataclass(slots=True)
-class Ticket:
-    """A source chunk on its way to safety (acknowledged, or spooled)."""
-
-    position: dict[str, Any] | None
-    total_end: int  # source bytes consumed up to the end of this chunk (since the first run)
-    spool_upto: int = 0
-    safe: bool = False
-
-
-class CollectMetrics:
-    """The collector's Prometheus series (fed in deltas once per loop turn, never per event)."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        p = "tetrapipe_collect_"
-        self.read = Counter(p + "events_read", "Events read from the source", registry=registry)
-        self.bytes_read = Counter(p + "bytes_read", "Source bytes consumed", registry=registry)
-        self.sent = Counter(p + "events_sent", "Events handed to the Kafka producer (first time)", registry=registry)
-        self.acked = Counter(p + "events_acked", "Events acknowledged by Kafka", registry=registry)
-        self.retried = Counter(p + "events_retried", "Events sent again after a producer failure", registry=registry)
-        self.rejected = Counter(p + "events_rejected", "Events not delivered, by reason", ["reason"], registry=registry)
-        self.redelivered = Counter(
-            p + "events_redelivered",
-            "Events sent again after a restart that may already be in the topic",
-            registry=registry,
-        )
-        self.spooled = Counter(p + "events_spooled", "Events parked in the disk spool", registry=registry)
-        self.buffered = Gauge(
-            p + "events_buffered", "Events read but not acknowledged yet", ["where"], registry=registry
-        )
-        self.buffered_bytes = Gauge(
-            p + "bytes_buffered", "Bytes read but not acknowledged yet", ["where"], registry=registry
-        )
-        self.lag = Gauge(p + "lag_bytes", "Bytes behind the end of the source (unread file data)", registry=registry)
-        self.kafka_up = Gauge(p + "kafka_up", "1 while the Kafka producer is up and acknowledging", registry=registry)
-        self.checkpoint_time = Gauge(
-            p + "checkpoint_timestamp_seconds", "When the last checkpoint was written", registry=registry
-        )
-        self.rotations = Counter(p + "file_rotations", "Rotations of the followed file", registry=registry)
-        self.truncations = Counter(p + "file_truncations", "Truncations of the followed file", registry=registry)
-        self.files_lost = Counter(
-            p + "files_lost",
-            "Rotated files deleted (past Tetragon's max backups) before they were read",
-            registry=registry,
-        )
-
-
-@dataclass
-class CollectTotals:
-    read: int = 0
-    bytes_read: int = 0
-    sent: int = 0
-    acked: int = 0
-    retried: int = 0
-    rejected: int = 0
-    redelivered: int = 0
-    spooled: int = 0
-    seconds: float = 0.0
-    peak_buffered_bytes: int = 0
-    lost_warnings: list[str] = field(default_factory=list)
-
-
-def _slug(spec: str) -> str:
-    tail = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.strip("/"))[-48:].strip("_") or "stdin"
-    return f"{tail}-{sha256(spec.encode()).hexdigest()[:8]}"
 
 
 class Collector:
@@ -450,10 +140,10 @@ class Collector:
         self.report = report or log.info
         state = Path(opts.state_dir)
         ident = self.target if self.kind != "file" else os.path.abspath(self.target)
-        slug = _slug(f"{self.kind}:{ident}")
+        slug = state_slug(f"{self.kind}:{ident}")
         self.checkpoint_path = state / f"collect-{slug}.json"
         self.mark_path = state / f"collect-{slug}.sent"
-        self.spool = Spool(state / f"spool-{slug}", opts.spool_bytes)
+        self.spool = DiskSpool(state / f"spool-{slug}", opts.spool_bytes)
         sink_kwargs: dict[str, Any] = {
             "node_name": opts.node_name,
             "headers": opts.headers,
@@ -462,17 +152,16 @@ class Collector:
         }
         if producer_factory is not None:
             sink_kwargs["producer_factory"] = producer_factory
-        self.sink = KafkaSink(kafka, **sink_kwargs)
+        self.sink = ChunkProducer(kafka, **sink_kwargs)
         self.tickets: deque[Ticket] = deque()
         self.totals = CollectTotals()
         self._total = 0  # source bytes consumed since the first run (restored from the checkpoint)
         self._redeliver_until = 0
         self._redeliver_spool = -1  # spool chunks up to this seq were sent before a restart
-        self._mark = {"total": 0, "spool": -1}
+        self._mark = SentMark(self.mark_path)
         self._ckpt_state: dict[str, Any] | None = None
         self._ckpt_dirty = False
         self._ckpt_writer = CheckpointWriter(self.checkpoint_path, opts.checkpoint_interval)
-        self._mark_fd: int | None = None
         self._reject_logged = 0
         self._synced: dict[str, int] = {}
         self.source: Source | None = None
@@ -490,9 +179,9 @@ class Collector:
                 f"checkpoint {self.checkpoint_path} is unreadable ({exc}); move it away to start "
                 f"over (--from beginning|end)"
             ) from exc
-        if data.get("version") != _CHECKPOINT_VERSION:
+        if data.get("version") != CHECKPOINT_VERSION:
             raise RuntimeError(
-                f"checkpoint {self.checkpoint_path} has version {data.get('version')}, expected {_CHECKPOINT_VERSION}"
+                f"checkpoint {self.checkpoint_path} has version {data.get('version')}, expected {CHECKPOINT_VERSION}"
             )
         return data
 
@@ -518,7 +207,9 @@ class Collector:
                 line_nos=o.headers,
                 wait_seconds=min(0.05, o.poll_interval),
             )
-        return GrpcChunks(self.target, exit_at_eof=o.exit_at_eof, **o.grpc_options)
+        from tetrapipe.sources.grpc import GrpcSource  # grpc loads only for a gRPC source
+
+        return GrpcSource(self.target, exit_at_eof=o.exit_at_eof, **o.grpc_options)
 
     def _restore(self) -> None:
         ckpt = self._load_checkpoint() if self.opts.start == "checkpoint" else None
@@ -532,17 +223,17 @@ class Collector:
             self._ckpt_state = ckpt
         elif self.opts.start != "checkpoint" or not self.checkpoint_path.exists():
             # a fresh start: what a previous run spooled belongs to an abandoned position
-            if self.spool.files and self.opts.start != "checkpoint":
+            if self.spool.batch_count and self.opts.start != "checkpoint":
                 log.warning(
                     "--from %s: discarding %d spooled chunk(s) of an earlier run",
                     self.opts.start,
-                    len(self.spool.files),
+                    self.spool.batch_count,
                 )
                 self.spool.drop_from(0)
-        mark = self._read_mark()
+        mark = self._mark.read()
         if ckpt is not None:
             self._redeliver_spool = mark["spool"]
-            self._mark = {"total": self._total, "spool": mark["spool"]}
+            self._mark.state = {"total": self._total, "spool": mark["spool"]}
             if mark["total"] > self._total:
                 self._redeliver_until = mark["total"]
                 log.info(
@@ -554,36 +245,17 @@ class Collector:
 
     # -- the sent mark -----------------------------------------------------------
 
-    def _read_mark(self) -> dict[str, int]:
-        try:
-            raw = json.loads(self.mark_path.read_bytes().rstrip(b" \n\x00") or b"{}")
-            return {"total": int(raw.get("total", 0)), "spool": int(raw.get("spool", -1))}
-        except (OSError, ValueError):
-            return {"total": 0, "spool": -1}
-
     def _on_sent(self, entry: Pending) -> None:
-        """Overwrite the "sent up to" mark in place (a killed process keeps it; see the module doc)."""
-        mark = self._mark
-        t, seq = entry.ticket, entry.chunk.spool_seq
-        if isinstance(t, Ticket) and t.total_end > mark["total"]:
-            mark["total"] = t.total_end
-        elif seq is not None and seq > mark["spool"]:
-            mark["spool"] = seq
-        else:
-            return
-        if self._mark_fd is None:
-            # owner-only like the checkpoint and the spool (they say what was read from the node's log)
-            private_dirs(self.mark_path.parent)
-            self._mark_fd = open_private_fd(self.mark_path)
-        data = json.dumps(mark).encode().ljust(_MARK_SIZE - 1) + b"\n"
-        os.pwrite(self._mark_fd, data, 0)
+        """Move the "sent up to" mark (see :class:`~tetrapipe.flows.collect_state.SentMark`)."""
+        t = entry.ticket
+        self._mark.advance(t.total_end if isinstance(t, Ticket) else None, entry.chunk.spool_seq)
 
     # -- checkpoints ------------------------------------------------------------
 
     def _advance(self, acked: list[Pending]) -> None:
         for entry in acked:
             if entry.chunk.spool_seq is not None:
-                self.spool.remove(entry.chunk.spool_seq, len(entry.chunk.lines))
+                self.spool.remove_batch(entry.chunk.spool_seq)
             elif isinstance(entry.ticket, Ticket):
                 entry.ticket.safe = True
         last = None
@@ -591,7 +263,7 @@ class Collector:
             last = self.tickets.popleft()
         if last is not None:
             self._ckpt_state = {
-                "version": _CHECKPOINT_VERSION,
+                "version": CHECKPOINT_VERSION,
                 "source": self.opts.source,
                 "position": last.position,
                 "total": last.total_end,
@@ -671,7 +343,7 @@ class Collector:
             ticket.spool_upto = spool.next_seq
             sink.submit(chunk, ticket)
         else:
-            spool.put(chunk, start)
+            spool.put_batch(chunk.lines, {"source": chunk.source, "total": start, "nbytes": chunk.nbytes})
             ticket.spool_upto = spool.next_seq
             ticket.safe = True
             self.totals.spooled += n
@@ -681,10 +353,11 @@ class Collector:
     def _feed_from_spool(self) -> None:
         sink, spool = self.sink, self.spool
         while spool.has_unsent() and sink.connected and sink.pending_bytes < self.opts.buffer_bytes:
-            got = spool.take()
+            got = spool.take_batch()
             if got is None:
                 return
-            chunk, _start = got
+            nbytes = int(got.meta.get("nbytes", sum(map(len, got.lines)) + len(got.lines)))
+            chunk = Chunk(got.lines, nbytes, None, got.meta.get("source", ""), spool_seq=got.seq)
             if chunk.spool_seq is not None and chunk.spool_seq <= self._redeliver_spool:
                 self.totals.redelivered += len(chunk.lines)
             sink.submit(chunk, None)
@@ -696,7 +369,7 @@ class Collector:
         return self.opts.exit_at_eof
 
     def _all_safe(self) -> bool:
-        return self.sink.pending == 0 and not self.spool.files and not self.tickets
+        return self.sink.pending == 0 and not self.spool.batch_count and not self.tickets
 
     def run(self) -> CollectTotals:
         """Collect until stopped (or, with ``exit_at_eof``, until the source is drained and acknowledged)."""
@@ -764,9 +437,7 @@ class Collector:
             if self.source is not None:
                 self.totals.lost_warnings = list(getattr(self.source, "lost_warnings", []))
                 self.source.close()
-            if self._mark_fd is not None:
-                os.close(self._mark_fd)
-                self._mark_fd = None
+            self._mark.close()
             self._ckpt_writer.close()
             self._sync_metrics()
             self.totals.seconds = time.monotonic() - t0
@@ -794,9 +465,9 @@ class Collector:
                 counter.inc(delta)
                 self._synced[name] = value
         m.buffered.labels("memory").set(s.pending_events)
-        m.buffered.labels("spool").set(self.spool.events)
+        m.buffered.labels("spool").set(self.spool.pending_records)
         m.buffered_bytes.labels("memory").set(s.pending_bytes)
-        m.buffered_bytes.labels("spool").set(self.spool.bytes)
+        m.buffered_bytes.labels("spool").set(self.spool.pending_bytes)
         m.kafka_up.set(1 if s.connected and not self._kafka_stalled(time.monotonic()) else 0)
         t.peak_buffered_bytes = max(t.peak_buffered_bytes, s.pending_bytes)
 
@@ -814,7 +485,7 @@ class Collector:
         lost = getattr(self.source, "files_lost", 0)
         return (
             f"collect{' done' if final else ''}: read {t.read:,} sent {s.sent:,} acked {s.acked:,} "
-            f"buffered {s.pending_events + self.spool.events:,} (spool {self.spool.events:,}) "
+            f"buffered {s.pending_events + self.spool.pending_records:,} (spool {self.spool.pending_records:,}) "
             f"retried {s.retried:,} rejected {t.rejected:,} redelivered {t.redelivered:,} "
             + (f"FILES LOST {lost:,} " if lost else "")
             + f"lag {lag / 1e6:.1f} MB, {rate:,.0f} events/s, "

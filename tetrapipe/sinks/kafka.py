@@ -16,7 +16,7 @@
   producers agree) memoized per key: the pure-Python murmur2 was 14% of the
   per-message cost.
 * **Acknowledgement tracking**: chunks are kept in send order with their
-  per-message futures; :meth:`KafkaSink.poll` hands back the chunks whose
+  per-message futures; :meth:`ChunkProducer.poll` hands back the chunks whose
   every message is acknowledged, oldest first, so the caller can checkpoint.
 * **Failures**: a record the broker will never take (too large, invalid) is
   rejected and reported with its file and line, not retried forever. Any
@@ -37,19 +37,27 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from kafka import KafkaProducer
 from kafka import errors as kerrors
 from kafka.partitioner import DefaultPartitioner
-
-from tetrapipe.sources.follow import Chunk
 
 log = logging.getLogger(__name__)
 
 KAFKA_ENV = "TETRAPIPE_KAFKA"
 DEFAULT_TOPIC = "tetragon.events"
 COMPRESSIONS = ("auto", "none", "gzip", "snappy", "lz4", "zstd")
+
+
+class OutgoingLines(Protocol):
+    """What the producer sends: lines read together (a source's chunk; sinks do not import sources)."""
+
+    lines: list[bytes]
+    nbytes: int  # source bytes the lines took (for the memory bound)
+    source: str  # where they were read (the ``source`` header)
+    line_nos: list[int] | None  # their line numbers there (the ``line`` header), if known
+
 
 # errors that no retry can fix for that record: report it and move on
 _REJECT_ERRORS: tuple[type[BaseException], ...] = tuple(
@@ -188,14 +196,14 @@ class _Rejected:
 class Pending:
     """A chunk handed to the sink and its messages' futures (None: not given to a producer yet)."""
 
-    chunk: Chunk
+    chunk: OutgoingLines
     ticket: Any
     futures: list[Any] | None = None
     resend_count: int = 0
 
 
-class KafkaSink:
-    """Produce chunks of lines; report the chunks Kafka fully acknowledged, in order."""
+class ChunkProducer:
+    """Produce chunks of lines; report the chunks Kafka fully acknowledged, in order (the collector's sink)."""
 
     def __init__(
         self,
@@ -203,7 +211,7 @@ class KafkaSink:
         *,
         node_name: str = "",
         headers: bool = False,
-        on_reject: Callable[[Chunk, int, BaseException], None] | None = None,
+        on_reject: Callable[[OutgoingLines, int, BaseException], None] | None = None,
         on_sent: Callable[[Pending], None] | None = None,
         producer_factory: Callable[..., Any] = KafkaProducer,
     ) -> None:
@@ -249,7 +257,7 @@ class KafkaSink:
 
     # -- sending --------------------------------------------------------------
 
-    def submit(self, chunk: Chunk, ticket: Any = None) -> None:
+    def submit(self, chunk: OutgoingLines, ticket: Any = None) -> None:
         """Queue a chunk; it is produced now if a producer is up, else when one is."""
         entry = Pending(chunk, ticket)
         self._pending.append(entry)
@@ -303,7 +311,7 @@ class KafkaSink:
         else:
             self.sent += n_sent
 
-    def _reject(self, chunk: Chunk, i: int, exc: BaseException) -> None:
+    def _reject(self, chunk: OutgoingLines, i: int, exc: BaseException) -> None:
         self.rejected += 1
         if self.on_reject is not None:
             self.on_reject(chunk, i, exc)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from tetrapipe.sinks.siem.base import DeliveringSink, Delivery, RejectedError, Sink, SinkStats, TransientError
 from tetrapipe.sinks.siem.router import Route, RouteFilter, Router
+from tetrapipe.sinks.spool import default_spool_dir
 
 if TYPE_CHECKING:
     from tetrapipe.config import Config, SinkConfig
@@ -22,7 +23,7 @@ SINK_TYPES = {
     "syslog": "tetrapipe.sinks.siem.syslog:SyslogSink",
     "file": "tetrapipe.sinks.siem.jsonfile:JsonFileSink",
     "stdout": "tetrapipe.sinks.siem.stdout:StdoutSink",
-    "kafka": "tetrapipe.sinks.siem.kafka_out:KafkaSink",
+    "kafka": "tetrapipe.sinks.siem.kafka_out:KafkaTopicSink",
     "webhook": "tetrapipe.sinks.siem.webhook:WebhookSink",
 }
 
@@ -53,7 +54,7 @@ def build_router(config: Config, only: list[str] | None = None) -> Router:
         routes.append(
             Route(
                 sc.name,
-                build_sink(sc, config.spool_dir),
+                build_sink(sc, config.spool_dir or str(default_spool_dir())),
                 format=sc.format,
                 forward=sc.forward,
                 filter=RouteFilter.from_config(sc.filters),

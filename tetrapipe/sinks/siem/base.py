@@ -38,7 +38,7 @@ from typing import Any, Protocol, runtime_checkable
 import orjson
 
 from tetrapipe.lake.store import open_private, private_dirs
-from tetrapipe.sinks.siem.spool import DiskSpool
+from tetrapipe.sinks.spool import DiskSpool
 
 log = logging.getLogger("tetrapipe.sinks")
 

@@ -15,7 +15,9 @@ from tetrapipe.sinks.siem._records import record_body, record_key
 from tetrapipe.sinks.siem.base import DeliveringSink, Delivery, TransientError
 
 
-class KafkaSink(DeliveringSink):
+class KafkaTopicSink(DeliveringSink):
+    """Records, one message each, on a Kafka topic (the ``kafka`` SIEM sink); not the collector's event producer."""
+
     def __init__(
         self,
         name: str,
@@ -40,15 +42,15 @@ class KafkaSink(DeliveringSink):
 
     def _connect(self):  # noqa: ANN202 - kafka-python has no type hints
         if self._producer is None:
-            from kafka import KafkaProducer
             from kafka.errors import KafkaError
+
+            from tetrapipe.sinks.kafka import new_producer
 
             ms = int(self.timeout * 1000)
             try:
-                self._producer = KafkaProducer(
-                    bootstrap_servers=self.bootstrap.split(","),
-                    client_id=self.client_id,
-                    acks="all",
+                self._producer = new_producer(
+                    self.bootstrap.split(","),
+                    self.client_id,
                     compression_type=self.compression,
                     linger_ms=20,
                     max_block_ms=ms,

@@ -23,7 +23,7 @@ writes ``protojson.MarshalOptions{UseProtoNames: true}`` of each
   ``node_labels``, even for ``rate_limit_info`` (number 40001); an argument's
   ``label`` (18) after its value; map entries sorted by key. The normalizer takes this order as the
   canonical one and lines in it never need re-serializing
-  (tetrapipe/transforms/normalize.py).
+  (tetrapipe/transforms/normalize/).
 
 That is exactly what ``json_format.MessageToDict(preserving_proto_field_name=
 True)`` computes, and on every open-source real sample event

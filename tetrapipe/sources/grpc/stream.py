@@ -22,7 +22,7 @@ Why it is shaped this way:
   source with an error instead of looping forever.
 * **Output is the export's JSON.** ``lines()`` yields exactly the compact
   JSON line Tetragon's exporter writes for the same event
-  (:mod:`tetrapipe.sources.grpc_codec`), so everything downstream of a source
+  (:mod:`tetrapipe.sources.grpc.codec`), so everything downstream of a source
   is shared with the file path.
 * **Filters are Tetragon's own syntax.** ``allow_list`` / ``deny_list`` take
   the JSON objects of the agent's ``--export-allowlist`` /
@@ -61,234 +61,33 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
-import grpc
-import orjson
-from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from tetrapipe.proto import tetragon_pb2
-from tetrapipe.sources.grpc_codec import response_to_json
-
-__all__ = [
-    "DEFAULT_ADDRESS",
-    "GET_EVENTS_METHOD",
-    "GrpcSource",
-    "GrpcSourceError",
-    "build_request",
-    "parse_address",
-    "parse_field_filters",
-    "parse_filters",
-]
+from tetrapipe.sources.chunks import Chunk
+from tetrapipe.sources.grpc.codec import response_to_json
+from tetrapipe.sources.grpc.reconnect import Attempt, GrpcSourceError, StreamReader
+from tetrapipe.sources.grpc.request import build_request, parse_address
 
 log = logging.getLogger("tetrapipe.sources.grpc")
 
 DEFAULT_ADDRESS = "localhost:54321"
-GET_EVENTS_METHOD = "/tetragon.FineGuidanceSensors/GetEvents"
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 KEEPALIVE_MS = 330_000
 KEEPALIVE_TIMEOUT_MS = 20_000
 _POLL_S = 0.1  # longest a blocked wait goes without re-checking for stop()
 _SPIN_MIN_S = 0.0005  # consumer / backpressure polling: first nap ...
 _SPIN_MAX_S = 0.005  # ... doubling up to this, then the consumer sleeps on an Event
-_CHANNEL_CLOSE_DELAY_S = 1.0
 _UNKNOWN_CHECK_FIRST = 1000
 _UNKNOWN_CHECK_EVERY = 100
 _parse_response = tetragon_pb2.GetEventsResponse.FromString
 _BACKPRESSURE_REMINDER_S = 30.0
 
-#: Status codes after which another attempt can succeed.
-RETRYABLE = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.CANCELLED,  # server-side cancel, e.g. the agent shutting down
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNKNOWN,
-    }
-)
 
-
-class GrpcSourceError(RuntimeError):
-    """The event stream failed for good (reconnect off, or a non-retryable status)."""
-
-
-# ---------------------------------------------------------------------------
-# Address and request
-# ---------------------------------------------------------------------------
-
-
-def parse_address(address: str) -> str:
-    """A gRPC channel target for an agent address.
-
-    Accepts ``host:port`` (Tetragon's ``--server-address`` default is
-    ``localhost:54321``), ``grpc://host:port`` / ``tcp://host:port``, and
-    ``unix:///var/run/tetragon/tetragon.sock`` (the Helm default since 1.7);
-    other gRPC target schemes (``unix:``, ``unix-abstract:``, ``dns:``,
-    ``ipv4:``, ``ipv6:``) pass through untouched.
-    """
-    addr = (address or "").strip()
-    if not addr:
-        raise ValueError("empty Tetragon gRPC address (expected host:port or unix:///path)")
-    lower = addr.lower()
-    for scheme in ("grpc://", "tcp://"):
-        if lower.startswith(scheme):
-            rest = addr[len(scheme) :].rstrip("/")
-            if not rest:
-                raise ValueError(f"no host:port in Tetragon gRPC address {address!r}")
-            return rest
-    if lower.startswith(("grpcs://", "https://", "tls://")):
-        raise ValueError(f"TLS Tetragon addresses are not supported yet: {address!r}")
-    if lower.startswith(("unix:", "unix-abstract:", "dns:", "ipv4:", "ipv6:")):
-        if lower.startswith("unix:") and addr[len("unix:") :].strip("/") == "":
-            raise ValueError(f"no socket path in Tetragon gRPC address {address!r}")
-        return addr
-    if "://" in addr:
-        raise ValueError(f"unsupported scheme in Tetragon gRPC address {address!r} (use host:port, grpc:// or unix://)")
-    return addr
-
-
-def _json_objects(text: str | bytes, what: str) -> list[dict[str, Any]]:
-    """Objects from the flag syntax: one JSON object per line (or one JSON array)."""
-    raw = text.decode() if isinstance(text, bytes) else text
-    stripped = raw.strip()
-    if not stripped:
-        return []
-    if stripped.startswith("["):
-        try:
-            arr = orjson.loads(stripped)
-        except orjson.JSONDecodeError as exc:
-            raise ValueError(f"{what}: not valid JSON: {exc}") from exc
-        if not all(isinstance(o, dict) for o in arr):
-            raise ValueError(f"{what}: a JSON array of objects is expected")
-        return arr
-    out = []
-    for n, line in enumerate(raw.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise ValueError(f"{what}, line {n}: not valid JSON ({exc}): {line.strip()[:200]}") from exc
-        if not isinstance(obj, dict):
-            raise ValueError(f"{what}, line {n}: a JSON object is expected, got {line.strip()[:200]}")
-        out.append(obj)
-    return out
-
-
-def _as_list(spec: Any, what: str) -> list[Any]:
-    if spec is None:
-        return []
-    if isinstance(spec, str | bytes):
-        return _json_objects(spec, what)
-    if isinstance(spec, Mapping) or hasattr(spec, "DESCRIPTOR"):
-        return [spec]
-    if isinstance(spec, Iterable):
-        out: list[Any] = []
-        for item in spec:
-            out.extend(_as_list(item, what) if isinstance(item, str | bytes) else [item])
-        return out
-    raise TypeError(f"{what}: expected a dict, a list of dicts or JSON text, got {type(spec).__name__}")
-
-
-def parse_filters(spec: Any, what: str = "filter") -> list[tetragon_pb2.Filter]:
-    """Filters in ``--export-allowlist`` syntax -> ``tetragon.Filter`` messages.
-
-    ``{"event_set": ["PROCESS_EXEC"], "namespace": ["default"]}`` becomes a
-    Filter with those two criteria; unknown keys and bad enum names raise
-    ``ValueError`` naming the offending filter (the agent would reject them too).
-    """
-    out = []
-    for i, item in enumerate(_as_list(spec, what), start=1):
-        if isinstance(item, tetragon_pb2.Filter):
-            out.append(item)
-            continue
-        msg = tetragon_pb2.Filter()
-        try:
-            json_format.ParseDict(dict(item), msg)
-        except json_format.ParseError as exc:
-            raise ValueError(f"{what} #{i} {dict(item)!r}: {exc}") from exc
-        out.append(msg)
-    return out
-
-
-def _snake_case(path: str) -> str:
-    # Accept the protojson lowerCamelCase spelling too (processExecId -> process_exec_id).
-    return "".join("_" + c.lower() if c.isupper() else c for c in path)
-
-
-def parse_field_filters(spec: Any) -> list[tetragon_pb2.FieldFilter]:
-    """Field filters in ``--field-filters`` syntax -> ``tetragon.FieldFilter`` messages.
-
-    ``"fields"`` is a comma-separated string (or a list) of snake_case paths
-    relative to the event, e.g. ``"process.exec_id,process.parent_exec_id"``;
-    they are kept snake_case in the FieldMask, as the agent expects.
-    """
-    out = []
-    for i, item in enumerate(_as_list(spec, "field filter"), start=1):
-        if isinstance(item, tetragon_pb2.FieldFilter):
-            out.append(item)
-            continue
-        obj = dict(item)
-        fields = obj.pop("fields", None)
-        msg = tetragon_pb2.FieldFilter()
-        try:
-            json_format.ParseDict(obj, msg)
-        except json_format.ParseError as exc:
-            raise ValueError(f"field filter #{i} {dict(item)!r}: {exc}") from exc
-        if fields is not None:
-            if isinstance(fields, str):
-                paths = fields.split(",")
-            elif isinstance(fields, Iterable):
-                paths = list(fields)
-            else:
-                raise ValueError(f"field filter #{i}: 'fields' must be a string or a list, got {fields!r}")
-            for p in paths:
-                p = str(p).strip()
-                if p:
-                    msg.fields.paths.append(_snake_case(p))
-            if not msg.fields.paths:
-                raise ValueError(f"field filter #{i}: 'fields' names no field")
-        out.append(msg)
-    return out
-
-
-def build_request(
-    allow_list: Any = None,
-    deny_list: Any = None,
-    field_filters: Any = None,
-) -> tetragon_pb2.GetEventsRequest:
-    """The ``GetEventsRequest`` for the given filters (see ``parse_filters``)."""
-    req = tetragon_pb2.GetEventsRequest()
-    req.allow_list.extend(parse_filters(allow_list, "allow_list filter"))
-    req.deny_list.extend(parse_filters(deny_list, "deny_list filter"))
-    req.field_filters.extend(parse_field_filters(field_filters))
-    return req
-
-
-# ---------------------------------------------------------------------------
-# The source
-# ---------------------------------------------------------------------------
-
-
-class _Attempt:
-    """One channel + one GetEvents call (counted as a connect at most once)."""
-
-    __slots__ = ("channel", "call", "connected", "delivered_any", "closed")
-
-    def __init__(self, channel: grpc.Channel) -> None:
-        self.channel = channel
-        self.call: Any = None
-        self.connected = False
-        self.delivered_any = False
-        self.closed = False
-
-
-class GrpcSource:
+class GrpcSource(StreamReader):
     """Stream Tetragon events from an agent; iterate ``lines()`` for export-format JSON.
 
     Use as a context manager (``with GrpcSource(addr) as src: for line in
@@ -344,7 +143,7 @@ class GrpcSource:
         self._stop = threading.Event()
         self._finished = threading.Event()
         self._thread: threading.Thread | None = None
-        self._attempt: _Attempt | None = None
+        self._attempt: Attempt | None = None
         self._lock = threading.Lock()
         self._error: BaseException | None = None
         self._consuming = False
@@ -460,6 +259,52 @@ class GrpcSource:
     def __iter__(self) -> Iterator[bytes]:
         return self.lines()
 
+    # -- as the collector's source: chunks taken without blocking ------------
+
+    @property
+    def label(self) -> str:
+        return self.address
+
+    @property
+    def exhausted(self) -> bool:
+        """The stream ended and every event in the buffer was handed out."""
+        return self._finished.is_set() and not self._buf
+
+    def read(self, max_events: int = 1000) -> Chunk | None:
+        """Up to ``max_events`` events waiting now, as export JSON lines; None when none are.
+
+        The collector's loop polls this between acknowledgements, so it never
+        blocks: the reader thread's buffer is the only one between the agent
+        and Kafka (a full buffer is backpressure, counted as for ``lines()``).
+        Raises :class:`GrpcSourceError` once the stream failed for good and
+        the buffer is empty.
+        """
+        self.start()
+        buf = self._buf
+        n = min(len(buf), max_events)
+        if not n:
+            if self._finished.is_set():
+                err, self._error = self._error, None
+                if err is not None and not self._stop.is_set():
+                    raise GrpcSourceError(str(err)) from err
+            else:
+                time.sleep(_SPIN_MAX_S)
+            return None
+        popleft, decode, encode = buf.popleft, self._decode, response_to_json
+        lines = []
+        for _ in range(n):
+            self._delivered += 1
+            msg = decode(popleft())
+            if msg is not None:
+                lines.append(encode(msg))
+        return Chunk(lines, sum(map(len, lines)) + len(lines), None, self.label)
+
+    def lag_bytes(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        self.stop()
+
     @property
     def stats(self) -> dict[str, Any]:
         """A snapshot of the counters (cheap; safe to call from any thread)."""
@@ -489,140 +334,6 @@ class GrpcSource:
         }
 
     # -- reader thread ------------------------------------------------------
-
-    def _run(self) -> None:
-        failures = 0  # consecutive attempts that delivered nothing
-        try:
-            while not self._stop.is_set():
-                outcome, error = self._one_attempt()
-                if self._stop.is_set():
-                    break
-                if outcome == "eof":
-                    self._clean_ends += 1
-                    if not self.reconnect or self.exit_at_eof:
-                        log.info("Tetragon at %s ended the event stream; source finished", self.target)
-                        self._state = "finished"
-                        break
-                    why = "the server ended the stream"
-                else:
-                    assert error is not None
-                    self._stream_errors += 1
-                    code = error.code() if isinstance(error, grpc.RpcError) else None
-                    detail = _describe(error)
-                    self._last_error = detail
-                    if not self.reconnect or (code is not None and code not in RETRYABLE):
-                        hint = "" if self.reconnect else " (reconnect is off)"
-                        self._error = GrpcSourceError(f"event stream from {self.target} failed: {detail}{hint}")
-                        log.error("%s", self._error)
-                        self._state = "failed"
-                        break
-                    why = detail
-                if self._attempt is not None and self._attempt.delivered_any:
-                    failures = 0
-                delay = self._backoff_delay(failures)
-                failures += 1
-                log.warning(
-                    "Tetragon event stream from %s: %s; reconnecting in %.2fs (attempt %d)",
-                    self.target,
-                    why,
-                    delay,
-                    failures,
-                )
-                self._state = "backoff"
-                self._backoffs += 1
-                self._last_backoff = delay
-                self._backoff_total += delay
-                if self._stop.wait(delay):
-                    break
-        except BaseException as exc:  # pragma: no cover - a bug; never leave the consumer hanging
-            self._error = exc
-            self._state = "failed"
-            log.exception("gRPC reader thread for %s crashed", self.target)
-        finally:
-            self._close_attempt()
-            if self._state not in ("finished", "failed"):
-                self._state = "stopped"
-            self._finished.set()
-            self._wakeup.set()
-
-    def _backoff_delay(self, failures: int) -> float:
-        ceiling = min(self.backoff_max, self.backoff_initial * (2 ** min(failures, 62)))
-        return self._rng.uniform(0.0, ceiling)
-
-    def _one_attempt(self) -> tuple[str, BaseException | None]:
-        """Open a channel and drain one GetEvents stream: ("eof"|"error", error)."""
-        self._close_attempt()
-        self._connect_attempts += 1
-        self._state = "connecting"
-        channel = grpc.insecure_channel(self.target, options=self._options)
-        attempt = _Attempt(channel)
-        self._attempt = attempt
-
-        def on_state(state: grpc.ChannelConnectivity) -> None:
-            if state == grpc.ChannelConnectivity.READY:
-                self._mark_connected(attempt)
-
-        attempt_cb = on_state
-        channel.subscribe(attempt_cb, try_to_connect=True)
-        try:
-            stream = channel.unary_stream(GET_EVENTS_METHOD, request_serializer=None, response_deserializer=None)
-            call = stream(self._request_bytes)
-            attempt.call = call
-            if self._stop.is_set():  # stop() may have run before .call was visible
-                call.cancel()
-            put = self._put
-            for payload in call:
-                if not attempt.connected:
-                    self._mark_connected(attempt)
-                attempt.delivered_any = True
-                self._received += 1
-                put(payload)
-                if self._stop.is_set():
-                    call.cancel()
-                    return "eof", None
-            self._mark_connected(attempt)  # a clean end proves we were connected
-            return "eof", None
-        except grpc.RpcError as exc:
-            return "error", exc
-        finally:
-            try:
-                channel.unsubscribe(attempt_cb)
-            except Exception:  # pragma: no cover - unsubscribe of a closing channel
-                pass
-            self._close_attempt()
-
-    def _mark_connected(self, attempt: _Attempt) -> None:
-        # Called from the reader thread and from gRPC's connectivity callback
-        # thread: the lock makes "once per attempt" and the counter exact.
-        with self._lock:
-            if attempt.connected or attempt.closed or attempt is not self._attempt:
-                return
-            attempt.connected = True
-            self._connects += 1
-            self._state = "connected"
-        if self._connects == 1:
-            log.info("connected to Tetragon at %s", self.target)
-        else:
-            log.info("reconnected to Tetragon at %s (connection #%d)", self.target, self._connects)
-
-    def _close_attempt(self) -> None:
-        """End the current attempt's call now; close its channel a little later.
-
-        Why later: ``channel.subscribe`` runs a gRPC-internal polling thread
-        that keeps watching the channel for up to 0.2 s after ``unsubscribe``;
-        closing the channel under it makes that thread die with "Cannot
-        monitor channel state: Channel closed!" on stderr. The call is
-        cancelled at once, so nothing is read from a retired channel.
-        """
-        attempt = self._attempt
-        if attempt is None or attempt.closed:
-            return
-        attempt.closed = True
-        if attempt.call is not None:
-            attempt.call.cancel()
-        timer = threading.Timer(_CHANNEL_CLOSE_DELAY_S, attempt.channel.close)
-        timer.daemon = True
-        timer.start()
 
     def _put(self, item: bytes) -> None:
         """Append to the buffer, waiting (backpressure) while it is full; gives up on stop()."""
@@ -708,12 +419,3 @@ class GrpcSource:
                 self._decode_errors,
                 exc,
             )
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, grpc.RpcError):
-        code = error.code()
-        details = error.details() if hasattr(error, "details") else ""
-        name = code.name if code is not None else "UNKNOWN"
-        return f"{name}: {details}" if details else name
-    return f"{type(error).__name__}: {error}"
