@@ -12,7 +12,7 @@ mapping therefore returns a small envelope: the line under ``cef`` plus the
 few native keys (time, node, kind or rule and severity, namespace, pod) from
 which a sink reads its transport headers (syslog PRI and MSGID, HEC time and
 host, the Kafka key) exactly as it does for the other formats. Sinks ship the
-line itself (``tetrapipe.sinks.siem._records.record_body``).
+line itself (``tetrapipe.sinks.siem.records.record_body``).
 
 Only the standard extension keys are used where one fits (``rt``, ``dvchost``,
 ``sproc``, ``spid``, ``suid``, ``src``/``dst``, ``fname``/``filePath``,

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from tetrapipe.lake.store import open_private, private_dirs
-from tetrapipe.sinks.siem._records import record_body
 from tetrapipe.sinks.siem.base import DeliveringSink, Delivery, TransientError
+from tetrapipe.sinks.siem.records import record_body
 
 
 class JsonFileSink(DeliveringSink):

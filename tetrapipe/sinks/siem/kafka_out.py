@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tetrapipe.sinks.siem._records import record_body, record_key
 from tetrapipe.sinks.siem.base import DeliveringSink, Delivery, TransientError
+from tetrapipe.sinks.siem.records import record_body, record_key
 
 
 class KafkaTopicSink(DeliveringSink):

@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 from typing import Any, BinaryIO
 
-from tetrapipe.sinks.siem._records import record_body
 from tetrapipe.sinks.siem.base import DeliveringSink, Delivery, TransientError
+from tetrapipe.sinks.siem.records import record_body
 
 
 class StdoutSink(DeliveringSink):

@@ -40,7 +40,8 @@ import socket
 import ssl
 from typing import Any
 
-from tetrapipe.sinks.siem._records import (
+from tetrapipe.sinks.siem.base import DeliveringSink, Delivery, RejectedError, TransientError
+from tetrapipe.sinks.siem.records import (
     is_alert_record,
     record_body,
     record_host,
@@ -48,7 +49,6 @@ from tetrapipe.sinks.siem._records import (
     record_severity,
     record_time,
 )
-from tetrapipe.sinks.siem.base import DeliveringSink, Delivery, RejectedError, TransientError
 from tetrapipe.units import SEVERITIES
 
 log = logging.getLogger("tetrapipe.sinks.syslog")

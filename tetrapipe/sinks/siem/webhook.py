@@ -32,9 +32,9 @@ from typing import Any
 
 import orjson
 
-from tetrapipe.sinks.siem._http import HttpPeer, retry_after
-from tetrapipe.sinks.siem._records import record_body, record_payload
 from tetrapipe.sinks.siem.base import DeliveringSink, Delivery, RejectedError, TransientError
+from tetrapipe.sinks.siem.http_post import HttpPeer, retry_after
+from tetrapipe.sinks.siem.records import record_body, record_payload
 
 log = logging.getLogger("tetrapipe.sinks.webhook")
 
