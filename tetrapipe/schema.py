@@ -26,7 +26,7 @@ makes it a TIMESTAMP_NS in SQL when wanted.
 
 ``warnings`` lists what was odd about a line that is still an event (a key
 given twice: the last value is used, as by every other JSON reader); see
-tetrapipe/transforms/normalize.py.
+tetrapipe/transforms/normalize/.
 """
 
 from __future__ import annotations
