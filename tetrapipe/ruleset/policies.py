@@ -286,132 +286,166 @@ def load_policies(directory: Path | None) -> tuple[dict[str, Policy], list[Issue
 
 
 def check_policy(path: Path, doc: Any) -> tuple[Policy | None, list[Issue]]:
-    """Structure and argument layout of one TracingPolicy document."""
-    issues: list[Issue] = []
+    """Structure and argument layout of one TracingPolicy document.
 
-    def err(line: int | None, reason: str) -> None:
-        issues.append(Issue(path, line, reason))
-
+    Every problem is collected (one ``rules lint`` run shows them all); the
+    policy is returned only when its name and kind are usable.
+    """
+    check = _PolicyCheck(path)
     if not isinstance(doc, dict):
-        err(1, "a TracingPolicy is a YAML mapping")
-        return None, issues
-    if doc.get("apiVersion") != API_VERSION:
-        err(doc.line_of("apiVersion"), f"apiVersion must be {API_VERSION}")
-    kind = doc.get("kind")
-    if kind not in KINDS:
-        err(doc.line_of("kind"), f"kind must be one of {', '.join(KINDS)}")
-    meta = doc.get("metadata")
-    name = meta.get("name") if isinstance(meta, dict) else None
-    if not isinstance(name, str) or not _NAME.match(name):
-        err(doc.line_of("metadata"), "metadata.name must be a DNS-1123 name (lowercase, digits, '-', '.')")
-        name = None
+        check.err(1, "a TracingPolicy is a YAML mapping")
+        return None, check.issues
+    name, kind = check.header(doc)
     spec = doc.get("spec")
     if not isinstance(spec, dict):
-        err(doc.line_of("spec"), "spec must be a mapping")
-        return None, issues
-    for key in spec:
-        if key not in SPEC_KEYS:
-            err(spec.line_of(key), f"unknown spec key {key!r}")
+        check.err(doc.line_of("spec"), "spec must be a mapping")
+        return None, check.issues
+    check.unknown_keys(spec, SPEC_KEYS, "spec key")
     hooks: list[Hook] = []
     for kp in spec.get("kprobes") or []:
+        hook = check.kprobe(spec, kp)
+        if hook is not None:
+            hooks.append(hook)
+    if not any(spec.get(k) for k in ("kprobes", "tracepoints", "uprobes", "lsmhooks", "usdts", "fentries")):
+        check.err(doc.line_of("spec"), "the policy hooks nothing")
+    if name is None or kind not in KINDS:
+        return None, check.issues
+    return Policy(name, kind, path, hooks, doc), check.issues
+
+
+class _PolicyCheck:
+    """The checks of :func:`check_policy`, one method per part of the document."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.issues: list[Issue] = []
+
+    def err(self, line: int | None, reason: str) -> None:
+        self.issues.append(Issue(self.path, line, reason))
+
+    def unknown_keys(self, node: Any, known: Any, what: str, prefix: str = "") -> None:
+        for key in node:
+            if key not in known:
+                self.err(node.line_of(key), f"{prefix}unknown {what} {key!r}")
+
+    def header(self, doc: Any) -> tuple[str | None, Any]:
+        """apiVersion, kind and metadata.name; the name is None when unusable."""
+        if doc.get("apiVersion") != API_VERSION:
+            self.err(doc.line_of("apiVersion"), f"apiVersion must be {API_VERSION}")
+        kind = doc.get("kind")
+        if kind not in KINDS:
+            self.err(doc.line_of("kind"), f"kind must be one of {', '.join(KINDS)}")
+        meta = doc.get("metadata")
+        name = meta.get("name") if isinstance(meta, dict) else None
+        if not isinstance(name, str) or not _NAME.match(name):
+            self.err(doc.line_of("metadata"), "metadata.name must be a DNS-1123 name (lowercase, digits, '-', '.')")
+            name = None
+        return name, kind
+
+    def kprobe(self, spec: Any, kp: Any) -> Hook | None:
         if not isinstance(kp, dict):
-            err(spec.line_of("kprobes"), "each kprobe must be a mapping")
-            continue
-        for key in kp:
-            if key not in KPROBE_KEYS:
-                err(kp.line_of(key), f"unknown kprobe key {key!r}")
+            self.err(spec.line_of("kprobes"), "each kprobe must be a mapping")
+            return None
+        self.unknown_keys(kp, KPROBE_KEYS, "kprobe key")
         call = kp.get("call")
         if not isinstance(call, str) or not call:
-            err(kp.line, "kprobe without call")
-            continue
+            self.err(kp.line, "kprobe without call")
+            return None
         args = kp.get("args") or []
+        indexes = self.args(kp, call, args)
+        if "returnArg" in kp and not kp.get("return"):
+            self.err(kp.line_of("returnArg"), f"{call}: returnArg needs return: true")
+        selectors = kp.get("selectors") or []
+        if len(selectors) > MAX_SELECTORS:
+            self.err(
+                kp.line_of("selectors"), f"{call}: at most {MAX_SELECTORS} selectors per hook, not {len(selectors)}"
+            )
+        for sel in selectors:
+            self.selector(kp, call, args, indexes, sel)
+        self.layout(kp, call, args)
+        return Hook(call, list(args), kp.line, list(selectors))
+
+    def args(self, kp: Any, call: str, args: list[Any]) -> list[int]:
+        """Each argument's keys, index and type; returns the indexes listed."""
         indexes: list[int] = []
         for a in args:
             if not isinstance(a, dict):
-                err(kp.line_of("args"), f"{call}: each arg must be a mapping")
+                self.err(kp.line_of("args"), f"{call}: each arg must be a mapping")
                 continue
-            for key in a:
-                if key not in ARG_KEYS:
-                    err(a.line_of(key), f"{call}: unknown arg key {key!r}")
+            self.unknown_keys(a, ARG_KEYS, "arg key", f"{call}: ")
             idx, typ = a.get("index"), a.get("type")
             if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx <= 5:
-                err(a.line, f"{call}: arg index must be 0..5")
+                self.err(a.line, f"{call}: arg index must be 0..5")
                 continue
             if idx in indexes:
-                err(a.line, f"{call}: arg index {idx} listed twice")
+                self.err(a.line, f"{call}: arg index {idx} listed twice")
             indexes.append(idx)
             if typ not in ARG_TYPES:
-                err(a.line_of("type"), f"{call}: unknown arg type {typ!r}")
+                self.err(a.line_of("type"), f"{call}: unknown arg type {typ!r}")
             if "sizeArgIndex" in a and not (isinstance(a["sizeArgIndex"], int) and 1 <= a["sizeArgIndex"] <= 6):
-                err(a.line_of("sizeArgIndex"), f"{call}: sizeArgIndex is 1-based (1..6)")
+                self.err(a.line_of("sizeArgIndex"), f"{call}: sizeArgIndex is 1-based (1..6)")
             if a.get("returnCopy") and not kp.get("return"):
-                err(a.line_of("returnCopy"), f"{call}: returnCopy needs return: true")
-        if "returnArg" in kp and not kp.get("return"):
-            err(kp.line_of("returnArg"), f"{call}: returnArg needs return: true")
-        selectors = kp.get("selectors") or []
-        if len(selectors) > MAX_SELECTORS:
-            err(kp.line_of("selectors"), f"{call}: at most {MAX_SELECTORS} selectors per hook, not {len(selectors)}")
-        for sel in selectors:
-            if not isinstance(sel, dict):
-                err(kp.line_of("selectors"), f"{call}: each selector must be a mapping")
-                continue
-            for key in sel:
-                if key not in SELECTOR_KEYS:
-                    err(sel.line_of(key), f"{call}: unknown selector key {key!r}")
-            for m in sel.get("matchArgs") or []:
-                if m.get("index") not in indexes:
-                    err(m.line, f"{call}: matchArgs index {m.get('index')} is not one of the hook's args {indexes}")
-                if m.get("operator") not in ARG_OPERATORS:
-                    err(m.line_of("operator"), f"{call}: unknown matchArgs operator {m.get('operator')!r}")
-                if not m.get("values") and m.get("operator") not in ("CapabilitiesGained",):
-                    err(m.line, f"{call}: matchArgs without values")
-                typ = next((a.get("type") for a in args if a.get("index") == m.get("index")), None)
-                if m.get("operator") == "Mask" and typ not in _INT_TYPES:
-                    err(m.line, f"{call}: Mask needs an integer argument, arg {m.get('index')} is {typ}")
-                if m.get("operator") == "Mask":
-                    for v in m.get("values") or []:
-                        if not str(v).isdigit():
-                            err(m.line, f"{call}: Mask value {v!r} is not a number")
-            for m in sel.get("matchBinaries") or []:
-                if m.get("operator") not in BINARY_OPERATORS:
-                    err(m.line, f"{call}: unknown matchBinaries operator {m.get('operator')!r}")
-            for act in sel.get("matchActions") or []:
-                if act.get("action") not in ACTIONS:
-                    err(act.line, f"{call}: unknown action {act.get('action')!r}")
-                if act.get("action") == "Override" and "argError" not in act:
-                    err(act.line, f"{call}: Override needs argError (the errno to return, e.g. -1)")
+                self.err(a.line_of("returnCopy"), f"{call}: returnCopy needs return: true")
+        return indexes
+
+    def selector(self, kp: Any, call: str, args: list[Any], indexes: list[int], sel: Any) -> None:
+        if not isinstance(sel, dict):
+            self.err(kp.line_of("selectors"), f"{call}: each selector must be a mapping")
+            return
+        self.unknown_keys(sel, SELECTOR_KEYS, "selector key", f"{call}: ")
+        for m in sel.get("matchArgs") or []:
+            self.match_args(call, args, indexes, m)
+        for m in sel.get("matchBinaries") or []:
+            if m.get("operator") not in BINARY_OPERATORS:
+                self.err(m.line, f"{call}: unknown matchBinaries operator {m.get('operator')!r}")
+        for act in sel.get("matchActions") or []:
+            if act.get("action") not in ACTIONS:
+                self.err(act.line, f"{call}: unknown action {act.get('action')!r}")
+            if act.get("action") == "Override" and "argError" not in act:
+                self.err(act.line, f"{call}: Override needs argError (the errno to return, e.g. -1)")
+
+    def match_args(self, call: str, args: list[Any], indexes: list[int], m: Any) -> None:
+        op = m.get("operator")
+        if m.get("index") not in indexes:
+            self.err(m.line, f"{call}: matchArgs index {m.get('index')} is not one of the hook's args {indexes}")
+        if op not in ARG_OPERATORS:
+            self.err(m.line_of("operator"), f"{call}: unknown matchArgs operator {op!r}")
+        if not m.get("values") and op not in ("CapabilitiesGained",):
+            self.err(m.line, f"{call}: matchArgs without values")
+        if op != "Mask":
+            return
+        typ = next((a.get("type") for a in args if a.get("index") == m.get("index")), None)
+        if typ not in _INT_TYPES:
+            self.err(m.line, f"{call}: Mask needs an integer argument, arg {m.get('index')} is {typ}")
+        for v in m.get("values") or []:
+            if not str(v).isdigit():
+                self.err(m.line, f"{call}: Mask value {v!r} is not a number")
+
+    def layout(self, kp: Any, call: str, args: list[Any]) -> None:
+        """The hooks tetrapipe reads by position must list their arguments where it looks."""
         layout = HOOK_LAYOUT.get(_call_name(call))
-        if layout is not None:
-            by_pos = list(args)
-            for pos, want in enumerate(layout):
-                if want is None:
-                    continue
-                if pos >= len(by_pos):
-                    err(
-                        kp.line,
-                        f"{call}: tetrapipe reads argument {pos} ({'/'.join(sorted(want))}); "
-                        f"the policy lists only {len(by_pos)}",
-                    )
-                    break
-                a = by_pos[pos]
-                if a.get("type") not in want:
-                    err(
-                        a.line,
-                        f"{call}: argument {pos} must be {'/'.join(sorted(want))} for tetrapipe to read it, "
-                        f"not {a.get('type')}",
-                    )
-                if a.get("index") != pos:
-                    err(
-                        a.line,
-                        f"{call}: list argument index {pos} at position {pos} (Tetragon prints args in "
-                        "list order, tetrapipe reads them by position)",
-                    )
-        hooks.append(Hook(call, list(args), kp.line, list(selectors)))
-    if not any(spec.get(k) for k in ("kprobes", "tracepoints", "uprobes", "lsmhooks", "usdts", "fentries")):
-        err(doc.line_of("spec"), "the policy hooks nothing")
-    if name is None or kind not in KINDS:
-        return None, issues
-    return Policy(name, kind, path, hooks, doc), issues
+        if layout is None:
+            return
+        for pos, want in enumerate(layout):
+            if want is None:
+                continue
+            wanted = "/".join(sorted(want))
+            if pos >= len(args):
+                self.err(
+                    kp.line, f"{call}: tetrapipe reads argument {pos} ({wanted}); the policy lists only {len(args)}"
+                )
+                return
+            a = args[pos]
+            if a.get("type") not in want:
+                self.err(
+                    a.line, f"{call}: argument {pos} must be {wanted} for tetrapipe to read it, not {a.get('type')}"
+                )
+            if a.get("index") != pos:
+                self.err(
+                    a.line,
+                    f"{call}: list argument index {pos} at position {pos} (Tetragon prints args in "
+                    "list order, tetrapipe reads them by position)",
+                )
 
 
 def check_rules_against_policies(rs: RuleSet, policies: dict[str, Policy]) -> list[Issue]:
