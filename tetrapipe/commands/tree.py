@@ -78,6 +78,10 @@ def tree_command(
     tetrapipe tree --pod crawler -n tenant-jobs
     tetrapipe tree --pod crawler --html crawler.html (open it in any browser, no network needed)
     tetrapipe tree --exec-id <exec_id>               (one process: its path and its descendants)
+    \f
+
+    (Not in --help.) Long only because a click command receives each of its options
+    as a parameter; the work is done by the modules it calls.
     """
     from tetrapipe.lake import connect
     from tetrapipe.tree import Selection, TreeError, build_tree, list_pods, newest_event_time
@@ -128,7 +132,7 @@ def tree_command(
     finally:
         con.close()
     if html_out:
-        from tetrapipe.lake.store import open_private
+        from tetrapipe.fsutil import open_private
         from tetrapipe.tree.html import render_html
 
         with open_private(html_out, append=False) as f:  # the page holds command lines: owner-only

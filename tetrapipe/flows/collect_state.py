@@ -19,7 +19,7 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
-from tetrapipe.lake.store import atomic_write_bytes, open_private_fd, private_dirs
+from tetrapipe.fsutil import atomic_write_bytes, open_private_fd, private_dirs
 from tetrapipe.sinks.spool import state_home
 
 CHECKPOINT_VERSION = 1

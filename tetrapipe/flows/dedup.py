@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tetrapipe.lake.store import Lake, atomic_write_bytes
+from tetrapipe.fsutil import atomic_write_bytes
+from tetrapipe.lake.store import Lake
 
 log = logging.getLogger("tetrapipe.ingest")
 

@@ -30,8 +30,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tetrapipe.fsutil import atomic_write_bytes, fsync_dir, open_private, open_private_fd
 from tetrapipe.lake.positions import parse_segment_name, segment_name
-from tetrapipe.lake.store import Lake, atomic_write_bytes, fsync_dir, open_private, open_private_fd
+from tetrapipe.lake.store import Lake
 from tetrapipe.schema import SCHEMAS, TABLES, conform
 
 SMALL_BYTES = 32 * 1024 * 1024

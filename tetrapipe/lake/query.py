@@ -19,8 +19,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tetrapipe.fsutil import open_private
 from tetrapipe.lake.hunts import saved_hunts
-from tetrapipe.lake.store import Lake, open_private
+from tetrapipe.lake.store import Lake
 from tetrapipe.lake.views import connect
 
 TABLE_DEFAULT_LIMIT = 200

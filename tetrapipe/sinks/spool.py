@@ -39,7 +39,7 @@ from typing import Any
 
 import orjson
 
-from tetrapipe.lake.store import atomic_write_bytes, open_private, private_dirs
+from tetrapipe.fsutil import atomic_write_bytes, open_private, private_dirs
 
 log = logging.getLogger("tetrapipe.sinks.spool")
 

@@ -37,7 +37,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
-from tetrapipe.lake.store import open_private, private_dirs
+from tetrapipe.fsutil import open_private, private_dirs
 from tetrapipe.sinks.spool import DiskSpool
 
 log = logging.getLogger("tetrapipe.sinks")

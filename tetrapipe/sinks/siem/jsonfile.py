@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from tetrapipe.lake.store import open_private, private_dirs
+from tetrapipe.fsutil import open_private, private_dirs
 from tetrapipe.sinks.siem.base import DeliveringSink, Delivery, TransientError
 from tetrapipe.sinks.siem.records import record_body
 
