@@ -249,6 +249,19 @@ OSS_KINDS = (
     "rate_limit_info",
 )
 
+#: kinds seen in Isovalent Enterprise exports (tetragon-facts §6): not in the
+#: open-source protobuf API, so no open-source agent streams them, but exports carry them
+ENTERPRISE_KINDS = (
+    "process_connect",
+    "process_close",
+    "process_listen",
+    "process_accept",
+    "process_sock_stats",
+    "process_dns",
+    "process_http",
+    "process_tls",
+)
+
 #: top-level keys of an exported event that are not the event itself
 ENVELOPE_KEYS = ("node_name", "time", "cluster_name", "node_labels", "aggregation_info")
 

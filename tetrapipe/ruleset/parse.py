@@ -28,7 +28,7 @@ from tetrapipe.ruleset.model import (
     Rule,
     RuleTest,
 )
-from tetrapipe.schema import OSS_KINDS
+from tetrapipe.schema import ENTERPRISE_KINDS, OSS_KINDS
 from tetrapipe.units import duration_seconds
 
 RULE_KEYS = {
@@ -67,16 +67,9 @@ OVERRIDE_KEYS = {
 TEST_KEYS = {"name", "log", "events", "expect", "params", "params_by_namespace"}
 EXPECT_KEYS = {"count", "lines", "alerts"}
 DEFAULT_DEDUP = Dedup(fields=["node_name", "exec_id"], window_seconds=3600)
-#: event kinds a rule may name: the open-source API, Isovalent Enterprise kinds seen in real exports, ``tls``
-KNOWN_KINDS = set(OSS_KINDS) | {
-    "process_connect",
-    "process_close",
-    "process_listen",
-    "process_accept",
-    "process_sock_stats",
-    "process_dns",
-    "tls",
-}
+#: event kinds a rule may name: the open-source API, Isovalent Enterprise kinds seen in real exports, and
+#: ``tls`` (the handshakes the TLS transform derives)
+KNOWN_KINDS = set(OSS_KINDS) | set(ENTERPRISE_KINDS) | {"tls"}
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _MITRE = re.compile(r"^(T\d{4}(\.\d{3})?|TA\d{4})$")
 

@@ -67,6 +67,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from tetrapipe.proto import tetragon_pb2
+from tetrapipe.schema import ENTERPRISE_KINDS
 
 __all__ = [
     "ENTERPRISE_EVENT_KINDS",
@@ -85,20 +86,8 @@ GetEventsResponse = tetragon_pb2.GetEventsResponse
 #: ``GetEventsResponse.event`` oneof.
 EVENT_KINDS: frozenset[str] = frozenset(f.name for f in GetEventsResponse.DESCRIPTOR.oneofs_by_name["event"].fields)
 
-#: Kinds seen in Isovalent Enterprise exports (tetragon-facts §6); they are not
-#: in the open-source protobuf API, so no open-source agent streams them.
-ENTERPRISE_EVENT_KINDS: frozenset[str] = frozenset(
-    {
-        "process_connect",
-        "process_close",
-        "process_listen",
-        "process_accept",
-        "process_sock_stats",
-        "process_dns",
-        "process_http",
-        "process_tls",
-    }
-)
+#: Kinds seen in Isovalent Enterprise exports, which no open-source agent streams.
+ENTERPRISE_EVENT_KINDS: frozenset[str] = frozenset(ENTERPRISE_KINDS)
 
 
 class UnsupportedEventKind(ValueError):
