@@ -147,7 +147,6 @@ def forward_command(
     """
     from tetrapipe.flows import forward as flow
     from tetrapipe.metrics import Health, new_registry, serve_metrics
-    from tetrapipe.sinks.siem import build_router
     from tetrapipe.sinks.siem.metrics import SinkCollector
 
     setup_logging()  # a client library's error may quote a sink's URL, password included: masked
@@ -156,6 +155,45 @@ def forward_command(
     cfg = load_or_exit(config_path, 2)
     if spool_dir:
         cfg.spool_dir = spool_dir
+    router = _router(cfg, config_path, sinks)
+    source = _source(
+        cfg,
+        router,
+        inputs,
+        from_lake,
+        from_kafka,
+        kafka,
+        topics,
+        group,
+        lake_dir,
+        table,
+        since,
+        until,
+        batch_size,
+        exit_at_eof,
+    )
+    health = Health(stall_seconds=120.0)
+    server = None
+    port = metrics_port or (cfg.metrics or {}).get("port") or 0
+    if port:
+        registry = new_registry()
+        registry.register(SinkCollector(router))
+        host = metrics_host or (cfg.metrics or {}).get("host") or "127.0.0.1"
+        server = serve_metrics(registry, health, host, port)
+    try:
+        result = flow.forward(router, source, drain_timeout=drain_timeout, health=health)
+    finally:
+        if server is not None:
+            server.close()
+    if not quiet:
+        _summary(result.read, result.bad, result.stats)
+    sys.exit(0 if result.ok else 1)
+
+
+def _router(cfg: Any, config_path: str, sinks: tuple[str, ...]) -> Any:
+    """The router over the chosen sinks of the configuration; a usage error for a sink it cannot build."""
+    from tetrapipe.sinks.siem import build_router
+
     unknown = [s for s in sinks if s not in {c.name for c in cfg.sinks}]
     if unknown:
         raise click.UsageError(f"no sink named {', '.join(unknown)} in {config_path}")
@@ -165,6 +203,27 @@ def forward_command(
         raise click.UsageError(f"{config_path}: {redact_text(str(exc))}") from exc
     if not router.routes:
         raise click.UsageError(f"{config_path} has no enabled sink")
+    return router
+
+
+def _source(
+    cfg: Any,
+    router: Any,
+    inputs: tuple[str, ...],
+    from_lake: bool,
+    from_kafka: bool,
+    kafka: str | None,
+    topics: tuple[str, ...],
+    group: str,
+    lake_dir: str | None,
+    table: str,
+    since: str | None,
+    until: str | None,
+    batch_size: int,
+    exit_at_eof: bool,
+) -> Any:
+    """The flow's source the options ask for (lines by default); a usage error when Kafka is not said."""
+    from tetrapipe.flows import forward as flow
 
     def skipped(where: str, why: str) -> None:
         err.print(f"{where}: skipped, not a JSON object ({why})", markup=False)
@@ -188,22 +247,7 @@ def forward_command(
         )
     else:
         source = flow.from_lines(list(inputs) or ["-"], batch_size, skipped)
-    health = Health(stall_seconds=120.0)
-    server = None
-    port = metrics_port or (cfg.metrics or {}).get("port") or 0
-    if port:
-        registry = new_registry()
-        registry.register(SinkCollector(router))
-        host = metrics_host or (cfg.metrics or {}).get("host") or "127.0.0.1"
-        server = serve_metrics(registry, health, host, port)
-    try:
-        result = flow.forward(router, source, drain_timeout=drain_timeout, health=health)
-    finally:
-        if server is not None:
-            server.close()
-    if not quiet:
-        _summary(result.read, result.bad, result.stats)
-    sys.exit(0 if result.ok else 1)
+    return source
 
 
 def _summary(read: int, bad: int, stats: dict[str, dict[str, Any]]) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -22,6 +24,9 @@ from tetrapipe.commands.options import (
 )
 from tetrapipe.lake import Lake
 from tetrapipe.textsafe import visible
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 @click.command("process")
@@ -109,12 +114,11 @@ def process_command(
     """
     from tetrapipe.commands.options import pipeline_transforms
     from tetrapipe.flows.process import OffsetsMovedError, Processor, ProcessorConfig
-    from tetrapipe.flows.transforms import restore_transforms
 
     setup_logging()
     lake = Lake(lake_dir)
-    # the stream state starts empty: every assignment restores it from the lake (restore_state)
-    transforms, detector = pipeline_transforms(rules_dir, tls_window=tls_window, long_running=True)
+    # the stream state starts empty: every assignment restores it from the lake (Processor restore)
+    transforms, _ = pipeline_transforms(rules_dir, tls_window=tls_window, long_running=True)
     config = ProcessorConfig(
         bootstrap=kafka,
         topic=topic,
@@ -129,32 +133,8 @@ def process_command(
         kafka_options=kafka_options,
     )
     console = Console(stderr=True, highlight=False)
-
-    def show(alerts, most: int = 20) -> None:  # noqa: ANN001
-        """Alerts on stderr for a human watching; a flood is summarized (the lake and the topic have them all)."""
-        for row in alerts.slice(0, most).select(["severity", "rule_id", "namespace", "pod", "message"]).to_pylist():
-            console.print(
-                Text.assemble(
-                    (visible(row["severity"] or ""), "bold"),
-                    " ",
-                    visible(f"{row['rule_id']} {row['namespace'] or '(host)'}/{row['pod'] or ''}: {row['message']}"),
-                )
-            )
-        if alerts.num_rows > most:
-            console.print(f"... and {alerts.num_rows - most:,} more alerts in this batch")
-
-    def restore_state(partitions: set[int]) -> None:
-        """New partitions bring new nodes: restore what the stream state knew about them from the lake.
-
-        The process table (ancestry) and the detector's memory (open dedup windows,
-        new terms already seen) are rebuilt, so a replica taking over a partition
-        neither loses ancestor chains nor announces an old connection as new again.
-        """
-        if not lake.segments("events"):
-            return
-        restore_transforms(transforms, lake)
-
-    processor = Processor(config, lake, transforms, on_alerts=show, on_assign=restore_state)
+    show = functools.partial(show_alerts, console)
+    processor = Processor(config, lake, transforms, on_alerts=show, restore=True)
     processor.install_signal_handlers()
     server = None
     if metrics_port:
@@ -183,6 +163,20 @@ def process_command(
         f"{stats.alerts:,} alerts ({stats.records_per_second:,.0f} records/s from first record to last "
         f"commit); lake holds partitions {stats.by_partition}"
     )
+
+
+def show_alerts(console: Console, alerts: pa.Table, most: int = 20) -> None:
+    """Alerts on stderr for a human watching; a flood is summarized (the lake and the topic have them all)."""
+    for row in alerts.slice(0, most).select(["severity", "rule_id", "namespace", "pod", "message"]).to_pylist():
+        console.print(
+            Text.assemble(
+                (visible(row["severity"] or ""), "bold"),
+                " ",
+                visible(f"{row['rule_id']} {row['namespace'] or '(host)'}/{row['pod'] or ''}: {row['message']}"),
+            )
+        )
+    if alerts.num_rows > most:
+        console.print(f"... and {alerts.num_rows - most:,} more alerts in this batch")
 
 
 @click.command("status")

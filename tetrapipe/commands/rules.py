@@ -279,6 +279,10 @@ def backtest_command(
 
     One row per alert (rule, dedup key, window) with its total count; 'stored'
     says whether the live pipeline already recorded that alert.
+    \f
+
+    (Not in --help.) Long only because a click command receives each of its options
+    as a parameter; the work is done by the modules it calls.
     """
     from tetrapipe.lake import connect
     from tetrapipe.ruleset.backtest import backtest

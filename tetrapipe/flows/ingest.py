@@ -234,6 +234,16 @@ def _ingest_one(
     keep_rejects: int,
     follow: bool = False,
 ) -> None:
+    """Send one input's chunks down the pipeline: open it, recognize it, resume after what the lake holds.
+
+    Long because it is one input's whole life, and each step depends on the
+    one before: an input that cannot be opened or is empty ends here (a reject,
+    or under ``follow`` a later poll); its first line gives the fingerprint the
+    lake's position is kept under; that position decides whether to skip it,
+    seek or skip lines; and only then are its chunks read, normalized here and
+    handed to the transforms' thread with the commit that records how far the
+    input is in.
+    """
     job = _Job(inp.label, transforms, stages.writer, stages.dedup, progress, stats, keep_rejects)
     stream_input = inp.is_stream
     try:

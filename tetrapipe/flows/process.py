@@ -41,6 +41,7 @@ import pyarrow as pa
 from tetrapipe.flows.batch import BatchTransform, apply_transforms
 from tetrapipe.flows.dedup import EventDedup
 from tetrapipe.flows.process_outputs import ProcessOutputs
+from tetrapipe.flows.transforms import restore_transforms
 from tetrapipe.lake import Lake
 from tetrapipe.lake.positions import committed_offsets, lake_positions, remove_uncommitted, segment_name
 from tetrapipe.metrics import Health, PipelineMetrics, new_registry
@@ -106,7 +107,11 @@ class Processor:
 
     ``registry`` / ``health``: where its metrics and liveness go (a fresh
     registry by default; :func:`tetrapipe.metrics.serve_process_metrics`
-    serves them).
+    serves them). ``restore``: on every assignment, give the stateful
+    transforms their memory back from the lake. New partitions bring new
+    nodes: the process table and the detector's open windows and seen terms
+    are rebuilt, so a replica taking over a partition neither loses ancestor
+    chains nor announces an old connection as new again.
     """
 
     def __init__(
@@ -117,6 +122,7 @@ class Processor:
         on_alerts: Callable[[pa.Table], None] | None = None,
         on_assign: Callable[[set[int]], None] | None = None,
         *,
+        restore: bool = False,
         registry: object | None = None,
         health: Health | None = None,
     ) -> None:
@@ -125,6 +131,7 @@ class Processor:
         self.transforms = transforms
         self.on_alerts = on_alerts
         self.on_assign = on_assign
+        self.restore = restore
         self.stats = ProcessStats()
         self._stop = threading.Event()
         self._normalizer = Normalizer()
@@ -242,6 +249,8 @@ class Processor:
         self._assigned |= partitions
         self._joined = True
         self.metrics.assigned.set(len(self._assigned))
+        if self.restore and self.lake.segments("events"):
+            restore_transforms(self.transforms, self.lake)
         if self.on_assign:
             self.on_assign(partitions)
         self.metrics.process_table(self.transforms)
