@@ -582,15 +582,15 @@ def test_segment_time_ranges_are_read_once_per_segment_and_kept_for_the_next_ing
     tmp_path: Path, lake_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A footer costs ~2 ms: a lake with thousands of segments a day must not have them all read at every ingest."""
-    import tetrapipe.flows.ingest as ingest_mod
+    import tetrapipe.flows.dedup as dedup_mod
 
     lake = Lake(lake_dir)
     ingest(expand_inputs([str(_write(tmp_path / "a.log", _events(0, 1000)))]), lake, chunk_bytes=64 * 1024)
     first_segments = {p.name for p in lake.segments("events")}
     assert len(first_segments) > 5
     read: list[str] = []
-    real = ingest_mod._time_range
-    monkeypatch.setattr(ingest_mod, "_time_range", lambda p: (read.append(Path(p).name), real(p))[1])
+    real = dedup_mod._time_range
+    monkeypatch.setattr(dedup_mod, "_time_range", lambda p: (read.append(Path(p).name), real(p))[1])
     stats = ingest(expand_inputs([str(_write(tmp_path / "b.log", _events(500, 1000)))]), lake, chunk_bytes=64 * 1024)
     assert (stats.events, stats.duplicates) == (500, 500)  # the copies were found in those segments
     assert read and not set(read) & first_segments  # only the segments this ingest wrote were read

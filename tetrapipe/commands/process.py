@@ -29,15 +29,19 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
-@click.command("process")
-@kafka_options(topic_help="Topic the collectors write to.")
-@click.option(
+#: the processors' consumer group (``status`` reads its committed offsets)
+group_option = click.option(
     "--group",
     envvar="TETRAPIPE_GROUP",
     default="tetrapipe-processor",
     show_default=True,
     help="Consumer group: replicas with the same group share the partitions.",
 )
+
+
+@click.command("process")
+@kafka_options(topic_help="Topic the collectors write to.")
+@group_option
 @click.option(
     "--alerts-topic",
     envvar="TETRAPIPE_ALERTS_TOPIC",
@@ -181,7 +185,7 @@ def show_alerts(console: Console, alerts: pa.Table, most: int = 20) -> None:
 
 @click.command("status")
 @kafka_options(topic_help="Topic the collectors write to.")
-@click.option("--group", envvar="TETRAPIPE_GROUP", default="tetrapipe-processor", show_default=True)
+@group_option
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @lake_option()
 def status_command(kafka: str, topic: str, group: str, fmt: str, lake_dir: str) -> None:

@@ -50,8 +50,6 @@ from tetrapipe.transforms.normalize import Normalizer, normalize_lines
 
 log = logging.getLogger("tetrapipe.process")
 
-OFFSET_RESET_POLICIES = ("fail", "earliest", "latest")
-
 
 class OffsetsMovedError(RuntimeError):
     """The broker's offsets for a partition are not where the lake left them, and the policy says stop."""
@@ -492,4 +490,4 @@ class Processor:
             )
 
 
-__all__ = ["OFFSET_RESET_POLICIES", "OffsetsMovedError", "Processor", "ProcessorConfig", "ProcessStats"]
+__all__ = ["OffsetsMovedError", "Processor", "ProcessorConfig", "ProcessStats"]
