@@ -14,12 +14,13 @@ from conftest import REAL_LOGS
 from test_ancestry_world import Pod, World, host_and_pod, scenario_lines
 
 from tetrapipe.cli import cli
+from tetrapipe.commands.tree_text import render_text
 from tetrapipe.flows.ingest import ingest
 from tetrapipe.lake import Lake, connect
 from tetrapipe.schema import ALERT_SCHEMA
 from tetrapipe.sources.files import expand_inputs
 from tetrapipe.transforms.ancestry import AncestryTransform
-from tetrapipe.tree import Selection, TreeError, build_tree, render_html, render_text
+from tetrapipe.tree import Selection, TreeError, build_tree, render_html
 from tetrapipe.tree.model import format_offset, parse_time
 from tetrapipe.units import parse_duration
 

@@ -15,11 +15,12 @@ import pytest
 from click.testing import CliRunner
 
 from tetrapipe.cli import cli
+from tetrapipe.commands.tree_text import render_text
 from tetrapipe.flows.ingest import ingest
 from tetrapipe.lake import Lake, connect
 from tetrapipe.sources.files import expand_inputs
 from tetrapipe.transforms.ancestry import AncestryTransform
-from tetrapipe.tree import Selection, build_tree, list_pods, render_text
+from tetrapipe.tree import Selection, build_tree, list_pods
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIO = REPO / "samples" / "scenario" / "tenant-jobs.log"

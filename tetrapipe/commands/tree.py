@@ -86,7 +86,7 @@ def tree_command(
     from tetrapipe.lake import connect
     from tetrapipe.tree import Selection, TreeError, build_tree, list_pods, newest_event_time
     from tetrapipe.tree.model import parse_time, plural
-    from tetrapipe.tree.text import print_pods, render
+    from tetrapipe.commands.tree_text import print_pods, render
     from tetrapipe.units import parse_duration
 
     err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
@@ -153,7 +153,7 @@ def tree_command(
 
         click.echo(orjson.dumps(view.to_dict(), option=orjson.OPT_NAIVE_UTC).decode())
         return
-    out.print(render(view))  # every string from the events made visible in tetrapipe.tree.text
+    out.print(render(view))  # every string from the events made visible in tetrapipe.commands.tree_text
 
 
 COMMANDS = [tree_command]

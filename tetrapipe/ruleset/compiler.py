@@ -93,7 +93,7 @@ class Scope:
     params_by_namespace: dict[str, dict[str, Any]]
 
 
-def _scan(text: str):
+def scan_sql(text: str):
     """Yield (kind, chunk) where kind is 'code', 'string' or 'comment'; keeps text intact."""
     i, n = 0, len(text)
     start = 0
@@ -133,7 +133,7 @@ def references(text: str) -> tuple[set[str], set[str]]:
     """The ``@names`` and ``${params}`` an expression uses (outside strings and comments)."""
     names: set[str] = set()
     params: set[str] = set()
-    for kind, chunk in _scan(text):
+    for kind, chunk in scan_sql(text):
         if kind != "code":
             continue
         for m in _REF.finditer(chunk):
@@ -147,7 +147,7 @@ def references(text: str) -> tuple[set[str], set[str]]:
 def expand(text: str, scope: Scope, _stack: tuple[str, ...] = ()) -> str:
     """Replace ``@name`` and ``${param}`` in ``text``; comments are dropped."""
     out: list[str] = []
-    for kind, chunk in _scan(text):
+    for kind, chunk in scan_sql(text):
         if kind == "comment":
             continue
         if kind == "string":
@@ -293,7 +293,7 @@ class Validator:
 
     def type_of(self, expr: str) -> str:
         """The DuckDB type of ``expr`` over an event; raises CompileError with the offending token."""
-        if re.search(r"(?i)\bselect\b", "".join(c for k, c in _scan(expr) if k == "code")):
+        if re.search(r"(?i)\bselect\b", "".join(c for k, c in scan_sql(expr) if k == "code")):
             raise CompileError(
                 "a condition is an expression over one event: subqueries (SELECT) are not allowed", token="select"
             )

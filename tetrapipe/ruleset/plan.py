@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 
-from tetrapipe.ruleset.compiler import COLUMNS, _scan, sql_literal
+from tetrapipe.ruleset.compiler import COLUMNS, scan_sql, sql_literal
 from tetrapipe.ruleset.model import Rule
 
 #: event columns an alert copies from its first event
@@ -94,7 +94,7 @@ def rule_columns(rules: list[Rule]) -> list[str]:
     for rule in rules:
         c = rule.compiled
         for text in (c.predicate(), c.message, c.dedup_key, c.term or ""):
-            for kind, chunk in _scan(text):
+            for kind, chunk in scan_sql(text):
                 if kind == "code" or chunk.startswith('"'):  # "quoted" identifiers too
                     words.update(_IDENT.findall(chunk))
     return [name for name in COLUMNS if name in words]

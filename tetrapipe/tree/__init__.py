@@ -1,14 +1,14 @@
 """Process ancestry trees from the history: build (DuckDB recursive SQL), draw in a terminal, write HTML.
 
-from tetrapipe.tree import Selection, build_tree, render_text, render_html
+from tetrapipe.tree import Selection, build_tree, render_html
 view = build_tree("tetrapipe-lake", Selection(pod="crawler-7d9f8b6c5-x2x4z"))
-print(render_text(view))
 Path("tree.html").write_text(render_html(view))
 
 One module a job: :mod:`.model` is the data drawn, :mod:`.build` reads it from the
 history, :mod:`.fold` groups and folds it, :mod:`.sql` holds the DuckDB macros it
-is read with, :mod:`.text` and :mod:`.html` draw it. The renderers are imported
-on first use, so building a tree never loads the HTML template.
+is read with, :mod:`.html` writes the standalone page. The terminal drawing is the face's
+(:mod:`tetrapipe.commands.tree_text`, rich). The HTML renderer is imported on
+first use, so building a tree never loads the template.
 """
 
 from tetrapipe.tree.build import build_tree, list_pods, newest_event_time
@@ -26,14 +26,7 @@ __all__ = [
     "list_pods",
     "newest_event_time",
     "render_html",
-    "render_text",
 ]
-
-
-def render_text(view: TreeView, width: int = 140, color: bool = False) -> str:
-    from tetrapipe.tree.text import render_text as _render
-
-    return _render(view, width=width, color=color)
 
 
 def render_html(view: TreeView) -> str:

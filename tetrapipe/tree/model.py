@@ -1,7 +1,7 @@
 """The shape of a drawn process tree: processes, their events and alerts, grouped by container.
 
 These are plain data classes with no database behind them, so the renderers
-(:mod:`tetrapipe.tree.text`, :mod:`tetrapipe.tree.html`) and ``--format json``
+(:mod:`tetrapipe.commands.tree_text`, :mod:`tetrapipe.tree.html`) and ``--format json``
 (:meth:`TreeView.to_dict`) share one model; :mod:`tetrapipe.tree.build` fills it
 from the history and :mod:`tetrapipe.tree.fold` arranges it. The time helpers
 here read and write the offsets the tree shows.
