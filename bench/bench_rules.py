@@ -52,9 +52,9 @@ def _child(path: str, lake: str, rules: str) -> None:
     """Run in the measured process: one ingest, a JSON line of what happened on stdout."""
     sys.path.insert(0, str(ROOT))
     from tetrapipe.flows.ingest import ingest
-    from tetrapipe.transforms.chain import build_transforms
     from tetrapipe.lake import Lake
     from tetrapipe.sources.files import InputFile
+    from tetrapipe.transforms.chain import build_transforms
 
     transforms, detector = build_transforms(rules)
     stats = ingest([InputFile(path)], Lake(lake), transforms=transforms)

@@ -20,7 +20,6 @@ from conftest import REAL_LOGS
 from grpc_server import FakeTetragon, serve, wait_until
 
 from tetrapipe.proto import tetragon_pb2
-from tetrapipe.sources.grpc.codec import EVENT_KINDS, event_kind, json_to_response
 from tetrapipe.sources.grpc import (
     GrpcSource,
     GrpcSourceError,
@@ -29,6 +28,7 @@ from tetrapipe.sources.grpc import (
     parse_field_filters,
     parse_filters,
 )
+from tetrapipe.sources.grpc.codec import EVENT_KINDS, event_kind, json_to_response
 
 
 def _oss_lines() -> list[str]:

@@ -15,10 +15,10 @@ from rich.console import Console
 
 from tetrapipe.commands.report import print_alerts, print_query_table
 from tetrapipe.flows.ingest import ingest
-from tetrapipe.transforms.chain import build_transforms
 from tetrapipe.lake import Lake
 from tetrapipe.lake.query import execute
 from tetrapipe.sources.files import expand_inputs
+from tetrapipe.transforms.chain import build_transforms
 
 TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?")
 SQL = (

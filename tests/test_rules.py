@@ -147,8 +147,8 @@ def test_cli_rules_show_prints_runnable_sql(tmp_path: Path) -> None:
 
 
 def test_default_rules_directory_and_none(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from tetrapipe.transforms.chain import build_transforms
     from tetrapipe.ruleset.locate import resolve_rules_dir
+    from tetrapipe.transforms.chain import build_transforms
 
     monkeypatch.chdir(tmp_path)  # no ./rules here: the rules of the source tree / the installed package
     assert resolve_rules_dir(None).resolve() == RULES.resolve()

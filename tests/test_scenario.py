@@ -13,9 +13,9 @@ from conftest import SAMPLES
 
 from tetrapipe.cli import cli
 from tetrapipe.flows.ingest import ingest
-from tetrapipe.transforms.chain import build_transforms
 from tetrapipe.lake import Lake, connect, saved_hunts
 from tetrapipe.sources.files import expand_inputs
+from tetrapipe.transforms.chain import build_transforms
 from tetrapipe.transforms.tls_ciphers import cipher_name
 
 SCENARIO = SAMPLES / "scenario" / "tenant-jobs.log"

@@ -83,10 +83,10 @@ def tree_command(
     (Not in --help.) Long only because a click command receives each of its options
     as a parameter; the work is done by the modules it calls.
     """
+    from tetrapipe.commands.tree_text import print_pods, render
     from tetrapipe.lake import connect
     from tetrapipe.tree import Selection, TreeError, build_tree, list_pods, newest_event_time
     from tetrapipe.tree.model import parse_time, plural
-    from tetrapipe.commands.tree_text import print_pods, render
     from tetrapipe.units import parse_duration
 
     err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
