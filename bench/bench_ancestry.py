@@ -152,7 +152,7 @@ class _Gen:
         self.t += dt.timedelta(microseconds=self.rnd.randrange(200, 1800))
         return orjson.dumps({kind: body, "node_name": node, "time": _ts(self.t)})
 
-    def lines(self, n: int):  # noqa: ANN201 - generator of bytes
+    def lines(self, n: int):
         made = 0
         # Tetragon starts by reporting what already runs (flags procFS), parents first
         for node, h in self.host.items():

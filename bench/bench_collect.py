@@ -186,7 +186,7 @@ class RotatingWriter(threading.Thread):
 
     def __init__(
         self, source: Path, live: Path, rotate_bytes: int, backups: int, progress: Any, ahead_limit: int
-    ) -> None:  # noqa: ANN401 - a callable returning bytes read
+    ) -> None:
         super().__init__(name="bench-writer", daemon=True)
         self.source, self.live = source, live
         self.rotate_bytes, self.backups = rotate_bytes, backups
@@ -209,7 +209,7 @@ class RotatingWriter(threading.Thread):
         stem, ext = self.live.stem, self.live.suffix
         return self.live.with_name(f"{stem}-{stamp}{ext}")
 
-    def _rotate(self, f: Any) -> Any:  # noqa: ANN401 - file objects
+    def _rotate(self, f: Any) -> Any:
         f.close()
         os.rename(self.live, self._backup_name())
         self.rotations += 1
@@ -217,7 +217,7 @@ class RotatingWriter(threading.Thread):
         olds = sorted(p for p in self.live.parent.iterdir() if pattern.match(p.name))
         for p in olds[: -self.backups] if self.backups else olds:
             p.unlink()
-        return open(self.live, "ab", buffering=0)  # noqa: SIM115 - closed on the next rotation / at the end
+        return open(self.live, "ab", buffering=0)
 
     def _wait_for_reader(self) -> None:
         """Before a rotation deletes a backup: let the collector come within ``ahead_limit`` bytes."""

@@ -90,7 +90,8 @@ def main() -> None:
     args = ap.parse_args()
     path = str(args.file.resolve())
     size = args.file.stat().st_size
-    n = sum(1 for _ in open(path, "rb"))
+    with open(path, "rb") as f:
+        n = sum(1 for _ in f)
     results = []
     for mode in ("duckdb-auto", "duckdb-fields"):
         secs, rss, _ = _run([sys.executable, "-c", _duckdb_script(mode, path)])

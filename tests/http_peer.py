@@ -57,7 +57,7 @@ class HttpPeerServer:
             time.sleep(0.02)
         return False
 
-    def start(self):  # noqa: ANN201 - returns the receiver itself, whatever its class
+    def start(self):
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -85,13 +85,13 @@ class HttpPeerServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self._serve("GET")
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 self._serve("POST")
 
-            def do_PUT(self) -> None:  # noqa: N802
+            def do_PUT(self) -> None:
                 self._serve("PUT")
 
             def log_message(self, fmt: str, *args: object) -> None:

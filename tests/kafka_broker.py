@@ -134,7 +134,7 @@ def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, timeout
         deadline = time.monotonic() + timeout
         parts = None
         while time.monotonic() < deadline:
-            consumer._client.cluster.request_update()  # noqa: SLF001 - a topic created after we connected
+            consumer._client.cluster.request_update()
             parts = consumer.partitions_for_topic(topic)
             if parts:
                 break

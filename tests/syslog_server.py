@@ -135,7 +135,7 @@ class Rsyslog:
         self.proc = subprocess.Popen(
             [exe, "-n", "-f", str(self.conf), "-i", str(self.pidfile)],
             stdout=subprocess.DEVNULL,
-            stderr=open(self.dir / "rsyslogd.err", "ab"),
+            stderr=open(self.dir / "rsyslogd.err", "ab"),  # noqa: SIM115 - the daemon keeps writing to it
         )
         deadline = time.monotonic() + timeout
         ports = [p for p in (self.tcp_port, self.tls_port) if p]

@@ -43,7 +43,7 @@ def rows(table: pa.Table) -> list[dict]:
     ).to_pylist()
 
 
-def chain_of(p) -> tuple[list[str], list[str]]:  # noqa: ANN001
+def chain_of(p) -> tuple[list[str], list[str]]:
     anc = p.ancestors()
     return [a.exec_id for a in anc], [a.binary for a in anc]
 

@@ -177,7 +177,7 @@ def test_a_backup_compressed_between_listing_and_open_is_read_from_its_gz(
     write(live, [ev(2)])
     real, calls = follow._open_any, {"n": 0}
 
-    def racing_open(path: str):  # noqa: ANN202
+    def racing_open(path: str):
         if path == str(b1):
             calls["n"] += 1
             if calls["n"] == 2:  # listed (fingerprinted) first; now, as it is opened, it is compressed away
@@ -217,7 +217,7 @@ def test_a_rotation_between_listing_and_open_neither_skips_nor_doubles(
     write(live, [ev(1)])
     real, calls = follow._open_any, {"n": 0}
 
-    def rotating_open(path: str):  # noqa: ANN202
+    def rotating_open(path: str):
         if path == str(live):
             calls["n"] += 1
             if calls["n"] == 2:  # listed and fingerprinted; now, as it is opened, it is rotated away
@@ -247,7 +247,7 @@ def test_a_rotation_during_the_directory_listing_does_not_hide_the_renamed_file(
     write(live, [ev(3)])
     real, armed = os.listdir, {"on": True}
 
-    def listdir_then_rotate(path):  # noqa: ANN001, ANN202
+    def listdir_then_rotate(path):
         names = real(path)
         if armed["on"] and str(path) == str(live.parent):
             armed["on"] = False

@@ -188,7 +188,7 @@ def test_truncated_gzip_on_stdin_is_one_reject(lake_dir: Path, tetrapipe_cmd: li
     assert _rejects(lake) == [("<stdin>", complete + 1, f"truncated gzip: stream ends at byte {len(cut)} of <stdin>")]
 
 
-def _polls(d: Path, lake: Lake, between: list) -> list[IngestStats]:  # noqa: ANN001
+def _polls(d: Path, lake: Lake, between: list) -> list[IngestStats]:
     """``run`` over ``d`` until a poll finds nothing new; ``between[i]()`` runs after poll i."""
     seen: list[IngestStats] = []
 

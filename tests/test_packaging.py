@@ -101,7 +101,7 @@ def test_every_package_and_the_rules_are_in_the_wheel(tmp_path: Path) -> None:
     assert {"real/events-docs.log", "real/events-docs-more.log", "scenario/tenant-jobs.log"} <= samples
 
 
-def test_without_rules_detection_is_never_off_silently(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_without_rules_detection_is_never_off_silently(tmp_path: Path, monkeypatch) -> None:
     """No ./rules, no TETRAPIPE_RULES, nothing shipped: ingest says so, run and process refuse to start."""
     from click.testing import CliRunner
 

@@ -25,14 +25,14 @@ REAL_MORE = SAMPLES / "real" / "events-docs-more.log"
 
 
 @pytest.fixture(scope="module")
-def ruleset():  # noqa: ANN201
+def ruleset():
     rs = load_ruleset([RULES])
     assert not rs.issues, "\n".join(map(str, rs.issues))
     return rs
 
 
 @pytest.fixture(scope="module")
-def fired(ruleset) -> dict[tuple[str, str], list[int]]:  # noqa: ANN001
+def fired(ruleset) -> dict[tuple[str, str], list[int]]:
     """(log name, rule id) -> the source lines of every event of every alert, all shipped rules at once."""
     source = EventSource()
     logs = {p.name: p for p in (SCENARIO, REAL_DOCS, REAL_MORE)}
@@ -52,14 +52,14 @@ def fired(ruleset) -> dict[tuple[str, str], list[int]]:  # noqa: ANN001
     return {k: sorted(v) for k, v in out.items()}
 
 
-def test_every_shipped_rule_test_passes(ruleset) -> None:  # noqa: ANN001
+def test_every_shipped_rule_test_passes(ruleset) -> None:
     report = run_tests(ruleset)
     bad = [f"{r.nodeid}: {r.reason}\n" + "\n".join(r.diff) for r in report.results if r.status != "passed"]
     assert not bad, "\n\n".join(bad)
     assert report.count("passed") == len(report.results) >= 24
 
 
-def test_at_least_twelve_rules_each_with_a_firing_and_a_quiet_test(ruleset) -> None:  # noqa: ANN001
+def test_at_least_twelve_rules_each_with_a_firing_and_a_quiet_test(ruleset) -> None:
     assert len(ruleset.rules) >= 12
     for rule in ruleset.rules:
         fires = [t for t in rule.tests if (t.expect.count or 0) > 0 or t.expect.lines]
@@ -68,19 +68,19 @@ def test_at_least_twelve_rules_each_with_a_firing_and_a_quiet_test(ruleset) -> N
         assert rule.description and rule.severity and rule.output
 
 
-def test_late_shell_fires_exactly_on_the_ground_truth(fired) -> None:  # noqa: ANN001
+def test_late_shell_fires_exactly_on_the_ground_truth(fired) -> None:
     assert fired[("tenant-jobs.log", "late-shell-in-container")] == [95, 118]
     assert fired[("events-docs.log", "late-shell-in-container")] == [10, 16, 19]
     assert ("events-docs-more.log", "late-shell-in-container") not in fired
 
 
-def test_passwd_rule_fires_exactly_on_the_ground_truth(fired) -> None:  # noqa: ANN001
+def test_passwd_rule_fires_exactly_on_the_ground_truth(fired) -> None:
     assert fired[("tenant-jobs.log", "passwd-shadow-tampering")] == [107]
     assert fired[("events-docs.log", "passwd-shadow-tampering")] == [5]
     assert fired[("events-docs-more.log", "passwd-shadow-tampering")] == [1, 5, 10]
 
 
-def test_the_scenario_story_raises_what_an_analyst_expects(fired) -> None:  # noqa: ANN001
+def test_the_scenario_story_raises_what_an_analyst_expects(fired) -> None:
     story = {rule: lines for (log, rule), lines in fired.items() if log == "tenant-jobs.log"}
     assert story["reverse-shell"] == [116, 117, 118]
     assert story["sensitive-file-read"] == [109, 110]
@@ -114,7 +114,7 @@ def test_cli_rules_test_a_single_file_runs_only_its_tests() -> None:
     assert f"{n} passed, 0 failed" in result.output
 
 
-def test_cli_rules_list_names_the_policies(ruleset) -> None:  # noqa: ANN001
+def test_cli_rules_list_names_the_policies(ruleset) -> None:
     result = CliRunner().invoke(cli, ["rules", "list", "--rules", str(RULES), "--format", "json"])
     assert result.exit_code == 0, result.output
     import json
@@ -176,7 +176,7 @@ def test_a_broken_rules_directory_stops_ingest_with_file_and_line(tmp_path: Path
     assert f"{rules / 'bad.yaml'}:6: unknown column procss_name (did you mean process_name?)" in result.output
 
 
-def test_detector_adds_alerts_to_the_transform_output(ruleset) -> None:  # noqa: ANN001
+def test_detector_adds_alerts_to_the_transform_output(ruleset) -> None:
     source = EventSource()
     source.prepare([("s", SCENARIO.read_text().splitlines(), "s")])
     batch = source.get("s")[0][0]
@@ -203,7 +203,7 @@ def test_inline_events_that_are_not_tetragon_events_are_a_test_error(tmp_path: P
     assert "event 1 is not a Tetragon event (not a Tetragon event: bad time yesterday)" in report.results[0].reason
 
 
-def test_alerts_table_roundtrip_through_pyarrow(ruleset) -> None:  # noqa: ANN001
+def test_alerts_table_roundtrip_through_pyarrow(ruleset) -> None:
     source = EventSource()
     source.prepare([("d", REAL_DOCS.read_text().splitlines(), "d")])
     alerts = Detector(ruleset).evaluate(source.get("d")[0][0])

@@ -97,11 +97,11 @@ def connect(i: int, at: dt.datetime, binary: str, daddr: str, pod: str = "web-5f
 
 
 @pytest.fixture(scope="module")
-def shipped():  # noqa: ANN201
+def shipped():
     return load_ruleset([RULES])
 
 
-def test_a_shell_storm_across_batches_is_one_alert_whose_counts_add_up(shipped) -> None:  # noqa: ANN001
+def test_a_shell_storm_across_batches_is_one_alert_whose_counts_add_up(shipped) -> None:
     announced = []
     detector = Detector([shipped.get("late-shell-in-container")], on_new_alerts=announced.append)
     t0 = dt.datetime(2026, 3, 10, 10, 0, 0)
@@ -120,7 +120,7 @@ def test_a_shell_storm_across_batches_is_one_alert_whose_counts_add_up(shipped) 
     assert later[0]["alert_id"] != rows[0]["alert_id"] and len(announced) == 2
 
 
-def test_new_terms_remember_what_they_saw_across_batches(shipped) -> None:  # noqa: ANN001
+def test_new_terms_remember_what_they_saw_across_batches(shipped) -> None:
     rule = shipped.get("first-outbound-connection")
     detector = Detector([rule])
     t0 = dt.datetime(2026, 3, 10, 10, 0, 0)
@@ -246,7 +246,7 @@ def _comparable(rows: list[dict]) -> set[tuple]:
     }
 
 
-def test_backtest_over_the_history_gives_the_live_alerts(live_lake: Lake, shipped) -> None:  # noqa: ANN001
+def test_backtest_over_the_history_gives_the_live_alerts(live_lake: Lake, shipped) -> None:
     con = views.connect(live_lake)
     try:
         live_rows = con.sql("SELECT * FROM alerts").to_arrow_table()
@@ -261,7 +261,7 @@ def test_backtest_over_the_history_gives_the_live_alerts(live_lake: Lake, shippe
     assert sorted(summary.column("count").to_pylist()) == sorted(r["count"] for r in back)
 
 
-def test_backtest_since_and_cli(live_lake: Lake, shipped) -> None:  # noqa: ANN001
+def test_backtest_since_and_cli(live_lake: Lake, shipped) -> None:
     recent = backtest(live_lake, shipped.enabled(), since="2026-01-01")
     assert set(recent.column("rule_id").to_pylist()) >= {"late-shell-in-container", "passwd-shadow-tampering"}
     assert all(t >= dt.datetime(2026, 1, 1) for t in recent.column("time").to_pylist())
@@ -289,7 +289,7 @@ def test_backtest_since_and_cli(live_lake: Lake, shipped) -> None:  # noqa: ANN0
     assert table.exit_code == 0 and "passwd-shadow-tampering" in table.output
 
 
-def test_a_restarted_detector_seeded_from_the_lake_does_not_repeat_itself(live_lake: Lake, shipped) -> None:  # noqa: ANN001
+def test_a_restarted_detector_seeded_from_the_lake_does_not_repeat_itself(live_lake: Lake, shipped) -> None:
     announced = []
     detector = Detector(shipped, on_new_alerts=announced.append)
     from tetrapipe.flows.transforms import read_state

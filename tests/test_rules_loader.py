@@ -209,7 +209,7 @@ def test_overrides_tune_a_rule_without_editing_it(tmp_path: Path) -> None:
         (True, "TRUE"),
     ],
 )
-def test_param_literals(value, sql) -> None:  # noqa: ANN001
+def test_param_literals(value, sql) -> None:
     from tetrapipe.ruleset.compiler import param_literal
 
     assert param_literal(value) == sql

@@ -291,7 +291,7 @@ def test_siem_spool_dead_letters_and_file_sink_are_owner_only(tmp_path: Path) ->
     assert loose(tmp_path / "spool") == [] and loose(tmp_path / "files") == []
 
 
-def test_log_records_are_masked_and_made_visible(capsys) -> None:  # noqa: ANN001
+def test_log_records_are_masked_and_made_visible(capsys) -> None:
     """What the long-running commands log (a watched file's name, a client's error) is safe on a terminal."""
     import logging
 

@@ -24,13 +24,13 @@ RULES = REPO / "rules"
 
 
 @pytest.fixture(scope="module")
-def policies():  # noqa: ANN201
+def policies():
     found, issues = load_policies(POLICIES)
     assert not issues, "\n".join(map(str, issues))
     return found
 
 
-def test_every_policy_is_a_valid_tracing_policy(policies) -> None:  # noqa: ANN001
+def test_every_policy_is_a_valid_tracing_policy(policies) -> None:
     assert {"file-monitoring", "file-monitoring-enforce", "connect", "privileges-raise", "namespace-access"} <= set(
         policies
     )
@@ -41,7 +41,7 @@ def test_every_policy_is_a_valid_tracing_policy(policies) -> None:  # noqa: ANN0
             assert [a["index"] for a in hook.args] == list(range(len(hook.args))), f"{p.name} {hook.call}"
 
 
-def test_rules_and_policies_agree(policies) -> None:  # noqa: ANN001
+def test_rules_and_policies_agree(policies) -> None:
     rs = load_ruleset([RULES])
     assert not check_rules_against_policies(rs, policies)
     for rule in rs.rules:
@@ -49,7 +49,7 @@ def test_rules_and_policies_agree(policies) -> None:  # noqa: ANN001
             assert name in policies, f"{rule.id} requires {name}"
 
 
-def test_the_enforcing_variant_blocks_every_hook_it_has(policies) -> None:  # noqa: ANN001
+def test_the_enforcing_variant_blocks_every_hook_it_has(policies) -> None:
     observe, enforce = policies["file-monitoring"], policies["file-monitoring-enforce"]
     assert {h.call for h in enforce.hooks} <= {h.call for h in observe.hooks}
     for hook in enforce.hooks:
@@ -83,7 +83,7 @@ def test_the_enforcing_variant_blocks_every_hook_it_has(policies) -> None:  # no
         (lambda kp: kp["selectors"][0]["matchArgs"][0].update(operator="Mask"), "Mask needs an integer argument"),
     ],
 )
-def test_the_checker_catches_broken_policies(tmp_path: Path, mutation, expected: str) -> None:  # noqa: ANN001
+def test_the_checker_catches_broken_policies(tmp_path: Path, mutation, expected: str) -> None:
     doc = located.load_yaml(POLICIES / "file-monitoring.yaml")
     mutation(doc["spec"]["kprobes"][0])
     path = tmp_path / "p.yaml"
@@ -146,7 +146,7 @@ def _event(call: str, args: list[dict], action: str, policy: str) -> str:
 )
 def test_each_file_hook_as_tetragon_prints_it_fires_the_passwd_rule(
     policies, policy_name: str, action: str, verdict: str
-) -> None:  # noqa: ANN001
+) -> None:
     rule = load_ruleset([RULES]).get("passwd-shadow-tampering")
     policy = policies[policy_name]
     lines, calls = [], []

@@ -41,7 +41,7 @@ def story(tmp_path: Path) -> tuple[Lake, dict]:
     return lake, p
 
 
-def add_alert(lake: Lake, proc, rule: str = "reverse-shell", severity: str = "high") -> None:  # noqa: ANN001
+def add_alert(lake: Lake, proc, rule: str = "reverse-shell", severity: str = "high") -> None:
     row = {c: None for c in ALERT_SCHEMA.names}
     row.update(
         alert_id=f"{rule}-1",
@@ -64,10 +64,10 @@ def add_alert(lake: Lake, proc, rule: str = "reverse-shell", severity: str = "hi
     lake.write("alerts", pa.Table.from_pylist([row], schema=ALERT_SCHEMA))
 
 
-def shown_lines(view) -> list:  # noqa: ANN001
+def shown_lines(view) -> list:
     out = []
 
-    def walk(s, depth):  # noqa: ANN001
+    def walk(s, depth):
         out.append((depth, s))
         for c in s.children:
             walk(c, depth + 1)
@@ -82,7 +82,7 @@ def shown_lines(view) -> list:  # noqa: ANN001
 # --- the model -----------------------------------------------------------------------------
 
 
-def test_pod_tree_structure_late_shell_and_its_chain(story) -> None:  # noqa: ANN001
+def test_pod_tree_structure_late_shell_and_its_chain(story) -> None:
     lake, p = story
     view = build_tree(lake, Selection(pod="crawler-7d9f8b6c5-x2x4z", namespace="tenant-jobs"))
     assert len(view.groups) == 1
@@ -113,7 +113,7 @@ def test_pod_tree_structure_late_shell_and_its_chain(story) -> None:  # noqa: AN
     assert [n.binary for n in view.late_shells] == ["/bin/bash"]
 
 
-def test_events_attached_under_their_process(story) -> None:  # noqa: ANN001
+def test_events_attached_under_their_process(story) -> None:
     lake, p = story
     view = build_tree(lake, Selection(pod="crawler"))
     nodes = view.nodes
@@ -124,7 +124,7 @@ def test_events_attached_under_their_process(story) -> None:  # noqa: ANN001
     assert nodes[p["bash"].exec_id].status() == "running"
 
 
-def test_identical_siblings_fold_with_a_count(story) -> None:  # noqa: ANN001
+def test_identical_siblings_fold_with_a_count(story) -> None:
     lake, p = story
     view = build_tree(lake, Selection(pod="crawler"))
     lines = shown_lines(view)
@@ -161,7 +161,7 @@ def test_a_process_with_an_alert_never_folds_and_is_marked(tmp_path: Path) -> No
     assert view.counts()["alerts"] == 2
 
 
-def test_exec_id_shows_the_path_and_the_subtree(story) -> None:  # noqa: ANN001
+def test_exec_id_shows_the_path_and_the_subtree(story) -> None:
     lake, p = story
     view = build_tree(lake, Selection(exec_id=p["cat"].exec_id))
     lines = shown_lines(view)
@@ -174,7 +174,7 @@ def test_exec_id_shows_the_path_and_the_subtree(story) -> None:  # noqa: ANN001
         build_tree(lake, Selection(exec_id="bm9wZQ=="))
 
 
-def test_time_range_keeps_running_processes(story) -> None:  # noqa: ANN001
+def test_time_range_keeps_running_processes(story) -> None:
     lake, p = story
     since = p["pod"].container_start + dt.timedelta(minutes=5)
     view = build_tree(lake, Selection(pod="crawler", since=since))
@@ -186,7 +186,7 @@ def test_time_range_keeps_running_processes(story) -> None:  # noqa: ANN001
     assert "/bin/bash" not in {s.node.binary for _, s in shown_lines(until)}
 
 
-def test_pod_prefix_and_helpful_misses(story) -> None:  # noqa: ANN001
+def test_pod_prefix_and_helpful_misses(story) -> None:
     lake, _ = story
     assert build_tree(lake, Selection(pod="crawler")).groups[0].pod == "crawler-7d9f8b6c5-x2x4z"
     with pytest.raises(TreeError, match="pods in the history: tenant-jobs/crawler-7d9f8b6c5-x2x4z"):
@@ -207,10 +207,10 @@ def test_real_samples_privileged_pod_tree(tmp_path: Path) -> None:
     assert "LATE SHELL" in text  # bash 7m16s after the container started
 
 
-def _paths(view) -> list[list]:  # noqa: ANN001
+def _paths(view) -> list[list]:
     out = []
 
-    def walk(s, acc):  # noqa: ANN001
+    def walk(s, acc):
         acc = [*acc, s.node]
         out.append(acc)
         for c in s.children:
@@ -247,7 +247,7 @@ def test_many_processes_fold_into_few_lines(tmp_path: Path) -> None:
 # --- text --------------------------------------------------------------------------------
 
 
-def test_text_has_the_tree_the_markers_and_the_colours(story) -> None:  # noqa: ANN001
+def test_text_has_the_tree_the_markers_and_the_colours(story) -> None:
     lake, _ = story
     view = build_tree(lake, Selection(pod="crawler"))
     text = render_text(view, width=200)
@@ -292,7 +292,7 @@ def test_format_helpers() -> None:
 # --- the command -------------------------------------------------------------------------
 
 
-def test_cli_tree_pod_text_json_html_and_errors(story, tmp_path: Path) -> None:  # noqa: ANN001
+def test_cli_tree_pod_text_json_html_and_errors(story, tmp_path: Path) -> None:
     lake, p = story
     runner = CliRunner()
     res = runner.invoke(cli, ["tree", "--lake", str(lake.root)])
@@ -319,7 +319,7 @@ def test_cli_tree_pod_text_json_html_and_errors(story, tmp_path: Path) -> None: 
     assert res.exit_code == 0 and "/bin/bash" in res.output and "/app/fetch.sh" not in res.output
 
 
-def test_process_tree_macro_in_sql(story) -> None:  # noqa: ANN001
+def test_process_tree_macro_in_sql(story) -> None:
     from tetrapipe.tree import install
 
     lake, p = story
@@ -368,7 +368,7 @@ def test_html_is_self_contained_and_escapes_attacker_strings(tmp_path: Path) -> 
     assert "&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;" in page
 
 
-def _load_script():  # noqa: ANN202
+def _load_script():
     """scripts/check_tree_html.py, the documented check (not a package: loaded by path)."""
     import importlib.util
 
@@ -379,7 +379,7 @@ def _load_script():  # noqa: ANN202
     return mod
 
 
-def test_html_in_headless_chromium(story, tmp_path: Path) -> None:  # noqa: ANN001
+def test_html_in_headless_chromium(story, tmp_path: Path) -> None:
     """The real thing: Chromium runs the page's script; the DOM has every process, the late shell marked,
     and the side panel filled for the process named in the URL; and it draws a screenshot."""
     check = _load_script()
@@ -407,7 +407,7 @@ def test_html_in_headless_chromium(story, tmp_path: Path) -> None:  # noqa: ANN0
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
 
 
-def test_html_badges_are_never_clipped_in_chromium(story, tmp_path: Path) -> None:  # noqa: ANN001
+def test_html_badges_are_never_clipped_in_chromium(story, tmp_path: Path) -> None:
     """A process with many alerts: every badge is laid out whole inside its row and inside anything that clips
     (the tree scrolls sideways, so a badge past its edge was in the DOM yet out of sight), wide or narrow."""
     check = _load_script()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from pathlib import Path
+from typing import IO
 
 import click
 from rich.console import Console
@@ -120,7 +121,7 @@ def ingest(
 @lake_option()
 def query(
     sql: str | None,
-    sql_file,
+    sql_file: IO[str] | None,
     hunt: str | None,
     list_hunts: bool,
     show_schema: bool,

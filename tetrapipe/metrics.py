@@ -107,7 +107,7 @@ class MetricsServer:
         reg, hl = registry, health
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     self._send(200, generate_latest(reg), CONTENT_TYPE_LATEST)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -45,9 +47,9 @@ tls_window_option = click.option(
 
 def pipeline_transforms(
     rules_dir: str | None,
-    lake=None,
-    tls_window=None,
-    *,  # noqa: ANN001
+    lake: str | Path | None = None,
+    tls_window: dt.timedelta | None = None,
+    *,
     long_running: bool,
 ) -> tuple[list, object | None]:
     """The transforms every ingesting command runs (ancestry, TLS, detection), and its detector.
@@ -146,7 +148,7 @@ def rules_option(*, detection: bool = True) -> Callable[[F], F]:
     )
 
 
-def exit_at_eof_option(help: str) -> Callable[[F], F]:  # noqa: A002 - click's word
+def exit_at_eof_option(help: str) -> Callable[[F], F]:
     """``--exit-at-eof``: a command that follows a stream stops once its input is drained (``help`` says when)."""
     return click.option("--exit-at-eof", is_flag=True, envvar="TETRAPIPE_EXIT_AT_EOF", show_envvar=True, help=help)
 

@@ -259,7 +259,7 @@ class Processor:
             if closer is not None:
                 try:
                     closer.close()
-                except Exception:  # noqa: BLE001 - closing a broken connection
+                except Exception:
                     log.debug("close failed", exc_info=True)
         self._normalizer.close()
         self._dedup.close()
@@ -394,7 +394,7 @@ class Processor:
             result = compact(self.lake)
             if result.merged_files:
                 log.info("compacted %d segments into %d", result.merged_files, result.into)
-        except Exception:  # noqa: BLE001 - compaction is housekeeping; the data is safe without it
+        except Exception:
             log.warning("compaction failed", exc_info=True)
 
     def _at_end(self) -> bool:
@@ -481,7 +481,7 @@ class Processor:
 
         try:
             self._consumer.commit({TopicPartition(self.config.topic, partition): OffsetAndMetadata(last + 1, "", -1)})
-        except Exception:  # noqa: BLE001 - monitoring only; the lake is the truth
+        except Exception:
             log.warning(
                 "could not commit offset %d of partition %d to Kafka (lake is committed)",
                 last,

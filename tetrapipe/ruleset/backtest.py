@@ -12,12 +12,17 @@ preview of a rule change.
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from tetrapipe.ruleset.model import Rule
 from tetrapipe.ruleset.plan import DEFAULT_MAX_EVENT_IDS, first_terms_sql, group_sql, match_sql, rules_table_sql
 from tetrapipe.schema import ALERT_SCHEMA
+
+if TYPE_CHECKING:
+    from tetrapipe.lake import Lake
 
 
 def _ts(value: dt.datetime | str) -> str:
@@ -46,9 +51,9 @@ def backtest_sql(
 
 
 def backtest(
-    lake,
+    lake: Lake | str | Path,
     rules: list[Rule],
-    since: dt.datetime | str | None = None,  # noqa: ANN001
+    since: dt.datetime | str | None = None,
     until: dt.datetime | str | None = None,
     max_event_ids: int | None = DEFAULT_MAX_EVENT_IDS,
 ) -> pa.Table:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,7 @@ class Scope:
     params_by_namespace: dict[str, dict[str, Any]]
 
 
-def scan_sql(text: str):
+def scan_sql(text: str) -> Iterator[tuple[str, str]]:
     """Yield (kind, chunk) where kind is 'code', 'string' or 'comment'; keeps text intact."""
     i, n = 0, len(text)
     start = 0

@@ -164,7 +164,7 @@ def write_rules(
             os.replace(staging / target.name, target)
         if validate is not None:
             result.broken = list(validate([t for _, t in todo]))
-    except BaseException as exc:  # noqa: BLE001 - undone below, then raised again
+    except BaseException as exc:
         _roll_back(moved, staging, created)
         if isinstance(exc, OSError | ValueError | yaml.YAMLError):
             raise SigmaImportError(

@@ -130,7 +130,7 @@ class _KeyPartitioner(DefaultPartitioner):
     def __init__(self) -> None:
         self._cache: dict[tuple[str, bytes, int], int] = {}
 
-    def partition(self, topic, key, serialized_key, value, serialized_value, cluster):  # noqa: ANN001, ANN201
+    def partition(self, topic, key, serialized_key, value, serialized_value, cluster) -> int:  # noqa: ANN001 - kafka-python's signature
         if serialized_key is None:
             return super().partition(topic, key, serialized_key, value, serialized_value, cluster)
         parts = cluster.partitions_for_topic(topic)

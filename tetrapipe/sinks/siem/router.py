@@ -200,7 +200,7 @@ class Router:
             route.counts.events += len(rows)
         try:
             route.sink.send([route.formatter(r) for r in rows])
-        except Exception:  # noqa: BLE001 - one broken sink must not starve the others
+        except Exception:
             route.sink.stats.dropped += len(rows)
             log.exception("route %s: sink failed on %d record(s); they are DROPPED", route.name, len(rows))
 
@@ -210,7 +210,7 @@ class Router:
         for sink in self.sinks:
             try:
                 sink.flush()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("sink %s: flush failed", sink.name)
 
     def poll(self) -> None:
@@ -219,7 +219,7 @@ class Router:
             if poll is not None:
                 try:
                     poll()
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("sink %s: poll failed", sink.name)
 
     def start(self, interval: float = 1.0) -> None:
@@ -243,7 +243,7 @@ class Router:
         for sink in self.sinks:
             try:
                 sink.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("sink %s: close failed", sink.name)
 
     def stats(self) -> dict[str, dict[str, Any]]:

@@ -242,7 +242,7 @@ def _message_converter(desc: Descriptor) -> Converter:
     elif name in _WRAPPERS:
         value_conv = _scalar_converter(desc.fields_by_name["value"])
         get_value = operator.attrgetter("value")
-        enc = get_value if value_conv is _identity else (lambda m: value_conv(m.value))  # noqa: E731
+        enc = get_value if value_conv is _identity else (lambda m: value_conv(m.value))
     elif name == "google.protobuf.FieldMask":
         enc = lambda m: m.ToJsonString()  # noqa: E731
     elif name in (

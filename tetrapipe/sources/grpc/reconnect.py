@@ -173,7 +173,7 @@ class StreamReader:
         finally:
             try:
                 channel.unsubscribe(attempt_cb)
-            except Exception:  # pragma: no cover - unsubscribe of a closing channel
+            except Exception:  # noqa: BLE001  # pragma: no cover - unsubscribe of a closing channel
                 pass
             self._close_attempt()
 
