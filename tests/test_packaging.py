@@ -94,6 +94,7 @@ def test_every_package_and_the_rules_are_in_the_wheel(tmp_path: Path) -> None:
     policies = {Path(n).name for n in names if n.startswith("tetrapipe/bundled_policies/")}
     assert {p.name for p in (REPO / "tracing-policies").glob("*.yaml")} <= policies
     assert "tetrapipe/lake/hunts/late-shells.sql" in names
+    assert "tetrapipe/py.typed" in names, "PEP 561: type checkers read the package's hints"
     # the sample logs the shipped rules' tests read
     samples = {
         n.removeprefix("tetrapipe/bundled_samples/") for n in names if n.startswith("tetrapipe/bundled_samples/")

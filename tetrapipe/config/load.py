@@ -19,6 +19,7 @@ import yaml
 from tetrapipe.config.check import Checker
 from tetrapipe.config.located import ConfigError, DuplicateKeyError, Node, Problem, toml_nodes, yaml_nodes
 from tetrapipe.config.schema import ROOT, SINK_OPTIONS, Field, Section, sink_section
+from tetrapipe.lake.store import DEFAULT_LAKE
 from tetrapipe.redact import MASK, redact, redact_url
 
 
@@ -43,7 +44,7 @@ class Config:
 
     path: str
     version: int = 1
-    lake: str = "./tetrapipe-lake"
+    lake: str = DEFAULT_LAKE
     rules: str | None = None
     spool_dir: str | None = None  # None: tetrapipe.sinks.spool.default_spool_dir()
     metrics: dict[str, Any] | None = None

@@ -15,6 +15,7 @@ from functools import cache
 from typing import Any
 
 from tetrapipe.formats import FORMATS
+from tetrapipe.lake.store import DEFAULT_LAKE
 from tetrapipe.units import SEVERITIES, parse_duration
 
 MISSING = object()
@@ -222,7 +223,7 @@ SOURCE = Section(
 ROOT = Section(
     {
         "version": Field(int, 1, choices=(1,)),
-        "lake": Field(str, "./tetrapipe-lake"),
+        "lake": Field(str, DEFAULT_LAKE),
         "rules": Field(str, None, doc="rules directory, or none"),
         "spool_dir": Field(
             str,
