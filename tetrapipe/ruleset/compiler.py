@@ -346,7 +346,12 @@ def locate(token: str | None, lines: list[str], first: int, last: int) -> int:
 
 
 def compile_rule(rule: Rule, scope: Scope, validator: Validator, file_lines: list[str]) -> list[Issue]:
-    """Compile ``rule`` into ``rule.compiled``; return the problems, each with its line."""
+    """Compile ``rule`` into ``rule.compiled``; return the problems, each with its line.
+
+    Long because each step (params, condition, exceptions, output, dedup) reports
+    through the two closures above it, which know the rule's file and the
+    condition's lines; split apart, every step would take all of that again.
+    """
     issues: list[Issue] = []
 
     def err(reason: str, line: int, path: Path | None = None) -> None:

@@ -328,6 +328,11 @@ def _plain(value: Any) -> Any:
 
 
 def parse_rule(ctx: FileCheck, doc: located.Located, text_lines: list[str]) -> Rule | None:
+    """One rule document into a :class:`Rule`, every problem recorded in ``ctx`` with its line.
+
+    Long because it reads the rule's keys in the order a rule file lists them,
+    one or two lines each: a reader checks a key's rules here at a glance.
+    """
     ctx.keys(doc, RULE_KEYS, "a rule")
     rid = ctx.string(doc, "id", required=True)
     ctx.rule_id = rid or None

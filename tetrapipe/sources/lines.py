@@ -157,6 +157,10 @@ def read_line_batches(
     returned (a file that simply lacks its final newline); a follower that
     expects more data passes False, never emits half a line, and resumes from
     ``bytes_total``, which then excludes the unfinished line.
+
+    Long because it is one loop over chunks with its carry-over state (the
+    partial line, the line and byte counters, an over-long line being skipped)
+    held in locals: the reader of a 4 MiB-line edge case sees it all in one place.
     """
     buf = bytearray(chunk_bytes + 64 * 1024)
     view = memoryview(buf)
