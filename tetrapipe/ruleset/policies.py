@@ -52,7 +52,8 @@ KPROBE_KEYS = {
     "ignore",
 }
 ARG_KEYS = {"index", "type", "sizeArgIndex", "returnCopy", "maxData", "label", "resolve"}
-ARG_TYPES = {
+#: the integer argument types (the ones a Mask operator can test)
+_INT_TYPES = {
     "int",
     "sint32",
     "int32",
@@ -63,6 +64,14 @@ ARG_TYPES = {
     "ulong",
     "uint64",
     "size_t",
+    "sint16",
+    "int16",
+    "uint16",
+    "sint8",
+    "int8",
+    "uint8",
+}
+ARG_TYPES = _INT_TYPES | {
     "string",
     "skb",
     "sock",
@@ -175,24 +184,6 @@ ACTIONS = {
 }
 BINARY_OPERATORS = {"In", "NotIn", "Prefix", "NotPrefix", "Postfix", "NotPostfix"}
 MAX_SELECTORS = 5
-_INT_TYPES = {
-    "int",
-    "sint32",
-    "int32",
-    "uint32",
-    "long",
-    "sint64",
-    "int64",
-    "ulong",
-    "uint64",
-    "size_t",
-    "sint16",
-    "int16",
-    "uint16",
-    "sint8",
-    "int8",
-    "uint8",
-}
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 #: hook -> the argument types tetrapipe's normalizer expects at each position of ``args``
