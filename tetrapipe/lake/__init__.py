@@ -1,12 +1,12 @@
 """The history: where events, alerts, rejects and TLS statistics are kept, and how they are read.
 
 Write side and read side live in one package because they share one layout
-(a directory of Parquet segments, see :mod:`.store`):
+(one Delta table per kind of row, see :mod:`.store`):
 
-* :mod:`.store`: :class:`Lake` (segments, the ingest manifest) and
-  :class:`AsyncWriter`, the one way rows reach the disk;
-* :mod:`.positions`: the Kafka offsets a segment's name records, so the lake
-  itself says where a stream processor resumes;
+* :mod:`.store`: :class:`Lake`, whose ``commit`` is the one way rows reach
+  the lake;
+* :mod:`.positions`: the positions (Delta app transactions) each commit
+  carries, so the lake itself says where a flow resumes;
 * :mod:`.maintenance`: compaction of small segments, crash-safe;
 * :mod:`.views`: :func:`connect`, a DuckDB connection whose views are the
   history, and :func:`read_rows`, a table's rows in time order (replay);
@@ -26,7 +26,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tetrapipe.lake.hunts import Hunt, saved_hunts
-from tetrapipe.lake.store import DEFAULT_LAKE, LAKE_ENV, AsyncWriter, Lake
+from tetrapipe.lake.positions import Position
+from tetrapipe.lake.store import DEFAULT_LAKE, LAKE_ENV, Lake
 
 if TYPE_CHECKING:
     from tetrapipe.lake.views import VIEW_DOCS, connect, read_rows
@@ -47,9 +48,9 @@ __all__ = [
     "DEFAULT_LAKE",
     "LAKE_ENV",
     "VIEW_DOCS",
-    "AsyncWriter",
     "Hunt",
     "Lake",
+    "Position",
     "connect",
     "read_rows",
     "saved_hunts",

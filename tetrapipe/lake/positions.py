@@ -1,21 +1,23 @@
-"""Kafka offsets recorded in segment names: the lake is the source of truth.
+"""Where a flow is in its input, as the lake itself records it: Delta app transactions.
 
-A segment the stream processor writes is named
-``kafka~<topic>~<partition>~<first offset>~<last offset>.parquet`` (``~`` never
-occurs in a Kafka topic name). The ``events`` segment of a partition's batch is
-written last and is its commit: the committed offset of a partition is the
-highest last offset among its events segments. Segments of the other tables
-beyond that offset belong to a batch that never committed (a crash between
-the two writes) and are deleted before the partition is processed again, so
-a crash at any point neither loses nor duplicates a row.
+Every commit a flow makes carries a :class:`Position`: an application id
+naming the input and a version saying how far into it the commit goes
+(``Lake.commit`` writes it as a Delta ``txn`` action in the same atomic commit
+as the rows). The table then says where a restarted flow resumes, and a commit
+whose position the table already holds is skipped: each input's rows reach a
+table exactly once, whatever crashed and whoever else writes.
 
-Offsets can move backwards: a topic deleted and created again (or a new
-cluster) starts at 0 while the lake holds offsets far beyond. The processor
-then starts a new *epoch* of the partition (by the operator's policy, see
-``tetrapipe process --on-offset-reset``), and the segments it writes from then
-on carry it: ``...~<last offset>~e<epoch>`` (no suffix: epoch 0). Only the
-newest epoch of a partition says where to resume; the older segments stay as
-history.
+Files (``ingest``, ``run``): the app id is ``file:<fingerprint>`` (the
+fingerprint of the log's first line, :func:`tetrapipe.sources.files.fingerprint`)
+and the version the last line number the commit covers. Two companions ride on
+the ``events`` commits of a file: ``file-bytes:<fingerprint>`` (the
+uncompressed byte offset after that line, so ``run`` seeks a growing file
+instead of reading it again) and ``file-done:<fingerprint>`` (a gzip'd backup
+read to its end, never read again by ``run``; its version is the file's line
+count). A companion never decides whether a commit is skipped: only the
+commit's own position does.
+
+Kafka (``process``): see the helpers further down.
 """
 
 from __future__ import annotations
@@ -23,9 +25,56 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tetrapipe.lake.store import Lake
 from tetrapipe.schema import TABLES
+
+if TYPE_CHECKING:
+    from tetrapipe.lake.store import Lake
+
+#: app id prefixes of the positions of export-log files
+FILE_PREFIX = "file:"
+FILE_BYTES_PREFIX = "file-bytes:"
+FILE_DONE_PREFIX = "file-done:"
+
+
+@dataclass(frozen=True)
+class Position:
+    """How far into one input a commit goes: a Delta app transaction ``(app_id, version)``.
+
+    ``version`` only grows for one ``app_id``: a table holding version ``v``
+    holds everything of that input up to ``v``.
+    """
+
+    app_id: str
+    version: int
+
+    def __post_init__(self) -> None:
+        if not self.app_id:
+            raise ValueError("a position needs an app id")
+        if self.version < 0:
+            raise ValueError(f"position {self.app_id}: version {self.version} is negative")
+
+
+def file_position(fingerprint: str, last_line: int) -> Position:
+    """The position of a log file's commit: every line up to ``last_line`` (1-based) is in."""
+    return Position(FILE_PREFIX + fingerprint, last_line)
+
+
+def file_bytes_position(fingerprint: str, end_byte: int) -> Position:
+    """Companion of :func:`file_position`: the uncompressed byte offset just after the last line covered."""
+    return Position(FILE_BYTES_PREFIX + fingerprint, max(end_byte, 0))
+
+
+def file_done_position(fingerprint: str, lines: int) -> Position:
+    """A gzip'd backup read to its end (``lines`` lines): ``run`` never reads it again."""
+    return Position(FILE_DONE_PREFIX + fingerprint, lines)
+
+
+# --- Kafka (process) ------------------------------------------------------------------------------------
+# TRANSITIONAL: the segment-name offsets below are the old layout's; D-process replaces this block with
+# ``kafka_position``/``decode_kafka_version`` over app transactions (the contract). Kept so that
+# flows/process.py and lake/maintenance.py still import while they move.
 
 _NAME = re.compile(
     r"^kafka~(?P<topic>[A-Za-z0-9._-]+)~(?P<partition>\d+)~(?P<first>\d+)~(?P<last>\d+)(?:~e(?P<epoch>\d+))?$"
@@ -98,3 +147,14 @@ def remove_uncommitted(lake: Lake, topic: str, partitions: set[int]) -> list[Pat
                 seg.path.unlink(missing_ok=True)
                 removed.append(seg.path)
     return removed
+
+
+__all__ = [
+    "FILE_BYTES_PREFIX",
+    "FILE_DONE_PREFIX",
+    "FILE_PREFIX",
+    "Position",
+    "file_bytes_position",
+    "file_done_position",
+    "file_position",
+]

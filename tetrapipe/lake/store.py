@@ -1,183 +1,331 @@
-"""The history lake: immutable Parquet segments that DuckDB reads through views.
+"""The history lake: one Delta table per kind of row, which DuckDB reads through views.
 
-Why not one DuckDB database file: DuckDB locks a database against every other
-process while a writer holds it, so a processor that runs for weeks would lock
-every hunter out. Segments are written under a hidden temporary name, fsync'd,
-then renamed into ``<table>/date=YYYY-MM-DD/``: a reader sees a segment whole or
-not at all, and any number of readers query while the writer writes.
+Why Delta rather than a directory of Parquet files: a commit is one atomic
+entry in the table's ``_delta_log``, readers see a commit whole or not at all
+(any number of them, while the writer writes, from a laptop directory or an
+object store), old versions stay readable (time travel), and every commit can
+carry *where its rows came from* as an app transaction (see
+:mod:`tetrapipe.lake.positions`): the lake itself is the record of what was
+ingested, and a commit the table already holds is never written twice.
 
-Each segment may carry metadata (the input lines or Kafka offsets it covers) in
-its Parquet footer, under ``tetrapipe.*`` keys.
+Layout: ``<root>/<table>`` for ``events``, ``alerts``, ``rejects`` and
+``tls_stats``; the schema is :data:`tetrapipe.schema.SCHEMAS` plus a ``date``
+string column (UTC date of :data:`tetrapipe.schema.PARTITION_TIME`, null when
+that time is), which partitions the table. :meth:`Lake.commit` is the one way
+rows reach the lake.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
+import logging
 import os
+import threading
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import pyarrow.dataset as ds
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
-from tetrapipe.fsutil import atomic_write_bytes, fsync_dir, open_private, private_dirs
+from tetrapipe.errors import TetrapipeError
+from tetrapipe.fsutil import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, private_dirs
+from tetrapipe.lake.positions import Position
+from tetrapipe.redact import redact_url
 from tetrapipe.schema import PARTITION_TIME, SCHEMAS
-from tetrapipe.worker import OrderedWorker
 
 DEFAULT_LAKE = "./tetrapipe-lake"
 LAKE_ENV = "TETRAPIPE_LAKE"
+#: the partition column every table carries (``YYYY-MM-DD`` of its partition time, UTC)
+DATE_COLUMN = "date"
+#: the tables of a lake, in the order one batch commits them (``events`` last: a restart resumes from it)
+COMMIT_ORDER = ("rejects", "alerts", "tls_stats", "events")
+#: attempts of one commit that keeps meeting a concurrent commit of the same position
+COMMIT_ATTEMPTS = 8
+
+_URI_SCHEMES = (
+    "az://",
+    "abfs://",
+    "abfss://",
+    "adl://",
+    "azure://",
+    "s3://",
+    "s3a://",
+    "gs://",
+    "file://",
+    "memory://",
+)
+
+log = logging.getLogger("tetrapipe.lake")
+
+
+def is_uri(root: str) -> bool:
+    """Whether ``root`` names an object store (or another delta-rs URI) rather than a local directory."""
+    return root.lower().startswith(_URI_SCHEMES)
 
 
 class Lake:
-    """A lake directory: ``events/``, ``rejects/``, ``alerts/``, ``tls_stats/`` and state."""
+    """A lake: ``events``, ``rejects``, ``alerts`` and ``tls_stats`` Delta tables under one root.
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
-
-    def table_dir(self, name: str) -> Path:
-        return self.root / name
-
-    def segments(self, name: str) -> list[Path]:
-        d = self.table_dir(name)
-        if not d.exists():
-            return []
-        return sorted(d.glob("date=*/*.parquet"))
-
-    def glob(self, name: str) -> str:
-        return str(self.table_dir(name) / "date=*" / "*.parquet")
-
-    def write(
-        self,
-        name: str,
-        table: pa.Table,
-        metadata: dict[str, str] | None = None,
-        segment: str | None = None,
-        keep_empty: bool = False,
-    ) -> list[Path]:
-        """Write ``table`` as one segment per date it covers; returns the segment paths.
-
-        ``segment`` names the file (without .parquet) and writes ONE file, in the
-        date folder of the table's earliest row: one rename is one commit, which
-        the stream processor's exactly-once protocol relies on. ``keep_empty``
-        writes a file even for no rows (a commit marker).
-        """
-        if table.num_rows == 0 and not keep_empty:
-            return []
-        if segment is not None:
-            return [self._write_one(name, table, metadata, segment)]
-        schema = SCHEMAS[name]
-        table = table.cast(schema) if table.schema != schema else table
-        tcol = table.column(PARTITION_TIME[name])
-        days = pc.cast(pc.cast(tcol, pa.timestamp("us")), pa.date32())
-        written: list[Path] = []
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        seg_id = uuid.uuid4().hex[:12]
-        unique = pc.unique(days).to_pylist()
-        for day in unique:
-            part = table if len(unique) == 1 else table.filter(pc.equal(days, pa.scalar(day, pa.date32())))
-            label = "unknown" if day is None else day.isoformat()
-            if day is None:
-                part = table.filter(pc.is_null(days))
-            final = self._commit(name, label, f"{stamp}-{seg_id}", part, metadata)
-            written.append(final)
-        return written
-
-    def _write_one(self, name: str, table: pa.Table, metadata: dict[str, str] | None, segment: str) -> Path:
-        schema = SCHEMAS[name]
-        table = table.cast(schema) if table.schema != schema else table
-        tcol = table.column(PARTITION_TIME[name])
-        first = pc.min(tcol).as_py() if table.num_rows else None
-        label = first.date().isoformat() if first is not None else "unknown"
-        return self._commit(name, label, segment, table, metadata)
-
-    def _commit(self, name: str, label: str, segment: str, table: pa.Table, metadata: dict[str, str] | None) -> Path:
-        """Write one segment under a hidden name, fsync it, rename it into its date folder."""
-        d = private_dirs(self.table_dir(name) / f"date={label}")
-        final = d / f"{segment}.parquet"
-        tmp = d / f".{final.name}.tmp"
-        meta = dict(table.schema.metadata or {})
-        for k, v in (metadata or {}).items():
-            meta[f"tetrapipe.{k}".encode()] = v.encode()
-        # created owner-only first (a crash's left-over is replaced, not reused with its mode): Arrow then
-        # opens it with O_TRUNC, which keeps the mode of an existing file
-        tmp.unlink(missing_ok=True)
-        open_private(tmp, append=False).close()
-        pq.write_table(table.replace_schema_metadata(meta), tmp, compression="zstd", row_group_size=128 * 1024)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        fsync_dir(d)
-        return final
-
-    # --- which inputs were already ingested -------------------------------------------
-
-    def _manifest_path(self, fp: str) -> Path:
-        return self.root / "_state" / "ingested" / f"{fp}.json"
-
-    def ingested_position(self, fp: str) -> tuple[int, int]:
-        """(lines, uncompressed bytes) of the log with this fingerprint already in the lake."""
-        p = self._manifest_path(fp)
-        try:
-            body = json.loads(p.read_bytes())
-            return int(body["lines"]), int(body.get("bytes", -1))
-        except (OSError, ValueError, KeyError):
-            return 0, 0
-
-    def ingested_complete(self, fp: str) -> bool:
-        try:
-            return bool(json.loads(self._manifest_path(fp).read_bytes()).get("complete"))
-        except (OSError, ValueError):
-            return False
-
-    def mark_complete(self, fp: str) -> None:
-        p = self._manifest_path(fp)
-        try:
-            body = json.loads(p.read_bytes())
-        except (OSError, ValueError):
-            return
-        body["complete"] = True
-        atomic_write_bytes(p, json.dumps(body).encode())
-
-    def record_ingested(self, fp: str, source: str, lines: int, nbytes: int = -1) -> None:
-        body = {"fingerprint": fp, "source": source, "lines": lines, "bytes": nbytes, "updated": time.time()}
-        atomic_write_bytes(self._manifest_path(fp), json.dumps(body).encode())
-
-
-class AsyncWriter:
-    """Writes segments on a background thread while the next batch is normalized.
-
-    Parquet encoding and zstd release the GIL, so this overlaps real work. The
-    queue is small (bounded memory), ``on_commit`` runs after a batch's
-    segments are renamed into place, and a write error is re-raised in the
-    caller at the next submit or at close: never swallowed, and no later batch
-    is committed past the one that failed.
+    ``root`` is a directory or an object-store URI; ``storage_options`` go to
+    delta-rs as they are (credentials otherwise come from its own environment
+    variables). One Lake caches the tables it opened: a long-running writer
+    reloads only the log entries new since its last commit.
     """
 
-    def __init__(self, lake: Lake, max_pending: int = 1) -> None:
-        self.lake = lake
-        self._worker = OrderedWorker("lake-writer", max_pending)
+    def __init__(self, root: str | os.PathLike[str], storage_options: dict[str, str] | None = None) -> None:
+        raw = os.fspath(root)
+        self.is_local = not is_uri(raw)
+        self.root: str = raw if self.is_local else raw.rstrip("/")
+        self.storage_options: dict[str, str] = dict(storage_options or {})
+        self._tables: dict[str, DeltaTable] = {}
+        self._lock = threading.Lock()
 
-    def _write(
-        self, tables: dict[str, pa.Table], metadata: dict[str, str] | None, on_commit: Callable[[], None] | None
-    ) -> None:
-        for name, table in tables.items():
-            self.lake.write(name, table, metadata)
-        if on_commit is not None:
-            on_commit()
+    def __repr__(self) -> str:
+        return f"Lake({redact_url(self.root)!r})"
 
-    def submit(
-        self,
-        tables: dict[str, pa.Table],
-        metadata: dict[str, str] | None = None,
-        on_commit: Callable[[], None] | None = None,
-    ) -> None:
-        self._worker.submit(lambda: self._write(tables, metadata, on_commit))
+    @property
+    def path(self) -> Path:
+        """The root as a local path (the lake's own state files live under it); only for a local lake."""
+        if not self.is_local:
+            raise TetrapipeError(f"the lake {redact_url(self.root)} is not a local directory")
+        return Path(self.root)
 
-    def flush(self) -> None:
-        self._worker.flush()
+    def table_uri(self, name: str) -> str:
+        if self.is_local:
+            return os.path.abspath(os.path.join(self.root, name))
+        return f"{self.root}/{name}"
 
-    def close(self) -> None:
-        self._worker.close()
+    # --- reading -------------------------------------------------------------------------------------
+
+    def table(self, name: str, version: int | str | dt.datetime | None = None) -> DeltaTable | None:
+        """The Delta table ``name`` (at ``version``: a number, a datetime or an ISO time); None when absent.
+
+        Raises :class:`TetrapipeError` for a table in the old segment layout
+        and for a version the table does not have.
+        """
+        try:
+            if version is None or isinstance(version, int):
+                return DeltaTable(self.table_uri(name), version=version, storage_options=self.storage_options or None)
+            table = DeltaTable(self.table_uri(name), storage_options=self.storage_options or None)
+        except TableNotFoundError:
+            self.refuse_old_layout(name)
+            return None
+        except OSError as exc:  # delta-rs: a version past the newest is reported as an IO error
+            if version is not None:
+                raise TetrapipeError(f"the {name} table has no version {version}: {exc}") from exc
+            raise
+        try:
+            table.load_as_version(version)
+        except (ValueError, OSError) as exc:
+            raise TetrapipeError(f"the {name} table has no version as of {version}: {exc}") from exc
+        return table
+
+    def dataset(self, name: str, version: int | str | dt.datetime | None = None) -> ds.Dataset | None:
+        """The rows of ``name`` (at ``version``) as a pyarrow dataset for DuckDB; None when there is no table."""
+        table = self.table(name, version)
+        return None if table is None else table.to_pyarrow_dataset()
+
+    def exists(self) -> bool:
+        """Whether any table is there (a first run has nothing to restore or query)."""
+        return any(self.table(name) is not None for name in SCHEMAS)
+
+    def committed(self, name: str, app_id: str) -> int | None:
+        """The newest version of ``app_id`` that table ``name`` holds (None: nothing of that input)."""
+        table = self._current(name)
+        return None if table is None else table.transaction_version(app_id)
+
+    def refuse_old_layout(self, name: str) -> None:
+        """Raise when ``<root>/<name>`` holds the segments of tetrapipe's old layout (no ``_delta_log``)."""
+        if not self.is_local:
+            return
+        d = Path(self.root) / name
+        if (d / "_delta_log").is_dir():
+            return
+        if any(d.glob("date=*/*.parquet")):
+            raise TetrapipeError(
+                f"{d} holds the old segment layout: run `tetrapipe lake migrate --lake {self.root}` "
+                f"to turn it into a Delta table"
+            )
+
+    # --- TRANSITIONAL: the old layout's file listing, for readers still moving to Delta (views, process) ---
+
+    def table_dir(self, name: str) -> Path:
+        return self.path / name
+
+    def segments(self, name: str) -> list[Path]:
+        """The table's Parquet data files on local disk (TRANSITIONAL: read through :meth:`dataset` instead)."""
+        d = self.table_dir(name)
+        return sorted(d.glob("date=*/*.parquet")) if d.exists() else []
+
+    def glob(self, name: str) -> str:
+        """TRANSITIONAL: the old layout's glob; use :meth:`dataset`."""
+        return str(self.table_dir(name) / "date=*" / "*.parquet")
+
+    # --- writing -------------------------------------------------------------------------------------
+
+    def commit(
+        self, name: str, rows: pa.Table, position: Position | None = None, *, also: Sequence[Position] = ()
+    ) -> bool:
+        """Append ``rows`` to table ``name`` in one atomic commit that carries ``position``; False if skipped.
+
+        Skipped (nothing written) when the table already holds ``position``
+        (its version of that app id is at least ``position.version``): a
+        commit repeated after a crash, or made by a concurrent writer first.
+        ``also``: companion positions recorded in the same commit that never
+        cause a skip (see :mod:`tetrapipe.lake.positions`). A commit that
+        meets a concurrent commit of the same app id reloads the table,
+        checks again and retries (:data:`COMMIT_ATTEMPTS` times). With no
+        rows and no position there is nothing to commit.
+        """
+        if rows.num_rows == 0 and position is None and not also:
+            return False
+        data = with_date(name, rows)
+        txns = [Transaction(p.app_id, p.version) for p in ([position] if position else []) + list(also)]
+        props = CommitProperties(app_transactions=txns) if txns else None
+        for attempt in range(COMMIT_ATTEMPTS):
+            table = self._current(name) or self._create(name, data.schema)
+            if position is not None:
+                held = table.transaction_version(position.app_id)
+                if held is not None and held >= position.version:
+                    return False
+            try:
+                # the check above and the commit read one snapshot: a concurrent commit of the same app id
+                # after it fails this one (CommitFailedError) instead of being appended to
+                with _private_files(self.is_local):
+                    write_deltalake(
+                        table,
+                        data,
+                        mode="append",
+                        partition_by=[DATE_COLUMN],
+                        schema_mode="merge",
+                        storage_options=self.storage_options or None,
+                        commit_properties=props,
+                    )
+            except CommitFailedError as exc:
+                log.debug("commit to %s met a concurrent one (attempt %d): %s", name, attempt + 1, exc)
+                self._forget(name)
+                time.sleep(0.01 * (attempt + 1))
+                continue
+            self._forget(name)  # (the next commit reloads: cheap, and never trusts a snapshot it did not read)
+            if self.is_local:
+                self._chmod_last_commit(name)
+            return True
+        raise TetrapipeError(
+            f"cannot commit to the {name} table of {redact_url(self.root)}: {COMMIT_ATTEMPTS} attempts met "
+            f"a concurrent commit of {position.app_id if position else 'the same input'}"
+        )
+
+    def _create(self, name: str, schema: pa.Schema) -> DeltaTable:
+        """Create the empty table ``name`` (a first commit of its own, so that every append is checked against
+        a snapshot: two first writers would otherwise both append without seeing each other's position)."""
+        with _private_files(self.is_local):
+            if self.is_local:
+                private_dirs(self.root)
+            try:
+                DeltaTable.create(
+                    self.table_uri(name),
+                    schema,
+                    mode="ignore",
+                    partition_by=[DATE_COLUMN],
+                    storage_options=self.storage_options or None,
+                )
+            except (CommitFailedError, OSError) as exc:  # created by a concurrent first writer meanwhile
+                log.debug("table %s created concurrently: %s", name, exc)
+        if self.is_local:
+            self._chmod_last_commit(name)
+        table = self._current(name)
+        if table is None:
+            raise TetrapipeError(f"cannot create the {name} table at {redact_url(self.table_uri(name))}")
+        return table
+
+    def _current(self, name: str) -> DeltaTable | None:
+        """The cached table, brought up to the newest version (opened on first use)."""
+        with self._lock:
+            table = self._tables.get(name)
+        if table is None:
+            table = self.table(name)
+            if table is None:
+                return None
+        else:
+            table.update_incremental()
+        with self._lock:
+            self._tables[name] = table
+        return table
+
+    def _forget(self, name: str) -> None:
+        with self._lock:
+            self._tables.pop(name, None)
+
+    def _chmod_last_commit(self, name: str) -> None:
+        """Owner-only modes on what the newest commit added (a default ACL can widen what the umask narrowed)."""
+        base = Path(self.table_uri(name))
+        logs = sorted((base / "_delta_log").glob("*.json"))
+        if not logs:
+            return
+        newest = logs[-1]
+        paths = [newest, newest.parent]
+        try:
+            for line in newest.read_text().splitlines():
+                add = json.loads(line).get("add") if line.strip() else None
+                if add and "path" in add and "://" not in add["path"]:
+                    paths += [base / unquote(add["path"]), (base / unquote(add["path"])).parent]
+        except (OSError, ValueError) as exc:
+            log.debug("cannot read %s: %s", newest, exc)
+        paths.append(base)
+        for p in dict.fromkeys(paths):
+            with contextlib.suppress(OSError):  # someone else's file, or gone: its mode is not ours to set
+                mode = p.stat().st_mode & 0o777
+                want = PRIVATE_DIR_MODE if p.is_dir() else PRIVATE_FILE_MODE
+                if mode & ~want:
+                    os.chmod(p, want)
+
+
+def with_date(name: str, rows: pa.Table) -> pa.Table:
+    """``rows`` in the table's schema plus the ``date`` partition column."""
+    schema = SCHEMAS[name]
+    if rows.num_columns == 0:
+        rows = schema.empty_table()
+    elif rows.schema != schema:
+        rows = rows.cast(schema)
+    times = pc.cast(rows.column(PARTITION_TIME[name]), pa.timestamp("us"))
+    days = pc.strftime(times, format="%Y-%m-%d") if rows.num_rows else pa.array([], pa.string())
+    return rows.append_column(DATE_COLUMN, days)
+
+
+_umask_lock = threading.Lock()
+_umask_depth = 0
+_umask_saved = 0
+
+
+@contextlib.contextmanager
+def _private_files(local: bool) -> Iterator[None]:
+    """umask 077 while delta-rs creates files (it takes no modes): a commit's files are never readable by others.
+
+    The umask is the process's: nested or concurrent writes share one
+    narrowing, restored when the last one ends.
+    """
+    global _umask_depth, _umask_saved  # (the process umask is global state itself)
+    if not local:
+        yield
+        return
+    with _umask_lock:
+        if _umask_depth == 0:
+            _umask_saved = os.umask(0o077)
+        _umask_depth += 1
+    try:
+        yield
+    finally:
+        with _umask_lock:
+            _umask_depth -= 1
+            if _umask_depth == 0:
+                os.umask(_umask_saved)
+
+
+__all__ = ["COMMIT_ORDER", "DATE_COLUMN", "DEFAULT_LAKE", "LAKE_ENV", "Lake", "is_uri", "with_date"]
