@@ -1,172 +1,323 @@
-"""Merge small segments into large ones without ever losing or doubling a row.
+"""Keeping a Delta lake fast and bounded: compaction, vacuum, retention, and what the tables hold.
 
-A processor commits a segment per partition per micro-batch: at one batch a
-second that is 86,400 files a day, and queries slow down with every file.
-Compaction merges the segments of one table, one date and one source (one
-Kafka partition, or all ingested files) into one file.
+A processor commits once per partition per micro-batch: at one batch a second
+that is tens of thousands of small files a day, and every query opens each
+one. Delta makes the repairs safe for readers, which is why they live here as
+thin, explained calls into delta-rs rather than as file moves of our own:
 
-Crash safety comes from a journal: before the merged file is renamed into
-place, ``_state/compaction/<id>.json`` lists the segments it replaces; after
-the rename they are deleted and the journal is removed. :func:`recover`
-finishes any journal left by a crash (deletes the replaced segments when the
-merged file exists, else drops the journal), so a crash at any point leaves
-each row exactly once. Readers may see a row twice only in the milliseconds
-between the rename and the deletes. A merged Kafka segment is named after the
-lowest first and highest last offset it holds, so the committed offset the
-processor resumes from is unchanged.
+* :func:`optimize` (``OPTIMIZE``) rewrites a partition's small files into
+  large ones in one commit that removes the old files and adds the new: a
+  reader sees either version whole, never a row twice. It does not conflict
+  with concurrent appends (measured: a writer committing every few
+  milliseconds while optimize runs loses nothing and never fails); two
+  optimizers at once do conflict, and the loser retries on a fresh snapshot.
+* :func:`vacuum` deletes the files no version younger than the retention
+  references (removed by optimize or retention). Readers of the current
+  version never lose a file; time travel and long queries older than the
+  retention do, hence the 7-day default.
+* :func:`retention` deletes whole ``date`` partitions older than N days (a
+  partition predicate drops files, it rewrites none); the files go at the
+  next vacuum.
+* Checkpoints: delta-rs writes one every ``delta.checkpointInterval`` commits
+  (100 by default, measured with 1.6.6), so opening a table reads one
+  checkpoint and fewer than 100 commit files however busy the writers are;
+  :func:`optimize` also deletes log entries older than the log retention
+  (``cleanup_metadata``).
 """
 
 from __future__ import annotations
 
-import fcntl
+import datetime as dt
 import json
-import os
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+from deltalake import DeltaTable
+from deltalake.exceptions import CommitFailedError
+from deltalake.fs import DeltaStorageHandler
 
-from tetrapipe.fsutil import atomic_write_bytes, fsync_dir, open_private, open_private_fd
-from tetrapipe.lake.positions import parse_segment_name, segment_name
-from tetrapipe.lake.store import Lake
-from tetrapipe.schema import SCHEMAS, TABLES, conform
+from tetrapipe.errors import TetrapipeError
+from tetrapipe.lake.store import COMMIT_ORDER, DATE_COLUMN, Lake, private_files
 
-SMALL_BYTES = 32 * 1024 * 1024
+log = logging.getLogger("tetrapipe.lake.maintenance")
+
+#: the default VACUUM retention, Delta's own (``delta.deletedFileRetentionDuration``)
+DEFAULT_VACUUM_RETENTION = dt.timedelta(days=7)
+#: attempts of one maintenance commit that meets a concurrent one
+ATTEMPTS = 6
+
+T = TypeVar("T")
+
+
+def _tables(lake: Lake, names: Iterable[str] | None) -> list[tuple[str, DeltaTable]]:
+    """The existing tables among ``names`` (default: all), each opened once; an unknown name is an error."""
+    wanted = list(names or COMMIT_ORDER)
+    unknown = [n for n in wanted if n not in COMMIT_ORDER]
+    if unknown:
+        raise TetrapipeError(f"no table {', '.join(unknown)} (the lake's tables: {', '.join(sorted(COMMIT_ORDER))})")
+    out = []
+    for name in wanted:
+        table = lake.table(name)
+        if table is not None:
+            out.append((name, table))
+    return out
+
+
+def _retrying(lake: Lake, name: str, what: str, op: Callable[[DeltaTable], T]) -> T:
+    """``op`` on a fresh snapshot of ``name``, again while it meets a concurrent commit it conflicts with."""
+    for attempt in range(ATTEMPTS):
+        table = lake.table(name)
+        if table is None:
+            raise TetrapipeError(f"the {name} table is gone")
+        try:
+            with private_files(lake.is_local):
+                return op(table)
+        except CommitFailedError as exc:
+            log.info("%s of %s met a concurrent commit (attempt %d): %s", what, name, attempt + 1, exc)
+            time.sleep(0.05 * (attempt + 1))
+    raise TetrapipeError(f"{what} of the {name} table kept meeting concurrent commits ({ATTEMPTS} attempts)")
+
+
+# --- optimize ---------------------------------------------------------------------------------------------
 
 
 @dataclass
-class CompactionResult:
-    merged_files: int = 0
-    into: int = 0
-    rows: int = 0
+class OptimizeResult:
+    table: str
+    files_removed: int = 0
+    files_added: int = 0
+    version: int = 0
 
 
-@contextmanager
-def _lock(lake: Lake) -> Iterator[None]:
-    """One compactor per lake at a time (processors on other partitions keep writing)."""
-    path = lake.root / "_state" / "compact.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open_private(path) as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def optimize(lake: Lake, tables: Iterable[str] | None = None, target_size: int | None = None) -> list[OptimizeResult]:
+    """Compact each table's small files (Delta ``OPTIMIZE``), then drop expired log entries.
 
-
-def _journal_dir(lake: Lake) -> Path:
-    return lake.root / "_state" / "compaction"
-
-
-def recover(lake: Lake) -> int:
-    """Finish or undo compactions a crash interrupted; returns how many journals were handled."""
-    d = _journal_dir(lake)
-    if not d.exists():
-        return 0
-    handled = 0
-    for journal in sorted(d.glob("*.json")):
-        entry = json.loads(journal.read_text())
-        if Path(entry["merged"]).exists():
-            for old in entry["replaces"]:
-                Path(old).unlink(missing_ok=True)
-        else:
-            Path(entry["tmp"]).unlink(missing_ok=True)
-        journal.unlink()
-        handled += 1
-    return handled
-
-
-def _group_key(path: Path) -> tuple[str, str]:
-    """Segments merge only with their own kind: one topic, partition and epoch, or the file ingests."""
-    parsed = parse_segment_name(path.stem)
-    if parsed:
-        topic, partition, _, _, epoch = parsed
-        return ("kafka", f"{topic}~{partition}~{epoch}")
-    return ("files", "")
-
-
-def _first_offset(path: Path) -> int:
-    parsed = parse_segment_name(path.stem)
-    assert parsed is not None
-    return parsed[2]
-
-
-def _merged_name(key: tuple[str, str], paths: list[Path]) -> str:
-    if key[0] == "kafka":
-        topic, partition, epoch = key[1].split("~")
-        ranges = [r for r in (parse_segment_name(p.stem) for p in paths) if r]
-        first = min(r[2] for r in ranges)
-        last = max(r[3] for r in ranges)
-        return segment_name(topic, int(partition), first, last, int(epoch))
-    return f"{paths[0].stem.split('-')[0]}-{uuid.uuid4().hex[:12]}-compacted"
-
-
-def compact(
-    lake: Lake,
-    tables: list[str] | None = None,
-    min_files: int = 8,
-    small_bytes: int = SMALL_BYTES,
-    skip_newest: int = 1,
-) -> CompactionResult:
-    """Merge groups of at least ``min_files`` small segments.
-
-    ``skip_newest`` segments of each group are left alone: a live processor
-    may be about to read them back as its latest commit.
+    Safe while processors write: appends never conflict with a compaction,
+    and a reader sees the table before or after it, each row once.
     """
-    result = CompactionResult()
-    with _lock(lake):
-        recover(lake)
-        for table in tables or list(TABLES):
-            for day_dir in sorted(lake.table_dir(table).glob("date=*")):
-                groups: dict[tuple[str, str], list[Path]] = {}
-                for p in sorted(day_dir.glob("*.parquet")):
-                    if p.stat().st_size < small_bytes:
-                        groups.setdefault(_group_key(p), []).append(p)
-                for key, paths in groups.items():
-                    if key[0] == "kafka":
-                        paths.sort(key=_first_offset)
-                    candidates = paths[: len(paths) - skip_newest] if skip_newest else paths
-                    if len(candidates) < min_files:
-                        continue
-                    rows = _merge(lake, table, day_dir, key, candidates)
-                    result.merged_files += len(candidates)
-                    result.into += 1
-                    result.rows += rows
-    return result
+    results = []
+    for name, _ in _tables(lake, tables):
 
+        def run(table: DeltaTable) -> dict[str, Any]:
+            return table.optimize.compact(target_size=target_size)
 
-def _merge(lake: Lake, table: str, day_dir: Path, key: tuple[str, str], paths: list[Path]) -> int:
-    schema = SCHEMAS[table]
-    merged = day_dir / f"{_merged_name(key, paths)}.parquet"
-    tmp = day_dir / f".{merged.name}.{uuid.uuid4().hex[:6]}.tmp"
-    metadata = pq.read_schema(paths[-1]).metadata or {}
-    rows = 0
-    os.close(open_private_fd(tmp))  # owner-only before the writer (re)opens it, whatever the umask
-    with pq.ParquetWriter(tmp, schema.with_metadata(metadata), compression="zstd") as writer:
-        for p in paths:
-            part = pq.read_table(p)
-            part = conform(part, schema)
-            writer.write_table(
-                pa.Table.from_batches(part.to_batches(), schema=schema.with_metadata(metadata)),
-                row_group_size=128 * 1024,
+        metrics = _retrying(lake, name, "optimize", run)
+        table = lake.table(name)
+        assert table is not None
+        table.cleanup_metadata()  # log entries past delta.logRetentionDuration, behind a checkpoint
+        results.append(
+            OptimizeResult(
+                name,
+                files_removed=int(metrics.get("numFilesRemoved", 0)),
+                files_added=int(metrics.get("numFilesAdded", 0)),
+                version=table.version(),
             )
-            rows += part.num_rows
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    journal = _journal_dir(lake) / f"{uuid.uuid4().hex}.json"
-    if merged.exists():  # a name collision (same offset range) is a bug, never overwrite data
-        tmp.unlink()
-        raise RuntimeError(f"refusing to overwrite {merged}")
-    atomic_write_bytes(
-        journal, json.dumps({"merged": str(merged), "tmp": str(tmp), "replaces": [str(p) for p in paths]}).encode()
-    )
-    os.replace(tmp, merged)
-    for p in paths:
-        p.unlink(missing_ok=True)
-    fsync_dir(day_dir)
-    journal.unlink()
-    return rows
+        )
+    return results
+
+
+# --- vacuum and retention ---------------------------------------------------------------------------------
+
+
+@dataclass
+class VacuumResult:
+    table: str
+    deleted: list[str] = field(default_factory=list)
+
+
+def vacuum(
+    lake: Lake,
+    retention: dt.timedelta = DEFAULT_VACUUM_RETENTION,
+    tables: Iterable[str] | None = None,
+    dry_run: bool = False,
+) -> list[VacuumResult]:
+    """Delete files that no version younger than ``retention`` references.
+
+    A retention shorter than the table's own (7 days) is allowed because the
+    caller asked for it: it can break time travel past it, a query that
+    started before a compaction, and a writer whose commit is slower than
+    the retention (its written, not yet committed files look unreferenced).
+    """
+    hours = int(retention.total_seconds() // 3600)
+    if retention.total_seconds() % 3600:
+        raise TetrapipeError(f"vacuum retention {retention} is not whole hours (Delta counts it in hours)")
+    out = []
+    for name, _ in _tables(lake, tables):
+
+        def run(table: DeltaTable) -> list[str]:
+            return table.vacuum(
+                retention_hours=hours,
+                dry_run=dry_run,
+                enforce_retention_duration=retention >= DEFAULT_VACUUM_RETENTION,
+            )
+
+        out.append(VacuumResult(name, sorted(_retrying(lake, name, "vacuum", run))))
+    return out
+
+
+@dataclass
+class RetentionResult:
+    table: str
+    cutoff: str
+    rows_deleted: int = 0
+    files_removed: int = 0
+
+
+def retention_cutoff(keep: dt.timedelta, now: dt.datetime | None = None) -> str:
+    """The first ``date`` kept when keeping ``keep`` of history: today (UTC) counts as day one."""
+    if keep < dt.timedelta(days=1):
+        raise TetrapipeError(f"a retention of {keep} would delete today's history: keep at least 1d")
+    today = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).date()
+    return (today - dt.timedelta(days=keep.days - 1)).isoformat()
+
+
+def retention(
+    lake: Lake, keep: dt.timedelta, tables: Iterable[str] | None = None, now: dt.datetime | None = None
+) -> list[RetentionResult]:
+    """Delete every partition dated before :func:`retention_cutoff` (rows with no date are kept).
+
+    A partition predicate removes whole files in one commit, and rewrites
+    none; the space comes back at the next :func:`vacuum`.
+    """
+    cutoff = retention_cutoff(keep, now)
+    out = []
+    for name, _ in _tables(lake, tables):
+
+        def run(table: DeltaTable) -> dict[str, Any]:
+            return table.delete(f"{DATE_COLUMN} < '{cutoff}'")
+
+        metrics = _retrying(lake, name, "retention", run)
+        out.append(
+            RetentionResult(
+                name,
+                cutoff,
+                rows_deleted=int(metrics.get("num_deleted_rows", 0)),
+                files_removed=int(metrics.get("num_removed_files", 0)),
+            )
+        )
+    return out
+
+
+# --- history and stats ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Commit:
+    version: int
+    time: dt.datetime
+    operation: str
+    rows_added: int | None
+    files_added: int | None
+    files_removed: int | None
+    app_transactions: list[tuple[str, int]] = field(default_factory=list)
+
+
+def _log_fs(lake: Lake, name: str) -> pafs.FileSystem:
+    """The table's directory through delta-rs's own object store (local or remote, same credentials)."""
+    return pafs.PyFileSystem(DeltaStorageHandler(lake.table_uri(name), lake.storage_options or None))
+
+
+def _app_transactions(fs: pafs.FileSystem, version: int) -> list[tuple[str, int]]:
+    """The ``txn`` actions of one commit file (empty when the log entry was cleaned up)."""
+    try:
+        with fs.open_input_stream(f"_delta_log/{version:020d}.json") as f:
+            body = f.read().decode()
+    except (OSError, FileNotFoundError):
+        return []
+    out = []
+    for line in body.splitlines():
+        txn = json.loads(line).get("txn") if line.strip() else None
+        if txn:
+            out.append((str(txn["appId"]), int(txn["version"])))
+    return out
+
+
+def _metric(metrics: dict[str, Any], *names: str) -> int | None:
+    for n in names:
+        if n in metrics and metrics[n] is not None:
+            return int(metrics[n])
+    return None
+
+
+def history(lake: Lake, name: str, limit: int | None = 20) -> list[Commit]:
+    """The newest ``limit`` commits of ``name``, newest first, with the positions each one carries."""
+    table = _tables(lake, [name])
+    if not table:
+        return []
+    fs = _log_fs(lake, name)
+    out = []
+    for entry in table[0][1].history(limit):
+        metrics = entry.get("operationMetrics") or {}
+        version = int(entry["version"])
+        out.append(
+            Commit(
+                version=version,
+                time=dt.datetime.fromtimestamp(int(entry.get("timestamp", 0)) / 1000, dt.UTC),
+                operation=str(entry.get("operation", "?")),
+                rows_added=_metric(metrics, "num_added_rows", "numOutputRows"),
+                files_added=_metric(metrics, "num_added_files", "numFilesAdded"),
+                files_removed=_metric(metrics, "num_removed_files", "numFilesRemoved"),
+                app_transactions=_app_transactions(fs, version),
+            )
+        )
+    return out
+
+
+@dataclass
+class TableStats:
+    table: str
+    version: int
+    files: int
+    rows: int
+    bytes: int
+    partitions: int
+    oldest: str | None
+    newest: str | None
+    log_files: int
+    log_bytes: int
+    last_checkpoint: int | None
+
+
+def _log_size(fs: pafs.FileSystem) -> tuple[int, int, int | None]:
+    """(files, bytes, last checkpoint version) of a table's ``_delta_log``."""
+    infos = fs.get_file_info(pafs.FileSelector("_delta_log", allow_not_found=True))
+    files = [i for i in infos if i.type == pafs.FileType.File]
+    checkpoint = None
+    try:
+        with fs.open_input_stream("_delta_log/_last_checkpoint") as f:
+            checkpoint = int(json.loads(f.read())["version"])
+    except (OSError, FileNotFoundError, ValueError, KeyError):
+        pass
+    return len(files), sum(i.size or 0 for i in files), checkpoint
+
+
+def stats(lake: Lake, tables: Iterable[str] | None = None) -> list[TableStats]:
+    """What each table holds now: from the current snapshot's file list, no data file is read."""
+    out = []
+    for name, table in _tables(lake, tables):
+        adds = pa.table(table.get_add_actions(flatten=True))
+        dates = adds.column(f"partition.{DATE_COLUMN}") if f"partition.{DATE_COLUMN}" in adds.column_names else None
+        known = pc.drop_null(dates) if dates is not None else pa.array([], pa.string())
+        log_files, log_bytes, checkpoint = _log_size(_log_fs(lake, name))
+        out.append(
+            TableStats(
+                table=name,
+                version=table.version(),
+                files=adds.num_rows,
+                rows=int(pc.sum(adds.column("num_records")).as_py() or 0) if adds.num_rows else 0,
+                bytes=int(pc.sum(adds.column("size_bytes")).as_py() or 0) if adds.num_rows else 0,
+                partitions=len(pc.unique(dates)) if dates is not None else 0,
+                oldest=pc.min(known).as_py() if len(known) else None,
+                newest=pc.max(known).as_py() if len(known) else None,
+                log_files=log_files,
+                log_bytes=log_bytes,
+                last_checkpoint=checkpoint,
+            )
+        )
+    return out
