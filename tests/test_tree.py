@@ -61,7 +61,7 @@ def add_alert(lake: Lake, proc, rule: str = "reverse-shell", severity: str = "hi
         count=1,
         event_ids=[],
     )
-    lake.write("alerts", pa.Table.from_pylist([row], schema=ALERT_SCHEMA))
+    lake.commit("alerts", pa.Table.from_pylist([row], schema=ALERT_SCHEMA))
 
 
 def shown_lines(view) -> list:

@@ -19,10 +19,12 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tetrapipe.errors import TetrapipeError
 from tetrapipe.fsutil import open_private
+from tetrapipe.lake.asof import AsOf
 from tetrapipe.lake.hunts import saved_hunts
 from tetrapipe.lake.store import Lake
-from tetrapipe.lake.views import connect
+from tetrapipe.lake.views import VIEW_NAMES, LakeViews
 
 TABLE_DEFAULT_LIMIT = 200
 
@@ -64,18 +66,27 @@ def _missing_table(con: duckdb.DuckDBPyConnection, exc: duckdb.CatalogException)
     )
 
 
-def execute(lake: Lake, sql: str) -> pa.Table:
-    """The query's rows; a refused query raises QueryError with a message fit to show as is."""
-    con = connect(lake)
+def execute(lake: Lake, sql: str, as_of: AsOf | None = None) -> pa.Table:
+    """The query's rows (over the lake ``as_of`` a version or time); a refused query raises QueryError.
+
+    An unreadable data file is left out (and named on the ``tetrapipe.lake``
+    logger) rather than failing the query: see :class:`LakeViews`.
+    """
+
+    def work(con: duckdb.DuckDBPyConnection) -> pa.Table:
+        try:
+            rel = con.sql(sql)
+            return rel.to_arrow_table() if rel is not None else pa.table({})
+        except duckdb.CatalogException as exc:
+            raise QueryError(_missing_table(con, exc)) from None
+
     try:
-        rel = con.sql(sql)
-        return rel.to_arrow_table() if rel is not None else pa.table({})
-    except duckdb.CatalogException as exc:
-        raise QueryError(_missing_table(con, exc)) from None
+        with LakeViews(lake, as_of) as views:
+            return views.run(work)
     except duckdb.Error as exc:
         raise QueryError(str(exc).strip()) from None
-    finally:
-        con.close()
+    except TetrapipeError as exc:  # an --as-of version the table does not have
+        raise QueryError(str(exc)) from None
 
 
 def resolve(lake: Lake, text: str) -> str:
@@ -83,7 +94,8 @@ def resolve(lake: Lake, text: str) -> str:
 
     A bare word that is neither is a mistyped name (DuckDB would only answer
     "syntax error at or near"), so it raises QueryError with the closest
-    hunt or view.
+    hunt or view. The views are known without opening the lake (``lake``
+    stays in the signature for callers).
     """
     word = text.strip()
     if not _NAME.match(word):
@@ -91,11 +103,7 @@ def resolve(lake: Lake, text: str) -> str:
     saved = saved_hunts()
     if word in saved:
         return saved[word].sql
-    con = connect(lake)
-    try:
-        known = views(con)
-    finally:
-        con.close()
+    known = sorted(VIEW_NAMES)
     if word in known:
         return f"SELECT * FROM {word}"
     raise QueryError(unknown_hunt(word, known))

@@ -1,26 +1,61 @@
 """The lake's read side: a DuckDB connection whose views are the history that hunters, rules and trees query.
 
-``events``, ``rejects``, ``alerts`` and ``tls_stats`` read every committed
-Parquet segment of their table in :mod:`tetrapipe.lake.store` (plus the
-``date`` partition column); ``processes`` folds each process's exec and exit
-into one row, and the tree macros of :mod:`tetrapipe.tree.sql` walk it. The
-views are plain SQL over ``read_parquet`` globs, so a query always sees the
-segments committed when it starts while a writer keeps adding new ones, and
-opening a connection never blocks that writer.
+``events``, ``rejects``, ``alerts`` and ``tls_stats`` are views over one
+snapshot of their Delta table each: the table's file list at one version,
+handed to DuckDB as a pyarrow dataset whose fragments carry each file's
+``date`` partition and its min/max statistics. DuckDB pushes a query's
+projection and filters into that dataset, so a filter on ``date`` or ``time``
+skips the files that cannot match without opening them. ``processes`` folds
+each process's exec and exit into one row, and the tree macros of
+:mod:`tetrapipe.tree.sql` walk it.
 
-Callers use :func:`tetrapipe.lake.connect`; the saved hunts run over these
-views live in :mod:`tetrapipe.lake.hunts`.
+A snapshot is fixed when the connection opens: a writer committing meanwhile
+adds files a later connection sees, never rows this one reads twice. With
+:class:`~tetrapipe.lake.asof.AsOf` the snapshot is an older version (time
+travel). A data file that cannot be read (truncated, lost) costs only its own
+rows: :meth:`LakeViews.run` catches the read error, which names the file,
+drops that file from the table's dataset, says so on the ``tetrapipe.lake``
+logger and runs the work again; no footer is read ahead of a query.
+
+Callers use :func:`connect` (a bare connection) or :class:`LakeViews` (with
+the bad-file retry); the saved hunts run over these views live in
+:mod:`tetrapipe.lake.hunts`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as pads
 
+from tetrapipe.lake.asof import AsOf, at_time, at_version, commit_time
 from tetrapipe.lake.store import Lake
+from tetrapipe.redact import redact_url
 from tetrapipe.schema import SCHEMAS, TABLES
+
+log = logging.getLogger("tetrapipe.lake")
+
+T = TypeVar("T")
+
+#: the views a query reads, besides the table macros (known without opening the lake)
+VIEW_NAMES = (*TABLES, "processes")
+#: most unreadable files one piece of work steps over before it gives up (each costs one more run)
+MAX_SKIPPED_FILES = 32
+#: the name a table's dataset is registered under (hidden from the list of views by its underscore)
+_STREAM = "_lake_{}"
+#: DuckDB's words for an Arrow stream that failed, and Arrow's for the file it could not read
+_FAILED_STREAM = re.compile(r"registered as '_lake_(?P<table>[a-z_]+)' failed")
+_FAILED_FILE = re.compile(r"(?:input source|location) '?(?P<path>[^':\n]+\.parquet)'?")
+
+#: files found unreadable in this process, by table URI: a later connection leaves them out from the start
+_bad_files: dict[str, set[str]] = {}
+_bad_lock = threading.Lock()
 
 PROCESSES_VIEW = """
 CREATE OR REPLACE VIEW processes AS
@@ -64,33 +99,157 @@ VIEW_DOCS = {
 }
 
 
-def connect(lake: Lake | str, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the lake's views; opening it never blocks a writer."""
-    if not isinstance(lake, Lake):
-        lake = Lake(lake)
-    con = duckdb.connect(database)
-    con.execute("SET TimeZone = 'UTC'")
-    refresh_views(con, lake)
-    return con
+class LakeViews:
+    """One DuckDB connection over one snapshot of the lake's tables (the newest, or ``as_of``).
+
+    ``versions`` says which version of each table the views read (None: no
+    table, an empty view with the table's columns). Use :meth:`run` for work
+    that should step over an unreadable data file; ``con`` is the bare
+    connection.
+    """
+
+    def __init__(self, lake: Lake | str, as_of: AsOf | None = None, database: str = ":memory:") -> None:
+        self.lake = lake if isinstance(lake, Lake) else Lake(lake)
+        self.as_of = as_of
+        self.versions: dict[str, int | None] = {}
+        self.skipped: list[str] = []
+        self._datasets: dict[str, pads.FileSystemDataset] = {}
+        self._uris: dict[str, str] = {}
+        self.con = duckdb.connect(database)
+        try:
+            self.con.execute("SET TimeZone = 'UTC'")
+            self._open_tables()
+            self.con.execute(PROCESSES_VIEW)
+            from tetrapipe.tree.sql import install as install_tree_macros
+
+            install_tree_macros(self.con)
+        except BaseException:
+            self.con.close()
+            raise
+
+    def __enter__(self) -> LakeViews:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.con.close()
+
+    def _open_tables(self) -> None:
+        """Register every table's snapshot and create its view; an ``as_of`` version moves the others' time."""
+        as_of = self.as_of
+        when = as_of.time if as_of is not None else None
+        order = list(TABLES)
+        if as_of is not None and as_of.version is not None:
+            order.remove(as_of.table)
+            table = self.lake.table(as_of.table)
+            if table is None:
+                raise _no_table(as_of.table)
+            at_version(table, as_of.table, as_of.version)
+            when = commit_time(table, as_of.version)
+            self._register(as_of.table, table)
+        for name in order:
+            table = self.lake.table(name)
+            if table is not None and when is not None:
+                table = at_time(table, name, when)
+            self._register(name, table)
+
+    def _register(self, name: str, table: object) -> None:
+        if table is None:
+            self.versions[name] = None
+            self.con.register(f"_empty_{name}", SCHEMAS[name].empty_table())
+            self.con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT *, NULL::VARCHAR AS date FROM _empty_{name}")
+            return
+        self.versions[name] = table.version()
+        self._uris[name] = table.table_uri
+        self._datasets[name] = table.to_pyarrow_dataset()
+        with _bad_lock:
+            known = set(_bad_files.get(table.table_uri, ()))
+        self._attach(name, known)
+        for path in sorted(known & {f.path for f in self._datasets[name].get_fragments()}):
+            self._skipped_file(name, path, "found unreadable earlier")
+        # ``date`` last, as it always was (a column merged into the schema later comes after it in the table)
+        cols = "* EXCLUDE (date), date" if "date" in self._datasets[name].schema.names else "*, NULL::VARCHAR AS date"
+        self.con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} FROM {_STREAM.format(name)}")
+
+    def _attach(self, name: str, leave_out: set[str]) -> None:
+        """(Re)register ``name``'s dataset without the files in ``leave_out``; the view reads it by name."""
+        full = self._datasets[name]
+        data = full
+        if leave_out:
+            kept = [f for f in full.get_fragments() if f.path not in leave_out]
+            data = pads.FileSystemDataset(kept, full.schema, full.format, full.filesystem)
+        self.con.register(_STREAM.format(name), data)
+
+    def run(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """``work(con)``; a data file it cannot read is left out of its table and ``work`` runs again.
+
+        Only an error that names the failing stream and its file is stepped
+        over (at most :data:`MAX_SKIPPED_FILES` files); anything else is
+        raised as it is. ``work`` must not have emitted anything it cannot
+        take back: it runs whole again.
+        """
+        for _ in range(MAX_SKIPPED_FILES + 1):
+            try:
+                return work(self.con)
+            except duckdb.Error as exc:
+                if not self.skip_bad_file(exc):
+                    raise
+        raise RuntimeError("unreachable")  # pragma: no cover - the last failed run re-raises above
+
+    def skip_bad_file(self, exc: BaseException) -> bool:
+        """Leave out the data file ``exc`` names; False when it names none (or the limit is reached)."""
+        text = str(exc)
+        stream = _FAILED_STREAM.search(text)
+        found = _FAILED_FILE.search(text)
+        if stream is None or found is None or len(self.skipped) >= MAX_SKIPPED_FILES:
+            return False
+        name = stream["table"]
+        if name not in self._datasets:
+            return False
+        path = _relative(found["path"], self._uris[name])
+        if path in self.skipped:
+            return False  # already left out, yet named again: not something leaving it out mends
+        with _bad_lock:
+            bad = _bad_files.setdefault(self._uris[name], set())
+            bad.add(path)
+            leave_out = set(bad)
+        reason = text.split(found["path"], 1)[-1].strip(" ':").splitlines()[0][:200]
+        self._skipped_file(name, path, reason)
+        self._attach(name, leave_out)
+        return True
+
+    def _skipped_file(self, name: str, path: str, reason: str) -> None:
+        self.skipped.append(path)
+        where = redact_url(self._uris[name].removeprefix("file://").rstrip("/"))
+        log.warning("skipping unreadable data file %s/%s (%s): answers leave its rows out", where, path, reason)
 
 
-def refresh_views(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
-    """(Re)create the views: a table with no segment yet gets an empty, typed view."""
-    for name in TABLES:
-        if lake.segments(name):
-            glob = lake.glob(name).replace("'", "''")
-            con.execute(
-                f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet('{glob}', "
-                "hive_partitioning = true, hive_types = {'date': VARCHAR}, union_by_name = true)"
-            )
-        else:
-            empty = SCHEMAS[name].empty_table()
-            con.register(f"_empty_{name}", empty)
-            con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT *, NULL::VARCHAR AS date FROM _empty_{name}")
-    con.execute(PROCESSES_VIEW)
-    from tetrapipe.tree.sql import install as install_tree_macros
+def _relative(path: str, table_uri: str) -> str:
+    """A file path as the dataset's fragments name it (relative to the table); Arrow may say it in full."""
+    root = table_uri.removeprefix("file://").rstrip("/") + "/"
+    for prefix in (root, table_uri.rstrip("/") + "/"):
+        if path.startswith(prefix):
+            return path[len(prefix) :]
+    return path
 
-    install_tree_macros(con)
+
+def _no_table(name: str) -> Exception:
+    from tetrapipe.errors import TetrapipeError
+
+    return TetrapipeError(f"the lake has no {name} table yet: it has no versions to go back to")
+
+
+def connect(lake: Lake | str, database: str = ":memory:", as_of: AsOf | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the lake's views (a bare one: see :class:`LakeViews` for bad-file retry)."""
+    return LakeViews(lake, as_of, database).con
+
+
+def run(lake: Lake | str, work: Callable[[duckdb.DuckDBPyConnection], T], as_of: AsOf | None = None) -> T:
+    """``work(con)`` over the lake's views, stepping over unreadable data files (:meth:`LakeViews.run`)."""
+    with LakeViews(lake, as_of) as views:
+        return views.run(work)
 
 
 def read_rows(
@@ -99,16 +258,35 @@ def read_rows(
     """The rows of ``table`` with ``since <= time < until`` (UTC; None: open), oldest first, in batches.
 
     Every column of the table's schema, nothing the views add (``date``), so
-    a batch looks like what the flows wrote.
+    a batch looks like what the flows wrote. An unreadable data file is
+    stepped over while no batch has been handed out yet (the sort reads every
+    file before the first batch, so in practice always).
     """
     cols = ", ".join(f'"{c.name}"' for c in TABLES[table])
     sql = (
         f"SELECT {cols} FROM {table} WHERE ($since IS NULL OR time >= $since::TIMESTAMP) "
         "AND ($until IS NULL OR time < $until::TIMESTAMP) ORDER BY time"
     )
-    con = connect(lake)
+    views = LakeViews(lake)
     try:
-        for batch in con.sql(sql, params={"since": since, "until": until}).to_arrow_reader(batch_size):
+        reader = views.run(
+            lambda con: _first(con.sql(sql, params={"since": since, "until": until}).to_arrow_reader(batch_size))
+        )
+        for batch in reader:
             yield pa.Table.from_batches([batch])
     finally:
-        con.close()
+        views.close()
+
+
+def _first(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    """The reader's batches, its first one read now (so that a read error surfaces inside :meth:`LakeViews.run`)."""
+    try:
+        first = reader.read_next_batch()
+    except StopIteration:
+        return iter(())
+
+    def rest() -> Iterator[pa.RecordBatch]:
+        yield first
+        yield from reader
+
+    return rest()

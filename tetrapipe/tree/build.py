@@ -168,16 +168,15 @@ def build_tree(
     """Read the selection's processes, events and alerts from the history and arrange them."""
     import duckdb
 
-    from tetrapipe.lake import connect
-
-    own = not isinstance(source, duckdb.DuckDBPyConnection)
-    con = connect(source) if own else source
-    try:
+    def build(con: duckdb.DuckDBPyConnection) -> TreeView:
         sql.install(con)
         return _build(con, selection, late_after, fold, max_children, max_processes, events_per_process)
-    finally:
-        if own:
-            con.close()
+
+    if isinstance(source, duckdb.DuckDBPyConnection):
+        return build(source)
+    from tetrapipe.lake.views import run
+
+    return run(source, build)  # an unreadable data file is left out (and named), not the end of the tree
 
 
 def _build(
