@@ -9,8 +9,10 @@ thin, explained calls into delta-rs rather than as file moves of our own:
   large ones in one commit that removes the old files and adds the new: a
   reader sees either version whole, never a row twice. It does not conflict
   with concurrent appends (measured: a writer committing every few
-  milliseconds while optimize runs loses nothing and never fails); two
-  optimizers at once do conflict, and the loser retries on a fresh snapshot.
+  milliseconds while optimize runs loses nothing and never fails). Two
+  optimizers at once are NOT caught by delta-rs 1.6.6's conflict check
+  (measured: both commit, every compacted row is then stored twice), so an
+  optimizer first claims the table with a lease, see :func:`optimize_lease`.
 * :func:`vacuum` deletes the files no version younger than the retention
   references (removed by optimize or retention). Readers of the current
   version never lose a file; time travel and long queries older than the
@@ -31,19 +33,21 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
-from deltalake import DeltaTable
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError
 from deltalake.fs import DeltaStorageHandler
 
 from tetrapipe.errors import TetrapipeError
-from tetrapipe.lake.store import COMMIT_ORDER, DATE_COLUMN, Lake, private_files
+from tetrapipe.lake.store import COMMIT_ORDER, DATE_COLUMN, Lake, private_files, with_date
+from tetrapipe.schema import SCHEMAS
 
 log = logging.getLogger("tetrapipe.lake.maintenance")
 
@@ -84,6 +88,69 @@ def _retrying(lake: Lake, name: str, what: str, op: Callable[[DeltaTable], T]) -
     raise TetrapipeError(f"{what} of the {name} table kept meeting concurrent commits ({ATTEMPTS} attempts)")
 
 
+# --- one optimizer at a time ----------------------------------------------------------------------------------------
+
+#: the app id whose version is the wall-clock time (ms) until which one optimizer holds a table
+LEASE_APP = "tetrapipe:optimize-lease"
+#: how long a claim lasts if its holder dies without releasing it
+LEASE_TTL = dt.timedelta(hours=6)
+
+
+def _lease_commit(lake: Lake, table: DeltaTable, name: str, until_ms: int) -> None:
+    """An empty commit carrying the lease: Delta refuses it when another commit of the same app id won since."""
+    with private_files(lake.is_local):
+        write_deltalake(
+            table,
+            with_date(name, SCHEMAS[name].empty_table()),
+            mode="append",
+            partition_by=[DATE_COLUMN],
+            schema_mode="merge",
+            storage_options=lake.storage_options or None,
+            commit_properties=CommitProperties(app_transactions=[Transaction(LEASE_APP, until_ms)]),
+        )
+
+
+@contextmanager
+def optimize_lease(lake: Lake, name: str, wait: float = 60.0) -> Iterator[None]:
+    """Hold table ``name`` against other optimizers, wherever they run (the claim is a Delta commit).
+
+    Two claims made from the same snapshot cannot both commit (a stale commit
+    of an app id another commit set is refused), so one optimizer wins; the
+    other waits up to ``wait`` seconds, then gives up with an error. A claim
+    whose holder died expires after :data:`LEASE_TTL`.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        table = lake.table(name)
+        if table is None:
+            raise TetrapipeError(f"the {name} table is gone")
+        held = table.transaction_version(LEASE_APP)
+        now_ms = int(time.time() * 1000)
+        if held is None or held <= now_ms:
+            try:
+                _lease_commit(lake, table, name, now_ms + int(LEASE_TTL.total_seconds() * 1000))
+                break
+            except CommitFailedError:
+                continue  # another claim (or a commit of the same app id) won: look again
+        if time.monotonic() >= deadline:
+            until = dt.datetime.fromtimestamp(held / 1000, dt.UTC).isoformat(timespec="seconds")
+            raise TetrapipeError(
+                f"another optimize holds the {name} table (its claim ends by {until} if it died): try again later"
+            )
+        time.sleep(0.5)
+    try:
+        yield
+    finally:
+        for _ in range(ATTEMPTS):
+            try:
+                current = lake.table(name)
+                if current is not None:
+                    _lease_commit(lake, current, name, int(time.time() * 1000))
+                break
+            except CommitFailedError:
+                continue
+
+
 # --- optimize ---------------------------------------------------------------------------------------------
 
 
@@ -95,9 +162,12 @@ class OptimizeResult:
     version: int = 0
 
 
-def optimize(lake: Lake, tables: Iterable[str] | None = None, target_size: int | None = None) -> list[OptimizeResult]:
+def optimize(
+    lake: Lake, tables: Iterable[str] | None = None, target_size: int | None = None, wait: float = 60.0
+) -> list[OptimizeResult]:
     """Compact each table's small files (Delta ``OPTIMIZE``), then drop expired log entries.
 
+    ``wait``: seconds to wait for another optimizer of the same table.
     Safe while processors write: appends never conflict with a compaction,
     and a reader sees the table before or after it, each row once.
     """
@@ -107,7 +177,8 @@ def optimize(lake: Lake, tables: Iterable[str] | None = None, target_size: int |
         def run(table: DeltaTable) -> dict[str, Any]:
             return table.optimize.compact(target_size=target_size)
 
-        metrics = _retrying(lake, name, "optimize", run)
+        with optimize_lease(lake, name, wait):
+            metrics = _retrying(lake, name, "optimize", run)
         table = lake.table(name)
         assert table is not None
         table.cleanup_metadata()  # log entries past delta.logRetentionDuration, behind a checkpoint

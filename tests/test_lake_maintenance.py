@@ -1,0 +1,219 @@
+"""Lake maintenance on Delta: optimize, vacuum, retention, history, stats — tried against real writers and readers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+from deltalake import DeltaTable
+
+from tetrapipe.cli import cli
+from tetrapipe.errors import TetrapipeError
+from tetrapipe.lake import Lake
+from tetrapipe.lake.maintenance import history, optimize, retention, retention_cutoff, stats, vacuum
+from tetrapipe.lake.positions import Position
+from tetrapipe.schema import SCHEMAS, conform
+
+TODAY = dt.date(2026, 6, 1)
+NOW = dt.datetime.combine(TODAY, dt.time(15), dt.UTC)
+
+
+def _events(ids: range, day: dt.date = TODAY) -> pa.Table:
+    base = dt.datetime.combine(day, dt.time(1))
+    rows = pa.table(
+        {
+            "event_id": pa.array([f"e{i}" for i in ids]),
+            "time": pa.array([base + dt.timedelta(seconds=i % 3600) for i in ids], pa.timestamp("us")),
+        }
+    )
+    return conform(rows, SCHEMAS["events"])
+
+
+def _small_commits(lake: Lake, n: int, per: int = 5, day: dt.date = TODAY) -> None:
+    for i in range(n):
+        lake.commit("events", _events(range(i * per, (i + 1) * per), day), Position("kafka:t:0", (i + 1) * per - 1))
+
+
+def _ids(table: DeltaTable) -> list[str]:
+    return table.to_pyarrow_table(columns=["event_id"]).column("event_id").to_pylist()
+
+
+WRITER = """
+import datetime as dt, sys
+import pyarrow as pa
+from tetrapipe.lake import Lake
+from tetrapipe.lake.positions import Position
+from tetrapipe.schema import SCHEMAS, conform
+lake = Lake(sys.argv[1])
+start, n = int(sys.argv[2]), int(sys.argv[3])
+for i in range(start, start + n):
+    t = pa.table({"event_id": [f"w{i}-{k}" for k in range(3)],
+                  "time": pa.array([dt.datetime(2026, 6, 1 + i % 2, 2)] * 3, pa.timestamp("us"))})
+    lake.commit("events", conform(t, SCHEMAS["events"]), Position("kafka:w:0", i))
+print("done", flush=True)
+"""
+
+
+def test_optimize_while_a_writer_commits_and_a_reader_counts(tmp_path: Path) -> None:
+    """No row lost, none seen twice by a reader at any moment, the writer never fails."""
+    lake = Lake(tmp_path / "lake")
+    _small_commits(lake, 20)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, lake.root, "0", "150"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    seen: list[tuple[int, int]] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            ids = _ids(Lake(lake.root).table("events"))
+            seen.append((len(ids), len(set(ids))))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    compacted = 0
+    try:
+        while writer.poll() is None or compacted == 0:
+            for r in optimize(lake, ["events"]):
+                compacted += r.files_removed
+    finally:
+        stop.set()
+        t.join()
+    out, errs = writer.communicate()
+    assert writer.returncode == 0 and "done" in out, errs
+    assert compacted > 0 and seen
+    assert all(rows == distinct for rows, distinct in seen), "a reader saw a row twice"
+    counts = [rows for rows, _ in seen]
+    assert counts == sorted(counts), "a reader saw rows disappear"
+    final = _ids(lake.table("events"))
+    assert len(final) == len(set(final)) == 100 + 150 * 3
+    assert lake.table("events").transaction_version("kafka:w:0") == 149
+
+
+def test_two_optimizers_at_once_both_finish(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake")
+    _small_commits(lake, 30)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            optimize(Lake(lake.root))
+        except BaseException as exc:  # noqa: BLE001 - the test reports whatever a thread raised
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(_ids(lake.table("events"))) == sorted(f"e{i}" for i in range(150))
+
+
+def test_compact_is_optimize(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake")
+    _small_commits(lake, 10)
+    result = CliRunner().invoke(cli, ["compact", "--lake", lake.root])
+    assert result.exit_code == 0, result.output
+    assert "events: 10 files compacted into 1" in result.output
+    assert len(lake.table("events").file_uris()) == 1
+
+
+def test_vacuum_never_deletes_what_the_current_version_reads(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake")
+    _small_commits(lake, 12)
+    optimize(lake)
+    # the default retention keeps everything this young
+    assert vacuum(lake)[0].deleted == []
+    # the shortest retention deletes the compacted-away files, and only those
+    gone = vacuum(lake, dt.timedelta(0))[0].deleted
+    assert len(gone) == 12
+    table = lake.table("events")
+    assert all(Path(uri).exists() for uri in table.file_uris())
+    assert len(_ids(table)) == 60
+    with pytest.raises(Exception):  # noqa: B017 - delta-rs reports the missing file its own way
+        lake.table("events", version=3).to_pyarrow_table()  # time travel before the retention: its files are gone
+
+
+def test_vacuum_cli_warns_about_a_short_retention(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake")
+    _small_commits(lake, 3)
+    ok = CliRunner().invoke(cli, ["lake", "vacuum", "--lake", lake.root, "--retention", "1h", "--dry-run"])
+    assert ok.exit_code == 0, ok.output
+    assert "under 7 days" in ok.output and "would delete 0 files" in ok.output
+    bad = CliRunner().invoke(cli, ["lake", "vacuum", "--lake", lake.root, "--retention", "soon"])
+    assert bad.exit_code == 2 and "not a duration" in bad.output
+
+
+def test_retention_deletes_exactly_the_old_partitions(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake")
+    days = {TODAY - dt.timedelta(days=d): d for d in (0, 1, 88, 89, 90, 91, 400)}
+    for i, day in enumerate(days):
+        lake.commit("events", _events(range(i * 10, i * 10 + 10), day))
+    undated = conform(pa.table({"event_id": ["no-time"]}), SCHEMAS["events"])
+    lake.commit("events", undated)
+    assert retention_cutoff(dt.timedelta(days=90), NOW) == (TODAY - dt.timedelta(days=89)).isoformat()
+    [r] = retention(lake, dt.timedelta(days=90), ["events"], now=NOW)
+    assert r.rows_deleted == 30  # 90, 91 and 400 days old
+    left = lake.table("events").to_pyarrow_table()
+    kept = {d for d in left.column("date").to_pylist()}
+    assert kept == {(TODAY - dt.timedelta(days=d)).isoformat() for d in (0, 1, 88, 89)} | {None}
+    assert "no-time" in left.column("event_id").to_pylist()
+    # the files go at the vacuum, not before
+    assert len(vacuum(lake, dt.timedelta(0))[0].deleted) == 3
+    assert retention(lake, dt.timedelta(days=90), ["events"], now=NOW)[0].rows_deleted == 0
+    with pytest.raises(TetrapipeError, match="today"):
+        retention(lake, dt.timedelta(hours=12))
+
+
+def test_retention_while_a_writer_commits_today(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake")
+    lake.commit("events", _events(range(0, 10), TODAY - dt.timedelta(days=200)))
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, lake.root, "0", "60"], stderr=subprocess.PIPE, text=True)
+    deleted = 0
+    while writer.poll() is None or deleted == 0:
+        deleted += retention(Lake(lake.root), dt.timedelta(days=30), ["events"], now=NOW)[0].rows_deleted
+    _, errs = writer.communicate()
+    assert writer.returncode == 0, errs
+    assert deleted == 10
+    assert len(set(_ids(lake.table("events")))) == 60 * 3
+
+
+def test_history_and_stats(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake")
+    _small_commits(lake, 105, per=2)  # past delta-rs's checkpoint interval (100)
+    lake.commit("events", _events(range(1000, 1002), TODAY - dt.timedelta(days=3)), Position("file:abc", 2))
+    v = lake.table("events").version()
+    commits = history(lake, "events", 3)
+    assert [c.version for c in commits] == [v, v - 1, v - 2]
+    assert commits[0].app_transactions == [("file:abc", 2)] and commits[0].rows_added == 2
+    assert commits[1].app_transactions == [("kafka:t:0", 209)]
+    [s] = stats(lake, ["events"])
+    assert (s.version, s.files, s.rows, s.partitions) == (v, 106, 212, 2)
+    assert (s.oldest, s.newest) == ((TODAY - dt.timedelta(days=3)).isoformat(), TODAY.isoformat())
+    assert s.last_checkpoint == 99  # delta-rs's post-commit hook, every 100 commits
+    assert s.log_files >= 5 and s.bytes > 0
+
+    out = CliRunner().invoke(cli, ["lake", "stats", "--lake", lake.root])
+    assert out.exit_code == 0, out.output
+    assert f"events: version {v}, 106 files, 212 rows" in out.output
+    hist = CliRunner().invoke(cli, ["lake", "history", "--lake", lake.root, "--limit", "2"])
+    assert hist.exit_code == 0, hist.output
+    assert "file:abc=2" in hist.output and "WRITE" in hist.output
+    optimize(lake)
+    assert stats(lake, ["events"])[0].files == 2  # one per date
+
+
+def test_an_empty_lake_says_so(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "nothing")
+    assert optimize(lake) == [] and stats(lake) == [] and history(lake, "events") == []
+    out = CliRunner().invoke(cli, ["lake", "stats", "--lake", lake.root])
+    assert out.exit_code == 0 and "no tables" in out.output
+    with pytest.raises(TetrapipeError, match="no table nope"):
+        optimize(lake, ["nope"])
