@@ -11,7 +11,7 @@ from pathlib import Path
 import peers
 import pytest
 
-pytest_plugins = ["conftest_kafka"]
+pytest_plugins = ["conftest_kafka", "azurite"]  # fixtures: kafka_broker, azurite (tests/azurite.py)
 
 
 #: the edit-test loop (`pytest -m "not slow"`, under 90 s) leaves out what takes seconds each: whole modules

@@ -21,7 +21,7 @@ import click
 from rich.console import Console
 
 from tetrapipe.commands.config import CONFIG_ENV, load_or_exit
-from tetrapipe.commands.options import exit_at_eof_option, lake_option, metrics_options, setup_logging
+from tetrapipe.commands.options import exit_at_eof_option, lake_option, metrics_options, open_lake, setup_logging
 from tetrapipe.redact import redact_text
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -229,9 +229,8 @@ def _source(
         err.print(f"{where}: skipped, not a JSON object ({why})", markup=False)
 
     if from_lake:
-        source = flow.from_lake(
-            lake_dir or cfg.lake, ["alerts", "events"] if table == "all" else [table], since, until, batch_size
-        )
+        lake = open_lake(lake_dir or cfg.lake, cfg.lake_options)
+        source = flow.from_lake(lake, ["alerts", "events"] if table == "all" else [table], since, until, batch_size)
     elif from_kafka:
         kafka = kafka or (cfg.kafka or {}).get("bootstrap")
         topics = topics or flow.default_topics(cfg.kafka or {}, router.routes)

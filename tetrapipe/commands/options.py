@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from tetrapipe.metrics import DEFAULT_METRICS_HOST
+
+if TYPE_CHECKING:
+    from tetrapipe.lake import Lake
 
 
 class Duration(click.ParamType):
@@ -99,33 +103,116 @@ def _apply(f: F, *decorators: Callable[[F], F]) -> F:
     return f
 
 
+#: delta-rs storage options from the environment: ``KEY=VALUE`` pairs separated by commas
+LAKE_OPTIONS_ENV = "TETRAPIPE_LAKE_OPTIONS"
+#: where the parsed ``--lake-option`` pairs wait for :func:`open_lake` (the root context's shared meta)
+_LAKE_OPTIONS_META = "tetrapipe.lake_options"
+
+
+#: what a storage option's name looks like (object_store's keys: ``azure_storage_account_key``, ``endpoint``)
+_OPTION_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
+
+
+class StorageOption(click.ParamType):
+    """``KEY=VALUE``: one delta-rs storage option, as a (key, value) pair.
+
+    The environment variable holds several, comma-separated (an account key
+    or a SAS token has no comma, but may hold ``=`` and ``&``: only the first
+    ``=`` splits). A key is a name (``account_key``, ``azure_client_id``):
+    a base64 account key pasted without its name has ``=`` at its end but
+    ``/`` or ``+`` inside, so it is refused, and reported without its text.
+    """
+
+    name = "key=value"
+    envvar_list_splitter = ","
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 - click's signature
+        if isinstance(value, tuple):
+            return value
+        key, eq, val = str(value).partition("=")
+        key = key.strip()
+        if not eq or not _OPTION_KEY.fullmatch(key):
+            self.fail(
+                f"expected KEY=VALUE with KEY a delta-rs storage option name (account_name, sas_token, ...), "
+                f"got {len(str(value))} characters that are not (not shown: it may be a secret)",
+                param,
+                ctx,
+            )
+        return key, val.strip()
+
+
+def _keep_lake_options(ctx: click.Context, param: click.Parameter, value: tuple[tuple[str, str], ...]) -> None:
+    ctx.meta[_LAKE_OPTIONS_META] = dict(pair for pair in value if pair[0])
+
+
+def lake_storage_options() -> dict[str, str]:
+    """The ``--lake-option`` pairs of the command being run (empty outside a command or when none given)."""
+    ctx = click.get_current_context(silent=True)
+    return dict(ctx.meta.get(_LAKE_OPTIONS_META) or {}) if ctx is not None else {}
+
+
+def open_lake(root: str | Path, defaults: dict[str, str] | None = None) -> Lake:
+    """The lake at ``root`` with this command's ``--lake-option`` pairs, over ``defaults`` (a file's).
+
+    Every command that takes ``--lake`` opens its lake here, so an ``az://``
+    lake reaches delta-rs with the same credentials whichever command reads
+    or writes it.
+    """
+    from tetrapipe.lake import Lake
+
+    return Lake(root, storage_options={**(defaults or {}), **lake_storage_options()})
+
+
+def lake_storage_option() -> Callable[[F], F]:
+    """``--lake-option KEY=VALUE`` (repeatable) / ``TETRAPIPE_LAKE_OPTIONS``; read back by :func:`open_lake`."""
+    return click.option(
+        "--lake-option",
+        "lake_options",
+        envvar=LAKE_OPTIONS_ENV,
+        show_envvar=True,
+        multiple=True,
+        type=StorageOption(),
+        metavar="KEY=VALUE",
+        expose_value=False,
+        callback=_keep_lake_options,
+        help="delta-rs storage option for an object-store lake, repeatable (env: comma-separated): "
+        "account_name=..., account_key=..., sas_token=..., use_azure_cli=true, endpoint=..., "
+        "client_id=... Secrets are never printed.",
+    )
+
+
 def lake_option(*, from_config: bool = False) -> Callable[[F], F]:
-    """``--lake DIR|URI`` / ``TETRAPIPE_LAKE``, passed as ``lake_dir``.
+    """``--lake DIR|URI`` / ``TETRAPIPE_LAKE``, passed as ``lake_dir``, and ``--lake-option`` (:func:`open_lake`).
 
     ``from_config``: no default of its own (None), the command takes the
     lake its configuration file names.
     """
     from tetrapipe.lake import DEFAULT_LAKE, LAKE_ENV
 
+    where = "a directory or an object-store URI: az://CONTAINER/PATH, abfss://CONTAINER@ACCOUNT.dfs.core.windows.net/PATH, s3://, gs://"
     if from_config:
-        return click.option(
+        lake = click.option(
             "--lake",
             "lake_dir",
             envvar=LAKE_ENV,
             show_envvar=True,
             default=None,
-            help="History lake (default: the configuration's lake).",
+            metavar="DIR|URI",
+            help=f"History lake, {where} (default: the configuration's lake).",
         )
-    return click.option(
-        "--lake",
-        "lake_dir",
-        envvar=LAKE_ENV,
-        show_envvar=True,
-        default=DEFAULT_LAKE,
-        show_default=True,
-        type=click.Path(file_okay=False),
-        help="History lake directory.",
-    )
+    else:
+        lake = click.option(
+            "--lake",
+            "lake_dir",
+            envvar=LAKE_ENV,
+            show_envvar=True,
+            default=DEFAULT_LAKE,
+            show_default=True,
+            type=click.Path(file_okay=False),  # a URI never exists on disk: only a local file is refused
+            metavar="DIR|URI",
+            help=f"History lake, {where}.",
+        )
+    return lambda f: _apply(f, lake, lake_storage_option())
 
 
 def rules_option(*, detection: bool = True) -> Callable[[F], F]:

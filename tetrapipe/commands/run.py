@@ -13,11 +13,11 @@ from tetrapipe.commands.options import (
     exit_at_eof_option,
     lake_option,
     metrics_options,
+    open_lake,
     rules_option,
     setup_logging,
     tls_window_option,
 )
-from tetrapipe.lake import Lake
 from tetrapipe.textsafe import visible
 
 
@@ -62,7 +62,7 @@ def run_command(
     console = Console(stderr=True, highlight=False)
     from tetrapipe.transforms.detect import format_alert
 
-    lake = Lake(lake_dir)
+    lake = open_lake(lake_dir)
     # a restarted run resumes each file where the lake ends: its process table and alert memory too
     transforms, detector = pipeline_transforms(rules_dir, lake, tls_window, long_running=True)
     if detector is not None:

@@ -70,6 +70,8 @@ def _collect_env(config: Config, kafka: dict[str, Any], options: str, env: dict[
 def _process_env(config: Config, kafka: dict[str, Any], options: str, env: dict[str, str]) -> None:
     """The processor's lake, rules, topics and batch settings."""
     env["TETRAPIPE_LAKE"] = config.lake
+    if config.lake_options:  # what --lake-option reads from the environment: KEY=VALUE pairs, comma-separated
+        env["TETRAPIPE_LAKE_OPTIONS"] = ",".join(f"{k}={v}" for k, v in config.lake_options.items())
     if config.rules:
         env["TETRAPIPE_RULES"] = config.rules
     if kafka:

@@ -45,6 +45,8 @@ class Config:
     path: str
     version: int = 1
     lake: str = DEFAULT_LAKE
+    #: delta-rs storage options of an object-store lake (``--lake-option`` pairs win over them)
+    lake_options: dict[str, str] = field(default_factory=dict)
     rules: str | None = None
     spool_dir: str | None = None  # None: tetrapipe.sinks.spool.default_spool_dir()
     metrics: dict[str, Any] | None = None
@@ -178,6 +180,11 @@ def _sinks(checker: Checker, data: dict[str, Any], root: Node) -> list[SinkConfi
     return sinks
 
 
+def _option_text(value: Any) -> str:
+    """A storage option as delta-rs takes it: text, YAML's booleans as ``true``/``false``."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def parse_config(text: str, name: str = "<config>", env: dict[str, str] | None = None, toml: bool = False) -> Config:
     """Parse, expand and check a configuration text; raise :class:`ConfigError` listing every problem."""
     root = _parse(text, name, toml)
@@ -190,6 +197,7 @@ def parse_config(text: str, name: str = "<config>", env: dict[str, str] | None =
         path=name,
         version=data.get("version") or 1,
         lake=data["lake"],
+        lake_options={str(k): _option_text(v) for k, v in (data.get("lake_options") or {}).items()},
         rules=data.get("rules"),
         spool_dir=data["spool_dir"],
         metrics=data.get("metrics"),

@@ -223,7 +223,13 @@ SOURCE = Section(
 ROOT = Section(
     {
         "version": Field(int, 1, choices=(1,)),
-        "lake": Field(str, DEFAULT_LAKE),
+        "lake": Field(str, DEFAULT_LAKE, doc="directory or object-store URI (az://CONTAINER/PATH, abfss://, s3://)"),
+        "lake_options": Field(
+            MapOf(object),
+            None,
+            doc="delta-rs storage options of an object-store lake (account_name, endpoint, ...); keep keys "
+            "out of the file: ${AZURE_STORAGE_ACCOUNT_KEY}, or delta-rs reads AZURE_* variables itself",
+        ),
         "rules": Field(str, None, doc="rules directory, or none"),
         "spool_dir": Field(
             str,

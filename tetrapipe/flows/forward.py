@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from tetrapipe.lake import read_rows
+from tetrapipe.lake import Lake, read_rows
 from tetrapipe.metrics import Health
 from tetrapipe.sources.kafka import at_end, new_consumer
 from tetrapipe.sources.lines import numbered_lines
@@ -170,7 +170,7 @@ def from_kafka(
     return read
 
 
-def from_lake(lake: str, tables: list[str], since: str | None, until: str | None, batch_size: int) -> Source:
+def from_lake(lake: Lake | str, tables: list[str], since: str | None, until: str | None, batch_size: int) -> Source:
     """The rows of ``tables`` (``alerts``, ``events``) between ``since`` and ``until``, oldest first."""
 
     def read(router: Any, stop: threading.Event, health: Health) -> tuple[int, int]:
