@@ -198,3 +198,14 @@ def test_nothing_of_the_old_layout_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(TetrapipeError, match="no segments of the old layout"):
         migrate(tmp_path / "empty", Lake(tmp_path / "new"))
+
+
+def test_segments_added_after_a_migration_are_refused_not_doubled(tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    want = _old_lake(old)
+    lake = Lake(tmp_path / "new")
+    migrate(old, lake)
+    _segment(old, "events", D2, "kafka~tetragon~0~20~29", _events(range(120, 130), D2))  # an old writer kept going
+    with pytest.raises(TetrapipeError, match="different set of old segments"):
+        migrate(old, lake)
+    assert _count(lake, "events") == (want["events"], want["events"])

@@ -14,10 +14,12 @@ transactions (:mod:`tetrapipe.lake.positions`): a processor or an ingest
 started on the new lake resumes where the old one stopped, and reads nothing
 twice.
 
-Idempotent: the commit carries ``migrate:<digest of the segments' names and
-sizes>``; a run that finds the table already holding it writes nothing (a
-second run, or two at once: Delta refuses the stale one, which then sees the
-marker). In place (the old directory is the lake), the old files are first
+Idempotent: the commit carries ``tetrapipe:migrated`` = a digest of the
+segments' names and sizes; a run that finds the table already holding it
+writes nothing (a second run, or two at once: Delta refuses the stale one,
+which then sees the marker), and one that finds a different digest (old
+segments added since, or a second old lake) refuses rather than store rows
+twice. In place (the old directory is the lake), the old files are first
 moved into ``<lake>/.old-segments/`` (never deleted: delete that folder once
 the new lake is trusted), then migrated from there, so a crash at any point
 leaves each row either still to migrate or migrated, never both.
@@ -52,6 +54,8 @@ OLD_SEGMENTS = ".old-segments"
 _KAFKA_NAME = re.compile(r"^kafka~(?P<topic>[A-Za-z0-9._-]+)~(?P<p>\d+)~(?P<first>\d+)~(?P<last>\d+)(?:~e(?P<e>\d+))?$")
 _MANIFEST = Path("_state") / "ingested"
 _ATTEMPTS = 4
+#: the app id whose version is the digest of the old segments a table was migrated from
+MIGRATED_APP = "tetrapipe:migrated"
 
 
 @dataclass(frozen=True)
@@ -216,15 +220,22 @@ def _migrate_table(
     lake: Lake, name: str, segments: list[OldSegment], source: Path, positions: list[Position]
 ) -> MigrateResult:
     """One streamed commit of ``segments`` carrying ``positions`` and the migration's marker (skipped if held)."""
-    marker = f"migrate:{_digest(source, segments)}:{len(positions)}"
+    digest = int(_digest(source, segments), 16) >> 36  # 60 bits: a Delta txn version is a signed long
     result = MigrateResult(name, segments=len(segments))
     for attempt in range(_ATTEMPTS):
         table = lake.table(name)
-        if table is not None and table.transaction_version(marker) is not None:
+        held = None if table is None else table.transaction_version(MIGRATED_APP)
+        if held == digest:
             return result  # this very migration is already in the table
+        if held is not None:
+            raise TetrapipeError(
+                f"the {name} table already holds a migration of a different set of old segments (did a writer of "
+                "the old layout add some since, or is this another old lake?): migrating again would store "
+                "rows twice"
+            )
         # a position the table already holds further on (a processor ran on the new lake first) is left alone
         carried = [p for p in positions if table is None or _held(table.transaction_version(p.app_id)) < p.version]
-        txns = [Transaction(marker, 1)] + [Transaction(p.app_id, p.version) for p in carried]
+        txns = [Transaction(MIGRATED_APP, digest)] + [Transaction(p.app_id, p.version) for p in carried]
         result.unreadable, counted = [], [0]
         reader = pa.RecordBatchReader.from_batches(
             with_date(name, SCHEMAS[name].empty_table()).schema,
