@@ -118,6 +118,13 @@ def ingest(
 )
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file (required for parquet).")
 @click.option("--limit", type=int, default=None, help="At most this many rows (table format: 200 by default).")
+@click.option(
+    "--as-of",
+    "as_of",
+    metavar="VERSION|TIME",
+    help="Read the lake as it was: an ISO time (every table as of then; UTC unless a zone is given), "
+    "a version of events (12; the other tables as of its commit), or TABLE@VERSION (alerts@7).",
+)
 @lake_option()
 def query(
     sql: str | None,
@@ -128,6 +135,7 @@ def query(
     fmt: str,
     output: str | None,
     limit: int | None,
+    as_of: str | None,
     lake_dir: str,
 ) -> None:
     """Run SQL over the history (views: events, processes, alerts, rejects, tls_stats).
@@ -136,6 +144,7 @@ def query(
     tetrapipe query "SELECT process_binary, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC"
     tetrapipe query -f hunt.sql --format json
     tetrapipe query late-shells          (a saved hunt, by name)
+    tetrapipe query alerts --as-of 2026-03-10T09:00
     """
     from tetrapipe.commands.report import emit, print_hunts, print_query_table, print_schema
     from tetrapipe.lake import saved_hunts
@@ -149,6 +158,12 @@ def query(
         print_hunts(out)
         return
     lake = Lake(lake_dir)
+    try:
+        from tetrapipe.lake.asof import AsOf
+
+        when = AsOf.parse(as_of) if as_of else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--as-of") from None
     try:
         if hunt is not None:
             saved = saved_hunts()
@@ -169,7 +184,7 @@ def query(
                 "every view is empty",
                 highlight=False,
             )
-        table = execute(lake, sql)
+        table = execute(lake, sql, when)
     except QueryError as exc:
         # DuckDB's message can quote a value (a failed cast): its controls are shown; its own line ends are kept
         emit(err, Text.assemble(("query failed:", "bold red"), " ", visible(str(exc), newlines=True)))

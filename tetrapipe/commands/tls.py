@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tetrapipe.commands.options import lake_option
+from tetrapipe.commands.options import lake_option, open_lake
 from tetrapipe.lake import Lake
 from tetrapipe.textsafe import visible
 from tetrapipe.transforms.tls_ciphers import weak_reasons
@@ -25,14 +25,12 @@ ORDER BY namespace, workload, connections DESC, tls_sni
 
 def tls_summary(lake: Lake, namespace: str | None = None, since: str | None = None) -> list[dict]:
     """One row per (workload, destination, version, cipher), with why it is weak if it is."""
-    from tetrapipe.lake import connect
+    from tetrapipe.lake.views import run
 
-    con = connect(lake)
-    try:
-        rel = con.sql(SUMMARY_SQL, params={"namespace": namespace, "since": since})
-        rows = rel.to_arrow_table().to_pylist()
-    finally:
-        con.close()
+    rows = run(
+        lake,  # an unreadable data file is stepped over, and named on stderr
+        lambda con: con.sql(SUMMARY_SQL, params={"namespace": namespace, "since": since}).to_arrow_table().to_pylist(),
+    )
     for r in rows:
         r["weak"] = weak_reasons(r["tls_version"], r["tls_cipher"])
     return rows
@@ -107,7 +105,7 @@ def print_tls(console: Console, rows: list[dict]) -> None:
 @lake_option()
 def tls_command(namespace: str | None, since: str | None, fmt: str, lake_dir: str) -> None:
     """TLS versions and cipher suites per workload and destination; weak ones in red."""
-    rows = tls_summary(Lake(lake_dir), namespace, since)
+    rows = tls_summary(open_lake(lake_dir), namespace, since)
     if fmt == "table":
         print_tls(Console(highlight=False, emoji=False), rows)  # :codes: in an SNI stay text
         return

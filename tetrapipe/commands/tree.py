@@ -8,8 +8,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from tetrapipe.commands.options import lake_option
-from tetrapipe.lake import Lake
+from tetrapipe.commands.options import lake_option, open_lake
 from tetrapipe.textsafe import visible
 
 
@@ -83,9 +82,11 @@ def tree_command(
     (Not in --help.) Long only because a click command receives each of its options
     as a parameter; the work is done by the modules it calls.
     """
+    import duckdb
+
     from tetrapipe.commands.tree_text import print_pods, render
-    from tetrapipe.lake import connect
-    from tetrapipe.tree import Selection, TreeError, build_tree, list_pods, newest_event_time
+    from tetrapipe.lake.views import LakeViews
+    from tetrapipe.tree import Selection, TreeError, TreeView, build_tree, list_pods, newest_event_time
     from tetrapipe.tree.model import parse_time, plural
     from tetrapipe.units import parse_duration
 
@@ -95,24 +96,19 @@ def tree_command(
         late = parse_duration(late_after)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--late-after") from None
-    lake = Lake(lake_dir)
-    con = connect(lake)
-    try:
+    lake = open_lake(lake_dir)
+    listing = not any((pod, namespace, container, exec_id, since, until))
+
+    def read(con: duckdb.DuckDBPyConnection) -> list[dict] | TreeView:
+        """The pods (no selection) or the tree: all the reading, run again if a bad data file is left out."""
         newest = newest_event_time(con) if (since or until) else None
         try:
             t_since = parse_time(since, newest) if since else None
             t_until = parse_time(until, newest) if until else None
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--since/--until") from None
-        if not any((pod, namespace, container, exec_id, since, until)):
-            pods = list_pods(con, late_after=late)
-            if fmt == "json":
-                import orjson
-
-                click.echo(orjson.dumps(pods, option=orjson.OPT_NAIVE_UTC).decode())
-            else:
-                print_pods(out, pods, late)
-            return
+        if listing:
+            return list_pods(con, late_after=late)
         sel = Selection(
             pod=pod,
             namespace=namespace,
@@ -121,16 +117,26 @@ def tree_command(
             since=t_since,
             until=t_until,
         )
-        try:
-            view = build_tree(
-                con, sel, late_after=late, fold=not no_fold, max_children=max_children, max_processes=max_processes
-            )
-        except TreeError as exc:
-            # the message may quote a pod name from the history: shown, never read as markup
-            err.print(Text.assemble(("tetrapipe tree:", "bold red"), " ", visible(str(exc), newlines=True)))
-            sys.exit(2)
-    finally:
-        con.close()
+        return build_tree(
+            con, sel, late_after=late, fold=not no_fold, max_children=max_children, max_processes=max_processes
+        )
+
+    try:
+        with LakeViews(lake) as views:
+            found = views.run(read)
+    except TreeError as exc:
+        # the message may quote a pod name from the history: shown, never read as markup
+        err.print(Text.assemble(("tetrapipe tree:", "bold red"), " ", visible(str(exc), newlines=True)))
+        sys.exit(2)
+    if not isinstance(found, TreeView):
+        if fmt == "json":
+            import orjson
+
+            click.echo(orjson.dumps(found, option=orjson.OPT_NAIVE_UTC).decode())
+        else:
+            print_pods(out, found, late)
+        return
+    view = found
     if html_out:
         from tetrapipe.fsutil import open_private
         from tetrapipe.tree.html import render_html
