@@ -10,10 +10,13 @@ the store refuses it.
 from __future__ import annotations
 
 import datetime as dt
+import http.server
 import json
 import os
 import shlex
 import subprocess
+import threading
+import urllib.parse
 from pathlib import Path
 
 import pyarrow as pa
@@ -165,3 +168,80 @@ def test_a_deployment_file_names_the_lake_and_its_options(
     ingest = _run([*tetrapipe_cmd, "ingest", INPUTS[1], "--rules", "none", "-q"], tmp_path, variables)
     assert ingest.returncode == 0, ingest.stderr
     assert any(b.startswith("from-file/events/_delta_log/") for b in azurite.blobs(az_container))
+
+
+def test_workload_identity_variables_ask_entra_id_for_a_storage_token(tmp_path: Path, tetrapipe_cmd: list[str]) -> None:
+    """The variables AKS's workload identity webhook injects are enough: tetrapipe (delta-rs) exchanges the
+    projected token file at the authority for a storage token. The authority here is a local HTTP server that
+    records the request and refuses it (no Entra ID offline): the refusal is a clear error, the token unshown."""
+    seen: list[tuple[str, str]] = []
+
+    class Authority(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+            seen.append((self.path, body))
+            self.send_response(401)
+            self.end_headers()
+            self.wfile.write(b'{"error": "invalid_client"}')
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    token = tmp_path / "azure-identity-token"
+    token.write_text("projected.service-account.token")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Authority)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {
+            "AZURE_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
+            "AZURE_TENANT_ID": "contoso-tenant",
+            "AZURE_FEDERATED_TOKEN_FILE": str(token),
+            "AZURE_AUTHORITY_HOST": f"http://127.0.0.1:{server.server_port}",
+            "AZURE_STORAGE_ACCOUNT_NAME": "tetrapipeprod",
+        }
+        args = ["query", "SELECT count(*) FROM events", "--lake", "az://history/lake"]
+        # allow_http: the stand-in authority speaks plain HTTP (Entra ID is https://login.microsoftonline.com)
+        options = ["--lake-option", "max_retries=0", "--lake-option", "allow_http=true"]
+        proc = _run([*tetrapipe_cmd, *args, *options], tmp_path, env)
+    finally:
+        server.shutdown()
+    assert proc.returncode == 1 and "the lake's storage failed" in proc.stderr, proc.stderr
+    assert "projected.service-account.token" not in proc.stdout + proc.stderr
+    assert seen and seen[0][0] == "/contoso-tenant/oauth2/v2.0/token"
+    form = dict(urllib.parse.parse_qsl(seen[0][1]))
+    assert form["client_id"] == env["AZURE_CLIENT_ID"]
+    assert form["client_assertion"] == "projected.service-account.token"
+    assert form["scope"] == "https://storage.azure.com/.default"
+
+
+AKS = REPO / "deploy" / "kubernetes" / "azure"
+
+
+def test_the_aks_processor_runs_several_replicas_on_one_blob_lake_without_a_volume() -> None:
+    """deploy/kubernetes/azure: valid Kubernetes (strict), several replicas, the lake an az:// URI, no claim,
+    workload identity wired (pod label, service account with a client id), and the command line parses."""
+    import kubernetes_validate as kv
+    import yaml
+
+    from tetrapipe.cli import cli
+
+    docs = {d["kind"]: d for p in sorted(AKS.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d}
+    for doc in docs.values():
+        kv.validate(doc, "1.30.0", strict=True)
+    dep, sa = docs["Deployment"], docs["ServiceAccount"]
+    pod = dep["spec"]["template"]["spec"]
+    assert dep["spec"]["replicas"] > 1 and dep["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert not any("persistentVolumeClaim" in v for v in pod["volumes"])
+    assert dep["spec"]["template"]["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    assert pod["serviceAccountName"] == sa["metadata"]["name"]
+    assert sa["metadata"]["annotations"]["azure.workload.identity/client-id"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value", "from-a-configmap") for e in container["env"]}
+    assert env["TETRAPIPE_LAKE"].startswith("az://") and env["AZURE_STORAGE_ACCOUNT_NAME"]
+    assert docs["Secret"]["stringData"]["AZURE_STORAGE_ACCOUNT_KEY"] == "change-me"
+    name, *rest = container["args"]
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        ctx = cli.commands[name].make_context(name, rest)
+    assert ctx.params["lake_dir"] == env["TETRAPIPE_LAKE"]
