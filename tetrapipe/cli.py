@@ -18,8 +18,7 @@ from rich.console import Console
 from rich.text import Text
 
 from tetrapipe import __version__
-from tetrapipe.commands.options import lake_option, pipeline_transforms, rules_option, tls_window_option
-from tetrapipe.lake import Lake
+from tetrapipe.commands.options import lake_option, open_lake, pipeline_transforms, rules_option, tls_window_option
 
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False)
@@ -37,6 +36,31 @@ class _Face(click.Group):
             raise click.UsageError(str(exc)) from exc
         except TetrapipeError as exc:
             raise click.ClickException(str(exc)) from exc
+        except OSError as exc:
+            message = _store_error(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from exc
+
+
+def _store_error(exc: OSError) -> str | None:
+    """delta-rs's I/O error (an object store that is unreachable or refuses the credentials) as a sentence.
+
+    Those are the user's to fix (an endpoint, a key, a role), so they get the
+    store's own words, masked and without colour codes, instead of a
+    traceback; an OSError raised anywhere else stays a traceback (a bug).
+    """
+    import re
+    import traceback
+
+    from tetrapipe.redact import redact_text
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames or "deltalake" not in Path(frames[-1].filename).parts:
+        return None
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).replace("\u21b3", "-")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return "the lake's storage failed: " + redact_text(" ".join(lines))
 
 
 @click.group(cls=_Face, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "TETRAPIPE"})
@@ -89,7 +113,7 @@ def ingest(
     except OSError as exc:  # a named path that is missing, unreadable or a symlink loop
         raise click.UsageError(str(exc)) from exc
     inputs = found.inputs
-    lake = Lake(lake_dir)
+    lake = open_lake(lake_dir)
     transforms, detector = pipeline_transforms(rules_dir, lake, tls_window, long_running=False)
     show = not quiet and err.is_terminal
     from tetrapipe.flows.batch import TransformError
@@ -157,7 +181,7 @@ def query(
     if list_hunts:
         print_hunts(out)
         return
-    lake = Lake(lake_dir)
+    lake = open_lake(lake_dir)
     try:
         from tetrapipe.lake.asof import AsOf
 
@@ -178,7 +202,8 @@ def query(
             raise click.UsageError("give SQL, -f FILE, --hunt NAME, --hunts or --schema")
         if fmt == "parquet" and not output:
             raise click.UsageError("--format parquet needs --output FILE")
-        if not Path(lake_dir).exists():  # a mistyped --lake would otherwise look like a hunt that found nothing
+        # a mistyped --lake would otherwise look like a hunt that found nothing
+        if not Path(lake_dir).exists() if lake.is_local else not lake.exists():
             err.print(
                 f"[yellow]note:[/] no history at {lake_dir} (tetrapipe ingest FILE --lake {lake_dir}): "
                 "every view is empty",
