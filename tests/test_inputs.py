@@ -578,26 +578,24 @@ def test_an_event_without_time_is_deduplicated_too(tmp_path: Path, lake_dir: Pat
     assert _counts(lake) == (2, 2)
 
 
-def test_segment_time_ranges_are_read_once_per_segment_and_kept_for_the_next_ingest(
-    tmp_path: Path, lake_dir: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_time_ranges_come_from_the_delta_log_and_only_overlapping_files_are_read(
+    tmp_path: Path, lake_dir: Path
 ) -> None:
-    """A footer costs ~2 ms: a lake with thousands of segments a day must not have them all read at every ingest."""
-    import tetrapipe.flows.dedup as dedup_mod
+    """New events later than the lake cost no read of a data file; copies cost only the files they overlap."""
+    from tetrapipe.flows.dedup import EventDedup
 
     lake = Lake(lake_dir)
     ingest(expand_inputs([str(_write(tmp_path / "a.log", _events(0, 1000)))]), lake, chunk_bytes=64 * 1024)
-    first_segments = {p.name for p in lake.segments("events")}
-    assert len(first_segments) > 5
-    read: list[str] = []
-    real = dedup_mod._time_range
-    monkeypatch.setattr(dedup_mod, "_time_range", lambda p: (read.append(Path(p).name), real(p))[1])
-    stats = ingest(expand_inputs([str(_write(tmp_path / "b.log", _events(500, 1000)))]), lake, chunk_bytes=64 * 1024)
-    assert (stats.events, stats.duplicates) == (500, 500)  # the copies were found in those segments
-    assert read and not set(read) & first_segments  # only the segments this ingest wrote were read
-    # a damaged cache is rebuilt from the footers, not trusted
-    for f in (lake_dir / "_state" / "segment_times").iterdir():
-        f.write_text("{not json")
-    read.clear()
-    again = ingest(expand_inputs([str(_write(tmp_path / "c.log", _events(0, 10)[::-1]))]), lake)
-    assert (again.events, again.duplicates) == (0, 10)
-    assert set(read) >= first_segments
+    files = pa.table(lake.table("events").get_add_actions(flatten=True))
+    assert files.num_rows > 5 and "min.time" in files.column_names  # the statistics the dedup reads
+    later = EventDedup(lake)
+    stats = ingest(
+        expand_inputs([str(_write(tmp_path / "b.log", _events(5000, 300)))]), lake, chunk_bytes=64 * 1024, dedup=later
+    )
+    assert (stats.events, stats.duplicates, later.files_read) == (300, 0, 0)
+    copies = EventDedup(lake)
+    stats = ingest(expand_inputs([str(_write(tmp_path / "c.log", _events(990, 20)))]), lake, dedup=copies)
+    assert (stats.events, stats.duplicates) == (10, 10)  # 990..999 were in, 1000..1009 are new
+    assert 0 < copies.files_read <= 2  # the one or two files around event 990, not the lake's > 5
+    copies.close()
+    later.close()

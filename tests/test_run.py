@@ -122,7 +122,7 @@ def test_cli_run_stops_on_sigterm_with_exit_0(tmp_path: Path, tetrapipe_cmd: lis
         stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 60
-    while not Lake(tmp_path / "lake").segments("events") and time.monotonic() < deadline:
+    while Lake(tmp_path / "lake").table("events") is None and time.monotonic() < deadline:
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0, proc.stderr.read().decode()

@@ -207,7 +207,7 @@ def test_the_lake_is_owner_only_whatever_the_umask(tmp_path: Path) -> None:
         timeout=180,
         umask=0,
     )
-    assert list(lake.glob("alerts/date=*/*.parquet")) and list(lake.glob("_state/ingested/*.json"))
+    assert list(lake.glob("alerts/date=*/*.parquet")) and list(lake.glob("events/_delta_log/*.json"))
     assert loose(tmp_path / "made") == []
 
 

@@ -19,9 +19,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tetrapipe.commands.options import lake_option, rules_option
+from tetrapipe.commands.options import lake_option, open_lake, rules_option
 from tetrapipe.commands.report import SEVERITY_STYLE
-from tetrapipe.lake import Lake
 from tetrapipe.textsafe import visible
 from tetrapipe.units import most_severe_first
 
@@ -296,8 +295,8 @@ def backtest_command(
         if unknown:
             raise click.UsageError(f"unknown rule(s): {', '.join(sorted(unknown))}")
         rules = [r for r in rs.rules if r.id in rule_ids]
-    lake = Lake(lake_dir)
-    if not lake.segments("events"):
+    lake = open_lake(lake_dir)
+    if lake.table("events") is None:
         raise click.UsageError(f"{lake_dir} holds no events (tetrapipe ingest FILE --lake {lake_dir})")
     import duckdb
 

@@ -13,12 +13,16 @@ See docs/ARCHITECTURE.md.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 
+from tetrapipe.lake import Lake, Position
+from tetrapipe.lake.store import COMMIT_ORDER
 from tetrapipe.sources.files import InputFile
 from tetrapipe.transforms.base import BatchTransform
 from tetrapipe.transforms.normalize import make_rejects
+from tetrapipe.worker import OrderedWorker
 
 #: a transform that fails on more events than this in one batch is broken: the ingest stops
 MAX_TRANSFORM_REJECTS = 16
@@ -37,6 +41,62 @@ class ProgressSink:
     def advance(self, position: int) -> None: ...
     def batch(self, events: pa.Table, extra: dict[str, pa.Table]) -> None: ...
     def end_input(self) -> None: ...
+
+
+class LakeWriter:
+    """Commits a flow's batches to the lake on a background thread while the next batch is normalized.
+
+    Parquet encoding and zstd release the GIL, so this overlaps real work.
+    One batch is up to four commits in :data:`~tetrapipe.lake.store.COMMIT_ORDER`
+    (``events`` last), each carrying the batch's position, so each table
+    takes the batch exactly once and a restart resumes from the ``events``
+    table's position. The queue is small (bounded memory), ``on_commit`` runs
+    after a batch's commits, and a commit error is re-raised in the caller at
+    the next submit or at close: never swallowed, and no later batch is
+    committed past the one that failed.
+    """
+
+    def __init__(self, lake: Lake, max_pending: int = 1) -> None:
+        self.lake = lake
+        self._worker = OrderedWorker("lake-writer", max_pending)
+
+    def _write(
+        self,
+        tables: dict[str, pa.Table],
+        position: Position | None,
+        also: Sequence[Position],
+        on_commit: Callable[[], None] | None,
+    ) -> None:
+        unknown = set(tables) - set(COMMIT_ORDER)
+        if unknown:
+            raise ValueError(f"no lake table for {sorted(unknown)}")
+        for name in COMMIT_ORDER:
+            rows = tables.get(name)
+            if name == "events":
+                if rows is not None or position is not None or also:
+                    # (even with no rows: the position moves on, so a restart does not read these lines again)
+                    rows = rows if rows is not None else pa.table({})
+                    self.lake.commit(name, rows, position, also=also, offset_column="source_offset")
+            elif rows is not None and rows.num_rows:
+                offsets = "source_offset" if name == "rejects" else None
+                self.lake.commit(name, rows, position, offset_column=offsets)
+        if on_commit is not None:
+            on_commit()
+
+    def submit(
+        self,
+        tables: dict[str, pa.Table],
+        position: Position | None = None,
+        also: Sequence[Position] = (),
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self._worker.submit(lambda: self._write(tables, position, also, on_commit))
+
+    def flush(self) -> None:
+        self._worker.flush()
+
+    def close(self) -> None:
+        self._worker.close()
 
 
 def concat_rows(first: pa.Table | None, more: pa.Table) -> pa.Table:
@@ -144,6 +204,7 @@ def guarded(transform: BatchTransform, events: pa.Table) -> tuple[pa.Table, dict
 __all__ = [
     "MAX_TRANSFORM_REJECTS",
     "BatchTransform",
+    "LakeWriter",
     "ProgressSink",
     "TransformError",
     "apply_transforms",

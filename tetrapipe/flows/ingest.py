@@ -2,9 +2,26 @@
 
 The data flow is the same as the stream processor's, minus Kafka:
 lines -> normalize -> transforms (ancestry, TLS, rules) -> lake. Each input is
-identified by the fingerprint of its first line and the lake remembers how
-many of its lines are in; ingesting it again (or its rotated or gzip'd copy,
-or a longer version of it) only adds lines not seen before.
+identified by the fingerprint of its first line, and every commit of its rows
+carries how many of its lines are in (``file:<fingerprint>``, a Delta app
+transaction, see :mod:`tetrapipe.lake.positions`); ingesting it again (or its
+rotated or gzip'd copy, or a longer version of it, or after a ``kill -9``)
+only adds lines not in the lake, and two ingests of one file at once store
+each line once.
+
+Exactly once, chunk by chunk
+----------------------------
+
+A chunk is committed table by table (rejects, alerts, tls_stats, then events),
+each commit with the chunk's position; a table already holding it skips it.
+A restart resumes after the ``events`` table's position; when a crash came
+between the commits of a chunk, another table holds a later position, and the
+input is read again in the same chunk up to exactly that line
+(``cut_at_line``), so the table that holds it skips it whole: the alerts of a
+chunk are never stored twice. Chunk boundaries depend on the content alone
+(:func:`tetrapipe.sources.lines.read_line_batches`), so two ingests of one file
+cut it alike; ``events`` and ``rejects`` rows at or before a table's position
+are dropped at commit besides (a chunk that overlaps another writer's).
 
 Any input, any fault: never a crash
 -----------------------------------
@@ -30,7 +47,7 @@ it is done.
 The same event from two files is stored once
 --------------------------------------------
 
-The per-input manifest recognizes a log read before by its first line, but an
+The lake's positions recognize a log read before by its first line, but an
 event can reach the lake under another first line too: a copy that starts
 elsewhere, the same events exported twice, a copy of a log taken before it
 was truncated. So every event is also checked by its ``event_id`` (a hash of
@@ -51,9 +68,18 @@ from functools import partial
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tetrapipe.flows.batch import BatchTransform, ProgressSink, apply_transforms, concat_rows
+from tetrapipe.flows.batch import BatchTransform, LakeWriter, ProgressSink, apply_transforms, concat_rows
 from tetrapipe.flows.dedup import EventDedup
-from tetrapipe.lake import AsyncWriter, Lake
+from tetrapipe.lake import Lake, Position
+from tetrapipe.lake.positions import (
+    FILE_BYTES_PREFIX,
+    FILE_DONE_PREFIX,
+    FILE_PREFIX,
+    file_bytes_position,
+    file_done_position,
+    file_position,
+)
+from tetrapipe.lake.store import COMMIT_ORDER
 from tetrapipe.sources.files import InputFile, fingerprint, open_input
 from tetrapipe.sources.lines import prefetch, read_line_batches
 from tetrapipe.sources.streams import GzipStream, InputFault, PeekableInput
@@ -161,7 +187,7 @@ def ingest(
     if own_dedup:
         dedup = EventDedup(lake)
     normalizer = Normalizer()
-    writer = AsyncWriter(lake)
+    writer = LakeWriter(lake)
     # transforms run on their own thread, in order, while the next chunk is normalized:
     # the detector's and the normalizer's DuckDB work then overlap on two cores
     stage = OrderedWorker("transforms")
@@ -192,7 +218,7 @@ class _Stages:
     """Where a normalized chunk goes: the transforms' thread, then the lake writer's."""
 
     transforms: OrderedWorker
-    writer: AsyncWriter
+    writer: LakeWriter
     dedup: EventDedup | None = None
     fingerprints: set[str] = field(default_factory=set)
 
@@ -214,7 +240,7 @@ class _Job:
 
     label: str
     transforms: list[BatchTransform]
-    writer: AsyncWriter
+    writer: LakeWriter
     dedup: EventDedup | None
     progress: ProgressSink
     stats: IngestStats
@@ -277,20 +303,22 @@ def _ingest_one(
             return  # the first line is still being written: fingerprint it once it is whole
         fp = fingerprint(peek.first_line)
         stages.settle(fp)
-        already, done_bytes = (0, 0) if force else lake.ingested_position(fp)
+        already, done_bytes, ahead = (0, -1, 0) if force else resume_point(lake, fp)
         if follow and not force and not stream_input:
             size = _input_size(inp, stream_input)
-            if (compressed and lake.ingested_complete(fp)) or (not compressed and size == done_bytes):
+            finished = compressed and lake.committed("events", FILE_DONE_PREFIX + fp) is not None
+            if finished or (not compressed and size == done_bytes):
                 stats.skipped_lines += already
                 return  # nothing new: a finished backup, or a live file that has not grown
         size_now = _input_size(inp, stream_input)
         stages.transforms.submit(lambda: progress.start_input(inp, size_now))
         last_lines = already
-        reader_kw: dict = {"skip_lines": already}
+        # a table ahead of ``events`` (a crash between a chunk's commits): that chunk again, cut where it was
+        reader_kw: dict = {"skip_lines": already, "cut_at_line": ahead if ahead > already else None}
         if not stream_input and not compressed and already and done_bytes > 0 and stream.seekable():
             stream.seek(done_bytes)  # resume: no need to read what is in the lake
             peek = stream  # type: ignore[assignment]
-            reader_kw = {"start_line": already, "start_byte": done_bytes}
+            reader_kw = {"start_line": already, "start_byte": done_bytes, "cut_at_line": reader_kw["cut_at_line"]}
         # a gzip read to its end is never read again by ``run``; one that broke is, only when it is still
         # being written (one-shot ``ingest`` leaves a broken one unmarked: a later, whole copy is read then)
         done = True
@@ -319,22 +347,34 @@ def _ingest_one(
                 position = raw_file.tell()
             except (OSError, ValueError, AttributeError):
                 position = None
-            meta = {
-                "source": inp.label,
-                "fingerprint": fp,
-                "lines": f"{lb.line_nos[0].as_py() if len(lb.line_nos) else ''}-{lines_done}",
-            }
-            commit = partial(lake.record_ingested, fp, inp.label, lines_done, lb.bytes_total)
-            stages.transforms.submit(partial(_transform_and_write, job, events, rejects, meta, commit, position))
+            pos, also = (
+                (None, ()) if force else (file_position(fp, lines_done), (file_bytes_position(fp, lb.bytes_total),))
+            )
+            stages.transforms.submit(partial(_transform_and_write, job, events, rejects, pos, also, position))
         if last_lines == already and already:
             stats.skipped_files += 1
         stats.skipped_lines += already
         # after this input's last chunk is committed: a gzip'd backup never changes again
-        complete = (lambda: lake.mark_complete(fp)) if compressed and done and not stream_input else None
-        stages.transforms.submit(lambda: (stages.writer.submit({}, on_commit=complete), progress.end_input()))
+        complete = (
+            (file_done_position(fp, last_lines),) if compressed and done and not stream_input and not force else ()
+        )
+        stages.transforms.submit(lambda: (stages.writer.submit({}, also=complete), progress.end_input()))
     finally:
         if not inp.is_stdin:
             peek.close()
+
+
+def resume_point(lake: Lake, fp: str) -> tuple[int, int, int]:
+    """Where the input with fingerprint ``fp`` resumes: lines in ``events``, their byte end, the furthest line.
+
+    The byte end is -1 when unknown. The furthest line is the highest
+    position any table holds (ahead of ``events`` after a crash between a
+    chunk's commits).
+    """
+    lines = lake.committed("events", FILE_PREFIX + fp) or 0
+    nbytes = lake.committed("events", FILE_BYTES_PREFIX + fp)
+    ahead = max([lines] + [lake.committed(t, FILE_PREFIX + fp) or 0 for t in COMMIT_ORDER if t != "events"])
+    return lines, (-1 if nbytes is None else nbytes), ahead
 
 
 def _still_written(inp: InputFile, fault: InputFault, stream_input: bool) -> bool:
@@ -351,15 +391,15 @@ def _send_rejects(stages: _Stages, job: _Job, reason: str, line_no: int | None =
     """A reject for a whole input (it vanished, cannot be opened, broke before its first line)."""
     rejects = make_rejects(job.label, [line_no], [reason], [""])
     empty = pa.table({})  # no events: the transforms are not called
-    stages.transforms.submit(partial(_transform_and_write, job, empty, rejects, {"source": job.label}, None, None))
+    stages.transforms.submit(partial(_transform_and_write, job, empty, rejects, None, (), None))
 
 
 def _transform_and_write(
     job: _Job,
     events: pa.Table,
     rejects: pa.Table,
-    meta: dict[str, str],
-    commit: Callable[[], None] | None,
+    lake_position: Position | None,
+    also: tuple[Position, ...],
     position: int | None,
 ) -> None:
     """One chunk's second half, on the transforms' thread: drop copies, enrich, detect, hand to the writer."""
@@ -375,7 +415,7 @@ def _transform_and_write(
         if job.dedup is not None and events.num_rows:
             token = job.dedup.hold(events.column("event_id"))
     tables = {"events": events, "rejects": rejects, **extra} if events.num_columns else {"rejects": rejects, **extra}
-    job.writer.submit(tables, metadata=meta, on_commit=_after_commit(commit, job.dedup, token))
+    job.writer.submit(tables, lake_position, also, on_commit=_after_commit(job.dedup, token))
     _count(job.stats, events if events.num_columns else None, rejects, extra, job.keep_rejects)
     if events.num_columns:
         job.progress.batch(events, extra)
@@ -383,19 +423,11 @@ def _transform_and_write(
         job.progress.advance(position)
 
 
-def _after_commit(
-    commit: Callable[[], None] | None, dedup: EventDedup | None, token: int | None
-) -> Callable[[], None] | None:
-    """Once the segment is in place: record the input's position, stop holding the ids (they are in the lake)."""
+def _after_commit(dedup: EventDedup | None, token: int | None) -> Callable[[], None] | None:
+    """Once the chunk is committed: stop holding its ids (the lake has them now)."""
     if token is None or dedup is None:
-        return commit
-
-    def done() -> None:
-        if commit is not None:
-            commit()
-        dedup.release(token)
-
-    return done
+        return None
+    return partial(dedup.release, token)
 
 
 def _count(
@@ -423,4 +455,4 @@ def _count(
             stats.first_rejects.append(RejectNote(row["source"], row["source_offset"], row["reason"]))
 
 
-__all__ = ["INGEST_CHUNK_BYTES", "IngestStats", "RejectNote", "RunAlert", "ingest"]
+__all__ = ["INGEST_CHUNK_BYTES", "IngestStats", "RejectNote", "RunAlert", "ingest", "resume_point"]

@@ -65,6 +65,17 @@ _URI_SCHEMES = (
 log = logging.getLogger("tetrapipe.lake")
 
 
+class PartlyCommittedError(TetrapipeError):
+    """A commit of several positions finds some of them already in the table (another writer got there first)."""
+
+    def __init__(self, table: str, held: list[Position], missing: list[Position]) -> None:
+        self.held, self.missing = held, missing
+        super().__init__(
+            f"the {table} table already holds {', '.join(p.app_id for p in held)} but not "
+            f"{', '.join(p.app_id for p in missing)} of this commit: another writer committed part of it"
+        )
+
+
 def is_uri(root: str) -> bool:
     """Whether ``root`` names an object store (or another delta-rs URI) rather than a local directory."""
     return root.lower().startswith(_URI_SCHEMES)
@@ -86,6 +97,7 @@ class Lake:
         self.storage_options: dict[str, str] = dict(storage_options or {})
         self._tables: dict[str, DeltaTable] = {}
         self._lock = threading.Lock()
+        self._commit_lock = threading.RLock()
 
     def __repr__(self) -> str:
         return f"Lake({redact_url(self.root)!r})"
@@ -137,8 +149,8 @@ class Lake:
         return any(self.table(name) is not None for name in SCHEMAS)
 
     def committed(self, name: str, app_id: str) -> int | None:
-        """The newest version of ``app_id`` that table ``name`` holds (None: nothing of that input)."""
-        table = self._current(name)
+        """The newest version of ``app_id`` that table ``name`` holds now (None: nothing of that input)."""
+        table = self.table(name)  # (a snapshot of its own: the cached one belongs to the committing thread)
         return None if table is None else table.transaction_version(app_id)
 
     def refuse_old_layout(self, name: str) -> None:
@@ -171,7 +183,13 @@ class Lake:
     # --- writing -------------------------------------------------------------------------------------
 
     def commit(
-        self, name: str, rows: pa.Table, position: Position | None = None, *, also: Sequence[Position] = ()
+        self,
+        name: str,
+        rows: pa.Table,
+        position: Position | Sequence[Position] | None = None,
+        *,
+        also: Sequence[Position] = (),
+        offset_column: str | None = None,
     ) -> bool:
         """Append ``rows`` to table ``name`` in one atomic commit that carries ``position``; False if skipped.
 
@@ -183,25 +201,56 @@ class Lake:
         meets a concurrent commit of the same app id reloads the table,
         checks again and retries (:data:`COMMIT_ATTEMPTS` times). With no
         rows and no position there is nothing to commit.
+
+        Several positions (a stream processor's batch spanning partitions, one
+        app transaction each): skipped when the table holds all of them;
+        holding some but not all raises :class:`PartlyCommittedError`, as the
+        rows cannot be told apart here (the caller re-forms its batch).
+
+        ``offset_column`` (one position): the rows' place in the input
+        (``source_offset``, a line number). When the table holds an older
+        version of the position's app id, rows at or before it are dropped: a
+        writer whose chunk overlaps what another committed adds only what is new.
+
+        Commits through one Lake object are serialized: each table's snapshot
+        is cached and brought up to date before the next commit.
         """
-        if rows.num_rows == 0 and position is None and not also:
+        positions = [position] if isinstance(position, Position) else list(position or ())
+        if rows.num_rows == 0 and not positions and not also:
             return False
         data = with_date(name, rows)
-        txns = [Transaction(p.app_id, p.version) for p in ([position] if position else []) + list(also)]
+        txns = [Transaction(p.app_id, p.version) for p in [*positions, *also]]
         props = CommitProperties(app_transactions=txns) if txns else None
+        with self._commit_lock:
+            return self._commit(name, data, positions, props, offset_column)
+
+    def _commit(
+        self,
+        name: str,
+        data: pa.Table,
+        positions: list[Position],
+        props: CommitProperties | None,
+        offset_column: str | None,
+    ) -> bool:
         for attempt in range(COMMIT_ATTEMPTS):
             table = self._current(name) or self._create(name, data.schema)
-            if position is not None:
-                held = table.transaction_version(position.app_id)
-                if held is not None and held >= position.version:
+            if positions:
+                held = [p for p in positions if (table.transaction_version(p.app_id) or -1) >= p.version]
+                if len(held) == len(positions):
                     return False
+                if held:
+                    raise PartlyCommittedError(name, held, [p for p in positions if p not in held])
+            rows = data
+            older = table.transaction_version(positions[0].app_id) if len(positions) == 1 else None
+            if older is not None and offset_column is not None and rows.num_rows:
+                rows = rows.filter(pc.fill_null(pc.greater(rows.column(offset_column), older), True))
             try:
                 # the check above and the commit read one snapshot: a concurrent commit of the same app id
                 # after it fails this one (CommitFailedError) instead of being appended to
-                with _private_files(self.is_local):
+                with private_files(self.is_local):
                     write_deltalake(
                         table,
-                        data,
+                        rows,
                         mode="append",
                         partition_by=[DATE_COLUMN],
                         schema_mode="merge",
@@ -213,19 +262,18 @@ class Lake:
                 self._forget(name)
                 time.sleep(0.01 * (attempt + 1))
                 continue
-            self._forget(name)  # (the next commit reloads: cheap, and never trusts a snapshot it did not read)
             if self.is_local:
                 self._chmod_last_commit(name)
             return True
         raise TetrapipeError(
             f"cannot commit to the {name} table of {redact_url(self.root)}: {COMMIT_ATTEMPTS} attempts met "
-            f"a concurrent commit of {position.app_id if position else 'the same input'}"
+            f"a concurrent commit of {', '.join(p.app_id for p in positions) or 'the same input'}"
         )
 
     def _create(self, name: str, schema: pa.Schema) -> DeltaTable:
         """Create the empty table ``name`` (a first commit of its own, so that every append is checked against
         a snapshot: two first writers would otherwise both append without seeing each other's position)."""
-        with _private_files(self.is_local):
+        with private_files(self.is_local):
             if self.is_local:
                 private_dirs(self.root)
             try:
@@ -240,6 +288,7 @@ class Lake:
                 log.debug("table %s created concurrently: %s", name, exc)
         if self.is_local:
             self._chmod_last_commit(name)
+        self._forget(name)
         table = self._current(name)
         if table is None:
             raise TetrapipeError(f"cannot create the {name} table at {redact_url(self.table_uri(name))}")
@@ -305,7 +354,7 @@ _umask_saved = 0
 
 
 @contextlib.contextmanager
-def _private_files(local: bool) -> Iterator[None]:
+def private_files(local: bool) -> Iterator[None]:
     """umask 077 while delta-rs creates files (it takes no modes): a commit's files are never readable by others.
 
     The umask is the process's: nested or concurrent writes share one
@@ -328,4 +377,14 @@ def _private_files(local: bool) -> Iterator[None]:
                 os.umask(_umask_saved)
 
 
-__all__ = ["COMMIT_ORDER", "DATE_COLUMN", "DEFAULT_LAKE", "LAKE_ENV", "Lake", "is_uri", "with_date"]
+__all__ = [
+    "COMMIT_ORDER",
+    "DATE_COLUMN",
+    "DEFAULT_LAKE",
+    "LAKE_ENV",
+    "Lake",
+    "PartlyCommittedError",
+    "is_uri",
+    "private_files",
+    "with_date",
+]

@@ -148,6 +148,7 @@ def read_line_batches(
     final_partial_line: bool = True,
     start_line: int = 0,
     start_byte: int = 0,
+    cut_at_line: int | None = None,
 ) -> Iterator[LineBatch]:
     """Read ``stream`` to its end as batches of complete lines.
 
@@ -157,6 +158,15 @@ def read_line_batches(
     returned (a file that simply lacks its final newline); a follower that
     expects more data passes False, never emits half a line, and resumes from
     ``bytes_total``, which then excludes the unfinished line.
+
+    Batch boundaries depend only on the content from the previous boundary:
+    each batch is the complete lines of the next ``chunk_bytes`` (more only
+    for a line longer than that). A reader started at any boundary therefore
+    cuts where any other reader of the same input cuts, which the lake's
+    exactly-once positions rely on (two ingests of one file commit the same
+    chunks). ``cut_at_line``: a batch also ends after that line (a resumed
+    input whose later chunk some table already holds is re-read in the same
+    chunks).
 
     Long because it is one loop over chunks with its carry-over state (the
     partial line, the line and byte counters, an over-long line being skipped)
@@ -176,8 +186,11 @@ def read_line_batches(
             grown[:carry_len] = view[:carry_len]
             view.release()
             buf, view = grown, memoryview(grown)
+        # the window starts at the last boundary: reading chunk_bytes less what is carried over from it keeps
+        # the next boundary a function of the content alone (see the docstring)
+        want = chunk_bytes - carry_len if carry_len < chunk_bytes else chunk_bytes
         try:
-            got = _read_into(stream, view[carry_len : carry_len + chunk_bytes])
+            got = _read_into(stream, view[carry_len : carry_len + want])
         except InputFault as exc:
             fault, got = exc, 0
         except OSError as exc:  # a dying disk, a dropped mount: this input ends here, the others go on
@@ -204,6 +217,13 @@ def read_line_batches(
             end = buf.rfind(b"\n", start, data_len) + 1
             if end == 0:
                 end = start
+        cut = False
+        if end > start and cut_at_line is not None and line_no < cut_at_line and fault is None:
+            newlines = np.flatnonzero(np.frombuffer(view[start:end], dtype=np.uint8) == 10)
+            need = cut_at_line - line_no
+            if need <= len(newlines) and start + int(newlines[need - 1]) + 1 < end:
+                end, cut = start + int(newlines[need - 1]) + 1, True
+            del newlines
         if end > start:
             raw, nos, bad, consumed = split_lines(view[start:end], line_no + 1, max_line_bytes)
             line_no += consumed
@@ -227,9 +247,9 @@ def read_line_batches(
                 )
             return
         rest = data_len - end
-        if eof:
+        if eof and not cut:
             break
-        if rest > max_line_bytes:
+        if rest > max_line_bytes and not cut:
             oversized = BadLine(
                 line_no + 1,
                 f"line longer than {max_line_bytes} bytes, skipped",
