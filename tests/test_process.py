@@ -248,6 +248,38 @@ def _lake_ids(lake_dir: Path) -> set[str]:
         con.close()
 
 
+def _events_version(lake_dir: Path) -> int:
+    """The events table's Delta version (-1: no table yet): grows with every batch a processor commits."""
+    table = Lake(lake_dir).table("events")
+    return -1 if table is None else table.version()
+
+
+def _alerts(lake_dir: Path) -> dict[str, int]:
+    """alert_id -> how many events it stands for: the detector folds follow-ups into later rows of the same id,
+    so an alert stored twice shows as a larger sum, and one lost as a missing id or a smaller sum."""
+    con = connect(Lake(lake_dir))
+    try:
+        return dict(con.execute("SELECT alert_id, sum(count) FROM alerts GROUP BY alert_id").fetchall())
+    finally:
+        con.close()
+
+
+def _txn_versions(lake_dir: Path, table: str, app_id: str) -> list[int]:
+    """The versions of ``app_id`` the table's commits carried, in commit order (read from its _delta_log)."""
+    out = []
+    for entry in sorted((lake_dir / table / "_delta_log").glob("*.json")):
+        for line in entry.read_text().splitlines():
+            txn = json.loads(line).get("txn") if line.strip() else None
+            if txn and txn["appId"] == app_id:
+                out.append(txn["version"])
+    return out
+
+
+def _scenario_lines() -> list[bytes]:
+    scenario = Path(__file__).resolve().parents[1] / "samples" / "scenario" / "tenant-jobs.log"
+    return [line.encode() for line in scenario.read_text().splitlines() if line.strip()]
+
+
 def _expected_ids(lines: list[bytes]) -> set[str]:
     return set(normalize_lines(lines).events.column("event_id").to_pylist())
 
@@ -377,7 +409,7 @@ def test_replay_sample_exactly_once_with_poison_alerts_and_metrics(
     assert _lake_summary(lake) == (len(good), len(good))
 
 
-def _process_cmd(bootstrap: str, topic: str, lake: Path, group: str, *extra: str) -> list[str]:
+def _process_cmd(bootstrap: str, topic: str, lake: Path, group: str, *extra: str, rules: bool = False) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -391,8 +423,7 @@ def _process_cmd(bootstrap: str, topic: str, lake: Path, group: str, *extra: str
         group,
         "--lake",
         str(lake),
-        "--rules",
-        "none",
+        *([] if rules else ["--rules", "none"]),
         "--alerts-topic",
         "",
         "--dead-letter-topic",
@@ -403,27 +434,49 @@ def _process_cmd(bootstrap: str, topic: str, lake: Path, group: str, *extra: str
 
 
 def test_kill_9_at_random_points_is_exactly_once(kafka: TansuBroker, topic: str, tmp_path: Path) -> None:
-    """100,000 events, SIGKILL mid-run several times, restart: every event once, every ancestor chain intact."""
+    """100,000 events and the scenario's attacks, SIGKILL mid-run 5 times, restart: every event and alert once.
+
+    The shipped rules run, so each batch commits alerts and events (and
+    rejects: poison lines are mixed in) as separate Delta commits: a kill
+    lands before, between or after them. Ancestor chains must be intact too.
+    """
+    from tetrapipe.transforms.chain import build_transforms
+
     n = 100_000
     _create_topic(kafka.bootstrap, topic, 3)
     stream = tree_events(n)
-    _produce(kafka.bootstrap, topic, stream.lines, partitions=3)
+    attacks = _scenario_lines()
+    lines = list(stream.lines)
+    for k in range(5):  # the attacks spread over the run, so alerts are committed all along
+        at = (k + 1) * n // 6
+        lines[at:at] = [*attacks[k::5], b"poison %d" % k]
+    _produce(kafka.bootstrap, topic, lines, partitions=3)
     lake = tmp_path / "lake"
     # a restart waits for the killed member's session to expire before it gets partitions: keep it short
     short = ["--kafka-option", "session_timeout_ms=3000", "--kafka-option", "heartbeat_interval_ms=500"]
     cmd = _process_cmd(
-        kafka.bootstrap, topic, lake, topic, "--exit-at-eof", "--batch-size", "4000", "--batch-seconds", "0.5", *short
+        kafka.bootstrap,
+        topic,
+        lake,
+        topic,
+        "--exit-at-eof",
+        "--batch-size",
+        "4000",
+        "--batch-seconds",
+        "0.5",
+        *short,
+        rules=True,
     )
     rng = random.Random(7)
     seen: list[int] = []
     for _ in range(5):
-        before = len(Lake(lake).segments("events"))
+        before = _events_version(lake)
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        # a restart first waits for the killed member's session to expire; kill only once this one writes
+        # a restart first waits for the killed member's session to expire; kill only once this one commits
         _wait(
-            lambda: len(Lake(lake).segments("events")) > before or proc.poll() is not None,  # noqa: B023
+            lambda: _events_version(lake) > before or proc.poll() is not None,  # noqa: B023
             60,
-            "the restarted processor to write",
+            "the restarted processor to commit",
             every=0.05,
         )
         time.sleep(rng.uniform(0.0, 1.5))
@@ -436,8 +489,31 @@ def test_kill_9_at_random_points_is_exactly_once(kafka: TansuBroker, topic: str,
     assert mid_run == sorted(set(mid_run)), f"each restart must make progress (lake sizes {seen})"
     done = subprocess.run(cmd, capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
-    assert _lake_summary(lake) == (n, n)
+    good = n + sum(1 for line in attacks if line.startswith(b'{"process'))
+    assert _lake_summary(lake) == (good, good)
+    assert _lake_ids(lake) == _expected_ids(lines)
     assert _ancestry_mismatches(lake, stream.ancestors) == []
+    alerts = _alerts(lake)
+    assert alerts
+    con = connect(Lake(lake))
+    try:
+        rejects = con.execute("SELECT raw FROM rejects").fetchall()
+    finally:
+        con.close()
+    assert sorted(r[0] for r in rejects) == [f"poison {k}" for k in range(5)]
+    # the same alerts as one uninterrupted run over the same topic
+    reference = tmp_path / "reference"
+    cfg = ProcessorConfig(
+        kafka.bootstrap,
+        topic=topic,
+        group=f"{topic}-ref",
+        exit_at_eof=True,
+        alerts_topic=None,
+        dead_letter_topic=None,
+        kafka_options=FAST_GROUP,
+    )
+    Processor(cfg, Lake(reference), build_transforms(None)[0]).run()
+    assert alerts == _alerts(reference), "every alert once, each event counted once"
 
 
 def test_sigterm_finishes_the_batch_and_exits_0(kafka: TansuBroker, topic: str, tmp_path: Path) -> None:
@@ -601,7 +677,7 @@ def test_a_recreated_topic_is_detected_and_handled_by_policy(tmp_path: Path) -> 
     from kafka_broker import tansu_binary
 
     from tetrapipe.flows.process import OffsetsMovedError
-    from tetrapipe.lake.positions import committed_offsets, lake_positions
+    from tetrapipe.lake.positions import kafka_committed_offsets, kafka_lake_positions
     from tetrapipe.sources.kafka import partition_status
 
     broker = TansuBroker(tansu_binary(), log_path=tmp_path / "tansu.log").start()
@@ -624,14 +700,16 @@ def test_a_recreated_topic_is_detected_and_handled_by_policy(tmp_path: Path) -> 
             )
 
         assert Processor(config("fail"), Lake(lake_dir), []).run().events == 300
-        assert lake_positions(Lake(lake_dir), topic) == {0: (0, 299)}
+        assert kafka_lake_positions(Lake(lake_dir), topic, [0]) == {0: (0, 299)}
 
         broker.stop()  # in-memory storage: the topic is gone, as after a delete and create
         broker.start()
         _create_topic(broker.bootstrap, topic, 1)
         _produce(broker.bootstrap, topic, lines[300:])
         assert (
-            partition_status(broker.bootstrap, topic, "any", committed_offsets(Lake(lake_dir), topic))[0]["state"]
+            partition_status(
+                broker.bootstrap, topic, "any", lambda parts: kafka_committed_offsets(Lake(lake_dir), topic, parts)
+            )[0]["state"]
             == "lake ahead"
         )
 
@@ -652,7 +730,7 @@ def test_a_recreated_topic_is_detected_and_handled_by_policy(tmp_path: Path) -> 
 
         assert Processor(config("earliest"), Lake(lake_dir), []).run().events == 120
         assert _lake_summary(lake_dir) == (420, 420)
-        assert lake_positions(Lake(lake_dir), topic) == {0: (1, 119)}
+        assert kafka_lake_positions(Lake(lake_dir), topic, [0]) == {0: (1, 119)}
         again = Processor(config("earliest"), Lake(lake_dir), [])
         assert again.run().records == 0, "the new epoch's position is where the next run resumes"
         assert (
@@ -661,7 +739,9 @@ def test_a_recreated_topic_is_detected_and_handled_by_policy(tmp_path: Path) -> 
             )
             is None
         )
-        status = partition_status(broker.bootstrap, topic, "any", committed_offsets(Lake(lake_dir), topic))[0]
+        status = partition_status(
+            broker.bootstrap, topic, "any", lambda parts: kafka_committed_offsets(Lake(lake_dir), topic, parts)
+        )[0]
         assert (status["state"], status["lake_offset"], status["lag"]) == ("caught up", 119, 0)
         assert _lake_ids(lake_dir) == _expected_ids(lines)
     finally:
@@ -741,3 +821,97 @@ def test_events_a_restarted_collector_sends_again_are_stored_once(
     assert (stats.records, stats.events, stats.duplicates) == (3500, 3000, 500)
     assert _lake_summary(tmp_path / "lake") == (3000, 3000)
     assert _lake_ids(tmp_path / "lake") == _expected_ids(lines)
+
+
+class _Crash(BaseException):
+    """What the process dies of in :class:`_CrashingLake` (not an Exception: nothing on the way catches it)."""
+
+
+class _CrashingLake(Lake):
+    """A real lake whose writer dies right after the Nth ``alerts`` commit it makes, before that batch's events.
+
+    The Delta tables are left exactly as a kill at that instant leaves them:
+    rejects and alerts hold the batch, tls_stats and events do not.
+    """
+
+    def __init__(self, root: Path, die_after: int) -> None:
+        super().__init__(root)
+        self.die_after = die_after
+
+    def commit(self, name, rows, position=None, **kw):
+        if self.die_after <= 0:  # dead: whatever the process would still do on its way out writes nothing
+            raise _Crash("already dead")
+        done = super().commit(name, rows, position, **kw)
+        if name == "alerts" and done:
+            self.die_after -= 1
+            if self.die_after == 0:
+                raise _Crash(f"killed after committing alerts up to {position}")
+        return done
+
+
+def test_a_batch_reconsumed_after_a_crash_between_commits_ends_where_the_committed_one_did(
+    kafka: TansuBroker, topic: str, tmp_path: Path
+) -> None:
+    """Rejects and alerts hold a batch that events does not: the restart re-forms it, never a batch across it.
+
+    The restart reads with batches 20 times larger. Without the cap its first
+    batch would reach past what rejects and alerts hold, they would commit it
+    whole, and the re-read part would be in them twice.
+    """
+    import pytest
+
+    from tetrapipe.lake.positions import kafka_app_id, kafka_lake_positions
+    from tetrapipe.transforms.chain import build_transforms
+
+    _create_topic(kafka.bootstrap, topic, 1)
+    attacks = _scenario_lines()
+    filler = _synthetic(10 * len(attacks), nodes=1)
+    lines = []
+    for k, chunk in enumerate(range(0, len(attacks), 8)):
+        lines += [*attacks[chunk : chunk + 8], b"poison %d" % k, *filler[10 * k : 10 * k + 10]]
+    _produce(kafka.bootstrap, topic, lines)
+
+    def config(batch: int) -> ProcessorConfig:
+        return ProcessorConfig(
+            kafka.bootstrap,
+            topic=topic,
+            group=topic,
+            exit_at_eof=True,
+            batch_max_records=batch,
+            batch_max_seconds=5,
+            alerts_topic=None,
+            dead_letter_topic=None,
+            kafka_options=FAST_GROUP,
+        )
+
+    lake_dir = tmp_path / "lake"
+    crashing = _CrashingLake(lake_dir, die_after=2)
+    with pytest.raises(_Crash):
+        Processor(config(15), crashing, build_transforms(None)[0]).run()
+    app = kafka_app_id(topic, 0)
+    held = {name: _txn_versions(lake_dir, name, app)[-1] for name in ("rejects", "alerts", "events")}
+    assert held["rejects"] == held["alerts"] > held["events"], held  # the crash sits between alerts and events
+    cap = held["alerts"]
+
+    stats = Processor(config(300), Lake(lake_dir), build_transforms(None)[0]).run()
+    assert stats.records == len(lines) - held["events"] - 1
+    events_versions = _txn_versions(lake_dir, "events", app)
+    assert cap in events_versions, f"the re-read batch must end where the committed one did ({events_versions})"
+    assert kafka_lake_positions(Lake(lake_dir), topic, [0]) == {0: (0, len(lines) - 1)}
+    good = _expected_ids([line for line in lines if not line.startswith(b"poison")])
+    assert _lake_summary(lake_dir) == (len(good), len(good))
+    assert _lake_ids(lake_dir) == good
+    con = connect(Lake(lake_dir))
+    try:
+        rejects = sorted(r[0] for r in con.execute("SELECT raw FROM rejects").fetchall())
+    finally:
+        con.close()
+    assert rejects == sorted(line.decode() for line in lines if line.startswith(b"poison"))
+    alerts = _alerts(lake_dir)
+    assert alerts
+    # the same alerts as a run that never crashed
+    clean = tmp_path / "clean"
+    cfg = config(15)
+    cfg.group = f"{topic}-clean"
+    Processor(cfg, Lake(clean), build_transforms(None)[0]).run()
+    assert alerts == _alerts(clean), "every alert once, each event counted once"

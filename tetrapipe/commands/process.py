@@ -18,11 +18,11 @@ from tetrapipe.commands.options import (
     kafka_settings_option,
     lake_option,
     metrics_options,
+    open_lake,
     rules_option,
     setup_logging,
     tls_window_option,
 )
-from tetrapipe.lake import Lake
 from tetrapipe.textsafe import visible
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ def process_command(
     from tetrapipe.flows.process import OffsetsMovedError, Processor, ProcessorConfig
 
     setup_logging()
-    lake = Lake(lake_dir)
+    lake = open_lake(lake_dir)
     # the stream state starts empty: every assignment restores it from the lake (Processor restore)
     transforms, _ = pipeline_transforms(rules_dir, tls_window=tls_window, long_running=True)
     config = ProcessorConfig(
@@ -190,10 +190,11 @@ def show_alerts(console: Console, alerts: pa.Table, most: int = 20) -> None:
 @lake_option()
 def status_command(kafka: str, topic: str, group: str, fmt: str, lake_dir: str) -> None:
     """How far behind the lake is, per partition: broker end offset vs what the lake holds."""
-    from tetrapipe.lake.positions import committed_offsets
+    from tetrapipe.lake.positions import kafka_committed_offsets
     from tetrapipe.sources.kafka import partition_status
 
-    rows = partition_status(kafka, topic, group, committed_offsets(Lake(lake_dir), topic))
+    lake = open_lake(lake_dir)
+    rows = partition_status(kafka, topic, group, lambda parts: kafka_committed_offsets(lake, topic, parts))
     if fmt == "json":
         import orjson
 

@@ -1,12 +1,25 @@
 """``tetrapipe process``: Kafka -> transforms -> lake, alerts topic, dead letters.
 
-Exactly once into the lake (see :mod:`tetrapipe.lake.positions`): each
-partition's records are a batch of their own; its segments carry the offsets
-they cover and the events segment is written last as the commit. On start
-and on every assignment the processor seeks each partition to just after the
-offset the lake holds, so the lake, not Kafka's committed offsets, decides
-where to resume. Kafka offsets are still committed after each batch, so
-consumer-lag monitoring works as usual.
+Exactly once into the lake, by Delta app transactions (see
+:mod:`tetrapipe.lake.positions`): every commit of a batch carries, for each
+partition in it, the position ``kafka:<topic>:<partition>`` = its epoch and
+last offset. A batch commits ``rejects``, ``alerts``, ``tls_stats`` and
+``events`` in that order, one Delta commit per table, and a table that
+already holds the batch's positions skips it: each table is exactly-once on
+its own. On every assignment the processor seeks each partition to just
+after the version the ``events`` table holds, so the lake, not Kafka's
+committed offsets, decides where to resume (Kafka offsets are still committed
+after each batch, for consumer-lag monitoring).
+
+A crash between two tables' commits leaves the earlier tables one batch
+ahead of ``events``. That batch is consumed again and must not straddle what
+they hold: a partition's records up to the highest version any table holds
+(its *cap*) are committed in batches of that partition alone that end at or
+before the cap, so such a table holds all of each one and skips it, and the
+rest commit it. Replicas of one group on one lake need nothing shared but
+the lake: appends of different partitions never conflict, and a replica
+that lost a partition without noticing (a rebalance while it stalled) finds
+the ``events`` table moved on before it commits and gives the records up.
 
 Partitions are keyed by node (docs/ARCHITECTURE.md), so everything a per-node process
 table needs arrives in one partition, at one processor.
@@ -33,71 +46,33 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-import orjson
 import pyarrow as pa
 
 from tetrapipe.flows.batch import BatchTransform, apply_transforms
 from tetrapipe.flows.dedup import EventDedup
+from tetrapipe.flows.process_config import (
+    FETCH_MAX_BYTES,
+    FETCH_PARTITION_BYTES,
+    OffsetsMovedError,
+    ProcessorConfig,
+    ProcessStats,
+)
 from tetrapipe.flows.process_outputs import ProcessOutputs
 from tetrapipe.flows.transforms import restore_transforms
 from tetrapipe.lake import Lake
-from tetrapipe.lake.positions import committed_offsets, lake_positions, remove_uncommitted, segment_name
+from tetrapipe.lake.positions import (
+    Position,
+    decode_kafka_version,
+    kafka_committed,
+    kafka_committed_offsets,
+    kafka_position,
+)
 from tetrapipe.metrics import Health, PipelineMetrics, new_registry
 from tetrapipe.sources.kafka import broker_has, new_consumer, rebalance_listener
 from tetrapipe.transforms.normalize import Normalizer, normalize_lines
 
 log = logging.getLogger("tetrapipe.process")
-
-
-class OffsetsMovedError(RuntimeError):
-    """The broker's offsets for a partition are not where the lake left them, and the policy says stop."""
-
-
-FETCH_PARTITION_BYTES = 16 * 1024 * 1024
-FETCH_MAX_BYTES = 64 * 1024 * 1024
-
-
-@dataclass
-class ProcessStats:
-    batches: int = 0
-    records: int = 0
-    events: int = 0
-    rejects: int = 0
-    duplicates: int = 0  # events the lake already held (sent again by a restarted collector), not stored again
-    alerts: int = 0
-    streamed: int = 0  # enriched events produced to the events topic
-    oversized: int = 0  # enriched events too large for a Kafka record (logged, not streamed; in the lake)
-    last_batch_seconds: float = 0.0
-    by_partition: dict[int, int] = field(default_factory=dict)  # partition -> last committed offset
-    first_record_at: float | None = None  # monotonic: when the first record arrived (startup excluded)
-    last_commit_at: float | None = None  # monotonic: when the last batch was committed
-
-    @property
-    def records_per_second(self) -> float:
-        """Throughput from the first record fetched to the last commit: the rate without startup and idling."""
-        if self.first_record_at is None or self.last_commit_at is None or self.last_commit_at <= self.first_record_at:
-            return 0.0
-        return self.records / (self.last_commit_at - self.first_record_at)
-
-
-@dataclass
-class ProcessorConfig:
-    bootstrap: str
-    topic: str = "tetragon.events"
-    group: str = "tetrapipe-processor"
-    alerts_topic: str | None = "tetrapipe.alerts"
-    events_topic: str | None = None  # enriched events of every committed batch (None: not streamed)
-    dead_letter_topic: str | None = "tetragon.events.dlq"
-    batch_max_records: int = 20_000
-    batch_max_seconds: float = 1.0
-    client_id: str = "tetrapipe-process"
-    exit_at_eof: bool = False
-    kafka_options: dict = field(default_factory=dict)  # passed to kafka-python (TLS/SASL ...)
-    compact_every_seconds: float = 600.0  # merge small segments this often (0: never)
-    stall_seconds: float = 120.0  # /healthz fails when the loop has not come round for this long
-    on_offset_reset: str = "fail"  # the lake is ahead of the broker or behind its retention: fail|earliest|latest
 
 
 class Processor:
@@ -140,7 +115,9 @@ class Processor:
         self._assigned: set[int] = set()
         self._joined = False  # the group gave this member its (possibly empty) share at least once
         self._lake_next: dict[int, int | None] = {}  # partition -> next offset the lake needs (None: unknown yet)
-        self._epoch: dict[int, int] = {}  # partition -> epoch its segments are written in (sinks.offsets)
+        self._epoch: dict[int, int] = {}  # partition -> epoch its commits are written in (lake.positions)
+        self._held: dict[int, int | None] = {}  # partition -> version the events table holds, as this replica knows
+        self._cap: dict[int, int] = {}  # partition -> version a table other than events holds beyond it (a crash's)
         self._verify: set[int] = set()  # partitions whose lake position is still to be checked against the broker
         self._last_lag_update = 0.0
         self.registry = registry if registry is not None else new_registry()
@@ -216,6 +193,8 @@ class Processor:
         for p in gone:
             self._pending.pop(p, None)
             self._lake_next.pop(p, None)
+            self._held.pop(p, None)
+            self._cap.pop(p, None)
             for gauge in (self.metrics.lag, self.metrics.lake_offset):
                 try:
                     gauge.remove(self.config.topic, str(p))
@@ -224,17 +203,30 @@ class Processor:
         self.metrics.assigned.set(len(self._assigned))
 
     def _assign(self, partitions: set[int]) -> None:
-        """Resume each partition right after what the lake holds; drop a crash's orphans first."""
+        """Resume each partition right after what the events table holds; note where other tables are ahead."""
         from kafka import TopicPartition
 
-        removed = remove_uncommitted(self.lake, self.config.topic, partitions)
-        if removed:
-            log.warning("removed %d segment(s) of batches that never committed", len(removed))
-        positions = lake_positions(self.lake, self.config.topic)
+        topic = self.config.topic
+        held = kafka_committed(self.lake, topic, partitions, "events")
+        for table in ("rejects", "alerts", "tls_stats"):
+            for p, version in kafka_committed(self.lake, topic, partitions, table).items():
+                if version > held.get(p, -1) and version > self._cap.get(p, -1):
+                    self._cap[p] = version
+        for p in sorted(self._cap.keys() & partitions):
+            epoch, last = decode_kafka_version(self._cap[p])
+            log.warning(
+                "partition %d of %s: a batch up to offset %d (epoch %d) reached some tables but not events "
+                "(a crash between commits); it is consumed again and each table keeps what it holds",
+                p,
+                topic,
+                last,
+                epoch,
+            )
         for p in partitions:
-            tp = TopicPartition(self.config.topic, p)
-            if p in positions:
-                epoch, last = positions[p]
+            tp = TopicPartition(topic, p)
+            self._held[p] = held.get(p)
+            if p in held:
+                epoch, last = decode_kafka_version(held[p])
                 self._epoch[p] = epoch
                 self._consumer.seek(tp, last + 1)
                 self._lake_next[p] = last + 1
@@ -247,7 +239,7 @@ class Processor:
         self._assigned |= partitions
         self._joined = True
         self.metrics.assigned.set(len(self._assigned))
-        if self.restore and self.lake.segments("events"):
+        if self.restore and self.lake.table("events") is not None:
             restore_transforms(self.transforms, self.lake)
         if self.on_assign:
             self.on_assign(partitions)
@@ -387,15 +379,15 @@ class Processor:
                 self.metrics.lag.labels(self.config.topic, str(p)).set(max(0, hw - nxt))
 
     def _compact(self) -> None:
-        """Merge this lake's small segments; other replicas may do the same (a lock serializes them)."""
-        from tetrapipe.lake.maintenance import compact
+        """Merge the small files a batch a second leaves (Delta OPTIMIZE); appends of any replica go on meanwhile."""
+        from tetrapipe.lake.maintenance import optimize
 
         try:
-            result = compact(self.lake)
-            if result.merged_files:
-                log.info("compacted %d segments into %d", result.merged_files, result.into)
+            for result in optimize(self.lake):
+                if result.files_removed:
+                    log.info("optimized %s: %d files into %d", result.table, result.files_removed, result.files_added)
         except Exception:
-            log.warning("compaction failed", exc_info=True)
+            log.warning("optimize failed", exc_info=True)
 
     def _at_end(self) -> bool:
         """The whole topic is in the lake, not only my partitions.
@@ -413,63 +405,171 @@ class Processor:
             return False
         tps = [TopicPartition(self.config.topic, p) for p in parts]
         ends = self._consumer.end_offsets(tps)
-        done = committed_offsets(self.lake, self.config.topic)
-        # my own partitions: where this run is (after an offset reset that is not the lake's newest segment yet)
+        done = kafka_committed_offsets(self.lake, self.config.topic, parts)
+        # my own partitions: where this run is (after an offset reset, ahead of what the events table says)
         nxt = {p: n for p, n in self._lake_next.items() if n is not None and p in self._assigned}
         return all(nxt.get(tp.partition, done.get(tp.partition, -1) + 1) >= ends[tp] for tp in tps)
 
     def _flush(self, force: bool = False) -> None:
+        """Commit every partition's records in hand: one batch for all, after those re-consumed up to a cap.
+
+        ``force`` is kept for the callers' sake (revoke, stop): whatever is in
+        hand is always written.
+        """
+        batch: dict[int, list] = {}
         for partition in sorted(self._pending):
             records = self._pending.get(partition) or []
+            cap = self._cap_offset(partition)
+            if cap is not None and records and records[0].offset <= cap:
+                # committed alone and never across the cap: a table holding the cap holds all of this batch
+                head = [r for r in records if r.offset <= cap]
+                self._write_batch({partition: head})
+                records = records[len(head) :]
+                self._pending[partition] = records
             if records:
-                self._write_partition(partition, records)
+                batch[partition] = records
+        if batch:
+            self._write_batch(batch)
+            for partition in batch:
                 self._pending[partition] = []
 
-    def _write_partition(self, partition: int, records: list) -> None:
-        """Normalize, transform and commit one partition's records (one exactly-once unit)."""
+    def _cap_offset(self, partition: int) -> int | None:
+        """The last offset of a batch some tables hold and ``events`` does not (a crash's), while still ahead."""
+        cap = self._cap.get(partition)
+        if cap is None:
+            return None
+        epoch, last = decode_kafka_version(cap)
+        nxt = self._lake_next.get(partition)
+        if epoch == self._epoch.get(partition, 0) and (nxt is None or nxt <= last):
+            return last
+        if epoch > self._epoch.get(partition, 0):
+            log.warning(
+                "partition %d of %s: tables hold epoch %d beyond the events table's epoch %d; offsets reset "
+                "differently this time, the batch they hold is not re-formed",
+                partition,
+                self.config.topic,
+                epoch,
+                self._epoch.get(partition, 0),
+            )
+        del self._cap[partition]
+        return None
+
+    def _fence(self, batch: dict[int, list]) -> dict[int, list]:
+        """``batch`` without the partitions another replica has committed since this one last looked.
+
+        A replica that stalled past its session can still hold records of a
+        partition the group gave to another member; the events table then no
+        longer holds what this replica last saw. Those records are dropped and
+        the partition sought to where the lake is (the coming rebalance takes
+        it away for good).
+        """
+        from kafka import TopicPartition
+
+        now = kafka_committed(self.lake, self.config.topic, batch, "events")
+        kept = {}
+        for p, records in batch.items():
+            if now.get(p) == self._held.get(p):
+                kept[p] = records
+                continue
+            epoch, last = decode_kafka_version(now[p])
+            log.warning(
+                "partition %d of %s was committed up to offset %d (epoch %d) by another processor; "
+                "dropping %d records in hand and resuming from there",
+                p,
+                self.config.topic,
+                last,
+                epoch,
+                len(records),
+            )
+            self._held[p], self._epoch[p], self._lake_next[p] = now[p], epoch, last + 1
+            self._pending.pop(p, None)
+            try:
+                self._consumer.seek(TopicPartition(self.config.topic, p), last + 1)
+            except Exception:  # no longer assigned: nothing to seek
+                log.debug("cannot seek partition %d", p, exc_info=True)
+        return kept
+
+    def _write_batch(self, batch: dict[int, list]) -> None:
+        """Normalize, transform and commit one batch: the records in hand of one or more partitions.
+
+        Each table gets one commit carrying one position per partition, in
+        the order rejects, alerts, tls_stats, events (the resume point).
+        """
+        batch = self._fence(batch)
+        if not batch:
+            return
         started = time.perf_counter()
         topic = self.config.topic
-        source = f"kafka:{topic}/{partition}"
-        first, last = records[0].offset, records[-1].offset
-        norm = normalize_lines(
-            [r.value for r in records], source=source, normalizer=self._normalizer, offsets=[r.offset for r in records]
-        )
-        events, rejects = norm.events, norm.rejects
+        events_parts, rejects_parts, positions = [], [], []
+        for partition, records in batch.items():
+            norm = normalize_lines(
+                [r.value for r in records],
+                source=f"kafka:{topic}/{partition}",
+                normalizer=self._normalizer,
+                offsets=[r.offset for r in records],
+            )
+            events_parts.append(norm.events)
+            rejects_parts.append(norm.rejects)
+            positions.append(kafka_position(topic, partition, records[-1].offset, self._epoch.get(partition, 0)))
+        events, rejects = pa.concat_tables(events_parts), pa.concat_tables(rejects_parts)
         # a collector restarted after a crash sends again what Kafka may already hold (at least once):
         # an event whose event_id the lake has is not stored, alerted on or streamed a second time
         events, dropped = self._dedup.drop_seen(events)
         self.stats.duplicates += dropped
         events, extra, _ = apply_transforms(self.transforms, events)  # a failure leaves the batch uncommitted
-        name = segment_name(topic, partition, first, last, self._epoch.get(partition, 0))
-        meta = {"kafka": orjson.dumps({"topic": topic, "partition": partition, "first": first, "last": last}).decode()}
-        for table_name, table in (("rejects", rejects), *extra.items()):
-            self.lake.write(table_name, table, meta, segment=name)
         alerts = extra.get("alerts")
+        for name in ("rejects", "alerts", "tls_stats"):
+            rows = rejects if name == "rejects" else extra.get(name)
+            if rows is not None and rows.num_rows:
+                self._commit(name, rows, positions)
         if self._outputs is not None:
-            self._outputs.send(partition, rejects, alerts, events)
+            self._outputs.send(rejects, alerts, events)
             self.stats.streamed = self._outputs.counts.streamed
             self.stats.oversized = self._outputs.counts.oversized
-        self.lake.write("events", events, meta, segment=name, keep_empty=True)  # the commit
-        self._commit_kafka(partition, last)
+        self._commit("events", events, positions)  # (with no rows too: its positions are the resume point)
+        self._committed(batch, positions, started, events, rejects, alerts)
+
+    def _commit(self, name: str, rows: pa.Table, positions: list[Position]) -> None:
+        if not self.lake.commit(name, rows, positions):
+            log.info("the %s table already holds this batch (%s): not written again", name, positions)
+
+    def _committed(
+        self,
+        batch: dict[int, list],
+        positions: list[Position],
+        started: float,
+        events: pa.Table,
+        rejects: pa.Table,
+        alerts: pa.Table | None,
+    ) -> None:
+        """Book-keeping once the events table holds the batch: offsets, stats, metrics, alerts shown."""
+        topic = self.config.topic
+        n = 0
+        for (partition, records), pos in zip(batch.items(), positions, strict=True):
+            last = records[-1].offset
+            self._commit_kafka(partition, last)
+            self._held[partition] = pos.version
+            self._lake_next[partition] = last + 1
+            self.stats.by_partition[partition] = last
+            self.metrics.lake_offset.labels(topic, str(partition)).set(last)
+            n += len(records)
         self.stats.batches += 1
-        self.stats.records += len(records)
+        self.stats.records += n
         self.stats.events += events.num_rows
         self.stats.rejects += rejects.num_rows
         self.stats.alerts += alerts.num_rows if alerts is not None else 0
-        self.stats.by_partition[partition] = last
         self.stats.last_batch_seconds = time.perf_counter() - started
         self.stats.last_commit_at = time.monotonic()
-        self._lake_next[partition] = last + 1
-        stamps = [r.timestamp for r in (records[0], records[-1]) if r.timestamp is not None and r.timestamp >= 0]
+        ends = [r for records in batch.values() for r in (records[0], records[-1])]
+        stamps = [r.timestamp for r in ends if r.timestamp is not None and r.timestamp >= 0]
         self.metrics.batch(
-            records=len(records),
+            records=n,
             events=events.num_rows,
             rejects=rejects.num_rows,
             seconds=self.stats.last_batch_seconds,
             alerts=alerts,
             oldest_timestamp=min(stamps) / 1000 if stamps else None,
         )
-        self.metrics.lake_offset.labels(topic, str(partition)).set(last)
         self.metrics.process_table(self.transforms)
         self.health.heartbeat()
         if alerts is not None and alerts.num_rows and self.on_alerts:

@@ -103,15 +103,19 @@ class ProcessOutputs:
                 **security_options(options),  # the rest of the options are the consumer's tuning
             )
 
-    def send(self, partition: int, rejects: pa.Table, alerts: pa.Table | None, events: pa.Table | None) -> None:
-        """Dead letters, alerts and enriched events of one batch out, flushed and acknowledged."""
+    def send(self, rejects: pa.Table, alerts: pa.Table | None, events: pa.Table | None) -> None:
+        """Dead letters, alerts and enriched events of one batch out, flushed and acknowledged.
+
+        A batch may span partitions: a dead letter's partition header comes
+        from its reject's ``source`` (``kafka:<topic>/<partition>``).
+        """
         if self.producer is None:
             return
         futures = []
         if self.dead_letter_topic and rejects.num_rows:
             for row in rejects.to_pylist():
                 headers = [
-                    ("partition", str(partition).encode()),
+                    ("partition", (row["source"] or "").rsplit("/", 1)[-1].encode()),
                     ("offset", str(row["source_offset"]).encode()),
                     ("reason", row["reason"].encode()),
                 ]

@@ -17,17 +17,15 @@ read to its end, never read again by ``run``; its version is the file's line
 count). A companion never decides whether a commit is skipped: only the
 commit's own position does.
 
-Kafka (``process``): see the helpers further down.
+Kafka (``process``): ``kafka:<topic>:<partition>``, the version the partition's epoch and last
+offset (:func:`kafka_position`); see the helpers further down.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
-
-from tetrapipe.schema import TABLES
 
 if TYPE_CHECKING:
     from tetrapipe.lake.store import Lake
@@ -72,88 +70,75 @@ def file_done_position(fingerprint: str, lines: int) -> Position:
 
 
 # --- Kafka (process) ------------------------------------------------------------------------------------
-# TRANSITIONAL: the segment-name offsets below are the old layout's; D-process replaces this block with
-# ``kafka_position``/``decode_kafka_version`` over app transactions (the contract). Kept so that
-# flows/process.py and lake/maintenance.py still import while they move.
 
-_NAME = re.compile(
-    r"^kafka~(?P<topic>[A-Za-z0-9._-]+)~(?P<partition>\d+)~(?P<first>\d+)~(?P<last>\d+)(?:~e(?P<epoch>\d+))?$"
-)
-
-
-@dataclass(frozen=True)
-class KafkaSegment:
-    path: Path
-    table: str
-    topic: str
-    partition: int
-    first: int
-    last: int
-    epoch: int = 0
+#: app id prefix of a Kafka partition's position: ``kafka:<topic>:<partition>`` (``:`` never occurs in a topic)
+KAFKA_PREFIX = "kafka:"
+#: the low bits of a Kafka version hold the last offset, the bits above them the partition's epoch
+EPOCH_SHIFT = 40
+_OFFSET_MASK = (1 << EPOCH_SHIFT) - 1
 
 
-def segment_name(topic: str, partition: int, first: int, last: int, epoch: int = 0) -> str:
-    return f"kafka~{topic}~{partition}~{first}~{last}" + (f"~e{epoch}" if epoch else "")
+def kafka_app_id(topic: str, partition: int) -> str:
+    return f"{KAFKA_PREFIX}{topic}:{partition}"
 
 
-def parse_segment_name(stem: str) -> tuple[str, int, int, int, int] | None:
-    """``(topic, partition, first, last, epoch)`` of a processor's segment name, None for any other file."""
-    m = _NAME.match(stem)
-    if not m:
-        return None
-    return (m["topic"], int(m["partition"]), int(m["first"]), int(m["last"]), int(m["epoch"] or 0))
+def kafka_position(topic: str, partition: int, last: int, epoch: int = 0) -> Position:
+    """The position of a processor's commit: every record of the partition up to offset ``last`` is in.
+
+    Offsets can move backwards (a topic deleted and created again starts at
+    0 while the lake holds offsets far beyond): the processor then starts a
+    new *epoch* of the partition (``tetrapipe process --on-offset-reset``).
+    The epoch sits above the offset in the version (``epoch << 40 | last``),
+    so a newer epoch's version is larger whatever its offsets, and a table's
+    version of the partition always says where the newest epoch stands.
+    """
+    if not 0 <= last <= _OFFSET_MASK:
+        raise ValueError(f"offset {last} of {topic}/{partition} does not fit in {EPOCH_SHIFT} bits")
+    return Position(kafka_app_id(topic, partition), (epoch << EPOCH_SHIFT) | last)
 
 
-def kafka_segments(lake: Lake, topic: str, table: str = "events") -> list[KafkaSegment]:
-    out = []
-    for path in lake.segments(table):
-        parsed = parse_segment_name(path.stem)
-        if parsed and parsed[0] == topic:
-            out.append(KafkaSegment(path, table, *parsed))
+def decode_kafka_version(version: int) -> tuple[int, int]:
+    """``(epoch, last offset)`` of a Kafka position's version."""
+    return version >> EPOCH_SHIFT, version & _OFFSET_MASK
+
+
+def kafka_committed(lake: Lake, topic: str, partitions: Iterable[int], table: str = "events") -> dict[int, int]:
+    """partition -> the version (:func:`kafka_position`) ``table`` holds; partitions it holds nothing of are left out.
+
+    Delta keeps app transactions by id and cannot list them, so the caller
+    names the partitions (the broker's, or the group's assignment).
+    """
+    out: dict[int, int] = {}
+    for p in partitions:
+        held = lake.committed(table, kafka_app_id(topic, p))
+        if held is not None:
+            out[p] = held
     return out
 
 
-def _committed_by_epoch(lake: Lake, topic: str) -> dict[tuple[int, int], int]:
-    done: dict[tuple[int, int], int] = {}
-    for seg in kafka_segments(lake, topic, "events"):
-        key = (seg.partition, seg.epoch)
-        done[key] = max(done.get(key, -1), seg.last)
-    return done
+def kafka_lake_positions(lake: Lake, topic: str, partitions: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """partition -> ``(epoch, last offset)`` committed into the ``events`` table, where a processor resumes."""
+    return {p: decode_kafka_version(v) for p, v in kafka_committed(lake, topic, partitions).items()}
 
 
-def lake_positions(lake: Lake, topic: str) -> dict[int, tuple[int, int]]:
-    """partition -> (newest epoch, last offset committed in it)."""
-    out: dict[int, tuple[int, int]] = {}
-    for (partition, epoch), last in _committed_by_epoch(lake, topic).items():
-        if partition not in out or epoch > out[partition][0]:
-            out[partition] = (epoch, last)
-    return out
-
-
-def committed_offsets(lake: Lake, topic: str) -> dict[int, int]:
-    """partition -> last offset committed into the lake (in the partition's newest epoch)."""
-    return {p: last for p, (_, last) in lake_positions(lake, topic).items()}
-
-
-def remove_uncommitted(lake: Lake, topic: str, partitions: set[int]) -> list[Path]:
-    """Delete other tables' segments past the committed offset of ``partitions`` (orphans of a crash)."""
-    done = _committed_by_epoch(lake, topic)
-    removed = []
-    for table in TABLES:
-        if table == "events":
-            continue
-        for seg in kafka_segments(lake, topic, table):
-            if seg.partition in partitions and seg.first > done.get((seg.partition, seg.epoch), -1):
-                seg.path.unlink(missing_ok=True)
-                removed.append(seg.path)
-    return removed
+def kafka_committed_offsets(lake: Lake, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    """partition -> last offset in the lake (of the partition's newest epoch): what ``tetrapipe status`` shows."""
+    return {p: last for p, (_, last) in kafka_lake_positions(lake, topic, partitions).items()}
 
 
 __all__ = [
+    "EPOCH_SHIFT",
     "FILE_BYTES_PREFIX",
     "FILE_DONE_PREFIX",
     "FILE_PREFIX",
+    "KAFKA_PREFIX",
     "Position",
+    "decode_kafka_version",
+    "kafka_app_id",
+    "kafka_committed",
+    "kafka_committed_offsets",
+    "kafka_lake_positions",
+    "kafka_position",
     "file_bytes_position",
     "file_done_position",
     "file_position",

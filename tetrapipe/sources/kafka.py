@@ -114,8 +114,14 @@ def at_end(consumer: Any) -> bool:
     return all(consumer.position(tp) >= ends[tp] for tp in parts)
 
 
-def partition_status(bootstrap: str, topic: str, group: str, in_lake: dict[int, int]) -> list[dict[str, Any]]:
-    """Per partition of ``topic``: the broker's offsets, what the lake holds (``in_lake``), the lag, a state.
+def partition_status(
+    bootstrap: str, topic: str, group: str, in_lake: Callable[[list[int]], dict[int, int]]
+) -> list[dict[str, Any]]:
+    """Per partition of ``topic``: the broker's offsets, what the lake holds, the lag, a state.
+
+    ``in_lake`` maps the topic's partitions (the broker's list) to the last
+    offset the lake holds of each (the lake records positions by partition
+    and cannot list them itself).
 
     ``state`` is ``caught up``, ``behind``, ``lake ahead`` (the broker's
     offsets went backwards: the topic was recreated, and ``tetrapipe process``
@@ -130,9 +136,10 @@ def partition_status(bootstrap: str, topic: str, group: str, in_lake: dict[int, 
         tps = [TopicPartition(topic, p) for p in parts]
         ends = consumer.end_offsets(tps) if tps else {}
         begins = consumer.beginning_offsets(tps) if tps else {}
+        lake_offsets = in_lake(parts)
         rows = []
         for tp in tps:
-            held = in_lake.get(tp.partition, -1)
+            held = lake_offsets.get(tp.partition, -1)
             group_offset = consumer.committed(tp)
             end, begin = ends[tp], begins[tp]
             if held + 1 > end and not broker_has(bootstrap, {}, tp, held):
