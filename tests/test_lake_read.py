@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -21,6 +22,7 @@ from tetrapipe.flows.ingest import ingest
 from tetrapipe.lake import Lake, Position
 from tetrapipe.lake.asof import AsOf, commit_time
 from tetrapipe.lake.query import QueryError, execute
+from tetrapipe.lake.scan import table_dataset
 from tetrapipe.lake.views import LakeViews, connect
 from tetrapipe.ruleset.backtest import backtest
 from tetrapipe.ruleset.loader import load_ruleset
@@ -323,3 +325,41 @@ def test_the_old_segment_layout_is_refused_with_the_way_out(tmp_path: Path) -> N
     with pytest.raises(QueryError, match="lake migrate"):
         execute(Lake(tmp_path / "lake"), "SELECT count(*) FROM events")
     assert (seg / "old.parquet").exists()
+
+
+def test_the_tagged_dataset_answers_as_delta_rs_own_does_at_every_boundary(tmp_path: Path) -> None:
+    """Each file tagged with its date and time range only: the same rows as delta-rs's dataset (all stats),
+    for filters on the exact (sub-millisecond) first and last times, null times and another column."""
+    lake = Lake(tmp_path / "lake")
+    edge = dt.datetime(2026, 3, 10, 23, 59, 59, 999_999)  # the log keeps it as ...59.999: the file's max is past it
+    batches = [
+        [dt.datetime(2026, 3, 10, 9, 0, 0, 500), edge],
+        [dt.datetime(2026, 3, 11, 0, 0), None, None],
+        [None],
+        [dt.datetime(2026, 3, 11, 12, 0, 0, 123_456)],
+    ]
+    for b, times in enumerate(batches):
+        rows = [{"event_id": f"{b}-{i}", "time": t, "kind": "k"} for i, t in enumerate(times)]
+        lake.commit("events", pa.Table.from_pylist(rows, schema=EVENT_SCHEMA), Position("file:e", b + 1))
+    table = lake.table("events")
+    ours = table_dataset(table, "time")
+    theirs = table.to_pyarrow_dataset()
+    filters = [
+        pc.field("time") >= pa.scalar(edge, pa.timestamp("us")),
+        pc.field("time") > pa.scalar(edge - dt.timedelta(microseconds=1), pa.timestamp("us")),
+        pc.field("time") <= pa.scalar(dt.datetime(2026, 3, 10, 9, 0, 0, 500), pa.timestamp("us")),
+        pc.field("time") == pa.scalar(dt.datetime(2026, 3, 11, 12, 0, 0, 123_456), pa.timestamp("us")),
+        pc.field("time").is_null(),
+        pc.field("date").is_null(),
+        pc.field("date") == "2026-03-11",
+        pc.field("event_id") == "1-0",
+        None,
+    ]
+    for f in filters:
+        got = sorted(ours.to_table(filter=f, columns=["event_id", "date"]).to_pylist(), key=str)
+        want = sorted(theirs.to_table(filter=f, columns=["event_id", "date"]).to_pylist(), key=str)
+        assert got == want, f
+    assert ours.count_rows() == 7
+    with LakeViews(lake) as views:
+        assert _count(views, f"SELECT count(*) FROM events WHERE time = TIMESTAMP '{edge}'") == 1
+        assert _count(views, "SELECT count(*) FROM events WHERE time IS NULL AND date IS NULL") == 3

@@ -3,7 +3,7 @@
 ``events``, ``rejects``, ``alerts`` and ``tls_stats`` are views over one
 snapshot of their Delta table each: the table's file list at one version,
 handed to DuckDB as a pyarrow dataset whose fragments carry each file's
-``date`` partition and its min/max statistics. DuckDB pushes a query's
+``date`` partition and its time range (:mod:`.scan`). DuckDB pushes a query's
 projection and filters into that dataset, so a filter on ``date`` or ``time``
 skips the files that cannot match without opening them. ``processes`` folds
 each process's exec and exit into one row, and the tree macros of
@@ -35,9 +35,10 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from tetrapipe.lake.asof import AsOf, at_time, at_version, commit_time
+from tetrapipe.lake.scan import table_dataset
 from tetrapipe.lake.store import Lake
 from tetrapipe.redact import redact_url
-from tetrapipe.schema import SCHEMAS, TABLES
+from tetrapipe.schema import PARTITION_TIME, SCHEMAS, TABLES
 
 log = logging.getLogger("tetrapipe.lake")
 
@@ -163,12 +164,13 @@ class LakeViews:
             return
         self.versions[name] = table.version()
         self._uris[name] = table.table_uri
-        self._datasets[name] = table.to_pyarrow_dataset()
+        self._datasets[name] = table_dataset(table, PARTITION_TIME[name], self.lake.storage_options)
         with _bad_lock:
             known = set(_bad_files.get(table.table_uri, ()))
         self._attach(name, known)
-        for path in sorted(known & {f.path for f in self._datasets[name].get_fragments()}):
-            self._skipped_file(name, path, "found unreadable earlier")
+        if known:
+            for path in sorted(known & {f.path for f in self._datasets[name].get_fragments()}):
+                self._skipped_file(name, path, "found unreadable earlier")
         # ``date`` last, as it always was (a column merged into the schema later comes after it in the table)
         cols = "* EXCLUDE (date), date" if "date" in self._datasets[name].schema.names else "*, NULL::VARCHAR AS date"
         self.con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} FROM {_STREAM.format(name)}")
