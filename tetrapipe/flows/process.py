@@ -468,7 +468,7 @@ class Processor:
         now = kafka_committed(self.lake, self.config.topic, batch, "events")
         kept = {}
         for p, records in batch.items():
-            if now.get(p) == self._held.get(p):
+            if now.get(p) == self._held.get(p) or now.get(p) is None:  # (None: nobody else has committed it)
                 kept[p] = records
                 continue
             epoch, last = decode_kafka_version(now[p])
