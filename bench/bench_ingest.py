@@ -13,6 +13,10 @@ DuckDB uses all cores, as tetrapipe does. Modes:
   JSON) and 15 typed fields extracted: closer to what a normalizer does
 * tetrapipe: ``tetrapipe ingest file --quiet`` (parse, normalize ~80 columns,
   transforms, Parquet zstd) with the rules given (default: off)
+* ``--also-src DIR`` (repeatable): the same ingest with the tetrapipe package found
+  in DIR (a ``git worktree`` of an older commit), in the same run, so a change is
+  measured against what it replaced on the same machine state. ``--repeat N``
+  runs every mode N times and reports the median.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,9 +77,9 @@ def _duckdb_script(mode: str, path: str) -> str:
     return f"import duckdb; c = duckdb.connect(); c.execute({sql!r}); print(c.execute('SELECT count(*) FROM t').fetchone()[0])"
 
 
-def _run(cmd: list[str]) -> tuple[float, int, str]:
+def _run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - t
     out = proc.stdout.read().decode()
@@ -87,32 +92,33 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("file", type=Path)
     ap.add_argument("--rules", default="none", help="Rules for the tetrapipe run ('none', or a directory).")
+    ap.add_argument("--also-src", action="append", default=[], help="Also ingest with the package in this tree.")
+    ap.add_argument("--repeat", type=int, default=1, help="Runs per mode; the median is reported.")
     args = ap.parse_args()
     path = str(args.file.resolve())
     size = args.file.stat().st_size
     with open(path, "rb") as f:
         n = sum(1 for _ in f)
-    results = []
-    for mode in ("duckdb-auto", "duckdb-fields"):
-        secs, rss, _ = _run([sys.executable, "-c", _duckdb_script(mode, path)])
-        results.append((mode, secs, rss))
+    runs: list[tuple[str, list[str], dict[str, str] | None]] = [
+        (mode, [sys.executable, "-c", _duckdb_script(mode, path)], None) for mode in ("duckdb-auto", "duckdb-fields")
+    ]
     lake = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    ingest = [sys.executable, "-m", "tetrapipe", "ingest", path, "--lake", str(lake / "lake"), "--quiet"]
+    for src in args.also_src:
+        env = {**os.environ, "PYTHONPATH": str(Path(src).resolve())}
+        runs.append((f"tetrapipe @ {Path(src).name}", [*ingest, "--rules", args.rules], env))
+    runs.append((f"tetrapipe (rules: {args.rules})", [*ingest, "--rules", args.rules], None))
+    results = []
     try:
-        secs, rss, _ = _run(
-            [
-                sys.executable,
-                "-m",
-                "tetrapipe",
-                "ingest",
-                path,
-                "--lake",
-                str(lake / "lake"),
-                "--quiet",
-                "--rules",
-                args.rules,
-            ]
-        )
-        results.append((f"tetrapipe (rules: {args.rules})", secs, rss))
+        samples: dict[str, list[tuple[float, int]]] = {label: [] for label, _, _ in runs}
+        for _ in range(args.repeat):
+            for label, cmd, env in runs:  # interleaved: a slow minute of the machine hits every mode alike
+                shutil.rmtree(lake / "lake", ignore_errors=True)
+                secs, rss, _ = _run(cmd, env)
+                samples[label].append((secs, rss))
+        for label, _, _ in runs:
+            secs = statistics.median(s for s, _ in samples[label])
+            results.append((label, secs, max(r for _, r in samples[label])))
     finally:
         shutil.rmtree(lake, ignore_errors=True)
     print(f"{n:,} events, {size / 1e9:.2f} GB ({size / n:,.0f} B/line), {os.cpu_count()} cores")

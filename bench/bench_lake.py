@@ -1,0 +1,179 @@
+"""The Delta lake's costs, each beside a limit measured in the same run.
+
+    python bench/gen_events.py --out /tmp/events.jsonl
+    python bench/bench_lake.py /tmp/events.jsonl [--commits 10000]
+
+1. **Hunts**: a lake is made by ``tetrapipe ingest`` of the file (rules off), then
+   each query below runs as ``tetrapipe query`` (a fresh process: what a hunter
+   waits for) and as DuckDB in a fresh process reading the very same Parquet
+   data files directly (``read_parquet`` over the table's files, no Delta log,
+   no views): the limit, since tetrapipe's views are DuckDB over those files.
+2. **Small commits**: ``--commits`` one-row commits through :meth:`Lake.commit`
+   with a Kafka position each (what a processor replica does once a second per
+   partition when traffic is low): latency percentiles, and the size of
+   ``_delta_log`` at the end (delta-rs writes a checkpoint every 100 commits).
+   The limit: the same number of one-row Parquet files written with pyarrow
+   (no log, no atomicity).
+
+Median of ``--repeat`` runs for the hunts. Results go to
+``bench/results/lake-YYYYMMDD.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HUNTS = {
+    "count": "SELECT count(*) FROM events",
+    "by kind": "SELECT kind, count(*) AS n FROM events GROUP BY kind ORDER BY n DESC",
+    "one pod's execs": (
+        "SELECT time, process_binary, arguments FROM events WHERE kind = 'process_exec' "
+        "AND pod = (SELECT pod FROM events WHERE pod IS NOT NULL LIMIT 1) ORDER BY time LIMIT 100"
+    ),
+    "last hour": ("SELECT count(*) FROM events WHERE time >= (SELECT max(time) FROM events) - INTERVAL 1 HOUR"),
+}
+
+
+def _timed(cmd: list[str]) -> float:
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t
+    if proc.returncode != 0:
+        sys.exit(f"{cmd[:5]} failed: {proc.stderr[-2000:]}")
+    return elapsed
+
+
+def _duckdb_direct(files: list[str], sql: str) -> list[str]:
+    """DuckDB alone, over the same data files: the table's files as a view named ``events``."""
+    script = (
+        "import duckdb, json, sys; c = duckdb.connect(); "
+        f"c.execute('CREATE VIEW events AS SELECT * FROM read_parquet(' + json.dumps({files!r}) + ', union_by_name=true)'); "
+        f"c.execute({sql!r}).fetchall()"
+    )
+    return [sys.executable, "-c", script]
+
+
+def hunts(events_file: Path, work: Path, repeat: int) -> list[dict]:
+    from tetrapipe.lake import Lake
+
+    lake_dir = work / "lake"
+    t = time.perf_counter()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tetrapipe",
+            "ingest",
+            str(events_file),
+            "--lake",
+            str(lake_dir),
+            "--quiet",
+            "--rules",
+            "none",
+        ],
+        check=True,
+    )
+    print(f"lake made in {time.perf_counter() - t:.1f} s")
+    table = Lake(lake_dir).table("events")
+    files = [
+        str(Path(table.table_uri.removeprefix("file://")) / p)
+        for p in table.get_add_actions(flatten=True).column("path").to_pylist()
+    ]
+    rows = []
+    for name, sql in HUNTS.items():
+        ours = statistics.median(
+            _timed([sys.executable, "-m", "tetrapipe", "query", sql, "--lake", str(lake_dir), "--format", "json"])
+            for _ in range(repeat)
+        )
+        limit = statistics.median(_timed(_duckdb_direct(files, sql)) for _ in range(repeat))
+        rows.append({"hunt": name, "tetrapipe_s": ours, "duckdb_direct_s": limit, "ratio": ours / limit})
+        print(
+            f"{name:18s} tetrapipe query {ours:6.2f} s   duckdb over the same files {limit:6.2f} s   x{ours / limit:.1f}"
+        )
+    return rows
+
+
+def commits(work: Path, n: int) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tetrapipe.lake import Lake
+    from tetrapipe.lake.positions import kafka_position
+    from tetrapipe.schema import SCHEMAS
+
+    lake = Lake(work / "small")
+    schema = SCHEMAS["events"]
+    row = pa.Table.from_pylist(
+        [{"time": None, "node_name": "node-1", "kind": "process_exec", "event_id": "x"}], schema=schema
+    )
+    latencies = []
+    t0 = time.perf_counter()
+    for i in range(n):
+        t = time.perf_counter()
+        lake.commit("events", row, kafka_position("tetragon.events", 0, i))
+        latencies.append(time.perf_counter() - t)
+    total = time.perf_counter() - t0
+    log = Path(lake.table_uri("events").removeprefix("file://")) / "_delta_log"
+    log_bytes = sum(p.stat().st_size for p in log.rglob("*") if p.is_file())
+    json_files = sum(1 for p in log.glob("*.json"))
+    checkpoints = sum(1 for p in log.glob("*.checkpoint.parquet"))
+    plain = work / "plain"
+    plain.mkdir()
+    t0 = time.perf_counter()
+    for i in range(n):
+        pq.write_table(row, plain / f"{i}.parquet")
+    plain_total = time.perf_counter() - t0
+    lat = sorted(latencies)
+    result = {
+        "commits": n,
+        "seconds": total,
+        "commits_per_s": n / total,
+        "p50_ms": 1000 * lat[len(lat) // 2],
+        "p99_ms": 1000 * lat[int(len(lat) * 0.99)],
+        "max_ms": 1000 * lat[-1],
+        "last_100_p50_ms": 1000 * statistics.median(latencies[-100:]),
+        "log_bytes": log_bytes,
+        "log_json_files": json_files,
+        "checkpoints": checkpoints,
+        "plain_parquet_files_per_s": n / plain_total,
+    }
+    print(
+        f"{n:,} one-row commits: {n / total:,.0f}/s, p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
+        f"last 100 p50 {result['last_100_p50_ms']:.1f} ms; _delta_log {log_bytes / 1e6:.1f} MB "
+        f"({json_files} commit files, {checkpoints} checkpoints); plain Parquet files: {n / plain_total:,.0f}/s"
+    )
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("file", type=Path)
+    ap.add_argument("--commits", type=int, default=10_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-lake-"))
+    try:
+        results = {
+            "events_file": str(args.file),
+            "cores": os.cpu_count(),
+            "hunts": hunts(args.file.resolve(), work, args.repeat),
+            "small_commits": commits(work, args.commits),
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"lake-{time.strftime('%Y%m%d')}.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
