@@ -7,11 +7,15 @@ Write side and read side live in one package because they share one layout
   the lake;
 * :mod:`.positions`: the positions (Delta app transactions) each commit
   carries, so the lake itself says where a flow resumes;
-* :mod:`.maintenance`: compaction of small segments, crash-safe;
-* :mod:`.views`: :func:`connect`, a DuckDB connection whose views are the
-  history, and :func:`read_rows`, a table's rows in time order (replay);
-  :mod:`.query` runs ``tetrapipe query`` over them and :mod:`.hunts` holds
-  the saved hunts (:func:`saved_hunts`);
+* :mod:`.maintenance`: ``OPTIMIZE`` (under a lease, so two optimizers never
+  store a row twice), ``VACUUM``, retention by date, history and stats;
+  :mod:`.migrate` turns the old Parquet-segment layout into Delta tables;
+* :mod:`.views`: :class:`~.views.LakeViews` and :func:`connect`, a DuckDB
+  connection whose views are the history (each table's snapshot as an Arrow
+  dataset built by :mod:`.scan`, so date and time filters prune files; a data
+  file that cannot be read is named and left out); :mod:`.asof` resolves
+  ``--as-of`` (time travel); :func:`read_rows` replays a table in time order;
+  :mod:`.query` runs ``tetrapipe query`` and :mod:`.hunts` holds the saved hunts;
 * :mod:`.state`: the reads a restarted flow hands its stateful transforms
   (transforms never open the lake themselves).
 
