@@ -28,6 +28,7 @@ SLOW_MODULES = {
     "test_normalize_properties.py",  # hypothesis over every real event
 }
 SLOW_TESTS = {
+    "test_lake_delta.py::test_kill_9_at_random_points_then_a_full_run_stores_every_event_and_alert_once",
     "test_ingest.py::test_a_failing_transform_stops_the_ingest_and_a_rerun_completes_it_once",
     "test_ingest.py::test_query_while_an_ingest_is_running",
     "test_ingest.py::test_one_run_over_a_log_and_its_gzip_copy_ingests_it_once",

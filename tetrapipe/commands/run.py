@@ -33,6 +33,7 @@ from tetrapipe.textsafe import visible
     help="How often to look for new lines.",
 )
 @exit_at_eof_option("Stop when a poll finds nothing new (tests, batch jobs).")
+@click.option("--chunk-bytes", default=24 * 1024 * 1024, hidden=True, help="Read size (one batch per chunk).")
 @tls_window_option
 @metrics_options(port_help="; same metric names as process")
 def run_command(
@@ -41,6 +42,7 @@ def run_command(
     rules_dir: str | None,
     poll_seconds: float,
     exit_at_eof: bool,
+    chunk_bytes: int,
     tls_window: dt.timedelta,
     metrics_port: int,
     metrics_host: str,
@@ -108,6 +110,7 @@ def run_command(
             stop=stop,
             on_poll=show,
             metrics=metrics,
+            chunk_bytes=chunk_bytes,
         )
     finally:
         if server is not None:

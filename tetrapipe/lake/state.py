@@ -3,12 +3,16 @@
 The process table (ancestry) needs the recent processes and exits; the
 detector needs the new-terms combinations already seen and the open alert
 windows. The transforms never open the lake: a flow reads these here and hands
-them over (see :mod:`tetrapipe.transforms.base`). See ``docs/ARCHITECTURE.md``.
+them over (see :mod:`tetrapipe.transforms.base`). All of it goes through the
+lake's DuckDB views (:mod:`tetrapipe.lake.views`: one snapshot of each Delta
+table), so a lake on an object store restores like a local one. See
+``docs/ARCHITECTURE.md``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,9 +45,13 @@ ORDER BY time
 PROCESS_LOOKBACK = dt.timedelta(hours=1)
 
 
+def _open(lake: Lake | str | Path) -> Lake:
+    return lake if isinstance(lake, Lake) else Lake(os.fspath(lake))
+
+
 def lake_exists(lake: Lake | str | Path) -> bool:
-    """Whether there is a lake directory at all (a first run has nothing to restore)."""
-    return Path(getattr(lake, "root", lake)).exists()
+    """Whether the lake holds any table (a first run has nothing to restore)."""
+    return _open(lake).exists()
 
 
 def recent_processes(
@@ -55,7 +63,7 @@ def recent_processes(
     (event time, so a lake of replayed old logs works too); default
     :data:`PROCESS_LOOKBACK`. Nothing when the lake has no events.
     """
-    con = views.connect(lake)
+    con = views.connect(_open(lake))
     try:
         if not isinstance(since, dt.datetime):
             back = since if isinstance(since, dt.timedelta) else PROCESS_LOOKBACK
@@ -72,7 +80,7 @@ def recent_processes(
 
 def seen_terms(lake: Lake | str | Path, term_sql: str) -> list[tuple[int, str]]:
     """Distinct ``(_r, _term)`` rows of a new-terms query over the ``events`` view."""
-    con = views.connect(lake)
+    con = views.connect(_open(lake))
     try:
         return con.sql(f"SELECT DISTINCT _r, _term FROM ({term_sql}) WHERE _term IS NOT NULL").fetchall()
     finally:
@@ -83,7 +91,7 @@ def newest_alert_ids(lake: Lake | str | Path, limit: int) -> list[str]:
     """The ``limit`` alert ids whose last event is newest, oldest first."""
     if limit <= 0:
         return []
-    con = views.connect(lake)
+    con = views.connect(_open(lake))
     try:
         rows = con.sql(
             "SELECT alert_id, max(last_time) FROM alerts GROUP BY alert_id ORDER BY 2 NULLS FIRST"
