@@ -10,8 +10,11 @@ docs/ARCHITECTURE.md.
 
 from __future__ import annotations
 
+import os
 import threading
+from urllib.parse import unquote
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -57,11 +60,15 @@ class EventDedup:
         self._dataset: ds.FileSystemDataset | None = None
         #: data files scanned so far (what the time ranges saved; tests read it)
         self.files_read = 0
+        self._con: duckdb.DuckDBPyConnection | None = None
 
     def close(self) -> None:
         """Nothing kept on disk: the ranges live in the lake's own log."""
         self._table = self._files = self._dataset = None
         self._fragments = {}
+        if self._con is not None:
+            self._con.close()
+            self._con = None
 
     def hold(self, ids: pa.ChunkedArray) -> int:
         """Remember ids sent to the writer until :meth:`release` (after their commit)."""
@@ -135,8 +142,7 @@ class EventDedup:
         if version != self._version:
             actions = pa.table(self._table.get_add_actions(flatten=True))
             self._files = _time_ranges(actions)
-            self._dataset = self._table.to_pyarrow_dataset()
-            self._fragments = {f.path: f for f in self._dataset.get_fragments()}
+            self._dataset, self._fragments = None, {}  # (built when a batch overlaps a file: new events never do)
             self._version = version
         return True
 
@@ -154,11 +160,16 @@ class EventDedup:
         return pc.filter(files.column("path"), mine).to_pylist()
 
     def _query(self, paths: list[str], ids: pa.ChunkedArray, lo: int | None, hi: int | None) -> pa.Array:
-        assert self._dataset is not None
+        self.files_read += len(paths)
+        if self.lake.is_local:
+            return self._query_local(paths, ids, lo, hi)
+        if self._dataset is None:
+            assert self._table is not None
+            self._dataset = self._table.to_pyarrow_dataset()
+            self._fragments = {f.path: f for f in self._dataset.get_fragments()}
         fragments = [self._fragments[p] for p in paths if p in self._fragments]
         if not fragments:
             return pa.array([], pa.string())
-        self.files_read += len(fragments)
         subset = ds.FileSystemDataset(fragments, self._dataset.schema, self._dataset.format, self._dataset.filesystem)
         time = ds.field("time")
         if lo is None or hi is None:
@@ -168,6 +179,36 @@ class EventDedup:
         where = where & ds.field("event_id").isin(ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids)
         hits = subset.to_table(columns=["event_id"], filter=where)
         return pc.unique(hits.column("event_id").combine_chunks()) if hits.num_rows else pa.array([], pa.string())
+
+    def _query_local(self, paths: list[str], ids: pa.ChunkedArray, lo: int | None, hi: int | None) -> pa.Array:
+        """DuckDB over the files themselves: it skips row groups by their time statistics, and is ~10x faster
+        here than a pyarrow scan of the table's dataset (whose fragments carry every column's statistics)."""
+        if self._con is None:
+            self._con = duckdb.connect()
+            self._con.execute("SET threads = 2")
+        base = self.lake.table_uri("events")
+        files = [os.path.join(base, unquote(p)) for p in paths]
+        where = "time IS NULL" if lo is None else "time BETWEEN make_timestamp($lo) AND make_timestamp($hi)"
+        params: dict[str, object] = {"files": files} if lo is None else {"files": files, "lo": lo, "hi": hi}
+        sql = (
+            f"SELECT DISTINCT event_id FROM read_parquet($files) "
+            f"WHERE {where} AND event_id IN (SELECT event_id FROM _batch_ids)"
+        )
+        self._con.register("_batch_ids", pa.table({"event_id": ids}))
+        try:
+            for attempt in range(3):
+                try:
+                    return self._con.sql(sql, params=params).to_arrow_table().column(0).combine_chunks()
+                except duckdb.IOException:
+                    # a file removed since the log was read (optimize, then vacuum): read the log again
+                    if attempt == 2:
+                        raise
+                    params["files"] = [f for f in files if os.path.exists(f)]
+                    if not params["files"]:
+                        break
+            return pa.array([], pa.string())
+        finally:
+            self._con.unregister("_batch_ids")
 
 
 def _stamp(us: int) -> pa.Scalar:
