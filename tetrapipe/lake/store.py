@@ -141,8 +141,10 @@ class Lake:
 
     def dataset(self, name: str, version: int | str | dt.datetime | None = None) -> ds.Dataset | None:
         """The rows of ``name`` (at ``version``) as a pyarrow dataset for DuckDB; None when there is no table."""
+        from tetrapipe.lake.scan import table_dataset  # pyarrow.fs and the Delta storage handler: readers only
+
         table = self.table(name, version)
-        return None if table is None else table.to_pyarrow_dataset()
+        return None if table is None else table_dataset(table, PARTITION_TIME.get(name), self.storage_options)
 
     def exists(self) -> bool:
         """Whether any table is there (a first run has nothing to restore or query)."""
@@ -165,20 +167,6 @@ class Lake:
                 f"{d} holds the old segment layout: run `tetrapipe lake migrate --lake {self.root}` "
                 f"to turn it into a Delta table"
             )
-
-    # --- TRANSITIONAL: the old layout's file listing, for readers still moving to Delta (views, process) ---
-
-    def table_dir(self, name: str) -> Path:
-        return self.path / name
-
-    def segments(self, name: str) -> list[Path]:
-        """The table's Parquet data files on local disk (TRANSITIONAL: read through :meth:`dataset` instead)."""
-        d = self.table_dir(name)
-        return sorted(d.glob("date=*/*.parquet")) if d.exists() else []
-
-    def glob(self, name: str) -> str:
-        """TRANSITIONAL: the old layout's glob; use :meth:`dataset`."""
-        return str(self.table_dir(name) / "date=*" / "*.parquet")
 
     # --- writing -------------------------------------------------------------------------------------
 
