@@ -19,6 +19,7 @@ pytest_plugins = ["conftest_kafka", "azurite"]  # fixtures: kafka_broker, azurit
 #: tests/test_installed.py mark themselves). CI runs everything.
 SLOW_MODULES = {
     "test_process.py",
+    "test_process_azure.py",  # the processor on an az:// lake in Azurite: kill -9, two replicas
     "test_e2e_forward.py",
     "test_run_vs_process.py",
     "test_enriched_stream.py",
