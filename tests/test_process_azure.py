@@ -321,3 +321,30 @@ def test_two_replicas_on_one_azure_lake_store_each_event_once(
     direct = remote.delta_counts()
     assert direct["events"] == n
     assert _query_counts(tetrapipe_cmd, tmp_path, remote, azurite) == direct
+
+
+def test_the_positions_of_all_partitions_come_from_one_snapshot(azurite: Azurite, az_container: str) -> None:
+    """What the processor reads before every batch: each partition's version, absent ones left out.
+
+    One snapshot answers for all partitions (kafka_committed): on an object
+    store opening a table reads every log entry since its checkpoint, which a
+    snapshot per partition multiplied (~1 s per batch for 4 partitions at 98
+    commits on Azurite, ~0.3 s with one).
+    """
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from tetrapipe.lake.positions import kafka_committed, kafka_position
+    from tetrapipe.schema import SCHEMAS
+
+    lake = Lake(lake_uri(az_container), storage_options=azurite.storage_options)
+    assert kafka_committed(lake, "t", range(4), "rejects") == {}  # no table yet
+    row = pa.Table.from_pydict(
+        {"time": [dt.datetime(2026, 3, 10)], "source": ["k"], "source_offset": [0], "reason": ["x"], "raw": ["?"]},
+        schema=SCHEMAS["rejects"].empty_table().schema,
+    )
+    for partition, last, epoch in ((0, 5, 0), (2, 9, 0), (0, 7, 0), (3, 1, 1)):
+        assert lake.commit("rejects", row, kafka_position("t", partition, last, epoch))
+    want = {0: kafka_position("t", 0, 7, 0).version, 2: 9, 3: kafka_position("t", 3, 1, 1).version}
+    assert kafka_committed(Lake(lake.root, lake.storage_options), "t", range(4), "rejects") == want
