@@ -36,7 +36,9 @@ import ssl
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tetrapipe.proto.tetragon_pb2 import CapabilitiesType
 
@@ -284,7 +286,7 @@ class Scenario:
         self.p: dict[str, Proc] = {}
 
     # scheduling: actions run in time order, so every snapshot (refcnt, pids) is taken when it happens
-    def at(self, t: int, fn, *args, **kw) -> None:
+    def at(self, t: int, fn: Callable[..., None], *args: Any, **kw: Any) -> None:
         # clocks are not round: up to 50 us of noise on every scheduled time
         self.actions.append((t + self.rng.randint(0, 49_999), len(self.actions), fn, args, kw))
 
