@@ -130,7 +130,7 @@ def main() -> None:
         print(f"tetrapipe / {mode}: {100 * ours / (n / secs):.0f}%")
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    (out / f"ingest-{time.strftime('%Y%m%d')}.json").write_text(
+    (out / f"ingest-{time.strftime('%Y%m%d-%H%M')}.json").write_text(
         json.dumps(
             [
                 {"mode": m, "seconds": s, "events": n, "events_per_s": n / s, "peak_rss_mib": r / 1024}

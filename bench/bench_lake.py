@@ -172,7 +172,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    (out / f"lake-{time.strftime('%Y%m%d')}.json").write_text(json.dumps(results, indent=2))
+    (out / f"lake-{time.strftime('%Y%m%d-%H%M')}.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
