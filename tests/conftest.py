@@ -38,7 +38,7 @@ SLOW_TESTS = {
     "test_ancestry.py::test_a_million_live_processes_fit_in_200_mb",
     "test_restart_state.py::test_run_prints_alerts_as_they_fire_and_a_restart_does_not_repeat_them",
     "test_sigma.py::test_import_then_detect_on_the_scenario",
-    "test_safety.py::test_query_output_tree_page_and_compacted_segments_are_owner_only",
+    "test_safety.py::test_query_output_tree_page_and_optimized_files_are_owner_only",
     "test_normalize.py::test_rows_keep_the_log_order_across_scan_chunks",
     "test_tree.py::test_html_badges_are_never_clipped_in_chromium",
     "test_tree.py::test_html_in_headless_chromium",

@@ -314,8 +314,8 @@ def test_log_records_are_masked_and_made_visible(capsys) -> None:
     assert "\\x1b]8;;http://evil\\x07tetragon.log\\x1b[2J" in err and "alice:***@" in err
 
 
-def test_query_output_tree_page_and_compacted_segments_are_owner_only(tmp_path: Path) -> None:
-    """Files written from the history (query -o, tree --html, compaction) hold command lines too."""
+def test_query_output_tree_page_and_optimized_files_are_owner_only(tmp_path: Path) -> None:
+    """Files written from the history (query -o, tree --html, Delta OPTIMIZE) hold command lines too."""
     import stat
     import subprocess
     import sys
@@ -323,14 +323,14 @@ def test_query_output_tree_page_and_compacted_segments_are_owner_only(tmp_path: 
     from conftest import SAMPLES
 
     from tetrapipe.lake import Lake
-    from tetrapipe.lake.maintenance import compact
+    from tetrapipe.lake.maintenance import optimize
 
     lake = tmp_path / "lake"
     old = os.umask(0)
     try:
         tp = [sys.executable, "-m", "tetrapipe"]
         lines = (SAMPLES / "scenario" / "tenant-jobs.log").read_text().splitlines(keepends=True)
-        for i, part in enumerate((lines[: len(lines) // 2], lines[len(lines) // 2 :])):  # two segments of one day
+        for i, part in enumerate((lines[: len(lines) // 2], lines[len(lines) // 2 :])):  # two commits of one day
             (tmp_path / f"part{i}.log").write_text("".join(part))
             subprocess.run([*tp, "ingest", str(tmp_path / f"part{i}.log"), "--lake", str(lake), "-q"], check=True)
         outs = [tmp_path / "q.csv", tmp_path / "q.parquet", tmp_path / "tree.html"]
@@ -349,7 +349,8 @@ def test_query_output_tree_page_and_compacted_segments_are_owner_only(tmp_path: 
             check=True,
             capture_output=True,
         )
-        assert compact(Lake(lake), min_files=2, skip_newest=0).merged_files >= 2
+        (events,) = optimize(Lake(lake), ["events"])
+        assert events.files_removed >= 2 and events.files_added >= 1
     finally:
         os.umask(old)
     for path in [*outs, *lake.rglob("*")]:
