@@ -9,11 +9,15 @@
    data files directly (``read_parquet`` over the table's files, no Delta log,
    no views): the limit, since tetrapipe's views are DuckDB over those files.
 2. **Small commits**: ``--commits`` one-row commits through :meth:`Lake.commit`
-   with a Kafka position each (what a processor replica does once a second per
-   partition when traffic is low): latency percentiles, and the size of
-   ``_delta_log`` at the end (delta-rs writes a checkpoint every 100 commits).
-   The limit: the same number of one-row Parquet files written with pyarrow
-   (no log, no atomicity).
+   with a Kafka position each (what a processor replica does once a second
+   when traffic is low), with ``tetrapipe lake optimize`` every
+   ``--optimize-every`` commits as the processor does (every 600 s): latency
+   percentiles, the last 100 commits' median, and the size of ``_delta_log``
+   at the end (delta-rs writes a checkpoint every 100 commits). Without
+   compaction a commit's cost grows with the table's file count (the snapshot
+   delta-rs checks against), which the run also shows on the first
+   ``--commits // 5`` commits of a table never optimized. The limit: one-row
+   Parquet files written with pyarrow (no log, no atomicity).
 
 Median of ``--repeat`` runs for the hunts. Results go to
 ``bench/results/lake-YYYYMMDD.json``.
@@ -102,18 +106,17 @@ def hunts(events_file: Path, work: Path, repeat: int) -> list[dict]:
     return rows
 
 
-def commits(work: Path, n: int) -> dict:
+def _commit_run(lake_dir: Path, n: int, optimize_every: int) -> tuple[list[float], float]:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from tetrapipe.lake import Lake
+    from tetrapipe.lake.maintenance import optimize
     from tetrapipe.lake.positions import kafka_position
     from tetrapipe.schema import SCHEMAS
 
-    lake = Lake(work / "small")
-    schema = SCHEMAS["events"]
+    lake = Lake(lake_dir)
     row = pa.Table.from_pylist(
-        [{"time": None, "node_name": "node-1", "kind": "process_exec", "event_id": "x"}], schema=schema
+        [{"time": None, "node_name": "node-1", "kind": "process_exec", "event_id": "x"}], schema=SCHEMAS["events"]
     )
     latencies = []
     t0 = time.perf_counter()
@@ -121,35 +124,59 @@ def commits(work: Path, n: int) -> dict:
         t = time.perf_counter()
         lake.commit("events", row, kafka_position("tetragon.events", 0, i))
         latencies.append(time.perf_counter() - t)
-    total = time.perf_counter() - t0
-    log = Path(lake.table_uri("events").removeprefix("file://")) / "_delta_log"
+        if optimize_every and (i + 1) % optimize_every == 0:
+            optimize(lake, ["events"])
+    return latencies, time.perf_counter() - t0
+
+
+def _ms(latencies: list[float], q: float) -> float:
+    s = sorted(latencies)
+    return 1000 * s[min(len(s) - 1, int(len(s) * q))]
+
+
+def commits(work: Path, n: int, optimize_every: int) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    latencies, total = _commit_run(work / "small", n, optimize_every)
+    log = work / "small" / "events" / "_delta_log"
     log_bytes = sum(p.stat().st_size for p in log.rglob("*") if p.is_file())
     json_files = sum(1 for p in log.glob("*.json"))
     checkpoints = sum(1 for p in log.glob("*.checkpoint.parquet"))
+    grow, _ = _commit_run(work / "never-optimized", n // 5, 0)
     plain = work / "plain"
     plain.mkdir()
+    row = pa.table({"event_id": ["x"]})
     t0 = time.perf_counter()
     for i in range(n):
         pq.write_table(row, plain / f"{i}.parquet")
     plain_total = time.perf_counter() - t0
-    lat = sorted(latencies)
     result = {
         "commits": n,
+        "optimize_every": optimize_every,
         "seconds": total,
         "commits_per_s": n / total,
-        "p50_ms": 1000 * lat[len(lat) // 2],
-        "p99_ms": 1000 * lat[int(len(lat) * 0.99)],
-        "max_ms": 1000 * lat[-1],
+        "p50_ms": _ms(latencies, 0.5),
+        "p99_ms": _ms(latencies, 0.99),
+        "max_ms": _ms(latencies, 1.0),
         "last_100_p50_ms": 1000 * statistics.median(latencies[-100:]),
         "log_bytes": log_bytes,
         "log_json_files": json_files,
         "checkpoints": checkpoints,
+        "never_optimized_commits": len(grow),
+        "never_optimized_first_100_p50_ms": 1000 * statistics.median(grow[:100]),
+        "never_optimized_last_100_p50_ms": 1000 * statistics.median(grow[-100:]),
         "plain_parquet_files_per_s": n / plain_total,
     }
     print(
-        f"{n:,} one-row commits: {n / total:,.0f}/s, p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
-        f"last 100 p50 {result['last_100_p50_ms']:.1f} ms; _delta_log {log_bytes / 1e6:.1f} MB "
-        f"({json_files} commit files, {checkpoints} checkpoints); plain Parquet files: {n / plain_total:,.0f}/s"
+        f"{n:,} one-row commits, optimize every {optimize_every}: {n / total:,.0f}/s, p50 {result['p50_ms']:.1f} ms, "
+        f"p99 {result['p99_ms']:.1f} ms, max {result['max_ms']:.0f} ms, last 100 p50 {result['last_100_p50_ms']:.1f} ms; "
+        f"_delta_log {log_bytes / 1e6:.1f} MB ({json_files} commit files, {checkpoints} checkpoints)"
+    )
+    print(
+        f"never optimized: commits 1-100 p50 {result['never_optimized_first_100_p50_ms']:.1f} ms, "
+        f"commits {len(grow) - 99}-{len(grow)} p50 {result['never_optimized_last_100_p50_ms']:.1f} ms; "
+        f"plain Parquet files: {n / plain_total:,.0f}/s"
     )
     return result
 
@@ -159,14 +186,16 @@ def main() -> None:
     ap.add_argument("file", type=Path)
     ap.add_argument("--commits", type=int, default=10_000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--optimize-every", type=int, default=600)
+    ap.add_argument("--skip-hunts", action="store_true")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-lake-"))
     try:
         results = {
             "events_file": str(args.file),
             "cores": os.cpu_count(),
-            "hunts": hunts(args.file.resolve(), work, args.repeat),
-            "small_commits": commits(work, args.commits),
+            "hunts": [] if args.skip_hunts else hunts(args.file.resolve(), work, args.repeat),
+            "small_commits": commits(work, args.commits, args.optimize_every),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -49,6 +49,7 @@ from collections.abc import Callable
 
 import pyarrow as pa
 
+from tetrapipe.errors import TetrapipeError
 from tetrapipe.flows.batch import BatchTransform, apply_transforms
 from tetrapipe.flows.dedup import EventDedup
 from tetrapipe.flows.process_config import (
@@ -383,9 +384,13 @@ class Processor:
         from tetrapipe.lake.maintenance import optimize
 
         try:
-            for result in optimize(self.lake):
+            # wait=0: when another replica holds a table's optimize lease, it is doing this very work; waiting
+            # for it would stall this replica's batches for up to a minute
+            for result in optimize(self.lake, wait=0):
                 if result.files_removed:
                     log.info("optimized %s: %d files into %d", result.table, result.files_removed, result.files_added)
+        except TetrapipeError as exc:
+            log.info("optimize left to another replica: %s", exc)
         except Exception:
             log.warning("optimize failed", exc_info=True)
 

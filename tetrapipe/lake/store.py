@@ -251,7 +251,7 @@ class Lake:
                 time.sleep(0.01 * (attempt + 1))
                 continue
             if self.is_local:
-                self._chmod_last_commit(name)
+                self._chmod_commit(name, table.version())
             return True
         raise TetrapipeError(
             f"cannot commit to the {name} table of {redact_url(self.root)}: {COMMIT_ATTEMPTS} attempts met "
@@ -275,7 +275,7 @@ class Lake:
             except (CommitFailedError, OSError) as exc:  # created by a concurrent first writer meanwhile
                 log.debug("table %s created concurrently: %s", name, exc)
         if self.is_local:
-            self._chmod_last_commit(name)
+            self._chmod_commit(name, None)
         self._forget(name)
         table = self._current(name)
         if table is None:
@@ -300,21 +300,29 @@ class Lake:
         with self._lock:
             self._tables.pop(name, None)
 
-    def _chmod_last_commit(self, name: str) -> None:
-        """Owner-only modes on what the newest commit added (a default ACL can widen what the umask narrowed)."""
+    def _chmod_commit(self, name: str, version: int | None) -> None:
+        """Owner-only modes on what commit ``version`` added (a default ACL can widen what the umask narrowed).
+
+        Only that commit's files are looked at (its log entry, the data files it
+        adds, a checkpoint written with it), so the cost stays the same at the
+        ten-thousandth commit as at the first. ``None``: the newest entry.
+        """
         base = Path(self.table_uri(name))
-        logs = sorted((base / "_delta_log").glob("*.json"))
-        if not logs:
-            return
-        newest = logs[-1]
-        paths = [newest, newest.parent]
+        log_dir = base / "_delta_log"
+        if version is None:
+            entries = [n for n in os.listdir(log_dir) if n.endswith(".json") and n[:-5].isdigit()]
+            if not entries:
+                return
+            version = int(max(entries)[:-5])
+        entry = log_dir / f"{version:020d}.json"
+        paths = [entry, log_dir, log_dir / f"{version:020d}.checkpoint.parquet", log_dir / "_last_checkpoint"]
         try:
-            for line in newest.read_text().splitlines():
+            for line in entry.read_text().splitlines():
                 add = json.loads(line).get("add") if line.strip() else None
                 if add and "path" in add and "://" not in add["path"]:
                     paths += [base / unquote(add["path"]), (base / unquote(add["path"])).parent]
         except (OSError, ValueError) as exc:
-            log.debug("cannot read %s: %s", newest, exc)
+            log.debug("cannot read %s: %s", entry, exc)
         paths.append(base)
         for p in dict.fromkeys(paths):
             with contextlib.suppress(OSError):  # someone else's file, or gone: its mode is not ours to set
