@@ -109,7 +109,7 @@ def _produce(bootstrap: str, topic: str, path: Path, limit: int | None) -> int:
     return n
 
 
-def _timed(cmd: list[str], log: Path) -> tuple[float, int, int, str]:
+def _timed(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> tuple[float, int, int, str]:
     """Wall seconds, peak RSS (KiB), exit code and stderr of cmd, in a fresh process.
 
     stderr goes to a file, not a pipe: a pipe nobody reads fills up with
@@ -117,7 +117,7 @@ def _timed(cmd: list[str], log: Path) -> tuple[float, int, int, str]:
     """
     t = time.perf_counter()
     with open(log, "wb") as err:
-        proc = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - t
     text = log.read_text(errors="replace")
@@ -173,6 +173,12 @@ def main() -> None:
     ap.add_argument("--rules", default=None, help="Rules directory (default: the project's rules).")
     ap.add_argument("--cores", default="0", help="taskset CPU list for the measured process (default: one core).")
     ap.add_argument("--process-only", action="store_true", help="Only the `tetrapipe process` modes.")
+    ap.add_argument(
+        "--also-src",
+        action="append",
+        default=[],
+        help="Also run the first mode with the tetrapipe package in this tree (an older commit's worktree).",
+    )
     args = ap.parse_args()
     pin = ["taskset", "-c", args.cores] if shutil.which("taskset") else []
     rules = ["--rules", args.rules] if args.rules else []
@@ -282,9 +288,16 @@ def main() -> None:
         ]
         if args.process_only:
             modes = [m for m in modes if m[0].startswith("process")]
+        envs: list[dict[str, str] | None] = [None] * len(modes)
+        for k, src_tree in enumerate(args.also_src):
+            first_mode, first_cmd = modes[0]
+            cmd = [(f"{a}-{k}" if a == "bench-rules" else a) for a in first_cmd]  # its own group: reads from 0
+            cmd = [(f"{a}-old{k}" if a.endswith("lake-process") else a) for a in cmd]
+            modes.insert(k, (f"{first_mode} @ {Path(src_tree).name}", cmd))
+            envs.insert(k, {**os.environ, "PYTHONPATH": str(Path(src_tree).resolve())})
         results = []
-        for i, (mode, cmd) in enumerate(modes):
-            secs, rss, rc, text = _timed([*pin, *cmd], work / f"stderr-{i}.log")
+        for i, ((mode, cmd), env) in enumerate(zip(modes, envs, strict=True)):
+            secs, rss, rc, text = _timed([*pin, *cmd], work / f"stderr-{i}.log", env)
             results.append(
                 {
                     "mode": mode,
@@ -316,7 +329,7 @@ def main() -> None:
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     meta = {"file": str(args.file), "events": n, "cores": args.cores, "load_average_at_end": os.getloadavg()}
-    (out / f"process-{time.strftime('%Y%m%d')}.json").write_text(
+    (out / f"process-{time.strftime('%Y%m%d-%H%M')}.json").write_text(
         json.dumps({"run": meta, "results": results}, indent=2)
     )
 
