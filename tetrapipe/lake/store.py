@@ -65,6 +65,10 @@ _URI_SCHEMES = (
 log = logging.getLogger("tetrapipe.lake")
 
 
+#: versions after which a cached table object is opened again from the newest checkpoint (see Lake._current)
+REOPEN_EVERY = 100
+
+
 class PartlyCommittedError(TetrapipeError):
     """A commit of several positions finds some of them already in the table (another writer got there first)."""
 
@@ -96,6 +100,7 @@ class Lake:
         self.root: str = raw if self.is_local else raw.rstrip("/")
         self.storage_options: dict[str, str] = dict(storage_options or {})
         self._tables: dict[str, DeltaTable] = {}
+        self._opened_at: dict[str, int] = {}  # the version each cached table object was opened at
         self._lock = threading.Lock()
         self._commit_lock = threading.RLock()
 
@@ -283,17 +288,29 @@ class Lake:
         return table
 
     def _current(self, name: str) -> DeltaTable | None:
-        """The cached table, brought up to the newest version (opened on first use)."""
+        """The cached table, brought up to the newest version (opened on first use).
+
+        Opened again from the newest checkpoint every :data:`REOPEN_EVERY`
+        versions: a table object kept up to date incrementally carries every
+        commit since it was opened, and each commit through it got slower with
+        their number (26 ms at 10 commits, 339 ms at 1,500 in one object, while
+        a fresh open at 1,500 commits took 29 ms and committed in ~45 ms).
+        """
         with self._lock:
             table = self._tables.get(name)
+            opened = self._opened_at.get(name, 0)
+        if table is not None:
+            table.update_incremental()
+            if table.version() - opened >= REOPEN_EVERY:
+                table = None
         if table is None:
             table = self.table(name)
             if table is None:
                 return None
-        else:
-            table.update_incremental()
+            opened = table.version()
         with self._lock:
             self._tables[name] = table
+            self._opened_at[name] = opened
         return table
 
     def _forget(self, name: str) -> None:
