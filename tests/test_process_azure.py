@@ -18,17 +18,24 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from azurite import Azurite, lake_uri
 from kafka_broker import TansuBroker
-from test_process import FAST_GROUP, FAST_GROUP_ARGS, tree_events
+from test_process import (  # the processor tests' own helpers, shared rather than copied
+    FAST_GROUP,
+    FAST_GROUP_ARGS,
+    _create_topic,
+    _expected_ids,
+    _produce,
+    _scenario_lines,
+    _wait,
+    tree_events,
+)
 
 from tetrapipe.flows.process import Processor, ProcessorConfig
 from tetrapipe.lake import Lake, connect
 from tetrapipe.transforms.chain import build_transforms
-from tetrapipe.transforms.normalize import normalize_lines
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = ("events", "alerts", "rejects", "tls_stats")
@@ -36,52 +43,6 @@ COUNTS_SQL = " UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM {t}" for
 
 
 # --- small helpers (test_process.py keeps its own private; these are the few this module needs) -------------
-
-
-def _create_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    from kafka.admin import KafkaAdminClient, NewTopic
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
-    finally:
-        admin.close()
-
-
-def _produce(bootstrap: str, topic: str, lines: list[bytes], partitions: int) -> None:
-    """Keyed by node as the collector does; node-k goes to partition k % partitions (every partition busy)."""
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=512 * 1024)
-    for line in lines:
-        try:
-            node = json.loads(line).get("node_name") or ""
-        except ValueError:
-            node = "poison"
-        part = int(node.rsplit("-", 1)[1]) % partitions if node.startswith("node-") else None
-        producer.send(topic, key=node.encode(), value=line, partition=part)
-    producer.flush()
-    producer.close()
-
-
-def _wait(predicate: Callable[[], object], timeout: float, what: str, every: float = 0.1) -> object:
-    """Poll ``predicate`` until it is truthy (readiness, never a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def _scenario_lines() -> list[bytes]:
-    text = (REPO / "samples" / "scenario" / "tenant-jobs.log").read_text()
-    return [line.encode() for line in text.splitlines() if line.strip()]
-
-
-def _expected_ids(lines: list[bytes]) -> set[str]:
-    return set(normalize_lines(lines).events.column("event_id").to_pylist())
 
 
 def _process_cmd(bootstrap: str, topic: str, uri: str, azurite: Azurite, *extra: str, rules: bool) -> list[str]:
