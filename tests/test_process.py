@@ -11,12 +11,14 @@ from __future__ import annotations
 import base64
 import json
 import random
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -636,7 +638,6 @@ def test_a_second_replica_joining_while_the_first_writes_stores_each_event_once(
     callback, B resumes each partition from the events table's position.
     Both exit once the whole topic is in the lake.
     """
-    import re
 
     n = 40_000
     _create_topic(kafka.bootstrap, topic, 4)
@@ -646,28 +647,7 @@ def test_a_second_replica_joining_while_the_first_writes_stores_each_event_once(
     cmd = _process_cmd(
         kafka.bootstrap, topic, lake, topic, "--exit-at-eof", "--batch-size", "500", "--batch-seconds", "0.2"
     )
-    procs: dict[str, subprocess.Popen] = {}
-    logs = {name: tmp_path / f"{name}.log" for name in ("a", "b")}
-    try:
-        with open(logs["a"], "wb") as out:
-            procs["a"] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        _wait(lambda: _events_version(lake) >= 3, 60, "A to commit a few batches", every=0.05)
-        assert _lake_summary(lake)[0] < n, "B must join mid-stream"
-        with open(logs["b"], "wb") as out:
-            procs["b"] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        for name, proc in procs.items():
-            assert proc.wait(timeout=240) == 0, logs[name].read_text()[-3000:]
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-    done = {}
-    for name, path in logs.items():
-        m = re.search(r"processed ([\d,]+) records", path.read_text())
-        assert m, path.read_text()[-2000:]
-        done[name] = int(m[1].replace(",", ""))
-    assert done["a"] > 0 and done["b"] > 0, f"both replicas wrote part of the topic ({done})"
+    two_replicas_one_joining_late(cmd, tmp_path, lambda: _events_version(lake), lambda: _lake_summary(lake)[0], n)
     assert _lake_summary(lake) == (n, n)
     assert _ancestry_mismatches(lake, stream.ancestors) == []
 
@@ -967,3 +947,35 @@ def test_a_batch_reconsumed_after_a_crash_between_commits_ends_where_the_committ
     cfg.group = f"{topic}-clean"
     Processor(cfg, Lake(clean), build_transforms(None)[0]).run()
     assert alerts == _alerts(clean), "every alert once, each event counted once"
+
+
+def two_replicas_one_joining_late(
+    cmd: list[str], work: Path, events_version: Callable[[], int], stored: Callable[[], int], n: int
+) -> dict[str, int]:
+    """Replica A runs ``cmd``; once it has committed a few batches, B joins the group with the same ``cmd``.
+
+    Both must exit 0 and both must have processed part of the topic; returns the records each processed.
+    """
+    procs: dict[str, subprocess.Popen] = {}
+    logs = {name: work / f"{name}.log" for name in ("a", "b")}
+    try:
+        with open(logs["a"], "wb") as out:
+            procs["a"] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        _wait(lambda: events_version() >= 3, 60, "A to commit a few batches", every=0.05)
+        assert stored() < n, "B must join mid-stream"
+        with open(logs["b"], "wb") as out:
+            procs["b"] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        for name, proc in procs.items():
+            assert proc.wait(timeout=240) == 0, logs[name].read_text()[-3000:]
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    done = {}
+    for name, path in logs.items():
+        m = re.search(r"processed ([\d,]+) records", path.read_text())
+        assert m, path.read_text()[-2000:]
+        done[name] = int(m[1].replace(",", ""))
+    assert done["a"] > 0 and done["b"] > 0, f"both replicas wrote part of the topic ({done})"
+    return done

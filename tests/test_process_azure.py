@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import signal
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from test_process import (  # the processor tests' own helpers, shared rather th
     _scenario_lines,
     _wait,
     tree_events,
+    two_replicas_one_joining_late,
 )
 
 from tetrapipe.flows.process import Processor, ProcessorConfig
@@ -253,28 +253,7 @@ def test_two_replicas_on_one_azure_lake_store_each_event_once(
         "0.2",
         rules=False,
     )
-    procs: dict[str, subprocess.Popen] = {}
-    logs = {name: tmp_path / f"{name}.log" for name in ("a", "b")}
-    try:
-        with open(logs["a"], "wb") as out:
-            procs["a"] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        _wait(lambda: remote.events_version() >= 3, 60, "A to commit a few batches", every=0.05)
-        assert remote.summary()[0] < n, "B must join mid-stream"
-        with open(logs["b"], "wb") as out:
-            procs["b"] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        for name, proc in procs.items():
-            assert proc.wait(timeout=240) == 0, logs[name].read_text()[-3000:]
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-    done = {}
-    for name, path in logs.items():
-        m = re.search(r"processed ([\d,]+) records", path.read_text())
-        assert m, path.read_text()[-2000:]
-        done[name] = int(m[1].replace(",", ""))
-    assert done["a"] > 0 and done["b"] > 0, f"both replicas wrote part of the topic ({done})"
+    two_replicas_one_joining_late(cmd, tmp_path, remote.events_version, lambda: remote.summary()[0], n)
     assert remote.summary() == (n, n)
     assert {r[0] for r in remote.sql("SELECT event_id FROM events")} == _expected_ids(stream.lines)
     chains = remote.sql("SELECT exec_id, ancestor_exec_ids FROM events")
