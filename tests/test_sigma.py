@@ -1,5 +1,5 @@
-"""Sigma import: the conversion keeps Sigma's matching semantics, refuses what it cannot keep, and the
-converted rules run in the real engine on the scenario log."""
+"""Sigma import through pySigma: the conversion keeps Sigma's matching semantics, refuses what it cannot keep,
+and the converted rules run in the real engine on Tetragon's event shapes and on the scenario log."""
 
 from __future__ import annotations
 
@@ -13,11 +13,16 @@ import duckdb
 import pytest
 import yaml
 from conftest import REPO
+from sigma.rule import SigmaRule
+from sigma.types import SigmaString
 
 from tetrapipe.ruleset import load_ruleset
-from tetrapipe.ruleset.sigma import convert, import_sigma
-from tetrapipe.ruleset.sigma_sql import SigmaError, condition_sql, like_pattern
-from tetrapipe.ruleset.sigma_write import write_rules
+from tetrapipe.ruleset.sigma.backend import TetrapipeBackend, like_pattern
+from tetrapipe.ruleset.sigma.check import Labelled, run_labelled
+from tetrapipe.ruleset.sigma.convert import SigmaRefused, convert_document, import_sigma
+from tetrapipe.ruleset.sigma.events import tetragon_event
+from tetrapipe.ruleset.sigma.pipeline import FIELD_MAP
+from tetrapipe.ruleset.sigma.write import write_rules
 
 SIGMA = Path(__file__).parent / "sigma"
 
@@ -32,6 +37,7 @@ ROWS = [  # a few events as the schema has them; the tests ask which of them a d
         "kind": "process_exec",
         "function_name": None,
         "pid": 10,
+        "uid": 1000,
     },
     {
         "id": 2,
@@ -43,6 +49,7 @@ ROWS = [  # a few events as the schema has them; the tests ask which of them a d
         "kind": "process_kprobe",
         "function_name": "tcp_connect",
         "pid": 20,
+        "uid": 0,
     },
     {
         "id": 3,
@@ -54,6 +61,7 @@ ROWS = [  # a few events as the schema has them; the tests ask which of them a d
         "kind": "process_kprobe",
         "function_name": "tcp_connect",
         "pid": 30,
+        "uid": None,
     },
     {
         "id": 4,
@@ -65,8 +73,17 @@ ROWS = [  # a few events as the schema has them; the tests ask which of them a d
         "kind": "process_exec",
         "function_name": None,
         "pid": 40,
+        "uid": 33,
     },
 ]
+
+
+def condition_sql(detection: dict[str, Any], category: str = "process_creation") -> str:
+    """The condition pySigma + tetrapipe's backend write for a Sigma detection block."""
+    rule = SigmaRule.from_dict(
+        {"title": "t", "logsource": {"product": "linux", "category": category}, "detection": detection}
+    )
+    return TetrapipeBackend().condition_sql(rule)
 
 
 def select(detection: dict[str, Any]) -> list[int]:
@@ -76,7 +93,7 @@ def select(detection: dict[str, Any]) -> list[int]:
     con.execute(
         "CREATE TABLE events (id INT, process_binary VARCHAR, arguments VARCHAR, parent_binary VARCHAR, "
         "daddr VARCHAR, dport BIGINT, kind VARCHAR, function_name VARCHAR, pid BIGINT, "
-        "parent_arguments VARCHAR, cwd VARCHAR, protocol VARCHAR)"
+        "parent_arguments VARCHAR, cwd VARCHAR, protocol VARCHAR, uid BIGINT)"
     )
     con.executemany(
         f"INSERT INTO events ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
@@ -138,37 +155,75 @@ def test_condition_grammar_and_null_safe_not() -> None:
 
 
 def test_like_pattern_escapes() -> None:
-    assert like_pattern("a*b?c") == "a%b_c"
-    assert like_pattern("100%_\\*\\?\\\\x") == "100\\%\\_*?\\\\x"
-    assert like_pattern("x", prefix=True, suffix=True) == "%x%"
+    assert like_pattern(SigmaString("a*b?c")) == "a%b_c"
+    assert like_pattern(SigmaString("100%_\\*\\?\\\\x")) == "100\\%\\_*?\\\\x"
+
+
+def test_command_line_value_naming_a_bare_command_matches_the_basename_and_the_full_path() -> None:
+    """Sigma writes argv as typed (``sh -c``); Tetragon reports /bin/sh and the arguments after argv[0]."""
+    # ROWS 1: /usr/bin/nc 203.0.113.7 4444 -e /bin/sh; 2: /usr/bin/NC -l 127.0.0.1 8080
+    assert select({"s": {"CommandLine|startswith": "nc 203.0.113.7"}, "condition": "s"}) == [1]
+    assert select({"s": {"CommandLine|startswith": "nc "}, "condition": "s"}) == [1, 2]
+    assert select({"s": {"CommandLine|startswith": "/usr/bin/nc 203"}, "condition": "s"}) == [1]
+    assert select({"s": {"CommandLine": "nc -l 127.0.0.1 8080"}, "condition": "s"}) == [2]
+    assert select({"s": {"CommandLine": "100x-done a=b"}, "condition": "s"}) == [4]
+    assert select({"s": {"CommandLine|re": "^nc .* -e "}, "condition": "s"}) == [1]
+    assert select({"s": {"CommandLine|startswith|cased": "NC -l"}, "condition": "s"}) == [2]
+    # a filter naming the bare command excludes it (the benign exclusions of SigmaHQ's rules apply)
+    det = {"sel": {"Image|endswith": ["/nc", "/NC"]}, "filter": {"CommandLine|startswith": "nc -l "}}
+    assert select({**det, "condition": "sel and not filter"}) == [1]
+    assert select({"s": {"ParentCommandLine": "sh"}, "condition": "s"}) == [2]  # parent /bin/sh, no arguments
+    assert select({"s": {"ParentCommandLine|contains": "/bin/sh"}, "condition": "s"}) == [2]
+
+
+def test_every_modifier() -> None:
+    assert select({"s": {"Image|contains": "app/100"}, "condition": "s"}) == [3, 4]
+    assert select({"s": {"Image|startswith": "/usr/"}, "condition": "s"}) == [1, 2]
+    assert select({"s": {"Image|endswith": "-done"}, "condition": "s"}) == [4]
+    assert select({"s": {"CommandLine|contains|all": ["4444", "-e"]}, "condition": "s"}) == [1]
+    assert select({"s": {"CommandLine|contains|windash": " -l "}, "condition": "s"}) == [2]  # -l or /l
+    b64 = condition_sql({"s": {"CommandLine|base64offset|contains": "hello"}, "condition": "s"})
+    assert all(f"%{v}%" in b64 for v in ("aGVsbG", "hlbGxv", "oZWxsb"))  # the three offsets of "hello"
+    assert select({"s": {"Image|re|i": "^/USR/BIN/NC$"}, "condition": "s"}) == [1, 2]
+    assert select({"s": {"DestinationPort|lt": 4444}, "condition": "s"}) == [3]
+    assert select({"s": {"DestinationPort|lte": 4444}, "condition": "s"}) == [1, 3]
+    assert select({"s": {"DestinationPort|gt": 4444}, "condition": "s"}) == [2]
+    assert select({"s": {"ParentImage|exists": False}, "condition": "s"}) == [3]
+    assert select({"s": {"ParentImage|fieldref": "Image"}, "condition": "s"}) == []
+    assert select({"s": {"Image|fieldref|startswith": "Image"}, "condition": "s"}) == [1, 2, 3, 4]
+    assert select({"s": {"User": "root"}, "condition": "s"}) == [2]  # uid 0: the one name every system agrees on
 
 
 @pytest.mark.parametrize(
-    ("doc", "reason"),
+    ("detection", "reason"),
     [
-        ({"detection": {"k": ["whoami", "id"], "condition": "k"}}, "keyword searches"),
-        ({"detection": {"s": {"CommandLine|base64offset|contains": "x"}, "condition": "s"}}, "|base64offset"),
-        ({"detection": {"s": {"Image": "/x"}, "condition": "s | count() by Image > 5"}}, "aggregations"),
-        ({"detection": {"s": {"Hostname": "x"}, "condition": "s"}}, "field Hostname has no counterpart"),
-        ({"detection": {"s": {"User": "root"}, "condition": "s"}}, "not user names"),
-        ({"detection": {"s": {"DestinationIp|cidr": "10.0.0.300/8"}, "condition": "s"}}, "not a network"),
-        ({"detection": {"s": {"Image": "/x"}, "condition": "s and t"}}, "no search identifier 't'"),
-        ({"detection": {"s": {"Image": "/x"}, "condition": "1 of x_*"}}, "matches no search identifier"),
-        ({"detection": {"s": {"Image|endswith|sometimes": "/x"}, "condition": "s"}}, "unknown modifier |sometimes"),
+        ({"k": ["whoami", "id"], "condition": "k"}, "keyword search 'whoami'"),
+        ({"s": {"Image": "/x"}, "condition": "s | count() by Image > 5"}, "pipe syntax"),
+        ({"s": {"Hostname": "x"}, "condition": "s"}, "field Hostname has no counterpart"),
+        ({"s": {"User": "www-data"}, "condition": "s"}, "Tetragon reports uids, not user names"),
+        ({"s": {"Hashes|contains": "x"}, "condition": "s"}, "field Hashes: Tetragon does not hash binaries"),
+        ({"s": {"CommandLine|base64offset|contains": "x"}, "condition": "s"}, "would match everything"),
+        ({"s": {"DestinationIp|cidr": "10.0.0.300/8"}, "condition": "s"}, "Invalid CIDR"),
+        ({"s": {"Image": "/x"}, "condition": "s and t"}, "Detection 't' not defined"),
+        ({"s": {"Image": "/x"}, "condition": "1 of x_*"}, "doesn't match any detection"),
+        ({"s": {"Image|endswith|sometimes": "/x"}, "condition": "s"}, "Unknown modifier 'sometimes'"),
+        ({"s": {"Image|expand": "%folder%"}, "condition": "s"}, "placeholder"),
     ],
 )
-def test_what_cannot_be_kept_is_refused_with_the_reason(doc: dict[str, Any], reason: str) -> None:
-    doc = {"title": "t", "logsource": {"product": "linux", "category": "process_creation"}, **doc}
-    with pytest.raises(SigmaError, match=reason.replace("|", r"\|").replace("(", r"\(")):
-        convert(doc, Path("x.yml"))
+def test_what_cannot_be_kept_is_refused_with_the_reason(detection: dict[str, Any], reason: str) -> None:
+    doc = {"title": "t", "logsource": {"product": "linux", "category": "process_creation"}, "detection": detection}
+    with pytest.raises(SigmaRefused, match=re.escape(reason)):
+        convert_document(doc, Path("x.yml"))
 
 
-def test_log_sources() -> None:
+def test_log_sources_and_metadata() -> None:
     det = {"s": {"Image": "/x"}, "condition": "s"}
-    with pytest.raises(SigmaError, match="service 'auditd'"):
-        convert({"title": "t", "logsource": {"product": "linux", "service": "auditd"}, "detection": det}, Path("a"))
-    with pytest.raises(SigmaError, match="category 'image_load'"):
-        convert(
+    with pytest.raises(SigmaRefused, match="service 'auditd'"):
+        convert_document(
+            {"title": "t", "logsource": {"product": "linux", "service": "auditd"}, "detection": det}, Path("a")
+        )
+    with pytest.raises(SigmaRefused, match="category 'image_load'"):
+        convert_document(
             {"title": "t", "logsource": {"product": "linux", "category": "image_load"}, "detection": det}, Path("a")
         )
     report = import_sigma([SIGMA])
@@ -181,6 +236,76 @@ def test_log_sources() -> None:
     assert (nc["severity"], nc["mitre"], nc["event"]) == ("high", ["T1059.004"], "process_exec")
     assert nc["id"] == "sigma-netcat-handing-a-shell-to-a-remote-peer-6f1d2b7e"
     assert "Network debugging by administrators" in nc["false_positives"]
+    # traced back and re-imported by the Sigma id; level, status and tags as the Sigma rule says
+    assert nc["sigma"] == {
+        "id": "6f1d2b7e-4c0a-4e39-9d51-2a7f3c8b9e10",
+        "level": "high",
+        "status": "test",
+        "tags": ["attack.execution", "attack.t1059.004"],
+    }
+
+
+#: per Sigma field: (log source, a value in the rule, the event columns that match it, columns that do not)
+FIELD_CASES: dict[str, tuple[str, Any, dict[str, Any], dict[str, Any]]] = {
+    "Image": (
+        "process_creation",
+        "/usr/bin/curl",
+        {"process_binary": "/usr/bin/curl"},
+        {"process_binary": "/usr/bin/wget"},
+    ),
+    "CommandLine": (
+        "process_creation",
+        "sh -c id",
+        {"process_binary": "/bin/sh", "arguments": "-c id"},
+        {"process_binary": "/bin/bash", "arguments": "-c id"},
+    ),
+    "ParentImage": ("process_creation", "/usr/sbin/nginx", {"parent_binary": "/usr/sbin/nginx"}, {}),
+    "ParentCommandLine": (
+        "process_creation",
+        "bash -i",
+        {"parent_binary": "/bin/bash", "parent_arguments": "-i"},
+        {"parent_binary": "/bin/bash", "parent_arguments": "-c ls"},
+    ),
+    "CurrentDirectory": ("process_creation", "/tmp", {"cwd": "/tmp"}, {"cwd": "/tmp/x"}),
+    "ProcessId": ("process_creation", 4242, {"pid": 4242}, {"pid": 4243}),
+    "ParentProcessId": ("process_creation", 4241, {"parent_pid": 4241}, {}),
+    "LogonId": ("process_creation", 1000, {"auid": 1000}, {}),
+    "User": ("process_creation", "root", {"uid": 0}, {"uid": 33}),
+    "TargetFilename": ("file_event", "/etc/passwd", {"file_path": "/etc/passwd"}, {"file_path": "/etc/group"}),
+    "DestinationIp": ("network_connection", "203.0.113.9", {"daddr": "203.0.113.9"}, {}),
+    "DestinationPort": ("network_connection", 4444, {"dport": 4444}, {"dport": 443}),
+    "SourceIp": ("network_connection", "10.244.1.77", {"saddr": "10.244.1.77"}, {}),
+    "SourcePort": ("network_connection", 50999, {"sport": 50999}, {}),
+    "Protocol": ("network_connection", "tcp", {"dport": 80}, None),
+    "Initiated": ("network_connection", "true", {"dport": 80}, None),
+}
+
+
+def test_every_field_on_tetragon_event_shapes() -> None:
+    """Each mapped Sigma field converts, and the rule fires on the JSON line Tetragon writes (normalizer
+    included) and stays quiet on one that differs only in that field."""
+    untested = set(FIELD_MAP) - set(FIELD_CASES) - {"DestinationHostname"}  # tls_sni: derived by the TLS transform
+    assert not untested
+    items = []
+    for n, (name, (category, value, firing, quiet)) in enumerate(sorted(FIELD_CASES.items())):
+        doc = {
+            "title": f"field {name}",
+            "id": f"00000000-0000-4000-8000-{n:012d}",
+            "logsource": {"product": "linux", "category": category},
+            "detection": {"s": {name: value}, "condition": "s"},
+        }
+        conv = convert_document(doc, Path(f"{name}.yml"))
+        items.append(
+            Labelled(
+                conv,
+                [tetragon_event(category, firing, 1)],
+                [tetragon_event(category, quiet, 2)] if quiet is not None else [],
+            )
+        )
+    report = run_labelled(items)
+    bad = [f"{r.rule_id}::{r.name}: {r.reason}" for r in report.results if r.status != "passed"]
+    assert not bad, bad
+    assert report.count("passed") == sum(1 + (q is not None) for *_, q in FIELD_CASES.values())
 
 
 def test_import_then_detect_on_the_scenario(tmp_path: Path) -> None:
@@ -192,7 +317,7 @@ def test_import_then_detect_on_the_scenario(tmp_path: Path) -> None:
     )
     assert run.returncode == 1, run.stdout + run.stderr  # user-field.yml is refused
     assert "3 converted, 1 refused, 1 for other platforms (1 windows)" in run.stdout
-    assert "field User: Tetragon reports uids" in run.stdout
+    assert "field User: 'www-data': Tetragon reports uids, not user names" in run.stdout
     assert len(list(out.glob("*.yaml"))) == 3
     again = subprocess.run(
         [*cli, "rules", "import-sigma", str(SIGMA / "passwd-modified.yml"), "--out", str(out)],
@@ -250,38 +375,48 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else b"" for p in sorted(root.rglob("*"))}
 
 
-def test_hostile_sigma_ids_become_safe_file_names_inside_out(tmp_path: Path) -> None:
-    """Ids with ``/``, ``..``, NUL, a mapping, 500 characters; titles that slug to nothing or collide: every
-    rule is written, inside --out, under a name the loader takes, ids unique, collisions numbered by source."""
+def test_hostile_sigma_ids_and_titles_become_safe_file_names_inside_out(tmp_path: Path) -> None:
+    """Ids that are not UUIDs (``/``, ``..``, NUL, a mapping) are refused by pySigma with the reason; titles that
+    slug to nothing, carry control characters or collide still give every rule a name the loader takes, inside
+    --out, ids unique, collisions numbered by source file."""
     sigma = tmp_path / "sigma"
     sigma.mkdir()
+    same = "6f1d2b7e-0000-4000-8000-00000000000"
     hostile: dict[str, tuple[str, Any]] = {
         "a.yml": ("Escape", "../../../../escaped"),
-        "b.yml": ("Escape", "x/../../escaped2"),
-        "c.yml": ("Nul", "ab\0cd-1"),
-        "d.yml": ("../..", "...."),
-        "e.yml": ("Long", "f" * 500),
-        "f.yml": ("Mapping", {"a": "/etc"}),
+        "b.yml": ("Nul", "ab\0cd-1"),
+        "c.yml": ("Mapping", {"a": "/etc"}),
+        "d.yml": ("../..", same + "1"),
+        "e.yml": ("Long " * 50, same + "2"),  # pySigma refuses titles over 256 characters
         "g.yml": ("Same Title", None),
         "h.yml": ("Same Title", None),
-        "i.yml": ("\0\n-rf /", "-rf"),
+        "i.yml": ("\0\n-rf /", same + "3"),
+        "j.yml": ("Same Title", same + "4"),
+        "k.yml": ("Same Title", same + "5"),
     }
     for name, (title, sigma_id) in hostile.items():
         _sigma(sigma / name, title, sigma_id)
     out = tmp_path / "out"
     run = _import(sigma, "--out", out)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "9 converted, 0 refused" in run.stdout
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "7 converted, 3 refused" in run.stdout
+    assert run.stdout.count("Sigma rule identifier must be an UUID") == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "sigma"]  # nothing escaped --out
     names = sorted(p.name for p in out.iterdir())
-    assert len(names) == 9 and all(re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,99}\.yaml", n) for n in names), names
-    assert "sigma-same-title.yaml" in names and "sigma-same-title-2.yaml" in names
+    assert len(names) == 7 and all(re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,99}\.yaml", n) for n in names), names
+    assert {
+        "sigma-same-title.yaml",
+        "sigma-same-title-2.yaml",
+        "sigma-same-title-6f1d2b7e.yaml",
+        "sigma-same-title-6f1d2b7e-2.yaml",
+    } <= set(names)
     rs = load_ruleset([out])
     assert rs.errors == [] and sorted(f"{r.id}.yaml" for r in rs.rules) == names
-    by_source = {Path(r.description.rsplit("from ", 1)[1].rstrip(").")).name: r.id for r in rs.rules}
-    assert by_source["g.yml"] == "sigma-same-title" and by_source["h.yml"] == "sigma-same-title-2"
+    by_source = {Path(r.description.rsplit("from ", 1)[1].rstrip(").")).name: r for r in rs.rules}
+    assert by_source["g.yml"].id == "sigma-same-title" and by_source["h.yml"].id == "sigma-same-title-2"
+    assert by_source["k.yml"].sigma["id"] == same + "5"  # the Sigma id survives the renaming
     again = tmp_path / "again"  # the same rules given in another order get the same names
-    assert _import(*sorted(sigma.iterdir(), reverse=True), "--out", again).returncode == 0
+    assert _import(*sorted(sigma.iterdir(), reverse=True), "--out", again).returncode == 1
     assert sorted(p.name for p in again.iterdir()) == names
 
 

@@ -419,8 +419,8 @@ def import_sigma_command(paths: tuple[Path, ...], out_dir: Path, force: bool) ->
     from rich.markup import escape
 
     from tetrapipe.ruleset import Issue, load_ruleset
-    from tetrapipe.ruleset.sigma import import_sigma
-    from tetrapipe.ruleset.sigma_write import SigmaImportError, write_rules
+    from tetrapipe.ruleset.sigma.convert import import_sigma
+    from tetrapipe.ruleset.sigma.write import SigmaImportError, write_rules
 
     def load_errors(new_files: list[Path]) -> list[Issue]:
         """The converted rules must load with the rest of --out (duplicate ids included) before they stay."""

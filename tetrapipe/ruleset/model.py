@@ -160,6 +160,8 @@ class Rule:
     condition_lines: tuple[int, int] = (0, 0)
     references: list[str] = field(default_factory=list)
     false_positives: list[str] = field(default_factory=list)
+    #: where an imported Sigma rule came from (its id, level, status, tags): traced back, re-imported
+    sigma: dict[str, Any] = field(default_factory=dict)
     compiled: Compiled | None = None
 
     def line_of(self, key: str) -> int:

@@ -51,6 +51,7 @@ RULE_KEYS = {
     "new_terms",
     "references",
     "false_positives",
+    "sigma",
 }
 LIBRARY_KEYS = {"lists", "macros", "description"}
 OVERRIDE_KEYS = {
@@ -417,4 +418,5 @@ def parse_rule(ctx: FileCheck, doc: located.Located, text_lines: list[str]) -> R
         condition_lines=(located.content_line(doc, "condition"), located.end_line(doc, "condition")),
         references=ctx.strings(doc, "references"),
         false_positives=ctx.strings(doc, "false_positives"),
+        sigma=dict(ctx.mapping(doc, "sigma") or {}),
     )

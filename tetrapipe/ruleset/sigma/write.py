@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from tetrapipe.ruleset.sigma import Converted
+from tetrapipe.ruleset.sigma.convert import Converted
 
 
 class _RuleDumper(yaml.SafeDumper):
@@ -39,8 +39,8 @@ def to_yaml(converted: Converted) -> str:
 
 # --- writing the converted rules: safe names, all files or none ---------------------------------------
 #
-# Kept apart from the conversion on purpose: whatever turns Sigma into rule documents (the parser above,
-# or pySigma one day), the rule files are named and written here, from the rule id alone.
+# Kept apart from the conversion on purpose: whatever turns Sigma into rule documents (pySigma with
+# tetrapipe's backend, in convert.py), the rule files are named and written here, from the rule id alone.
 
 #: longest file name stem (and rule id) an import writes; far below any file system's limit
 SAFE_NAME_MAX = 100
