@@ -79,6 +79,10 @@ def _logsource(rule: SigmaRule) -> str:
     if category not in LOGSOURCES:
         if not product:
             raise NotForLinux(category or "no product")
+        if not category:
+            raise SigmaRefused(
+                "logsource names no category: a rule over Linux log files (keywords), which Tetragon does not see"
+            )
         raise SigmaRefused(
             f"logsource category {category or '(none)'!r} is not one Tetragon observes "
             f"(supported: {', '.join(LOGSOURCES)})"
@@ -159,7 +163,13 @@ def convert_rule(rule: SigmaRule, source: Path, backend: TetrapipeBackend | None
         out["false_positives"] = [str(f) for f in rule.falsepositives]
     out["sigma"] = {
         k: v
-        for k, v in (("id", sigma_id), ("level", level), ("status", status or None), ("tags", tags or None))
+        for k, v in (
+            ("id", sigma_id),
+            ("category", category),
+            ("level", level),
+            ("status", status or None),
+            ("tags", tags or None),
+        )
         if v is not None
     }
     out["tests"] = []

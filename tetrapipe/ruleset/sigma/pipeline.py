@@ -56,7 +56,6 @@ FIELD_MAP: dict[str, str] = {
     "TargetFilename": "file_path",
     "DestinationIp": "daddr",
     "DestinationPort": "dport",
-    "DestinationHostname": "tls_sni",
     "SourceIp": "saddr",
     "SourcePort": "sport",
     "Protocol": "protocol_name",
@@ -78,6 +77,10 @@ MISSING_FIELDS: dict[str, str] = {
     "ParentUser": "Tetragon does not report the parent's user",
     "DestinationIsIpv6": "not reported; compare DestinationIp with |cidr instead",
     "SourceHostname": "Tetragon does not resolve source addresses",
+    "DestinationHostname": (
+        "Tetragon's connect events carry addresses, not host names (the TLS transform's SNI is on tls events, "
+        "which a network_connection rule does not read)"
+    ),
 }
 
 
