@@ -31,6 +31,7 @@ from tetrapipe.schema import SCHEMAS
 from tetrapipe.sources.files import expand_inputs, fingerprint
 
 SCENARIO = REPO / "samples" / "scenario" / "tenant-jobs.log"
+SCENARIO_LINES = len(SCENARIO.read_text().splitlines())
 CHUNK = "262144"
 KILLS = 5
 
@@ -105,7 +106,7 @@ def test_kill_9_at_random_points_then_a_full_run_stores_every_event_and_alert_on
     budget = (time.monotonic() - started) / 2
     want_events = _query(clean, "SELECT count(*), count(DISTINCT event_id) FROM events")[0]
     want_alerts = _alerts(clean)
-    assert want_events[0] == want_events[1] == 126 * 48 and want_alerts
+    assert want_events[0] == want_events[1] == SCENARIO_LINES * 48 and want_alerts
     rng = random.Random(15)
     fp = fingerprint(log.open("rb").readline().rstrip(b"\n"))
     outcomes = []
@@ -130,9 +131,9 @@ def test_two_concurrent_ingests_of_one_file_store_each_event_once(tmp_path: Path
     for p in procs:
         assert p.wait(timeout=300) == 0, p.stderr.read().decode() if p.stderr else ""
     n, distinct = _query(lake, "SELECT count(*), count(DISTINCT event_id) FROM events")[0]
-    assert n == distinct == 126 * 16
+    assert n == distinct == SCENARIO_LINES * 16
     fp = fingerprint(log.open("rb").readline().rstrip(b"\n"))
-    assert Lake(lake).committed("events", FILE_PREFIX + fp) == 126 * 16
+    assert Lake(lake).committed("events", FILE_PREFIX + fp) == SCENARIO_LINES * 16
 
 
 def test_ingest_of_the_samples_makes_delta_tables_that_deltalake_and_query_agree_on(

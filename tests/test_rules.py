@@ -87,7 +87,18 @@ def test_the_scenario_story_raises_what_an_analyst_expects(fired) -> None:
     assert story["interactive-shell-in-container"] == [95]
     assert story["weak-tls"] == [88]
     assert story["download-to-tmp"] == [112]
+    # the payload run from /tmp and copied below /usr/local/bin; the three chains, each naming its steps
+    assert story["exec-from-tmp"] == [128]
+    assert story["write-below-binary-dirs"] == [130]
+    assert story["chain-shell-download-exec"] == [95, 112, 128]
+    assert story["chain-reverse-shell"] == [117, 118]
+    assert story["chain-write-then-exec-binary-dir"] == [130, 132]
     assert set(story) == {
+        "exec-from-tmp",
+        "write-below-binary-dirs",
+        "chain-shell-download-exec",
+        "chain-reverse-shell",
+        "chain-write-then-exec-binary-dir",
         "late-shell-in-container",
         "passwd-shadow-tampering",
         "reverse-shell",

@@ -214,7 +214,11 @@ class PipelineMetrics:
       topic recreated; ``retention_passed``: records lost before the lake had
       them), whatever the ``--on-offset-reset`` policy then did;
     * ``tetrapipe_process_table_processes`` / ``_table_bytes``: the ancestry
-      process table's size (bounded; watch it against the memory limit).
+      process table's size (bounded; watch it against the memory limit);
+    * ``tetrapipe_process_chain_partials``: partial chains of sequence rules
+      held (bounded by the detector's ``max_partial_chains``), and
+      ``tetrapipe_process_chain_evictions_total``: those dropped to stay in that
+      bound (a chain evicted cannot complete: raise the bound if this grows).
     """
 
     def __init__(self, registry: CollectorRegistry, prefix: str = "tetrapipe_process_") -> None:
@@ -269,6 +273,13 @@ class PipelineMetrics:
             p + "table_processes", "Processes in the ancestry process table", registry=registry
         )
         self.table_bytes = Gauge(p + "table_bytes", "Memory of the ancestry process table", registry=registry)
+        self.chain_partials = Gauge(
+            p + "chain_partials", "Partial chains of sequence rules held (and early steps)", registry=registry
+        )
+        self.chain_evictions = Counter(
+            p + "chain_evictions", "Partial chains dropped to stay within the bound", registry=registry
+        )
+        self._chain_evicted = 0
         self.last_commit = Gauge(
             p + "last_commit_timestamp_seconds", "When the last micro-batch was committed", registry=registry
         )
@@ -310,7 +321,15 @@ class PipelineMetrics:
         self.events_per_second.set(self._rate.add(0))
 
     def process_table(self, transforms: list) -> None:
-        """Size of the ancestry table, found among the transforms (it is replaced on a rebalance)."""
+        """Size of the ancestry table and of the chain state, found among the transforms (replaced on a rebalance)."""
+        for t in transforms:
+            chains = getattr(getattr(t, "chains", None), "stats", None)
+            if chains is not None:
+                self.chain_partials.set(chains.partials + chains.held)
+                if chains.evicted < self._chain_evicted:  # a new detector (rebalance): count from its start
+                    self._chain_evicted = 0
+                self.chain_evictions.inc(chains.evicted - self._chain_evicted)
+                self._chain_evicted = chains.evicted
         for t in transforms:
             table = getattr(t, "table", None)
             if table is not None and hasattr(table, "nbytes") and hasattr(table, "__len__"):

@@ -988,6 +988,23 @@ def compose(handshakes: list[dict]) -> Scenario:
     t_end = t_sh + 31 * SEC + j(0, 999) * MS
     s.at(t_end, s.exit, "sh/nc")
     s.at(t_end + j(2, 4) * MS, s.exit, "nc/crawler")
+
+    # chmod +x /tmp/.k; /tmp/.k: the downloaded payload runs from /tmp (the shell -> download -> exec chain),
+    # copies itself below /usr/local/bin and runs the copy (the write -> exec chain). Scheduled without
+    # s.at's noise: every draw before s.run() would shift the jitter of every earlier line of the log.
+    def later(t: int, fn: Callable[..., None], *args: Any, **kw: Any) -> None:
+        s.actions.append((t, len(s.actions), fn, args, kw))
+
+    t = T0 + 726 * SEC + 402 * MS
+    later(t, s.exec, "chmod/crawler", "bash/crawler", "/bin/chmod", "+x /tmp/.k")
+    later(t + 2 * MS, s.exit, "chmod/crawler")
+    later(t + 31 * MS, s.exec, "k/crawler", "bash/crawler", "/tmp/.k", "", tag="chain:payload-from-tmp")
+    later(t + 38 * MS, s.exec, "cp/k", "k/crawler", "/bin/cp", "/tmp/.k /usr/local/bin/kworkerd")
+    later(t + 39 * MS, s.file_access, "cp/k", "/usr/local/bin/kworkerd", "-rwxr-xr-x", 2, tag="chain:write-bin-dir")
+    later(t + 40 * MS, s.exit, "cp/k")
+    later(t + 44 * MS, s.exec, "kworkerd/k", "k/crawler", "/usr/local/bin/kworkerd", "", tag="chain:exec-written")
+    later(t + 46 * MS, s.exit, "k/crawler")
+    later(T0 + 759 * SEC + 611 * MS, s.exit, "kworkerd/k")
     s.at(T0 + 760 * SEC + 318 * MS, s.exit, "bash/crawler")
 
     s.run()

@@ -379,6 +379,12 @@ def show_command(rule_id: str, rules_dir: str | None) -> None:
         raise click.UsageError(f"no rule {rule_id!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
     c = rule.compiled
     out.print(f"[bold]{rule.id}[/] ({rule.severity}) {rule.path}:{rule.line}\n{rule.title}\n")
+    if rule.sequence is not None:
+        from tetrapipe.ruleset.sequence import hunt_sql
+
+        out.print(f"[bold cyan]-- the chains it finds[/] (by {rule.sequence.by}; every combination of step events)")
+        click.echo(hunt_sql(rule))
+        return
     out.print("[bold cyan]-- the events it matches[/]")
     click.echo(
         f"SELECT time, namespace, pod, process_binary, arguments\nFROM events\nWHERE {c.predicate()}\nORDER BY time;"

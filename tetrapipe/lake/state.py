@@ -87,6 +87,25 @@ def seen_terms(lake: Lake | str | Path, term_sql: str) -> list[tuple[int, str]]:
         con.close()
 
 
+def chain_rows(lake: Lake | str | Path, sql: str, lookback: dt.timedelta | None) -> pa.Table | None:
+    """The step rows of sequence rules in the last ``lookback`` of event time (``sql`` has ``$since``).
+
+    Why event time back from the newest event: a partial chain can only
+    complete within its span of the step that started it, so the span (plus
+    the reorder tolerance) before the newest stored event holds every chain
+    that a later event can still complete. None when the lake has no events.
+    """
+    con = views.connect(_open(lake))
+    try:
+        newest = con.sql("SELECT max(time) FROM events").fetchall()[0][0]
+        if newest is None:
+            return None
+        since = newest - (lookback or dt.timedelta(hours=1))
+        return con.sql(sql, params={"since": since}).to_arrow_table()
+    finally:
+        con.close()
+
+
 def newest_alert_ids(lake: Lake | str | Path, limit: int) -> list[str]:
     """The ``limit`` alert ids whose last event is newest, oldest first."""
     if limit <= 0:
@@ -103,6 +122,7 @@ def newest_alert_ids(lake: Lake | str | Path, limit: int) -> list[str]:
 
 __all__ = [
     "PROCESS_LOOKBACK",
+    "chain_rows",
     "RECENT_PROCESSES_SQL",
     "lake_exists",
     "newest_alert_ids",

@@ -352,6 +352,10 @@ def compile_rule(rule: Rule, scope: Scope, validator: Validator, file_lines: lis
     through the two closures above it, which know the rule's file and the
     condition's lines; split apart, every step would take all of that again.
     """
+    if rule.sequence is not None:  # each step is compiled like a rule of its own
+        from tetrapipe.ruleset.sequence import compile_sequence
+
+        return compile_sequence(rule, scope, validator, file_lines)
     issues: list[Issue] = []
 
     def err(reason: str, line: int, path: Path | None = None) -> None:

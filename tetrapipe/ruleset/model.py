@@ -124,6 +124,10 @@ class Compiled:
     message: str  # SQL expression producing the alert message
     dedup_key: str  # SQL expression producing the dedup key
     term: str | None  # SQL expression hashing the new-terms fields, or None
+    #: a sequence rule: each step's full predicate (kind prefilter, condition, not excepted), in order
+    steps: list[str] | None = None
+    #: a sequence rule's closing condition (full predicate), or None
+    until: str | None = None
 
     def predicate(self) -> str:
         """The full boolean test: kind prefilter, condition, not excepted."""
@@ -132,6 +136,41 @@ class Compiled:
         if self.exceptions:
             parts.append(f"({self.exceptions}) IS NOT TRUE")
         return "\n  AND ".join(parts)
+
+
+@dataclass
+class Step:
+    """One step of a sequence rule: an ordinary rule condition over one event.
+
+    ``join`` ties a column of this step's event to a column of an earlier
+    step's event (``{process_binary: [write, file_path]}``: the binary run is
+    the file that step ``write`` wrote).
+    """
+
+    name: str
+    events: list[str]
+    condition: str
+    line: int
+    condition_lines: tuple[int, int]
+    join: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+@dataclass
+class Sequence:
+    """Steps in order, joined ``by`` a key, all ``within`` a span; ``until`` closes the partial chains of a key.
+
+    ``by``: ``lineage`` (every step's process is the first step's process or
+    a descendant of it), ``container``, ``pod`` or ``workload``.
+    ``tolerance_seconds``: how far a step's event may precede the previous
+    step's (Tetragon's per-CPU buffers deliver events slightly out of order).
+    """
+
+    by: str
+    within_seconds: float
+    steps: list[Step]
+    until: Step | None = None
+    tolerance_seconds: float = 2.0
+    line: int = 0
 
 
 @dataclass
@@ -163,6 +202,7 @@ class Rule:
     #: where an imported Sigma rule came from (its id, level, status, tags): traced back, re-imported
     sigma: dict[str, Any] = field(default_factory=dict)
     compiled: Compiled | None = None
+    sequence: Sequence | None = None
 
     def line_of(self, key: str) -> int:
         return self.key_lines.get(key, self.line)

@@ -52,6 +52,7 @@ RULE_KEYS = {
     "references",
     "false_positives",
     "sigma",
+    "sequence",
 }
 LIBRARY_KEYS = {"lists", "macros", "description"}
 OVERRIDE_KEYS = {
@@ -361,7 +362,20 @@ def parse_rule(ctx: FileCheck, doc: located.Located, text_lines: list[str]) -> R
                 f"event kind {k!r} is not a Tetragon kind tetrapipe knows"
                 + (f" (did you mean {hint[0]!r}?)" if hint else ""),
             )
-    condition = ctx.string(doc, "condition", required=True)
+    sequence = None
+    if "sequence" in doc:
+        from tetrapipe.ruleset.sequence import combined_condition, parse_sequence
+
+        for key in ("event", "condition", "new_terms"):
+            if key in doc:
+                ctx.error(doc.line_of(key), f"a sequence rule gives {key} per step (under sequence.steps)")
+        sequence = parse_sequence(ctx, doc)
+        if sequence is None:
+            return None
+        events = sorted({k for s in sequence.steps for k in s.events})
+        condition = combined_condition(sequence)
+    else:
+        condition = ctx.string(doc, "condition", required=True)
     output = ctx.string(doc, "output", required=True).strip()
     enabled = doc.get("enabled", True)
     if not isinstance(enabled, bool):
@@ -415,7 +429,12 @@ def parse_rule(ctx: FileCheck, doc: located.Located, text_lines: list[str]) -> R
         path=ctx.path,
         line=doc.line,
         key_lines=dict(doc.key_lines),
-        condition_lines=(located.content_line(doc, "condition"), located.end_line(doc, "condition")),
+        condition_lines=(
+            (sequence.steps[0].condition_lines[0], sequence.steps[-1].condition_lines[1])
+            if sequence is not None
+            else (located.content_line(doc, "condition"), located.end_line(doc, "condition"))
+        ),
+        sequence=sequence,
         references=ctx.strings(doc, "references"),
         false_positives=ctx.strings(doc, "false_positives"),
         sigma=dict(ctx.mapping(doc, "sigma") or {}),

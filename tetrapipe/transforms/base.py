@@ -34,13 +34,18 @@ class StateRequest:
     in the lake; None: one hour) plus the exits, in time order.
     ``term_sql``: a query over the ``events`` view whose ``(_r, _term)`` rows are
     the new-terms combinations already seen. ``open_alerts``: how many of the
-    newest alert ids to remember as open windows (0: none).
+    newest alert ids to remember as open windows (0: none). ``chain_sql``: a
+    query over the ``events`` view, with a ``$since`` parameter, whose rows
+    rebuild the partial chains of sequence rules; ``chain_lookback``: how far
+    back from the newest event ``$since`` lies.
     """
 
     processes: bool = False
     processes_since: dt.datetime | dt.timedelta | None = None
     term_sql: str | None = None
     open_alerts: int = 0
+    chain_sql: str | None = None
+    chain_lookback: dt.timedelta | None = None
 
 
 @dataclass
@@ -54,6 +59,7 @@ class RestoredState:
     processes: Iterable[pa.Table] = ()
     terms: list[tuple[int, str]] = field(default_factory=list)
     open_alert_ids: list[str] = field(default_factory=list)
+    chain_rows: pa.Table | None = None
 
 
 @runtime_checkable

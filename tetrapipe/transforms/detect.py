@@ -20,6 +20,10 @@ State kept across batches (bounded):
   ``new_terms_capacity`` hashes; :meth:`Detector.restore` reloads it from
   the history a flow reads for it (see :mod:`tetrapipe.transforms.base`), so
   a restart does not re-alert on everything.
+* **chains** (``sequence:`` rules): the partial chains of
+  :class:`~tetrapipe.transforms.chains.ChainEngine`, advanced by the rows the
+  same batch scan finds matching a step; rebuilt after a restart by replaying
+  the recent history's step rows (their alerts are stored already).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tetrapipe.ruleset.compiler import COLUMNS
 from tetrapipe.ruleset.model import Rule, RuleSet
 from tetrapipe.ruleset.plan import (
     DEFAULT_MAX_EVENT_IDS,
@@ -50,9 +55,12 @@ from tetrapipe.ruleset.plan import (
 from tetrapipe.schema import ALERT_SCHEMA
 from tetrapipe.textsafe import visible
 from tetrapipe.transforms.base import RestoredState, StateRequest
+from tetrapipe.transforms.chains import ChainEngine
 
 #: how long after its window ends an alert id is still remembered (late events)
 _GRACE_US = 5 * 60 * 1_000_000
+_EPOCH = dt.datetime(1970, 1, 1)
+_US = dt.timedelta(microseconds=1)
 
 
 def _quiet_arrow_copy_warning() -> None:
@@ -98,13 +106,18 @@ class Detector:
         max_event_ids: int | None = DEFAULT_MAX_EVENT_IDS,
         max_open_alerts: int = 200_000,
         new_terms_capacity: int = 1_000_000,
+        max_partial_chains: int = 100_000,
         on_new_alerts: Callable[[pa.Table], None] | None = None,
         threads: int | None = None,
         connection: duckdb.DuckDBPyConnection | None = None,
     ) -> None:
         if isinstance(rules, RuleSet):
             rules = rules.enabled()
-        self.rules: list[Rule] = [r for r in rules if r.enabled and r.compiled is not None]
+        rules = [r for r in rules if r.enabled and r.compiled is not None]
+        self.rules: list[Rule] = [r for r in rules if r.sequence is None]
+        #: sequence rules, evaluated by :attr:`chains` (None without any)
+        self.sequence_rules: list[Rule] = [r for r in rules if r.sequence is not None]
+        self.chains = ChainEngine(self.sequence_rules, max_partials=max_partial_chains) if self.sequence_rules else None
         _quiet_arrow_copy_warning()
         self.on_new_alerts = on_new_alerts
         self.stats = DetectorStats()
@@ -136,9 +149,10 @@ class Detector:
         self._statement_names: dict[object, str] = {}
         self._schema: pa.Schema | None = None
         self._group_rules: tuple[int, ...] = ()
+        wanted = set(rule_columns(self.rules + self.sequence_rules)) | set(self.chains.columns if self.chains else ())
+        self._columns: list[str] | None = [c for c in COLUMNS if c in wanted]
         if self.rules:
             self._mask = mask_sql(self.rules, "_batch")
-            self._columns = rule_columns(self.rules)
             self._rules_table = rules_table_sql(self.rules)
             self._max_event_ids = max_event_ids
             self._term_rules = [i for i, r in enumerate(self.rules) if r.compiled.term]
@@ -174,7 +188,7 @@ class Detector:
         Both statements are prepared once (see ``_run``). The predicates, keys
         and ordering are the same as the backtest's, so the alerts are the same.
         """
-        if not self.rules or events.num_rows == 0:
+        if (not self.rules and self.chains is None) or events.num_rows == 0:
             return ALERT_SCHEMA.empty_table()
         try:
             return self._evaluate(events)
@@ -193,39 +207,80 @@ class Detector:
         if not self._own_con:
             con.execute("PRAGMA disable_optimizer")  # see __init__; restored below for the other users
         try:
-            masks = self._run("mask", self._mask, "_batch", batch, numpy=True)
-            rows = np.asarray(masks["_i"], dtype=np.int64)
-            arrays = [
-                np.array(masks[f"_m{k}"], dtype=np.int64) for k in range((len(self.rules) + MASK_BITS - 1) // MASK_BITS)
-            ]
-            if self._term_rules:
-                self._drop_seen_terms(batch, rows, arrays, masks)
-            hit = np.zeros(len(rows), dtype=bool)
-            for a in arrays:
-                hit |= a != 0
-            if not hit.any():
-                return ALERT_SCHEMA.empty_table()
-            arrays = [a[hit] for a in arrays]
-            which = tuple(
-                k * MASK_BITS + bit for k, a in enumerate(arrays) for bit in _bits(int(np.bitwise_or.reduce(a)))
-            )
-            self.stats.matches += sum(
-                int(np.count_nonzero(arrays[i // MASK_BITS] & (1 << (i % MASK_BITS)))) for i in which
-            )
-            hits = batch.take(pa.array(rows[hit]))
-            for k, a in enumerate(arrays):
-                hits = hits.append_column(f"_m{k}", pa.array(a))
-            # Prepared, the grouping covers every rule that has matched so far, so that the few
-            # statements prepared early serve every later batch (a rule without a match in a batch
-            # costs a bit test per row); planned per batch, only the rules that matched (planning
-            # grows with the text).
-            group = which
-            if self._prepared:
-                group = self._group_rules = tuple(sorted(set(self._group_rules) | set(which)))
-            grouped = self._run(group, self._group_statement(group), "_hits", hits, numpy=False)
+            alerts = self._single(batch) if self.rules else ALERT_SCHEMA.empty_table()
+            chained = self._chain_step(batch) if self.chains is not None else None
         finally:
             if not self._own_con:
                 con.execute("PRAGMA enable_optimizer")
+        if chained is not None and chained.num_rows:
+            chained = self._unseen(chained)
+        if chained is not None and chained.num_rows:
+            self._announce(chained)
+            alerts = pa.concat_tables([alerts, chained]) if alerts.num_rows else chained
+        return alerts
+
+    def _chain_step(self, batch: pa.Table) -> pa.Table | None:
+        """The batch's rows that match a sequence step, fed to the chain engine: its completed chains."""
+        assert self.chains is not None
+        found = self._run("chains", self.chains.batch_sql("_batch"), "_batch", batch, numpy=True)
+        idx = np.asarray(found["_i"], dtype=np.int64)
+        if not len(idx):
+            return None
+        rows = batch.take(pa.array(idx))
+        for r in range(len(self.sequence_rules)):
+            rows = rows.append_column(f"_q{r}", pa.array(np.asarray(found[f"_q{r}"], dtype=np.int64)))
+        return self.chains.feed(rows)
+
+    def _unseen(self, alerts: pa.Table) -> pa.Table:
+        """Chain alerts not stored or sent before: the same events again (a redelivered batch, a re-read
+        after a restart) complete the same chain, with the same id, which the history already holds."""
+        keep = []
+        for aid, last in zip(
+            alerts.column("alert_id").to_pylist(), alerts.column("last_time").to_pylist(), strict=True
+        ):
+            keep.append(aid not in self._open)
+            if keep[-1]:
+                self._open[aid] = (last - _EPOCH) // _US if isinstance(last, dt.datetime) else 0
+        self._evict()
+        return alerts if all(keep) else alerts.filter(pa.array(keep))
+
+    def _announce(self, alerts: pa.Table) -> None:
+        """Chain alerts are new by construction (one row per completed chain): count them and call back."""
+        self.stats.alert_rows += alerts.num_rows
+        self.stats.new_alerts += alerts.num_rows
+        for rid in alerts.column("rule_id").to_pylist():
+            self.stats.by_rule[rid] = self.stats.by_rule.get(rid, 0) + 1
+        if self.on_new_alerts is not None:
+            self.on_new_alerts(alerts)
+
+    def _single(self, batch: pa.Table) -> pa.Table:
+        """The single-event rules over one batch (the mask, then the grouping of the matching rows)."""
+        masks = self._run("mask", self._mask, "_batch", batch, numpy=True)
+        rows = np.asarray(masks["_i"], dtype=np.int64)
+        arrays = [
+            np.array(masks[f"_m{k}"], dtype=np.int64) for k in range((len(self.rules) + MASK_BITS - 1) // MASK_BITS)
+        ]
+        if self._term_rules:
+            self._drop_seen_terms(batch, rows, arrays, masks)
+        hit = np.zeros(len(rows), dtype=bool)
+        for a in arrays:
+            hit |= a != 0
+        if not hit.any():
+            return ALERT_SCHEMA.empty_table()
+        arrays = [a[hit] for a in arrays]
+        which = tuple(k * MASK_BITS + bit for k, a in enumerate(arrays) for bit in _bits(int(np.bitwise_or.reduce(a))))
+        self.stats.matches += sum(int(np.count_nonzero(arrays[i // MASK_BITS] & (1 << (i % MASK_BITS)))) for i in which)
+        hits = batch.take(pa.array(rows[hit]))
+        for k, a in enumerate(arrays):
+            hits = hits.append_column(f"_m{k}", pa.array(a))
+        # Prepared, the grouping covers every rule that has matched so far, so that the few
+        # statements prepared early serve every later batch (a rule without a match in a batch
+        # costs a bit test per row); planned per batch, only the rules that matched (planning
+        # grows with the text).
+        group = which
+        if self._prepared:
+            group = self._group_rules = tuple(sorted(set(self._group_rules) | set(which)))
+        grouped = self._run(group, self._group_statement(group), "_hits", hits, numpy=False)
         return self._fold(grouped)
 
     def _run(self, key: object, sql: str, source: str, table: pa.Table, *, numpy: bool) -> Any:
@@ -380,7 +435,13 @@ class Detector:
         """
         term_rules = [r for r in self.rules if r.compiled.term]
         term_sql = match_sql(term_rules, "events", None) if term_rules else None
-        return StateRequest(term_sql=term_sql, open_alerts=self._max_open)
+        chains = self.chains
+        return StateRequest(
+            term_sql=term_sql,
+            open_alerts=self._max_open,
+            chain_sql=chains.history_sql("time >= $since") if chains else None,
+            chain_lookback=dt.timedelta(seconds=chains.lookback_seconds()) if chains else None,
+        )
 
     def restore(self, state: RestoredState) -> None:
         """Remember the new terms and open alert windows the history holds (see :meth:`state_request`)."""
@@ -390,6 +451,9 @@ class Detector:
             self._seen_terms[(index[id(term_rules[r])], t)] = None
         for aid in state.open_alert_ids:
             self._open[aid] = 0
+        if self.chains is not None and state.chain_rows is not None:
+            # the chains these rows completed were alerted (and stored) before the restart: not again
+            self.chains.feed(state.chain_rows, emit=False)
 
 
 class _Slot:
