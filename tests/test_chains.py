@@ -29,7 +29,7 @@ from tetrapipe.transforms.chain import build_transforms
 from tetrapipe.transforms.chains import ChainEngine
 
 RULES = REPO / "rules"
-CHAINS = ["chain-reverse-shell", "chain-shell-download-exec", "chain-write-then-exec-binary-dir"]
+CHAINS = ["chain-reverse-shell", "chain-shell-download-exec", "chain-bindir-write-exec"]
 T0 = dt.datetime(2026, 3, 12, 12, 0, 0)
 CONTAINER = {
     "id": "containerd://7f0c1d2e3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d",
@@ -150,7 +150,7 @@ def test_the_scenario_completes_three_chains_naming_every_step(samples_lake: Lak
     assert got == {
         "chain-reverse-shell": [(117, 118)],
         "chain-shell-download-exec": [(95, 112, 128)],
-        "chain-write-then-exec-binary-dir": [(130, 132)],
+        "chain-bindir-write-exec": [(130, 132)],
     }
 
 

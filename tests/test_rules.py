@@ -92,13 +92,13 @@ def test_the_scenario_story_raises_what_an_analyst_expects(fired) -> None:
     assert story["write-below-binary-dirs"] == [130]
     assert story["chain-shell-download-exec"] == [95, 112, 128]
     assert story["chain-reverse-shell"] == [117, 118]
-    assert story["chain-write-then-exec-binary-dir"] == [130, 132]
+    assert story["chain-bindir-write-exec"] == [130, 132]
     assert set(story) == {
         "exec-from-tmp",
         "write-below-binary-dirs",
         "chain-shell-download-exec",
         "chain-reverse-shell",
-        "chain-write-then-exec-binary-dir",
+        "chain-bindir-write-exec",
         "late-shell-in-container",
         "passwd-shadow-tampering",
         "reverse-shell",
