@@ -18,6 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from tetrapipe.ruleset.compiler import references
+from tetrapipe.ruleset.lint_values import hook_name, value_issues
 from tetrapipe.ruleset.model import HasIssues, Issue, RuleSet
 from tetrapipe.ruleset.policies import check_rules_against_policies, load_policies
 from tetrapipe.schema import EVENT_SCHEMA
@@ -51,6 +52,7 @@ def lint(rs: RuleSet, *, samples: Path | None = None, policies_dir: Path | None 
     policies, policy_issues = load_policies(policies_dir)
     report.issues += policy_issues
     report.issues += check_rules_against_policies(rs, policies)
+    report.issues += value_issues(rs, {hook_name(h.call) for p in policies.values() for h in p.hooks} or None)
     _unused(rs, report)
     for rule in rs.rules:
         fires = [t for t in rule.tests if (t.expect.count or 0) > 0 or t.expect.lines or t.expect.alerts]

@@ -44,6 +44,8 @@ class Converted:
     source: Path
     rule_id: str
     document: dict[str, Any]
+    #: the parsed, field-mapped Sigma rule it came from (for the generated firing test); not written
+    sigma_rule: SigmaRule | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -173,7 +175,7 @@ def convert_rule(rule: SigmaRule, source: Path, backend: TetrapipeBackend | None
         if v is not None
     }
     out["tests"] = []
-    return Converted(source, rid, out)
+    return Converted(source, rid, out, rule)
 
 
 def convert_document(doc: dict[str, Any], source: Path) -> Converted:
@@ -230,11 +232,17 @@ def convert_file(path: Path, report: ImportReport, backend: TetrapipeBackend) ->
             report.refused.append((path, str(exc)))
 
 
-def import_sigma(paths: Iterable[Path]) -> ImportReport:
+def import_sigma(paths: Iterable[Path], *, firing_tests: bool = True) -> ImportReport:
+    """Convert every Sigma file under ``paths``; with ``firing_tests``, each rule gets a generated firing
+    test where one can be built and fires (:mod:`tetrapipe.ruleset.sigma.firing`)."""
     report = ImportReport()
     backend = TetrapipeBackend()
     for path in sigma_files(paths):
         convert_file(path, report, backend)
+    if firing_tests and report.converted:
+        from tetrapipe.ruleset.sigma.firing import add_firing_tests
+
+        report.converted = add_firing_tests(report.converted)
     return report
 
 
