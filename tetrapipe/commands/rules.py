@@ -6,6 +6,7 @@ tetrapipe rules test [PATH...]             run every rule's tests (CI: --format 
 tetrapipe rules lint [PATH...]             schema, columns, never-true conditions, duplicates
 tetrapipe rules backtest --since 2026-03-10  what the rules would have fired over the history
 tetrapipe rules show RULE_ID               the SQL a rule compiles to (paste it into tetrapipe query)
+tetrapipe rules coverage [--policies DIR]  the ATT&CK matrix; which rules a cluster's policies let fire
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tetrapipe.commands.coverage import coverage_command
 from tetrapipe.commands.options import lake_option, open_lake, rules_option
 from tetrapipe.commands.report import SEVERITY_STYLE
 from tetrapipe.textsafe import visible
@@ -76,7 +78,10 @@ def _fail_on_errors(rs) -> None:  # noqa: ANN001
 
 @click.group("rules")
 def rules_group() -> None:
-    """Detection rules: list, lint, test, backtest, show, import-sigma."""
+    """Detection rules: list, lint, test, backtest, show, import-sigma, coverage."""
+
+
+rules_group.add_command(coverage_command)
 
 
 @rules_group.command("list")
