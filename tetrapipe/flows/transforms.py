@@ -29,6 +29,9 @@ def read_state(lake: Lake | str | Path, request: StateRequest) -> RestoredState:
         terms=state.seen_terms(lake, request.term_sql) if request.term_sql else [],
         open_alert_ids=state.newest_alert_ids(lake, request.open_alerts),
         chain_rows=state.chain_rows(lake, request.chain_sql, request.chain_lookback) if request.chain_sql else None,
+        threshold_rows=(
+            state.chain_rows(lake, request.threshold_sql, request.threshold_lookback) if request.threshold_sql else None
+        ),
     )
 
 

@@ -75,7 +75,7 @@ def backtest(
     if single:
         sql = backtest_sql(single, since, until, max_event_ids)
         table = run(lake, lambda con: con.sql(sql).to_arrow_table())  # an unreadable data file is stepped over
-        tables.append(table.drop_columns(["_r", "_bucket_end_us"]).cast(ALERT_SCHEMA))
+        tables.append(table.drop_columns(["_r", "_bucket_end_us", "_distinct"]).cast(ALERT_SCHEMA))
     if chained:
         tables.append(sequence_backtest(lake, chained, since, until))
     if not tables:

@@ -435,7 +435,8 @@ def compile_rule(rule: Rule, scope: Scope, validator: Validator, file_lines: lis
                 out.append(fld)
         return out
 
-    dedup_exprs = fields(rule.dedup.fields, "dedup")
+    dedup_exprs = fields(rule.dedup.fields, "threshold" if rule.threshold else "dedup")
+    distinct = fields([rule.threshold.distinct], "threshold") if rule.threshold and rule.threshold.distinct else []
     term_exprs = fields(rule.new_terms, "new_terms") if rule.new_terms else []
     if issues:
         return issues
@@ -446,6 +447,8 @@ def compile_rule(rule: Rule, scope: Scope, validator: Validator, file_lines: lis
         message=message,
         dedup_key=key_sql(dedup_exprs),
         term=term_sql(term_exprs) if term_exprs else None,
+        min_count=rule.threshold.count if rule.threshold else 0,
+        distinct=distinct[0] if distinct else None,
     )
     return issues
 

@@ -128,6 +128,10 @@ class Compiled:
     steps: list[str] | None = None
     #: a sequence rule's closing condition (full predicate), or None
     until: str | None = None
+    #: a threshold rule: the alert needs this many events (or distinct values) per key and window; 0: any
+    min_count: int = 0
+    #: a distinct-count rule: the SQL expression whose distinct values are counted, or None
+    distinct: str | None = None
 
     def predicate(self) -> str:
         """The full boolean test: kind prefilter, condition, not excepted."""
@@ -136,6 +140,14 @@ class Compiled:
         if self.exceptions:
             parts.append(f"({self.exceptions}) IS NOT TRUE")
         return "\n  AND ".join(parts)
+
+
+@dataclass
+class Threshold:
+    """N matching events, or N distinct values of ``distinct``, per key (``dedup.fields``) and window."""
+
+    count: int
+    distinct: str | None = None
 
 
 @dataclass
@@ -203,6 +215,7 @@ class Rule:
     sigma: dict[str, Any] = field(default_factory=dict)
     compiled: Compiled | None = None
     sequence: Sequence | None = None
+    threshold: Threshold | None = None
 
     def line_of(self, key: str) -> int:
         return self.key_lines.get(key, self.line)

@@ -27,6 +27,7 @@ from tetrapipe.ruleset.model import (
     Issue,
     Rule,
     RuleTest,
+    Threshold,
 )
 from tetrapipe.schema import ENTERPRISE_KINDS, OSS_KINDS
 from tetrapipe.units import duration_seconds
@@ -53,6 +54,7 @@ RULE_KEYS = {
     "false_positives",
     "sigma",
     "sequence",
+    "threshold",
 }
 LIBRARY_KEYS = {"lists", "macros", "description"}
 OVERRIDE_KEYS = {
@@ -329,6 +331,26 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _parse_threshold(ctx: FileCheck, doc: located.Located) -> Threshold | None:
+    """``threshold: {count: N, distinct: field, by: [fields], window: 1m}``."""
+    raw = ctx.mapping(doc, "threshold")
+    if raw is None:
+        return None
+    ctx.keys(raw, {"count", "distinct", "by", "window"}, "threshold")
+    count = raw.get("count")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        ctx.error(raw.line_of("count") if "count" in raw else raw.line, "threshold needs count: a number >= 1")
+        return None
+    distinct = raw.get("distinct")
+    if distinct is not None and not isinstance(distinct, str):
+        ctx.error(raw.line_of("distinct"), "threshold distinct must name one column (or @macro)")
+        return None
+    if "new_terms" in doc or "sequence" in doc:
+        ctx.error(raw.line, "threshold cannot be combined with new_terms or sequence")
+        return None
+    return Threshold(count, distinct)
+
+
 def parse_rule(ctx: FileCheck, doc: located.Located, text_lines: list[str]) -> Rule | None:
     """One rule document into a :class:`Rule`, every problem recorded in ``ctx`` with its line.
 
@@ -403,6 +425,16 @@ def parse_rule(ctx: FileCheck, doc: located.Located, text_lines: list[str]) -> R
     dedup = parse_dedup(ctx, doc)
     if new_terms and "dedup" not in doc:
         dedup = Dedup(list(new_terms), DEFAULT_DEDUP.window_seconds)
+    threshold = _parse_threshold(ctx, doc)
+    if threshold is not None:
+        raw = doc["threshold"]
+        if "dedup" in doc:
+            ctx.error(doc.line_of("dedup"), "a threshold rule gives its key and window as threshold.by and .window")
+        seconds = duration_seconds(raw.get("window", "1m"))
+        if seconds is None or seconds <= 0:
+            ctx.error(raw.line_of("window"), f"threshold window {raw.get('window')!r} is not a duration (e.g. 1m)")
+            seconds = 60
+        dedup = Dedup(ctx.strings(raw, "by") or ["node_name", "container_id"], int(seconds))
     exceptions = parse_exceptions(ctx, doc)
     tests = _parse_tests(ctx, doc)
     if not rid or not condition:
@@ -435,6 +467,7 @@ def parse_rule(ctx: FileCheck, doc: located.Located, text_lines: list[str]) -> R
             else (located.content_line(doc, "condition"), located.end_line(doc, "condition"))
         ),
         sequence=sequence,
+        threshold=threshold,
         references=ctx.strings(doc, "references"),
         false_positives=ctx.strings(doc, "false_positives"),
         sigma=dict(ctx.mapping(doc, "sigma") or {}),

@@ -59,7 +59,7 @@ def match_sql(rules: list[Rule], source: str, where: str | None = None) -> str:
         term = f"CAST({c.term} AS UBIGINT)" if c.term else "NULL::UBIGINT"
         items.append(
             f"CASE WHEN {c.predicate()}\n  THEN struct_pack(_r := {i}, _message := {c.message}, "
-            f"_dedup_key := {c.dedup_key}, _term := {term}) END"
+            f"_dedup_key := {c.dedup_key}, _term := {term}, _distinct := {_distinct(rule)}) END"
         )
     filters = [f"kind IN ({', '.join(sql_literal(k) for k in kinds)})"]
     if where:
@@ -75,6 +75,12 @@ WITH _m AS (
 )
 SELECT * EXCLUDE (_rs), unnest(_rs, recursive := true) FROM _m WHERE len(_rs) > 0
 """
+
+
+def _distinct(rule: Rule) -> str:
+    """A distinct-count rule's counted value as text (NULL for the others)."""
+    d = rule.compiled.distinct
+    return f"CAST({d} AS VARCHAR)" if d else "NULL::VARCHAR"
 
 
 #: rules per mask column of :func:`mask_sql` (bits 0..61 of a BIGINT: no sign bit, no overflow)
@@ -144,7 +150,8 @@ def live_group_sql(
     for i in which:
         items.append(
             f"CASE WHEN (_m{i // MASK_BITS} & {1 << (i % MASK_BITS)}::BIGINT) <> 0\n"
-            f"  THEN struct_pack(_r := {i}, _dedup_key := {rules[i].compiled.dedup_key}) END"
+            f"  THEN struct_pack(_r := {i}, _dedup_key := {rules[i].compiled.dedup_key}, "
+            f"_distinct := {_distinct(rules[i])}) END"
         )
     order = f"struct_pack(_t := coalesce(m.time, {_FAR_FUTURE}), _e := m.event_id)"
     ids = "list(m.event_id ORDER BY m.time NULLS LAST, m.event_id)"
@@ -168,7 +175,8 @@ WITH _l AS (
            any_value(m.severity) AS _g_severity, any_value(m.mitre) AS _g_mitre, any_value(m.tags) AS _g_tags,
            m._dedup_key AS _g_dedup_key, m._bucket AS _g_bucket, any_value(m._window_us) AS _g_window_us,
            min(m.time) AS _g_time, max(m.time) AS _g_last_time, count(*)::BIGINT AS _g_count,
-           arg_min(m._i, {order}) AS _g_first, {ids} AS _g_event_ids
+           arg_min(m._i, {order}) AS _g_first, {ids} AS _g_event_ids,
+           list(DISTINCT m._distinct) FILTER (WHERE m._distinct IS NOT NULL) AS _g_distinct
     FROM _b m
     GROUP BY m._r, m.rule_id, m._dedup_key, m._bucket
 )
@@ -180,7 +188,8 @@ SELECT substr(md5(concat_ws('|', _g_rule_id, _g_dedup_key, CAST(_g_bucket AS VAR
 {whens}
        END AS message,
        _g_dedup_key AS dedup_key, _g_count AS count, _g_event_ids AS event_ids, _g_r AS _r,
-       CASE WHEN _g_bucket < 0 THEN NULL ELSE (_g_bucket + 1) * _g_window_us END AS _bucket_end_us
+       CASE WHEN _g_bucket < 0 THEN NULL ELSE (_g_bucket + 1) * _g_window_us END AS _bucket_end_us,
+       _g_distinct AS _distinct
 FROM _g JOIN {hits} h ON h._i = _g._g_first
 ORDER BY _g_time NULLS LAST, _g_rule_id, _g_dedup_key
 """
@@ -202,13 +211,24 @@ def rules_table_sql(rules: list[Rule]) -> str:
         rows.append(
             f"({i}, {sql_literal(r.id)}, {sql_literal(r.title)}, {sql_literal(r.severity)}, "
             f"{sql_literal(list(r.mitre))}::VARCHAR[], {sql_literal(list(r.tags))}::VARCHAR[], "
-            f"{int(r.dedup.window_seconds) * 1_000_000}::BIGINT)"
+            f"{int(r.dedup.window_seconds) * 1_000_000}::BIGINT, {int(r.compiled.min_count)}::BIGINT, "
+            f"{'TRUE' if r.compiled.distinct else 'FALSE'})"
         )
-    return "SELECT * FROM (VALUES " + ", ".join(rows) + ") AS _v(_r, rule_id, title, severity, mitre, tags, _window_us)"
+    return (
+        "SELECT * FROM (VALUES "
+        + ", ".join(rows)
+        + ") AS _v(_r, rule_id, title, severity, mitre, tags, _window_us, _min, _by_distinct)"
+    )
 
 
-def group_sql(matches: str, rules_table: str, max_event_ids: int | None = DEFAULT_MAX_EVENT_IDS) -> str:
-    """Fold matches into alert rows (ALERT_SCHEMA columns, plus ``_r`` and ``_bucket_end_us``)."""
+def group_sql(
+    matches: str, rules_table: str, max_event_ids: int | None = DEFAULT_MAX_EVENT_IDS, *, having: bool = True
+) -> str:
+    """Fold matches into alert rows (ALERT_SCHEMA columns, plus ``_r``, ``_bucket_end_us`` and ``_distinct``).
+
+    ``having``: only the windows that reach a threshold rule's count (all windows of the other rules);
+    without it, every window (what a restarted detector adds up, see ``Detector.restore``).
+    """
     if rules_table.lstrip().upper().startswith("SELECT"):
         rules_table = f"({rules_table})"
     order = f"struct_pack(_t := coalesce(m.time, {_FAR_FUTURE}), _e := m.event_id)"
@@ -220,7 +240,7 @@ def group_sql(matches: str, rules_table: str, max_event_ids: int | None = DEFAUL
         ids += f"[1:{int(max_event_ids)}]"
     return f"""
 WITH _b AS (
-    SELECT m.*, r.rule_id, r.title, r.severity, r.mitre, r.tags, r._window_us,
+    SELECT m.*, r.rule_id, r.title, r.severity, r.mitre, r.tags, r._window_us, r._min, r._by_distinct,
            CASE WHEN m.time IS NULL THEN -1 ELSE epoch_us(m.time) // r._window_us END AS _bucket
     FROM {matches} m JOIN {rules_table} r USING (_r)
 ), _g AS (
@@ -228,7 +248,9 @@ WITH _b AS (
            any_value(m.mitre) AS mitre, any_value(m.tags) AS tags, m._dedup_key AS dedup_key, m._bucket,
            any_value(m._window_us) AS _window_us,
            min(m.time) AS time, max(m.time) AS last_time, count(*)::BIGINT AS count,
-           {first} AS _first, {ids} AS event_ids
+           {first} AS _first, {ids} AS event_ids, any_value(m._min) AS _min,
+           CASE WHEN any_value(m._by_distinct) THEN count(DISTINCT m._distinct) ELSE count(*) END AS _n,
+           list(DISTINCT m._distinct) FILTER (WHERE m._distinct IS NOT NULL) AS _distinct
     FROM _b m
     GROUP BY m._r, m.rule_id, m._dedup_key, m._bucket
 )
@@ -236,7 +258,8 @@ SELECT substr(md5(concat_ws('|', rule_id, dedup_key, CAST(_bucket AS VARCHAR))),
        rule_id, title, severity, mitre, tags, time, last_time,
        {", ".join(f"_first.{c} AS {c}" for c in ALERT_EVENT_COLUMNS)},
        _first._message AS message, dedup_key, count, event_ids,
-       _r, CASE WHEN _bucket < 0 THEN NULL ELSE (_bucket + 1) * _window_us END AS _bucket_end_us
+       _r, CASE WHEN _bucket < 0 THEN NULL ELSE (_bucket + 1) * _window_us END AS _bucket_end_us, _distinct
 FROM _g
+{"WHERE _n >= _min" if having else ""}
 ORDER BY time NULLS LAST, rule_id, dedup_key
 """

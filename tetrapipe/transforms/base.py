@@ -46,6 +46,9 @@ class StateRequest:
     open_alerts: int = 0
     chain_sql: str | None = None
     chain_lookback: dt.timedelta | None = None
+    #: windows of threshold rules still open: a query with ``$since`` and how far back it lies
+    threshold_sql: str | None = None
+    threshold_lookback: dt.timedelta | None = None
 
 
 @dataclass
@@ -60,6 +63,7 @@ class RestoredState:
     terms: list[tuple[int, str]] = field(default_factory=list)
     open_alert_ids: list[str] = field(default_factory=list)
     chain_rows: pa.Table | None = None
+    threshold_rows: pa.Table | None = None
 
 
 @runtime_checkable

@@ -46,6 +46,7 @@ from tetrapipe.ruleset.model import Rule, RuleSet
 from tetrapipe.ruleset.plan import (
     DEFAULT_MAX_EVENT_IDS,
     MASK_BITS,
+    group_sql,
     live_group_sql,
     mask_sql,
     match_sql,
@@ -56,6 +57,7 @@ from tetrapipe.schema import ALERT_SCHEMA
 from tetrapipe.textsafe import visible
 from tetrapipe.transforms.base import RestoredState, StateRequest
 from tetrapipe.transforms.chains import ChainEngine
+from tetrapipe.transforms.thresholds import ThresholdState
 
 #: how long after its window ends an alert id is still remembered (late events)
 _GRACE_US = 5 * 60 * 1_000_000
@@ -149,6 +151,7 @@ class Detector:
         self._statement_names: dict[object, str] = {}
         self._schema: pa.Schema | None = None
         self._group_rules: tuple[int, ...] = ()
+        self._thresholds: ThresholdState | None = None
         wanted = set(rule_columns(self.rules + self.sequence_rules)) | set(self.chains.columns if self.chains else ())
         self._columns: list[str] | None = [c for c in COLUMNS if c in wanted]
         if self.rules:
@@ -156,6 +159,8 @@ class Detector:
             self._rules_table = rules_table_sql(self.rules)
             self._max_event_ids = max_event_ids
             self._term_rules = [i for i, r in enumerate(self.rules) if r.compiled.term]
+            if any(r.compiled.min_count for r in self.rules):
+                self._thresholds = ThresholdState(self.rules, capacity=max_open_alerts, max_event_ids=max_event_ids)
             # grouping statements per set of rules that matched in a batch (few distinct sets in practice)
             self._live: dict[tuple[int, ...], str] = {}
 
@@ -387,6 +392,12 @@ class Detector:
 
     def _fold(self, grouped: pa.Table) -> pa.Table:
         """Tell first sightings from follow-ups, remember open windows, return ALERT_SCHEMA rows."""
+        mx = pc.max(grouped.column("last_time")).as_py()
+        if mx is not None and isinstance(mx, dt.datetime):
+            self._watermark_us = max(self._watermark_us, (mx.replace(tzinfo=None) - _EPOCH) // _US)
+        if self._thresholds is not None:  # a threshold rule's window alerts once it holds enough
+            grouped = self._thresholds.filter(grouped, self._open)
+            self._thresholds.expire(self._watermark_us, _GRACE_US)
         ids = grouped.column("alert_id").to_pylist()
         ends = grouped.column("_bucket_end_us").to_pylist()
         new = np.zeros(len(ids), dtype=bool)
@@ -396,15 +407,8 @@ class Detector:
             else:
                 new[i] = True
                 self._open[aid] = end if end is not None else 0
-        last = grouped.column("last_time")
-        mx = pc.max(last).as_py()
-        if mx is not None:
-            self._watermark_us = max(
-                self._watermark_us,
-                int(mx.replace(tzinfo=None).timestamp() * 1_000_000) if isinstance(mx, dt.datetime) else 0,
-            )
         self._evict()
-        alerts = grouped.drop_columns(["_r", "_bucket_end_us"]).cast(ALERT_SCHEMA)
+        alerts = grouped.drop_columns(["_r", "_bucket_end_us", "_distinct"]).cast(ALERT_SCHEMA)
         self.stats.alert_rows += alerts.num_rows
         n_new = int(new.sum())
         self.stats.new_alerts += n_new
@@ -441,7 +445,19 @@ class Detector:
             open_alerts=self._max_open,
             chain_sql=chains.history_sql("time >= $since") if chains else None,
             chain_lookback=dt.timedelta(seconds=chains.lookback_seconds()) if chains else None,
+            threshold_sql=self._threshold_sql(),
+            threshold_lookback=dt.timedelta(
+                seconds=max((r.dedup.window_seconds for r in self.rules if r.compiled.min_count), default=0)
+            ),
         )
+
+    def _threshold_sql(self) -> str | None:
+        """Every window of the threshold rules since ``$since``, counted as the live grouping counts it."""
+        rules = [r for r in self.rules if r.compiled.min_count]
+        if not rules:
+            return None
+        matches = f"({match_sql(rules, 'events', 'time >= $since')})"
+        return group_sql(matches, rules_table_sql(rules), self._max_event_ids, having=False)
 
     def restore(self, state: RestoredState) -> None:
         """Remember the new terms and open alert windows the history holds (see :meth:`state_request`)."""
@@ -451,6 +467,14 @@ class Detector:
             self._seen_terms[(index[id(term_rules[r])], t)] = None
         for aid in state.open_alert_ids:
             self._open[aid] = 0
+        if self._thresholds is not None and state.threshold_rows is not None and state.threshold_rows.num_rows:
+            # windows still open at the restart: their counts so far (fired ones are among the open alerts)
+            mine = [i for i, r in enumerate(self.rules) if r.compiled.min_count]
+            rows = state.threshold_rows
+            rows = rows.set_column(
+                rows.schema.get_field_index("_r"), "_r", pa.array([mine[r] for r in rows.column("_r").to_pylist()])
+            )
+            self._thresholds.filter(rows, self._open, emit=False)
         if self.chains is not None and state.chain_rows is not None:
             # the chains these rows completed were alerted (and stored) before the restart: not again
             self.chains.feed(state.chain_rows, emit=False)
