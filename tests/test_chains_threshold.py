@@ -105,3 +105,22 @@ def test_threshold_mistakes_are_reported_at_their_line(tmp_path: Path) -> None:
     )
     rs = load_ruleset([tmp_path])
     assert len(rs.errors) == 1 and "unknown column binaryy" in rs.errors[0].reason
+
+
+def test_the_hunt_query_of_a_threshold_rule_finds_the_alerted_windows(tmp_path: Path) -> None:
+    from tetrapipe.ruleset.plan import threshold_hunt_sql
+
+    lines, firing = bursts(5)
+    log = tmp_path / "tetragon.log"
+    log.write_text("\n".join(lines) + "\n")
+    lake = Lake(tmp_path / "lake")
+    _ingest(log, lake, 1 << 20)
+    con = connect(lake)
+    try:
+        rows = con.execute(threshold_hunt_sql(load_ruleset([REPO / "rules"]).get(RULE)).rstrip(";")).fetchall()
+    finally:
+        con.close()
+    assert sorted((n, first, last) for _k, _w, n, _c, first, last in rows) == sorted(
+        (count, t, last) for _id, count, t, last, _ids in _folded(lake)
+    )
+    assert len(rows) == firing

@@ -390,6 +390,12 @@ def show_command(rule_id: str, rules_dir: str | None) -> None:
         out.print(f"[bold cyan]-- the chains it finds[/] (by {rule.sequence.by}; every combination of step events)")
         click.echo(hunt_sql(rule))
         return
+    if c.min_count:
+        from tetrapipe.ruleset.plan import threshold_hunt_sql
+
+        out.print(f"[bold cyan]-- the windows that reach the threshold[/] ({c.min_count})")
+        click.echo(threshold_hunt_sql(rule))
+        out.print("")
     out.print("[bold cyan]-- the events it matches[/]")
     click.echo(
         f"SELECT time, namespace, pod, process_binary, arguments\nFROM events\nWHERE {c.predicate()}\nORDER BY time;"

@@ -195,6 +195,18 @@ ORDER BY _g_time NULLS LAST, _g_rule_id, _g_dedup_key
 """
 
 
+def threshold_hunt_sql(rule: Rule) -> str:
+    """A threshold rule as one query over ``events``: its windows that reach the count, as the alerts do."""
+    c = rule.compiled
+    w = int(rule.dedup.window_seconds) * 1_000_000
+    n = f"count(DISTINCT {c.distinct})" if c.distinct else "count(*)"
+    return (
+        f"SELECT {c.dedup_key} AS key, make_timestamp((epoch_us(time) // {w}) * {w}) AS window_start,\n"
+        f"       count(*) AS events, {n} AS counted, min(time) AS first_time, max(time) AS last_time\n"
+        f"FROM events\nWHERE {c.predicate()}\nGROUP BY 1, 2\nHAVING {n} >= {int(c.min_count)}\nORDER BY 2, 1;"
+    )
+
+
 def first_terms_sql(source: str) -> str:
     """Keep, per (rule, term), only its earliest match (rows without a term pass through)."""
     return f"""
