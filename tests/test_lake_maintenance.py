@@ -6,6 +6,7 @@ import datetime as dt
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,8 +17,18 @@ from deltalake import DeltaTable
 from tetrapipe.cli import cli
 from tetrapipe.errors import TetrapipeError
 from tetrapipe.lake import Lake
-from tetrapipe.lake.maintenance import history, optimize, retention, retention_cutoff, stats, vacuum
+from tetrapipe.lake.maintenance import (
+    configure,
+    history,
+    interval,
+    optimize,
+    retention,
+    retention_cutoff,
+    stats,
+    vacuum,
+)
 from tetrapipe.lake.positions import Position
+from tetrapipe.lake.store import TABLE_PROPERTIES
 from tetrapipe.schema import SCHEMAS, conform
 
 TODAY = dt.date(2026, 6, 1)
@@ -217,3 +228,67 @@ def test_an_empty_lake_says_so(tmp_path: Path) -> None:
     assert out.exit_code == 0 and "no tables" in out.output
     with pytest.raises(TetrapipeError, match="no table nope"):
         optimize(lake, ["nope"])
+
+
+def _wait_past(moment: float, seconds: float) -> None:
+    """Wait until ``seconds`` have passed since ``moment`` (the condition is the clock itself)."""
+    while time.time() < moment + seconds:
+        time.sleep(0.02)
+
+
+def test_new_tables_keep_a_day_of_log_and_configure_changes_it(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake")
+    _small_commits(lake, 2)
+    props = lake.table("events").metadata().configuration
+    assert props["delta.logRetentionDuration"] == TABLE_PROPERTIES["delta.logRetentionDuration"] == "interval 1 days"
+    assert props["delta.deletedFileRetentionDuration"] == "interval 1 days"
+    out = CliRunner().invoke(cli, ["lake", "configure", "--lake", lake.root, "--log-retention", "7d"])
+    assert out.exit_code == 0, out.output
+    assert "events: delta.logRetentionDuration = interval 7 days" in out.output
+    assert lake.table("events").metadata().configuration["delta.logRetentionDuration"] == "interval 7 days"
+    shown = CliRunner().invoke(cli, ["lake", "stats", "--lake", lake.root])
+    assert "log kept 7 days, removed files tracked 1 day" in shown.output
+    assert _ids(lake.table("events")) and lake.committed("events", "kafka:t:0") == 9  # data and position untouched
+    nothing = CliRunner().invoke(cli, ["lake", "configure", "--lake", lake.root])
+    assert nothing.exit_code == 2 and "nothing to change" in nothing.output
+    assert interval(dt.timedelta(hours=36)) == "interval 36 hours" and interval(dt.timedelta(seconds=90)) == (
+        "interval 90 seconds"
+    )
+
+
+def test_the_log_stays_bounded_and_keeps_every_position(tmp_path: Path) -> None:
+    """Commit entries past the log retention go at checkpoints; the positions they carried stay in the checkpoint."""
+    lake = Lake(tmp_path / "lake")
+    _small_commits(lake, 1)
+    configure(lake, {"delta.logRetentionDuration": interval(dt.timedelta(seconds=1)), "delta.checkpointInterval": "10"})
+    for i in range(30):  # each commit its own input, as 30 files or partitions would be
+        lake.commit("events", _events(range(100 + i, 101 + i)), Position(f"file:f{i}", i + 1))
+    _wait_past(time.time(), 1.1)
+    for i in range(30, 60):
+        lake.commit("events", _events(range(100 + i, 101 + i)), Position(f"file:f{i}", i + 1))
+    [s] = stats(lake, ["events"])
+    assert s.log_files < 40, s  # 62 commits, the first ~30 expired: one checkpoint and the entries after it
+    assert [lake.committed("events", f"file:f{i}") for i in range(60)] == list(range(1, 61))
+    assert lake.committed("events", "kafka:t:0") == 4
+    assert sorted(_ids(lake.table("events"))) == sorted(
+        [f"e{i}" for i in range(5)] + [f"e{i}" for i in range(100, 160)]
+    )
+    # a second writer's snapshot, opened after the cleanup, skips what is held
+    assert not Lake(lake.root).commit("events", _events(range(100, 101)), Position("file:f0", 1))
+
+
+def test_vacuum_deletes_files_whose_tombstones_expired(tmp_path: Path) -> None:
+    """delta-rs's default vacuum only looks at tombstones: one that left the checkpoints would leak its file."""
+    lake = Lake(tmp_path / "lake")
+    _small_commits(lake, 4)
+    configure(lake, {"delta.deletedFileRetentionDuration": interval(dt.timedelta(seconds=1))})
+    optimize(lake)
+    removed_at = time.time()
+    live = set(lake.table("events").file_uris())
+    _wait_past(removed_at, 1.1)
+    lake.table("events").create_checkpoint()  # the checkpoint no longer lists the expired tombstones
+    gone = vacuum(lake, dt.timedelta(0))[0].deleted
+    assert len(gone) == 4
+    on_disk = {str(p) for p in (Path(lake.root) / "events").glob("date=*/*.parquet")}
+    assert on_disk == {str(Path(u)) for u in live}
+    assert len(_ids(lake.table("events"))) == 20

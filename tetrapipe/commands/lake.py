@@ -1,4 +1,4 @@
-"""``tetrapipe lake optimize|vacuum|retention|history|stats|migrate`` and ``tetrapipe compact`` (= optimize).
+"""``tetrapipe lake optimize|vacuum|retention|history|stats|configure|migrate`` and ``tetrapipe compact`` (= optimize).
 
 The work is in :mod:`tetrapipe.lake.maintenance` and :mod:`tetrapipe.lake.migrate`;
 this module parses options and prints. Durations use the one grammar of
@@ -150,8 +150,59 @@ def stats_command(lake_dir: str, tables: tuple[str, ...]) -> None:
         click.echo(
             f"{s.table}: version {s.version}, {s.files:,} files, {s.rows:,} rows, {_size(s.bytes)}, "
             f"{s.partitions} partitions ({dates}); log {s.log_files} files {_size(s.log_bytes)}, "
-            f"last checkpoint {checkpoint}"
+            f"last checkpoint {checkpoint}; log kept {_kept(s.properties, 'delta.logRetentionDuration')}, "
+            f"removed files tracked {_kept(s.properties, 'delta.deletedFileRetentionDuration')}"
         )
+
+
+def _kept(properties: dict[str, str], key: str) -> str:
+    """A retention property as set, or Delta's default when the table does not set it."""
+    defaults = {
+        "delta.logRetentionDuration": "interval 30 days",
+        "delta.deletedFileRetentionDuration": "interval 7 days",
+    }
+    value = properties.get(key)
+    shown = (value or defaults[key]).removeprefix("interval ")
+    shown = shown[:-1] if shown.startswith("1 ") and shown.endswith("s") else shown
+    return shown if value else f"{shown} (Delta's default)"
+
+
+@lake_group.command("configure")
+@lake_option()
+@click.option(
+    "--log-retention",
+    callback=_duration,
+    help="How long commit entries stay in the _delta_log, i.e. how far back `query --as-of` reaches "
+    "(e.g. 7d). Every commit lists the log: more entries, slower commits.",
+)
+@click.option(
+    "--deleted-file-retention",
+    callback=_duration,
+    help="How long files removed by optimize or retention stay listed in the checkpoints (e.g. 1d).",
+)
+@_tables_option()
+def configure_command(
+    lake_dir: str,
+    log_retention: dt.timedelta | None,
+    deleted_file_retention: dt.timedelta | None,
+    tables: tuple[str, ...],
+) -> None:
+    """Change the tables' log and removed-file retention (Delta table properties).
+
+    New tables keep one day of each; `lake stats` shows what a table has.
+    """
+    from tetrapipe.lake.maintenance import configure, interval
+
+    properties = {}
+    if log_retention is not None:
+        properties["delta.logRetentionDuration"] = interval(log_retention)
+    if deleted_file_retention is not None:
+        properties["delta.deletedFileRetentionDuration"] = interval(deleted_file_retention)
+    if not properties:
+        raise click.UsageError("nothing to change: give --log-retention and/or --deleted-file-retention")
+    changed = configure(open_lake(lake_dir), properties, list(tables) or None)
+    settings = ", ".join(f"{k} = {v}" for k, v in properties.items())
+    click.echo(f"{', '.join(changed)}: {settings}" if changed else "no tables in this lake yet")
 
 
 @lake_group.command("migrate")

@@ -21,10 +21,12 @@ thin, explained calls into delta-rs rather than as file moves of our own:
   partition predicate drops files, it rewrites none); the files go at the
   next vacuum.
 * Checkpoints: delta-rs writes one every ``delta.checkpointInterval`` commits
-  (100 by default, measured with 1.6.6), so opening a table reads one
-  checkpoint and fewer than 100 commit files however busy the writers are;
-  :func:`optimize` also deletes log entries older than the log retention
-  (``cleanup_metadata``).
+  (100), and at each deletes the commit entries older than
+  ``delta.logRetentionDuration`` (a day for tetrapipe's tables, see
+  :data:`tetrapipe.lake.store.TABLE_PROPERTIES`): a table's log holds a day
+  of commits, not all of them, and every commit, which lists the log, stays
+  as quick. The positions old entries carried live on in the checkpoint.
+  :func:`configure` changes the retentions of existing tables.
 """
 
 from __future__ import annotations
@@ -226,10 +228,43 @@ def vacuum(
                 retention_hours=hours,
                 dry_run=dry_run,
                 enforce_retention_duration=retention >= DEFAULT_VACUUM_RETENTION,
+                # full: list the table's files rather than trust the tombstones alone. A tombstone leaves
+                # the checkpoints once delta.deletedFileRetentionDuration passes; in delta-rs's default
+                # ("lite") mode its file would then never be deleted (measured with 1.6.6).
+                full=True,
             )
 
         out.append(VacuumResult(name, sorted(_retrying(lake, name, "vacuum", run))))
     return out
+
+
+def interval(span: dt.timedelta) -> str:
+    """``span`` as a Delta interval property value (``interval 7 days``), in the largest whole unit."""
+    seconds = int(span.total_seconds())
+    if seconds <= 0 or seconds != span.total_seconds():
+        raise TetrapipeError(f"{span} is not a whole, positive number of seconds")
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds % size == 0:
+            return f"interval {seconds // size} {unit}"
+    return f"interval {seconds} seconds"
+
+
+def configure(lake: Lake, properties: dict[str, str], tables: Iterable[str] | None = None) -> list[str]:
+    """Set Delta table properties (log and tombstone retention) on existing tables; the tables changed.
+
+    New tables get :data:`tetrapipe.lake.store.TABLE_PROPERTIES`; this is how
+    a lake made earlier, or one that wants a longer ``query --as-of`` window,
+    changes them. One metadata commit per table.
+    """
+    changed = []
+    for name, _ in _tables(lake, tables):
+
+        def run(table: DeltaTable) -> None:
+            table.alter.set_table_properties(properties, raise_if_not_exists=False)
+
+        _retrying(lake, name, "configure", run)
+        changed.append(name)
+    return changed
 
 
 @dataclass
@@ -353,6 +388,7 @@ class TableStats:
     log_files: int
     log_bytes: int
     last_checkpoint: int | None
+    properties: dict[str, str] = field(default_factory=dict)
 
 
 def _log_size(fs: pafs.FileSystem) -> tuple[int, int, int | None]:
@@ -389,6 +425,7 @@ def stats(lake: Lake, tables: Iterable[str] | None = None) -> list[TableStats]:
                 log_files=log_files,
                 log_bytes=log_bytes,
                 last_checkpoint=checkpoint,
+                properties={k: v for k, v in table.metadata().configuration.items() if v is not None},
             )
         )
     return out

@@ -44,7 +44,7 @@ from deltalake.exceptions import CommitFailedError
 from tetrapipe.errors import TetrapipeError
 from tetrapipe.fsutil import private_dirs
 from tetrapipe.lake.positions import Position
-from tetrapipe.lake.store import COMMIT_ORDER, DATE_COLUMN, Lake, private_files, with_date
+from tetrapipe.lake.store import COMMIT_ORDER, DATE_COLUMN, TABLE_PROPERTIES, Lake, private_files, with_date
 from tetrapipe.schema import SCHEMAS, conform
 
 log = logging.getLogger("tetrapipe.lake.migrate")
@@ -251,6 +251,7 @@ def _migrate_table(
                     mode="append",
                     partition_by=[DATE_COLUMN],
                     schema_mode="merge",
+                    configuration=TABLE_PROPERTIES if table is None else None,
                     storage_options=lake.storage_options or None,
                     commit_properties=CommitProperties(app_transactions=txns),
                 )
