@@ -9,7 +9,9 @@ and exit non-zero; they never print a traceback for a user mistake.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import sys
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import IO
 
@@ -22,6 +24,78 @@ from tetrapipe.commands.options import lake_option, open_lake, pipeline_transfor
 
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False)
+
+
+#: the commands defined in other modules, by name, and the module that defines each (its ``COMMANDS``).
+#: A module is imported when one of its commands is asked for, so ``tetrapipe query`` never imports
+#: Kafka, gRPC or polars (tests/test_startup.py holds this list to the modules' own).
+LAZY_COMMANDS = {
+    "rules": "tetrapipe.commands.rules",
+    "tree": "tetrapipe.commands.tree",
+    "collect": "tetrapipe.commands.collect",
+    "process": "tetrapipe.commands.process",
+    "status": "tetrapipe.commands.process",
+    "tls": "tetrapipe.commands.tls",
+    "lake": "tetrapipe.commands.lake",
+    "compact": "tetrapipe.commands.lake",
+    "run": "tetrapipe.commands.run",
+    "forward": "tetrapipe.commands.forward",
+    "config": "tetrapipe.commands.config",
+}
+
+
+class _LazyCommands(MutableMapping[str, click.Command]):
+    """A group's ``commands`` that imports a command's module on first use (click reads the group through it).
+
+    Listing the names (``--help``) loads every module, as a help page needs
+    their descriptions; running one command loads only its own. A module
+    missing from this build (a capability left out) makes its commands
+    disappear, as they did when every module was imported up front.
+    """
+
+    def __init__(self, lazy: dict[str, str]) -> None:
+        self._loaded: dict[str, click.Command] = {}
+        self._lazy = dict(lazy)
+
+    def _load(self, name: str) -> None:
+        module = self._lazy.get(name)
+        if module is None:
+            return
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:  # a capability not installed in this build
+            if exc.name != module:
+                raise
+            mod = None
+        for other in [n for n, m in self._lazy.items() if m == module]:
+            del self._lazy[other]
+        for cmd in getattr(mod, "COMMANDS", []):
+            self._loaded.setdefault(cmd.name, cmd)
+
+    def __getitem__(self, name: str) -> click.Command:
+        self._load(name)
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, cmd: click.Command) -> None:
+        self._lazy.pop(name, None)
+        self._loaded[name] = cmd
+
+    def __delitem__(self, name: str) -> None:
+        self._lazy.pop(name, None)
+        del self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        for name in list(self._lazy):
+            self._load(name)
+        return iter(list(self._loaded))
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+    def __contains__(self, name: object) -> bool:
+        if isinstance(name, str):
+            self._load(name)
+        return name in self._loaded
 
 
 class _Face(click.Group):
@@ -69,13 +143,7 @@ def cli() -> None:
     """Tetragon events in, answers out: history, hunts, detections, process trees."""
 
 
-def _register(module: str) -> None:
-    """Add a command group defined in another module (keeps this file about shared wiring)."""
-    import importlib
-
-    mod = importlib.import_module(module)
-    for cmd in getattr(mod, "COMMANDS", []):
-        cli.add_command(cmd)
+cli.commands = _LazyCommands(LAZY_COMMANDS)
 
 
 @cli.command()
@@ -104,7 +172,8 @@ def ingest(
     standard input, e.g.
     ``kubectl logs -n kube-system ds/tetragon -c export-stdout | tetrapipe ingest -``.
     """
-    from tetrapipe.commands.report import IngestProgress, print_alerts, print_ingest_summary
+    from tetrapipe.commands.progress import IngestProgress
+    from tetrapipe.commands.report import print_alerts, print_ingest_summary
     from tetrapipe.flows.ingest import ingest as run_ingest
     from tetrapipe.sources.files import scan_inputs
 
@@ -222,24 +291,6 @@ def query(
         write_output(table, fmt, output)
         if fmt == "parquet":
             out.print(f"{table.num_rows} rows written to {output}", style="dim", highlight=False, markup=False)
-
-
-for _module in (
-    "tetrapipe.commands.rules",
-    "tetrapipe.commands.tree",
-    "tetrapipe.commands.collect",
-    "tetrapipe.commands.process",
-    "tetrapipe.commands.tls",
-    "tetrapipe.commands.lake",
-    "tetrapipe.commands.run",
-    "tetrapipe.commands.forward",
-    "tetrapipe.commands.config",
-):
-    try:
-        _register(_module)
-    except ModuleNotFoundError as _exc:  # a capability not installed in this build
-        if _exc.name != _module:
-            raise
 
 
 def main() -> None:

@@ -7,11 +7,10 @@ import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
+from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
 import click
-
-from tetrapipe.metrics import DEFAULT_METRICS_HOST
 
 if TYPE_CHECKING:
     from tetrapipe.lake import Lake
@@ -241,14 +240,20 @@ def exit_at_eof_option(help: str) -> Callable[[F], F]:
 
 
 def metrics_options(
-    *, port: int = 0, host: str | None = DEFAULT_METRICS_HOST, port_help: str = "", host_help: str = ""
+    *, port: int = 0, host: str | None | EllipsisType = ..., port_help: str = "", host_help: str = ""
 ) -> Callable[[F], F]:
     """``--metrics-port`` and ``--metrics-host``: where /metrics, /healthz and /readyz are served.
 
     Port 0 is off everywhere; ``port`` is this command's default (the
     collector serves by default, being a DaemonSet the kubelet probes).
-    ``host`` None: the command has a default of its own (a configuration's).
+    ``host`` None: the command has a default of its own (a configuration's);
+    ``...``: :data:`tetrapipe.metrics.DEFAULT_METRICS_HOST` (imported here, not
+    at the top: ``tetrapipe query`` imports this module and never serves metrics).
     """
+    if host is ...:
+        from tetrapipe.metrics import DEFAULT_METRICS_HOST
+
+        host = DEFAULT_METRICS_HOST
     return lambda f: _apply(
         f,
         click.option(

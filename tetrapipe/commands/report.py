@@ -1,4 +1,4 @@
-"""What the command line shows a person: progress while ingesting, summaries, alerts, tables.
+"""What the command line shows a person: summaries, alerts, tables (the ingest's progress bar: :mod:`.progress`).
 
 Every line goes through :func:`emit` and every table through :func:`print_table`,
 so how text reaches a person is decided in one place. Three rules shape it:
@@ -23,20 +23,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
 from rich.cells import cell_len, set_cell_size
 from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.text import Text
 
-from tetrapipe.flows.batch import ProgressSink
-from tetrapipe.flows.ingest import IngestStats, RunAlert
-from tetrapipe.lake import Lake
-from tetrapipe.sources.files import InputFile, Skipped
 from tetrapipe.textsafe import has_unsafe, visible
 from tetrapipe.units import most_severe_first
+
+if TYPE_CHECKING:  # the ingest's types only: ``tetrapipe query`` imports this module and none of the pipeline
+    import pyarrow as pa
+
+    from tetrapipe.flows.ingest import IngestStats, RunAlert
+    from tetrapipe.lake import Lake
+    from tetrapipe.sources.files import Skipped
 
 SEVERITY_STYLE = {"critical": "bold white on red", "high": "bold red", "medium": "yellow", "low": "cyan", "info": "dim"}
 #: columns between two table columns
@@ -45,54 +46,6 @@ GAP = 2
 ALERT_INDENT = 9
 #: skipped files listed one by one after an ingest (the rest are counted)
 SKIPPED_SHOWN = 10
-
-
-class IngestProgress(ProgressSink):
-    """A rich progress bar per input file (bytes), with a running event count."""
-
-    def __init__(self, console: Console, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TextColumn("{task.fields[events]:,} events"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        )
-        self._task = None
-        self._events = 0
-
-    def __enter__(self) -> IngestProgress:
-        if self.enabled:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self._progress.stop()
-
-    def start_input(self, inp: InputFile, size: int | None) -> None:
-        if self.enabled:
-            label = visible(inp.label)  # a file name is data too, and the description column reads markup
-            name = label if len(label) < 40 else "..." + label[-37:]
-            self._task = self._progress.add_task(escape(name), total=size, events=0)
-
-    def advance(self, position: int) -> None:
-        if self.enabled and self._task is not None:
-            self._progress.update(self._task, completed=position)
-
-    def batch(self, events, extra) -> None:  # noqa: ANN001
-        self._events += events.num_rows
-        if self.enabled and self._task is not None:
-            self._progress.update(self._task, events=self._events)
-
-    def end_input(self) -> None:
-        if self.enabled and self._task is not None:
-            task = self._progress.tasks[-1]
-            self._progress.update(self._task, completed=task.total or task.completed)
 
 
 # --- the one way out ---------------------------------------------------------------------
@@ -422,6 +375,8 @@ def _print_alert(console: Console, a: RunAlert, earlier: bool) -> None:
 
 
 def _column(field: pa.Field) -> Col:
+    import pyarrow as pa
+
     t = field.type
     number = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
     when = (

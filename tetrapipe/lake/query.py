@@ -7,12 +7,16 @@ rows into text cells and files.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import decimal
 import difflib
+import io
 import re
+import shutil
 import sys
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
 
 import duckdb
 import orjson
@@ -24,7 +28,7 @@ from tetrapipe.fsutil import open_private
 from tetrapipe.lake.asof import AsOf
 from tetrapipe.lake.hunts import saved_hunts
 from tetrapipe.lake.store import Lake
-from tetrapipe.lake.views import VIEW_NAMES, LakeViews
+from tetrapipe.lake.views import VIEW_NAMES, LakeViews, names_read
 
 TABLE_DEFAULT_LIMIT = 200
 
@@ -69,19 +73,38 @@ def _missing_table(con: duckdb.DuckDBPyConnection, exc: duckdb.CatalogException)
 def execute(lake: Lake, sql: str, as_of: AsOf | None = None) -> pa.Table:
     """The query's rows (over the lake ``as_of`` a version or time); a refused query raises QueryError.
 
-    An unreadable data file is left out (and named on the ``tetrapipe.lake``
-    logger) rather than failing the query: see :class:`LakeViews`.
+    Only the tables the SQL names are opened, and the tree macros only when
+    it calls one (:func:`~tetrapipe.lake.views.names_read`): a count over
+    ``events`` does not read three other Delta logs. A name that word match
+    missed makes the query fail on a missing table; it then runs again over
+    every table, which also gives the list of views in the message of a
+    name that really is missing. An unreadable data file is left out (and
+    named on the ``tetrapipe.lake`` logger) rather than failing the query:
+    see :class:`LakeViews`.
     """
+    tables, macros = names_read(sql)
+    try:
+        return _execute(lake, sql, as_of, tables, macros)
+    except _NotOpened:
+        return _execute(lake, sql, as_of, None, True)
 
+
+class _NotOpened(Exception):
+    """The query names something the views opened for it do not have: open them all."""
+
+
+def _execute(lake: Lake, sql: str, as_of: AsOf | None, tables: set[str] | None, macros: bool) -> pa.Table:
     def work(con: duckdb.DuckDBPyConnection) -> pa.Table:
         try:
             rel = con.sql(sql)
             return rel.to_arrow_table() if rel is not None else pa.table({})
         except duckdb.CatalogException as exc:
+            if tables is not None:
+                raise _NotOpened from None
             raise QueryError(_missing_table(con, exc)) from None
 
     try:
-        with LakeViews(lake, as_of) as views:
+        with LakeViews(lake, as_of, tables=tables, tree_macros=macros) as views:
             return views.run(work)
     except duckdb.Error as exc:
         raise QueryError(str(exc).strip()) from None
@@ -139,25 +162,14 @@ def _json_default(value: object) -> object:
     return str(value)
 
 
-def _map_to_dict(rows: list[dict]) -> list[dict]:
-    for row in rows:
-        for k, v in row.items():
-            if isinstance(v, list) and v and isinstance(v[0], tuple) and len(v[0]) == 2:
-                row[k] = dict(v)
-    return rows
-
-
-def to_json(table: pa.Table) -> bytes:
-    rows = _map_to_dict(table.to_pylist())
-    return orjson.dumps(rows, default=_json_default, option=orjson.OPT_NAIVE_UTC | orjson.OPT_INDENT_2)
-
-
 def cell_text(value: object) -> str:
-    """One value as the text a table or a CSV cell shows (NULL is empty, nested values are JSON).
+    """One value as the text a table cell shows (NULL is empty, nested values are JSON).
 
-    The text is exact, control characters included: a CSV file is data. The
-    table a person reads makes them visible where it is drawn
-    (:func:`tetrapipe.commands.report.print_table`), after this.
+    The text is exact, control characters included: the table a person reads
+    makes them visible where it is drawn
+    (:func:`tetrapipe.commands.report.print_table`), after this. Only the
+    rows a table shows go through here; the machine formats are written by
+    DuckDB (:func:`write_text`).
     """
     if value is None:
         return ""
@@ -171,57 +183,106 @@ def cell_text(value: object) -> str:
 
 
 def rows_as_text(table: pa.Table) -> list[list[str]]:
-    """Every row as its cells' text, in column order."""
-    return [[cell_text(v) for v in row.values()] for row in _map_to_dict(table.to_pylist())]
+    """Every row as its cells' text, in column order (maps as JSON objects)."""
+    rows = []
+    for row in table.to_pylist():
+        for k, v in row.items():
+            if isinstance(v, list) and v and isinstance(v[0], tuple) and len(v[0]) == 2:
+                row[k] = dict(v)
+        rows.append([cell_text(v) for v in row.values()])
+    return rows
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _as_text(position: int, field: pa.Field, fmt: str) -> str:
+    """The SQL that writes one column in ``fmt``: DuckDB's own text, save where a program needs more.
+
+    JSON: times in ISO 8601 with their zone (the session is UTC), intervals
+    as seconds, decimals as numbers. CSV: nested values (lists, structs,
+    maps) as JSON text, so that a cell holds one parseable value.
+    """
+    col = f"_c{position}"
+    t = field.type
+    if fmt == "json":
+        if pa.types.is_timestamp(t):
+            col = f"strftime({col}, '%Y-%m-%dT%H:%M:%S.%f+00:00')"
+        elif pa.types.is_interval(t) or pa.types.is_duration(t):
+            col = f"epoch({col})"
+        elif pa.types.is_decimal(t):
+            col = f"CAST({col} AS DOUBLE)"
+    elif pa.types.is_nested(t):
+        col = f"CAST(to_json({col}) AS VARCHAR)"
+    return f"{col} AS {_quoted(field.name)}"
+
+
+def write_text(table: pa.Table, fmt: str, dest: BinaryIO) -> None:
+    """``table`` as CSV (RFC 4180, lines ending with \\n, a header) or a JSON array, written by DuckDB to ``dest``.
+
+    The values are exact, control characters included: these formats are for
+    programs, not for a terminal. DuckDB quotes a CSV cell holding a comma, a
+    quote, \\n or a bare \\r (which readers, Python's csv module among them,
+    take for a line end). DuckDB writes into a private temporary directory
+    (the rows carry command lines) and the file is copied to ``dest``, which
+    may be any binary file: standard output, a test's capture.
+    """
+    if table.num_columns == 0:  # a statement without rows (SET, CREATE): nothing to write but the frame
+        dest.write(b"[]\n" if fmt == "json" else b"\n")
+        return
+    positional = table.rename_columns([f"_c{i}" for i in range(table.num_columns)])  # names may repeat
+    select = ", ".join(_as_text(i, f, fmt) for i, f in enumerate(table.schema))
+    options = "FORMAT csv, HEADER" if fmt == "csv" else "FORMAT json, ARRAY true"
+    with tempfile.TemporaryDirectory(prefix="tetrapipe-query-") as tmp:  # 0700
+        path = Path(tmp) / f"rows.{fmt}"
+        con = duckdb.connect()
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            con.register("_rows", positional)
+            con.execute(f"COPY (SELECT {select} FROM _rows) TO {_literal(str(path))} ({options})")
+        finally:
+            con.close()
+        with path.open("rb") as f:
+            shutil.copyfileobj(f, dest, 1 << 20)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _text(table: pa.Table, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    write_text(table, fmt, buf)
+    return buf.getvalue()
+
+
+def to_json(table: pa.Table) -> bytes:
+    """The rows as a JSON array of objects (see :func:`write_text`)."""
+    return _text(table, "json")
 
 
 def to_csv(table: pa.Table) -> str:
-    """RFC 4180 quoting, but lines end with \\n as every other text tetrapipe writes (csv's default is \\r\\n).
-
-    The cells keep the exact data (a terminal escape in an argument stays one),
-    like json and parquet: these formats are for programs, not for a terminal.
-    A cell holding a bare carriage return is quoted too: Python before 3.13
-    quotes only the characters of the line terminator, and readers (Python's
-    csv module among them) take a bare \\r for a line end.
-    """
-    out = _Rows()
-    w = csv.writer(out, lineterminator="\r\n")  # quotes cells holding \r or \n; _Rows ends each row with \n
-    w.writerow(table.column_names)
-    w.writerows(rows_as_text(table))
-    return "".join(out.rows)
-
-
-class _Rows:
-    """A file for csv.writer that keeps its rows, each ending with \\n instead of the writer's \\r\\n."""
-
-    def __init__(self) -> None:
-        self.rows: list[str] = []
-
-    def write(self, row: str) -> None:
-        if not row.endswith("\r\n"):  # csv.writer writes one whole row per call
-            raise ValueError(f"csv row without its terminator: {row[-20:]!r}")
-        self.rows.append(row[:-2] + "\n")
+    """The rows as CSV with a header line (see :func:`write_text`)."""
+    return _text(table, "csv").decode()
 
 
 def write_output(table: pa.Table, fmt: str, output: str | None) -> None:
-    """json, csv or parquet to ``output`` (standard output when None; parquet needs a file)."""
-    if fmt == "json":
-        _emit(to_json(table) + b"\n", output)
-    elif fmt == "csv":
-        _emit(to_csv(table).encode(), output)
-    elif fmt == "parquet":
+    """json, csv or parquet to ``output`` (standard output when None; parquet needs a file).
+
+    A file is created owner-only, like the lake the rows come from (events
+    carry command lines).
+    """
+    if fmt not in ("json", "csv", "parquet"):
+        raise ValueError(f"unknown format {fmt!r}")
+    if fmt == "parquet":
         if not output:
             raise ValueError("parquet needs an output file")
-        with open_private(output, append=False) as f:  # events carry command lines: owner-only, like the lake
+        with open_private(output, append=False) as f:
             pq.write_table(table, f, compression="zstd")
+    elif output:
+        with open_private(output, append=False) as f:
+            write_text(table, fmt, f)
     else:
-        raise ValueError(f"unknown format {fmt!r}")
-
-
-def _emit(data: bytes, output: str | None) -> None:
-    if output:
-        with open_private(output, append=False) as f:  # owner-only, like the lake the rows come from
-            f.write(data)
-    else:
-        sys.stdout.buffer.write(data)
+        write_text(table, fmt, sys.stdout.buffer)
         sys.stdout.flush()

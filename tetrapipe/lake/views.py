@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import TypeVar
 
 import duckdb
@@ -46,6 +46,10 @@ T = TypeVar("T")
 
 #: the views a query reads, besides the table macros (known without opening the lake)
 VIEW_NAMES = (*TABLES, "processes")
+#: the table macros of :mod:`tetrapipe.tree.sql`, and the views that are not a table of their own
+TREE_MACROS = ("process_tree", "process_lineage")
+_READS = {"processes": ("events",), "process_tree": ("events",), "process_lineage": ("events",)}
+_NAMED = re.compile(r"\b(" + "|".join((*VIEW_NAMES, *TREE_MACROS)) + r")\b", re.IGNORECASE)
 #: most unreadable files one piece of work steps over before it gives up (each costs one more run)
 MAX_SKIPPED_FILES = 32
 #: the name a table's dataset is registered under (hidden from the list of views by its underscore)
@@ -58,14 +62,22 @@ _FAILED_FILE = re.compile(r"(?:input source|location) '?(?P<path>[^':\n]+\.parqu
 _bad_files: dict[str, set[str]] = {}
 _bad_lock = threading.Lock()
 
-PROCESSES_VIEW = """
-CREATE OR REPLACE VIEW processes AS
-WITH firsts AS (
-    SELECT node_name, exec_id, parent_exec_id, pid, uid, auid, process_binary, process_name, arguments, cwd, flags,
+#: the events' columns a process row is made of
+PROCESS_COLUMNS = """node_name, exec_id, parent_exec_id, pid, uid, auid, process_binary, process_name, arguments, cwd, flags,
            process_start_time, in_init_tree, cap_effective, namespace, pod, pod_labels, workload,
            workload_kind, container_id, container_name, image, container_start_time, container_pid,
-           parent_binary, parent_arguments, ancestor_binaries, kind = 'process_exec' AS seen_exec, time
-    FROM events
+           parent_binary, parent_arguments, ancestor_binaries"""
+#: ... and those the fold reads besides (a narrower copy of the events needs all of these)
+PROCESS_EVENT_COLUMNS = PROCESS_COLUMNS + ", kind, time, exit_status, exit_signal"
+
+#: one row per process, from the rows of ``{events}`` (a view or a CTE with PROCESS_EVENT_COLUMNS)
+PROCESSES_SQL = (
+    """
+WITH firsts AS (
+    SELECT """
+    + PROCESS_COLUMNS
+    + """, kind = 'process_exec' AS seen_exec, time
+    FROM {events}
     WHERE exec_id IS NOT NULL
     QUALIFY row_number() OVER (PARTITION BY node_name, exec_id
                                ORDER BY kind = 'process_exec' DESC, time) = 1
@@ -73,11 +85,11 @@ WITH firsts AS (
 exits AS (
     SELECT node_name, exec_id, min(time) AS exit_time, max(exit_status) AS exit_status,
            max(exit_signal) AS exit_signal
-    FROM events WHERE kind = 'process_exit' GROUP BY ALL
+    FROM {events} WHERE kind = 'process_exit' GROUP BY ALL
 ),
 counts AS (
     SELECT node_name, exec_id, count(*) FILTER (WHERE kind NOT IN ('process_exec', 'process_exit')) AS hook_events
-    FROM events WHERE exec_id IS NOT NULL GROUP BY ALL
+    FROM {events} WHERE exec_id IS NOT NULL GROUP BY ALL
 )
 SELECT f.exec_id, f.node_name, f.parent_exec_id, f.pid, f.uid, f.auid, f.process_binary, f.process_name, f.arguments, f.cwd, f.flags,
        coalesce(f.process_start_time, f.time) AS start_time, x.exit_time, x.exit_status, x.exit_signal,
@@ -91,6 +103,20 @@ FROM firsts f
 LEFT JOIN exits x USING (node_name, exec_id)
 LEFT JOIN counts c USING (node_name, exec_id)
 """
+)
+
+
+def processes_sql(events: str = "events") -> str:
+    """The ``processes`` fold over ``events``: the view's, or a tree's over only the events it needs.
+
+    The fold is a window over every row it is given, so a caller that needs
+    a few processes (one pod's tree) hands it only their events rather than
+    filtering the view, which would window over the whole history first.
+    """
+    return PROCESSES_SQL.format(events=events)
+
+
+PROCESSES_VIEW = "CREATE OR REPLACE VIEW processes AS" + processes_sql()
 
 VIEW_DOCS = {
     "processes": "one row per process (exec_id): its exec joined with its exit, with time since container start",
@@ -100,6 +126,22 @@ VIEW_DOCS = {
 }
 
 
+def names_read(sql: str) -> tuple[set[str], bool]:
+    """The tables a piece of SQL names (a view or macro counts as the tables it reads), and whether it names a tree macro.
+
+    A word match, not a parse: a name in a string or a comment counts too,
+    which only opens a table for nothing. What it cannot see (a name built at
+    run time, ``query_table('ev' || 'ents')``) fails as a missing table,
+    which :func:`tetrapipe.lake.query.execute` answers by opening everything.
+    """
+    tables: set[str] = set()
+    macros = False
+    for word in {m.lower() for m in _NAMED.findall(sql)}:
+        tables.update(_READS.get(word, (word,)))
+        macros = macros or word in TREE_MACROS
+    return tables, macros
+
+
 class LakeViews:
     """One DuckDB connection over one snapshot of the lake's tables (the newest, or ``as_of``).
 
@@ -107,11 +149,26 @@ class LakeViews:
     table, an empty view with the table's columns). Use :meth:`run` for work
     that should step over an unreadable data file; ``con`` is the bare
     connection.
+
+    ``tables``: only these tables get a view (None: all of them). Each table
+    opened costs its Delta log read and file listing (tens of milliseconds,
+    more on an object store), which a one-line query should not pay for
+    tables it never reads. ``tree_macros``: define ``process_tree`` and
+    ``process_lineage``.
     """
 
-    def __init__(self, lake: Lake | str, as_of: AsOf | None = None, database: str = ":memory:") -> None:
+    def __init__(
+        self,
+        lake: Lake | str,
+        as_of: AsOf | None = None,
+        database: str = ":memory:",
+        *,
+        tables: Collection[str] | None = None,
+        tree_macros: bool = True,
+    ) -> None:
         self.lake = lake if isinstance(lake, Lake) else Lake(lake)
         self.as_of = as_of
+        self.tables = [t for t in TABLES if tables is None or t in tables]
         self.versions: dict[str, int | None] = {}
         self.skipped: list[str] = []
         self._datasets: dict[str, pads.FileSystemDataset] = {}
@@ -120,10 +177,12 @@ class LakeViews:
         try:
             self.con.execute("SET TimeZone = 'UTC'")
             self._open_tables()
-            self.con.execute(PROCESSES_VIEW)
-            from tetrapipe.tree.sql import install as install_tree_macros
+            if "events" in self.tables:
+                self.con.execute(PROCESSES_VIEW)
+            if tree_macros:
+                from tetrapipe.tree.sql import install as install_tree_macros
 
-            install_tree_macros(self.con)
+                install_tree_macros(self.con)
         except BaseException:
             self.con.close()
             raise
@@ -141,9 +200,10 @@ class LakeViews:
         """Register every table's snapshot and create its view; an ``as_of`` version moves the others' time."""
         as_of = self.as_of
         when = as_of.time if as_of is not None else None
-        order = list(TABLES)
+        order = list(self.tables)
         if as_of is not None and as_of.version is not None:
-            order.remove(as_of.table)
+            if as_of.table in order:
+                order.remove(as_of.table)
             table = self.lake.table(as_of.table)
             if table is None:
                 raise _no_table(as_of.table)

@@ -117,11 +117,15 @@ def list_pods(
 
 
 def _resolve_pod(con: duckdb.DuckDBPyConnection, sel: Selection) -> None:
-    """Accept a unique pod-name prefix (``crawler`` for ``crawler-7d9f8b6c5-x2x4z``); explain misses."""
+    """Accept a unique pod-name prefix (``crawler`` for ``crawler-7d9f8b6c5-x2x4z``); explain misses.
+
+    The names come from the events of processes (``exec_id`` set), not from
+    the ``processes`` view, whose fold reads the whole history.
+    """
     if sel.pod is None:
         return
     rows = con.sql(
-        "SELECT DISTINCT namespace, pod FROM processes WHERE pod = $pod AND ($ns IS NULL OR namespace = $ns)",
+        "SELECT DISTINCT namespace, pod FROM events WHERE exec_id IS NOT NULL AND pod = $pod AND ($ns IS NULL OR namespace = $ns)",
         params={"pod": sel.pod, "ns": sel.namespace},
     ).fetchall()
     if rows:
@@ -132,7 +136,7 @@ def _resolve_pod(con: duckdb.DuckDBPyConnection, sel: Selection) -> None:
             )
         return
     like = con.sql(
-        "SELECT DISTINCT namespace, pod FROM processes WHERE starts_with(pod, $pod) "
+        "SELECT DISTINCT namespace, pod FROM events WHERE exec_id IS NOT NULL AND starts_with(pod, $pod) "
         "AND ($ns IS NULL OR namespace = $ns) ORDER BY 1, 2",
         params={"pod": sel.pod, "ns": sel.namespace},
     ).fetchall()
@@ -143,7 +147,7 @@ def _resolve_pod(con: duckdb.DuckDBPyConnection, sel: Selection) -> None:
         names = ", ".join(f"{ns}/{p}" for ns, p in like[:10])
         raise TreeError(f"pod {sel.pod!r} is ambiguous: {names}{' ...' if len(like) > 10 else ''}")
     known = con.sql(
-        "SELECT DISTINCT namespace, pod FROM processes WHERE pod IS NOT NULL "
+        "SELECT DISTINCT namespace, pod FROM events WHERE exec_id IS NOT NULL AND pod IS NOT NULL "
         "AND ($ns IS NULL OR namespace = $ns) ORDER BY 1, 2 LIMIT 12",
         params={"ns": sel.namespace},
     ).fetchall()
@@ -300,9 +304,9 @@ def _attach_events(con: duckdb.DuckDBPyConnection, nodes: dict[str, Node], per_p
     con.register("_tree_ids", ids)
     try:
         for row in con.sql(sql.EVENTS_SQL, params={"per_process": per_process}).to_arrow_table().to_pylist():
-            nodes[row["exec_id"]].events.append(_event(row))
-        for exec_id, n in con.sql(sql.EVENT_COUNTS_SQL).fetchall():
-            nodes[exec_id].event_count = n
+            node = nodes[row["exec_id"]]
+            node.event_count = row.pop("n")
+            node.events.append(_event(row))
         for row in con.sql(sql.ALERTS_SQL).to_arrow_table().to_pylist():
             nodes[row["exec_id"]].alerts.append(
                 Alert(
