@@ -82,6 +82,7 @@ def measure(checkout: Path) -> dict:
     return {
         "linux_rules": len(files),
         "converted": len(report.converted),
+        "with_generated_firing_test": sum(1 for c in report.converted if c.document["tests"]),
         "refused": len(report.refused),
         "other_platforms": sum(report.other_platforms.values()),
         "refused_by_reason": dict(Counter(reason_group(r) for _, r in report.refused).most_common()),
@@ -103,7 +104,10 @@ def main() -> int:
         print(json.dumps(result, indent=2))
     else:
         print(f"SigmaHQ Linux rules: {result['linux_rules']}")
-        print(f"converted: {result['converted']}, refused: {result['refused']}")
+        print(
+            f"converted: {result['converted']} ({result['with_generated_firing_test']} with a generated firing "
+            f"test), refused: {result['refused']}"
+        )
         for reason, n in result["refused_by_reason"].items():
             print(f"  {n:4d}  {reason}")
         print(
