@@ -272,3 +272,29 @@ def test_sequence_mistakes_are_reported_at_their_line(tmp_path: Path) -> None:
     assert "unknown column process_nam" in lines[11]
     assert "output {nope.binary}" in lines[15]
     assert not rs.get("bad-chain")
+
+
+def test_a_hundred_thousand_partial_chains_stay_under_200_mb() -> None:
+    import tracemalloc
+
+    rs = load_ruleset([RULES])
+    engine = ChainEngine([rs.get("chain-shell-download-exec")], max_partials=100_000)
+    rows = _rows(engine, 100_000)
+    # real-sized values: Tetragon exec ids (base64 of node:ktime:pid) and 32-hex event ids
+    rows = rows.set_column(
+        rows.schema.get_field_index("exec_id"), "exec_id", pa.array([_eid(i) for i in range(100_000)])
+    )
+    rows = rows.set_column(
+        rows.schema.get_field_index("event_id"), "event_id", pa.array([f"{i:032x}" for i in range(100_000)])
+    )
+    times = [T0 + dt.timedelta(microseconds=500 * i) for i in range(100_000)]  # 50 s: none expires
+    rows = rows.set_column(rows.schema.get_field_index("time"), "time", pa.array(times, pa.timestamp("us")))
+    tracemalloc.start()
+    try:
+        engine.feed(rows)
+        size, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert engine.stats.partials == 100_000 and engine.stats.evicted == 0
+    print(f"100,000 partial chains: {size / 1e6:.1f} MB")  # (shown with -s)
+    assert size < 200e6

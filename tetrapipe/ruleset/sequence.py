@@ -198,6 +198,27 @@ def output_columns(rule: Rule) -> set[str]:
     return out
 
 
+def step_columns(rule: Rule) -> set[str]:
+    """Columns a partial chain keeps of a step's event: ids, lineage, and what the output and joins read.
+
+    The alert's own event columns come from the step that completes the chain,
+    so the earlier steps' events are kept small (100,000 partial chains must
+    fit in a few hundred bytes each).
+    """
+    seq = rule.sequence
+    assert seq is not None
+    out = {
+        "event_id",
+        "time",
+        "_us",
+        "exec_id",
+        *(m.group(2) for m in _PLACEHOLDER.finditer(rule.output) if m.group(2)),
+    }
+    for s in seq.steps:
+        out |= {other for _, other in s.join.values()}
+    return out
+
+
 def render_message(template: str, steps: dict[str, dict[str, Any]], last: dict[str, Any]) -> str:
     """The ``output`` text: ``{column}`` from the last step's event, ``{step.column}`` from that step's."""
 
@@ -289,5 +310,6 @@ __all__ = [
     "output_columns",
     "parse_sequence",
     "render_message",
+    "step_columns",
     "steps_sql",
 ]

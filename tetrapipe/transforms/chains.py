@@ -44,7 +44,7 @@ import pyarrow as pa
 
 from tetrapipe.ruleset.model import Rule
 from tetrapipe.ruleset.plan import ALERT_EVENT_COLUMNS
-from tetrapipe.ruleset.sequence import BY_KEYS, output_columns, render_message, steps_sql
+from tetrapipe.ruleset.sequence import BY_KEYS, output_columns, render_message, step_columns, steps_sql
 from tetrapipe.schema import ALERT_SCHEMA
 
 #: columns every step row carries into the engine (keys, lineage, the alert's event columns)
@@ -105,11 +105,15 @@ class ChainEngine:
         self.columns = [c for c in dict.fromkeys([*BASE_COLUMNS, *sorted(cols)])]
         self._partials: OrderedDict[tuple[int, Any, int], _Partial] = OrderedDict()
         self._held: OrderedDict[tuple[int, str], tuple[int, dict[str, Any]]] = OrderedDict()
+        # held rows by (rule, key) they could continue: a chain that moves looks up its key, never scans
+        self._held_by_key: dict[tuple[int, Any], list[tuple[int, str]]] = {}
         self._watermark_us = 0
         self._steps = [len(r.sequence.steps) for r in rules]
         self._within = [int(r.sequence.within_seconds * 1_000_000) for r in rules]
         self._tol = [int(r.sequence.tolerance_seconds * 1_000_000) for r in rules]
         self._index = [{s.name: k for k, s in enumerate(r.sequence.steps)} for r in rules]
+        self._by = [BY_KEYS[r.sequence.by] for r in rules]
+        self._slim = [tuple(step_columns(r)) for r in rules]
 
     # --- SQL ----------------------------------------------------------------------------------
 
@@ -138,15 +142,19 @@ class ChainEngine:
         rows = rows.sort_by([("time", "ascending"), ("event_id", "ascending")])
         out: list[dict[str, Any]] = []
         masks = [rows.column(f"_q{r}").to_pylist() for r in range(len(self.rules))]
-        data = rows.select([c for c in self.columns if c in rows.schema.names]).to_pylist()
-        for i, row in enumerate(data):
+        # column by column (Arrow converts a column at C speed; a table's to_pylist builds dicts cell by cell)
+        names = [c for c in self.columns if c in rows.schema.names]
+        values = [rows.column(c).to_pylist() for c in names]
+        for i, cells in enumerate(zip(*values, strict=True)):
+            row = dict(zip(names, cells, strict=True))
             t = _us(row["time"])
             row["_us"] = t
             for r, mask in enumerate(masks):
-                bits = mask[i] or 0
+                bits = mask[i]
                 if bits:
                     self._one(r, row, t, bits, out)
-            self._watermark_us = max(self._watermark_us, t)
+            if t > self._watermark_us:
+                self._watermark_us = t
         self._expire()
         self.stats.partials = len(self._partials)
         self.stats.held = len(self._held)
@@ -164,11 +172,11 @@ class ChainEngine:
         return [key] if key is not None else []
 
     def _own_key(self, r: int, row: dict[str, Any]) -> Any:
-        by = self.rules[r].sequence.by
-        values = tuple(row.get(c) for c in BY_KEYS[by])
-        if any(v is None or v == "" for v in values):
-            return None
-        return values[0] if len(values) == 1 else "/".join(values)
+        columns = self._by[r]
+        if len(columns) == 1:
+            return row.get(columns[0]) or None
+        values = [row.get(c) for c in columns]
+        return None if not all(values) else "/".join(values)
 
     def _one(self, r: int, row: dict[str, Any], t: int, bits: int, out: list[dict[str, Any]]) -> None:
         n = self._steps[r]
@@ -187,12 +195,15 @@ class ChainEngine:
         if bits & 1:
             key = self._own_key(r, row)
             if key is not None:
-                chain = _Partial(t, t, [row])
+                chain = _Partial(t, t, [self._slimmed(r, row)])
                 self._put(r, key, 1, chain)
                 self._catch_up(r, key, 1, chain, out)
                 return
         if bits & ((1 << n) - 2):  # a later step that advanced nothing: held in case its predecessor is late
-            self._held[(r, row["event_id"])] = (bits, row)
+            hkey = (r, row["event_id"])
+            self._held[hkey] = (bits, row)
+            for key in self._keys(r, row):
+                self._held_by_key.setdefault((r, key), []).append(hkey)
             self._bound()
 
     def _fits(self, r: int, chain: _Partial, row: dict[str, Any], t: int, s: int) -> bool:
@@ -209,20 +220,32 @@ class ChainEngine:
         self, r: int, key: Any, s: int, chain: _Partial, row: dict[str, Any], t: int, out: list[dict[str, Any]]
     ) -> None:
         del self._partials[(r, key, s)]
-        grown = _Partial(chain.start_us, max(chain.last_us, t), [*chain.rows, row])
         if s + 1 == self._steps[r]:
-            out.append(self._alert(r, key, grown))
+            done = _Partial(chain.start_us, max(chain.last_us, t), [*chain.rows, row])
+            out.append(self._alert(r, key, done))
             self.stats.completed += 1
             return
+        grown = _Partial(chain.start_us, max(chain.last_us, t), [*chain.rows, self._slimmed(r, row)])
         self._put(r, key, s + 1, grown)
         self._catch_up(r, key, s + 1, grown, out)
 
+    def _slimmed(self, r: int, row: dict[str, Any]) -> dict[str, Any]:
+        """What a partial chain keeps of a step's event (see :func:`~tetrapipe.ruleset.sequence.step_columns`)."""
+        return {c: row.get(c) for c in self._slim[r]}
+
     def _catch_up(self, r: int, key: Any, s: int, chain: _Partial, out: list[dict[str, Any]]) -> None:
         """A chain just moved to ``s`` steps done: a held row of step ``s`` (one that came early) may continue it."""
-        if not self._held:
+        waiting = self._held_by_key.get((r, key))
+        if not waiting:
             return
-        for hkey, (bits, row) in list(self._held.items()):
-            if hkey[0] != r or not bits >> s & 1 or key not in self._keys(r, row):
+        live = [h for h in waiting if h in self._held]
+        if live:
+            self._held_by_key[(r, key)] = live
+        else:
+            del self._held_by_key[(r, key)]
+        for hkey in sorted(live, key=lambda h: (self._held[h][1]["_us"], h[1])):
+            bits, row = self._held[hkey]
+            if not bits >> s & 1:
                 continue
             if self._fits(r, chain, row, row["_us"], s):
                 del self._held[hkey]
@@ -257,6 +280,12 @@ class ChainEngine:
             if row["_us"] >= w - 2 * self._tol[r]:
                 break
             self._held.popitem(last=False)
+        if len(self._held_by_key) > 2 * len(self._held) + 1_000:  # entries of rows gone: rebuild the index
+            index: dict[tuple[int, Any], list[tuple[int, str]]] = {}
+            for hkey, (_b, row) in self._held.items():
+                for key in self._keys(hkey[0], row):
+                    index.setdefault((hkey[0], key), []).append(hkey)
+            self._held_by_key = index
 
     def _alert(self, r: int, key: Any, chain: _Partial) -> dict[str, Any]:
         rule = self.rules[r]
