@@ -147,7 +147,7 @@ def test_config_check_cli(tmp_path: Path) -> None:
     assert ok.returncode == 0 and "OK" in ok.stdout and "splunk (hec, ocsf, alerts)" in ok.stdout
     missing = _cli("config", "check", str(DEPLOY))
     assert missing.returncode == 1
-    assert f"{DEPLOY}:43:14: sinks[0].options.token: environment variable SPLUNK_HEC_TOKEN is not set" in missing.stderr
+    assert f"{DEPLOY}:44:14: sinks[0].options.token: environment variable SPLUNK_HEC_TOKEN is not set" in missing.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("sinks:\n  - name: x\n    type: splunk\n")
     res = _cli("config", "check", str(bad))

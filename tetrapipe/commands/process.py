@@ -76,7 +76,15 @@ group_option = click.option(
     envvar="TETRAPIPE_BATCH_SECONDS",
     default=1.0,
     show_default=True,
-    help="Longest wait before a micro-batch is written.",
+    help="Longest wait before a micro-batch is transformed and its alerts sent.",
+)
+@click.option(
+    "--commit-seconds",
+    envvar="TETRAPIPE_COMMIT_SECONDS",
+    default=10.0,
+    show_default=True,
+    help="Longest wait before transformed micro-batches are committed to the lake (at once when "
+    "--batch-size records wait). Fewer commits keep the lake's log small; alerts do not wait.",
 )
 @rules_option()
 @tls_window_option
@@ -102,6 +110,7 @@ def process_command(
     dead_letter_topic: str,
     batch_size: int,
     batch_seconds: float,
+    commit_seconds: float,
     rules_dir: str | None,
     tls_window: dt.timedelta,
     metrics_port: int,
@@ -132,6 +141,7 @@ def process_command(
         dead_letter_topic=dead_letter_topic or None,
         batch_max_records=batch_size,
         batch_max_seconds=batch_seconds,
+        commit_max_seconds=commit_seconds,
         exit_at_eof=exit_at_eof,
         on_offset_reset=on_offset_reset,
         kafka_options=kafka_options,

@@ -89,6 +89,7 @@ def _process_env(config: Config, kafka: dict[str, Any], options: str, env: dict[
         ("group", "TETRAPIPE_GROUP"),
         ("batch_size", "TETRAPIPE_BATCH_SIZE"),
         ("batch_seconds", "TETRAPIPE_BATCH_SECONDS"),
+        ("commit_seconds", "TETRAPIPE_COMMIT_SECONDS"),
         ("tls_window", "TETRAPIPE_TLS_WINDOW"),
         ("on_offset_reset", "TETRAPIPE_ON_OFFSET_RESET"),
     ):

@@ -274,6 +274,9 @@ ROOT = Section(
                     "group": Field(str, "tetrapipe-processor"),
                     "batch_size": Field(int, 20_000, minimum=1),
                     "batch_seconds": Field(float, 1.0, minimum=0),
+                    "commit_seconds": Field(
+                        float, 10.0, minimum=0, doc="longest wait of transformed micro-batches for their lake commit"
+                    ),
                     "compact_every_seconds": Field(float, 600.0, minimum=0),
                     "tls_window": Field(
                         str, "1m", validate=positive_duration_problem, doc="tumbling window of tls_stats rows"

@@ -9,7 +9,7 @@ already holds the batch's positions skips it: each table is exactly-once on
 its own. On every assignment the processor seeks each partition to just
 after the version the ``events`` table holds, so the lake, not Kafka's
 committed offsets, decides where to resume (Kafka offsets are still committed
-after each batch, for consumer-lag monitoring).
+after each commit, for consumer-lag monitoring).
 
 A crash between two tables' commits leaves the earlier tables one batch
 ahead of ``events``. That batch is consumed again and must not straddle what
@@ -24,19 +24,13 @@ the ``events`` table moved on before it commits and gives the records up.
 Partitions are keyed by node (docs/ARCHITECTURE.md), so everything a per-node process
 table needs arrives in one partition, at one processor.
 
-Offsets that move backwards are never followed silently. When the lake holds a
-partition beyond the broker's end (the topic was deleted and created again, a
-new cluster) or behind its beginning (retention removed records the lake never
-had), the processor logs it, counts it in
-``tetrapipe_process_offset_resets_total{reason}``, and does what
-``on_offset_reset`` says: ``fail`` (the default: stop, exit non-zero, a human
-decides), ``earliest`` or ``latest`` (continue from there; a recreated topic
-becomes a new epoch of the partition, see :mod:`tetrapipe.lake.positions`).
-
-Optionally (``events_topic``) every committed batch's enriched events -- the
-rows of its lake ``events`` segment -- are also produced, keyed by node, so a
-forwarder can stream them to a SIEM without reading the lake
-(:mod:`tetrapipe.flows.process_outputs`).
+Micro-batches are transformed, and their alerts and events sent on, as they
+fill; their lake commit waits up to ``commit_max_seconds`` so a quiet topic
+does not write a log entry a second (:mod:`tetrapipe.flows.process_stage`).
+Offsets that move backwards are never followed silently
+(:mod:`tetrapipe.flows.process_offsets`). Optionally (``events_topic``) the
+enriched events go to a topic too, keyed by node, so a forwarder can stream
+them to a SIEM without reading the lake (:mod:`tetrapipe.flows.process_outputs`).
 """
 
 from __future__ import annotations
@@ -59,7 +53,9 @@ from tetrapipe.flows.process_config import (
     ProcessorConfig,
     ProcessStats,
 )
+from tetrapipe.flows.process_offsets import offset_resets
 from tetrapipe.flows.process_outputs import ProcessOutputs
+from tetrapipe.flows.process_stage import Stage
 from tetrapipe.flows.transforms import restore_transforms
 from tetrapipe.lake import Lake
 from tetrapipe.lake.positions import (
@@ -69,8 +65,9 @@ from tetrapipe.lake.positions import (
     kafka_committed_offsets,
     kafka_position,
 )
+from tetrapipe.lake.store import COMMIT_ORDER
 from tetrapipe.metrics import Health, PipelineMetrics, new_registry
-from tetrapipe.sources.kafka import broker_has, new_consumer, rebalance_listener
+from tetrapipe.sources.kafka import consumer_connected, new_consumer, rebalance_listener
 from tetrapipe.transforms.normalize import Normalizer, normalize_lines
 
 log = logging.getLogger("tetrapipe.process")
@@ -111,6 +108,7 @@ class Processor:
         self._normalizer = Normalizer()
         self._dedup = EventDedup(lake)
         self._pending: dict[int, list] = {}  # partition -> records not yet written
+        self._stage = Stage()  # micro-batches transformed and sent on, not yet committed to the lake
         self._consumer = None
         self._outputs: ProcessOutputs | None = None
         self._assigned: set[int] = set()
@@ -125,7 +123,7 @@ class Processor:
         self.metrics = PipelineMetrics(self.registry)  # type: ignore[arg-type]
         self.health = health or Health(stall_seconds=config.stall_seconds)
         self.health.add_check("group", self._ready_group)
-        self.health.add_check("kafka", self._ready_kafka)
+        self.health.add_check("kafka", lambda: consumer_connected(self._consumer))
 
     # --- readiness (run in the metrics server's thread: read state only) ----------------------
 
@@ -133,19 +131,6 @@ class Processor:
         if not self._joined:
             return False, f"not yet a member of consumer group {self.config.group!r}"
         return True, f"owns partitions {sorted(self._assigned)} of {self.config.topic}"
-
-    def _ready_kafka(self) -> tuple[bool, str]:
-        consumer = self._consumer
-        if consumer is None:
-            return False, "not connected yet"
-        client = getattr(consumer, "_client", None)  # kafka-python keeps its connections there
-        try:
-            brokers = list(client.cluster.brokers())  # type: ignore[union-attr]
-            ids = [getattr(b, "node_id", None) if hasattr(b, "node_id") else b.nodeId for b in brokers]
-            up = [i for i in ids if client.connected(i)]  # type: ignore[union-attr]
-        except Exception:  # noqa: BLE001 - another kafka-python version: fall back on the bootstrap link
-            return bool(consumer.bootstrap_connected()), "bootstrap connection"
-        return bool(up), f"connected to {len(up)} of {len(brokers)} broker(s)"
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -288,6 +273,8 @@ class Processor:
                 if n_pending >= self.config.batch_max_records or (due and n_pending):
                     self._flush()
                     batch_started = time.monotonic()
+                elif self._stage.due(self.config.commit_max_seconds, self.config.batch_max_records):
+                    self._commit_stage()
                 every = self.config.compact_every_seconds
                 if every and time.monotonic() - last_compaction >= every:
                     self._compact()
@@ -295,8 +282,11 @@ class Processor:
                 if not polled:
                     self.metrics.idle()
                     idle_polls += 1
-                    if self.config.exit_at_eof and idle_polls >= 3 and self._at_end():
-                        break
+                    if self.config.exit_at_eof and idle_polls >= 3:
+                        if self._stage and not any(self._pending.values()):
+                            self._commit_stage()  # nothing more is coming: the stage would only wait
+                        if self._at_end():
+                            break
                 else:
                     idle_polls = 0
             self._flush(force=True)
@@ -310,7 +300,7 @@ class Processor:
         Runs after ``poll`` (the rebalance callback must not make requests of
         its own). Records fetched from a partition whose position was wrong
         are dropped: after a reset the partition is fetched again from the
-        position the policy chose.
+        position the policy chose (:mod:`tetrapipe.flows.process_offsets`).
         """
         from kafka import TopicPartition
 
@@ -318,46 +308,12 @@ class Processor:
         self._verify.clear()
         if not parts:
             return polled
-        tps = {p: TopicPartition(self.config.topic, p) for p in parts}
-        begins = self._consumer.beginning_offsets(list(tps.values()))
-        ends = self._consumer.end_offsets(list(tps.values()))
-        policy = self.config.on_offset_reset
-        for p, tp in tps.items():
-            nxt = self._lake_next.get(p)
-            begin, end = begins[tp], ends[tp]
-            if nxt is None or begin <= nxt <= end:
-                continue
-            if nxt > end and broker_has(self.config.bootstrap, self.config.kafka_options, tp, nxt - 1):
-                continue  # a stale end offset (some brokers report it short of the last batch), not a new topic
-            if nxt > end:
-                reason = "lake_ahead"
-                what = (
-                    f"partition {p} of {self.config.topic}: the lake holds offsets up to {nxt - 1} but the broker's "
-                    f"end is {end} (topic deleted and created again? another cluster?)"
-                )
-            else:
-                reason = "retention_passed"
-                what = (
-                    f"partition {p} of {self.config.topic}: the lake needs offset {nxt} but the broker begins at "
-                    f"{begin}: {begin - nxt} records were removed by retention before the lake had them"
-                )
-            self.metrics.offset_resets.labels(self.config.topic, str(p), reason).inc()
-            if policy == "fail":
-                log.error("%s; stopping (--on-offset-reset earliest|latest to continue)", what)
-                raise OffsetsMovedError(f"{what}; rerun with --on-offset-reset earliest or latest to continue")
-            target = begin if policy == "earliest" else end
-            if reason == "lake_ahead":
-                self._epoch[p] = self._epoch.get(p, 0) + 1  # the new topic's offsets are a new series
-            log.warning(
-                "%s; continuing from the %s offset %d (epoch %d) as --on-offset-reset %s says",
-                what,
-                policy,
-                target,
-                self._epoch[p],
-                policy,
-            )
-            self._consumer.seek(tp, target)
-            self._lake_next[p] = target
+        self._commit_stage()  # what is staged commits at the positions it was consumed from
+        for reset in offset_resets(self._consumer, self.config, parts, self._lake_next, self._epoch, self.metrics):
+            p = reset.partition
+            self._epoch[p] = reset.epoch
+            self._consumer.seek(TopicPartition(self.config.topic, p), reset.offset)
+            self._lake_next[p] = reset.offset
             self._pending.pop(p, None)
             polled = {k: v for k, v in polled.items() if k.partition != p}
         return polled
@@ -403,7 +359,7 @@ class Processor:
         """
         from kafka import TopicPartition
 
-        if any(self._pending.values()) or not self._joined or self._verify:
+        if any(self._pending.values()) or self._stage or not self._joined or self._verify:
             return False  # before the group gave this member its share, the lake's positions are not checked yet
         parts = self._consumer.partitions_for_topic(self.config.topic) or set()
         if not parts:
@@ -416,10 +372,10 @@ class Processor:
         return all(nxt.get(tp.partition, done.get(tp.partition, -1) + 1) >= ends[tp] for tp in tps)
 
     def _flush(self, force: bool = False) -> None:
-        """Commit every partition's records in hand: one batch for all, after those re-consumed up to a cap.
+        """Transform every partition's records in hand as one micro-batch, and commit the stage when due.
 
-        ``force`` is kept for the callers' sake (revoke, stop): whatever is in
-        hand is always written.
+        Records re-consumed up to a cap are a micro-batch of their own,
+        committed alone. ``force`` (revoke, stop): commit whatever is staged.
         """
         batch: dict[int, list] = {}
         for partition in sorted(self._pending):
@@ -428,15 +384,19 @@ class Processor:
             if cap is not None and records and records[0].offset <= cap:
                 # committed alone and never across the cap: a table holding the cap holds all of this batch
                 head = [r for r in records if r.offset <= cap]
-                self._write_batch({partition: head})
+                self._commit_stage()
+                self._stage_batch({partition: head})
+                self._commit_stage()
                 records = records[len(head) :]
                 self._pending[partition] = records
             if records:
                 batch[partition] = records
         if batch:
-            self._write_batch(batch)
+            self._stage_batch(batch)
             for partition in batch:
                 self._pending[partition] = []
+        if force or self._stage.due(self.config.commit_max_seconds, self.config.batch_max_records):
+            self._commit_stage()
 
     def _cap_offset(self, partition: int) -> int | None:
         """The last offset of a batch some tables hold and ``events`` does not (a crash's), while still ahead."""
@@ -459,53 +419,55 @@ class Processor:
         del self._cap[partition]
         return None
 
-    def _fence(self, batch: dict[int, list]) -> dict[int, list]:
-        """``batch`` without the partitions another replica has committed since this one last looked.
+    def _drop_stage(self, moved: set[int]) -> None:
+        """Forget the staged micro-batches: another replica committed some of their partitions meanwhile.
 
         A replica that stalled past its session can still hold records of a
         partition the group gave to another member; the events table then no
-        longer holds what this replica last saw. Those records are dropped and
-        the partition sought to where the lake is (the coming rebalance takes
-        it away for good).
+        longer holds what this replica last saw. The staged rows mix
+        partitions, so none of them is committed: every staged
+        partition is consumed again from where the lake holds it (the moved
+        ones from where the other replica got to), and the stateful transforms
+        are rebuilt from the lake, which never saw the dropped rows.
         """
         from kafka import TopicPartition
 
-        now = kafka_committed(self.lake, self.config.topic, batch, "events")
-        kept = {}
-        for p, records in batch.items():
-            if now.get(p) == self._held.get(p) or now.get(p) is None:  # (None: nobody else has committed it)
-                kept[p] = records
-                continue
-            epoch, last = decode_kafka_version(now[p])
-            log.warning(
-                "partition %d of %s was committed up to offset %d (epoch %d) by another processor; "
-                "dropping %d records in hand and resuming from there",
-                p,
-                self.config.topic,
-                last,
-                epoch,
-                len(records),
-            )
-            self._held[p], self._epoch[p], self._lake_next[p] = now[p], epoch, last + 1
+        parts = sorted(self._stage.positions)
+        log.warning(
+            "partitions %s of %s were committed by another processor while %d records of partitions %s waited "
+            "for their lake commit; those records are consumed again",
+            sorted(moved),
+            self.config.topic,
+            self._stage.records,
+            parts,
+        )
+        now = kafka_committed(self.lake, self.config.topic, parts, "events")
+        for p in parts:
             self._pending.pop(p, None)
+            self._held[p] = now.get(p)
+            nxt = decode_kafka_version(now[p])[1] + 1 if p in now else self._stage.ends[p][0].offset
+            self._lake_next[p] = nxt
             try:
-                self._consumer.seek(TopicPartition(self.config.topic, p), last + 1)
+                self._consumer.seek(TopicPartition(self.config.topic, p), nxt)
             except Exception:  # no longer assigned: nothing to seek
                 log.debug("cannot seek partition %d", p, exc_info=True)
-        return kept
+        for token in self._stage.dedup_tokens:
+            self._dedup.release(token)
+        self._stage = Stage()
+        if self.restore and self.lake.table("events") is not None:
+            restore_transforms(self.transforms, self.lake)
 
-    def _write_batch(self, batch: dict[int, list]) -> None:
-        """Normalize, transform and commit one batch: the records in hand of one or more partitions.
+    def _stage_batch(self, batch: dict[int, list]) -> None:
+        """Normalize and transform one micro-batch, send its outputs on, and stage it for the lake.
 
-        Each table gets one commit carrying one position per partition, in
-        the order rejects, alerts, tls_stats, events (the resume point).
+        Whether another replica took a partition meanwhile is checked once, at
+        the commit (:meth:`_commit_stage`): reading the events table's snapshot
+        lists its log, which at one micro-batch a second would cost more than
+        the rare stalled replica it catches earlier.
         """
-        batch = self._fence(batch)
-        if not batch:
-            return
         started = time.perf_counter()
         topic = self.config.topic
-        events_parts, rejects_parts, positions = [], [], []
+        events_parts, rejects_parts, positions = [], [], {}
         for partition, records in batch.items():
             norm = normalize_lines(
                 [r.value for r in records],
@@ -515,70 +477,67 @@ class Processor:
             )
             events_parts.append(norm.events)
             rejects_parts.append(norm.rejects)
-            positions.append(kafka_position(topic, partition, records[-1].offset, self._epoch.get(partition, 0)))
+            positions[partition] = kafka_position(topic, partition, records[-1].offset, self._epoch.get(partition, 0))
         events, rejects = pa.concat_tables(events_parts), pa.concat_tables(rejects_parts)
         # a collector restarted after a crash sends again what Kafka may already hold (at least once):
-        # an event whose event_id the lake has is not stored, alerted on or streamed a second time
+        # an event whose event_id the lake has, or a staged batch holds, is not stored, alerted on or streamed twice
         events, dropped = self._dedup.drop_seen(events)
         self.stats.duplicates += dropped
-        events, extra, _ = apply_transforms(self.transforms, events)  # a failure leaves the batch uncommitted
+        events, extra, _ = apply_transforms(self.transforms, events)  # a failure leaves the batch unstaged
+        token = self._dedup.hold(events.column("event_id")) if events.num_rows else None
         alerts = extra.get("alerts")
-        for name in ("rejects", "alerts", "tls_stats"):
-            rows = rejects if name == "rejects" else extra.get(name)
-            if rows is not None and rows.num_rows:
-                self._commit(name, rows, positions)
         if self._outputs is not None:
             self._outputs.send(rejects, alerts, events)
             self.stats.streamed = self._outputs.counts.streamed
             self.stats.oversized = self._outputs.counts.oversized
-        self._commit("events", events, positions)  # (with no rows too: its positions are the resume point)
-        self._committed(batch, positions, started, events, rejects, alerts)
+        tables = {"rejects": rejects, "alerts": alerts, "tls_stats": extra.get("tls_stats"), "events": events}
+        self._stage.add(tables, positions, batch, token, time.perf_counter() - started)
+        if alerts is not None and alerts.num_rows and self.on_alerts:
+            self.on_alerts(alerts)
+
+    def _commit_stage(self) -> None:
+        """Commit what is staged: one commit per table carrying one position per partition.
+
+        In the order rejects, alerts, tls_stats, events (the resume point),
+        unless another replica has committed one of the staged partitions
+        since this one last looked (:meth:`_drop_stage`).
+        """
+        if not self._stage:
+            return
+        stage = self._stage
+        now = kafka_committed(self.lake, self.config.topic, stage.positions, "events")
+        moved = {p for p, v in now.items() if v != self._held.get(p)}
+        if moved:
+            self._drop_stage(moved)
+            return
+        started = time.perf_counter()
+        positions = [stage.positions[p] for p in sorted(stage.positions)]
+        for name in COMMIT_ORDER:
+            rows = stage.table(name)
+            if name == "events" or (rows is not None and rows.num_rows):
+                self._commit(name, rows, positions)  # (events with no rows too: its positions are the resume point)
+        for token in stage.dedup_tokens:
+            self._dedup.release(token)
+        self._stage = Stage()
+        self._committed(stage, time.perf_counter() - started)
 
     def _commit(self, name: str, rows: pa.Table, positions: list[Position]) -> None:
         if not self.lake.commit(name, rows, positions):
             log.info("the %s table already holds this batch (%s): not written again", name, positions)
 
-    def _committed(
-        self,
-        batch: dict[int, list],
-        positions: list[Position],
-        started: float,
-        events: pa.Table,
-        rejects: pa.Table,
-        alerts: pa.Table | None,
-    ) -> None:
-        """Book-keeping once the events table holds the batch: offsets, stats, metrics, alerts shown."""
+    def _committed(self, stage: Stage, commit_seconds: float) -> None:
+        """Book-keeping once the events table holds the stage: offsets, stats, metrics."""
         topic = self.config.topic
-        n = 0
-        for (partition, records), pos in zip(batch.items(), positions, strict=True):
-            last = records[-1].offset
+        for partition, pos in stage.positions.items():
+            last = stage.ends[partition][1].offset
             self._commit_kafka(partition, last)
             self._held[partition] = pos.version
             self._lake_next[partition] = last + 1
             self.stats.by_partition[partition] = last
             self.metrics.lake_offset.labels(topic, str(partition)).set(last)
-            n += len(records)
-        self.stats.batches += 1
-        self.stats.records += n
-        self.stats.events += events.num_rows
-        self.stats.rejects += rejects.num_rows
-        self.stats.alerts += alerts.num_rows if alerts is not None else 0
-        self.stats.last_batch_seconds = time.perf_counter() - started
-        self.stats.last_commit_at = time.monotonic()
-        ends = [r for records in batch.values() for r in (records[0], records[-1])]
-        stamps = [r.timestamp for r in ends if r.timestamp is not None and r.timestamp >= 0]
-        self.metrics.batch(
-            records=n,
-            events=events.num_rows,
-            rejects=rejects.num_rows,
-            seconds=self.stats.last_batch_seconds,
-            alerts=alerts,
-            oldest_timestamp=min(stamps) / 1000 if stamps else None,
-        )
+        stage.count(self.stats, self.metrics, commit_seconds)
         self.metrics.process_table(self.transforms)
         self.health.heartbeat()
-        if alerts is not None and alerts.num_rows and self.on_alerts:
-            self.on_alerts(alerts)
 
     def _commit_kafka(self, partition: int, last: int) -> None:
         from kafka import TopicPartition

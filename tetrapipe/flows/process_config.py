@@ -50,6 +50,7 @@ class ProcessorConfig:
     dead_letter_topic: str | None = "tetragon.events.dlq"
     batch_max_records: int = 20_000
     batch_max_seconds: float = 1.0
+    commit_max_seconds: float = 10.0  # micro-batches wait at most this long for their lake commit (process_stage)
     client_id: str = "tetrapipe-process"
     exit_at_eof: bool = False
     kafka_options: dict = field(default_factory=dict)  # passed to kafka-python (TLS/SASL ...)

@@ -114,6 +114,20 @@ def at_end(consumer: Any) -> bool:
     return all(consumer.position(tp) >= ends[tp] for tp in parts)
 
 
+def consumer_connected(consumer: Any) -> tuple[bool, str]:
+    """Whether ``consumer`` has a live connection to a broker, for a readiness probe (reads state only)."""
+    if consumer is None:
+        return False, "not connected yet"
+    client = getattr(consumer, "_client", None)  # kafka-python keeps its connections there
+    try:
+        brokers = list(client.cluster.brokers())  # type: ignore[union-attr]
+        ids = [getattr(b, "node_id", None) if hasattr(b, "node_id") else b.nodeId for b in brokers]
+        up = [i for i in ids if client.connected(i)]  # type: ignore[union-attr]
+    except Exception:  # noqa: BLE001 - another kafka-python version: fall back on the bootstrap link
+        return bool(consumer.bootstrap_connected()), "bootstrap connection"
+    return bool(up), f"connected to {len(up)} of {len(brokers)} broker(s)"
+
+
 def partition_status(
     bootstrap: str, topic: str, group: str, in_lake: Callable[[list[int]], dict[int, int]]
 ) -> list[dict[str, Any]]:
@@ -169,6 +183,7 @@ __all__ = [
     "at_end",
     "bootstrap_list",
     "broker_has",
+    "consumer_connected",
     "new_consumer",
     "partition_status",
     "rebalance_listener",
