@@ -315,6 +315,67 @@ def test_generated_firing_tests_fire_or_are_not_written(tmp_path: Path) -> None:
     assert result.ok and result.count("passed") == 4, result.summary()
 
 
+def test_bare_command_lines_on_real_tetragon_events(tmp_path: Path) -> None:
+    """On Tetragon's own recorded events (samples/real): Sigma values written as typed -- ``nsenter -t 1``,
+    ``sh lifecycle.sh`` -- fire on /usr/bin/nsenter and /usr/bin/sh, and a filter naming the bare command
+    keeps what it excludes quiet."""
+    sigma = tmp_path / "sigma"
+    sigma.mkdir()
+    rules = {
+        "nsenter": {"s": {"CommandLine|startswith": "nsenter -t 1 "}, "condition": "s"},
+        "lifecycle": {"s": {"CommandLine": "sh lifecycle.sh"}, "condition": "s"},
+        "lifecycle-children": {"s": {"ParentCommandLine": "sh lifecycle.sh"}, "condition": "s"},
+        "shells-but-lifecycle": {
+            "s": {"Image|endswith": ["/sh", "/nsenter"]},
+            "f": {"CommandLine|startswith": "sh lifecycle"},
+            "condition": "s and not f",
+        },
+    }
+    for n, (title, det) in enumerate(rules.items()):
+        doc = {"title": title, "id": f"3c4d5e6f-0000-4000-8000-{n:012d}", "status": "test",
+               "logsource": {"product": "linux", "category": "process_creation"}, "detection": det}  # fmt: skip
+        (sigma / f"{title}.yml").write_text(yaml.safe_dump(doc))
+    report = import_sigma([sigma], firing_tests=False)
+    # 10: /usr/bin/sh lifecycle.sh, which runs 7 (cat) and 14 (nc); 21: /usr/bin/nsenter -t 1 ...;
+    # 33, 38: /bin/sh -c "..."
+    expect = {"nsenter": [21], "lifecycle": [10], "lifecycle-children": [7, 14], "shells-but-lifecycle": [21, 33, 38]}
+    for conv in report.converted:
+        conv.document["tests"] = [
+            {"name": "real events", "log": str(REPO / "samples" / "real" / "events-docs.log"),
+             "expect": {"lines": expect[conv.document["title"]]}}
+        ]  # fmt: skip
+    write_rules(report.converted, tmp_path / "rules")
+    result = run_tests(load_ruleset([tmp_path / "rules"]))
+    assert result.ok and result.count("passed") == 4, [(r.rule_id, r.reason) for r in result.results]
+
+
+def test_a_correlation_rule_is_refused_by_name_and_its_base_rules_convert(tmp_path: Path) -> None:
+    """Correlation rules are not converted yet (they need the sequence/threshold mapping): refused, saying so;
+    base rules that only exist inside it are refused too (they do not alert alone), unless ``generate: true``."""
+    base = {"logsource": {"product": "linux", "category": "process_creation"}, "status": "test"}
+    docs = [
+        {**base, "title": "curl", "id": "4d5e6f70-0000-4000-8000-000000000001", "name": "curl",
+         "detection": {"s": {"Image|endswith": "/curl"}, "condition": "s"}},
+        {**base, "title": "chmod", "id": "4d5e6f70-0000-4000-8000-000000000002", "name": "chmod",
+         "detection": {"s": {"Image|endswith": "/chmod"}, "condition": "s"}},
+        {"title": "download then chmod", "id": "4d5e6f70-0000-4000-8000-000000000003", "status": "test",
+         "correlation": {"type": "temporal_ordered", "rules": ["curl", "chmod"], "group-by": ["ParentProcessId"],
+                         "timespan": "5m"}},
+    ]  # fmt: skip
+    (tmp_path / "c.yml").write_text(yaml.safe_dump_all(docs))
+    report = import_sigma([tmp_path], firing_tests=False)
+    assert report.converted == []
+    assert [r for _, r in report.refused] == [
+        "rule 'curl' is a base rule of a correlation rule (generate: false): it does not alert on its own",
+        "rule 'chmod' is a base rule of a correlation rule (generate: false): it does not alert on its own",
+        "correlation rule (temporal_ordered): not converted yet (needs tetrapipe's sequence/threshold rule kinds)",
+    ]
+    docs[2]["correlation"]["generate"] = True  # the base rules are wanted on their own as well
+    (tmp_path / "c.yml").write_text(yaml.safe_dump_all(docs))
+    report = import_sigma([tmp_path], firing_tests=False)
+    assert sorted(c.document["title"] for c in report.converted) == ["chmod", "curl"] and len(report.refused) == 1
+
+
 def test_the_sigmahq_labels_are_well_formed() -> None:
     """bench/sigmahq.py's labelled set (our events; the SigmaHQ rules are not in the repository): at least 20
     distinct rules, each with a firing and a quiet event that tetrapipe can write as Tetragon JSON."""

@@ -214,7 +214,14 @@ def convert_file(path: Path, report: ImportReport, backend: TetrapipeBackend) ->
     except Exception as exc:  # noqa: BLE001 - pySigma raises plain errors on malformed shapes; the file is at fault
         report.refused.append((path, f"not a valid Sigma rule: {type(exc).__name__}: {exc}"))
         return
+    output = {id(r) for r in collection.get_output_rules()}
     for rule in collection.rules:
+        if id(rule) not in output:  # a correlation's base rule without generate: true fires only inside it
+            report.refused.append(
+                (path, f"rule {rule.title!r} is a base rule of a correlation rule (generate: false): it does not "
+                 "alert on its own")
+            )  # fmt: skip
+            continue
         if isinstance(rule, SigmaCorrelationRule):
             report.refused.append(
                 (
