@@ -42,6 +42,7 @@ TECHNIQUES: dict[str, tuple[str, tuple[str, ...]]] = {
     "T1021.004": ("SSH", (_LM,)),
     "T1027": ("Obfuscated Files or Information", (_DE,)),
     "T1033": ("System Owner/User Discovery", (_DI,)),
+    "T1036": ("Masquerading", (_DE,)),
     "T1036.005": ("Match Legitimate Name or Location", (_DE,)),
     "T1046": ("Network Service Discovery", (_DI,)),
     "T1048": ("Exfiltration Over Alternative Protocol", (_EF,)),
