@@ -27,6 +27,7 @@ def read_state(lake: Lake | str | Path, request: StateRequest) -> RestoredState:
     return RestoredState(
         processes=state.recent_processes(lake, request.processes_since) if request.processes else (),
         terms=state.seen_terms(lake, request.term_sql) if request.term_sql else [],
+        key_first=state.key_first_seen(lake, request.term_sql) if request.term_sql and request.learn else [],
         open_alert_ids=state.newest_alert_ids(lake, request.open_alerts),
         chain_rows=state.chain_rows(lake, request.chain_sql, request.chain_lookback) if request.chain_sql else None,
         threshold_rows=(

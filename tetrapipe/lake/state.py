@@ -87,6 +87,17 @@ def seen_terms(lake: Lake | str | Path, term_sql: str) -> list[tuple[int, str]]:
         con.close()
 
 
+def key_first_seen(lake: Lake | str | Path, term_sql: str) -> list[tuple[int, int, int]]:
+    """``(_r, _kterm, first match in microseconds)`` of a first-seen query: when each key's learning began."""
+    con = views.connect(_open(lake))
+    try:
+        return con.sql(
+            f"SELECT _r, _kterm, min(epoch_us(time)) FROM ({term_sql}) WHERE _kterm IS NOT NULL GROUP BY ALL"
+        ).fetchall()
+    finally:
+        con.close()
+
+
 def chain_rows(lake: Lake | str | Path, sql: str, lookback: dt.timedelta | None) -> pa.Table | None:
     """The step rows of sequence rules in the last ``lookback`` of event time (``sql`` has ``$since``).
 
@@ -123,6 +134,7 @@ def newest_alert_ids(lake: Lake | str | Path, limit: int) -> list[str]:
 __all__ = [
     "PROCESS_LOOKBACK",
     "chain_rows",
+    "key_first_seen",
     "RECENT_PROCESSES_SQL",
     "lake_exists",
     "newest_alert_ids",

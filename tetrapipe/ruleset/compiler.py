@@ -374,6 +374,8 @@ def compile_rule(rule: Rule, scope: Scope, validator: Validator, file_lines: lis
     except CompileError as exc:
         blame(exc, first, first, last)
         return issues
+    if rule.first_seen is not None and rule.first_seen.since:  # a re-learn: the history before is not the baseline
+        condition = f"({condition}) AND time >= TIMESTAMP {sql_literal(rule.first_seen.since)}"
     try:
         typ = validator.type_of(condition)
     except CompileError as exc:
@@ -437,6 +439,7 @@ def compile_rule(rule: Rule, scope: Scope, validator: Validator, file_lines: lis
 
     dedup_exprs = fields(rule.dedup.fields, "threshold" if rule.threshold else "dedup")
     distinct = fields([rule.threshold.distinct], "threshold") if rule.threshold and rule.threshold.distinct else []
+    learn_key = fields(rule.first_seen.key, "first_seen") if rule.first_seen and rule.first_seen.key else []
     term_exprs = fields(rule.new_terms, "new_terms") if rule.new_terms else []
     if issues:
         return issues
@@ -449,6 +452,8 @@ def compile_rule(rule: Rule, scope: Scope, validator: Validator, file_lines: lis
         term=term_sql(term_exprs) if term_exprs else None,
         min_count=rule.threshold.count if rule.threshold else 0,
         distinct=distinct[0] if distinct else None,
+        learn_key=(term_sql(learn_key) if learn_key else "0") if rule.first_seen else None,
+        learn_us=rule.first_seen.learn_seconds * 1_000_000 if rule.first_seen else 0,
     )
     return issues
 

@@ -132,6 +132,10 @@ class Compiled:
     min_count: int = 0
     #: a distinct-count rule: the SQL expression whose distinct values are counted, or None
     distinct: str | None = None
+    #: a first-seen rule: the hash of its key (whose first sighting starts the learning period), or None
+    learn_key: str | None = None
+    #: a first-seen rule's learning period per key, in microseconds (0: none)
+    learn_us: int = 0
 
     def predicate(self) -> str:
         """The full boolean test: kind prefilter, condition, not excepted."""
@@ -148,6 +152,19 @@ class Threshold:
 
     count: int
     distinct: str | None = None
+
+
+@dataclass
+class FirstSeen:
+    """A ``value`` never seen before for a ``key``, once the key's first ``learn_seconds`` have passed.
+
+    ``since``: learn from this time on (a re-learn: older events are not the baseline).
+    """
+
+    key: list[str]
+    value: list[str]
+    learn_seconds: int
+    since: str | None = None
 
 
 @dataclass
@@ -216,6 +233,7 @@ class Rule:
     compiled: Compiled | None = None
     sequence: Sequence | None = None
     threshold: Threshold | None = None
+    first_seen: FirstSeen | None = None
 
     def line_of(self, key: str) -> int:
         return self.key_lines.get(key, self.line)

@@ -24,6 +24,7 @@ from tetrapipe.ruleset.model import (
     Dedup,
     ExceptionDef,
     Expect,
+    FirstSeen,
     Issue,
     Rule,
     RuleTest,
@@ -55,6 +56,7 @@ RULE_KEYS = {
     "sigma",
     "sequence",
     "threshold",
+    "first_seen",
 }
 LIBRARY_KEYS = {"lists", "macros", "description"}
 OVERRIDE_KEYS = {
@@ -331,6 +333,37 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _parse_first_seen(ctx: FileCheck, doc: located.Located) -> FirstSeen | None:
+    """``first_seen: {key: [fields], value: [fields], learn: 7d, since: '2026-03-10'}``."""
+    raw = ctx.mapping(doc, "first_seen")
+    if raw is None:
+        return None
+    ctx.keys(raw, {"key", "value", "learn", "since"}, "first_seen")
+    key, value = ctx.strings(raw, "key"), ctx.strings(raw, "value")
+    if not value:
+        ctx.error(
+            raw.line_of("value") if "value" in raw else raw.line, "first_seen needs value: the field(s) new for a key"
+        )
+        return None
+    seconds = duration_seconds(raw.get("learn", "0s"))
+    if seconds is None or seconds < 0:
+        ctx.error(raw.line_of("learn"), f"first_seen learn {raw.get('learn')!r} is not a duration (e.g. 7d, 12h)")
+        return None
+    since = raw.get("since")
+    if since is not None:
+        import datetime as dt
+
+        try:
+            since = dt.datetime.fromisoformat(str(since).replace("Z", "")).isoformat(sep=" ")
+        except ValueError:
+            ctx.error(raw.line_of("since"), f"first_seen since {since!r} is not a date or time (2026-03-10 09:00)")
+            return None
+    if "threshold" in doc or "sequence" in doc:
+        ctx.error(raw.line, "first_seen cannot be combined with threshold or sequence")
+        return None
+    return FirstSeen(key, value, int(seconds), since)
+
+
 def _parse_threshold(ctx: FileCheck, doc: located.Located) -> Threshold | None:
     """``threshold: {count: N, distinct: field, by: [fields], window: 1m}``."""
     raw = ctx.mapping(doc, "threshold")
@@ -422,6 +455,11 @@ def parse_rule(ctx: FileCheck, doc: located.Located, text_lines: list[str]) -> R
         if not new_terms:
             ctx.error(doc.line_of("new_terms"), "new_terms needs fields: the combination whose first sighting alerts")
             new_terms = None
+    first_seen = _parse_first_seen(ctx, doc)
+    if first_seen is not None:
+        if new_terms:
+            ctx.error(doc.line_of("new_terms"), "give first_seen or new_terms, not both")
+        new_terms = [*first_seen.key, *first_seen.value]
     dedup = parse_dedup(ctx, doc)
     if new_terms and "dedup" not in doc:
         dedup = Dedup(list(new_terms), DEFAULT_DEDUP.window_seconds)
@@ -468,6 +506,7 @@ def parse_rule(ctx: FileCheck, doc: located.Located, text_lines: list[str]) -> R
         ),
         sequence=sequence,
         threshold=threshold,
+        first_seen=first_seen,
         references=ctx.strings(doc, "references"),
         false_positives=ctx.strings(doc, "false_positives"),
         sigma=dict(ctx.mapping(doc, "sigma") or {}),

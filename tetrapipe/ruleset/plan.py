@@ -59,7 +59,8 @@ def match_sql(rules: list[Rule], source: str, where: str | None = None) -> str:
         term = f"CAST({c.term} AS UBIGINT)" if c.term else "NULL::UBIGINT"
         items.append(
             f"CASE WHEN {c.predicate()}\n  THEN struct_pack(_r := {i}, _message := {c.message}, "
-            f"_dedup_key := {c.dedup_key}, _term := {term}, _distinct := {_distinct(rule)}) END"
+            f"_dedup_key := {c.dedup_key}, _term := {term}, _distinct := {_distinct(rule)}, "
+            f"_kterm := {_kterm(rule)}, _learn_us := {int(c.learn_us)}::BIGINT) END"
         )
     filters = [f"kind IN ({', '.join(sql_literal(k) for k in kinds)})"]
     if where:
@@ -75,6 +76,12 @@ WITH _m AS (
 )
 SELECT * EXCLUDE (_rs), unnest(_rs, recursive := true) FROM _m WHERE len(_rs) > 0
 """
+
+
+def _kterm(rule: Rule) -> str:
+    """A first-seen rule's key hash (its learning period runs from the key's first match); NULL for the others."""
+    k = rule.compiled.learn_key
+    return f"CAST({k} AS UBIGINT)" if k else "NULL::UBIGINT"
 
 
 def _distinct(rule: Rule) -> str:
@@ -126,6 +133,8 @@ def mask_sql(rules: list[Rule], source: str) -> str:
         c = rule.compiled
         if c.term:
             cols.append(f"CASE WHEN {c.predicate()}\n  THEN CAST({c.term} AS UBIGINT) END AS _t{i}")
+        if c.learn_key:
+            cols.append(f"CASE WHEN {c.predicate()}\n  THEN {_kterm(rule)} END AS _k{i}")
     return f"SELECT _i, {', '.join(cols)}\nFROM {source}\nWHERE kind IN ({', '.join(sql_literal(k) for k in kinds)})"
 
 
@@ -208,11 +217,16 @@ def threshold_hunt_sql(rule: Rule) -> str:
 
 
 def first_terms_sql(source: str) -> str:
-    """Keep, per (rule, term), only its earliest match (rows without a term pass through)."""
+    """Keep, per (rule, term), only its earliest match (rows without a term pass through).
+
+    A first-seen rule's earliest match is dropped too while its key is still
+    learning: within ``_learn_us`` of the key's first match (``_kfirst``).
+    """
     return f"""
-SELECT * FROM {source}
+SELECT * FROM (SELECT *, min(time) OVER (PARTITION BY _r, _kterm) AS _kfirst FROM {source})
 QUALIFY _term IS NULL
-     OR row_number() OVER (PARTITION BY _r, _term ORDER BY time NULLS LAST, event_id) = 1
+     OR (row_number() OVER (PARTITION BY _r, _term ORDER BY time NULLS LAST, event_id) = 1
+         AND (_learn_us = 0 OR epoch_us(time) >= epoch_us(_kfirst) + _learn_us))
 """
 
 

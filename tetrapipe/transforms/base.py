@@ -43,6 +43,8 @@ class StateRequest:
     processes: bool = False
     processes_since: dt.datetime | dt.timedelta | None = None
     term_sql: str | None = None
+    #: first-seen rules: also when each key of ``term_sql``'s rows was first matched (``_kterm``)
+    learn: bool = False
     open_alerts: int = 0
     chain_sql: str | None = None
     chain_lookback: dt.timedelta | None = None
@@ -61,6 +63,8 @@ class RestoredState:
 
     processes: Iterable[pa.Table] = ()
     terms: list[tuple[int, str]] = field(default_factory=list)
+    #: ``(_r, _kterm, first match in microseconds)`` of first-seen rules' keys
+    key_first: list[tuple[int, int, int]] = field(default_factory=list)
     open_alert_ids: list[str] = field(default_factory=list)
     chain_rows: pa.Table | None = None
     threshold_rows: pa.Table | None = None

@@ -127,6 +127,8 @@ class Detector:
         self._terms_capacity = new_terms_capacity
         self._open: OrderedDict[str, int] = OrderedDict()  # alert_id -> window end (us)
         self._seen_terms: OrderedDict[tuple[int, int], None] = OrderedDict()
+        #: first-seen rules: when each key was first matched (its learning period starts there), microseconds
+        self._key_first: OrderedDict[tuple[int, int], int] = OrderedDict()
         self._watermark_us = 0
         # one private in-memory connection for the detector's life: statements are prepared once and
         # the batch is registered, never copied (``connection`` lets the rule test runner share one
@@ -159,6 +161,7 @@ class Detector:
             self._rules_table = rules_table_sql(self.rules)
             self._max_event_ids = max_event_ids
             self._term_rules = [i for i, r in enumerate(self.rules) if r.compiled.term]
+            self._learn = {i: r.compiled.learn_us for i, r in enumerate(self.rules) if r.compiled.learn_us}
             if any(r.compiled.min_count for r in self.rules):
                 self._thresholds = ThresholdState(self.rules, capacity=max_open_alerts, max_event_ids=max_event_ids)
             # grouping statements per set of rules that matched in a batch (few distinct sets in practice)
@@ -360,7 +363,7 @@ class Detector:
         yet keeps its bit and is remembered; ``arrays`` (the mask columns, one
         entry per row of ``rows``) are changed in place.
         """
-        rs, pos, terms = [], [], []
+        rs, pos, terms, keys = [], [], [], []
         for i in self._term_rules:
             sel = np.flatnonzero(arrays[i // MASK_BITS] & (1 << (i % MASK_BITS)))
             if not len(sel):
@@ -370,25 +373,43 @@ class Detector:
             rs.append(np.full(int(valid.sum()), i))
             pos.append(sel[valid])
             terms.append(np.ma.getdata(t)[valid])
+            k = masks.get(f"_k{i}")
+            keys.append(np.ma.getdata(np.ma.asarray(k)[sel])[valid] if k is not None else np.zeros(int(valid.sum())))
         if not rs:
             return
         r_all, pos_all, term_all = np.concatenate(rs), np.concatenate(pos), np.concatenate(terms)
+        key_all = np.concatenate(keys)
         if not len(pos_all):
             return
         cand = batch.select(["time", "event_id"]).take(pa.array(rows[pos_all]))
         order = pc.sort_indices(
             cand, sort_keys=[("time", "ascending", "at_end"), ("event_id", "ascending", "at_end")]
         ).to_numpy()
-        seen = self._seen_terms
-        for r, t, p in zip(r_all[order].tolist(), term_all[order].tolist(), pos_all[order].tolist(), strict=True):
+        times = pc.cast(cand.column("time"), pa.int64()).take(pa.array(order)).to_pylist()  # (None for no time)
+        seen, first, learn = self._seen_terms, self._key_first, self._learn
+        for r, t, p, k, us in zip(
+            r_all[order].tolist(),
+            term_all[order].tolist(),
+            pos_all[order].tolist(),
+            key_all[order].tolist(),
+            times,
+            strict=True,
+        ):
+            learning = False
+            if r in learn:  # a first-seen rule: its key's first match starts the learning (no time: never new)
+                learning = us is None or us < first.setdefault((r, k), us) + learn[r]
             key = (r, t)
             if key in seen:
                 seen.move_to_end(key)
                 arrays[r // MASK_BITS][p] &= ~(1 << (r % MASK_BITS))
                 continue
             seen[key] = None
+            if learning:  # part of the baseline: remembered, not alerted
+                arrays[r // MASK_BITS][p] &= ~(1 << (r % MASK_BITS))
         while len(seen) > self._terms_capacity:
             seen.popitem(last=False)
+        while len(first) > self._terms_capacity:
+            first.popitem(last=False)
 
     def _fold(self, grouped: pa.Table) -> pa.Table:
         """Tell first sightings from follow-ups, remember open windows, return ALERT_SCHEMA rows."""
@@ -442,6 +463,7 @@ class Detector:
         chains = self.chains
         return StateRequest(
             term_sql=term_sql,
+            learn=any(r.compiled.learn_us for r in term_rules),
             open_alerts=self._max_open,
             chain_sql=chains.history_sql("time >= $since") if chains else None,
             chain_lookback=dt.timedelta(seconds=chains.lookback_seconds()) if chains else None,
@@ -465,6 +487,8 @@ class Detector:
         index = {id(r): i for i, r in enumerate(self.rules)}
         for r, t in state.terms:
             self._seen_terms[(index[id(term_rules[r])], t)] = None
+        for r, k, us in state.key_first:
+            self._key_first[(index[id(term_rules[r])], k)] = us
         for aid in state.open_alert_ids:
             self._open[aid] = 0
         if self._thresholds is not None and state.threshold_rows is not None and state.threshold_rows.num_rows:
