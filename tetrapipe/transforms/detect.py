@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -57,30 +56,13 @@ from tetrapipe.schema import ALERT_SCHEMA
 from tetrapipe.textsafe import visible
 from tetrapipe.transforms.base import RestoredState, StateRequest
 from tetrapipe.transforms.chains import ChainEngine
+from tetrapipe.transforms.duckslot import ArrowSlot, quiet_arrow_copy_warning, set_bits
 from tetrapipe.transforms.thresholds import ThresholdState
 
 #: how long after its window ends an alert id is still remembered (late events)
 _GRACE_US = 5 * 60 * 1_000_000
 _EPOCH = dt.datetime(1970, 1, 1)
 _US = dt.timedelta(microseconds=1)
-
-
-def _quiet_arrow_copy_warning() -> None:
-    """Silence DuckDB's "extra copy" warning for this module's cursor reads, and only those.
-
-    The detector reads its small results as Arrow from the cursor
-    (``con.execute(...).to_arrow_table()``), which DuckDB warns copies the rows
-    once more; for a few thousand rows that copy is cheaper than what the warning
-    recommends (``con.sql``, which binds the statement once more). Called per
-    detector, not only at import, because test runners reset the filters;
-    ``filterwarnings`` replaces an identical filter, so the list does not grow.
-    """
-    warnings.filterwarnings(
-        "ignore",
-        message="Arrow output on a DB-API result makes an extra copy",
-        category=UserWarning,
-        module=r"tetrapipe\.transforms\.detect",
-    )
 
 
 @dataclass
@@ -120,7 +102,7 @@ class Detector:
         #: sequence rules, evaluated by :attr:`chains` (None without any)
         self.sequence_rules: list[Rule] = [r for r in rules if r.sequence is not None]
         self.chains = ChainEngine(self.sequence_rules, max_partials=max_partial_chains) if self.sequence_rules else None
-        _quiet_arrow_copy_warning()
+        quiet_arrow_copy_warning()
         self.on_new_alerts = on_new_alerts
         self.stats = DetectorStats()
         self._max_open = max_open_alerts
@@ -149,7 +131,7 @@ class Detector:
         # whose content changes per batch: DuckDB then plans nothing per batch (planning was a third of
         # the detector's time). A shared connection (the rule test runner's) gets plain statements.
         self._prepared = self._own_con
-        self._slots: dict[str, _Slot] = {}
+        self._slots: dict[str, ArrowSlot] = {}
         self._statement_names: dict[object, str] = {}
         self._schema: pa.Schema | None = None
         self._group_rules: tuple[int, ...] = ()
@@ -276,7 +258,9 @@ class Detector:
         if not hit.any():
             return ALERT_SCHEMA.empty_table()
         arrays = [a[hit] for a in arrays]
-        which = tuple(k * MASK_BITS + bit for k, a in enumerate(arrays) for bit in _bits(int(np.bitwise_or.reduce(a))))
+        which = tuple(
+            k * MASK_BITS + bit for k, a in enumerate(arrays) for bit in set_bits(int(np.bitwise_or.reduce(a)))
+        )
         self.stats.matches += sum(int(np.count_nonzero(arrays[i // MASK_BITS] & (1 << (i % MASK_BITS)))) for i in which)
         hits = batch.take(pa.array(rows[hit]))
         for k, a in enumerate(arrays):
@@ -307,7 +291,7 @@ class Detector:
                 con.unregister(source)
         slot = self._slots.get(source)
         if slot is None:
-            slot = self._slots[source] = _Slot(table.schema)
+            slot = self._slots[source] = ArrowSlot(table.schema)
             con.register(source, slot)
         slot.table = table
         try:
@@ -502,35 +486,6 @@ class Detector:
         if self.chains is not None and state.chain_rows is not None:
             # the chains these rows completed were alerted (and stored) before the restart: not again
             self.chains.feed(state.chain_rows, emit=False)
-
-
-class _Slot:
-    """A registered Arrow source whose table is swapped per batch (see ``Detector._run``).
-
-    DuckDB reads it through the Arrow PyCapsule interface at each scan, so a
-    statement prepared against it reads the current table without being bound
-    again; the schema must not change (the detector re-prepares if it does).
-    """
-
-    def __init__(self, schema: pa.Schema) -> None:
-        self.empty = schema.empty_table()
-        self.table = self.empty
-
-    def __arrow_c_schema__(self) -> object:
-        return self.table.schema.__arrow_c_schema__()
-
-    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object:
-        return self.table.__arrow_c_stream__(requested_schema)
-
-
-def _bits(mask: int) -> list[int]:
-    """Positions of the set bits of a non-negative int, lowest first."""
-    out = []
-    while mask:
-        low = mask & -mask
-        out.append(low.bit_length() - 1)
-        mask ^= low
-    return out
 
 
 def format_alert(row: dict) -> str:
