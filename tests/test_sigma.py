@@ -349,9 +349,10 @@ def test_bare_command_lines_on_real_tetragon_events(tmp_path: Path) -> None:
     assert result.ok and result.count("passed") == 4, [(r.rule_id, r.reason) for r in result.results]
 
 
-def test_a_correlation_rule_is_refused_by_name_and_its_base_rules_convert(tmp_path: Path) -> None:
-    """Correlation rules are not converted yet (they need the sequence/threshold mapping): refused, saying so;
-    base rules that only exist inside it are refused too (they do not alert alone), unless ``generate: true``."""
+def test_a_refused_correlation_rule_takes_its_base_rules_with_it_unless_generate(tmp_path: Path) -> None:
+    """A correlation that cannot convert (here: a group-by no sequence key stands for) is refused by name;
+    its base rules only exist inside it (they do not alert alone), unless ``generate: true``
+    (conversions: tests/test_sigma_correlation.py)."""
     base = {"logsource": {"product": "linux", "category": "process_creation"}, "status": "test"}
     docs = [
         {**base, "title": "curl", "id": "4d5e6f70-0000-4000-8000-000000000001", "name": "curl",
@@ -366,9 +367,8 @@ def test_a_correlation_rule_is_refused_by_name_and_its_base_rules_convert(tmp_pa
     report = import_sigma([tmp_path], firing_tests=False)
     assert report.converted == []
     assert [r for _, r in report.refused] == [
-        "rule 'curl' is a base rule of a correlation rule (generate: false): it does not alert on its own",
-        "rule 'chmod' is a base rule of a correlation rule (generate: false): it does not alert on its own",
-        "correlation rule (temporal_ordered): not converted yet (needs tetrapipe's sequence/threshold rule kinds)",
+        "download then chmod: temporal_ordered group-by ParentProcessId: tetrapipe's sequence rules join their "
+        "steps by container (container_id), pod (namespace, pod) or workload (namespace, workload)",
     ]
     docs[2]["correlation"]["generate"] = True  # the base rules are wanted on their own as well
     (tmp_path / "c.yml").write_text(yaml.safe_dump_all(docs))

@@ -356,10 +356,13 @@ class TetrapipeBackend(Backend):
     def convert_condition_query_expr(self, cond: ConditionValueExpression, state: ConversionState) -> str:
         raise self._keyword(cond)
 
-    # --- correlation rules: refused until tetrapipe has sequence/threshold rule kinds to map them to ---
+    # --- correlation rules: converted by tetrapipe.ruleset.sigma.correlation into rule documents ---
 
     def _correlation(self, rule: Any, *args: Any, **kwargs: Any) -> Any:
-        raise refuse(f"correlation rule ({getattr(rule.type, 'name', rule.type)}): not converted yet")
+        raise refuse(
+            f"correlation rule ({getattr(rule.type, 'name', rule.type)}): converted to a threshold or sequence rule "
+            "by tetrapipe.ruleset.sigma.correlation, not to one condition"
+        )
 
     convert_correlation_event_count_rule = _correlation
     convert_correlation_value_count_rule = _correlation
@@ -386,6 +389,8 @@ class TetrapipeBackend(Backend):
     def condition_sql(self, rule: SigmaRule) -> str:
         """The rule's detection as one SQL condition (several Sigma conditions are OR'ed)."""
         queries = self.convert_rule(rule)
+        if not queries and not rule._output:  # a correlation's base rule: pySigma keeps its query aside
+            queries = rule.get_conversion_result()
         if not queries:
             raise refuse("the rule's condition converts to nothing")
         return _join("OR", [str(q) for q in queries])

@@ -22,7 +22,7 @@ from typing import Any
 from sigma.collection import SigmaCollection
 from sigma.correlations import SigmaCorrelationRule
 from sigma.exceptions import SigmaError
-from sigma.rule import SigmaRule
+from sigma.rule import SigmaRule, SigmaRuleBase
 
 from tetrapipe.ruleset.sigma.backend import TetrapipeBackend
 from tetrapipe.ruleset.sigma.pipeline import LOGSOURCES
@@ -119,6 +119,42 @@ def _pretty(sql: str) -> str:
     return "".join(out)
 
 
+def metadata(rule: SigmaRuleBase, source: Path) -> dict[str, Any]:
+    """What every converted rule carries from its Sigma rule, base or correlation alike.
+
+    ``id`` and title (so it can be traced back and re-imported), severity from
+    ``level``, MITRE ids from ``attack.t*`` tags, references, false positives,
+    and the ``sigma:`` block; ``category`` is added by the caller that knows it.
+    """
+    title = str(rule.title or source.stem)
+    sigma_id = str(rule.id) if rule.id else None
+    tags = [str(t) for t in rule.tags]
+    description = str(rule.description or title).strip()
+    authors = rule.author if isinstance(rule.author, str) else ", ".join(rule.author or [])
+    origin = f"Converted from Sigma rule {sigma_id or source.name}" + (f" by {authors}" if authors else "")
+    level = str(rule.level.name).lower() if rule.level else "medium"
+    status = str(rule.status.name).lower() if rule.status else ""
+    out: dict[str, Any] = {
+        "id": rule_id_for(title, sigma_id),
+        "title": title,
+        "description": f"{description}\n\n{origin} (tetrapipe rules import-sigma, from {source.name}).",
+        "severity": _LEVELS.get(level, "medium"),
+        "mitre": [m.group(1).upper() for t in tags if (m := _MITRE_TAG.match(t))],
+        "tags": list(dict.fromkeys(["sigma", *[t.split(".", 1)[-1] for t in tags if not _MITRE_TAG.match(t)]])),
+        "enabled": status not in ("deprecated", "unsupported"),
+    }
+    if rule.references:
+        out["references"] = [str(r) for r in rule.references]
+    if rule.falsepositives:
+        out["false_positives"] = [str(f) for f in rule.falsepositives]
+    out["sigma"] = {
+        k: v
+        for k, v in (("id", sigma_id), ("level", level), ("status", status or None), ("tags", tags or None))
+        if v is not None
+    }
+    return out
+
+
 def convert_rule(rule: SigmaRule, source: Path, backend: TetrapipeBackend | None = None) -> Converted:
     """One parsed Sigma rule -> the tetrapipe rule document (a dict ready for YAML)."""
     category = _logsource(rule)
@@ -129,24 +165,10 @@ def convert_rule(rule: SigmaRule, source: Path, backend: TetrapipeBackend | None
         raise SigmaRefused(_reason(exc)) from None
     if src.base:
         condition = f"({src.base})\nAND {condition}"
-    title = str(rule.title or source.stem)
-    sigma_id = str(rule.id) if rule.id else None
-    rid = rule_id_for(title, sigma_id)
-    tags = [str(t) for t in rule.tags]
-    mitre = [m.group(1).upper() for t in tags if (m := _MITRE_TAG.match(t))]
-    plain_tags = ["sigma", *[t.split(".", 1)[-1] for t in tags if not _MITRE_TAG.match(t)]]
-    description = str(rule.description or title).strip()
-    authors = rule.author if isinstance(rule.author, str) else ", ".join(rule.author or [])
-    origin = f"Converted from Sigma rule {sigma_id or source.name}" + (f" by {authors}" if authors else "")
-    level = str(rule.level.name).lower() if rule.level else "medium"
-    status = str(rule.status.name).lower() if rule.status else ""
+    meta = metadata(rule, source)
+    sigma = {"id": meta["sigma"].get("id"), "category": category, **meta.pop("sigma")}
     out: dict[str, Any] = {
-        "id": rid,
-        "title": title,
-        "description": f"{description}\n\n{origin} (tetrapipe rules import-sigma, from {source.name}).",
-        "severity": _LEVELS.get(level, "medium"),
-        "mitre": mitre,
-        "tags": list(dict.fromkeys(plain_tags)),
+        **{k: meta[k] for k in ("id", "title", "description", "severity", "mitre", "tags")},
         "event": list(src.events) if len(src.events) > 1 else src.events[0],
         "condition": _pretty(condition),
         "output": (
@@ -155,27 +177,14 @@ def convert_rule(rule: SigmaRule, source: Path, backend: TetrapipeBackend | None
             + (": connect to {daddr}:{dport}" if src.policy == "connect" else "")
         ),
         "dedup": {"fields": ["node_name", "exec_id"], "window": "1h"},
-        "enabled": status not in ("deprecated", "unsupported"),
+        "enabled": meta["enabled"],
     }
     if src.policy:
         out["requires"] = {"policies": [src.policy]}
-    if rule.references:
-        out["references"] = [str(r) for r in rule.references]
-    if rule.falsepositives:
-        out["false_positives"] = [str(f) for f in rule.falsepositives]
-    out["sigma"] = {
-        k: v
-        for k, v in (
-            ("id", sigma_id),
-            ("category", category),
-            ("level", level),
-            ("status", status or None),
-            ("tags", tags or None),
-        )
-        if v is not None
-    }
+    out.update({k: meta[k] for k in ("references", "false_positives") if k in meta})
+    out["sigma"] = {k: v for k, v in sigma.items() if v is not None}
     out["tests"] = []
-    return Converted(source, rid, out, rule)
+    return Converted(source, meta["id"], out, rule)
 
 
 def convert_document(doc: dict[str, Any], source: Path) -> Converted:
@@ -214,29 +223,23 @@ def convert_file(path: Path, report: ImportReport, backend: TetrapipeBackend) ->
     except Exception as exc:  # noqa: BLE001 - pySigma raises plain errors on malformed shapes; the file is at fault
         report.refused.append((path, f"not a valid Sigma rule: {type(exc).__name__}: {exc}"))
         return
+    from tetrapipe.ruleset.sigma.correlation import convert_correlation
+
     output = {id(r) for r in collection.get_output_rules()}
     for rule in collection.rules:
-        if id(rule) not in output:  # a correlation's base rule without generate: true fires only inside it
-            report.refused.append(
-                (path, f"rule {rule.title!r} is a base rule of a correlation rule (generate: false): it does not "
-                 "alert on its own")
-            )  # fmt: skip
-            continue
-        if isinstance(rule, SigmaCorrelationRule):
-            report.refused.append(
-                (
-                    path,
-                    f"correlation rule ({rule.type.name.lower()}): not converted yet (needs tetrapipe's "
-                    "sequence/threshold rule kinds)",
-                )
-            )
+        if id(rule) not in output:  # a correlation's base rule without generate: true: converted inside it
             continue
         try:
-            report.converted.append(convert_rule(rule, path, backend))
+            if isinstance(rule, SigmaCorrelationRule):
+                report.converted.append(convert_correlation(rule, path, backend))
+            else:
+                report.converted.append(convert_rule(rule, path, backend))
         except NotForLinux as exc:
             report.other_platforms[str(exc)] = report.other_platforms.get(str(exc), 0) + 1
         except SigmaRefused as exc:
-            report.refused.append((path, str(exc)))
+            report.refused.append(
+                (path, f"{rule.title}: {exc}" if isinstance(rule, SigmaCorrelationRule) else str(exc))
+            )
 
 
 def import_sigma(paths: Iterable[Path], *, firing_tests: bool = True) -> ImportReport:
