@@ -122,7 +122,8 @@ def tree_command(
         )
 
     try:
-        with LakeViews(lake) as views:
+        # a tree reads events (processes fold them) and alerts; build_tree defines the macros it calls
+        with LakeViews(lake, tables=("events", "alerts"), tree_macros=False) as views:
             found = views.run(read)
     except TreeError as exc:
         # the message may quote a pod name from the history: shown, never read as markup
