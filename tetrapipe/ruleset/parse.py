@@ -19,16 +19,15 @@ from tetrapipe.config import located
 from tetrapipe.ruleset.compiler import (
     EXCEPTION_FIELDS,
 )
+from tetrapipe.ruleset.kinds import parse_first_seen, parse_threshold
 from tetrapipe.ruleset.model import (
     SEVERITIES,
     Dedup,
     ExceptionDef,
     Expect,
-    FirstSeen,
     Issue,
     Rule,
     RuleTest,
-    Threshold,
 )
 from tetrapipe.schema import ENTERPRISE_KINDS, OSS_KINDS
 from tetrapipe.units import duration_seconds
@@ -333,57 +332,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _parse_first_seen(ctx: FileCheck, doc: located.Located) -> FirstSeen | None:
-    """``first_seen: {key: [fields], value: [fields], learn: 7d, since: '2026-03-10'}``."""
-    raw = ctx.mapping(doc, "first_seen")
-    if raw is None:
-        return None
-    ctx.keys(raw, {"key", "value", "learn", "since"}, "first_seen")
-    key, value = ctx.strings(raw, "key"), ctx.strings(raw, "value")
-    if not value:
-        ctx.error(
-            raw.line_of("value") if "value" in raw else raw.line, "first_seen needs value: the field(s) new for a key"
-        )
-        return None
-    seconds = duration_seconds(raw.get("learn", "0s"))
-    if seconds is None or seconds < 0:
-        ctx.error(raw.line_of("learn"), f"first_seen learn {raw.get('learn')!r} is not a duration (e.g. 7d, 12h)")
-        return None
-    since = raw.get("since")
-    if since is not None:
-        import datetime as dt
-
-        try:
-            since = dt.datetime.fromisoformat(str(since).replace("Z", "")).isoformat(sep=" ")
-        except ValueError:
-            ctx.error(raw.line_of("since"), f"first_seen since {since!r} is not a date or time (2026-03-10 09:00)")
-            return None
-    if "threshold" in doc or "sequence" in doc:
-        ctx.error(raw.line, "first_seen cannot be combined with threshold or sequence")
-        return None
-    return FirstSeen(key, value, int(seconds), since)
-
-
-def _parse_threshold(ctx: FileCheck, doc: located.Located) -> Threshold | None:
-    """``threshold: {count: N, distinct: field, by: [fields], window: 1m}``."""
-    raw = ctx.mapping(doc, "threshold")
-    if raw is None:
-        return None
-    ctx.keys(raw, {"count", "distinct", "by", "window"}, "threshold")
-    count = raw.get("count")
-    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-        ctx.error(raw.line_of("count") if "count" in raw else raw.line, "threshold needs count: a number >= 1")
-        return None
-    distinct = raw.get("distinct")
-    if distinct is not None and not isinstance(distinct, str):
-        ctx.error(raw.line_of("distinct"), "threshold distinct must name one column (or @macro)")
-        return None
-    if "new_terms" in doc or "sequence" in doc:
-        ctx.error(raw.line, "threshold cannot be combined with new_terms or sequence")
-        return None
-    return Threshold(count, distinct)
-
-
 def parse_rule(ctx: FileCheck, doc: located.Located, text_lines: list[str]) -> Rule | None:
     """One rule document into a :class:`Rule`, every problem recorded in ``ctx`` with its line.
 
@@ -455,7 +403,7 @@ def parse_rule(ctx: FileCheck, doc: located.Located, text_lines: list[str]) -> R
         if not new_terms:
             ctx.error(doc.line_of("new_terms"), "new_terms needs fields: the combination whose first sighting alerts")
             new_terms = None
-    first_seen = _parse_first_seen(ctx, doc)
+    first_seen = parse_first_seen(ctx, doc)
     if first_seen is not None:
         if new_terms:
             ctx.error(doc.line_of("new_terms"), "give first_seen or new_terms, not both")
@@ -463,7 +411,7 @@ def parse_rule(ctx: FileCheck, doc: located.Located, text_lines: list[str]) -> R
     dedup = parse_dedup(ctx, doc)
     if new_terms and "dedup" not in doc:
         dedup = Dedup(list(new_terms), DEFAULT_DEDUP.window_seconds)
-    threshold = _parse_threshold(ctx, doc)
+    threshold = parse_threshold(ctx, doc)
     if threshold is not None:
         raw = doc["threshold"]
         if "dedup" in doc:
