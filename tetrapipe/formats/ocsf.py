@@ -34,6 +34,7 @@ from tetrapipe.formats.values import (
     compact,
     epoch_ms,
     event_time,
+    exec_id_node,
     ip_version,
     is_alert,
     iso8601,
@@ -43,6 +44,9 @@ from tetrapipe.formats.values import (
 from tetrapipe.units import severity_rank
 
 OCSF_VERSION = "1.3.0"
+
+#: the device name of an event whose node Tetragon did not name
+UNKNOWN_DEVICE = "unknown"
 
 PRODUCT = {"name": "tetrapipe", "vendor_name": "tetrapipe", "version": __version__}
 
@@ -119,15 +123,16 @@ def _envelope(
         "activity_id": activity_id,
         "activity_name": activity_name,
         "type_uid": class_uid * 100 + activity_id,
-        "type_name": f"{class_name}: {activity_name}",
+        # the caption of type_uid: for 99 (Other) it is "Other", activity_name carries the source's word
+        "type_name": f"{class_name}: {'Other' if activity_id == 99 else activity_name}",
         "time": epoch_ms(event_time(row)),
         "severity_id": severity_id,
         "severity": SEVERITY_NAMES[severity_id],
-        "metadata": _metadata(row),
+        "metadata": _metadata(row, [] if class_uid == CLASS_BASE else ["host", "container"]),
     }
 
 
-def _metadata(row: dict[str, Any]) -> dict[str, Any]:
+def _metadata(row: dict[str, Any], profiles: list[str]) -> dict[str, Any]:
     alert = is_alert(row)
     return {
         "version": OCSF_VERSION,
@@ -136,14 +141,22 @@ def _metadata(row: dict[str, Any]) -> dict[str, Any]:
         "original_time": iso8601(row.get("time")),
         "log_name": "tetrapipe.alerts" if alert else "tetragon.events",
         "log_provider": row.get("source"),
-        "profiles": ["host", "container"],
+        "profiles": profiles or None,
     }
 
 
 def _device(row: dict[str, Any]) -> dict[str, Any]:
-    """The node that saw the event. ``type_id`` 0 (Unknown): a node may be a VM, metal or cloud."""
-    node = row.get("node_name")
-    return {"type_id": 0, "type": "Unknown", "hostname": node, "name": node}
+    """The node that saw the event. ``type_id`` 0 (Unknown): a node may be a VM, metal or cloud.
+
+    OCSF needs one identifier of the device; without ``node_name`` the node is
+    the one named inside the process's exec_id (how Tetragon builds it). An
+    agent that knew no node name writes none there either (exec_ids starting
+    with ``:``, seen in Tetragon's own recorded events): the device is then
+    named ``unknown``, not left out (a SIEM that validates drops the record),
+    with ``hostname`` absent so no host of that name appears.
+    """
+    node = row.get("node_name") or exec_id_node(row.get("exec_id")) or exec_id_node(row.get("parent_exec_id"))
+    return {"type_id": 0, "type": "Unknown", "hostname": node, "name": node or UNKNOWN_DEVICE}
 
 
 def _container(row: dict[str, Any]) -> dict[str, Any] | None:
@@ -233,12 +246,16 @@ def _unmapped(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _security_control(row: dict[str, Any]) -> dict[str, Any]:
-    """Tetragon enforcement (SIGKILL, OVERRIDE) as the Security Control profile's action/disposition."""
+def _security_control(out: dict[str, Any], row: dict[str, Any]) -> None:
+    """Tetragon enforcement (SIGKILL, OVERRIDE) as the Security Control profile's action/disposition.
+
+    Those attributes exist only with that profile, so the record claims it
+    (``metadata.profiles``) exactly when it carries them.
+    """
     action = row.get("action") or ""
     if any(a in action for a in _DENY_ACTIONS):
-        return {"action_id": 2, "action": "Denied", "disposition_id": 2, "disposition": "Blocked"}
-    return {}
+        out.update({"action_id": 2, "action": "Denied", "disposition_id": 2, "disposition": "Blocked"})
+        out["metadata"]["profiles"] = [*(out["metadata"].get("profiles") or []), "security_control"]
 
 
 # --- classes -----------------------------------------------------------------------------
@@ -273,7 +290,7 @@ def _process_activity(row: dict[str, Any]) -> dict[str, Any]:
     )
     if kind == "process_exit":
         out["exit_code"] = row.get("exit_status") or 0  # Tetragon omits a zero status
-    out.update(_security_control(row))
+    _security_control(out, row)
     return out
 
 
@@ -290,7 +307,7 @@ def _file_activity(row: dict[str, Any]) -> dict[str, Any]:
             "unmapped": _unmapped(row),
         }
     )
-    out.update(_security_control(row))
+    _security_control(out, row)
     return out
 
 
@@ -337,16 +354,18 @@ def _network_activity(row: dict[str, Any]) -> dict[str, Any]:
             "sni": row.get("tls_sni"),
         }
         out["unmapped"]["tls_cipher_code"] = row.get("tls_cipher_code")  # OCSF's tls object has no code
-    out.update(_security_control(row))
+    _security_control(out, row)
     return out
 
 
 def _base_event(row: dict[str, Any]) -> dict[str, Any]:
     kind = row.get("kind") or "unknown"
     out = _envelope(row, CLASS_BASE, 99, kind)
-    out["device"] = _device(row)
+    # Base Event has no device (and supports neither the host nor the container profile): the node
+    # that reported the event goes under unmapped
     out["message"] = _event_message(row)
     out["unmapped"] = _unmapped(row) | {
+        "node_name": row.get("node_name"),
         "throttle": {"type": row.get("throttle_type"), "cgroup": row.get("cgroup")},
         "dropped_events": row.get("dropped_events"),
     }
@@ -369,9 +388,8 @@ def _detection_finding(row: dict[str, Any]) -> dict[str, Any]:
         "name": basename(row.get("process_binary")),
         "file": _file_obj(row.get("process_binary")),
         "cmd_line": command_line(row.get("process_binary"), row.get("arguments")),
-        "parent_process": {"file": _file_obj(row.get("parent_binary")), "name": basename(row.get("parent_binary"))}
-        if row.get("parent_binary")
-        else None,
+        # no parent_process: an alert row keeps the parent's binary (in lineage), not its pid or exec_id,
+        # and OCSF's process object needs one of them
         "lineage": list(reversed([b for b in (row.get("ancestor_binaries") or []) if b]))
         + ([row["parent_binary"]] if row.get("parent_binary") else [])
         or None,
@@ -397,7 +415,7 @@ def _detection_finding(row: dict[str, Any]) -> dict[str, Any]:
                 "last_seen_time": last,
                 "related_events": [{"uid": e} for e in row.get("event_ids") or []] or None,
             },
-            "actor": {"process": process},
+            "actor": {"process": process} if row.get("exec_id") else None,
             "device": _device(row),
             "unmapped": {
                 "k8s": {"namespace": row.get("namespace"), "pod": row.get("pod")},

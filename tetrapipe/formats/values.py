@@ -9,6 +9,8 @@ the same whichever way it travelled.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 import shlex
@@ -81,6 +83,26 @@ def event_time(row: dict[str, Any]) -> datetime:
         if dt is not None:
             return dt
     return datetime.now(UTC)
+
+
+def exec_id_node(exec_id: str | None) -> str | None:
+    """The node name inside a Tetragon exec_id (``base64("<node_name>:<ktime_ns>:<pid>")``), or None.
+
+    Events of some sources carry no ``node_name``; their exec_id still says
+    which node saw the process, and a format that must name the host (OCSF's
+    ``device``) reads it from there rather than leave the host unnamed.
+    """
+    if not exec_id:
+        return None
+    try:
+        text = base64.b64decode(exec_id + "=" * (-len(exec_id) % 4), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    node, sep, rest = text.rpartition(":")
+    node, sep2, _ = node.rpartition(":")
+    if not sep or not sep2 or not node or not rest.isdigit() or not node.isprintable():
+        return None
+    return node
 
 
 def as_map(value: Any) -> dict[str, str]:
