@@ -27,15 +27,20 @@ from tetrapipe.formats import get_formatter, to_cef, to_ecs, to_native, to_ocsf,
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
     """Native rows (as Arrow hands them to the router) of the samples: events and alerts."""
+    return ingested_rows(tmp_path_factory.mktemp("formats") / "lake", SAMPLES)
+
+
+def ingested_rows(lake: Path, *paths: Path) -> dict[str, list[dict[str, Any]]]:
+    """``tetrapipe ingest`` of each path into ``lake`` (the real pipeline), then its events and alerts."""
     from tetrapipe.lake import connect
 
-    lake = tmp_path_factory.mktemp("formats") / "lake"
-    subprocess.run(
-        [sys.executable, "-m", "tetrapipe", "ingest", str(SAMPLES), "--lake", str(lake), "-q"],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    for path in paths:
+        subprocess.run(
+            [sys.executable, "-m", "tetrapipe", "ingest", str(path), "--lake", str(lake), "-q"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
     con = connect(str(lake))
     try:
         events = con.sql("SELECT * FROM events ORDER BY time, event_id").to_arrow_table().to_pylist()

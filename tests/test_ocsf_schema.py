@@ -15,8 +15,6 @@ Every event kind of samples/ (the scenario and Tetragon's recorded events) and e
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from functools import cache
 from typing import Any
 
@@ -24,6 +22,7 @@ import pytest
 from conftest import SAMPLES
 from jsonschema import Draft202012Validator
 from ocsf_json_schema import OcsfJsonSchemaEmbedded, get_ocsf_schema
+from test_formats import ingested_rows
 
 from tetrapipe.formats import to_ocsf
 from tetrapipe.formats.ocsf import OCSF_VERSION
@@ -35,10 +34,7 @@ EMBEDDED = OcsfJsonSchemaEmbedded(SCHEMA)
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     """Native rows of every sample event and alert, as the forwarder hands them to the formatter."""
-    from tetrapipe.lake import connect
-
     tmp = tmp_path_factory.mktemp("ocsf")
-    lake = tmp / "lake"
     # the samples hold no enforced event: the scenario's file and connect kprobes again, as Tetragon
     # reports them when the policy's action is Sigkill or Override
     scenario = (SAMPLES / "scenario" / "tenant-jobs.log").read_text().splitlines()
@@ -52,21 +48,8 @@ def rows(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
         event["time"] = "2026-03-11T08:00:00.000Z"  # a later event, not a duplicate of the scenario's
         lines.append(json.dumps(event))
     enforced.write_text("\n".join(lines) + "\n")
-    for path in (SAMPLES, enforced):
-        subprocess.run(
-            [sys.executable, "-m", "tetrapipe", "ingest", str(path), "--lake", str(lake), "-q"],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-    con = connect(str(lake))
-    try:
-        events = con.sql("SELECT * FROM events ORDER BY time, event_id").to_arrow_table().to_pylist()
-        alerts = con.sql("SELECT * FROM alerts ORDER BY time, alert_id").to_arrow_table().to_pylist()
-    finally:
-        con.close()
-    assert len(events) > 100 and len(alerts) > 20
-    return events + alerts
+    got = ingested_rows(tmp / "lake", SAMPLES, enforced)
+    return got["events"] + got["alerts"]
 
 
 @cache
