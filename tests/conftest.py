@@ -43,6 +43,12 @@ SLOW_TESTS = {
     "test_tree.py::test_html_badges_are_never_clipped_in_chromium",
     "test_tree.py::test_html_in_headless_chromium",
     "test_ingest.py::test_ingest_prints_the_alerts_of_this_run_not_the_whole_lake",
+    "test_chains.py::test_kill_9_between_steps_then_a_rerun_alerts_every_chain_exactly_once",
+    "test_chains.py::test_generated_chains_split_over_micro_batches_and_out_of_order_fire_once_live_and_retro",
+    "test_chains.py::test_a_hundred_thousand_partial_chains_stay_under_200_mb",
+    "test_chains_threshold.py::test_bursts_counted_across_micro_batches_fire_once_with_the_backtests_totals",
+    "test_chains_threshold.py::test_a_burst_split_by_a_restart_still_fires_once",
+    "test_chains_first_seen.py::test_the_saved_hunt_lists_the_baseline_and_since_learns_again",
 }
 
 

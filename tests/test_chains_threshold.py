@@ -61,7 +61,7 @@ def _backtested(lake: Lake) -> list[tuple]:
     return [(r["alert_id"], r["count"], r["time"], r["last_time"], r["event_ids"]) for r in table.to_pylist()]
 
 
-@pytest.mark.parametrize("chunk_bytes", [1 << 20, 2048])
+@pytest.mark.parametrize("chunk_bytes", [1 << 20, 8192])
 def test_bursts_counted_across_micro_batches_fire_once_with_the_backtests_totals(
     tmp_path: Path, chunk_bytes: int
 ) -> None:
