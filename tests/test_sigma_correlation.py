@@ -205,3 +205,37 @@ def test_generate_true_keeps_the_base_rules_as_rules_too(tmp_path: Path) -> None
     ]
     write_rules(report.converted, tmp_path / "rules")
     assert not load_ruleset([tmp_path / "rules"]).errors
+
+
+def test_event_count_over_rules_of_two_log_sources_counts_each_on_its_own_events(tmp_path: Path) -> None:
+    """An event_count over an exec rule and a connect rule: each base condition applies to its own event
+    kinds only, so a connect made by /usr/bin/id is not counted as an exec of id."""
+    exec_rule = {"title": "id", "name": "id_exec", "id": "0a1b2c3d-0000-4000-8000-000000000001",
+                 "logsource": {"product": "linux", "category": "process_creation"},
+                 "detection": {"s": {"Image|endswith": "/id"}, "condition": "s"}}  # fmt: skip
+    connect_rule = {"title": "4444", "name": "c4444", "id": "0a1b2c3d-0000-4000-8000-000000000002",
+                    "logsource": {"product": "linux", "category": "network_connection"},
+                    "detection": {"s": {"DestinationPort": 4444}, "condition": "s"}}  # fmt: skip
+    correlation = {"title": "id and a 4444 connect", "id": "0a1b2c3d-0000-4000-8000-000000000003",
+                   "correlation": {"type": "event_count", "rules": ["id_exec", "c4444"], "group-by": ["container_id"],
+                                   "timespan": "1m", "condition": {"gte": 2}}}  # fmt: skip
+    (tmp_path / "c.yml").write_text(yaml.safe_dump_all([exec_rule, connect_rule, correlation]))
+    report = import_sigma([tmp_path], firing_tests=False)
+    (conv,) = report.converted
+    assert conv.document["event"] == ["process_exec", "process_kprobe", "process_connect"]
+    assert conv.document["requires"] == {"policies": ["connect"]}
+    s = timedelta(seconds=1)
+
+    def connect_by_id(n: int, dport: int) -> str:
+        line = tetragon_event("network_connection", {"process_binary": "/usr/bin/id", "dport": dport}, n)
+        return _in_container(line, T0 + n * s, "a")
+
+    fires = [_exec(1, "/usr/bin/id", "", T0 + s, "a"), connect_by_id(2, 4444)]
+    quiet = [_exec(1, "/usr/bin/id", "", T0 + s, "a"), connect_by_id(2, 443)]  # only the exec counts
+    conv.document["tests"] = [
+        {"name": "an id exec and a 4444 connect", "events": "\n".join(fires) + "\n", "expect": {"count": 1}},
+        {"name": "an id exec and a connect by id to 443", "events": "\n".join(quiet) + "\n", "expect": {"count": 0}},
+    ]
+    write_rules([conv], tmp_path / "rules")
+    result = run_tests(load_ruleset([tmp_path / "rules"]))
+    assert result.ok and result.count("passed") == 2, [(r.name, r.reason) for r in result.results]
