@@ -162,7 +162,8 @@ def test_tree_and_backtest_step_over_a_truncated_file(samples_lake: Lake, tmp_pa
     lake = Lake(tmp_path / "lake")
     subprocess.run(["cp", "-a", str(samples_lake.root), str(lake.root)], check=True)
     whole = build_tree(lake, Selection(pod="crawler"))
-    rules = load_ruleset([REPO / "rules"]).enabled()
+    # (first-seen rules left out: a lost day moves a key's learning period, so their later alerts change too)
+    rules = [r for r in load_ruleset([REPO / "rules"]).enabled() if r.first_seen is None]
     alerts_whole = backtest(lake, rules)
     (bad,) = data_files(lake, "events", "2022-01-19")  # the privileged pod's day: not the crawler's
     truncate(bad)
