@@ -29,7 +29,12 @@ from tetrapipe.transforms.chain import build_transforms
 from tetrapipe.transforms.chains import ChainEngine
 
 RULES = REPO / "rules"
-CHAINS = ["chain-reverse-shell", "chain-shell-download-exec", "chain-bindir-write-exec"]
+CHAINS = [
+    "chain-reverse-shell",
+    "chain-shell-download-exec",
+    "chain-bindir-write-exec",
+    "chain-cred-read-new-dest",
+]
 T0 = dt.datetime(2026, 3, 12, 12, 0, 0)
 CONTAINER = {
     "id": "containerd://7f0c1d2e3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d",
@@ -145,18 +150,19 @@ def samples_lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
     return lake
 
 
-def test_the_scenario_completes_three_chains_naming_every_step(samples_lake: Lake) -> None:
+def test_the_scenario_completes_four_chains_naming_every_step(samples_lake: Lake) -> None:
     got = {rid: _alert_lines(samples_lake, rid) for rid in CHAINS}
     assert got == {
         "chain-reverse-shell": [(117, 118)],
         "chain-shell-download-exec": [(95, 112, 128)],
         "chain-bindir-write-exec": [(130, 132)],
+        "chain-cred-read-new-dest": [(110, 113)],
     }
 
 
 def test_backtest_of_the_scenario_gives_exactly_the_stored_chain_alerts(samples_lake: Lake) -> None:
     stored = _stored(samples_lake)
-    assert len(stored) == 3
+    assert len(stored) == 4
     assert _backtested(samples_lake) == stored
 
 
@@ -167,7 +173,11 @@ def test_the_hunt_query_of_each_chain_finds_the_alerted_events(samples_lake: Lak
     try:
         for rid in CHAINS:
             rows = con.execute(hunt_sql(rs.get(rid)).rstrip(";")).fetchall()
-            assert [list(r[5:]) for r in rows] == [stored[rid]], rid
+            # every combination of step events: the alert's, and for the credential chain cat's two reads of
+            # /etc/shadow times the two new destinations (curl's, then nc's 46 s later) - the engine alerts once:
+            # the newest read continues, and a completed chain is gone when nc connects
+            found = [list(r[5:]) for r in rows]
+            assert stored[rid] in found and len(found) == (4 if rid == "chain-cred-read-new-dest" else 1), rid
     finally:
         con.close()
 
@@ -298,3 +308,52 @@ def test_a_hundred_thousand_partial_chains_stay_under_200_mb() -> None:
     assert engine.stats.partials == 100_000 and engine.stats.evicted == 0
     print(f"100,000 partial chains: {size / 1e6:.1f} MB")  # (shown with -s)
     assert size < 200e6
+
+
+def _kprobe(t: dt.datetime, pid: int, binary: str, ppid: int, body: dict) -> str:
+    """A kprobe event of a process of the test container (the exec's shape, the hook's fields)."""
+    event = json.loads(_exec(t, pid, binary, "", ppid, "/bin/sh"))
+    event["process_kprobe"] = event.pop("process_exec") | body
+    return json.dumps(event, separators=(",", ":"))
+
+
+def _connect(t: dt.datetime, pid: int, daddr: str) -> str:
+    sock = {"family": "AF_INET", "type": "SOCK_STREAM", "protocol": "IPPROTO_TCP", "saddr": "10.244.1.7"}
+    sock |= {"daddr": daddr, "sport": 40000 + pid % 1000, "dport": 443, "state": "TCP_SYN_SENT"}
+    body = {"function_name": "tcp_connect", "args": [{"sock_arg": sock}], "policy_name": "connect"}
+    return _kprobe(t, pid, "/usr/bin/curl", 900, body | {"action": "KPROBE_ACTION_POST"})
+
+
+def _token_read(t: dt.datetime, pid: int) -> str:
+    path = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    args = [{"file_arg": {"path": path, "permission": "-rw-r--r--"}}, {"int_arg": 4}]
+    body = {"function_name": "security_file_permission", "args": args, "policy_name": "file-monitoring"}
+    return _kprobe(t, pid, "/bin/cat", 900, body | {"return": {"int_arg": 0}, "action": "KPROBE_ACTION_POST"})
+
+
+def test_a_first_seen_step_remembers_destinations_from_before_a_restart(tmp_path: Path) -> None:
+    """The destination used an hour before the restart (far outside the replayed span) is not new after it."""
+    # the connect, then 50 minutes of something else: the restart replays only the last 5 minutes of steps
+    old = [_connect(T0, 1, "198.51.100.10"), _exec(T0 + dt.timedelta(minutes=50), 6, "/bin/ls", "", 900, "/bin/sh")]
+    later = T0 + dt.timedelta(hours=1)
+    new = [
+        _token_read(later, 2),
+        _connect(later + dt.timedelta(seconds=1), 3, "198.51.100.10"),  # seen before the restart: no chain
+        _token_read(later + dt.timedelta(minutes=1), 4),
+        _connect(later + dt.timedelta(minutes=1, seconds=1), 5, "198.51.100.11"),  # new: the chain
+    ]
+    log, lake = tmp_path / "tetragon.log", Lake(tmp_path / "lake")
+    log.write_text("\n".join(old) + "\n")
+    _ingest(log, lake)
+    with log.open("a") as f:
+        f.write("\n".join(new) + "\n")
+    _ingest(log, lake)
+    assert _alert_lines(lake, "chain-cred-read-new-dest") == [(5, 6)]
+    assert _backtested(lake) == _stored(lake)
+    con = connect(lake)
+    try:
+        rule = load_ruleset([RULES]).get("chain-cred-read-new-dest")
+        rows = con.execute(hunt_sql(rule).rstrip(";")).fetchall()
+    finally:
+        con.close()
+    assert len(rows) == 2 and {r[-1] for r in rows} == {_stored(lake)[0]["event_ids"][1]}  # both reads, one connect

@@ -93,12 +93,14 @@ def test_the_scenario_story_raises_what_an_analyst_expects(fired) -> None:
     assert story["chain-shell-download-exec"] == [95, 112, 128]
     assert story["chain-reverse-shell"] == [117, 118]
     assert story["chain-bindir-write-exec"] == [130, 132]
+    assert story["chain-cred-read-new-dest"] == [110, 113]
     assert set(story) == {
         "exec-from-tmp",
         "write-below-binary-dirs",
         "chain-shell-download-exec",
         "chain-reverse-shell",
         "chain-bindir-write-exec",
+        "chain-cred-read-new-dest",
         "late-shell-in-container",
         "passwd-shadow-tampering",
         "reverse-shell",

@@ -30,6 +30,9 @@ def read_state(lake: Lake | str | Path, request: StateRequest) -> RestoredState:
         key_first=state.key_first_seen(lake, request.term_sql) if request.term_sql and request.learn else [],
         open_alert_ids=state.newest_alert_ids(lake, request.open_alerts),
         chain_rows=state.chain_rows(lake, request.chain_sql, request.chain_lookback) if request.chain_sql else None,
+        chain_seen=[
+            (r, k, state.distinct_before(lake, sql, request.chain_lookback)) for r, k, sql in request.chain_seen_sql
+        ],
         threshold_rows=(
             state.chain_rows(lake, request.threshold_sql, request.threshold_lookback) if request.threshold_sql else None
         ),

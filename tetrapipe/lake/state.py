@@ -98,6 +98,14 @@ def key_first_seen(lake: Lake | str | Path, term_sql: str) -> list[tuple[int, in
         con.close()
 
 
+def distinct_before(lake: Lake | str | Path, sql: str, lookback: dt.timedelta | None) -> list[tuple]:
+    """Rows of ``sql`` (with ``$since``: ``lookback`` before the newest event), e.g. values seen before it."""
+    table = chain_rows(lake, sql, lookback)
+    if table is None:
+        return []
+    return list(zip(*(table.column(i).to_pylist() for i in range(table.num_columns)), strict=True))
+
+
 def chain_rows(lake: Lake | str | Path, sql: str, lookback: dt.timedelta | None) -> pa.Table | None:
     """The step rows of sequence rules in the last ``lookback`` of event time (``sql`` has ``$since``).
 
@@ -134,6 +142,7 @@ def newest_alert_ids(lake: Lake | str | Path, limit: int) -> list[str]:
 __all__ = [
     "PROCESS_LOOKBACK",
     "chain_rows",
+    "distinct_before",
     "key_first_seen",
     "RECENT_PROCESSES_SQL",
     "lake_exists",

@@ -182,6 +182,8 @@ class Step:
     line: int
     condition_lines: tuple[int, int]
     join: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: the step matches only the first event with these columns' values (its first sighting in the history)
+    first_seen: list[str] = field(default_factory=list)
 
 
 @dataclass

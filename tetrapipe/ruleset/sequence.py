@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from tetrapipe.ruleset.parse import FileCheck
 
 SEQUENCE_KEYS = {"by", "within", "steps", "until", "tolerance"}
-STEP_KEYS = {"name", "event", "condition", "join"}
+STEP_KEYS = {"name", "event", "condition", "join", "first_seen"}
 #: what ``by`` may say, and the event columns each key is made of (lineage: see the engine)
 BY_KEYS: dict[str, tuple[str, ...]] = {
     "lineage": ("exec_id",),
@@ -97,7 +97,7 @@ def _parse_step(ctx: FileCheck, item: Any, line: int, what: str, earlier: set[st
     if not isinstance(item, dict):
         ctx.error(line, f"{what} must be a mapping with event and condition")
         return None
-    ctx.keys(item, STEP_KEYS if earlier is not None else STEP_KEYS - {"name", "join"}, what)
+    ctx.keys(item, STEP_KEYS if earlier is not None else STEP_KEYS - {"name", "join", "first_seen"}, what)
     name = ctx.string(item, "name", required=earlier is not None) if earlier is not None else "until"
     if earlier is not None and name and not _STEP_NAME.match(name):
         ctx.error(item.line_of("name"), f"{what}: name {name!r}: lowercase letters, digits and '_'")
@@ -121,7 +121,7 @@ def _parse_step(ctx: FileCheck, item: Any, line: int, what: str, earlier: set[st
     if not name or not condition or not events:
         return None
     lines = (located.content_line(item, "condition"), located.end_line(item, "condition"))
-    return Step(name, events, condition, item.line, lines, join)
+    return Step(name, events, condition, item.line, lines, join, ctx.strings(item, "first_seen"))
 
 
 def combined_condition(seq: Sequence) -> str:
@@ -156,6 +156,9 @@ def compile_sequence(rule: Rule, scope: Scope, validator: Validator, file_lines:
             for name in (column, other):
                 if name not in COLUMNS:
                     issues.append(Issue(rule.path, step.line, f"step {step.name}: join names unknown column {name}"))
+        for name in step.first_seen:
+            if name not in COLUMNS:
+                issues.append(Issue(rule.path, step.line, f"step {step.name}: first_seen names unknown column {name}"))
     names = {s.name for s in seq.steps}
     for m in _PLACEHOLDER.finditer(rule.output):
         first, second = m.group(1), m.group(2)
@@ -195,7 +198,14 @@ def output_columns(rule: Rule) -> set[str]:
     for s in seq.steps:
         for column, (_, other) in s.join.items():
             out |= {column, other}
+        out |= set(s.first_seen)
     return out
+
+
+def seen_sql(rule: Rule, k: int) -> str:
+    """The values of step ``k``'s ``first_seen`` columns already seen before ``$since`` (a restart's memory)."""
+    step, c = rule.sequence.steps[k], rule.compiled
+    return f"SELECT DISTINCT {', '.join(step.first_seen)} FROM events WHERE ({c.steps[k]}) AND time < $since"
 
 
 def step_columns(rule: Rule) -> set[str]:
@@ -267,7 +277,16 @@ def hunt_sql(rule: Rule) -> str:
     assert seq is not None and c is not None and c.steps is not None
     within = f"INTERVAL '{int(seq.within_seconds * 1_000_000)} microseconds'"
     tolerance = f"INTERVAL '{int(seq.tolerance_seconds * 1_000_000)} microseconds'"
-    ctes = [f"s{k} AS (SELECT * FROM events WHERE {p})" for k, p in enumerate(c.steps)]
+    ctes = []
+    for k, p in enumerate(c.steps):
+        cte = f"s{k} AS (SELECT * FROM events e WHERE {p}"
+        if seq.steps[k].first_seen:  # only a first sighting of these values (the predicate inside reads p)
+            same = " AND ".join(f"p.{col} IS NOT DISTINCT FROM e.{col}" for col in seq.steps[k].first_seen)
+            cte += (
+                f"\n  AND NOT EXISTS (SELECT 1 FROM events p WHERE {p} AND {same}"
+                " AND (p.time < e.time OR (p.time = e.time AND p.event_id < e.event_id)))"
+            )
+        ctes.append(cte + ")")
     index = {s.name: k for k, s in enumerate(seq.steps)}
     joins = []
     for k in range(1, len(seq.steps)):
@@ -310,6 +329,7 @@ __all__ = [
     "output_columns",
     "parse_sequence",
     "render_message",
+    "seen_sql",
     "step_columns",
     "steps_sql",
 ]

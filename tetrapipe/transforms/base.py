@@ -50,6 +50,8 @@ class StateRequest:
     chain_lookback: dt.timedelta | None = None
     #: windows of threshold rules still open: a query with ``$since`` and how far back it lies
     threshold_sql: str | None = None
+    #: sequence steps with first_seen: ``(rule, step, query with $since)``, values seen before the lookback
+    chain_seen_sql: list[tuple[int, int, str]] = field(default_factory=list)
     threshold_lookback: dt.timedelta | None = None
 
 
@@ -68,6 +70,7 @@ class RestoredState:
     open_alert_ids: list[str] = field(default_factory=list)
     chain_rows: pa.Table | None = None
     threshold_rows: pa.Table | None = None
+    chain_seen: list[tuple[int, int, list[tuple]]] = field(default_factory=list)
 
 
 @runtime_checkable

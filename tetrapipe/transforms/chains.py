@@ -44,7 +44,14 @@ import pyarrow as pa
 
 from tetrapipe.ruleset.model import Rule
 from tetrapipe.ruleset.plan import ALERT_EVENT_COLUMNS
-from tetrapipe.ruleset.sequence import BY_KEYS, output_columns, render_message, step_columns, steps_sql
+from tetrapipe.ruleset.sequence import (
+    BY_KEYS,
+    output_columns,
+    render_message,
+    seen_sql,
+    step_columns,
+    steps_sql,
+)
 from tetrapipe.schema import ALERT_SCHEMA
 
 #: columns every step row carries into the engine (keys, lineage, the alert's event columns)
@@ -114,6 +121,10 @@ class ChainEngine:
         self._index = [{s.name: k for k, s in enumerate(r.sequence.steps)} for r in rules]
         self._by = [BY_KEYS[r.sequence.by] for r in rules]
         self._slim = [tuple(step_columns(r)) for r in rules]
+        #: per rule, its steps with first_seen columns; and the values those steps have seen (bounded)
+        self._fs = [{k: tuple(s.first_seen) for k, s in enumerate(r.sequence.steps) if s.first_seen} for r in rules]
+        self._seen: OrderedDict[tuple[int, int, tuple], None] = OrderedDict()
+        self.seen_capacity = 1_000_000
 
     # --- SQL ----------------------------------------------------------------------------------
 
@@ -124,6 +135,10 @@ class ChainEngine:
     def history_sql(self, where: str | None = None) -> str:
         """The step rows of the ``events`` view, in the order the engine reads them."""
         return steps_sql(self.rules, "events", self.columns, where) + "\nORDER BY time NULLS LAST, event_id"
+
+    def seen_queries(self) -> list[tuple[int, int, str]]:
+        """For each first-seen step: the values it saw before the lookback (see :meth:`remember_seen`)."""
+        return [(r, k, seen_sql(rule, k)) for r, rule in enumerate(self.rules) for k in self._fs[r]]
 
     def lookback_seconds(self) -> float:
         """How much recent history rebuilds every partial chain that can still complete."""
@@ -178,7 +193,30 @@ class ChainEngine:
         values = [row.get(c) for c in columns]
         return None if not all(values) else "/".join(values)
 
+    def remember_seen(self, r: int, k: int, values: list[tuple]) -> None:
+        """Values step ``k`` of rule ``r`` saw before (read from the history after a restart)."""
+        for v in values:
+            self._seen[(r, k, tuple(v))] = None
+
+    def _first_seen(self, r: int, row: dict[str, Any], bits: int) -> int:
+        """``bits`` without the first-seen steps whose values this row does not see for the first time."""
+        for k, columns in self._fs[r].items():
+            if bits >> k & 1:
+                key = (r, k, tuple(row.get(c) for c in columns))
+                if key in self._seen:
+                    self._seen.move_to_end(key)
+                    bits &= ~(1 << k)
+                else:
+                    self._seen[key] = None
+        while len(self._seen) > self.seen_capacity:
+            self._seen.popitem(last=False)
+        return bits
+
     def _one(self, r: int, row: dict[str, Any], t: int, bits: int, out: list[dict[str, Any]]) -> None:
+        if self._fs[r]:
+            bits = self._first_seen(r, row, bits)
+            if not bits:
+                return
         n = self._steps[r]
         if bits >> n & 1:  # until: the key's partial chains are over
             key = row.get("exec_id") if self.rules[r].sequence.by == "lineage" else self._own_key(r, row)

@@ -451,6 +451,7 @@ class Detector:
             open_alerts=self._max_open,
             chain_sql=chains.history_sql("time >= $since") if chains else None,
             chain_lookback=dt.timedelta(seconds=chains.lookback_seconds()) if chains else None,
+            chain_seen_sql=chains.seen_queries() if chains else [],
             threshold_sql=self._threshold_sql(),
             threshold_lookback=dt.timedelta(
                 seconds=max((r.dedup.window_seconds for r in self.rules if r.compiled.min_count), default=0)
@@ -483,6 +484,8 @@ class Detector:
                 rows.schema.get_field_index("_r"), "_r", pa.array([mine[r] for r in rows.column("_r").to_pylist()])
             )
             self._thresholds.filter(rows, self._open, emit=False)
+        for r, k, values in state.chain_seen if self.chains is not None else ():
+            self.chains.remember_seen(r, k, values)
         if self.chains is not None and state.chain_rows is not None:
             # the chains these rows completed were alerted (and stored) before the restart: not again
             self.chains.feed(state.chain_rows, emit=False)
