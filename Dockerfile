@@ -7,7 +7,7 @@
 #
 # Without a registry or an index (tests/test_image.py, with buildah; scripts/build_image.py):
 # BASE names any image with Python 3.11 and its venv module, and a named build context `wheels`
-# (a directory of wheels built elsewhere with `pip wheel . -w DIR`) takes the place of the
+# (a directory of wheels built elsewhere with `pip wheel '.[fast]' -w DIR`) takes the place of the
 # `wheels` stage below, so the build stage is skipped:
 #
 #   docker build --build-arg BASE=my-python:3.11 --build-context wheels=DIR -t tetrapipe .
@@ -25,7 +25,8 @@ COPY rules ./rules
 COPY tracing-policies ./tracing-policies
 COPY samples ./samples
 # pip from a venv: Debian's python3 has none of its own, python:3.11-slim's works the same way
-RUN python3 -m venv /build && /build/bin/pip wheel --no-cache-dir --disable-pip-version-check --wheel-dir /wheels .
+# [fast]: confluent-kafka (librdkafka) for collect/process/forward/status, their default when installed
+RUN python3 -m venv /build && /build/bin/pip wheel --no-cache-dir --disable-pip-version-check --wheel-dir /wheels '.[fast]'
 
 # tetrapipe's wheel and its dependencies' wheels, at the root: what the runtime stage installs.
 FROM scratch AS wheels

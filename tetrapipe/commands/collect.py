@@ -18,7 +18,9 @@ from typing import Any
 import click
 
 from tetrapipe.commands.options import (
+    checked_kafka_options,
     exit_at_eof_option,
+    kafka_client_option,
     kafka_options,
     kafka_settings_option,
     metrics_options,
@@ -55,6 +57,7 @@ def _size(text: str) -> int:
     help="Kafka client id (default: tetrapipe-collect-<node name>).",
 )
 @kafka_settings_option("producer")
+@kafka_client_option
 @_opt(
     "--from",
     "start",
@@ -192,6 +195,7 @@ def collect_command(
     topic: str,
     client_id: str | None,
     kafka_options: dict[str, Any],
+    kafka_client: str,
     start: str,
     state_dir: str | None,
     node_name: str | None,
@@ -241,6 +245,7 @@ def collect_command(
     try:
         kind, _ = source_kind(source)
         bootstrap = parse_bootstrap(kafka)
+        checked_kafka_options(kafka_client, kafka_options, "producer")
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     node = node_name or socket.gethostname()
@@ -274,6 +279,7 @@ def collect_command(
         linger_ms=linger_ms,
         batch_size=_size(batch_bytes),
         options=kafka_options,
+        client=kafka_client,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

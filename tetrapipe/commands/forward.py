@@ -21,7 +21,14 @@ import click
 from rich.console import Console
 
 from tetrapipe.commands.config import CONFIG_ENV, load_or_exit
-from tetrapipe.commands.options import exit_at_eof_option, lake_option, metrics_options, open_lake, setup_logging
+from tetrapipe.commands.options import (
+    exit_at_eof_option,
+    kafka_client_option,
+    lake_option,
+    metrics_options,
+    open_lake,
+    setup_logging,
+)
 from tetrapipe.redact import redact_text
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -78,6 +85,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
     show_default=True,
     help="With --from-kafka: consumer group.",
 )
+@kafka_client_option
 @lake_option(from_config=True)
 @click.option(
     "--table",
@@ -122,6 +130,7 @@ def forward_command(
     kafka: str | None,
     topics: tuple[str, ...],
     group: str,
+    kafka_client: str,
     lake_dir: str | None,
     table: str,
     since: str | None,
@@ -156,6 +165,8 @@ def forward_command(
     if spool_dir:
         cfg.spool_dir = spool_dir
     router = _router(cfg, config_path, sinks)
+    if click.get_current_context().get_parameter_source("kafka_client") is click.core.ParameterSource.DEFAULT:
+        kafka_client = _client_from(cfg, kafka_client)
     source = _source(
         cfg,
         router,
@@ -165,6 +176,7 @@ def forward_command(
         kafka,
         topics,
         group,
+        kafka_client,
         lake_dir,
         table,
         since,
@@ -188,6 +200,16 @@ def forward_command(
     if not quiet:
         _summary(result.read, result.bad, result.stats)
     sys.exit(0 if result.ok else 1)
+
+
+def _client_from(cfg: Any, default: str) -> str:
+    """The configuration's ``kafka.client`` when the command line and environment name none."""
+    from tetrapipe.kafka_client import KafkaClientError, resolve_client
+
+    try:
+        return resolve_client((cfg.kafka or {}).get("client") or default)
+    except KafkaClientError as exc:
+        raise click.UsageError(f"kafka.client: {exc}") from exc
 
 
 def _router(cfg: Any, config_path: str, sinks: tuple[str, ...]) -> Any:
@@ -215,6 +237,7 @@ def _source(
     kafka: str | None,
     topics: tuple[str, ...],
     group: str,
+    kafka_client: str,
     lake_dir: str | None,
     table: str,
     since: str | None,
@@ -242,7 +265,14 @@ def _source(
             )
         options = (cfg.kafka or {}).get("options") or {}
         source = flow.from_kafka(
-            kafka, list(topics), group, batch_size, exit_at_eof=exit_at_eof, options=options, on_bad=skipped
+            kafka,
+            list(topics),
+            group,
+            batch_size,
+            exit_at_eof=exit_at_eof,
+            options=options,
+            on_bad=skipped,
+            client=kafka_client,
         )
     else:
         source = flow.from_lines(list(inputs) or ["-"], batch_size, skipped)

@@ -13,7 +13,9 @@ from rich.table import Table
 from rich.text import Text
 
 from tetrapipe.commands.options import (
+    checked_kafka_options,
     exit_at_eof_option,
+    kafka_client_option,
     kafka_options,
     kafka_settings_option,
     lake_option,
@@ -100,6 +102,7 @@ group_option = click.option(
     "retention: stop, or continue from the earliest or latest offset.",
 )
 @kafka_settings_option("consumer")
+@kafka_client_option
 @lake_option()
 def process_command(
     kafka: str,
@@ -118,6 +121,7 @@ def process_command(
     exit_at_eof: bool,
     on_offset_reset: str,
     kafka_options: dict,
+    kafka_client: str,
     lake_dir: str,
 ) -> None:
     """Consume Tetragon events from Kafka into the history, with detections, exactly once.
@@ -129,6 +133,7 @@ def process_command(
     from tetrapipe.flows.process import OffsetsMovedError, Processor, ProcessorConfig
 
     setup_logging()
+    checked_kafka_options(kafka_client, kafka_options, "consumer")
     lake = open_lake(lake_dir)
     # the stream state starts empty: every assignment restores it from the lake (Processor restore)
     transforms, _ = pipeline_transforms(rules_dir, tls_window=tls_window, long_running=True)
@@ -145,6 +150,7 @@ def process_command(
         exit_at_eof=exit_at_eof,
         on_offset_reset=on_offset_reset,
         kafka_options=kafka_options,
+        kafka_client=kafka_client,
     )
     console = Console(stderr=True, highlight=False)
     show = functools.partial(show_alerts, console)
@@ -197,14 +203,26 @@ def show_alerts(console: Console, alerts: pa.Table, most: int = 20) -> None:
 @kafka_options(topic_help="Topic the collectors write to.")
 @group_option
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@kafka_settings_option("consumer")
+@kafka_client_option
 @lake_option()
-def status_command(kafka: str, topic: str, group: str, fmt: str, lake_dir: str) -> None:
+def status_command(
+    kafka: str, topic: str, group: str, fmt: str, kafka_options: dict, kafka_client: str, lake_dir: str
+) -> None:
     """How far behind the lake is, per partition: broker end offset vs what the lake holds."""
     from tetrapipe.lake.positions import kafka_committed_offsets
     from tetrapipe.sources.kafka import partition_status
 
+    checked_kafka_options(kafka_client, kafka_options, "consumer")
     lake = open_lake(lake_dir)
-    rows = partition_status(kafka, topic, group, lambda parts: kafka_committed_offsets(lake, topic, parts))
+    rows = partition_status(
+        kafka,
+        topic,
+        group,
+        lambda parts: kafka_committed_offsets(lake, topic, parts),
+        options=kafka_options,
+        client=kafka_client,
+    )
     if fmt == "json":
         import orjson
 

@@ -35,6 +35,8 @@ def command_env(config: Config, command: str) -> dict[str, str]:
     kafka = config.kafka or {}
     if kafka.get("bootstrap"):
         env["TETRAPIPE_KAFKA"] = kafka["bootstrap"]
+    if kafka.get("client") and command != "forward":  # forward reads kafka.client from the file itself
+        env["TETRAPIPE_KAFKA_CLIENT"] = kafka["client"]
     options = " ".join(f"{k}={v}" for k, v in (kafka.get("options") or {}).items())
     if command == "collect":
         _collect_env(config, kafka, options, env)

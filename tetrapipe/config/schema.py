@@ -254,6 +254,12 @@ ROOT = Section(
             Section(
                 {
                     "bootstrap": Field(str, required=True),
+                    "client": Field(
+                        str,
+                        None,
+                        choices=("auto", "kafka-python", "confluent"),
+                        doc="Kafka client library (--kafka-client): auto = confluent-kafka when installed",
+                    ),
                     "topic": Field(str, "tetragon.events"),
                     "alerts_topic": Field(str, "tetrapipe.alerts"),
                     "dead_letter_topic": Field(str, "tetragon.events.dlq"),

@@ -124,6 +124,7 @@ def from_kafka(
     exit_at_eof: bool,
     options: dict[str, Any],
     on_bad: BadRow,
+    client: str = "auto",
 ) -> Source:
     """Consume, route, flush (delivered or spooled: either way safe on disk), then commit: at least once."""
 
@@ -138,6 +139,7 @@ def from_kafka(
             max_poll_records=batch_size,
             metadata_max_age_ms=30_000,
             options=options,
+            client=client,
         )
         n_read = bad = idle = 0
         try:

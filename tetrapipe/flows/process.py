@@ -160,6 +160,7 @@ class Processor:
             client_id=self.config.client_id,
             max_poll_records=self.config.batch_max_records,
             options=tuning,
+            client=self.config.kafka_client,
         )
         self._outputs = ProcessOutputs(
             self.config.bootstrap,
@@ -168,6 +169,7 @@ class Processor:
             dead_letter_topic=self.config.dead_letter_topic,
             events_topic=self.config.events_topic,
             options=opts,
+            client=self.config.kafka_client,
         )
         listener = rebalance_listener(self._assign, self._revoke)
         self._consumer.subscribe([self.config.topic], listener=listener)

@@ -54,6 +54,7 @@ class ProcessorConfig:
     client_id: str = "tetrapipe-process"
     exit_at_eof: bool = False
     kafka_options: dict = field(default_factory=dict)  # passed to kafka-python (TLS/SASL ...)
+    kafka_client: str = "auto"  # kafka-python | confluent (librdkafka) | auto (sources/kafka.py)
     compact_every_seconds: float = 600.0  # merge small segments this often (0: never)
     stall_seconds: float = 120.0  # /healthz fails when the loop has not come round for this long
     on_offset_reset: str = "fail"  # the lake is ahead of the broker or behind its retention: fail|earliest|latest

@@ -51,7 +51,7 @@ def offset_resets(
         begin, end = begins[tp], ends[tp]
         if nxt is None or begin <= nxt <= end:
             continue
-        if nxt > end and broker_has(config.bootstrap, config.kafka_options, tp, nxt - 1):
+        if nxt > end and broker_has(config.bootstrap, config.kafka_options, tp, nxt - 1, client=config.kafka_client):
             continue  # a stale end offset (some brokers report it short of the last batch), not a new topic
         if nxt > end:
             reason = "lake_ahead"

@@ -83,6 +83,7 @@ class ProcessOutputs:
         dead_letter_topic: str | None,
         events_topic: str | None,
         options: dict[str, Any],
+        client: str = "auto",
     ) -> None:
         self.alerts_topic = alerts_topic
         self.dead_letter_topic = dead_letter_topic
@@ -98,6 +99,7 @@ class ProcessOutputs:
                 bootstrap_list(bootstrap),
                 client_id + "-out",
                 keyed=bool(events_topic),
+                client=client,
                 linger_ms=20,
                 **stream,
                 **security_options(options),  # the rest of the options are the consumer's tuning

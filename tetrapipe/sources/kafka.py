@@ -7,7 +7,12 @@ bootstrap list and the ``--kafka-option`` pass-through settings. Those
 settings split in two: the security ones (TLS, SASL) go to every client of a
 deployment, the rest are this consumer's tuning.
 
-kafka-python is imported inside the functions: commands that never touch
+Two backends (``client``, see :mod:`tetrapipe.kafka_client`): kafka-python's
+``KafkaConsumer`` itself, or confluent-kafka's librdkafka behind an adapter
+(:mod:`tetrapipe.sources.kafka_confluent`) offering the same calls with the
+same types, listed by :class:`Consumer`. Flows never ask which one they got.
+
+The clients are imported inside the functions: commands that never touch
 Kafka do not pay for the import. See docs/ARCHITECTURE.md for where sources
 sit in the data flow.
 """
@@ -16,7 +21,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
+
+from tetrapipe.kafka_client import resolve_client
 
 #: ``--kafka-option`` keys that concern the connection itself, wanted by every client of a deployment
 SECURITY_PREFIXES = ("security_protocol", "ssl_", "sasl_")
@@ -32,31 +39,68 @@ def bootstrap_list(bootstrap: str | list[str]) -> list[str]:
     return bootstrap.split(",") if isinstance(bootstrap, str) else list(bootstrap)
 
 
+class Consumer(Protocol):
+    """What the flows call on a consumer: kafka-python's ``KafkaConsumer`` subset, which both backends offer.
+
+    Partitions are ``kafka.structs.TopicPartition``; ``poll`` returns
+    ``{TopicPartition: [record]}`` with ``.offset .value .key .timestamp
+    .headers``; ``commit`` takes ``{TopicPartition: OffsetAndMetadata}`` (or
+    nothing: the consumed positions); ``poll`` raises
+    ``kafka.errors.OffsetOutOfRangeError({tp: offset})`` when
+    ``auto_offset_reset`` is ``none`` and a position is gone. A seek made in
+    the rebalance listener's ``on_partitions_assigned`` is where the
+    partition starts.
+    """
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, list[Any]]: ...
+    def subscribe(self, topics: list[str], listener: Any = None) -> None: ...
+    def assign(self, partitions: list[Any]) -> None: ...
+    def assignment(self) -> set[Any]: ...
+    def seek(self, partition: Any, offset: int) -> None: ...
+    def seek_to_beginning(self, *partitions: Any) -> None: ...
+    def position(self, partition: Any) -> int: ...
+    def committed(self, partition: Any) -> int | None: ...
+    def commit(self, offsets: dict[Any, Any] | None = None) -> None: ...
+    def beginning_offsets(self, partitions: list[Any]) -> dict[Any, int]: ...
+    def end_offsets(self, partitions: list[Any]) -> dict[Any, int]: ...
+    def highwater(self, partition: Any) -> int | None: ...
+    def partitions_for_topic(self, topic: str) -> set[int] | None: ...
+    def close(self) -> None: ...
+
+
 def new_consumer(
     bootstrap: str | list[str],
     topics: Iterable[str] = (),
     *,
     group: str | None,
     options: dict[str, Any] | None = None,
+    client: str | None = "auto",
     **settings: Any,
-) -> Any:
-    """A kafka-python consumer of ``topics`` (none: the caller subscribes or assigns) in ``group``.
+) -> Consumer:
+    """A consumer of ``topics`` (none: the caller subscribes or assigns) in ``group``, on the ``client`` backend.
 
     Offsets are never committed behind the caller's back (``enable_auto_commit``
     off): each flow commits once its batch is safe (in the lake, delivered or
     spooled). ``settings`` are the flow's own defaults; ``options`` (the
-    operator's ``--kafka-option`` / ``kafka.options``) override them, except
-    where a flow passes a setting its correctness depends on after them.
+    operator's ``--kafka-option`` / ``kafka.options``, kafka-python names for
+    both backends) override them, except where a flow passes a setting its
+    correctness depends on after them. ``client``: ``auto`` (confluent-kafka
+    when installed), ``kafka-python`` or ``confluent``.
     """
+    merged = {
+        "bootstrap_servers": bootstrap_list(bootstrap),
+        "group_id": group,
+        "enable_auto_commit": False,
+        **settings,
+        **(options or {}),
+    }
+    if resolve_client(client) == "confluent":
+        from tetrapipe.sources.kafka_confluent import new_confluent_consumer
+
+        return new_confluent_consumer(topics, merged)
     from kafka import KafkaConsumer
 
-    return KafkaConsumer(
-        *topics,
-        bootstrap_servers=bootstrap_list(bootstrap),
-        group_id=group,
-        enable_auto_commit=False,
-        **{**settings, **(options or {})},
-    )
+    return KafkaConsumer(*topics, **merged)
 
 
 def rebalance_listener(on_assigned: Callable[[set[int]], None], on_revoked: Callable[[set[int]], None]) -> Any:
@@ -73,7 +117,9 @@ def rebalance_listener(on_assigned: Callable[[set[int]], None], on_revoked: Call
     return Listener()
 
 
-def broker_has(bootstrap: str, options: dict[str, Any], tp: Any, offset: int, timeout: float = 3.0) -> bool:
+def broker_has(
+    bootstrap: str, options: dict[str, Any], tp: Any, offset: int, timeout: float = 3.0, *, client: str | None = "auto"
+) -> bool:
     """Whether the broker still serves the record at ``offset`` of ``tp`` (the last one the lake holds).
 
     The end offset alone is not trusted to declare a topic recreated (some
@@ -87,6 +133,7 @@ def broker_has(bootstrap: str, options: dict[str, Any], tp: Any, offset: int, ti
         group=None,
         auto_offset_reset="none",
         client_id="tetrapipe-offset-probe",
+        client=client,
         **security_options(options),
     )
     try:
@@ -118,6 +165,9 @@ def consumer_connected(consumer: Any) -> tuple[bool, str]:
     """Whether ``consumer`` has a live connection to a broker, for a readiness probe (reads state only)."""
     if consumer is None:
         return False, "not connected yet"
+    link = getattr(consumer, "broker_link", None)  # the librdkafka backend asks a broker
+    if link is not None:
+        return link()
     client = getattr(consumer, "_client", None)  # kafka-python keeps its connections there
     try:
         brokers = list(client.cluster.brokers())  # type: ignore[union-attr]
@@ -129,7 +179,13 @@ def consumer_connected(consumer: Any) -> tuple[bool, str]:
 
 
 def partition_status(
-    bootstrap: str, topic: str, group: str, in_lake: Callable[[list[int]], dict[int, int]]
+    bootstrap: str,
+    topic: str,
+    group: str,
+    in_lake: Callable[[list[int]], dict[int, int]],
+    *,
+    options: dict[str, Any] | None = None,
+    client: str | None = "auto",
 ) -> list[dict[str, Any]]:
     """Per partition of ``topic``: the broker's offsets, what the lake holds, the lag, a state.
 
@@ -144,7 +200,7 @@ def partition_status(
     """
     from kafka import TopicPartition
 
-    consumer = new_consumer(bootstrap, group=group)
+    consumer = new_consumer(bootstrap, group=group, client=client, **security_options(options or {}))
     try:
         parts = sorted(consumer.partitions_for_topic(topic) or [])
         tps = [TopicPartition(topic, p) for p in parts]
@@ -156,7 +212,7 @@ def partition_status(
             held = lake_offsets.get(tp.partition, -1)
             group_offset = consumer.committed(tp)
             end, begin = ends[tp], begins[tp]
-            if held + 1 > end and not broker_has(bootstrap, {}, tp, held):
+            if held + 1 > end and not broker_has(bootstrap, options or {}, tp, held, client=client):
                 state = "lake ahead"
             elif held >= 0 and held + 1 < begin:
                 state = "retention passed"
@@ -180,6 +236,7 @@ def partition_status(
 
 __all__ = [
     "SECURITY_PREFIXES",
+    "Consumer",
     "at_end",
     "bootstrap_list",
     "broker_has",

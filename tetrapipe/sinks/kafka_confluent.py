@@ -1,0 +1,146 @@
+"""The Kafka sink's confluent-kafka (librdkafka) backend, shaped like the kafka-python producer the sink drives.
+
+:class:`~tetrapipe.sinks.kafka.ChunkProducer` and the processor's outputs were
+written against kafka-python's ``KafkaProducer``: ``send`` returns a future
+(``is_done``, ``exception``, ``get``), ``flush(timeout)`` raises
+``KafkaTimeoutError`` when the broker is late, the constructor raises
+``KafkaConnectionError`` when no broker answers, and a record the broker can
+never take fails with ``MessageSizeTooLargeError`` and kin. This adapter
+keeps those promises over librdkafka so the sink's acknowledgement tracking,
+reject reporting and restart-and-resend logic stay as they are.
+
+Partitioning is librdkafka's ``murmur2_random``: the Java client's (and
+kafka-python's) murmur2 of the key, so a node's events land in the same
+partition whichever backend each collector runs (tested). Delivery reports
+arrive only inside librdkafka's ``poll``/``flush``; :meth:`ConfluentProducer.poll`
+serves them without blocking, and the sink calls it before reading futures.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from kafka import errors as kerrors
+
+from tetrapipe.kafka_client import librdkafka_config
+
+#: librdkafka's own log lines (a broker going away ...), under the "kafka" loggers the commands already tame
+LIBRDKAFKA_LOG = logging.getLogger("kafka.librdkafka")
+
+#: settings the adapter implements itself rather than librdkafka
+_OWN = ("max_block_ms", "bootstrap_timeout_ms")
+
+# librdkafka error codes -> the kafka-python classes the sink tells apart (the first four: rejects, no retry helps)
+_MAPPED: dict[int, type[BaseException]] = {
+    KafkaError.MSG_SIZE_TOO_LARGE: kerrors.MessageSizeTooLargeError,
+    KafkaError.INVALID_RECORD: getattr(kerrors, "InvalidRecordError", kerrors.KafkaError),
+    KafkaError.INVALID_MSG: getattr(kerrors, "CorruptRecordError", kerrors.KafkaError),
+    KafkaError.RECORD_LIST_TOO_LARGE: getattr(kerrors, "RecordListTooLargeError", kerrors.KafkaError),
+    KafkaError._MSG_TIMED_OUT: kerrors.KafkaTimeoutError,
+}
+
+
+def _error(err: KafkaError) -> BaseException:
+    """A librdkafka error as the kafka-python exception the callers already handle."""
+    cls = _MAPPED.get(err.code())
+    if cls is not None:
+        return cls(err.str())
+    return kerrors.KafkaError(f"{err.name()}: {err.str()}")
+
+
+class DeliveryFuture:
+    """kafka-python's ``FutureRecordMetadata`` subset: settled by librdkafka's delivery report."""
+
+    __slots__ = ("_producer", "exception", "is_done", "offset")
+
+    def __init__(self, producer: ConfluentProducer) -> None:
+        self._producer = producer
+        self.is_done = False
+        self.exception: BaseException | None = None
+        self.offset = -1
+
+    def _settle(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self.exception = _error(err)
+        else:
+            self.offset = msg.offset()
+        self.is_done = True
+
+    def succeeded(self) -> bool:
+        return self.is_done and self.exception is None
+
+    def get(self, timeout: float | None = None) -> int:
+        """Wait for the delivery report; raise what the broker said, or ``KafkaTimeoutError``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_done:
+            left = 1.0 if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise kerrors.KafkaTimeoutError("no delivery report in time")
+            self._producer.poll(min(left, 0.1))
+        if self.exception is not None:
+            raise self.exception
+        return self.offset
+
+
+class ConfluentProducer:
+    """A librdkafka producer answering the kafka-python calls the sink makes."""
+
+    def __init__(self, **settings: Any) -> None:
+        self._max_block = (settings.get("max_block_ms") or 60_000) / 1000
+        conf = librdkafka_config(settings, role="producer", consumed=_OWN)
+        conf["logger"] = LIBRDKAFKA_LOG
+        conf.setdefault("partitioner", "murmur2_random")  # kafka-python's and Java's choice for keyed records
+        self._p = Producer(conf)
+        # kafka-python's constructor fails when no broker answers; the sink's backoff relies on that
+        try:
+            self._p.list_topics(timeout=(settings.get("bootstrap_timeout_ms") or 10_000) / 1000)
+        except KafkaException as exc:
+            raise kerrors.KafkaConnectionError(f"no broker answers: {exc}") from exc
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> DeliveryFuture:
+        """Queue one record; block up to ``max_block_ms`` while librdkafka's queue is full."""
+        future = DeliveryFuture(self)
+        deadline = 0.0
+        while True:
+            try:
+                if headers:
+                    self._p.produce(topic, value, key, headers=headers, on_delivery=future._settle)
+                else:
+                    self._p.produce(topic, value, key, on_delivery=future._settle)
+                return future
+            except BufferError:
+                now = time.monotonic()
+                deadline = deadline or now + self._max_block
+                if now >= deadline:
+                    raise kerrors.KafkaTimeoutError("librdkafka's queue stayed full") from None
+                self._p.poll(0.05)
+            except KafkaException as exc:
+                raise _error(exc.args[0]) from exc
+
+    def poll(self, timeout: float = 0) -> None:
+        """Serve delivery reports (settle futures); librdkafka calls them only from here and ``flush``."""
+        self._p.poll(timeout)
+
+    def flush(self, timeout: float | None = None) -> None:
+        left = self._p.flush(-1 if timeout is None else timeout)
+        if left:
+            raise kerrors.KafkaTimeoutError(f"{left} record(s) not acknowledged in time")
+
+    def close(self, timeout: float | None = None) -> None:
+        """Wait up to ``timeout`` for what is queued, then drop the rest (``timeout=0``: drop at once)."""
+        if timeout:
+            self._p.flush(timeout)
+        self._p.purge()
+        self._p.poll(0)  # settles the purged records' futures (as failed)
+
+
+__all__ = ["ConfluentProducer", "DeliveryFuture"]
