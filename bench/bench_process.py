@@ -166,6 +166,13 @@ def _topic_records(bootstrap: str, topic: str, idle_seconds: float = 3.0, timeou
         consumer.close()
 
 
+def _per_client(arg: str, client: str) -> str:
+    """A process mode's group, lake and events topic of its own per client (each reads the topic from 0)."""
+    if arg.startswith("bench-") or "lake-process" in arg or arg == "bench.enriched":
+        return f"{arg}-{client}"
+    return arg
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("file", type=Path)
@@ -173,6 +180,12 @@ def main() -> None:
     ap.add_argument("--rules", default=None, help="Rules directory (default: the project's rules).")
     ap.add_argument("--cores", default="0", help="taskset CPU list for the measured process (default: one core).")
     ap.add_argument("--process-only", action="store_true", help="Only the `tetrapipe process` modes.")
+    ap.add_argument(
+        "--kafka-client",
+        choices=["both", "kafka-python", "confluent"],
+        default="both",
+        help="Client(s) the process modes run with; both (default): each mode once per client, same run.",
+    )
     ap.add_argument(
         "--also-src",
         action="append",
@@ -288,11 +301,19 @@ def main() -> None:
         ]
         if args.process_only:
             modes = [m for m in modes if m[0].startswith("process")]
+        clients = ["kafka-python", "confluent"] if args.kafka_client == "both" else [args.kafka_client]
+        modes = [
+            (f"{mode} [{c}]", [*[_per_client(a, c) for a in cmd], "--kafka-client", c])
+            for mode, cmd in modes
+            if mode.startswith("process")
+            for c in clients
+        ] + [m for m in modes if not m[0].startswith("process")]
         envs: list[dict[str, str] | None] = [None] * len(modes)
         for k, src_tree in enumerate(args.also_src):
             first_mode, first_cmd = modes[0]
-            cmd = [(f"{a}-{k}" if a == "bench-rules" else a) for a in first_cmd]  # its own group: reads from 0
-            cmd = [(f"{a}-old{k}" if a.endswith("lake-process") else a) for a in cmd]
+            cmd = [(f"{a}-{k}" if a.startswith("bench-rules") else a) for a in first_cmd]  # its own group: from 0
+            cmd = [(f"{a}-old{k}" if "lake-process" in a else a) for a in cmd]
+            cmd = cmd[: cmd.index("--kafka-client")]  # an older tree may not know it (kafka-python, as mode 1)
             modes.insert(k, (f"{first_mode} @ {Path(src_tree).name}", cmd))
             envs.insert(k, {**os.environ, "PYTHONPATH": str(Path(src_tree).resolve())})
         results = []
@@ -319,11 +340,11 @@ def main() -> None:
         broker.wait(10)
         shutil.rmtree(work, ignore_errors=True)
     print(f"{n:,} events, produced into Kafka in {produce_s:.1f}s (not counted); cores: {args.cores}")
-    print(f"{'mode':42s} {'seconds':>8s} {'wall ev/s':>10s} {'steady ev/s':>12s} {'peak RSS MiB':>13s}")
+    print(f"{'mode':57s} {'seconds':>8s} {'wall ev/s':>10s} {'steady ev/s':>12s} {'peak RSS MiB':>13s}")
     for r in results:
         steady = f"{r['steady_events_per_second']:,.0f}" if r["steady_events_per_second"] else "-"
         print(
-            f"{r['mode']:42s} {r['seconds']:8.1f} {r['wall_events_per_second']:10,.0f} {steady:>12s} "
+            f"{r['mode']:57s} {r['seconds']:8.1f} {r['wall_events_per_second']:10,.0f} {steady:>12s} "
             f"{r['rss_kib'] / 1024:13.0f}" + ("" if r["rc"] == 0 else f"  (exit {r['rc']})")
         )
     out = Path(__file__).parent / "results"

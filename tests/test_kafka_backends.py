@@ -26,9 +26,16 @@ from pathlib import Path
 
 import orjson
 import pytest
+import test_collect
 from conftest import REPO, SAMPLES
 from kafka_broker import TansuBroker, read_topic
-from test_collect import Collect, Lumberjack, check_exactly_once, line
+from test_collect import (  # the autouse fixture kills a collector a failing test left running
+    Collect,
+    Lumberjack,
+    _no_leftover_collectors,  # noqa: F401
+    check_exactly_once,
+    line,
+)
 from test_forward import _native_lines
 from test_process import (
     FAST_GROUP,
@@ -47,7 +54,7 @@ from test_process import (
 )
 
 from tetrapipe.flows.process import Processor, ProcessorConfig
-from tetrapipe.kafka_client import KafkaClientError, librdkafka_config, resolve_client
+from tetrapipe.kafka_client import CLIENT_ENV, KafkaClientError, librdkafka_config, resolve_client
 from tetrapipe.lake import Lake, connect
 
 BACKENDS = ["kafka-python", "confluent"]
@@ -143,6 +150,7 @@ _WITHOUT_CONFLUENT = textwrap.dedent("""\
 """)
 
 
+@pytest.mark.slow
 def test_without_confluent_kafka_auto_takes_kafka_python_and_confluent_is_a_clear_error(
     kafka: TansuBroker, topic: str, tmp_path: Path
 ) -> None:
@@ -162,6 +170,7 @@ def test_without_confluent_kafka_auto_takes_kafka_python_and_confluent_is_a_clea
     assert [r["partition"] for r in json.loads(fallback.stdout)] == [0, 1]
 
 
+@pytest.mark.slow
 def test_a_node_lands_in_the_same_partition_whichever_client_produced_it(kafka: TansuBroker, topic: str) -> None:
     """Collectors of one deployment may run different clients: both hash the key with murmur2, as Java does."""
     from tetrapipe.sinks.kafka import new_producer
@@ -186,6 +195,7 @@ def test_a_node_lands_in_the_same_partition_whichever_client_produced_it(kafka: 
 # --- the same promises on both clients ------------------------------------------------------------
 
 
+@pytest.mark.slow  # a broker and subprocesses: CI runs it, the edit loop (-m "not slow") does not
 @pytest.mark.parametrize("client", BACKENDS)
 def test_poison_record_costs_only_itself(client: str, kafka: TansuBroker, topic: str, tmp_path: Path) -> None:
     """A record that is no event, mid-partition: rejected with its offset, dead-lettered; the rest lands once."""
@@ -219,6 +229,7 @@ def test_poison_record_costs_only_itself(client: str, kafka: TansuBroker, topic:
     assert again.records == 0 and _lake_summary(tmp_path / "lake") == (600, 600)
 
 
+@pytest.mark.slow  # a broker and subprocesses: CI runs it, the edit loop (-m "not slow") does not
 @pytest.mark.parametrize("client", BACKENDS)
 def test_processor_killed_with_sigkill_stores_every_event_once(
     client: str, kafka: TansuBroker, topic: str, tmp_path: Path
@@ -254,6 +265,7 @@ def test_processor_killed_with_sigkill_stores_every_event_once(
     assert _ancestry_mismatches(lake, stream.ancestors) == []
 
 
+@pytest.mark.slow  # a broker and subprocesses: CI runs it, the edit loop (-m "not slow") does not
 @pytest.mark.parametrize("client", BACKENDS)
 def test_two_replicas_rebalance_mid_stream_each_event_once(
     client: str, kafka: TansuBroker, topic: str, tmp_path: Path
@@ -273,6 +285,7 @@ def test_two_replicas_rebalance_mid_stream_each_event_once(
     assert _ancestry_mismatches(lake, stream.ancestors) == []
 
 
+@pytest.mark.slow  # a broker and subprocesses: CI runs it, the edit loop (-m "not slow") does not
 @pytest.mark.parametrize("client", BACKENDS)
 def test_collector_file_to_kafka_exactly_once_in_order(
     client: str, kafka: TansuBroker, topic: str, tmp_path: Path
@@ -305,6 +318,7 @@ def test_collector_file_to_kafka_exactly_once_in_order(
     assert c.final_count("rejected") == 0
 
 
+@pytest.mark.slow  # a broker and subprocesses: CI runs it, the edit loop (-m "not slow") does not
 @pytest.mark.parametrize("client", BACKENDS)
 def test_forward_from_kafka_delivers_each_row_once_and_commits(
     client: str,
@@ -339,3 +353,16 @@ def test_forward_from_kafka_delivers_each_row_once_and_commits(
     ids = [g.get("alert_id") or g.get("event_id") for g in got]
     want = [orjson.loads(r) for r in rows]
     assert sorted(ids) == sorted(w.get("alert_id") or w.get("event_id") for w in want)  # each once, over two runs
+
+
+@pytest.mark.slow
+def test_collector_broker_outage_on_kafka_python_too(
+    kafka: TansuBroker, topic: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """test_collect's outage test runs on the default client (confluent where installed); this, on kafka-python.
+
+    The broker goes away (losing its topics) and comes back: the collector
+    stays up, spools, says it is not ready, then delivers every line.
+    """
+    monkeypatch.setenv(CLIENT_ENV, "kafka-python")  # the collector subprocess inherits the environment
+    test_collect.test_broker_outage_spools_stays_up_and_delivers_everything(kafka, topic, tmp_path)

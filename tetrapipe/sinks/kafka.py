@@ -330,6 +330,9 @@ class ChunkProducer:
         serve = getattr(self._producer, "poll", None)  # librdkafka settles futures only when served
         if serve is not None:
             serve(0)
+            if self._broken is None and self._producer.failure is not None:  # all brokers down, or fatal
+                self._mark_broken(self._producer.failure)
+                self._next_attempt = time.monotonic() + self._backoff
         done: list[Pending] = []
         pending = self._pending
         while pending:

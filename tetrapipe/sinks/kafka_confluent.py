@@ -67,6 +67,7 @@ class DeliveryFuture:
             self.exception = _error(err)
         else:
             self.offset = msg.offset()
+            self._producer._down_at = None  # a broker took it: the link is up (this module's own class)
         self.is_done = True
 
     def succeeded(self) -> bool:
@@ -92,6 +93,10 @@ class ConfluentProducer:
         self._max_block = (settings.get("max_block_ms") or 60_000) / 1000
         conf = librdkafka_config(settings, role="producer", consumed=_OWN)
         conf["logger"] = LIBRDKAFKA_LOG
+        conf["error_cb"] = self._on_error
+        #: why this producer should be replaced (set from librdkafka's error callback, served by poll)
+        self.failure: str | None = None
+        self._down_at: float | None = None
         conf.setdefault("partitioner", "murmur2_random")  # kafka-python's and Java's choice for keyed records
         self._p = Producer(conf)
         # kafka-python's constructor fails when no broker answers; the sink's backoff relies on that
@@ -126,9 +131,33 @@ class ConfluentProducer:
             except KafkaException as exc:
                 raise _error(exc.args[0]) from exc
 
+    def _on_error(self, err: KafkaError) -> None:
+        """A fatal error, or every broker gone: librdkafka would retry quietly for minutes; the sink must know.
+
+        kafka-python fails the pending sends in both cases, and the sink then
+        replaces the producer and resends what is unacknowledged (a broker
+        that restarted forgot this producer's id, which a fresh producer
+        does not need). Other errors are librdkafka's to retry.
+        """
+        if err.fatal():
+            self.failure = f"{err.name()}: {err.str()}"
+        elif err.code() == KafkaError._ALL_BROKERS_DOWN and self._down_at is None:
+            self._down_at = time.monotonic()  # confirmed by poll (a new client reports it in passing too)
+
     def poll(self, timeout: float = 0) -> None:
-        """Serve delivery reports (settle futures); librdkafka calls them only from here and ``flush``."""
+        """Serve delivery reports (settle futures); librdkafka calls them only from here and ``flush``.
+
+        Every broker reported down for a second and still no metadata answer
+        within half a second: :attr:`failure` says so.
+        """
         self._p.poll(timeout)
+        down = self._down_at
+        if down is not None and self.failure is None and time.monotonic() - down >= 1.0:
+            try:
+                self._p.list_topics(timeout=0.5)
+                self._down_at = None
+            except KafkaException:
+                self.failure = "every broker is down"
 
     def flush(self, timeout: float | None = None) -> None:
         left = self._p.flush(-1 if timeout is None else timeout)
