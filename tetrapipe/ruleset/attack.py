@@ -95,6 +95,7 @@ TECHNIQUES: dict[str, tuple[str, tuple[str, ...]]] = {
     "T1548.003": ("Sudo and Sudo Caching", (_PR, _DE)),
     "T1552.001": ("Credentials In Files", (_CA,)),
     "T1552.004": ("Private Keys", (_CA,)),
+    "T1557": ("Adversary-in-the-Middle", (_CA, _CO)),
     "T1554": ("Compromise Host Software Binary", (_PE,)),
     "T1560.001": ("Archive via Utility", (_CO,)),
     "T1562.001": ("Disable or Modify Tools", (_DE,)),
