@@ -7,6 +7,7 @@ tetrapipe rules lint [PATH...]             schema, columns, never-true condition
 tetrapipe rules backtest --since 2026-03-10  what the rules would have fired over the history
 tetrapipe rules show RULE_ID               the SQL a rule compiles to (paste it into tetrapipe query)
 tetrapipe rules coverage [--policies DIR]  the ATT&CK matrix; which rules a cluster's policies let fire
+tetrapipe rules relearn RULE_ID [--since]   a first-seen rule learns its baseline again (override file)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from rich.table import Table
 
 from tetrapipe.commands.coverage import coverage_command
 from tetrapipe.commands.options import lake_option, open_lake, rules_option
+from tetrapipe.commands.relearn import relearn_command
 from tetrapipe.commands.report import SEVERITY_STYLE
 from tetrapipe.textsafe import visible
 from tetrapipe.units import most_severe_first
@@ -82,6 +84,7 @@ def rules_group() -> None:
 
 
 rules_group.add_command(coverage_command)
+rules_group.add_command(relearn_command)
 
 
 @rules_group.command("list")

@@ -34,17 +34,48 @@ def parse_first_seen(ctx: FileCheck, doc: located.Located) -> FirstSeen | None:
     if seconds is None or seconds < 0:
         ctx.error(raw.line_of("learn"), f"first_seen learn {raw.get('learn')!r} is not a duration (e.g. 7d, 12h)")
         return None
-    since = raw.get("since")
-    if since is not None:
-        try:
-            since = dt.datetime.fromisoformat(str(since).replace("Z", "")).isoformat(sep=" ")
-        except ValueError:
-            ctx.error(raw.line_of("since"), f"first_seen since {since!r} is not a date or time (2026-03-10 09:00)")
-            return None
+    since = parse_since(ctx, raw)
+    if since is False:
+        return None
     if "threshold" in doc or "sequence" in doc:
         ctx.error(raw.line, "first_seen cannot be combined with threshold or sequence")
         return None
     return FirstSeen(key, value, int(seconds), since)
+
+
+def since_text(value: object) -> str:
+    """A ``since`` as the rule compiler writes it (``2026-03-10 09:00:00``, UTC); ValueError when not a time."""
+    return dt.datetime.fromisoformat(str(value).replace("Z", "")).isoformat(sep=" ")
+
+
+def parse_since(ctx: FileCheck, raw: located.Located) -> str | None | bool:
+    """``first_seen.since`` normalized, None when absent, False (after an error at its line) when not a time."""
+    since = raw.get("since")
+    if since is None:
+        return None
+    try:
+        return since_text(since)
+    except ValueError:
+        ctx.error(raw.line_of("since"), f"first_seen since {since!r} is not a date or time (2026-03-10 09:00)")
+        return False
+
+
+def parse_first_seen_override(ctx: FileCheck, doc: located.Located, rule: FirstSeen | None, rule_id: str) -> None:
+    """An override's ``first_seen: {since: ...}``: re-learn a shipped first-seen rule without editing it.
+
+    Only ``since`` may change: a different key, value or learning period is
+    another rule (copy it), while a new baseline date is local operations.
+    """
+    raw = ctx.mapping(doc, "first_seen")
+    if raw is None:
+        return
+    ctx.keys(raw, {"since"}, "an override's first_seen")
+    if rule is None:
+        ctx.error(raw.line, f"rule {rule_id} is not a first-seen rule (no first_seen: to re-learn)")
+        return
+    since = parse_since(ctx, raw)
+    if isinstance(since, str):
+        rule.since = since
 
 
 def parse_threshold(ctx: FileCheck, doc: located.Located) -> Threshold | None:
@@ -67,4 +98,4 @@ def parse_threshold(ctx: FileCheck, doc: located.Located) -> Threshold | None:
     return Threshold(count, distinct)
 
 
-__all__ = ["parse_first_seen", "parse_threshold"]
+__all__ = ["parse_first_seen", "parse_first_seen_override", "parse_since", "parse_threshold", "since_text"]

@@ -6,7 +6,8 @@ Kinds of YAML file, told apart by their top-level keys:
 * a **library** has ``lists`` and/or ``macros``;
 * an **override** has ``override: <rule id>`` and changes a shipped rule
   without editing it (enable/disable, severity, params, per-namespace params,
-  more exceptions, dedup), so upgrades do not fight local tuning.
+  more exceptions, dedup, a first-seen rule's ``since``), so upgrades do not
+  fight local tuning.
 
 Anything else, an unknown key (a typo), a bad value or a condition that does
 not compile is an :class:`~tetrapipe.ruleset.model.Issue` with file and line.
@@ -30,6 +31,7 @@ from tetrapipe.ruleset.compiler import (
     expand,
     references,
 )
+from tetrapipe.ruleset.kinds import parse_first_seen_override
 from tetrapipe.ruleset.model import (
     SEVERITIES,
     Issue,
@@ -152,6 +154,7 @@ def _apply_override(ctx: FileCheck, doc: located.Located, rs: RuleSet, raw: dict
     if "dedup" in doc:
         rule.dedup = parse_dedup(ctx, doc)
     rule.exceptions = rule.exceptions + parse_exceptions(ctx, doc)
+    parse_first_seen_override(ctx, doc, rule.first_seen, rule.id)
     rs.overrides.append(ctx.path)
 
 

@@ -68,6 +68,7 @@ OVERRIDE_KEYS = {
     "dedup",
     "tags",
     "description",
+    "first_seen",
 }
 TEST_KEYS = {"name", "log", "events", "expect", "params", "params_by_namespace"}
 EXPECT_KEYS = {"count", "lines", "alerts"}
