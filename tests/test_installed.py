@@ -169,3 +169,23 @@ def test_no_rules_is_said_and_long_running_commands_refuse(installed: Path, tmp_
         assert "detection: off" not in ok.stderr
     finally:
         moved.rename(hidden)
+
+
+def test_sigma_import_coverage_and_lake_settings_work_from_the_wheel(installed: Path, tmp_path: Path) -> None:
+    """pySigma, the ATT&CK table and the lake's Delta settings come with the wheel, not from the checkout."""
+    out = tmp_path / "converted"
+    sigma = [
+        str(REPO / "tests" / "sigma" / f)
+        for f in ("connect-odd-port.yml", "netcat-exec-shell.yml", "passwd-modified.yml")
+    ]
+    conv = _run(installed, tmp_path, "rules", "import-sigma", *sigma, "--out", str(out))
+    assert conv.returncode == 0 and "3 converted" in conv.stdout, conv.stdout + conv.stderr
+    tested = _run(installed, tmp_path, "rules", "test", "--rules", str(out))
+    assert tested.returncode == 0 and re.search(r"[1-9]\d* passed, 0 failed", tested.stdout), tested.stdout[-2000:]
+    cov = _run(installed, tmp_path, "rules", "coverage", "--policies", str(REPO / "tracing-policies"))
+    assert cov.returncode == 0, cov.stderr
+    assert "T1609" in cov.stdout and "rules that cannot fire: none" in cov.stdout
+    lake = tmp_path / "lake"
+    assert _run(installed, tmp_path, "ingest", "--lake", str(lake), str(SAMPLES / "real")).returncode == 0
+    stats = _run(installed, tmp_path, "lake", "stats", "--lake", str(lake))
+    assert stats.returncode == 0 and "log kept 1 day, removed files tracked 1 day" in stats.stdout, stats.stdout
