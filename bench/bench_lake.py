@@ -18,6 +18,11 @@
    delta-rs checks against), which the run also shows on the first
    ``--commits // 5`` commits of a table never optimized. The limit: one-row
    Parquet files written with pyarrow (no log, no atomicity).
+3. **A day at steady state** (``--day-commits``, 8,640 = one commit every 10 s,
+   the processor's ``--commit-seconds`` default; optimize every 60 commits =
+   600 s): a day of log and tombstones, in compressed time (see
+   :func:`steady_day`). The number to watch: steady-state latency against the
+   first commits', and the log's file count.
 
 Median of ``--repeat`` runs for the hunts. Results go to
 ``bench/results/lake-YYYYMMDD.json``.
@@ -26,6 +31,7 @@ Median of ``--repeat`` runs for the hunts. Results go to
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import shutil
@@ -47,12 +53,13 @@ HUNTS = {
 }
 
 
-def _timed(cmd: list[str]) -> float:
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    """Wall time of one command run to its end (the benchmark stops if it fails). Also used by bench_query."""
     t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - t
     if proc.returncode != 0:
-        sys.exit(f"{cmd[:5]} failed: {proc.stderr[-2000:]}")
+        sys.exit(f"{cmd[:6]} failed: {proc.stderr[-2000:]}")
     return elapsed
 
 
@@ -95,10 +102,10 @@ def hunts(events_file: Path, work: Path, repeat: int) -> list[dict]:
     rows = []
     for name, sql in HUNTS.items():
         ours = statistics.median(
-            _timed([sys.executable, "-m", "tetrapipe", "query", sql, "--lake", str(lake_dir), "--format", "json"])
+            timed([sys.executable, "-m", "tetrapipe", "query", sql, "--lake", str(lake_dir), "--format", "json"])
             for _ in range(repeat)
         )
-        limit = statistics.median(_timed(_duckdb_direct(files, sql)) for _ in range(repeat))
+        limit = statistics.median(timed(_duckdb_direct(files, sql)) for _ in range(repeat))
         rows.append({"hunt": name, "tetrapipe_s": ours, "duckdb_direct_s": limit, "ratio": ours / limit})
         print(
             f"{name:18s} tetrapipe query {ours:6.2f} s   duckdb over the same files {limit:6.2f} s   x{ours / limit:.1f}"
@@ -106,7 +113,9 @@ def hunts(events_file: Path, work: Path, repeat: int) -> list[dict]:
     return rows
 
 
-def _commit_run(lake_dir: Path, n: int, optimize_every: int) -> tuple[list[float], float]:
+def _commit_run(
+    lake_dir: Path, n: int, optimize_every: int, start: int = 0, lake: object | None = None
+) -> tuple[list[float], float]:
     import pyarrow as pa
 
     from tetrapipe.lake import Lake
@@ -114,19 +123,74 @@ def _commit_run(lake_dir: Path, n: int, optimize_every: int) -> tuple[list[float
     from tetrapipe.lake.positions import kafka_position
     from tetrapipe.schema import SCHEMAS
 
-    lake = Lake(lake_dir)
+    lake = lake or Lake(lake_dir)
     row = pa.Table.from_pylist(
         [{"time": None, "node_name": "node-1", "kind": "process_exec", "event_id": "x"}], schema=SCHEMAS["events"]
     )
     latencies = []
     t0 = time.perf_counter()
-    for i in range(n):
+    for i in range(start, start + n):
         t = time.perf_counter()
         lake.commit("events", row, kafka_position("tetragon.events", 0, i))
         latencies.append(time.perf_counter() - t)
         if optimize_every and (i + 1) % optimize_every == 0:
             optimize(lake, ["events"])
     return latencies, time.perf_counter() - t0
+
+
+def _log_files(log: Path) -> tuple[int, int, int]:
+    """(commit files, checkpoint files, bytes) of a ``_delta_log``."""
+    files = [p for p in log.iterdir() if p.is_file()]
+    commits_ = sum(1 for p in files if p.name.endswith(".json") and p.name[:-5].isdigit())
+    checkpoints = sum(1 for p in files if p.name.endswith(".checkpoint.parquet"))
+    return commits_, checkpoints, sum(p.stat().st_size for p in files)
+
+
+def steady_day(work: Path, day_commits: int, optimize_every: int) -> dict:
+    """A day of commits at steady state, in compressed time.
+
+    The tables keep a day of log and a day of tombstones
+    (``TABLE_PROPERTIES``). A real day cannot be waited for, so the day is
+    made as long as ``day_commits`` commits take here: the first
+    ``day_commits`` commits are timed, both retentions are set to that many
+    seconds, and ``day_commits`` more are made. From then on the log holds a
+    "day" of entries and tombstones, as a processor's tables do after their
+    first day: the second half's latencies and the log's size are the steady
+    state. ``day_commits`` 8,640 = one commit every 10 s (``--commit-seconds``
+    default); 86,400 would be one a second.
+    """
+    from tetrapipe.lake import Lake
+    from tetrapipe.lake.maintenance import configure, interval
+
+    lake_dir = work / "day"
+    lake = Lake(lake_dir)
+    first, day_seconds = _commit_run(lake_dir, day_commits, optimize_every, lake=lake)
+    span = interval(dt.timedelta(seconds=max(1, round(day_seconds))))
+    configure(lake, {"delta.logRetentionDuration": span, "delta.deletedFileRetentionDuration": span})
+    second, _ = _commit_run(lake_dir, day_commits, optimize_every, start=day_commits, lake=lake)
+    entries, checkpoints, log_bytes = _log_files(lake_dir / "events" / "_delta_log")
+    newest = sorted((lake_dir / "events" / "_delta_log").glob("*.checkpoint.parquet"))[-1]
+    result = {
+        "day_commits": day_commits,
+        "day_seconds": day_seconds,
+        "optimize_every": optimize_every,
+        "first_500_p50_ms": 1000 * statistics.median(first[:500]),
+        "steady_p50_ms": _ms(second, 0.5),
+        "steady_p99_ms": _ms(second, 0.99),
+        "steady_last_500_p50_ms": 1000 * statistics.median(second[-500:]),
+        "log_commit_files": entries,
+        "log_checkpoints": checkpoints,
+        "log_bytes": log_bytes,
+        "checkpoint_bytes": newest.stat().st_size,
+    }
+    print(
+        f"a day of {day_commits:,} commits (compressed to {day_seconds:.0f} s), optimize every {optimize_every}: "
+        f"first 500 p50 {result['first_500_p50_ms']:.1f} ms; steady state p50 {result['steady_p50_ms']:.1f} ms, "
+        f"p99 {result['steady_p99_ms']:.1f} ms, last 500 p50 {result['steady_last_500_p50_ms']:.1f} ms; "
+        f"_delta_log {entries:,} commit files + {checkpoints} checkpoints, {log_bytes / 1e6:.1f} MB "
+        f"(newest checkpoint {newest.stat().st_size / 1e3:.0f} kB)"
+    )
+    return result
 
 
 def _ms(latencies: list[float], q: float) -> float:
@@ -188,6 +252,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--optimize-every", type=int, default=600)
     ap.add_argument("--skip-hunts", action="store_true")
+    ap.add_argument("--skip-small", action="store_true", help="skip the --commits run")
+    ap.add_argument("--day-commits", type=int, default=8640, help="a day's commits for the steady state (0: skip)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-lake-"))
     try:
@@ -195,7 +261,8 @@ def main() -> None:
             "events_file": str(args.file),
             "cores": os.cpu_count(),
             "hunts": [] if args.skip_hunts else hunts(args.file.resolve(), work, args.repeat),
-            "small_commits": commits(work, args.commits, args.optimize_every),
+            "small_commits": None if args.skip_small else commits(work, args.commits, args.optimize_every),
+            "steady_day": steady_day(work, args.day_commits, 60) if args.day_commits else None,
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)

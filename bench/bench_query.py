@@ -29,10 +29,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bench_lake import timed  # (bench/ is on the path when a benchmark runs as a script)
 
 QUERIES = {
     "count": "SELECT count(*) FROM events",
@@ -46,15 +47,6 @@ QUERY_BAR = 2.0
 TREE_BAR_S = 1.5
 
 
-def _timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, env=env)
-    elapsed = time.perf_counter() - t
-    if proc.returncode != 0:
-        sys.exit(f"{cmd[:6]} failed: {proc.stderr.decode()[-2000:]}")
-    return elapsed
-
-
 def _best(cmds: list[tuple[list[str], dict[str, str] | None]], repeat: int) -> list[float]:
     """The best time of each command over ``repeat`` rounds, the commands alternating within a round.
 
@@ -62,11 +54,11 @@ def _best(cmds: list[tuple[list[str], dict[str, str] | None]], repeat: int) -> l
     ratio, and the best run is the one least disturbed.
     """
     for cmd, env in cmds:
-        _timed(cmd, env)  # warm the page cache and the .pyc files: every side reads warm files
+        timed(cmd, env)  # warm the page cache and the .pyc files: every side reads warm files
     times: list[list[float]] = [[] for _ in cmds]
     for _ in range(repeat):
         for i, (cmd, env) in enumerate(cmds):
-            times[i].append(_timed(cmd, env))
+            times[i].append(timed(cmd, env))
     return [min(t) for t in times]
 
 
