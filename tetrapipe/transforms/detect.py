@@ -358,7 +358,13 @@ class Detector:
             pos.append(sel[valid])
             terms.append(np.ma.getdata(t)[valid])
             k = masks.get(f"_k{i}")
-            keys.append(np.ma.getdata(np.ma.asarray(k)[sel])[valid] if k is not None else np.zeros(int(valid.sum())))
+            # uint64 for every rule: a float64 filler would turn the concatenated key hashes into floats (lossy
+            # above 2**53), and a key would then never equal its restored value after a restart
+            keys.append(
+                np.ma.getdata(np.ma.asarray(k)[sel])[valid].astype(np.uint64)
+                if k is not None
+                else np.zeros(int(valid.sum()), dtype=np.uint64)
+            )
         if not rs:
             return
         r_all, pos_all, term_all = np.concatenate(rs), np.concatenate(pos), np.concatenate(terms)
