@@ -366,3 +366,17 @@ def test_collector_broker_outage_on_kafka_python_too(
     """
     monkeypatch.setenv(CLIENT_ENV, "kafka-python")  # the collector subprocess inherits the environment
     test_collect.test_broker_outage_spools_stays_up_and_delivers_everything(kafka, topic, tmp_path)
+
+
+def test_the_configuration_file_chooses_the_client_and_refuses_an_unknown_one() -> None:
+    from tetrapipe.config import ConfigError, command_env, parse_config
+
+    text = "version: 1\nkafka: {bootstrap: 'k:9092', client: %s}\n"
+    cfg = parse_config(text % "kafka-python")
+    assert command_env(cfg, "process")["TETRAPIPE_KAFKA_CLIENT"] == "kafka-python"
+    assert command_env(cfg, "collect")["TETRAPIPE_KAFKA_CLIENT"] == "kafka-python"
+    assert "TETRAPIPE_KAFKA_CLIENT" not in command_env(
+        parse_config("version: 1\nkafka: {bootstrap: 'k:9092'}\n"), "process"
+    )
+    with pytest.raises(ConfigError, match=r"<config>:2.*client"):
+        parse_config(text % "rdkafka")
