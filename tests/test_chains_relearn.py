@@ -13,8 +13,9 @@ from test_chains import T0, _exec
 from test_chains_first_seen import _ingest, _lines, _same_as_backtest
 
 from tetrapipe.cli import cli
-from tetrapipe.lake import Lake
+from tetrapipe.lake import Lake, connect
 from tetrapipe.ruleset import load_ruleset
+from tetrapipe.ruleset.baseline import baseline_sql
 
 RULE = "new-binary-in-image"
 SINCE = T0 + dt.timedelta(hours=3)
@@ -76,6 +77,15 @@ def test_relearn_writes_an_override_and_a_value_seen_before_since_alerts_after_t
     lake = _history_then_restart(tmp_path, rules)
     assert _lines(lake) == [OLD_AGAIN]
     _same_as_backtest(lake, rules)
+    # the baseline query of the relearned rule starts at since: app learned at 3 h, old new at 4 h 10
+    rs = load_ruleset([rules])
+    con = connect(lake)
+    try:
+        rows = con.execute(baseline_sql(rs.get(RULE), rs)).fetchall()
+    finally:
+        con.close()
+    at = {b: (first - T0, learned) for _image, b, first, _n, learned in rows}
+    assert at == {"/usr/bin/app": (dt.timedelta(hours=3), True), "/usr/bin/old": (dt.timedelta(minutes=250), False)}
 
 
 def test_without_relearn_the_old_baseline_holds(tmp_path: Path) -> None:

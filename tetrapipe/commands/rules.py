@@ -410,6 +410,11 @@ def show_command(rule_id: str, rules_dir: str | None) -> None:
     if c.term:
         out.print("\n[bold cyan]-- new terms[/]")
         click.echo(c.term)
+    if rule.first_seen is not None:
+        from tetrapipe.ruleset.baseline import baseline_sql
+
+        out.print("\n[bold cyan]-- the baseline[/] (paste into tetrapipe query; after rules relearn, the new one)")
+        click.echo(baseline_sql(rule, rs))
 
 
 @rules_group.command("import-sigma")
