@@ -326,7 +326,7 @@ def kafka_client_option(f: F) -> F:
         show_default=True,
         type=click.Choice(CLIENTS),
         callback=resolve,
-        help="Kafka client library: confluent-kafka (librdkafka, several times less CPU per record; "
+        help="Kafka client library: confluent-kafka (librdkafka: 1.7x the processor, 2.8x the collector; "
         "pip install 'tetrapipe[fast]'), kafka-python, or auto = confluent when installed. "
         "--kafka-option keeps kafka-python names with either.",
     )(f)
