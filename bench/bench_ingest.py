@@ -2,6 +2,7 @@
 
     python bench/gen_events.py --out /tmp/events.jsonl
     python bench/bench_ingest.py /tmp/events.jsonl [--rules none|DIR]
+    python bench/bench_ingest.py /tmp/events.jsonl --no-duckdb --rules none --rules rules --repeat 3
 
 Every mode runs in a fresh process, so its peak RSS (from wait4) is its own;
 DuckDB uses all cores, as tetrapipe does. Modes:
@@ -12,7 +13,8 @@ DuckDB uses all cores, as tetrapipe does. Modes:
 * duckdb-fields: ``read_ndjson`` with explicit columns (envelope + each kind as
   JSON) and 15 typed fields extracted: closer to what a normalizer does
 * tetrapipe: ``tetrapipe ingest file --quiet`` (parse, normalize ~80 columns,
-  transforms, Parquet zstd) with the rules given (default: off)
+  transforms, Parquet zstd) with the rules given (default: off); ``--rules`` more than
+  once runs each rule set (``--no-duckdb``: only those, to measure what rules cost)
 * ``--also-src DIR`` (repeatable): the same ingest with the tetrapipe package found
   in DIR (a ``git worktree`` of an older commit), in the same run, so a change is
   measured against what it replaced on the same machine state. ``--repeat N``
@@ -91,7 +93,13 @@ def _run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("file", type=Path)
-    ap.add_argument("--rules", default="none", help="Rules for the tetrapipe run ('none', or a directory).")
+    ap.add_argument(
+        "--rules",
+        action="append",
+        default=[],
+        help="Rules for a tetrapipe run ('none', or a directory); repeat to compare rule sets in one run.",
+    )
+    ap.add_argument("--no-duckdb", action="store_true", help="Only the tetrapipe runs (a rules-cost comparison).")
     ap.add_argument("--also-src", action="append", default=[], help="Also ingest with the package in this tree.")
     ap.add_argument("--repeat", type=int, default=1, help="Runs per mode; the median is reported.")
     args = ap.parse_args()
@@ -99,15 +107,19 @@ def main() -> None:
     size = args.file.stat().st_size
     with open(path, "rb") as f:
         n = sum(1 for _ in f)
+    rule_sets = args.rules or ["none"]
     runs: list[tuple[str, list[str], dict[str, str] | None]] = [
-        (mode, [sys.executable, "-c", _duckdb_script(mode, path)], None) for mode in ("duckdb-auto", "duckdb-fields")
+        (mode, [sys.executable, "-c", _duckdb_script(mode, path)], None)
+        for mode in ("duckdb-auto", "duckdb-fields")
+        if not args.no_duckdb
     ]
     lake = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     ingest = [sys.executable, "-m", "tetrapipe", "ingest", path, "--lake", str(lake / "lake"), "--quiet"]
     for src in args.also_src:
         env = {**os.environ, "PYTHONPATH": str(Path(src).resolve())}
-        runs.append((f"tetrapipe @ {Path(src).name}", [*ingest, "--rules", args.rules], env))
-    runs.append((f"tetrapipe (rules: {args.rules})", [*ingest, "--rules", args.rules], None))
+        runs.append((f"tetrapipe @ {Path(src).name}", [*ingest, "--rules", rule_sets[-1]], env))
+    for rules in rule_sets:  # interleaved below like every mode: the rules' cost is the difference
+        runs.append((f"tetrapipe (rules: {Path(rules).name})", [*ingest, "--rules", rules], None))
     results = []
     try:
         samples: dict[str, list[tuple[float, int]]] = {label: [] for label, _, _ in runs}
