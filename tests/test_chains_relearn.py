@@ -128,3 +128,19 @@ def test_an_override_s_first_seen_is_checked_where_it_is_written(tmp_path: Path)
     assert ("mine.yaml", 3, "first_seen since 'soon' is not a date or time (2026-03-10 09:00)") in issues
     assert any(p == "other.yaml" and line == 3 and "learn" in m for p, line, m in issues), issues
     assert any(p == "other.yaml" and "not a first-seen rule" in m for p, _, m in issues), issues
+
+
+def test_relearn_leaves_the_installed_package_and_a_later_override_alone(tmp_path: Path) -> None:
+    import tetrapipe
+
+    inside = Path(tetrapipe.__file__).parent / "lake" / "hunts"  # any directory of the package itself
+    code, output = _relearn(inside, RULE)
+    assert code == 2 and "shipped in the installed package" in " ".join(output.split())
+    assert not list(inside.glob("relearn-*.yaml"))
+    # an override of the rule sorted after relearn-*.yaml sets since too: the new file would not count
+    rules = _own_rules(tmp_path)
+    (rules / "zz-local.yaml").write_text(f"override: {RULE}\nfirst_seen:\n  since: '2026-01-01'\n")
+    code, output = _relearn(rules, RULE, "--since", "2026-03-01")
+    assert code == 2 and "did not take effect" in " ".join(output.split())
+    assert not list(rules.glob("relearn-*.yaml"))
+    assert load_ruleset([rules]).get(RULE).first_seen.since == "2026-01-01 00:00:00"
