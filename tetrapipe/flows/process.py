@@ -421,7 +421,7 @@ class Processor:
         del self._cap[partition]
         return None
 
-    def _drop_stage(self, moved: set[int]) -> None:
+    def _drop_stage(self, moved: set[int], now: dict[int, int]) -> None:
         """Forget the staged micro-batches: another replica committed some of their partitions meanwhile.
 
         A replica that stalled past its session can still hold records of a
@@ -430,7 +430,9 @@ class Processor:
         partitions, so none of them is committed: every staged
         partition is consumed again from where the lake holds it (the moved
         ones from where the other replica got to), and the stateful transforms
-        are rebuilt from the lake, which never saw the dropped rows.
+        are rebuilt from the lake, which never saw the dropped rows. ``now``
+        is what the events table holds per staged partition, as the commit
+        just read it.
         """
         from kafka import TopicPartition
 
@@ -443,7 +445,6 @@ class Processor:
             self._stage.records,
             parts,
         )
-        now = kafka_committed(self.lake, self.config.topic, parts, "events")
         for p in parts:
             self._pending.pop(p, None)
             self._held[p] = now.get(p)
@@ -510,7 +511,7 @@ class Processor:
         now = kafka_committed(self.lake, self.config.topic, stage.positions, "events")
         moved = {p for p, v in now.items() if v != self._held.get(p)}
         if moved:
-            self._drop_stage(moved)
+            self._drop_stage(moved, now)
             return
         started = time.perf_counter()
         positions = [stage.positions[p] for p in sorted(stage.positions)]

@@ -75,11 +75,17 @@ class Stage:
         return self.records >= max_records or time.monotonic() - self.started >= max_seconds
 
     def table(self, name: str) -> pa.Table | None:
-        """All staged rows of table ``name``; None when no micro-batch had any."""
+        """All staged rows of table ``name``; None when no micro-batch had any.
+
+        The joined table replaces its parts, so the commit and the metrics
+        that follow it share one concatenation.
+        """
         parts = self.parts.get(name)
         if not parts:
             return None
-        return parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="default")
+        if len(parts) > 1:
+            self.parts[name] = parts = [pa.concat_tables(parts, promote_options="default")]
+        return parts[0]
 
     def rows(self, name: str) -> int:
         return sum(t.num_rows for t in self.parts.get(name, ()))
