@@ -9,6 +9,7 @@ order in one partition). See docs/ARCHITECTURE.md.
 
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ import orjson
 import pyarrow as pa
 
 from tetrapipe.schema import EVENT_SCHEMA
-from tetrapipe.sinks.kafka import new_producer, resolve_compression
+from tetrapipe.sinks.kafka import new_producer, resolve_compression, send_batch
 from tetrapipe.sources.kafka import bootstrap_list, security_options
 
 log = logging.getLogger("tetrapipe.process")
@@ -55,7 +56,9 @@ def event_json_lines(events: pa.Table) -> list[bytes]:
             times.append(col.dt.to_string(TIME_FORMAT).alias(name))
     if times:
         df = df.with_columns(times)
-    lines = df.write_ndjson().encode().split(b"\n")
+    buf = io.BytesIO()  # bytes straight from polars: no str of the whole batch to encode again
+    df.write_ndjson(buf)
+    lines = buf.getvalue().split(b"\n")
     if lines and not lines[-1]:
         lines.pop()
     if len(lines) != events.num_rows:  # cannot happen with valid JSON; never send a misaligned batch
@@ -128,36 +131,28 @@ class ProcessOutputs:
                 value = orjson.dumps(row, option=orjson.OPT_NAIVE_UTC)
                 futures.append(self.producer.send(self.alerts_topic, key=key, value=value))
         if self.events_topic and events is not None and events.num_rows:
-            futures.extend(self._send_events(self.events_topic, events))
+            futures.append(self._send_events(self.events_topic, events))
         if futures:
             self.producer.flush()
             for f in futures:
                 f.get(timeout=30)
 
-    def _send_events(self, topic: str, events: pa.Table) -> list:
-        """Hand every event row to the producer; :meth:`send` flushes and waits as for alerts.
+    def _send_events(self, topic: str, events: pa.Table) -> Any:
+        """Hand every event row to the producer as one batch; :meth:`send` flushes and waits as for alerts.
 
         An event larger than the producer's ``max_request_size`` can never be
         sent: failing the batch would stop the processor on it forever, so it
         is logged and counted instead (it is in the lake all the same).
         """
-        from kafka.errors import MessageSizeTooLargeError
-
         values = event_json_lines(events)
         nodes = events.column("node_name").to_pylist()
         keys = {n: n.encode() for n in set(nodes) if n is not None}
-        send = self.producer.send
-        futures = []
-        for node, value in zip(nodes, values, strict=True):
-            try:
-                futures.append(send(topic, key=keys.get(node), value=value))
-            except MessageSizeTooLargeError as exc:
-                self.counts.oversized += 1
-                log.warning(
-                    "enriched event of %d bytes not streamed to %s (%s); it is in the lake", len(value), topic, exc
-                )
-        self.counts.streamed += len(futures)
-        return futures
+        delivery, refused = send_batch(self.producer, topic, zip(map(keys.get, nodes), values, strict=True))
+        for value, exc in refused:
+            self.counts.oversized += 1
+            log.warning("enriched event of %d bytes not streamed to %s (%s); it is in the lake", len(value), topic, exc)
+        self.counts.streamed += len(values) - len(refused)
+        return delivery
 
     def close(self) -> None:
         if self.producer is not None:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -449,3 +449,39 @@ def new_producer(
     if keyed and factory is KafkaProducer:
         settings.setdefault("partitioner", _KeyPartitioner())
     return factory(bootstrap_servers=bootstrap, client_id=client_id, acks="all", **settings)
+
+
+class FutureBatch:
+    """kafka-python's per-record futures behind the ``get`` of the librdkafka backend's batch delivery."""
+
+    def __init__(self, futures: list[Any]) -> None:
+        self.futures = futures
+
+    def get(self, timeout: float | None = None) -> int:
+        """Wait for every record; raise the first failure (a record's ``get`` honours ``timeout`` on its own)."""
+        for f in self.futures:
+            f.get(timeout=timeout)
+        return len(self.futures)
+
+
+def send_batch(
+    producer: Any, topic: str, records: Iterable[tuple[bytes | None, bytes]]
+) -> tuple[Any, list[tuple[bytes, BaseException]]]:
+    """Queue many ``(key, value)`` records: ``(delivery, refused)``, ``delivery.get(timeout)`` waits for them all.
+
+    ``refused`` holds the records the producer turned down at once for their
+    size: they can never be sent, so they cost only themselves. The
+    librdkafka backend settles the whole batch through one callback
+    (:meth:`~tetrapipe.sinks.kafka_confluent.ConfluentProducer.send_batch`);
+    kafka-python keeps a future per record, as its API has no other way.
+    """
+    if hasattr(producer, "send_batch"):
+        return producer.send_batch(topic, records)
+    futures, refused = [], []
+    send = producer.send
+    for key, value in records:
+        try:
+            futures.append(send(topic, key=key, value=value))
+        except kerrors.MessageSizeTooLargeError as exc:
+            refused.append((value, exc))
+    return FutureBatch(futures), refused
