@@ -97,16 +97,11 @@ def test_views_read_the_delta_tables_with_date_as_text_and_missing_tables_empty_
 
 
 def test_a_filter_on_date_or_time_never_opens_the_files_that_cannot_match(three_days: Lake, caplog) -> None:
-    """Pruning reaches the files: with 03-10, 03-11 and the 09:00 file of 03-12 broken, queries that cannot
-    match them read clean: by partition (date, or time through it) and by a file's min/max time."""
-    broken = [*data_files(three_days, "events", "2026-03-10"), *data_files(three_days, "events", "2026-03-11")]
-    early_12 = [
-        f for f in data_files(three_days, "events", "2026-03-12") if pq.read_metadata(f).num_rows and _starts(f, 9, 0)
-    ]
-    assert len(broken) == 4 and len(early_12) == 1
-    for f in [*broken, *early_12]:
-        truncate(f)
-    with LakeViews(three_days) as views, caplog.at_level(logging.WARNING, "tetrapipe.lake"):
+    """Pruning reaches the files through pyarrow (the object-store path): with 03-10, 03-11 and the 09:00 file of
+    03-12 broken, queries that cannot match them read clean: by partition (date, or time through it) and by a
+    file's min/max time."""
+    broken, early_12 = _break_all_but_the_last_file(three_days)
+    with LakeViews(three_days, reader="arrow") as views, caplog.at_level(logging.WARNING, "tetrapipe.lake"):
         assert _count(views, "SELECT count(*) FROM events WHERE time >= TIMESTAMP '2026-03-12 09:10'") == 100
         assert (
             _count(views, "SELECT count(*) FROM events WHERE date >= '2026-03-12' AND time > '2026-03-12 09:05'") == 100
@@ -117,6 +112,33 @@ def test_a_filter_on_date_or_time_never_opens_the_files_that_cannot_match(three_
         assert len(views.skipped) == 5 and len(caplog.records) == 5
         assert {Path(s).name for s in views.skipped} == {f.name for f in [*broken, *early_12]}
         assert "skipping unreadable data file" in caplog.text
+
+
+def test_the_native_reader_skips_other_dates_unopened_and_prunes_time_inside_the_files(
+    three_days: Lake, caplog
+) -> None:
+    """DuckDB's own reader (a local lake): a filter on date never opens another date's files (the partition is
+    in the path); a filter on time reads each remaining file's footer, so a broken file there is met, named and
+    left out, and the answer is the one the whole lake gives."""
+    broken, early_12 = _break_all_but_the_last_file(three_days)
+    with LakeViews(three_days) as views, caplog.at_level(logging.WARNING, "tetrapipe.lake"):
+        assert set(views._native) == {"events"}  # the path under test
+        assert _count(views, "SELECT count(*) FROM events WHERE date > '2026-03-11' AND time > '2026-03-12 09:05'") == 100
+        assert views.skipped == [f"date=2026-03-12/{early_12[0].name}"]  # its own date's broken file only
+        assert _count(views, "SELECT count(*) FROM events WHERE time >= TIMESTAMP '2026-03-12 09:10'") == 100
+        assert {Path(s).name for s in views.skipped} == {f.name for f in [*broken, *early_12]}
+        assert len(caplog.records) == 5 and "No magic bytes" in caplog.text
+        assert _count(views, "SELECT count(*) FROM events") == 100
+
+
+def _break_all_but_the_last_file(lake: Lake) -> tuple[list[Path], list[Path]]:
+    """Truncate the files of 03-10 and 03-11 and the 09:00 file of 03-12: the 09:10 file of 03-12 stays whole."""
+    broken = [*data_files(lake, "events", "2026-03-10"), *data_files(lake, "events", "2026-03-11")]
+    early_12 = [f for f in data_files(lake, "events", "2026-03-12") if pq.read_metadata(f).num_rows and _starts(f, 9, 0)]
+    assert len(broken) == 4 and len(early_12) == 1
+    for f in [*broken, *early_12]:
+        truncate(f)
+    return broken, early_12
 
 
 def _starts(path: Path, hour: int, minute: int) -> bool:

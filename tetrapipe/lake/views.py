@@ -28,17 +28,19 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Collection, Iterator
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import duckdb
-import pyarrow as pa
-import pyarrow.dataset as pads
 
 from tetrapipe.lake.asof import AsOf, at_time, at_version, commit_time
-from tetrapipe.lake.scan import table_dataset
+from tetrapipe.lake.native import NativeScan, native_scan
 from tetrapipe.lake.store import Lake
 from tetrapipe.redact import redact_url
 from tetrapipe.schema import PARTITION_TIME, SCHEMAS, TABLES
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.dataset as pads
 
 log = logging.getLogger("tetrapipe.lake")
 
@@ -57,6 +59,13 @@ _STREAM = "_lake_{}"
 #: DuckDB's words for an Arrow stream that failed, and Arrow's for the file it could not read
 _FAILED_STREAM = re.compile(r"registered as '_lake_(?P<table>[a-z_]+)' failed")
 _FAILED_FILE = re.compile(r"(?:input source|location) '?(?P<path>[^':\n]+\.parquet)'?")
+#: a path DuckDB's own reader names in its message ('No magic bytes found at end of file '/x.parquet'',
+#: 'Failed to read file "/x.parquet": ...', 'Cannot open file "/x.parquet": No such file or directory')
+_QUOTED_FILE = re.compile(r"""['"](?P<path>/[^'"\n]+?\.parquet)['"]""")
+#: the variable holding a table's column map for ``read_parquet`` (:meth:`NativeScan.schema_literal`)
+_SCHEMA_VARIABLE = "_lake_{}_columns"
+#: how :class:`LakeViews` reads a table: DuckDB's own Parquet reader where it can (a local table), or pyarrow
+READERS = ("auto", "arrow")
 
 #: files found unreadable in this process, by table URI: a later connection leaves them out from the start
 _bad_files: dict[str, set[str]] = {}
@@ -154,7 +163,10 @@ class LakeViews:
     opened costs its Delta log read and file listing (tens of milliseconds,
     more on an object store), which a one-line query should not pay for
     tables it never reads. ``tree_macros``: define ``process_tree`` and
-    ``process_lineage``.
+    ``process_lineage``. ``reader``: ``auto`` reads a local table with
+    DuckDB's own Parquet reader (:mod:`.native`) and the rest through pyarrow
+    (:mod:`.scan`); ``arrow`` reads every table through pyarrow (the answers
+    are the same: tests hold the two side by side).
     """
 
     def __init__(
@@ -165,13 +177,20 @@ class LakeViews:
         *,
         tables: Collection[str] | None = None,
         tree_macros: bool = True,
+        reader: str = "auto",
     ) -> None:
+        if reader not in READERS:
+            raise ValueError(f"unknown reader {reader!r} (readers: {', '.join(READERS)})")
         self.lake = lake if isinstance(lake, Lake) else Lake(lake)
         self.as_of = as_of
         self.tables = [t for t in TABLES if tables is None or t in tables]
+        self.reader = reader
         self.versions: dict[str, int | None] = {}
         self.skipped: list[str] = []
         self._datasets: dict[str, pads.FileSystemDataset] = {}
+        self._native: dict[str, NativeScan] = {}
+        #: a native table's files by the path DuckDB names them with: (table, path relative to the table)
+        self._native_files: dict[str, tuple[str, str]] = {}
         self._uris: dict[str, str] = {}
         self.con = duckdb.connect(database)
         try:
@@ -219,30 +238,52 @@ class LakeViews:
     def _register(self, name: str, table: object) -> None:
         if table is None:
             self.versions[name] = None
-            self.con.register(f"_empty_{name}", SCHEMAS[name].empty_table())
-            self.con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT *, NULL::VARCHAR AS date FROM _empty_{name}")
+            self._empty(name)
             return
         self.versions[name] = table.version()
         self._uris[name] = table.table_uri
-        self._datasets[name] = table_dataset(table, PARTITION_TIME[name], self.lake.storage_options)
         with _bad_lock:
             known = set(_bad_files.get(table.table_uri, ()))
+        scan = native_scan(table) if self.reader == "auto" and self.lake.is_local else None
+        if scan is not None:
+            self._native[name] = scan
+            self._native_files.update({scan.path(f): (name, f) for f in scan.files})
+            self.con.execute(f"SET VARIABLE {_SCHEMA_VARIABLE.format(name)} = {scan.schema_literal()}")
+            present = set(scan.files)
+        else:
+            from tetrapipe.lake.scan import table_dataset  # pyarrow: only a table the native reader leaves
+
+            self._datasets[name] = table_dataset(table, PARTITION_TIME[name], self.lake.storage_options)
+            present = {f.path for f in self._datasets[name].get_fragments()} if known else set()
         self._attach(name, known)
-        if known:
-            for path in sorted(known & {f.path for f in self._datasets[name].get_fragments()}):
-                self._skipped_file(name, path, "found unreadable earlier")
-        # ``date`` last, as it always was (a column merged into the schema later comes after it in the table)
-        cols = "* EXCLUDE (date), date" if "date" in self._datasets[name].schema.names else "*, NULL::VARCHAR AS date"
-        self.con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} FROM {_STREAM.format(name)}")
+        for path in sorted(known & present):
+            self._skipped_file(name, path, "found unreadable earlier")
+
+    def _empty(self, name: str) -> None:
+        """A view with the table's columns and no rows, for a table the lake does not have (yet, or as of then)."""
+        self.con.register(f"_empty_{name}", SCHEMAS[name].empty_table())
+        self.con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT *, NULL::VARCHAR AS date FROM _empty_{name}")
 
     def _attach(self, name: str, leave_out: set[str]) -> None:
-        """(Re)register ``name``'s dataset without the files in ``leave_out``; the view reads it by name."""
+        """(Re)create ``name``'s view over its snapshot without the files in ``leave_out``."""
+        if name in self._native:
+            select = self._native[name].select(_SCHEMA_VARIABLE.format(name), leave_out)
+            cols = (
+                "* EXCLUDE (date), date" if "date" in dict(self._native[name].columns) else "*, NULL::VARCHAR AS date"
+            )
+            self.con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} FROM ({select})")
+            return
+        import pyarrow.dataset as pads
+
         full = self._datasets[name]
         data = full
         if leave_out:
             kept = [f for f in full.get_fragments() if f.path not in leave_out]
             data = pads.FileSystemDataset(kept, full.schema, full.format, full.filesystem)
         self.con.register(_STREAM.format(name), data)
+        # ``date`` last, as it always was (a column merged into the schema later comes after it in the table)
+        cols = "* EXCLUDE (date), date" if "date" in full.schema.names else "*, NULL::VARCHAR AS date"
+        self.con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} FROM {_STREAM.format(name)}")
 
     def run(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """``work(con)``; a data file it cannot read is left out of its table and ``work`` runs again.
@@ -263,29 +304,49 @@ class LakeViews:
     def skip_bad_file(self, exc: BaseException) -> bool:
         """Leave out the data file ``exc`` names; False when it names none (or the limit is reached)."""
         text = str(exc)
-        stream = _FAILED_STREAM.search(text)
-        found = _FAILED_FILE.search(text)
-        if stream is None or found is None or len(self.skipped) >= MAX_SKIPPED_FILES:
+        if len(self.skipped) >= MAX_SKIPPED_FILES:
             return False
-        name = stream["table"]
-        if name not in self._datasets:
+        found = self._named_file(text)
+        if found is None:
             return False
-        path = _relative(found["path"], self._uris[name])
+        name, path, said = found
         if path in self.skipped:
             return False  # already left out, yet named again: not something leaving it out mends
         with _bad_lock:
             bad = _bad_files.setdefault(self._uris[name], set())
             bad.add(path)
             leave_out = set(bad)
-        reason = text.split(found["path"], 1)[-1].strip(" ':").splitlines()[0][:200]
+        reason = _reason(text, said)
         self._skipped_file(name, path, reason)
         self._attach(name, leave_out)
         return True
+
+    def _named_file(self, text: str) -> tuple[str, str, str] | None:
+        """The table and data file an error message names (and the path as it says it), if one of ours."""
+        for m in _QUOTED_FILE.finditer(text):  # DuckDB's reader: the full path of a file of a native table
+            if m["path"] in self._native_files:
+                return (*self._native_files[m["path"]], m["path"])
+        stream = _FAILED_STREAM.search(text)  # the Arrow path: the stream's table, and the file Arrow names
+        found = _FAILED_FILE.search(text)
+        if stream is None or found is None or stream["table"] not in self._datasets:
+            return None
+        name = stream["table"]
+        return name, _relative(found["path"], self._uris[name]), found["path"]
 
     def _skipped_file(self, name: str, path: str, reason: str) -> None:
         self.skipped.append(path)
         where = redact_url(self._uris[name].removeprefix("file://").rstrip("/"))
         log.warning("skipping unreadable data file %s/%s (%s): answers leave its rows out", where, path, reason)
+
+
+def _reason(text: str, path: str) -> str:
+    """What an error says of a file, without the path: what follows it (Arrow), else what precedes it (DuckDB)."""
+    before, _, after = text.partition(path)
+    after = after.strip(" '\":").splitlines()
+    if after and after[0].strip():
+        return after[0][:200]
+    before = before.rstrip(" '\"").splitlines()[-1] if before.strip() else "unreadable"
+    return re.sub(r"^[A-Za-z ]*Error: ", "", before)[:200]
 
 
 def _relative(path: str, table_uri: str) -> str:
@@ -324,6 +385,8 @@ def read_rows(
     stepped over while no batch has been handed out yet (the sort reads every
     file before the first batch, so in practice always).
     """
+    import pyarrow as pa
+
     cols = ", ".join(f'"{c.name}"' for c in TABLES[table])
     sql = (
         f"SELECT {cols} FROM {table} WHERE ($since IS NULL OR time >= $since::TIMESTAMP) "

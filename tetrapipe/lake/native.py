@@ -1,0 +1,195 @@
+"""DuckDB's own Parquet reader over one snapshot of a local Delta table: the views' fast path.
+
+The Arrow dataset of :mod:`.scan` works everywhere (object stores included),
+but every row it hands DuckDB is decoded by pyarrow first, all of a query's
+columns for every row its filters keep by file: a count of a million events
+costs ~0.15 s there against ~0.03 s when DuckDB's reader answers it from the
+footers, and a pod's tree decodes every needed column of the history before
+the pod filter drops most of it. For a table on a local disk this module
+hands DuckDB the snapshot's file list instead, as one ``read_parquet`` call:
+
+* the **columns** are the Delta schema's, given to the reader by name with
+  their types (``schema=``), so no file is opened to bind a query, a file
+  written before a column was added reads it as NULL (schema evolution), and
+  the column order and types are those of the Arrow path;
+* the **partition values** (``date``) come from the files' directories
+  (``date=2026-03-10/...``, what delta-rs writes), after checking that every
+  file's directory says exactly what the log says; DuckDB then skips the
+  files of other dates without opening them. A table whose paths do not say
+  it (a null date, a value that needs escaping) gets one ``read_parquet`` per
+  partition value with the value as a constant instead;
+* the **file list** is the snapshot's (:func:`native_scan` reads it from the
+  log with delta-rs, without pyarrow), so time travel reads the old version's
+  files exactly as the Arrow path does.
+
+A filter on the table's time prunes inside the files (row groups, from their
+footers) rather than by the log's statistics: a local footer read costs
+well under a millisecond. A table this module cannot read the same way as
+the Arrow path (reader features other than ``timestampNtz``: deletion
+vectors, column mapping; a type it does not map; a path it would have to
+escape or a root with glob characters) is left to the Arrow path
+(:func:`native_scan` answers None).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from deltalake import DeltaTable
+
+#: reader features read the same way as :mod:`.scan` does
+_SUPPORTED_FEATURES = frozenset({"timestampNtz"})
+_PRIMITIVES = {
+    "string": "VARCHAR",
+    "long": "BIGINT",
+    "integer": "INTEGER",
+    "short": "SMALLINT",
+    "byte": "TINYINT",
+    "float": "FLOAT",
+    "double": "DOUBLE",
+    "boolean": "BOOLEAN",
+    "binary": "BLOB",
+    "date": "DATE",
+    "timestamp": "TIMESTAMP WITH TIME ZONE",
+    "timestamp_ntz": "TIMESTAMP",
+}
+_DECIMAL = re.compile(r"^decimal\((\d+),\s*(\d+)\)$")
+#: what a partition value or a path may hold to be written in a directory name and a glob-free list as is
+_PLAIN = re.compile(r"^[A-Za-z0-9._-]+$")
+_GLOB = re.compile(r"[*?\[\]{}]")
+
+
+@dataclass(frozen=True)
+class NativeScan:
+    """A snapshot's files and columns as ``read_parquet`` needs them.
+
+    ``files`` are relative to ``root`` (as the log names them); ``partitions``
+    holds each file's partition values; ``columns`` are the Delta schema's
+    (name, DuckDB type) in its order, partition columns included;
+    ``hive``: every file's directories spell its partition values.
+    """
+
+    root: str
+    files: tuple[str, ...]
+    partitions: tuple[tuple[str | None, ...], ...]
+    columns: tuple[tuple[str, str], ...]
+    partition_columns: tuple[str, ...]
+    hive: bool
+
+    def path(self, file: str) -> str:
+        return self.root + file
+
+    def schema_literal(self) -> str:
+        """The data columns as ``read_parquet``'s ``schema=`` map (by name; a missing column reads as NULL)."""
+        entries = (
+            f"{_text(name)}: {{name: {_text(name)}, type: {_text(kind)}, default_value: NULL}}"
+            for name, kind in self.columns
+            if name not in self.partition_columns
+        )
+        return "MAP {" + ", ".join(entries) + "}"
+
+    def select(self, schema_variable: str, leave_out: set[str] | frozenset[str] = frozenset()) -> str:
+        """The SELECT of the table's rows (every column in the table's order), without the files in ``leave_out``.
+
+        ``schema_variable`` names a DuckDB variable holding :meth:`schema_literal`
+        (set once per connection: the map is long, and a view is bound on every query).
+        """
+        names = ", ".join(_ident(name) for name, _ in self.columns)
+        kept = [(f, p) for f, p in zip(self.files, self.partitions, strict=True) if f not in leave_out]
+        if not kept:
+            empty = ", ".join(f"NULL::{kind} AS {_ident(name)}" for name, kind in self.columns)
+            return f"SELECT {empty} WHERE false"
+        schema = f"schema = getvariable({_text(schema_variable)})"
+        types = dict(self.columns)
+        if self.hive:
+            hive_types = ", ".join(f"{_text(c)}: {_text(types[c])}" for c in self.partition_columns)
+            options = f"{schema}, hive_partitioning = true" + (f", hive_types = {{{hive_types}}}" if hive_types else "")
+            return f"SELECT {names} FROM read_parquet({_list(self.path(f) for f, _ in kept)}, {options})"
+        groups: dict[tuple[str | None, ...], list[str]] = {}
+        for file, values in kept:
+            groups.setdefault(values, []).append(self.path(file))
+        parts = []
+        for values, paths in groups.items():
+            constants = "".join(
+                f", CAST({'NULL' if v is None else _text(v)} AS {types[c]}) AS {_ident(c)}"
+                for c, v in zip(self.partition_columns, values, strict=True)
+            )
+            parts.append(
+                f"SELECT {names} FROM (SELECT *{constants} FROM read_parquet({_list(paths)}, {schema}, "
+                "hive_partitioning = false))"
+            )
+        return " UNION ALL ".join(parts)
+
+
+def native_scan(table: DeltaTable) -> NativeScan | None:
+    """The loaded version of a local ``table`` for ``read_parquet``; None when only the Arrow path reads it as it is."""
+    uri = table.table_uri
+    root = uri.removeprefix("file://") if uri.startswith("file://") else uri
+    if "://" in root or not root.startswith("/") or _GLOB.search(root) or "'" in root:
+        return None
+    protocol = table.protocol()
+    if protocol.min_reader_version > 3 or set(protocol.reader_features or ()) - _SUPPORTED_FEATURES:
+        return None
+    columns = []
+    for field in json.loads(table.schema().to_json())["fields"]:
+        kind = duckdb_type(field["type"])
+        if kind is None or field.get("metadata", {}).get("delta.columnMapping.physicalName"):
+            return None
+        columns.append((field["name"], kind))
+    partition_columns = tuple(table.metadata().partition_columns)
+    actions = table.get_add_actions(flatten=True)
+    files = tuple(actions.column("path").to_pylist())
+    values = [actions.column(f"partition.{c}").to_pylist() for c in partition_columns]
+    partitions = tuple(zip(*values, strict=True)) if values else tuple(() for _ in files)
+    if any("://" in f or f.startswith("/") or "%" in f or _GLOB.search(f) or "'" in f for f in files):
+        return None
+    # DuckDB reads every ``k=v`` directory of a path as a column: a root with one would add or clash
+    hive = "=" not in root and all(
+        _spells(file, partition_columns, part) for file, part in zip(files, partitions, strict=True)
+    )
+    return NativeScan(root.rstrip("/") + "/", files, partitions, tuple(columns), partition_columns, hive)
+
+
+def _spells(file: str, columns: tuple[str, ...], values: tuple[str | None, ...]) -> bool:
+    """Whether ``file`` lies in exactly the directories ``col=value/`` of its partition values, in order."""
+    if not columns or any(v is None or not _PLAIN.match(v) for v in values):
+        return False
+    prefix = "".join(f"{c}={v}/" for c, v in zip(columns, values, strict=True))
+    return file.startswith(prefix) and "/" not in file[len(prefix) :]
+
+
+def duckdb_type(kind: Any) -> str | None:
+    """A Delta schema type (its JSON form) as a DuckDB type; None for one this module does not map."""
+    if isinstance(kind, str):
+        if kind in _PRIMITIVES:
+            return _PRIMITIVES[kind]
+        m = _DECIMAL.match(kind)
+        return f"DECIMAL({m[1]}, {m[2]})" if m else None
+    shape = kind.get("type")
+    if shape == "array":
+        inner = duckdb_type(kind["elementType"])
+        return None if inner is None else f"{inner}[]"
+    if shape == "map":
+        key, value = duckdb_type(kind["keyType"]), duckdb_type(kind["valueType"])
+        return None if key is None or value is None else f"MAP({key}, {value})"
+    if shape == "struct":
+        fields = [(f["name"], duckdb_type(f["type"])) for f in kind["fields"]]
+        if any(t is None for _, t in fields):
+            return None
+        return "STRUCT(" + ", ".join(f"{_ident(n)} {t}" for n, t in fields) + ")"
+    return None
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _list(paths: Any) -> str:
+    return "[" + ", ".join(_text(p) for p in paths) + "]"
