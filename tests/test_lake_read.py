@@ -123,7 +123,9 @@ def test_the_native_reader_skips_other_dates_unopened_and_prunes_time_inside_the
     broken, early_12 = _break_all_but_the_last_file(three_days)
     with LakeViews(three_days) as views, caplog.at_level(logging.WARNING, "tetrapipe.lake"):
         assert set(views._native) == {"events"}  # the path under test
-        assert _count(views, "SELECT count(*) FROM events WHERE date > '2026-03-11' AND time > '2026-03-12 09:05'") == 100
+        assert (
+            _count(views, "SELECT count(*) FROM events WHERE date > '2026-03-11' AND time > '2026-03-12 09:05'") == 100
+        )
         assert views.skipped == [f"date=2026-03-12/{early_12[0].name}"]  # its own date's broken file only
         assert _count(views, "SELECT count(*) FROM events WHERE time >= TIMESTAMP '2026-03-12 09:10'") == 100
         assert {Path(s).name for s in views.skipped} == {f.name for f in [*broken, *early_12]}
@@ -134,7 +136,9 @@ def test_the_native_reader_skips_other_dates_unopened_and_prunes_time_inside_the
 def _break_all_but_the_last_file(lake: Lake) -> tuple[list[Path], list[Path]]:
     """Truncate the files of 03-10 and 03-11 and the 09:00 file of 03-12: the 09:10 file of 03-12 stays whole."""
     broken = [*data_files(lake, "events", "2026-03-10"), *data_files(lake, "events", "2026-03-11")]
-    early_12 = [f for f in data_files(lake, "events", "2026-03-12") if pq.read_metadata(f).num_rows and _starts(f, 9, 0)]
+    early_12 = [
+        f for f in data_files(lake, "events", "2026-03-12") if pq.read_metadata(f).num_rows and _starts(f, 9, 0)
+    ]
     assert len(broken) == 4 and len(early_12) == 1
     for f in [*broken, *early_12]:
         truncate(f)
