@@ -97,6 +97,17 @@ def test_kafka_sink_defaults_to_the_top_level_bootstrap() -> None:
     assert "missing 'bootstrap'" in problems("sinks:\n  - {name: k, type: kafka, options: {topic: siem}}\n")[0]
 
 
+def test_kafka_sink_takes_the_files_client_unless_it_names_one() -> None:
+    top = "kafka: {bootstrap: 'b:9092', client: kafka-python}\nsinks:\n"
+    assert parse_config(top + "  - {name: k, type: kafka, options: {topic: s}}\n").sinks[0].options["client"] == (
+        "kafka-python"
+    )
+    own = top + "  - {name: k, type: kafka, options: {topic: s, client: confluent}}\n"
+    assert parse_config(own).sinks[0].options["client"] == "confluent"
+    bad = problems("sinks:\n  - {name: k, type: kafka, options: {bootstrap: 'b:1', topic: s, client: java}}\n")
+    assert len(bad) == 1 and "sinks[0].options.client" in bad[0] and "java" in bad[0]
+
+
 def test_hec_sourcetype_follows_the_format_unless_set() -> None:
     from tetrapipe.sinks.siem import build_sink
 

@@ -466,11 +466,13 @@ def test_stdout_sink_writes_json_lines() -> None:
     assert [orjson.loads(line)["alert_id"] for line in buf.getvalue().splitlines()] == ["a00000", "a00001", "a00002"]
 
 
-def test_kafka_sink_to_the_real_broker(kafka: Any, topic: str) -> None:
-    from kafka import KafkaConsumer, TopicPartition
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
+def test_kafka_sink_to_the_real_broker(client: str, kafka: Any, topic: str) -> None:
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-    sink = KafkaTopicSink("kafka", bootstrap=kafka.bootstrap, topic=topic, delivery=fast())
+    sink = KafkaTopicSink("kafka", bootstrap=kafka.bootstrap, topic=topic, client=client, delivery=fast())
     sink.send(records(7))
+    assert isinstance(sink._producer, KafkaProducer) == (client == "kafka-python")  # the library asked for
     sink.close()
     assert sink.stats.delivered == 7
     consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap, consumer_timeout_ms=3000)

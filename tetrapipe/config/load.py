@@ -132,6 +132,8 @@ def _sink_options(checker: Checker, data: dict[str, Any], raw: dict[str, Any], n
                 f"{where}.options",
                 "missing 'bootstrap' (and no top-level kafka.bootstrap to default to)",
             )
+    if typ == "kafka" and not options.get("client") and data.get("kafka") and data["kafka"].get("client"):
+        options["client"] = data["kafka"]["client"]  # one deployment, one client library, unless a sink says
     return options
 
 

@@ -164,6 +164,12 @@ SINK_OPTIONS: dict[str, Section] = {
             "compression": Field(str, choices=("gzip", "snappy", "lz4", "zstd")),
             "timeout_seconds": Field(float, minimum=0.1),
             "client_id": Field(str),
+            "client": Field(
+                str,
+                None,
+                choices=("auto", "kafka-python", "confluent"),
+                doc="Kafka client library; default: kafka.client, else auto",
+            ),
             "options": Field(MapOf(object), doc="kafka-python producer settings (TLS, SASL)"),
         },
         "Kafka topic",

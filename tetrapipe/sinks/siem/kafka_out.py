@@ -3,7 +3,8 @@
 The producer waits for every in-sync replica (``acks=all``, idempotent) and
 each batch is flushed and every send confirmed before it counts as
 delivered; a batch that is not confirmed within ``timeout_seconds`` is
-transient (retried, then spooled). Keys: alerts by rule id, events by node,
+transient (retried, then spooled). ``client`` picks the library as the
+commands' ``--kafka-client`` does (the file's ``kafka.client`` by default). Keys: alerts by rule id, events by node,
 so one node's events stay in order within a partition.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tetrapipe.kafka_client import resolve_client
 from tetrapipe.sinks.siem.base import DeliveringSink, Delivery, TransientError
 from tetrapipe.sinks.siem.records import record_body, record_key
 
@@ -27,6 +29,7 @@ class KafkaTopicSink(DeliveringSink):
         compression: str | None = None,
         timeout_seconds: float = 30.0,
         client_id: str = "tetrapipe-siem",
+        client: str | None = None,
         options: dict[str, Any] | None = None,
         delivery: Delivery | None = None,
         **kw: Any,
@@ -37,6 +40,7 @@ class KafkaTopicSink(DeliveringSink):
         self.compression = compression
         self.timeout = timeout_seconds
         self.client_id = client_id
+        self.client = resolve_client(client)  # a missing confluent-kafka is a usage error now, not at first delivery
         self.options = dict(options or {})
         self._producer = None
 
@@ -51,6 +55,7 @@ class KafkaTopicSink(DeliveringSink):
                 self._producer = new_producer(
                     self.bootstrap.split(","),
                     self.client_id,
+                    client=self.client,
                     compression_type=self.compression,
                     linger_ms=20,
                     max_block_ms=ms,
