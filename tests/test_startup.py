@@ -47,10 +47,10 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def imported_by(tmp_path: Path, *args: str) -> list[str]:
-    """The HEAVY modules loaded by ``tetrapipe ARGS`` run to its end in a fresh interpreter."""
+def imported_by(tmp_path: Path, *args: str, heavy: tuple[str, ...] = HEAVY) -> list[str]:
+    """The ``heavy`` modules loaded by ``tetrapipe ARGS`` run to its end in a fresh interpreter."""
     report = tmp_path / "modules.json"
-    probe = _PROBE.format(heavy=HEAVY)
+    probe = _PROBE.format(heavy=heavy)
     proc = subprocess.run(
         [sys.executable, "-c", probe, str(report), *args], capture_output=True, text=True, cwd=tmp_path
     )
@@ -70,6 +70,30 @@ def imported_by(tmp_path: Path, *args: str) -> list[str]:
 )
 def test_reading_commands_import_no_kafka_grpc_or_polars(lake: Path, tmp_path: Path, args: list[str]) -> None:
     assert imported_by(tmp_path, *args, "--lake", str(lake)) == []
+
+
+#: pyarrow's parts for scanning files (~70 ms of start-up), which DuckDB's own reader makes needless on a local lake
+ARROW_SCAN = ("pyarrow.dataset", "pyarrow.compute", "pyarrow.parquet", "pyarrow.fs")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["query", "SELECT count(*) FROM events WHERE pod IS NOT NULL", "--format", "csv"],
+        ["query", "SELECT rule_id, count(*) FROM alerts GROUP BY 1", "--format", "json"],
+        ["tree", "--pod", "crawler", "--format", "json"],
+    ],
+    ids=["query-events", "query-alerts", "tree"],
+)
+def test_reading_a_local_lake_loads_no_arrow_scanning(lake: Path, tmp_path: Path, args: list[str]) -> None:
+    assert imported_by(tmp_path, *args, "--lake", str(lake), heavy=ARROW_SCAN) == []
+
+
+def test_the_arrow_probe_sees_a_lake_read_through_pyarrow(lake: Path, tmp_path: Path) -> None:
+    """The check above can fail: ``--as-of`` reads the commit times through pyarrow.fs."""
+    assert "pyarrow.fs" in imported_by(
+        tmp_path, "query", "SELECT 1", "--as-of", "0", "--lake", str(lake), heavy=ARROW_SCAN
+    )
 
 
 def test_rules_test_imports_no_kafka_or_grpc(tmp_path: Path) -> None:

@@ -21,7 +21,6 @@ from typing import BinaryIO
 import duckdb
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from tetrapipe.errors import TetrapipeError
 from tetrapipe.fsutil import open_private
@@ -278,6 +277,8 @@ def write_output(table: pa.Table, fmt: str, output: str | None) -> None:
     if fmt == "parquet":
         if not output:
             raise ValueError("parquet needs an output file")
+        import pyarrow.parquet as pq  # pyarrow.dataset with it: only for this format
+
         with open_private(output, append=False) as f:
             pq.write_table(table, f, compression="zstd")
     elif output:

@@ -26,11 +26,10 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
@@ -39,6 +38,10 @@ from tetrapipe.fsutil import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, private_dirs
 from tetrapipe.lake.positions import Position
 from tetrapipe.redact import redact_url
 from tetrapipe.schema import PARTITION_TIME, SCHEMAS
+
+# pyarrow.compute and .dataset cost a reader (tetrapipe query, tree) ~70 ms of start-up: the writers import them
+if TYPE_CHECKING:
+    import pyarrow.dataset as ds
 
 DEFAULT_LAKE = "./tetrapipe-lake"
 LAKE_ENV = "TETRAPIPE_LAKE"
@@ -251,6 +254,8 @@ class Lake:
             rows = data
             older = table.transaction_version(positions[0].app_id) if len(positions) == 1 else None
             if older is not None and offset_column is not None and rows.num_rows:
+                import pyarrow.compute as pc
+
                 rows = rows.filter(pc.fill_null(pc.greater(rows.column(offset_column), older), True))
             try:
                 # the check above and the commit read one snapshot: a concurrent commit of the same app id
@@ -367,6 +372,8 @@ class Lake:
 
 def with_date(name: str, rows: pa.Table) -> pa.Table:
     """``rows`` in the table's schema plus the ``date`` partition column."""
+    import pyarrow.compute as pc
+
     schema = SCHEMAS[name]
     if rows.num_columns == 0:
         rows = schema.empty_table()

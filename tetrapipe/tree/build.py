@@ -173,7 +173,7 @@ def build_tree(
     import duckdb
 
     def build(con: duckdb.DuckDBPyConnection) -> TreeView:
-        sql.install(con)
+        sql.install(con, lineage=bool(selection.exec_id))
         return _build(con, selection, late_after, fold, max_children, max_processes, events_per_process)
 
     if isinstance(source, duckdb.DuckDBPyConnection):
