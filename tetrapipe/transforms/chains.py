@@ -2,8 +2,11 @@
 
 Each batch is scanned once for the rows matching any step of any sequence
 rule (:func:`tetrapipe.ruleset.sequence.steps_sql`, a bit per step, in the
-detector's DuckDB pass); only those few rows reach Python, in (time, event id)
-order, and advance the partial chains here.
+detector's DuckDB pass). Those can be many (every exec below /usr/bin is a
+step of ``chain-bindir-write-exec``), so they are sorted out as Arrow first:
+a later step's row whose keys have no chain is parked
+(:mod:`tetrapipe.transforms.chain_park`); the rest reach Python, in (time,
+event id) order, and advance the partial chains here.
 
 Semantics (the same live, after a restart and in a backtest, because all three
 feed this class the same rows in the same order):
@@ -19,9 +22,10 @@ feed this class the same rows in the same order):
   first, and a row advances one chain at most.
 * One partial chain per (rule, key, steps done): a newer one replaces an
   older one (the newer is the one that can still complete within the span).
-* A row of a later step that advanced nothing is kept for ``2 x tolerance``:
-  if the step before it arrives late (Tetragon's per-CPU buffers reorder),
-  the chain picks it up then.
+* A row of a later step that advanced nothing is kept for ``2 x tolerance``
+  (event time: until the newest event is that much later): if the step before
+  it arrives late (Tetragon's per-CPU buffers reorder), the chain picks it up
+  then. Parked or held in Python, the same rows are kept and found.
 * ``until`` drops the key's partial chains (for lineage, when the row's
   process is the root).
 * The last step completes the chain: one alert row whose ``event_ids`` are
@@ -29,8 +33,8 @@ feed this class the same rows in the same order):
   hashes the rule and those events (the same chain has the same id anywhere).
 
 Memory: partial chains and held rows are bounded in total (``max_partials``);
-the oldest are evicted first and counted (``evicted``); chains older than
-their span are dropped as event time moves on.
+the oldest are evicted first and counted (``evicted``), parked rows before
+held ones; chains older than their span are dropped as event time moves on.
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tetrapipe.ruleset.model import Rule
 from tetrapipe.ruleset.plan import ALERT_EVENT_COLUMNS
@@ -53,6 +59,7 @@ from tetrapipe.ruleset.sequence import (
     steps_sql,
 )
 from tetrapipe.schema import ALERT_SCHEMA
+from tetrapipe.transforms.chain_park import Parked, key_columns, own_keys, present, row_keys_touch
 
 #: columns every step row carries into the engine (keys, lineage, the alert's event columns)
 BASE_COLUMNS = [
@@ -70,15 +77,10 @@ BASE_COLUMNS = [
 ]
 
 
-def _us(t: Any) -> int:
-    """Microseconds since the epoch of an Arrow timestamp read as a naive datetime (UTC)."""
-    if t is None:
-        return 0
-    return (
-        (t.toordinal() - 719163) * 86_400_000_000
-        + (t.hour * 3600 + t.minute * 60 + t.second) * 1_000_000
-        + (t.microsecond)
-    )
+def _micros(times: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Microseconds since the epoch of a timestamp column (0 where NULL), as numpy."""
+    unit = pa.timestamp("us", tz=getattr(times.type, "tz", None))
+    return np.asarray(pc.fill_null(times.cast(unit).cast(pa.int64()), 0), dtype=np.int64)
 
 
 @dataclass
@@ -94,6 +96,8 @@ class ChainStats:
 
     partials: int = 0
     held: int = 0
+    #: of ``held``, rows kept as Arrow (:mod:`~tetrapipe.transforms.chain_park`)
+    parked: int = 0
     evicted: int = 0
     expired: int = 0
     completed: int = 0
@@ -102,15 +106,19 @@ class ChainStats:
 class ChainEngine:
     """Partial chains of sequence rules across batches; :meth:`feed` turns step rows into alert rows."""
 
-    def __init__(self, rules: list[Rule], *, max_partials: int = 100_000) -> None:
+    def __init__(self, rules: list[Rule], *, max_partials: int = 100_000, park: bool = True) -> None:
+        """``park=False`` visits every step row in Python: the plain path the tests hold the parking to."""
         self.rules = rules
         self.max_partials = max_partials
+        self.park = park
         self.stats = ChainStats()
         cols = set(BASE_COLUMNS)
         for r in rules:
             cols |= output_columns(r)
         self.columns = [c for c in dict.fromkeys([*BASE_COLUMNS, *sorted(cols)])]
         self._partials: OrderedDict[tuple[int, Any, int], _Partial] = OrderedDict()
+        #: per rule, how many partial chains each key has (which keys a later step's row may find a chain under)
+        self._open: list[dict[Any, int]] = [{} for _ in rules]
         self._held: OrderedDict[tuple[int, str], tuple[int, dict[str, Any]]] = OrderedDict()
         # held rows by (rule, key) they could continue: a chain that moves looks up its key, never scans
         self._held_by_key: dict[tuple[int, Any], list[tuple[int, str]]] = {}
@@ -125,6 +133,8 @@ class ChainEngine:
         self._fs = [{k: tuple(s.first_seen) for k, s in enumerate(r.sequence.steps) if s.first_seen} for r in rules]
         self._seen: OrderedDict[tuple[int, int, tuple], None] = OrderedDict()
         self.seen_capacity = 1_000_000
+        #: rows of later steps no chain could use yet, kept as Arrow (see chain_park)
+        self._parked = Parked(len(rules))
 
     # --- SQL ----------------------------------------------------------------------------------
 
@@ -151,31 +161,97 @@ class ChainEngine:
 
         ``emit=False`` rebuilds state from history whose alerts are stored already.
         Returns the alert rows (ALERT_SCHEMA) of the chains completed.
+
+        Vectorized first (see :mod:`~tetrapipe.transforms.chain_park`): the
+        first-seen steps, then, per rule, which rows of a later step have a key
+        a chain could be under; the others are parked as Arrow. Only the rows
+        left (first steps, and later steps with a chance) become Python dicts,
+        visited one by one in (time, event id) order.
         """
         if rows.num_rows == 0:
             return ALERT_SCHEMA.empty_table()
-        rows = rows.sort_by([("time", "ascending"), ("event_id", "ascending")])
+        order = np.asarray(
+            pc.sort_indices(
+                rows.select(["time", "event_id"]), sort_keys=[("time", "ascending"), ("event_id", "ascending")]
+            ),
+            dtype=np.int64,
+        )
+        us = _micros(rows.column("time"))[order]
+        masks = [np.asarray(rows.column(f"_q{r}").fill_null(0), dtype=np.int64)[order] for r in range(len(self.rules))]
+        self._first_seen(rows, order, masks)
+        keep = np.zeros(len(order), dtype=bool)
+        for r, q in enumerate(masks):
+            n = self._steps[r]
+            later_only = ((q & ((1 << n) - 2)) != 0) & ((q & 1) == 0) & (((q >> n) & 1) == 0)
+            if self.park and (later_only.any() or self._parked.has(r)):
+                by, columns = self.rules[r].sequence.by, self._by[r]
+                starts = pa.array(order[(q & 1) != 0])
+                firsts = set(
+                    own_keys(rows.select(present(rows, columns)).take(starts), columns).drop_null().to_pylist()
+                )
+                # a parked row's keys had no chain when it was parked: only a first step since can have opened one
+                self._unpark(r, pa.array(list(firsts), pa.string()))
+                later = np.nonzero(later_only)[0]
+                if len(later):
+                    keyed = rows.select(present(rows, key_columns(by, columns))).take(pa.array(order[later]))
+                    keys = pa.array(list(firsts.union(self._open[r])), pa.string())
+                    touch = row_keys_touch(keyed, by, columns, keys) if len(keys) else np.zeros(len(later), bool)
+                    if not touch.all():
+                        park = later[~touch]
+                        self._parked.add(r, rows, order[park], us[park], q[park], keyed.filter(pa.array(~touch)))
+                        q[park] = 0
+            keep |= q != 0
+        self._bound()
         out: list[dict[str, Any]] = []
-        masks = [rows.column(f"_q{r}").to_pylist() for r in range(len(self.rules))]
-        # column by column (Arrow converts a column at C speed; a table's to_pylist builds dicts cell by cell)
-        names = [c for c in self.columns if c in rows.schema.names]
-        values = [rows.column(c).to_pylist() for c in names]
-        for i, cells in enumerate(zip(*values, strict=True)):
-            row = dict(zip(names, cells, strict=True))
-            t = _us(row["time"])
-            row["_us"] = t
-            for r, mask in enumerate(masks):
-                bits = mask[i]
-                if bits:
-                    self._one(r, row, t, bits, out)
-            if t > self._watermark_us:
-                self._watermark_us = t
+        positions = np.nonzero(keep)[0]
+        if len(positions):
+            dicts = self._dicts(rows.take(pa.array(order[positions])), us[positions])
+            for p, row in zip(positions.tolist(), dicts, strict=True):
+                for r, mask in enumerate(masks):
+                    bits = int(mask[p])
+                    if bits:
+                        self._one(r, row, row["_us"], bits, out)
+        self._watermark_us = max(self._watermark_us, int(us.max()))
         self._expire()
         self.stats.partials = len(self._partials)
-        self.stats.held = len(self._held)
+        self.stats.held = len(self._held) + self._parked.rows
+        self.stats.parked = self._parked.rows
         if not emit or not out:
             return ALERT_SCHEMA.empty_table()
         return pa.Table.from_pylist(out, schema=ALERT_SCHEMA)
+
+    def _dicts(self, table: pa.Table, us: np.ndarray) -> list[dict[str, Any]]:
+        """Rows as dicts of the engine's columns plus ``_us`` (column by column: Arrow converts at C speed)."""
+        names = [c for c in self.columns if c in table.schema.names]
+        values = [table.column(c).to_pylist() for c in names]
+        out = [dict(zip(names, cells, strict=True)) for cells in zip(*values, strict=True)]
+        for row, t in zip(out, us.tolist(), strict=True):
+            row["_us"] = t
+        return out
+
+    def _drop(self, pkey: tuple[int, Any, int]) -> None:
+        """Forget a partial chain's key once no other partial chain of its rule is under it."""
+        r, key, _s = pkey
+        left = self._open[r][key] - 1
+        if left:
+            self._open[r][key] = left
+        else:
+            del self._open[r][key]
+
+    def _unpark(self, r: int, keys: pa.Array) -> None:
+        """Parked rows of rule ``r`` under one of ``keys`` become held rows again (before the batch runs)."""
+        if not len(keys) or not self._parked.has(r):
+            return
+        for table, idx, us, bits in self._parked.take_touching(r, self.rules[r].sequence.by, self._by[r], keys):
+            for row, b in zip(self._dicts(table.take(pa.array(idx)), us), bits.tolist(), strict=True):
+                self._hold(r, row, b)
+
+    def _hold(self, r: int, row: dict[str, Any], bits: int) -> None:
+        hkey = (r, row["event_id"])
+        self._held[hkey] = (bits, row)
+        for key in self._keys(r, row):
+            self._held_by_key.setdefault((r, key), []).append(hkey)
+        self._bound()
 
     def _keys(self, r: int, row: dict[str, Any]) -> list[Any]:
         """The keys under which a row may continue a chain, nearest first."""
@@ -198,30 +274,51 @@ class ChainEngine:
         for v in values:
             self._seen[(r, k, tuple(v))] = None
 
-    def _first_seen(self, r: int, row: dict[str, Any], bits: int) -> int:
-        """``bits`` without the first-seen steps whose values this row does not see for the first time."""
-        for k, columns in self._fs[r].items():
-            if bits >> k & 1:
-                key = (r, k, tuple(row.get(c) for c in columns))
-                if key in self._seen:
-                    self._seen.move_to_end(key)
-                    bits &= ~(1 << k)
-                else:
-                    self._seen[key] = None
-        while len(self._seen) > self.seen_capacity:
-            self._seen.popitem(last=False)
-        return bits
+    def _first_seen(self, rows: pa.Table, order: np.ndarray, masks: list[np.ndarray]) -> None:
+        """Clear, in ``masks``, the first-seen steps of rows whose values were seen before (and remember them).
+
+        In (time, event id) order, row by row, every rule in turn: the same
+        values, LRU order and trimming as if each row were taken alone.
+        """
+        rules = [r for r in range(len(self.rules)) if self._fs[r]]
+        if not rules:
+            return
+        wanted = {r: sum(1 << k for k in self._fs[r]) for r in rules}
+        hit = np.zeros(len(order), dtype=bool)
+        for r in rules:
+            hit |= (masks[r] & wanted[r]) != 0
+        positions = np.nonzero(hit)[0]
+        if not len(positions):
+            return
+        names = sorted({c for r in rules for cs in self._fs[r].values() for c in cs})
+        sub = rows.take(pa.array(order[positions]))
+        values = {c: sub.column(c).to_pylist() if c in sub.schema.names else [None] * len(sub) for c in names}
+        seen = self._seen
+        for j, p in enumerate(positions.tolist()):
+            for r in rules:
+                bits = int(masks[r][p])
+                if not bits & wanted[r]:
+                    continue
+                for k, columns in self._fs[r].items():
+                    if bits >> k & 1:
+                        key = (r, k, tuple(values[c][j] for c in columns))
+                        if key in seen:
+                            seen.move_to_end(key)
+                            bits &= ~(1 << k)
+                        else:
+                            seen[key] = None
+                while len(seen) > self.seen_capacity:
+                    seen.popitem(last=False)
+                masks[r][p] = bits
 
     def _one(self, r: int, row: dict[str, Any], t: int, bits: int, out: list[dict[str, Any]]) -> None:
-        if self._fs[r]:
-            bits = self._first_seen(r, row, bits)
-            if not bits:
-                return
+        """One row of rule ``r`` (``bits``: its steps, first-seen ones already checked) in event order."""
         n = self._steps[r]
         if bits >> n & 1:  # until: the key's partial chains are over
             key = row.get("exec_id") if self.rules[r].sequence.by == "lineage" else self._own_key(r, row)
             for s in range(1, n):
-                self._partials.pop((r, key, s), None)
+                if self._partials.pop((r, key, s), None) is not None:
+                    self._drop((r, key, s))
         for s in range(n - 1, 0, -1):
             if not bits >> s & 1:
                 continue
@@ -238,11 +335,7 @@ class ChainEngine:
                 self._catch_up(r, key, 1, chain, out)
                 return
         if bits & ((1 << n) - 2):  # a later step that advanced nothing: held in case its predecessor is late
-            hkey = (r, row["event_id"])
-            self._held[hkey] = (bits, row)
-            for key in self._keys(r, row):
-                self._held_by_key.setdefault((r, key), []).append(hkey)
-            self._bound()
+            self._hold(r, row, bits)
 
     def _fits(self, r: int, chain: _Partial, row: dict[str, Any], t: int, s: int) -> bool:
         if t - chain.start_us > self._within[r] or t < chain.last_us - self._tol[r]:
@@ -258,6 +351,7 @@ class ChainEngine:
         self, r: int, key: Any, s: int, chain: _Partial, row: dict[str, Any], t: int, out: list[dict[str, Any]]
     ) -> None:
         del self._partials[(r, key, s)]
+        self._drop((r, key, s))
         if s + 1 == self._steps[r]:
             done = _Partial(chain.start_us, max(chain.last_us, t), [*chain.rows, row])
             out.append(self._alert(r, key, done))
@@ -291,15 +385,28 @@ class ChainEngine:
                 return
 
     def _put(self, r: int, key: Any, s: int, chain: _Partial) -> None:
-        self._partials.pop((r, key, s), None)
+        if self._partials.pop((r, key, s), None) is None:
+            self._open[r][key] = self._open[r].get(key, 0) + 1
         self._partials[(r, key, s)] = chain
         self._bound()
 
     def _bound(self) -> None:
-        while len(self._partials) + len(self._held) > self.max_partials:
-            victim = self._held if len(self._held) >= len(self._partials) else self._partials
-            victim.popitem(last=False)
-            self.stats.evicted += 1
+        """At most ``max_partials`` partial chains and held rows (parked ones count as held, and go first)."""
+        while True:
+            held = len(self._held) + self._parked.rows
+            excess = len(self._partials) + held - self.max_partials
+            if excess <= 0:
+                return
+            if held < len(self._partials):
+                self._drop(self._partials.popitem(last=False)[0])
+                self.stats.evicted += 1
+            elif self._parked.rows:
+                k = min(excess, self._parked.rows, held - len(self._partials) + 1)
+                self._parked.drop_oldest(k)
+                self.stats.evicted += k
+            else:
+                self._held.popitem(last=False)
+                self.stats.evicted += 1
 
     def _expire(self) -> None:
         """Drop what no later event can complete any more (event time, not wall time)."""
@@ -311,13 +418,13 @@ class ChainEngine:
             (r, _k, _s), c = next(iter(self._partials.items()))
             if c.start_us >= w - self._within[r] - self._tol[r]:
                 break
-            self._partials.popitem(last=False)
+            self._drop(self._partials.popitem(last=False)[0])
             self.stats.expired += 1
-        while self._held:
-            (r, _e), (_b, row) = next(iter(self._held.items()))
-            if row["_us"] >= w - 2 * self._tol[r]:
-                break
-            self._held.popitem(last=False)
+        # held rows: every one older than twice its tolerance (few: the rest is parked, and expires alike)
+        for hkey in [h for h, (_b, row) in self._held.items() if row["_us"] < w - 2 * self._tol[h[0]]]:
+            del self._held[hkey]
+        for r in range(len(self.rules)):
+            self._parked.expire(r, w - 2 * self._tol[r])
         if len(self._held_by_key) > 2 * len(self._held) + 1_000:  # entries of rows gone: rebuild the index
             index: dict[tuple[int, Any], list[tuple[int, str]]] = {}
             for hkey, (_b, row) in self._held.items():
@@ -351,7 +458,7 @@ class ChainEngine:
     def nbytes(self) -> int:
         """A rough size of the state: the rows held by partial chains and held rows (for the bound's docs)."""
         rows = sum(len(c.rows) for c in self._partials.values()) + len(self._held)
-        return rows * 1_200 + len(self._partials) * 200
+        return rows * 1_200 + len(self._partials) * 200 + self._parked.nbytes()
 
 
 __all__ = ["BASE_COLUMNS", "ChainEngine", "ChainStats"]

@@ -21,6 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from tetrapipe.ruleset.model import Rule
@@ -31,7 +32,15 @@ class _Window:
     end_us: int
     count: int = 0
     values: set[str] = field(default_factory=set)
-    row: dict[str, Any] | None = None
+    #: the earliest row so far, as (grouped table, row): turned into a dict only when the window fires
+    first: tuple[pa.Table, int] | None = None
+    time: Any = None
+    last_time: Any = None
+    event_ids: list[str] = field(default_factory=list)
+
+
+#: the columns of a grouping row that adding it up reads (the rest is read from the first row, on firing)
+_READ = ("alert_id", "count", "_bucket_end_us", "time", "last_time", "event_ids")
 
 
 class ThresholdState:
@@ -52,28 +61,38 @@ class ThresholdState:
 
         ``fired``: alert ids already alerted (the detector's open windows):
         their rows pass as follow-ups. ``emit=False`` only adds up (restore).
+        Only the threshold rules' rows are read into Python, and of those only
+        what adding up needs (every exec of a container is in such a row).
         """
-        rules = grouped.column("_r").to_pylist()
-        if not self.need or not any(r in self.need for r in rules):
+        if not self.need or not grouped.num_rows:
             return grouped
-        keep: list[int] = []
+        rules = np.asarray(grouped.column("_r").fill_null(-1), dtype=np.int64)
+        candidates = np.nonzero(np.isin(rules, list(self.need)))[0]
+        if not len(candidates):
+            return grouped
+        sub = grouped.select(["_distinct", *_READ]).take(pa.array(candidates))
+        values = {c: sub.column(c).to_pylist() for c in _READ}
+        distinct = sub.column("_distinct").to_pylist() if any(d for _n, d in self.need.values()) else None
+        keep = np.ones(grouped.num_rows, dtype=bool)
         out: list[dict[str, Any]] = []
-        rows = grouped.to_pylist()
-        for k, (r, row) in enumerate(zip(rules, rows, strict=True)):
-            if r not in self.need or row["alert_id"] in fired:
-                keep.append(k)
+        for j, (p, aid) in enumerate(zip(candidates.tolist(), values["alert_id"], strict=True)):
+            if aid in fired:
                 continue
-            merged = self._add(r, row)
+            keep[p] = False
+            row = {c: values[c][j] for c in _READ}
+            merged = self._add(int(rules[p]), row, distinct[j] if distinct is not None else None, (grouped, p))
             if merged is not None:
                 out.append(merged)
         if not emit:
             return grouped.slice(0, 0)
-        passed = grouped.take(pa.array(keep, pa.int64()))
+        passed = grouped if keep.all() else grouped.filter(pa.array(keep))
         if not out:
             return passed
         return pa.concat_tables([passed, pa.Table.from_pylist(out, schema=grouped.schema)])
 
-    def _add(self, r: int, row: dict[str, Any]) -> dict[str, Any] | None:
+    def _add(
+        self, r: int, row: dict[str, Any], distinct: list[str] | None, ref: tuple[pa.Table, int]
+    ) -> dict[str, Any] | None:
         """Add one batch's row to its window; the merged row when the window reaches the threshold."""
         aid = row["alert_id"]
         w = self._held.pop(aid, None) or _Window(row["_bucket_end_us"] or 0)
@@ -81,34 +100,31 @@ class ThresholdState:
         need, by_distinct = self.need[r]
         w.count += row["count"]
         if by_distinct:
-            for v in row["_distinct"] or ():
+            for v in distinct or ():
                 if len(w.values) < need:
                     w.values.add(v)
-        if w.row is None:
-            w.row = dict(row)
+        if w.first is None:
+            w.first, w.time, w.last_time, w.event_ids = ref, row["time"], row["last_time"], list(row["event_ids"])
         else:
-            first = w.row
-            if row["time"] is not None and (first["time"] is None or row["time"] < first["time"]):
-                ids, last = first["event_ids"], first["last_time"]
-                first.clear()
-                first.update(row)
-                first["event_ids"] = list(row["event_ids"]) + list(ids)
-                first["last_time"] = max(t for t in (last, row["last_time"]) if t is not None)
+            if row["time"] is not None and (w.time is None or row["time"] < w.time):
+                ids, last = w.event_ids, w.last_time
+                w.first, w.time = ref, row["time"]
+                w.event_ids = list(row["event_ids"]) + list(ids)
+                w.last_time = max(t for t in (last, row["last_time"]) if t is not None)
             else:
-                first["event_ids"] = list(first["event_ids"]) + list(row["event_ids"])
-                if row["last_time"] is not None and (
-                    first["last_time"] is None or row["last_time"] > first["last_time"]
-                ):
-                    first["last_time"] = row["last_time"]
+                w.event_ids = list(w.event_ids) + list(row["event_ids"])
+                if row["last_time"] is not None and (w.last_time is None or row["last_time"] > w.last_time):
+                    w.last_time = row["last_time"]
             if self.max_event_ids:
-                first["event_ids"] = first["event_ids"][: self.max_event_ids]
+                w.event_ids = w.event_ids[: self.max_event_ids]
         while len(self._held) > self.capacity:
             self._held.popitem(last=False)
         if (len(w.values) if by_distinct else w.count) < need:
             return None
         del self._held[aid]
-        merged = dict(w.row)
-        merged["count"] = w.count
+        table, p = w.first
+        merged = table.slice(p, 1).to_pylist()[0]
+        merged.update(count=w.count, event_ids=w.event_ids, last_time=w.last_time, time=w.time)
         return merged
 
     def expire(self, watermark_us: int, grace_us: int) -> None:
