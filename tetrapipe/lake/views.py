@@ -78,14 +78,35 @@ PROCESS_COLUMNS = """node_name, exec_id, parent_exec_id, pid, uid, auid, process
            parent_binary, parent_arguments, ancestor_binaries"""
 #: ... and those the fold reads besides (a narrower copy of the events needs all of these)
 PROCESS_EVENT_COLUMNS = PROCESS_COLUMNS + ", kind, time, exit_status, exit_signal"
+_EVENT_COLUMNS = tuple(c.strip() for c in PROCESS_COLUMNS.split(","))
 
-#: one row per process, from the rows of ``{events}`` (a view or a CTE with PROCESS_EVENT_COLUMNS)
-PROCESSES_SQL = (
-    """
+#: the processes view's columns in order: name, SQL over ``f`` (a process's first event), ``x`` (its exit)
+#: and ``c`` (its count of hook events), and the event columns it reads (None: the one of its name)
+_START = "coalesce(f.process_start_time, f.time)"
+_PROCESS_OUTPUT: tuple[tuple[str, str, tuple[str, ...] | None], ...] = (
+    ("exec_id", "f.exec_id", None),
+    ("node_name", "f.node_name", None),
+    *((c, f"f.{c}", None) for c in _EVENT_COLUMNS[2:11]),  # parent_exec_id ... flags
+    ("start_time", f"{_START} AS start_time", ("process_start_time",)),
+    ("exit_time", "x.exit_time", ()),
+    ("exit_status", "x.exit_status", ()),
+    ("exit_signal", "x.exit_signal", ()),
+    ("duration", f"x.exit_time - {_START} AS duration", ("process_start_time",)),
+    *((c, f"f.{c}", None) for c in _EVENT_COLUMNS[14:24]),  # namespace ... container_pid
+    (
+        "since_container_start",
+        "f.process_start_time - f.container_start_time AS since_container_start",
+        ("process_start_time", "container_start_time"),
+    ),
+    *((c, f"f.{c}", None) for c in ("in_init_tree", "cap_effective", *_EVENT_COLUMNS[24:])),
+    ("seen_exec", "f.seen_exec", ()),
+    ("hook_events", "c.hook_events", ()),
+)
+
+#: one row per process, from the rows of ``{events}`` (a view or a CTE with the event columns it reads)
+PROCESSES_SQL = """
 WITH firsts AS (
-    SELECT """
-    + PROCESS_COLUMNS
-    + """, kind = 'process_exec' AS seen_exec, time
+    SELECT {firsts}, kind = 'process_exec' AS seen_exec, time
     FROM {events}
     WHERE exec_id IS NOT NULL
     QUALIFY row_number() OVER (PARTITION BY node_name, exec_id
@@ -100,29 +121,37 @@ counts AS (
     SELECT node_name, exec_id, count(*) FILTER (WHERE kind NOT IN ('process_exec', 'process_exit')) AS hook_events
     FROM {events} WHERE exec_id IS NOT NULL GROUP BY ALL
 )
-SELECT f.exec_id, f.node_name, f.parent_exec_id, f.pid, f.uid, f.auid, f.process_binary, f.process_name, f.arguments, f.cwd, f.flags,
-       coalesce(f.process_start_time, f.time) AS start_time, x.exit_time, x.exit_status, x.exit_signal,
-       x.exit_time - coalesce(f.process_start_time, f.time) AS duration,
-       f.namespace, f.pod, f.pod_labels, f.workload, f.workload_kind, f.container_id, f.container_name, f.image,
-       f.container_start_time, f.container_pid,
-       f.process_start_time - f.container_start_time AS since_container_start,
-       f.in_init_tree, f.cap_effective, f.parent_binary, f.parent_arguments, f.ancestor_binaries,
-       f.seen_exec, c.hook_events
+SELECT {outputs}
 FROM firsts f
 LEFT JOIN exits x USING (node_name, exec_id)
 LEFT JOIN counts c USING (node_name, exec_id)
 """
-)
 
 
-def processes_sql(events: str = "events") -> str:
+def process_event_columns(columns: Collection[str] | None = None) -> str:
+    """The event columns a fold of the processes' ``columns`` (None: all of them) reads, as a SELECT list."""
+    if columns is None:
+        return PROCESS_EVENT_COLUMNS
+    reads = {"node_name", "exec_id"}
+    for name, _, needs in _PROCESS_OUTPUT:
+        if name in columns:
+            reads.update((name,) if needs is None else needs)
+    return ", ".join([*(c for c in _EVENT_COLUMNS if c in reads), "kind", "time", "exit_status", "exit_signal"])
+
+
+def processes_sql(events: str = "events", columns: Collection[str] | None = None) -> str:
     """The ``processes`` fold over ``events``: the view's, or a tree's over only the events it needs.
 
     The fold is a window over every row it is given, so a caller that needs
     a few processes (one pod's tree) hands it only their events rather than
     filtering the view, which would window over the whole history first.
+    ``columns``: only these of the view's columns, in its order (None: all),
+    so that ``events`` need only the columns :func:`process_event_columns`
+    names: each column read costs its pages of every file scanned.
     """
-    return PROCESSES_SQL.format(events=events)
+    outputs = [sql for name, sql, _ in _PROCESS_OUTPUT if columns is None or name in columns]
+    firsts = process_event_columns(columns).removesuffix(", kind, time, exit_status, exit_signal")
+    return PROCESSES_SQL.format(events=events, firsts=firsts, outputs=", ".join(outputs))
 
 
 PROCESSES_VIEW = "CREATE OR REPLACE VIEW processes AS" + processes_sql()

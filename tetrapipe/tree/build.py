@@ -173,7 +173,7 @@ def build_tree(
     import duckdb
 
     def build(con: duckdb.DuckDBPyConnection) -> TreeView:
-        sql.install(con, lineage=bool(selection.exec_id))
+        sql.install_drawn(con, lineage=bool(selection.exec_id))
         return _build(con, selection, late_after, fold, max_children, max_processes, events_per_process)
 
     if isinstance(source, duckdb.DuckDBPyConnection):
@@ -219,7 +219,7 @@ def _build(
         path_ids = [r["exec_id"] for r in reversed(lineage[: top + 1])]
         params = {"root": sel.exec_id, "since": sel.since, "until": sel.until}
         rows = con.sql(
-            "SELECT * FROM process_tree(root_exec_id := $root, since := $since, until := $until) "
+            f"SELECT * FROM {sql.DRAWN_TREE}(root_exec_id := $root, since := $since, until := $until) "
             f"ORDER BY depth, start_time LIMIT {max_processes + 1}",
             params=params,
         ).to_arrow_table()
@@ -236,7 +236,7 @@ def _build(
             "until": sel.until,
         }
         rows = con.sql(
-            "SELECT * FROM process_tree(pod_name := $pod, pod_namespace := $ns, container := $container, "
+            f"SELECT * FROM {sql.DRAWN_TREE}(pod_name := $pod, pod_namespace := $ns, container := $container, "
             "since := $since, until := $until) "
             f"ORDER BY depth, start_time LIMIT {max_processes + 1}",
             params=params,

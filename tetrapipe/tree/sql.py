@@ -35,9 +35,11 @@ their columns, while an ``OR`` decodes every row of the history first
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import duckdb
 
-from tetrapipe.lake.views import PROCESS_EVENT_COLUMNS, processes_sql
+from tetrapipe.lake.views import process_event_columns, processes_sql
 
 #: a selection's predicates over a row with the events' (and processes') pod columns
 _SELECTED = """(pod_name IS NULL OR pod = pod_name)
@@ -45,13 +47,35 @@ _SELECTED = """(pod_name IS NULL OR pod = pod_name)
       AND (container IS NULL OR container_name = container OR container_id = container
            OR container_id LIKE '%://' || container || '%')"""
 
-PROCESS_TREE_MACRO = f"""
-CREATE OR REPLACE MACRO process_tree(pod_name := NULL, pod_namespace := NULL, container := NULL,
+#: the columns of a process the tree's own walk reads (the selection's, the links, the time window)
+_WALK = ("exec_id", "node_name", "parent_exec_id", "pod", "namespace", "container_name", "container_id")
+_WALK += ("start_time", "exit_time")
+#: the columns of a process a drawn tree shows (:func:`tetrapipe.tree.build.build_tree`)
+DRAWN_COLUMNS = (
+    *_WALK,
+    *("pid", "process_binary", "arguments", "cwd", "uid", "flags", "exit_status", "exit_signal", "image"),
+    *("container_start_time", "in_init_tree", "seen_exec", "parent_binary", "ancestor_binaries"),
+)
+
+
+def process_tree_macro(name: str = "process_tree", columns: Collection[str] | None = None) -> str:
+    """The CREATE statement of the tree macro ``name``, whose rows carry the processes' ``columns`` (None: all).
+
+    ``process_tree`` (every column of ``processes``) is the one people call;
+    :func:`tetrapipe.tree.build.build_tree` defines a narrower one for the
+    columns it draws, so that the events' other columns (labels, workload,
+    capabilities) are never read from the files.
+    """
+    if columns is not None:
+        columns = {*columns, *_WALK}
+    read = process_event_columns(columns)
+    return f"""
+CREATE OR REPLACE MACRO {name}(pod_name := NULL, pod_namespace := NULL, container := NULL,
                                      root_exec_id := NULL, since := NULL, until := NULL,
                                      max_depth := 256) AS TABLE
 WITH RECURSIVE
 selected AS MATERIALIZED (
-    SELECT {PROCESS_EVENT_COLUMNS} FROM events WHERE exec_id IS NOT NULL AND {_SELECTED}
+    SELECT {read} FROM events WHERE exec_id IS NOT NULL AND {_SELECTED}
 ),
 hits AS (
     SELECT DISTINCT node_name FROM selected WHERE root_exec_id IS NULL OR exec_id = root_exec_id
@@ -59,13 +83,13 @@ hits AS (
 scoped AS MATERIALIZED (
     SELECT * FROM selected WHERE node_name IN (SELECT node_name FROM hits)
     UNION ALL
-    SELECT {PROCESS_EVENT_COLUMNS} FROM events
+    SELECT {read} FROM events
     WHERE exec_id IS NOT NULL AND node_name IN (SELECT node_name FROM hits) AND pod IS NULL
       AND (pod_name IS NOT NULL OR pod_namespace IS NOT NULL OR container IS NOT NULL)
       AND NOT coalesce({_SELECTED}, false)
 ),
 scope AS MATERIALIZED (
-    {processes_sql("scoped")}
+    {processes_sql("scoped", columns)}
 ),
 sel AS (
     SELECT exec_id, node_name FROM scope
@@ -91,6 +115,12 @@ tree AS (
 SELECT t.depth, t.path, s.*
 FROM tree t JOIN scope s USING (exec_id)
 """
+
+
+PROCESS_TREE_MACRO = process_tree_macro()
+#: the tree :func:`tetrapipe.tree.build.build_tree` draws: ``process_tree`` with only DRAWN_COLUMNS
+DRAWN_TREE = "_drawn_tree"
+DRAWN_TREE_MACRO = process_tree_macro(DRAWN_TREE, DRAWN_COLUMNS)
 
 PROCESS_LINEAGE_MACRO = """
 CREATE OR REPLACE MACRO process_lineage(exec, max_depth := 256) AS TABLE
@@ -133,15 +163,21 @@ ORDER BY namespace, pod
 """
 
 
-def install(con: duckdb.DuckDBPyConnection, lineage: bool = True) -> None:
-    """Define ``process_tree`` (and ``process_lineage``) on a connection that has the history views.
-
-    ``lineage=False`` leaves out ``process_lineage``, which a pod's tree does
-    not call: creating it binds the ``processes`` view, tens of milliseconds.
-    """
+def install(con: duckdb.DuckDBPyConnection) -> None:
+    """Define ``process_tree`` and ``process_lineage`` on a connection that has the history views."""
     con.execute(PROCESS_TREE_MACRO)
+    con.execute(PROCESS_LINEAGE_MACRO)
+
+
+def install_drawn(con: duckdb.DuckDBPyConnection, lineage: bool) -> None:
+    """Define what a drawn tree calls: the narrow tree macro, and ``process_lineage`` when ``lineage``.
+
+    A pod's tree does not walk up a lineage, and creating ``process_lineage``
+    binds the ``processes`` view (tens of milliseconds).
+    """
+    con.execute(DRAWN_TREE_MACRO)
     if lineage:
         con.execute(PROCESS_LINEAGE_MACRO)
 
 
-__all__ = ["install", "PROCESS_TREE_MACRO", "PROCESS_LINEAGE_MACRO"]
+__all__ = ["install", "install_drawn", "process_tree_macro", "PROCESS_TREE_MACRO", "PROCESS_LINEAGE_MACRO"]
