@@ -344,6 +344,40 @@ def test_process_tree_macro_in_sql(story) -> None:
     ]
 
 
+def test_the_drawn_tree_reads_fewer_columns_and_gives_the_same_rows(story) -> None:
+    """build_tree's narrow macro: the rows of process_tree for the columns it draws, for every selection kind,
+    and its scan of the events names none of the columns it does not draw."""
+    from tetrapipe.tree import install
+    from tetrapipe.tree.sql import DRAWN_COLUMNS, DRAWN_TREE, install_drawn
+
+    lake, p = story
+    cols = ", ".join(["depth", "path", *DRAWN_COLUMNS])
+    con = connect(lake)
+    try:
+        install(con)
+        install_drawn(con, lineage=False)
+        for args in (
+            "pod_name := 'crawler-7d9f8b6c5-x2x4z'",
+            "pod_namespace := 'tenant-jobs'",
+            "container := 'crawler'",
+            f"root_exec_id := '{p['bash'].exec_id}'",
+            "since := TIMESTAMP '2000-01-01'",
+        ):
+            wide = con.sql(f"SELECT {cols} FROM process_tree({args}) ORDER BY ALL").fetchall()
+            narrow = con.sql(f"SELECT {cols} FROM {DRAWN_TREE}({args}) ORDER BY ALL").fetchall()
+            assert narrow == wide and wide, args
+            assert [r[0] for r in con.sql(f"DESCRIBE SELECT * FROM {DRAWN_TREE}({args})").fetchall()] == [
+                "depth",
+                "path",
+                *(c for c in [r[0] for r in con.sql("DESCRIBE processes").fetchall()] if c in DRAWN_COLUMNS),
+            ]
+        plan = "".join(r[1] for r in con.sql(f"EXPLAIN SELECT * FROM {DRAWN_TREE}(pod_name := 'x')").fetchall())
+        assert "pod_labels" in "".join(r[1] for r in con.sql("EXPLAIN SELECT * FROM process_tree()").fetchall())
+        assert "pod_labels" not in plan and "cap_effective" not in plan and "container_name" in plan
+    finally:
+        con.close()
+
+
 # --- HTML --------------------------------------------------------------------------------
 
 
