@@ -219,7 +219,7 @@ def _build(
         path_ids = [r["exec_id"] for r in reversed(lineage[: top + 1])]
         params = {"root": sel.exec_id, "since": sel.since, "until": sel.until}
         rows = con.sql(
-            f"SELECT * FROM {sql.DRAWN_TREE}(root_exec_id := $root, since := $since, until := $until) "
+            f"SELECT * EXCLUDE (path) FROM {sql.DRAWN_TREE}(root_exec_id := $root, since := $since, until := $until) "
             f"ORDER BY depth, start_time LIMIT {max_processes + 1}",
             params=params,
         ).to_arrow_table()
@@ -236,7 +236,7 @@ def _build(
             "until": sel.until,
         }
         rows = con.sql(
-            f"SELECT * FROM {sql.DRAWN_TREE}(pod_name := $pod, pod_namespace := $ns, container := $container, "
+            f"SELECT * EXCLUDE (path) FROM {sql.DRAWN_TREE}(pod_name := $pod, pod_namespace := $ns, container := $container, "
             "since := $since, until := $until) "
             f"ORDER BY depth, start_time LIMIT {max_processes + 1}",
             params=params,
