@@ -21,8 +21,8 @@ from deltalake import write_deltalake
 from tetrapipe.cli import cli
 from tetrapipe.lake import Lake, Position
 from tetrapipe.lake.native import NativeScan, native_scan
-from tetrapipe.lake.query import to_csv, to_json
-from tetrapipe.lake.views import LakeViews
+from tetrapipe.lake.query import execute, to_csv, to_json
+from tetrapipe.lake.views import LakeViews, names_read
 from tetrapipe.schema import EVENT_SCHEMA, TABLES
 from tetrapipe.tree import Selection, build_tree, list_pods
 
@@ -160,3 +160,17 @@ def test_a_lake_under_a_key_value_directory_takes_the_date_from_the_log(samples_
     for sql in ("SELECT count(*) FROM events WHERE date = '2022-01-19'", "SELECT DISTINCT date FROM events ORDER BY 1"):
         native, arrow = _both(root, sql)
         assert native.equals(arrow) and native.num_rows > 0, sql
+
+
+def test_a_query_defines_the_processes_view_only_when_it_names_it(samples_lake: Path) -> None:
+    """Binding ``processes`` costs a query of ``events`` tens of milliseconds: defined only when named (or a tree
+    macro is), and a name word matching cannot see still finds it (the query runs again over everything)."""
+    assert names_read("SELECT count(*) FROM events") == ({"events"}, False)
+    assert names_read("SELECT count(*) FROM processes") == ({"events", "processes"}, False)
+    assert names_read("SELECT * FROM process_tree(pod_name := 'x')") == ({"events", "processes"}, True)
+    with LakeViews(samples_lake, tables={"events"}, tree_macros=False, processes=False) as views:
+        names = {r[0] for r in views.con.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+        assert "events" in names and "processes" not in names
+    lake = Lake(samples_lake)
+    hidden = execute(lake, "SELECT count(*) AS n FROM query_table('proc' || 'esses')")
+    assert hidden.equals(execute(lake, "SELECT count(*) AS n FROM processes")) and hidden.column("n")[0].as_py() > 0

@@ -103,7 +103,8 @@ def _execute(lake: Lake, sql: str, as_of: AsOf | None, tables: set[str] | None, 
             raise QueryError(_missing_table(con, exc)) from None
 
     try:
-        with LakeViews(lake, as_of, tables=tables, tree_macros=macros) as views:
+        processes = tables is None or "processes" in tables
+        with LakeViews(lake, as_of, tables=tables, tree_macros=macros, processes=processes) as views:
             return views.run(work)
     except duckdb.Error as exc:
         raise QueryError(str(exc).strip()) from None

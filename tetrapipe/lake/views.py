@@ -167,7 +167,8 @@ VIEW_DOCS = {
 def names_read(sql: str) -> tuple[set[str], bool]:
     """The tables a piece of SQL names (a view or macro counts as the tables it reads), and whether it names a tree macro.
 
-    A word match, not a parse: a name in a string or a comment counts too,
+    ``processes`` is in the set too when the SQL names it (or a macro), for
+    :class:`LakeViews`'s ``processes`` argument. A word match, not a parse: a name in a string or a comment counts too,
     which only opens a table for nothing. What it cannot see (a name built at
     run time, ``query_table('ev' || 'ents')``) fails as a missing table,
     which :func:`tetrapipe.lake.query.execute` answers by opening everything.
@@ -177,6 +178,8 @@ def names_read(sql: str) -> tuple[set[str], bool]:
     for word in {m.lower() for m in _NAMED.findall(sql)}:
         tables.update(_READS.get(word, (word,)))
         macros = macros or word in TREE_MACROS
+        if word in _READS:
+            tables.add("processes")
     return tables, macros
 
 
@@ -192,7 +195,9 @@ class LakeViews:
     opened costs its Delta log read and file listing (tens of milliseconds,
     more on an object store), which a one-line query should not pay for
     tables it never reads. ``tree_macros``: define ``process_tree`` and
-    ``process_lineage``. ``reader``: ``auto`` reads a local table with
+    ``process_lineage``. ``processes``: define the ``processes`` view
+    (binding it costs tens of milliseconds, which a query of ``events``
+    alone need not pay). ``reader``: ``auto`` reads a local table with
     DuckDB's own Parquet reader (:mod:`.native`) and the rest through pyarrow
     (:mod:`.scan`); ``arrow`` reads every table through pyarrow (the answers
     are the same: tests hold the two side by side).
@@ -207,6 +212,7 @@ class LakeViews:
         tables: Collection[str] | None = None,
         tree_macros: bool = True,
         reader: str = "auto",
+        processes: bool = True,
     ) -> None:
         if reader not in READERS:
             raise ValueError(f"unknown reader {reader!r} (readers: {', '.join(READERS)})")
@@ -225,7 +231,7 @@ class LakeViews:
         try:
             self.con.execute("SET TimeZone = 'UTC'")
             self._open_tables()
-            if "events" in self.tables:
+            if "events" in self.tables and (processes or tree_macros):
                 self.con.execute(PROCESSES_VIEW)
             if tree_macros:
                 from tetrapipe.tree.sql import install as install_tree_macros
