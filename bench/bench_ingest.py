@@ -19,6 +19,12 @@ DuckDB uses all cores, as tetrapipe does. Modes:
   in DIR (a ``git worktree`` of an older commit), in the same run, so a change is
   measured against what it replaced on the same machine state. ``--repeat N``
   runs every mode N times and reports the median.
+* ``--no-auto``: leave out duckdb-auto (the bar is set against duckdb-fields).
+
+Besides wall time, each mode's CPU seconds (user + system, every thread, from
+wait4) are reported: on a machine others are using, wall time says as much about
+them as about the code, while CPU time moves far less with the load. The load
+average before and after the run is recorded with the results.
 """
 
 from __future__ import annotations
@@ -79,15 +85,15 @@ def _duckdb_script(mode: str, path: str) -> str:
     return f"import duckdb; c = duckdb.connect(); c.execute({sql!r}); print(c.execute('SELECT count(*) FROM t').fetchone()[0])"
 
 
-def _run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
+def _run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, float]:
+    """Run ``cmd`` to its end: wall seconds, peak RSS (KiB) and CPU seconds (user + system)."""
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - t
-    out = proc.stdout.read().decode()
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"{cmd[:4]} failed: {proc.stderr.read().decode()[-2000:]}")
-    return elapsed, usage.ru_maxrss, out
+    return elapsed, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -100,6 +106,7 @@ def main() -> None:
         help="Rules for a tetrapipe run ('none', or a directory); repeat to compare rule sets in one run.",
     )
     ap.add_argument("--no-duckdb", action="store_true", help="Only the tetrapipe runs (a rules-cost comparison).")
+    ap.add_argument("--no-auto", action="store_true", help="Leave out duckdb-auto (schema inference).")
     ap.add_argument("--also-src", action="append", default=[], help="Also ingest with the package in this tree.")
     ap.add_argument("--repeat", type=int, default=1, help="Runs per mode; the median is reported.")
     args = ap.parse_args()
@@ -111,7 +118,7 @@ def main() -> None:
     runs: list[tuple[str, list[str], dict[str, str] | None]] = [
         (mode, [sys.executable, "-c", _duckdb_script(mode, path)], None)
         for mode in ("duckdb-auto", "duckdb-fields")
-        if not args.no_duckdb
+        if not args.no_duckdb and not (args.no_auto and mode == "duckdb-auto")
     ]
     lake = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     ingest = [sys.executable, "-m", "tetrapipe", "ingest", path, "--lake", str(lake / "lake"), "--quiet"]
@@ -121,32 +128,47 @@ def main() -> None:
     for rules in rule_sets:  # interleaved below like every mode: the rules' cost is the difference
         runs.append((f"tetrapipe (rules: {Path(rules).name})", [*ingest, "--rules", rules], None))
     results = []
+    load_before = os.getloadavg()
     try:
-        samples: dict[str, list[tuple[float, int]]] = {label: [] for label, _, _ in runs}
+        samples: dict[str, list[tuple[float, int, float]]] = {label: [] for label, _, _ in runs}
         for _ in range(args.repeat):
             for label, cmd, env in runs:  # interleaved: a slow minute of the machine hits every mode alike
                 shutil.rmtree(lake / "lake", ignore_errors=True)
-                secs, rss, _ = _run(cmd, env)
-                samples[label].append((secs, rss))
+                samples[label].append(_run(cmd, env))
         for label, _, _ in runs:
-            secs = statistics.median(s for s, _ in samples[label])
-            results.append((label, secs, max(r for _, r in samples[label])))
+            secs = statistics.median(s for s, _, _ in samples[label])
+            cpu = statistics.median(c for _, _, c in samples[label])
+            results.append((label, secs, max(r for _, r, _ in samples[label]), cpu))
     finally:
         shutil.rmtree(lake, ignore_errors=True)
+    load_after = os.getloadavg()
     print(f"{n:,} events, {size / 1e9:.2f} GB ({size / n:,.0f} B/line), {os.cpu_count()} cores")
-    print(f"{'mode':28s} {'seconds':>8s} {'events/s':>10s} {'MB/s':>7s} {'peak RSS MiB':>13s}")
-    for mode, secs, rss in results:
-        print(f"{mode:28s} {secs:8.1f} {n / secs:10,.0f} {size / secs / 1e6:7.0f} {rss / 1024:13,.0f}")
-    ours = n / results[-1][1]
-    for mode, secs, _ in results[:-1]:
-        print(f"tetrapipe / {mode}: {100 * ours / (n / secs):.0f}%")
+    print(f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f} (1 min)")
+    print(f"{'mode':32s} {'seconds':>8s} {'events/s':>10s} {'MB/s':>7s} {'peak RSS MiB':>13s} {'CPU s':>7s}")
+    for mode, secs, rss, cpu in results:
+        print(f"{mode:32s} {secs:8.1f} {n / secs:10,.0f} {size / secs / 1e6:7.0f} {rss / 1024:13,.0f} {cpu:7.1f}")
+    last, ours, _, our_cpu = results[-1]
+    for mode, secs, _, cpu in results[:-1]:
+        print(
+            f"{last} vs {mode}: {100 * secs / ours:.0f}% of its events/s, {100 * cpu / our_cpu:.0f}% of its events/CPU s"
+        )
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / f"ingest-{time.strftime('%Y%m%d-%H%M')}.json").write_text(
         json.dumps(
             [
-                {"mode": m, "seconds": s, "events": n, "events_per_s": n / s, "peak_rss_mib": r / 1024}
-                for m, s, r in results
+                {
+                    "mode": m,
+                    "seconds": s,
+                    "cpu_seconds": c,
+                    "events": n,
+                    "events_per_s": n / s,
+                    "peak_rss_mib": r / 1024,
+                    "repeat": args.repeat,
+                    "load_before": load_before[0],
+                    "load_after": load_after[0],
+                }
+                for m, s, r, c in results
             ],
             indent=2,
         )
