@@ -56,6 +56,9 @@ def test_every_view_has_the_same_columns_rows_and_output_bytes(samples_lake: Pat
             n for n, v in views.versions.items() if v is not None
         }
         assert views.versions["rejects"] is not None, "the junk made a rejects table"
+    # the dates come from the directories, a null date (an event without a time) included
+    scan = native_scan(Lake(samples_lake).table("events"))
+    assert scan is not None and scan.hive and (None,) in scan.partitions
     for name in (*TABLES, "processes"):
         native, arrow = _both(samples_lake, f"SELECT * FROM {name} ORDER BY ALL")
         assert native.num_rows > 0, name

@@ -16,8 +16,10 @@ hands DuckDB the snapshot's file list instead, as one ``read_parquet`` call:
   (``date=2026-03-10/...``, what delta-rs writes), after checking that every
   file's directory says exactly what the log says; DuckDB then skips the
   files of other dates without opening them. A table whose paths do not say
-  it (a null date, a value that needs escaping) gets one ``read_parquet`` per
-  partition value with the value as a constant instead;
+  it (a value that needs escaping, another writer's layout) gets one
+  ``read_parquet`` per partition value with the value as a constant instead
+  (a null date is the directory ``date=__HIVE_DEFAULT_PARTITION__``, which
+  DuckDB reads as NULL);
 * the **file list** is the snapshot's (:func:`native_scan` reads it from the
   log with delta-rs, without pyarrow), so time travel reads the old version's
   files exactly as the Arrow path does.
@@ -60,6 +62,8 @@ _DECIMAL = re.compile(r"^decimal\((\d+),\s*(\d+)\)$")
 #: what a partition value or a path may hold to be written in a directory name and a glob-free list as is
 _PLAIN = re.compile(r"^[A-Za-z0-9._-]+$")
 _GLOB = re.compile(r"[*?\[\]{}]")
+#: the directory of a null partition value (delta-rs writes it, DuckDB reads it as NULL)
+_NULL_DIRECTORY = "__HIVE_DEFAULT_PARTITION__"
 
 
 @dataclass(frozen=True)
@@ -155,9 +159,9 @@ def native_scan(table: DeltaTable) -> NativeScan | None:
 
 def _spells(file: str, columns: tuple[str, ...], values: tuple[str | None, ...]) -> bool:
     """Whether ``file`` lies in exactly the directories ``col=value/`` of its partition values, in order."""
-    if not columns or any(v is None or not _PLAIN.match(v) for v in values):
+    if not columns or any(v is not None and not _PLAIN.match(v) for v in values):
         return False
-    prefix = "".join(f"{c}={v}/" for c, v in zip(columns, values, strict=True))
+    prefix = "".join(f"{c}={_NULL_DIRECTORY if v is None else v}/" for c, v in zip(columns, values, strict=True))
     return file.startswith(prefix) and "/" not in file[len(prefix) :]
 
 
