@@ -5,7 +5,6 @@ See :mod:`tetrapipe.transforms.normalize` for why, and ``docs/ARCHITECTURE.md``.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import duckdb
@@ -52,9 +51,9 @@ class Normalizer:
         #: what each line shape seen so far says, by fingerprint (see :func:`shape_verdict`)
         self._verdicts: dict[bytes, ShapeVerdict] = {}
         # Each query is prepared once, against a registered source whose table is swapped
-        # per batch. Why: binding and planning the ~17 KB queries costs ~50 ms of CPU a
-        # call (twice through ``con.sql``, which binds once more for the schema): ~4.5 µs
-        # an event at ingest's ~11k lines a batch, far more for a stream's small batches.
+        # per batch. Why: binding and planning the ~17 KB queries cost ~50 ms of CPU a
+        # call (``con.sql`` binds twice: once for the schema, once to run): ~4.5 µs an
+        # event at ingest's ~11k lines a batch, far more for a stream's small batches.
         self._batch = ArrowSlot(_BATCH_SCHEMA)
         self._con.register("batch", self._batch)
         self._statements: dict[str, str] = {}
@@ -70,17 +69,9 @@ class Normalizer:
             self._con.execute(f"PREPARE {name} AS {sql}")
             self._statements[sql] = name
         self._batch.table = batch.cast(_BATCH_SCHEMA) if batch.schema != _BATCH_SCHEMA else batch
-        # The cursor read copies the (raw-less) result once more: cheaper than binding again.
-        # Filtered at each call, not once, as test runners reset the filters; an identical
-        # filter replaces the one before it, so the list does not grow.
-        warnings.filterwarnings(
-            "ignore",
-            message="Arrow output on a DB-API result makes an extra copy",
-            category=UserWarning,
-            module=r"tetrapipe\.transforms\.normalize\.normalizer",
-        )
         try:
-            return self._con.execute(f"EXECUTE {name}").to_arrow_table()
+            # (``con.sql``: a cursor's Arrow read copies the rows once more, which costs more here)
+            return self._con.sql(f"EXECUTE {name}").to_arrow_table()
         finally:
             self._batch.table = self._batch.empty  # do not keep the batch alive between calls
 
