@@ -62,6 +62,8 @@ _FAILED_FILE = re.compile(r"(?:input source|location) '?(?P<path>[^':\n]+\.parqu
 #: a path DuckDB's own reader names in its message ('No magic bytes found at end of file '/x.parquet'',
 #: 'Failed to read file "/x.parquet": ...', 'Cannot open file "/x.parquet": No such file or directory')
 _QUOTED_FILE = re.compile(r"""['"](?P<path>/[^'"\n]+?\.parquet)['"]""")
+#: what DuckDB raises for a data file it cannot read (missing, truncated, not Parquet)
+_FILE_ERRORS = (duckdb.IOException, duckdb.InvalidInputException)
 #: the variable holding a table's column map for ``read_parquet`` (:meth:`NativeScan.schema_literal`)
 _SCHEMA_VARIABLE = "_lake_{}_columns"
 #: how :class:`LakeViews` reads a table: DuckDB's own Parquet reader where it can (a local table), or pyarrow
@@ -302,12 +304,18 @@ class LakeViews:
     def _attach(self, name: str, leave_out: set[str]) -> None:
         """(Re)create ``name``'s view over its snapshot without the files in ``leave_out``."""
         if name in self._native:
-            select = self._native[name].select(_SCHEMA_VARIABLE.format(name), leave_out)
-            cols = (
-                "* EXCLUDE (date), date" if "date" in dict(self._native[name].columns) else "*, NULL::VARCHAR AS date"
-            )
-            self.con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} FROM ({select})")
-            return
+            scan = self._native[name]
+            cols = "* EXCLUDE (date), date" if "date" in dict(scan.columns) else "*, NULL::VARCHAR AS date"
+            while True:  # DuckDB looks for every file as it binds the view: one gone is left out here
+                select = scan.select(_SCHEMA_VARIABLE.format(name), leave_out)
+                try:
+                    self.con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} FROM ({select})")
+                    return
+                except _FILE_ERRORS as exc:
+                    found = self._note_bad_file(exc)
+                    if found is None or found[0] != name:
+                        raise
+                    leave_out = found[1]
         import pyarrow.dataset as pads
 
         full = self._datasets[name]
@@ -338,27 +346,37 @@ class LakeViews:
 
     def skip_bad_file(self, exc: BaseException) -> bool:
         """Leave out the data file ``exc`` names; False when it names none (or the limit is reached)."""
-        text = str(exc)
-        if len(self.skipped) >= MAX_SKIPPED_FILES:
-            return False
-        found = self._named_file(text)
+        found = self._note_bad_file(exc)
         if found is None:
             return False
+        self._attach(*found)
+        return True
+
+    def _note_bad_file(self, exc: BaseException) -> tuple[str, set[str]] | None:
+        """Record (and log) the data file ``exc`` names as unreadable: its table and the files to leave out."""
+        text = str(exc)
+        if len(self.skipped) >= MAX_SKIPPED_FILES:
+            return None
+        found = self._named_file(text, isinstance(exc, _FILE_ERRORS))
+        if found is None:
+            return None
         name, path, said = found
         if path in self.skipped:
-            return False  # already left out, yet named again: not something leaving it out mends
+            return None  # already left out, yet named again: not something leaving it out mends
         with _bad_lock:
             bad = _bad_files.setdefault(self._uris[name], set())
             bad.add(path)
             leave_out = set(bad)
-        reason = _reason(text, said)
-        self._skipped_file(name, path, reason)
-        self._attach(name, leave_out)
-        return True
+        self._skipped_file(name, path, _reason(text, said))
+        return name, leave_out
 
-    def _named_file(self, text: str) -> tuple[str, str, str] | None:
-        """The table and data file an error message names (and the path as it says it), if one of ours."""
-        for m in _QUOTED_FILE.finditer(text):  # DuckDB's reader: the full path of a file of a native table
+    def _named_file(self, text: str, reading: bool) -> tuple[str, str, str] | None:
+        """The table and data file an error message names (and the path as it says it), if one of ours.
+
+        ``reading``: the error is one DuckDB raises for a file it cannot read
+        (not, say, a cast the query asked for that failed on a file's values).
+        """
+        for m in _QUOTED_FILE.finditer(text) if reading else ():  # DuckDB's reader: a native table's file, in full
             if m["path"] in self._native_files:
                 return (*self._native_files[m["path"]], m["path"])
         stream = _FAILED_STREAM.search(text)  # the Arrow path: the stream's table, and the file Arrow names
