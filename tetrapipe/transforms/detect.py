@@ -57,6 +57,7 @@ from tetrapipe.textsafe import visible
 from tetrapipe.transforms.base import RestoredState, StateRequest
 from tetrapipe.transforms.chains import ChainEngine
 from tetrapipe.transforms.duckslot import ArrowSlot, quiet_arrow_copy_warning, set_bits
+from tetrapipe.transforms.maskplan import KindMask, kind_mask_sql, split_by_kind
 from tetrapipe.transforms.thresholds import ThresholdState
 
 #: how long after its window ends an alert id is still remembered (late events)
@@ -81,6 +82,10 @@ class Detector:
 
     ``on_new_alerts`` is called with the rows of alerts seen for the first time
     in a batch (not their follow-ups), for commands that print alerts as they fire.
+    ``per_kind=False`` tests every rule in one flat statement
+    (:func:`~tetrapipe.ruleset.plan.mask_sql`) instead of the per-kind plan of
+    :mod:`tetrapipe.transforms.maskplan`: the same alerts, slower; the reference
+    the tests compare the plan with.
     """
 
     def __init__(
@@ -94,6 +99,7 @@ class Detector:
         on_new_alerts: Callable[[pa.Table], None] | None = None,
         threads: int | None = None,
         connection: duckdb.DuckDBPyConnection | None = None,
+        per_kind: bool = True,
     ) -> None:
         if isinstance(rules, RuleSet):
             rules = rules.enabled()
@@ -139,7 +145,9 @@ class Detector:
         wanted = set(rule_columns(self.rules + self.sequence_rules)) | set(self.chains.columns if self.chains else ())
         self._columns: list[str] | None = [c for c in COLUMNS if c in wanted]
         if self.rules:
-            self._mask = mask_sql(self.rules, "_batch")
+            #: the mask statement per kind (see maskplan); None after it failed to bind: mask_sql then
+            self._kind_mask: KindMask | None = kind_mask_sql(self.rules, "_batch") if per_kind else None
+            self._mask: str | None = None
             self._rules_table = rules_table_sql(self.rules)
             self._max_event_ids = max_event_ids
             self._term_rules = [i for i, r in enumerate(self.rules) if r.compiled.term]
@@ -212,7 +220,7 @@ class Detector:
     def _chain_step(self, batch: pa.Table) -> pa.Table | None:
         """The batch's rows that match a sequence step, fed to the chain engine: its completed chains."""
         assert self.chains is not None
-        found = self._run("chains", self.chains.batch_sql("_batch"), "_batch", batch, numpy=True)
+        found = self._run("chains", self.chains.batch_sql("_batch"), {"_batch": batch}, numpy=True)
         idx = np.asarray(found["_i"], dtype=np.int64)
         if not len(idx):
             return None
@@ -245,7 +253,7 @@ class Detector:
 
     def _single(self, batch: pa.Table) -> pa.Table:
         """The single-event rules over one batch (the mask, then the grouping of the matching rows)."""
-        masks = self._run("mask", self._mask, "_batch", batch, numpy=True)
+        masks = self._masks(batch)
         rows = np.asarray(masks["_i"], dtype=np.int64)
         arrays = [
             np.array(masks[f"_m{k}"], dtype=np.int64) for k in range((len(self.rules) + MASK_BITS - 1) // MASK_BITS)
@@ -272,49 +280,77 @@ class Detector:
         group = which
         if self._prepared:
             group = self._group_rules = tuple(sorted(set(self._group_rules) | set(which)))
-        grouped = self._run(group, self._group_statement(group), "_hits", hits, numpy=False)
+        grouped = self._run(group, self._group_statement(group), {"_hits": hits}, numpy=False)
         return self._fold(grouped)
 
-    def _run(self, key: object, sql: str, source: str, table: pa.Table, *, numpy: bool) -> Any:
-        """Run ``sql`` over ``table`` named ``source``: numpy arrays (``numpy``) or an Arrow table.
+    def _masks(self, batch: pa.Table) -> dict[str, np.ndarray]:
+        """The mask columns (``_i``, ``_m*``, ``_t*``, ``_k*``) of the rows with a bit set, in batch order."""
+        plan = self._kind_mask
+        if plan is not None:
+            try:
+                masks = self._run("kinds", plan.sql, split_by_kind(batch, plan), numpy=True)
+            except duckdb.Error:
+                # a rewritten condition DuckDB will not bind (e.g. lower() of a non-text column an ILIKE took):
+                # the plain statement from now on, which fails the same way only if the rule itself does
+                self._kind_mask = None
+            else:
+                order = np.argsort(np.asarray(masks["_i"], dtype=np.int64), kind="stable")
+                return {k: v[order] for k, v in masks.items()}
+        if self._mask is None:
+            self._mask = mask_sql(self.rules, "_batch")
+        return self._run("mask", self._mask, {"_batch": batch}, numpy=True)
+
+    def _run(self, key: object, sql: str, sources: dict[str, pa.Table], *, numpy: bool) -> Any:
+        """Run ``sql`` over ``sources`` (name -> table): numpy arrays (``numpy``) or an Arrow table.
 
         Results come straight from the cursor (``con.execute``): ``con.sql(...)`` would bind the
         statement once more to learn its schema.
         """
         con = self._con
         if not self._prepared:
-            con.register(source, table)
+            for source, table in sources.items():
+                con.register(source, table)
             try:
                 cur = con.execute(sql)
                 return cur.fetchnumpy() if numpy else cur.to_arrow_table()
             finally:
-                con.unregister(source)
-        slot = self._slots.get(source)
-        if slot is None:
-            slot = self._slots[source] = ArrowSlot(table.schema)
-            con.register(source, slot)
-        slot.table = table
+                for source in sources:
+                    con.unregister(source)
+        slots = []
+        for source, table in sources.items():
+            slot = self._slots.get(source)
+            if slot is None:
+                slot = self._slots[source] = ArrowSlot(table.schema)
+                con.register(source, slot)
+                # a registration changes the catalog, and DuckDB then binds every statement prepared before
+                # it again at each execution, for good (binding all rules cost more than running them):
+                # those are prepared anew
+                self._deallocate()
+            slot.table = table
+            slots.append(slot)
         try:
             name = self._statement_names.get(key)
             if name is None:
                 if len(self._statement_names) > 256:  # bounded: one per set of rules seen matching together
-                    for old in self._statement_names.values():
-                        con.execute(f"DEALLOCATE {old}")
-                    self._statement_names.clear()
+                    self._deallocate()
                 name = f"_tetrapipe_detect_{len(self._statement_names)}"
                 con.execute(f"PREPARE {name} AS {sql}")
                 self._statement_names[key] = name
             cur = con.execute(f"EXECUTE {name}")
             return cur.fetchnumpy() if numpy else cur.to_arrow_table()
         finally:
-            slot.table = slot.empty  # do not keep the batch alive between calls
+            for slot in slots:
+                slot.table = slot.empty  # do not keep the batch alive between calls
+
+    def _deallocate(self) -> None:
+        for name in self._statement_names.values():
+            self._con.execute(f"DEALLOCATE {name}")
+        self._statement_names.clear()
 
     def _reset_prepared(self, schema: pa.Schema) -> None:
         """A batch with other columns or types than the statements were prepared for: start over."""
         con = self._con
-        for name in self._statement_names.values():
-            con.execute(f"DEALLOCATE {name}")
-        self._statement_names.clear()
+        self._deallocate()
         for source in self._slots:
             con.unregister(source)
         self._slots.clear()
