@@ -85,3 +85,34 @@ def test_the_batch_may_come_as_string_or_large_string(normalizer: Normalizer) ->
     large = normalizer.normalize(pa.array(LINES[:5], pa.large_string()), offsets, "a.log")
     assert small.events == large.events
     assert small.events.num_rows == 5
+
+
+def _with_labels(labels_json: str) -> str:
+    """A real exec line whose pod's labels are ``labels_json`` (JSON text, repeats allowed)."""
+    line = next(x for x in LINES if '"pod_labels":{' in x and x.startswith('{"process_exec"'))
+    start = line.index('"pod_labels":{') + len('"pod_labels":')
+    end = line.index("}", start) + 1
+    return line[:start] + labels_json + line[end:]
+
+
+@pytest.mark.parametrize(
+    ("labels_json", "want"),
+    [
+        ('{"b":"1","a":"2"}', [("a", "2"), ("b", "1")]),
+        ('{"a":"2","b":"1"}', [("a", "2"), ("b", "1")]),
+        ('{"app":"x","App":"y","\u00e9":"z","e":"w"}', [("App", "y"), ("app", "x"), ("e", "w"), ("\u00e9", "z")]),
+        ('{"\U0001f600":"1","\uffff":"2"}', [("\uffff", "2"), ("\U0001f600", "1")]),
+        ('{"b":"1","a":"2","b":"3"}', [("a", "2"), ("b", "3")]),
+        ('{"a":"1","a":"2"}', [("a", "2")]),
+        ('{"a\\u0062":"1","aa":"2"}', [("aa", "2"), ("ab", "1")]),
+        ("{}", []),
+    ],
+)
+def test_labels_come_sorted_by_key_whatever_order_the_line_has(
+    normalizer: Normalizer, labels_json: str, want: list[tuple[str, str]]
+) -> None:
+    """The first pass does not sort the labels: only lines whose labels are sorted already may keep its rows."""
+    for _ in range(2):  # and again, once the line's shape is known
+        got = normalize_lines([_with_labels(labels_json)], normalizer=normalizer)
+        assert got.rejects.num_rows == 0
+        assert got.events.column("pod_labels").to_pylist() == [want]

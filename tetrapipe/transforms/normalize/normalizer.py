@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from tetrapipe.schema import EVENT_SCHEMA, REJECT_SCHEMA
 from tetrapipe.transforms.duckslot import ArrowSlot
 from tetrapipe.transforms.normalize.canonical import canonical_line
-from tetrapipe.transforms.normalize.queries import CAREFUL_SQL, FAST_SQL
+from tetrapipe.transforms.normalize.queries import CAREFUL_SQL, FAST_SQL, REREAD_SQL
 from tetrapipe.transforms.normalize.shape import OBJECT_COLUMNS, ShapeVerdict, shape_fingerprints, shape_verdict
 
 #: rows per Arrow record batch handed to DuckDB: several batches let it use every core
@@ -84,15 +84,16 @@ class Normalizer:
 
     def _fast(self, batch: pa.Table, source: str, reread: bool = False) -> pa.Table | None:
         """The fast query's rows that are done (their shape is plain); a line of invalid JSON is left out."""
+        sql = REREAD_SQL if reread else FAST_SQL
         try:
-            out = self._run(FAST_SQL, batch, source)
+            out = self._run(sql, batch, source)
         except duckdb.InvalidInputException:
             # some line is not valid JSON: run the others, the careful query explains that one
             valid = self._query("SELECT json_valid(raw) AS ok FROM batch", batch).column("ok")
             batch = batch.filter(pc.fill_null(valid, False))
             if batch.num_rows == 0:
                 return None
-            out = self._run(FAST_SQL, batch, source)
+            out = self._run(sql, batch, source)
         shapes = out.column("shape").combine_chunks()
         out = out.drop_columns(["shape"])
         encoded = pc.dictionary_encode(shape_fingerprints(shapes))

@@ -205,10 +205,20 @@ c AS (
 ),"""
 
 
-def projection_head() -> str:
-    """The rows' identity, time and process columns (the start of the shared projection)."""
+def projection_head(sort_labels: bool = True) -> str:
+    """The rows' identity, time and process columns (the start of the shared projection).
+
+    ``sort_labels``: sort the labels map by key, as Tetragon's protojson writes maps,
+    so that a line gives the same labels whatever wrote it. The fast query's first
+    pass leaves them as they are (~1.3 µs a line saved): a row it keeps has a plain
+    shape, and :func:`shape_verdict` finds a shape plain only when its labels are
+    sorted already (the same order: UTF-8 bytes, code points).
+    """
     file_path, _ = file_columns()
     host_ns = host_namespaces()
+    labels = "TRY_CAST(CAST(labels_t AS JSON) AS MAP(VARCHAR, VARCHAR))"
+    if sort_labels:
+        labels = f"map_from_entries(list_sort(map_entries({labels})))"
     # generic words ("type", "name", "path", "event", "ip") are only read for the kinds that define them
     return f"""
 z AS (
@@ -251,8 +261,7 @@ SELECT
     {val("namespace")} AS namespace,
     {val("pod")} AS pod,
     {val("pod_uid")} AS pod_uid,
-    -- sorted by key, as Tetragon's protojson writes maps: the same labels whatever the source
-    map_from_entries(list_sort(map_entries(TRY_CAST(CAST(labels_t AS JSON) AS MAP(VARCHAR, VARCHAR))))) AS pod_labels,
+    {labels} AS pod_labels,
     {val("workload")} AS workload,
     {val("workload_kind")} AS workload_kind,
     {val("container_id")} AS container_id,
@@ -322,9 +331,9 @@ FROM z
 """
 
 
-def projection() -> str:
-    """The projection both queries end in."""
-    return projection_head() + projection_tail()
+def projection(sort_labels: bool = True) -> str:
+    """The projection both queries end in (``sort_labels``: see :func:`projection_head`)."""
+    return projection_head(sort_labels) + projection_tail()
 
 
 def read_paths() -> tuple[str, str, str, str]:
@@ -342,8 +351,8 @@ def read_paths() -> tuple[str, str, str, str]:
     return event_paths, env_paths, keys, body_kinds
 
 
-def fast_query() -> str:
-    """The fast query (see the module doc)."""
+def fast_query(sort_labels: bool = True) -> str:
+    """The fast query (see the module doc); ``sort_labels``: see :func:`projection_head`."""
     event_paths, env_paths, keys, body_kinds = read_paths()
     return f"""
 WITH k AS (
@@ -360,7 +369,7 @@ x AS (
         CASE WHEN list_contains({body_kinds}, kind) THEN CAST(json_extract(ev, '$.__event__') AS VARCHAR) END AS body,
         NULL::VARCHAR AS reject0
     FROM r
-),{typed(False)}{SHAPE_CTE}{projection()}"""
+),{typed(False)}{SHAPE_CTE}{projection(sort_labels)}"""
 
 
 def careful_query() -> str:
@@ -419,5 +428,8 @@ x AS (
 ),{typed(True)}{NO_SHAPE_CTE}{projection()}"""
 
 
-FAST_SQL = fast_query()
+#: the first pass over a batch: only rows whose shape is plain are kept from it
+FAST_SQL = fast_query(sort_labels=False)
+#: the same over re-serialized lines, whose rows are kept whatever their shape
+REREAD_SQL = fast_query()
 CAREFUL_SQL = careful_query()
