@@ -1,21 +1,25 @@
 """The lake's read side: a DuckDB connection whose views are the history that hunters, rules and trees query.
 
 ``events``, ``rejects``, ``alerts`` and ``tls_stats`` are views over one
-snapshot of their Delta table each: the table's file list at one version,
-handed to DuckDB as a pyarrow dataset whose fragments carry each file's
-``date`` partition and its time range (:mod:`.scan`). DuckDB pushes a query's
-projection and filters into that dataset, so a filter on ``date`` or ``time``
-skips the files that cannot match without opening them. ``processes`` folds
-each process's exec and exit into one row, and the tree macros of
-:mod:`tetrapipe.tree.sql` walk it.
+snapshot of their Delta table each: the table's file list at one version.
+A table on a local disk is read by DuckDB's own Parquet reader over that
+list (:mod:`.native`: columns by name from the Delta schema, ``date`` from
+the checked directories, so a filter on ``date`` skips other dates' files
+unopened and one on ``time`` prunes row groups from each file's footer).
+Any other table (an object store, Delta features that reader does not
+follow) is a pyarrow dataset whose fragments carry each file's ``date`` and
+time range (:mod:`.scan`), which DuckDB pushes a query's filters into.
+``processes`` folds each process's exec and exit into one row, and the
+tree macros of :mod:`tetrapipe.tree.sql` walk it.
 
 A snapshot is fixed when the connection opens: a writer committing meanwhile
 adds files a later connection sees, never rows this one reads twice. With
 :class:`~tetrapipe.lake.asof.AsOf` the snapshot is an older version (time
-travel). A data file that cannot be read (truncated, lost) costs only its own
-rows: :meth:`LakeViews.run` catches the read error, which names the file,
-drops that file from the table's dataset, says so on the ``tetrapipe.lake``
-logger and runs the work again; no footer is read ahead of a query.
+travel). A data file that cannot be read (truncated, lost, not Parquet)
+costs only its own rows: :meth:`LakeViews.run` catches the read error,
+which names the file (DuckDB's reader or Arrow's), leaves that file out of
+its table's view, says so on the ``tetrapipe.lake`` logger and runs the work
+again; no footer is read ahead of a query.
 
 Callers use :func:`connect` (a bare connection) or :class:`LakeViews` (with
 the bad-file retry); the saved hunts run over these views live in
