@@ -55,7 +55,12 @@ judged once per distinct shape, and Tetragon's lines have a few hundred (see
 count can be matched by a crafted line; listing keys is exact and costs one
 more parse of each line, the price of this check: ~7 µs of the ~25 µs one
 core spends on a 2 KB event (bench/gen_events.py lines; ~18 µs without it,
-as before this check). A line with a repeat is
+as before this check): ~3-4 µs for the parse that lists the keys, ~2 µs for
+the argument, return value and ancestor lists of the lines that have them,
+~2 µs to fingerprint the lists in Python. Judging the lists in SQL instead
+costs more (DuckDB's list functions on nested lists: +6-9 µs), and a test
+on the raw text cannot be both exact and cheaper than a parse (README,
+"Performance"). A line with a repeat is
 re-serialized by Python's parser, which keeps the last value, and the event
 records it in the ``warnings`` column (``duplicate key
 process_exec.process.binary: last value used``). Why a column and not a
