@@ -58,6 +58,7 @@ from tetrapipe.transforms.base import RestoredState, StateRequest
 from tetrapipe.transforms.chains import ChainEngine
 from tetrapipe.transforms.duckslot import ArrowSlot, quiet_arrow_copy_warning, set_bits
 from tetrapipe.transforms.maskplan import KindMask, kind_mask_sql, split_by_kind
+from tetrapipe.transforms.newterms import drop_seen_terms
 from tetrapipe.transforms.thresholds import ThresholdState
 
 #: how long after its window ends an alert id is still remembered (late events)
@@ -259,7 +260,12 @@ class Detector:
             np.array(masks[f"_m{k}"], dtype=np.int64) for k in range((len(self.rules) + MASK_BITS - 1) // MASK_BITS)
         ]
         if self._term_rules:
-            self._drop_seen_terms(batch, rows, arrays, masks)
+            drop_seen_terms(
+                batch, rows, arrays, masks, self._term_rules, self._seen_terms, self._key_first, self._learn
+            )
+            for memory in (self._seen_terms, self._key_first):
+                while len(memory) > self._terms_capacity:
+                    memory.popitem(last=False)
         hit = np.zeros(len(rows), dtype=bool)
         for a in arrays:
             hit |= a != 0
@@ -373,69 +379,6 @@ class Detector:
         if self._columns is None or not all(c in names for c in self._columns):
             return events
         return events.select(self._columns)
-
-    def _drop_seen_terms(
-        self, batch: pa.Table, rows: np.ndarray, arrays: list[np.ndarray], masks: dict[str, np.ndarray]
-    ) -> None:
-        """Clear the bits of new-terms matches whose combination was seen before (in this batch or earlier).
-
-        The earliest match (by time, then event id) of a combination not seen
-        yet keeps its bit and is remembered; ``arrays`` (the mask columns, one
-        entry per row of ``rows``) are changed in place.
-        """
-        rs, pos, terms, keys = [], [], [], []
-        for i in self._term_rules:
-            sel = np.flatnonzero(arrays[i // MASK_BITS] & (1 << (i % MASK_BITS)))
-            if not len(sel):
-                continue
-            t = np.ma.asarray(masks[f"_t{i}"])[sel]
-            valid = ~np.ma.getmaskarray(t)  # no term: not a new-terms candidate, kept as is
-            rs.append(np.full(int(valid.sum()), i))
-            pos.append(sel[valid])
-            terms.append(np.ma.getdata(t)[valid])
-            k = masks.get(f"_k{i}")
-            # uint64 for every rule: a float64 filler would turn the concatenated key hashes into floats (lossy
-            # above 2**53), and a key would then never equal its restored value after a restart
-            keys.append(
-                np.ma.getdata(np.ma.asarray(k)[sel])[valid].astype(np.uint64)
-                if k is not None
-                else np.zeros(int(valid.sum()), dtype=np.uint64)
-            )
-        if not rs:
-            return
-        r_all, pos_all, term_all = np.concatenate(rs), np.concatenate(pos), np.concatenate(terms)
-        key_all = np.concatenate(keys)
-        if not len(pos_all):
-            return
-        cand = batch.select(["time", "event_id"]).take(pa.array(rows[pos_all]))
-        order = pc.sort_indices(
-            cand, sort_keys=[("time", "ascending", "at_end"), ("event_id", "ascending", "at_end")]
-        ).to_numpy()
-        times = pc.cast(cand.column("time"), pa.int64()).take(pa.array(order)).to_pylist()  # (None for no time)
-        seen, first, learn = self._seen_terms, self._key_first, self._learn
-        for r, t, p, k, us in zip(
-            r_all[order].tolist(),
-            term_all[order].tolist(),
-            pos_all[order].tolist(),
-            key_all[order].tolist(),
-            times,
-            strict=True,
-        ):
-            learning = False
-            if r in learn:  # a first-seen rule: its key's first match starts the learning (no time: never new)
-                learning = us is None or us < first.setdefault((r, k), us) + learn[r]
-            key = (r, t)
-            if key in seen:
-                seen.move_to_end(key)
-                arrays[r // MASK_BITS][p] &= ~(1 << (r % MASK_BITS))
-                continue
-            seen[key] = None
-            if learning:  # part of the baseline: remembered, not alerted
-                arrays[r // MASK_BITS][p] &= ~(1 << (r % MASK_BITS))
-        while len(seen) > self._terms_capacity:
-            seen.popitem(last=False)
-        while len(first) > self._terms_capacity:
-            first.popitem(last=False)
 
     def _fold(self, grouped: pa.Table) -> pa.Table:
         """Tell first sightings from follow-ups, remember open windows, return ALERT_SCHEMA rows."""
