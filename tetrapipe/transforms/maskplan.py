@@ -35,21 +35,29 @@ statement does not bind.
 
 from __future__ import annotations
 
-import json
 import re
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from tetrapipe.ruleset.compiler import COLUMNS, scan_sql
 from tetrapipe.ruleset.model import Rule
 from tetrapipe.ruleset.plan import MASK_BITS
+from tetrapipe.transforms.sqltree import (
+    TREES,
+    args_of,
+    call_node,
+    canon,
+    column_node,
+    plain_function,
+    string_constant,
+    string_node,
+    template,
+)
 
 #: functions that return a value for every input row (no cast, no parse, no division): safe to compute on
 #: rows a rule's short-circuit would have skipped
@@ -59,41 +67,9 @@ _SAFE = frozenset(
 )
 _ILIKE = {"~~*": False, "!~~*": True, "ilike_escape": False, "not_ilike_escape": True}
 _LOWER = ("lower", "lcase")
-_WRAP_PREFIX = "SELECT "
-_WRAP_SUFFIX = " AS _tp_x FROM _tp_t"
 #: hoisted columns: a prefix no event column has
 _HOIST = "_tp_h"
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _canon(node: Any) -> str:
-    """A node's identity for sharing: its JSON without source positions or aliases."""
-
-    def strip(n: Any) -> Any:
-        if isinstance(n, dict):
-            return {k: strip(v) for k, v in n.items() if k not in ("query_location", "query_location_length", "alias")}
-        if isinstance(n, list):
-            return [strip(x) for x in n]
-        return n
-
-    return json.dumps(strip(node), sort_keys=True)
-
-
-def _args(node: dict) -> list[dict]:
-    return [a["expression"] for a in node.get("arguments", [])]
-
-
-def _plain_function(node: dict) -> bool:
-    """A plain call: no FILTER, ORDER BY, DISTINCT, named argument or schema (an aggregate's trappings)."""
-    return (
-        node.get("class") == "FUNCTION"
-        and not node.get("filter")
-        and not node.get("order_bys", {}).get("orders")
-        and not node.get("distinct")
-        and not node.get("schema")
-        and not node.get("catalog")
-        and all(not a.get("name") for a in node.get("arguments", []))
-    )
 
 
 def _safe(node: dict) -> bool:
@@ -103,15 +79,9 @@ def _safe(node: dict) -> bool:
         return len(node.get("column_names", [])) == 1
     if cls == "CONSTANT":
         return True
-    if _plain_function(node) and node.get("function_name") in _SAFE:
-        return all(_safe(a) for a in _args(node))
+    if plain_function(node) and node.get("function_name") in _SAFE:
+        return all(_safe(a) for a in args_of(node))
     return False
-
-
-def _string_constant(node: dict) -> str | None:
-    if node.get("class") == "CONSTANT" and node.get("literal", {}).get("kind") == "STRING":
-        return node["literal"].get("text")
-    return None
 
 
 def _pattern_parts(pattern: str, escape: str | None) -> tuple[bool, str, bool] | None:
@@ -142,131 +112,20 @@ def _pattern_parts(pattern: str, escape: str | None) -> tuple[bool, str, bool] |
     return lead, "".join(c for _, c in tokens), trail
 
 
-class _Parser:
-    """DuckDB's parse tree of an expression and back, with the lower-casing of constants, on one connection.
-
-    Results are cached per text for the process: the rule test runner builds a
-    detector per rule and the same conditions come back. The lock keeps two
-    detectors on two threads from sharing the connection at once.
-    """
-
-    def __init__(self) -> None:
-        self._con: duckdb.DuckDBPyConnection | None = None
-        self._lock = threading.Lock()
-        self._parsed: dict[str, str | None] = {}
-        self._lowered: dict[str, str] = {}
-
-    def _connection(self) -> duckdb.DuckDBPyConnection:
-        if self._con is None:
-            self._con = duckdb.connect(":memory:")
-        return self._con
-
-    def parse(self, expr: str) -> dict | None:
-        """The expression's node, or None if DuckDB's serializer cannot take it."""
-        with self._lock:
-            text = self._parsed.get(expr, "")
-            if text == "":
-                try:
-                    out = self._connection().execute(
-                        "SELECT json_serialize_sql(?)", [f"{_WRAP_PREFIX}({expr}){_WRAP_SUFFIX}"]
-                    )
-                    text = out.fetchone()[0]
-                except duckdb.Error:
-                    text = None
-                if len(self._parsed) > 10_000:
-                    self._parsed.clear()
-                self._parsed[expr] = text
-        if text is None:
-            return None
-        doc = json.loads(text)
-        if doc.get("error") or len(doc.get("statements", [])) != 1:
-            return None
-        node = doc["statements"][0]["node"]
-        if node.get("type") != "SELECT_NODE" or len(node.get("select_list", [])) != 1:
-            return None
-        return {"doc": doc, "expr": node["select_list"][0]}
-
-    def render(self, parsed: dict, expr: dict) -> str | None:
-        """``expr`` as SQL text (DuckDB's own rendering), None if it will not render."""
-        doc = parsed["doc"]
-        doc["statements"][0]["node"]["select_list"][0] = {**expr, "alias": "_tp_x"}  # the alias is the root's
-        with self._lock:
-            try:
-                text = self._connection().execute("SELECT json_deserialize_sql(?)", [json.dumps(doc)]).fetchone()[0]
-            except duckdb.Error:
-                return None
-        if not (text.startswith(_WRAP_PREFIX) and text.endswith(_WRAP_SUFFIX)):
-            return None
-        return text[len(_WRAP_PREFIX) : -len(_WRAP_SUFFIX)]
-
-    def lower_all(self, values: list[str]) -> None:
-        """Lower-case many constants in one query (a query each costs more than all the lower-casing)."""
-        todo = sorted({v for v in values if v not in self._lowered})
-        if not todo:
-            return
-        with self._lock:
-            out = self._connection().execute("SELECT list_transform(?::VARCHAR[], lambda v: lower(v))", [todo])
-            lowered = out.fetchone()[0]
-            if len(self._lowered) > 100_000:
-                self._lowered.clear()
-            self._lowered.update(zip(todo, lowered, strict=True))
-
-    def lower(self, value: str) -> str:
-        """DuckDB's ``lower`` of a constant: exactly what ILIKE does to its pattern."""
-        with self._lock:
-            out = self._lowered.get(value)
-            if out is None:
-                out = self._connection().execute("SELECT lower(?::VARCHAR)", [value]).fetchone()[0]
-                if len(self._lowered) > 100_000:
-                    self._lowered.clear()
-                self._lowered[value] = out
-        return out
-
-
-_PARSER = _Parser()
-
-
-def _column(name: str) -> dict:
-    return {"class": "COLUMN_REF", "type": "COLUMN_REF", "alias": "", "column_names": [name]}
-
-
-def _constant(value: str) -> dict:
-    return {"class": "CONSTANT", "type": "VALUE_CONSTANT", "alias": "", "literal": {"kind": "STRING", "text": value}}
-
-
-def _call(name: str, args: list[dict], *, operator: bool = False) -> dict:
-    return {
-        "class": "FUNCTION",
-        "type": "FUNCTION",
-        "alias": "",
-        "function_name": name,
-        "schema": "",
-        "filter": None,
-        "order_bys": {"type": "ORDER_MODIFIER", "orders": []},
-        "distinct": False,
-        "is_operator": operator,
-        "export_state": False,
-        "catalog": "",
-        "arguments": [{"name": "", "expression": a} for a in args],
-        "qualified_name": {"path": [name]},
-        "is_legacy_function_call": False,
-    }
-
-
 def _lower_of(node: dict) -> dict:
-    return _call("lower", [node])
+    return call_node("lower", [node])
 
 
 def _ilike_parts(node: dict) -> tuple[dict, str, str | None, bool] | None:
     """``(operand, pattern, escape, negated)`` of an ILIKE with a safe operand and constant pattern."""
-    if not _plain_function(node) or node.get("function_name") not in _ILIKE:
+    if not plain_function(node) or node.get("function_name") not in _ILIKE:
         return None
-    args = _args(node)
+    args = args_of(node)
     escaped = node["function_name"].endswith("_escape")
     if len(args) != (3 if escaped else 2) or not _safe(args[0]):
         return None
-    pattern = _string_constant(args[1])
-    escape = _string_constant(args[2]) if escaped else None
+    pattern = string_constant(args[1])
+    escape = string_constant(args[2]) if escaped else None
     if pattern is None or (escaped and (escape is None or len(escape) > 1)):
         return None
     return args[0], pattern, escape or None, _ILIKE[node["function_name"]]
@@ -285,10 +144,10 @@ def _walk(node: Any) -> Iterator[tuple[str, dict]]:
     parts = _ilike_parts(node)
     if parts is not None:
         yield "lower", parts[0]
-        yield "pattern", _constant(parts[1])
+        yield "pattern", string_node(parts[1])
         return
-    if _plain_function(node) and node.get("function_name") in _LOWER and len(_args(node)) == 1 and _safe(node):
-        yield "lower", _args(node)[0]
+    if plain_function(node) and node.get("function_name") in _LOWER and len(args_of(node)) == 1 and _safe(node):
+        yield "lower", args_of(node)[0]
         return
     if node.get("class") == "FUNCTION" and _safe(node):
         yield "value", node
@@ -314,18 +173,18 @@ def _rewrite(node: Any, shared: _Shared) -> Any:
     parts = _ilike_parts(node)
     if parts is not None:
         operand, pattern, escape, negated = parts
-        lowered = shared.columns.get(_canon(_lower_of(operand)))
-        target = _column(lowered) if lowered else _lower_of(_rewrite(operand, shared))
-        out = _like(target, _PARSER.lower(pattern), escape)
+        lowered = shared.columns.get(canon(_lower_of(operand)))
+        target = column_node(lowered) if lowered else _lower_of(_rewrite(operand, shared))
+        out = _like(target, TREES.lower(pattern), escape)
         return {"class": "OPERATOR", "type": "OPERATOR_NOT", "alias": "", "children": [out]} if negated else out
-    if _plain_function(node) and node.get("function_name") in _LOWER and len(_args(node)) == 1 and _safe(node):
-        name = shared.columns.get(_canon(_lower_of(_args(node)[0])))
+    if plain_function(node) and node.get("function_name") in _LOWER and len(args_of(node)) == 1 and _safe(node):
+        name = shared.columns.get(canon(_lower_of(args_of(node)[0])))
         if name:
-            return _column(name)
+            return column_node(name)
     if node.get("class") == "FUNCTION" and _safe(node):
-        name = shared.columns.get(_canon(node))
+        name = shared.columns.get(canon(node))
         if name:
-            return _column(name)
+            return column_node(name)
         return node
     return {k: _rewrite(v, shared) for k, v in node.items()}
 
@@ -336,21 +195,21 @@ def _like(target: dict, pattern: str, escape: str | None) -> dict:
     if parts is not None:
         lead, literal, trail = parts
         if lead and trail:
-            return _call("contains", [target, _constant(literal)])
+            return call_node("contains", [target, string_node(literal)])
         if trail:
-            return _call("starts_with", [target, _constant(literal)])
+            return call_node("starts_with", [target, string_node(literal)])
         if lead:
-            return _call("suffix", [target, _constant(literal)])
+            return call_node("suffix", [target, string_node(literal)])
         return {
             "class": "COMPARISON",
             "type": "COMPARE_EQUAL",
             "alias": "",
             "left": target,
-            "right": _constant(literal),
+            "right": string_node(literal),
         }
     if escape is None:
-        return _call("~~", [target, _constant(pattern)], operator=True)
-    return _call("like_escape", [target, _constant(pattern), _constant(escape)], operator=True)
+        return call_node("~~", [target, string_node(pattern)], operator=True)
+    return call_node("like_escape", [target, string_node(pattern), string_node(escape)], operator=True)
 
 
 def _rule_sql(rule: Rule) -> str:
@@ -361,7 +220,7 @@ def _rule_sql(rule: Rule) -> str:
 
 def branch_predicates(rules: list[Rule]) -> tuple[list[str], list[str]]:
     """Each rule's rewritten test over one kind's rows and the shared columns' ``expr AS name`` list."""
-    parsed = [_PARSER.parse(_rule_sql(r)) for r in rules]
+    parsed = [TREES.parse(_rule_sql(r)) for r in rules]
     counts: Counter[str] = Counter()
     nodes: dict[str, dict] = {}
     patterns = []
@@ -373,31 +232,25 @@ def branch_predicates(rules: list[Rule]) -> tuple[list[str], list[str]]:
                 patterns.append(node["literal"]["text"])
                 continue
             target = _lower_of(node) if what == "lower" else node
-            key = _canon(target)
+            key = canon(target)
             counts[key] += 1
             nodes.setdefault(key, target)
-    _PARSER.lower_all(patterns)
+    TREES.lower_all(patterns)
     shared = _Shared({}, [])
     for key, n in counts.items():
         if n < 2:
             continue
         name = f"{_HOIST}{len(shared.columns)}"
-        text = _PARSER.render({"doc": _template()}, nodes[key])
+        text = TREES.render({"doc": template()}, nodes[key])
         if text is None:
             continue
         shared.columns[key] = name
         shared.sql.append(f"{text} AS {name}")
     out = []
     for rule, p in zip(rules, parsed, strict=True):
-        text = _PARSER.render(p, _rewrite(p["expr"], shared)) if p is not None else None
+        text = TREES.render(p, _rewrite(p["expr"], shared)) if p is not None else None
         out.append(text if text is not None else _rule_sql(rule))
     return out, shared.sql
-
-
-def _template() -> dict:
-    parsed = _PARSER.parse("NULL")
-    assert parsed is not None
-    return parsed["doc"]
 
 
 def predicate_columns(rules: list[Rule]) -> list[str]:
