@@ -2,9 +2,10 @@
 
 Why one DuckDB statement per batch: a rule engine that calls Python per
 event per rule costs microseconds times rules times events; here the batch's
-Arrow data is scanned once by DuckDB (zero copy), every rule is a ``CASE``
-in that one scan behind a cheap ``kind`` prefilter, and only matching rows
-come back (see :mod:`tetrapipe.ruleset.plan`). Python only touches matches.
+Arrow data is scanned by DuckDB (zero copy), each kind's rows against the
+rules that name that kind only, sub-expressions the rules share computed once
+(see :mod:`tetrapipe.transforms.maskplan`), and only matching rows come back
+(see :mod:`tetrapipe.ruleset.plan`). Python only touches matches.
 
 State kept across batches (bounded):
 

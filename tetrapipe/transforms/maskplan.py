@@ -8,8 +8,13 @@ process_binary, arguments) ILIKE '...'`` per exec event: 150 rules doubled the
 ingest time. This plan gives the same bits with less work:
 
 * **per kind**: a ``UNION ALL`` of one ``SELECT`` per event kind, each over
-  that kind's rows only (``WHERE kind = 'K'``), testing only the rules that
-  name ``K``, without their kind test (true on every row of the branch);
+  that kind's rows only (the detector registers each kind's rows apart,
+  :func:`split_by_kind`), testing only the rules that name the kind, without
+  their kind test (true on every row of the branch);
+* **per distinct value**: a rule that reads no per-event column
+  (:data:`UNIQUE_COLUMNS`) is tested once per distinct combination of the
+  columns it reads (a ``DISTINCT``, joined back with ``IS NOT DISTINCT
+  FROM``); a batch holds a few dozen distinct command lines per thousand execs;
 * **shared sub-expressions**: an operand used by two or more of a kind's
   rules (``lower(concat_ws(' ', process_binary, arguments))`` above all) is
   computed once per row, in a projection under the branch, and the rules
@@ -19,7 +24,10 @@ ingest time. This plan gives the same bits with less work:
   ``tests/test_detect_scale.py``), so with ``lower(x)`` computed once a
   pattern costs a ``LIKE``, and a pattern that is a plain prefix, suffix,
   substring or word becomes ``starts_with``, ``suffix``, ``contains`` or
-  ``=``, which scan without a pattern matcher.
+  ``=``, which scan without a pattern matcher; an OR of several of those on
+  one operand becomes one ``regexp_matches`` (:func:`_merge_literal_tests`).
+
+The measured cost is in ``bench/bench_rules.py`` and the README (Performance).
 
 Rules are rewritten on DuckDB's own parse tree (``json_serialize_sql``), not
 on their text, and put back as text by DuckDB (``json_deserialize_sql``), so a
