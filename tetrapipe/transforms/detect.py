@@ -148,7 +148,12 @@ class Detector:
         self._columns: list[str] | None = [c for c in COLUMNS if c in wanted]
         if self.rules:
             #: the mask statement per kind (see maskplan); None after it failed to bind: mask_sql then
-            self._kind_mask: KindMask | None = kind_mask_sql(self.rules, "_batch") if per_kind else None
+            self._kind_mask: KindMask | None = None
+            if per_kind:
+                try:
+                    self._kind_mask = kind_mask_sql(self.rules, "_batch")
+                except (KeyError, IndexError, TypeError, ValueError, duckdb.Error):
+                    pass  # a parse tree the planner did not expect costs speed, never detection: mask_sql
             self._mask: str | None = None
             self._rules_table = rules_table_sql(self.rules)
             self._max_event_ids = max_event_ids
