@@ -40,6 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tree_env import tree_env  # bench/ is on sys.path when a script here runs
+
 KINDS = [
     "process_exec",
     "process_exit",
@@ -123,7 +125,7 @@ def main() -> None:
     lake = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     ingest = [sys.executable, "-m", "tetrapipe", "ingest", path, "--lake", str(lake / "lake"), "--quiet"]
     for src in args.also_src:
-        env = {**os.environ, "PYTHONPATH": str(Path(src).resolve())}
+        env = tree_env(src)
         runs.append((f"tetrapipe @ {Path(src).name}", [*ingest, "--rules", rule_sets[-1]], env))
     for rules in rule_sets:  # interleaved below like every mode: the rules' cost is the difference
         runs.append((f"tetrapipe (rules: {Path(rules).name})", [*ingest, "--rules", rules], None))

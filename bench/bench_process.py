@@ -37,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tree_env import tree_env  # bench/ is on sys.path when a script here runs
+
 FAST_GROUP = [
     "--kafka-option",
     "session_timeout_ms=6000",
@@ -315,7 +317,7 @@ def main() -> None:
             cmd = [(f"{a}-old{k}" if "lake-process" in a else a) for a in cmd]
             cmd = cmd[: cmd.index("--kafka-client")]  # an older tree may not know it (kafka-python, as mode 1)
             modes.insert(k, (f"{first_mode} @ {Path(src_tree).name}", cmd))
-            envs.insert(k, {**os.environ, "PYTHONPATH": str(Path(src_tree).resolve())})
+            envs.insert(k, tree_env(src_tree))
         results = []
         for i, ((mode, cmd), env) in enumerate(zip(modes, envs, strict=True)):
             secs, rss, rc, text = _timed([*pin, *cmd], work / f"stderr-{i}.log", env)

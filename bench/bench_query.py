@@ -39,6 +39,8 @@ import sys
 import time
 from pathlib import Path
 
+from tree_env import tree_env  # bench/ is on sys.path when a script here runs
+
 QUERIES = {
     "count": "SELECT count(*) FROM events",
     "by kind": "SELECT kind, count(*) AS n FROM events GROUP BY kind ORDER BY n DESC",
@@ -115,7 +117,7 @@ def _busiest_pod(files: list[str]) -> str:
 def _env(src: str | None) -> dict[str, str] | None:
     if src is None:
         return None
-    return {**os.environ, "PYTHONPATH": str(Path(src).resolve())}
+    return tree_env(src)
 
 
 def run(lake: Path, repeat: int, sources: list[str | None], tree: bool = True) -> dict:

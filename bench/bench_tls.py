@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from tree_env import tree_env  # bench/ is on sys.path when a script here runs
+
 
 def _batches(path: Path, events: int, batch: int) -> list:
     from tetrapipe.transforms.normalize import normalize_lines
@@ -73,7 +75,7 @@ def main() -> None:
     results = {"this tree": [result]}
     env = {"this tree": None}
     for src in args.also_src:
-        env[src] = {**os.environ, "PYTHONPATH": str(Path(src).resolve())}
+        env[src] = tree_env(src)
         results[src] = []
     cmd = [sys.executable, __file__, str(args.events_file), "--events", str(args.events)]
     cmd += ["--batch", str(args.batch), "--repeat", str(args.repeat), "--json"]
