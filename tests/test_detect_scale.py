@@ -10,6 +10,7 @@ with the flat one-statement mask (``mask_sql``) and with each rule run alone.
 from __future__ import annotations
 
 import itertools
+import logging
 import sys
 import textwrap
 from pathlib import Path
@@ -238,13 +239,17 @@ def test_alerts_equal_one_rule_at_a_time(synthetic: Path, tmp_path: Path) -> Non
     assert together == _one_at_a_time(rules, batches)
 
 
-def test_a_plan_that_does_not_bind_falls_back_to_the_flat_statement(synthetic: Path) -> None:
-    """A rewrite DuckDB refuses costs speed, not alerts: the detector keeps going with the flat statement."""
+def test_a_plan_that_does_not_bind_falls_back_to_the_flat_statement(
+    synthetic: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rewrite DuckDB refuses costs speed, not alerts: the detector keeps going with the flat statement, and says so."""
     rules = _rules(REPO / "rules", synthetic)
     batches = _events(_real_lines(), 30)
     broken = Detector(rules)
     plan = broken._kind_mask
     assert plan is not None
     broken._kind_mask = type(plan)(plan.sql.replace(" AS _tp_h0", " AS _tp_renamed", 1), plan.kinds, plan.slots)
-    assert _alerts(broken, batches) == _alerts(Detector(rules, per_kind=False), batches)
+    with caplog.at_level(logging.WARNING, logger="tetrapipe.detect"):
+        assert _alerts(broken, batches) == _alerts(Detector(rules, per_kind=False), batches)
     assert broken._kind_mask is None
+    assert [r.getMessage() for r in caplog.records if "per-kind rule plan failed" in r.getMessage()]

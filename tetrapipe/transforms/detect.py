@@ -30,6 +30,7 @@ State kept across batches (bounded):
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -66,6 +67,8 @@ from tetrapipe.transforms.thresholds import ThresholdState
 _GRACE_US = 5 * 60 * 1_000_000
 _EPOCH = dt.datetime(1970, 1, 1)
 _US = dt.timedelta(microseconds=1)
+
+log = logging.getLogger("tetrapipe.detect")
 
 
 @dataclass
@@ -152,8 +155,9 @@ class Detector:
             if per_kind:
                 try:
                     self._kind_mask = kind_mask_sql(self.rules, "_batch")
-                except (KeyError, IndexError, TypeError, ValueError, duckdb.Error):
-                    pass  # a parse tree the planner did not expect costs speed, never detection: mask_sql
+                except (KeyError, IndexError, TypeError, ValueError, duckdb.Error) as exc:
+                    # a parse tree the planner did not expect costs speed, never detection: mask_sql
+                    log.warning("rules not planned per event kind (%s): one statement tests every rule", exc)
             self._mask: str | None = None
             self._rules_table = rules_table_sql(self.rules)
             self._max_event_ids = max_event_ids
@@ -301,9 +305,10 @@ class Detector:
         if plan is not None:
             try:
                 masks = self._run("kinds", plan.sql, split_by_kind(batch, plan), numpy=True)
-            except duckdb.Error:
+            except duckdb.Error as exc:
                 # a rewritten condition DuckDB will not bind (e.g. lower() of a non-text column an ILIKE took):
                 # the plain statement from now on, which fails the same way only if the rule itself does
+                log.warning("the per-kind rule plan failed (%s): one statement tests every rule from now on", exc)
                 self._kind_mask = None
             else:
                 order = np.argsort(np.asarray(masks["_i"], dtype=np.int64), kind="stable")
