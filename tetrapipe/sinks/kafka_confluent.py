@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -52,6 +52,18 @@ def _error(err: KafkaError) -> BaseException:
     return kerrors.KafkaError(f"{err.name()}: {err.str()}")
 
 
+def _wait(
+    producer: ConfluentProducer, settled: Callable[[], bool], timeout: float | None, late: Callable[[], str]
+) -> None:
+    """Serve delivery reports until ``settled()``; ``KafkaTimeoutError(late())`` after ``timeout`` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not settled():
+        left = 1.0 if deadline is None else deadline - time.monotonic()
+        if left <= 0:
+            raise kerrors.KafkaTimeoutError(late())
+        producer.poll(min(left, 0.1))
+
+
 class DeliveryFuture:
     """kafka-python's ``FutureRecordMetadata`` subset: settled by librdkafka's delivery report."""
 
@@ -76,12 +88,7 @@ class DeliveryFuture:
 
     def get(self, timeout: float | None = None) -> int:
         """Wait for the delivery report; raise what the broker said, or ``KafkaTimeoutError``."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.is_done:
-            left = 1.0 if deadline is None else deadline - time.monotonic()
-            if left <= 0:
-                raise kerrors.KafkaTimeoutError("no delivery report in time")
-            self._producer.poll(min(left, 0.1))
+        _wait(self._producer, lambda: self.is_done, timeout, lambda: "no delivery report in time")
         if self.exception is not None:
             raise self.exception
         return self.offset
@@ -112,12 +119,12 @@ class BatchDelivery:
 
     def get(self, timeout: float | None = None) -> int:
         """Wait until every record has its delivery report; raise the first failure, or ``KafkaTimeoutError``."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.delivered < self.expected:
-            left = 1.0 if deadline is None else deadline - time.monotonic()
-            if left <= 0:
-                raise kerrors.KafkaTimeoutError(f"{self.expected - self.delivered} record(s) without a delivery report")
-            self._producer.poll(min(left, 0.1))
+        _wait(
+            self._producer,
+            lambda: self.delivered >= self.expected,
+            timeout,
+            lambda: f"{self.expected - self.delivered} record(s) without a delivery report",
+        )
         if self.error is not None:
             raise self.error
         return self.delivered
@@ -191,13 +198,9 @@ class ConfluentProducer:
         """
         delivery = BatchDelivery(self)
         refused: list[tuple[bytes, BaseException]] = []
-        produce, settle = self._p.produce, delivery._settle
         for key, value in records:
             try:
-                try:
-                    produce(topic, value, key, on_delivery=settle)  # the common case, without a frame more
-                except (BufferError, KafkaException):
-                    self._produce(topic, value, key, settle)  # queue full: wait for room; else the mapped error
+                self._produce(topic, value, key, delivery._settle)
             except kerrors.MessageSizeTooLargeError as exc:
                 refused.append((value, exc))
                 continue
