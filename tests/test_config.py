@@ -274,3 +274,113 @@ def test_sink_option_defaults_are_the_sink_classes_own() -> None:
         for key, f in sink_section(type_name).fields.items():
             if not f.required and key not in ("sourcetype", "bootstrap"):  # chosen per format / from kafka:
                 assert f.default == params[key].default, (type_name, key)
+
+
+# --- the located YAML loader: libyaml when present, the pure-Python loader as reference and fallback ----------
+
+
+def _shape(value: object) -> object:
+    """A loaded document with every position the located loader keeps (a plain scalar's style: None or "")."""
+    from tetrapipe.config.located import Located, LocatedList
+
+    if isinstance(value, Located):
+        marks = {
+            k: (
+                n.start_mark.line,
+                n.start_mark.column,
+                n.end_mark.line,
+                n.end_mark.column,
+                getattr(n, "style", None) or None,
+            )
+            for k, n in value.value_nodes.items()
+        }
+        items = {k: _shape(v) for k, v in value.items()}
+        return ("map", value.line, value.column, value.key_lines, value.key_columns, marks, items)
+    if isinstance(value, LocatedList):
+        return ("seq", value.line, value.column, value.item_lines, value.item_columns, [_shape(v) for v in value])
+    return (type(value).__name__, value)
+
+
+def _yaml_files() -> list[Path]:
+    files = sorted((REPO / "rules").rglob("*.yaml")) + sorted((REPO / "deploy").rglob("*.yaml"))
+    files += sorted((REPO / "tests").rglob("*.yaml"))
+    assert len(files) > 20
+    return files
+
+
+def test_libyaml_loader_keeps_the_same_documents_and_positions_as_the_pure_python_one() -> None:
+    """Every shipped rule, config and test file: equal values, lines, columns, end marks and scalar styles."""
+    import yaml
+
+    from tetrapipe.config.located import CLoader, parse_yaml
+
+    assert yaml.__with_libyaml__ and CLoader is not None  # PyYAML's Linux wheels carry libyaml
+    tricky = "a: |\n  x\n  é\nb: >-\n  y\nc: [1, 'z', {d: e}]\n? [k]\n: v\nu: ü€😀\n"
+    for text in [p.read_text(encoding="utf-8") for p in _yaml_files()] + [tricky]:
+        try:
+            pure = parse_yaml(text, pure=True)
+        except yaml.YAMLError as exc:  # a test's deliberately broken file: the same error either way
+            with pytest.raises(type(exc)) as fast_error:
+                parse_yaml(text)
+            assert str(fast_error.value) == str(exc)
+            continue
+        fast = yaml.load(text, Loader=CLoader)  # noqa: S506 - a CSafeLoader
+        assert _shape(fast) == _shape(pure)
+        assert _shape(parse_yaml(text)) == _shape(fast)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "reason"),
+    [
+        ('a: "\\q"\n', 1, "found unknown escape character 'q'"),  # libyaml does not name the character
+        ("a: *x\n", 1, "found undefined alias 'x'"),
+        ("a: 1\nb:\n\tc: 1\n", 3, "found character '\\t' that cannot start any token"),
+        ("a: 1\na: 2\n", 2, "duplicate key 'a'"),
+        ("key: 'open\n\nc: 1\n", 1, "found unexpected end of stream (while scanning a quoted scalar that starts on"),
+        ("x: \udc80\n", 1, "special characters are not allowed"),  # a lone surrogate libyaml cannot even encode
+    ],
+)
+def test_a_broken_yaml_file_is_reported_as_the_pure_python_loader_reports_it(text: str, line: int, reason: str) -> None:
+    """libyaml's messages are vaguer: a rejected document is parsed again in pure Python for its error."""
+    from tetrapipe.config.located import YamlError, load_yaml
+
+    with pytest.raises(YamlError) as fast:
+        load_yaml(Path("r.yaml"), text)
+    assert fast.value.line == line and reason in fast.value.reason
+
+
+def test_without_libyaml_the_pure_python_loader_loads_rules_and_configs_alike(tmp_path: Path) -> None:
+    """PyYAML built without libyaml (a source install): rules and config load the same, errors too."""
+    script = tmp_path / "nolib.py"
+    script.write_text(
+        "import sys, pickle\n"
+        "sys.modules['yaml._yaml'] = None  # as if PyYAML had been built without libyaml\n"
+        "import yaml\n"
+        "from tetrapipe.config import located\n"
+        "assert not yaml.__with_libyaml__ and located.CLoader is None\n"
+        "from tetrapipe.ruleset import load_ruleset\n"
+        "rs = load_ruleset([sys.argv[1]])\n"
+        "try:\n"
+        "    located.load_yaml(located.Path('r.yaml'), 'a: 1\\nb: [2\\n')\n"
+        "except located.YamlError as exc:\n"
+        "    err = str(exc)\n"
+        "sys.stdout.buffer.write(pickle.dumps(("
+        "sorted((r.id, r.compiled.condition, r.condition_lines) for r in rs.rules), "
+        "[str(e) for e in rs.errors], err)))\n",
+        encoding="utf-8",
+    )
+    out = subprocess.run(
+        [sys.executable, str(script), str(REPO / "rules")], capture_output=True, check=True, cwd=tmp_path
+    ).stdout
+    import pickle
+
+    from tetrapipe.config.located import YamlError, load_yaml
+    from tetrapipe.ruleset import load_ruleset
+
+    rules, errors, err = pickle.loads(out)  # our own child's output
+    rs = load_ruleset([REPO / "rules"])
+    assert len(rules) > 10 and errors == []
+    assert rules == sorted((r.id, r.compiled.condition, r.condition_lines) for r in rs.rules)
+    with pytest.raises(YamlError) as here:
+        load_yaml(Path("r.yaml"), "a: 1\nb: [2\n")
+    assert err == str(here.value) and "r.yaml:3:" in err
