@@ -108,6 +108,9 @@ def test_migrate_to_a_new_lake_keeps_rows_and_positions_and_is_idempotent(tmp_pa
     assert events.transaction_version("file-done:fp1") == 80
     dates = set(events.to_pyarrow_table().column("date").to_pylist())
     assert dates == {D1.isoformat(), D2.isoformat()}
+    for uri in events.file_uris():  # written like every other data file of the lake (store.WRITER_PROPERTIES)
+        meta = pq.ParquetFile(uri.removeprefix("file://")).metadata
+        assert {meta.row_group(0).column(c).compression for c in range(meta.num_columns)} == {"ZSTD"}
     # the old lake is left as it was (not in place)
     assert (old / "events" / f"date={D1.isoformat()}" / "20260309T120000-aaaaaaaaaaaa.parquet").exists()
 

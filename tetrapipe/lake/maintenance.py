@@ -48,7 +48,7 @@ from deltalake.exceptions import CommitFailedError
 from deltalake.fs import DeltaStorageHandler
 
 from tetrapipe.errors import TetrapipeError
-from tetrapipe.lake.store import COMMIT_ORDER, DATE_COLUMN, Lake, private_files, with_date
+from tetrapipe.lake.store import COMMIT_ORDER, DATE_COLUMN, WRITER_PROPERTIES, Lake, private_files, with_date
 from tetrapipe.schema import SCHEMAS
 
 log = logging.getLogger("tetrapipe.lake.maintenance")
@@ -177,7 +177,7 @@ def optimize(
     for name, _ in _tables(lake, tables):
 
         def run(table: DeltaTable) -> dict[str, Any]:
-            return table.optimize.compact(target_size=target_size)
+            return table.optimize.compact(target_size=target_size, writer_properties=WRITER_PROPERTIES)
 
         with optimize_lease(lake, name, wait):
             metrics = _retrying(lake, name, "optimize", run)

@@ -44,7 +44,15 @@ from deltalake.exceptions import CommitFailedError
 from tetrapipe.errors import TetrapipeError
 from tetrapipe.fsutil import private_dirs
 from tetrapipe.lake.positions import Position
-from tetrapipe.lake.store import COMMIT_ORDER, DATE_COLUMN, TABLE_PROPERTIES, Lake, private_files, with_date
+from tetrapipe.lake.store import (
+    COMMIT_ORDER,
+    DATE_COLUMN,
+    TABLE_PROPERTIES,
+    WRITER_PROPERTIES,
+    Lake,
+    private_files,
+    with_date,
+)
 from tetrapipe.schema import SCHEMAS, conform
 
 log = logging.getLogger("tetrapipe.lake.migrate")
@@ -254,6 +262,7 @@ def _migrate_table(
                     configuration=TABLE_PROPERTIES if table is None else None,
                     storage_options=lake.storage_options or None,
                     commit_properties=CommitProperties(app_transactions=txns),
+                    writer_properties=WRITER_PROPERTIES,
                 )
         except CommitFailedError as exc:  # another migration of the same marker won: look again
             log.info("migration of %s met a concurrent commit (attempt %d): %s", name, attempt + 1, exc)
