@@ -16,7 +16,7 @@ from rich.console import Console
 from tetrapipe.commands.report import print_alerts, print_query_table
 from tetrapipe.flows.ingest import ingest
 from tetrapipe.lake import Lake
-from tetrapipe.lake.query import execute
+from tetrapipe.lake.query import execute, fetch_rows
 from tetrapipe.sources.files import expand_inputs
 from tetrapipe.transforms.chain import build_transforms
 
@@ -71,7 +71,7 @@ def test_query_table_in_a_pipe_is_plain_whole_and_aligned(lake: Lake, tetrapipe_
 def test_query_table_fits_a_narrow_terminal_with_ellipses_not_folds(lake: Lake) -> None:
     table = execute(lake, SQL)
     console, buf = _terminal(70)
-    print_query_table(console, table, 200)
+    print_query_table(console, fetch_rows(lake, SQL, 200), 200)
     lines = buf.getvalue().splitlines()
     assert len(lines) == table.num_rows + 3
     assert all(cell_len(line) <= 70 and line == line.rstrip() for line in lines)
@@ -82,9 +82,10 @@ def test_query_table_fits_a_narrow_terminal_with_ellipses_not_folds(lake: Lake) 
 
 
 def test_a_table_too_wide_for_any_column_layout_turns_into_records(lake: Lake) -> None:
-    table = execute(lake, "SELECT * FROM events WHERE time IS NOT NULL ORDER BY time, event_id LIMIT 2")
+    sql = "SELECT * FROM events WHERE time IS NOT NULL ORDER BY time, event_id LIMIT 2"
+    table = execute(lake, sql)
     console, buf = _terminal(60)
-    print_query_table(console, table, 200)
+    print_query_table(console, fetch_rows(lake, sql, 200), 200)
     lines = buf.getvalue().splitlines()
     assert lines[0] == "-- row 1 ".ljust(60, "-")
     assert sum(line.startswith("-- row ") for line in lines) == 2

@@ -96,6 +96,45 @@ def test_the_arrow_probe_sees_a_lake_read_through_pyarrow(lake: Path, tmp_path: 
     )
 
 
+#: pyarrow and numpy (~80 ms of start-up): a local lake's query and tree need neither (DuckDB reads the files,
+#: writes CSV and JSON, hands the rows a table shows to Python); only ``--format parquet`` goes through Arrow
+ARROW = ("pyarrow", "numpy")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["query", "SELECT kind, count(*) FROM events GROUP BY 1", "--format", "csv"],
+        ["query", "SELECT * FROM events ORDER BY event_id LIMIT 3", "--format", "json"],
+        ["query", "SELECT time, pod, pod_labels, cap_effective FROM events LIMIT 3"],
+        ["query", "SELECT * FROM tls_stats", "--format", "json"],  # a table the lake has not: the empty view
+        ["query", "SELECT depth, path FROM process_tree(pod_name := 'crawler-5f7c8d9b6-x4k2p')", "--format", "csv"],
+        ["query", "SELECT count(*) FROM events", "--format", "csv", "--output", "answer.csv"],
+        ["tree", "--pod", "crawler", "--format", "json"],
+        ["tree", "--pod", "crawler"],
+        ["tree"],
+    ],
+    ids=["csv", "json", "table", "empty-view", "tree-macro", "output-file", "tree-json", "tree-text", "tree-pods"],
+)
+def test_reading_a_local_lake_loads_neither_pyarrow_nor_numpy(lake: Path, tmp_path: Path, args: list[str]) -> None:
+    assert imported_by(tmp_path, *args, "--lake", str(lake), heavy=ARROW) == []
+
+
+def test_a_query_written_by_duckdb_loads_no_rich(lake: Path, tmp_path: Path) -> None:
+    """rich draws tables for people: CSV and JSON are DuckDB's own text, so rich (~20 ms) stays out too."""
+    for fmt in ("csv", "json"):
+        args = ("query", "SELECT pod, count(*) FROM events GROUP BY 1", "--format", fmt, "--lake", str(lake))
+        assert imported_by(tmp_path, *args, heavy=("rich",)) == [], fmt
+
+
+def test_the_arrow_probe_sees_parquet_output(lake: Path, tmp_path: Path) -> None:
+    """The checks above can fail: ``--format parquet`` is written by pyarrow, which loads numpy."""
+    loaded = imported_by(
+        tmp_path, "query", "SELECT 1", "--format", "parquet", "-o", "x.parquet", "--lake", str(lake), heavy=ARROW
+    )
+    assert {"pyarrow", "numpy"} <= set(loaded)
+
+
 def test_rules_test_imports_no_kafka_or_grpc(tmp_path: Path) -> None:
     """``rules test`` runs the pipeline on each rule's samples, which needs polars (the ancestry index) and
     protobuf (the normalizer's field list, from Tetragon's descriptors): those it may load, never a client."""

@@ -12,18 +12,29 @@ import datetime as dt
 import importlib
 import sys
 from collections.abc import Iterator, MutableMapping
+from functools import cache
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.text import Text
 
 from tetrapipe import __version__
 from tetrapipe.commands.options import lake_option, open_lake, pipeline_transforms, rules_option, tls_window_option
 
-out = Console(highlight=False, soft_wrap=False)
-err = Console(stderr=True, highlight=False)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from tetrapipe.lake import Lake
+    from tetrapipe.lake.asof import AsOf
+
+
+@cache
+def _console(stderr: bool) -> Console:
+    """Standard output's or standard error's console, made on first use: rich is ~20 ms of a start that a
+    query written as CSV or JSON (by DuckDB) never needs."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False) if stderr else Console(highlight=False, soft_wrap=False)
 
 
 #: the commands defined in other modules, by name, and the module that defines each (its ``COMMANDS``).
@@ -177,6 +188,7 @@ def ingest(
     from tetrapipe.flows.ingest import ingest as run_ingest
     from tetrapipe.sources.files import scan_inputs
 
+    out, err = _console(False), _console(True)
     try:
         found = scan_inputs(list(paths))
     except OSError as exc:  # a named path that is missing, unreadable or a symlink loop
@@ -239,16 +251,13 @@ def query(
     tetrapipe query late-shells          (a saved hunt, by name)
     tetrapipe query alerts --as-of 2026-03-10T09:00
     """
-    from tetrapipe.commands.report import emit, print_hunts, print_query_table, print_schema
     from tetrapipe.lake import saved_hunts
-    from tetrapipe.lake.query import TABLE_DEFAULT_LIMIT, QueryError, execute, resolve, unknown_hunt, write_output
-    from tetrapipe.textsafe import visible
+    from tetrapipe.lake.query import QueryError, resolve, unknown_hunt
 
-    if show_schema:
-        print_schema(out)
-        return
-    if list_hunts:
-        print_hunts(out)
+    if show_schema or list_hunts:
+        from tetrapipe.commands.report import print_hunts, print_schema
+
+        (print_schema if show_schema else print_hunts)(_console(False))
         return
     lake = open_lake(lake_dir)
     try:
@@ -273,24 +282,49 @@ def query(
             raise click.UsageError("--format parquet needs --output FILE")
         # a mistyped --lake would otherwise look like a hunt that found nothing
         if not Path(lake_dir).exists() if lake.is_local else not lake.exists():
-            err.print(
+            _console(True).print(
                 f"[yellow]note:[/] no history at {lake_dir} (tetrapipe ingest FILE --lake {lake_dir}): "
                 "every view is empty",
                 highlight=False,
             )
-        table = execute(lake, sql, when)
+        _answer(lake, sql, when, fmt, output, limit)
     except QueryError as exc:
+        from rich.text import Text
+
+        from tetrapipe.commands.report import emit
+        from tetrapipe.textsafe import visible
+
         # DuckDB's message can quote a value (a failed cast): its controls are shown; its own line ends are kept
-        emit(err, Text.assemble(("query failed:", "bold red"), " ", visible(str(exc), newlines=True)))
+        emit(_console(True), Text.assemble(("query failed:", "bold red"), " ", visible(str(exc), newlines=True)))
         sys.exit(2)
-    if limit is not None:
-        table = table.slice(0, limit)
+
+
+def _answer(lake: Lake, sql: str, when: AsOf | None, fmt: str, output: str | None, limit: int | None) -> None:
+    """Run the query and write its answer in ``fmt``: only a table for a person is drawn by rich, only parquet
+    goes through Arrow (CSV and JSON are written by DuckDB from the query's connection)."""
+    from tetrapipe.fsutil import open_private
+    from tetrapipe.lake.query import TABLE_DEFAULT_LIMIT, execute, fetch_rows, write_output, write_query
+
     if fmt == "table":
-        print_query_table(out, table, limit or TABLE_DEFAULT_LIMIT)
-    else:
+        from tetrapipe.commands.report import print_query_table
+
+        shown = limit or TABLE_DEFAULT_LIMIT
+        print_query_table(_console(False), fetch_rows(lake, sql, shown, limit, when), shown)
+    elif fmt == "parquet":
+        table = execute(lake, sql, when)
+        if limit is not None:
+            table = table.slice(0, limit)
         write_output(table, fmt, output)
-        if fmt == "parquet":
-            out.print(f"{table.num_rows} rows written to {output}", style="dim", highlight=False, markup=False)
+        _console(False).print(f"{table.num_rows} rows written to {output}", style="dim", highlight=False, markup=False)
+    elif output:
+        import io
+
+        answer = io.BytesIO()  # the file is created once the query has succeeded, as it always was
+        write_query(lake, sql, fmt, answer, limit, when)
+        with open_private(output, append=False) as f:
+            f.write(answer.getbuffer())
+    else:
+        write_query(lake, sql, fmt, None, limit, when)
 
 
 def main() -> None:

@@ -31,23 +31,66 @@ tetrapipe/transforms/normalize/.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pyarrow as pa
 
-STR = pa.string()
-I64 = pa.int64()
-BOOL = pa.bool_()
-TS = pa.timestamp("us")
-STR_LIST = pa.list_(pa.string())
-STR_MAP = pa.map_(pa.string(), pa.string())
+# The column types by the names Arrow prints them with (what ``query --schema`` shows). They are
+# names, not pyarrow types: a reader of the lake (``tetrapipe query``, ``tree``) needs the columns
+# and their DuckDB types, and importing pyarrow (numpy with it) was ~80 ms of each of its starts.
+STR = "string"
+I64 = "int64"
+BOOL = "bool"
+TS = "timestamp[us]"
+STR_LIST = "list<item: string>"
+STR_MAP = "map<string, string>"
+
+#: each type as DuckDB names it (what an empty view of a table is declared with)
+DUCKDB_TYPES = {
+    STR: "VARCHAR",
+    I64: "BIGINT",
+    BOOL: "BOOLEAN",
+    TS: "TIMESTAMP",
+    STR_LIST: "VARCHAR[]",
+    STR_MAP: "MAP(VARCHAR, VARCHAR)",
+}
+
+
+@cache
+def arrow_type(kind: str) -> pa.DataType:
+    """The pyarrow type of a column type name (pyarrow is imported here, by the writers that need it)."""
+    import pyarrow as pa
+
+    types = {
+        STR: pa.string(),
+        I64: pa.int64(),
+        BOOL: pa.bool_(),
+        TS: pa.timestamp("us"),
+        STR_LIST: pa.list_(pa.string()),
+        STR_MAP: pa.map_(pa.string(), pa.string()),
+    }
+    return types[kind]
 
 
 @dataclass(frozen=True)
 class Column:
+    """One column: ``kind`` is its type's name (see :data:`DUCKDB_TYPES`), ``type`` the pyarrow type."""
+
     name: str
-    type: pa.DataType
+    kind: str
     doc: str
+
+    @property
+    def type(self) -> pa.DataType:
+        return arrow_type(self.kind)
+
+    @property
+    def duckdb_type(self) -> str:
+        return DUCKDB_TYPES[self.kind]
 
 
 EVENT_COLUMNS: list[Column] = [
@@ -207,13 +250,10 @@ TLS_STATS_COLUMNS: list[Column] = [
 
 
 def arrow_schema(columns: list[Column]) -> pa.Schema:
+    import pyarrow as pa
+
     return pa.schema([pa.field(c.name, c.type) for c in columns])
 
-
-EVENT_SCHEMA = arrow_schema(EVENT_COLUMNS)
-REJECT_SCHEMA = arrow_schema(REJECT_COLUMNS)
-ALERT_SCHEMA = arrow_schema(ALERT_COLUMNS)
-TLS_STATS_SCHEMA = arrow_schema(TLS_STATS_COLUMNS)
 
 #: table name in the lake -> its columns. Views of the same names are created
 #: over the Parquet segments; ``date`` is added as the hive partition column.
@@ -224,7 +264,41 @@ TABLES: dict[str, list[Column]] = {
     "tls_stats": TLS_STATS_COLUMNS,
 }
 
-SCHEMAS: dict[str, pa.Schema] = {name: arrow_schema(cols) for name, cols in TABLES.items()}
+
+class _Schemas(Mapping[str, "pa.Schema"]):
+    """Each table's Arrow schema, built when first asked for: its names (the tables) cost no pyarrow."""
+
+    def __getitem__(self, name: str) -> pa.Schema:
+        return _schema(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(TABLES)
+
+    def __len__(self) -> int:
+        return len(TABLES)
+
+
+@cache
+def _schema(name: str) -> pa.Schema:
+    return arrow_schema(TABLES[name])
+
+
+#: table name -> its Arrow schema (a mapping that imports pyarrow only when a schema is read)
+SCHEMAS: Mapping[str, pa.Schema] = _Schemas()
+#: the module's names for each table's Arrow schema, served by :func:`__getattr__` (built on first use)
+_SCHEMA_NAMES = {
+    "EVENT_SCHEMA": "events",
+    "REJECT_SCHEMA": "rejects",
+    "ALERT_SCHEMA": "alerts",
+    "TLS_STATS_SCHEMA": "tls_stats",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _SCHEMA_NAMES:
+        return _schema(_SCHEMA_NAMES[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: the column whose date partitions each table in the lake
 PARTITION_TIME: dict[str, str] = {
@@ -272,6 +346,8 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     Segments written before a column was added stay readable (DuckDB's views
     use union_by_name; compaction and other Arrow readers use this).
     """
+    import pyarrow as pa
+
     if table.schema == schema:
         return table
     names = set(table.schema.names)

@@ -33,10 +33,9 @@ from tetrapipe.textsafe import has_unsafe, visible
 from tetrapipe.units import most_severe_first
 
 if TYPE_CHECKING:  # the ingest's types only: ``tetrapipe query`` imports this module and none of the pipeline
-    import pyarrow as pa
-
     from tetrapipe.flows.ingest import IngestStats, RunAlert
     from tetrapipe.lake import Lake
+    from tetrapipe.lake.query import Rows
     from tetrapipe.sources.files import Skipped
 
 SEVERITY_STYLE = {"critical": "bold white on red", "high": "bold red", "medium": "yellow", "low": "cyan", "info": "dim"}
@@ -374,30 +373,19 @@ def _print_alert(console: Console, a: RunAlert, earlier: bool) -> None:
 # --- query -------------------------------------------------------------------------------
 
 
-def _column(field: pa.Field) -> Col:
-    import pyarrow as pa
-
-    t = field.type
-    number = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
-    when = (
-        pa.types.is_timestamp(t)
-        or pa.types.is_date(t)
-        or pa.types.is_time(t)
-        or pa.types.is_duration(t)
-        or pa.types.is_interval(t)
-    )
-    return Col(field.name, right=number, whole=number or when)
-
-
-def print_query_table(console: Console, table: pa.Table, limit: int) -> None:
+def print_query_table(console: Console, answer: Rows, limit: int) -> None:
     """A query's rows as a table (the first ``limit``), and how many there were."""
-    from tetrapipe.lake.query import rows_as_text
+    from tetrapipe.lake.query import is_number, is_time, rows_as_text
 
-    shown = table.slice(0, limit)
-    print_table(console, [_column(f) for f in table.schema], rows_as_text(shown))
-    more = table.num_rows - shown.num_rows
-    suffix = f" (showing {shown.num_rows}; --limit or --format json|csv for all)" if more > 0 else ""
-    emit(console, Text(f"{_plural(table.num_rows, 'row')}{suffix}", style="dim"))
+    cols = [
+        Col(n, right=is_number(t), whole=is_number(t) or is_time(t))
+        for n, t in zip(answer.names, answer.types, strict=True)
+    ]
+    shown = min(len(answer.rows), limit)
+    print_table(console, cols, rows_as_text(answer)[:shown])
+    more = answer.total - shown
+    suffix = f" (showing {shown}; --limit or --format json|csv for all)" if more > 0 else ""
+    emit(console, Text(f"{_plural(answer.total, 'row')}{suffix}", style="dim"))
 
 
 def print_schema(console: Console) -> None:

@@ -15,12 +15,13 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 import duckdb
 import orjson
-import pyarrow as pa
 
 from tetrapipe.errors import TetrapipeError
 from tetrapipe.fsutil import open_private
@@ -28,6 +29,12 @@ from tetrapipe.lake.asof import AsOf
 from tetrapipe.lake.hunts import saved_hunts
 from tetrapipe.lake.store import Lake
 from tetrapipe.lake.views import VIEW_NAMES, LakeViews, names_read
+
+if TYPE_CHECKING:  # pyarrow only for --format parquet and the Arrow tables other commands write
+    import pyarrow as pa
+    from duckdb import DuckDBPyRelation as Relation
+
+T = TypeVar("T")
 
 TABLE_DEFAULT_LIMIT = 200
 
@@ -70,7 +77,20 @@ def _missing_table(con: duckdb.DuckDBPyConnection, exc: duckdb.CatalogException)
 
 
 def execute(lake: Lake, sql: str, as_of: AsOf | None = None) -> pa.Table:
-    """The query's rows (over the lake ``as_of`` a version or time); a refused query raises QueryError.
+    """The query's rows as an Arrow table (``--format parquet``); a refused query raises QueryError.
+
+    The other formats never build one (:func:`write_query`, :func:`fetch_rows`):
+    pyarrow, numpy with it, is ~80 ms of a command's start.
+    """
+    import pyarrow as pa
+
+    return run(lake, sql, lambda con, rel: rel.to_arrow_table() if rel is not None else pa.table({}), as_of)
+
+
+def run(
+    lake: Lake, sql: str, consume: Callable[[duckdb.DuckDBPyConnection, Relation | None], T], as_of: AsOf | None
+) -> T:
+    """``consume(con, rel)`` of the query's relation (None for a statement without rows), over the lake ``as_of``.
 
     Only the tables the SQL names are opened, and the tree macros only when
     it calls one (:func:`~tetrapipe.lake.views.names_read`): a count over
@@ -79,24 +99,31 @@ def execute(lake: Lake, sql: str, as_of: AsOf | None = None) -> pa.Table:
     every table, which also gives the list of views in the message of a
     name that really is missing. An unreadable data file is left out (and
     named on the ``tetrapipe.lake`` logger) rather than failing the query:
-    see :class:`LakeViews`.
+    see :class:`LakeViews` (``consume`` may then run again: it must leave
+    nothing behind it cannot redo). A refused query raises QueryError.
     """
     tables, macros = names_read(sql)
     try:
-        return _execute(lake, sql, as_of, tables, macros)
+        return _execute(lake, sql, as_of, tables, macros, consume)
     except _NotOpened:
-        return _execute(lake, sql, as_of, None, True)
+        return _execute(lake, sql, as_of, None, True, consume)
 
 
 class _NotOpened(Exception):
     """The query names something the views opened for it do not have: open them all."""
 
 
-def _execute(lake: Lake, sql: str, as_of: AsOf | None, tables: set[str] | None, macros: bool) -> pa.Table:
-    def work(con: duckdb.DuckDBPyConnection) -> pa.Table:
+def _execute(
+    lake: Lake,
+    sql: str,
+    as_of: AsOf | None,
+    tables: set[str] | None,
+    macros: bool,
+    consume: Callable[[duckdb.DuckDBPyConnection, Relation | None], T],
+) -> T:
+    def work(con: duckdb.DuckDBPyConnection) -> T:
         try:
-            rel = con.sql(sql)
-            return rel.to_arrow_table() if rel is not None else pa.table({})
+            return consume(con, con.sql(sql))
         except duckdb.CatalogException as exc:
             if tables is not None:
                 raise _NotOpened from None
@@ -145,14 +172,56 @@ def unknown_hunt(name: str, known_views: list[str] | None = None) -> str:
     return f"no saved hunt named {name}{hint} (tetrapipe query --hunts lists them)"
 
 
-def _interval_seconds(value: pa.MonthDayNano) -> float:
-    """DuckDB INTERVALs (e.g. process_start_time - container_start_time) as seconds; months count as 30 days."""
-    return (value.months * 30 + value.days) * 86400 + value.nanoseconds / 1e9
+@dataclass(frozen=True)
+class Rows:
+    """The first rows of a query's answer, for a table a person reads, and how many rows it had.
+
+    ``types`` are DuckDB's type ids (``bigint``, ``timestamp with time zone``,
+    ``list``): see :func:`is_number` and :func:`is_time`.
+    """
+
+    names: list[str]
+    types: list[str]
+    rows: list[tuple[object, ...]]
+    total: int
+
+
+def fetch_rows(lake: Lake, sql: str, shown: int, limit: int | None = None, as_of: AsOf | None = None) -> Rows:
+    """The first ``shown`` rows of the answer (of its first ``limit`` rows), and the count of them all.
+
+    The answer is kept in DuckDB (a temporary table) and only the rows shown
+    become Python values: a table of a million rows is counted, not converted.
+    """
+
+    def consume(con: duckdb.DuckDBPyConnection, rel: Relation | None) -> Rows:
+        if rel is None:
+            return Rows([], [], [], 0)
+        source = _positional(con, rel)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _query_answer AS SELECT * FROM {source}{_limit(limit)}")
+        (total,) = con.execute("SELECT count(*) FROM _query_answer").fetchone() or (0,)
+        rows = con.execute(f"SELECT * FROM _query_answer LIMIT {max(shown, 0)}").fetchall()
+        return Rows(list(rel.columns), [t.id for t in rel.types], rows, total)
+
+    return run(lake, sql, consume, as_of)
+
+
+def is_number(type_id: str) -> bool:
+    """Whether a column of this DuckDB type holds numbers (right-aligned, never cut)."""
+    return type_id in _NUMBERS
+
+
+def is_time(type_id: str) -> bool:
+    """Whether a column of this DuckDB type holds times, dates or intervals (never cut)."""
+    return type_id.startswith(("timestamp", "time", "date", "interval"))
+
+
+_NUMBERS = frozenset(
+    {"tinyint", "smallint", "integer", "bigint", "hugeint", "utinyint", "usmallint", "uinteger", "ubigint"}
+    | {"uhugeint", "float", "double", "decimal"}
+)
 
 
 def _json_default(value: object) -> object:
-    if isinstance(value, pa.MonthDayNano):
-        return _interval_seconds(value)
     if isinstance(value, dt.timedelta):
         return value.total_seconds()
     if isinstance(value, decimal.Decimal):
@@ -169,82 +238,120 @@ def cell_text(value: object) -> str:
     makes them visible where it is drawn
     (:func:`tetrapipe.commands.report.print_table`), after this. Only the
     rows a table shows go through here; the machine formats are written by
-    DuckDB (:func:`write_text`).
+    DuckDB (:func:`write_query`). Intervals count a month as 30 days (as
+    DuckDB hands them to Python).
     """
     if value is None:
         return ""
-    if isinstance(value, pa.MonthDayNano):
-        return str(dt.timedelta(seconds=_interval_seconds(value)))
     if isinstance(value, dt.datetime):
         return value.isoformat(sep=" ")
-    if isinstance(value, (list, dict)):
+    if isinstance(value, (list, dict, tuple)):
         return orjson.dumps(value, default=_json_default).decode()
     return str(value)
 
 
-def rows_as_text(table: pa.Table) -> list[list[str]]:
-    """Every row as its cells' text, in column order (maps as JSON objects)."""
-    rows = []
-    for row in table.to_pylist():
-        for k, v in row.items():
-            if isinstance(v, list) and v and isinstance(v[0], tuple) and len(v[0]) == 2:
-                row[k] = dict(v)
-        rows.append([cell_text(v) for v in row.values()])
-    return rows
+def rows_as_text(rows: Rows) -> list[list[str]]:
+    """Every row shown as its cells' text, in column order (maps as JSON objects)."""
+    return [[cell_text(v) for v in row] for row in rows.rows]
 
 
 def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _as_text(position: int, field: pa.Field, fmt: str) -> str:
+def _as_text(position: int, name: str, kind: duckdb.sqltypes.DuckDBPyType, fmt: str) -> str:
     """The SQL that writes one column in ``fmt``: DuckDB's own text, save where a program needs more.
 
     JSON: times in ISO 8601 with their zone (the session is UTC), intervals
-    as seconds, decimals as numbers. CSV: nested values (lists, structs,
-    maps) as JSON text, so that a cell holds one parseable value.
+    as seconds, decimals (and 128-bit integers) as numbers, a JSON value as
+    the text it is (a string). CSV: nested values (lists, structs, maps) as
+    JSON text, so that a cell holds one parseable value. (These answers were
+    written through Arrow once, and are still what that wrote.)
     """
     col = f"_c{position}"
-    t = field.type
+    t = kind.id
     if fmt == "json":
-        if pa.types.is_timestamp(t):
+        if t.startswith("timestamp"):
             col = f"strftime({col}, '%Y-%m-%dT%H:%M:%S.%f+00:00')"
-        elif pa.types.is_interval(t) or pa.types.is_duration(t):
+        elif t == "interval":
             col = f"epoch({col})"
-        elif pa.types.is_decimal(t):
+        elif t in ("decimal", "hugeint", "uhugeint"):
             col = f"CAST({col} AS DOUBLE)"
-    elif pa.types.is_nested(t):
+        elif str(kind) == "JSON" or t in ("uuid", "enum"):
+            col = f"CAST({col} AS VARCHAR)"
+    elif t in ("list", "struct", "map", "union", "array"):
         col = f"CAST(to_json({col}) AS VARCHAR)"
-    return f"{col} AS {_quoted(field.name)}"
+    return f"{col} AS {_quoted(name)}"
+
+
+def _positional(con: duckdb.DuckDBPyConnection, rel: Relation) -> str:
+    """``rel`` as a FROM item whose columns are ``_c0``, ``_c1``, ... (an answer's names may repeat)."""
+    con.register("_query_rows", rel)
+    return f"_query_rows AS _rows({', '.join(f'_c{i}' for i in range(len(rel.columns)))})"
+
+
+def _limit(limit: int | None) -> str:
+    return "" if limit is None else f" LIMIT {max(int(limit), 0)}"
+
+
+def _copy(con: duckdb.DuckDBPyConnection, rel: Relation | None, fmt: str, path: Path, limit: int | None) -> bool:
+    """Write ``rel`` (its first ``limit`` rows) in ``fmt`` to ``path`` with DuckDB's COPY; False: no rows to write.
+
+    DuckDB quotes a CSV cell holding a comma, a quote, \\n or a bare \\r
+    (which readers, Python's csv module among them, take for a line end).
+    """
+    if rel is None or not rel.columns:
+        return False
+    select = ", ".join(_as_text(i, n, t, fmt) for i, (n, t) in enumerate(zip(rel.columns, rel.types, strict=True)))
+    options = "FORMAT csv, HEADER" if fmt == "csv" else "FORMAT json, ARRAY true"
+    source = _positional(con, rel)
+    con.execute(f"COPY (SELECT {select} FROM {source}{_limit(limit)}) TO {_literal(str(path))} ({options})")
+    return True
+
+
+def _written(wrote: bool, fmt: str, path: Path, dest: BinaryIO) -> None:
+    if not wrote:  # a statement without rows (SET, CREATE): nothing to write but the frame
+        dest.write(b"[]\n" if fmt == "json" else b"\n")
+        return
+    with path.open("rb") as f:
+        shutil.copyfileobj(f, dest, 1 << 20)
+
+
+def write_query(
+    lake: Lake, sql: str, fmt: str, dest: BinaryIO | None, limit: int | None = None, as_of: AsOf | None = None
+) -> None:
+    """The answer (its first ``limit`` rows) as CSV or JSON, written by DuckDB from the query's own connection.
+
+    CSV: RFC 4180, lines ending with \\n, a header; JSON: an array of
+    objects. The values are exact, control characters included: these formats
+    are for programs, not for a terminal. DuckDB writes into a private
+    temporary directory (the rows carry command lines) and the file is copied
+    to ``dest`` (standard output when None) once the query has succeeded:
+    a failed query writes nothing, and an unreadable data file stepped over
+    costs a rewrite of the file, never rows written twice.
+    """
+    if fmt not in ("json", "csv"):
+        raise ValueError(f"unknown format {fmt!r}")
+    with tempfile.TemporaryDirectory(prefix="tetrapipe-query-") as tmp:  # 0700
+        path = Path(tmp) / f"rows.{fmt}"
+        wrote = run(lake, sql, lambda con, rel: _copy(con, rel, fmt, path, limit), as_of)
+        _written(wrote, fmt, path, dest or sys.stdout.buffer)
+    if dest is None:
+        sys.stdout.flush()
 
 
 def write_text(table: pa.Table, fmt: str, dest: BinaryIO) -> None:
-    """``table`` as CSV (RFC 4180, lines ending with \\n, a header) or a JSON array, written by DuckDB to ``dest``.
-
-    The values are exact, control characters included: these formats are for
-    programs, not for a terminal. DuckDB quotes a CSV cell holding a comma, a
-    quote, \\n or a bare \\r (which readers, Python's csv module among them,
-    take for a line end). DuckDB writes into a private temporary directory
-    (the rows carry command lines) and the file is copied to ``dest``, which
-    may be any binary file: standard output, a test's capture.
-    """
-    if table.num_columns == 0:  # a statement without rows (SET, CREATE): nothing to write but the frame
-        dest.write(b"[]\n" if fmt == "json" else b"\n")
-        return
-    positional = table.rename_columns([f"_c{i}" for i in range(table.num_columns)])  # names may repeat
-    select = ", ".join(_as_text(i, f, fmt) for i, f in enumerate(table.schema))
-    options = "FORMAT csv, HEADER" if fmt == "csv" else "FORMAT json, ARRAY true"
+    """An Arrow ``table`` as CSV or JSON (as :func:`write_query` writes an answer), written by DuckDB to ``dest``."""
     with tempfile.TemporaryDirectory(prefix="tetrapipe-query-") as tmp:  # 0700
         path = Path(tmp) / f"rows.{fmt}"
         con = duckdb.connect()
         try:
             con.execute("SET TimeZone = 'UTC'")
-            con.register("_rows", positional)
-            con.execute(f"COPY (SELECT {select} FROM _rows) TO {_literal(str(path))} ({options})")
+            con.register("_arrow_rows", table)
+            wrote = table.num_columns > 0 and _copy(con, con.table("_arrow_rows"), fmt, path, None)
         finally:
             con.close()
-        with path.open("rb") as f:
-            shutil.copyfileobj(f, dest, 1 << 20)
+        _written(wrote, fmt, path, dest)
 
 
 def _literal(text: str) -> str:
@@ -268,7 +375,7 @@ def to_csv(table: pa.Table) -> str:
 
 
 def write_output(table: pa.Table, fmt: str, output: str | None) -> None:
-    """json, csv or parquet to ``output`` (standard output when None; parquet needs a file).
+    """An Arrow table as json, csv or parquet to ``output`` (standard output when None; parquet needs a file).
 
     A file is created owner-only, like the lake the rows come from (events
     carry command lines).

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
@@ -39,8 +38,9 @@ from tetrapipe.lake.positions import Position
 from tetrapipe.redact import redact_url
 from tetrapipe.schema import PARTITION_TIME, SCHEMAS
 
-# pyarrow.compute and .dataset cost a reader (tetrapipe query, tree) ~70 ms of start-up: the writers import them
+# pyarrow (numpy with it) costs a reader (tetrapipe query, tree) ~80 ms of start-up: the writers import it
 if TYPE_CHECKING:
+    import pyarrow as pa
     import pyarrow.dataset as ds
 
 DEFAULT_LAKE = "./tetrapipe-lake"
@@ -381,6 +381,7 @@ class Lake:
 
 def with_date(name: str, rows: pa.Table) -> pa.Table:
     """``rows`` in the table's schema plus the ``date`` partition column."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     schema = SCHEMAS[name]

@@ -40,7 +40,7 @@ from tetrapipe.lake.asof import AsOf, at_time, at_version, commit_time
 from tetrapipe.lake.native import NativeScan, native_scan
 from tetrapipe.lake.store import Lake
 from tetrapipe.redact import redact_url
-from tetrapipe.schema import PARTITION_TIME, SCHEMAS, TABLES
+from tetrapipe.schema import PARTITION_TIME, TABLES
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -302,8 +302,8 @@ class LakeViews:
 
     def _empty(self, name: str) -> None:
         """A view with the table's columns and no rows, for a table the lake does not have (yet, or as of then)."""
-        self.con.register(f"_empty_{name}", SCHEMAS[name].empty_table())
-        self.con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT *, NULL::VARCHAR AS date FROM _empty_{name}")
+        cols = ", ".join(f'NULL::{c.duckdb_type} AS "{c.name}"' for c in TABLES[name])
+        self.con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {cols}, NULL::VARCHAR AS date WHERE false")
 
     def _attach(self, name: str, leave_out: set[str]) -> None:
         """(Re)create ``name``'s view over its snapshot without the files in ``leave_out``."""

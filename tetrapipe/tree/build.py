@@ -24,8 +24,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
 from tetrapipe.tree import sql
 from tetrapipe.tree.fold import group_by_container
 from tetrapipe.tree.model import (
@@ -109,10 +107,8 @@ def list_pods(
     con: duckdb.DuckDBPyConnection, namespace: str | None = None, late_after: dt.timedelta = DEFAULT_LATE_AFTER
 ) -> list[dict]:
     """Pods in the history, with process and late-shell counts (what ``tetrapipe tree`` lists)."""
-    return (
+    return _records(
         con.sql(sql.PODS_SQL, params={"namespace": namespace, "shells": sorted(SHELLS), "late": late_after})
-        .to_arrow_table()
-        .to_pylist()
     )
 
 
@@ -202,11 +198,7 @@ def _build(
     _resolve_pod(con, sel)
     path_ids: list[str] = []
     if sel.exec_id:
-        lineage = (
-            con.sql("SELECT * FROM process_lineage($x) ORDER BY level", params={"x": sel.exec_id})
-            .to_arrow_table()
-            .to_pylist()
-        )
+        lineage = _records(con.sql("SELECT * FROM process_lineage($x) ORDER BY level", params={"x": sel.exec_id}))
         if not lineage:
             raise TreeError(f"no process with exec_id {sel.exec_id!r} in the history")
         focus = lineage[0]
@@ -218,12 +210,13 @@ def _build(
             top = i
         path_ids = [r["exec_id"] for r in reversed(lineage[: top + 1])]
         params = {"root": sel.exec_id, "since": sel.since, "until": sel.until}
-        rows = con.sql(
-            f"SELECT * EXCLUDE (path) FROM {sql.DRAWN_TREE}(root_exec_id := $root, since := $since, until := $until) "
-            f"ORDER BY depth, start_time LIMIT {max_processes + 1}",
-            params=params,
-        ).to_arrow_table()
-        rows = rows.to_pylist()
+        rows = _records(
+            con.sql(
+                f"SELECT * EXCLUDE (path) FROM {sql.DRAWN_TREE}(root_exec_id := $root, since := $since, until := $until) "
+                f"ORDER BY depth, start_time LIMIT {max_processes + 1}",
+                params=params,
+            )
+        )
         path_rows = [r for r in reversed(lineage[1 : top + 1])]
     else:
         if not any((sel.pod, sel.namespace, sel.container, sel.since, sel.until)):
@@ -235,13 +228,14 @@ def _build(
             "since": sel.since,
             "until": sel.until,
         }
-        rows = con.sql(
-            f"SELECT * EXCLUDE (path) FROM {sql.DRAWN_TREE}(pod_name := $pod, pod_namespace := $ns, container := $container, "
-            "since := $since, until := $until) "
-            f"ORDER BY depth, start_time LIMIT {max_processes + 1}",
-            params=params,
-        ).to_arrow_table()
-        rows = rows.to_pylist()
+        rows = _records(
+            con.sql(
+                f"SELECT * EXCLUDE (path) FROM {sql.DRAWN_TREE}(pod_name := $pod, pod_namespace := $ns, container := $container, "
+                "since := $since, until := $until) "
+                f"ORDER BY depth, start_time LIMIT {max_processes + 1}",
+                params=params,
+            )
+        )
         path_rows = []
         if not rows:
             raise TreeError(f"no processes for {sel.describe()} in the history")
@@ -300,14 +294,15 @@ def _build(
 
 
 def _attach_events(con: duckdb.DuckDBPyConnection, nodes: dict[str, Node], per_process: int) -> None:
-    ids = pa.table({"exec_id": pa.array(list(nodes), pa.string())})
-    con.register("_tree_ids", ids)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _tree_ids AS SELECT unnest($ids::VARCHAR[]) AS exec_id", {"ids": list(nodes)}
+    )
     try:
-        for row in con.sql(sql.EVENTS_SQL, params={"per_process": per_process}).to_arrow_table().to_pylist():
+        for row in _records(con.sql(sql.EVENTS_SQL, params={"per_process": per_process})):
             node = nodes[row["exec_id"]]
             node.event_count = row.pop("n")
             node.events.append(_event(row))
-        for row in con.sql(sql.ALERTS_SQL).to_arrow_table().to_pylist():
+        for row in _records(con.sql(sql.ALERTS_SQL)):
             nodes[row["exec_id"]].alerts.append(
                 Alert(
                     row["rule_id"],
@@ -319,4 +314,10 @@ def _attach_events(con: duckdb.DuckDBPyConnection, nodes: dict[str, Node], per_p
                 )
             )
     finally:
-        con.unregister("_tree_ids")
+        con.execute("DROP TABLE IF EXISTS _tree_ids")
+
+
+def _records(rel: duckdb.DuckDBPyRelation) -> list[dict]:
+    """The rows of ``rel`` as dicts by column name (DuckDB's Python values: no Arrow, no numpy to import)."""
+    names = rel.columns
+    return [dict(zip(names, row, strict=True)) for row in rel.fetchall()]
