@@ -32,6 +32,10 @@ What runs, and why this way:
   the collector's settings: acks=all, idempotence, the same compression,
   linger and batch size, key = node_name. The gap between the two is what the
   collector's own work costs; the baseline is the ceiling for this client.
+  With the confluent client in the run, a second baseline does the same with
+  confluent-kafka's bare ``Producer`` (librdkafka; kcat cannot talk to tansu),
+  one shared delivery callback, its queue bounded like the collector's buffer: issue 19's limit for the fast collector (target:
+  the collector at >= 70% of it).
 * **Exactly once**: after each collector run the topic is read back (all
   partitions, no consumer group) and must hold as many records as lines, with
   the same order-independent digest (sum of 64-bit BLAKE2 hashes) as the
@@ -57,6 +61,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +70,9 @@ from gen_events import generate_reported  # bench/ is on sys.path when a script 
 ROOT = Path(__file__).resolve().parent.parent
 BAR_EVENTS_PER_S = 20_000
 BAR_RSS_MIB = 300
+#: the librdkafka limit's mode name, and issue 19's target for the confluent collector against it
+LIBRDKAFKA = "baseline-librdkafka"
+LIBRDKAFKA_TARGET = 0.70
 _MASK64 = (1 << 64) - 1
 
 
@@ -262,6 +270,77 @@ class RotatingWriter(threading.Thread):
 # --- the two measured processes ------------------------------------------------------------------------------------
 
 
+def _lines(path: str) -> Iterator[bytes]:
+    """The file's non-empty lines, read in 1 MiB blocks (both baselines read alike)."""
+    with open(path, "rb") as f:
+        tail = b""
+        while True:
+            block = f.read(1 << 20)
+            if not block:
+                break
+            lines = (tail + block).split(b"\n")
+            tail = lines.pop()
+            yield from (line for line in lines if line)
+        if tail.strip():
+            yield tail
+
+
+def _librdkafka_child(path: str, bootstrap: str, topic: str, linger_ms: str, batch_size: str) -> None:
+    """The librdkafka limit, in its own process: confluent-kafka's bare ``Producer`` over the file's lines.
+
+    kcat cannot talk to tansu, so librdkafka is driven from Python in the
+    leanest way it can be: one shared delivery callback that only counts,
+    ``poll(0)`` every 1,000 records, the collector's settings (acks=all,
+    idempotence, the same compression, linger and batch size, key = node_name,
+    murmur2 partitioning as the collector's backend uses).
+    """
+    sys.path.insert(0, str(ROOT))
+    from confluent_kafka import Producer
+
+    from tetrapipe.sinks.kafka import node_key, resolve_compression
+
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "compression.type": resolve_compression("auto"),
+            "linger.ms": int(linger_ms),
+            "batch.size": int(batch_size),
+            "partitioner": "murmur2_random",
+            # bounded like the collector's memory buffer (--buffer-bytes, 32 MiB): unbounded, librdkafka
+            # queues the whole file (~1 GiB allowed) and runs slower than the collector on one core
+            "queue.buffering.max.kbytes": 32 * 1024,
+        }
+    )
+    failed: list[str] = []
+    delivered = [0]
+
+    def report(err: Any, _msg: Any) -> None:
+        delivered[0] += 1
+        if err is not None:
+            failed.append(str(err))
+
+    produce, poll = producer.produce, producer.poll
+    n = 0
+    started = time.perf_counter()
+    for line in _lines(path):
+        while True:
+            try:
+                produce(topic, line, node_key(line, b"bench"), on_delivery=report)
+                break
+            except BufferError:
+                poll(0.05)
+        n += 1
+        if n % 1000 == 0:
+            poll(0)
+    left = producer.flush(120)
+    seconds = time.perf_counter() - started
+    if left or failed or delivered[0] != n:
+        sys.exit(f"librdkafka baseline: {left} undelivered, {len(failed)} failed ({failed[:3]}), {delivered[0]}/{n}")
+    print(json.dumps({"lines": n, "seconds": seconds}))
+
+
 def _producer_child(path: str, bootstrap: str, topic: str, linger_ms: str, batch_size: str) -> None:
     """The baseline, in its own process: a bare kafka-python producer over the file's lines."""
     sys.path.insert(0, str(ROOT))
@@ -280,21 +359,9 @@ def _producer_child(path: str, bootstrap: str, topic: str, linger_ms: str, batch
     send = producer.send
     n = 0
     started = time.perf_counter()
-    with open(path, "rb") as f:
-        tail = b""
-        while True:
-            block = f.read(1 << 20)
-            if not block:
-                break
-            lines = (tail + block).split(b"\n")
-            tail = lines.pop()
-            for line in lines:
-                if line:
-                    send(topic, line, key=node_key(line, b"bench"))
-                    n += 1
-        if tail.strip():
-            send(topic, tail, key=node_key(tail, b"bench"))
-            n += 1
+    for line in _lines(path):
+        send(topic, line, key=node_key(line, b"bench"))
+        n += 1
     producer.flush()
     seconds = time.perf_counter() - started
     producer.close()
@@ -305,13 +372,16 @@ def _pin(cores: str) -> list[str]:
     return ["taskset", "-c", cores] if cores and shutil.which("taskset") else []
 
 
-def run_baseline(path: Path, bootstrap: str, topic: str, cores: str, linger_ms: int, batch_size: int) -> dict[str, Any]:
+def run_baseline(
+    path: Path, bootstrap: str, topic: str, cores: str, linger_ms: int, batch_size: int, mode: str = "baseline"
+) -> dict[str, Any]:
+    """A bare producer in its own process on the measured core: kafka-python (``baseline``) or librdkafka."""
     proc = subprocess.Popen(
         [
             *_pin(cores),
             sys.executable,
             __file__,
-            "--producer-child",
+            "--librdkafka-child" if mode == LIBRDKAFKA else "--producer-child",
             str(path),
             bootstrap,
             topic,
@@ -325,13 +395,14 @@ def run_baseline(path: Path, bootstrap: str, topic: str, cores: str, linger_ms: 
     _, status, usage = os.wait4(proc.pid, 0)
     out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
     if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"baseline producer failed:\n{err[-3000:]}")
+        sys.exit(f"{mode} producer failed:\n{err[-3000:]}")
     r = json.loads(out.strip().splitlines()[-1])
     return {
-        "mode": "baseline",
+        "mode": mode,
         "lines": r["lines"],
         "seconds": r["seconds"],
         "peak_rss_mib": usage.ru_maxrss / 1024,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
         "topic": topic,
     }
 
@@ -437,6 +508,7 @@ def run_collector(
         "bytes": size,
         "seconds": seconds,
         "peak_rss_mib": usage.ru_maxrss / 1024,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
         "exit_code": os.waitstatus_to_exitcode(status),
         "rotations": writer.rotations,
         "writer_seconds": (writer.finished_at or done) - writer.started_at,
@@ -452,6 +524,9 @@ def run_collector(
 def main() -> None:
     if len(sys.argv) == 7 and sys.argv[1] == "--producer-child":
         _producer_child(*sys.argv[2:])
+        return
+    if len(sys.argv) == 7 and sys.argv[1] == "--librdkafka-child":
+        _librdkafka_child(*sys.argv[2:])
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=500_000, help="Events to generate (default 500,000).")
@@ -498,12 +573,13 @@ def main() -> None:
         runs: list[dict[str, Any]] = []
         clients = ["kafka-python", "confluent"] if args.kafka_client == "both" else [args.kafka_client]
         collectors = [f"collector-{c}" for c in clients]
+        baselines = ["baseline", *([LIBRDKAFKA] if "confluent" in clients else [])]
         for i in range(args.rounds):
-            order = ["baseline", *collectors] if i % 2 == 0 else [*collectors, "baseline"]
+            order = [*baselines, *collectors] if i % 2 == 0 else [*collectors, *baselines]
             for mode in order:
                 topic = f"bench-{mode}-{i}"
-                if mode == "baseline":
-                    r = run_baseline(path, bootstrap, topic, args.cores, defaults.linger_ms, defaults.batch_size)
+                if mode in baselines:
+                    r = run_baseline(path, bootstrap, topic, args.cores, defaults.linger_ms, defaults.batch_size, mode)
                 else:
                     r = run_collector(
                         path,
@@ -525,7 +601,7 @@ def main() -> None:
                     f"{size / r['seconds'] / 1e6:6.1f} MB/s  peak RSS {r['peak_rss_mib']:5.0f} MiB"
                     + (
                         f"  rotations {r['rotations']}, writer waited {r['writer_waited_seconds']:.1f}s"
-                        if mode != "baseline"
+                        if mode not in baselines
                         else ""
                     ),
                     file=sys.stderr,
@@ -549,22 +625,25 @@ def main() -> None:
     def med(mode: str, key: str) -> float:
         return statistics.median(r[key] for r in runs if r["mode"] == mode)
 
-    rate = {m: n / med(m, "seconds") for m in ("baseline", *collectors)}
+    rate = {m: n / med(m, "seconds") for m in (*baselines, *collectors)}
     rss = max(med(m, "peak_rss_mib") for m in collectors)
     print(
         f"\n{n:,} events, {size / 1e6:,.0f} MB ({size / n:,.0f} B/line); measured processes on core(s) "
         f"{args.cores} of {os.cpu_count()}; compression {resolve_compression('auto')}, linger "
         f"{defaults.linger_ms} ms, batch {defaults.batch_size // 1024} KiB; {args.rounds} interleaved rounds, medians"
     )
-    print(f"{'mode':44s} {'events/s':>10s} {'MB/s':>7s} {'peak RSS MiB':>13s}")
-    print(
-        f"{'baseline (bare kafka-python producer)':44s} {rate['baseline']:10,.0f} "
-        f"{size / med('baseline', 'seconds') / 1e6:7.1f} {med('baseline', 'peak_rss_mib'):13,.0f}"
-    )
-    for m in collectors:
+    # CPU per event: whole processes (start-up and, for the collector, the wait for the SIGTERM included)
+    cpu_us = {m: 1e6 * med(m, "cpu_seconds") / n for m in rate}
+    print(f"{'mode':44s} {'events/s':>10s} {'MB/s':>7s} {'peak RSS MiB':>13s} {'CPU us/event':>13s}")
+    labels = {
+        "baseline": "baseline (bare kafka-python producer)",
+        LIBRDKAFKA: "librdkafka (bare confluent-kafka Producer)",
+    }
+    for m in rate:
+        label = labels.get(m) or "collect --kafka-client " + m.removeprefix("collector-")
         print(
-            f"{'collect --kafka-client ' + m.removeprefix('collector-'):44s} {rate[m]:10,.0f} "
-            f"{size / med(m, 'seconds') / 1e6:7.1f} {med(m, 'peak_rss_mib'):13,.0f}"
+            f"{label:44s} {rate[m]:10,.0f} {size / med(m, 'seconds') / 1e6:7.1f} "
+            f"{med(m, 'peak_rss_mib'):13,.0f} {cpu_us[m]:13.1f}"
         )
     collector_runs = [r for r in runs if r["mode"] in collectors]
     print(
@@ -573,6 +652,15 @@ def main() -> None:
         + f"; rotations per run: {collector_runs[0]['rotations']} (rotating every {args.rotate_mb:g} MB); "
         f"the writer waited up to {max(med(m, 'writer_waited_seconds') for m in collectors):.1f}s"
     )
+    if LIBRDKAFKA in rate:
+        # the broker shares the machine and can set both paces: events per CPU second is the producer's own cost
+        ratio = rate["collector-confluent"] / rate[LIBRDKAFKA]
+        per_cpu = cpu_us[LIBRDKAFKA] / cpu_us["collector-confluent"]
+        print(
+            f"collect --kafka-client confluent / bare librdkafka producer: {100 * ratio:.0f}% of its events/s, "
+            f"{100 * per_cpu:.0f}% of its events per CPU second (target >= {100 * LIBRDKAFKA_TARGET:.0f}%: "
+            f"{'MET' if min(ratio, per_cpu) >= LIBRDKAFKA_TARGET else 'MISSED'})"
+        )
     ok_rate, ok_rss = max(rate[m] for m in collectors) >= BAR_EVENTS_PER_S, rss < BAR_RSS_MIB
     print(
         f"bar: >= {BAR_EVENTS_PER_S:,} ev/s {'MET' if ok_rate else 'MISSED'}; peak RSS < {BAR_RSS_MIB} MB "
@@ -593,6 +681,7 @@ def main() -> None:
                     "backups": args.backups,
                     "compression": resolve_compression("auto"),
                     "events_per_s": rate,
+                    "cpu_us_per_event": cpu_us,
                     "collector_peak_rss_mib": rss,
                     "bar_events_per_s": BAR_EVENTS_PER_S,
                     "bar_rss_mib": BAR_RSS_MIB,
