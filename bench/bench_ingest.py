@@ -19,6 +19,9 @@ DuckDB uses all cores, as tetrapipe does. Modes:
   in DIR (a ``git worktree`` of an older commit), in the same run, so a change is
   measured against what it replaced on the same machine state. ``--repeat N``
   runs every mode N times and reports the median.
+* duckdb-parquet: the duckdb-fields query plus each event's body (JSON text, about
+  the size of the line the lake keeps), written with ``COPY ... TO`` as zstd Parquet:
+  not the bar's limit, but what DuckDB itself needs to parse AND store
 * ``--no-auto``: leave out duckdb-auto (the bar is set against duckdb-fields).
 
 Besides wall time, each mode's CPU seconds (user + system, every thread, from
@@ -76,15 +79,25 @@ FIELDS = [
 def _duckdb_script(mode: str, path: str) -> str:
     if mode == "duckdb-auto":
         sql = f"CREATE TABLE t AS SELECT * FROM read_ndjson_auto('{path}', sample_size=-1)"
-    else:
-        cols = "{'node_name':'VARCHAR','time':'VARCHAR'," + ",".join(f"'{k}':'JSON'" for k in KINDS) + "}"
-        body = "coalesce(" + ",".join(KINDS) + ")"
-        sel = ", ".join(f"json_extract_string({body}, '$.{f}') AS f{i}" for i, f in enumerate(FIELDS))
-        sql = (
-            f"CREATE TABLE t AS SELECT node_name, TRY_CAST(time AS TIMESTAMP) AS time, {sel} "
-            f"FROM read_ndjson('{path}', columns={cols})"
-        )
-    return f"import duckdb; c = duckdb.connect(); c.execute({sql!r}); print(c.execute('SELECT count(*) FROM t').fetchone()[0])"
+        return f"import duckdb; c = duckdb.connect(); c.execute({sql!r}); print(c.execute('SELECT count(*) FROM t').fetchone()[0])"
+    cols = "{'node_name':'VARCHAR','time':'VARCHAR'," + ",".join(f"'{k}':'JSON'" for k in KINDS) + "}"
+    body = "coalesce(" + ",".join(KINDS) + ")"
+    sel = ", ".join(f"json_extract_string({body}, '$.{f}') AS f{i}" for i, f in enumerate(FIELDS))
+    query = (
+        f"SELECT node_name, TRY_CAST(time AS TIMESTAMP) AS time, {sel}@MORE@ FROM read_ndjson('{path}', columns={cols})"
+    )
+    if mode == "duckdb-fields":
+        sql = f"CREATE TABLE t AS {query.replace('@MORE@', '')}"
+        return f"import duckdb; c = duckdb.connect(); c.execute({sql!r}); print(c.execute('SELECT count(*) FROM t').fetchone()[0])"
+    # duckdb-parquet: the same fields and each event's body (as JSON text, about the size of the line)
+    # written to a zstd Parquet file, as the lake keeps the line: a limit that stores what it parsed
+    out = os.path.join(tempfile.gettempdir(), f"bench-ingest-duckdb-{os.getpid()}.parquet")
+    select = query.replace("@MORE@", f", {body} AS body")
+    sql = f"COPY ({select}) TO '{out}' (FORMAT parquet, COMPRESSION zstd)"
+    return (
+        f"import duckdb, os; c = duckdb.connect(); c.execute({sql!r}); "
+        f"print(c.execute(\"SELECT count(*) FROM '{out}'\").fetchone()[0]); os.remove({out!r})"
+    )
 
 
 def _run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, float]:
@@ -119,7 +132,7 @@ def main() -> None:
     rule_sets = args.rules or ["none"]
     runs: list[tuple[str, list[str], dict[str, str] | None]] = [
         (mode, [sys.executable, "-c", _duckdb_script(mode, path)], None)
-        for mode in ("duckdb-auto", "duckdb-fields")
+        for mode in ("duckdb-auto", "duckdb-fields", "duckdb-parquet")
         if not args.no_duckdb and not (args.no_auto and mode == "duckdb-auto")
     ]
     lake = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
