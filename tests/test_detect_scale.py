@@ -253,3 +253,31 @@ def test_a_plan_that_does_not_bind_falls_back_to_the_flat_statement(
         assert _alerts(broken, batches) == _alerts(Detector(rules, per_kind=False), batches)
     assert broken._kind_mask is None
     assert [r.getMessage() for r in caplog.records if "per-kind rule plan failed" in r.getMessage()]
+
+
+def test_batched_parsing_and_rendering_equal_one_at_a_time(synthetic: Path) -> None:
+    """The plan parses all rules in one query and renders a branch's in one: the same trees and text as one by one.
+
+    A text DuckDB cannot parse, in the batch, fails the batch: each is then parsed
+    alone and only that one is None; an unrenderable tree, likewise, is None alone.
+    """
+    from tetrapipe.transforms.sqltree import SqlTrees, string_node
+
+    texts = [f"({r.compiled.condition})" for r in _rules(REPO / "rules", synthetic)]
+    batched, single = SqlTrees(), SqlTrees()
+    batched.parse_all(texts)
+    assert len(batched._parsed) == len(set(texts))  # all parsed by the one query
+    for case in ([*texts, "((("], texts):
+        fresh = SqlTrees()
+        fresh.parse_all(case)
+        got = [fresh.parse(t) for t in case]
+        want = [single.parse(t) for t in case]
+        assert got == want
+    assert single.parse("(((") is None and batched.parse(texts[0]) == single.parse(texts[0])
+    trees = [single.parse(t) for t in texts]
+    items = [(p, p["expr"]) for p in trees if p is not None]
+    rendered = batched.render_all(items)
+    assert rendered == [single.render(p, e) for p, e in items] and None not in rendered
+    bad = {"class": "NO_SUCH_CLASS", "type": "X", "alias": ""}
+    mixed = batched.render_all([items[0], (items[1][0], bad), (items[2][0], string_node("it's"))])
+    assert mixed == [rendered[0], None, "'it''s'"]

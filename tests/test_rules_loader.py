@@ -225,3 +225,60 @@ def test_references_inside_strings_and_comments_are_left_alone() -> None:
         == "arguments = '@shells' AND process_name IN ['sh']"
     )
     assert expand("list_a @> list_b AND x <@ y", scope) == "list_a @> list_b AND x <@ y"
+
+
+def _issues_alone(d: Path) -> tuple[list[str], dict]:
+    """The issues and compiled rules of ``d`` with each rule compiled alone, in a validator of its own."""
+    from tetrapipe.ruleset.compiler import Scope, Validator, compile_rule
+
+    rs = load_ruleset([d], compile_rules=False)
+    issues = [str(i) for i in rs.issues]
+    for rule in rs.rules:
+        validator = Validator()
+        try:
+            scope = Scope(rs.lists, rs.macros, rule.params, rule.params_by_namespace)
+            lines = rule.path.read_text(encoding="utf-8").splitlines()
+            issues += [str(i) for i in compile_rule(rule, scope, validator, lines)]
+        finally:
+            validator.close()
+    return sorted(issues), {r.id: r.compiled for r in rs.rules if r.compiled is not None}
+
+
+@pytest.mark.parametrize("broken", ["mixed", "aliases"])
+def test_binding_rules_together_reports_exactly_what_binding_each_alone_does(tmp_path: Path, broken: str) -> None:
+    """Loading binds many rules per statement (for speed); a broken one must cost only itself, with its own error.
+
+    Good rules around broken ones (an aggregate, a window, UNNEST, an unknown
+    column, a non-boolean, a bad exception, a constant that cannot be cast), or
+    around rules that name the batched statement's own ``_tp_v`` aliases (which
+    DuckDB would resolve to another rule's expression there): the issues equal
+    those of each rule compiled alone in a fresh validator, and the good rules
+    compile to the same SQL.
+    """
+    if broken == "mixed":
+        bodies = {
+            "agg": "condition: count(*) > 1\noutput: x\n",
+            "win": "condition: row_number() OVER () > 1\noutput: x\n",
+            "unn": "condition: unnest([1, 2]) > 1\noutput: x\n",
+            "col": "condition: procss_name = 'sh'\noutput: x\n",
+            "nb": "condition: process_binary || arguments\noutput: x\n",
+            "cast": "condition: process_name = 'sh' AND CAST('x' AS INTEGER) = 1\noutput: x\n",
+            "exc": "condition: process_name = 'sh'\noutput: x\nexceptions:\n  - name: bad\n    when: no_such_col = 1\n",
+            "out": "condition: process_name = 'sh'\noutput: '{no_such_column}'\n",
+        }
+    else:  # only these broken, so that the statements binding them together succeed without the guard
+        bodies = {
+            "zalias": "condition: _tp_v0 IS NULL AND process_name = 'sh'\noutput: x\n",
+            "zalias2": "condition: 'x' = \"_TP_V1\"\noutput: x\n",
+            "zexc": "condition: process_name = 'sh'\noutput: x\nexceptions:\n  - name: a\n    when: _tp_v1 = _tp_v2\n",
+        }
+    expected_bad = set(bodies) - {"cast"}
+    for n in range(80):  # enough good rules for several statements of 64
+        bodies[f"good{n:02d}"] = f"condition: process_name = 'p{n}' AND arguments ILIKE '%{n}%'\noutput: x {n}\n"
+    for name, body in bodies.items():
+        write(tmp_path, f"{name}.yaml", body)
+    together = load_ruleset([tmp_path])
+    issues, compiled = _issues_alone(tmp_path)
+    assert sorted(str(i) for i in together.issues) == issues
+    assert {Path(i.split(":")[0]).stem for i in issues} - {"cast"} == expected_bad
+    assert len(compiled) >= 80 and {r.id: r.compiled for r in together.rules} == compiled

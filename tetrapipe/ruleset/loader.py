@@ -29,6 +29,7 @@ from tetrapipe.ruleset.compiler import (
     Validator,
     compile_rule,
     expand,
+    prime_rules,
     references,
 )
 from tetrapipe.ruleset.kinds import parse_first_seen_override
@@ -240,12 +241,13 @@ def compile_all(rs: RuleSet, file_lines: dict[Path, list[str]] | None = None) ->
     validator = Validator()
     try:
         bad_macros = _check_macros(rs, validator)
+        scopes = [Scope(rs.lists, rs.macros, rule.params, rule.params_by_namespace) for rule in rs.rules]
+        prime_rules(list(zip(rs.rules, scopes, strict=True)), validator)  # a few statements bind them all
         kept: list[Rule] = []
-        for rule in rs.rules:
+        for rule, scope in zip(rs.rules, scopes, strict=True):
             lines = file_lines.get(rule.path)
             if lines is None:
                 lines = rule.path.read_text(encoding="utf-8").splitlines() if rule.path.exists() else []
-            scope = Scope(rs.lists, rs.macros, rule.params, rule.params_by_namespace)
             names, _ = references(rule.condition)
             if names & bad_macros:
                 rs.issues.append(

@@ -46,7 +46,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -166,10 +166,20 @@ def _walk(node: Any) -> Iterator[tuple[str, dict]]:
 
 @dataclass
 class _Shared:
-    """The hoisted operands of one kind's branch: canonical key -> column name, and their SQL."""
+    """The hoisted operands of one kind's branch: canonical key -> column name, and their SQL.
+
+    ``keys`` remembers the canonical key of each operand node :func:`_walk`
+    found (by ``(what, id(node))``; the trees live as long as the plan is being
+    written), so that :func:`_rewrite` does not serialize them again.
+    """
 
     columns: dict[str, str]
     sql: list[str]
+    keys: dict[tuple[str, int], str] = field(default_factory=dict)
+
+    def key(self, what: str, node: dict) -> str:
+        key = self.keys.get((what, id(node)))
+        return key if key is not None else canon(_lower_of(node) if what == "lower" else node)
 
 
 def _rewrite(node: Any, shared: _Shared) -> Any:
@@ -181,16 +191,16 @@ def _rewrite(node: Any, shared: _Shared) -> Any:
     parts = _ilike_parts(node)
     if parts is not None:
         operand, pattern, escape, negated = parts
-        lowered = shared.columns.get(canon(_lower_of(operand)))
+        lowered = shared.columns.get(shared.key("lower", operand))
         target = column_node(lowered) if lowered else _lower_of(_rewrite(operand, shared))
         out = _like(target, TREES.lower(pattern), escape)
         return {"class": "OPERATOR", "type": "OPERATOR_NOT", "alias": "", "children": [out]} if negated else out
     if plain_function(node) and node.get("function_name") in _LOWER and len(args_of(node)) == 1 and _safe(node):
-        name = shared.columns.get(canon(_lower_of(args_of(node)[0])))
+        name = shared.columns.get(shared.key("lower", args_of(node)[0]))
         if name:
             return column_node(name)
     if node.get("class") == "FUNCTION" and _safe(node):
-        name = shared.columns.get(canon(node))
+        name = shared.columns.get(shared.key("value", node))
         if name:
             return column_node(name)
         return node
@@ -288,12 +298,23 @@ def _rule_sql(rule: Rule) -> str:
     return f"({c.condition})" + (f" AND ({c.exceptions}) IS NOT TRUE" if c.exceptions else "")
 
 
-def branch_predicates(rules: list[Rule]) -> tuple[list[str], list[str]]:
-    """Each rule's rewritten test over one kind's rows and the shared columns' ``expr AS name`` list."""
-    parsed = [TREES.parse(_rule_sql(r)) for r in rules]
+def branch_predicates(rules: list[Rule], trees: dict[str, dict | None] | None = None) -> tuple[list[str], list[str]]:
+    """Each rule's rewritten test over one kind's rows and the shared columns' ``expr AS name`` list.
+
+    ``trees`` holds parse trees already read (rule text -> :meth:`SqlTrees.parse`), shared between the
+    branches of one plan; they are not changed here.
+    """
+    trees = trees if trees is not None else {}
+    parsed = []
+    for rule in rules:
+        text = _rule_sql(rule)
+        if text not in trees:
+            trees[text] = TREES.parse(text)
+        parsed.append(trees[text])
     counts: Counter[str] = Counter()
     nodes: dict[str, dict] = {}
     patterns = []
+    shared = _Shared({}, [])
     for p in parsed:
         if p is None:
             continue
@@ -302,23 +323,24 @@ def branch_predicates(rules: list[Rule]) -> tuple[list[str], list[str]]:
                 patterns.append(node["literal"]["text"])
                 continue
             target = _lower_of(node) if what == "lower" else node
-            key = canon(target)
+            key = shared.keys.get((what, id(node)))
+            if key is None:
+                key = shared.keys[(what, id(node))] = canon(target)
             counts[key] += 1
             nodes.setdefault(key, target)
     TREES.lower_all(patterns)
-    shared = _Shared({}, [])
-    for key, n in counts.items():
-        if n < 2:
-            continue
-        name = f"{_HOIST}{len(shared.columns)}"
-        text = TREES.render({"doc": template()}, nodes[key])
+    candidates = [key for key, n in counts.items() if n >= 2]
+    doc = {"doc": template()}
+    for key, text in zip(candidates, TREES.render_all([(doc, nodes[key]) for key in candidates]), strict=True):
         if text is None:
             continue
+        name = f"{_HOIST}{len(shared.columns)}"
         shared.columns[key] = name
         shared.sql.append(f"{text} AS {name}")
+    texts = iter(TREES.render_all([(p, _rewrite(p["expr"], shared)) for p in parsed if p is not None]))
     out = []
     for rule, p in zip(rules, parsed, strict=True):
-        text = TREES.render(p, _rewrite(p["expr"], shared)) if p is not None else None
+        text = next(texts) if p is not None else None
         out.append(text if text is not None else _rule_sql(rule))
     return out, shared.sql
 
@@ -362,10 +384,13 @@ def kind_mask_sql(rules: list[Rule], source: str) -> KindMask:
     joined back to the rows with ``IS NOT DISTINCT FROM``, so NULLs match
     NULLs): exec events of one batch repeat a few hundred command lines.
     """
+    TREES.parse_all([_rule_sql(r) for r in rules])  # one query for all (branch_predicates reads them)
     kinds = tuple(sorted({k for r in rules for k in r.compiled.kinds}))
     slots = tuple(f"{source}_{n}" for n in range(len(kinds)))
     groups = (len(rules) + MASK_BITS - 1) // MASK_BITS
-    branches = [_branch(rules, kind, slot, groups) for kind, slot in zip(kinds, slots, strict=True)]
+    columns = [predicate_columns([r]) for r in rules]
+    trees: dict[str, dict | None] = {}  # parse trees read once for all branches
+    branches = [_branch(rules, kind, slot, groups, columns, trees) for kind, slot in zip(kinds, slots, strict=True)]
     return KindMask("\nUNION ALL\n".join(branches), kinds, slots)
 
 
@@ -398,11 +423,17 @@ def _value_groups(by_value: list[int], cols: dict[int, list[str]]) -> list[list[
 
 
 def _value_join(
-    rules: list[Rule], members: list[int], cols: dict[int, list[str]], slot: str, n: int, groups: int
+    rules: list[Rule],
+    members: list[int],
+    cols: dict[int, list[str]],
+    slot: str,
+    n: int,
+    groups: int,
+    trees: dict[str, dict | None],
 ) -> str:
     """``JOIN (...) v{n} ON ...``: the bits of ``members`` per distinct combination of the columns they read."""
     keys = sorted({c for i in members for c in cols[i]}, key=COLUMNS.index) or ["kind"]  # no column: any row will do
-    tests, shared = branch_predicates([rules[i] for i in members])
+    tests, shared = branch_predicates([rules[i] for i in members], trees)
     test = dict(zip(members, tests, strict=True))
     distinct = f"SELECT DISTINCT {', '.join(keys)} FROM {slot}"
     hoisted = f"SELECT *{''.join(', ' + x for x in shared)} FROM ({distinct})"
@@ -412,18 +443,20 @@ def _value_join(
     return f"\nJOIN (SELECT {renamed}, {values} FROM ({hoisted})) v{n} ON {on}"
 
 
-def _branch(rules: list[Rule], kind: str, slot: str, groups: int) -> str:
-    """One kind's ``SELECT``: its rules' bits for every row of ``slot`` with one set."""
+def _branch(
+    rules: list[Rule], kind: str, slot: str, groups: int, columns: list[list[str]], trees: dict[str, dict | None]
+) -> str:
+    """One kind's ``SELECT``: its rules' bits for every row of ``slot`` with one set (``columns``: each rule's)."""
     mine = [i for i, r in enumerate(rules) if kind in r.compiled.kinds]
-    cols = {i: predicate_columns([rules[i]]) for i in mine}
+    cols = {i: columns[i] for i in mine}
     by_value = [i for i in mine if not UNIQUE_COLUMNS.intersection(cols[i])]
     by_row = [i for i in mine if i not in by_value]
-    tests_r, shared_r = branch_predicates([rules[i] for i in by_row])
+    tests_r, shared_r = branch_predicates([rules[i] for i in by_row], trees)
     row_test = dict(zip(by_row, tests_r, strict=True))
     rows = f"(SELECT *{''.join(', ' + x for x in shared_r)} FROM {slot})" if shared_r else slot
     value_groups = _value_groups(by_value, cols)
     frm = f"{rows} b" + "".join(
-        _value_join(rules, members, cols, slot, n, groups) for n, members in enumerate(value_groups)
+        _value_join(rules, members, cols, slot, n, groups, trees) for n, members in enumerate(value_groups)
     )
     masks = [
         " + ".join([*(f"v{n}._tp_v{g}" for n in range(len(value_groups))), _bits(row_test, g)]) + f" AS _m{g}"
