@@ -15,6 +15,8 @@ import zlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tetrapipe.sources.chunks import Chunk, LineSplitter, Reject
 from tetrapipe.sources.follow import FileFollower
@@ -393,6 +395,44 @@ def test_line_splitter_blank_crlf_and_final_line() -> None:
     assert lines == [b"a", b"b\r"] and nos == [1, 4] and consumed == 8 and not rejects
     lines, consumed, nos, _ = s.feed(b"", final=True)
     assert lines == [b"c"] and nos == [5] and consumed == 1
+
+
+def _expected_lines(data: bytes, limit: int) -> tuple[list[bytes], list[int], list[int]]:
+    """What one reading of the whole ``data`` must give: kept lines, their numbers, the numbers of over-long ones."""
+    pieces = data.split(b"\n")
+    if pieces and pieces[-1] == b"":
+        pieces.pop()  # the empty piece after a final newline
+    kept, nos, long = [], [], []
+    for no, line in enumerate(pieces, start=1):
+        if len(line) > limit:
+            long.append(no)
+        elif line and line != b"\r":
+            kept.append(line)
+            nos.append(no)
+    return kept, nos, long
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.lists(st.sampled_from([b"a", b"bc", b"\n", b"\r", b"\r\n", b"x" * 7, b"{}"]), max_size=60).map(b"".join),
+    cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=8),
+    limit=st.sampled_from([4, 6, 1000]),
+)
+def test_line_splitter_gives_the_same_lines_however_the_data_is_cut(data: bytes, cuts: list[int], limit: int) -> None:
+    """Any bytes, fed in any pieces: the lines, their numbers, the rejects and the bytes consumed are one reading's."""
+    s = LineSplitter(limit, want_line_nos=True)
+    bounds = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
+    got, got_nos, got_long, consumed = [], [], [], 0
+    for i, (a, b) in enumerate(zip(bounds, bounds[1:] + [len(data)], strict=True)):
+        last = i == len(bounds) - 1
+        lines, used, nos, rejects = s.feed(data[a:b], final=last)
+        got += lines
+        got_nos += nos
+        got_long += [r.line_no for r in rejects]
+        consumed += used
+    want, want_nos, want_long = _expected_lines(data, limit)
+    assert (got, got_nos, got_long) == (want, want_nos, want_long)
+    assert consumed == len(data) and s.pending_bytes == 0
 
 
 def test_stream_follower_reads_a_pipe_and_ends_at_eof() -> None:

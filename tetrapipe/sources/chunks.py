@@ -104,9 +104,16 @@ class LineSplitter:
         if cut <= start:
             cut = start
         end = len(buf) if final else cut
-        lines: list[bytes] = buf[start:end].split(b"\n") if end > start else []
-        if lines and end == cut:
-            lines.pop()  # the empty piece after the last newline
+        tail: bytes | None = None
+        if start == 0 and end == cut and cut:
+            # the usual case: one split of the whole buffer, whose last piece is the unfinished
+            # line (a slice would copy the buffer first: ~20% of the collector's reading time)
+            lines: list[bytes] = buf.split(b"\n")
+            tail = lines.pop()
+        else:
+            lines = buf[start:end].split(b"\n") if end > start else []
+            if lines and end == cut:
+                lines.pop()  # the empty piece after the last newline
         consumed += end - start
         first_no = self.line + 1
         self.line += len(lines)
@@ -115,7 +122,8 @@ class LineSplitter:
             lines, line_nos = self._drop_blank(lines, line_nos)
         if lines and max(map(len, lines)) > self.max_line_bytes:
             lines, line_nos = self._drop_long(lines, line_nos, first_no, rejects)
-        tail = buf[end:]
+        if tail is None:
+            tail = buf[end:]
         if len(tail) > self.max_line_bytes:  # (after the whole lines' rejects: rejects come in line order)
             rejects.append(
                 Reject(self.source, self.line + 1, f"line longer than {self.max_line_bytes} bytes, skipped", tail[:200])
