@@ -365,3 +365,27 @@ def test_junit_is_valid_xml_with_the_right_counts(tmp_path: Path) -> None:
     assert ok.exit_code == 0
     suite = ET.fromstring(ok.output).find("testsuite")
     assert suite.get("failures") == "0" and int(suite.get("tests")) >= 2
+
+
+@pytest.mark.parametrize(
+    ("text", "chunks"),
+    [
+        ("a = 'x'", [("code", "a = "), ("string", "'x'")]),
+        ("'it''s' || b", [("string", "'it''s'"), ("code", " || b")]),
+        ("'a'''", [("string", "'a'''")]),  # a doubled quote, then the closing one
+        ("'ab''", [("string", "'ab''")]),  # unterminated: the rest of the text
+        (
+            '"Col""x" = 1 -- why\nAND c',
+            [("string", '"Col""x"'), ("code", " = 1 "), ("comment", "-- why")] + [("code", "\nAND c")],
+        ),
+        ("x - -1 --", [("code", "x - -1 "), ("comment", "--")]),
+        ("'--' \"'\" '\"'", [("string", "'--'"), ("code", " "), ("string", '"\'"'), ("code", " "), ("string", "'\"'")]),
+        ("", []),
+    ],
+)
+def test_scan_sql_tells_code_from_strings_and_comments(text: str, chunks: list[tuple[str, str]]) -> None:
+    """Every later step (macro expansion, the column scan, the SELECT check) reads only the code chunks."""
+    from tetrapipe.ruleset.compiler import scan_sql
+
+    assert list(scan_sql(text)) == chunks
+    assert "".join(c for _, c in scan_sql(text)) == text
