@@ -834,6 +834,39 @@ def test_one_poison_record_in_the_middle_of_a_partition_costs_only_itself(
     assert dict(dead[0].headers)["offset"] == b"1001"
 
 
+def test_a_record_without_a_value_in_a_partition_costs_only_itself(
+    kafka: TansuBroker, topic: str, tmp_path: Path
+) -> None:
+    """A tombstone (a record whose value is null: any producer can write one) crashed the micro-batch, every retry.
+
+    Now it is a reject with its offset, and the events around it land once.
+    """
+    from kafka import KafkaProducer
+
+    _create_topic(kafka.bootstrap, topic, 1)
+    lines = _synthetic(300, nodes=1)
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
+    for i, line in enumerate(lines):
+        producer.send(topic, key=b"node-0", value=line)
+        if i == 150:
+            producer.send(topic, key=b"node-0", value=None)
+    producer.flush()
+    producer.close()
+    cfg = ProcessorConfig(
+        kafka.bootstrap, topic=topic, group=topic, exit_at_eof=True, alerts_topic=None, kafka_options=FAST_GROUP
+    )
+    stats = Processor(cfg, Lake(tmp_path / "lake"), []).run()
+    assert (stats.records, stats.events, stats.rejects) == (301, 300, 1)
+    con = connect(Lake(tmp_path / "lake"))
+    try:
+        ids = [r[0] for r in con.execute("SELECT event_id FROM events").fetchall()]
+        rejects = con.execute("SELECT source_offset, reason FROM rejects").fetchall()
+    finally:
+        con.close()
+    assert len(ids) == len(set(ids)) == 300 and set(ids) == _expected_ids(lines)
+    assert rejects == [(151, "not a Tetragon event: a Kafka record without a value (a tombstone)")]
+
+
 def test_events_a_restarted_collector_sends_again_are_stored_once(
     kafka: TansuBroker, topic: str, tmp_path: Path
 ) -> None:

@@ -259,6 +259,35 @@ def make_rejects(source: str, offsets: list[int | None], reasons: list[str], raw
     )
 
 
+#: every character ``str.strip()`` removes (``str.isspace``), as an RE2 class: a line of nothing
+#: else is blank (tests/test_normalize_fast.py checks the list against Python's own)
+WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_BLANK_LINE = f"^[{WHITESPACE}]*$"
+
+
+def _arrow_lines(lines: list[bytes], offsets: pa.Array) -> tuple[pa.Array, pa.Array] | None:
+    """Kafka values as one Arrow string array, without a Python step per line; None when one needs that step.
+
+    The same lines as the per-line path below would give (tested): UTF-8
+    checked by Arrow's cast, the newline stripped, blank lines left out. A
+    value that is not UTF-8, or a record without a value, is left to the
+    per-line path, which says which and why.
+    """
+    try:
+        arr = pa.array(lines, pa.large_binary())
+        if arr.null_count:
+            return None
+        arr = arr.cast(pa.large_string())
+    except (pa.ArrowException, TypeError, ValueError):
+        return None
+    arr = pc.utf8_rtrim(arr, characters="\r\n")
+    blank = pc.match_substring_regex(arr, _BLANK_LINE)
+    if not pc.any(blank).as_py():
+        return arr, offsets
+    keep = pc.invert(blank)
+    return arr.filter(keep), offsets.filter(keep)
+
+
 def normalize_lines(
     lines: list[str] | list[bytes],
     source: str = "<inline>",
@@ -270,14 +299,43 @@ def normalize_lines(
 
     ``offsets`` gives each line's position (Kafka offsets); by default lines
     are numbered from ``first_offset``. Lines that are not UTF-8 (bytes that
-    do not decode, or text with lone surrogates) become rejects instead of
-    reaching DuckDB.
+    do not decode, or text with lone surrogates) and Kafka records without a
+    value become rejects instead of reaching DuckDB. A batch of bytes (the
+    processor's) goes through :func:`_arrow_lines`: no Python step per line.
     """
+    numbers = pa.array(
+        offsets if offsets is not None else np.arange(first_offset, first_offset + len(lines)), pa.int64()
+    )
+    fast = _arrow_lines(lines, numbers) if lines and isinstance(lines[0], bytes) else None  # type: ignore[arg-type]
+    bad: list[tuple[int, str, str]] = []
+    if fast is not None:
+        texts, kept = fast
+    else:
+        texts, kept, bad = _python_lines(lines, numbers.to_pylist())
+    own = normalizer is None
+    normalizer = normalizer or Normalizer()
+    try:
+        result = normalizer.normalize(texts, kept, source)
+    finally:
+        if own:
+            normalizer.close()
+    if bad:
+        extra = make_rejects(source, [b[0] for b in bad], [b[1] for b in bad], [b[2] for b in bad])
+        result.rejects = pa.concat_tables([result.rejects, extra])
+    return result
+
+
+def _python_lines(
+    lines: list[str] | list[bytes], numbers: list[int]
+) -> tuple[pa.Array, pa.Array, list[tuple[int, str, str]]]:
+    """Line by line: text lines, and any batch :func:`_arrow_lines` leaves (a line it cannot take says why here)."""
     texts: list[str] = []
     kept: list[int] = []
     bad: list[tuple[int, str, str]] = []
-    for i, line in enumerate(lines):
-        off = offsets[i] if offsets is not None else first_offset + i
+    for off, line in zip(numbers, lines, strict=True):
+        if line is None:
+            bad.append((off, "not a Tetragon event: a Kafka record without a value (a tombstone)", ""))
+            continue
         if isinstance(line, bytes):
             try:
                 line = line.decode("utf-8")
@@ -301,14 +359,4 @@ def normalize_lines(
             continue
         texts.append(line)
         kept.append(off)
-    own = normalizer is None
-    normalizer = normalizer or Normalizer()
-    try:
-        result = normalizer.normalize(pa.array(texts, pa.large_string()), pa.array(kept, pa.int64()), source)
-    finally:
-        if own:
-            normalizer.close()
-    if bad:
-        extra = make_rejects(source, [b[0] for b in bad], [b[1] for b in bad], [b[2] for b in bad])
-        result.rejects = pa.concat_tables([result.rejects, extra])
-    return result
+    return pa.array(texts, pa.large_string()), pa.array(kept, pa.int64()), bad
