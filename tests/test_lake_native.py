@@ -12,6 +12,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
@@ -20,7 +21,7 @@ from deltalake import write_deltalake
 
 from tetrapipe.cli import cli
 from tetrapipe.lake import Lake, Position
-from tetrapipe.lake.native import NativeScan, native_scan
+from tetrapipe.lake.native import NativeScan, native_scan, read_local_log
 from tetrapipe.lake.query import execute, to_csv, to_json
 from tetrapipe.lake.views import LakeViews, names_read
 from tetrapipe.schema import EVENT_SCHEMA, TABLES
@@ -186,3 +187,56 @@ def test_a_query_defines_the_processes_view_only_when_it_names_it(samples_lake: 
     lake = Lake(samples_lake)
     hidden = execute(lake, "SELECT count(*) AS n FROM query_table('proc' || 'esses')")
     assert hidden.equals(execute(lake, "SELECT count(*) AS n FROM processes")) and hidden.column("n")[0].as_py() > 0
+
+
+def _same_as_delta_rs(lake: Lake, name: str = "events") -> NativeScan:
+    """The log replayed here lists what delta-rs lists: the same files in the same order, dates, columns, version."""
+    snapshot = read_local_log(lake.table_uri(name), duckdb.connect())
+    table = lake.table(name)
+    assert snapshot is not None and table is not None
+    assert snapshot.scan == native_scan(table)
+    assert (snapshot.version, snapshot.table_uri) == (table.version(), table.table_uri)
+    return snapshot.scan
+
+
+def test_the_log_is_replayed_as_delta_rs_reads_it(tmp_path: Path) -> None:
+    """Commits of several dates each, a checkpoint with the commits before it cleaned up, a compaction's removes,
+    a retention's deletes: at every step the files a query reads are delta-rs's, in its order."""
+    from tetrapipe.lake.maintenance import optimize, retention
+
+    lake = Lake(tmp_path / "lake")
+    today = dt.datetime.now(dt.UTC).replace(tzinfo=None, hour=9, minute=0, second=0, microsecond=0)
+
+    def commit(batch: int) -> None:
+        rows = [
+            {"event_id": f"b{batch}-{d}-{i}", "time": today - dt.timedelta(days=d, seconds=i), "kind": "process_exec"}
+            for d in (0, 3, 20)
+            for i in range(2)
+        ]
+        lake.commit("events", pa.Table.from_pylist(rows, schema=EVENT_SCHEMA), Position("file:x", batch))
+
+    for b in range(1, 5):
+        commit(b)
+    assert len(_same_as_delta_rs(lake).files) == 12
+    lake.table("events").create_checkpoint()
+    log = Path(lake.table_uri("events")) / "_delta_log"
+    checkpoint = int(next(log.glob("*.checkpoint.parquet")).name[:20])
+    for old in log.glob("*.json"):  # what log cleanup leaves: only the checkpoint says what came before
+        if int(old.name[:20]) < checkpoint:
+            old.unlink()
+    lake = Lake(lake.root)  # (the first one's cached table would look for the log files just removed)
+    commit(5)
+    commit(6)
+    assert len(_same_as_delta_rs(lake).files) == 18
+    optimize(lake, ["events"])
+    assert len(_same_as_delta_rs(lake).files) == 3  # one file per date
+    retention(lake, dt.timedelta(days=7), ["events"])
+    scan = _same_as_delta_rs(lake)
+    assert len(scan.files) == 2 and len(set(scan.partitions)) == 2
+    with LakeViews(lake) as views:
+        assert views.con.sql("SELECT count(*) FROM events").fetchall() == [(24,)]
+    # a commit missing from the middle of the log: not replayed here (delta-rs reads the table, or says why not)
+    newest = max(int(p.name[:20]) for p in log.glob("*.json"))
+    (log / f"{newest - 1:020d}.json").unlink()
+    assert read_local_log(lake.table_uri("events"), duckdb.connect()) is None
+    assert read_local_log(str(tmp_path / "nothing"), duckdb.connect()) is None

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, TypeVar
 import duckdb
 
 from tetrapipe.lake.asof import AsOf, at_time, at_version, commit_time
-from tetrapipe.lake.native import NativeScan, native_scan
+from tetrapipe.lake.native import NativeScan, native_scan, read_local_log
 from tetrapipe.lake.store import Lake
 from tetrapipe.redact import redact_url
 from tetrapipe.schema import PARTITION_TIME, TABLES
@@ -271,31 +271,48 @@ class LakeViews:
             when = commit_time(table, as_of.version)
             self._register(as_of.table, table)
         for name in order:
+            if when is None and self.reader == "auto" and self.lake.is_local:
+                # the newest snapshot of a local table: its log read here, not by delta-rs (see read_local_log)
+                snapshot = read_local_log(self.lake.table_uri(name), self.con)
+                if snapshot is not None:
+                    self._register_native(name, snapshot.version, snapshot.table_uri, snapshot.scan)
+                    continue
             table = self.lake.table(name)
             if table is not None and when is not None:
                 table = at_time(table, name, when)
             self._register(name, table)
+
+    def _known_bad(self, name: str, version: int, uri: str) -> set[str]:
+        """Record the table's version and URI; the files of it found unreadable earlier in this process."""
+        self.versions[name] = version
+        self._uris[name] = uri
+        with _bad_lock:
+            return set(_bad_files.get(uri, ()))
+
+    def _register_native(self, name: str, version: int, uri: str, scan: NativeScan) -> None:
+        """A table read by DuckDB's own Parquet reader over ``scan``'s files."""
+        known = self._known_bad(name, version, uri)
+        self._native[name] = scan
+        self._native_files.update({scan.path(f): (name, f) for f in scan.files})
+        self.con.execute(f"SET VARIABLE {_SCHEMA_VARIABLE.format(name)} = {scan.schema_literal()}")
+        self._attach(name, known)
+        for path in sorted(known & set(scan.files)):
+            self._skipped_file(name, path, "found unreadable earlier")
 
     def _register(self, name: str, table: object) -> None:
         if table is None:
             self.versions[name] = None
             self._empty(name)
             return
-        self.versions[name] = table.version()
-        self._uris[name] = table.table_uri
-        with _bad_lock:
-            known = set(_bad_files.get(table.table_uri, ()))
         scan = native_scan(table) if self.reader == "auto" and self.lake.is_local else None
         if scan is not None:
-            self._native[name] = scan
-            self._native_files.update({scan.path(f): (name, f) for f in scan.files})
-            self.con.execute(f"SET VARIABLE {_SCHEMA_VARIABLE.format(name)} = {scan.schema_literal()}")
-            present = set(scan.files)
-        else:
-            from tetrapipe.lake.scan import table_dataset  # pyarrow: only a table the native reader leaves
+            self._register_native(name, table.version(), table.table_uri, scan)
+            return
+        known = self._known_bad(name, table.version(), table.table_uri)
+        from tetrapipe.lake.scan import table_dataset  # pyarrow: only a table the native reader leaves
 
-            self._datasets[name] = table_dataset(table, PARTITION_TIME[name], self.lake.storage_options)
-            present = {f.path for f in self._datasets[name].get_fragments()} if known else set()
+        self._datasets[name] = table_dataset(table, PARTITION_TIME[name], self.lake.storage_options)
+        present = {f.path for f in self._datasets[name].get_fragments()} if known else set()
         self._attach(name, known)
         for path in sorted(known & present):
             self._skipped_file(name, path, "found unreadable earlier")
