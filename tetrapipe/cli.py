@@ -251,7 +251,6 @@ def query(
     tetrapipe query late-shells          (a saved hunt, by name)
     tetrapipe query alerts --as-of 2026-03-10T09:00
     """
-    from tetrapipe.lake import saved_hunts
     from tetrapipe.lake.query import QueryError, resolve, unknown_hunt
 
     if show_schema or list_hunts:
@@ -268,6 +267,8 @@ def query(
         raise click.BadParameter(str(exc), param_hint="--as-of") from None
     try:
         if hunt is not None:
+            from tetrapipe.lake.hunts import saved_hunts
+
             saved = saved_hunts()
             if hunt not in saved:
                 raise QueryError(unknown_hunt(hunt))

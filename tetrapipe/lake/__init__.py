@@ -29,22 +29,29 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tetrapipe.lake.hunts import Hunt, saved_hunts
 from tetrapipe.lake.positions import Position
 from tetrapipe.lake.store import DEFAULT_LAKE, LAKE_ENV, Lake
 
 if TYPE_CHECKING:
+    from tetrapipe.lake.hunts import Hunt, saved_hunts
     from tetrapipe.lake.views import VIEW_DOCS, connect, read_rows
 
-#: names served by :mod:`.views`, imported when first asked for (DuckDB is a heavy import)
-_FROM_VIEWS = frozenset({"VIEW_DOCS", "connect", "read_rows"})
+#: names imported when first asked for, by module: DuckDB is a heavy import, and the hunts'
+#: ``importlib.resources`` is a few milliseconds that a query of SQL (not of a hunt) need not pay
+_LAZY = {
+    "VIEW_DOCS": "views",
+    "connect": "views",
+    "read_rows": "views",
+    "Hunt": "hunts",
+    "saved_hunts": "hunts",
+}
 
 
 def __getattr__(name: str) -> object:
-    if name in _FROM_VIEWS:
-        from tetrapipe.lake import views
+    if name in _LAZY:
+        import importlib
 
-        return getattr(views, name)
+        return getattr(importlib.import_module(f"tetrapipe.lake.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -26,7 +26,6 @@ import orjson
 from tetrapipe.errors import TetrapipeError
 from tetrapipe.fsutil import open_private
 from tetrapipe.lake.asof import AsOf
-from tetrapipe.lake.hunts import saved_hunts
 from tetrapipe.lake.store import Lake
 from tetrapipe.lake.views import VIEW_NAMES, LakeViews, names_read
 
@@ -150,6 +149,8 @@ def resolve(lake: Lake, text: str) -> str:
     word = text.strip()
     if not _NAME.match(word):
         return text
+    from tetrapipe.lake.hunts import saved_hunts
+
     saved = saved_hunts()
     if word in saved:
         return saved[word].sql
@@ -161,6 +162,8 @@ def resolve(lake: Lake, text: str) -> str:
 
 def unknown_hunt(name: str, known_views: list[str] | None = None) -> str:
     """What to say about a name that is no saved hunt: the closest one (or view), and where the list is."""
+    from tetrapipe.lake.hunts import saved_hunts
+
     hunt = _closest(name, list(saved_hunts()))
     view = _closest(name, known_views or [])
     if hunt:
