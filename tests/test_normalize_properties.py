@@ -21,6 +21,7 @@ import pytest
 from conftest import REAL_LOGS, REPO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reference_normalizer import assert_same_output, reference_normalize
 
 from tetrapipe.transforms.normalize import Normalizer, normalize_lines
 
@@ -256,3 +257,37 @@ def test_a_repeated_key_reads_as_its_last_value(
         kind = path.split(".")[0]
         if "." not in path or any(path.rsplit(".", 1)[0] == kind + suffix for suffix in _CHECKED):
             assert f"duplicate key {path}: last value used" in (got["warnings"] or []), (path, got["warnings"])
+
+
+# --- the same rows as the reference queries ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reference() -> Iterator[Normalizer]:
+    n = Normalizer()
+    yield n
+    n.close()
+
+
+@settings(max_examples=20, **_COMMON)
+@given(
+    mutations=st.lists(_mutation(), max_size=4),
+    repeats=st.lists(_repeat(), max_size=3),
+    seed=st.integers(0, 2**32 - 1),
+    picks=st.lists(st.integers(0, len(LINES) - 1), min_size=1, max_size=4),
+)
+def test_any_line_reads_as_with_the_reference_queries(
+    normalizer: Normalizer,
+    reference: Normalizer,
+    mutations: list[tuple[int, list[str | int], str]],
+    repeats: list[tuple[int, str, str, str]],
+    seed: int,
+    picks: list[int],
+) -> None:
+    """Wrong types, repeated keys, shuffled keys, real lines: the whole output is the reference's (tests/reference_normalizer.py)."""
+    rng = random.Random(seed)
+    shuffled = [json.dumps(_shuffled(json.loads(LINES[i]), rng)) for i in picks]
+    lines = [m[2] for m in mutations] + [r[1] for r in repeats] + shuffled + [LINES[i] for i in picks]
+    rng.shuffle(lines)
+    got = normalize_lines(lines, normalizer=normalizer, first_offset=0)
+    assert_same_output(got, reference_normalize(lines, reference, first_offset=0))

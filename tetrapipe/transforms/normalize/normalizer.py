@@ -17,7 +17,7 @@ from tetrapipe.schema import EVENT_SCHEMA, REJECT_SCHEMA
 from tetrapipe.transforms.duckslot import ArrowSlot
 from tetrapipe.transforms.normalize.canonical import canonical_line
 from tetrapipe.transforms.normalize.queries import CAREFUL_SQL, FAST_SQL, REREAD_SQL
-from tetrapipe.transforms.normalize.shape import OBJECT_COLUMNS, ShapeVerdict, shape_fingerprints, shape_verdict
+from tetrapipe.transforms.normalize.shape import OBJECT_COLUMNS, ShapeVerdict, shape_verdict
 
 #: rows per Arrow record batch handed to DuckDB: several batches let it use every core
 _SCAN_CHUNK = 4096
@@ -49,7 +49,7 @@ class Normalizer:
             self._con.execute(f"SET threads = {int(threads)}")
         self._con.execute("SET TimeZone = 'UTC'")
         #: what each line shape seen so far says, by fingerprint (see :func:`shape_verdict`)
-        self._verdicts: dict[bytes, ShapeVerdict] = {}
+        self._verdicts: dict[str, ShapeVerdict] = {}
         # Each query is prepared once, against a registered source whose table is swapped
         # per batch. Why: binding and planning the ~17 KB queries cost ~50 ms of CPU a
         # call (``con.sql`` binds twice: once for the schema, once to run): ~4.5 µs an
@@ -78,9 +78,9 @@ class Normalizer:
     def _run(self, sql: str, batch: pa.Table, source: str) -> pa.Table:
         batch = pa.Table.from_batches(batch.to_batches(max_chunksize=_SCAN_CHUNK), schema=batch.schema)
         # the input's name is set here, not bound: the prepared statement stays the same for every input
-        out = self._query(sql.replace("$source", "NULL::VARCHAR"), batch)
+        out = self._query(sql, batch)
         i = out.schema.get_field_index("source")
-        return out.set_column(i, out.field(i), pa.array([source] * out.num_rows, out.field(i).type))
+        return out.set_column(i, out.field(i), pa.repeat(pa.scalar(source, out.field(i).type), out.num_rows))
 
     def _fast(self, batch: pa.Table, source: str, reread: bool = False) -> pa.Table | None:
         """The fast query's rows that are done (their shape is plain); a line of invalid JSON is left out."""
@@ -94,20 +94,18 @@ class Normalizer:
             if batch.num_rows == 0:
                 return None
             out = self._run(sql, batch, source)
-        shapes = out.column("shape").combine_chunks()
+        # each row's shape as JSON text (see queries.SHAPE_CTE): equal exactly when the shapes are
+        encoded = pc.dictionary_encode(out.column("shape").combine_chunks())
         out = out.drop_columns(["shape"])
-        encoded = pc.dictionary_encode(shape_fingerprints(shapes))
         which = encoded.indices.to_numpy(zero_copy_only=False)
-        first = np.full(len(encoded.dictionary), -1)
-        first[which[::-1]] = np.arange(len(which))[::-1]  # a row of each distinct shape
         verdicts = []
-        for fingerprint, row in zip(encoded.dictionary.to_pylist(), first.tolist(), strict=True):
-            verdict = self._verdicts.get(fingerprint)
+        for text in encoded.dictionary.to_pylist():
+            verdict = self._verdicts.get(text)
             if verdict is None:
-                verdict = shape_verdict(shapes[row].as_py())
+                verdict = shape_verdict(orjson.loads(text))
                 if len(self._verdicts) >= _MAX_SHAPES:  # a pathological stream: start over rather than grow
                     self._verdicts.clear()
-                self._verdicts[fingerprint] = verdict
+                self._verdicts[text] = verdict
             verdicts.append(verdict)
         if all(v.plain and not v.nulls for v in verdicts):
             return out

@@ -9,10 +9,6 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from tetrapipe.proto import tetragon_pb2
 from tetrapipe.transforms.normalize.canonical import message_fields
 from tetrapipe.transforms.normalize.fields import BODY_KINDS
@@ -138,60 +134,3 @@ def shape_verdict(shape: dict) -> ShapeVerdict:
         shape["rk"], shape["rv"], shape["rb"]
     )
     return ShapeVerdict(plain, nulls)
-
-
-def _as_bytes(values: np.ndarray, row_starts: np.ndarray, n: int) -> pa.Array:
-    """Rows of int32 ``values`` (row i: ``values[row_starts[i]:row_starts[i + 1]]``) as binary, without copying."""
-    offsets = pa.py_buffer((row_starts * 4).astype(np.int64))
-    return pa.Array.from_buffers(pa.large_binary(), n, [None, offsets, pa.py_buffer(values.astype(np.int32).tobytes())])
-
-
-def _lists_fingerprint(column: pa.ListArray) -> pa.Array:
-    """Each row's list of key lists as bytes that tell it apart from any other such list.
-
-    A tag (``N`` for a NULL row), then the number of key lists, their lengths (-1
-    for a NULL list), each key's length and the keys' bytes: every part says where
-    the next starts, so no key, whatever it holds, can make two rows look alike.
-    Built from the Arrow buffers (no per-row Python; the keys' bytes are not copied).
-    """
-    n = len(column)
-    outer = column.offsets.to_numpy().astype(np.int64)
-    inner = column.values
-    inner_offsets = inner.offsets.to_numpy().astype(np.int64)
-    keys = inner.values.cast(pa.large_string())
-    key_offsets = np.frombuffer(keys.buffers()[1], dtype=np.int64)[keys.offset : keys.offset + len(keys) + 1]
-    list_lengths = np.diff(inner_offsets)
-    if inner.null_count:
-        list_lengths[~inner.is_valid().to_numpy(zero_copy_only=False)] = -1
-    first_key = inner_offsets[outer]
-    data = keys.buffers()[2] or pa.py_buffer(b"")
-    key_bytes = pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(key_offsets[first_key]), data])
-    parts = [
-        _as_bytes(np.diff(outer), np.arange(n + 1), n),
-        _as_bytes(list_lengths, outer, n),
-        _as_bytes(np.diff(key_offsets), first_key, n),
-        key_bytes,
-    ]
-    joined = pc.binary_join_element_wise(pa.scalar(b"L", pa.large_binary()), *parts, pa.scalar(b"", pa.large_binary()))
-    if column.null_count:
-        joined = pc.if_else(column.is_valid(), joined, pa.scalar(b"N", pa.large_binary()))
-    return joined
-
-
-_SCALAR_PARTS = ("kind", "empty", "ab", "rb")
-_LIST_PARTS = ("ks", "ak", "av", "rk", "rv", "anc", "nsk")
-
-
-def shape_fingerprints(shapes: pa.StructArray) -> pa.Array:
-    """One value per row, equal for two rows exactly when their shapes are.
-
-    The scalar parts (a kind is ``[a-z_]+``, the rest flags and numbers) hold no
-    ``\\x1c`` and come first, separated by it; the key lists follow, each
-    self-delimiting (see :func:`_lists_fingerprint`).
-    """
-    scalars = [
-        pc.cast(pc.fill_null(pc.cast(shapes.field(name), pa.string()), "-"), pa.large_binary())
-        for name in _SCALAR_PARTS
-    ]
-    lists = [_lists_fingerprint(shapes.field(name)) for name in _LIST_PARTS]
-    return pc.binary_join_element_wise(*scalars, *lists, pa.scalar(b"\x1c", pa.large_binary()))
