@@ -345,13 +345,16 @@ def write_query(
 
 def write_text(table: pa.Table, fmt: str, dest: BinaryIO) -> None:
     """An Arrow ``table`` as CSV or JSON (as :func:`write_query` writes an answer), written by DuckDB to ``dest``."""
+    if table.num_columns == 0:  # (DuckDB registers no table without columns)
+        _written(False, fmt, Path(), dest)
+        return
     with tempfile.TemporaryDirectory(prefix="tetrapipe-query-") as tmp:  # 0700
         path = Path(tmp) / f"rows.{fmt}"
         con = duckdb.connect()
         try:
             con.execute("SET TimeZone = 'UTC'")
             con.register("_arrow_rows", table)
-            wrote = table.num_columns > 0 and _copy(con, con.table("_arrow_rows"), fmt, path, None)
+            wrote = _copy(con, con.table("_arrow_rows"), fmt, path, None)
         finally:
             con.close()
         _written(wrote, fmt, path, dest)
