@@ -20,9 +20,11 @@ hands DuckDB the snapshot's file list instead, as one ``read_parquet`` call:
   ``read_parquet`` per partition value with the value as a constant instead
   (a null date is the directory ``date=__HIVE_DEFAULT_PARTITION__``, which
   DuckDB reads as NULL);
-* the **file list** is the snapshot's (:func:`native_scan` reads it from the
-  log with delta-rs, without pyarrow), so time travel reads the old version's
-  files exactly as the Arrow path does.
+* the **file list** is the snapshot's: the newest one replayed from the
+  table's ``_delta_log`` here (:func:`read_local_log`, a few milliseconds where
+  opening the table with delta-rs took tens), an older one (time travel) or a
+  log the replay does not follow read with delta-rs (:func:`native_scan`,
+  without pyarrow); either way the files and their order are delta-rs's.
 
 A filter on the table's time prunes inside the files (row groups, from their
 footers) rather than by the log's statistics: a local footer read costs
