@@ -58,7 +58,7 @@ from tetrapipe.schema import ALERT_SCHEMA
 from tetrapipe.textsafe import visible
 from tetrapipe.transforms.base import RestoredState, StateRequest
 from tetrapipe.transforms.chains import ChainEngine
-from tetrapipe.transforms.duckslot import ArrowSlot, quiet_arrow_copy_warning, set_bits
+from tetrapipe.transforms.duckslot import PreparedSlots, quiet_arrow_copy_warning, set_bits
 from tetrapipe.transforms.maskplan import KindMask, kind_mask_sql, split_by_kind
 from tetrapipe.transforms.newterms import drop_seen_terms
 from tetrapipe.transforms.thresholds import ThresholdState
@@ -142,8 +142,7 @@ class Detector:
         # whose content changes per batch: DuckDB then plans nothing per batch (planning was a third of
         # the detector's time). A shared connection (the rule test runner's) gets plain statements.
         self._prepared = self._own_con
-        self._slots: dict[str, ArrowSlot] = {}
-        self._statement_names: dict[object, str] = {}
+        self._statements = PreparedSlots(self._con, "_tetrapipe_detect_")
         self._schema: pa.Schema | None = None
         self._group_rules: tuple[int, ...] = ()
         self._thresholds: ThresholdState | None = None
@@ -171,7 +170,6 @@ class Detector:
     def close(self) -> None:
         if self._own_con:
             self._con.close()
-        self._slots.clear()
 
     # --- the transform -------------------------------------------------------------------
 
@@ -212,7 +210,10 @@ class Detector:
         batch = self._narrow(events)
         batch = batch.append_column("_i", pa.array(np.arange(batch.num_rows, dtype=np.int64)))
         if self._prepared and (self._schema is None or not batch.schema.equals(self._schema)):
-            self._reset_prepared(batch.schema)
+            # every source registered before any statement is prepared: each is then prepared once
+            self._statements.reset()
+            self._statements.register(self._sources(batch.schema))
+            self._schema = batch.schema
         if not self._own_con:
             con.execute("PRAGMA disable_optimizer")  # see __init__; restored below for the other users
         try:
@@ -304,7 +305,7 @@ class Detector:
         plan = self._kind_mask
         if plan is not None:
             try:
-                masks = self._run("kinds", plan.sql, split_by_kind(batch, plan), numpy=True)
+                masks = self._kind_masks(plan, split_by_kind(batch, plan))
             except duckdb.Error as exc:
                 # a rewritten condition DuckDB will not bind (e.g. lower() of a non-text column an ILIKE took):
                 # the plain statement from now on, which fails the same way only if the rule itself does
@@ -316,6 +317,22 @@ class Detector:
         if self._mask is None:
             self._mask = mask_sql(self.rules, "_batch")
         return self._run("mask", self._mask, {"_batch": batch}, numpy=True)
+
+    def _kind_masks(self, plan: KindMask, parts: dict[str, pa.Table]) -> dict[str, np.ndarray]:
+        """The mask columns of the kinds the batch holds, one statement each (see KindMask), unordered."""
+        present = [n for n, slot in enumerate(plan.slots) if parts[slot].num_rows] or [0]  # none: an empty result
+        results = [
+            self._run(("kind", plan.slots[n]), plan.branches[n], {plan.slots[n]: parts[plan.slots[n]]}, numpy=True)
+            for n in present
+        ]
+        if len(results) == 1:
+            return results[0]
+        return {
+            k: (np.ma.concatenate if any(np.ma.isMaskedArray(r[k]) for r in results) else np.concatenate)(
+                [r[k] for r in results]
+            )
+            for k in results[0]
+        }
 
     def _run(self, key: object, sql: str, sources: dict[str, pa.Table], *, numpy: bool) -> Any:
         """Run ``sql`` over ``sources`` (name -> table): numpy arrays (``numpy``) or an Arrow table.
@@ -333,45 +350,22 @@ class Detector:
             finally:
                 for source in sources:
                     con.unregister(source)
-        slots = []
-        for source, table in sources.items():
-            slot = self._slots.get(source)
-            if slot is None:
-                slot = self._slots[source] = ArrowSlot(table.schema)
-                con.register(source, slot)
-                # a registration changes the catalog, and DuckDB then binds every statement prepared before
-                # it again at each execution, for good (binding all rules cost more than running them):
-                # those are prepared anew
-                self._deallocate()
-            slot.table = table
-            slots.append(slot)
-        try:
-            name = self._statement_names.get(key)
-            if name is None:
-                if len(self._statement_names) > 256:  # bounded: one per set of rules seen matching together
-                    self._deallocate()
-                name = f"_tetrapipe_detect_{len(self._statement_names)}"
-                con.execute(f"PREPARE {name} AS {sql}")
-                self._statement_names[key] = name
-            cur = con.execute(f"EXECUTE {name}")
-            return cur.fetchnumpy() if numpy else cur.to_arrow_table()
-        finally:
-            for slot in slots:
-                slot.table = slot.empty  # do not keep the batch alive between calls
+        return self._statements.run(
+            key, sql, sources, (lambda cur: cur.fetchnumpy()) if numpy else (lambda cur: cur.to_arrow_table())
+        )
 
-    def _deallocate(self) -> None:
-        for name in self._statement_names.values():
-            self._con.execute(f"DEALLOCATE {name}")
-        self._statement_names.clear()
-
-    def _reset_prepared(self, schema: pa.Schema) -> None:
-        """A batch with other columns or types than the statements were prepared for: start over."""
-        con = self._con
-        self._deallocate()
-        for source in self._slots:
-            con.unregister(source)
-        self._slots.clear()
-        self._schema = schema
+    def _sources(self, schema: pa.Schema) -> dict[str, pa.Schema]:
+        """Every source the statements read, with its columns, for a batch of ``schema`` (see PreparedSlots)."""
+        out = {"_batch": schema}  # the flat mask and the chains' steps
+        if self.rules:
+            plan = self._kind_mask
+            out.update(dict.fromkeys(plan.slots if plan is not None else (), schema))
+            groups = (len(self.rules) + MASK_BITS - 1) // MASK_BITS
+            hits = schema
+            for k in range(groups):
+                hits = hits.append(pa.field(f"_m{k}", pa.int64()))
+            out["_hits"] = hits  # the matching rows and their masks (see _single)
+        return out
 
     def _group_statement(self, which: tuple[int, ...]) -> str:
         """The grouping statement for the rules ``which`` (indices), built once per set."""
