@@ -1,9 +1,11 @@
 """The one definition of every table tetrapipe writes.
 
-Each table is a list of :class:`Column` (name, Arrow type, one-line meaning).
-The Arrow schemas built from them are what Parquet segments are written with,
-what DuckDB sees through the history views, and what ``tetrapipe query
---schema`` prints, so a column is added here once and shows up everywhere.
+Each table is a list of :class:`Column` (name, type, one-line meaning). The
+Arrow schemas built from them are what the lake's files are written with, the
+DuckDB types of the same names what an empty history view is declared with,
+and the type names what ``tetrapipe query --schema`` prints, so a column is
+added here once and shows up everywhere. The types are kept by name and the
+Arrow schemas built on first use: a reader of the lake never imports pyarrow.
 
 Tetragon's JSON export omits zero values (a clean exit has no ``status``,
 ``uid`` 0 may be absent on old events): a NULL here means "Tetragon did not
