@@ -191,3 +191,21 @@ def test_a_table_shows_columns_of_the_same_name(lake: Path) -> None:
     """An answer's names may repeat (``SELECT 1 AS a, 2 AS a``): each column is drawn, in its place."""
     code, text = _run("query", "SELECT 1 AS a, 2 AS a, 'x' AS b", "--lake", str(lake))
     assert code == 0 and text.splitlines() == ["a  a  b", "-  -  -", "1  2  x", "1 row"]
+
+
+def test_an_empty_view_has_the_types_the_written_tables_have(tmp_path: Path) -> None:
+    """The schema keeps its types by name (no pyarrow at import): a table the lake lacks is an empty view
+    declared with DuckDB types, which must be what DuckDB makes of the Arrow schema the writers use."""
+    import duckdb
+
+    from tetrapipe.lake.views import LakeViews
+    from tetrapipe.schema import SCHEMAS, TABLES
+
+    con = duckdb.connect()
+    with LakeViews(tmp_path / "empty") as views:
+        for name, columns in TABLES.items():
+            assert [str(c.type) for c in columns] == [c.kind for c in columns], name
+            con.register("arrow", SCHEMAS[name].empty_table())
+            written = con.sql("DESCRIBE arrow").fetchall()
+            viewed = views.con.sql(f"DESCRIBE {name}").fetchall()
+            assert [r[:2] for r in viewed] == [r[:2] for r in written] + [("date", "VARCHAR")], name
