@@ -78,13 +78,16 @@ def _child(path: str, lake: str, rules: str, src: str) -> None:
     from tetrapipe.transforms.chain import build_transforms
 
     assert Path(tetrapipe.__file__).resolve().is_relative_to(Path(src).resolve()), tetrapipe.__file__
+    started = time.perf_counter()
     transforms, detector = build_transforms(rules)
+    load_seconds = time.perf_counter() - started
     stats = ingest([InputFile(path)], Lake(lake), transforms=transforms)
     out: dict[str, Any] = {
         "events": stats.events,
         "rejects": stats.rejects,
         "seconds": stats.seconds,
         "alert_rows": stats.extra_rows.get("alerts", 0),
+        "load_seconds": load_seconds,
     }
     if detector is not None:
         d = detector.stats
@@ -260,6 +263,9 @@ def report(
             "ratio_best": ratio,
             "ratio_median": ratio_med,
             "detect_seconds_median": med(label, "detect_seconds") if "detect_seconds" in last else None,
+            "load_seconds_best": best(label, "load_seconds"),
+            "wall_ratio_best": best(label, "wall_seconds") / best(base, "wall_seconds"),
+            "cpu_ratio_best": best(label, "cpu_seconds") / best(base, "cpu_seconds"),
             "alert_rows": last["alert_rows"],
             "alerts_digest": last.get("alerts_digest"),
         }
@@ -276,6 +282,8 @@ def report(
             verdict = "MET" if info["ratio_best"] <= BAR_RATIO else "MISSED"
             print(
                 f"{label}: {info['rules']} rules take {info['ratio_best']:.2f}x rules none; bar <= {BAR_RATIO}x: {verdict}"
+                f" (wall x{info['wall_ratio_best']:.2f}, CPU x{info['cpu_ratio_best']:.2f},"
+                f" rules loaded in {info['load_seconds_best']:.2f}s)"
             )
         else:
             pct = 100 * (info["ratio_best"] - 1)
