@@ -253,7 +253,7 @@ def test_a_plan_that_does_not_bind_falls_back_to_the_flat_statement(
         b.replace(" AS _tp_h0", " AS _tp_renamed", 1) if n == exec_branch else b for n, b in enumerate(plan.branches)
     ]
     assert branches != list(plan.branches)
-    broken._kind_mask = type(plan)(tuple(branches), plan.kinds, plan.slots)
+    broken._kind_mask = type(plan)(tuple(branches), plan.kinds, plan.slots, plan.columns)
     with caplog.at_level(logging.WARNING, logger="tetrapipe.detect"):
         assert _alerts(broken, batches) == _alerts(Detector(rules, per_kind=False), batches)
     assert broken._kind_mask is None
@@ -326,3 +326,17 @@ def test_each_statement_is_prepared_once_and_only_for_the_kinds_a_batch_holds(sy
     kinds_run = {plan.kinds[plan.slots.index(key[1])] for key in detector._statements._names if key[0:1] == ("kind",)}
     assert kinds_run == held & set(plan.kinds) and kinds_run != set(plan.kinds)
     assert alerts == _alerts(Detector(rules, per_kind=False), batches)
+
+
+def test_alert_rows_come_in_the_backtest_order(synthetic: Path, tmp_path: Path) -> None:
+    """The grouping is sorted in Arrow, not DuckDB: rows still come by time, rule and dedup key, as group_sql's do."""
+    rules = _rules(REPO / "rules", synthetic)
+    detector = Detector(rules)
+    seen = 0
+    for batch in _events(_real_lines() + _generated_lines(tmp_path, 2000), 500):
+        rows = detector.evaluate(batch).to_pylist()
+        keys = [(r["time"] is None, r["time"] or 0, r["rule_id"], r["dedup_key"]) for r in rows]
+        assert keys == sorted(keys) and len(set(keys)) == len(keys)
+        seen += len(rows)
+    detector.close()
+    assert seen > 50

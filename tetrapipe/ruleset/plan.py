@@ -138,6 +138,10 @@ def mask_sql(rules: list[Rule], source: str) -> str:
     return f"SELECT _i, {', '.join(cols)}\nFROM {source}\nWHERE kind IN ({', '.join(sql_literal(k) for k in kinds)})"
 
 
+#: the order of :func:`group_sql`'s rows (ascending, NULLs last), unique per row: time, rule, dedup key
+LIVE_GROUP_ORDER = ("time", "rule_id", "dedup_key")
+
+
 def live_group_sql(
     hits: str, rules_table: str, rules: list[Rule], which: list[int], max_event_ids: int | None = DEFAULT_MAX_EVENT_IDS
 ) -> str:
@@ -151,7 +155,9 @@ def live_group_sql(
     first event of each group only, which is all an alert row shows
     (``group_sql`` builds one per match and keeps the first). Names from the
     grouping carry a ``_g_`` prefix so that a message's column names can only
-    mean the event's.
+    mean the event's. The rows come in no particular order: the caller sorts
+    them by :data:`LIVE_GROUP_ORDER` (in DuckDB the sort carried every column,
+    messages and event id lists included: ~15 ms of a batch's ~1,500 alert rows).
     """
     if rules_table.lstrip().upper().startswith("SELECT"):
         rules_table = f"({rules_table})"
@@ -200,7 +206,6 @@ SELECT substr(md5(concat_ws('|', _g_rule_id, _g_dedup_key, CAST(_g_bucket AS VAR
        CASE WHEN _g_bucket < 0 THEN NULL ELSE (_g_bucket + 1) * _g_window_us END AS _bucket_end_us,
        _g_distinct AS _distinct
 FROM _g JOIN {hits} h ON h._i = _g._g_first
-ORDER BY _g_time NULLS LAST, _g_rule_id, _g_dedup_key
 """
 
 

@@ -46,6 +46,7 @@ from tetrapipe.ruleset.compiler import COLUMNS
 from tetrapipe.ruleset.model import Rule, RuleSet
 from tetrapipe.ruleset.plan import (
     DEFAULT_MAX_EVENT_IDS,
+    LIVE_GROUP_ORDER,
     MASK_BITS,
     group_sql,
     live_group_sql,
@@ -59,7 +60,7 @@ from tetrapipe.textsafe import visible
 from tetrapipe.transforms.base import RestoredState, StateRequest
 from tetrapipe.transforms.chains import ChainEngine
 from tetrapipe.transforms.duckslot import PreparedSlots, quiet_arrow_copy_warning, set_bits
-from tetrapipe.transforms.maskplan import KindMask, kind_mask_sql, split_by_kind
+from tetrapipe.transforms.maskplan import KindMask, kind_mask_sql, slot_schemas, split_by_kind
 from tetrapipe.transforms.newterms import drop_seen_terms
 from tetrapipe.transforms.thresholds import ThresholdState
 
@@ -298,7 +299,8 @@ class Detector:
         if self._prepared:
             group = self._group_rules = tuple(sorted(set(self._group_rules) | set(which)))
         grouped = self._run(group, self._group_statement(group), {"_hits": hits}, numpy=False)
-        return self._fold(grouped)
+        order = pc.sort_indices(grouped, [(c, "ascending") for c in LIVE_GROUP_ORDER])  # NULLs last: the default
+        return self._fold(grouped.take(order))
 
     def _masks(self, batch: pa.Table) -> dict[str, np.ndarray]:
         """The mask columns (``_i``, ``_m*``, ``_t*``, ``_k*``) of the rows with a bit set, in batch order."""
@@ -358,8 +360,8 @@ class Detector:
         """Every source the statements read, with its columns, for a batch of ``schema`` (see PreparedSlots)."""
         out = {"_batch": schema}  # the flat mask and the chains' steps
         if self.rules:
-            plan = self._kind_mask
-            out.update(dict.fromkeys(plan.slots if plan is not None else (), schema))
+            if self._kind_mask is not None:
+                out.update(slot_schemas(schema, self._kind_mask))
             groups = (len(self.rules) + MASK_BITS - 1) // MASK_BITS
             hits = schema
             for k in range(groups):
