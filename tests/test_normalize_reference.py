@@ -51,6 +51,21 @@ _ODD = [
     '{"rate_limit_info":{"number_of_dropped_process_events":"12"},"node_name":"n","time":"2024-01-01T00:00:00Z"}',
     '{"process_exec":{"process":{"exec_id":"e5","cap":{"effective":"CAP_X"},"pod":{"pod_labels":[1]}}},'
     '"time":"2024-01-01T00:00:00Z"}',
+    # labels of every JSON type (the map is built apart from the query: see labels_map)
+    *(
+        '{"process_exec":{"process":{"exec_id":"e6","pod":{"name":"p","pod_labels":LABELS}}},"time":"2024-01-01T00:00:00Z"}'.replace(
+            "LABELS", labels
+        )
+        for labels in (
+            '{"a":1,"b":null,"c":true,"d":{"x":[1, 2]},"e":[],"f":1.50,"g":1e999,"h":"\\u00e9"}',
+            "{}",
+            '{"a":"1","a":"2"}',
+            '"{\\"a\\":\\"b\\"}"',
+            '"{}"',
+            "null",
+            '{"":"x","z":"y"}',
+        )
+    ),
 ]
 
 
