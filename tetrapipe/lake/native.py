@@ -272,10 +272,10 @@ def read_local_log(table_dir: str, con: duckdb.DuckDBPyConnection) -> LocalSnaps
             commits.add(int(m[1]))
         elif m := _ANY_CHECKPOINT.match(name):
             (checkpoints if _CHECKPOINT_FILE.match(name) else others).add(int(m[1]))
-    if not commits:
+    if not commits and not checkpoints:
         return None
-    newest = max(commits)
-    start = max((c for c in checkpoints if c <= newest), default=-1)
+    newest = max(commits | checkpoints)  # (a checkpoint whose own commit file was cleaned up says the version too)
+    start = max(checkpoints, default=-1)
     if any(v >= start for v in others) or any(v not in commits for v in range(start + 1, newest + 1)):
         return None
     seen: set[str] = set()
