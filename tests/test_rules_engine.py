@@ -389,3 +389,20 @@ def test_scan_sql_tells_code_from_strings_and_comments(text: str, chunks: list[t
 
     assert list(scan_sql(text)) == chunks
     assert "".join(c for _, c in scan_sql(text)) == text
+
+
+def test_sql_words_are_the_identifiers_of_code_and_quoted_names_only() -> None:
+    """The detector registers only the columns a rule's text names: words in strings or comments are not columns."""
+    import re
+
+    from tetrapipe.ruleset.compiler import scan_sql, sql_words
+
+    text = "Process_Binary ILIKE '%pid%' AND \"Namespace\" = 'uid''s' -- cwd\nOR b.arguments||x IS NULL AND y'q'z"
+    assert sql_words(text) == {"process_binary", "ilike", "and", "namespace", "or", "b", "arguments", "x", "is"} | {
+        "null",
+        "y",
+        "z",
+    }
+    for t in [text, "'open", '"a b" c', "a--b\nc", "'it''s' d", ""]:  # as the chunks of scan_sql say
+        chunks = [c for k, c in scan_sql(t) if k == "code" or c.startswith('"')]
+        assert sql_words(t) == {w.lower() for c in chunks for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", c)}

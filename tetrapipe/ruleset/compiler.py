@@ -116,6 +116,20 @@ def scan_sql(text: str) -> Iterator[tuple[str, str]]:
         yield "code", text[start:]
 
 
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def sql_words(text: str) -> set[str]:
+    """The identifiers ``text`` names outside strings and comments ("quoted" ones too), lower-cased.
+
+    What :func:`scan_sql`'s code and quoted chunks hold, in one substitution:
+    the column scans of the detector read every rule's text, 100 KB for one
+    SigmaHQ rule, and a Python loop over its chunks cost ~0.5 s.
+    """
+    code = _NOT_CODE.sub(lambda m: m.group() if m.group()[0] == '"' else " ", text)
+    return {w.lower() for w in _IDENTIFIER.findall(code)}
+
+
 _REF = re.compile(r"(?<![<@\w])@([A-Za-z_][A-Za-z0-9_]*)|\$\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}")
 
 

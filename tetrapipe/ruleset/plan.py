@@ -27,9 +27,7 @@ row. The alerts are the same.
 
 from __future__ import annotations
 
-import re
-
-from tetrapipe.ruleset.compiler import COLUMNS, scan_sql, sql_literal
+from tetrapipe.ruleset.compiler import COLUMNS, sql_literal, sql_words
 from tetrapipe.ruleset.model import Rule
 
 #: event columns an alert copies from its first event
@@ -92,7 +90,6 @@ def _distinct(rule: Rule) -> str:
 
 #: rules per mask column of :func:`mask_sql` (bits 0..61 of a BIGINT: no sign bit, no overflow)
 MASK_BITS = 62
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def rule_columns(rules: list[Rule]) -> list[str]:
@@ -107,9 +104,7 @@ def rule_columns(rules: list[Rule]) -> list[str]:
     for rule in rules:
         c = rule.compiled
         for text in (c.predicate(), c.message, c.dedup_key, c.term or ""):
-            for kind, chunk in scan_sql(text):
-                if kind == "code" or chunk.startswith('"'):  # "quoted" identifiers too
-                    words.update(_IDENT.findall(chunk))
+            words |= sql_words(text)  # "quoted" identifiers too
     return [name for name in COLUMNS if name in words]
 
 

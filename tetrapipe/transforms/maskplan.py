@@ -43,7 +43,6 @@ statement does not bind.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -52,7 +51,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tetrapipe.ruleset.compiler import COLUMNS, scan_sql
+from tetrapipe.ruleset.compiler import COLUMNS, sql_words
 from tetrapipe.ruleset.model import Rule
 from tetrapipe.ruleset.plan import MASK_BITS
 from tetrapipe.transforms.sqltree import (
@@ -77,7 +76,6 @@ _ILIKE = {"~~*": False, "!~~*": True, "ilike_escape": False, "not_ilike_escape":
 _LOWER = ("lower", "lcase")
 #: hoisted columns: a prefix no event column has
 _HOIST = "_tp_h"
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _safe(node: dict) -> bool:
@@ -345,21 +343,12 @@ def branch_predicates(rules: list[Rule], trees: dict[str, dict | None] | None = 
     return out, shared.sql
 
 
-def _words(text: str) -> set[str]:
-    """The identifiers ``text`` names outside strings and comments ("quoted" ones too), lower-cased."""
-    words: set[str] = set()
-    for what, chunk in scan_sql(text):
-        if what == "code" or chunk.startswith('"'):
-            words.update(w.lower() for w in _IDENT.findall(chunk))
-    return words
-
-
 def predicate_columns(rules: list[Rule]) -> list[str]:
     """The event columns the rules' conditions and exceptions read (over-inclusive: any such word), schema order."""
     words: set[str] = set()
     for rule in rules:
         for text in (rule.compiled.condition, rule.compiled.exceptions or ""):
-            words |= _words(text)
+            words |= sql_words(text)
     return [c for c in COLUMNS if c in words]
 
 
@@ -410,7 +399,7 @@ def kind_mask_sql(rules: list[Rule], source: str) -> KindMask:
     columns = [predicate_columns([r]) for r in rules]
     trees: dict[str, dict | None] = {}  # parse trees read once for all branches
     branches = [_branch(rules, kind, slot, groups, columns, trees) for kind, slot in zip(kinds, slots, strict=True)]
-    columns = tuple(frozenset(c for c in [*COLUMNS, "_i"] if c in _words(b)) for b in branches)
+    columns = tuple(frozenset(sql_words(b).intersection([*COLUMNS, "_i"])) for b in branches)
     return KindMask(tuple(branches), kinds, slots, columns)
 
 
