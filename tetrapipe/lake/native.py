@@ -45,6 +45,8 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from tetrapipe.sqltext import sql_ident, sql_string, sql_string_list
+
 if TYPE_CHECKING:
     from deltalake import DeltaTable
 
@@ -95,7 +97,7 @@ class NativeScan:
     def schema_literal(self) -> str:
         """The data columns as ``read_parquet``'s ``schema=`` map (by name; a missing column reads as NULL)."""
         entries = (
-            f"{_text(name)}: {{name: {_text(name)}, type: {_text(kind)}, default_value: NULL}}"
+            f"{sql_string(name)}: {{name: {sql_string(name)}, type: {sql_string(kind)}, default_value: NULL}}"
             for name, kind in self.columns
             if name not in self.partition_columns
         )
@@ -107,28 +109,28 @@ class NativeScan:
         ``schema_variable`` names a DuckDB variable holding :meth:`schema_literal`
         (set once per connection: the map is long, and a view is bound on every query).
         """
-        names = ", ".join(_ident(name) for name, _ in self.columns)
+        names = ", ".join(sql_ident(name) for name, _ in self.columns)
         kept = [(f, p) for f, p in zip(self.files, self.partitions, strict=True) if f not in leave_out]
         if not kept:
-            empty = ", ".join(f"NULL::{kind} AS {_ident(name)}" for name, kind in self.columns)
+            empty = ", ".join(f"NULL::{kind} AS {sql_ident(name)}" for name, kind in self.columns)
             return f"SELECT {empty} WHERE false"
-        schema = f"schema = getvariable({_text(schema_variable)})"
+        schema = f"schema = getvariable({sql_string(schema_variable)})"
         types = dict(self.columns)
         if self.hive:
-            hive_types = ", ".join(f"{_text(c)}: {_text(types[c])}" for c in self.partition_columns)
+            hive_types = ", ".join(f"{sql_string(c)}: {sql_string(types[c])}" for c in self.partition_columns)
             options = f"{schema}, hive_partitioning = true" + (f", hive_types = {{{hive_types}}}" if hive_types else "")
-            return f"SELECT {names} FROM read_parquet({_list(self.path(f) for f, _ in kept)}, {options})"
+            return f"SELECT {names} FROM read_parquet({sql_string_list(self.path(f) for f, _ in kept)}, {options})"
         groups: dict[tuple[str | None, ...], list[str]] = {}
         for file, values in kept:
             groups.setdefault(values, []).append(self.path(file))
         parts = []
         for values, paths in groups.items():
             constants = "".join(
-                f", CAST({'NULL' if v is None else _text(v)} AS {types[c]}) AS {_ident(c)}"
+                f", CAST({'NULL' if v is None else sql_string(v)} AS {types[c]}) AS {sql_ident(c)}"
                 for c, v in zip(self.partition_columns, values, strict=True)
             )
             parts.append(
-                f"SELECT {names} FROM (SELECT *{constants} FROM read_parquet({_list(paths)}, {schema}, "
+                f"SELECT {names} FROM (SELECT *{constants} FROM read_parquet({sql_string_list(paths)}, {schema}, "
                 "hive_partitioning = false))"
             )
         return " UNION ALL ".join(parts)
@@ -210,20 +212,8 @@ def duckdb_type(kind: Any) -> str | None:
         fields = [(f["name"], duckdb_type(f["type"])) for f in kind["fields"]]
         if any(t is None for _, t in fields):
             return None
-        return "STRUCT(" + ", ".join(f"{_ident(n)} {t}" for n, t in fields) + ")"
+        return "STRUCT(" + ", ".join(f"{sql_ident(n)} {t}" for n, t in fields) + ")"
     return None
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _list(paths: Any) -> str:
-    return "[" + ", ".join(_text(p) for p in paths) + "]"
 
 
 #: a commit of the log, and a checkpoint of the one kind read here (single-part, classic: other kinds fall back)
@@ -333,7 +323,7 @@ def _read_checkpoint(
     metadata: dict[str, Any] | None,
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """The checkpoint's live files (after those of the newer commits) and its protocol and metadata if still newest."""
-    source = f"read_parquet({_text(path)})"
+    source = f"read_parquet({sql_string(path)})"
     for file, partition_values in con.execute(
         f"SELECT add.path, add.partitionValues FROM {source} WHERE add IS NOT NULL"
     ).fetchall():

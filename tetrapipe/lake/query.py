@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, BinaryIO, TypeVar
 import duckdb
 import orjson
 
-from tetrapipe.errors import TetrapipeError
+from tetrapipe.errors import TetrapipeError, UsageProblem
 from tetrapipe.fsutil import open_private
 from tetrapipe.lake.asof import AsOf
 from tetrapipe.lake.store import Lake
 from tetrapipe.lake.views import VIEW_NAMES, LakeViews, names_read
+from tetrapipe.sqltext import sql_ident, sql_string
 
 if TYPE_CHECKING:  # pyarrow only for --format parquet and the Arrow tables other commands write
     import pyarrow as pa
@@ -42,8 +43,8 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _MISSING_TABLE = re.compile(r"Table with name (?P<name>\S+) does not exist!")
 
 
-class QueryError(Exception):
-    """A query the database refused; the message carries DuckDB's position marker."""
+class QueryError(UsageProblem):
+    """A query the database refused; the message carries DuckDB's position marker (exit 2: the SQL is the user's)."""
 
 
 def views(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -258,10 +259,6 @@ def rows_as_text(rows: Rows) -> list[list[str]]:
     return [[cell_text(v) for v in row] for row in rows.rows]
 
 
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _as_text(position: int, name: str, kind: duckdb.sqltypes.DuckDBPyType, fmt: str) -> str:
     """The SQL that writes one column in ``fmt``: DuckDB's own text, save where a program needs more.
 
@@ -284,7 +281,7 @@ def _as_text(position: int, name: str, kind: duckdb.sqltypes.DuckDBPyType, fmt: 
             col = f"CAST({col} AS VARCHAR)"
     elif t in ("list", "struct", "map", "union", "array"):
         col = f"CAST(to_json({col}) AS VARCHAR)"
-    return f"{col} AS {_quoted(name)}"
+    return f"{col} AS {sql_ident(name)}"
 
 
 def _positional(con: duckdb.DuckDBPyConnection, rel: Relation) -> str:
@@ -308,7 +305,7 @@ def _copy(con: duckdb.DuckDBPyConnection, rel: Relation | None, fmt: str, path: 
     select = ", ".join(_as_text(i, n, t, fmt) for i, (n, t) in enumerate(zip(rel.columns, rel.types, strict=True)))
     options = "FORMAT csv, HEADER" if fmt == "csv" else "FORMAT json, ARRAY true"
     source = _positional(con, rel)
-    con.execute(f"COPY (SELECT {select} FROM {source}{_limit(limit)}) TO {_literal(str(path))} ({options})")
+    con.execute(f"COPY (SELECT {select} FROM {source}{_limit(limit)}) TO {sql_string(str(path))} ({options})")
     return True
 
 
@@ -358,10 +355,6 @@ def write_text(table: pa.Table, fmt: str, dest: BinaryIO) -> None:
         finally:
             con.close()
         _written(wrote, fmt, path, dest)
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _text(table: pa.Table, fmt: str) -> bytes:

@@ -12,14 +12,15 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from tetrapipe.errors import UsageProblem
 from tetrapipe.units import SEVERITY_RANK, parse_duration
 
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ash", "ksh", "mksh", "busybox", "csh", "tcsh", "fish"})
 DEFAULT_LATE_AFTER = dt.timedelta(minutes=5)
 
 
-class TreeError(Exception):
-    """A selection that matches nothing, said the way a person can fix it."""
+class TreeError(UsageProblem):
+    """A selection that matches nothing, said the way a person can fix it (exit 2, like a usage error)."""
 
 
 @dataclass
