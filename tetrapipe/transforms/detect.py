@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tetrapipe.ruleset.compiler import COLUMNS
+from tetrapipe.ruleset.compiler import COLUMNS, sql_words
 from tetrapipe.ruleset.model import Rule, RuleSet
 from tetrapipe.ruleset.plan import (
     DEFAULT_MAX_EVENT_IDS,
@@ -114,6 +114,9 @@ class Detector:
         #: sequence rules, evaluated by :attr:`chains` (None without any)
         self.sequence_rules: list[Rule] = [r for r in rules if r.sequence is not None]
         self.chains = ChainEngine(self.sequence_rules, max_partials=max_partial_chains) if self.sequence_rules else None
+        #: the chains' step statement reads only the columns it names (DuckDB converts every column it is given)
+        self._chain_sql = self.chains.batch_sql("_chain_rows") if self.chains is not None else ""
+        self._chain_columns = sql_words(self._chain_sql) | {"_i"}
         quiet_arrow_copy_warning()
         self.on_new_alerts = on_new_alerts
         self.stats = DetectorStats()
@@ -233,7 +236,8 @@ class Detector:
     def _chain_step(self, batch: pa.Table) -> pa.Table | None:
         """The batch's rows that match a sequence step, fed to the chain engine: its completed chains."""
         assert self.chains is not None
-        found = self._run("chains", self.chains.batch_sql("_batch"), {"_batch": batch}, numpy=True)
+        steps = batch.select([c for c in batch.schema.names if c in self._chain_columns])
+        found = self._run("chains", self._chain_sql, {"_chain_rows": steps}, numpy=True)
         idx = np.asarray(found["_i"], dtype=np.int64)
         if not len(idx):
             return None
@@ -358,7 +362,9 @@ class Detector:
 
     def _sources(self, schema: pa.Schema) -> dict[str, pa.Schema]:
         """Every source the statements read, with its columns, for a batch of ``schema`` (see PreparedSlots)."""
-        out = {"_batch": schema}  # the flat mask and the chains' steps
+        out = {"_batch": schema}  # the flat mask
+        if self.chains is not None:
+            out["_chain_rows"] = pa.schema([f for f in schema if f.name in self._chain_columns])
         if self.rules:
             if self._kind_mask is not None:
                 out.update(slot_schemas(schema, self._kind_mask))
