@@ -265,6 +265,7 @@ def test_binding_rules_together_reports_exactly_what_binding_each_alone_does(tmp
             "cast": "condition: process_name = 'sh' AND CAST('x' AS INTEGER) = 1\noutput: x\n",
             "exc": "condition: process_name = 'sh'\noutput: x\nexceptions:\n  - name: bad\n    when: no_such_col = 1\n",
             "out": "condition: process_name = 'sh'\noutput: '{no_such_column}'\n",
+            "excagg": "condition: process_name = 'sh'\noutput: x\nexceptions:\n  - name: agg\n    when: count(*) > 0\n",
         }
     else:  # only these broken, so that the statements binding them together succeed without the guard
         bodies = {

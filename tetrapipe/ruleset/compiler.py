@@ -404,7 +404,7 @@ def prime_rules(rules: list[tuple[Rule, Scope]], validator: Validator) -> None:
             continue
         try:
             conditions.append(rule_condition(rule, scope))
-            exprs += [exception_sql(ex, scope) for ex in rule.exceptions]
+            conditions += [exception_sql(ex, scope) for ex in rule.exceptions]  # filters too
             exprs.append(message_sql(rule.output, scope))
         except CompileError:
             continue
@@ -482,6 +482,7 @@ def compile_rule(rule: Rule, scope: Scope, validator: Validator, file_lines: lis
             t = validator.type_of(sql)
             if t != "BOOLEAN":
                 raise CompileError(f"exception {ex.name} is {t}, not a boolean expression")
+            validator.check_filter(sql)  # tested per event, as the condition: no aggregate, no window
             exc_parts.append(sql)
         except CompileError as exc:
             err(f"exception {ex.name}: {exc.reason}", ex.line)
