@@ -22,6 +22,7 @@ of it. See ``docs/ARCHITECTURE.md``.
 from __future__ import annotations
 
 from tetrapipe.schema import ENVELOPE_KEYS
+from tetrapipe.sqltext import sql_string_list
 from tetrapipe.transforms.normalize.fields import (
     ARG_FIELDS,
     ARG_SLOTS,
@@ -34,10 +35,6 @@ from tetrapipe.transforms.normalize.fields import (
     TP_PATH_SYSCALLS,
 )
 from tetrapipe.transforms.normalize.shape import KEY_OBJECTS, key_paths
-
-
-def sql_list(items: list[str]) -> str:
-    return "[" + ", ".join("'" + i.replace("'", "''") + "'" for i in items) + "]"
 
 
 def idx(names: list[str], name: str) -> int:
@@ -173,7 +170,7 @@ y AS (
 ),
 y2 AS (
     SELECT *,
-        CASE WHEN args_t IS NOT NULL THEN json_extract_string(args_t, {sql_list(ARG_PATHS)}) END AS a,
+        CASE WHEN args_t IS NOT NULL THEN json_extract_string(args_t, {sql_string_list(ARG_PATHS)}) END AS a,
         {function_name()} AS fn
     FROM y
 ),"""
@@ -364,8 +361,8 @@ DIRECT_KINDS = ("process_exec", "process_exit", "process_kprobe")
 def own_paths(key: str) -> tuple[str, str]:
     """Every field's path and every key list's path, with the event under ``key``."""
     own_fields = [n for n in FIELDS if n not in ENV_PATHS]
-    fields = sql_list([f"$.{key}.{FIELDS[n]}" for n in own_fields] + list(ENV_PATHS.values()))
-    return fields, sql_list(key_paths(f"$.{key}"))
+    fields = sql_string_list([f"$.{key}.{FIELDS[n]}" for n in own_fields] + list(ENV_PATHS.values()))
+    return fields, sql_string_list(key_paths(f"$.{key}"))
 
 
 def by_kind(function: str, which: int) -> str:
@@ -390,10 +387,10 @@ def read_paths() -> tuple[str, str, str, str]:
     careful one rebuilds the object. The envelope is read from the line itself.
     """
     own_fields = [n for n in FIELDS if n not in ENV_PATHS]
-    event_paths = sql_list([f"$.__event__.{FIELDS[n]}" for n in own_fields])
-    env_paths = sql_list(list(ENV_PATHS.values()))
-    keys = sql_list(key_paths("$.__event__"))
-    body_kinds = sql_list(list(BODY_KINDS))
+    event_paths = sql_string_list([f"$.__event__.{FIELDS[n]}" for n in own_fields])
+    env_paths = sql_string_list(list(ENV_PATHS.values()))
+    keys = sql_string_list(key_paths("$.__event__"))
+    body_kinds = sql_string_list(list(BODY_KINDS))
     return event_paths, env_paths, keys, body_kinds
 
 
@@ -406,9 +403,9 @@ WITH k AS (
 ),
 r AS (
     SELECT _i, source_offset, kind, raw,
-        CASE WHEN NOT list_contains({sql_list(list(DIRECT_KINDS))}, kind)
+        CASE WHEN NOT list_contains({sql_string_list(list(DIRECT_KINDS))}, kind)
              THEN regexp_replace(raw, '^\\{{"[a-z_]+":', '{{"__event__":') END AS ev
-    FROM k WHERE list_contains({sql_list(KNOWN_KINDS)}, kind)
+    FROM k WHERE list_contains({sql_string_list(KNOWN_KINDS)}, kind)
 ),
 x AS (
     SELECT _i, source_offset, kind,
@@ -423,7 +420,7 @@ x AS (
 def careful_query() -> str:
     """The careful query (see the module doc)."""
     event_paths, env_paths, keys, body_kinds = read_paths()
-    envelope = sql_list(list(ENVELOPE_KEYS))
+    envelope = sql_string_list(list(ENVELOPE_KEYS))
     body_path = "'$.\"' || kind || '\"'"
     return f"""
 WITH v AS (
@@ -468,7 +465,7 @@ x AS (
         CASE WHEN reject0 IS NULL THEN json_keys(ev, {keys}) END AS ks,
         CASE WHEN reject0 IS NULL
               AND (list_contains({body_kinds}, kind)
-                   OR (NOT list_contains({sql_list(KNOWN_KINDS)}, kind)
+                   OR (NOT list_contains({sql_string_list(KNOWN_KINDS)}, kind)
                        AND json_extract_string(ev, '$.__event__.process.exec_id') IS NULL))
              THEN CAST(json_extract(ev, '$.__event__') AS VARCHAR) END AS body,
         reject0
