@@ -24,6 +24,7 @@ import pyarrow as pa
 from tetrapipe.ruleset.model import Rule
 from tetrapipe.ruleset.plan import DEFAULT_MAX_EVENT_IDS, first_terms_sql, group_sql, match_sql, rules_table_sql
 from tetrapipe.schema import ALERT_SCHEMA
+from tetrapipe.sqltext import sql_string
 
 if TYPE_CHECKING:
     from tetrapipe.lake import Lake
@@ -34,7 +35,7 @@ def _ts(value: dt.datetime | str) -> str:
         if value.tzinfo is not None:
             value = value.astimezone(dt.UTC).replace(tzinfo=None)
         value = value.isoformat(sep=" ")
-    return "TIMESTAMP '" + str(value).replace("'", "''") + "'"
+    return "TIMESTAMP " + sql_string(str(value))
 
 
 def _span(since: dt.datetime | str | None, until: dt.datetime | str | None) -> str | None:

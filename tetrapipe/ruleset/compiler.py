@@ -28,6 +28,7 @@ import duckdb
 
 from tetrapipe.ruleset.model import Compiled, ExceptionDef, Issue, ListDef, MacroDef, Rule
 from tetrapipe.schema import EVENT_COLUMNS, EVENT_SCHEMA
+from tetrapipe.sqltext import sql_string
 from tetrapipe.units import duration_seconds, is_duration_text
 
 COLUMNS = [c.name for c in EVENT_COLUMNS]
@@ -70,7 +71,7 @@ def sql_literal(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
+        return sql_string(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(sql_literal(v) for v in value) + "]"
     raise CompileError(f"cannot use {type(value).__name__} {value!r} as a SQL value")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tetrapipe.sqltext import sql_string
 from tetrapipe.units import SEVERITIES, SEVERITY_RANK  # noqa: F401 - re-exported: the rule model's scale
 
 
@@ -139,7 +140,7 @@ class Compiled:
 
     def predicate(self) -> str:
         """The full boolean test: kind prefilter, condition, not excepted."""
-        kinds = ", ".join("'" + k.replace("'", "''") + "'" for k in self.kinds)
+        kinds = ", ".join(sql_string(k) for k in self.kinds)
         parts = [f"kind IN ({kinds})", f"({self.condition})"]
         if self.exceptions:
             parts.append(f"({self.exceptions}) IS NOT TRUE")

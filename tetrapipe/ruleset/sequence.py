@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from tetrapipe.config import located
 from tetrapipe.ruleset.model import Compiled, Dedup, Issue, Rule, Sequence, Step
+from tetrapipe.sqltext import sql_string
 from tetrapipe.units import duration_seconds
 
 if TYPE_CHECKING:
@@ -259,16 +260,12 @@ def steps_sql(rules: list[Rule], source: str, columns: list[str], where: str | N
         preds = [*c.steps, *([c.until] if c.until else [])]
         terms = [f"CASE WHEN {p}\n  THEN {1 << k}::BIGINT ELSE 0::BIGINT END" for k, p in enumerate(preds)]
         masks.append("(" + " + ".join(terms) + f") AS _q{r}")
-    filters = [f"kind IN ({', '.join(_quote(k) for k in kinds)})"]
+    filters = [f"kind IN ({', '.join(sql_string(k) for k in kinds)})"]
     if where:
         filters.append(f"({where})")
     inner = f"SELECT {', '.join(columns)}, {', '.join(masks)}\nFROM {source}\nWHERE {' AND '.join(filters)}"
     any_bit = " OR ".join(f"_q{r} <> 0" for r in range(len(rules)))
     return f"SELECT * FROM ({inner}) AS _s WHERE {any_bit}"
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def hunt_sql(rule: Rule) -> str:
