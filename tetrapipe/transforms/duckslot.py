@@ -1,6 +1,7 @@
-"""Small DuckDB helpers of the detector: swappable Arrow sources for prepared statements, bits, a warning.
+"""Small DuckDB helpers of the detector and the normalizer: prepared statements over swappable Arrow sources, bits, a warning.
 
-Kept apart so that :mod:`tetrapipe.transforms.detect` reads as the detector.
+Kept apart so that :mod:`tetrapipe.transforms.detect` reads as the detector,
+and so both run their per-batch statements the same way.
 """
 
 from __future__ import annotations
@@ -78,11 +79,16 @@ class PreparedSlots:
         if new:
             self.deallocate()
 
-    def run(self, key: object, sql: str, sources: dict[str, pa.Table], fetch: Callable[[Any], T]) -> T:
+    def run(
+        self, key: object, sql: str, sources: dict[str, pa.Table], fetch: Callable[[Any], T], relation: bool = False
+    ) -> T:
         """``fetch`` of the cursor of ``sql`` (prepared on the first call with ``key``) over ``sources`` (name -> table).
 
         A source whose columns differ from its slot's gets a slot of its own
-        (a prepared statement reads the types it was bound with).
+        (a prepared statement reads the types it was bound with). ``relation``:
+        ``fetch`` gets a relation (``con.sql``) rather than a cursor: its Arrow
+        read does not copy the rows once more, which pays for a large result
+        (the normalizer's) and not for a small one (the detector's).
         """
         for name, table in sources.items():
             slot = self._slots.get(name)
@@ -101,7 +107,8 @@ class PreparedSlots:
                 name = f"{self._prefix}{len(self._names)}"
                 self._con.execute(f"PREPARE {name} AS {sql}")
                 self._names[key] = name
-            return fetch(self._con.execute(f"EXECUTE {name}"))
+            execute = self._con.sql if relation else self._con.execute
+            return fetch(execute(f"EXECUTE {name}"))
         finally:
             for slot in slots:
                 slot.table = slot.empty  # do not keep the tables alive between calls

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tetrapipe.schema import EVENT_SCHEMA, REJECT_SCHEMA
-from tetrapipe.transforms.duckslot import ArrowSlot
+from tetrapipe.transforms.duckslot import PreparedSlots
 from tetrapipe.transforms.normalize.canonical import canonical_line
 from tetrapipe.transforms.normalize.queries import CAREFUL_SQL, FAST_SQL, REREAD_SQL
 from tetrapipe.transforms.normalize.shape import OBJECT_COLUMNS, ShapeVerdict, shape_verdict
@@ -71,26 +71,16 @@ class Normalizer:
         # per batch. Why: binding and planning the ~17 KB queries cost ~50 ms of CPU a
         # call (``con.sql`` binds twice: once for the schema, once to run): ~4.5 µs an
         # event at ingest's ~11k lines a batch, far more for a stream's small batches.
-        self._batch = ArrowSlot(_BATCH_SCHEMA)
-        self._con.register("batch", self._batch)
-        self._statements: dict[str, str] = {}
+        self._prepared = PreparedSlots(self._con, "_tetrapipe_normalize_")
+        self._prepared.register({"batch": _BATCH_SCHEMA})
 
     def close(self) -> None:
         self._con.close()
 
     def _query(self, sql: str, batch: pa.Table) -> pa.Table:
         """Run ``sql`` (prepared on first use) over ``batch``, which has the columns of :data:`_BATCH_SCHEMA`."""
-        name = self._statements.get(sql)
-        if name is None:
-            name = f"_tetrapipe_normalize_{len(self._statements)}"
-            self._con.execute(f"PREPARE {name} AS {sql}")
-            self._statements[sql] = name
-        self._batch.table = batch.cast(_BATCH_SCHEMA) if batch.schema != _BATCH_SCHEMA else batch
-        try:
-            # (``con.sql``: a cursor's Arrow read copies the rows once more, which costs more here)
-            return self._con.sql(f"EXECUTE {name}").to_arrow_table()
-        finally:
-            self._batch.table = self._batch.empty  # do not keep the batch alive between calls
+        batch = batch.cast(_BATCH_SCHEMA) if batch.schema != _BATCH_SCHEMA else batch
+        return self._prepared.run(sql, sql, {"batch": batch}, _arrow, relation=True)
 
     def _run(self, sql: str, batch: pa.Table, source: str) -> pa.Table:
         batch = pa.Table.from_batches(batch.to_batches(max_chunksize=_SCAN_CHUNK), schema=batch.schema)
@@ -258,6 +248,10 @@ def labels_map(keys: pa.ChunkedArray, values: pa.ChunkedArray, map_type: pa.Data
         type=map_type,
     )
     return out if pc.all(ok).as_py() else pc.if_else(ok, out, pa.nulls(len(keys), map_type))
+
+
+def _arrow(result: duckdb.DuckDBPyRelation) -> pa.Table:
+    return result.to_arrow_table()
 
 
 def _is_sorted(order: pa.ChunkedArray) -> bool:
