@@ -41,6 +41,7 @@ from tetrapipe.lake.native import NativeScan, native_scan, read_local_log
 from tetrapipe.lake.store import Lake
 from tetrapipe.redact import redact_url
 from tetrapipe.schema import PARTITION_TIME, TABLES
+from tetrapipe.sqltext import sql_ident
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -319,7 +320,7 @@ class LakeViews:
 
     def _empty(self, name: str) -> None:
         """A view with the table's columns and no rows, for a table the lake does not have (yet, or as of then)."""
-        cols = ", ".join(f'NULL::{c.duckdb_type} AS "{c.name}"' for c in TABLES[name])
+        cols = ", ".join(f"NULL::{c.duckdb_type} AS {sql_ident(c.name)}" for c in TABLES[name])
         self.con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {cols}, NULL::VARCHAR AS date WHERE false")
 
     def _attach(self, name: str, leave_out: set[str]) -> None:
@@ -461,7 +462,7 @@ def read_rows(
     """
     import pyarrow as pa
 
-    cols = ", ".join(f'"{c.name}"' for c in TABLES[table])
+    cols = ", ".join(sql_ident(c.name) for c in TABLES[table])
     sql = (
         f"SELECT {cols} FROM {table} WHERE ($since IS NULL OR time >= $since::TIMESTAMP) "
         "AND ($until IS NULL OR time < $until::TIMESTAMP) ORDER BY time"

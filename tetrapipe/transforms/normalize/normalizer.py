@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tetrapipe.schema import EVENT_SCHEMA, REJECT_SCHEMA
+from tetrapipe.sqltext import sql_string
 from tetrapipe.transforms.duckslot import PreparedSlots
 from tetrapipe.transforms.normalize.canonical import canonical_line
 from tetrapipe.transforms.normalize.queries import CAREFUL_SQL, FAST_SQL, REREAD_SQL
@@ -64,7 +65,7 @@ class Normalizer:
         known = {row[0] for row in self._con.execute("SELECT name FROM duckdb_optimizers()").fetchall()}
         skipped = [name for name in _SKIPPED_OPTIMIZERS if name in known]  # names differ between DuckDB versions
         if skipped:
-            self._con.execute(f"SET disabled_optimizers = '{','.join(skipped)}'")
+            self._con.execute(f"SET disabled_optimizers = {sql_string(','.join(skipped))}")
         #: what each line shape seen so far says, by fingerprint (see :func:`shape_verdict`)
         self._verdicts: dict[str, ShapeVerdict] = {}
         # Each query is prepared once, against a registered source whose table is swapped
@@ -296,7 +297,7 @@ def make_rejects(source: str, offsets: list[int | None], reasons: list[str], raw
 
 
 #: every character ``str.strip()`` removes (``str.isspace``), as an RE2 class: a line of nothing
-#: else is blank (tests/test_normalize_fast.py checks the list against Python's own)
+#: else is blank (tests/test_normalize_lines.py checks the list against Python's own)
 WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 _BLANK_LINE = f"^[{WHITESPACE}]*$"
 
