@@ -1,8 +1,10 @@
-"""The normalizer with the reference queries: what every line read as before the queries were made faster.
+r"""The normalizer with the reference queries: what every line read as before the queries were made faster.
 
 ``tests/normalize_reference/*.sql`` are the queries (fast, careful; the re-read one is the
 fast one with its labels sorted) as generated at commit 02cf0ea (issue 19's start), the shape handed over as JSON text
-and the input's name left to the caller, as the normalizer takes them now. Why keep
+and the input's name left to the caller, as the normalizer takes them now; one reading
+fixed since: ``process_name`` splits the binary's path at ``/`` only (DuckDB's
+``parse_filename`` also split at ``\``, so ``/tmp/evil\sshd`` read as ``sshd``). Why keep
 them: a faster query must give the very rows the old one gave, ``event_id`` included
 (it is stored and deduplicates across runs), and the same rejects, warnings and
 shape verdicts; comparing the whole output with theirs, on every real line and on

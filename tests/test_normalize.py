@@ -524,3 +524,27 @@ def test_a_repeat_spelled_with_escapes_is_still_a_repeat() -> None:
     rows = _rows(lines)
     assert [r["process_binary"] for r in rows] == ["/usr/bin/true", "/bin/ls", "/bin/sh"]
     assert [bool(r["warnings"]) for r in rows] == [True, False, True]
+
+
+def test_a_backslash_in_a_binary_name_is_part_of_the_name() -> None:
+    """On Linux only ``/`` separates a path: ``/tmp/evil\\sshd`` is a file named ``evil\\sshd``.
+
+    Were ``\\`` a separator too (DuckDB's ``parse_filename`` default), a binary
+    named that way would show as ``sshd`` to every rule and exception that
+    tests ``process_name``: an allowlisted name for any dropped binary, and a
+    "shell" (``x\\bash``) that is none.
+    """
+    lines = [
+        '{"process_exec":{"process":{"exec_id":"aDoxOjU=","binary":"/tmp/evil\\\\sshd"}}}',
+        '{"process_exec":{"process":{"exec_id":"aDoxOjY=","binary":"/tmp/x\\\\bash"}}}',
+        '{"process_exec":{"process":{"exec_id":"aDoxOjc=","binary":"/usr/sbin/sshd"}}}',
+        '{"process_exec":{"process":{"exec_id":"aDoxOjg=","binary":"C:\\\\x\\\\bash.exe"}}}',
+    ]
+    rows = _rows(lines)
+    assert [r["process_binary"] for r in rows] == [
+        "/tmp/evil\\sshd",
+        "/tmp/x\\bash",
+        "/usr/sbin/sshd",
+        "C:\\x\\bash.exe",
+    ]
+    assert [r["process_name"] for r in rows] == ["evil\\sshd", "x\\bash", "sshd", "C:\\x\\bash.exe"]

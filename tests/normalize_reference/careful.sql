@@ -94,7 +94,7 @@ SELECT
     TRY_CAST(s[7] AS BIGINT) AS euid,
     TRY_CAST(s[8] AS BIGINT) AS auid,
     s[9] AS process_binary,
-    CASE WHEN s[9] IS NOT NULL THEN parse_filename(s[9]) END AS process_name,
+    CASE WHEN s[9] IS NOT NULL THEN parse_filename(s[9], 'forward_slash') END AS process_name,
     s[10] AS arguments,
     s[11] AS cwd,
     s[12] AS flags,

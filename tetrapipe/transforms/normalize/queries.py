@@ -263,7 +263,7 @@ SELECT
     {int_(val("euid"))} AS euid,
     {int_(val("auid"))} AS auid,
     {val("binary")} AS process_binary,
-    CASE WHEN {val("binary")} IS NOT NULL THEN parse_filename({val("binary")}) END AS process_name,
+    CASE WHEN {val("binary")} IS NOT NULL THEN parse_filename({val("binary")}, 'forward_slash') END AS process_name,
     {val("arguments")} AS arguments,
     {val("cwd")} AS cwd,
     {val("flags")} AS flags,
