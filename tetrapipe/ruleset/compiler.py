@@ -315,13 +315,14 @@ class Validator:
         todo = [e for e in dict.fromkeys([*exprs, *filters]) if e not in self._types and not _unprimable(e)]
         for start in range(0, len(todo), 64):
             chunk = todo[start : start + 64]
-            try:
-                types = self.con.sql(
-                    f"SELECT {', '.join(f'({e}) AS _tp_v{i}' for i, e in enumerate(chunk))} FROM events"
-                )
-                self._types.update(zip(chunk, (str(t) for t in types.types), strict=True))
+            try:  # DESCRIBE: bound in one call (a relation, con.sql, parses the text twice and tokenizes it)
+                described = self.con.execute(
+                    f"DESCRIBE SELECT {', '.join(f'({e}) AS _tp_v{i}' for i, e in enumerate(chunk))} FROM events"
+                ).fetchall()
             except duckdb.Error:
                 continue
+            if len(described) == len(chunk):  # a star (COLUMNS(*)) makes more columns: left to one by one
+                self._types.update(zip(chunk, (row[1] for row in described), strict=True))
         wanted = [f for f in dict.fromkeys(filters) if self._types.get(f) == "BOOLEAN" and f not in self._filters]
         for start in range(0, len(wanted), 64):
             chunk = wanted[start : start + 64]
