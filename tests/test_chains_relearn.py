@@ -144,3 +144,17 @@ def test_relearn_leaves_the_installed_package_and_a_later_override_alone(tmp_pat
     assert code == 2 and "did not take effect" in " ".join(output.split())
     assert not list(rules.glob("relearn-*.yaml"))
     assert load_ruleset([rules]).get(RULE).first_seen.since == "2026-01-01 00:00:00"
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["2026-03-10T11:00:00+02:00", "2026-03-10T09:00:00Z", "2026-03-10T04:00:00-05:00", "2026-03-10 09:00:00"],
+)
+def test_a_since_with_an_offset_is_read_in_utc(tmp_path: Path, written: str) -> None:
+    """``since: 2026-03-10T11:00:00+02:00`` (a YAML timestamp) is 09:00 UTC: the baseline starts there, not at 11:00."""
+    rules = _own_rules(tmp_path)
+    (rules / "mine.yaml").write_text(f"override: {RULE}\nfirst_seen:\n  since: {written}\n")
+    assert load_ruleset([rules]).get(RULE).first_seen.since == "2026-03-10 09:00:00"
+    code, _ = _relearn(rules, RULE, "--since", written)
+    assert code == 0
+    assert load_ruleset([rules]).get(RULE).first_seen.since == "2026-03-10 09:00:00"

@@ -548,3 +548,35 @@ def test_a_backslash_in_a_binary_name_is_part_of_the_name() -> None:
         "C:\\x\\bash.exe",
     ]
     assert [r["process_name"] for r in rows] == ["evil\\sshd", "x\\bash", "sshd", "C:\\x\\bash.exe"]
+
+
+def test_a_time_with_an_offset_is_read_in_utc() -> None:
+    """RFC 3339 allows any offset (protojson reads one; Tetragon writes ``Z``): ``09:00:01+02:00`` is 07:00:01 UTC.
+
+    DuckDB's cast to TIMESTAMP drops an offset without a word, which put such an
+    event hours away from its neighbours (windows, chains, trees, dedup) and gave
+    the same event written two ways two ``event_id``s.
+    """
+
+    def line(when: str, start: str) -> str:
+        process = {"exec_id": "aDoxOjk=", "binary": "/bin/ls", "start_time": start}
+        process["pod"] = {"name": "p", "container": {"start_time": start}}
+        parent = {"exec_id": "aDoxOjE=", "start_time": start}
+        return json.dumps({"process_exec": {"process": process, "parent": parent}, "node_name": "n", "time": when})
+
+    utc, plus, minus, bare = _rows(
+        [
+            line("2026-03-10T07:00:01.123456789Z", "2026-03-10T06:59:00Z"),
+            line("2026-03-10T09:00:01.123456789+02:00", "2026-03-10T08:59:00+02:00"),
+            line("2026-03-10T01:30:01.123456789-05:30", "2026-03-10T01:29:00-05:30"),
+            line("2026-03-10T07:00:01.123456789", "2026-03-10T06:59:00"),
+        ]
+    )
+    columns = ["time", "time_ns", "process_start_time", "container_start_time", "parent_start_time", "event_id"]
+    assert str(utc["time"]) == "2026-03-10 07:00:01.123456" and utc["time_ns"] % 10**9 == 123456789
+    assert str(utc["process_start_time"]) == "2026-03-10 06:59:00"
+    for other in (plus, minus, bare):
+        assert {c: other[c] for c in columns} == {c: utc[c] for c in columns}
+    # an offset DuckDB cannot read makes the time unknown, never a wrong one: the line is a reject
+    bad = normalize_lines([line("2026-03-10T09:00:01 +02:00", "2026-03-10T08:59:00 +02:00")])
+    assert bad.events.num_rows == 0 and "bad time" in bad.rejects.column("reason")[0].as_py()

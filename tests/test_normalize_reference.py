@@ -66,6 +66,17 @@ _ODD = [
             '{"":"x","z":"y"}',
         )
     ),
+    # times with an offset (read in UTC), or one DuckDB cannot read (a bad time)
+    *(
+        '{"process_exec":{"process":{"exec_id":"e7","start_time":"WHEN","pod":{"container":{"start_time":"WHEN"}}},'
+        '"parent":{"start_time":"WHEN"}},"time":"WHEN"}'.replace("WHEN", when)
+        for when in (
+            "2024-01-01T02:00:00.123456789+02:00",
+            "2023-12-31T18:30:00.5-05:30",
+            "2024-01-01T00:00:00",
+            "2024-01-01T00:00:00 +02:00",
+        )
+    ),
 ]
 
 

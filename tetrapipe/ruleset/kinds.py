@@ -44,8 +44,15 @@ def parse_first_seen(ctx: FileCheck, doc: located.Located) -> FirstSeen | None:
 
 
 def since_text(value: object) -> str:
-    """A ``since`` as the rule compiler writes it (``2026-03-10 09:00:00``, UTC); ValueError when not a time."""
-    return dt.datetime.fromisoformat(str(value).replace("Z", "")).isoformat(sep=" ")
+    """A ``since`` as the rule compiler writes it (``2026-03-10 09:00:00``, UTC); ValueError when not a time.
+
+    A time with an offset (``09:00+02:00``, or YAML's own timestamp) is turned to UTC
+    here: DuckDB's TIMESTAMP literal would drop the offset without a word.
+    """
+    when = dt.datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.UTC).replace(tzinfo=None)
+    return when.isoformat(sep=" ")
 
 
 def parse_since(ctx: FileCheck, raw: located.Located) -> str | None | bool:

@@ -74,7 +74,23 @@ def int_(expr: str) -> str:
 
 
 def ts(expr: str) -> str:
-    return f"TRY_CAST({expr} AS TIMESTAMP)"
+    """An RFC 3339 time in UTC. Why not a plain cast: DuckDB's cast to TIMESTAMP drops an
+    offset (``09:00+02:00`` would read as 09:00 UTC); the cast to TIMESTAMPTZ applies it
+    (the connection's time zone is UTC). Tetragon writes ``Z``, which takes the plain cast."""
+    return (
+        f"CASE WHEN ends_with({expr}, 'Z') THEN TRY_CAST({expr} AS TIMESTAMP) "
+        f"ELSE TRY_CAST(TRY_CAST({expr} AS TIMESTAMPTZ) AS TIMESTAMP) END"
+    )
+
+
+def ts_ns(expr: str) -> str:
+    """:func:`ts` in nanoseconds: DuckDB has no TIMESTAMPTZ in nanoseconds, so the offset is
+    the difference :func:`ts` makes to the plain cast, added to the plain nanosecond cast
+    (NULL, and so a bad time, when TIMESTAMPTZ cannot read the offset)."""
+    naive = f"TRY_CAST({expr} AS TIMESTAMP_NS)"
+    return (
+        f"CASE WHEN ends_with({expr}, 'Z') THEN {naive} ELSE {naive} + ({ts(expr)} - TRY_CAST({expr} AS TIMESTAMP)) END"
+    )
 
 
 FN = "fn"
@@ -233,7 +249,7 @@ def projection_head(sort_labels: bool = True) -> str:
     # generic words ("type", "name", "path", "event", "ip") are only read for the kinds that define them
     return f"""
 z AS (
-    SELECT *, {file_path} AS file_path, TRY_CAST({val("env_time")} AS TIMESTAMP_NS) AS tns
+    SELECT *, {file_path} AS file_path, {ts_ns(val("env_time"))} AS tns
     FROM c
 ),
 z2 AS (
