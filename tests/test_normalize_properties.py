@@ -291,3 +291,38 @@ def test_any_line_reads_as_with_the_reference_queries(
     rng.shuffle(lines)
     got = normalize_lines(lines, normalizer=normalizer, first_offset=0)
     assert_same_output(got, reference_normalize(lines, reference, first_offset=0))
+
+
+def _at_offset(text: str, minutes: int) -> str:
+    """An RFC 3339 ``...Z`` time written as the same instant at ``minutes`` from UTC (``+05:30``), digits kept."""
+    import datetime as dt
+
+    head, dot, fraction = text[:-1].partition(".")
+    when = dt.datetime.fromisoformat(head) + dt.timedelta(minutes=minutes)
+    sign = "+" if minutes >= 0 else "-"
+    return f"{when:%Y-%m-%dT%H:%M:%S}{dot}{fraction}{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+@settings(max_examples=12, **_COMMON)
+@given(minutes=st.integers(-14 * 60, 14 * 60))
+def test_a_time_written_at_any_offset_gives_the_same_row(
+    normalizer: Normalizer, originals: list[dict], minutes: int
+) -> None:
+    """Every real event with its times written at another UTC offset reads as the original, event_id included."""
+    lines = []
+    for line in LINES:
+        event = json.loads(line)
+        body = next(v for k, v in event.items() if k not in ENVELOPE)
+        holders = [event, *(body.get(k) for k in ("process", "parent"))]
+        pod = (body.get("process") or {}).get("pod") or {}
+        for holder, key in [
+            *((h, "time" if h is event else "start_time") for h in holders),
+            (pod.get("container"), "start_time"),
+        ]:
+            if isinstance(holder, dict) and str(holder.get(key, "")).endswith("Z"):
+                holder[key] = _at_offset(holder[key], minutes)
+        lines.append(json.dumps(event, separators=(",", ":")))
+    result = normalize_lines(lines, normalizer=normalizer)
+    assert result.rejects.num_rows == 0
+    for got, want in zip(result.events.to_pylist(), originals, strict=True):
+        assert _without_raw(got) == _without_raw(want)
