@@ -218,6 +218,13 @@ def test_event_id_is_deterministic_and_distinct(real: list[dict]) -> None:
         ('{"node_name":"x","time":"2024-01-01T00:00:00Z"}', "not a Tetragon event: no event key"),
         ('{"process_exec":{},"time":"yesterday"}', "not a Tetragon event: bad time"),
         ('{"process_exec":"x","time":"2024-01-01T00:00:00Z"}', "not a Tetragon event: process_exec is not an object"),
+        # two events in one Kafka record (a shipper that batches lines): said so, not "unexpected content"
+        (
+            '{"process_exec":{}}\n{"process_exit":{}}',
+            "invalid JSON: a second JSON document at character 21 (one event per line, and per Kafka record)",
+        ),
+        ('{"process_exec":{}} x', "invalid JSON: unexpected content after document at character 21"),
+        ('{"process_exec":{}}}', "invalid JSON: unexpected content after document at character 20"),
     ],
 )
 def test_bad_lines_are_rejected_with_reason_and_position(line: str, reason: str) -> None:

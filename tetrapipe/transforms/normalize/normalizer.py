@@ -272,8 +272,12 @@ def _explain(reason: str, line: str) -> str:
     try:
         orjson.loads(line)
     except orjson.JSONDecodeError as exc:
-        if exc.pos >= len(line.rstrip()) - 1 and line.lstrip().startswith("{"):
+        # the parser ran out of text (not: stopped at one stray character before the end, '{"a":1}}')
+        if exc.pos >= len(line.rstrip()) and line.lstrip().startswith("{"):
             return f"truncated JSON: ends after {len(line)} characters (no closing brace)"
+        if exc.msg == "unexpected content after document" and line[exc.pos : exc.pos + 1] in ("{", "["):
+            # several events in one Kafka record (or on one line): say so, a person fixes the shipper
+            return f"invalid JSON: a second JSON document at character {exc.pos + 1} (one event per line, and per Kafka record)"
         return f"invalid JSON: {exc.msg} at character {exc.pos + 1}"
     return reason
 
