@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,15 +154,15 @@ class Detector:
         self._thresholds: ThresholdState | None = None
         wanted = set(rule_columns(self.rules + self.sequence_rules)) | set(self.chains.columns if self.chains else ())
         self._columns: list[str] | None = [c for c in COLUMNS if c in wanted]
+        #: the mask statement per kind (see maskplan); None without it or after it failed to bind: mask_sql then
+        self._plan: KindMask | None = None
+        #: the plan being written on a thread of its own (see :meth:`_kind_mask`)
+        self._plan_pending: Future[KindMask | None] | None = None
         if self.rules:
-            #: the mask statement per kind (see maskplan); None after it failed to bind: mask_sql then
-            self._kind_mask: KindMask | None = None
-            if per_kind:
-                try:
-                    self._kind_mask = kind_mask_sql(self.rules, "_batch")
-                except (KeyError, IndexError, TypeError, ValueError, duckdb.Error) as exc:
-                    # a parse tree the planner did not expect costs speed, never detection: mask_sql
-                    log.warning("rules not planned per event kind (%s): one statement tests every rule", exc)
+            if per_kind and self._own_con:
+                self._plan_pending = _in_background(lambda: kind_mask_sql(self.rules, "_batch"))
+            elif per_kind:
+                self._kind_mask = _planned(lambda: kind_mask_sql(self.rules, "_batch"))
             self._mask: str | None = None
             self._rules_table = rules_table_sql(self.rules)
             self._max_event_ids = max_event_ids
@@ -170,6 +172,26 @@ class Detector:
                 self._thresholds = ThresholdState(self.rules, capacity=max_open_alerts, max_event_ids=max_event_ids)
             # grouping statements per set of rules that matched in a batch (few distinct sets in practice)
             self._live: dict[tuple[int, ...], str] = {}
+
+    @property
+    def _kind_mask(self) -> KindMask | None:
+        """The per-kind plan, once written (waits for the thread that writes it, see ``__init__``).
+
+        Writing the plan of 189 rules takes ~0.3 s, half of it in DuckDB (which
+        lets other threads run): on a thread of its own it is written while the
+        command reads and normalizes its first events. Nothing in it can fail a
+        rule (that is the loader's work, done before): a plan that cannot be
+        written costs speed only (:func:`_planned`).
+        """
+        if self._plan_pending is not None:
+            pending, self._plan_pending = self._plan_pending, None
+            self._plan = pending.result()
+        return self._plan
+
+    @_kind_mask.setter
+    def _kind_mask(self, plan: KindMask | None) -> None:
+        self._plan_pending = None
+        self._plan = plan
 
     def close(self) -> None:
         if self._own_con:
@@ -487,6 +509,33 @@ class Detector:
         if self.chains is not None and state.chain_rows is not None:
             # the chains these rows completed were alerted (and stored) before the restart: not again
             self.chains.feed(state.chain_rows, emit=False)
+
+
+def _planned(write: Callable[[], KindMask]) -> KindMask | None:
+    """``write()``, or None (and a warning) if the planner met a parse tree it did not expect."""
+    try:
+        return write()
+    except (KeyError, IndexError, TypeError, ValueError, duckdb.Error) as exc:
+        # costs speed, never detection: mask_sql tests every rule
+        log.warning("rules not planned per event kind (%s): one statement tests every rule", exc)
+        return None
+
+
+def _in_background(write: Callable[[], KindMask]) -> Future[KindMask | None]:
+    """:func:`_planned` on a thread of its own; its result (or an unexpected exception) from the future.
+
+    Not a daemon: an interpreter leaving while DuckDB works on the thread waits for it.
+    """
+    future: Future[KindMask | None] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(_planned(write))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever reads the plan
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="tetrapipe-rule-plan").start()
+    return future
 
 
 def format_alert(row: dict) -> str:
