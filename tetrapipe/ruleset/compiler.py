@@ -17,6 +17,7 @@ with the file and line of the text at fault.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from collections.abc import Iterator
@@ -335,14 +336,17 @@ class Validator:
             self._filters.update(chunk)
 
     def type_of(self, expr: str) -> str:
-        """The DuckDB type of ``expr`` over an event; raises CompileError with the offending token."""
-        if re.search(r"(?i)\bselect\b", "".join(c for k, c in scan_sql(expr) if k == "code")):
-            raise CompileError(
-                "a condition is an expression over one event: subqueries (SELECT) are not allowed", token="select"
-            )
+        """The DuckDB type of ``expr`` over an event; raises CompileError with the offending token.
+
+        A primed expression's type first: :meth:`prime` took none with a subquery (see :func:`_unprimable`).
+        """
         known = self._types.get(expr)
         if known is not None:
             return known
+        if re.search(r"(?i)\bselect\b", _code(expr)):
+            raise CompileError(
+                "a condition is an expression over one event: subqueries (SELECT) are not allowed", token="select"
+            )
         try:
             rel = self.con.sql(f"SELECT ({expr}) AS v FROM events")
             return str(rel.types[0])
@@ -380,9 +384,14 @@ class Validator:
         return CompileError(reason, token=token)
 
 
+def _code(text: str, identifiers: bool = False) -> str:
+    """:func:`scan_sql`'s code chunks of ``text`` joined (``identifiers``: its "quoted" names too), by one substitution."""
+    return _NOT_CODE.sub(lambda m: m.group() if identifiers and m.group()[0] == '"' else "", text)
+
+
 def _unprimable(expr: str) -> bool:
     """Left to one-by-one binding: a subquery (refused by type_of) or a name like :meth:`Validator.prime`'s aliases."""
-    code = "".join(c for k, c in scan_sql(expr) if k == "code" or c.startswith('"'))  # quoted identifiers too
+    code = _code(expr, identifiers=True)
     return "_tp_v" in code.lower() or re.search(r"(?i)\bselect\b", code) is not None
 
 
@@ -401,9 +410,7 @@ def prime_rules(rules: list[tuple[Rule, Scope]], validator: Validator) -> None:
     """
     exprs: list[str] = []
     conditions: list[str] = []
-    for rule, scope in rules:
-        if rule.sequence is not None:
-            continue
+    for rule, scope in _with_steps(rules):
         try:
             conditions.append(rule_condition(rule, scope))
             conditions += [exception_sql(ex, scope) for ex in rule.exceptions]  # filters too
@@ -411,6 +418,17 @@ def prime_rules(rules: list[tuple[Rule, Scope]], validator: Validator) -> None:
         except CompileError:
             continue
     validator.prime(exprs, conditions)
+
+
+def _with_steps(rules: list[tuple[Rule, Scope]]) -> Iterator[tuple[Rule, Scope]]:
+    """The rules, a sequence rule as its steps: each is compiled as a rule of the step's condition (sequence.py)."""
+    for rule, scope in rules:
+        seq = rule.sequence
+        if seq is None:
+            yield rule, scope
+            continue
+        for step in [*seq.steps, *([seq.until] if seq.until else [])]:
+            yield dataclasses.replace(rule, sequence=None, condition=step.condition, output=""), scope
 
 
 def locate(token: str | None, lines: list[str], first: int, last: int) -> int:
