@@ -305,7 +305,7 @@ class Validator:
 
         A statement costs ~1 ms besides binding its text, and each rule took
         three: most of loading 150 rules. Here 64 expressions share one
-        ``SELECT (e0) AS _tp_v0, ... FROM events`` for their types, and the
+        ``DESCRIBE SELECT (e0) AS _tp_v0, ... FROM events`` for their types, and the
         boolean ``filters`` of them one ``SELECT count(*) FROM events WHERE (f0)
         AND (f1) ...`` (bound and run on no rows, as :meth:`check_filter` does
         with one). A statement that fails teaches nothing: its expressions are
