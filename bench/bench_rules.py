@@ -27,7 +27,11 @@ Why this shape:
   exactly what ``tetrapipe ingest`` does, and reports the ingest time (without
   interpreter start and rule loading, which do not grow with events), the
   detector's own time and the alerts (with a digest of them: two trees or
-  two plans that alert alike print the same digest).
+  two plans that alert alike print the same digest). The detector writes its
+  per-kind plan on a thread of its own while the first events are read: the
+  load time is what stands before reading, and whatever of the plan is left
+  when the first batch reaches the detector counts in the ingest time (and
+  the wall and CPU columns hold all of it).
 * **A realistic log**: ``bench/gen_events.py`` (execs with ``sh -c`` and
   ``kubectl exec`` shells in containers, exits, file kprobes on /etc/passwd,
   tcp_connect/sendmsg, stdout writes, TLS ClientHello/ServerHello reads and
