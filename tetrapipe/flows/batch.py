@@ -92,6 +92,11 @@ class LakeWriter:
     ) -> None:
         self._worker.submit(lambda: self._write(tables, position, also, on_commit))
 
+    @property
+    def failed(self) -> bool:
+        """A commit failed: nothing submitted after it is committed (its ``on_commit`` never runs)."""
+        return self._worker.failed
+
     def flush(self) -> None:
         self._worker.flush()
 

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -80,6 +81,7 @@ from tetrapipe.lake.positions import (
     file_position,
 )
 from tetrapipe.lake.store import COMMIT_ORDER
+from tetrapipe.memtune import release_free_heap, use_returning_arrow_pool
 from tetrapipe.sources.files import InputFile, fingerprint, open_input
 from tetrapipe.sources.lines import prefetch, read_line_batches
 from tetrapipe.sources.streams import GzipStream, InputFault, PeekableInput
@@ -87,6 +89,11 @@ from tetrapipe.transforms.normalize import Normalizer, make_rejects
 from tetrapipe.worker import OrderedWorker
 
 INGEST_CHUNK_BYTES = 24 * 1024 * 1024
+#: chunks between the start of their normalization and their commit, at most: one a stage (normalize,
+#: transforms, lake writer). Why a count and not the stages' queues alone: each queue holds one chunk
+#: besides the one its stage runs and the one waiting to be put in, so up to six normalized chunks
+#: (~36 MB each at 24 MB of lines: DuckDB's result buffers and the lines) could be held at once
+INGEST_IN_FLIGHT = 3
 #: a gzip whose end is missing and that was written to this recently is still being compressed (``run``)
 GZIP_WRITING_SECONDS = 300.0
 
@@ -186,12 +193,13 @@ def ingest(
     own_dedup = dedup is None and not force
     if own_dedup:
         dedup = EventDedup(lake)
+    use_returning_arrow_pool()  # (see tetrapipe.memtune: peak memory is then what the chunks in flight hold)
     normalizer = Normalizer()
     writer = LakeWriter(lake)
     # transforms run on their own thread, in order, while the next chunk is normalized:
     # the detector's and the normalizer's DuckDB work then overlap on two cores
     stage = OrderedWorker("transforms")
-    stages = _Stages(stage, writer, None if force else dedup)
+    stages = _Stages(stage, writer, None if force else dedup, threading.Semaphore(INGEST_IN_FLIGHT))
     try:
         for inp in inputs:
             stats.files += 1
@@ -220,7 +228,25 @@ class _Stages:
     transforms: OrderedWorker
     writer: LakeWriter
     dedup: EventDedup | None = None
+    #: one slot a chunk, from before its normalization until it is committed (:data:`INGEST_IN_FLIGHT`)
+    in_flight: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(INGEST_IN_FLIGHT))
     fingerprints: set[str] = field(default_factory=set)
+
+    def admit(self) -> Callable[[], None]:
+        """Wait for a chunk's slot; returns what frees it (called once the chunk is committed).
+
+        A failed stage never commits what it holds, so its slots are never freed:
+        waiting stops then, and the caller's next submit raises the failure.
+        """
+        while not self.in_flight.acquire(timeout=0.1):
+            if self.transforms.failed or self.writer.failed:
+                return _nothing
+        return self._committed
+
+    def _committed(self) -> None:
+        # the chunk before this one is freed by now: its line buffers leave holes in glibc's heap
+        release_free_heap()
+        self.in_flight.release()
 
     def settle(self, fp: str) -> None:
         """Before reading the lake's position for ``fp``: commit what this run already sent of it.
@@ -332,6 +358,7 @@ def _ingest_one(
                     done = False
                     continue  # (the batch holds nothing but the fault)
                 done = follow
+            done_with_chunk = stages.admit()
             norm = normalizer.normalize(lb.raw, lb.line_nos, inp.label)
             events = norm.events
             rejects = norm.rejects
@@ -350,7 +377,11 @@ def _ingest_one(
             pos, also = (
                 (None, ()) if force else (file_position(fp, lines_done), (file_bytes_position(fp, lb.bytes_total),))
             )
-            stages.transforms.submit(partial(_transform_and_write, job, events, rejects, pos, also, position))
+            del norm, lb  # the job holds what it needs: nothing of this chunk outlives its commit
+            stages.transforms.submit(
+                partial(_transform_and_write, job, events, rejects, pos, also, position, done_with_chunk)
+            )
+            del events, rejects
         if last_lines == already and already:
             stats.skipped_files += 1
         stats.skipped_lines += already
@@ -401,8 +432,12 @@ def _transform_and_write(
     lake_position: Position | None,
     also: tuple[Position, ...],
     position: int | None,
+    committed: Callable[[], None] | None = None,
 ) -> None:
-    """One chunk's second half, on the transforms' thread: drop copies, enrich, detect, hand to the writer."""
+    """One chunk's second half, on the transforms' thread: drop copies, enrich, detect, hand to the writer.
+
+    ``committed``: called once the writer has committed the chunk (frees its in-flight slot).
+    """
     extra: dict[str, pa.Table] = {}
     token: int | None = None
     if events.num_rows:
@@ -415,7 +450,7 @@ def _transform_and_write(
         if job.dedup is not None and events.num_rows:
             token = job.dedup.hold(events.column("event_id"))
     tables = {"events": events, "rejects": rejects, **extra} if events.num_columns else {"rejects": rejects, **extra}
-    job.writer.submit(tables, lake_position, also, on_commit=_after_commit(job.dedup, token))
+    job.writer.submit(tables, lake_position, also, on_commit=_after_commit(job.dedup, token, committed))
     _count(job.stats, events if events.num_columns else None, rejects, extra, job.keep_rejects)
     if events.num_columns:
         job.progress.batch(events, extra)
@@ -423,11 +458,23 @@ def _transform_and_write(
         job.progress.advance(position)
 
 
-def _after_commit(dedup: EventDedup | None, token: int | None) -> Callable[[], None] | None:
-    """Once the chunk is committed: stop holding its ids (the lake has them now)."""
-    if token is None or dedup is None:
-        return None
-    return partial(dedup.release, token)
+def _after_commit(
+    dedup: EventDedup | None, token: int | None, committed: Callable[[], None] | None
+) -> Callable[[], None] | None:
+    """Once the chunk is committed: stop holding its ids (the lake has them now), free its slot."""
+    release = partial(dedup.release, token) if token is not None and dedup is not None else None
+    if release is None or committed is None:
+        return release or committed
+
+    def both() -> None:
+        release()
+        committed()
+
+    return both
+
+
+def _nothing() -> None:
+    """What frees a slot that was never taken (see :meth:`_Stages.admit`)."""
 
 
 def _count(

@@ -297,25 +297,32 @@ def prefetch(batches: Iterator[LineBatch], depth: int = 1) -> Iterator[LineBatch
 
     DuckDB releases the GIL while it runs, so reading, newline search and UTF-8
     validation of chunk N+1 overlap the normalization of chunk N. ``depth``
-    bounds the memory held ahead. An exception in the reader is re-raised here.
+    bounds the memory held ahead: the reader starts a chunk only when fewer
+    than ``depth`` read chunks wait for the caller (a queue slot alone would
+    let one more sit in the reader's hands, ~24 MB of lines each at ingest's
+    chunk size). An exception in the reader is re-raised here.
     """
     import queue
     import threading
 
-    q: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
+    q: queue.Queue[tuple[str, object]] = queue.Queue()
+    ahead = threading.Semaphore(depth)  # a permit a chunk read and not yet taken by the caller
     stop = threading.Event()
 
     def run() -> None:
         try:
-            for item in batches:
-                while not stop.is_set():
-                    try:
-                        q.put(("item", item), timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
+            it = iter(batches)
+            while True:
+                while not ahead.acquire(timeout=0.2):
+                    if stop.is_set():
+                        return
                 if stop.is_set():
                     return
+                item = next(it, None)
+                if item is None:
+                    break
+                q.put(("item", item))
+                del item  # (held by the queue alone: the caller's is the only reference once taken)
             q.put(("end", None))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
             q.put(("error", exc))
@@ -329,7 +336,9 @@ def prefetch(batches: Iterator[LineBatch], depth: int = 1) -> Iterator[LineBatch
                 return
             if kind == "error":
                 raise value  # type: ignore[misc]
+            ahead.release()
             yield value  # type: ignore[misc]
+            del value
     finally:
         stop.set()
 
