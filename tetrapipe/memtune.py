@@ -7,21 +7,22 @@ Arrow's pool, DuckDB's jemalloc, and delta-rs's and polars' own), and each
 keeps what it freed for later: measured on 300k generated events (issue 19),
 Arrow's default pool (mimalloc) held ~190 MB resident for ~40 MB in use, and
 glibc ~130-190 MB of free heap between the chunks' line buffers, DuckDB's
-jemalloc ~100-200 MB above what it had in use. What gives some of that back at no
-measurable CPU cost:
+jemalloc ~100-200 MB above what it had in use. What gives some of that back at
+~1% of CPU (measured, same runs):
 
 * :func:`use_returning_arrow_pool`: Arrow's jemalloc pool, which returns freed
   pages after a short decay, when the installed pyarrow has it;
 * :func:`release_free_heap`: glibc's ``malloc_trim`` once a chunk is committed,
-  which hands the pages of the heap's free holes back to the system;
-* :func:`tune_duckdb`: a DuckDB connection that returns what a query's result
-  held once it is freed (the normalizer's and the detector's).
+  which hands the pages of the heap's free holes back to the system.
 
-The first two are process-wide, so a flow calls them (``tetrapipe ingest``), never a
-library function on its own. Elsewhere (musl, macOS, a pyarrow built without
+Both are process-wide, so a flow calls them (``tetrapipe ingest``), never a
+library function on its own; elsewhere (musl, macOS, a pyarrow built without
 jemalloc) they do nothing. Why not ``MALLOC_ARENA_MAX`` or ``MALLOC_CONF``
 variables: the allocators read them when the process starts, before any of
-this code runs.
+this code runs. Left out because they cost CPU (same runs): DuckDB's
+``allocator_bulk_deallocation_flush_threshold`` at 8 MB (~70 MB less, ~8% more
+CPU) and its ``allocator_flush_threshold`` at 8 MB (~4% more), and a lower glibc
+``M_MMAP_THRESHOLD`` (every line buffer faulted in afresh: ~3%).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import ctypes
 import ctypes.util
 import functools
 from collections.abc import Callable
-from typing import Any
 
 
 @functools.cache
@@ -78,17 +78,4 @@ def use_returning_arrow_pool() -> bool:
     return True
 
 
-#: DuckDB's ``allocator_bulk_deallocation_flush_threshold`` (default 512 MiB): freeing more than this
-#: at once (a batch's result, ~12-40 MB at ingest's chunk size) returns the allocator's free pages.
-#: Measured on 300k events (3 interleaved runs each): ~60 MB less peak RSS, CPU within noise. The
-#: per-task ``allocator_flush_threshold`` at 8 MB saved ~30 MB more but cost ~4% CPU (pages faulted
-#: in again at every task), so it is left at its default.
-DUCKDB_BULK_FLUSH = "8MB"
-
-
-def tune_duckdb(con: Any) -> None:
-    """Set what :data:`DUCKDB_BULK_FLUSH` says on ``con`` (a connection that runs a query a batch)."""
-    con.execute(f"SET allocator_bulk_deallocation_flush_threshold = '{DUCKDB_BULK_FLUSH}'")
-
-
-__all__ = ["DUCKDB_BULK_FLUSH", "release_free_heap", "tune_duckdb", "use_returning_arrow_pool"]
+__all__ = ["release_free_heap", "use_returning_arrow_pool"]

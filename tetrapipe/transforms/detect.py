@@ -44,7 +44,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tetrapipe.memtune import tune_duckdb
 from tetrapipe.ruleset.compiler import COLUMNS, sql_words
 from tetrapipe.ruleset.model import Rule, RuleSet
 from tetrapipe.ruleset.plan import (
@@ -135,7 +134,6 @@ class Detector:
         # between many short-lived detectors)
         self._own_con = connection is None
         self._con = connection if connection is not None else duckdb.connect(":memory:")
-        tune_duckdb(self._con)  # a batch's result returned to the system once freed (tetrapipe.memtune)
         self._con.execute("SET TimeZone = 'UTC'")
         if threads or self._own_con:
             # one thread unless told otherwise: a micro-batch is a few thousand rows, too few for

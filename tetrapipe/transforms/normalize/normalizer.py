@@ -13,7 +13,6 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tetrapipe.memtune import tune_duckdb
 from tetrapipe.schema import EVENT_SCHEMA, REJECT_SCHEMA
 from tetrapipe.sqltext import sql_string
 from tetrapipe.transforms.duckslot import PreparedSlots
@@ -60,7 +59,6 @@ class Normalizer:
 
     def __init__(self, threads: int | None = None) -> None:
         self._con = duckdb.connect(":memory:")
-        tune_duckdb(self._con)  # a batch's result returned to the system once freed (tetrapipe.memtune)
         if threads:
             self._con.execute(f"SET threads = {int(threads)}")
         self._con.execute("SET TimeZone = 'UTC'")
