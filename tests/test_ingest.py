@@ -133,6 +133,28 @@ def test_cli_ingest_from_stdin_and_summary(tmp_path: Path, lake_dir: Path, tetra
     assert _count(Lake(lake_dir)) == 20
 
 
+def test_a_utf16_file_says_so_and_rejects_are_listed_in_file_order(
+    tmp_path: Path, lake_dir: Path, tetrapipe_cmd: list[str]
+) -> None:
+    """PowerShell 5's ``kubectl logs ... > events.log`` writes UTF-16: every line is a reject, and each says why.
+
+    The reader's reject (the byte order mark is no UTF-8) is found apart from the
+    normalizer's; the summary still lists them by line.
+    """
+    f = tmp_path / "events.log"
+    f.write_bytes(("\n".join(_lines(0, 3)) + "\n").encode("utf-16"))
+    proc = subprocess.run(
+        [*tetrapipe_cmd, "ingest", str(f), "--lake", str(lake_dir), "--rules", "none"],
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    listed = [line.strip() for line in proc.stdout.decode().splitlines() if "events.log:" in line]
+    assert [line.split(":")[1] for line in listed] == ["1", "2", "3", "4"], listed
+    assert "not UTF-8: byte 0xff at character 1" in listed[0]
+    assert all("as UTF-16 text is written (convert the file to UTF-8)" in line for line in listed[1:]), listed
+
+
 def test_cli_missing_path_is_a_usage_error(lake_dir: Path, tetrapipe_cmd: list[str]) -> None:
     proc = subprocess.run(
         [*tetrapipe_cmd, "ingest", "/nonexistent/tetragon.log", "--lake", str(lake_dir)],

@@ -225,6 +225,11 @@ def test_event_id_is_deterministic_and_distinct(real: list[dict]) -> None:
         ),
         ('{"process_exec":{}} x', "invalid JSON: unexpected content after document at character 21"),
         ('{"process_exec":{}}}', "invalid JSON: unexpected content after document at character 20"),
+        ('\x00{\x00"\x00a\x00"\x00:\x001\x00}', "invalid JSON: a NUL byte between characters, as UTF-16 text"),
+        (
+            '{"process_exec":{"process":{"binary":"a\x00b"}}}x',
+            "invalid JSON: unexpected control character in string at character 40",
+        ),
     ],
 )
 def test_bad_lines_are_rejected_with_reason_and_position(line: str, reason: str) -> None:

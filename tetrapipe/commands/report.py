@@ -33,7 +33,7 @@ from tetrapipe.textsafe import has_unsafe, visible
 from tetrapipe.units import most_severe_first
 
 if TYPE_CHECKING:  # the ingest's types only: ``tetrapipe query`` imports this module and none of the pipeline
-    from tetrapipe.flows.ingest import IngestStats, RunAlert
+    from tetrapipe.flows.ingest import IngestStats, RejectNote, RunAlert
     from tetrapipe.lake import Lake
     from tetrapipe.lake.query import Rows
     from tetrapipe.sources.files import Skipped
@@ -267,11 +267,18 @@ def print_ingest_summary(console: Console, stats: IngestStats, lake: Lake, skipp
                 ' (kept in the rejects table: tetrapipe query "SELECT * FROM rejects")',
             ),
         )
-        for note in stats.first_rejects:
+        for note in _in_input_order(stats.first_rejects):
             where = f"{note.source}:{note.line_no}" if note.line_no is not None else note.source
             emit(console, _styled("  ", (where, "yellow"), f": {note.reason}"))
         if stats.rejects > len(stats.first_rejects):
             emit(console, Text(f"  ... and {stats.rejects - len(stats.first_rejects):,} more", style="dim"))
+
+
+def _in_input_order(notes: list[RejectNote]) -> list[RejectNote]:
+    """Each input's rejects by line, inputs in the order they were read (the reader's own rejects, such as a
+    line that is not UTF-8, are noted after the normalizer's of the same chunk)."""
+    first = {note.source: i for i, note in reversed(list(enumerate(notes)))}
+    return sorted(notes, key=lambda n: (first[n.source], n.line_no if n.line_no is not None else -1))
 
 
 def _plural(n: int, word: str) -> str:

@@ -269,6 +269,10 @@ def _explain(reason: str, line: str) -> str:
     """Make 'invalid JSON' say what is wrong and where, the way a person fixing it needs."""
     if reason != "invalid JSON":
         return reason
+    if line.count("\x00") * 3 >= len(line) > 0:
+        # each character followed (or preceded) by a NUL byte: a line of a UTF-16 file, which PowerShell's
+        # `>` writes; read as UTF-8 it is valid text but no JSON, and every line says so: say why once here
+        return "invalid JSON: a NUL byte between characters, as UTF-16 text is written (convert the file to UTF-8)"
     try:
         orjson.loads(line)
     except orjson.JSONDecodeError as exc:
