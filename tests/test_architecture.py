@@ -72,7 +72,9 @@ def test_the_data_flow_has_one_direction() -> None:
     )
 
 
-@pytest.mark.parametrize("leaf", ["schema", "units", "errors", "fsutil", "textsafe", "kafka_client", "sqltext"])
+@pytest.mark.parametrize(
+    "leaf", ["schema", "units", "errors", "fsutil", "textsafe", "kafka_client", "sqltext", "memtune"]
+)
 def test_the_leaves_depend_on_nothing_of_the_project(leaf: str) -> None:
     mods = [m for m, _n, _l in _imports(PKG / f"{leaf}.py")]
     assert not [m for m in mods if m.startswith("tetrapipe")], mods
