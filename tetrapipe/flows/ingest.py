@@ -193,7 +193,7 @@ def ingest(
     own_dedup = dedup is None and not force
     if own_dedup:
         dedup = EventDedup(lake)
-    use_returning_arrow_pool()  # (see tetrapipe.memtune: peak memory is then what the chunks in flight hold)
+    use_returning_arrow_pool()  # Arrow's freed pages go back to the system (see tetrapipe.memtune)
     normalizer = Normalizer()
     writer = LakeWriter(lake)
     # transforms run on their own thread, in order, while the next chunk is normalized:
