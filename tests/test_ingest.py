@@ -155,6 +155,26 @@ def test_a_utf16_file_says_so_and_rejects_are_listed_in_file_order(
     assert all("as UTF-16 text is written (convert the file to UTF-8)" in line for line in listed[1:]), listed
 
 
+@pytest.mark.parametrize("chunk_bytes", [None, 2])
+def test_a_utf8_byte_order_mark_opens_the_file_and_is_no_part_of_its_first_line(
+    tmp_path: Path, lake_dir: Path, chunk_bytes: int | None
+) -> None:
+    """What PowerShell's ``Set-Content -Encoding utf8`` writes (the conversion a UTF-16 reject advises): every
+    event lands, the first line's ``raw`` is the event, and the grown file adds only its new lines."""
+    lake = Lake(lake_dir)
+    f = tmp_path / "events.log"
+    f.write_bytes(b"\xef\xbb\xbf" + ("\n".join(_lines(0, 3)) + "\n").encode())
+    extra = {} if chunk_bytes is None else {"chunk_bytes": chunk_bytes}
+    stats = ingest(expand_inputs([str(f)]), lake, **extra)
+    assert (stats.events, stats.rejects) == (3, 0)
+    first = _count(lake, "SELECT raw FROM events ORDER BY source_offset LIMIT 1")
+    assert first == _lines(0, 1)[0]
+    with f.open("ab") as out:
+        out.write(("\n".join(_lines(3, 2)) + "\n").encode())
+    again = ingest(expand_inputs([str(f)]), lake, **extra)
+    assert (again.events, again.rejects) == (2, 0) and _count(lake) == 5
+
+
 def test_cli_missing_path_is_a_usage_error(lake_dir: Path, tetrapipe_cmd: list[str]) -> None:
     proc = subprocess.run(
         [*tetrapipe_cmd, "ingest", "/nonexistent/tetragon.log", "--lake", str(lake_dir)],

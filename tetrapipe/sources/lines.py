@@ -139,6 +139,10 @@ def _drop_invalid_utf8(raw: pa.Array, line_nos: np.ndarray) -> tuple[pa.Array, n
     return pa.array(good, pa.large_string()), np.array(good_nos, dtype=np.int64), bad
 
 
+#: what some Windows tools write before UTF-8 text; at the start of an input it is no part of a line
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def read_line_batches(
     stream: BinaryIO,
     *,
@@ -198,6 +202,10 @@ def read_line_batches(
         eof = got == 0
         data_len = carry_len + got
         start = 0
+        if byte_no == 0 and line_no == 0 and bytes(view[:3]) == UTF8_BOM and data_len >= 3:
+            # a UTF-8 byte order mark opens the input, not its first line (Notepad and PowerShell's
+            # `Set-Content -Encoding utf8` write one): skipped, and counted in the bytes read
+            start = byte_no = len(UTF8_BOM)
         if oversized is not None and fault is None:
             cut = bytes(view[:data_len]).find(b"\n")
             if cut < 0 and not eof:
