@@ -73,24 +73,24 @@ def int_(expr: str) -> str:
     return f"TRY_CAST({expr} AS BIGINT)"
 
 
+def _utc(expr: str) -> str:
+    """The time ``expr`` says, in UTC: the cast to TIMESTAMPTZ applies an offset (the connection's time zone is UTC)."""
+    return f"TRY_CAST(TRY_CAST({expr} AS TIMESTAMPTZ) AS TIMESTAMP)"
+
+
 def ts(expr: str) -> str:
     """An RFC 3339 time in UTC. Why not a plain cast: DuckDB's cast to TIMESTAMP drops an
-    offset (``09:00+02:00`` would read as 09:00 UTC); the cast to TIMESTAMPTZ applies it
-    (the connection's time zone is UTC). Tetragon writes ``Z``, which takes the plain cast."""
-    return (
-        f"CASE WHEN ends_with({expr}, 'Z') THEN TRY_CAST({expr} AS TIMESTAMP) "
-        f"ELSE TRY_CAST(TRY_CAST({expr} AS TIMESTAMPTZ) AS TIMESTAMP) END"
-    )
+    offset (``09:00+02:00`` would read as 09:00 UTC). Tetragon writes ``Z``, which takes the plain cast."""
+    return f"CASE WHEN ends_with({expr}, 'Z') THEN TRY_CAST({expr} AS TIMESTAMP) ELSE {_utc(expr)} END"
 
 
 def ts_ns(expr: str) -> str:
     """:func:`ts` in nanoseconds: DuckDB has no TIMESTAMPTZ in nanoseconds, so the offset is
-    the difference :func:`ts` makes to the plain cast, added to the plain nanosecond cast
+    the difference the UTC reading makes to the plain cast, added to the plain nanosecond cast
     (NULL, and so a bad time, when TIMESTAMPTZ cannot read the offset)."""
     naive = f"TRY_CAST({expr} AS TIMESTAMP_NS)"
-    return (
-        f"CASE WHEN ends_with({expr}, 'Z') THEN {naive} ELSE {naive} + ({ts(expr)} - TRY_CAST({expr} AS TIMESTAMP)) END"
-    )
+    offset = f"{_utc(expr)} - TRY_CAST({expr} AS TIMESTAMP)"
+    return f"CASE WHEN ends_with({expr}, 'Z') THEN {naive} ELSE {naive} + ({offset}) END"
 
 
 FN = "fn"
