@@ -43,7 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tree_env import tree_env  # bench/ is on sys.path when a script here runs
+from tree_env import compiled, tree_env  # bench/ is on sys.path when a script here runs
 
 KINDS = [
     "process_exec",
@@ -135,6 +135,7 @@ def main() -> None:
         for mode in ("duckdb-auto", "duckdb-fields", "duckdb-parquet")
         if not args.no_duckdb and not (args.no_auto and mode == "duckdb-auto")
     ]
+    compiled()  # this tree's bytecode, as an installed wheel has it
     lake = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     ingest = [sys.executable, "-m", "tetrapipe", "ingest", path, "--lake", str(lake / "lake"), "--quiet"]
     for src in args.also_src:

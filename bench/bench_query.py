@@ -39,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from tree_env import tree_env  # bench/ is on sys.path when a script here runs
+from tree_env import compiled, tree_env  # bench/ is on sys.path when a script here runs
 
 QUERIES = {
     "count": "SELECT count(*) FROM events",
@@ -116,7 +116,7 @@ def _busiest_pod(files: list[str]) -> str:
 
 def _env(src: str | None) -> dict[str, str] | None:
     if src is None:
-        return None
+        return compiled()
     return tree_env(src)
 
 

@@ -198,6 +198,10 @@ def main() -> None:
         return
     rules_dirs = [str(Path(d).resolve()) for d in (args.rules or [ROOT / "rules"])]
     srcs = [ROOT] + ([args.also_src.resolve()] if args.also_src else [])
+    from tree_env import compile_package  # bench/ is on sys.path when a script here runs
+
+    for src in srcs:  # the bytecode an installed wheel has (see tree_env.py)
+        compile_package(src / "tetrapipe")
     modes = _modes(rules_dirs, srcs)
     load = os.getloadavg()
 
