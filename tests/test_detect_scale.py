@@ -25,6 +25,7 @@ from tetrapipe.ruleset import load_ruleset
 from tetrapipe.ruleset.model import Rule
 from tetrapipe.ruleset.plan import mask_sql, rule_columns
 from tetrapipe.transforms.ancestry import AncestryTransform
+from tetrapipe.transforms.branchpick import BranchPick
 from tetrapipe.transforms.detect import Detector
 from tetrapipe.transforms.maskplan import branch_predicates, kind_mask_sql, split_by_kind
 from tetrapipe.transforms.normalize import normalize_lines
@@ -154,9 +155,14 @@ def _bits(con: duckdb.DuckDBPyConnection, sql: str) -> dict[int, tuple]:
 
 
 def _compare_masks(rules: list[Rule], batches: list[pa.Table]) -> int:
-    """The per-kind plan's bits and term hashes equal the flat statement's on every row; returns the bits set."""
+    """The per-kind plan's bits and term hashes equal the flat statement's on every row; returns the bits set.
+
+    So do the row-by-row variants of the branches that test rules per distinct value (see branchpick).
+    """
     flat = mask_sql(rules, "_batch")
     plan = kind_mask_sql(rules, "_batch")
+    by_row = "\nUNION ALL\n".join(r or b for b, r in zip(plan.branches, plan.by_row, strict=True))
+    assert by_row != plan.sql  # some kind has a variant to compare
     cols = rule_columns(rules)
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
@@ -169,6 +175,7 @@ def _compare_masks(rules: list[Rule], batches: list[pa.Table]) -> int:
             con.register(name, part)
         want, got = _bits(con, flat), _bits(con, plan.sql)
         assert got == want
+        assert _bits(con, by_row) == want
         bits += sum(bin(v).count("1") for row in want.values() for v in row if isinstance(v, int) and v > 0)
     return bits
 
@@ -340,3 +347,27 @@ def test_alert_rows_come_in_the_backtest_order(synthetic: Path, tmp_path: Path) 
         seen += len(rows)
     detector.close()
     assert seen > 50
+
+
+class _Always(BranchPick):
+    """Runs one variant wherever a kind has it (a real BranchPick otherwise)."""
+
+    def __init__(self, alternatives: list[bool], variant: int) -> None:
+        super().__init__(alternatives)
+        self.forced = [variant if alt else 0 for alt in alternatives]
+
+    def variant(self, n: int, rows: int) -> int:
+        return self.forced[n]
+
+
+@pytest.mark.parametrize("variant", [0, 1])
+def test_alerts_are_the_same_whichever_variant_runs(synthetic: Path, tmp_path: Path, variant: int) -> None:
+    rules = _rules(REPO / "rules", synthetic)
+    batches = _events(_real_lines() + _generated_lines(tmp_path, 1500), 500)
+    detector = Detector(rules)
+    plan = detector._kind_mask
+    assert plan is not None and any(b is not None for b in plan.by_row)
+    detector._pick = (plan, _Always([b is not None for b in plan.by_row], variant))
+    got = _alerts(detector, batches)
+    assert len(got) > 50
+    assert got == _alerts(Detector(rules, per_kind=False), batches)

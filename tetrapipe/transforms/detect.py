@@ -60,6 +60,7 @@ from tetrapipe.ruleset.plan import (
 from tetrapipe.schema import ALERT_SCHEMA
 from tetrapipe.textsafe import visible
 from tetrapipe.transforms.base import RestoredState, StateRequest
+from tetrapipe.transforms.branchpick import BranchPick
 from tetrapipe.transforms.chains import ChainEngine
 from tetrapipe.transforms.duckslot import PreparedSlots, quiet_arrow_copy_warning, set_bits
 from tetrapipe.transforms.maskplan import KindMask, kind_mask_sql, slot_schemas, split_by_kind
@@ -158,6 +159,8 @@ class Detector:
         self._plan: KindMask | None = None
         #: the plan being written on a thread of its own (see :meth:`_kind_mask`)
         self._plan_pending: Future[KindMask | None] | None = None
+        #: the plan the branch choice is for, and the choice (see _kind_masks)
+        self._pick: tuple[KindMask, BranchPick] | None = None
         if self.rules:
             if per_kind and self._own_con:
                 self._plan_pending = _in_background(lambda: kind_mask_sql(self.rules, "_batch"))
@@ -263,7 +266,9 @@ class Detector:
         idx = np.asarray(found["_i"], dtype=np.int64)
         if not len(idx):
             return None
-        rows = batch.take(pa.array(idx))
+        # only the columns the engine reads (a restart feeds it the same, see ChainEngine.history_sql): a
+        # step row set is a third of a batch, and taking every column (lists among them) cost more than the scan
+        rows = batch.select([c for c in self.chains.columns if c in batch.schema.names]).take(pa.array(idx))
         for r in range(len(self.sequence_rules)):
             rows = rows.append_column(f"_q{r}", pa.array(np.asarray(found[f"_q{r}"], dtype=np.int64)))
         return self.chains.feed(rows)
@@ -347,12 +352,24 @@ class Detector:
         return self._run("mask", self._mask, {"_batch": batch}, numpy=True)
 
     def _kind_masks(self, plan: KindMask, parts: dict[str, pa.Table]) -> dict[str, np.ndarray]:
-        """The mask columns of the kinds the batch holds, one statement each (see KindMask), unordered."""
+        """The mask columns of the kinds the batch holds, one statement each (see KindMask), unordered.
+
+        A kind whose branch tests rules per distinct value also has a row-by-row
+        statement giving the same bits: :class:`BranchPick` runs the cheaper.
+        """
+        if self._pick is None or self._pick[0] is not plan:
+            self._pick = (plan, BranchPick([b is not None for b in plan.by_row] or [False] * len(plan.slots)))
+        pick = self._pick[1]
         present = [n for n, slot in enumerate(plan.slots) if parts[slot].num_rows] or [0]  # none: an empty result
-        results = [
-            self._run(("kind", plan.slots[n]), plan.branches[n], {plan.slots[n]: parts[plan.slots[n]]}, numpy=True)
-            for n in present
-        ]
+        results = []
+        for n in present:
+            slot, rows = plan.slots[n], parts[plan.slots[n]].num_rows
+            v = pick.variant(n, rows)
+            key = ("kind", slot, v)
+            measured = not self._prepared or self._statements.has(key)  # not a run that prepares first
+            started = time.thread_time()
+            results.append(self._run(key, plan.by_row[n] if v else plan.branches[n], {slot: parts[slot]}, numpy=True))
+            pick.record(n, v, rows, time.thread_time() - started, measured=measured)
         if len(results) == 1:
             return results[0]
         return {

@@ -113,6 +113,10 @@ class PreparedSlots:
             for slot in slots:
                 slot.table = slot.empty  # do not keep the tables alive between calls
 
+    def has(self, key: object) -> bool:
+        """Whether the statement of ``key`` is prepared (its next run does not prepare it first)."""
+        return key in self._names
+
     def deallocate(self) -> None:
         for name in self._names.values():
             self._con.execute(f"DEALLOCATE {name}")

@@ -405,6 +405,9 @@ class KindMask:
     slots: tuple[str, ...]
     #: the columns each branch names (over-inclusive), ``_i`` included: its slot holds only those
     columns: tuple[frozenset[str], ...]
+    #: per kind, the same bits with every rule tested row by row, where the branch tests some per distinct
+    #: value (None where it does not): which is cheaper depends on the data (see :mod:`.branchpick`)
+    by_row: tuple[str | None, ...] = ()
 
     @property
     def sql(self) -> str:
@@ -429,11 +432,22 @@ def kind_mask_sql(rules: list[Rule], source: str) -> KindMask:
     columns = [predicate_columns([r]) for r in rules]
     trees: dict[str, dict | None] = {}  # parse trees read once for all branches
     keys: dict[tuple[str, int], str] = {}  # and the canonical keys of their operands
-    branches = [
-        _branch(rules, kind, slot, groups, columns, (trees, keys)) for kind, slot in zip(kinds, slots, strict=True)
+    memo = (trees, keys)
+    branches = [_branch(rules, kind, slot, groups, columns, memo) for kind, slot in zip(kinds, slots, strict=True)]
+    by_row = [
+        _branch(rules, kind, slot, groups, columns, memo, by_value=False)
+        if _tests_by_value(rules, kind, columns)
+        else None
+        for kind, slot in zip(kinds, slots, strict=True)
     ]
-    columns = tuple(frozenset(sql_words(b).intersection([*COLUMNS, "_i"])) for b in branches)
-    return KindMask(tuple(branches), kinds, slots, columns)
+    words = [sql_words(b) | (sql_words(r) if r else set()) for b, r in zip(branches, by_row, strict=True)]
+    columns = tuple(frozenset(w.intersection([*COLUMNS, "_i"])) for w in words)
+    return KindMask(tuple(branches), kinds, slots, columns, tuple(by_row))
+
+
+def _tests_by_value(rules: list[Rule], kind: str, columns: list[list[str]]) -> bool:
+    """Whether ``kind``'s branch tests a rule per distinct value (one that reads no :data:`UNIQUE_COLUMNS`)."""
+    return any(kind in r.compiled.kinds and not UNIQUE_COLUMNS.intersection(columns[i]) for i, r in enumerate(rules))
 
 
 def _bits(tests: dict[int, str], group: int) -> str:
@@ -492,14 +506,17 @@ def _branch(
     groups: int,
     columns: list[list[str]],
     memo: tuple[dict[str, dict | None], dict[tuple[str, int], str]],
+    *,
+    by_value: bool = True,
 ) -> str:
     """One kind's ``SELECT``: its rules' bits for every row of ``slot`` with one set.
 
     ``columns``: each rule's; ``memo``: the plan's parse trees and operand keys (see :func:`branch_predicates`).
+    ``by_value=False``: every rule tested row by row (no ``DISTINCT``, no join).
     """
     mine = [i for i, r in enumerate(rules) if kind in r.compiled.kinds]
     cols = {i: columns[i] for i in mine}
-    by_value = [i for i in mine if not UNIQUE_COLUMNS.intersection(cols[i])]
+    by_value = [i for i in mine if by_value and not UNIQUE_COLUMNS.intersection(cols[i])]
     by_row = [i for i in mine if i not in by_value]
     tests_r, shared_r = branch_predicates([rules[i] for i in by_row], *memo)
     row_test = dict(zip(by_row, tests_r, strict=True))
