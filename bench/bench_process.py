@@ -175,6 +175,13 @@ def _per_client(arg: str, client: str) -> str:
     return arg
 
 
+def _per_round(arg: str, r: int) -> str:
+    """A run's group, lake and events topic of its own in round ``r`` (each round reads the topic from 0)."""
+    if arg.startswith("bench-") or "lake-process" in arg or arg.startswith("bench.enriched"):
+        return f"{arg}-r{r}"
+    return arg
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("file", type=Path)
@@ -193,6 +200,23 @@ def main() -> None:
         action="append",
         default=[],
         help="Also run the first mode with the tetrapipe package in this tree (an older commit's worktree).",
+    )
+    ap.add_argument(
+        "--also-src-modes",
+        type=int,
+        default=1,
+        help="How many of the first modes the --also-src trees run too (default 1).",
+    )
+    ap.add_argument(
+        "--events-pair",
+        action="store_true",
+        help="Only `process` with all rules, without and with --events-topic (what streaming events costs).",
+    )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="Run every mode this many times, interleaved, each on its own group and lake; medians are printed.",
     )
     args = ap.parse_args()
     pin = ["taskset", "-c", args.cores] if shutil.which("taskset") else []
@@ -301,8 +325,10 @@ def main() -> None:
                 [*tp, "ingest", str(src), "--lake", str(work / "lake-ingest"), *rules],
             ),
         ]
-        if args.process_only:
+        if args.process_only or args.events_pair:
             modes = [m for m in modes if m[0].startswith("process")]
+        if args.events_pair:
+            modes = [m for m in modes if "all rules" in m[0]]
         clients = ["kafka-python", "confluent"] if args.kafka_client == "both" else [args.kafka_client]
         modes = [
             (f"{mode} [{c}]", [*[_per_client(a, c) for a in cmd], "--kafka-client", c])
@@ -312,14 +338,22 @@ def main() -> None:
         ] + [m for m in modes if not m[0].startswith("process")]
         envs: list[dict[str, str] | None] = [None] * len(modes)
         for k, src_tree in enumerate(args.also_src):
-            first_mode, first_cmd = modes[0]
-            cmd = [(f"{a}-{k}" if a.startswith("bench-rules") else a) for a in first_cmd]  # its own group: from 0
-            cmd = [(f"{a}-old{k}" if "lake-process" in a else a) for a in cmd]
-            cmd = cmd[: cmd.index("--kafka-client")]  # an older tree may not know it (kafka-python, as mode 1)
-            modes.insert(k, (f"{first_mode} @ {Path(src_tree).name}", cmd))
-            envs.insert(k, tree_env(src_tree))
+            older = []
+            for first_mode, first_cmd in modes[: args.also_src_modes]:
+                cmd = [(f"{a}-{k}" if a.startswith("bench-") else a) for a in first_cmd]  # its own group: from 0
+                cmd = [(f"{a}-old{k}" if "lake-process" in a or a.startswith("bench.enriched") else a) for a in cmd]
+                if "kafka_client" not in (Path(src_tree) / "tetrapipe" / "commands" / "process.py").read_text():
+                    cmd = cmd[: cmd.index("--kafka-client")]  # an older tree without it: its default client
+                older.append((f"{first_mode} @ {Path(src_tree).name}", cmd))
+            modes[k * len(older) : k * len(older)] = older
+            envs[k * len(older) : k * len(older)] = [tree_env(src_tree)] * len(older)
+        runs = [
+            (mode, [_per_round(a, r) for a in cmd] if args.rounds > 1 else cmd, env)
+            for r in range(args.rounds)
+            for (mode, cmd), env in zip(modes, envs, strict=True)
+        ]
         results = []
-        for i, ((mode, cmd), env) in enumerate(zip(modes, envs, strict=True)):
+        for i, (mode, cmd, env) in enumerate(runs):
             secs, rss, rc, text = _timed([*pin, *cmd], work / f"stderr-{i}.log", env)
             results.append(
                 {
@@ -349,9 +383,22 @@ def main() -> None:
             f"{r['mode']:57s} {r['seconds']:8.1f} {r['wall_events_per_second']:10,.0f} {steady:>12s} "
             f"{r['rss_kib'] / 1024:13.0f}" + ("" if r["rc"] == 0 else f"  (exit {r['rc']})")
         )
+    if args.rounds > 1:
+        print(f"medians of {args.rounds} interleaved rounds:")
+        for mode in dict.fromkeys(r["mode"] for r in results):
+            rates = sorted(r["steady_events_per_second"] or 0 for r in results if r["mode"] == mode)
+            print(
+                f"  {mode:57s} steady {rates[len(rates) // 2]:>10,.0f} ev/s  (all: {', '.join(f'{x:,.0f}' for x in rates)})"
+            )
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    meta = {"file": str(args.file), "events": n, "cores": args.cores, "load_average_at_end": os.getloadavg()}
+    meta = {
+        "file": str(args.file),
+        "events": n,
+        "cores": args.cores,
+        "rounds": args.rounds,
+        "load_average_at_end": os.getloadavg(),
+    }
     (out / f"process-{time.strftime('%Y%m%d-%H%M')}.json").write_text(
         json.dumps({"run": meta, "results": results}, indent=2)
     )

@@ -9,7 +9,6 @@ order in one partition). See docs/ARCHITECTURE.md.
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -32,9 +31,12 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.6fZ"  # RFC 3339 UTC, as the native format wri
 def event_json_lines(events: pa.Table) -> list[bytes]:
     """One JSON object per event row (every native column, NULLs as null), without a Python dict per row.
 
-    Polars serializes the whole batch in native code (~3x faster than
-    ``to_pylist`` + orjson on the bench stream); the result is then split on
-    newlines, which JSON escapes inside strings, so line i is row i. Times
+    Polars serializes each row in native code (``struct.json_encode``, the
+    same writer as ``write_ndjson``: the bytes are identical, tested) into a
+    string column that becomes a list of ``bytes`` with one copy per row.
+    Measured on 20,000 bench events (~5 KB of JSON each): ~220 ms against
+    ~330 ms for ``write_ndjson`` into one buffer, copied out and split on
+    newlines (two more passes over ~100 MB, and as many page faults). Times
     become RFC 3339 UTC strings and ``pod_labels`` a JSON object, the shapes
     :mod:`tetrapipe.formats` reads back (older polars write a map as a list
     of ``{"key", "value"}`` objects, which :mod:`tetrapipe.formats` reads too).
@@ -56,12 +58,8 @@ def event_json_lines(events: pa.Table) -> list[bytes]:
             times.append(col.dt.to_string(TIME_FORMAT).alias(name))
     if times:
         df = df.with_columns(times)
-    buf = io.BytesIO()  # bytes straight from polars: no str of the whole batch to encode again
-    df.write_ndjson(buf)
-    lines = buf.getvalue().split(b"\n")
-    if lines and not lines[-1]:
-        lines.pop()
-    if len(lines) != events.num_rows:  # cannot happen with valid JSON; never send a misaligned batch
+    lines = df.select(pl.struct(pl.all()).struct.json_encode()).to_series().cast(pl.Binary).to_list()
+    if len(lines) != events.num_rows:  # cannot happen; never send a misaligned batch
         raise RuntimeError(f"serialized {events.num_rows} events into {len(lines)} lines")
     return lines
 
