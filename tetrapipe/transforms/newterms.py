@@ -64,26 +64,50 @@ def drop_seen_terms(
     order = pc.sort_indices(
         cand, sort_keys=[("time", "ascending", "at_end"), ("event_id", "ascending", "at_end")]
     ).to_numpy()
-    times = pc.cast(cand.column("time"), pa.int64()).take(pa.array(order)).to_pylist()  # (None for no time)
-    for r, t, p, k, us in zip(
-        r_all[order].tolist(),
-        term_all[order].tolist(),
-        pos_all[order].tolist(),
-        key_all[order].tolist(),
-        times,
-        strict=True,
-    ):
-        learning = False
-        if r in learn:  # a first-seen rule: its key's first match starts the learning (no time: never new)
-            learning = us is None or us < first.setdefault((r, k), us) + learn[r]
-        key = (r, t)
+    times = pc.cast(cand.column("time"), pa.int64()).take(pa.array(order))
+    has_time = np.asarray(times.is_valid(), dtype=bool)
+    us = np.asarray(times.fill_null(0), dtype=np.int64)
+    r, t, p, k = r_all[order], term_all[order].astype(np.uint64), pos_all[order], key_all[order]
+    # Python per distinct (rule, term) and (rule, key), not per candidate row (thousands: every exec of a
+    # container image is one for a first-seen binary). Row by row, in this order, would have: set a first-seen
+    # key's first time at its first timed row; kept the bit of a combination's first row only, if the
+    # combination was not seen before and (first-seen rules) its key was no longer learning; left each
+    # combination of the batch at the end of ``seen`` in the order of its last row.
+    learns = np.isin(r, np.fromiter(learn, dtype=np.int64, count=len(learn))) & has_time
+    if learns.any():
+        rows_l = np.flatnonzero(learns)
+        at, _ = _groups(r[rows_l], k[rows_l])
+        for j in rows_l[np.sort(at)].tolist():
+            first.setdefault((int(r[j]), int(k[j])), int(us[j]))
+    first_at, group = _groups(r, t)
+    last_at = np.zeros(len(first_at), dtype=np.int64)
+    np.maximum.at(last_at, group, np.arange(len(r)))
+    keep = np.zeros(len(r), dtype=bool)
+    for u in np.argsort(last_at, kind="stable").tolist():
+        j = int(first_at[u])
+        key = (int(r[j]), int(t[j]))
         if key in seen:
             seen.move_to_end(key)
-            arrays[r // MASK_BITS][p] &= ~(1 << (r % MASK_BITS))
             continue
         seen[key] = None
-        if learning:  # part of the baseline: remembered, not alerted
-            arrays[r // MASK_BITS][p] &= ~(1 << (r % MASK_BITS))
+        if key[0] in learn:  # a first-seen rule: not new while its key learns (no time: never new)
+            if not has_time[j] or us[j] < first[(key[0], int(k[j]))] + learn[key[0]]:
+                continue  # part of the baseline: remembered, not alerted
+        keep[j] = True
+    for i in np.unique(r[~keep]).tolist():
+        drop = p[(r == i) & ~keep]
+        arrays[i // MASK_BITS][drop] &= ~np.int64(1 << (i % MASK_BITS))
+
+
+def _groups(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct pairs ``(a[i], b[i])``: each one's first position, and each position's pair number."""
+    order = np.lexsort((b, a))  # stable: a pair's first position comes first among its own
+    sa, sb = a[order], b[order]
+    starts = np.ones(len(order), dtype=bool)
+    starts[1:] = (sa[1:] != sa[:-1]) | (sb[1:] != sb[:-1])
+    group = np.empty(len(order), dtype=np.int64)
+    group[order] = np.cumsum(starts) - 1
+    return order[starts], group
 
 
 __all__ = ["drop_seen_terms"]
