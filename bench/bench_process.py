@@ -111,8 +111,8 @@ def _produce(bootstrap: str, topic: str, path: Path, limit: int | None) -> int:
     return n
 
 
-def _timed(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> tuple[float, int, int, str]:
-    """Wall seconds, peak RSS (KiB), exit code and stderr of cmd, in a fresh process.
+def _timed(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> tuple[float, int, int, str, float]:
+    """Wall seconds, peak RSS (KiB), exit code, stderr and CPU seconds (user + system) of cmd, in a fresh process.
 
     stderr goes to a file, not a pipe: a pipe nobody reads fills up with
     alerts and blocks the measured process.
@@ -125,7 +125,8 @@ def _timed(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> tupl
     text = log.read_text(errors="replace")
     if status != 0:
         sys.stderr.write(text[-3000:])
-    return elapsed, usage.ru_maxrss, os.waitstatus_to_exitcode(status), text
+    cpu = usage.ru_utime + usage.ru_stime  # every thread's, librdkafka's too: less at the mercy of a busy machine
+    return elapsed, usage.ru_maxrss, os.waitstatus_to_exitcode(status), text, cpu
 
 
 def _steady(text: str) -> float | None:
@@ -337,9 +338,10 @@ def main() -> None:
             for c in clients
         ] + [m for m in modes if not m[0].startswith("process")]
         envs: list[dict[str, str] | None] = [None] * len(modes)
+        firsts = modes[: args.also_src_modes]
         for k, src_tree in enumerate(args.also_src):
             older = []
-            for first_mode, first_cmd in modes[: args.also_src_modes]:
+            for first_mode, first_cmd in firsts:
                 cmd = [(f"{a}-{k}" if a.startswith("bench-") else a) for a in first_cmd]  # its own group: from 0
                 cmd = [(f"{a}-old{k}" if "lake-process" in a or a.startswith("bench.enriched") else a) for a in cmd]
                 if "kafka_client" not in (Path(src_tree) / "tetrapipe" / "commands" / "process.py").read_text():
@@ -354,13 +356,14 @@ def main() -> None:
         ]
         results = []
         for i, (mode, cmd, env) in enumerate(runs):
-            secs, rss, rc, text = _timed([*pin, *cmd], work / f"stderr-{i}.log", env)
+            secs, rss, rc, text, cpu = _timed([*pin, *cmd], work / f"stderr-{i}.log", env)
             results.append(
                 {
                     "mode": mode,
                     "seconds": round(secs, 2),
                     "events": n,
                     "rss_kib": rss,
+                    "cpu_seconds": round(cpu, 2),
                     "rc": rc,
                     "wall_events_per_second": round(n / secs) if secs else 0,
                     "steady_events_per_second": _steady(text),
@@ -387,8 +390,10 @@ def main() -> None:
         print(f"medians of {args.rounds} interleaved rounds:")
         for mode in dict.fromkeys(r["mode"] for r in results):
             rates = sorted(r["steady_events_per_second"] or 0 for r in results if r["mode"] == mode)
+            cpus = sorted(r["cpu_seconds"] for r in results if r["mode"] == mode)
             print(
                 f"  {mode:57s} steady {rates[len(rates) // 2]:>10,.0f} ev/s  (all: {', '.join(f'{x:,.0f}' for x in rates)})"
+                f"  CPU {cpus[len(cpus) // 2]:.1f} s (all: {', '.join(f'{x:.1f}' for x in cpus)})"
             )
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from pathlib import Path
 
 import orjson
 import polars as pl
 import pyarrow as pa
 import pytest
 from conftest import REAL_LOGS, SAMPLES
-from kafka_broker import TansuBroker, read_topic
+from kafka import errors as kerrors
+from kafka_broker import TansuBroker, read_topic, tansu_binary
 from test_process import _create_topic
 
 from tetrapipe.flows.process_outputs import TIME_FORMAT, event_json_lines
@@ -115,7 +117,10 @@ def test_hostile_values_keep_their_bytes_and_read_back_as_written() -> None:
 
 
 @pytest.mark.slow  # the real broker
-def test_a_full_librdkafka_queue_slows_the_batch_send_and_loses_nothing(kafka: TansuBroker, topic: str) -> None:
+@pytest.mark.parametrize("errors_only", [False, True], ids=["every-report", "failures-only"])
+def test_a_full_librdkafka_queue_slows_the_batch_send_and_loses_nothing(
+    errors_only: bool, kafka: TansuBroker, topic: str
+) -> None:
     """The batch send hands records to librdkafka directly; a full queue and a too-large record take the slow path."""
     from confluent_kafka import Producer
 
@@ -124,13 +129,16 @@ def test_a_full_librdkafka_queue_slows_the_batch_send_and_loses_nothing(kafka: T
     from tetrapipe.sinks.kafka_confluent import ConfluentProducer
 
     _create_topic(kafka.bootstrap, topic, 2)
-    producer = ConfluentProducer(bootstrap_servers=[kafka.bootstrap], client_id="full-queue", acks="all")
+    producer = ConfluentProducer(
+        bootstrap_servers=[kafka.bootstrap], client_id="full-queue", acks="all", errors_only=errors_only
+    )
     # the same adapter over a librdkafka producer whose queue holds 20 records: the batch below overflows it
     conf = librdkafka_config(
         {"bootstrap_servers": [kafka.bootstrap], "acks": "all", "max_request_size": 20_000, "linger_ms": 50},
         role="producer",
     )
-    producer._p = Producer({**conf, "queue.buffering.max.messages": 20, "partitioner": "murmur2_random"})
+    conf |= {"queue.buffering.max.messages": 20, "partitioner": "murmur2_random"}
+    producer._p = Producer({**conf, "delivery.report.only.error": errors_only})
     keys = [f"node-{i % 3}".encode() for i in range(500)]
     values = [b"%d " % i + b"y" * (60_000 if i == 250 else 300) for i in range(500)]
     try:
@@ -148,3 +156,30 @@ def test_a_full_librdkafka_queue_slows_the_batch_send_and_loses_nothing(kafka: T
         if i != 250:
             want.setdefault(k, []).append(i)
     assert got == want
+
+
+@pytest.mark.slow  # a broker of its own, killed mid-test
+def test_a_batch_whose_records_fail_raises_when_only_failures_are_reported(tmp_path: Path) -> None:
+    """The events producer hears of failed records only: a batch the broker never took must not read as delivered."""
+    from tetrapipe.sinks.kafka import new_producer, send_batch
+
+    broker = TansuBroker(tansu_binary(), log_path=tmp_path / "tansu.log").start()
+    try:
+        _create_topic(broker.bootstrap, "gone", 1)
+        producer = new_producer(
+            [broker.bootstrap], "gone", keyed=True, client="confluent", batches_only=True, delivery_timeout_ms=2000
+        )
+        try:
+            with pytest.raises(RuntimeError, match="send_batch"):
+                producer.send("gone", value=b"x")  # a future that would never settle is refused outright
+            first, _ = send_batch(producer, "gone", [(b"n", b"%d" % i) for i in range(50)])
+            assert first.get(timeout=30) == 50
+            broker.stop()
+            delivery, refused = send_batch(producer, "gone", [(b"n", b"%d" % i) for i in range(50)])
+            assert not refused
+            with pytest.raises(kerrors.KafkaError):
+                delivery.get(timeout=30)
+        finally:
+            producer.close(timeout=0)
+    finally:
+        broker.stop()

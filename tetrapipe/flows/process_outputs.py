@@ -73,7 +73,15 @@ class SendCounts:
 
 
 class ProcessOutputs:
-    """The processor's producer and the three topics it writes (each optional: None or '' is off)."""
+    """The processor's producers and the three topics they write (each optional: None or '' is off).
+
+    Dead letters and alerts share one producer (a future per record); the
+    enriched events have their own, tuned for a record per event (large
+    batches, the collector's codec) and serving nothing but whole batches,
+    so the librdkafka backend reports only the records that failed and a
+    batch is settled by a flush (:func:`~tetrapipe.sinks.kafka.new_producer`
+    ``batches_only``).
+    """
 
     def __init__(
         self,
@@ -91,19 +99,23 @@ class ProcessOutputs:
         self.events_topic = events_topic
         self.counts = SendCounts()
         self.producer: Any = None
-        if alerts_topic or dead_letter_topic or events_topic:
-            stream: dict[str, Any] = {}
-            if events_topic:
-                # a record per event: big batches, the collector's codec, murmur2 once per node, not per record
-                stream = {"batch_size": EVENTS_BATCH_BYTES, "compression_type": resolve_compression("auto")}
-            self.producer = new_producer(
-                bootstrap_list(bootstrap),
-                client_id + "-out",
-                keyed=bool(events_topic),
+        self.events_producer: Any = None
+        servers = bootstrap_list(bootstrap)
+        security = security_options(options)  # the rest of the options are the consumer's tuning
+        if alerts_topic or dead_letter_topic:
+            self.producer = new_producer(servers, client_id + "-out", client=client, linger_ms=20, **security)
+        if events_topic:
+            # a record per event: big batches, the collector's codec, murmur2 once per node, not per record
+            self.events_producer = new_producer(
+                servers,
+                client_id + "-events",
+                keyed=True,
                 client=client,
+                batches_only=True,
                 linger_ms=20,
-                **stream,
-                **security_options(options),  # the rest of the options are the consumer's tuning
+                batch_size=EVENTS_BATCH_BYTES,
+                compression_type=resolve_compression("auto"),
+                **security,
             )
 
     def send(self, rejects: pa.Table, alerts: pa.Table | None, events: pa.Table | None) -> None:
@@ -112,10 +124,8 @@ class ProcessOutputs:
         A batch may span partitions: a dead letter's partition header comes
         from its reject's ``source`` (``kafka:<topic>/<partition>``).
         """
-        if self.producer is None:
-            return
         futures = []
-        if self.dead_letter_topic and rejects.num_rows:
+        if self.producer is not None and self.dead_letter_topic and rejects.num_rows:
             for row in rejects.to_pylist():
                 headers = [
                     ("partition", (row["source"] or "").rsplit("/", 1)[-1].encode()),
@@ -123,20 +133,24 @@ class ProcessOutputs:
                     ("reason", row["reason"].encode()),
                 ]
                 futures.append(self.producer.send(self.dead_letter_topic, value=row["raw"].encode(), headers=headers))
-        if self.alerts_topic and alerts is not None and alerts.num_rows:
+        if self.producer is not None and self.alerts_topic and alerts is not None and alerts.num_rows:
             for row in alerts.to_pylist():
                 key = f"{row['rule_id']}|{row['dedup_key'] or ''}".encode()
                 value = orjson.dumps(row, option=orjson.OPT_NAIVE_UTC)
                 futures.append(self.producer.send(self.alerts_topic, key=key, value=value))
-        if self.events_topic and events is not None and events.num_rows:
-            futures.append(self._send_events(self.events_topic, events))
+        delivery = None
+        if self.events_producer is not None and events is not None and events.num_rows:
+            delivery = self._send_events(str(self.events_topic), events)
         if futures:
             self.producer.flush()
             for f in futures:
                 f.get(timeout=30)
+        if delivery is not None:
+            self.events_producer.flush()
+            delivery.get(timeout=30)
 
     def _send_events(self, topic: str, events: pa.Table) -> Any:
-        """Hand every event row to the producer as one batch; :meth:`send` flushes and waits as for alerts.
+        """Hand every event row to the events producer as one batch; :meth:`send` flushes and waits for it.
 
         An event larger than the producer's ``max_request_size`` can never be
         sent: failing the batch would stop the processor on it forever, so it
@@ -145,7 +159,7 @@ class ProcessOutputs:
         values = event_json_lines(events)
         nodes = events.column("node_name").to_pylist()
         keys = {n: n.encode() for n in set(nodes) if n is not None}
-        delivery, refused = send_batch(self.producer, topic, zip(map(keys.get, nodes), values, strict=True))
+        delivery, refused = send_batch(self.events_producer, topic, zip(map(keys.get, nodes), values, strict=True))
         for value, exc in refused:
             self.counts.oversized += 1
             log.warning("enriched event of %d bytes not streamed to %s (%s); it is in the lake", len(value), topic, exc)
@@ -153,8 +167,12 @@ class ProcessOutputs:
         return delivery
 
     def close(self) -> None:
-        if self.producer is not None:
-            self.producer.close()
+        try:
+            if self.producer is not None:
+                self.producer.close()
+        finally:  # one producer failing to close must not leave the other's threads running
+            if self.events_producer is not None:
+                self.events_producer.close()
 
 
 __all__ = ["EVENTS_BATCH_BYTES", "ProcessOutputs", "SendCounts", "event_json_lines"]

@@ -436,18 +436,30 @@ def producer_class(client: str | None) -> Callable[..., Any]:
 
 
 def new_producer(
-    bootstrap: list[str], client_id: str, *, keyed: bool = False, client: str | None = "auto", **settings: Any
+    bootstrap: list[str],
+    client_id: str,
+    *,
+    keyed: bool = False,
+    client: str | None = "auto",
+    batches_only: bool = False,
+    **settings: Any,
 ) -> Any:
     """A producer that waits for every replica (``acks=all``), for outputs other than the collector's stream.
 
     ``keyed``: records are keyed (by node, say) and many share a key, so the
     partition is memoized per key as the collector's is (librdkafka hashes
-    in C: nothing to memoize). ``settings`` are further kafka-python producer
-    settings (batching, compression, TLS), translated for librdkafka.
+    in C: nothing to memoize). ``batches_only``: the producer only ever
+    serves :func:`send_batch`, so the librdkafka backend reports failed
+    records only and a batch is settled by a flush
+    (:class:`~tetrapipe.sinks.kafka_confluent.FlushedDelivery`); kafka-python
+    keeps its future per record. ``settings`` are further kafka-python
+    producer settings (batching, compression, TLS), translated for librdkafka.
     """
     factory = producer_class(client)
     if keyed and factory is KafkaProducer:
         settings.setdefault("partitioner", _KeyPartitioner())
+    if batches_only and factory is not KafkaProducer:
+        settings["errors_only"] = True
     return factory(bootstrap_servers=bootstrap, client_id=client_id, acks="all", **settings)
 
 

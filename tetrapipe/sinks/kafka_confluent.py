@@ -32,7 +32,7 @@ from tetrapipe.kafka_client import librdkafka_config
 LIBRDKAFKA_LOG = logging.getLogger("kafka.librdkafka")
 
 #: settings the adapter implements itself rather than librdkafka
-_OWN = ("max_block_ms", "bootstrap_timeout_ms")
+_OWN = ("max_block_ms", "bootstrap_timeout_ms", "errors_only")
 
 # librdkafka error codes -> the kafka-python classes the sink tells apart (the first four: rejects, no retry helps)
 _MAPPED: dict[int, type[BaseException]] = {
@@ -130,12 +130,42 @@ class BatchDelivery:
         return self.delivered
 
 
+class FlushedDelivery(BatchDelivery):
+    """A batch of a producer that reports failures only: every record is settled once librdkafka's queue is empty.
+
+    Why: a success report per record is a Python call and a message object
+    each, ~2.5 us of the processor's thread per 5 KB event (measured, 50 ms
+    per 20,000-event batch), for a caller that only needs "all arrived". A
+    failed record still reports, through :meth:`BatchDelivery._settle`. The
+    wait is a flush of the whole producer, so such a producer serves one
+    stream (the processor's events topic) and nothing that waits per record.
+    """
+
+    __slots__ = ()
+
+    def get(self, timeout: float | None = None) -> int:
+        """Wait until librdkafka holds no record; raise the first failure, or ``KafkaTimeoutError``."""
+        self._producer.flush(timeout)
+        if self.error is not None:
+            raise self.error
+        return self.expected
+
+
 class ConfluentProducer:
-    """A librdkafka producer answering the kafka-python calls the sink makes."""
+    """A librdkafka producer answering the kafka-python calls the sink makes.
+
+    ``errors_only=True``: librdkafka reports failed records only
+    (``delivery.report.only.error``), :meth:`send_batch` hands back a
+    :class:`FlushedDelivery`, and :meth:`send` is refused (its future would
+    never settle).
+    """
 
     def __init__(self, **settings: Any) -> None:
         self._max_block = (settings.get("max_block_ms") or 60_000) / 1000
+        self._errors_only = bool(settings.get("errors_only"))
         conf = librdkafka_config(settings, role="producer", consumed=_OWN)
+        if self._errors_only:
+            conf["delivery.report.only.error"] = True
         conf["logger"] = LIBRDKAFKA_LOG
         conf["error_cb"] = self._on_error
         #: why this producer should be replaced (set from librdkafka's error callback, served by poll)
@@ -157,6 +187,8 @@ class ConfluentProducer:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> DeliveryFuture:
         """Queue one record; block up to ``max_block_ms`` while librdkafka's queue is full."""
+        if self._errors_only:
+            raise RuntimeError("a producer that reports errors only has no per-record future: use send_batch")
         future = DeliveryFuture(self)
         self._produce(topic, value, key, future._settle, headers)
         return future
@@ -196,7 +228,7 @@ class ConfluentProducer:
         so it is handed back rather than failing the rest; any other refusal
         raises, as :meth:`send` does.
         """
-        delivery = BatchDelivery(self)
+        delivery = FlushedDelivery(self) if self._errors_only else BatchDelivery(self)
         refused: list[tuple[bytes, BaseException]] = []
         settle = delivery._settle
         produce = self._p.produce
@@ -257,4 +289,4 @@ class ConfluentProducer:
         self._p.poll(0)  # settles the purged records' futures (as failed)
 
 
-__all__ = ["BatchDelivery", "ConfluentProducer", "DeliveryFuture"]
+__all__ = ["BatchDelivery", "ConfluentProducer", "DeliveryFuture", "FlushedDelivery"]
