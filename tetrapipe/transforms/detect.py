@@ -52,6 +52,7 @@ from tetrapipe.ruleset.plan import (
     MASK_BITS,
     group_sql,
     live_group_sql,
+    live_message_sql,
     mask_sql,
     match_sql,
     rule_columns,
@@ -59,6 +60,7 @@ from tetrapipe.ruleset.plan import (
 )
 from tetrapipe.schema import ALERT_SCHEMA
 from tetrapipe.textsafe import visible
+from tetrapipe.transforms.alertrows import first_events, with_first_events
 from tetrapipe.transforms.base import RestoredState, StateRequest
 from tetrapipe.transforms.branchpick import BranchPick
 from tetrapipe.transforms.chains import ChainEngine
@@ -174,7 +176,7 @@ class Detector:
             if any(r.compiled.min_count for r in self.rules):
                 self._thresholds = ThresholdState(self.rules, capacity=max_open_alerts, max_event_ids=max_event_ids)
             # grouping statements per set of rules that matched in a batch (few distinct sets in practice)
-            self._live: dict[tuple[int, ...], str] = {}
+            self._live: dict[tuple[int, ...], tuple[str, str]] = {}
 
     @property
     def _kind_mask(self) -> KindMask | None:
@@ -329,7 +331,11 @@ class Detector:
         group = which
         if self._prepared:
             group = self._group_rules = tuple(sorted(set(self._group_rules) | set(which)))
-        grouped = self._run(group, self._group_statement(group), {"_hits": hits}, numpy=False)
+        grouping, messages = self._group_statements(group)
+        grouped = self._run(group, grouping, {"_hits": hits}, numpy=False)
+        first = first_events(batch, grouped)
+        said = self._run(("message", group), messages, {"_first": first}, numpy=False).column("message")
+        grouped = with_first_events(grouped, first, said)
         order = pc.sort_indices(grouped, [(c, "ascending") for c in LIVE_GROUP_ORDER])  # NULLs last: the default
         return self._fold(grouped.take(order))
 
@@ -412,16 +418,18 @@ class Detector:
             for k in range(groups):
                 hits = hits.append(pa.field(f"_m{k}", pa.int64()))
             out["_hits"] = hits  # the matching rows and their masks (see _single)
+            out["_first"] = schema.append(pa.field("_r", pa.int64()))  # each alert row's first event (alertrows)
         return out
 
-    def _group_statement(self, which: tuple[int, ...]) -> str:
-        """The grouping statement for the rules ``which`` (indices), built once per set."""
+    def _group_statements(self, which: tuple[int, ...]) -> tuple[str, str]:
+        """The grouping and message statements for the rules ``which`` (indices), built once per set."""
         sql = self._live.get(which)
         if sql is None:
             if len(self._live) > 256:
                 self._live.clear()
-            sql = self._live[which] = live_group_sql(
-                "_hits", self._rules_table, self.rules, list(which), self._max_event_ids
+            sql = self._live[which] = (
+                live_group_sql("_hits", self._rules_table, self.rules, list(which), self._max_event_ids),
+                live_message_sql("_first", self.rules, list(which)),
             )
         return sql
 
