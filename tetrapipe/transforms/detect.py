@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -47,6 +46,7 @@ import pyarrow.compute as pc
 from tetrapipe.ruleset.compiler import COLUMNS, sql_words
 from tetrapipe.ruleset.model import Rule, RuleSet
 from tetrapipe.ruleset.plan import (
+    ALERT_EVENT_COLUMNS,
     DEFAULT_MAX_EVENT_IDS,
     LIVE_GROUP_ORDER,
     MASK_BITS,
@@ -67,6 +67,7 @@ from tetrapipe.transforms.chains import ChainEngine
 from tetrapipe.transforms.duckslot import PreparedSlots, quiet_arrow_copy_warning, set_bits
 from tetrapipe.transforms.maskplan import KindMask, kind_mask_sql, slot_schemas, split_by_kind
 from tetrapipe.transforms.newterms import drop_seen_terms
+from tetrapipe.transforms.planthread import in_background, planned
 from tetrapipe.transforms.thresholds import ThresholdState
 
 #: how long after its window ends an alert id is still remembered (late events)
@@ -165,9 +166,9 @@ class Detector:
         self._pick: tuple[KindMask, BranchPick] | None = None
         if self.rules:
             if per_kind and self._own_con:
-                self._plan_pending = _in_background(lambda: kind_mask_sql(self.rules, "_batch"))
+                self._plan_pending = in_background(lambda: kind_mask_sql(self.rules, "_batch"))
             elif per_kind:
-                self._kind_mask = _planned(lambda: kind_mask_sql(self.rules, "_batch"))
+                self._kind_mask = planned(lambda: kind_mask_sql(self.rules, "_batch"))
             self._mask: str | None = None
             self._rules_table = rules_table_sql(self.rules)
             self._max_event_ids = max_event_ids
@@ -177,6 +178,11 @@ class Detector:
                 self._thresholds = ThresholdState(self.rules, capacity=max_open_alerts, max_event_ids=max_event_ids)
             # grouping statements per set of rules that matched in a batch (few distinct sets in practice)
             self._live: dict[tuple[int, ...], tuple[str, str]] = {}
+            # what the grouping reads of the matching rows (keys, counted values) and the messages of the first
+            # events (over-inclusive: any word of their text): taking and scanning only those is a third of the work
+            c = [r.compiled for r in self.rules]
+            self._hit_words = {"_i", "time", "event_id"}.union(*(sql_words(f"{x.dedup_key} {x.distinct}") for x in c))
+            self._first_words = {"_i", *ALERT_EVENT_COLUMNS}.union(*(sql_words(x.message) for x in c))
 
     @property
     def _kind_mask(self) -> KindMask | None:
@@ -321,7 +327,7 @@ class Detector:
             k * MASK_BITS + bit for k, a in enumerate(arrays) for bit in set_bits(int(np.bitwise_or.reduce(a)))
         )
         self.stats.matches += sum(int(np.count_nonzero(arrays[i // MASK_BITS] & (1 << (i % MASK_BITS)))) for i in which)
-        hits = batch.take(pa.array(rows[hit]))
+        hits = batch.select(self._only(batch.schema.names, self._hit_words)).take(pa.array(rows[hit]))
         for k, a in enumerate(arrays):
             hits = hits.append_column(f"_m{k}", pa.array(a))
         # Prepared, the grouping covers every rule that has matched so far, so that the few
@@ -333,7 +339,7 @@ class Detector:
             group = self._group_rules = tuple(sorted(set(self._group_rules) | set(which)))
         grouping, messages = self._group_statements(group)
         grouped = self._run(group, grouping, {"_hits": hits}, numpy=False)
-        first = first_events(batch, grouped)
+        first = first_events(batch.select(self._only(batch.schema.names, self._first_words)), grouped)
         said = self._run(("message", group), messages, {"_first": first}, numpy=False).column("message")
         grouped = with_first_events(grouped, first, said)
         order = pc.sort_indices(grouped, [(c, "ascending") for c in LIVE_GROUP_ORDER])  # NULLs last: the default
@@ -414,11 +420,12 @@ class Detector:
             if self._kind_mask is not None:
                 out.update(slot_schemas(schema, self._kind_mask))
             groups = (len(self.rules) + MASK_BITS - 1) // MASK_BITS
-            hits = schema
+            hits = pa.schema([schema.field(n) for n in self._only(schema.names, self._hit_words)])
             for k in range(groups):
                 hits = hits.append(pa.field(f"_m{k}", pa.int64()))
             out["_hits"] = hits  # the matching rows and their masks (see _single)
-            out["_first"] = schema.append(pa.field("_r", pa.int64()))  # each alert row's first event (alertrows)
+            first = pa.schema([schema.field(n) for n in self._only(schema.names, self._first_words)])
+            out["_first"] = first.append(pa.field("_r", pa.int64()))  # each alert row's first event (alertrows)
         return out
 
     def _group_statements(self, which: tuple[int, ...]) -> tuple[str, str]:
@@ -432,6 +439,10 @@ class Detector:
                 live_message_sql("_first", self.rules, list(which)),
             )
         return sql
+
+    def _only(self, names: list[str], words: set[str]) -> list[str]:
+        """The ``names`` among ``words`` (all of them once a rule was found to read a column no scan saw)."""
+        return names if self._columns is None else [n for n in names if n in words]
 
     def _narrow(self, events: pa.Table) -> pa.Table:
         """Only the columns the rules read (all of them if the batch lacks one, e.g. an older schema)."""
@@ -534,33 +545,6 @@ class Detector:
         if self.chains is not None and state.chain_rows is not None:
             # the chains these rows completed were alerted (and stored) before the restart: not again
             self.chains.feed(state.chain_rows, emit=False)
-
-
-def _planned(write: Callable[[], KindMask]) -> KindMask | None:
-    """``write()``, or None (and a warning) if the planner met a parse tree it did not expect."""
-    try:
-        return write()
-    except (KeyError, IndexError, TypeError, ValueError, duckdb.Error) as exc:
-        # costs speed, never detection: mask_sql tests every rule
-        log.warning("rules not planned per event kind (%s): one statement tests every rule", exc)
-        return None
-
-
-def _in_background(write: Callable[[], KindMask]) -> Future[KindMask | None]:
-    """:func:`_planned` on a thread of its own; its result (or an unexpected exception) from the future.
-
-    Not a daemon: an interpreter leaving while DuckDB works on the thread waits for it.
-    """
-    future: Future[KindMask | None] = Future()
-
-    def run() -> None:
-        try:
-            future.set_result(_planned(write))
-        except BaseException as exc:  # noqa: BLE001 - handed to whoever reads the plan
-            future.set_exception(exc)
-
-    threading.Thread(target=run, name="tetrapipe-rule-plan").start()
-    return future
 
 
 def format_alert(row: dict) -> str:
