@@ -154,7 +154,9 @@ def live_group_sql(
     here, every column of them, cost a fifth of the statement. The rows come in
     no particular order: the caller sorts them by :data:`LIVE_GROUP_ORDER` (in
     DuckDB the sort carried every column, messages and event id lists
-    included: ~15 ms of a batch's ~1,500 alert rows).
+    included: ~15 ms of a batch's ~1,500 alert rows). Each match carries its
+    rule's window bucket from its own constant; the rules' other columns are
+    joined to the groups, not to every match (whose lists they copied).
     """
     if rules_table.lstrip().upper().startswith("SELECT"):
         rules_table = f"({rules_table})"
@@ -163,7 +165,8 @@ def live_group_sql(
         items.append(
             f"CASE WHEN (_m{i // MASK_BITS} & {1 << (i % MASK_BITS)}::BIGINT) <> 0\n"
             f"  THEN struct_pack(_r := {i}, _dedup_key := {rules[i].compiled.dedup_key}, "
-            f"_distinct := {_distinct(rules[i])}) END"
+            f"_distinct := {_distinct(rules[i])}, _bucket := CASE WHEN time IS NULL THEN -1 "
+            f"ELSE epoch_us(time) // {int(rules[i].dedup.window_seconds) * 1_000_000}::BIGINT END) END"
         )
     order = f"struct_pack(_t := coalesce(m.time, {_FAR_FUTURE}), _e := m.event_id)"
     ids = "list(m.event_id ORDER BY m.time NULLS LAST, m.event_id)"
@@ -177,27 +180,21 @@ WITH _l AS (
     FROM {hits}
 ), _k AS (
     SELECT * EXCLUDE (_rs), unnest(_rs, recursive := true) FROM _l WHERE len(_rs) > 0
-), _b AS (
-    SELECT m.*, r.rule_id, r.title, r.severity, r.mitre, r.tags, r._window_us,
-           CASE WHEN m.time IS NULL THEN -1 ELSE epoch_us(m.time) // r._window_us END AS _bucket
-    FROM _k m JOIN {rules_table} r USING (_r)
 ), _g AS (
-    SELECT m._r AS _g_r, m.rule_id AS _g_rule_id, any_value(m.title) AS _g_title,
-           any_value(m.severity) AS _g_severity, any_value(m.mitre) AS _g_mitre, any_value(m.tags) AS _g_tags,
-           m._dedup_key AS _g_dedup_key, m._bucket AS _g_bucket, any_value(m._window_us) AS _g_window_us,
+    SELECT m._r AS _g_r, m._dedup_key AS _g_dedup_key, m._bucket AS _g_bucket,
            min(m.time) AS _g_time, max(m.time) AS _g_last_time, count(*)::BIGINT AS _g_count,
            arg_min(m._i, {order}) AS _g_first, {ids} AS _g_event_ids,
            list(DISTINCT m._distinct) FILTER (WHERE m._distinct IS NOT NULL) AS _g_distinct
-    FROM _b m
-    GROUP BY m._r, m.rule_id, m._dedup_key, m._bucket
+    FROM _k m
+    GROUP BY m._r, m._dedup_key, m._bucket
 )
-SELECT substr(md5(concat_ws('|', _g_rule_id, _g_dedup_key, CAST(_g_bucket AS VARCHAR))), 1, 20) AS alert_id,
-       _g_rule_id AS rule_id, _g_title AS title, _g_severity AS severity, _g_mitre AS mitre, _g_tags AS tags,
+SELECT substr(md5(concat_ws('|', r.rule_id, _g_dedup_key, CAST(_g_bucket AS VARCHAR))), 1, 20) AS alert_id,
+       r.rule_id AS rule_id, r.title AS title, r.severity AS severity, r.mitre AS mitre, r.tags AS tags,
        _g_time AS time, _g_last_time AS last_time, _g_first AS _first,
        _g_dedup_key AS dedup_key, _g_count AS count, _g_event_ids AS event_ids, _g_r AS _r,
-       CASE WHEN _g_bucket < 0 THEN NULL ELSE (_g_bucket + 1) * _g_window_us END AS _bucket_end_us,
+       CASE WHEN _g_bucket < 0 THEN NULL ELSE (_g_bucket + 1) * r._window_us END AS _bucket_end_us,
        _g_distinct AS _distinct
-FROM _g
+FROM _g JOIN {rules_table} r ON r._r = _g._g_r
 """
 
 
