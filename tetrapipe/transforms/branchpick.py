@@ -59,11 +59,8 @@ class BranchPick:
             return k.chosen
         return 0 if k.runs[0] <= k.runs[1] else 1
 
-    def record(self, n: int, variant: int, rows: int, seconds: float, *, measured: bool = True) -> None:
-        """Kind ``n`` ran ``variant`` over ``rows`` rows in ``seconds`` of CPU time.
-
-        ``measured=False``: the run prepared its statement first (a one-off cost), so it does not count.
-        """
+    def record(self, n: int, variant: int, rows: int, seconds: float) -> None:
+        """Kind ``n`` ran ``variant`` over ``rows`` rows in ``seconds`` of CPU time (its execution alone)."""
         k = self._kinds[n]
         if not self._alternatives[n]:
             return
@@ -72,7 +69,7 @@ class BranchPick:
             if k.since >= RECHECK:
                 self._kinds[n] = _Kind(chosen=k.chosen)
             return
-        if rows < MIN_ROWS or not measured:
+        if rows < MIN_ROWS:
             return
         k.seconds[variant] += seconds
         k.rows[variant] += rows

@@ -100,22 +100,27 @@ class PreparedSlots:
         for slot, table in zip(slots, sources.values(), strict=True):
             slot.table = table
         try:
-            name = self._names.get(key)
-            if name is None:
-                if len(self._names) > 256:  # bounded: e.g. one per set of rules seen matching together
-                    self.deallocate()
-                name = f"{self._prefix}{len(self._names)}"
-                self._con.execute(f"PREPARE {name} AS {sql}")
-                self._names[key] = name
+            name = self.prepare(key, sql)
             execute = self._con.sql if relation else self._con.execute
             return fetch(execute(f"EXECUTE {name}"))
         finally:
             for slot in slots:
                 slot.table = slot.empty  # do not keep the tables alive between calls
 
-    def has(self, key: object) -> bool:
-        """Whether the statement of ``key`` is prepared (its next run does not prepare it first)."""
-        return key in self._names
+    def prepare(self, key: object, sql: str) -> str:
+        """The name of the statement of ``key``, prepared from ``sql`` unless it is already.
+
+        :meth:`run` calls it; a caller that times runs calls it first, so that
+        what it times is the execution alone (every source must be registered).
+        """
+        name = self._names.get(key)
+        if name is None:
+            if len(self._names) > 256:  # bounded: e.g. one per set of rules seen matching together
+                self.deallocate()
+            name = f"{self._prefix}{len(self._names)}"
+            self._con.execute(f"PREPARE {name} AS {sql}")
+            self._names[key] = name
+        return name
 
     def deallocate(self) -> None:
         for name in self._names.values():
