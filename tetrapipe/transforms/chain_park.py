@@ -69,17 +69,27 @@ def row_keys_touch(table: pa.Table, by: str, columns: tuple[str, ...], keys: pa.
     """
     if by != "lineage":
         return _hits(own_keys(table, columns), keys)
-    out = _hits(_strings(table, "exec_id"), keys) | _hits(_strings(table, "parent_exec_id"), keys)
+    # one lookup over the exec ids, the parents' and the ancestors' together: each builds the set of keys anew
+    parts = [_strings(table, "exec_id"), _strings(table, "parent_exec_id")]
+    lists = None
     if "ancestor_exec_ids" in table.schema.names and not pa.types.is_null(table.schema.field("ancestor_exec_ids").type):
         lists = table.column("ancestor_exec_ids")
         if isinstance(lists, pa.ChunkedArray):
             lists = lists.combine_chunks()
         flat = pc.list_flatten(lists)
-        if len(flat):
-            hit = _hits(flat if pa.types.is_string(flat.type) else flat.cast(pa.string()), keys)
-            if hit.any():
-                parents = np.asarray(pc.list_parent_indices(lists))
-                out[parents[hit]] = True
+        parts.append(flat if pa.types.is_string(flat.type) else flat.cast(pa.string()))
+    hit = _hits(
+        pa.chunked_array(
+            [c for p in parts for c in (p.chunks if isinstance(p, pa.ChunkedArray) else [p])], pa.string()
+        ),
+        keys,
+    )
+    n = table.num_rows
+    out = hit[:n] | hit[n : 2 * n]
+    ancestors = hit[2 * n :]
+    if lists is not None and ancestors.any():
+        parents = np.asarray(pc.list_parent_indices(lists))
+        out[parents[ancestors]] = True
     return out
 
 
