@@ -17,7 +17,6 @@ import io
 from pathlib import Path
 
 import orjson
-import polars as pl
 import pyarrow as pa
 import pytest
 from conftest import REAL_LOGS, SAMPLES
@@ -25,7 +24,7 @@ from kafka import errors as kerrors
 from kafka_broker import TansuBroker, read_topic, tansu_binary
 from test_process import _create_topic
 
-from tetrapipe.flows.process_outputs import TIME_FORMAT, event_json_lines
+from tetrapipe.flows.process_outputs import event_json_lines, native_frame
 from tetrapipe.schema import EVENT_SCHEMA
 from tetrapipe.transforms.chain import build_transforms
 from tetrapipe.transforms.normalize import Normalizer, normalize_lines
@@ -42,19 +41,8 @@ HOSTILE = [
 
 def reference_lines(events: pa.Table) -> list[bytes]:
     """The records as the processor wrote them before 2026-12-07: ``write_ndjson`` into one buffer, split."""
-    if events.schema != EVENT_SCHEMA:
-        events = events.cast(EVENT_SCHEMA)
-    df = pl.from_arrow(events)
-    assert isinstance(df, pl.DataFrame)
-    times = []
-    for name, dtype in df.schema.items():
-        if isinstance(dtype, pl.Datetime):
-            col = pl.col(name)
-            if dtype.time_zone:
-                col = col.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
-            times.append(col.dt.to_string(TIME_FORMAT).alias(name))
     buf = io.BytesIO()
-    df.with_columns(times).write_ndjson(buf)
+    native_frame(events).write_ndjson(buf)
     lines = buf.getvalue().split(b"\n")
     return lines[:-1] if lines and not lines[-1] else lines
 

@@ -28,6 +28,24 @@ EVENTS_BATCH_BYTES = 512 * 1024
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.6fZ"  # RFC 3339 UTC, as the native format writes times
 
 
+def native_frame(events: pa.Table) -> Any:
+    """The events as a polars frame in the lake's column order, times as RFC 3339 UTC strings: what a record holds."""
+    import polars as pl  # only a processor that streams events pays for the import
+
+    if events.schema != EVENT_SCHEMA:
+        events = events.cast(EVENT_SCHEMA)  # what the lake writes, in the same column order
+    df = pl.from_arrow(events)
+    assert isinstance(df, pl.DataFrame)
+    times = []
+    for name, dtype in df.schema.items():
+        if isinstance(dtype, pl.Datetime):
+            col = pl.col(name)
+            if dtype.time_zone:
+                col = col.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+            times.append(col.dt.to_string(TIME_FORMAT).alias(name))
+    return df.with_columns(times) if times else df
+
+
 def event_json_lines(events: pa.Table) -> list[bytes]:
     """One JSON object per event row (every native column, NULLs as null), without a Python dict per row.
 
@@ -41,23 +59,11 @@ def event_json_lines(events: pa.Table) -> list[bytes]:
     :mod:`tetrapipe.formats` reads back (older polars write a map as a list
     of ``{"key", "value"}`` objects, which :mod:`tetrapipe.formats` reads too).
     """
-    import polars as pl  # only a processor that streams events pays for the import
+    import polars as pl
 
     if events.num_rows == 0:
         return []
-    if events.schema != EVENT_SCHEMA:
-        events = events.cast(EVENT_SCHEMA)  # what the lake writes, in the same column order
-    df = pl.from_arrow(events)
-    assert isinstance(df, pl.DataFrame)
-    times = []
-    for name, dtype in df.schema.items():
-        if isinstance(dtype, pl.Datetime):
-            col = pl.col(name)
-            if dtype.time_zone:
-                col = col.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
-            times.append(col.dt.to_string(TIME_FORMAT).alias(name))
-    if times:
-        df = df.with_columns(times)
+    df = native_frame(events)
     lines = df.select(pl.struct(pl.all()).struct.json_encode()).to_series().cast(pl.Binary).to_list()
     if len(lines) != events.num_rows:  # cannot happen; never send a misaligned batch
         raise RuntimeError(f"serialized {events.num_rows} events into {len(lines)} lines")
@@ -175,4 +181,4 @@ class ProcessOutputs:
                 self.events_producer.close()
 
 
-__all__ = ["EVENTS_BATCH_BYTES", "ProcessOutputs", "SendCounts", "event_json_lines"]
+__all__ = ["EVENTS_BATCH_BYTES", "ProcessOutputs", "SendCounts", "event_json_lines", "native_frame"]
