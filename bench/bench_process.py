@@ -183,6 +183,87 @@ def _per_round(arg: str, r: int) -> str:
     return arg
 
 
+def _send_child(path: str, limit: int, client: str, bootstrap: str, reps: int) -> None:
+    """In a fresh process (on the tree under test): one micro-batch of ``limit`` events sent ``reps`` times.
+
+    The batch is normalized and transformed as the processor would (ancestry
+    filled), then handed to ``ProcessOutputs.send`` with only the events
+    topic on; printed: the CPU of every thread (serialization, the produce
+    loop, librdkafka's compression and sending, the acknowledgements) and the
+    wall time of each send, as one JSON line.
+    """
+    import resource
+
+    import pyarrow as pa
+
+    from tetrapipe.flows.process_outputs import ProcessOutputs
+    from tetrapipe.transforms.chain import build_transforms
+    from tetrapipe.transforms.normalize import Normalizer, normalize_lines
+
+    with open(path, "rb") as f:
+        lines = [line.rstrip(b"\n") for _, line in zip(range(limit), f, strict=False)]
+    events = normalize_lines(
+        lines, source="kafka:bench/0", normalizer=Normalizer(), offsets=list(range(len(lines)))
+    ).events
+    transforms, _ = build_transforms(None)
+    for t in transforms:
+        events, _ = t(events)
+    rejects = pa.table({"raw": pa.array([], pa.string())})
+    out = ProcessOutputs(
+        bootstrap,
+        "bench-send",
+        alerts_topic=None,
+        dead_letter_topic=None,
+        events_topic=f"bench.send.{os.getpid()}",
+        options={},
+        client=client,
+    )
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    out.send(rejects, None, events)  # the first send connects and creates the topic
+    cpus, walls = [], []
+    for _ in range(reps):
+        c, w = cpu(), time.perf_counter()
+        out.send(rejects, None, events)
+        walls.append(time.perf_counter() - w)
+        cpus.append(cpu() - c)
+    out.close()
+    print(json.dumps({"events": events.num_rows, "cpu": cpus, "wall": walls}))
+
+
+def _send_only(args: argparse.Namespace, bootstrap: str, pin: list[str]) -> list[dict]:
+    """``--send-only``: the events topic's own cost per micro-batch, this tree against each ``--also-src``, interleaved."""
+    trees: list[tuple[str, dict[str, str] | None]] = [(Path(t).name, tree_env(t)) for t in args.also_src]
+    trees.append(("this tree", None))
+    clients = ["kafka-python", "confluent"] if args.kafka_client == "both" else [args.kafka_client]
+    limit = args.limit or 20_000
+    runs = []
+    for _ in range(args.rounds):
+        for name, env in trees:
+            for client in clients:
+                cmd = [sys.executable, __file__, "--send-child", str(args.file), str(limit), client, bootstrap, "4"]
+                out = subprocess.run([*pin, *cmd], env=env, capture_output=True, text=True, check=False)
+                if out.returncode != 0:
+                    sys.stderr.write(out.stderr[-3000:])
+                    continue
+                got = json.loads(out.stdout.strip().splitlines()[-1])
+                runs.append({"tree": name, "client": client, **got})
+    print(f"ProcessOutputs.send of one micro-batch, events topic only (CPU of every thread, {args.rounds} rounds x 4):")
+    for name, _ in trees:
+        for client in clients:
+            cpus = sorted(c for r in runs if r["tree"] == name and r["client"] == client for c in r["cpu"])
+            if cpus:
+                n = next(r["events"] for r in runs if r["tree"] == name)
+                med = cpus[len(cpus) // 2]
+                print(
+                    f"  {name:12s} {client:13s} {med * 1000:7.0f} ms CPU per {n:,} events = {med / n * 1e6:5.1f} us an event"
+                )
+    return runs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("file", type=Path)
@@ -219,11 +300,36 @@ def main() -> None:
         default=1,
         help="Run every mode this many times, interleaved, each on its own group and lake; medians are printed.",
     )
+    ap.add_argument(
+        "--send-only",
+        action="store_true",
+        help="Only what --events-topic costs: one micro-batch (--limit, default 20,000) through the processor's "
+        "outputs, CPU of every thread, this tree and each --also-src tree, --rounds times interleaved.",
+    )
+    if sys.argv[1:2] == ["--send-child"]:
+        path, limit, client, bootstrap, reps = sys.argv[2:7]
+        _send_child(path, int(limit), client, bootstrap, int(reps))
+        return
     args = ap.parse_args()
     pin = ["taskset", "-c", args.cores] if shutil.which("taskset") else []
     rules = ["--rules", args.rules] if args.rules else []
     work = Path(tempfile.mkdtemp(prefix="bench-process-"))
     broker, bootstrap = _start_broker()
+    if args.send_only:
+        try:
+            runs = _send_only(args, bootstrap, pin)
+        finally:
+            broker.terminate()
+            broker.wait(10)
+        meta = {
+            "file": str(args.file),
+            "cores": args.cores,
+            "rounds": args.rounds,
+            "load_average_at_end": os.getloadavg(),
+        }
+        out = Path(__file__).parent / "results" / f"process-events-send-{time.strftime('%Y%m%d-%H%M')}.json"
+        out.write_text(json.dumps({"run": meta, "runs": runs}, indent=2))
+        return
     tp = [sys.executable, "-m", "tetrapipe"]
     try:
         t = time.perf_counter()
