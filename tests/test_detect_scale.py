@@ -23,7 +23,7 @@ from conftest import REAL_LOGS, REPO
 
 from tetrapipe.ruleset import load_ruleset
 from tetrapipe.ruleset.model import Rule
-from tetrapipe.ruleset.plan import mask_sql, rule_columns
+from tetrapipe.ruleset.plan import group_sql, mask_sql, match_sql, rule_columns, rules_table_sql
 from tetrapipe.transforms.ancestry import AncestryTransform
 from tetrapipe.transforms.branchpick import BranchPick
 from tetrapipe.transforms.detect import Detector
@@ -371,3 +371,51 @@ def test_alerts_are_the_same_whichever_variant_runs(synthetic: Path, tmp_path: P
     got = _alerts(detector, batches)
     assert len(got) > 50
     assert got == _alerts(Detector(rules, per_kind=False), batches)
+
+
+def test_live_alert_rows_equal_the_backtest_statements_on_one_batch(synthetic: Path, tmp_path: Path) -> None:
+    """The live grouping names each group's first event by position and builds its message apart (alertrows):
+    every column of every alert row equals what the backtest's single match + group statements compute.
+
+    One batch, so that no follow-up rows or held windows differ by construction; rules without new terms,
+    whose first sightings the backtest decides in a statement of its own. A single matching row in a batch of
+    thousands alerts too (a rule on one binary).
+    """
+    rules = [r for r in _rules(REPO / "rules", synthetic) if not r.compiled.term]
+    (batch,) = _events(_real_lines() + _generated_lines(tmp_path, 2500), 10_000)
+    binaries = batch.column("process_binary").to_pylist()
+    execs = [b for b, k in zip(binaries, batch.column("kind").to_pylist(), strict=True) if k == "process_exec"]
+    rare = min(set(execs) - {None}, key=binaries.count)
+    assert binaries.count(rare) == 1 and batch.num_rows > 2000
+    rules.append(_rules_from_text(tmp_path, rare)[0])
+    detector = Detector(rules, max_event_ids=None)
+    live = detector.evaluate(batch)
+    detector.close()
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("events", batch)
+    matches = f"({match_sql(rules, 'events')})"
+    want = con.execute(group_sql(matches, rules_table_sql(rules), None)).to_arrow_table()
+    names = live.schema.names
+    assert sorted(map(repr, live.to_pylist())) == sorted(map(repr, want.select(names).cast(live.schema).to_pylist()))
+    assert "lone-binary" in live.column("rule_id").to_pylist() and live.num_rows > 50
+
+
+def _rules_from_text(tmp_path: Path, binary: str) -> list[Rule]:
+    root = tmp_path / "lone"
+    root.mkdir()
+    (root / "lone.yaml").write_text(
+        textwrap.dedent(
+            f"""\
+            id: lone-binary
+            title: one binary
+            description: matches one row of a large batch
+            severity: low
+            event: process_exec
+            condition: "process_binary = '{binary.replace("'", "''")}'"
+            output: "{{process_binary}} ran in {{pod}}"
+            """
+        ),
+        encoding="utf-8",
+    )
+    return _rules(root)
