@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tree_env import tree_env  # bench/ is on sys.path when a script here runs
+from tree_env import compiled, tree_env  # bench/ is on sys.path when a script here runs
 
 FAST_GROUP = [
     "--kafka-option",
@@ -311,6 +311,7 @@ def main() -> None:
         _send_child(path, int(limit), client, bootstrap, int(reps))
         return
     args = ap.parse_args()
+    compiled()  # this tree's bytecode, as an installed wheel has it (see tree_env.py)
     pin = ["taskset", "-c", args.cores] if shutil.which("taskset") else []
     rules = ["--rules", args.rules] if args.rules else []
     work = Path(tempfile.mkdtemp(prefix="bench-process-"))
