@@ -28,15 +28,23 @@ def compiled(env: dict[str, str] | None = None) -> dict[str, str] | None:
     Python checks each cached file against its source's size and time, so a
     stale cache is never used.
     """
+    where = _imported_from(env)
+    if where is None:
+        raise RuntimeError("a child process cannot import tetrapipe")
+    compile_package(where.parent)
+    return env
+
+
+def _imported_from(env: dict[str, str] | None) -> Path | None:
+    """Where a child process with ``env`` imports tetrapipe from (its ``__init__.py``); None if it cannot."""
     out = subprocess.run(
         [sys.executable, "-c", "import tetrapipe; print(tetrapipe.__file__)"],
         env=env,
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
     )
-    compile_package(Path(out.stdout.strip()).parent)
-    return env
+    return Path(out.stdout.strip()).resolve() if out.returncode == 0 and out.stdout.strip() else None
 
 
 def compile_package(package: Path) -> None:
@@ -49,14 +57,7 @@ def tree_env(src: str | Path) -> dict[str, str]:
     root = Path(src).resolve()
     bench = Path(__file__).resolve().parent  # a child that is one of these scripts imports its neighbours
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(bench)]), "PYTHONSAFEPATH": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", "import tetrapipe; print(tetrapipe.__file__)"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    where = Path(out.stdout.strip() or "?").resolve()
-    if root not in where.parents:
+    where = _imported_from(env)
+    if where is None or root not in where.parents:
         sys.exit(f"--also-src {src}: a child process imports tetrapipe from {where}, not from that tree")
     return compiled(env)

@@ -159,3 +159,33 @@ def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, timeout
                 records.extend(recs)
     finally:
         consumer.close()
+
+
+def send_batch_and_check(producer: object, bootstrap: str, topic: str, keys: list[bytes], values: list[bytes]) -> None:
+    """Send ``values`` (each ``b"<index> ..."``, one too large) as one batch; every other record arrives once, in order.
+
+    The promise both Kafka backends' batch sends are held to: the record the
+    producer refuses for its size comes back alone, and no other record is
+    lost, doubled or reordered within its key's partition. ``producer`` is
+    closed here.
+    """
+    from tetrapipe.sinks.kafka import send_batch
+
+    try:
+        delivery, refused = send_batch(producer, topic, zip(keys, values, strict=True))
+        producer.flush(timeout=30)  # type: ignore[attr-defined]
+        assert delivery.get(timeout=30) == len(values) - 1
+    finally:
+        producer.close()  # type: ignore[attr-defined]
+    assert len(refused) == 1 and "MessageSizeTooLarge" in type(refused[0][1]).__name__
+    refused_at = int(refused[0][0].split(b" ", 1)[0])
+    assert len(values[refused_at]) == max(map(len, values))
+    got: dict[bytes, list[int]] = {}
+    records = read_topic(bootstrap, topic, expect=len(keys) - 1)
+    for r in sorted(records, key=lambda r: (r.partition, r.offset)):
+        got.setdefault(r.key, []).append(int(r.value.split(b" ", 1)[0]))
+    want: dict[bytes, list[int]] = {}
+    for i, k in enumerate(keys):
+        if i != refused_at:
+            want.setdefault(k, []).append(i)
+    assert got == want

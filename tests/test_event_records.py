@@ -21,7 +21,7 @@ import pyarrow as pa
 import pytest
 from conftest import REAL_LOGS, SAMPLES
 from kafka import errors as kerrors
-from kafka_broker import TansuBroker, read_topic, tansu_binary
+from kafka_broker import TansuBroker, send_batch_and_check, tansu_binary
 from test_process import _create_topic
 
 from tetrapipe.flows.process_outputs import event_json_lines, native_frame
@@ -113,7 +113,6 @@ def test_a_full_librdkafka_queue_slows_the_batch_send_and_loses_nothing(
     from confluent_kafka import Producer
 
     from tetrapipe.kafka_client import librdkafka_config
-    from tetrapipe.sinks.kafka import send_batch
     from tetrapipe.sinks.kafka_confluent import ConfluentProducer
 
     _create_topic(kafka.bootstrap, topic, 2)
@@ -129,21 +128,7 @@ def test_a_full_librdkafka_queue_slows_the_batch_send_and_loses_nothing(
     producer._p = Producer({**conf, "delivery.report.only.error": errors_only})
     keys = [f"node-{i % 3}".encode() for i in range(500)]
     values = [b"%d " % i + b"y" * (60_000 if i == 250 else 300) for i in range(500)]
-    try:
-        delivery, refused = send_batch(producer, topic, zip(keys, values, strict=True))
-        producer.flush(timeout=30)
-        assert delivery.get(timeout=30) == 499
-    finally:
-        producer.close()
-    assert [v[:4] for v, _ in refused] == [b"250 "] and "MessageSizeTooLarge" in type(refused[0][1]).__name__
-    got: dict[bytes, list[int]] = {}
-    for r in sorted(read_topic(kafka.bootstrap, topic, expect=499), key=lambda r: (r.partition, r.offset)):
-        got.setdefault(r.key, []).append(int(r.value.split(b" ", 1)[0]))
-    want: dict[bytes, list[int]] = {}
-    for i, k in enumerate(keys):
-        if i != 250:
-            want.setdefault(k, []).append(i)
-    assert got == want
+    send_batch_and_check(producer, kafka.bootstrap, topic, keys, values)
 
 
 @pytest.mark.slow  # a broker of its own, killed mid-test

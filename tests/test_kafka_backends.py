@@ -28,7 +28,7 @@ import orjson
 import pytest
 import test_collect
 from conftest import REPO, SAMPLES
-from kafka_broker import TansuBroker, read_topic
+from kafka_broker import TansuBroker, read_topic, send_batch_and_check
 from test_collect import (  # the autouse fixture kills a collector a failing test left running
     Collect,
     Lumberjack,
@@ -198,28 +198,13 @@ def test_a_batch_send_delivers_every_record_in_order_and_hands_back_only_the_too
     client: str, kafka: TansuBroker, topic: str
 ) -> None:
     """The processor streams each micro-batch's events as one batch: none lost, in order per key, a giant costs itself."""
-    from tetrapipe.sinks.kafka import new_producer, send_batch
+    from tetrapipe.sinks.kafka import new_producer
 
     _create_topic(kafka.bootstrap, topic, 3)
     producer = new_producer([kafka.bootstrap], f"b-{client}", keyed=True, client=client, max_request_size=20_000)
     keys = [f"node-{i % 5}".encode() for i in range(600)]
     values = [b"%d " % i + b"x" * (50_000 if i == 123 else 200) for i in range(600)]
-    try:
-        delivery, refused = send_batch(producer, topic, zip(keys, values, strict=True))
-        producer.flush(timeout=30)
-        assert delivery.get(timeout=30) == 599
-    finally:
-        producer.close()
-    assert [v[:4] for v, _ in refused] == [b"123 "] and "MessageSizeTooLarge" in type(refused[0][1]).__name__
-    records = read_topic(kafka.bootstrap, topic, expect=599)
-    got: dict[bytes, list[int]] = {}
-    for r in sorted(records, key=lambda r: (r.partition, r.offset)):
-        got.setdefault(r.key, []).append(int(r.value.split(b" ", 1)[0]))
-    want: dict[bytes, list[int]] = {}
-    for i, k in enumerate(keys):
-        if i != 123:
-            want.setdefault(k, []).append(i)
-    assert got == want
+    send_batch_and_check(producer, kafka.bootstrap, topic, keys, values)
 
 
 # --- the same promises on both clients ------------------------------------------------------------
