@@ -165,8 +165,8 @@ def live_group_sql(
         items.append(
             f"CASE WHEN (_m{i // MASK_BITS} & {1 << (i % MASK_BITS)}::BIGINT) <> 0\n"
             f"  THEN struct_pack(_r := {i}, _dedup_key := {rules[i].compiled.dedup_key}, "
-            f"_distinct := {_distinct(rules[i])}, _bucket := CASE WHEN time IS NULL THEN -1 "
-            f"ELSE epoch_us(time) // {int(rules[i].dedup.window_seconds) * 1_000_000}::BIGINT END) END"
+            f"_distinct := {_distinct(rules[i])}, "
+            f"_bucket := {_bucket('time', f'{_window_us(rules[i])}::BIGINT')}) END"
         )
     order = f"struct_pack(_t := coalesce(m.time, {_FAR_FUTURE}), _e := m.event_id)"
     ids = "list(m.event_id ORDER BY m.time NULLS LAST, m.event_id)"
@@ -230,6 +230,16 @@ QUALIFY _term IS NULL
 """
 
 
+def _window_us(rule: Rule) -> int:
+    """A rule's dedup window in microseconds: the one width its alert buckets have, wherever they are cut."""
+    return int(rule.dedup.window_seconds) * 1_000_000
+
+
+def _bucket(time: str, window_us: str) -> str:
+    """The dedup window a match falls in (-1 without a time), as the live and the backtest groupings number it."""
+    return f"CASE WHEN {time} IS NULL THEN -1 ELSE epoch_us({time}) // {window_us} END"
+
+
 def rules_table_sql(rules: list[Rule]) -> str:
     """A VALUES list of the rules' constant alert columns, indexed by ``_r``."""
     rows = []
@@ -237,7 +247,7 @@ def rules_table_sql(rules: list[Rule]) -> str:
         rows.append(
             f"({i}, {sql_literal(r.id)}, {sql_literal(r.title)}, {sql_literal(r.severity)}, "
             f"{sql_literal(list(r.mitre))}::VARCHAR[], {sql_literal(list(r.tags))}::VARCHAR[], "
-            f"{int(r.dedup.window_seconds) * 1_000_000}::BIGINT, {int(r.compiled.min_count)}::BIGINT, "
+            f"{_window_us(r)}::BIGINT, {int(r.compiled.min_count)}::BIGINT, "
             f"{'TRUE' if r.compiled.distinct else 'FALSE'})"
         )
     return (
@@ -267,7 +277,7 @@ def group_sql(
     return f"""
 WITH _b AS (
     SELECT m.*, r.rule_id, r.title, r.severity, r.mitre, r.tags, r._window_us, r._min, r._by_distinct,
-           CASE WHEN m.time IS NULL THEN -1 ELSE epoch_us(m.time) // r._window_us END AS _bucket
+           {_bucket("m.time", "r._window_us")} AS _bucket
     FROM {matches} m JOIN {rules_table} r USING (_r)
 ), _g AS (
     SELECT m._r, m.rule_id, any_value(m.title) AS title, any_value(m.severity) AS severity,

@@ -436,7 +436,7 @@ def kind_mask_sql(rules: list[Rule], source: str) -> KindMask:
     branches = [_branch(rules, kind, slot, groups, columns, memo) for kind, slot in zip(kinds, slots, strict=True)]
     by_row = [
         _branch(rules, kind, slot, groups, columns, memo, by_value=False)
-        if _tests_by_value(rules, kind, columns)
+        if _by_value(rules, kind, columns)  # (else the branch already tests every rule row by row)
         else None
         for kind, slot in zip(kinds, slots, strict=True)
     ]
@@ -445,9 +445,9 @@ def kind_mask_sql(rules: list[Rule], source: str) -> KindMask:
     return KindMask(tuple(branches), kinds, slots, columns, tuple(by_row))
 
 
-def _tests_by_value(rules: list[Rule], kind: str, columns: list[list[str]]) -> bool:
-    """Whether ``kind``'s branch tests a rule per distinct value (one that reads no :data:`UNIQUE_COLUMNS`)."""
-    return any(kind in r.compiled.kinds and not UNIQUE_COLUMNS.intersection(columns[i]) for i, r in enumerate(rules))
+def _by_value(rules: list[Rule], kind: str, columns: list[list[str]]) -> list[int]:
+    """The rules of ``kind`` that can be tested once per distinct value: those reading no :data:`UNIQUE_COLUMNS`."""
+    return [i for i, r in enumerate(rules) if kind in r.compiled.kinds and not UNIQUE_COLUMNS.intersection(columns[i])]
 
 
 def _bits(tests: dict[int, str], group: int) -> str:
@@ -516,7 +516,7 @@ def _branch(
     """
     mine = [i for i, r in enumerate(rules) if kind in r.compiled.kinds]
     cols = {i: columns[i] for i in mine}
-    by_value = [i for i in mine if by_value and not UNIQUE_COLUMNS.intersection(cols[i])]
+    by_value = _by_value(rules, kind, columns) if by_value else []
     by_row = [i for i in mine if i not in by_value]
     tests_r, shared_r = branch_predicates([rules[i] for i in by_row], *memo)
     row_test = dict(zip(by_row, tests_r, strict=True))
