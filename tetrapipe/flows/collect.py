@@ -14,7 +14,10 @@ The loop, on one thread (kafka-python's sender is the only other busy one):
    tiny "sent up to" mark is overwritten in place (no fsync: it survives a
    killed process, not a power cut). After a restart, the events re-read
    between the checkpoint and that mark are exactly the ones that may now be
-   in the topic twice; they are counted as ``redelivered``.
+   in the topic twice; they are counted as ``redelivered``. A first run killed
+   before its first checkpoint reached the disk leaves none: a file is then
+   read from the beginning again, and the mark (which says it counted from
+   there) still gives the count.
 
 **Backpressure and outages.** Unacknowledged data in memory is bounded
 (``buffer_bytes``). While Kafka keeps acknowledging, a full buffer just
@@ -222,25 +225,35 @@ class Collector:
                 )
             self._ckpt_state = ckpt
         elif self.opts.start != "checkpoint" or not self.checkpoint_path.exists():
-            # a fresh start: what a previous run spooled belongs to an abandoned position
-            if self.spool.batch_count and self.opts.start != "checkpoint":
+            # a fresh start: what a previous run spooled belongs to an abandoned position (a file is
+            # read again from where this run starts; a stream cannot be, so its spool is kept)
+            if self.spool.batch_count and (self.opts.start != "checkpoint" or self.kind == "file"):
                 log.warning(
-                    "--from %s: discarding %d spooled chunk(s) of an earlier run",
+                    "--from %s: discarding %d spooled chunk(s) of an earlier run%s",
                     self.opts.start,
                     self.spool.batch_count,
+                    " that left no checkpoint (read again from the file)" if self.opts.start == "checkpoint" else "",
                 )
                 self.spool.drop_from(0)
         mark = self._mark.read()
+        from_start = self.kind == "file" and self.opts.start in ("checkpoint", "beginning") and ckpt is None
         if ckpt is not None:
             self._redeliver_spool = mark["spool"]
-            self._mark.state = {"total": self._total, "spool": mark["spool"]}
-            if mark["total"] > self._total:
-                self._redeliver_until = mark["total"]
-                log.info(
-                    "resuming %d bytes before where the last run had sent: those events may reach Kafka "
-                    "twice (counted as redelivered)",
-                    mark["total"] - self._total,
-                )
+            self._mark.state = {"total": self._total, "spool": mark["spool"], "from_start": 0}
+            sent_until = mark["total"]
+        else:
+            self._mark.state = {"total": 0, "spool": -1, "from_start": int(from_start)}
+            # killed before its first checkpoint was on disk: the last run read from the beginning
+            # too, so its mark says how much of what is read again it had sent
+            resent = from_start and self.opts.start == "checkpoint" and mark["from_start"]
+            sent_until = mark["total"] if resent else 0
+        if sent_until > self._total:
+            self._redeliver_until = sent_until
+            log.info(
+                "resuming %d bytes before where the last run had sent: those events may reach Kafka "
+                "twice (counted as redelivered)",
+                sent_until - self._total,
+            )
         self.source = self._open_source(ckpt)
 
     # -- the sent mark -----------------------------------------------------------

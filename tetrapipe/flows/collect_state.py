@@ -124,20 +124,29 @@ class SentMark:
     A killed process keeps it (the page cache survives), a power cut may not:
     it only sharpens the count of possibly duplicated events, it never decides
     what is read again (the checkpoint does).
+
+    ``from_start`` says the run counted its bytes from the beginning of the
+    source without a checkpoint: a run killed before its first checkpoint
+    reached the disk leaves no checkpoint, so the next run reads from the
+    beginning again, and only such a mark tells it how much of that was sent.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.state = {"total": 0, "spool": -1}
+        self.state = {"total": 0, "spool": -1, "from_start": 0}
         self._fd: int | None = None
 
     def read(self) -> dict[str, int]:
         """What the last run marked (zeros when there is no readable mark)."""
         try:
             raw = json.loads(self.path.read_bytes().rstrip(b" \n\x00") or b"{}")
-            return {"total": int(raw.get("total", 0)), "spool": int(raw.get("spool", -1))}
-        except (OSError, ValueError):
-            return {"total": 0, "spool": -1}
+            return {
+                "total": int(raw.get("total", 0)),
+                "spool": int(raw.get("spool", -1)),
+                "from_start": int(raw.get("from_start", 0)),
+            }
+        except (OSError, ValueError, AttributeError):
+            return {"total": 0, "spool": -1, "from_start": 0}
 
     def advance(self, total_end: int | None, spool_seq: int | None) -> None:
         """Move the mark forward to a chunk's end (read from the source) or a spool batch (read back)."""
