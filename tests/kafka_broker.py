@@ -113,12 +113,16 @@ class TansuBroker:
         return self.proc is not None and self.proc.poll() is None
 
 
-def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, timeout: float = 20.0) -> list:
+def read_topic(
+    bootstrap: str, topic: str, *, expect: int | None = None, timeout: float = 20.0, records_at_least: int = 0
+) -> list:
     """Every record of ``topic`` (all partitions, from the beginning), without a consumer group.
 
     With ``expect``, waits until at least that many *distinct* values are
     there (or ``timeout``): duplicates must not make up for records still on
-    their way. Otherwise reads up to the end offsets seen now.
+    their way. ``records_at_least`` waits for that many records, duplicates
+    included (a test that knows each was sent twice). Otherwise reads up to
+    the end offsets seen now.
     """
     from kafka import KafkaConsumer, TopicPartition
 
@@ -147,11 +151,12 @@ def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, timeout
         records: list = []
         while True:
             ends = consumer.end_offsets(tps)
-            target = sum(ends.values())
-            while sum(consumer.position(tp) for tp in tps) < target and time.monotonic() < deadline:
+            # each partition to its own end: a sum lets one read past its reported end hide another's gap
+            while any(consumer.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
                 for recs in consumer.poll(timeout_ms=500).values():
                     records.extend(recs)
-            if expect is None or len({r.value for r in records}) >= expect or time.monotonic() >= deadline:
+            enough = expect is None or len({r.value for r in records}) >= expect
+            if (enough and len(records) >= records_at_least) or time.monotonic() >= deadline:
                 return records
             # tansu may report a partition's end offset short of its last record batch, which a
             # fetch still returns: poll past the reported end while records are still expected

@@ -28,9 +28,9 @@ rotating and deletes its old backups, and a gRPC stream drops what is not
 read. Once the spool holds data, new chunks queue behind it, so order is
 kept; when Kafka is back the spool drains first. A chunk's spooling makes it
 as safe as an acknowledgement, so the checkpoint records both the source
-position and how far the spool goes (spool files beyond it after a crash are
-left-overs of an unfinished checkpoint and are deleted, the source re-reads
-them).
+position and how far the spool goes (spool files of a file source beyond it
+after a crash are left-overs of an unfinished checkpoint and are deleted, the
+source re-reads them; a stream's are kept, since it cannot).
 """
 
 from __future__ import annotations
@@ -218,7 +218,9 @@ class Collector:
         ckpt = self._load_checkpoint() if self.opts.start == "checkpoint" else None
         if ckpt is not None:
             self._total = int(ckpt.get("total", 0))
-            orphans = self.spool.drop_from(int(ckpt.get("spool_upto", 0)))
+            # spooled after the last checkpoint: a file reads them again from its position; a stream
+            # (stdin, gRPC) cannot, and a spooled chunk is as safe as an acknowledged one, so they stay
+            orphans = self.spool.drop_from(int(ckpt.get("spool_upto", 0))) if self.kind == "file" else 0
             if orphans:
                 log.info(
                     "dropped %d spool chunk(s) written after the last checkpoint (read again from the source)", orphans

@@ -23,7 +23,7 @@ ways their delivery works (see docs/ARCHITECTURE.md):
   first (:meth:`~DiskSpool.take_batch`) while earlier ones are still in
   flight, removed once acknowledged (:meth:`~DiskSpool.remove_batch`), and
   :meth:`~DiskSpool.drop_from` forgets those a crash left beyond the last
-  checkpoint (the source reads them again).
+  checkpoint when the source reads them again (a file; a stream's are kept).
 
 Memory stays bounded: a replay reads one batch of records at a time.
 """
