@@ -24,11 +24,12 @@ import time
 import uuid
 from pathlib import Path
 
+import kafka.errors as kerrors
 import orjson
 import pytest
 import test_collect
 from conftest import REPO, SAMPLES
-from kafka_broker import TansuBroker, read_topic, send_batch_and_check
+from kafka_broker import TansuBroker, free_port, read_topic, send_batch_and_check
 from test_collect import (  # the autouse fixture kills a collector a failing test left running
     Collect,
     Lumberjack,
@@ -331,6 +332,33 @@ def test_collector_file_to_kafka_exactly_once_in_order(
     check_exactly_once(records, lines)
     assert all(dict(r.headers).keys() == {"source", "line"} for r in records)
     assert c.final_count("rejected") == 0
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.slow  # the real broker
+def test_a_closed_librdkafka_producer_stops_its_threads_at_once(kafka: TansuBroker, topic: str) -> None:
+    """close() ends librdkafka's threads there and then, not when the garbage collector gets to the handle.
+
+    A producer replaced after a failure kept reconnecting (and logging each refused connection) for as long
+    as anything referenced it; a producer whose broker never answered, too.
+    """
+    from tetrapipe.sinks.kafka import new_producer, send_batch
+
+    before = _threads()
+    producer = new_producer([kafka.bootstrap], "closing", client="confluent", batches_only=True)
+    delivery, _ = send_batch(producer, topic, [(b"n", b"%d" % i) for i in range(10)])
+    assert delivery.get(timeout=30) == 10
+    assert _threads() > before  # librdkafka's own threads
+    producer.close(timeout=5)
+    assert _threads() == before
+    producer.close()  # twice: nothing to do
+    producer.flush()  # after close: nothing queued, nothing to wait for
+    with pytest.raises(kerrors.KafkaConnectionError):
+        new_producer([f"127.0.0.1:{free_port()}"], "nobody", client="confluent", bootstrap_timeout_ms=300)
+    assert _threads() == before
 
 
 @pytest.mark.slow  # a broker and subprocesses: CI runs it, the edit loop (-m "not slow") does not

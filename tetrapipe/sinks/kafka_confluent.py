@@ -172,11 +172,13 @@ class ConfluentProducer:
         self.failure: str | None = None
         self._down_at: float | None = None
         conf.setdefault("partitioner", "murmur2_random")  # kafka-python's and Java's choice for keyed records
+        self._closed = False
         self._p = Producer(conf)
         # kafka-python's constructor fails when no broker answers; the sink's backoff relies on that
         try:
             self._p.list_topics(timeout=(settings.get("bootstrap_timeout_ms") or 10_000) / 1000)
         except KafkaException as exc:
+            _destroy(self._p)
             raise kerrors.KafkaConnectionError(f"no broker answers: {exc}") from exc
 
     def send(
@@ -277,16 +279,37 @@ class ConfluentProducer:
                 self.failure = "every broker is down"
 
     def flush(self, timeout: float | None = None) -> None:
+        if self._closed:
+            return  # nothing is queued: close() purged it
         left = self._p.flush(-1 if timeout is None else timeout)
         if left:
             raise kerrors.KafkaTimeoutError(f"{left} record(s) not acknowledged in time")
 
     def close(self, timeout: float | None = None) -> None:
         """Wait up to ``timeout`` for what is queued, then drop the rest (``timeout=0``: drop at once)."""
+        if self._closed:
+            return
         if timeout:
             self._p.flush(timeout)
         self._p.purge()
         self._p.poll(0)  # settles the purged records' futures (as failed)
+        self._closed = True
+        _destroy(self._p)
+
+
+def _destroy(producer: Producer) -> None:
+    """Stop a librdkafka producer's threads now, not when the garbage collector gets to it.
+
+    Why: a producer replaced after a failure (or one whose broker never
+    answered) otherwise keeps reconnecting, and logging each refused
+    connection, until its last reference is collected, which callbacks bound
+    to it can delay indefinitely. Older confluent-kafka releases have no
+    ``Producer.close``; there, collection is the only way. Its flush finds
+    nothing: the caller purged the queue first.
+    """
+    close = getattr(producer, "close", None)
+    if close is not None:
+        close()
 
 
 __all__ = ["BatchDelivery", "ConfluentProducer", "DeliveryFuture", "FlushedDelivery"]
