@@ -1,0 +1,200 @@
+"""``tetrapipe forward --from-kafka`` killed with SIGKILL at random points: every alert still reaches every sink.
+
+The forwarder's promise (README, Forwarding to a SIEM) is at least once to
+each sink. A SIGKILL runs no handler, so what a run had read but not yet
+committed is read again by the next one: the records of the poll batch in
+hand when it died (``--batch-size``, committed only once every sink has
+delivered or spooled them) and, for a sink replaying its spool, the chunk
+sent before its cursor moved (the sink's ``delivery.batch_size``). The ids
+are deterministic (the alert id, OCSF ``finding_info.uid``), so a SIEM can
+deduplicate; these tests hold the forwarder to that bound and to losing
+nothing, with kills while a slow SIEM takes batches, while it is down and the
+spool fills, and while the spool is replayed; a spool left by a kill must
+never break or mislead the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from conftest import SAMPLES
+from hec_receiver import HecReceiver
+from test_e2e_forward import TOKEN, _env, _ocsf_ids, _spooled, _tp
+
+COPIES = 130  # the scenario's 23 alerts, each 130 times with its own id: 2,990 alerts
+POLL = 200  # --batch-size: records read, delivered or spooled, then committed, at a time
+SINK_BATCH = 40  # each sink's delivery.batch_size: one request, one spool replay chunk
+#: a killed member holds its partitions until its session expires: keep that short so restarts are quick
+GROUP_OPTIONS = {"session_timeout_ms": 3000, "heartbeat_interval_ms": 500, "max_poll_interval_ms": 20000}
+
+
+@pytest.fixture(scope="module")
+def alert_rows(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """The scenario's real alerts (a batch ingest), repeated with distinct ids: a few thousand native rows."""
+    from tetrapipe.formats import to_native
+    from tetrapipe.lake import connect
+
+    lake = tmp_path_factory.mktemp("kill-alerts") / "lake"
+    scenario = SAMPLES / "scenario" / "tenant-jobs.log"
+    subprocess.run(_tp("ingest", str(scenario), "--lake", str(lake), "-q"), check=True, env=_env(), timeout=120)
+    con = connect(str(lake))
+    try:
+        alerts = con.sql("SELECT * FROM alerts ORDER BY time").to_arrow_table().to_pylist()
+    finally:
+        con.close()
+    assert len(alerts) >= 20
+    rows = []
+    for k in range(COPIES):
+        for a in alerts:
+            row = orjson.loads(orjson.dumps(to_native(a)))
+            row["alert_id"] = f"{row['alert_id']}-{k:03d}"
+            rows.append(row)
+    return rows
+
+
+def _produce(bootstrap: str, topic: str, rows: list[dict[str, Any]]) -> None:
+    """One record per alert, keyed by rule as the processor's alerts topic is (spread over partitions)."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
+    for row in rows:
+        producer.send(topic, key=row["rule_id"].encode(), value=orjson.dumps(row))
+    producer.flush()
+    producer.close()
+
+
+def _config(path: Path, bootstrap: str, topic: str, hec_port: int, out: Path, spool: Path) -> Path:
+    delivery = {
+        "batch_size": SINK_BATCH,
+        "linger_seconds": 0.05,
+        "backoff_initial_seconds": 0.1,
+        "backoff_max_seconds": 0.5,
+        "max_attempts": 2,
+    }
+    path.write_text(f"""\
+version: 1
+spool_dir: {spool}
+kafka:
+  bootstrap: {bootstrap}
+  alerts_topic: {topic}
+  options: {json.dumps(GROUP_OPTIONS)}
+sinks:
+  - name: splunk
+    type: hec
+    format: ocsf
+    options: {{url: "http://127.0.0.1:{hec_port}", token: "${{HEC_TOKEN}}", ack: true, ack_poll_seconds: 0.05,
+               timeout_seconds: 2}}
+    delivery: {json.dumps(delivery)}
+  - name: audit
+    type: file
+    format: native
+    options: {{path: "{out}"}}
+    delivery: {json.dumps(delivery)}
+""")
+    return path
+
+
+def _file_ids(path: Path) -> list[str]:
+    """The alert ids in the file sink's output; a torn or glued line fails the JSON parse here."""
+    if not path.exists():
+        return []
+    return [json.loads(line)["alert_id"] for line in path.read_bytes().splitlines()]
+
+
+def _wait(until: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert proc.poll() is None, (
+            f"the forwarder exited ({proc.returncode}) before {what}:\n{log.read_text()[-3000:]}"
+        )
+        assert time.monotonic() < deadline, f"no {what} within {timeout:.0f}s:\n{log.read_text()[-3000:]}"
+        time.sleep(0.02)
+
+
+def test_kill_9_at_random_points_loses_nothing_and_repeats_at_most_a_batch_a_kill(
+    kafka: Any, topic: str, alert_rows: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """SIGKILL 5 times (seeded): twice while a slow HEC takes batches, once while it is down and the spool
+    fills, once while the spool is replayed, once more mid-delivery; then a run to the end of the topic.
+
+    Every alert reaches both sinks (HEC with indexer acknowledgement, a JSON file); the duplicates stay
+    within what a kill can make the forwarder send again (see the module docstring); the spool ends empty;
+    every restart comes up on what the kill left on disk.
+    """
+    _produce(kafka.bootstrap, topic, alert_rows)
+    want = {r["alert_id"] for r in alert_rows}
+    hec = HecReceiver(token=TOKEN, ack=True).start()
+    hec.delay = 0.01  # a busy indexer: each request (a batch or an ack query) takes a while
+    out, spool = tmp_path / "audit.jsonl", tmp_path / "spool"
+    cfg = _config(tmp_path / "tetrapipe.yaml", kafka.bootstrap, topic, hec.port, out, spool)
+    cmd = _tp("forward", "--config", str(cfg), "--from-kafka", "--group", f"{topic}-fwd", "--batch-size", str(POLL))
+    rng = random.Random(20261207)
+    runs: list[str] = []
+
+    def start(k: int) -> tuple[subprocess.Popen[bytes], Path]:
+        log = tmp_path / f"run-{k}.log"  # kept: says what each run found on disk
+        with open(log, "wb") as f:
+            proc = subprocess.Popen(
+                [*cmd, "--exit-at-eof"], stdout=subprocess.DEVNULL, stderr=f, env={**_env(), "HEC_TOKEN": TOKEN}
+            )
+        return proc, log
+
+    def kill(proc: subprocess.Popen[bytes], what: str) -> None:
+        assert proc.poll() is None, f"the forwarder ended before the kill {what}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        runs.append(f"{what}: HEC {len(hec.events)}, file {len(_file_ids(out))}, spool {_spooled(spool / 'splunk')}")
+
+    try:
+        for k in range(2):  # a slow SIEM taking batches: the kill lands mid-request, mid-ack-wait or mid-commit
+            proc, log = start(k)
+            base, n = len(hec.events), rng.randint(SINK_BATCH, 600)
+            _wait(lambda: len(hec.events) >= base + n, proc, log, f"{n} alerts at HEC")  # noqa: B023
+            time.sleep(rng.uniform(0, 0.3))
+            kill(proc, f"mid-delivery {k}")
+        hec.stop()  # the SIEM goes down: the HEC sink spools while the file sink goes on
+        proc, log = start(2)
+        base, n = _spooled(spool / "splunk"), rng.randint(POLL, 800)
+        _wait(lambda: _spooled(spool / "splunk") >= base + n, proc, log, f"{n} alerts spooled")
+        kill(proc, "SIEM down, spool filling")
+        hec.start()  # back on the same port: the next run replays the spool before anything new
+        proc, log = start(3)
+        spooled, base = _spooled(spool / "splunk"), len(hec.events)
+        assert spooled > 2 * SINK_BATCH
+        n = rng.randint(SINK_BATCH, spooled - SINK_BATCH)
+        _wait(lambda: len(hec.events) >= base + n, proc, log, f"{n} spooled alerts replayed")
+        kill(proc, "mid-replay")
+        proc, log = start(4)
+        base, n = len(hec.events), rng.randint(SINK_BATCH, 600)
+        _wait(lambda: len(hec.events) >= base + n, proc, log, f"{n} alerts at HEC")
+        kill(proc, "mid-delivery 4")
+        hec.delay = 0.0
+        proc, log = start(5)
+        proc.wait(timeout=120)
+        err = log.read_text()
+        assert proc.returncode == 0, err[-3000:]
+        got_hec = Counter(_ocsf_ids(hec))
+    finally:
+        hec.stop()
+    got_file = Counter(_file_ids(out))
+    trail = "\n".join(runs)
+    assert set(got_hec) == want, f"lost at HEC: {len(want - set(got_hec))}\n{trail}"
+    assert set(got_file) == want, f"lost in the file: {len(want - set(got_file))}\n{trail}"
+    kills = len(runs)
+    # per kill: the poll batch in hand is read again; a spool replay chunk sent before its cursor moved is sent again
+    for name, got in (("HEC", got_hec), ("file", got_file)):
+        extra = sum(got.values()) - len(want)
+        assert extra <= kills * (POLL + SINK_BATCH), f"{name}: {extra} duplicates after {kills} kills\n{trail}"
+    assert "dropped 0, rejected 0; in spool 0" in err
+    assert not [p.name for p in (spool / "splunk").iterdir() if p.name != "rejected.jsonl"], "the spool is not empty"
+    assert "Traceback" not in "".join(p.read_text() for p in tmp_path.glob("run-*.log"))
