@@ -11,11 +11,12 @@ ways their delivery works (see docs/ARCHITECTURE.md):
   cursor file says how far the oldest segment has been delivered. Replay
   :meth:`~DiskSpool.read`\\ s from the cursor, the sink sends, and only then is
   the cursor moved (:meth:`~DiskSpool.commit`: written to a temporary file and
-  renamed, so a crash leaves the old or the new cursor, never half of one). A
-  crash between sending and moving the cursor re-sends that batch: delivery
-  from the spool is at least once. When the limit is reached the records that
-  do not fit are returned as not written: the caller counts them as dropped
-  and logs them; the spool never deletes records it already holds.
+  renamed, so a crash leaves the old or the new cursor, never half of one; a
+  cursor naming a segment a crash deleted before it is dropped at the next
+  start). A crash between sending and moving the cursor re-sends that batch:
+  delivery from the spool is at least once. When the limit is reached the
+  records that do not fit are returned as not written: the caller counts them
+  as dropped and logs them; the spool never deletes records it already holds.
 * **Batches** (the collector): :meth:`DiskSpool.put_batch` writes one file per
   batch (``NNN.spool``: a JSON header line, then the raw lines byte for byte)
   atomically (temp file, fsync, rename), so a batch is on disk whole or not at
@@ -147,7 +148,13 @@ class DiskSpool:
     def _load_cursor(self) -> SpoolPosition | None:
         try:
             data = orjson.loads((self.dir / CURSOR).read_bytes())
-            return SpoolPosition(data["segment"], int(data["offset"]))
+            cursor = SpoolPosition(data["segment"], int(data["offset"]))
+            if not (self.dir / cursor.segment).exists():
+                # a crash between deleting a delivered segment and its cursor (commit): a later append
+                # may create a segment of that name again, and the cursor would skip its first records
+                (self.dir / CURSOR).unlink(missing_ok=True)
+                return None
+            return cursor
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError):
