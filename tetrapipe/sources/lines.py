@@ -202,7 +202,7 @@ def read_line_batches(
         eof = got == 0
         data_len = carry_len + got
         start = 0
-        if byte_no == 0 and line_no == 0 and bytes(view[:3]) == UTF8_BOM and data_len >= 3:
+        if byte_no == 0 and line_no == 0 and data_len >= 3 and bytes(view[:3]) == UTF8_BOM:
             # a UTF-8 byte order mark opens the input, not its first line (Notepad and PowerShell's
             # `Set-Content -Encoding utf8` write one): skipped, and counted in the bytes read
             start = byte_no = len(UTF8_BOM)
