@@ -250,3 +250,25 @@ def test_a_kill_between_deleting_a_replayed_segment_and_its_cursor_loses_nothing
     want = [r["finding_info"]["uid"] for r in rows[100:]]
     assert _ocsf_ids(hec) == want, f"{len(want) - len(_ocsf_ids(hec))} alert(s) lost"
     assert sink.stats.delivered == 100 and sink.backlog == 0
+
+
+def test_a_kill_mid_write_of_the_file_sink_leaves_no_glued_line(
+    alert_rows: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """A SIGKILL (or a full disk) in the middle of the file sink's write leaves a partial last line.
+
+    That batch was not committed, so the next run writes it again; appended
+    behind the fragment, its first record would be glued to it: one line no
+    JSON reader takes, so the alert it holds is lost to the shipper tailing
+    the file. The next write must start on a line of its own.
+    """
+    from tetrapipe.sinks.siem.base import Delivery
+    from tetrapipe.sinks.siem.jsonfile import JsonFileSink
+
+    out = tmp_path / "audit.jsonl"
+    lines = [orjson.dumps(r) for r in alert_rows[:60]]
+    out.write_bytes(b"".join(line + b"\n" for line in lines[:20]) + lines[20][: len(lines[20]) // 2])  # the kill
+    sink = JsonFileSink("audit", path=str(out), delivery=Delivery(batch_size=SINK_BATCH, linger_seconds=0.0))
+    sink.send(alert_rows[20:60])  # the next run: the batch the kill interrupted, and what follows
+    sink.close()
+    assert _file_ids(out) == [r["alert_id"] for r in alert_rows[:60]]

@@ -4,8 +4,10 @@ Splunk forwarder) that already tails files, or for an audit copy.
 ``path`` grows to ``max_bytes``, then is renamed ``path.1`` (``path.1`` to
 ``path.2`` ..., keeping ``backups`` of them) and a new ``path`` is started:
 the rename-and-create scheme every tailer follows. A batch is never split
-across two files, so a file always ends on a complete line. A write error
-(disk full, permissions) is transient: the batch is retried, then spooled.
+across two files, so a file always ends on a complete line; a write cut short
+(a kill, a full disk) leaves a partial one, which is cut off when the file is
+opened again, so the batch written again does not start glued to it. A write
+error (disk full, permissions) is transient: the batch is retried, then spooled.
 
 Every file this sink creates (the first one, and each new one after a
 rotation) and any directory created for it is owner-only, as they hold
@@ -15,6 +17,7 @@ exists when the sink starts keeps its mode.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -22,6 +25,8 @@ from typing import Any, BinaryIO
 from tetrapipe.fsutil import open_private, private_dirs
 from tetrapipe.sinks.siem.base import DeliveringSink, Delivery, TransientError
 from tetrapipe.sinks.siem.records import record_body
+
+log = logging.getLogger("tetrapipe.sinks.file")
 
 
 class JsonFileSink(DeliveringSink):
@@ -47,7 +52,34 @@ class JsonFileSink(DeliveringSink):
         if self._file is None:
             private_dirs(self.path.parent)
             self._file = open_private(self.path)
+            self._cut_partial_line(self._file)
         return self._file
+
+    def _cut_partial_line(self, f: BinaryIO) -> None:
+        """Cut a last line without its newline: a write a kill or a full disk interrupted.
+
+        A tailer only takes complete lines, so it never read these bytes;
+        left in place, the next record would be glued to them.
+        """
+        end = f.tell()
+        keep = end
+        with open(self.path, "rb") as r:
+            while keep > 0:
+                start = max(keep - (1 << 16), 0)
+                r.seek(start)
+                block = r.read(keep - start)
+                if keep == end and block.endswith(b"\n"):
+                    return
+                newline = block.rfind(b"\n")
+                if newline >= 0:
+                    keep = start + newline + 1
+                    break
+                keep = start
+        if keep == end:
+            return
+        log.error("file %s: cutting a partial line at its end (%d bytes, a write cut short)", self.path, end - keep)
+        f.truncate(keep)
+        f.seek(keep)  # appends go to the end anyway; tell() must say where it is for the rotation
 
     def _rotate(self) -> None:
         if self._file is not None:
