@@ -79,6 +79,22 @@ def test_tls_reproduces_the_handshakes_exactly(lake: Lake) -> None:
     assert [r["tls_sni"] for r in rows if r["weak"]] == ["legacy-feed.example.org"]
 
 
+def test_tls_table_in_a_pipe_keeps_every_cipher_and_reason_whole(lake: Lake) -> None:
+    """Piped (`tetrapipe tls | grep TLS_RSA_...`), a cipher suite was folded at 80 columns into two lines."""
+    rows = json.loads(
+        CliRunner().invoke(cli, ["tls", "--lake", str(lake.root), "--format", "json"], catch_exceptions=False).output
+    )
+    result = CliRunner().invoke(cli, ["tls", "--lake", str(lake.root)], env={"COLUMNS": "80"}, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    for r in rows:
+        # the destination, its version and its cipher on one line, as grep finds them
+        dest = f"{r['daddr']}:{r['dport']}"
+        assert any(dest in ln and r["tls_version"] in ln and r["tls_cipher"] in ln for ln in lines), result.output
+        if r["weak"]:
+            assert any(", ".join(r["weak"]) in ln for ln in lines), result.output
+
+
 def test_ancestry_of_the_reverse_shell(lake: Lake) -> None:
     con = connect(lake)
     row = con.execute(
