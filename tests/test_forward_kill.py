@@ -272,3 +272,58 @@ def test_a_kill_mid_write_of_the_file_sink_leaves_no_glued_line(
     sink.send(alert_rows[20:60])  # the next run: the batch the kill interrupted, and what follows
     sink.close()
     assert _file_ids(out) == [r["alert_id"] for r in alert_rows[:60]]
+
+
+class _AckCountingHec(HecReceiver):
+    """The HEC receiver, counting the acknowledgement queries: when one comes, the sender is waiting on acks."""
+
+    ack_queries = 0
+
+    def _ack_query(self, channel: str | None, body: bytes) -> tuple[int, dict[str, Any], dict]:
+        self.ack_queries += 1
+        return super()._ack_query(channel, body)
+
+
+def test_a_kill_before_the_acks_of_a_replayed_spool_loses_nothing(
+    alert_rows: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """With indexer acknowledgement, HEC's 200 says "received", its ack says "indexed": until then the
+    forwarder keeps the records (Kafka offsets, spool) so a HEC that never indexes them gets them again.
+
+    Run 1 spools every alert (HEC down). Run 2 replays the spool to a HEC that takes the requests but has
+    not acknowledged them when the forwarder is killed (as soon as it asks for acks); the indexer then
+    loses what it had not acknowledged. Run 3 must send every alert again: the spool's cursor may only
+    pass records HEC acknowledged. (JSON lines in, not Kafka: the replay is the sink's, whatever the source.)
+    """
+    rows = alert_rows[: 5 * SINK_BATCH]
+    alerts, nothing = tmp_path / "alerts.jsonl", tmp_path / "nothing.jsonl"
+    alerts.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    nothing.write_bytes(b"")
+    hec = _AckCountingHec(token=TOKEN, ack=True)
+    out, spool = tmp_path / "audit.jsonl", tmp_path / "spool"
+    cfg = _config(tmp_path / "tetrapipe.yaml", "127.0.0.1:9", "unused", hec.start().port, out, spool)
+    hec.stop()
+    cmd = _tp("forward", "--config", str(cfg))
+    env = {**_env(), "HEC_TOKEN": TOKEN}
+    try:
+        first = subprocess.run([*cmd, str(alerts), "--drain-timeout", "0.5"], capture_output=True, env=env, timeout=60)
+        assert first.returncode == 1 and _spooled(spool / "splunk") == len(rows), first.stderr[-3000:]
+        hec.withhold_acks = True  # up again, but indexing slowly: requests taken, no ack yet
+        hec.start()
+        log = tmp_path / "run-2.log"
+        with open(log, "wb") as f:  # reads stdin, which stays open: the pump replays the spool meanwhile
+            proc = subprocess.Popen([*cmd, "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=f, env=env)
+        _wait(lambda: hec.ack_queries > 0, proc, log, "an acknowledgement query")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert proc.stdin is not None
+        proc.stdin.close()
+        assert hec.events, "the replay should have reached HEC before the kill"
+        hec.events = []  # the indexer restarts: what it had not acknowledged is gone, as HEC's acks warn
+        hec.withhold_acks = False
+        last = subprocess.run([*cmd, str(nothing)], capture_output=True, text=True, env=env, timeout=60)
+        assert last.returncode == 0, last.stderr[-3000:]
+    finally:
+        hec.stop()
+    got = Counter(_ocsf_ids(hec))
+    assert set(got) == {r["alert_id"] for r in rows}, f"{len(rows) - len(got)} alert(s) lost"

@@ -225,6 +225,10 @@ class DeliveringSink:
     def _after_flush(self) -> None:
         """Called at the end of flush(): e.g. wait for outstanding acknowledgements."""
 
+    def _unconfirmed(self) -> int:
+        """Records shipped and still waiting for the peer's confirmation (see :attr:`confirms_later`)."""
+        return 0
+
     def _before_close(self) -> None:
         """Called by close() before the peer is released: e.g. spool records still unacknowledged."""
 
@@ -265,6 +269,13 @@ class DeliveringSink:
             if chunk.end is None:
                 break
             left = self._attempt(chunk.records, 1, from_spool=True) if chunk.records else []
+            if self.confirms_later:
+                # the cursor passes only what the peer confirmed (HEC: indexed, not just received): a kill
+                # after a move past unconfirmed records would leave them nowhere but in a peer that may lose them
+                self._after_flush()
+                if self._unconfirmed():
+                    self.stats.spool_records = spool.pending_records
+                    return  # not confirmed in time: the chunk stays, the next replay sends it again
             done = len(chunk.records) - len(left)
             if left:
                 if done:

@@ -29,7 +29,9 @@ Indexer acknowledgement (``ack: true``): each request carries the
 ``/services/collector/ack``. Records count as delivered only once acknowledged;
 those not acknowledged within ``ack_timeout_seconds`` are sent again (so a
 SIEM that indexes them late may see them twice: at least once, never lost),
-and those still unacknowledged at shutdown go to the spool.
+and those still unacknowledged at shutdown go to the spool. A spool replay
+moves its cursor past a batch only once HEC acknowledged it, so a kill while
+HEC is still indexing leaves it in the spool for the next run.
 """
 
 from __future__ import annotations
@@ -252,6 +254,9 @@ class HecSink(DeliveringSink):
     def _after_flush(self) -> None:
         if self.ack and self._unacked:
             self._wait_acks(until_below=1)
+
+    def _unconfirmed(self) -> int:
+        return sum(len(records) for records, _ in self._unacked.values())
 
     def poll(self) -> None:
         with self._lock:
