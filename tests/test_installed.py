@@ -118,6 +118,20 @@ def test_ingest_from_an_empty_directory_raises_the_scenarios_alerts(installed: P
     assert "late-shell-in-container" in proc.stdout and "passwd-shadow-tampering" in proc.stdout
 
 
+def test_quick_start_outside_a_checkout_is_pointed_at_the_shipped_samples(installed: Path, tmp_path: Path) -> None:
+    """README's `tetrapipe ingest samples/` where there is no samples/: the error names the wheel's copy, which works."""
+    proc = _run(installed, tmp_path, "ingest", "samples/")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    message = " ".join(proc.stderr.split())
+    hint = "the sample logs shipped with tetrapipe are in "
+    assert hint in message, proc.stderr
+    shipped = message.split(hint, 1)[1].split(":", 1)[0]
+    assert "site-packages" in shipped and str(REPO) not in shipped, shipped
+    ran = _run(installed, tmp_path, "ingest", shipped)
+    assert ran.returncode == 0, ran.stderr
+    assert "late-shell-in-container" in ran.stdout and "reverse-shell" in ran.stdout, ran.stdout
+
+
 def test_rules_test_and_list_use_the_shipped_rules(installed: Path, tmp_path: Path) -> None:
     proc = _run(installed, tmp_path, "rules", "test")
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -157,6 +157,24 @@ def cli() -> None:
 cli.commands = _LazyCommands(LAZY_COMMANDS)
 
 
+def _shipped_samples_hint(paths: tuple[str, ...]) -> str:
+    """Where the wheel keeps the sample logs, when README's ``tetrapipe ingest samples/`` runs outside a checkout.
+
+    Only for a missing path named ``samples``: the quick start's own argument,
+    which an installed package has nowhere but inside itself.
+    """
+    if not any(Path(p).name == "samples" and not Path(p).exists() for p in paths):
+        return ""
+    import shlex
+
+    from tetrapipe.ruleset.locate import bundled_dir
+
+    shipped = bundled_dir("tetrapipe.bundled_samples", "samples")
+    if shipped is None:
+        return ""
+    return f" (the sample logs shipped with tetrapipe are in {shipped}: tetrapipe ingest {shlex.quote(str(shipped))})"
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True)
 @lake_option()
@@ -192,7 +210,7 @@ def ingest(
     try:
         found = scan_inputs(list(paths))
     except OSError as exc:  # a named path that is missing, unreadable or a symlink loop
-        raise click.UsageError(str(exc)) from exc
+        raise click.UsageError(str(exc) + _shipped_samples_hint(paths)) from exc
     inputs = found.inputs
     lake = open_lake(lake_dir)
     transforms, detector = pipeline_transforms(rules_dir, lake, tls_window, long_running=False)
