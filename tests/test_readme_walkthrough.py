@@ -7,6 +7,8 @@ holding none of them. These tests run from an empty directory.
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -36,3 +38,64 @@ def test_ingest_samples_outside_a_checkout_names_the_shipped_samples(empty: Path
     # a path that is simply mistyped gets no such hint
     other = CliRunner().invoke(cli, ["ingest", "smaples/"])
     assert other.exit_code == 2 and "shipped" not in other.output, other.output
+
+
+RULE = """\
+id: nc-in-container
+title: netcat in a container
+description: nc started in a container
+severity: high
+event: process_exec
+condition: process_name = 'nc' AND container_id IS NOT NULL
+output: "{process_binary} {arguments} in {pod}"
+tests:
+  - name: the scenario's nc -e /bin/sh in the crawler pod fires, which is what on-call wants to see first thing
+    log: samples/scenario/tenant-jobs.log
+    expect: {count: 1, lines: [116]}
+"""
+
+
+def test_rules_test_lint_and_coverage_keep_one_finding_on_one_line_in_a_pipe(
+    empty: Path, tetrapipe_cmd: list[str]
+) -> None:
+    """`rules test | grep FAILED` and a CI log: a test, an issue or a policy problem was folded at 80-160 columns,
+    the file:line on one line and the verdict or the reason on the next."""
+    team = empty / "rules" / ("team-detections-" * 6)
+    team.mkdir(parents=True)
+    rule = team / "nc-in-container.yaml"
+    rule.write_text(RULE)
+    policies = empty / "pol"
+    policies.mkdir()
+    policy = policies / (("cluster-policies-" * 6) + ".yaml")
+    policy.write_text("apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata: {name: x}\n---\n---\nfoo: [\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETRAPIPE_")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*tetrapipe_cmd, *args], cwd=empty, env=env, capture_output=True, text=True, timeout=120)
+
+    where = f"{rule.relative_to(empty)}:"
+    tested = run("rules", "test", "rules/")
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert any(ln.startswith(where) and ln.endswith("PASSED") for ln in tested.stdout.splitlines()), tested.stdout
+    # a failure's reason too: the rule's file and line, then what was expected and what came
+    rule.write_text(RULE.replace("lines: [116]", "lines: [118]"))
+    failing = run("rules", "test", "rules/")
+    assert failing.returncode == 1
+    assert any(ln.startswith(where) and ln.endswith("FAILED") for ln in failing.stdout.splitlines()), failing.stdout
+    assert any(ln.startswith(where) and "got [116]" in ln for ln in failing.stdout.splitlines()), failing.stdout
+    linted = run("rules", "lint", "rules/")
+    assert any(
+        ln.startswith(where) and "warning: no test that does not fire" in ln and ln.endswith("(nc-in-container)")
+        for ln in linted.stdout.splitlines()
+    ), linted.stdout
+    # a rule that does not load, as lint and test say it
+    rule.write_text(RULE.replace("description: nc started in a container\n", ""))
+    broken = run("rules", "lint", "rules/")
+    assert any(
+        ln.startswith(where) and "missing required key 'description'" in ln for ln in broken.stdout.splitlines()
+    ), broken.stdout
+    covered = run("rules", "coverage", "--rules", "rules", "--policies", "pol")
+    problems = [ln for ln in covered.stderr.splitlines() if ln.startswith("policy problem")]
+    assert problems and all(f"{policy.name}:" in ln and "invalid YAML" in ln for ln in problems), covered.stderr
+    skipped = [ln for ln in covered.stderr.splitlines() if ln.startswith("skipped")]
+    assert skipped and all(where in ln and "'description'" in ln for ln in skipped), covered.stderr

@@ -21,7 +21,7 @@ from tetrapipe.commands.options import rules_option
 from tetrapipe.textsafe import visible
 
 out = Console(highlight=False, emoji=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, emoji=False)
+err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)  # a problem, one line: file:line first
 
 
 def _safe(text: object) -> str:

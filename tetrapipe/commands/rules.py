@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from tetrapipe.ruleset.testing import TestReport
 
 out = Console(highlight=False, emoji=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, emoji=False)  # data in a line is text, not :emoji: codes
+# data in a line is text, not :emoji: codes; one problem, one line (file:line first), never folded in a CI log
+err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
 
 
 def _roots(paths: tuple[str, ...], rules_dir: str | None = None) -> tuple[list[Path], list[Path] | None]:
@@ -252,7 +253,8 @@ def lint_command(
             color = "red" if i.level == "error" else "yellow"
             out.print(
                 f"{escape(visible(i.where()))}: [{color}]{i.level}[/]: {escape(visible(i.reason))}"
-                + (f" [dim]({escape(visible(i.rule_id))})[/]" if i.rule_id else "")
+                + (f" [dim]({escape(visible(i.rule_id))})[/]" if i.rule_id else ""),
+                soft_wrap=True,  # one issue, one line: `rules lint | grep error` keeps its file:line
             )
         checked = f"{report.rules} rules"
         if sample_dir:
@@ -459,10 +461,12 @@ def import_sigma_command(paths: tuple[Path, ...], out_dir: Path, force: bool) ->
         err.print(f"[bold red]error[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)
     for conv, target in result.written:
-        out.print(f"[green]converted[/] {escape(str(conv.source))} -> {escape(str(target))}", highlight=False)
+        out.print(
+            f"[green]converted[/] {escape(str(conv.source))} -> {escape(str(target))}", highlight=False, soft_wrap=True
+        )
     refused = report.refused + result.refused
     for source, reason in refused:
-        out.print(f"[yellow]refused[/]   {escape(str(source))}: {escape(reason)}", highlight=False)
+        out.print(f"[yellow]refused[/]   {escape(str(source))}: {escape(reason)}", highlight=False, soft_wrap=True)
     others = ", ".join(f"{n} {p}" for p, n in sorted(report.other_platforms.items()))
     for issue in result.broken:
         err.print(f"[bold red]error[/] {escape(str(issue))}", highlight=False)
@@ -498,14 +502,14 @@ def print_report(console: Console, report: TestReport, verbose: bool = True) -> 
             where = f"{r.path}:{r.line}" if r.line else str(r.path)
             line = plain(f"{where}::{r.rule_id}::{r.name} ")
             line.append(r.status.upper(), style=style[r.status])
-            console.print(line)
+            console.print(line, soft_wrap=True)  # the verdict on the test's own line: `| grep FAILED` finds where
     bad = [r for r in report.results if r.status != "passed"]
     if bad:
         console.rule("[bold red]FAILURES[/]")
         for r in bad:
             console.rule(plain(f"{r.rule_id} :: {r.name}"), characters="_")
             where = f"{r.path}:{r.line}" if r.line else str(r.path)
-            console.print(plain(f"{where}: {r.reason}", multiline=True))
+            console.print(plain(f"{where}: {r.reason}", multiline=True), soft_wrap=True)
             for line in r.diff:
                 color = (
                     "red"
@@ -514,7 +518,7 @@ def print_report(console: Console, report: TestReport, verbose: bool = True) -> 
                     if line.startswith("+") and not line.startswith("+++")
                     else None
                 )
-                console.print(plain(line), style=color)
+                console.print(plain(line), style=color, soft_wrap=True)
     color = "green" if report.ok else "red"
     console.rule(f"[bold {color}]{report.summary()}[/]", style=color)
 
