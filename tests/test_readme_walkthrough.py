@@ -99,3 +99,22 @@ def test_rules_test_lint_and_coverage_keep_one_finding_on_one_line_in_a_pipe(
     assert problems and all(f"{policy.name}:" in ln and "invalid YAML" in ln for ln in problems), covered.stderr
     skipped = [ln for ln in covered.stderr.splitlines() if ln.startswith("skipped")]
     assert skipped and all(where in ln and "'description'" in ln for ln in skipped), covered.stderr
+
+
+def test_query_of_a_mistyped_lake_says_so_on_one_line(empty: Path, tetrapipe_cmd: list[str]) -> None:
+    """`--lake` naming nothing: the note naming the path and the command to fill it was folded at 80 columns,
+    and a [bracketed] part of the path was read as markup and left out."""
+    missing = empty / ("history-[prod]-of-the-production-cluster-" * 3)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETRAPIPE_")}
+    proc = subprocess.run(
+        [*tetrapipe_cmd, "query", "SELECT count(*) FROM events", "--lake", str(missing)],
+        cwd=empty,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    notes = [ln for ln in proc.stderr.splitlines() if ln.startswith("note:")]
+    assert len(notes) == 1 and notes[0].endswith("every view is empty"), proc.stderr
+    assert f"tetrapipe ingest FILE --lake {missing}" in notes[0]

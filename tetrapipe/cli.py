@@ -301,10 +301,15 @@ def query(
             raise click.UsageError("--format parquet needs --output FILE")
         # a mistyped --lake would otherwise look like a hunt that found nothing
         if not Path(lake_dir).exists() if lake.is_local else not lake.exists():
+            from rich.markup import escape
+
+            from tetrapipe.textsafe import visible
+
+            shown = escape(visible(lake_dir))  # a path with [brackets] is a path, not markup
             _console(True).print(
-                f"[yellow]note:[/] no history at {lake_dir} (tetrapipe ingest FILE --lake {lake_dir}): "
-                "every view is empty",
+                f"[yellow]note:[/] no history at {shown} (tetrapipe ingest FILE --lake {shown}): every view is empty",
                 highlight=False,
+                soft_wrap=True,  # one line in a pipe: the path is not cut where 80 columns end
             )
         _answer(lake, sql, when, fmt, output, limit)
     except QueryError as exc:
