@@ -118,3 +118,10 @@ def test_query_of_a_mistyped_lake_says_so_on_one_line(empty: Path, tetrapipe_cmd
     notes = [ln for ln in proc.stderr.splitlines() if ln.startswith("note:")]
     assert len(notes) == 1 and notes[0].endswith("every view is empty"), proc.stderr
     assert f"tetrapipe ingest FILE --lake {missing}" in notes[0]
+
+
+def test_rules_test_keyword_that_selects_nothing_is_shown_as_typed(empty: Path) -> None:
+    """`rules test -k '[b]late[/b]'` said `-k 'late' selected none`: the brackets were read as markup."""
+    result = CliRunner().invoke(cli, ["rules", "test", "-k", "[b]late[/b]"])
+    assert result.exit_code == 5, result.output
+    assert "no tests ran (-k '[b]late[/b]' selected none)" in result.output, result.output

@@ -192,7 +192,10 @@ def test_command(
         )
     if not report.results:
         # as pytest: exit 5 when nothing ran, so a CI job over an untested rules directory is not green
-        err.print("[yellow]no tests ran[/]" + (f" (-k {keyword!r} selected none)" if keyword else ""))
+        # the keyword as typed: `-k '[b]x'` is text, not markup
+        err.print(
+            "[yellow]no tests ran[/]" + (f" (-k {escape(visible(repr(keyword)))} selected none)" if keyword else "")
+        )
         sys.exit(5 if report.ok else 1)
     sys.exit(0 if report.ok else 1)
 
