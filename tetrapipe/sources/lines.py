@@ -129,18 +129,18 @@ def _drop_invalid_utf8(raw: pa.Array, line_nos: np.ndarray) -> tuple[pa.Array, n
             good.append(chunk.decode("utf-8"))
             good_nos.append(int(line_nos[i]))
         except UnicodeDecodeError as exc:
-            bad.append(
-                BadLine(
-                    int(line_nos[i]),
-                    f"not UTF-8: byte 0x{chunk[exc.start]:02x} at character {exc.start + 1}",
-                    chunk.decode("utf-8", errors="replace"),
-                )
-            )
+            reason = f"not UTF-8: byte 0x{chunk[exc.start]:02x} at character {exc.start + 1}"
+            if exc.start == 0 and chunk[:2] in UTF16_BOMS:
+                # PowerShell 5's `>` opens the file so: the advice every later line of it gets belongs here too
+                reason += ", a UTF-16 byte order mark, as UTF-16 text is written (convert the file to UTF-8)"
+            bad.append(BadLine(int(line_nos[i]), reason, chunk.decode("utf-8", errors="replace")))
     return pa.array(good, pa.large_string()), np.array(good_nos, dtype=np.int64), bad
 
 
 #: what some Windows tools write before UTF-8 text; at the start of an input it is no part of a line
 UTF8_BOM = b"\xef\xbb\xbf"
+#: what opens a UTF-16 file (little- and big-endian): no UTF-8, and a reason of its own
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 def read_line_batches(
