@@ -323,3 +323,64 @@ def test_a_kill_before_the_acks_of_a_replayed_spool_loses_nothing(
         hec.stop()
     got = Counter(_ocsf_ids(hec))
     assert set(got) == {r["alert_id"] for r in rows}, f"{len(rows) - len(got)} alert(s) lost"
+
+
+def _committed(bootstrap: str, topic: str, group: str) -> int:
+    """How many records of ``topic`` the group has committed, over all partitions (without joining it)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        return sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in parts)
+    finally:
+        consumer.close()
+
+
+def test_a_kill_while_hec_acks_are_overdue_loses_nothing_from_kafka(
+    kafka: Any, topic: str, alert_rows: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """HEC takes the requests but acknowledges none within ``ack_timeout_seconds``: the forwarder sends them
+    again and, until HEC acknowledges, must not commit their Kafka offsets (a commit would leave them only
+    in memory). Killed once it has sent them twice, with HEC then losing what it never acknowledged, the
+    next run reads them again from Kafka: every alert arrives.
+    """
+    rows = alert_rows[:SINK_BATCH]
+    _produce(kafka.bootstrap, topic, rows)
+    hec = _AckCountingHec(token=TOKEN, ack=True).start()
+    hec.withhold_acks = True
+    out, spool = tmp_path / "audit.jsonl", tmp_path / "spool"
+    cfg = _config(tmp_path / "tetrapipe.yaml", kafka.bootstrap, topic, hec.port, out, spool)
+    cfg.write_text(
+        cfg.read_text().replace("ack_poll_seconds: 0.05,", "ack_poll_seconds: 0.05, ack_timeout_seconds: 0.5,")
+    )
+    group = f"{topic}-fwd"
+    cmd = _tp("forward", "--config", str(cfg), "--from-kafka", "--group", group, "--batch-size", str(POLL))
+    env = {**_env(), "HEC_TOKEN": TOKEN}
+    try:
+        log = tmp_path / "run-1.log"
+        with open(log, "wb") as f:
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=f, env=env)
+        # sent, not acknowledged in time, sent again; then the offsets are committed, or it says they wait
+        _wait(
+            lambda: (
+                len(hec.events) >= 2 * len(rows)
+                and (
+                    _committed(kafka.bootstrap, topic, group) >= len(rows)
+                    or b"offsets not committed" in log.read_bytes()
+                )
+            ),
+            proc,
+            log,
+            "the alerts sent twice",
+        )
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        hec.events = []  # the indexer restarts: what it had not acknowledged is gone
+        hec.withhold_acks = False
+        last = subprocess.run([*cmd, "--exit-at-eof"], capture_output=True, text=True, env=env, timeout=120)
+        assert last.returncode == 0, last.stderr[-3000:]
+    finally:
+        hec.stop()
+    got = Counter(_ocsf_ids(hec))
+    assert set(got) == {r["alert_id"] for r in rows}, f"{len(rows) - len(got)} alert(s) lost"

@@ -225,8 +225,10 @@ class DeliveringSink:
     def _after_flush(self) -> None:
         """Called at the end of flush(): e.g. wait for outstanding acknowledgements."""
 
-    def _unconfirmed(self) -> int:
-        """Records shipped and still waiting for the peer's confirmation (see :attr:`confirms_later`)."""
+    @property
+    def unconfirmed(self) -> int:
+        """Records shipped and still waiting for the peer's confirmation (see :attr:`confirms_later`): held
+        only in memory, so nothing that would let them go (an offset commit, the spool cursor) may pass them."""
         return 0
 
     def _before_close(self) -> None:
@@ -273,7 +275,7 @@ class DeliveringSink:
                 # the cursor passes only what the peer confirmed (HEC: indexed, not just received): a kill
                 # after a move past unconfirmed records would leave them nowhere but in a peer that may lose them
                 self._after_flush()
-                if self._unconfirmed():
+                if self.unconfirmed:
                     self.stats.spool_records = spool.pending_records
                     return  # not confirmed in time: the chunk stays, the next replay sends it again
             done = len(chunk.records) - len(left)

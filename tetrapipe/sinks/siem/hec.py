@@ -255,7 +255,8 @@ class HecSink(DeliveringSink):
         if self.ack and self._unacked:
             self._wait_acks(until_below=1)
 
-    def _unconfirmed(self) -> int:
+    @property
+    def unconfirmed(self) -> int:
         return sum(len(records) for records, _ in self._unacked.values())
 
     def poll(self) -> None:

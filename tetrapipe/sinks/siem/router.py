@@ -254,3 +254,7 @@ class Router:
 
     def backlog(self) -> int:
         return sum(getattr(s, "backlog", 0) for s in self.sinks)
+
+    def unconfirmed(self) -> int:
+        """Records the sinks shipped that their peers have not confirmed yet (HEC acks still outstanding)."""
+        return sum(getattr(s, "unconfirmed", 0) for s in self.sinks)
