@@ -145,6 +145,7 @@ def from_kafka(
             client=client,
         )
         n_read = bad = idle = 0
+        uncommitted = False
         try:
             while not stop.is_set():
                 health.heartbeat()
@@ -162,17 +163,20 @@ def from_kafka(
                     n_read += len(rows)
                 if polled:
                     router.flush()
-                    if router.unconfirmed():
-                        # a peer has not confirmed some records in time (HEC acks overdue, sent again): they are
-                        # only in memory, so the offsets wait; the next commit covers them once confirmed
-                        log.warning("offsets not committed: %d record(s) not acknowledged yet", router.unconfirmed())
-                    else:
-                        consumer.commit()
-                    idle = 0
+                    uncommitted, idle = True, 0
                 else:
                     idle += 1
-                    if exit_at_eof and idle >= 3 and at_end(consumer):
-                        break
+                if uncommitted:
+                    # records a peer has not confirmed yet (HEC acks overdue: sent again) are only in memory, so
+                    # the offsets wait; a later commit covers them once confirmed (the pump polls the acks)
+                    held = router.unconfirmed()
+                    if not held:
+                        consumer.commit()
+                        uncommitted = False
+                    elif polled:
+                        log.warning("offsets not committed: %d record(s) not acknowledged yet", held)
+                if not polled and exit_at_eof and idle >= 3 and at_end(consumer):
+                    break
         finally:
             consumer.close()
         return n_read, bad

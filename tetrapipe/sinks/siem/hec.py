@@ -257,7 +257,8 @@ class HecSink(DeliveringSink):
 
     @property
     def unconfirmed(self) -> int:
-        return sum(len(records) for records, _ in self._unacked.values())
+        with self._lock:  # the pump thread confirms acks meanwhile
+            return sum(len(records) for records, _ in self._unacked.values())
 
     def poll(self) -> None:
         with self._lock:
