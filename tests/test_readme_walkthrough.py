@@ -125,3 +125,25 @@ def test_rules_test_keyword_that_selects_nothing_is_shown_as_typed(empty: Path) 
     result = CliRunner().invoke(cli, ["rules", "test", "-k", "[b]late[/b]"])
     assert result.exit_code == 5, result.output
     assert "no tests ran (-k '[b]late[/b]' selected none)" in result.output, result.output
+
+
+def test_status_without_a_reachable_broker_is_one_sentence(empty: Path, tetrapipe_cmd: list[str]) -> None:
+    """`tetrapipe status --kafka HOST:PORT` with nothing listening there printed a Python traceback (either client).
+
+    ~10 s: librdkafka's metadata request waits that long before it gives up.
+    """
+    from kafka_broker import free_port
+
+    address = f"127.0.0.1:{free_port()}"  # nothing listens: a broker that is down
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETRAPIPE_")}
+    proc = subprocess.run(
+        [*tetrapipe_cmd, "status", "--kafka", address],
+        cwd=empty,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert f"Error: cannot read the partitions of tetragon.events from Kafka at {address}" in proc.stderr, proc.stderr

@@ -210,19 +210,26 @@ def status_command(
     kafka: str, topic: str, group: str, fmt: str, kafka_options: dict, kafka_client: str, lake_dir: str
 ) -> None:
     """How far behind the lake is, per partition: broker end offset vs what the lake holds."""
+    from kafka.errors import KafkaError
+
     from tetrapipe.lake.positions import kafka_committed_offsets
     from tetrapipe.sources.kafka import partition_status
 
     checked_kafka_options(kafka_client, kafka_options, "consumer")
     lake = open_lake(lake_dir)
-    rows = partition_status(
-        kafka,
-        topic,
-        group,
-        lambda parts: kafka_committed_offsets(lake, topic, parts),
-        options=kafka_options,
-        client=kafka_client,
-    )
+    try:
+        rows = partition_status(
+            kafka,
+            topic,
+            group,
+            lambda parts: kafka_committed_offsets(lake, topic, parts),
+            options=kafka_options,
+            client=kafka_client,
+        )
+    except KafkaError as exc:  # a broker down or unreachable: one sentence, not a traceback (either client)
+        raise click.ClickException(
+            visible(f"cannot read the partitions of {topic} from Kafka at {kafka}: {exc}")
+        ) from None
     if fmt == "json":
         import orjson
 

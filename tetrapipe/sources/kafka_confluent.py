@@ -134,7 +134,10 @@ class ConfluentConsumer:
         return {self._tp(p.topic, p.partition) for p in self._c.assignment()}
 
     def partitions_for_topic(self, topic: str) -> set[int] | None:
-        meta = self._c.list_topics(topic, timeout=10).topics.get(topic)
+        try:
+            meta = self._c.list_topics(topic, timeout=10).topics.get(topic)
+        except KafkaException as exc:  # no broker answered: kafka-python's error, as from its own bootstrap
+            raise KafkaTimeoutError(f"metadata of {topic}: {exc}") from exc
         if meta is None or meta.error is not None or not meta.partitions:
             return None
         return set(meta.partitions)
