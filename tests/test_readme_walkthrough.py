@@ -147,3 +147,25 @@ def test_status_without_a_reachable_broker_is_one_sentence(empty: Path, tetrapip
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     assert f"Error: cannot read the partitions of tetragon.events from Kafka at {address}" in proc.stderr, proc.stderr
+
+
+def test_process_without_a_reachable_broker_at_start_is_one_sentence(empty: Path, tetrapipe_cmd: list[str]) -> None:
+    """A processor started before its broker (a pod before Kafka) printed a Python traceback and exited 1.
+
+    It still exits 1 (its Deployment or compose restarts it), saying why. ~11 s: the client's bootstrap wait.
+    """
+    from kafka_broker import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETRAPIPE_")}
+    proc = subprocess.run(
+        [*tetrapipe_cmd, "process", "--kafka", address, "--lake", str(empty / "lake"), "--rules", "none"],
+        cwd=empty,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert f"Error: cannot reach Kafka at {address}: " in proc.stderr, proc.stderr[-3000:]

@@ -247,9 +247,15 @@ class Processor:
     # --- the loop -----------------------------------------------------------------------
 
     def run(self) -> ProcessStats:
-        from kafka.errors import OffsetOutOfRangeError
+        from kafka.errors import KafkaError, OffsetOutOfRangeError
 
-        self._connect()
+        try:
+            self._connect()
+        except KafkaError as exc:
+            # no broker answered at start (a pod up before Kafka): a sentence, not a traceback, and exit 1
+            # for its Deployment or compose to restart it; a broker lost while running is waited for instead
+            self.close()
+            raise TetrapipeError(f"cannot reach Kafka at {self.config.bootstrap}: {exc}") from exc
         batch_started = time.monotonic()
         last_compaction = time.monotonic()
         idle_polls = 0
