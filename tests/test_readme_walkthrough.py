@@ -8,6 +8,7 @@ holding none of them. These tests run from an empty directory.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -169,3 +170,23 @@ def test_process_without_a_reachable_broker_at_start_is_one_sentence(empty: Path
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert f"Error: cannot reach Kafka at {address}: " in proc.stderr, proc.stderr[-3000:]
+
+
+def test_rules_lint_of_a_copy_of_the_shipped_rules_still_checks_them_on_the_samples(empty: Path) -> None:
+    """README: copy the shipped rules into ./rules to add your own. Without a samples/ beside that copy, lint's
+    never-true-on-the-samples check was skipped without a word; the samples shipped with tetrapipe stand in."""
+    from conftest import REPO
+
+    shutil.copytree(REPO / "rules", empty / "rules")
+    result = CliRunner().invoke(cli, ["rules", "lint"])
+    assert result.exit_code == 0, result.output
+    summary = result.output.strip().splitlines()[-1]
+    assert " sample events from " in summary, summary
+    shipped = Path(summary.split(" sample events from ", 1)[1].split(",", 1)[0])
+    assert (shipped / "scenario" / "tenant-jobs.log").is_file(), summary
+    # and the check runs: a condition no sample event meets is named
+    (empty / "rules" / "never.yaml").write_text(
+        RULE.replace("nc-in-container", "never-fires").replace("process_name = 'nc'", "process_name = 'no-such-tool'")
+    )
+    never = CliRunner().invoke(cli, ["rules", "lint"])
+    assert any("never-fires" in ln and "sample" in ln for ln in never.output.splitlines()), never.output
