@@ -190,3 +190,18 @@ def test_rules_lint_of_a_copy_of_the_shipped_rules_still_checks_them_on_the_samp
     )
     never = CliRunner().invoke(cli, ["rules", "lint"])
     assert any("never-fires" in ln and "sample" in ln for ln in never.output.splitlines()), never.output
+
+
+def test_relearn_of_a_rule_that_does_not_load_says_why(empty: Path) -> None:
+    """A rule file copied alone (its @macros left behind) was answered `no rule 'X' in DIR` by relearn."""
+    from conftest import REPO
+
+    mine = empty / "my-rules"
+    mine.mkdir()
+    shutil.copy(REPO / "rules" / "new-binary-in-image.yaml", mine)
+    result = CliRunner().invoke(cli, ["rules", "relearn", "new-binary-in-image", "--rules", str(mine)])
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert "rule 'new-binary-in-image' in " in message and " does not load: " in message, result.output
+    assert "unknown list or macro @in_container" in message, result.output
+    assert not list(mine.glob("relearn-*.yaml"))

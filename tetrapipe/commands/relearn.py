@@ -78,6 +78,12 @@ def relearn_command(rule_id: str, since_raw: str, rules_dir: str | None) -> None
         )
     rs = load_ruleset([root])
     rule = rs.get(rule_id)
+    broken = [i for i in rs.errors if i.rule_id == rule_id]
+    if rule is None and broken:  # the file is there, it does not load: say why rather than "no rule"
+        raise click.UsageError(
+            f"rule {visible(rule_id)!r} in {visible(str(root))} does not load: {visible(str(broken[0]))}"
+            + (f" (and {len(broken) - 1} more: tetrapipe rules lint)" if len(broken) > 1 else "")
+        )
     if rule is None:
         hint = difflib.get_close_matches(rule_id, [r.id for r in rs.rules], n=1)
         raise click.UsageError(
