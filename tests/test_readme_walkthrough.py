@@ -84,7 +84,10 @@ def test_rules_test_lint_and_coverage_keep_one_finding_on_one_line_in_a_pipe(
     assert failing.returncode == 1
     assert any(ln.startswith(where) and ln.endswith("FAILED") for ln in failing.stdout.splitlines()), failing.stdout
     assert any(ln.startswith(where) and "got [116]" in ln for ln in failing.stdout.splitlines()), failing.stdout
-    linted = run("rules", "lint", "rules/")
+    long_policies = empty / ("policies-of-the-production-cluster-" * 4)
+    long_policies.mkdir()
+    linted = run("rules", "lint", "rules/", "--policies", str(long_policies))
+    assert linted.stdout.splitlines()[-1].endswith(f"policies in {long_policies})"), linted.stdout
     assert any(
         ln.startswith(where) and "warning: no test that does not fire" in ln and ln.endswith("(nc-in-container)")
         for ln in linted.stdout.splitlines()

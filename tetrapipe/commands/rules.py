@@ -270,7 +270,10 @@ def lint_command(
         if pol:
             checked += f", policies in {pol}"
         color = "red" if report.errors else ("yellow" if report.warnings else "green")
-        out.print(f"[bold {color}]{len(report.errors)} errors, {len(report.warnings)} warnings[/] ({checked})")
+        out.print(
+            f"[bold {color}]{len(report.errors)} errors, {len(report.warnings)} warnings[/] ({escape(checked)})",
+            soft_wrap=True,  # the installed package's paths are long: the summary stays one line
+        )
     failed = bool(report.errors) or (strict and bool(report.warnings))
     sys.exit(1 if failed else 0)
 
