@@ -208,3 +208,14 @@ def test_relearn_of_a_rule_that_does_not_load_says_why(empty: Path) -> None:
     assert "rule 'new-binary-in-image' in " in message and " does not load: " in message, result.output
     assert "unknown list or macro @in_container" in message, result.output
     assert not list(mine.glob("relearn-*.yaml"))
+
+
+def test_rules_show_prints_a_title_with_brackets_as_written(empty: Path) -> None:
+    """A Sigma title such as `Reverse shell [nc] or [bold]socat[/bold]` was shown as `Reverse shell  or socat`."""
+    mine = empty / "rules"
+    mine.mkdir()
+    title = "Reverse shell [nc] or [bold]socat[/bold]"
+    (mine / "nc.yaml").write_text(RULE.replace("title: netcat in a container", f'title: "{title}"'))
+    result = CliRunner().invoke(cli, ["rules", "show", "nc-in-container"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1] == title, result.output

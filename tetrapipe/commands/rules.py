@@ -399,7 +399,9 @@ def show_command(rule_id: str, rules_dir: str | None) -> None:
         hint = difflib.get_close_matches(rule_id, [r.id for r in rs.rules], n=1)
         raise click.UsageError(f"no rule {rule_id!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
     c = rule.compiled
-    out.print(f"[bold]{rule.id}[/] ({rule.severity}) {rule.path}:{rule.line}\n{rule.title}\n")
+    # a title is whoever wrote the rule's text (a Sigma title: "Reverse shell [nc]"): shown, not read as markup
+    head = escape(visible(f"{rule.path}:{rule.line}")), escape(visible(rule.title))
+    out.print(f"[bold]{escape(rule.id)}[/] ({rule.severity}) {head[0]}\n{head[1]}\n")
     if rule.sequence is not None:
         from tetrapipe.ruleset.sequence import hunt_sql
 
