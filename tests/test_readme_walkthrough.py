@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,17 @@ def empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     work.mkdir()
     monkeypatch.chdir(work)
     return work
+
+
+@pytest.fixture
+def run(empty: Path, tetrapipe_cmd: list[str]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``tetrapipe ARGS...`` as a separate process in the empty directory, its output piped (not a terminal)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETRAPIPE_")}
+
+    def tetrapipe(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*tetrapipe_cmd, *args], cwd=empty, env=env, capture_output=True, text=True, timeout=120)
+
+    return tetrapipe
 
 
 def test_ingest_samples_outside_a_checkout_names_the_shipped_samples(empty: Path) -> None:
@@ -56,9 +68,7 @@ tests:
 """
 
 
-def test_rules_test_lint_and_coverage_keep_one_finding_on_one_line_in_a_pipe(
-    empty: Path, tetrapipe_cmd: list[str]
-) -> None:
+def test_rules_test_lint_and_coverage_keep_one_finding_on_one_line_in_a_pipe(empty: Path, run: Callable) -> None:
     """`rules test | grep FAILED` and a CI log: a test, an issue or a policy problem was folded at 80-160 columns,
     the file:line on one line and the verdict or the reason on the next."""
     team = empty / "rules" / ("team-detections-" * 6)
@@ -69,11 +79,6 @@ def test_rules_test_lint_and_coverage_keep_one_finding_on_one_line_in_a_pipe(
     policies.mkdir()
     policy = policies / (("cluster-policies-" * 6) + ".yaml")
     policy.write_text("apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata: {name: x}\n---\n---\nfoo: [\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TETRAPIPE_")}
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*tetrapipe_cmd, *args], cwd=empty, env=env, capture_output=True, text=True, timeout=120)
-
     where = f"{rule.relative_to(empty)}:"
     tested = run("rules", "test", "rules/")
     assert tested.returncode == 0, tested.stdout + tested.stderr
@@ -105,19 +110,11 @@ def test_rules_test_lint_and_coverage_keep_one_finding_on_one_line_in_a_pipe(
     assert skipped and all(where in ln and "'description'" in ln for ln in skipped), covered.stderr
 
 
-def test_query_of_a_mistyped_lake_says_so_on_one_line(empty: Path, tetrapipe_cmd: list[str]) -> None:
+def test_query_of_a_mistyped_lake_says_so_on_one_line(empty: Path, run: Callable) -> None:
     """`--lake` naming nothing: the note naming the path and the command to fill it was folded at 80 columns,
     and a [bracketed] part of the path was read as markup and left out."""
     missing = empty / ("history-[prod]-of-the-production-cluster-" * 3)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TETRAPIPE_")}
-    proc = subprocess.run(
-        [*tetrapipe_cmd, "query", "SELECT count(*) FROM events", "--lake", str(missing)],
-        cwd=empty,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run("query", "SELECT count(*) FROM events", "--lake", str(missing))
     assert proc.returncode == 0, proc.stderr
     notes = [ln for ln in proc.stderr.splitlines() if ln.startswith("note:")]
     assert len(notes) == 1 and notes[0].endswith("every view is empty"), proc.stderr
@@ -131,48 +128,35 @@ def test_rules_test_keyword_that_selects_nothing_is_shown_as_typed(empty: Path) 
     assert "no tests ran (-k '[b]late[/b]' selected none)" in result.output, result.output
 
 
-def test_status_without_a_reachable_broker_is_one_sentence(empty: Path, tetrapipe_cmd: list[str]) -> None:
-    """`tetrapipe status --kafka HOST:PORT` with nothing listening there printed a Python traceback (either client).
+def test_status_and_process_without_a_reachable_broker_say_so_in_one_sentence(
+    empty: Path, tetrapipe_cmd: list[str]
+) -> None:
+    """Nothing listening at --kafka (a broker down, a pod up before Kafka): `status` and `process` printed a
+    Python traceback (either client). Both still exit 1 (a supervisor restarts the processor), saying why.
 
-    ~10 s: librdkafka's metadata request waits that long before it gives up.
+    Run side by side: each waits ~10 s for its client's bootstrap (librdkafka's metadata request).
     """
     from kafka_broker import free_port
 
-    address = f"127.0.0.1:{free_port()}"  # nothing listens: a broker that is down
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
     env = {k: v for k, v in os.environ.items() if not k.startswith("TETRAPIPE_")}
-    proc = subprocess.run(
-        [*tetrapipe_cmd, "status", "--kafka", address],
-        cwd=empty,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert f"Error: cannot read the partitions of tetragon.events from Kafka at {address}" in proc.stderr, proc.stderr
-
-
-def test_process_without_a_reachable_broker_at_start_is_one_sentence(empty: Path, tetrapipe_cmd: list[str]) -> None:
-    """A processor started before its broker (a pod before Kafka) printed a Python traceback and exited 1.
-
-    It still exits 1 (its Deployment or compose restarts it), saying why. ~11 s: the client's bootstrap wait.
-    """
-    from kafka_broker import free_port
-
-    address = f"127.0.0.1:{free_port()}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TETRAPIPE_")}
-    proc = subprocess.run(
-        [*tetrapipe_cmd, "process", "--kafka", address, "--lake", str(empty / "lake"), "--rules", "none"],
-        cwd=empty,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert f"Error: cannot reach Kafka at {address}: " in proc.stderr, proc.stderr[-3000:]
+    commands = {
+        "status": ["status", "--kafka", address],
+        "process": ["process", "--kafka", address, "--lake", str(empty / "lake"), "--rules", "none"],
+    }
+    running = {
+        name: subprocess.Popen(
+            [*tetrapipe_cmd, *args], cwd=empty, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for name, args in commands.items()
+    }
+    said = {name: proc.communicate(timeout=120) for name, proc in running.items()}
+    for name, proc in running.items():
+        err = said[name][1]
+        assert proc.returncode == 1, (name, said[name])
+        assert "Traceback" not in err, (name, err[-3000:])
+    assert f"Error: cannot read the partitions of tetragon.events from Kafka at {address}: " in said["status"][1]
+    assert f"Error: cannot reach Kafka at {address}: " in said["process"][1], said["process"][1][-3000:]
 
 
 def test_rules_lint_of_a_copy_of_the_shipped_rules_still_checks_them_on_the_samples(empty: Path) -> None:
