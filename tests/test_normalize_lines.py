@@ -19,7 +19,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tetrapipe.transforms.normalize import Normalizer
-from tetrapipe.transforms.normalize.normalizer import _BLANK_LINE, _arrow_lines, _python_lines, normalize_lines
+from tetrapipe.transforms.normalize.normalizer import (
+    _BLANK_LINE,
+    GROUP_SHIFT,
+    _arrow_lines,
+    _python_lines,
+    normalize_groups,
+    normalize_lines,
+)
 
 REAL = [line.encode() for p in REAL_LOGS for line in p.read_text().splitlines() if line.strip()]
 EVERY_SPACE = sorted(c for c in map(chr, range(0x110000)) if c.isspace())
@@ -115,3 +122,49 @@ def test_the_arrow_path_gives_what_the_line_by_line_path_gives(lines: list[bytes
 def test_any_batch_of_values_gives_what_the_line_by_line_path_gives(lines: list[bytes], normalizer: Normalizer) -> None:
     """Add values that are not UTF-8 and tombstones: whichever path runs, the rows and rejects are the same."""
     _agree(lines, normalizer)
+
+
+def _per_group(groups: list[tuple[str, list, list[int]]], normalizer: Normalizer) -> tuple[list[dict], list[dict]]:
+    """The reference: one ``normalize_lines`` per group, as the processor called it for each partition."""
+    parts = [normalize_lines(v, source=s, normalizer=normalizer, offsets=o) for s, v, o in groups]
+    return (
+        [r for p in parts for r in _rows(p.events)],
+        [r for p in parts for r in _rows(p.rejects, ("time",))],
+    )
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    batches=st.lists(st.lists(_any, min_size=1, max_size=12), min_size=2, max_size=5),
+    starts=st.lists(st.integers(0, (1 << GROUP_SHIFT) - 100), min_size=5, max_size=5),
+)
+def test_partitions_in_one_pass_give_what_a_pass_per_partition_gives(
+    batches: list[list[bytes]], starts: list[int], normalizer: Normalizer
+) -> None:
+    """A micro-batch's partitions normalized together: every row keeps its own source and offset, in order.
+
+    Offsets run up to the largest the shared pass can carry (Kafka offsets stay far below), and the same
+    offset in two partitions must not mix them up; values that are not UTF-8 and tombstones included.
+    """
+    groups = [
+        (f"kafka:t/{p}", values, list(range(starts[p], starts[p] + len(values)))) for p, values in enumerate(batches)
+    ]
+    got = normalize_groups(groups, normalizer)
+    want_events, want_rejects = _per_group(groups, normalizer)
+    assert _rows(got.events) == want_events
+    assert _rows(got.rejects, ("time",)) == want_rejects
+
+
+def test_offsets_a_shared_pass_cannot_carry_take_a_pass_per_partition(normalizer: Normalizer) -> None:
+    """An offset at or above 2**48 (or below 0) cannot share the pass: each group goes alone, and is right."""
+    big = 1 << GROUP_SHIFT
+    groups = [("kafka:t/0", [REAL[0], b"junk"], [big, big + 1]), ("kafka:t/1", [REAL[1], REAL[0]], [5, 6])]
+    got = normalize_groups(groups, normalizer)
+    want_events, want_rejects = _per_group(groups, normalizer)
+    assert _rows(got.events) == want_events and _rows(got.rejects, ("time",)) == want_rejects
+    assert got.rejects.column("source_offset").to_pylist() == [big + 1]
+    assert [(r["source"], r["source_offset"]) for r in _rows(got.events)] == [
+        ("kafka:t/0", big),
+        ("kafka:t/1", 5),
+        ("kafka:t/1", 6),
+    ]

@@ -68,7 +68,7 @@ from tetrapipe.lake.positions import (
 from tetrapipe.lake.store import COMMIT_ORDER
 from tetrapipe.metrics import Health, PipelineMetrics, new_registry
 from tetrapipe.sources.kafka import consumer_connected, new_consumer, rebalance_listener
-from tetrapipe.transforms.normalize import Normalizer, normalize_lines
+from tetrapipe.transforms.normalize import Normalizer, normalize_groups
 
 log = logging.getLogger("tetrapipe.process")
 
@@ -476,18 +476,13 @@ class Processor:
         """
         started = time.perf_counter()
         topic = self.config.topic
-        events_parts, rejects_parts, positions = [], [], {}
-        for partition, records in batch.items():
-            norm = normalize_lines(
-                [r.value for r in records],
-                source=f"kafka:{topic}/{partition}",
-                normalizer=self._normalizer,
-                offsets=[r.offset for r in records],
-            )
-            events_parts.append(norm.events)
-            rejects_parts.append(norm.rejects)
-            positions[partition] = kafka_position(topic, partition, records[-1].offset, self._epoch.get(partition, 0))
-        events, rejects = pa.concat_tables(events_parts), pa.concat_tables(rejects_parts)
+        positions = {
+            p: kafka_position(topic, p, records[-1].offset, self._epoch.get(p, 0)) for p, records in batch.items()
+        }
+        # every partition in one pass: a pass has a fixed cost (normalize_groups says why)
+        groups = [(f"kafka:{topic}/{p}", [r.value for r in rs], [r.offset for r in rs]) for p, rs in batch.items()]
+        norm = normalize_groups(groups, self._normalizer)
+        events, rejects = norm.events, norm.rejects
         # a collector restarted after a crash sends again what Kafka may already hold (at least once):
         # an event whose event_id the lake has, or a staged batch holds, is not stored, alerted on or streamed twice
         events, dropped = self._dedup.drop_seen(events)

@@ -80,7 +80,13 @@ the same microsecond keep their order.
 """
 
 from tetrapipe.transforms.normalize.canonical import canonical_line
-from tetrapipe.transforms.normalize.normalizer import Normalized, Normalizer, make_rejects, normalize_lines
+from tetrapipe.transforms.normalize.normalizer import (
+    Normalized,
+    Normalizer,
+    make_rejects,
+    normalize_groups,
+    normalize_lines,
+)
 from tetrapipe.transforms.normalize.queries import CAREFUL_SQL, FAST_SQL
 from tetrapipe.transforms.normalize.shape import ShapeVerdict, shape_verdict
 
@@ -92,6 +98,7 @@ __all__ = [
     "ShapeVerdict",
     "canonical_line",
     "make_rejects",
+    "normalize_groups",
     "normalize_lines",
     "shape_verdict",
 ]

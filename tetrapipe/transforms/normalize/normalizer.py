@@ -370,6 +370,47 @@ def normalize_lines(
     return result
 
 
+#: bits of a line's offset that :func:`normalize_groups` leaves to the offset itself (its group rides above)
+GROUP_SHIFT = 48
+
+
+def normalize_groups(groups: list[tuple[str, list[bytes], list[int]]], normalizer: Normalizer) -> Normalized:
+    """Lines of several sources (a micro-batch's Kafka partitions: source, values, offsets) in ONE pass.
+
+    Why one pass: a pass costs ~30 ms of CPU whatever its size (DuckDB binds
+    and plans the prepared query again at every EXECUTE, duckdb#17237), and a
+    replica reading six partitions paid it six times a micro-batch: 6 x 20
+    records took ~200 ms of CPU against ~45 ms in one pass (measured). Each
+    line's group rides through the pass in its offset's high bits, and each
+    row gets its own source and offset back; events and rejects are what
+    one :func:`normalize_lines` per group gives, in the same order.
+    """
+    arrays = [np.asarray(offsets, dtype=np.int64) for _, _, offsets in groups]
+    fits = all(not len(a) or (a.min() >= 0 and a.max() >> GROUP_SHIFT == 0) for a in arrays)
+    if len(groups) == 1 or not fits:
+        parts = [normalize_lines(lines, source=src, normalizer=normalizer, offsets=offs) for src, lines, offs in groups]
+        return Normalized(pa.concat_tables([x.events for x in parts]), pa.concat_tables([x.rejects for x in parts]))
+    lines = [line for _, values, _ in groups for line in values]
+    tagged = np.concatenate([a | np.int64(g << GROUP_SHIFT) for g, a in enumerate(arrays)])
+    both = normalize_lines(lines, source=groups[0][0], normalizer=normalizer, offsets=tagged)  # type: ignore[arg-type]
+    names = pa.array([src for src, _, _ in groups], pa.string())
+    # events come back in line order, so group by group; rejects as the pass found them (the normalizer's,
+    # then the values it never got): a stable sort by group puts them as one pass per group would
+    return Normalized(_untag(both.events, names), _untag(both.rejects, names, regroup=True))
+
+
+def _untag(table: pa.Table, names: pa.Array, regroup: bool = False) -> pa.Table:
+    """Each row's source (its group's) and offset, from the tagged offset :func:`normalize_groups` gave it."""
+    if not table.num_rows:
+        return table
+    tagged = table.column("source_offset")
+    group = pc.shift_right(tagged, GROUP_SHIFT)
+    i, j = table.schema.get_field_index("source"), table.schema.get_field_index("source_offset")
+    table = table.set_column(i, table.field(i), names.take(group).cast(table.field(i).type))
+    table = table.set_column(j, table.field(j), pc.bit_wise_and(tagged, (1 << GROUP_SHIFT) - 1))
+    return table.take(pc.sort_indices(group)) if regroup else table
+
+
 def _python_lines(
     lines: list[str] | list[bytes], numbers: list[int]
 ) -> tuple[pa.Array, pa.Array, list[tuple[int, str, str]]]:
