@@ -439,6 +439,38 @@ def test_stdin_with_headers_and_a_line_too_long(kafka: TansuBroker, topic: str, 
     assert c.final_count("rejected") == 1
 
 
+def test_a_run_killed_sooner_than_the_last_leaves_the_last_runs_mark(tmp_path: Path) -> None:
+    """Killed twice before any checkpoint, the second time after sending less: the mark keeps the most sent.
+
+    The third run reads from the beginning again and must count all the first run sent as redelivered;
+    the second run used to write its own, shorter "sent up to" over the first run's.
+    """
+    from tetrapipe.flows.collect import CollectOptions, Collector
+    from tetrapipe.flows.collect_state import SentMark
+    from tetrapipe.sinks.kafka import KafkaSettings
+
+    log = tmp_path / "tetragon.log"
+    lines = [line(i) for i in range(6_000)]
+    log.write_bytes(b"".join(ln + b"\n" for ln in lines))
+    first_sent = log.stat().st_size
+    state = tmp_path / "state"
+
+    def restored() -> Collector:
+        c = Collector(CollectOptions(source=str(log), state_dir=str(state)), KafkaSettings(bootstrap=["127.0.0.1:1"]))
+        c._restore()
+        return c
+
+    first = restored()  # a first run that sent the whole file, then was killed before its first checkpoint
+    first._mark.advance(first_sent, None)
+    first._mark.close()
+    second = restored()
+    assert second._redeliver_until == first_sent
+    second._mark.advance(len(lines[0]) * 1_000, None)  # it sent a thousand lines again, then was killed too
+    second._mark.close()
+    assert SentMark(second.mark_path).read() == {"total": first_sent, "spool": -1, "from_start": 1}
+    assert restored()._redeliver_until == first_sent
+
+
 def test_a_streams_spooled_events_outlive_a_kill_before_the_checkpoint_counted_them(
     kafka: TansuBroker, topic: str, tmp_path: Path
 ) -> None:

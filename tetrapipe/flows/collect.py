@@ -241,14 +241,19 @@ class Collector:
         from_start = self.kind == "file" and self.opts.start in ("checkpoint", "beginning") and ckpt is None
         if ckpt is not None:
             self._redeliver_spool = mark["spool"]
-            self._mark.state = {"total": self._total, "spool": mark["spool"], "from_start": 0}
-            sent_until = mark["total"]
+            sent_until, lineage = mark["total"], mark["from_start"]
         else:
-            self._mark.state = {"total": 0, "spool": -1, "from_start": int(from_start)}
             # killed before its first checkpoint was on disk: the last run read from the beginning
             # too, so its mark says how much of what is read again it had sent
             resent = from_start and self.opts.start == "checkpoint" and mark["from_start"]
-            sent_until = mark["total"] if resent else 0
+            sent_until, lineage = (mark["total"] if resent else 0), int(from_start)
+        # what earlier runs sent stays marked until this one sends past it: killed again sooner, the
+        # next run must still count all of it
+        self._mark.state = {
+            "total": max(self._total, sent_until),
+            "spool": mark["spool"] if ckpt is not None else -1,
+            "from_start": lineage,
+        }
         if sent_until > self._total:
             self._redeliver_until = sent_until
             log.info(
