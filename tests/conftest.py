@@ -32,6 +32,7 @@ SLOW_TESTS = {
     "test_forward_kill.py::test_kill_9_at_random_points_loses_nothing_and_repeats_at_most_a_batch_a_kill",
     "test_forward_kill.py::test_a_kill_before_the_acks_of_a_replayed_spool_loses_nothing",
     "test_forward_kill.py::test_a_kill_while_hec_acks_are_overdue_loses_nothing_from_kafka",
+    "test_forward_kill.py::test_exit_at_eof_waits_for_the_partitions_another_member_holds",
     "test_lake_delta.py::test_kill_9_at_random_points_then_a_full_run_stores_every_event_and_alert_once",
     "test_ingest.py::test_a_failing_transform_stops_the_ingest_and_a_rerun_completes_it_once",
     "test_ingest.py::test_query_while_an_ingest_is_running",

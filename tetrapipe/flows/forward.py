@@ -33,7 +33,7 @@ import orjson
 
 from tetrapipe.lake import Lake, read_rows
 from tetrapipe.metrics import Health
-from tetrapipe.sources.kafka import at_end, new_consumer
+from tetrapipe.sources.kafka import at_end, new_consumer, unread_elsewhere
 from tetrapipe.sources.lines import numbered_lines
 
 log = logging.getLogger("tetrapipe.forward")
@@ -145,7 +145,7 @@ def from_kafka(
             client=client,
         )
         n_read = bad = idle = 0
-        uncommitted = False
+        uncommitted = told = False
         try:
             while not stop.is_set():
                 health.heartbeat()
@@ -176,7 +176,12 @@ def from_kafka(
                     elif polled:
                         log.warning("offsets not committed: %d record(s) not acknowledged yet", held)
                 if not polled and exit_at_eof and idle >= 3 and at_end(consumer):
-                    break
+                    behind = unread_elsewhere(consumer, topics)
+                    if not behind:
+                        break
+                    if not told:  # a killed member holds its partitions until its session times out
+                        log.info("my partitions are read; waiting for the rest of the group (%d partition(s))", behind)
+                        told = True
         finally:
             consumer.close()
         return n_read, bad

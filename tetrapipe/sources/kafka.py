@@ -161,6 +161,28 @@ def at_end(consumer: Any) -> bool:
     return all(consumer.position(tp) >= ends[tp] for tp in parts)
 
 
+def unread_elsewhere(consumer: Any, topics: Iterable[str]) -> int:
+    """How many partitions of ``topics`` not assigned to ``consumer`` the group has not committed to their end.
+
+    After a kill the dead member keeps its partitions until its session
+    times out: a restarted consumer that looked only at its own assignment
+    (:func:`at_end`) would call the topics done while those are unread.
+    """
+    from kafka.structs import TopicPartition  # the type both backends hand out
+
+    mine = consumer.assignment()
+    others = [
+        tp
+        for topic in topics
+        for p in sorted(consumer.partitions_for_topic(topic) or ())
+        if (tp := TopicPartition(topic, p)) not in mine
+    ]
+    if not others:
+        return 0
+    ends = consumer.end_offsets(others)
+    return sum(1 for tp in others if (consumer.committed(tp) or 0) < ends[tp])
+
+
 def consumer_connected(consumer: Any) -> tuple[bool, str]:
     """Whether ``consumer`` has a live connection to a broker, for a readiness probe (reads state only)."""
     if consumer is None:
@@ -243,6 +265,7 @@ __all__ = [
     "consumer_connected",
     "new_consumer",
     "partition_status",
+    "unread_elsewhere",
     "rebalance_listener",
     "security_options",
 ]
