@@ -34,7 +34,14 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def measure(
-    bootstrap: str, lines: list[bytes], rate: int, seconds: float, client: str, work: Path, partitions: int
+    bootstrap: str,
+    lines: list[bytes],
+    rate: int,
+    seconds: float,
+    client: str,
+    work: Path,
+    partitions: int,
+    batch_seconds: float,
 ) -> float:
     """Percent of one core the replica used while fed ``rate`` events a second, spread over ``partitions``."""
     from kafka import KafkaProducer
@@ -49,6 +56,7 @@ def measure(
         *(sys.executable, "-m", "tetrapipe", "process", "--kafka", bootstrap, "--topic", topic, "--group", topic),
         *("--lake", str(work / topic), "--alerts-topic", "", "--dead-letter-topic", "", "--kafka-client", client),
         *bench_process.FAST_GROUP,
+        *("--batch-seconds", str(batch_seconds)),
     ]
     replica = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -77,6 +85,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0, help="How long each rate runs (measured after 15 s).")
     ap.add_argument("--kafka-client", choices=["kafka-python", "confluent"], default="confluent")
     ap.add_argument(
+        "--batch-seconds", type=float, default=1.0, help="The replica's --batch-seconds (alert latency for CPU)."
+    )
+    ap.add_argument(
         "--partitions", type=int, action="append", default=[], help="Partitions of the topic (repeatable; default 1)."
     )
     args = ap.parse_args()
@@ -91,10 +102,12 @@ def main() -> None:
     try:
         for partitions in args.partitions or [1]:
             for rate in args.rate or [0, 50, 500]:
-                share = measure(bootstrap, lines, rate, args.seconds, args.kafka_client, work, partitions)
+                share = measure(
+                    bootstrap, lines, rate, args.seconds, args.kafka_client, work, partitions, args.batch_seconds
+                )
                 print(
-                    f"{rate:>6} events/s over {partitions} partition(s): the replica used {share:.1f}% of a core "
-                    f"({args.kafka_client})"
+                    f"{rate:>6} events/s over {partitions} partition(s), --batch-seconds {args.batch_seconds:g}: "
+                    f"the replica used {share:.1f}% of a core ({args.kafka_client})"
                 )
     finally:
         broker.kill()
