@@ -97,17 +97,21 @@ def test_rules_test_lint_and_coverage_keep_one_finding_on_one_line_in_a_pipe(emp
         ln.startswith(where) and "warning: no test that does not fire" in ln and ln.endswith("(nc-in-container)")
         for ln in linted.stdout.splitlines()
     ), linted.stdout
-    # a rule that does not load, as lint and test say it
+    covered = run("rules", "coverage", "--rules", "rules", "--policies", "pol")
+    problems = [ln for ln in covered.stderr.splitlines() if ln.startswith("policy problem")]
+    assert problems and all(f"{policy.name}:" in ln and "invalid YAML" in ln for ln in problems), covered.stderr
+    # a rule that does not load, as lint and coverage say it
     rule.write_text(RULE.replace("description: nc started in a container\n", ""))
     broken = run("rules", "lint", "rules/")
     assert any(
         ln.startswith(where) and "missing required key 'description'" in ln for ln in broken.stdout.splitlines()
     ), broken.stdout
-    covered = run("rules", "coverage", "--rules", "rules", "--policies", "pol")
-    problems = [ln for ln in covered.stderr.splitlines() if ln.startswith("policy problem")]
-    assert problems and all(f"{policy.name}:" in ln and "invalid YAML" in ln for ln in problems), covered.stderr
-    skipped = [ln for ln in covered.stderr.splitlines() if ln.startswith("skipped")]
-    assert skipped and all(where in ln and "'description'" in ln for ln in skipped), covered.stderr
+    # coverage stops there (README: a broken rules directory never runs as a smaller rule set)
+    covered = run("rules", "coverage", "--rules", "rules")
+    assert covered.returncode == 2, covered.stdout + covered.stderr
+    errors = [ln for ln in covered.stderr.splitlines() if ln.startswith("error")]
+    assert errors and all(where in ln and "'description'" in ln for ln in errors), covered.stderr
+    assert "ATT&CK coverage" not in covered.stdout, covered.stdout
 
 
 def test_query_of_a_mistyped_lake_says_so_on_one_line(empty: Path, run: Callable) -> None:
@@ -203,3 +207,11 @@ def test_rules_show_prints_a_title_with_brackets_as_written(empty: Path) -> None
     result = CliRunner().invoke(cli, ["rules", "show", "nc-in-container"])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[1] == title, result.output
+
+
+def test_rules_coverage_of_a_rules_directory_that_is_not_there_stops(run: Callable) -> None:
+    """`rules coverage --rules DIR` with a mistyped DIR drew an empty matrix and exited 0 (0 rules, 0 techniques)."""
+    covered = run("rules", "coverage", "--rules", "no-such-rules")
+    assert covered.returncode == 2, covered.stdout + covered.stderr
+    assert "no-such-rules: no such file or directory" in covered.stderr, covered.stderr
+    assert "ATT&CK coverage" not in covered.stdout, covered.stdout

@@ -49,8 +49,13 @@ def coverage_command(rules_dir: str | None, policies_path: Path | None, html_out
     if root is None:
         raise click.UsageError("no rules directory: give --rules DIR or set TETRAPIPE_RULES")
     rs = load_ruleset([root])
-    for issue in rs.errors:
-        err.print(f"[yellow]skipped[/] {_safe(issue)}")
+    if rs.errors:
+        # as every rules command: a broken (or mistyped) rules directory stops, never a smaller matrix that
+        # reads as the rules in use (a missing --rules DIR drew an empty one and exited 0)
+        for issue in rs.errors:
+            err.print(f"[bold red]error[/] {_safe(issue)}")
+        err.print(f"[bold red]{len(rs.errors)} error{'s' if len(rs.errors) != 1 else ''} in the rules[/]")
+        sys.exit(2)
     rules = rs.enabled()
     cov = matrix(rules)
     if policies_path is not None:
