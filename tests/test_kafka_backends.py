@@ -334,6 +334,36 @@ def test_collector_file_to_kafka_exactly_once_in_order(
     assert c.final_count("rejected") == 0
 
 
+def test_librdkafkas_repeated_lines_are_held_back_and_counted() -> None:
+    """A broker away: one line per kind of message a minute, then the next says how many were held back."""
+    import logging
+
+    from tetrapipe.kafka_client import RepeatFilter
+
+    now = [0.0]
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    log = logging.getLogger("test.repeats")
+    log.propagate = False
+    log.addHandler(Keep())
+    log.addFilter(RepeatFilter(window=60.0, clock=lambda: now[0]))
+    refused = "FAIL [tetrapipe#consumer-1] 127.0.0.1:%d/bootstrap: Connect failed: refused (after %dms)"
+    for i in range(370):
+        log.error(refused, 9092, i % 7)
+        now[0] += 0.01
+    log.error("GROUPCOORD [tetrapipe#consumer-1] coordinator went away")
+    assert records == [refused % (9092, 0), "GROUPCOORD [tetrapipe#consumer-1] coordinator went away"]
+    now[0] += 60.0
+    log.error(refused, 9093, 2)
+    assert records[-1] == refused % (9093, 2) + " (369 more like this in the last 64 s)"
+    log.error(refused, 9093, 3)  # a new minute: held back again
+    assert len(records) == 3
+
+
 def _threads() -> int:
     return len(os.listdir("/proc/self/task"))
 

@@ -17,10 +17,52 @@ sits here, a leaf beside ``units`` and ``errors``.
 
 from __future__ import annotations
 
+import logging
+import re
+import time
+from collections.abc import Callable
 from typing import Any
 
 CLIENTS = ("auto", "kafka-python", "confluent")
 CLIENT_ENV = "TETRAPIPE_KAFKA_CLIENT"
+
+
+class RepeatFilter(logging.Filter):
+    """One line per kind of message a ``window``, then, with the next one, how many more came meanwhile.
+
+    Why: with its broker away, librdkafka logs every refused connection of
+    every client thread, and hands them over in a burst at the next poll: a
+    processor started before its broker printed ~370 such lines in the 10 s
+    before it said, in one line, what was wrong (measured). Messages that
+    differ only in their numbers (timings, ports, counts) are one kind.
+    """
+
+    def __init__(self, window: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.window = window
+        self._clock = clock
+        self._seen: dict[str, tuple[float, int]] = {}  # kind -> (when it was last let through, held back since)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        kind = re.sub(r"\d+", "#", text)
+        now = self._clock()
+        shown, held = self._seen.get(kind, (None, 0))
+        if shown is not None and now - shown < self.window:
+            self._seen[kind] = (shown, held + 1)
+            return False
+        if len(self._seen) >= 1024:  # bounded: a flood of distinct messages starts the count afresh
+            self._seen.clear()
+        self._seen[kind] = (now, 0)
+        if held:
+            record.msg, record.args = f"{text} ({held} more like this in the last {now - shown:.0f} s)", None
+        return True
+
+
+#: librdkafka's own log lines (a broker going away ...), under the "kafka" loggers the commands already tame;
+#: both librdkafka adapters log through it, so one filter holds back their repeats
+LIBRDKAFKA_LOG = logging.getLogger("kafka.librdkafka")
+LIBRDKAFKA_LOG.addFilter(RepeatFilter())
 
 
 class KafkaClientError(ValueError):

@@ -18,7 +18,6 @@ serves them without blocking, and the sink calls it before reading futures.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -26,10 +25,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 from kafka import errors as kerrors
 
-from tetrapipe.kafka_client import librdkafka_config
-
-#: librdkafka's own log lines (a broker going away ...), under the "kafka" loggers the commands already tame
-LIBRDKAFKA_LOG = logging.getLogger("kafka.librdkafka")
+from tetrapipe.kafka_client import LIBRDKAFKA_LOG, librdkafka_config
 
 #: settings the adapter implements itself rather than librdkafka
 _OWN = ("max_block_ms", "bootstrap_timeout_ms", "errors_only")

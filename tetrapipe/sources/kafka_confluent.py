@@ -23,7 +23,6 @@ Two differences of librdkafka are absorbed here:
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -33,10 +32,7 @@ from confluent_kafka import TopicPartition as CTopicPartition
 from kafka.errors import CommitFailedError, KafkaTimeoutError, OffsetOutOfRangeError
 from kafka.structs import TopicPartition
 
-from tetrapipe.kafka_client import librdkafka_config
-
-#: librdkafka's own log lines (a broker going away ...), under the "kafka" loggers the commands already tame
-LIBRDKAFKA_LOG = logging.getLogger("kafka.librdkafka")
+from tetrapipe.kafka_client import LIBRDKAFKA_LOG, librdkafka_config
 
 _OUT_OF_RANGE = (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE)
 #: settings the adapter implements itself rather than librdkafka
