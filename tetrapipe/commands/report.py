@@ -219,7 +219,7 @@ def _print_records(console: Console, cols: Sequence[Col], rows: list[list[str]])
 
 def print_ingest_summary(console: Console, stats: IngestStats, lake: Lake, skipped: Sequence[Skipped] = ()) -> None:
     """What the ingest did: events by kind, lines already in the lake, files left out, rejected lines."""
-    rate = f" {stats.events_per_second:,.0f} events/s" if stats.events else ""
+    rate = f", {stats.events_per_second:,.0f} events/s" if stats.events else ""
     emit(
         console,
         _styled(

@@ -115,7 +115,7 @@ def run_command(
     finally:
         if server is not None:
             server.close()
-    console.print(f"done: {totals.events:,} events, {totals.rejects:,} rejects in {totals.polls} polls")
+    console.print(f"done: {totals.events:,} events, {totals.rejects:,} rejects in {totals.polls} poll(s)")
 
 
 COMMANDS = [run_command]
