@@ -187,9 +187,7 @@ def test_kill_9_at_random_points_loses_nothing_and_repeats_at_most_a_batch_a_kil
         assert proc.returncode == 0, err[-3000:]
         got_hec = Counter(_ocsf_ids(hec))
     finally:
-        if proc is not None and proc.poll() is None:  # a failed wait: no forwarder left behind
-            proc.kill()
-        hec.stop()
+        _stop(proc, hec)
     got_file = Counter(_file_ids(out))
     trail = "\n".join(runs)
     assert set(got_hec) == want, f"lost at HEC: {len(want - set(got_hec))}\n{trail}"
@@ -324,9 +322,19 @@ def test_a_kill_before_the_acks_of_a_replayed_spool_loses_nothing(
         last = subprocess.run([*cmd, str(nothing)], capture_output=True, text=True, env=env, timeout=60)
         assert last.returncode == 0, last.stderr[-3000:]
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-        hec.stop()
+        _stop(proc, hec)
+    _all_arrived(hec, rows)
+
+
+def _stop(proc: subprocess.Popen | None, hec: HecReceiver) -> None:
+    """A failed wait leaves no forwarder behind (it would keep polling the broker for the rest of the suite)."""
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=30)
+    hec.stop()
+
+
+def _all_arrived(hec: HecReceiver, rows: list[dict]) -> None:
     got = Counter(_ocsf_ids(hec))
     assert set(got) == {r["alert_id"] for r in rows}, f"{len(rows) - len(got)} alert(s) lost"
 
@@ -390,11 +398,8 @@ def test_a_kill_while_hec_acks_are_overdue_loses_nothing_from_kafka(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-        hec.stop()
-    got = Counter(_ocsf_ids(hec))
-    assert set(got) == {r["alert_id"] for r in rows}, f"{len(rows) - len(got)} alert(s) lost"
+        _stop(proc, hec)
+    _all_arrived(hec, rows)
 
 
 def test_exit_at_eof_waits_for_the_partitions_another_member_holds(
