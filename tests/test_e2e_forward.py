@@ -121,15 +121,23 @@ def alerts_topic(kafka_broker: Any, tmp_path_factory: pytest.TempPathFactory, ex
     return alerts
 
 
-def _config(path: Path, bootstrap: str, topic: str, hec_port: int, syslog_port: int, spool: Path) -> Path:
-    path.write_text(f"""\
+def config_head(spool: Path, bootstrap: str, topic: str, options: dict) -> str:
+    """A forward configuration's first lines: its spool, and the alerts topic it reads; its ``sinks:`` follow."""
+    return f"""\
 version: 1
 spool_dir: {spool}
 kafka:
   bootstrap: {bootstrap}
   alerts_topic: {topic}
-  options: {json.dumps(FAST_GROUP)}
+  options: {json.dumps(options)}
 sinks:
+"""
+
+
+def _config(path: Path, bootstrap: str, topic: str, hec_port: int, syslog_port: int, spool: Path) -> Path:
+    path.write_text(
+        config_head(spool, bootstrap, topic, FAST_GROUP)
+        + f"""\
   - name: splunk
     type: hec
     format: ocsf
@@ -150,7 +158,8 @@ sinks:
       protocol: tcp
       facility: local3
     delivery: {{batch_size: 5, linger_seconds: 0.2, backoff_initial_seconds: 0.2, backoff_max_seconds: 1}}
-""")
+"""
+    )
     return path
 
 

@@ -29,7 +29,7 @@ import orjson
 import pytest
 from conftest import SAMPLES
 from hec_receiver import HecReceiver
-from test_e2e_forward import TOKEN, _env, _ocsf_ids, _spooled, _tp
+from test_e2e_forward import TOKEN, _env, _ocsf_ids, _spooled, _tp, config_head
 from test_forward_sinks import records
 
 COPIES = 130  # the scenario's 23 alerts, each 130 times with its own id: 2,990 alerts
@@ -82,14 +82,9 @@ def _config(path: Path, bootstrap: str, topic: str, hec_port: int, out: Path, sp
         "backoff_max_seconds": 0.5,
         "max_attempts": 2,
     }
-    path.write_text(f"""\
-version: 1
-spool_dir: {spool}
-kafka:
-  bootstrap: {bootstrap}
-  alerts_topic: {topic}
-  options: {json.dumps(GROUP_OPTIONS)}
-sinks:
+    path.write_text(
+        config_head(spool, bootstrap, topic, GROUP_OPTIONS)
+        + f"""\
   - name: splunk
     type: hec
     format: ocsf
@@ -101,7 +96,8 @@ sinks:
     format: native
     options: {{path: "{out}"}}
     delivery: {json.dumps(delivery)}
-""")
+"""
+    )
     return path
 
 
