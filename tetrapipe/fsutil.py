@@ -78,6 +78,36 @@ def open_private(path: str | os.PathLike[str], append: bool = True) -> BinaryIO:
     return os.fdopen(open_private_fd(path, flags), "ab" if append else "wb")
 
 
+def cut_partial_line(path: str | os.PathLike[str]) -> int:
+    """Cut a last line that has no newline (an append a kill or a full disk cut short); the bytes cut.
+
+    Why: files of lines (the spool's segments, a file sink's output, the dead
+    letters) are appended to a record at a time; a fragment left at the end
+    would have the next record glued to it, a line no reader can parse. Reads
+    backwards from the end a block at a time, so a large file is not read whole.
+    """
+    try:
+        f = open(path, "r+b")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return 0
+    with f:
+        end = keep = f.seek(0, os.SEEK_END)
+        while keep > 0:
+            start = max(keep - (1 << 16), 0)
+            f.seek(start)
+            block = f.read(keep - start)
+            if keep == end and block.endswith(b"\n"):
+                return 0
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            keep = start
+        if keep < end:
+            f.truncate(keep)
+        return end - keep
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a small file so a crash leaves either the old or the new content (owner-only, see above)."""
     private_dirs(path.parent)

@@ -40,7 +40,7 @@ from typing import Any
 
 import orjson
 
-from tetrapipe.fsutil import atomic_write_bytes, open_private, private_dirs
+from tetrapipe.fsutil import atomic_write_bytes, cut_partial_line, open_private, private_dirs
 
 log = logging.getLogger("tetrapipe.sinks.spool")
 
@@ -167,19 +167,13 @@ class DiskSpool:
     def _repair_and_count(self) -> None:
         """Cut a half-written last line (a crash during append) and count what is pending."""
         segments = self._segments()
-        if segments:
-            last = segments[-1]
-            data = last.read_bytes()
-            if data and not data.endswith(b"\n"):
-                keep = data.rfind(b"\n") + 1
-                log.error(
-                    "spool %s: cutting a partial record at the end of %s (%d bytes, written during a crash)",
-                    self.dir,
-                    last.name,
-                    len(data) - keep,
-                )
-                with open(last, "r+b") as f:
-                    f.truncate(keep)
+        if segments and (cut := cut_partial_line(segments[-1])):
+            log.error(
+                "spool %s: cutting a partial record at the end of %s (%d bytes, written during a crash)",
+                self.dir,
+                segments[-1].name,
+                cut,
+            )
         total = 0
         for seg in segments:
             start = self._cursor.offset if self._cursor and self._cursor.segment == seg.name else 0

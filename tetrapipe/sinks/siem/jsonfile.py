@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from tetrapipe.fsutil import open_private, private_dirs
+from tetrapipe.fsutil import cut_partial_line, open_private, private_dirs
 from tetrapipe.sinks.siem.base import DeliveringSink, Delivery, TransientError
 from tetrapipe.sinks.siem.records import record_body
 
@@ -51,35 +51,11 @@ class JsonFileSink(DeliveringSink):
     def _open(self) -> BinaryIO:
         if self._file is None:
             private_dirs(self.path.parent)
+            # a tailer only takes complete lines, so it never read a fragment a cut-short write left
+            if cut := cut_partial_line(self.path):
+                log.error("file %s: cutting a partial line at its end (%d bytes, a write cut short)", self.path, cut)
             self._file = open_private(self.path)
-            self._cut_partial_line(self._file)
         return self._file
-
-    def _cut_partial_line(self, f: BinaryIO) -> None:
-        """Cut a last line without its newline: a write a kill or a full disk interrupted.
-
-        A tailer only takes complete lines, so it never read these bytes;
-        left in place, the next record would be glued to them.
-        """
-        end = f.tell()
-        keep = end
-        with open(self.path, "rb") as r:
-            while keep > 0:
-                start = max(keep - (1 << 16), 0)
-                r.seek(start)
-                block = r.read(keep - start)
-                if keep == end and block.endswith(b"\n"):
-                    return
-                newline = block.rfind(b"\n")
-                if newline >= 0:
-                    keep = start + newline + 1
-                    break
-                keep = start
-        if keep == end:
-            return
-        log.error("file %s: cutting a partial line at its end (%d bytes, a write cut short)", self.path, end - keep)
-        f.truncate(keep)
-        f.seek(keep)  # appends go to the end anyway; tell() must say where it is for the rotation
 
     def _rotate(self) -> None:
         if self._file is not None:
