@@ -139,6 +139,24 @@ def test_hec_rejected_record_goes_to_dead_letter_rest_delivered(hec: HecReceiver
     assert dead == [{"reason": "HEC 400 code 13: Event field cannot be blank (event 1 of the batch)", "record": {}}]
 
 
+def test_a_dead_letter_after_a_kill_mid_write_starts_a_line_of_its_own(hec: HecReceiver, tmp_path: Path) -> None:
+    """A run killed while writing rejected.jsonl leaves half a line; the next run's dead letter was glued to it."""
+    (tmp_path / "splunk").mkdir()
+    dead_letters = tmp_path / "splunk" / "rejected.jsonl"
+    whole = b'{"reason": "earlier", "record": {}}\n'
+    dead_letters.write_bytes(whole + b'{"reason": "cut sh')  # the kill
+    batch = records(2)
+    batch[1] = {}
+    sink = HecSink("splunk", url=hec.url, token=TOKEN, gzip=False, delivery=fast(spool_dir=str(tmp_path)))
+    sink.send(batch)
+    sink.close()
+    dead = [json.loads(line) for line in dead_letters.read_text().splitlines()]
+    assert [d["reason"] for d in dead] == [
+        "earlier",
+        "HEC 400 code 13: Event field cannot be blank (event 1 of the batch)",
+    ]
+
+
 def test_hec_413_splits_the_batch(hec: HecReceiver) -> None:
     hec.fail_next(1, 413, 27, "Content too large")
     sink = HecSink("splunk", url=hec.url, token=TOKEN, delivery=fast())

@@ -37,7 +37,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
-from tetrapipe.fsutil import open_private, private_dirs
+from tetrapipe.fsutil import cut_partial_line, open_private, private_dirs
 from tetrapipe.sinks.spool import DiskSpool
 
 log = logging.getLogger("tetrapipe.sinks")
@@ -144,6 +144,7 @@ class DeliveringSink:
         self._closed = False
         self._spool: DiskSpool | None = None
         self._dead_letter: Path | None = None
+        self._dead_letter_checked = False
         if self.delivery.spool_dir:
             root = Path(self.delivery.spool_dir) / name
             self._spool = DiskSpool(root, max_bytes=self.delivery.spool_max_bytes, fsync=self.delivery.spool_fsync)
@@ -404,6 +405,12 @@ class DeliveringSink:
         if self._dead_letter is None:
             return
         private_dirs(self._dead_letter.parent)
+        if not self._dead_letter_checked:  # a run killed mid-write left a fragment: the next line not glued to it
+            self._dead_letter_checked = True
+            if cut := cut_partial_line(self._dead_letter):
+                log.error(
+                    "sink %s: cutting a partial line at the end of %s (%d bytes)", self.name, self._dead_letter, cut
+                )
         with open_private(self._dead_letter) as f:  # owner-only, like the spool it sits in
             for r in records:
                 f.write(orjson.dumps({"reason": reason, "record": r}) + b"\n")
