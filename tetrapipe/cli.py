@@ -167,9 +167,9 @@ def _shipped_samples_hint(paths: tuple[str, ...]) -> str:
         return ""
     import shlex
 
-    from tetrapipe.ruleset.locate import bundled_dir
+    from tetrapipe.ruleset.locate import shipped_samples
 
-    shipped = bundled_dir("tetrapipe.bundled_samples", "samples")
+    shipped = shipped_samples()
     if shipped is None:
         return ""
     return f" (the sample logs shipped with tetrapipe are in {shipped}: tetrapipe ingest {shlex.quote(str(shipped))})"

@@ -223,19 +223,11 @@ def lint_command(
 ) -> None:
     """Check rules: schema, columns, boolean conditions, duplicate ids, never-true conditions, policies."""
     from tetrapipe.ruleset.lint import lint
-    from tetrapipe.ruleset.locate import bundled_dir, policies_dir_for
+    from tetrapipe.ruleset.locate import policies_dir_for, samples_dir_for
 
     roots, _ = _roots(paths, rules_dir)
     rs = _load(roots)
-    base = roots[0] if roots[0].is_dir() else roots[0].parent
-    # else the samples shipped with tetrapipe, as for the policies: a copy of the shipped rules (or the
-    # installed package's own) has no samples/ beside it, and the never-true check was skipped unsaid
-    sample_dir = (
-        Path(samples)
-        if samples
-        else next((c for c in (base.parent / "samples", base / "samples") if c.is_dir()), None)
-        or bundled_dir("tetrapipe.bundled_samples", "samples")
-    )
+    sample_dir = Path(samples) if samples else samples_dir_for(roots[0])
     pol = Path(policies_dir) if policies_dir else policies_dir_for(roots[0])
     report = lint(rs, samples=sample_dir, policies_dir=pol)
     if fmt == "json":

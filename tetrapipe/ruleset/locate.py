@@ -69,12 +69,29 @@ def resolve_rules_dir(rules_dir: str | os.PathLike[str] | None) -> Path | None:
 
 def policies_dir_for(rules_root: Path | None) -> Path | None:
     """The ``tracing-policies/`` that goes with a rules directory (sibling), else the shipped one."""
-    if rules_root is not None:
-        root = rules_root if rules_root.is_dir() else rules_root.parent
-        for cand in (root.parent / "tracing-policies", root / "tracing-policies"):
-            if cand.is_dir():
-                return cand
-    return bundled_dir("tetrapipe.bundled_policies", "tracing-policies")
+    return _beside(rules_root, "tracing-policies") or bundled_dir("tetrapipe.bundled_policies", "tracing-policies")
+
+
+def samples_dir_for(rules_root: Path | None) -> Path | None:
+    """The ``samples/`` that goes with a rules directory (sibling), else the shipped ones.
+
+    A copy of the shipped rules (or the installed package's own) has no
+    samples beside it; the shipped ones still let lint find a never-true condition.
+    """
+    return _beside(rules_root, "samples") or shipped_samples()
+
+
+def shipped_samples() -> Path | None:
+    """The sample logs shipped with tetrapipe (inside the wheel, or a checkout's ``samples/``)."""
+    return bundled_dir("tetrapipe.bundled_samples", "samples")
+
+
+def _beside(rules_root: Path | None, name: str) -> Path | None:
+    """``name/`` beside a rules directory (or a rules file's directory), or inside it."""
+    if rules_root is None:
+        return None
+    root = rules_root if rules_root.is_dir() else rules_root.parent
+    return next((c for c in (root.parent / name, root / name) if c.is_dir()), None)
 
 
 def rules_root_of(path: Path) -> Path:

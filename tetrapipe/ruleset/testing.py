@@ -169,7 +169,7 @@ def resolve_log(log: str, rule: Rule, roots: list[Path]) -> Path | None:
     ``samples/...`` falls back to the sample logs shipped inside the package,
     so the shipped rules' tests pass from an installed wheel, anywhere.
     """
-    from tetrapipe.ruleset.locate import bundled_dir
+    from tetrapipe.ruleset.locate import shipped_samples
 
     p = Path(log)
     if p.is_absolute():
@@ -179,7 +179,7 @@ def resolve_log(log: str, rule: Rule, roots: list[Path]) -> Path | None:
         base = root if root.is_dir() else root.parent
         candidates += [base / p, base.parent / p]
     candidates.append(Path.cwd() / p)
-    if p.parts[:1] == ("samples",) and (shipped := bundled_dir("tetrapipe.bundled_samples", "samples")):
+    if p.parts[:1] == ("samples",) and (shipped := shipped_samples()):
         candidates.append(shipped.joinpath(*p.parts[1:]))
     return next((c for c in candidates if c.exists()), None)
 
