@@ -386,6 +386,7 @@ def test_a_closed_librdkafka_producer_stops_its_threads_at_once(kafka: TansuBrok
     assert _threads() == before
     producer.close()  # twice: nothing to do
     producer.flush()  # after close: nothing queued, nothing to wait for
+    producer.poll(0.1)  # nor any report to serve
     with pytest.raises(kerrors.KafkaConnectionError):
         new_producer([f"127.0.0.1:{free_port()}"], "nobody", client="confluent", bootstrap_timeout_ms=300)
     assert _threads() == before

@@ -265,6 +265,8 @@ class ConfluentProducer:
         Every broker reported down for a second and still no metadata answer
         within half a second: :attr:`failure` says so.
         """
+        if self._closed:
+            return  # close() settled every future; librdkafka refuses a closed handle
         self._p.poll(timeout)
         down = self._down_at
         if down is not None and self.failure is None and time.monotonic() - down >= 1.0:
