@@ -18,10 +18,14 @@ delay has passed. While the spool holds records, new records are appended
 behind them, so the SIEM receives everything in the order it was produced.
 
 The counts (:class:`SinkStats`) are per record: ``delivered`` (the peer
-accepted it, including replays), ``retried`` (re-sent after a failure),
-``spooled`` (written to disk), ``dropped`` (lost: only when the spool is full,
-always logged at ERROR), ``rejected`` (refused by the peer, kept in the
-dead-letter file).
+accepted it, replays from the spool included; with acknowledgements, once the
+peer confirmed it), ``retried`` (re-sent after a failure or an overdue
+acknowledgement), ``spooled`` (written to disk), ``dropped`` (lost: only when
+the spool is full, always logged at ERROR), ``rejected`` (refused by the peer,
+kept in the dead-letter file). ``delivered`` counts a record once however
+often it was sent: the summary compares it with what was routed, and more
+delivered than alerts would say nothing true; the extra copies a SIEM may
+hold are the ``retried``.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from typing import Any, Protocol, runtime_checkable
 import orjson
 
 from tetrapipe.fsutil import cut_partial_line, open_private, private_dirs
-from tetrapipe.sinks.spool import DiskSpool
+from tetrapipe.sinks.spool import DiskSpool, SpoolChunk
 
 log = logging.getLogger("tetrapipe.sinks")
 
@@ -73,6 +77,15 @@ class RejectedError(Exception):
 
 @dataclass
 class SinkStats:
+    """A sink's counters, per record, for this run (see the module docstring).
+
+    ``delivered``: records the peer took -- with acknowledgements (HEC
+    ``ack: true``), confirmed -- each counted once in a run: a batch sent
+    again because its acknowledgement was overdue counts under ``retried``,
+    not a second time here, when HEC confirms the copy. (A record a killed
+    run had sent and the next run sends again is counted by each run.)
+    """
+
     delivered: int = 0
     retried: int = 0
     spooled: int = 0
@@ -145,6 +158,9 @@ class DeliveringSink:
         self._spool: DiskSpool | None = None
         self._dead_letter: Path | None = None
         self._dead_letter_checked = False
+        #: a spool chunk sent and still waiting for the peer's confirmation (``confirms_later``), with how many of
+        #: its records the sending took: read again only once settled, else its records went twice (and counted so)
+        self._in_flight: tuple[SpoolChunk, int] | None = None
         if self.delivery.spool_dir:
             root = Path(self.delivery.spool_dir) / name
             self._spool = DiskSpool(root, max_bytes=self.delivery.spool_max_bytes, fsync=self.delivery.spool_fsync)
@@ -232,6 +248,14 @@ class DeliveringSink:
         only in memory, so nothing that would let them go (an offset commit, the spool cursor) may pass them."""
         return 0
 
+    def _awaiting_confirmation(self) -> bool:
+        """Whether the spool chunk in flight (see :attr:`confirms_later`) still waits on the peer."""
+        return self.unconfirmed > 0
+
+    def _in_flight_ids(self) -> set[int]:
+        """The records (by identity) of the spool chunk in flight: on disk at the cursor, never to spool again."""
+        return {id(r) for r in self._in_flight[0].records} if self._in_flight is not None else set()
+
     def _before_close(self) -> None:
         """Called by close() before the peer is released: e.g. spool records still unacknowledged."""
 
@@ -268,19 +292,26 @@ class DeliveringSink:
         if spool is None or not spool.pending_records or not self._due():
             return
         while spool.pending_records:
-            chunk = spool.read(self.delivery.batch_size)
-            if chunk.end is None:
-                break
-            left = self._attempt(chunk.records, 1, from_spool=True) if chunk.records else []
+            if self._in_flight is not None:
+                chunk, done = self._in_flight  # sent by an earlier replay: its acknowledgements are awaited
+            else:
+                chunk = spool.read(self.delivery.batch_size)
+                if chunk.end is None:
+                    break
+                left = self._attempt(chunk.records, 1, from_spool=True) if chunk.records else []
+                done = len(chunk.records) - len(left)
             if self.confirms_later:
                 # the cursor passes only what the peer confirmed (HEC: indexed, not just received): a kill
-                # after a move past unconfirmed records would leave them nowhere but in a peer that may lose them
+                # after a move past unconfirmed records would leave them nowhere but in a peer that may lose them.
+                # Until then the chunk is in flight: the sink sends again what is overdue (the same records,
+                # counted once when confirmed), and the next replay waits on it instead of reading it anew
+                self._in_flight = (chunk, done)
                 self._after_flush()
-                if self.unconfirmed:
+                if self._awaiting_confirmation():
                     self.stats.spool_records = spool.pending_records
-                    return  # not confirmed in time: the chunk stays, the next replay sends it again
-            done = len(chunk.records) - len(left)
-            if left:
+                    return
+                self._in_flight = None
+            if done < len(chunk.records):
                 if done:
                     spool.commit(chunk.positions[done - 1])
                 self.stats.spool_records = spool.pending_records

@@ -31,7 +31,15 @@ those not acknowledged within ``ack_timeout_seconds`` are sent again (so a
 SIEM that indexes them late may see them twice: at least once, never lost),
 and those still unacknowledged at shutdown go to the spool. A spool replay
 moves its cursor past a batch only once HEC acknowledged it, so a kill while
-HEC is still indexing leaves it in the spool for the next run.
+HEC is still indexing leaves it in the spool for the next run; until then the
+batch is in flight, its overdue records sent again like any others, and is
+not read from the spool a second time (nor spooled again at shutdown: it is
+there already).
+
+``delivered`` counts a record once, when HEC acknowledges the copy the sink is
+waiting on: a copy sent again replaces the overdue one (whose ackId is no
+longer asked about), and counts under ``retried``. So routed = delivered +
+rejected + what is left in the spool, even when HEC holds some records twice.
 """
 
 from __future__ import annotations
@@ -98,6 +106,9 @@ class HecSink(DeliveringSink):
         self.max_request_bytes = max_request_bytes
         self.channel = channel or str(uuid.uuid4())
         self._unacked: dict[int, tuple[list[dict[str, Any]], float]] = {}
+        #: records of the spool chunk in flight whose resend failed: they wait on disk at the cursor, so they
+        #: are sent again from here when the peer is due, not spooled a second time
+        self._unsent: list[dict[str, Any]] = []
 
     # --- HTTP -----------------------------------------------------------------------------
 
@@ -234,7 +245,7 @@ class HecSink(DeliveringSink):
             for k in overdue:
                 records, _ = self._unacked.pop(k)
                 log.warning(
-                    "sink %s: ackId %d not acknowledged within %.0fs; sending its %d record(s) again",
+                    "sink %s: ackId %d not acknowledged within %gs; sending its %d record(s) again",
                     self.name,
                     k,
                     self.ack_timeout,
@@ -249,11 +260,19 @@ class HecSink(DeliveringSink):
     def _resend(self, records: list[dict[str, Any]]) -> None:
         left = self._attempt(records, 1)
         if left:
-            self._to_spool(left)
+            on_disk = self._in_flight_ids()
+            self._unsent.extend(r for r in left if id(r) in on_disk)
+            self._to_spool([r for r in left if id(r) not in on_disk])
 
     def _after_flush(self) -> None:
+        if self._unsent and self._due():
+            unsent, self._unsent = self._unsent, []
+            self._unsent = self._attempt(unsent, 1)
         if self.ack and self._unacked:
             self._wait_acks(until_below=1)
+
+    def _awaiting_confirmation(self) -> bool:
+        return bool(self._unacked or self._unsent)
 
     @property
     def unconfirmed(self) -> int:
@@ -270,9 +289,13 @@ class HecSink(DeliveringSink):
         super().poll()
 
     def _before_close(self) -> None:
+        self._unsent = []  # the chunk in flight: still in the spool, at its cursor
         if self._unacked:
-            pending = [r for records, _ in self._unacked.values() for r in records]
+            on_disk = self._in_flight_ids()
+            pending = [r for records, _ in self._unacked.values() for r in records if id(r) not in on_disk]
             self._unacked.clear()
+            if not pending:
+                return
             log.warning(
                 "sink %s: %d record(s) sent but not acknowledged at shutdown; keeping them in the spool",
                 self.name,
