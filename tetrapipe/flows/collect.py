@@ -31,6 +31,14 @@ as safe as an acknowledgement, so the checkpoint records both the source
 position and how far the spool goes (spool files of a file source beyond it
 after a crash are left-overs of an unfinished checkpoint and are deleted, the
 source re-reads them; a stream's are kept, since it cannot).
+
+**A stream's unacknowledged chunks** (stdin, gRPC: only memory holds them)
+are **parked** in the spool, in order, when Kafka stalls and at exit, and
+taken from the producer (replaced, so it does not deliver its copies behind
+the spool's back); a stalled stream then reads on into the spool. Neither
+SIGTERM with the broker away nor a kill during an outage loses them. A parked
+batch records how many of its lines a producer had (``sent``): Kafka may hold
+those already, so sending them again counts them as ``redelivered``.
 """
 
 from __future__ import annotations
@@ -58,7 +66,7 @@ from tetrapipe.flows.collect_state import (
     state_slug,
 )
 from tetrapipe.metrics import Health
-from tetrapipe.sinks.kafka import ChunkProducer, KafkaSettings, Pending
+from tetrapipe.sinks.kafka import ChunkProducer, KafkaSettings, Pending, Unacked
 from tetrapipe.sinks.spool import DiskSpool
 from tetrapipe.sources.chunks import DEFAULT_CHUNK_BYTES, DEFAULT_MAX_LINE_BYTES, Chunk, Reject
 from tetrapipe.sources.follow import FileFollower
@@ -161,6 +169,7 @@ class Collector:
         self._total = 0  # source bytes consumed since the first run (restored from the checkpoint)
         self._redeliver_until = 0
         self._redeliver_spool = -1  # spool chunks up to this seq were sent before a restart
+        self._in_memory = 0  # chunks read from the source held by the sink unacknowledged (not from the spool)
         self._mark = SentMark(self.mark_path)
         self._ckpt_state: dict[str, Any] | None = None
         self._ckpt_dirty = False
@@ -278,6 +287,7 @@ class Collector:
                 self.spool.remove_batch(entry.chunk.spool_seq)
             elif isinstance(entry.ticket, Ticket):
                 entry.ticket.safe = True
+                self._in_memory -= 1
         last = None
         while self.tickets and self.tickets[0].safe:
             last = self.tickets.popleft()
@@ -340,8 +350,13 @@ class Collector:
         """Read one chunk and route it. Returns 'read', 'idle' or 'full'."""
         o = self.opts
         sink, spool = self.sink, self.spool
-        direct = sink.pending_bytes < o.buffer_bytes and not spool.has_unsent()
-        to_spool = not direct and spool.has_room() and (spool.has_unsent() or self._kafka_stalled(now))
+        stalled = self._kafka_stalled(now)
+        # a stream's events wait out a stall on disk, not in memory: a kill then loses none of them
+        park = self.kind != "file" and stalled and spool.has_room()
+        if park and self._in_memory:
+            self._park_unacked("Kafka stalled")
+        direct = not park and sink.pending_bytes < o.buffer_bytes and not spool.has_unsent()
+        to_spool = not direct and spool.has_room() and (spool.has_unsent() or stalled)
         if not (direct or to_spool):
             return "full"
         assert self.source is not None
@@ -362,6 +377,7 @@ class Collector:
         if direct:
             ticket.spool_upto = spool.next_seq
             sink.submit(chunk, ticket)
+            self._in_memory += 1
         else:
             spool.put_batch(chunk.lines, {"source": chunk.source, "total": start, "nbytes": chunk.nbytes})
             ticket.spool_upto = spool.next_seq
@@ -378,9 +394,54 @@ class Collector:
                 return
             nbytes = int(got.meta.get("nbytes", sum(map(len, got.lines)) + len(got.lines)))
             chunk = Chunk(got.lines, nbytes, None, got.meta.get("source", ""), spool_seq=got.seq)
-            if chunk.spool_seq is not None and chunk.spool_seq <= self._redeliver_spool:
-                self.totals.redelivered += len(chunk.lines)
+            if got.seq <= self._redeliver_spool:
+                self.totals.redelivered += len(chunk.lines)  # sent from the spool before a restart
+            else:
+                # parked unacknowledged (_park_unacked): these had gone to a producer, Kafka may hold them
+                self.totals.redelivered += int(got.meta.get("sent", 0))
             sink.submit(chunk, None)
+
+    def _park_unacked(self, why: str) -> int:
+        """Move a stream's chunks the producer holds unacknowledged to the spool, in order; the events moved.
+
+        Why: a stream cannot be read again, so what only memory holds dies with
+        the process. Parked, its tickets are safe (the checkpoint moves past
+        it) and it is sent from the spool first. Order holds: a chunk goes to
+        the sink directly only when every spool batch was handed out before it,
+        and what is read from here on is spooled after these. A batch's
+        ``sent`` counts its lines a producer had (see the module's docstring);
+        the sink forgets the chunks (:meth:`ChunkProducer.release`). A write
+        error releases what was written and is raised, as a spool write's is.
+        """
+        if self.kind == "file" or not self._in_memory:
+            return 0
+        left: list[Unacked] = self.sink.unacked(lambda e: e.chunk.spool_seq is None and isinstance(e.ticket, Ticket))
+        moved: list[Pending] = []
+        events = 0
+        try:
+            for u in left:
+                ticket = u.entry.ticket
+                if u.lines:
+                    start = ticket.total_end - u.entry.chunk.nbytes
+                    meta = {"source": u.entry.chunk.source, "total": start, "nbytes": u.nbytes, "sent": u.maybe_sent}
+                    self.spool.put_batch(u.lines, meta)
+                ticket.spool_upto = self.spool.next_seq
+                ticket.safe = True
+                moved.append(u.entry)
+                events += len(u.lines)
+        finally:
+            self.sink.release(moved)
+            self._in_memory -= len(moved)
+            self.totals.spooled += events
+            self._advance([])
+        if moved:
+            log.warning(
+                "%s: %d unacknowledged chunk(s) (%d events) of the stream moved to the spool; they are sent from there",
+                why,
+                len(moved),
+                events,
+            )
+        return events
 
     def _drained(self) -> bool:
         """Nothing more will come: a pipe or stream that ended; a file at its end with ``exit_at_eof``."""
@@ -441,17 +502,31 @@ class Collector:
         deadline = time.monotonic() + self.opts.drain_timeout
         try:
             while self.sink.pending and time.monotonic() < deadline:
-                if not self.sink.connected and self.kind == "file":
-                    # the broker is away: the next run reads these again from the file, so a rollout need
-                    # not wait for it (nor for a new producer's bootstrap); a stream cannot be read again
+                if not self.sink.connected and (self.kind == "file" or self.spool.has_room()):
+                    # the broker is away: the next run reads these again from the file, or sends a stream's
+                    # from the spool (parked below), so a rollout need not wait for it (nor for a new
+                    # producer's bootstrap)
                     break
                 self.sink.flush(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
                 self._advance(self.sink.poll())
                 if self.sink.pending and not self.sink.connected:
                     time.sleep(0.1)
+            if self.kind != "file" and self.spool.has_room():
+                try:
+                    # what a stream's producer still holds exists nowhere else: to the spool, before the
+                    # last checkpoint (which then covers it)
+                    self._park_unacked("exit")
+                except OSError as exc:
+                    log.error("cannot park the stream's unacknowledged chunks in the spool: %s", exc)
             self._write_checkpoint(force=True)
         finally:
-            if self.sink.pending:
+            if self._in_memory and self.kind != "file":
+                log.error(
+                    "%d chunk(s) of the stream not acknowledged at exit and not in the spool (%s): they are lost",
+                    self._in_memory,
+                    "it is full" if not self.spool.has_room() else "writing it failed",
+                )
+            elif self.sink.pending:
                 log.warning(
                     "%d chunk(s) (%d events) not acknowledged at exit; the next run sends them again",
                     self.sink.pending,

@@ -30,6 +30,10 @@
   ``UnknownProducerId``; kafka-python then bumps the epoch, which tansu
   refuses, leaving the producer fatally failed: recreating it is the only
   way on, and it is also right for a real Kafka.
+* **Taking back**: the collector can take unacknowledged chunks back
+  (:meth:`ChunkProducer.unacked`, :meth:`ChunkProducer.release`) to park a
+  stream's in its disk spool; the producer that held them is replaced, and
+  each line that had reached a producer is reported as possibly delivered.
 """
 
 from __future__ import annotations
@@ -205,6 +209,21 @@ class Pending:
     ticket: Any
     futures: list[Any] | None = None
     resend_count: int = 0
+
+
+@dataclass
+class Unacked:
+    """What is left to deliver of a pending chunk: its lines not acknowledged, and how many may be in the topic.
+
+    ``maybe_sent`` counts the lines handed to a producer (this one or a
+    failed one): Kafka may hold them although no acknowledgement came, so a
+    copy sent again later may be a duplicate, and must be counted as one.
+    """
+
+    entry: Pending
+    lines: list[bytes]
+    nbytes: int
+    maybe_sent: int
 
 
 class ChunkProducer:
@@ -405,6 +424,68 @@ class ChunkProducer:
             if not self.connected:
                 break
             self._send(entry)
+
+    # -- taking chunks back ------------------------------------------------------
+
+    def unacked(self, select: Callable[[Pending], bool]) -> list[Unacked]:
+        """The selected pending chunks, oldest first, as what is left to deliver of each (nothing is removed).
+
+        A line acknowledged (or refused for good) already is left out: it must
+        never go twice. See :meth:`release` for handing them over.
+        """
+        out: list[Unacked] = []
+        for entry in self._pending:
+            if not select(entry):
+                continue
+            fs = entry.futures
+            lines = entry.chunk.lines
+            if fs is None:
+                out.append(Unacked(entry, list(lines), entry.chunk.nbytes, 0))
+                continue
+            left = [
+                (line, f is not None)
+                for line, f in zip(lines, fs, strict=True)
+                if not (f is not None and f.is_done and f.exception is None)
+            ]
+            nbytes = entry.chunk.nbytes if len(left) == len(lines) else sum(len(ln) + 1 for ln, _ in left)
+            out.append(Unacked(entry, [ln for ln, _ in left], nbytes, sum(sent for _, sent in left)))
+        return out
+
+    def release(self, entries: list[Pending]) -> None:
+        """Forget ``entries`` (taken from :meth:`unacked`): the caller keeps them now, this sink never resends them.
+
+        Why: the collector moves a stream's unacknowledged chunks to its disk
+        spool when Kafka stalls, and sends them again from there. The producer
+        they went to still holds its copies and would deliver them when the
+        broker is back, behind the spool's back: it is closed at once (its
+        queue dropped) and a new one is made at the next :meth:`poll`, which
+        resends the chunks still pending here, as after any failure.
+        """
+        if not entries:
+            return
+        gone = {id(e) for e in entries}
+        handed = False
+        for entry in entries:
+            self.pending_bytes -= entry.chunk.nbytes
+            self.pending_events -= len(entry.chunk.lines)
+            fs = entry.futures
+            if fs is not None:
+                handed = handed or any(f is not None for f in fs)
+                self.acked += sum(
+                    1
+                    for f in fs
+                    if f is not None and f.is_done and f.exception is None and not isinstance(f, _Rejected)
+                )
+        self._pending = deque(e for e in self._pending if id(e) not in gone)
+        if handed and self._producer is not None:
+            old, self._producer = self._producer, None
+            try:
+                old.close(timeout=0)
+            except Exception as exc:  # noqa: BLE001 - it is being replaced; closing is best effort
+                log.debug("closing the producer of the released chunks: %r", exc)
+            if self._broken is None:
+                self._broken = "replaced: its unacknowledged chunks were taken back"
+            self._next_attempt = time.monotonic()
 
     def flush(self, timeout: float | None = None) -> None:
         """Push out everything queued (linger skipped) and wait up to ``timeout`` for acknowledgements."""
