@@ -7,8 +7,11 @@ Three sources feed the same router (formats, spools, retries of
   the native format prints them) from files or standard input;
 * the history lake (a backfill of a new SIEM);
 * Kafka: the processor's alerts topic and its enriched-events topic, as a
-  long-running forwarder. Offsets are committed once the router has
-  delivered or spooled the records (both are safe on disk): at least once.
+  long-running forwarder. Offsets are committed once every sink has
+  delivered the records (the peer took them; with HEC acks, once indexed)
+  or spooled them: at least once. A kill costs duplicates: the poll batch
+  in hand is read again. (Syslog over TCP has no acks: "took" means the
+  local kernel did, which still sends it after a kill; see its sink.)
 
 The flow owns the loop, the stop signals and the drain at the end (a SIEM
 that is down is retried for a while, what is left stays in the spool for the
@@ -129,7 +132,7 @@ def from_kafka(
     on_bad: BadRow,
     client: str = "auto",
 ) -> Source:
-    """Consume, route, flush (delivered or spooled: either way safe on disk), then commit: at least once."""
+    """Consume, route, flush (each sink delivered or spooled the records), then commit: at least once."""
 
     def read(router: Any, stop: threading.Event, health: Health) -> tuple[int, int]:
         # the events topic may be created after the forwarder starts (by the processor's first batch, or an

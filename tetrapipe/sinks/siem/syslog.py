@@ -27,6 +27,19 @@ which is what keeps a restart of the receiver from losing the next batch. A
 receiver that vanishes without closing (a network partition) can still lose
 what the kernel had buffered; use HEC with ``ack: true`` where that matters.
 
+What that means for a forwarder killed with SIGKILL (tests/
+test_forward_kill_syslog.py): ``delivered`` means the local kernel took the
+batch, and the kernel of a killed process still sends what was written, then
+closes the connection cleanly; what the dead run had not committed (Kafka
+offsets, the spool cursor) the next run sends again. So at least once, with
+a poll batch plus a spool chunk sent again per kill, provided the receiver
+stays up and reachable until it has read what was buffered (a socket
+buffer: some hundreds of kB over a network). A kill in the middle of a write
+cuts the last message: with octet counting rsyslog drops the incomplete frame
+("Incomplete frame at end of stream") and the next run sends it whole; with
+``framing: lf`` the receiver keeps the cut part as a message of its own, a
+torn line beside the whole one, so prefer octet counting.
+
 UDP is fire-and-forget: ``delivered`` means sent. A message larger than
 ``max_message_bytes`` is never truncated (half a JSON document is of no use
 to a SIEM): it is rejected to the dead-letter file and counted.
