@@ -98,6 +98,40 @@ def test_a_spool_chunk_sent_again_is_delivered_once_and_not_sent_a_third_time(tm
     assert sink.backlog == 0 and DiskSpool(spool / "splunk").pending_records == 0
 
 
+class _RefusesTheResend(_SlowOnceHec):
+    """The slow-once HEC that is busy (503) for the request after the first batch it took: the resend."""
+
+    busy_once = False
+
+    def _handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict, dict]:
+        out = super()._handle(method, raw_path, headers, body)
+        if "/event" in raw_path and out[0] == 200 and not self.busy_once:
+            self.busy_once = True
+            self.fail_next(1)
+        return out
+
+
+def test_a_spool_chunk_whose_resend_fails_is_sent_again_from_memory_not_spooled_again(tmp_path: Path) -> None:
+    """The replayed chunk's ack is overdue and its resend is refused: the records are still in the spool at
+    the cursor, so they wait in memory for the next replay rather than being appended to the spool a second
+    time (sent twice more, counted twice)."""
+    hec = _RefusesTheResend().start()
+    spool = tmp_path / "spool"
+    try:
+        sink = _sink(hec, spool)
+        hec.stop()
+        sink.send(records(30))
+        hec.start()
+        replay(sink)
+        sink.close()
+    finally:
+        hec.stop()
+    assert hec.busy_once and sink.stats.failures >= 2  # the outage, then the refused resend
+    assert _distinct(hec) == {f"a{i:05d}" for i in range(30)} and len(hec.payloads()) == 60
+    assert sink.stats.delivered == 30 and sink.stats.spooled == 30
+    assert sink.backlog == 0 and DiskSpool(spool / "splunk").pending_records == 0
+
+
 def test_a_spool_chunk_unacknowledged_at_shutdown_is_not_spooled_twice(tmp_path: Path) -> None:
     """A replayed chunk HEC never acknowledges is still in the spool at its cursor when the forwarder stops:
     it must not be written to the spool a second time (and a third), so the next run sends it once."""
