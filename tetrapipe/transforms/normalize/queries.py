@@ -66,7 +66,8 @@ def first_arg(*fields: str) -> str:
     """The first argument having one of ``fields`` (in that order of preference)."""
     slots = "coalesce(" + ", ".join(arg(i, fld) for fld in fields for i in range(ARG_SLOTS)) + ")"
     whole = "coalesce(" + ", ".join(f"json_extract_string(args_t, '$[*].{fld}')[1]" for fld in fields) + ")"
-    return f"CASE WHEN {MANY_ARGS} THEN {whole} ELSE {slots} END"
+    # the rows without arguments (execs and exits, most of a log) are left out before any slot is looked at
+    return f"CASE WHEN a IS NULL THEN NULL WHEN {MANY_ARGS} THEN {whole} ELSE {slots} END"
 
 
 def int_(expr: str) -> str:
