@@ -160,26 +160,30 @@ def live_group_sql(
     """
     if rules_table.lstrip().upper().startswith("SELECT"):
         rules_table = f"({rules_table})"
-    items = []
-    for i in which:
-        items.append(
-            f"CASE WHEN (_m{i // MASK_BITS} & {1 << (i % MASK_BITS)}::BIGINT) <> 0\n"
-            f"  THEN struct_pack(_r := {i}, _dedup_key := {rules[i].compiled.dedup_key}, "
-            f"_distinct := {_distinct(rules[i])}, "
-            f"_bucket := {_bucket('time', f'{_window_us(rules[i])}::BIGINT')}) END"
-        )
+    # one row per (match, rule): the hits crossed with the matched rules' constants, kept where the rule's bit
+    # is set; each rule's key and counted value under a CASE on the rule (evaluated on that rule's rows only).
+    # A list of structs per row, filtered by a lambda and unnested, gave the same rows at ~1.5x the cost.
+    groups = max(i // MASK_BITS for i in which) + 1
+    constants = ", ".join(
+        f"({i}, {_window_us(rules[i])}::BIGINT"
+        + "".join(f", {(1 << (i % MASK_BITS)) if i // MASK_BITS == g else 0}::BIGINT" for g in range(groups))
+        + ")"
+        for i in which
+    )
+    names = ", ".join(["_tp_r", "_tp_w", *(f"_tp_b{g}" for g in range(groups))])
+    bit = " OR ".join(f"(_m{g} & _x._tp_b{g}) <> 0" for g in range(groups))
+    key = "".join(f" WHEN {i} THEN {rules[i].compiled.dedup_key}" for i in which)
+    counted = "".join(f" WHEN {i} THEN {_distinct(rules[i])}" for i in which)
     order = f"struct_pack(_t := coalesce(m.time, {_FAR_FUTURE}), _e := m.event_id)"
     ids = "list(m.event_id ORDER BY m.time NULLS LAST, m.event_id)"
     if max_event_ids:
         ids += f"[1:{int(max_event_ids)}]"
     return f"""
-WITH _l AS (
-    SELECT _i, time, event_id, list_filter([
-{(",".join(items))}
-    ], lambda _s: _s IS NOT NULL) AS _rs
-    FROM {hits}
-), _k AS (
-    SELECT * EXCLUDE (_rs), unnest(_rs, recursive := true) FROM _l WHERE len(_rs) > 0
+WITH _k AS (
+    SELECT _i, time, event_id, _x._tp_r AS _r, CASE _x._tp_r{key} END AS _dedup_key,
+           CASE _x._tp_r{counted} END AS _distinct, {_bucket("time", "_x._tp_w")} AS _bucket
+    FROM {hits}, (VALUES {constants}) AS _x({names})
+    WHERE {bit}
 ), _g AS (
     SELECT m._r AS _g_r, m._dedup_key AS _g_dedup_key, m._bucket AS _g_bucket,
            min(m.time) AS _g_time, max(m.time) AS _g_last_time, count(*)::BIGINT AS _g_count,

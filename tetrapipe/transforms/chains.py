@@ -107,7 +107,8 @@ class ChainEngine:
     """Partial chains of sequence rules across batches; :meth:`feed` turns step rows into alert rows."""
 
     def __init__(self, rules: list[Rule], *, max_partials: int = 100_000, park: bool = True) -> None:
-        """``park=False`` visits every step row in Python: the plain path the tests hold the parking to."""
+        """``park=False`` visits every step row in Python, each as a whole row through :meth:`_one`: the plain
+        path the tests hold the parking and the first steps' shortcut (:meth:`_visit`) to."""
         self.rules = rules
         self.max_partials = max_partials
         self.park = park
@@ -205,12 +206,7 @@ class ChainEngine:
         out: list[dict[str, Any]] = []
         positions = np.nonzero(keep)[0]
         if len(positions):
-            dicts = self._dicts(rows.take(pa.array(order[positions])), us[positions])
-            for p, row in zip(positions.tolist(), dicts, strict=True):
-                for r, mask in enumerate(masks):
-                    bits = int(mask[p])
-                    if bits:
-                        self._one(r, row, row["_us"], bits, out)
+            self._visit(rows, order[positions], us[positions], [m[positions] for m in masks], out)
         self._watermark_us = max(self._watermark_us, int(us.max()))
         self._expire()
         self.stats.partials = len(self._partials)
@@ -220,14 +216,72 @@ class ChainEngine:
             return ALERT_SCHEMA.empty_table()
         return pa.Table.from_pylist(out, schema=ALERT_SCHEMA)
 
+    def _visit(
+        self, rows: pa.Table, idx: np.ndarray, us: np.ndarray, masks: list[np.ndarray], out: list[dict[str, Any]]
+    ) -> None:
+        """Visit rows ``idx`` of ``rows`` (in event order; ``us``, ``masks``: theirs) one by one, as :meth:`_one`.
+
+        Most such rows only start a chain: their sole bit is the first step of
+        one rule (every outbound connection of a container is the first step of
+        ``chain-reverse-shell``). Of those, a partial chain keeps only the
+        slimmed columns (:func:`~tetrapipe.ruleset.sequence.step_columns`), and
+        :meth:`_one` reads nothing else but the key: they are read as exactly
+        those columns, not as whole rows (the lists of ancestors above all),
+        and go the way :meth:`_one` sends a first step, in the same order
+        among the others. The other rows are whole dicts, as before.
+        """
+        n = len(idx)
+        rules = np.zeros(n, dtype=np.int64)
+        first = np.full(n, -1, dtype=np.int64)
+        for r, m in enumerate(masks):
+            rules += m != 0
+            first[m == 1] = r
+        first[rules != 1] = -1
+        if not self.park:
+            first[:] = -1  # the plain path (the tests' reference): every row whole, through _one
+        whole = np.nonzero(first < 0)[0]
+        visits: list[Any] = [None] * n
+        if len(whole):
+            for j, row in zip(whole.tolist(), self._dicts(rows.take(pa.array(idx[whole])), us[whole]), strict=True):
+                visits[j] = row
+        for r in range(len(self.rules)):
+            at = np.nonzero(first == r)[0]
+            if len(at):
+                for j, start in zip(at.tolist(), self._starts(r, rows.take(pa.array(idx[at])), us[at]), strict=True):
+                    visits[j] = start
+        bits = [m.tolist() for m in masks]
+        for j, (r, visit) in enumerate(zip(first.tolist(), visits, strict=True)):
+            if r < 0:
+                for q, b in enumerate(bits):
+                    if b[j]:
+                        self._one(q, visit, visit["_us"], b[j], out)
+                continue
+            key, slim = visit
+            if key is not None:  # as _one does with a row whose only bit is the first step
+                chain = _Partial(slim["_us"], slim["_us"], [slim])
+                self._put(r, key, 1, chain)
+                self._catch_up(r, key, 1, chain, out)
+
+    def _starts(self, r: int, table: pa.Table, us: np.ndarray) -> list[tuple[Any, dict[str, Any]]]:
+        """Per row of ``table`` (first steps of rule ``r`` only): its key and its slimmed dict (see :meth:`_visit`)."""
+        slim, by = self._slim[r], self._by[r]
+        names = list(dict.fromkeys([*slim, *by]))
+        read = set(self.columns).intersection(table.schema.names)  # what _dicts would have read
+        values = [
+            us.tolist() if c == "_us" else table.column(c).to_pylist() if c in read else [None] * len(us) for c in names
+        ]
+        rows = [dict(zip(names, cells, strict=True)) for cells in zip(*values, strict=True)]
+        if len(names) == len(slim):  # the key's columns are among the kept ones (always so by lineage)
+            return [(self._own_key(r, row), row) for row in rows]
+        return [(self._own_key(r, row), {c: row[c] for c in slim}) for row in rows]
+
     def _dicts(self, table: pa.Table, us: np.ndarray) -> list[dict[str, Any]]:
         """Rows as dicts of the engine's columns plus ``_us`` (column by column: Arrow converts at C speed)."""
         names = [c for c in self.columns if c in table.schema.names]
         values = [table.column(c).to_pylist() for c in names]
-        out = [dict(zip(names, cells, strict=True)) for cells in zip(*values, strict=True)]
-        for row, t in zip(out, us.tolist(), strict=True):
-            row["_us"] = t
-        return out
+        names.append("_us")
+        values.append(us.tolist())
+        return [dict(zip(names, cells, strict=True)) for cells in zip(*values, strict=True)]
 
     def _drop(self, pkey: tuple[int, Any, int]) -> None:
         """Forget a partial chain's key once no other partial chain of its rule is under it."""
