@@ -449,3 +449,31 @@ def test_ingest_prints_the_alerts_of_this_run_not_the_whole_lake(lake_dir: Path)
     assert 0 < k < n and f"{k} alerts from this ingest, {k} of them adding to an alert already in the lake" in forced
     assert all(line.endswith("(more events of an alert already in the lake)") for line in printed)
     assert _alert_ids(lake) == scenario_ids | real_ids
+
+
+@pytest.mark.parametrize("bad_lines_only", [False, True])
+def test_rules_that_do_not_load_stop_the_ingest_before_the_lake_takes_anything(
+    tmp_path: Path, lake_dir: Path, tetrapipe_cmd: list[str], bad_lines_only: bool
+) -> None:
+    """The rules load on a thread while the first chunk is read and normalized: an error in them still
+    stops the command with every error listed, and the lake is not even created, not even for a log of
+    nothing but bad lines (whose rejects need no rules to be written)."""
+    from conftest import REPO
+
+    rules = tmp_path / "rules"
+    shutil.copytree(REPO / "rules", rules)
+    good = (REPO / "rules" / "exec-from-tmp.yaml").read_text()
+    # one rule that parses but does not compile: a column no table has
+    (rules / "broken.yaml").write_text(
+        good.replace("id: exec-from-tmp", "id: broken").replace("OR starts_with", "OR nosuchcolumn = 1 OR starts_with")
+    )
+    log = tmp_path / "tetragon.log"
+    log.write_text("not json\n{}\n" if bad_lines_only else "\n".join(_lines(0, 50)) + "\n")
+    proc = subprocess.run(
+        [*tetrapipe_cmd, "ingest", str(log), "--lake", str(lake_dir), "--rules", str(rules)],
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr.decode()
+    assert b"broken.yaml" in proc.stderr and b"nosuchcolumn" in proc.stderr, proc.stderr.decode()
+    assert not lake_dir.exists(), sorted(lake_dir.rglob("*"))

@@ -13,6 +13,10 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class OrderedWorker:
@@ -73,4 +77,24 @@ class OrderedWorker:
         self._check()
 
 
-__all__ = ["OrderedWorker"]
+def in_thread(work: Callable[[], T], name: str) -> Future[T]:
+    """``work()`` on a thread of its own; its result, or the exception it raised, from the future.
+
+    Why: a command starts what it needs only later (its rules, checked and
+    planned) while it reads and normalizes its first events, which run mostly
+    outside the GIL. Not a daemon: an interpreter leaving while DuckDB works on
+    the thread waits for it rather than pulling the library from under it.
+    """
+    future: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(work())
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever reads the future
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=name).start()
+    return future
+
+
+__all__ = ["OrderedWorker", "in_thread"]

@@ -63,6 +63,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -167,7 +168,7 @@ def ingest(
     inputs: Iterable[InputFile],
     lake: Lake,
     *,
-    transforms: list[BatchTransform] | None = None,
+    transforms: list[BatchTransform] | Future[list[BatchTransform]] | None = None,
     progress: ProgressSink | None = None,
     force: bool = False,
     chunk_bytes: int = INGEST_CHUNK_BYTES,
@@ -184,9 +185,13 @@ def ingest(
     written is read on at a later call. ``dedup``: the event-id check to use
     (a caller that ingests again and again passes one, so what it learnt about
     the lake's segments is kept); by default one for this call, none with
-    ``force``.
+    ``force``. ``transforms`` may still be being built (a future, see
+    :func:`tetrapipe.worker.in_thread`): the first chunk is read and
+    normalized meanwhile, and nothing is committed before they are ready; if
+    building them fails, that error is raised here and nothing was committed.
     """
-    transforms = transforms or []
+    if not isinstance(transforms, Future):
+        transforms = _ready(transforms or [])
     progress = progress or ProgressSink()
     stats = IngestStats()
     started = time.perf_counter()
@@ -265,7 +270,7 @@ class _Job:
     """One input's context for the chunks it sends down the pipeline."""
 
     label: str
-    transforms: list[BatchTransform]
+    transforms: Future[list[BatchTransform]]
     writer: LakeWriter
     dedup: EventDedup | None
     progress: ProgressSink
@@ -278,7 +283,7 @@ def _ingest_one(
     lake: Lake,
     normalizer: Normalizer,
     stages: _Stages,
-    transforms: list[BatchTransform],
+    transforms: Future[list[BatchTransform]],
     progress: ProgressSink,
     stats: IngestStats,
     force: bool,
@@ -389,7 +394,9 @@ def _ingest_one(
         complete = (
             (file_done_position(fp, last_lines),) if compressed and done and not stream_input and not force else ()
         )
-        stages.transforms.submit(lambda: (stages.writer.submit({}, also=complete), progress.end_input()))
+        stages.transforms.submit(
+            lambda: (transforms.result(), stages.writer.submit({}, also=complete), progress.end_input())
+        )
     finally:
         if not inp.is_stdin:
             peek.close()
@@ -440,11 +447,13 @@ def _transform_and_write(
     """
     extra: dict[str, pa.Table] = {}
     token: int | None = None
+    # waited for even when the chunk has no events: nothing is committed by a command whose rules did not load
+    transforms = job.transforms.result()
     if events.num_rows:
         if job.dedup is not None:
             events, dropped = job.dedup.drop_seen(events)
             job.stats.duplicates += dropped
-        events, extra, failed = apply_transforms(job.transforms, events, isolate=True)
+        events, extra, failed = apply_transforms(transforms, events, isolate=True)
         if failed is not None:
             rejects = concat_rows(rejects, failed)
         if job.dedup is not None and events.num_rows:
@@ -456,6 +465,13 @@ def _transform_and_write(
         job.progress.batch(events, extra)
     if position is not None:
         job.progress.advance(position)
+
+
+def _ready(transforms: list[BatchTransform]) -> Future[list[BatchTransform]]:
+    """Transforms built already, as a future like those still being built."""
+    future: Future[list[BatchTransform]] = Future()
+    future.set_result(transforms)
+    return future
 
 
 def _after_commit(

@@ -9,13 +9,14 @@ written costs speed only: the detector then tests every rule in one statement.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from functools import partial
 
 import duckdb
 
 from tetrapipe.transforms.maskplan import KindMask
+from tetrapipe.worker import in_thread
 
 #: the detector's logger: this is its work
 log = logging.getLogger("tetrapipe.detect")
@@ -32,20 +33,8 @@ def planned(write: Callable[[], KindMask]) -> KindMask | None:
 
 
 def in_background(write: Callable[[], KindMask]) -> Future[KindMask | None]:
-    """:func:`planned` on a thread of its own; its result (or an unexpected exception) from the future.
-
-    Not a daemon: an interpreter leaving while DuckDB works on the thread waits for it.
-    """
-    future: Future[KindMask | None] = Future()
-
-    def run() -> None:
-        try:
-            future.set_result(planned(write))
-        except BaseException as exc:  # noqa: BLE001 - handed to whoever reads the plan
-            future.set_exception(exc)
-
-    threading.Thread(target=run, name="tetrapipe-rule-plan").start()
-    return future
+    """:func:`planned` on a thread of its own; its result (or an unexpected exception) from the future."""
+    return in_thread(partial(planned, write), "tetrapipe-rule-plan")
 
 
 __all__ = ["in_background", "planned"]
