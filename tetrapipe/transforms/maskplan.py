@@ -315,6 +315,98 @@ def _like(target: dict, pattern: str, escape: str | None) -> dict:
     return call_node("like_escape", [target, string_node(pattern), string_node(escape)], operator=True)
 
 
+_TRUE = {"class": "CONSTANT", "type": "VALUE_CONSTANT", "alias": "", "literal": {"kind": "BOOLEAN", "text": "true"}}
+_FALSE = {"class": "CONSTANT", "type": "VALUE_CONSTANT", "alias": "", "literal": {"kind": "BOOLEAN", "text": "false"}}
+
+
+def _truth(node: dict) -> bool | None:
+    """True or False for a boolean constant, None for anything else."""
+    if node.get("class") == "CONSTANT" and node.get("literal", {}).get("kind") == "BOOLEAN":
+        return {"true": True, "false": False}.get(str(node["literal"].get("text", "")).lower())
+    return None
+
+
+def _is_kind(node: dict) -> bool:
+    return node.get("class") == "COLUMN_REF" and node.get("column_names") == ["kind"]
+
+
+def _kind_test(node: dict, kind: str) -> bool | None:
+    """The value of a test of the ``kind`` column against constants on a row of ``kind``, None if not one.
+
+    ``kind = 'x'`` (either way round), ``kind <> 'x'``, ``kind [NOT] IN ('x', ...)`` and
+    ``kind IN ['x', ...]`` (``contains(list_value(...), kind)``).
+    """
+    cls, typ = node.get("class"), node.get("type")
+    if cls == "COMPARISON" and typ in ("COMPARE_EQUAL", "COMPARE_NOTEQUAL"):
+        left, right = node.get("left", {}), node.get("right", {})
+        value = string_constant(right) if _is_kind(left) else string_constant(left) if _is_kind(right) else None
+        if value is None:
+            return None
+        return (value == kind) == (typ == "COMPARE_EQUAL")
+    if cls == "OPERATOR" and typ in ("COMPARE_IN", "COMPARE_NOT_IN"):
+        children = node.get("children", [])
+        values = [string_constant(c) for c in children[1:]]
+        if not children or not _is_kind(children[0]) or not values or None in values:
+            return None
+        return (kind in values) == (typ == "COMPARE_IN")
+    if plain_function(node) and node.get("function_name") in ("contains", "list_contains", "list_has"):
+        args = args_of(node)
+        if len(args) != 2 or not _is_kind(args[1]) or not plain_function(args[0]):
+            return None
+        if args[0].get("function_name") not in ("list_value", "list_pack"):
+            return None
+        values = [string_constant(a) for a in args_of(args[0])]
+        if not values or None in values:
+            return None
+        return kind in values
+    return None
+
+
+def _specialize(node: Any, kind: str) -> Any:
+    """``node`` on rows of one ``kind``: its tests of the kind column made constants, and AND/OR/NOT folded.
+
+    Every row of a kind's branch is of that kind (the slot holds those rows
+    only, and no NULL kind), so ``kind = 'process_kprobe'`` is false there:
+    the exec branch then neither sets up nor reads the kprobe half of a rule
+    that covers both (DuckDB sets up every expression of a statement at each
+    execution, and a slot holds the columns its statement names). Folding is
+    exact in SQL's three-valued logic (``false AND x`` is false, ``true AND x``
+    is ``x``, ...), and only removes what the short-circuit would have skipped.
+    A lambda's ``kind`` may be its own parameter: lambdas are left alone.
+    Unchanged subtrees come back as they are (the parsed trees are shared).
+    """
+    if isinstance(node, list):
+        out_list = [_specialize(n, kind) for n in node]
+        return node if all(a is b for a, b in zip(out_list, node, strict=True)) else out_list
+    if not isinstance(node, dict) or node.get("class") in _OPAQUE:
+        return node
+    test = _kind_test(node, kind)
+    if test is not None:
+        return _TRUE if test else _FALSE
+    typ = node.get("type")
+    if typ in ("CONJUNCTION_AND", "CONJUNCTION_OR"):
+        absorbing = typ == "CONJUNCTION_OR"  # true absorbs an OR, false an AND
+        children = [_specialize(c, kind) for c in node.get("children", [])]
+        if any(_truth(c) is absorbing for c in children):
+            return _TRUE if absorbing else _FALSE
+        kept = [c for c in children if _truth(c) is None]
+        if not kept:
+            return _FALSE if absorbing else _TRUE
+        if len(kept) == 1:
+            return kept[0]
+        if len(kept) == len(node["children"]) and all(a is b for a, b in zip(kept, node["children"], strict=True)):
+            return node
+        return {**node, "children": kept}
+    if typ == "OPERATOR_NOT" and len(node.get("children", [])) == 1:
+        child = _specialize(node["children"][0], kind)
+        value = _truth(child)
+        if value is not None:
+            return _FALSE if value else _TRUE
+        return node if child is node["children"][0] else {**node, "children": [child]}
+    out = {k: _specialize(v, kind) if isinstance(v, dict | list) else v for k, v in node.items()}
+    return node if all(out[k] is v for k, v in node.items()) else out
+
+
 def _rule_sql(rule: Rule) -> str:
     """A rule's test on rows of one of its kinds: its condition, not excepted (the kind test is the branch's)."""
     c = rule.compiled
@@ -322,13 +414,19 @@ def _rule_sql(rule: Rule) -> str:
 
 
 def branch_predicates(
-    rules: list[Rule], trees: dict[str, dict | None] | None = None, keys: dict[tuple[str, int], str] | None = None
+    rules: list[Rule],
+    trees: dict[Any, dict | None] | None = None,
+    keys: dict[tuple[str, int], str] | None = None,
+    kind: str | None = None,
 ) -> tuple[list[str], list[str]]:
     """Each rule's rewritten test over one kind's rows and the shared columns' ``expr AS name`` list.
 
     ``trees`` holds parse trees already read (rule text -> :meth:`SqlTrees.parse`), shared between the
     branches of one plan; they are not changed here. ``keys``: the canonical keys of their operands
     (see :class:`_Shared`), for the same trees only (by node identity), also shared by the branches.
+    ``kind``: the branch's kind, whose rows alone the tests see (see :func:`_specialize`); the trees
+    specialized to it are kept in ``trees`` too (under ``(kind, text)``), so that a node's identity,
+    which ``keys`` goes by, stays its own while the plan is written.
     """
     if trees is None:
         trees, keys = {}, None  # the keys are of the nodes of these trees: new trees, new keys
@@ -338,7 +436,12 @@ def branch_predicates(
         text = _rule_sql(rule)
         if text not in trees:
             trees[text] = TREES.parse(text)
-        parsed.append(trees[text])
+        tree = trees[text]
+        if kind is not None and tree is not None:
+            if (kind, text) not in trees:
+                trees[(kind, text)] = {"doc": tree["doc"], "expr": _specialize(tree["expr"], kind)}
+            tree = trees[(kind, text)]
+        parsed.append(tree)
     counts: Counter[str] = Counter()
     nodes: dict[str, dict] = {}
     patterns = []
@@ -430,7 +533,7 @@ def kind_mask_sql(rules: list[Rule], source: str) -> KindMask:
     slots = tuple(f"{source}_{n}" for n in range(len(kinds)))
     groups = (len(rules) + MASK_BITS - 1) // MASK_BITS
     columns = [predicate_columns([r]) for r in rules]
-    trees: dict[str, dict | None] = {}  # parse trees read once for all branches
+    trees: dict[Any, dict | None] = {}  # parse trees read once for all branches (and specialized per kind)
     keys: dict[tuple[str, int], str] = {}  # and the canonical keys of their operands
     memo = (trees, keys)
     branches = [_branch(rules, kind, slot, groups, columns, memo) for kind, slot in zip(kinds, slots, strict=True)]
@@ -480,16 +583,21 @@ def _value_groups(by_value: list[int], cols: dict[int, list[str]]) -> list[list[
 
 def _value_join(
     rules: list[Rule],
+    kind: str,
     members: list[int],
-    cols: dict[int, list[str]],
     slot: str,
     n: int,
     groups: int,
-    memo: tuple[dict[str, dict | None], dict[tuple[str, int], str]],
+    memo: tuple[dict[Any, dict | None], dict[tuple[str, int], str]],
 ) -> str:
-    """``JOIN (...) v{n} ON ...``: the bits of ``members`` per distinct combination of the columns they read."""
-    keys = sorted({c for i in members for c in cols[i]}, key=COLUMNS.index) or ["kind"]  # no column: any row will do
-    tests, shared = branch_predicates([rules[i] for i in members], *memo)
+    """``JOIN (...) v{n} ON ...``: the bits of ``members`` per distinct combination of the columns they read.
+
+    The columns are those their tests read on rows of ``kind`` (see :func:`_specialize`: a rule's part
+    for another kind reads columns this one's rows never need to be told apart by).
+    """
+    tests, shared = branch_predicates([rules[i] for i in members], *memo, kind=kind)
+    words = sql_words(" ".join([*tests, *shared]))
+    keys = [c for c in COLUMNS if c in words] or ["kind"]  # no column: any row will do
     test = dict(zip(members, tests, strict=True))
     distinct = f"SELECT DISTINCT {', '.join(keys)} FROM {slot}"
     hoisted = f"SELECT *{''.join(', ' + x for x in shared)} FROM ({distinct})"
@@ -505,7 +613,7 @@ def _branch(
     slot: str,
     groups: int,
     columns: list[list[str]],
-    memo: tuple[dict[str, dict | None], dict[tuple[str, int], str]],
+    memo: tuple[dict[Any, dict | None], dict[tuple[str, int], str]],
     *,
     by_value: bool = True,
 ) -> str:
@@ -518,12 +626,12 @@ def _branch(
     cols = {i: columns[i] for i in mine}
     by_value = _by_value(rules, kind, columns) if by_value else []
     by_row = [i for i in mine if i not in by_value]
-    tests_r, shared_r = branch_predicates([rules[i] for i in by_row], *memo)
+    tests_r, shared_r = branch_predicates([rules[i] for i in by_row], *memo, kind=kind)
     row_test = dict(zip(by_row, tests_r, strict=True))
     rows = f"(SELECT *{''.join(', ' + x for x in shared_r)} FROM {slot})" if shared_r else slot
     value_groups = _value_groups(by_value, cols)
     frm = f"{rows} b" + "".join(
-        _value_join(rules, members, cols, slot, n, groups, memo) for n, members in enumerate(value_groups)
+        _value_join(rules, kind, members, slot, n, groups, memo) for n, members in enumerate(value_groups)
     )
     masks = [
         " + ".join([*(f"v{n}._tp_v{g}" for n in range(len(value_groups))), _bits(row_test, g)]) + f" AS _m{g}"
