@@ -164,11 +164,15 @@ class Detector:
         self._plan_pending: Future[KindMask | None] | None = None
         #: the plan the branch choice is for, and the choice (see _kind_masks)
         self._pick: tuple[KindMask, BranchPick] | None = None
+        #: the step bits of the sequence rules, when the batch's per-kind statements found them (see _masks)
+        self._steps_found: dict[str, np.ndarray] | None = None
         if self.rules:
+            # the per-kind statements compute the sequence rules' step bits too: the batch is not scanned again
+            plan = lambda: kind_mask_sql(self.rules, "_batch", self.sequence_rules)  # noqa: E731
             if per_kind and self._own_con:
-                self._plan_pending = in_background(lambda: kind_mask_sql(self.rules, "_batch"))
+                self._plan_pending = in_background(plan)
             elif per_kind:
-                self._kind_mask = planned(lambda: kind_mask_sql(self.rules, "_batch"))
+                self._kind_mask = planned(plan)
             self._mask: str | None = None
             self._rules_table = rules_table_sql(self.rules)
             self._max_event_ids = max_event_ids
@@ -253,6 +257,7 @@ class Detector:
             self._schema = batch.schema
         if not self._own_con:
             con.execute("PRAGMA disable_optimizer")  # see __init__; restored below for the other users
+        self._steps_found = None
         try:
             alerts = self._single(batch) if self.rules else ALERT_SCHEMA.empty_table()
             chained = self._chain_step(batch) if self.chains is not None else None
@@ -269,8 +274,10 @@ class Detector:
     def _chain_step(self, batch: pa.Table) -> pa.Table | None:
         """The batch's rows that match a sequence step, fed to the chain engine: its completed chains."""
         assert self.chains is not None
-        steps = batch.select([c for c in batch.schema.names if c in self._chain_columns])
-        found = self._run("chains", self._chain_sql, {"_chain_rows": steps}, numpy=True)
+        found = self._steps_found
+        if found is None:  # no per-kind statement ran (no single-event rule, or the plan failed): a scan of its own
+            steps = batch.select([c for c in batch.schema.names if c in self._chain_columns])
+            found = self._run("chains", self._chain_sql, {"_chain_rows": steps}, numpy=True)
         idx = np.asarray(found["_i"], dtype=np.int64)
         if not len(idx):
             return None
@@ -346,7 +353,11 @@ class Detector:
         return self._fold(grouped.take(order))
 
     def _masks(self, batch: pa.Table) -> dict[str, np.ndarray]:
-        """The mask columns (``_i``, ``_m*``, ``_t*``, ``_k*``) of the rows with a bit set, in batch order."""
+        """The mask columns (``_i``, ``_m*``, ``_t*``, ``_k*``) of the rows with a bit set, in batch order.
+
+        From the per-kind plan, rows with only a sequence step's bit come too (their ``_m*`` are 0), and
+        the step bits themselves go to :meth:`_chain_step` (:meth:`_split_steps`).
+        """
         plan = self._kind_mask
         if plan is not None:
             try:
@@ -358,10 +369,25 @@ class Detector:
                 self._kind_mask = None
             else:
                 order = np.argsort(np.asarray(masks["_i"], dtype=np.int64), kind="stable")
-                return {k: v[order] for k, v in masks.items()}
+                masks = {k: v[order] for k, v in masks.items()}
+                return self._split_steps(masks) if self.chains is not None else masks
         if self._mask is None:
             self._mask = mask_sql(self.rules, "_batch")
         return self._run("mask", self._mask, {"_batch": batch}, numpy=True)
+
+    def _split_steps(self, masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Keep the rows with a sequence step's bit (and those bits) for :meth:`_chain_step`; return the rest.
+
+        The same rows, bits and order (batch order) the chains' own statement gives.
+        """
+        names = [f"_q{r}" for r in range(len(self.sequence_rules))]
+        q = [np.asarray(masks[n], dtype=np.int64) for n in names]
+        step = np.zeros(len(masks["_i"]), dtype=bool)
+        for a in q:
+            step |= a != 0
+        self._steps_found = {"_i": np.asarray(masks["_i"], dtype=np.int64)[step]}
+        self._steps_found.update((n, a[step]) for n, a in zip(names, q, strict=True))
+        return {k: v for k, v in masks.items() if k not in names}
 
     def _kind_masks(self, plan: KindMask, parts: dict[str, pa.Table]) -> dict[str, np.ndarray]:
         """The mask columns of the kinds the batch holds, one statement each (see KindMask), unordered.

@@ -518,7 +518,7 @@ class KindMask:
         return "\nUNION ALL\n".join(self.branches)
 
 
-def kind_mask_sql(rules: list[Rule], source: str) -> KindMask:
+def kind_mask_sql(rules: list[Rule], source: str, sequences: list[Rule] | None = None) -> KindMask:
     """:func:`tetrapipe.ruleset.plan.mask_sql`'s columns and bits, planned per kind over per-kind slots.
 
     The caller registers each kind's rows (with ``_i``) as ``slots[n]``. Only
@@ -527,18 +527,28 @@ def kind_mask_sql(rules: list[Rule], source: str) -> KindMask:
     once per distinct combination of the columns they read (a ``DISTINCT``,
     joined back to the rows with ``IS NOT DISTINCT FROM``, so NULLs match
     NULLs): exec events of one batch repeat a few hundred command lines.
+
+    ``sequences``: sequence rules whose step bits (``_q{r}``, as
+    :func:`tetrapipe.ruleset.sequence.steps_sql` gives them) each branch
+    computes too, for its kind's rows (see :func:`_step_bits`); a row with a
+    step bit and no rule bit comes back as well. Without them, none.
     """
+    sequences = sequences or []
     TREES.parse_all([_rule_sql(r) for r in rules])  # one query for all (branch_predicates reads them)
-    kinds = tuple(sorted({k for r in rules for k in r.compiled.kinds}))
+    kinds = tuple(sorted({k for r in [*rules, *sequences] for k in r.compiled.kinds}))
     slots = tuple(f"{source}_{n}" for n in range(len(kinds)))
     groups = (len(rules) + MASK_BITS - 1) // MASK_BITS
     columns = [predicate_columns([r]) for r in rules]
     trees: dict[Any, dict | None] = {}  # parse trees read once for all branches (and specialized per kind)
     keys: dict[tuple[str, int], str] = {}  # and the canonical keys of their operands
     memo = (trees, keys)
-    branches = [_branch(rules, kind, slot, groups, columns, memo) for kind, slot in zip(kinds, slots, strict=True)]
+    steps = {kind: _step_bits(sequences, kind) for kind in kinds}
+    branches = [
+        _branch(rules, kind, slot, groups, columns, memo, steps=steps[kind])
+        for kind, slot in zip(kinds, slots, strict=True)
+    ]
     by_row = [
-        _branch(rules, kind, slot, groups, columns, memo, by_value=False)
+        _branch(rules, kind, slot, groups, columns, memo, by_value=False, steps=steps[kind])
         if _by_value(rules, kind, columns)  # (else the branch already tests every rule row by row)
         else None
         for kind, slot in zip(kinds, slots, strict=True)
@@ -546,6 +556,44 @@ def kind_mask_sql(rules: list[Rule], source: str) -> KindMask:
     words = [sql_words(b) | (sql_words(r) if r else set()) for b, r in zip(branches, by_row, strict=True)]
     columns = tuple(frozenset(w.intersection([*COLUMNS, "_i"])) for w in words)
     return KindMask(tuple(branches), kinds, slots, columns, tuple(by_row))
+
+
+def _step_bits(sequences: list[Rule], kind: str) -> list[str]:
+    """Per sequence rule ``r``, ``(...) AS _q{r}``: its step and ``until`` bits on rows of ``kind``.
+
+    The same bits as :func:`tetrapipe.ruleset.sequence.steps_sql` (bit ``k``
+    for step ``k``, bit ``len(steps)`` for ``until``), each predicate as it
+    reads on that kind (:func:`_specialize`: a step of another kind is false
+    and drops out), so that the batch is not scanned once more for them. A
+    predicate DuckDB cannot parse this way is used as it is.
+    """
+    preds = [[*r.compiled.steps, *([r.compiled.until] if r.compiled.until else [])] for r in sequences]
+    TREES.parse_all([p for ps in preds for p in ps])
+    texts: list[list[tuple[int, str]]] = []
+    todo: list[tuple[dict, dict]] = []
+    for ps in preds:
+        mine = []
+        for k, p in enumerate(ps):
+            parsed = TREES.parse(p)
+            if parsed is None:
+                mine.append((k, p))
+                continue
+            expr = _specialize(parsed["expr"], kind)
+            if _truth(expr) is False:
+                continue  # never on this kind's rows
+            mine.append((k, ""))
+            todo.append((parsed, expr))
+        texts.append(mine)
+    rendered = iter(TREES.render_all(todo) if todo else [])
+    out = []
+    for r, (mine, ps) in enumerate(zip(texts, preds, strict=True)):
+        terms = []
+        for k, text in mine:
+            if not text:
+                text = next(rendered) or ps[k]
+            terms.append(f"CASE WHEN {text}\n  THEN {1 << k}::BIGINT ELSE 0::BIGINT END")
+        out.append(f"({' + '.join(terms) or '0::BIGINT'}) AS _q{r}")
+    return out
 
 
 def _by_value(rules: list[Rule], kind: str, columns: list[list[str]]) -> list[int]:
@@ -557,7 +605,7 @@ def _bits(tests: dict[int, str], group: int) -> str:
     terms = [
         f"CASE WHEN {t}\n  THEN {1 << (i % MASK_BITS)}::BIGINT ELSE 0::BIGINT END"
         for i, t in tests.items()
-        if i // MASK_BITS == group
+        if i // MASK_BITS == group and t != "false"  # (a rule's test folded away on this kind: see _specialize)
     ]
     return " + ".join(terms) if terms else "0::BIGINT"
 
@@ -616,12 +664,15 @@ def _branch(
     memo: tuple[dict[Any, dict | None], dict[tuple[str, int], str]],
     *,
     by_value: bool = True,
+    steps: list[str] | None = None,
 ) -> str:
     """One kind's ``SELECT``: its rules' bits for every row of ``slot`` with one set.
 
     ``columns``: each rule's; ``memo``: the plan's parse trees and operand keys (see :func:`branch_predicates`).
-    ``by_value=False``: every rule tested row by row (no ``DISTINCT``, no join).
+    ``by_value=False``: every rule tested row by row (no ``DISTINCT``, no join). ``steps``: the
+    sequence rules' step bits (:func:`_step_bits`), computed alongside (a row with one comes back too).
     """
+    steps = steps or []
     mine = [i for i, r in enumerate(rules) if kind in r.compiled.kinds]
     cols = {i: columns[i] for i in mine}
     by_value = _by_value(rules, kind, columns) if by_value else []
@@ -653,9 +704,10 @@ def _branch(
                 if i in cols
                 else f"NULL::UBIGINT AS _k{i}"
             )
-    any_bit = " OR ".join(f"_m{g} <> 0" for g in range(groups))
-    inner = f"SELECT b.*, {', '.join(masks)}\nFROM {frm}"
-    return f"SELECT _i, {', '.join(f'_m{g}' for g in range(groups))}{''.join(', ' + e for e in extra)}\nFROM ({inner})\nWHERE {any_bit}"
+    any_bit = " OR ".join([*(f"_m{g} <> 0" for g in range(groups)), *(f"_q{r} <> 0" for r in range(len(steps)))])
+    inner = f"SELECT b.*, {', '.join([*masks, *steps])}\nFROM {frm}"
+    outer = [*(f"_m{g}" for g in range(groups)), *extra, *(f"_q{r}" for r in range(len(steps)))]
+    return f"SELECT _i, {', '.join(outer)}\nFROM ({inner})\nWHERE {any_bit}"
 
 
 def slot_schemas(schema: pa.Schema, plan: KindMask) -> dict[str, pa.Schema]:
