@@ -74,14 +74,17 @@ def _produce(bootstrap: str, topic: str, rows: list[dict[str, Any]]) -> None:
     producer.close()
 
 
+#: every sink's delivery settings in the kill tests: small batches, quick retries, a spool soon
+DELIVERY = {
+    "batch_size": SINK_BATCH,
+    "linger_seconds": 0.05,
+    "backoff_initial_seconds": 0.1,
+    "backoff_max_seconds": 0.5,
+    "max_attempts": 2,
+}
+
+
 def _config(path: Path, bootstrap: str, topic: str, hec_port: int, out: Path, spool: Path) -> Path:
-    delivery = {
-        "batch_size": SINK_BATCH,
-        "linger_seconds": 0.05,
-        "backoff_initial_seconds": 0.1,
-        "backoff_max_seconds": 0.5,
-        "max_attempts": 2,
-    }
     path.write_text(
         config_head(spool, bootstrap, topic, GROUP_OPTIONS)
         + f"""\
@@ -90,12 +93,12 @@ def _config(path: Path, bootstrap: str, topic: str, hec_port: int, out: Path, sp
     format: ocsf
     options: {{url: "http://127.0.0.1:{hec_port}", token: "${{HEC_TOKEN}}", ack: true, ack_poll_seconds: 0.05,
                timeout_seconds: 2}}
-    delivery: {json.dumps(delivery)}
+    delivery: {json.dumps(DELIVERY)}
   - name: audit
     type: file
     format: native
     options: {{path: "{out}"}}
-    delivery: {json.dumps(delivery)}
+    delivery: {json.dumps(DELIVERY)}
 """
     )
     return path

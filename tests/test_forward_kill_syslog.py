@@ -40,7 +40,7 @@ from typing import Any
 import pytest
 from syslog_server import Rsyslog, free_port, rsyslogd
 from test_e2e_forward import _env, _spooled, _tp, config_head
-from test_forward_kill import GROUP_OPTIONS, POLL, SINK_BATCH, _produce, _wait, alert_rows  # noqa: F401 - a fixture
+from test_forward_kill import DELIVERY, GROUP_OPTIONS, POLL, SINK_BATCH, _produce, _wait, alert_rows  # noqa: F401 - a fixture
 
 #: the link's pace: each 4 kB read is followed by a pause of 4 kB / RATE (about 10 s for the topic)
 RATE = 1_000_000
@@ -129,13 +129,6 @@ class SlowLink:
 
 
 def _config(path: Path, bootstrap: str, topic: str, port: int, spool: Path) -> Path:
-    delivery = {
-        "batch_size": SINK_BATCH,
-        "linger_seconds": 0.05,
-        "backoff_initial_seconds": 0.1,
-        "backoff_max_seconds": 0.5,
-        "max_attempts": 2,
-    }
     path.write_text(
         config_head(spool, bootstrap, topic, GROUP_OPTIONS)
         + f"""\
@@ -143,7 +136,7 @@ def _config(path: Path, bootstrap: str, topic: str, port: int, spool: Path) -> P
     type: syslog
     format: native
     options: {{port: {port}, protocol: tcp, facility: local3, timeout_seconds: 5}}
-    delivery: {json.dumps(delivery)}
+    delivery: {json.dumps(DELIVERY)}
 """
     )
     return path
