@@ -248,7 +248,9 @@ class Detector:
 
     def _evaluate(self, events: pa.Table) -> pa.Table:
         con = self._con
-        batch = self._narrow(events)
+        # one chunk per column: the batch's rows are split by kind, then taken from (hits, first events, chain
+        # steps) several times, and a take or filter over two chunks costs more than concatenating them once
+        batch = self._narrow(events).combine_chunks()
         batch = batch.append_column("_i", pa.array(np.arange(batch.num_rows, dtype=np.int64)))
         if self._prepared and (self._schema is None or not batch.schema.equals(self._schema)):
             # every source registered before any statement is prepared: each is then prepared once
