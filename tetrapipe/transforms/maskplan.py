@@ -542,7 +542,7 @@ def kind_mask_sql(rules: list[Rule], source: str, sequences: list[Rule] | None =
     trees: dict[Any, dict | None] = {}  # parse trees read once for all branches (and specialized per kind)
     keys: dict[tuple[str, int], str] = {}  # and the canonical keys of their operands
     memo = (trees, keys)
-    steps = {kind: _step_bits(sequences, kind) for kind in kinds}
+    steps = _step_bits(sequences, kinds)
     branches = [
         _branch(rules, kind, slot, groups, columns, memo, steps=steps[kind])
         for kind, slot in zip(kinds, slots, strict=True)
@@ -558,41 +558,47 @@ def kind_mask_sql(rules: list[Rule], source: str, sequences: list[Rule] | None =
     return KindMask(tuple(branches), kinds, slots, columns, tuple(by_row))
 
 
-def _step_bits(sequences: list[Rule], kind: str) -> list[str]:
-    """Per sequence rule ``r``, ``(...) AS _q{r}``: its step and ``until`` bits on rows of ``kind``.
+def _step_bits(sequences: list[Rule], kinds: tuple[str, ...]) -> dict[str, list[str]]:
+    """Per kind, per sequence rule ``r``, ``(...) AS _q{r}``: its step and ``until`` bits on rows of that kind.
 
     The same bits as :func:`tetrapipe.ruleset.sequence.steps_sql` (bit ``k``
     for step ``k``, bit ``len(steps)`` for ``until``), each predicate as it
     reads on that kind (:func:`_specialize`: a step of another kind is false
     and drops out), so that the batch is not scanned once more for them. A
-    predicate DuckDB cannot parse this way is used as it is.
+    predicate DuckDB cannot parse this way is used as it is. Every predicate
+    is parsed once and every kind's are rendered in one query.
     """
     preds = [[*r.compiled.steps, *([r.compiled.until] if r.compiled.until else [])] for r in sequences]
     TREES.parse_all([p for ps in preds for p in ps])
-    texts: list[list[tuple[int, str]]] = []
+    parsed = [[TREES.parse(p) for p in ps] for ps in preds]
+    plans: dict[str, list[list[tuple[int, int | str]]]] = {}  # kind -> rule -> (step, index into todo | text)
     todo: list[tuple[dict, dict]] = []
-    for ps in preds:
-        mine = []
-        for k, p in enumerate(ps):
-            parsed = TREES.parse(p)
-            if parsed is None:
-                mine.append((k, p))
-                continue
-            expr = _specialize(parsed["expr"], kind)
-            if _truth(expr) is False:
-                continue  # never on this kind's rows
-            mine.append((k, ""))
-            todo.append((parsed, expr))
-        texts.append(mine)
-    rendered = iter(TREES.render_all(todo) if todo else [])
-    out = []
-    for r, (mine, ps) in enumerate(zip(texts, preds, strict=True)):
-        terms = []
-        for k, text in mine:
-            if not text:
-                text = next(rendered) or ps[k]
-            terms.append(f"CASE WHEN {text}\n  THEN {1 << k}::BIGINT ELSE 0::BIGINT END")
-        out.append(f"({' + '.join(terms) or '0::BIGINT'}) AS _q{r}")
+    for kind in kinds:
+        per_rule = []
+        for ps, trees in zip(preds, parsed, strict=True):
+            mine: list[tuple[int, int | str]] = []
+            for k, (p, tree) in enumerate(zip(ps, trees, strict=True)):
+                if tree is None:
+                    mine.append((k, p))
+                    continue
+                expr = _specialize(tree["expr"], kind)
+                if _truth(expr) is False:
+                    continue  # never on this kind's rows
+                mine.append((k, len(todo)))
+                todo.append((tree, expr))
+            per_rule.append(mine)
+        plans[kind] = per_rule
+    rendered = TREES.render_all(todo) if todo else []
+    out: dict[str, list[str]] = {}
+    for kind, per_rule in plans.items():
+        bits = []
+        for r, mine in enumerate(per_rule):
+            terms = []
+            for k, ref in mine:
+                text = ref if isinstance(ref, str) else rendered[ref] or preds[r][k]
+                terms.append(f"CASE WHEN {text}\n  THEN {1 << k}::BIGINT ELSE 0::BIGINT END")
+            bits.append(f"({' + '.join(terms) or '0::BIGINT'}) AS _q{r}")
+        out[kind] = bits
     return out
 
 
