@@ -345,12 +345,14 @@ class ChainEngine:
         if not len(positions):
             return
         names = sorted({c for r in rules for cs in self._fs[r].values() for c in cs})
-        sub = rows.take(pa.array(order[positions]))
+        # only the columns the steps are first seen by (the rows' others, lists among them, are not read)
+        sub = rows.select([c for c in names if c in rows.schema.names]).take(pa.array(order[positions]))
         values = {c: sub.column(c).to_pylist() if c in sub.schema.names else [None] * len(sub) for c in names}
         seen = self._seen
-        for j, p in enumerate(positions.tolist()):
+        bits_of = {r: masks[r][positions].tolist() for r in rules}  # Python ints: no numpy scalar per look-up
+        for j in range(len(positions)):
             for r in rules:
-                bits = int(masks[r][p])
+                bits = bits_of[r][j]
                 if not bits & wanted[r]:
                     continue
                 for k, columns in self._fs[r].items():
@@ -363,7 +365,9 @@ class ChainEngine:
                             seen[key] = None
                 while len(seen) > self.seen_capacity:
                     seen.popitem(last=False)
-                masks[r][p] = bits
+                bits_of[r][j] = bits
+        for r in rules:
+            masks[r][positions] = bits_of[r]
 
     def _one(self, r: int, row: dict[str, Any], t: int, bits: int, out: list[dict[str, Any]]) -> None:
         """One row of rule ``r`` (``bits``: its steps, first-seen ones already checked) in event order."""
