@@ -244,10 +244,17 @@ def _bucket(time: str, window_us: str) -> str:
     return f"CASE WHEN {time} IS NULL THEN -1 ELSE epoch_us({time}) // {window_us} END"
 
 
-def rules_table_sql(rules: list[Rule]) -> str:
-    """A VALUES list of the rules' constant alert columns, indexed by ``_r``."""
+def rules_table_sql(rules: list[Rule], which: list[int] | tuple[int, ...] | None = None) -> str:
+    """A VALUES list of the rules' constant alert columns, indexed by ``_r``.
+
+    ``which``: only those rules (indices into ``rules``), for a statement that groups their matches
+    only: every constant of the list is an expression DuckDB sets up at each execution.
+    """
     rows = []
+    wanted = None if which is None else set(which)
     for i, r in enumerate(rules):
+        if wanted is not None and i not in wanted:
+            continue
         rows.append(
             f"({i}, {sql_literal(r.id)}, {sql_literal(r.title)}, {sql_literal(r.severity)}, "
             f"{sql_literal(list(r.mitre))}::VARCHAR[], {sql_literal(list(r.tags))}::VARCHAR[], "

@@ -174,7 +174,6 @@ class Detector:
             elif per_kind:
                 self._kind_mask = planned(plan)
             self._mask: str | None = None
-            self._rules_table = rules_table_sql(self.rules)
             self._max_event_ids = max_event_ids
             self._term_rules = [i for i, r in enumerate(self.rules) if r.compiled.term]
             self._learn = {i: r.compiled.learn_us for i, r in enumerate(self.rules) if r.compiled.learn_us}
@@ -464,7 +463,9 @@ class Detector:
             if len(self._live) > 256:
                 self._live.clear()
             sql = self._live[which] = (
-                live_group_sql("_hits", self._rules_table, self.rules, list(which), self._max_event_ids),
+                live_group_sql(
+                    "_hits", rules_table_sql(self.rules, which), self.rules, list(which), self._max_event_ids
+                ),
                 live_message_sql("_first", self.rules, list(which)),
             )
         return sql
