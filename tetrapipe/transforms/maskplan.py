@@ -489,7 +489,9 @@ def branch_predicates(
         if text not in trees:
             trees[text] = TREES.parse(text)
         tree = trees[text]
-        if kind is not None and tree is not None:
+        # (a text that names neither the kind column nor list_filter has nothing to specialize: most converted
+        # SigmaHQ rules, whose trees are large, are not walked once per kind)
+        if kind is not None and tree is not None and ("kind" in text or "list_filter" in text):
             if (kind, text) not in trees:
                 trees[(kind, text)] = {"doc": tree["doc"], "expr": _specialize(tree["expr"], kind)}
             tree = trees[(kind, text)]
