@@ -1,4 +1,4 @@
-"""A kind's branch tests its rules as they read on rows of that kind (maskplan._specialize).
+"""A kind's branch tests its rules as they read on rows of that kind (kindfold.specialize).
 
 Every row of a kind's branch has that kind, so a rule's tests of the ``kind``
 column are constants there, and its parts for other kinds fold away. These
@@ -19,7 +19,8 @@ import duckdb
 import pytest
 
 from tetrapipe.ruleset import load_ruleset
-from tetrapipe.transforms.maskplan import _specialize, kind_mask_sql
+from tetrapipe.transforms.kindfold import specialize
+from tetrapipe.transforms.maskplan import kind_mask_sql
 from tetrapipe.transforms.sqltree import TREES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,7 +48,7 @@ CASES = [
 def _rendered(expr: str, kind: str) -> str:
     parsed = TREES.parse(expr)
     assert parsed is not None
-    text = TREES.render(parsed, _specialize(parsed["expr"], kind))
+    text = TREES.render(parsed, specialize(parsed["expr"], kind))
     assert text is not None
     return text
 

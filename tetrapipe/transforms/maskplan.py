@@ -25,7 +25,7 @@ ingest time. This plan gives the same bits with less work:
   pattern costs a ``LIKE``, and a pattern that is a plain prefix, suffix,
   substring or word becomes ``starts_with``, ``suffix``, ``contains`` or
   ``=``, which scan without a pattern matcher; an OR of several of those on
-  one operand becomes one ``regexp_matches`` (:func:`_merge_literal_tests`).
+  one operand becomes one ``regexp_matches`` (:func:`~tetrapipe.transforms.likeplan.merge_literal_tests`).
 
 The measured cost is in ``bench/bench_rules.py`` and the README (Performance).
 
@@ -43,7 +43,6 @@ statement does not bind.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,7 +54,10 @@ import pyarrow.compute as pc
 from tetrapipe.ruleset.compiler import COLUMNS, sql_words
 from tetrapipe.ruleset.model import Rule
 from tetrapipe.ruleset.plan import MASK_BITS
+from tetrapipe.transforms.kindfold import specialize, truth
+from tetrapipe.transforms.likeplan import like_test, merge_literal_tests
 from tetrapipe.transforms.sqltree import (
+    OPAQUE,
     TREES,
     args_of,
     call_node,
@@ -91,45 +93,6 @@ def _safe(node: dict) -> bool:
     return False
 
 
-def _pattern_parts(pattern: str, escape: str | None) -> tuple[bool, str, bool] | None:
-    """``(leading %, literal, trailing %)`` if ``pattern`` is a literal between optional ``%``s, else None.
-
-    Without the escape character in it (nearly every pattern), string methods
-    answer; a loop over the characters cost a tenth of planning 150 rules.
-    """
-    if not escape or escape not in pattern:
-        if "_" in pattern:
-            return None
-        literal = pattern.strip("%")
-        if not literal or "%" in literal:
-            return None
-        return pattern[0] == "%", literal, pattern[-1] == "%"
-    tokens: list[tuple[str, str]] = []  # ("%" | "lit", char)
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if escape and c == escape:
-            if i + 1 >= len(pattern):
-                return None  # a dangling escape: left to LIKE (and its error)
-            tokens.append(("lit", pattern[i + 1]))
-            i += 2
-            continue
-        if c == "_":
-            return None
-        tokens.append(("%", c) if c == "%" else ("lit", c))
-        i += 1
-    lead = trail = False
-    while tokens and tokens[0][0] == "%":
-        tokens.pop(0)
-        lead = True
-    while tokens and tokens[-1][0] == "%":
-        tokens.pop()
-        trail = True
-    if not tokens or any(t == "%" for t, _ in tokens):
-        return None
-    return lead, "".join(c for _, c in tokens), trail
-
-
 def _lower_of(node: dict) -> dict:
     return call_node("lower", [node])
 
@@ -149,10 +112,6 @@ def _ilike_parts(node: dict) -> tuple[dict, str, str | None, bool] | None:
     return args[0], pattern, escape or None, _ILIKE[node["function_name"]]
 
 
-#: nodes :func:`_walk` and :func:`_rewrite` do not enter: those that hold nothing to share, and leaves
-_OPAQUE = frozenset({"LAMBDA", "WINDOW", "SUBQUERY", "CONSTANT", "COLUMN_REF"})
-
-
 def _walk(node: Any) -> Iterator[tuple[str, dict]]:
     """The sharable operands of a condition: ``("lower", operand)`` for ILIKE/lower, ``("value", call)``."""
     if isinstance(node, list):
@@ -161,7 +120,7 @@ def _walk(node: Any) -> Iterator[tuple[str, dict]]:
         return
     if not isinstance(node, dict):
         return
-    if node.get("class") in _OPAQUE:
+    if node.get("class") in OPAQUE:
         return  # a lambda's names are its own; a window or subquery cannot be in a condition; a leaf holds none
     parts = _ilike_parts(node)
     if parts is not None:
@@ -205,14 +164,14 @@ def _rewrite(node: Any, shared: _Shared) -> Any:
     if isinstance(node, list):
         out_list = [_rewrite(n, shared) for n in node]
         return node if all(a is b for a, b in zip(out_list, node, strict=True)) else out_list
-    if not isinstance(node, dict) or node.get("class") in _OPAQUE:
+    if not isinstance(node, dict) or node.get("class") in OPAQUE:
         return node
     parts = _ilike_parts(node)
     if parts is not None:
         operand, pattern, escape, negated = parts
         lowered = shared.columns.get(shared.key("lower", operand))
         target = column_node(lowered) if lowered else _lower_of(_rewrite(operand, shared))
-        out = _like(target, TREES.lower(pattern), escape)
+        out = like_test(target, TREES.lower(pattern), escape)
         return {"class": "OPERATOR", "type": "OPERATOR_NOT", "alias": "", "children": [out]} if negated else out
     if plain_function(node) and node.get("function_name") in _LOWER and len(args_of(node)) == 1 and _safe(node):
         name = shared.columns.get(shared.key("lower", args_of(node)[0]))
@@ -226,237 +185,7 @@ def _rewrite(node: Any, shared: _Shared) -> Any:
     out = {k: _rewrite(v, shared) if isinstance(v, dict | list) else v for k, v in node.items()}
     if all(out[k] is v for k, v in node.items()):
         out = node
-    return _merge_literal_tests(out) if out.get("type") == "CONJUNCTION_OR" else out
-
-
-#: a literal test of a hoisted column -> the RE2 form of the same test (``\A``: start, ``\z``: end of the text)
-_ANCHORS = {"contains": ("", ""), "starts_with": ("\\A", ""), "suffix": ("", "\\z"), "=": ("\\A", "\\z")}
-#: fewer literal tests than this in one OR are left as they are
-_MERGE_AT = 3
-
-
-def _literal_test(node: dict) -> tuple[str, str, str] | None:
-    """``(column, anchor kind, literal)`` of ``contains/starts_with/suffix(col, 'x')`` or ``col = 'x'``."""
-    if node.get("type") == "COMPARE_EQUAL":
-        col, lit = node.get("left", {}), string_constant(node.get("right", {}))
-        how = "="
-    elif plain_function(node) and node.get("function_name") in _ANCHORS and len(args_of(node)) == 2:
-        col, lit = args_of(node)[0], string_constant(args_of(node)[1])
-        how = node["function_name"]
-    else:
-        return None
-    names = col.get("column_names", [])
-    if col.get("class") != "COLUMN_REF" or len(names) != 1 or not names[0].startswith(_HOIST) or lit is None:
-        return None
-    return names[0], how, lit
-
-
-#: the characters :func:`_re2_literal` escapes: ASCII but letters, digits and ``_``
-_RE2_META = re.compile(r"[\x00-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]")
-
-
-def _re2_literal(text: str) -> str:
-    """``text`` as an RE2 pattern matching exactly it (RE2's own QuoteMeta rule: ASCII but ``\\w`` escaped)."""
-    return _RE2_META.sub(lambda m: "\\x00" if m.group() == "\0" else "\\" + m.group(), text)
-
-
-def _merge_literal_tests(node: dict) -> dict:
-    """An OR of many literal tests of one hoisted column as one ``regexp_matches`` (one pass, one expression).
-
-    DuckDB sets up every expression of a statement at each execution (~15 us
-    each, measured): the ~1,800 ``contains`` of the converted SigmaHQ rules
-    cost more in that than in matching. The alternation matches where one of
-    the tests is true, is NULL where the column is (as each test is), and
-    cannot raise; the other children of the OR stay as they are.
-    """
-    by_column: dict[str, list[str]] = {}
-    rest = []
-    for child in node["children"]:
-        test = _literal_test(child)
-        if test is None:
-            rest.append(child)
-            continue
-        column, how, literal = test
-        start, end = _ANCHORS[how]
-        by_column.setdefault(column, []).append(start + _re2_literal(literal) + end)
-    merged = []
-    for column, alternatives in by_column.items():
-        if len(alternatives) < _MERGE_AT:
-            rest += [c for c in node["children"] if (_literal_test(c) or ("",))[0] == column]
-            continue
-        pattern = "(?:" + "|".join(alternatives) + ")"
-        merged.append(call_node("regexp_matches", [column_node(column), string_node(pattern)]))
-    children = merged + rest
-    if len(children) == 1:
-        return children[0]
-    return {**node, "children": children}
-
-
-def _like(target: dict, pattern: str, escape: str | None) -> dict:
-    """``target LIKE pattern`` as the cheapest call that means the same (pattern already lower-cased)."""
-    parts = _pattern_parts(pattern, escape) if escape is None or len(escape) == 1 else None
-    if parts is not None:
-        lead, literal, trail = parts
-        if lead and trail:
-            return call_node("contains", [target, string_node(literal)])
-        if trail:
-            return call_node("starts_with", [target, string_node(literal)])
-        if lead:
-            return call_node("suffix", [target, string_node(literal)])
-        return {
-            "class": "COMPARISON",
-            "type": "COMPARE_EQUAL",
-            "alias": "",
-            "left": target,
-            "right": string_node(literal),
-        }
-    if escape is None:
-        return call_node("~~", [target, string_node(pattern)], operator=True)
-    return call_node("like_escape", [target, string_node(pattern), string_node(escape)], operator=True)
-
-
-_TRUE = {"class": "CONSTANT", "type": "VALUE_CONSTANT", "alias": "", "literal": {"kind": "BOOLEAN", "text": "true"}}
-_FALSE = {"class": "CONSTANT", "type": "VALUE_CONSTANT", "alias": "", "literal": {"kind": "BOOLEAN", "text": "false"}}
-
-
-def _truth(node: dict) -> bool | None:
-    """True or False for a boolean constant, None for anything else."""
-    if node.get("class") == "CONSTANT" and node.get("literal", {}).get("kind") == "BOOLEAN":
-        return {"true": True, "false": False}.get(str(node["literal"].get("text", "")).lower())
-    return None
-
-
-def _is_kind(node: dict) -> bool:
-    return node.get("class") == "COLUMN_REF" and node.get("column_names") == ["kind"]
-
-
-def _kind_test(node: dict, kind: str) -> bool | None:
-    """The value of a test of the ``kind`` column against constants on a row of ``kind``, None if not one.
-
-    ``kind = 'x'`` (either way round), ``kind <> 'x'``, ``kind [NOT] IN ('x', ...)`` and
-    ``kind IN ['x', ...]`` (``contains(list_value(...), kind)``).
-    """
-    cls, typ = node.get("class"), node.get("type")
-    if cls == "COMPARISON" and typ in ("COMPARE_EQUAL", "COMPARE_NOTEQUAL"):
-        left, right = node.get("left", {}), node.get("right", {})
-        value = string_constant(right) if _is_kind(left) else string_constant(left) if _is_kind(right) else None
-        if value is None:
-            return None
-        return (value == kind) == (typ == "COMPARE_EQUAL")
-    if cls == "OPERATOR" and typ in ("COMPARE_IN", "COMPARE_NOT_IN"):
-        children = node.get("children", [])
-        values = [string_constant(c) for c in children[1:]]
-        if not children or not _is_kind(children[0]) or not values or None in values:
-            return None
-        return (kind in values) == (typ == "COMPARE_IN")
-    if plain_function(node) and node.get("function_name") in ("contains", "list_contains", "list_has"):
-        args = args_of(node)
-        if len(args) != 2 or not _is_kind(args[1]) or not plain_function(args[0]):
-            return None
-        if args[0].get("function_name") not in ("list_value", "list_pack"):
-            return None
-        values = [string_constant(a) for a in args_of(args[0])]
-        if not values or None in values:
-            return None
-        return kind in values
-    return None
-
-
-def _prefix_filter(node: dict) -> dict | None:
-    """``len(list_filter([...], lambda d: starts_with(col, d))) > 0`` as ``coalesce(starts_with(col, ...) OR ..., false)``.
-
-    The macros' "below one of these directories" test: DuckDB builds the list
-    and runs the lambda on every row (~2x the ORs' cost on the exec rows, where
-    three rules and two chain steps use it). The same value for every row: the
-    original is never NULL (a NULL column gives an empty filtered list), and
-    ``coalesce`` makes the ORs' NULL (a NULL column) false. Only a column, a
-    list of string constants and that exact lambda are rewritten.
-    """
-    if node.get("class") != "COMPARISON" or node.get("type") != "COMPARE_GREATERTHAN":
-        return None
-    right, length = node.get("right", {}), node.get("left", {})
-    if right.get("class") != "CONSTANT" or right.get("literal", {}) != {"kind": "INTEGER", "text": "0"}:
-        return None
-    if not plain_function(length) or length.get("function_name") not in ("len", "length", "array_length"):
-        return None
-    args = args_of(length)
-    if len(args) != 1 or not plain_function(args[0]) or args[0].get("function_name") != "list_filter":
-        return None
-    filtered = args_of(args[0])
-    if len(filtered) != 2:
-        return None
-    items, fn = filtered
-    if not plain_function(items) or items.get("function_name") not in ("list_value", "list_pack"):
-        return None
-    prefixes = [string_constant(a) for a in args_of(items)]
-    if not prefixes or None in prefixes or fn.get("class") != "LAMBDA":
-        return None
-    param, body = fn.get("lhs", {}), fn.get("expr", {})
-    if param.get("class") != "COLUMN_REF" or len(param.get("column_names", [])) != 1:
-        return None
-    if not plain_function(body) or body.get("function_name") != "starts_with" or len(args_of(body)) != 2:
-        return None
-    column, arg = args_of(body)
-    names = column.get("column_names", [])
-    if column.get("class") != "COLUMN_REF" or len(names) != 1 or names == param["column_names"]:
-        return None
-    if arg.get("class") != "COLUMN_REF" or arg.get("column_names") != param["column_names"]:
-        return None
-    tests = [call_node("starts_with", [column_node(names[0]), string_node(str(p))]) for p in prefixes]
-    either = (
-        tests[0]
-        if len(tests) == 1
-        else {"class": "CONJUNCTION", "type": "CONJUNCTION_OR", "alias": "", "children": tests}
-    )
-    return {"class": "OPERATOR", "type": "OPERATOR_COALESCE", "alias": "", "children": [either, _FALSE]}
-
-
-def _specialize(node: Any, kind: str) -> Any:
-    """``node`` on rows of one ``kind``: its tests of the kind column made constants, and AND/OR/NOT folded.
-
-    Every row of a kind's branch is of that kind (the slot holds those rows
-    only, and no NULL kind), so ``kind = 'process_kprobe'`` is false there:
-    the exec branch then neither sets up nor reads the kprobe half of a rule
-    that covers both (DuckDB sets up every expression of a statement at each
-    execution, and a slot holds the columns its statement names). Folding is
-    exact in SQL's three-valued logic (``false AND x`` is false, ``true AND x``
-    is ``x``, ...), and only removes what the short-circuit would have skipped.
-    A lambda's ``kind`` may be its own parameter: lambdas are left alone.
-    Unchanged subtrees come back as they are (the parsed trees are shared).
-    """
-    if isinstance(node, list):
-        out_list = [_specialize(n, kind) for n in node]
-        return node if all(a is b for a, b in zip(out_list, node, strict=True)) else out_list
-    if not isinstance(node, dict) or node.get("class") in _OPAQUE:
-        return node
-    test = _kind_test(node, kind)
-    if test is not None:
-        return _TRUE if test else _FALSE
-    unrolled = _prefix_filter(node)
-    if unrolled is not None:
-        return unrolled
-    typ = node.get("type")
-    if typ in ("CONJUNCTION_AND", "CONJUNCTION_OR"):
-        absorbing = typ == "CONJUNCTION_OR"  # true absorbs an OR, false an AND
-        children = [_specialize(c, kind) for c in node.get("children", [])]
-        if any(_truth(c) is absorbing for c in children):
-            return _TRUE if absorbing else _FALSE
-        kept = [c for c in children if _truth(c) is None]
-        if not kept:
-            return _FALSE if absorbing else _TRUE
-        if len(kept) == 1:
-            return kept[0]
-        if len(kept) == len(node["children"]) and all(a is b for a, b in zip(kept, node["children"], strict=True)):
-            return node
-        return {**node, "children": kept}
-    if typ == "OPERATOR_NOT" and len(node.get("children", [])) == 1:
-        child = _specialize(node["children"][0], kind)
-        value = _truth(child)
-        if value is not None:
-            return _FALSE if value else _TRUE
-        return node if child is node["children"][0] else {**node, "children": [child]}
-    out = {k: _specialize(v, kind) if isinstance(v, dict | list) else v for k, v in node.items()}
-    return node if all(out[k] is v for k, v in node.items()) else out
+    return merge_literal_tests(out, _HOIST) if out.get("type") == "CONJUNCTION_OR" else out
 
 
 def _rule_sql(rule: Rule) -> str:
@@ -476,7 +205,7 @@ def branch_predicates(
     ``trees`` holds parse trees already read (rule text -> :meth:`SqlTrees.parse`), shared between the
     branches of one plan; they are not changed here. ``keys``: the canonical keys of their operands
     (see :class:`_Shared`), for the same trees only (by node identity), also shared by the branches.
-    ``kind``: the branch's kind, whose rows alone the tests see (see :func:`_specialize`); the trees
+    ``kind``: the branch's kind, whose rows alone the tests see (see :func:`~tetrapipe.transforms.kindfold.specialize`); the trees
     specialized to it are kept in ``trees`` too (under ``(kind, text)``), so that a node's identity,
     which ``keys`` goes by, stays its own while the plan is written.
     """
@@ -493,7 +222,7 @@ def branch_predicates(
         # SigmaHQ rules, whose trees are large, are not walked once per kind)
         if kind is not None and tree is not None and ("kind" in text or "list_filter" in text):
             if (kind, text) not in trees:
-                trees[(kind, text)] = {"doc": tree["doc"], "expr": _specialize(tree["expr"], kind)}
+                trees[(kind, text)] = {"doc": tree["doc"], "expr": specialize(tree["expr"], kind)}
             tree = trees[(kind, text)]
         parsed.append(tree)
     counts: Counter[str] = Counter()
@@ -617,7 +346,7 @@ def _step_bits(sequences: list[Rule], kinds: tuple[str, ...]) -> dict[str, list[
 
     The same bits as :func:`tetrapipe.ruleset.sequence.steps_sql` (bit ``k``
     for step ``k``, bit ``len(steps)`` for ``until``), each predicate as it
-    reads on that kind (:func:`_specialize`: a step of another kind is false
+    reads on that kind (:func:`~tetrapipe.transforms.kindfold.specialize`: a step of another kind is false
     and drops out), so that the batch is not scanned once more for them. A
     predicate DuckDB cannot parse this way is used as it is. Every predicate
     is parsed once and every kind's are rendered in one query.
@@ -635,8 +364,8 @@ def _step_bits(sequences: list[Rule], kinds: tuple[str, ...]) -> dict[str, list[
                 if tree is None:
                     mine.append((k, p))
                     continue
-                expr = _specialize(tree["expr"], kind)
-                if _truth(expr) is False:
+                expr = specialize(tree["expr"], kind)
+                if truth(expr) is False:
                     continue  # never on this kind's rows
                 mine.append((k, len(todo)))
                 todo.append((tree, expr))
@@ -665,7 +394,7 @@ def _bits(tests: dict[int, str], group: int) -> str:
     terms = [
         f"CASE WHEN {t}\n  THEN {1 << (i % MASK_BITS)}::BIGINT ELSE 0::BIGINT END"
         for i, t in tests.items()
-        if i // MASK_BITS == group and t != "false"  # (a rule's test folded away on this kind: see _specialize)
+        if i // MASK_BITS == group and t != "false"  # (a rule's test folded away on this kind: see kindfold.specialize)
     ]
     return " + ".join(terms) if terms else "0::BIGINT"
 
@@ -700,7 +429,7 @@ def _value_join(
 ) -> str:
     """``JOIN (...) v{n} ON ...``: the bits of ``members`` per distinct combination of the columns they read.
 
-    The columns are those their tests read on rows of ``kind`` (see :func:`_specialize`: a rule's part
+    The columns are those their tests read on rows of ``kind`` (see :func:`~tetrapipe.transforms.kindfold.specialize`: a rule's part
     for another kind reads columns this one's rows never need to be told apart by).
     """
     tests, shared = branch_predicates([rules[i] for i in members], *memo, kind=kind)

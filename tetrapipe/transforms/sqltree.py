@@ -27,6 +27,8 @@ _ALIAS = re.compile(r'"alias":"(?:[^"\\]|\\.)*"')
 #: 1.7 MB of it), and DuckDB reads a tree without them as it reads one with them. Readers of a tree use
 #: ``.get`` with the default (see :func:`plain_function`, :func:`string_constant`).
 SERIALIZE = "json_serialize_sql({}, skip_default := true)"
+#: nodes a rewrite of a parse tree does not enter: those that hold nothing to share or fold, and leaves
+OPAQUE = frozenset({"LAMBDA", "WINDOW", "SUBQUERY", "CONSTANT", "COLUMN_REF"})
 
 
 def canon(node: Any) -> str:
@@ -222,6 +224,7 @@ def template() -> dict:
 
 
 __all__ = [
+    "OPAQUE",
     "TREES",
     "SqlTrees",
     "args_of",
