@@ -17,7 +17,9 @@ The loop, on one thread (kafka-python's sender is the only other busy one):
    in the topic twice; they are counted as ``redelivered``. A first run killed
    before its first checkpoint reached the disk leaves none: a file is then
    read from the beginning again, and the mark (which says it counted from
-   there) still gives the count.
+   there) still gives the count. A stream is never read again: what a run
+   reads from it is new and never counts, whatever the byte mark says; what
+   it sends again is only its spool (below).
 
 **Backpressure and outages.** Unacknowledged data in memory is bounded
 (``buffer_bytes``). While Kafka keeps acknowledging, a full buffer just
@@ -38,7 +40,10 @@ taken from the producer (replaced, so it does not deliver its copies behind
 the spool's back); a stalled stream then reads on into the spool. Neither
 SIGTERM with the broker away nor a kill during an outage loses them. A parked
 batch records how many of its lines a producer had (``sent``): Kafka may hold
-those already, so sending them again counts them as ``redelivered``.
+those already, so sending them again counts them as ``redelivered``; a batch
+an earlier run had sent from the spool (up to the mark's batch number; a
+stream's batch numbers are never reused) counts all its lines. Events never
+handed to a producer never count.
 """
 
 from __future__ import annotations
@@ -50,82 +55,28 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from tetrapipe.flows.collect_metrics import CollectMetrics, CollectTotals
+from tetrapipe.flows.collect_options import CollectOptions, Source, source_kind
 from tetrapipe.flows.collect_state import (
     CHECKPOINT_VERSION,
     CheckpointWriter,
     SentMark,
     Ticket,
-    default_state_dir,
     state_slug,
 )
 from tetrapipe.metrics import Health
 from tetrapipe.sinks.kafka import ChunkProducer, KafkaSettings, Pending, Unacked
 from tetrapipe.sinks.spool import DiskSpool
-from tetrapipe.sources.chunks import DEFAULT_CHUNK_BYTES, DEFAULT_MAX_LINE_BYTES, Chunk, Reject
+from tetrapipe.sources.chunks import Chunk, Reject
 from tetrapipe.sources.follow import FileFollower
 from tetrapipe.sources.stdin import StreamFollower
 
 log = logging.getLogger("tetrapipe.collect")
-
-
-class Source(Protocol):
-    label: str
-
-    def read(self) -> Chunk | None: ...
-
-    def lag_bytes(self) -> int: ...
-
-    def close(self) -> None: ...
-
-
-def source_kind(spec: str) -> tuple[str, str]:
-    """``file`` / ``stdin`` / ``grpc`` and the path or address, from a SOURCE argument."""
-    if spec == "-":
-        return "stdin", "-"
-    low = spec.lower()
-    if low.startswith("file://"):
-        path = spec[len("file://") :]
-        if not path.startswith("/"):
-            raise ValueError(
-                f"{spec!r}: a file URL needs an absolute path (file:///var/run/cilium/tetragon/tetragon.log)"
-            )
-        return "file", path
-    if low.startswith(("grpc://", "unix://", "unix:", "tcp://")):
-        return "grpc", spec
-    if "://" in spec:
-        raise ValueError(
-            f"{spec!r}: unknown source scheme (use a path, file://, grpc://HOST:PORT, unix:///SOCKET or -)"
-        )
-    return "file", spec
-
-
-@dataclass
-class CollectOptions:
-    """Everything ``tetrapipe collect`` takes besides Kafka's settings."""
-
-    source: str
-    start: str = "checkpoint"
-    state_dir: str = field(default_factory=lambda: str(default_state_dir()))
-    node_name: str = ""
-    headers: bool = False
-    buffer_bytes: int = 32 * 1024 * 1024
-    spool_bytes: int = 1024 * 1024 * 1024
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
-    checkpoint_interval: float = 0.05  # least time between checkpoint writes (bounds fsyncs to 20/s)
-    stats_interval: float = 30.0
-    poll_interval: float = 0.1
-    stall_seconds: float = 5.0  # no acknowledgement for this long with data pending: spool
-    drain_timeout: float = 10.0
-    exit_at_eof: bool = False
-    grpc_options: dict[str, Any] = field(default_factory=dict)
 
 
 class Collector:
@@ -248,7 +199,16 @@ class Collector:
                 self.spool.drop_from(0)
         mark = self._mark.read()
         from_start = self.kind == "file" and self.opts.start in ("checkpoint", "beginning") and ckpt is None
-        if ckpt is not None:
+        if self.kind != "file":
+            # a stream is never read again: what this run reads is new, whatever the byte mark says (the
+            # events past the checkpoint were acknowledged, parked, or died with the killed process). What
+            # it sends again is only the spool, and batch numbers are never reused, so the mark's "sent
+            # from the spool up to" names the same batches in this run as in the last
+            self._redeliver_spool = mark["spool"]
+            upto = int(ckpt.get("spool_upto", 0)) if ckpt is not None else 0
+            self.spool.next_seq = max(self.spool.next_seq, mark["spool"] + 1, upto)
+            sent_until, lineage = 0, 0
+        elif ckpt is not None:
             self._redeliver_spool = mark["spool"]
             sent_until, lineage = mark["total"], mark["from_start"]
         else:
@@ -260,7 +220,7 @@ class Collector:
         # next run must still count all of it
         self._mark.state = {
             "total": max(self._total, sent_until),
-            "spool": mark["spool"] if ckpt is not None else -1,
+            "spool": mark["spool"] if ckpt is not None or self.kind != "file" else -1,
             "from_start": lineage,
         }
         if sent_until > self._total:
