@@ -15,14 +15,19 @@ the helpers of tests/test_collect.py.
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import signal
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 from kafka_broker import TansuBroker, read_topic
 from test_collect import Collect, _no_leftover_collectors, check_order, line  # noqa: F401 - the fixture is autouse
+
+from tetrapipe.sinks.spool import DiskSpool
 
 MEMORY = 'tetrapipe_collect_events_buffered{where="memory"}'
 
@@ -31,6 +36,42 @@ def write_lines(fd: int, lines: list[bytes]) -> None:
     """Write whole lines to the collector's stdin, a hundred at a time (a pipe holds 64 KB)."""
     for i in range(0, len(lines), 100):
         os.write(fd, b"".join(ln + b"\n" for ln in lines[i : i + 100]))
+
+
+class SpoolWatch:
+    """The collector's spool directory, measured on a thread while a test runs: the most it ever held on disk.
+
+    Every file counts, a batch being written (its temporary file) included: the bound is about disk use.
+    """
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.peak = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def now(self) -> int:
+        total = 0
+        for p in self.state.glob("spool-*/*"):
+            try:
+                total += p.stat().st_size
+            except FileNotFoundError:  # renamed or removed while listed
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._done.is_set():
+            self.peak = max(self.peak, self.now())
+            self._done.wait(0.002)
+
+    def __enter__(self) -> SpoolWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(5)
+        self.peak = max(self.peak, self.now())
 
 
 def restart_and_drain(kafka: TansuBroker, topic: str, state: Path) -> Collect:
@@ -190,3 +231,161 @@ def test_a_stream_parked_during_an_outage_drains_in_order_when_the_broker_is_bac
     assert len(values) - len(set(values)) <= c.final_count("redelivered") + c.final_count("retried")
     check_order(records)
     assert not list(state.glob("spool-*/*.spool"))  # the spool drained, nothing left for a next run
+
+
+def test_sigterm_parks_within_spool_bytes_and_counts_what_did_not_fit(
+    kafka: TansuBroker, topic: str, tmp_path: Path
+) -> None:
+    """SIGTERM, broker away, more in the producer than ``--spool-bytes`` holds: the spool fills to its bound, no further.
+
+    The oldest events go to the spool as far as the bound allows (down to single lines); the rest
+    cannot be kept by a stream and is said to be lost: logged, counted as rejected (``lost_at_exit``).
+    Parking used to write all of the memory buffer (up to 32 MB by default) past the bound.
+    """
+    bound = 256 * 1024
+    state = tmp_path / "state"
+    first = [line(i) for i in range(100)]
+    during = [line(i) for i in range(100, 2_100)]  # ~700 KB
+    r, wfd = os.pipe()
+    c = Collect(
+        "-", kafka, topic, state, "--kafka-client", "kafka-python", "--stall-seconds", "600", "--spool-bytes", "256K",
+        stdin=r,
+    )  # fmt: skip
+    os.close(r)
+    with SpoolWatch(state) as watch:
+        try:
+            write_lines(wfd, first)
+            c.wait_metric("tetrapipe_collect_events_acked_total", len(first), timeout=30)
+            kafka.stop()
+            write_lines(wfd, during)
+            c.wait_metric("tetrapipe_collect_events_read_total", len(first) + len(during), timeout=30)
+            assert c.metric(MEMORY) == len(during), c.output()
+            assert c.terminate(timeout=40) == 0, c.output()
+        finally:
+            os.close(wfd)
+    assert watch.peak <= bound, (watch.peak, bound)
+    assert bound - watch.now() <= len(during[0]) + 64, watch.now()  # filled up to the last line that fit
+    lost = c.final_count("rejected")
+    assert 0 < lost < len(during), c.output()
+    assert f"{lost} event(s) of the stream not acknowledged at exit and not in the spool (full: --spool-bytes)" in (
+        c.output()
+    )
+    kafka.start()
+    c2 = restart_and_drain(kafka, topic, state)
+    kept = during[: len(during) - lost]  # the oldest, in order
+    duplicates, redelivered = check_all_there(kafka, topic, kept, c2)
+    assert redelivered == len(kept), c2.output()  # each had gone to the producer before SIGTERM
+    print(f"spool peak {watch.peak} of {bound}; {len(kept)} kept, {lost} lost, {duplicates} duplicates")
+
+
+def test_a_stall_with_more_than_the_spool_holds_stops_reading_and_loses_nothing(
+    kafka: TansuBroker, topic: str, tmp_path: Path
+) -> None:
+    """Kafka stalls with more in memory than ``--spool-bytes`` holds: the spool fills to its bound and reading stops.
+
+    What does not fit waits in memory; the stream waits in its pipe (the writer blocks). When the
+    broker is back, everything arrives, in order, the spool never having held more than its bound.
+    """
+    bound = 256 * 1024
+    state = tmp_path / "state"
+    first = [line(i) for i in range(100)]
+    during = [line(i) for i in range(100, 2_100)]  # ~700 KB
+    later = [line(i) for i in range(2_100, 3_100)]
+    r, wfd = os.pipe()
+    c = Collect(
+        "-", kafka, topic, state, "--kafka-client", "kafka-python", "--stall-seconds", "3", "--spool-bytes", "256K",
+        stdin=r,
+    )  # fmt: skip
+    os.close(r)
+    writer = threading.Thread(target=write_lines, args=(wfd, later))
+    with SpoolWatch(state) as watch:
+        try:
+            write_lines(wfd, first)
+            c.wait_metric("tetrapipe_collect_events_acked_total", len(first), timeout=30)
+            kafka.stop()
+            write_lines(wfd, during)
+            c.wait_metric("tetrapipe_collect_events_read_total", len(first) + len(during), timeout=30)
+            assert c.metric("tetrapipe_collect_events_spooled_total") == 0, c.output()  # all in memory at the stall
+            c.wait_metric("tetrapipe_collect_events_spooled_total", 1, timeout=30)  # the stall parked
+            spooled = c.metric("tetrapipe_collect_events_spooled_total")
+            assert 0 < spooled < len(during) and c.metric(MEMORY) == len(during) - spooled, c.output()
+            writer.start()  # more than a pipe holds: it blocks until the collector reads again
+            kafka.start()
+            c.wait_metric("tetrapipe_collect_events_read_total", len(first) + len(during) + len(later), timeout=60)
+            writer.join(30)
+        finally:
+            os.close(wfd)
+        assert c.wait(60) == 0, c.output()  # stdin ended: everything acknowledged, then exit
+    assert watch.peak <= bound, (watch.peak, bound)
+    records = read_topic(kafka.bootstrap, topic, expect=len(during) + len(later))
+    values = [r.value for r in records]
+    assert set(values) == set(during + later), f"lost {len(set(during + later) - set(values))}"
+    check_order(records)
+    # each of ``during`` had gone to the first producer (kafka-python keeps them through the outage)
+    assert c.final_count("redelivered") == len(during), c.output()
+    assert c.final_count("rejected") == 0
+    print(f"spool peak {watch.peak} of {bound}")
+
+
+def test_a_stream_read_into_a_full_spool_waits_in_its_pipe(kafka: TansuBroker, topic: str, tmp_path: Path) -> None:
+    """Broker away from the start: every chunk read goes to the spool, and the one that does not fit is not written.
+
+    It waits in memory (the part that fits goes to the spool), reading stops and the writer blocks;
+    the broker comes back, and everything arrives in order. A chunk used to be written whenever the
+    spool was below its bound, passing it by up to a chunk.
+    """
+    bound = 64 * 1024
+    state = tmp_path / "state"
+    lines = [line(i) for i in range(1_000)]  # ~350 KB
+    kafka.stop()
+    r, wfd = os.pipe()
+    c = Collect("-", kafka, topic, state, "--spool-bytes", "64K", stdin=r)
+    os.close(r)
+    writer = threading.Thread(target=write_lines, args=(wfd, lines))
+    with SpoolWatch(state) as watch:
+        try:
+            writer.start()
+            # the spool is as full as it gets: less room left than one more line takes
+            spool = 'tetrapipe_collect_bytes_buffered{where="spool"}'
+            c.wait_metric(spool, bound - len(lines[0]) - 64, timeout=30)
+            assert c.metric(spool) <= bound, c.output()
+            assert c.metric("tetrapipe_collect_events_read_total") < len(lines)
+            kafka.start()
+            writer.join(60)
+        finally:
+            os.close(wfd)
+        assert c.wait(60) == 0, c.output()
+    assert watch.peak <= bound, (watch.peak, bound)
+    records = read_topic(kafka.bootstrap, topic, expect=len(lines))
+    assert sorted(r.value for r in records) == sorted(lines)
+    check_order(records)
+    assert (c.final_count("redelivered"), c.final_count("rejected")) == (0, 0), c.output()
+
+
+def test_spool_batches_never_pass_the_bound(tmp_path: Path) -> None:
+    """The spool itself: a batch that would pass ``max_bytes`` is refused, and ``fitting`` lines always go in.
+
+    Random line sizes, batches removed now and then (acknowledged): the files on disk never pass the
+    bound, and a refusal comes only when the first line that did not fit really had no room.
+    """
+    rng = random.Random(7)
+    bound = 50_000
+    spool = DiskSpool(tmp_path / "spool-unit", max_bytes=bound)
+    on_disk = SpoolWatch(tmp_path)  # measured on disk, not through the spool's own count
+    refused = 0
+    for _ in range(300):
+        lines = [b"x" * rng.randint(1, 3_000) for _ in range(rng.randint(1, 12))]
+        meta = {"source": "-", "total": rng.randint(0, 1 << 40), "nbytes": sum(len(ln) + 1 for ln in lines)}
+        n = spool.fitting(lines, meta)
+        if n < len(lines):
+            refused += 1
+            assert spool.put_batch(lines, meta) is None
+            room = bound - spool.pending_bytes
+            # no room for one line more (counted with the whole batch's header, as ``fitting`` promises)
+            assert room < len(json.dumps({**meta, "lines": len(lines)})) + 1 + sum(len(ln) + 1 for ln in lines[: n + 1])
+        if n:
+            assert spool.put_batch(lines[:n], meta) is not None
+        assert on_disk.now() <= bound
+        if rng.random() < 0.3 and spool.batch_count:
+            spool.remove_batch(min(spool._batches))
+    assert refused > 50 and spool.batch_count  # the bound was pressed on, often

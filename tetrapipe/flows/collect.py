@@ -34,16 +34,30 @@ position and how far the spool goes (spool files of a file source beyond it
 after a crash are left-overs of an unfinished checkpoint and are deleted, the
 source re-reads them; a stream's are kept, since it cannot).
 
+**The spool's bound is a promise about disk use:** its batch files, the one
+being written included, never hold more than ``spool_bytes``. A batch that
+does not fit is not written (:mod:`tetrapipe.flows.collect_park`): a
+stream's goes in as many lines as fit, and the rest waits in memory while
+reading stops (the stream waits in its pipe, or in Tetragon's buffer) until
+the spool has room again, or Kafka acknowledges again and the spool has
+nothing older to send; a file's chunk waits whole (the file is the buffer).
+
 **A stream's unacknowledged chunks** (stdin, gRPC: only memory holds them)
 are **parked** in the spool, in order, when Kafka stalls and at exit, and
 taken from the producer (replaced, so it does not deliver its copies behind
 the spool's back); a stalled stream then reads on into the spool. Neither
-SIGTERM with the broker away nor a kill during an outage loses them. A parked
-batch records how many of its lines a producer had (``sent``): Kafka may hold
-those already, so sending them again counts them as ``redelivered``; a batch
-an earlier run had sent from the spool (up to the mark's batch number; a
-stream's batch numbers are never reused) counts all its lines. Events never
-handed to a producer never count.
+SIGTERM with the broker away nor a kill during an outage loses them, as far
+as the bound allows: what does not fit waits in memory (a ``kill -9`` loses
+that, at most the memory buffer and one chunk), and what still does not fit
+at exit is lost and said so: an error in the log, the exit summary, and
+``tetrapipe_collect_events_rejected_total{reason="lost_at_exit"}``.
+
+**A stream's redelivered count is exact:** only its spool is sent again. A
+parked batch records how many of its lines a producer had (``sent``): Kafka
+may hold those already, so sending them again counts them as
+``redelivered``; a batch an earlier run had sent from the spool (up to the
+mark's batch number; a stream's batch numbers are never reused) counts all
+its lines. Events never handed to a producer never count.
 """
 
 from __future__ import annotations
@@ -62,6 +76,7 @@ from prometheus_client import CollectorRegistry
 
 from tetrapipe.flows.collect_metrics import CollectMetrics, CollectTotals
 from tetrapipe.flows.collect_options import CollectOptions, Source, source_kind
+from tetrapipe.flows.collect_park import Held, Parking, is_stream_chunk
 from tetrapipe.flows.collect_state import (
     CHECKPOINT_VERSION,
     CheckpointWriter,
@@ -70,7 +85,7 @@ from tetrapipe.flows.collect_state import (
     state_slug,
 )
 from tetrapipe.metrics import Health
-from tetrapipe.sinks.kafka import ChunkProducer, KafkaSettings, Pending, Unacked
+from tetrapipe.sinks.kafka import ChunkProducer, KafkaSettings, Pending
 from tetrapipe.sinks.spool import DiskSpool
 from tetrapipe.sources.chunks import Chunk, Reject
 from tetrapipe.sources.follow import FileFollower
@@ -115,6 +130,7 @@ class Collector:
         if producer_factory is not None:
             sink_kwargs["producer_factory"] = producer_factory
         self.sink = ChunkProducer(kafka, **sink_kwargs)
+        self.parking = Parking(self.spool, self.sink, split=self.kind != "file")  # what waits for spool room
         self.tickets: deque[Ticket] = deque()
         self.totals = CollectTotals()
         self._total = 0  # source bytes consumed since the first run (restored from the checkpoint)
@@ -311,10 +327,16 @@ class Collector:
         o = self.opts
         sink, spool = self.sink, self.spool
         stalled = self._kafka_stalled(now)
+        if self.parking.held:
+            self._place_held(now)
+            if self.parking.held:
+                return "full"  # nothing more is read until what waits for the spool is in it (backpressure)
         # a stream's events wait out a stall on disk, not in memory: a kill then loses none of them
-        park = self.kind != "file" and stalled and spool.has_room()
+        park = self.kind != "file" and stalled and spool.enabled
         if park and self._in_memory:
             self._park_unacked("Kafka stalled")
+            if self.parking.held:
+                return "full"
         direct = not park and sink.pending_bytes < o.buffer_bytes and not spool.has_unsent()
         to_spool = not direct and spool.has_room() and (spool.has_unsent() or stalled)
         if not (direct or to_spool):
@@ -339,11 +361,9 @@ class Collector:
             sink.submit(chunk, ticket)
             self._in_memory += 1
         else:
-            spool.put_batch(chunk.lines, {"source": chunk.source, "total": start, "nbytes": chunk.nbytes})
-            ticket.spool_upto = spool.next_seq
-            ticket.safe = True
-            self.totals.spooled += n
-            self._advance([])
+            # to the spool, as far as its bound allows; the rest waits in memory (and reading pauses)
+            self.parking.held.append(Held(chunk.lines, chunk.nbytes, chunk.source, start, 0, ticket))
+            self._place_held(now)
         return "read"
 
     def _feed_from_spool(self) -> None:
@@ -370,38 +390,49 @@ class Collector:
         the sink directly only when every spool batch was handed out before it,
         and what is read from here on is spooled after these. A batch's
         ``sent`` counts its lines a producer had (see the module's docstring);
-        the sink forgets the chunks (:meth:`ChunkProducer.release`). A write
-        error releases what was written and is raised, as a spool write's is.
+        the sink forgets the chunks (:meth:`ChunkProducer.release`). What does
+        not fit within ``spool_bytes`` waits in memory (:mod:`.collect_park`).
+        A write error is raised, as a spool write's is.
         """
-        if self.kind == "file" or not self._in_memory:
+        if self.kind == "file":
             return 0
-        left: list[Unacked] = self.sink.unacked(lambda e: e.chunk.spool_seq is None and isinstance(e.ticket, Ticket))
-        moved: list[Pending] = []
-        events = 0
-        try:
-            for u in left:
-                ticket = u.entry.ticket
-                if u.lines:
-                    start = ticket.total_end - u.entry.chunk.nbytes
-                    meta = {"source": u.entry.chunk.source, "total": start, "nbytes": u.nbytes, "sent": u.maybe_sent}
-                    self.spool.put_batch(u.lines, meta)
-                ticket.spool_upto = self.spool.next_seq
-                ticket.safe = True
-                moved.append(u.entry)
-                events += len(u.lines)
-        finally:
-            self.sink.release(moved)
-            self._in_memory -= len(moved)
-            self.totals.spooled += events
-            self._advance([])
-        if moved:
+        chunks = self.parking.take_from_sink() if self._in_memory else 0
+        self._in_memory -= chunks
+        events = self._place_held(None)
+        if chunks:
+            waiting = self.parking.events
             log.warning(
-                "%s: %d unacknowledged chunk(s) (%d events) of the stream moved to the spool; they are sent from there",
+                "%s: %d unacknowledged chunk(s) (%d events) of the stream moved to the spool; they are sent from "
+                "there%s",
                 why,
-                len(moved),
+                chunks,
                 events,
+                f"; {waiting} more do not fit in it now (--spool-bytes)" if waiting else "",
             )
         return events
+
+    def _place_held(self, now: float | None) -> int:
+        """Write what waits for the spool as far as it allows (or, ``now`` given, hand it to a producer that
+        acknowledges and has nothing older to send); the events written. Tickets made safe move the checkpoint."""
+        before = self.parking.spooled
+        try:
+            return self.parking.place(self._submit_held if now is not None else None)
+        finally:
+            self.totals.spooled += self.parking.spooled - before
+            self._advance([])
+
+    def _submit_held(self, held: Held) -> bool:
+        """Hand held lines straight to the producer when that keeps the order and Kafka acknowledges again."""
+        sink = self.sink
+        if self.spool.has_unsent() or self._kafka_stalled(time.monotonic()):
+            return False
+        if sink.pending_bytes >= self.opts.buffer_bytes:
+            return False
+        held.ticket.spool_upto = self.spool.next_seq
+        sink.submit(Chunk(held.lines, held.nbytes, None, held.source), held.ticket)
+        self._in_memory += 1
+        self.totals.redelivered += held.sent  # a producer had these before they were taken back
+        return True
 
     def _drained(self) -> bool:
         """Nothing more will come: a pipe or stream that ended; a file at its end with ``exit_at_eof``."""
@@ -410,7 +441,7 @@ class Collector:
         return self.opts.exit_at_eof
 
     def _all_safe(self) -> bool:
-        return self.sink.pending == 0 and not self.spool.batch_count and not self.tickets
+        return self.sink.pending == 0 and not self.spool.batch_count and not self.tickets and not self.parking.held
 
     def run(self) -> CollectTotals:
         """Collect until stopped (or, with ``exit_at_eof``, until the source is drained and acknowledged)."""
@@ -471,26 +502,36 @@ class Collector:
                 self._advance(self.sink.poll())
                 if self.sink.pending and not self.sink.connected:
                     time.sleep(0.1)
-            if self.kind != "file" and self.spool.has_room():
+            if self.kind != "file" and self.spool.enabled:
                 try:
-                    # what a stream's producer still holds exists nowhere else: to the spool, before the
-                    # last checkpoint (which then covers it)
+                    # what a stream's producer still holds exists nowhere else: to the spool (as far as its
+                    # bound allows), before the last checkpoint (which then covers it)
                     self._park_unacked("exit")
                 except OSError as exc:
                     log.error("cannot park the stream's unacknowledged chunks in the spool: %s", exc)
             self._write_checkpoint(force=True)
         finally:
-            if self._in_memory and self.kind != "file":
+            lost = 0
+            if self.kind != "file":
+                lost = sum(len(u.lines) for u in self.sink.unacked(is_stream_chunk)) + self.parking.events
+            if lost:
+                # a stream cannot be read again: said in the log, the exit summary and the rejected counter
+                self.totals.rejected += lost
+                self.metrics.rejected.labels("lost_at_exit").inc(lost)
                 log.error(
-                    "%d chunk(s) of the stream not acknowledged at exit and not in the spool (%s): they are lost",
-                    self._in_memory,
-                    "it is full" if not self.spool.has_room() else "writing it failed",
+                    "%d event(s) of the stream not acknowledged at exit and not in the spool (%s): they are lost",
+                    lost,
+                    "--spool-bytes 0"
+                    if not self.spool.enabled
+                    else "full: --spool-bytes"
+                    if self.parking.held
+                    else "writing it failed",
                 )
-            elif self.sink.pending:
+            elif self.sink.pending or self.parking.held:
                 log.warning(
                     "%d chunk(s) (%d events) not acknowledged at exit; the next run sends them again",
-                    self.sink.pending,
-                    self.sink.pending_events,
+                    self.sink.pending + len(self.parking.held),
+                    self.sink.pending_events + self.parking.events,
                 )
             # what the drain could not get acknowledged is not waited for again (the producer's close
             # used to wait up to 5 s more): the exit stays within drain_timeout
@@ -525,12 +566,12 @@ class Collector:
             if delta > 0:
                 counter.inc(delta)
                 self._synced[name] = value
-        m.buffered.labels("memory").set(s.pending_events)
+        m.buffered.labels("memory").set(s.pending_events + self.parking.events)
         m.buffered.labels("spool").set(self.spool.pending_records)
-        m.buffered_bytes.labels("memory").set(s.pending_bytes)
+        m.buffered_bytes.labels("memory").set(s.pending_bytes + self.parking.nbytes)
         m.buffered_bytes.labels("spool").set(self.spool.pending_bytes)
         m.kafka_up.set(1 if s.connected and not self._kafka_stalled(time.monotonic()) else 0)
-        t.peak_buffered_bytes = max(t.peak_buffered_bytes, s.pending_bytes)
+        t.peak_buffered_bytes = max(t.peak_buffered_bytes, s.pending_bytes + self.parking.nbytes)
 
     def lag_bytes(self) -> int:
         try:
@@ -546,7 +587,8 @@ class Collector:
         lost = getattr(self.source, "files_lost", 0)
         return (
             f"collect{' done' if final else ''}: read {t.read:,} sent {s.sent:,} acked {s.acked:,} "
-            f"buffered {s.pending_events + self.spool.pending_records:,} (spool {self.spool.pending_records:,}) "
+            f"buffered {s.pending_events + self.parking.events + self.spool.pending_records:,} "
+            f"(spool {self.spool.pending_records:,}) "
             f"retried {s.retried:,} rejected {t.rejected:,} redelivered {t.redelivered:,} "
             + (f"FILES LOST {lost:,} " if lost else "")
             + f"lag {lag / 1e6:.1f} MB, {rate:,.0f} events/s, "

@@ -20,7 +20,9 @@ ways their delivery works (see docs/ARCHITECTURE.md):
 * **Batches** (the collector): :meth:`DiskSpool.put_batch` writes one file per
   batch (``NNN.spool``: a JSON header line, then the raw lines byte for byte)
   atomically (temp file, fsync, rename), so a batch is on disk whole or not at
-  all and is as safe as a Kafka acknowledgement. Batches are handed out oldest
+  all and is as safe as a Kafka acknowledgement. A batch that would take the
+  spool past ``max_bytes`` is not written (:meth:`~DiskSpool.put_batch` says
+  so; :meth:`~DiskSpool.fitting` says how many of its lines would fit). Batches are handed out oldest
   first (:meth:`~DiskSpool.take_batch`) while earlier ones are still in
   flight, removed once acknowledged (:meth:`~DiskSpool.remove_batch`), and
   :meth:`~DiskSpool.drop_from` forgets those a crash left beyond the last
@@ -308,11 +310,33 @@ class DiskSpool:
     def has_unsent(self) -> bool:
         return any(s >= self._send_from for s in self._batches)
 
-    def put_batch(self, lines: list[bytes], meta: dict[str, Any]) -> int:
-        """Write ``lines`` (raw, one per line) with a JSON header ``meta`` as the next batch; its number."""
+    def fitting(self, lines: list[bytes], meta: dict[str, Any]) -> int:
+        """How many of ``lines``, from the first, :meth:`put_batch` takes now without passing ``max_bytes``.
+
+        Counted with the header ``meta`` gives for all of them: a batch of
+        fewer lines (smaller numbers in its header) is never larger.
+        """
+        room = self.max_bytes - self.pending_bytes - len(json.dumps({**meta, "lines": len(lines)}).encode()) - 1
+        n = 0
+        for line in lines:
+            room -= len(line) + 1
+            if room < 0:
+                break
+            n += 1
+        return n
+
+    def put_batch(self, lines: list[bytes], meta: dict[str, Any]) -> int | None:
+        """Write ``lines`` (raw, one per line) with a JSON header ``meta`` as the next batch; its number.
+
+        None, and nothing written, when the batch would take the spool past
+        ``max_bytes`` (the batch files, the one being written included, never
+        hold more): the caller keeps the lines and tries again when there is room.
+        """
         seq = self.next_seq
         header = json.dumps({**meta, "lines": len(lines)}).encode()
         data = b"\n".join([header, *lines]) + b"\n"
+        if self.pending_bytes + len(data) > self.max_bytes:
+            return None
         atomic_write_bytes(self._batch_path(seq), data)
         self._batches[seq] = (len(data), len(lines))
         self.next_seq = seq + 1
