@@ -95,6 +95,8 @@ INGEST_CHUNK_BYTES = 24 * 1024 * 1024
 #: besides the one its stage runs and the one waiting to be put in, so up to six normalized chunks
 #: (~36 MB each at 24 MB of lines: DuckDB's result buffers and the lines) could be held at once
 INGEST_IN_FLIGHT = 3
+#: the normalizer's DuckDB threads in an ingest (see :func:`ingest`)
+INGEST_NORMALIZER_THREADS = 1
 #: a gzip whose end is missing and that was written to this recently is still being compressed (``run``)
 GZIP_WRITING_SECONDS = 300.0
 
@@ -199,7 +201,10 @@ def ingest(
     if own_dedup:
         dedup = EventDedup(lake)
     use_returning_arrow_pool()  # Arrow's freed pages go back to the system (see tetrapipe.memtune)
-    normalizer = Normalizer()
+    # One DuckDB thread: the pipeline's stages (this thread, the transforms', the lake writer's) already
+    # keep both cores busy, and a normalizer on every core only holds more chunks' worth of its buffers
+    # at once: ~80 MB less peak memory at 300k events, the same or less CPU (docs/performance.md)
+    normalizer = Normalizer(threads=INGEST_NORMALIZER_THREADS)
     writer = LakeWriter(lake)
     # transforms run on their own thread, in order, while the next chunk is normalized:
     # the detector's and the normalizer's DuckDB work then overlap on two cores
