@@ -121,6 +121,36 @@ def _wait(until: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path, w
         time.sleep(0.02)
 
 
+class KilledRuns:
+    """Runs of one forwarder command, each to a log of its own, killed with SIGKILL where a test says.
+
+    ``state`` describes what a kill left (delivered, spooled...): the trail of
+    those lines is what a failed assertion shows, kill by kill. Shared by the
+    kill tests of each sink (HEC and file here, syslog in
+    :mod:`test_forward_kill_syslog`).
+    """
+
+    def __init__(self, cmd: list[str], env: dict[str, str], logs: Path, state: Callable[[], str]) -> None:
+        self.cmd, self.env, self.logs, self.state = cmd, env, logs, state
+        self.runs: list[str] = []
+
+    def start(self, k: int) -> tuple[subprocess.Popen[bytes], Path]:
+        log = self.logs / f"run-{k}.log"  # kept: says what each run found on disk
+        with open(log, "wb") as f:
+            proc = subprocess.Popen([*self.cmd, "--exit-at-eof"], stdout=subprocess.DEVNULL, stderr=f, env=self.env)
+        return proc, log
+
+    def kill(self, proc: subprocess.Popen[bytes], what: str) -> None:
+        assert proc.poll() is None, f"the forwarder ended before the kill {what}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        self.runs.append(f"{what}: {self.state()}")
+
+    @property
+    def trail(self) -> str:
+        return "\n".join(self.runs)
+
+
 def test_kill_9_at_random_points_loses_nothing_and_repeats_at_most_a_batch_a_kill(
     kafka: Any, topic: str, alert_rows: list[dict[str, Any]], tmp_path: Path
 ) -> None:
@@ -139,22 +169,14 @@ def test_kill_9_at_random_points_loses_nothing_and_repeats_at_most_a_batch_a_kil
     cfg = _config(tmp_path / "tetrapipe.yaml", kafka.bootstrap, topic, hec.port, out, spool)
     cmd = _tp("forward", "--config", str(cfg), "--from-kafka", "--group", f"{topic}-fwd", "--batch-size", str(POLL))
     rng = random.Random(20261207)
-    runs: list[str] = []
     proc: subprocess.Popen[bytes] | None = None
-
-    def start(k: int) -> tuple[subprocess.Popen[bytes], Path]:
-        log = tmp_path / f"run-{k}.log"  # kept: says what each run found on disk
-        with open(log, "wb") as f:
-            proc = subprocess.Popen(
-                [*cmd, "--exit-at-eof"], stdout=subprocess.DEVNULL, stderr=f, env={**_env(), "HEC_TOKEN": TOKEN}
-            )
-        return proc, log
-
-    def kill(proc: subprocess.Popen[bytes], what: str) -> None:
-        assert proc.poll() is None, f"the forwarder ended before the kill {what}"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-        runs.append(f"{what}: HEC {len(hec.events)}, file {len(_file_ids(out))}, spool {_spooled(spool / 'splunk')}")
+    runs = KilledRuns(
+        cmd,
+        {**_env(), "HEC_TOKEN": TOKEN},
+        tmp_path,
+        lambda: f"HEC {len(hec.events)}, file {len(_file_ids(out))}, spool {_spooled(spool / 'splunk')}",
+    )
+    start, kill = runs.start, runs.kill
 
     try:
         for k in range(2):  # a slow SIEM taking batches: the kill lands mid-request, mid-ack-wait or mid-commit
@@ -188,10 +210,10 @@ def test_kill_9_at_random_points_loses_nothing_and_repeats_at_most_a_batch_a_kil
     finally:
         _stop(proc, hec)
     got_file = Counter(_file_ids(out))
-    trail = "\n".join(runs)
+    trail = runs.trail
     assert set(got_hec) == want, f"lost at HEC: {len(want - set(got_hec))}\n{trail}"
     assert set(got_file) == want, f"lost in the file: {len(want - set(got_file))}\n{trail}"
-    kills = len(runs)
+    kills = len(runs.runs)
     # per kill: the poll batch in hand is read again; a spool replay chunk sent before its cursor moved is sent again
     for name, got in (("HEC", got_hec), ("file", got_file)):
         extra = sum(got.values()) - len(want)

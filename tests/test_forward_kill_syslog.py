@@ -28,7 +28,6 @@ import base64
 import contextlib
 import json
 import random
-import signal
 import socket
 import subprocess
 import threading
@@ -40,7 +39,16 @@ from typing import Any
 import pytest
 from syslog_server import Rsyslog, free_port, rsyslogd
 from test_e2e_forward import _env, _spooled, _tp, config_head
-from test_forward_kill import DELIVERY, GROUP_OPTIONS, POLL, SINK_BATCH, _produce, _wait, alert_rows  # noqa: F401 - a fixture
+from test_forward_kill import (  # noqa: F401 - alert_rows: a fixture
+    DELIVERY,
+    GROUP_OPTIONS,
+    POLL,
+    SINK_BATCH,
+    KilledRuns,
+    _produce,
+    _wait,
+    alert_rows,
+)
 
 #: the link's pace: each 4 kB read is followed by a pause of 4 kB / RATE (about 10 s for the topic)
 RATE = 1_000_000
@@ -211,22 +219,12 @@ def test_kill_9_to_syslog_over_tcp_loses_nothing_and_repeats_at_most_a_batch_a_k
     cfg = _config(tmp_path / "tetrapipe.yaml", kafka.bootstrap, topic, link.port, spool)
     cmd = _tp("forward", "--config", str(cfg), "--from-kafka", "--group", f"{topic}-fwd", "--batch-size", str(POLL))
     rng = random.Random(20261207)
-    runs: list[str] = []
     proc: subprocess.Popen[bytes] | None = None
-
-    def start(k: int) -> tuple[subprocess.Popen[bytes], Path]:
-        log = tmp_path / f"run-{k}.log"  # kept: says what each run found on disk
-        with open(log, "wb") as f:
-            proc = subprocess.Popen([*cmd, "--exit-at-eof"], stdout=subprocess.DEVNULL, stderr=f, env=_env())
-        return proc, log
-
     received = Written(rs)
-
-    def kill(proc: subprocess.Popen[bytes], what: str) -> None:
-        assert proc.poll() is None, f"the forwarder ended before the kill {what}"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-        runs.append(f"{what}: rsyslog {received()}, link {link.frames}, spool {_spooled(spool / 'syslog')}")
+    runs = KilledRuns(
+        cmd, _env(), tmp_path, lambda: f"rsyslog {received()}, link {link.frames}, spool {_spooled(spool / 'syslog')}"
+    )
+    start, kill = runs.start, runs.kill
 
     try:
         for k in range(2):  # batches going out over the slow link: the kill lands mid-write or mid-commit
@@ -267,10 +265,10 @@ def test_kill_9_to_syslog_over_tcp_loses_nothing_and_repeats_at_most_a_batch_a_k
         link.close()
         rs.stop()
     got = Counter(ids)
-    trail = "\n".join(runs)
+    trail = runs.trail
     assert set(got) == want, f"lost at rsyslog: {len(want - set(got))}\n{trail}"
     assert not torn, f"{torn} torn message(s) at rsyslog\n{trail}"
-    kills = len(runs)
+    kills = len(runs.runs)
     extra = sum(got.values()) - len(want)
     assert extra <= kills * (POLL + SINK_BATCH), f"{extra} duplicates after {kills} kills\n{trail}"
     assert "dropped 0, rejected 0; in spool 0" in err
