@@ -26,7 +26,7 @@ from pathlib import Path
 
 from kafka_broker import TansuBroker, read_topic
 from test_collect import Collect, _no_leftover_collectors, check_order, line  # noqa: F401 - the fixture is autouse
-from test_collect_stream_term import MEMORY, write_lines
+from test_collect_stream_term import DURING, FIRST, MEMORY, on_stdin, send_first, write_lines
 
 
 def run_on(kafka: TansuBroker, topic: str, state: Path, lines: list[bytes], *extra: str) -> Collect:
@@ -52,23 +52,16 @@ def test_kill_9_with_unacknowledged_stdin_counts_no_new_line_as_redelivered(
     them may count as redelivered. It used to count the first of them (as many bytes as the lost ones).
     """
     state = tmp_path / "state"
-    first = [line(i) for i in range(100)]
-    during = [line(i) for i in range(100, 1_100)]
+    during = DURING[:1_000]
     new = [line(i) for i in range(10_000, 10_150)]
-    r, wfd = os.pipe()
-    c = Collect("-", kafka, topic, state, "--kafka-client", "kafka-python", "--stall-seconds", "600", stdin=r)
-    os.close(r)
-    try:
-        write_lines(wfd, first)
-        c.wait_metric("tetrapipe_collect_events_acked_total", len(first), timeout=30)
+    with on_stdin(kafka, topic, state, "--kafka-client", "kafka-python", "--stall-seconds", "600") as (c, wfd):
+        send_first(c, wfd)
         kafka.stop()
         write_lines(wfd, during)
-        c.wait_metric("tetrapipe_collect_events_sent_total", len(first) + len(during), timeout=30)
+        c.wait_metric("tetrapipe_collect_events_sent_total", len(FIRST) + len(during), timeout=30)
         assert c.metric(MEMORY) == len(during), c.output()  # handed to the producer, unacknowledged
         c.proc.send_signal(signal.SIGKILL)
         assert c.wait() == -signal.SIGKILL
-    finally:
-        os.close(wfd)
     assert not list(state.glob("spool-*/*.spool"))  # nothing parked: the case at hand
     kafka.start()  # empty (tansu keeps topics in memory)
     c2 = run_on(kafka, topic, state, new)
@@ -91,28 +84,21 @@ def test_kill_9_before_the_parking_was_checkpointed_counts_exactly_the_parked_li
     new lines the next run reads. Every line (parked and new) reaches the topic, in order.
     """
     state = tmp_path / "state"
-    first = [line(i) for i in range(100)]
-    during = [line(i) for i in range(100, 2_100)]
+    during = DURING
     new = [line(i) for i in range(10_000, 10_150)]
-    r, wfd = os.pipe()
-    c = Collect("-", kafka, topic, state, "--kafka-client", "kafka-python", "--stall-seconds", "1", stdin=r)
-    os.close(r)
-    try:
-        write_lines(wfd, first)
-        c.wait_metric("tetrapipe_collect_events_acked_total", len(first), timeout=30)
+    with on_stdin(kafka, topic, state, "--kafka-client", "kafka-python", "--stall-seconds", "1") as (c, wfd):
+        send_first(c, wfd)
         c.wait_metric("tetrapipe_collect_checkpoint_timestamp_seconds", 1, timeout=30)
         (checkpoint,) = state.glob("collect-*.json")
         before_outage = checkpoint.read_bytes()
-        assert json.loads(before_outage)["total"] == sum(len(ln) + 1 for ln in first)
+        assert json.loads(before_outage)["total"] == sum(len(ln) + 1 for ln in FIRST)
         kafka.stop()
         write_lines(wfd, during)
         c.wait_metric("tetrapipe_collect_events_spooled_total", len(during), timeout=30)
         assert c.metric(MEMORY) == 0, c.output()
-        handed = c.metric("tetrapipe_collect_events_sent_total") - len(first)
+        handed = c.metric("tetrapipe_collect_events_sent_total") - len(FIRST)
         c.proc.send_signal(signal.SIGKILL)
         assert c.wait() == -signal.SIGKILL
-    finally:
-        os.close(wfd)
     checkpoint.write_bytes(before_outage)  # as if killed before the checkpoint recorded the parking
     assert handed == len(during), c.output()  # kafka-python holds them through the outage: all were sent
     kafka.start()

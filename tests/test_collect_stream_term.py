@@ -15,6 +15,7 @@ the helpers of tests/test_collect.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -22,6 +23,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 from kafka_broker import TansuBroker, read_topic
@@ -32,10 +34,34 @@ from tetrapipe.sinks.spool import DiskSpool
 MEMORY = 'tetrapipe_collect_events_buffered{where="memory"}'
 
 
+#: sent and acknowledged before the broker goes away (:func:`send_first`), then what is written during the
+#: outage (~700 KB)
+FIRST = [line(i) for i in range(100)]
+DURING = [line(i) for i in range(100, 2_100)]
+
+
 def write_lines(fd: int, lines: list[bytes]) -> None:
     """Write whole lines to the collector's stdin, a hundred at a time (a pipe holds 64 KB)."""
     for i in range(0, len(lines), 100):
         os.write(fd, b"".join(ln + b"\n" for ln in lines[i : i + 100]))
+
+
+@contextlib.contextmanager
+def on_stdin(kafka: TansuBroker, topic: str, state: Path, *extra: str) -> Iterator[tuple[Collect, int]]:
+    """A collector reading a pipe the test writes to; the write end closes (its stdin ends) with the block."""
+    r, wfd = os.pipe()
+    c = Collect("-", kafka, topic, state, *extra, stdin=r)
+    os.close(r)
+    try:
+        yield c, wfd
+    finally:
+        os.close(wfd)
+
+
+def send_first(c: Collect, wfd: int) -> None:
+    """:data:`FIRST` written and acknowledged by the broker: the collector is up and sending."""
+    write_lines(wfd, FIRST)
+    c.wait_metric("tetrapipe_collect_events_acked_total", len(FIRST), timeout=30)
 
 
 class SpoolWatch:
@@ -107,31 +133,23 @@ def test_sigterm_with_the_broker_away_spools_what_the_producer_held(
     memory when SIGTERM comes, so this is the exit's path, not the stall's.
     """
     state = tmp_path / "state"
-    first = [line(i) for i in range(100)]
-    during = [line(i) for i in range(100, 2_100)]
-    r, wfd = os.pipe()
-    c = Collect("-", kafka, topic, state, "--kafka-client", "kafka-python", "--stall-seconds", "600", stdin=r)
-    os.close(r)
-    try:
-        write_lines(wfd, first)
-        c.wait_metric("tetrapipe_collect_events_acked_total", len(first), timeout=30)
+    with on_stdin(kafka, topic, state, "--kafka-client", "kafka-python", "--stall-seconds", "600") as (c, wfd):
+        send_first(c, wfd)
         kafka.stop()
-        write_lines(wfd, during)
-        c.wait_metric("tetrapipe_collect_events_read_total", len(first) + len(during), timeout=30)
-        assert c.metric(MEMORY) == len(during), c.output()  # all in memory, none spooled: the case at hand
+        write_lines(wfd, DURING)
+        c.wait_metric("tetrapipe_collect_events_read_total", len(FIRST) + len(DURING), timeout=30)
+        assert c.metric(MEMORY) == len(DURING), c.output()  # all in memory, none spooled: the case at hand
         assert c.metric("tetrapipe_collect_events_spooled_total") == 0
         t0 = time.monotonic()
         assert c.terminate(timeout=40) == 0, c.output()
         took = time.monotonic() - t0
-    finally:
-        os.close(wfd)
     assert took < 20, (took, c.output())  # the drain (10 s), not more than a little beyond it
     kafka.start()  # empty: tansu keeps topics in memory, so the first 100 went with it
     c2 = restart_and_drain(kafka, topic, state)
-    duplicates, redelivered = check_all_there(kafka, topic, during, c2)
+    duplicates, redelivered = check_all_there(kafka, topic, DURING, c2)
     assert "(2000 events) of the stream moved to the spool" in c.output(), c.output()
     # they were handed to the producer before the kill: each may have reached the broker, so each resend counts
-    assert redelivered == len(during), c2.output()
+    assert redelivered == len(DURING), c2.output()
     print(f"exit took {took:.1f}s; {duplicates} duplicates, {redelivered} counted as redelivered")
 
 
@@ -145,26 +163,18 @@ def test_a_stall_spools_what_the_producer_held_so_a_kill_9_loses_none(
     stream's events in the process for the whole outage.
     """
     state = tmp_path / "state"
-    first = [line(i) for i in range(100)]
-    during = [line(i) for i in range(100, 2_100)]
-    r, wfd = os.pipe()
-    c = Collect("-", kafka, topic, state, "--stall-seconds", "1", stdin=r)
-    os.close(r)
-    try:
-        write_lines(wfd, first)
-        c.wait_metric("tetrapipe_collect_events_acked_total", len(first), timeout=30)
+    with on_stdin(kafka, topic, state, "--stall-seconds", "1") as (c, wfd):
+        send_first(c, wfd)
         kafka.stop()
-        write_lines(wfd, during)
-        c.wait_metric("tetrapipe_collect_events_read_total", len(first) + len(during), timeout=30)
-        c.wait_metric("tetrapipe_collect_events_spooled_total", len(during), timeout=30)
+        write_lines(wfd, DURING)
+        c.wait_metric("tetrapipe_collect_events_read_total", len(FIRST) + len(DURING), timeout=30)
+        c.wait_metric("tetrapipe_collect_events_spooled_total", len(DURING), timeout=30)
         assert c.metric(MEMORY) == 0, c.output()
         c.proc.send_signal(signal.SIGKILL)
         assert c.wait() == -signal.SIGKILL
-    finally:
-        os.close(wfd)
     kafka.start()
     c2 = restart_and_drain(kafka, topic, state)
-    duplicates, redelivered = check_all_there(kafka, topic, during, c2)
+    duplicates, redelivered = check_all_there(kafka, topic, DURING, c2)
     print(f"{duplicates} duplicates, {redelivered} counted as redelivered")
 
 
@@ -178,17 +188,12 @@ def test_sigterm_when_the_broker_never_answered_keeps_every_stdin_event(
     state = tmp_path / "state"
     lines = [line(i) for i in range(1_000)]
     kafka.stop()
-    r, wfd = os.pipe()
-    c = Collect("-", kafka, topic, state, stdin=r)
-    os.close(r)
-    try:
+    with on_stdin(kafka, topic, state) as (c, wfd):
         write_lines(wfd, lines)
         c.wait_metric("tetrapipe_collect_events_read_total", len(lines), timeout=30)
         t0 = time.monotonic()
         assert c.terminate(timeout=40) == 0, c.output()
         took = time.monotonic() - t0
-    finally:
-        os.close(wfd)
     assert took < 10, (took, c.output())  # not connected: the drain is not waited out (parked instead)
     kafka.start()
     c2 = restart_and_drain(kafka, topic, state)
@@ -205,29 +210,21 @@ def test_a_stream_parked_during_an_outage_drains_in_order_when_the_broker_is_bac
     first and go back to sending directly, without losing or reordering anything.
     """
     state = tmp_path / "state"
-    first = [line(i) for i in range(100)]
-    during = [line(i) for i in range(100, 2_100)]
     after = [line(i) for i in range(2_100, 2_600)]
-    r, wfd = os.pipe()
-    c = Collect("-", kafka, topic, state, "--stall-seconds", "1", stdin=r)
-    os.close(r)
-    try:
-        write_lines(wfd, first)
-        c.wait_metric("tetrapipe_collect_events_acked_total", len(first), timeout=30)
+    with on_stdin(kafka, topic, state, "--stall-seconds", "1") as (c, wfd):
+        send_first(c, wfd)
         kafka.stop()
-        write_lines(wfd, during[:1000])
+        write_lines(wfd, DURING[:1000])
         c.wait_metric("tetrapipe_collect_events_spooled_total", 1000, timeout=30)
-        write_lines(wfd, during[1000:])
-        c.wait_metric("tetrapipe_collect_events_spooled_total", len(during), timeout=30)
+        write_lines(wfd, DURING[1000:])
+        c.wait_metric("tetrapipe_collect_events_spooled_total", len(DURING), timeout=30)
         kafka.start()  # empty: the first 100 are gone with the old broker's memory
         c.wait_metric("tetrapipe_collect_kafka_up", 1, timeout=30)
         write_lines(wfd, after)
-    finally:
-        os.close(wfd)
     assert c.wait(60) == 0, c.output()  # stdin ended: everything acknowledged, then exit
-    records = read_topic(kafka.bootstrap, topic, expect=len(during) + len(after))
+    records = read_topic(kafka.bootstrap, topic, expect=len(DURING) + len(after))
     values = [r.value for r in records]
-    assert set(values) == set(during + after), f"lost {len(set(during + after) - set(values))}"
+    assert set(values) == set(DURING + after), f"lost {len(set(DURING + after) - set(values))}"
     assert len(values) - len(set(values)) <= c.final_count("redelivered") + c.final_count("retried")
     check_order(records)
     assert not list(state.glob("spool-*/*.spool"))  # the spool drained, nothing left for a next run
@@ -244,35 +241,24 @@ def test_sigterm_parks_within_spool_bytes_and_counts_what_did_not_fit(
     """
     bound = 256 * 1024
     state = tmp_path / "state"
-    first = [line(i) for i in range(100)]
-    during = [line(i) for i in range(100, 2_100)]  # ~700 KB
-    r, wfd = os.pipe()
-    c = Collect(
-        "-", kafka, topic, state, "--kafka-client", "kafka-python", "--stall-seconds", "600", "--spool-bytes", "256K",
-        stdin=r,
-    )  # fmt: skip
-    os.close(r)
-    with SpoolWatch(state) as watch:
-        try:
-            write_lines(wfd, first)
-            c.wait_metric("tetrapipe_collect_events_acked_total", len(first), timeout=30)
-            kafka.stop()
-            write_lines(wfd, during)
-            c.wait_metric("tetrapipe_collect_events_read_total", len(first) + len(during), timeout=30)
-            assert c.metric(MEMORY) == len(during), c.output()
-            assert c.terminate(timeout=40) == 0, c.output()
-        finally:
-            os.close(wfd)
+    options = ("--kafka-client", "kafka-python", "--stall-seconds", "600", "--spool-bytes", "256K")
+    with SpoolWatch(state) as watch, on_stdin(kafka, topic, state, *options) as (c, wfd):
+        send_first(c, wfd)
+        kafka.stop()
+        write_lines(wfd, DURING)
+        c.wait_metric("tetrapipe_collect_events_read_total", len(FIRST) + len(DURING), timeout=30)
+        assert c.metric(MEMORY) == len(DURING), c.output()
+        assert c.terminate(timeout=40) == 0, c.output()
     assert watch.peak <= bound, (watch.peak, bound)
-    assert bound - watch.now() <= len(during[0]) + 64, watch.now()  # filled up to the last line that fit
+    assert bound - watch.now() <= len(DURING[0]) + 64, watch.now()  # filled up to the last line that fit
     lost = c.final_count("rejected")
-    assert 0 < lost < len(during), c.output()
+    assert 0 < lost < len(DURING), c.output()
     assert f"{lost} event(s) of the stream not acknowledged at exit and not in the spool (full: --spool-bytes)" in (
         c.output()
     )
     kafka.start()
     c2 = restart_and_drain(kafka, topic, state)
-    kept = during[: len(during) - lost]  # the oldest, in order
+    kept = DURING[: len(DURING) - lost]  # the oldest, in order
     duplicates, redelivered = check_all_there(kafka, topic, kept, c2)
     assert redelivered == len(kept), c2.output()  # each had gone to the producer before SIGTERM
     print(f"spool peak {watch.peak} of {bound}; {len(kept)} kept, {lost} lost, {duplicates} duplicates")
@@ -288,41 +274,31 @@ def test_a_stall_with_more_than_the_spool_holds_stops_reading_and_loses_nothing(
     """
     bound = 256 * 1024
     state = tmp_path / "state"
-    first = [line(i) for i in range(100)]
-    during = [line(i) for i in range(100, 2_100)]  # ~700 KB
     later = [line(i) for i in range(2_100, 3_100)]
-    r, wfd = os.pipe()
-    c = Collect(
-        "-", kafka, topic, state, "--kafka-client", "kafka-python", "--stall-seconds", "3", "--spool-bytes", "256K",
-        stdin=r,
-    )  # fmt: skip
-    os.close(r)
-    writer = threading.Thread(target=write_lines, args=(wfd, later))
+    options = ("--kafka-client", "kafka-python", "--stall-seconds", "3", "--spool-bytes", "256K")
     with SpoolWatch(state) as watch:
-        try:
-            write_lines(wfd, first)
-            c.wait_metric("tetrapipe_collect_events_acked_total", len(first), timeout=30)
+        with on_stdin(kafka, topic, state, *options) as (c, wfd):
+            send_first(c, wfd)
             kafka.stop()
-            write_lines(wfd, during)
-            c.wait_metric("tetrapipe_collect_events_read_total", len(first) + len(during), timeout=30)
+            write_lines(wfd, DURING)
+            c.wait_metric("tetrapipe_collect_events_read_total", len(FIRST) + len(DURING), timeout=30)
             assert c.metric("tetrapipe_collect_events_spooled_total") == 0, c.output()  # all in memory at the stall
             c.wait_metric("tetrapipe_collect_events_spooled_total", 1, timeout=30)  # the stall parked
             spooled = c.metric("tetrapipe_collect_events_spooled_total")
-            assert 0 < spooled < len(during) and c.metric(MEMORY) == len(during) - spooled, c.output()
+            assert 0 < spooled < len(DURING) and c.metric(MEMORY) == len(DURING) - spooled, c.output()
+            writer = threading.Thread(target=write_lines, args=(wfd, later))
             writer.start()  # more than a pipe holds: it blocks until the collector reads again
             kafka.start()
-            c.wait_metric("tetrapipe_collect_events_read_total", len(first) + len(during) + len(later), timeout=60)
+            c.wait_metric("tetrapipe_collect_events_read_total", len(FIRST) + len(DURING) + len(later), timeout=60)
             writer.join(30)
-        finally:
-            os.close(wfd)
         assert c.wait(60) == 0, c.output()  # stdin ended: everything acknowledged, then exit
     assert watch.peak <= bound, (watch.peak, bound)
-    records = read_topic(kafka.bootstrap, topic, expect=len(during) + len(later))
+    records = read_topic(kafka.bootstrap, topic, expect=len(DURING) + len(later))
     values = [r.value for r in records]
-    assert set(values) == set(during + later), f"lost {len(set(during + later) - set(values))}"
+    assert set(values) == set(DURING + later), f"lost {len(set(DURING + later) - set(values))}"
     check_order(records)
-    # each of ``during`` had gone to the first producer (kafka-python keeps them through the outage)
-    assert c.final_count("redelivered") == len(during), c.output()
+    # each of ``DURING`` had gone to the first producer (kafka-python keeps them through the outage)
+    assert c.final_count("redelivered") == len(DURING), c.output()
     assert c.final_count("rejected") == 0
     print(f"spool peak {watch.peak} of {bound}")
 
@@ -338,12 +314,9 @@ def test_a_stream_read_into_a_full_spool_waits_in_its_pipe(kafka: TansuBroker, t
     state = tmp_path / "state"
     lines = [line(i) for i in range(1_000)]  # ~350 KB
     kafka.stop()
-    r, wfd = os.pipe()
-    c = Collect("-", kafka, topic, state, "--spool-bytes", "64K", stdin=r)
-    os.close(r)
-    writer = threading.Thread(target=write_lines, args=(wfd, lines))
     with SpoolWatch(state) as watch:
-        try:
+        with on_stdin(kafka, topic, state, "--spool-bytes", "64K") as (c, wfd):
+            writer = threading.Thread(target=write_lines, args=(wfd, lines))
             writer.start()
             # the spool is as full as it gets: less room left than one more line takes
             spool = 'tetrapipe_collect_bytes_buffered{where="spool"}'
@@ -352,8 +325,6 @@ def test_a_stream_read_into_a_full_spool_waits_in_its_pipe(kafka: TansuBroker, t
             assert c.metric("tetrapipe_collect_events_read_total") < len(lines)
             kafka.start()
             writer.join(60)
-        finally:
-            os.close(wfd)
         assert c.wait(60) == 0, c.output()
     assert watch.peak <= bound, (watch.peak, bound)
     records = read_topic(kafka.bootstrap, topic, expect=len(lines))
