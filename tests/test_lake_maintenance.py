@@ -314,3 +314,26 @@ def test_vacuum_deletes_files_whose_tombstones_expired(tmp_path: Path) -> None:
     on_disk = {str(p) for p in (Path(lake.root) / "events").glob("date=*/*.parquet")}
     assert on_disk == {str(Path(u)) for u in live}
     assert len(_ids(lake.table("events"))) == 20
+
+
+def test_a_value_holding_unicode_line_separators_does_not_cut_the_log_entries(tmp_path: Path) -> None:
+    """Column statistics in the Delta log carry event values: U+2028, U+2029 and U+0085 are not line ends there.
+
+    ``str.splitlines`` cuts at them, so ``lake history`` crashed on a lake holding such an event id, and
+    the owner-only pass over a commit's files stopped reading its entry at that point (the files listed
+    after it kept whatever mode a default ACL gave them).
+    """
+    lake = Lake(tmp_path / "lake")
+    rows = _events(range(3))
+    odd = pa.array(["a\u2028b", "c\u0085d", "e\u2029f"])  # the min and the max of event_id are logged as stats
+    lake.commit("events", rows.set_column(0, "event_id", odd), Position("file:odd", 3))
+    [entry] = [c for c in history(lake, "events", 5) if c.rows_added]
+    assert entry.app_transactions == [("file:odd", 3)]
+    hist = CliRunner().invoke(cli, ["lake", "history", "--lake", lake.root])
+    assert hist.exit_code == 0 and "file:odd=3" in hist.output, hist.output
+    data = [p for p in (tmp_path / "lake" / "events").rglob("*.parquet")]
+    assert data
+    for p in data:
+        p.chmod(0o644)  # as a default ACL could leave it
+    lake._chmod_commit("events", None)
+    assert {oct(p.stat().st_mode & 0o777) for p in data} == {"0o600"}

@@ -337,7 +337,7 @@ def _app_transactions(fs: pafs.FileSystem, version: int) -> list[tuple[str, int]
     except (OSError, FileNotFoundError):
         return []
     out = []
-    for line in body.splitlines():
+    for line in body.split("\n"):  # not splitlines(): U+2028 or U+0085 inside a logged value is not a line end
         txn = json.loads(line).get("txn") if line.strip() else None
         if txn:
             out.append((str(txn["appId"]), int(txn["version"])))

@@ -367,7 +367,8 @@ class Lake:
         entry = log_dir / f"{version:020d}.json"
         paths = [entry, log_dir, log_dir / f"{version:020d}.checkpoint.parquet", log_dir / "_last_checkpoint"]
         try:
-            for line in entry.read_text().splitlines():
+            # split on "\n" only: a value in the entry's statistics may hold U+2028 or U+0085 (splitlines cuts there)
+            for line in entry.read_text(encoding="utf-8").split("\n"):
                 add = json.loads(line).get("add") if line.strip() else None
                 if add and "path" in add and "://" not in add["path"]:
                     paths += [base / unquote(add["path"]), (base / unquote(add["path"])).parent]
