@@ -592,3 +592,14 @@ def test_a_time_with_an_offset_is_read_in_utc() -> None:
     # an offset DuckDB cannot read makes the time unknown, never a wrong one: the line is a reject
     bad = normalize_lines([line("2026-03-10T09:00:01 +02:00", "2026-03-10T08:59:00 +02:00")])
     assert bad.events.num_rows == 0 and "bad time" in bad.rejects.column("reason")[0].as_py()
+    # an offset RFC 3339 does not allow, which DuckDB reads anyway (+99:99 as 4 days 3 hours): unknown too
+    impossible = ["+99:99", "+24:00", "+23:60", "-2400", "+00:60"]
+    bad = normalize_lines([line(f"2026-03-10T09:00:01{o}", "2026-03-10T08:59:00Z") for o in impossible])
+    assert bad.events.num_rows == 0 and bad.rejects.num_rows == len(impossible)
+    assert all("bad time" in r for r in bad.rejects.column("reason").to_pylist())
+    # the edges RFC 3339 allows still read
+    edge = normalize_lines([line(f"2026-03-10T09:00:01{o}", "2026-03-10T08:59:00Z") for o in ("+23:59", "-23:59")])
+    assert edge.events.num_rows == 2, edge.rejects.to_pylist()
+    # the same for a process's start time: unknown rather than days off
+    start = _rows([line("2026-03-10T07:00:01Z", "2026-03-10T08:59:00+99:99")])
+    assert start and start[0]["process_start_time"] is None

@@ -74,9 +74,17 @@ def int_(expr: str) -> str:
     return f"TRY_CAST({expr} AS BIGINT)"
 
 
+#: an offset RFC 3339 does not allow (hour past 23, minute past 59), which DuckDB's TIMESTAMPTZ cast reads all the
+#: same (``+99:99`` as 4 days and 3 hours): such a time is unknown, never days off
+_IMPOSSIBLE_OFFSET = "[+-](2[4-9]|[3-9][0-9]):?[0-9][0-9]$|[+-][0-9][0-9]:?[6-9][0-9]$"
+
+
 def _utc(expr: str) -> str:
     """The time ``expr`` says, in UTC: the cast to TIMESTAMPTZ applies an offset (the connection's time zone is UTC)."""
-    return f"TRY_CAST(TRY_CAST({expr} AS TIMESTAMPTZ) AS TIMESTAMP)"
+    return (
+        f"CASE WHEN regexp_matches({expr}, '{_IMPOSSIBLE_OFFSET}') THEN NULL "
+        f"ELSE TRY_CAST(TRY_CAST({expr} AS TIMESTAMPTZ) AS TIMESTAMP) END"
+    )
 
 
 def ts(expr: str) -> str:
