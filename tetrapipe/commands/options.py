@@ -60,18 +60,29 @@ def pipeline_transforms(
     Detection never goes off without a word: with no rules found (and no
     explicit ``--rules none``), a one-shot command says so on stderr and goes
     on, while a long-running one (``run``, ``process``: a SIEM forwarder that
-    would forward nothing for weeks) refuses to start.
+    would forward nothing for weeks) refuses to start. A directory that loads
+    no rule at all (an empty ``--rules DIR``, one holding only ``lib/``) is
+    no rules, not a detector that can never fire; an implicit ``./rules``
+    holding no rule file is passed over for the shipped rules, with a note.
     """
     from tetrapipe.flows.transforms import restore_transforms
-    from tetrapipe.ruleset.locate import NO_RULES, rules_wanted
+    from tetrapipe.ruleset.locate import choose_rules_dir, no_rules_message, rules_wanted
     from tetrapipe.transforms.chain import build_transforms
 
-    transforms, detector = build_transforms(rules_dir, tls_window=tls_window)
+    choice = choose_rules_dir(rules_dir)
+    if choice.note:
+        click.echo(choice.note, err=True)
+    transforms, detector = build_transforms(choice.root or "none", tls_window=tls_window)
+    empty = detector is not None and not detector.rules and not detector.sequence_rules
+    if empty:
+        transforms.remove(detector)
+        detector = None
     restore_transforms(transforms, lake)
     if detector is None and rules_wanted(rules_dir):
+        message = no_rules_message(choice.root if empty else None)
         if long_running:
-            raise click.UsageError(f"{NO_RULES}; or --rules none to run without detection on purpose")
-        click.echo(NO_RULES, err=True)
+            raise click.UsageError(f"{message}; or --rules none to run without detection on purpose")
+        click.echo(message, err=True)
     return transforms, detector
 
 
@@ -220,7 +231,7 @@ def rules_option(*, detection: bool = True) -> Callable[[F], F]:
     ``detection``: the command runs the rules over events, where ``none``
     switches detection off; the ``rules`` commands read the rules themselves.
     """
-    where = "./rules, else the rules shipped with tetrapipe"
+    where = "./rules when it holds rule files, else the rules shipped with tetrapipe"
     return click.option(
         "--rules",
         "rules_dir",

@@ -40,10 +40,12 @@ err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
 
 def _roots(paths: tuple[str, ...], rules_dir: str | None = None) -> tuple[list[Path], list[Path] | None]:
     """(directories to load, files to restrict tests to or None) from PATH arguments."""
-    from tetrapipe.ruleset.locate import resolve_rules_dir, rules_root_of
+    from tetrapipe.ruleset.locate import choose_rules_dir, rules_root_of
 
     if not paths:
-        root = resolve_rules_dir(rules_dir)
+        root, note = choose_rules_dir(rules_dir)
+        if note:
+            err.print(visible(note), markup=False, highlight=False)
         if root is None:
             raise click.UsageError("no rules directory: give PATH, --rules DIR or set TETRAPIPE_RULES")
         return [root], None

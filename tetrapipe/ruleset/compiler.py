@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,8 @@ class Scope:
     macros: dict[str, MacroDef]
     params: dict[str, Any]
     params_by_namespace: dict[str, dict[str, Any]]
+    #: (name, a close name was suggested) -> where lists and macros are looked for, said with an unknown ``@name``
+    library_hint: Callable[[str, bool], str] | None = None
 
 
 #: a quoted string or identifier (a doubled quote inside it is one; unterminated: to the end) or a -- comment
@@ -180,8 +182,11 @@ def expand(text: str, scope: Scope, _stack: tuple[str, ...] = ()) -> str:
                     return f"({body})"
                 known = list(scope.lists) + list(scope.macros)
                 hint = difflib.get_close_matches(name, known, n=1)
+                where = scope.library_hint(name, bool(hint)) if scope.library_hint is not None else ""
                 raise CompileError(
-                    f"unknown list or macro @{name}" + (f" (did you mean @{hint[0]}?)" if hint else ""),
+                    f"unknown list or macro @{name}"
+                    + (f" (did you mean @{hint[0]}?)" if hint else "")
+                    + (f": {where}" if where else ""),
                     token="@" + name,
                 )
             name = m.group(2)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -235,13 +235,59 @@ def load_ruleset(paths: Iterable[str | Path], *, compile_rules: bool = True) -> 
     return rs
 
 
+def library_hint(roots: list[Path]) -> Callable[[str, bool], str]:
+    """What an unknown ``@name`` error adds: where lists and macros are looked for, and where the shipped ones are.
+
+    A rule copied out of the shipped rules into a directory of one's own
+    (``rules test my-rules/``) loses the shipped ``lib/``; the bare "unknown
+    @in_container" left the user guessing where it should come from. When a
+    close name was suggested (a typo, most likely) only the shipped definition
+    of the very name is added, if there is one.
+    """
+
+    def hint(name: str, suggested: bool) -> str:
+        where = ", ".join(str(r) for r in roots) or "the rules loaded"
+        parts = (
+            []
+            if suggested
+            else [
+                f"lists and macros are read from the library files (top-level lists: or macros:, lib/ in the shipped rules) under {where}"
+            ]
+        )
+        shipped = _shipped_definition(name, roots)
+        if shipped is not None:
+            target = roots[0] if roots and roots[0].is_dir() else "your rules directory"
+            parts.append(f"the shipped rules define @{name} in {shipped}: copy that lib/ into {target}")
+        return "; ".join(parts)
+
+    return hint
+
+
+def _shipped_definition(name: str, roots: list[Path]) -> Path | None:
+    """The shipped library file defining ``@name``, unless the shipped rules are among ``roots``."""
+    from tetrapipe.ruleset.locate import bundled_dir
+
+    shipped = bundled_dir("tetrapipe.bundled_rules", "rules")
+    if shipped is None or any(shipped.resolve() == r.resolve() for r in roots):
+        return None
+    for path in rule_files(shipped):
+        try:
+            doc = located.load_yaml(path)
+        except (OSError, UnicodeDecodeError, located.YamlError):
+            continue
+        if isinstance(doc, dict) and any(isinstance(doc.get(s), dict) and name in doc[s] for s in ("lists", "macros")):
+            return path
+    return None
+
+
 def compile_all(rs: RuleSet, file_lines: dict[Path, list[str]] | None = None) -> None:
     """Compile macros (alone, to blame their own line) and then every rule."""
     file_lines = file_lines or {}
     validator = Validator()
     try:
-        bad_macros = _check_macros(rs, validator)
-        scopes = [Scope(rs.lists, rs.macros, rule.params, rule.params_by_namespace) for rule in rs.rules]
+        hint = library_hint(rs.roots)
+        bad_macros = _check_macros(rs, validator, hint)
+        scopes = [Scope(rs.lists, rs.macros, rule.params, rule.params_by_namespace, hint) for rule in rs.rules]
         prime_rules(list(zip(rs.rules, scopes, strict=True)), validator)  # a few statements bind them all
         kept: list[Rule] = []
         for rule, scope in zip(rs.rules, scopes, strict=True):
@@ -268,12 +314,12 @@ def compile_all(rs: RuleSet, file_lines: dict[Path, list[str]] | None = None) ->
         validator.close()
 
 
-def _check_macros(rs: RuleSet, validator: Validator) -> set[str]:
+def _check_macros(rs: RuleSet, validator: Validator, hint: Callable[[str, bool], str] | None = None) -> set[str]:
     """Each macro must compile on its own (params aside); the broken ones are reported at their line."""
     bad: set[str] = set()
     for macro in rs.macros.values():
         _, params = references(macro.sql)
-        scope = Scope(rs.lists, rs.macros, {p: 0 for p in params}, {})
+        scope = Scope(rs.lists, rs.macros, {p: 0 for p in params}, {}, hint)
         try:
             sql = expand(macro.sql, scope, ())
             if params:

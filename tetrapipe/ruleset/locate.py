@@ -1,9 +1,12 @@
 """Where the rules (and the tracing policies they need) are when nobody says.
 
-Order: ``TETRAPIPE_RULES``, else ``./rules`` when it exists (a checkout, or a
-team's own rules next to their config), else the rules shipped inside the
-installed package (``tetrapipe.bundled_rules``), else the ``rules/`` of the
-source tree this package was imported from.
+Order: ``TETRAPIPE_RULES``, else ``./rules`` when it holds rule files (a
+checkout, or a team's own rules next to their config), else the rules shipped
+inside the installed package (``tetrapipe.bundled_rules``), else the ``rules/``
+of the source tree this package was imported from. A ``./rules`` with no YAML
+file in it (``mkdir -p rules/sigma`` before a Sigma import) is a skeleton, not
+a rule set: it is passed over with a note (:func:`choose_rules_dir`), since
+taking it would switch detection off without a word.
 
 The shipped rules are data files beside the code, not a Python package with an
 ``__init__.py``: ``importlib.resources`` hands back a ``MultiplexedPath`` for
@@ -17,10 +20,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 RULES_ENV = "TETRAPIPE_RULES"
 #: what every detecting command says (stderr and summary) when it has no rules to run
 NO_RULES = "detection: off — no rules found; --rules DIR or TETRAPIPE_RULES"
+#: the rules a command run in a directory takes when nobody names any
+LOCAL_RULES = Path("rules")
 _PACKAGE = Path(__file__).resolve().parents[1]  # .../tetrapipe
 _SOURCE_TREE = _PACKAGE.parent  # a checkout's root, when the package was imported from one
 
@@ -48,23 +54,58 @@ def rules_wanted(rules_dir: str | os.PathLike[str] | None) -> bool:
     return rules_dir is None or str(rules_dir) != "none"
 
 
-def default_rules_dir() -> Path | None:
+class RulesChoice(NamedTuple):
+    """The rules directory a command uses, and a note for stderr when the choice needs one."""
+
+    root: Path | None
+    note: str | None = None
+
+
+def holds_rule_files(root: Path) -> bool:
+    """Whether ``root`` has a YAML file in it (any depth, hidden ones skipped), as the loader reads them."""
+    for _folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        if any(f.endswith((".yaml", ".yml")) and not f.startswith(".") for f in files):
+            return True
+    return False
+
+
+def no_rules_message(root: Path | None = None) -> str:
+    """:data:`NO_RULES`, naming the directory that was found but held no rules to run."""
+    if root is None:
+        return NO_RULES
+    return NO_RULES.replace("no rules found", f"no rules found in {root}", 1)
+
+
+def choose_rules_dir(rules_dir: str | os.PathLike[str] | None) -> RulesChoice:
+    """:func:`resolve_rules_dir`, with the note a command prints when ``./rules`` was passed over.
+
+    A named directory (``--rules``, ``TETRAPIPE_RULES``) is taken as given:
+    if it holds no rules, detection is off and the command says so (or
+    refuses). Only the implicit ``./rules`` falls back to the shipped rules.
+    """
+    if rules_dir is not None:
+        return RulesChoice(Path(rules_dir) if rules_wanted(rules_dir) else None)
     env = os.environ.get(RULES_ENV)
     if env and env != "none":
-        return Path(env)
-    local = Path("rules")
-    if local.is_dir():
-        return local
-    return bundled_dir("tetrapipe.bundled_rules", "rules")
+        return RulesChoice(Path(env))
+    if LOCAL_RULES.is_dir():
+        if holds_rule_files(LOCAL_RULES):
+            return RulesChoice(LOCAL_RULES)
+        shipped = bundled_dir("tetrapipe.bundled_rules", "rules")
+        instead = f"using the rules shipped with tetrapipe ({shipped})" if shipped else "and no rules are shipped"
+        return RulesChoice(shipped, f"note: ./rules holds no rule files (*.yaml), so it is not used; {instead}")
+    return RulesChoice(bundled_dir("tetrapipe.bundled_rules", "rules"))
+
+
+def default_rules_dir() -> Path | None:
+    """The rules a command uses when none are named (see the module's docstring for the order)."""
+    return choose_rules_dir(None).root
 
 
 def resolve_rules_dir(rules_dir: str | os.PathLike[str] | None) -> Path | None:
     """``None`` -> the default; ``'none'`` -> None (detection off); else the path given."""
-    if rules_dir is None:
-        return default_rules_dir()
-    if not rules_wanted(rules_dir):
-        return None
-    return Path(rules_dir)
+    return choose_rules_dir(rules_dir).root
 
 
 def policies_dir_for(rules_root: Path | None) -> Path | None:
@@ -95,11 +136,16 @@ def _beside(rules_root: Path | None, name: str) -> Path | None:
 
 
 def rules_root_of(path: Path) -> Path:
-    """The rules directory a single rule file belongs to: the nearest parent with a ``lib/``, else its folder."""
+    """The rules directory a single rule file belongs to: the nearest parent whose ``lib/`` holds YAML, else its folder.
+
+    The ``lib/`` must hold library files: the file system's own ``/lib`` (or
+    ``/usr/lib``) made a copied rule's root ``/``, and the load walked the disk.
+    """
     path = path.resolve()
     for parent in path.parents:
-        if (parent / "lib").is_dir():
-            return parent
         if parent == Path(parent.anchor):
             break
+        lib = parent / "lib"
+        if lib.is_dir() and any(p.suffix in (".yaml", ".yml") for p in lib.iterdir()):
+            return parent
     return path.parent

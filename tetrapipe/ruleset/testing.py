@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tetrapipe.ruleset.compiler import Scope, Validator, compile_rule
+from tetrapipe.ruleset.loader import library_hint
 from tetrapipe.ruleset.model import Issue, Rule, RuleSet, RuleTest
 
 _BATCH_LINES = 20_000
@@ -293,7 +294,8 @@ def _with_params(rule: Rule, test: RuleTest, rs: RuleSet, validator: Validator) 
         merged_ns.setdefault(ns, {}).update(vals)
     copy = dataclasses.replace(rule, params={**rule.params, **params}, compiled=None, params_by_namespace=merged_ns)
     lines = rule.path.read_text(encoding="utf-8").splitlines() if rule.path.exists() else []
-    issues = compile_rule(copy, Scope(rs.lists, rs.macros, copy.params, copy.params_by_namespace), validator, lines)
+    scope = Scope(rs.lists, rs.macros, copy.params, copy.params_by_namespace, library_hint(rs.roots))
+    issues = compile_rule(copy, scope, validator, lines)
     return (copy if copy.compiled else None), issues
 
 
