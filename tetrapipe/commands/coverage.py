@@ -42,10 +42,12 @@ def coverage_command(rules_dir: str | None, policies_path: Path | None, html_out
     """ATT&CK coverage (tactic x technique) of the enabled rules, and which of them a cluster's policies let fire."""
     from tetrapipe.ruleset import load_ruleset
     from tetrapipe.ruleset.coverage import against_policies, load_cluster_policies, matrix
-    from tetrapipe.ruleset.locate import policies_dir_for, resolve_rules_dir
+    from tetrapipe.ruleset.locate import choose_rules_dir, policies_dir_for
     from tetrapipe.ruleset.policies import load_policies
 
-    root = resolve_rules_dir(rules_dir)
+    root, note = choose_rules_dir(rules_dir)
+    if note:
+        err.print(_safe(note))
     if root is None:
         raise click.UsageError("no rules directory: give --rules DIR or set TETRAPIPE_RULES")
     rs = load_ruleset([root])

@@ -17,11 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tetrapipe.config import located
 from tetrapipe.ruleset.attack import TACTICS, TAG_TACTIC, technique
 from tetrapipe.ruleset.lint_values import hook_name, hooks_read
 from tetrapipe.ruleset.model import Issue, Rule
-from tetrapipe.ruleset.policies import Policy, check_policy, load_policies
+from tetrapipe.ruleset.policies import Policy, load_policies, load_policy_file
 
 OTHER = "other"  # the column of techniques no tactic is known for
 
@@ -75,21 +74,8 @@ def load_cluster_policies(path: Path) -> tuple[dict[str, Policy], list[Issue]]:
     """TracingPolicies from a directory, one policy file, or ``kubectl get tracingpolicies -A -o yaml``."""
     if path.is_dir():
         return load_policies(path)
-    try:
-        doc = located.load_yaml(path)
-    except (OSError, UnicodeDecodeError) as exc:
-        return {}, [Issue(path, None, f"cannot read: {exc}")]
-    except located.YamlError as exc:
-        return {}, [Issue(exc.path, exc.line, exc.reason)]
-    docs = doc.get("items") or [] if isinstance(doc, dict) and doc.get("kind") == "List" else [doc]
-    policies: dict[str, Policy] = {}
-    issues: list[Issue] = []
-    for item in docs:
-        policy, problems = check_policy(path, item)
-        issues += problems
-        if policy is not None:
-            policies[policy.name] = policy
-    return policies, issues
+    found, issues = load_policy_file(path)
+    return {policy.name: policy for policy in found}, issues
 
 
 def hooked(policies: dict[str, Policy]) -> dict[str, set[str]]:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tetrapipe.config import located
 from tetrapipe.ruleset.model import Issue, RuleSet
 
@@ -249,6 +251,65 @@ def _call_name(call: str) -> str:
     return re.sub(r"^__(x64|arm64|ia32|s390x)_", "", call)
 
 
+def read_documents(path: Path) -> list[Any]:
+    """Every YAML document of a file (``---`` separated), with positions; raises :class:`located.YamlError`.
+
+    Upstream examples ship a TracingPolicy beside the Pod it guards in one
+    file; reading only single-document files refused them as invalid YAML.
+    Line numbers count from the top of the file, across documents.
+    """
+    text = path.read_text(encoding="utf-8")
+    try:
+        return [doc for doc in yaml.load_all(text, Loader=located.PureLoader) if doc is not None]
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise located.YamlError(path, mark.line + 1 if mark else 1, f"invalid YAML: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise located.YamlError(path, 1, f"invalid YAML: {exc}") from None
+
+
+def policy_documents(docs: list[Any]) -> list[Any]:
+    """The documents to check as TracingPolicies: a ``List``'s items, other Kubernetes objects left out.
+
+    A document is another object (a Pod, a ConfigMap, a CiliumNetworkPolicy)
+    when its kind is not a TracingPolicy kind and its apiVersion is not
+    :data:`API_VERSION`; a ``cilium.io/v1alpha1`` document with a mistyped
+    kind, or one with no kind at all, is still checked and its problems shown.
+    """
+    out: list[Any] = []
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+            out += policy_documents(doc["items"])
+        elif (
+            isinstance(doc, dict)
+            and "kind" in doc
+            and doc["kind"] not in KINDS
+            and doc.get("apiVersion") != API_VERSION
+        ):
+            continue
+        else:
+            out.append(doc)
+    return out
+
+
+def load_policy_file(path: Path) -> tuple[list[Policy], list[Issue]]:
+    """The TracingPolicies of one file (every document, other kinds ignored), with their problems."""
+    try:
+        docs = read_documents(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        return [], [Issue(path, None, f"cannot read: {exc}")]
+    except located.YamlError as exc:
+        return [], [Issue(exc.path, exc.line, exc.reason)]
+    policies: list[Policy] = []
+    issues: list[Issue] = []
+    for doc in policy_documents(docs):
+        policy, problems = check_policy(path, doc)
+        issues += problems
+        if policy is not None:
+            policies.append(policy)
+    return policies, issues
+
+
 def load_policies(directory: Path | None) -> tuple[dict[str, Policy], list[Issue]]:
     """Every TracingPolicy under ``directory`` by metadata.name, with its structural problems."""
     policies: dict[str, Policy] = {}
@@ -256,19 +317,14 @@ def load_policies(directory: Path | None) -> tuple[dict[str, Policy], list[Issue
     if directory is None or not directory.is_dir():
         return policies, issues
     for path in sorted(directory.glob("*.y*ml")):
-        try:
-            doc = located.load_yaml(path)
-        except located.YamlError as exc:
-            issues.append(Issue(exc.path, exc.line, exc.reason))
-            continue
-        policy, problems = check_policy(path, doc)
+        found, problems = load_policy_file(path)
         issues += problems
-        if policy is not None:
+        for policy in found:
             if policy.name in policies:
                 issues.append(
                     Issue(
                         path,
-                        doc.line_of("metadata"),
+                        policy.doc.line_of("metadata"),
                         f"policy name {policy.name!r} also used by {policies[policy.name].path}",
                     )
                 )
@@ -434,8 +490,8 @@ class _PolicyCheck:
             if a.get("index") != pos:
                 self.err(
                     a.line,
-                    f"{call}: list argument index {pos} at position {pos} (Tetragon prints args in "
-                    "list order, tetrapipe reads them by position)",
+                    f"{call}: the argument at position {pos} has index {a.get('index')}, tetrapipe needs index {pos} "
+                    "there (Tetragon prints args in list order, tetrapipe reads them by position)",
                 )
 
 
