@@ -214,7 +214,16 @@ def test_event_id_is_deterministic_and_distinct(real: list[dict]) -> None:
     [
         ('{"process_exec":{"process":{"exec_id":"abc"', "truncated JSON"),
         ("hello world", "invalid JSON"),
-        ("[1, 2]", "not a Tetragon event: JSON array, not an object"),
+        ("[1, 2]", "not a Tetragon event: an array, not an object"),
+        ("123", "not a Tetragon event: a number, not an object"),
+        ('"text"', "not a Tetragon event: a string, not an object"),
+        ("{}", "not a Tetragon event: an empty object"),
+        # a reason quotes at most 100 characters of a value (a 5,000-character time is not printed back whole)
+        (
+            '{"process_exec":{},"time":"' + "9" * 5000 + '"}',
+            "not a Tetragon event: bad time " + "9" * 100 + "... (5000 characters)",
+        ),
+        ('{"node_name":"' + "n" * 300 + '"}', "not a Tetragon event: no event key besides node_name"),
         ('{"node_name":"x","time":"2024-01-01T00:00:00Z"}', "not a Tetragon event: no event key"),
         ('{"process_exec":{},"time":"yesterday"}', "not a Tetragon event: bad time"),
         ('{"process_exec":"x","time":"2024-01-01T00:00:00Z"}', "not a Tetragon event: process_exec is not an object"),

@@ -49,20 +49,20 @@ c AS (
 ),
 z AS (
     SELECT *, coalesce(CASE WHEN a[101] IS NOT NULL THEN coalesce(json_extract_string(args_t, '$[*].file_arg.path')[1], json_extract_string(args_t, '$[*].path_arg.path')[1], json_extract_string(args_t, '$[*].linux_binprm_arg.path')[1]) ELSE coalesce(a[1], a[26], a[51], a[76], a[2], a[27], a[52], a[77], a[3], a[28], a[53], a[78]) END, CASE WHEN fn SIMILAR TO '.*sys_(openat|openat2|unlinkat|renameat|renameat2|mkdirat|fchmodat|fchownat)' THEN a[32] WHEN fn SIMILAR TO '.*sys_(open|creat|unlink|rename|truncate|chmod|chown|mkdir|rmdir)' THEN a[7] WHEN kind = 'process_tracepoint' AND fn SIMILAR TO 'syscalls/sys_enter_(open|openat|openat2|creat|unlink|unlinkat|rename|renameat|renameat2|mkdir|mkdirat|rmdir|chmod|fchmodat|chown|fchownat|lchown|truncate|execve|execveat)' THEN CASE WHEN a[101] IS NOT NULL THEN coalesce(json_extract_string(args_t, '$[*].string_arg')[1]) ELSE coalesce(a[7], a[32], a[57], a[82]) END END) AS file_path,
-        coalesce(reject0, CASE WHEN s[79] IS NOT NULL AND (TRY_CAST(s[79] AS TIMESTAMP_NS) + (TRY_CAST(TRY_CAST(s[79] AS TIMESTAMPTZ) AS TIMESTAMP) - TRY_CAST(s[79] AS TIMESTAMP))) IS NULL
-                               THEN 'not a Tetragon event: bad time ' || s[79] END) AS reject
+        coalesce(reject0, CASE WHEN s[79] IS NOT NULL AND (TRY_CAST(s[79] AS TIMESTAMP_NS) + (CASE WHEN regexp_matches(s[79], '[+-](2[4-9]|[3-9][0-9]):?[0-9][0-9]$|[+-][0-9][0-9]:?[6-9][0-9]$') THEN NULL ELSE TRY_CAST(TRY_CAST(s[79] AS TIMESTAMPTZ) AS TIMESTAMP) END - TRY_CAST(s[79] AS TIMESTAMP))) IS NULL
+                               THEN 'not a Tetragon event: bad time ' || CASE WHEN length(s[79]) > 100 THEN left(s[79], 100) || '... (' || length(s[79]) || ' characters)' ELSE s[79] END END) AS reject
     FROM c
 )
 SELECT
     _i,
     shape,
     CASE WHEN reject IS NULL THEN md5(concat_ws('|', kind, coalesce(s[78], ''),
-        coalesce(CAST((TRY_CAST(s[79] AS TIMESTAMP_NS) + (TRY_CAST(TRY_CAST(s[79] AS TIMESTAMPTZ) AS TIMESTAMP) - TRY_CAST(s[79] AS TIMESTAMP))) AS VARCHAR), ''), coalesce(s[1], ''),
+        coalesce(CAST((TRY_CAST(s[79] AS TIMESTAMP_NS) + (CASE WHEN regexp_matches(s[79], '[+-](2[4-9]|[3-9][0-9]):?[0-9][0-9]$|[+-][0-9][0-9]:?[6-9][0-9]$') THEN NULL ELSE TRY_CAST(TRY_CAST(s[79] AS TIMESTAMPTZ) AS TIMESTAMP) END - TRY_CAST(s[79] AS TIMESTAMP))) AS VARCHAR), ''), coalesce(s[1], ''),
         coalesce(fn, ''), coalesce(s[39], ''), coalesce(args_t, ''),
         coalesce(s[43], ''), coalesce(s[44], ''), coalesce(body, '')))
     END AS event_id,
-    TRY_CAST(TRY_CAST(s[79] AS TIMESTAMPTZ) AS TIMESTAMP) AS time,
-    epoch_ns((TRY_CAST(s[79] AS TIMESTAMP_NS) + (TRY_CAST(TRY_CAST(s[79] AS TIMESTAMPTZ) AS TIMESTAMP) - TRY_CAST(s[79] AS TIMESTAMP)))) AS time_ns,
+    CASE WHEN regexp_matches(s[79], '[+-](2[4-9]|[3-9][0-9]):?[0-9][0-9]$|[+-][0-9][0-9]:?[6-9][0-9]$') THEN NULL ELSE TRY_CAST(TRY_CAST(s[79] AS TIMESTAMPTZ) AS TIMESTAMP) END AS time,
+    epoch_ns((TRY_CAST(s[79] AS TIMESTAMP_NS) + (CASE WHEN regexp_matches(s[79], '[+-](2[4-9]|[3-9][0-9]):?[0-9][0-9]$|[+-][0-9][0-9]:?[6-9][0-9]$') THEN NULL ELSE TRY_CAST(TRY_CAST(s[79] AS TIMESTAMPTZ) AS TIMESTAMP) END - TRY_CAST(s[79] AS TIMESTAMP)))) AS time_ns,
     kind,
     s[78] AS node_name,
     s[80] AS cluster_name,
@@ -78,7 +78,7 @@ SELECT
     s[10] AS arguments,
     s[11] AS cwd,
     s[12] AS flags,
-    TRY_CAST(TRY_CAST(s[13] AS TIMESTAMPTZ) AS TIMESTAMP) AS process_start_time,
+    CASE WHEN regexp_matches(s[13], '[+-](2[4-9]|[3-9][0-9]):?[0-9][0-9]$|[+-][0-9][0-9]:?[6-9][0-9]$') THEN NULL ELSE TRY_CAST(TRY_CAST(s[13] AS TIMESTAMPTZ) AS TIMESTAMP) END AS process_start_time,
     TRY_CAST(s[14] AS BOOLEAN) AS in_init_tree,
     TRY_CAST(CAST(cap_t AS JSON) AS VARCHAR[]) AS cap_effective,
     CASE WHEN ns_t IS NOT NULL THEN list_filter([CASE WHEN TRY_CAST(s[68] AS BOOLEAN) THEN 'uts' END, CASE WHEN TRY_CAST(s[69] AS BOOLEAN) THEN 'ipc' END, CASE WHEN TRY_CAST(s[70] AS BOOLEAN) THEN 'mnt' END, CASE WHEN TRY_CAST(s[71] AS BOOLEAN) THEN 'pid' END, CASE WHEN TRY_CAST(s[72] AS BOOLEAN) THEN 'pid_for_children' END, CASE WHEN TRY_CAST(s[73] AS BOOLEAN) THEN 'net' END, CASE WHEN TRY_CAST(s[74] AS BOOLEAN) THEN 'time' END, CASE WHEN TRY_CAST(s[75] AS BOOLEAN) THEN 'time_for_children' END, CASE WHEN TRY_CAST(s[76] AS BOOLEAN) THEN 'cgroup' END, CASE WHEN TRY_CAST(s[77] AS BOOLEAN) THEN 'user' END], lambda n: n IS NOT NULL) END AS host_namespaces,
@@ -94,13 +94,13 @@ SELECT
     s[22] AS container_name,
     s[23] AS image,
     s[24] AS image_id,
-    TRY_CAST(TRY_CAST(s[25] AS TIMESTAMPTZ) AS TIMESTAMP) AS container_start_time,
+    CASE WHEN regexp_matches(s[25], '[+-](2[4-9]|[3-9][0-9]):?[0-9][0-9]$|[+-][0-9][0-9]:?[6-9][0-9]$') THEN NULL ELSE TRY_CAST(TRY_CAST(s[25] AS TIMESTAMPTZ) AS TIMESTAMP) END AS container_start_time,
     TRY_CAST(s[26] AS BIGINT) AS container_pid,
     TRY_CAST(s[27] AS BOOLEAN) AS privileged,
     s[28] AS parent_binary,
     s[29] AS parent_arguments,
     TRY_CAST(s[30] AS BIGINT) AS parent_pid,
-    TRY_CAST(TRY_CAST(s[31] AS TIMESTAMPTZ) AS TIMESTAMP) AS parent_start_time,
+    CASE WHEN regexp_matches(s[31], '[+-](2[4-9]|[3-9][0-9]):?[0-9][0-9]$|[+-][0-9][0-9]:?[6-9][0-9]$') THEN NULL ELSE TRY_CAST(TRY_CAST(s[31] AS TIMESTAMPTZ) AS TIMESTAMP) END AS parent_start_time,
     CASE WHEN anc_t IS NOT NULL THEN json_extract_string(anc_t, '$[*].exec_id') END AS ancestor_exec_ids,
     CASE WHEN anc_t IS NOT NULL THEN json_extract_string(anc_t, '$[*].binary') END AS ancestor_binaries,
     fn AS function_name,

@@ -70,6 +70,25 @@ def first_arg(*fields: str) -> str:
     return f"CASE WHEN a IS NULL THEN NULL WHEN {MANY_ARGS} THEN {whole} ELSE {slots} END"
 
 
+#: characters of a value a reject reason quotes: a reason names what is wrong, it does not carry the line again
+SHOWN_CHARS = 100
+
+
+def shown(expr: str) -> str:
+    """``expr`` (text) as a reject reason quotes it: cut to :data:`SHOWN_CHARS`, saying how long it was."""
+    return (
+        f"CASE WHEN length({expr}) > {SHOWN_CHARS} "
+        f"THEN left({expr}, {SHOWN_CHARS}) || '... (' || length({expr}) || ' characters)' ELSE {expr} END"
+    )
+
+
+#: DuckDB's names of JSON value types, as JSON itself names them (a reason says what the line is)
+_JSON_TYPE_NAMES = (
+    "CASE jt WHEN 'ARRAY' THEN 'an array' WHEN 'VARCHAR' THEN 'a string' WHEN 'BOOLEAN' THEN 'a boolean' "
+    "WHEN 'NULL' THEN 'null' ELSE 'a number' END"
+)
+
+
 def int_(expr: str) -> str:
     return f"TRY_CAST({expr} AS BIGINT)"
 
@@ -264,7 +283,7 @@ z AS (
 z2 AS (
     SELECT *,
         coalesce(reject0, CASE WHEN {val("env_time")} IS NOT NULL AND tns IS NULL
-                               THEN 'not a Tetragon event: bad time ' || {val("env_time")} END) AS reject
+                               THEN 'not a Tetragon event: bad time ' || {shown(val("env_time"))} END) AS reject
     FROM z
 )
 SELECT
@@ -465,9 +484,11 @@ e AS (
         CASE WHEN kind0 IS NOT NULL AND regexp_full_match(kind0, '[A-Za-z0-9_]+') THEN kind0 END AS kind,
         CASE
             WHEN NOT ok THEN 'invalid JSON'
-            WHEN jt != 'OBJECT' THEN 'not a Tetragon event: JSON ' || lower(jt) || ', not an object'
-            WHEN kind0 IS NULL THEN 'not a Tetragon event: no event key besides ' || array_to_string(json_keys(raw), ', ')
-            WHEN NOT regexp_full_match(kind0, '[A-Za-z0-9_]+') THEN 'not a Tetragon event: odd event key ' || kind0
+            WHEN jt != 'OBJECT' THEN 'not a Tetragon event: ' || {_JSON_TYPE_NAMES} || ', not an object'
+            WHEN kind0 IS NULL AND json_keys(raw) = [] THEN 'not a Tetragon event: an empty object'
+            WHEN kind0 IS NULL
+            THEN 'not a Tetragon event: no event key besides ' || {shown("array_to_string(json_keys(raw), ', ')")}
+            WHEN NOT regexp_full_match(kind0, '[A-Za-z0-9_]+') THEN 'not a Tetragon event: odd event key ' || {shown("kind0")}
         END AS reject1
     FROM k
 ),
