@@ -467,3 +467,40 @@ def test_html_badges_are_never_clipped_in_chromium(story, tmp_path: Path) -> Non
     shoved.write_text(page.read_text().replace("</style>", ".row .badge { margin-left:2000px; }</style>"))
     count, problems = check.badge_problems(shoved, select=p["bash"].exec_id, profile=tmp_path / "p-shoved")
     assert any("clipped by section#tree" in x for x in problems) and any("sticks out" in x for x in problems)
+
+
+def test_a_chain_deeper_than_the_drawing_says_it_is_cut_and_json_still_works(tmp_path: Path) -> None:
+    """``sh -c`` nested 150 deep (a payload made to break the drawing): the tree stops at DRAW_DEPTH and says so.
+
+    The walk used to stop at 256 levels without a word (hiding what ran below), and ``--format json``
+    failed with orjson's recursion limit from ~130 nested processes on. The shells below the cut are
+    still in the history, and ``--exec-id`` of a deep one draws them.
+    """
+    from tetrapipe.tree.model import DEPTH_CUT_NOTE, DRAW_DEPTH
+
+    w = World()
+    p = host_and_pod(w)
+    lines = [w.exec(p["shim"]), w.exec(p["crawler"])]
+    parent, chain = p["crawler"], []
+    for i in range(150):
+        parent = w.proc("/bin/sh", f"-c level{i}", parent=parent, at=10 + i * 0.01, pod=p["pod"], in_init_tree=True)
+        chain.append(parent)
+        lines.append(w.exec(parent))
+    lake = load(tmp_path, lines)
+    view = build_tree(lake, Selection(pod="crawler"))
+    assert view.depth_cut and DRAW_DEPTH < 150
+    text = render_text(view, width=400)
+    assert DEPTH_CUT_NOTE in text and "level0" in text and "level149" not in text
+    out = CliRunner().invoke(cli, ["tree", "--lake", str(tmp_path / "lake"), "--pod", "crawler", "--format", "json"])
+    assert out.exit_code == 0, out.output[-2000:]
+    assert json.loads(out.output)["depth_cut"] is True
+    deep = build_tree(lake, Selection(exec_id=chain[120].exec_id))  # the part below the cut, drawn from inside it
+    levels = {n.arguments.split()[-1] for n in deep.nodes.values() if n.arguments}
+    assert {f"level{i}" for i in range(70, 150)} <= levels  # 50 levels up, the 29 below
+    assert "level69" not in levels and deep.depth_cut  # the path up is cut too
+    focused = CliRunner().invoke(
+        cli, ["tree", "--lake", str(tmp_path / "lake"), "--exec-id", chain[120].exec_id, "--format", "json"]
+    )
+    assert focused.exit_code == 0, focused.output[-2000:]
+    html = render_html(view)
+    assert DEPTH_CUT_NOTE in html

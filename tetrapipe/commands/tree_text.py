@@ -22,8 +22,8 @@ from rich.text import Text
 from rich.tree import Tree
 
 from tetrapipe.textsafe import visible
+from tetrapipe.tree.model import DEPTH_CUT_NOTE, Node, Shown, TreeView, format_offset, plural
 from tetrapipe.tree.model import Group as TreeGroup
-from tetrapipe.tree.model import Node, Shown, TreeView, format_offset, plural
 
 SEVERITY_STYLE = {
     "critical": "bold white on red",
@@ -166,6 +166,8 @@ def render(view: TreeView) -> Group:
     summary.append(f" (shells started > {format_offset(view.late_after)[1:]} after their container)", style="dim")
     if view.truncated:
         summary.append("  [truncated: narrow the selection]", style="bold yellow")
+    if view.depth_cut:
+        summary.append(f"  [{DEPTH_CUT_NOTE}]", style="bold yellow")
     parts.append(summary)
     return Group(*parts)
 

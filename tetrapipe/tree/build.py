@@ -28,6 +28,7 @@ from tetrapipe.tree import sql
 from tetrapipe.tree.fold import group_by_container
 from tetrapipe.tree.model import (
     DEFAULT_LATE_AFTER,
+    DRAW_DEPTH,
     SHELLS,
     Alert,
     Event,
@@ -197,6 +198,9 @@ def _build(
     """
     _resolve_pod(con, sel)
     path_ids: list[str] = []
+    depth_cut = False
+    # levels drawn below the top; a focused process shares DRAW_DEPTH between its path up and its subtree
+    down = DRAW_DEPTH // 2 if sel.exec_id else DRAW_DEPTH
     if sel.exec_id:
         lineage = _records(con.sql("SELECT * FROM process_lineage($x) ORDER BY level", params={"x": sel.exec_id}))
         if not lineage:
@@ -207,14 +211,18 @@ def _build(
         for i, row in enumerate(lineage[1:], start=1):
             if focus["container_id"] is not None and row["container_id"] != focus["container_id"]:
                 break
+            if i > DRAW_DEPTH - down:  # a chain nested deeper than anyone reads (or made so to break the drawing)
+                depth_cut = True
+                break
             top = i
         path_ids = [r["exec_id"] for r in reversed(lineage[: top + 1])]
         params = {"root": sel.exec_id, "since": sel.since, "until": sel.until}
         rows = _records(
             con.sql(
-                f"SELECT * EXCLUDE (path) FROM {sql.DRAWN_TREE}(root_exec_id := $root, since := $since, until := $until) "
+                f"SELECT * EXCLUDE (path) FROM {sql.DRAWN_TREE}(root_exec_id := $root, since := $since, until := $until, "
+                "max_depth := $depth) "
                 f"ORDER BY depth, start_time LIMIT {max_processes + 1}",
-                params=params,
+                params={**params, "depth": down + 1},
             )
         )
         path_rows = [r for r in reversed(lineage[1 : top + 1])]
@@ -231,9 +239,9 @@ def _build(
         rows = _records(
             con.sql(
                 f"SELECT * EXCLUDE (path) FROM {sql.DRAWN_TREE}(pod_name := $pod, pod_namespace := $ns, container := $container, "
-                "since := $since, until := $until) "
+                "since := $since, until := $until, max_depth := $depth) "
                 f"ORDER BY depth, start_time LIMIT {max_processes + 1}",
-                params=params,
+                params={**params, "depth": down + 1},
             )
         )
         path_rows = []
@@ -241,6 +249,9 @@ def _build(
             raise TreeError(f"no processes for {sel.describe()} in the history")
     truncated = len(rows) > max_processes
     rows = rows[:max_processes]
+    if rows and rows[-1]["depth"] > down:  # (ordered by depth) the walk went a level past what is drawn
+        depth_cut = True
+        rows = [r for r in rows if r["depth"] <= down]
     nodes: dict[str, Node] = {}
     for r in [*path_rows, *rows]:
         if r["exec_id"] not in nodes:
@@ -290,7 +301,7 @@ def _build(
         parent = nodes.get(n.parent_exec_id or "")
         n.injected = n.in_init_tree is False and (parent is None or parent.in_init_tree is not False)
     groups = group_by_container(roots, fold, max_children)
-    return TreeView(sel, groups, len(nodes), late_after, truncated, nodes)
+    return TreeView(sel, groups, len(nodes), late_after, truncated, nodes, depth_cut)
 
 
 def _attach_events(con: duckdb.DuckDBPyConnection, nodes: dict[str, Node], per_process: int) -> None:

@@ -25,7 +25,7 @@ import html
 import json
 
 from tetrapipe.textsafe import UNSAFE_CLASS, visible
-from tetrapipe.tree.model import Group, Node, Shown, TreeView, format_offset, plural
+from tetrapipe.tree.model import DEPTH_CUT_NOTE, Group, Node, Shown, TreeView, format_offset, plural
 
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:; "
@@ -416,6 +416,8 @@ def render_html(view: TreeView, title: str | None = None) -> str:
     )
     if view.truncated:
         counts += ' · <span class="late">truncated: narrow the selection</span>'
+    if view.depth_cut:
+        counts += f' · <span class="late">{DEPTH_CUT_NOTE}</span>'
     groups = "".join(_group(g) for g in view.groups)
     return f"""<!doctype html>
 <html lang="en">

@@ -187,6 +187,13 @@ class Group:
         return f"{self.namespace or '?'}/{self.pod}"
 
 
+#: levels of processes drawn below the top (and climbed above a focused one). Deeper chains happen only by
+#: accident or on purpose (a payload nesting ``sh -c`` hundreds deep to break the drawing): past this the
+#: tree says it is cut and where to look further (``--exec-id`` of a deep process)
+DRAW_DEPTH = 100
+DEPTH_CUT_NOTE = f"cut {DRAW_DEPTH} levels deep: draw a deeper process with --exec-id"
+
+
 @dataclass
 class TreeView:
     selection: Selection
@@ -195,6 +202,8 @@ class TreeView:
     late_after: dt.timedelta
     truncated: bool = False
     nodes: dict[str, Node] = field(default_factory=dict)
+    #: a chain went deeper than the drawing goes (:data:`tetrapipe.tree.build.DRAW_DEPTH`): what is below is not shown
+    depth_cut: bool = False
 
     @property
     def late_shells(self) -> list[Node]:
@@ -293,6 +302,7 @@ class TreeView:
             "late_after_seconds": self.late_after.total_seconds(),
             "counts": self.counts(),
             "truncated": self.truncated,
+            "depth_cut": self.depth_cut,
             "groups": [
                 {
                     "title": g.title,
