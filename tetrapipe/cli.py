@@ -121,11 +121,74 @@ class _Face(click.Group):
             raise click.UsageError(str(exc)) from exc
         except TetrapipeError as exc:
             raise click.ClickException(str(exc)) from exc
+        except BrokenPipeError as exc:  # stdout closed by its reader (`| head`): nothing more is wanted
+            _silence_stdout()
+            raise click.exceptions.Exit(0) from exc
         except OSError as exc:
             message = _store_error(exc)
             if message is None:
                 raise
             raise click.ClickException(message) from exc
+        except SystemExit as exc:
+            if not _rich_broken_pipe(exc):
+                raise
+            raise click.exceptions.Exit(0) from exc  # rich's own broken-pipe exit is 1, with no word said
+        except (KeyboardInterrupt, Exception) as exc:  # Ctrl-C may surface as what a clean-up raised after it
+            if not _interrupted(exc):
+                raise
+            command = ctx.invoked_subcommand or ""
+            click.echo(f"interrupted{INTERRUPTED_NOTES.get(command, '')}", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from exc
+
+
+#: exit status after Ctrl-C (SIGINT): 128 + the signal's number, as shells and other command-line tools report it
+EXIT_INTERRUPTED = 130
+
+#: what a command that writes the lake says after Ctrl-C: each input's batches are committed whole with their
+#: input positions, so what was committed stays and the same command run again carries on after it
+INTERRUPTED_NOTES = {
+    "ingest": ": what was committed to the lake is kept; run the same command again to ingest the rest",
+}
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Ctrl-C, seen as Python's KeyboardInterrupt or as DuckDB's "Query interrupted" (its SIGINT handler stops
+    the query running when the signal comes and raises that instead), here or behind a clean-up it caused."""
+    seen: BaseException | None = exc
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:
+        visited.add(id(seen))
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        duckdb = sys.modules.get("duckdb")
+        interrupt = getattr(duckdb, "InterruptException", None) if duckdb is not None else None
+        if (interrupt is not None and isinstance(seen, interrupt)) or (
+            isinstance(seen, RuntimeError) and str(seen).strip() == "Query interrupted"
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so the interpreter's last flush of what is still buffered does not
+    fail again on the closed pipe (and print "Exception ignored ... BrokenPipeError")."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no file descriptor behind stdout (an embedding caller): nothing to flush to
+        pass
+
+
+def _rich_broken_pipe(exc: SystemExit) -> bool:
+    """Whether ``exc`` is rich's ``Console.on_broken_pipe`` (which has already pointed stdout at /dev/null)."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and frames[-1].name == "on_broken_pipe" and "rich" in Path(frames[-1].filename).parts
 
 
 def _store_error(exc: OSError) -> str | None:
@@ -155,6 +218,31 @@ def cli() -> None:
 
 
 cli.commands = _LazyCommands(LAZY_COMMANDS)
+
+
+def _lake_write_error(exc: OSError, lake_dir: str) -> str | None:
+    """A local lake's file system refusing a write, as ``cannot write the lake at DIR: reason``; else None.
+
+    The writes run on a worker thread and its error comes back as it was
+    raised (``[Errno 2] No such file or directory: '/proc/lake'``), naming
+    neither the lake nor ``--lake``. Only an error raised in the lake's own
+    code is meant: one from an object store keeps its own sentence
+    (:func:`_store_error`), and anything else stays a traceback (a bug).
+    """
+    import traceback
+
+    from tetrapipe.textsafe import visible
+
+    if _store_error(exc) is not None:
+        return None
+    lake_code = Path(__file__).parent / "lake"
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not any(Path(f.filename).parent == lake_code for f in frames):
+        return None
+    reason = exc.strerror or str(exc)
+    if exc.filename is not None and str(exc.filename) != lake_dir:
+        reason += f": {exc.filename}"
+    return f"cannot write the lake at {visible(lake_dir)}: {visible(reason)}"
 
 
 def _shipped_samples_hint(paths: tuple[str, ...]) -> str:
@@ -234,6 +322,11 @@ def ingest(
             )
     except TransformError as exc:  # a broken transform, not a bad line: what was committed stays, rerun resumes
         raise click.ClickException(str(exc)) from exc
+    except OSError as exc:  # the lake cannot be made or written (a bad read of an input is a reject, not this)
+        message = _lake_write_error(exc, lake_dir)
+        if message is None:
+            raise
+        raise click.ClickException(message) from exc
     transforms.result()  # (raises what loading raised, had no chunk waited for it)
     detector = loaded["detector"]
     if not quiet:
@@ -251,7 +344,12 @@ def ingest(
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json", "csv", "parquet"]), default="table", show_default=True
 )
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file (required for parquet).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    help="Write to this file (required for parquet; a table is written as plain text, as in a pipe).",
+)
 @click.option("--limit", type=int, default=None, help="At most this many rows (table format: 200 by default).")
 @click.option(
     "--as-of",
@@ -312,7 +410,7 @@ def query(
         if fmt == "parquet" and not output:
             raise click.UsageError("--format parquet needs --output FILE")
         # a mistyped --lake would otherwise look like a hunt that found nothing
-        if not Path(lake_dir).exists() if lake.is_local else not lake.exists():
+        if not _holds_history(lake):
             from rich.markup import escape
 
             from tetrapipe.textsafe import visible
@@ -335,13 +433,40 @@ def query(
         sys.exit(2)
 
 
+def _holds_history(lake: Lake) -> bool:
+    """Whether ``--lake`` names a lake: a local directory with at least one of its tables, or a store that has one.
+
+    A directory that exists but holds none (a typo for the lake's parent, an
+    empty directory) answers every query with 0 rows, just as a missing one.
+    """
+    if not lake.is_local:
+        return lake.exists()
+    from tetrapipe.schema import TABLES
+
+    return any((Path(lake.root) / name).is_dir() for name in TABLES)
+
+
 def _answer(lake: Lake, sql: str, when: AsOf | None, fmt: str, output: str | None, limit: int | None) -> None:
     """Run the query and write its answer in ``fmt``: only a table for a person is drawn by rich, only parquet
     goes through Arrow (CSV and JSON are written by DuckDB from the query's connection)."""
     from tetrapipe.fsutil import open_private
     from tetrapipe.lake.query import TABLE_DEFAULT_LIMIT, execute, fetch_rows, write_output, write_query
 
-    if fmt == "table":
+    if fmt == "table" and output:
+        import io
+
+        from rich.console import Console
+
+        from tetrapipe.commands.report import print_query_table
+
+        # the table a pipe gets (plain columns, no colour or escapes), written once the query has succeeded
+        shown = limit or TABLE_DEFAULT_LIMIT
+        text = io.StringIO()
+        plain = Console(file=text, force_terminal=False, color_system=None, highlight=False, soft_wrap=False)
+        print_query_table(plain, fetch_rows(lake, sql, shown, limit, when), shown)
+        with open_private(output, append=False) as f:
+            f.write(text.getvalue().encode())
+    elif fmt == "table":
         from tetrapipe.commands.report import print_query_table
 
         shown = limit or TABLE_DEFAULT_LIMIT

@@ -21,20 +21,23 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h|d|w)?\s*$", re.
 _SECONDS_PER = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 
 
-def _match_seconds(text: str, *, unit_required: bool) -> float | None:
+def _match_seconds(text: str, *, unit_required: bool, bare: str | None = None) -> float | None:
     m = _DURATION.match(text)
     if not m or (unit_required and m.group(2) is None):
         return None
-    unit = m.group(2).lower() if m.group(2) else None
+    unit = m.group(2).lower() if m.group(2) else bare
     return float(m.group(1)) * _SECONDS_PER[unit]
 
 
-def parse_duration(text: str) -> dt.timedelta:
-    """``90s``, ``5m``, ``2h``, ``1d``, ``1w``, ``1.5h``, ``250ms`` (a bare number is seconds).
+def parse_duration(text: str, *, bare: str = "s") -> dt.timedelta:
+    """``90s``, ``5m``, ``2h``, ``1d``, ``1w``, ``1.5h``, ``250ms``; a bare number is in ``bare`` (seconds).
 
-    Raises ValueError with the accepted forms, which callers show as is.
+    ``bare="d"`` is for an option whose help speaks in days (``lake
+    retention --keep 90``): there a bare 90 meant 90 seconds, which is never
+    what was asked. Raises ValueError with the accepted forms, which callers
+    show as is.
     """
-    seconds = _match_seconds(text, unit_required=False)
+    seconds = _match_seconds(text, unit_required=False, bare=bare.lower())
     if seconds is None:
         raise ValueError(f"not a duration: {text!r} (try 90s, 5m, 2h, 1d)")
     return dt.timedelta(seconds=seconds)

@@ -162,6 +162,7 @@ def forward_command(
     if sum((from_lake, from_kafka, bool(inputs))) > 1:
         raise click.UsageError("give input files, --from-lake or --from-kafka, not several")
     cfg = load_or_exit(config_path, 2)
+    _check_inputs(inputs)
     if spool_dir:
         cfg.spool_dir = spool_dir
     router = _router(cfg, config_path, sinks)
@@ -200,6 +201,23 @@ def forward_command(
     if not quiet:
         _summary(result.read, result.bad, result.stats)
     sys.exit(0 if result.ok else 1)
+
+
+def _check_inputs(inputs: tuple[str, ...]) -> None:
+    """Exit 1 with one line naming the first input file that cannot be opened, before any sink starts.
+
+    The lines are read on a thread once the sinks run; a missing file found
+    there was a thread's traceback, then "read 0 record(s)" and exit 0.
+    """
+    from tetrapipe.textsafe import visible
+
+    for path in inputs:
+        if path == "-":
+            continue
+        try:
+            open(path, "rb").close()  # opened only to learn that it can be: read on a thread later
+        except OSError as exc:
+            raise click.ClickException(f"cannot read {visible(path)}: {exc.strerror or exc}") from exc
 
 
 def _client_from(cfg: Any, default: str) -> str:

@@ -27,6 +27,14 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         raise click.BadParameter(str(exc), ctx, param) from exc
 
 
+def _days(ctx: click.Context, param: click.Parameter, value: str) -> dt.timedelta:
+    """A duration whose bare number is days (``--keep 90`` = ``90d``), as the option's help says."""
+    try:
+        return parse_duration(value, bare="d")
+    except ValueError as exc:
+        raise click.BadParameter(f"not a number of days: {value!r} (try 90, 90d or 12w)", ctx, param) from exc
+
+
 def _tables_option(help: str = "Only this table (repeatable; default: all).") -> click.Option:
     return click.option("--table", "tables", multiple=True, type=click.Choice(TABLE_NAMES), help=help)
 
@@ -100,7 +108,10 @@ def vacuum_command(lake_dir: str, retention: dt.timedelta, dry_run: bool, tables
 @lake_group.command("retention")
 @lake_option()
 @click.option(
-    "--keep", required=True, callback=_duration, help="History to keep, in days: 90d keeps today and 89 more."
+    "--keep",
+    required=True,
+    callback=_days,
+    help="History to keep, in days: 90 (or 90d) keeps today and 89 more; other units need theirs (12w).",
 )
 @_tables_option()
 def retention_command(lake_dir: str, keep: dt.timedelta, tables: tuple[str, ...]) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -13,6 +15,9 @@ from tetrapipe.commands.options import lake_option, open_lake
 from tetrapipe.lake import Lake
 from tetrapipe.textsafe import visible
 from tetrapipe.transforms.tls_ciphers import weak_reasons
+
+if TYPE_CHECKING:
+    import duckdb
 
 SUMMARY_SQL = """
 SELECT namespace, workload, daddr, dport, tls_sni, tls_version, tls_cipher,
@@ -29,16 +34,36 @@ PIPE_WIDTH = 1000
 
 
 def tls_summary(lake: Lake, namespace: str | None = None, since: str | None = None) -> list[dict]:
-    """One row per (workload, destination, version, cipher), with why it is weak if it is."""
+    """One row per (workload, destination, version, cipher), with why it is weak if it is.
+
+    ``since`` takes the forms of ``tree --since`` (an ISO time, UTC unless
+    it names a zone, or a duration back from the newest handshake); one that
+    is neither raises ValueError saying which forms work, before DuckDB
+    would have failed to cast it in the middle of the query.
+    """
     from tetrapipe.lake.views import run
 
-    rows = run(
-        lake,  # an unreadable data file is stepped over, and named on stderr
-        lambda con: con.sql(SUMMARY_SQL, params={"namespace": namespace, "since": since}).to_arrow_table().to_pylist(),
-    )
+    def summary(con: duckdb.DuckDBPyConnection) -> list[dict]:
+        start = _since(con, since) if since else None
+        return con.sql(SUMMARY_SQL, params={"namespace": namespace, "since": start}).to_arrow_table().to_pylist()
+
+    rows = run(lake, summary)  # an unreadable data file is stepped over, and named on stderr
     for r in rows:
         r["weak"] = weak_reasons(r["tls_version"], r["tls_cipher"])
     return rows
+
+
+def _since(con: duckdb.DuckDBPyConnection, text: str) -> dt.datetime:
+    """``--since`` as a UTC time: parsed as ``tree`` and ``rules backtest`` read it (ValueError if it is not)."""
+    from tetrapipe.tree.model import parse_time
+    from tetrapipe.units import parse_duration
+
+    try:
+        parse_duration(text)
+    except ValueError:
+        return parse_time(text, None)  # a time: the history's newest handshake is not needed
+    newest = con.sql("SELECT max(last_seen) FROM tls_stats").fetchall()[0][0]
+    return parse_time(text, newest)
 
 
 def _bar(n: int, total: int, width: int = 20) -> str:
@@ -105,12 +130,19 @@ def print_tls(console: Console, rows: list[dict]) -> None:
 
 @click.command("tls")
 @click.option("--namespace", "-n", help="Only this Kubernetes namespace.")
-@click.option("--since", help="Only handshakes at or after this time (e.g. 2026-03-10 or '2026-03-10 09:00').")
+@click.option(
+    "--since",
+    help="Only handshakes at or after this time: 2026-03-10T09:00 (UTC), or a duration back from the newest "
+    "handshake in the history (30m, 2h, 1d), as tree --since.",
+)
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @lake_option()
 def tls_command(namespace: str | None, since: str | None, fmt: str, lake_dir: str) -> None:
     """TLS versions and cipher suites per workload and destination; weak ones in red."""
-    rows = tls_summary(open_lake(lake_dir), namespace, since)
+    try:
+        rows = tls_summary(open_lake(lake_dir), namespace, since)
+    except ValueError as exc:  # the same words as tree's --since
+        raise click.BadParameter(str(exc), param_hint="--since") from None
     if fmt == "table":
         # :codes: in an SNI stay text. Not a terminal (a pipe, a file): never folded, since rich's 80 columns
         # cut a cipher suite in two and `tetrapipe tls | grep TLS_RSA_...` found nothing.

@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from tetrapipe.errors import TetrapipeError
 from tetrapipe.lake import Lake, read_rows
 from tetrapipe.metrics import Health
 from tetrapipe.sources.kafka import at_end, new_consumer, unread_elsewhere
@@ -46,6 +47,10 @@ BadRow = Callable[[str, str], None]
 
 #: a source: reads everything (or until ``stop``) into the router; (rows read, unreadable lines)
 Source = Callable[[Any, threading.Event, Health], tuple[int, int]]
+
+
+class InputError(TetrapipeError):
+    """An input of JSON lines could not be read to its end (the records before it were routed)."""
 
 
 def default_topics(kafka: dict[str, Any], routes: list[Any]) -> tuple[str, ...]:
@@ -78,6 +83,7 @@ def from_lines(inputs: list[str], batch_size: int, on_bad: BadRow) -> Source:
 
     def read(router: Any, stop: threading.Event, health: Health) -> tuple[int, int]:
         q: queue.Queue[tuple[str, int, bytes] | None] = queue.Queue(maxsize=batch_size * 4)
+        failed: list[OSError] = []  # what ended the reading early: told here, not in the thread's own traceback
 
         def reader() -> None:
             try:
@@ -86,6 +92,8 @@ def from_lines(inputs: list[str], batch_size: int, on_bad: BadRow) -> Source:
                         if stop.is_set():
                             return
                         q.put(item)
+            except OSError as exc:  # an input missing, unreadable or failing mid-way (EIO)
+                failed.append(exc)
             finally:
                 q.put(None)
 
@@ -116,6 +124,10 @@ def from_lines(inputs: list[str], batch_size: int, on_bad: BadRow) -> Source:
                 rows, last = [], time.monotonic()
         if rows:
             router.handle_rows(rows)
+        if failed:
+            exc = failed[0]
+            where = exc.filename if exc.filename is not None else "the input"
+            raise InputError(f"cannot read {where}: {exc.strerror or exc} (after {n_read:,} record(s))") from exc
         return n_read, bad
 
     return read
@@ -260,14 +272,20 @@ def forward(router: Any, source: Source, *, drain_timeout: float, health: Health
     signal.signal(signal.SIGINT, on_signal)
     router.start(interval=0.5)
     result = ForwardResult()
+    failed: InputError | None = None
     try:
         reading.set()
-        result.read, result.bad = source(router, stop, health)
+        try:
+            result.read, result.bad = source(router, stop, health)
+        except InputError as exc:  # what was read before it is still delivered (or spooled) below
+            failed = exc
         reading.clear()
         drain(router, drain_timeout, stop, health)
     finally:
         reading.clear()
         router.close()
+    if failed is not None:
+        raise failed
     result.stats = router.stats()
     result.stopped = stop.is_set()
     return result
@@ -276,6 +294,7 @@ def forward(router: Any, source: Source, *, drain_timeout: float, health: Health
 __all__ = [
     "BadRow",
     "ForwardResult",
+    "InputError",
     "Source",
     "default_topics",
     "drain",
