@@ -451,3 +451,28 @@ def test_ingest_on_a_terminal_wraps_escaped_alerts(hostile: Hostile, tetrapipe_c
     assert any("\\x1b" in line for line in alert_lines)
     assert all(len(line) <= 80 for line in alert_lines)  # escaped first, then wrapped to the terminal's width
     _no_forged_lines(out)
+
+
+def test_a_rule_failing_on_hostile_data_warns_and_errs_escaped(tmp_path: Path, tetrapipe_cmd: list[str]) -> None:
+    """A rule that breaks on a value (a cast of the pod name) is named with that value in ingest's warning and in its
+    final error: one-shot commands set up no logging, so the warning went out raw through logging's last-resort
+    handler, and the error line raw through click."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "cast.yaml").write_text(
+        "id: cast-pod\ntitle: casts the pod name\ndescription: a number it is not\nseverity: low\n"
+        "event: [process_exec]\ncondition: CAST(pod AS INTEGER) > 0\noutput: pod %pod\n"
+    )
+    events = [json.loads(line) for line in _lines(SAMPLES / "scenario" / "tenant-jobs.log")]
+    for event in events:
+        for role in ("process", "parent"):
+            pod = (_body(event).get(role) or {}).get("pod")
+            if pod:
+                pod["name"] = POD  # every pod: the first value the cast meets is a hostile one
+    log = tmp_path / "pods.log"
+    log.write_text("\n".join(json.dumps(e) for e in events) + "\n", encoding="utf-8")
+    proc = cli(tetrapipe_cmd, "ingest", log, "--lake", tmp_path / "lake", "--rules", rules)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Detector" in out, out[-2000:]
+    assert "Error:" in out and "Conversion Error" in out, out[-2000:]
+    assert_shown_not_obeyed(out, POD)

@@ -113,14 +113,25 @@ class _Face(click.Group):
     """The one place a domain error (:mod:`tetrapipe.errors`) becomes a message and an exit code."""
 
     def invoke(self, ctx: click.Context) -> object:
-        from tetrapipe.errors import TetrapipeError, UsageProblem
+        import logging
 
+        from tetrapipe.errors import TetrapipeError, UsageProblem
+        from tetrapipe.redact import RedactingFilter
+        from tetrapipe.textsafe import visible
+
+        # a one-shot command sets up no logging: its warnings go out through logging's last-resort handler,
+        # and quote data (a rule that failed on an event names the event's value) as much as any message
+        if not any(isinstance(f, RedactingFilter) for f in logging.lastResort.filters):
+            logging.lastResort.addFilter(RedactingFilter())
         try:
             return super().invoke(ctx)
+        except click.ClickException as exc:  # a command's own error may quote data too (a value a rule failed on)
+            exc.message = visible(exc.message, newlines=True)
+            raise
         except UsageProblem as exc:
-            raise click.UsageError(str(exc)) from exc
-        except TetrapipeError as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise click.UsageError(visible(str(exc), newlines=True)) from exc
+        except TetrapipeError as exc:  # its text may quote data (a pod name, a file name): shown, not obeyed
+            raise click.ClickException(visible(str(exc), newlines=True)) from exc
         except BrokenPipeError as exc:  # stdout closed by its reader (`| head`): nothing more is wanted
             _silence_stdout()
             raise click.exceptions.Exit(0) from exc
@@ -128,7 +139,7 @@ class _Face(click.Group):
             message = _store_error(exc)
             if message is None:
                 raise
-            raise click.ClickException(message) from exc
+            raise click.ClickException(visible(message, newlines=True)) from exc
         except SystemExit as exc:
             if not _rich_broken_pipe(exc):
                 raise
