@@ -406,3 +406,34 @@ def test_sql_words_are_the_identifiers_of_code_and_quoted_names_only() -> None:
     for t in [text, "'open", '"a b" c', "a--b\nc", "'it''s' d", ""]:  # as the chunks of scan_sql say
         chunks = [c for k, c in scan_sql(t) if k == "code" or c.startswith('"')]
         assert sql_words(t) == {w.lower() for c in chunks for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", c)}
+
+
+def test_junit_of_hostile_event_data_is_valid_xml_and_shows_escapes() -> None:
+    """A failing test's diff quotes alert messages, and so event data: an escape sequence, BEL, a bidi override,
+    U+FFFF or a lone surrogate from a pod name made the report invalid XML (expat refuses it) and raw on a terminal."""
+    from tetrapipe.ruleset.junit import to_junit
+    from tetrapipe.ruleset.testing import TestReport, TestResult
+
+    pod = "crawler-\x1b]0;pwned\x07\u202eexe\uffff\ud800"
+    report = TestReport(
+        [
+            TestResult(
+                "r1",
+                f"fires on {pod}",
+                Path("r1.yaml"),
+                3,
+                "failed",
+                reason=f"expected 1 alert, got 0 ({pod})",
+                diff=[f"- message: shell in {pod}", "+ (none)"],
+            ),  # fmt: skip
+            TestResult("r2", "loads", Path(f"bad\udcff{pod}.yaml"), None, "error", reason=f"cannot load {pod}"),
+        ],
+        0.1,
+    )
+    xml = to_junit(report)
+    root = ET.fromstring(xml.encode("utf-8"))  # expat: the whole document is well-formed XML
+    failure = root.find("testsuite/testcase/failure")
+    assert failure is not None and "\\x1b]0;pwned\\x07\\u202eexe\\uffff\\ud800" in failure.text
+    assert not any(c in xml for c in "\x1b\x07\u202e\uffff")
+    error = root.find("testsuite/testcase/error")
+    assert error is not None and "cannot load crawler-\\x1b" in error.get("message")

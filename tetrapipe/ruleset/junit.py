@@ -6,11 +6,27 @@ not load or tests that could not run.
 
 from __future__ import annotations
 
+import re
 import socket
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 
 from tetrapipe.ruleset.testing import TestReport
+from tetrapipe.textsafe import visible
+
+#: what XML 1.0 cannot hold at all, even escaped (U+FFFE, U+FFFF; the controls and surrogates visible() takes)
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _text(value: str) -> str:
+    """A test's name, reason or diff as the report holds it: the events' control characters shown as escapes.
+
+    The diff quotes alert messages, which quote event data (a pod name with
+    an escape sequence): raw, they made the file invalid XML (expat refuses a
+    control character) and reached a terminal that printed it.
+    """
+    shown = visible(value, newlines=True)
+    return _NOT_XML.sub(lambda m: f"\\u{ord(m.group()):04x}", shown)
 
 
 def to_junit(report: TestReport, suite_name: str = "tetrapipe-rules") -> str:
@@ -37,18 +53,18 @@ def to_junit(report: TestReport, suite_name: str = "tetrapipe-rules") -> str:
         hostname=socket.gethostname(),
     )
     for r in report.results:
-        attrs = {"classname": f"rules.{r.rule_id}", "name": r.name, "time": f"{r.seconds:.3f}"}
+        attrs = {"classname": _text(f"rules.{r.rule_id}"), "name": _text(r.name), "time": f"{r.seconds:.3f}"}
         if r.path is not None:
-            attrs["file"] = str(r.path)
+            attrs["file"] = _text(str(r.path))
         if r.line:
             attrs["line"] = str(r.line)
         case = ET.SubElement(suite, "testcase", attrs)
         if r.status == "failed":
-            el = ET.SubElement(case, "failure", message=r.reason, type="AlertMismatch")
-            el.text = "\n".join(r.diff)
+            el = ET.SubElement(case, "failure", message=_text(r.reason), type="AlertMismatch")
+            el.text = _text("\n".join(r.diff))
         elif r.status == "error":
-            el = ET.SubElement(case, "error", message=r.reason, type="RuleError")
+            el = ET.SubElement(case, "error", message=_text(r.reason), type="RuleError")
             where = f"{r.path}:{r.line}" if r.line else str(r.path)
-            el.text = f"{where}: {r.reason}"
+            el.text = _text(f"{where}: {r.reason}")
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
