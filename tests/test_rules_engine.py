@@ -437,3 +437,21 @@ def test_junit_of_hostile_event_data_is_valid_xml_and_shows_escapes() -> None:
     assert not any(c in xml for c in "\x1b\x07\u202e\uffff")
     error = root.find("testsuite/testcase/error")
     assert error is not None and "cannot load crawler-\\x1b" in error.get("message")
+
+
+def test_a_test_log_whose_events_hold_unicode_line_separators_reads_one_event_a_line(tmp_path: Path) -> None:
+    """A JSON string may hold U+0085, U+2028 or U+2029 raw (a process argument with one); ``splitlines`` cut the
+    line there, so the rule's test log lost that event (two invalid halves) and its test failed for no reason."""
+    d = tmp_path / "rules"
+    d.mkdir()
+    line = json.loads((SAMPLES / "scenario" / "tenant-jobs.log").read_text(encoding="utf-8").split("\n")[94])
+    line["process_exec"]["process"]["arguments"] = "-c 'echo a\u2028b\x85c\u2029d'"
+    (d / "shell.log").write_text(json.dumps(line, ensure_ascii=False) + "\n", encoding="utf-8")
+    (d / "shell.yaml").write_text(
+        "id: odd-args\ntitle: t\ndescription: d\nseverity: low\nevent: [process_exec]\n"
+        "condition: contains(arguments, 'echo a')\noutput: '%process_binary'\n"
+        "tests:\n  - name: fires\n    log: shell.log\n    expect: {count: 1}\n"
+    )
+    result = CliRunner().invoke(cli, ["rules", "test", str(d)])
+    assert result.exit_code == 0, result.output
+    assert "1 passed, 0 failed" in result.output

@@ -110,13 +110,11 @@ def _never_true(rs: RuleSet, report: LintReport) -> None:
 def _sample_matches(rs: RuleSet, report: LintReport, samples: Path | None) -> None:
     """Rules whose condition matches none of the sample events (nor their own test events)."""
     from tetrapipe.ruleset.plan import match_sql
-    from tetrapipe.ruleset.testing import EventSource, test_input
+    from tetrapipe.ruleset.testing import EventSource, log_lines, test_input
 
     logs = sample_logs(samples)
     source = EventSource()
-    inputs = [
-        (("log", str(p.resolve())), p.read_text(encoding="utf-8", errors="replace").splitlines(), str(p)) for p in logs
-    ]
+    inputs = [(("log", str(p.resolve())), log_lines(p), str(p)) for p in logs]
     own: dict[str, list] = {}
     for rule in rs.rules:
         for test in rule.tests:
@@ -124,7 +122,7 @@ def _sample_matches(rs: RuleSet, report: LintReport, samples: Path | None) -> No
             if error:
                 continue
             if lines is None:
-                lines = Path(key[1]).read_text(encoding="utf-8", errors="replace").splitlines()
+                lines = log_lines(Path(key[1]))
             inputs.append((key, lines, label))
             own.setdefault(rule.id, []).append(key)
     if not rs.rules:

@@ -164,6 +164,15 @@ class EventSource:
         return out
 
 
+def log_lines(path: Path) -> list[str]:
+    """A test's log file as lines: cut at newlines only (``splitlines`` also cuts at U+0085, U+2028 and
+    U+2029, which a JSON string may hold raw: a process argument with one broke its event in two)."""
+    lines = [line.removesuffix("\r") for line in path.read_text(encoding="utf-8", errors="replace").split("\n")]
+    if lines and not lines[-1]:
+        lines.pop()  # the file's last newline ends its last line, it does not start another
+    return lines
+
+
 def resolve_log(log: str, rule: Rule, roots: list[Path]) -> Path | None:
     """A test's ``log:``: absolute, or relative to the rule file, a rules root or its parent, or the cwd.
 
@@ -321,7 +330,7 @@ def run_rule_test(
         result.status, result.reason = "error", error
         return result
     if lines is None and key not in source._cache:
-        lines = Path(key[1]).read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = log_lines(Path(key[1]))
     if key not in source._cache:
         source.prepare([(key, lines or [], label)])
     batches, rejected = source.get(key)
@@ -381,7 +390,7 @@ def run_tests(rs: RuleSet, *, files: Iterable[Path] | None = None, keyword: str 
         key, lines, label, error = test_input(rule, test, rs.roots)
         if error is None:
             if lines is None:
-                lines = Path(key[1]).read_text(encoding="utf-8", errors="replace").splitlines()
+                lines = log_lines(Path(key[1]))
             inputs.append((key, lines, label))
     source.prepare(list({k: (k, lines, label) for k, lines, label in inputs}.values()))
     validator = Validator()
