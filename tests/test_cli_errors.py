@@ -242,3 +242,20 @@ def test_query_of_a_directory_that_is_not_a_lake_gets_the_no_history_note(tmp_pa
     res = _cli("query", "alerts", "--lake", str(empty))
     assert res.returncode == 0, res.stderr
     assert res.stderr.startswith(f"note: no history at {empty}")
+
+
+def test_chunk_bytes_takes_a_size_and_says_what_it_does(tmp_path: Path) -> None:
+    """``--chunk-bytes`` (the README's memory knob) is in ``--help``, reads ``4M`` as a size and refuses ``4X``."""
+    help_text = _cli("ingest", "--help").stdout
+    assert "--chunk-bytes SIZE" in help_text and "Peak memory grows with it" in help_text
+    log, lake = REAL_LOGS[0], tmp_path / "lake"
+    ok = _cli("ingest", str(log), "--lake", str(lake), "--rules", "none", "-q", "--chunk-bytes", "4M")
+    assert ok.returncode == 0, ok.stderr
+    assert _count(lake) == _count_lines(log)
+    bad = _cli("ingest", str(log), "--lake", str(tmp_path / "other"), "--chunk-bytes", "4X")
+    assert bad.returncode == 2 and "'4X' is not a size (e.g. 64M, 1G)" in bad.stderr, bad.stderr
+    assert not (tmp_path / "other").exists()
+
+
+def _count_lines(path: Path) -> int:
+    return sum(1 for line in path.read_text(encoding="utf-8").split("\n") if line.strip())

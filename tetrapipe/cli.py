@@ -19,7 +19,14 @@ from typing import IO, TYPE_CHECKING
 import click
 
 from tetrapipe import __version__
-from tetrapipe.commands.options import lake_option, open_lake, pipeline_transforms, rules_option, tls_window_option
+from tetrapipe.commands.options import (
+    chunk_bytes_option,
+    lake_option,
+    open_lake,
+    pipeline_transforms,
+    rules_option,
+    tls_window_option,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -282,7 +289,7 @@ def _shipped_samples_hint(paths: tuple[str, ...]) -> str:
 @rules_option()
 @click.option("--max-alerts", default=30, show_default=True, help="Alerts to print after the summary.")
 @tls_window_option
-@click.option("--chunk-bytes", default=24 * 1024 * 1024, hidden=True, help="Read size (one batch per chunk).")
+@chunk_bytes_option
 def ingest(
     paths: tuple[str, ...],
     lake_dir: str,

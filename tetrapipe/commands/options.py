@@ -37,6 +37,35 @@ class Duration(click.ParamType):
         return d
 
 
+class Size(click.ParamType):
+    """``64M``, ``1G``, ``512k`` or plain bytes: a number of bytes, or a usage error that shows the forms."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 - click's signature
+        from tetrapipe.units import parse_size
+
+        if isinstance(value, int):
+            return value
+        try:
+            size = parse_size(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if size <= 0:
+            self.fail(f"{value!r} is not a positive size", param, ctx)
+        return size
+
+
+chunk_bytes_option = click.option(
+    "--chunk-bytes",
+    type=Size(),
+    default="24M",
+    show_default=True,
+    help="Lines read, normalized and committed as one batch. Peak memory grows with it (~14 MB per MB of "
+    "chunk); each chunk also costs ~170 ms of CPU, so smaller ones take longer.",
+)
+
+
 tls_window_option = click.option(
     "--tls-window",
     type=Duration(),
