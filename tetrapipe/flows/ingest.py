@@ -30,10 +30,13 @@ One bad thing costs that thing, not the run. A line that is not an event is a
 reject (the normalizer bisects a batch DuckDB chokes on down to the line). An
 input that cannot be opened, or breaks while it is read (a gzip cut short, a
 read error), keeps every complete line before the break and ends with one
-reject saying where and why; the next input is read as usual. A transform that
-raises on a batch is run again on halves of it until the event it cannot take
-stands alone; that event becomes a reject ("transform … failed on this
-event") and the others go on. A transform that fails on more than
+reject saying where and why; the next input is read as usual. A damaged gzip
+(found out at its CRC, often after its lines went in) leaves the log's lines
+it delivered unaccounted for: a later whole copy reads them again, and the
+event-id check stores only what the lake lacks (:mod:`tetrapipe.lake.positions`).
+A transform that raises on a batch is run again on halves of it until the event
+it cannot take stands alone; that event becomes a reject ("transform … failed
+on this event") and the others go on. A transform that fails on more than
 :data:`tetrapipe.flows.batch.MAX_TRANSFORM_REJECTS` events of one batch is broken rather than fed a
 bad event, and rejecting everything would hide that: the ingest stops with a
 :class:`tetrapipe.flows.batch.TransformError`, and nothing after the failed batch is committed.
@@ -78,13 +81,18 @@ from tetrapipe.lake.positions import (
     FILE_DONE_PREFIX,
     FILE_PREFIX,
     file_bytes_position,
+    file_damage,
+    file_damage_count,
+    file_damaged_position,
     file_done_position,
+    file_fault_position,
     file_position,
+    file_repaired_position,
 )
 from tetrapipe.lake.store import COMMIT_ORDER
 from tetrapipe.memtune import release_free_heap, use_returning_arrow_pool
-from tetrapipe.sources.files import InputFile, fingerprint, open_input
-from tetrapipe.sources.lines import prefetch, read_line_batches
+from tetrapipe.sources.files import FaultWatch, InputFile, fingerprint, open_input
+from tetrapipe.sources.lines import LineBatch, prefetch, read_line_batches
 from tetrapipe.sources.streams import GzipStream, InputFault, PeekableInput
 from tetrapipe.transforms.normalize import Normalizer, make_rejects
 from tetrapipe.worker import OrderedWorker
@@ -326,7 +334,8 @@ def _ingest_one(
         return
     compressed = isinstance(stream, GzipStream)
     raw_file = stream.fileobj if isinstance(stream, GzipStream) else stream
-    peek = PeekableInput(stream)
+    watch = FaultWatch(stream)  # a break within lines already in the lake yields no batch: seen here
+    peek = PeekableInput(watch)  # type: ignore[arg-type]
     try:
         if peek.empty:
             if peek.fault is not None:
@@ -340,6 +349,12 @@ def _ingest_one(
         fp = fingerprint(peek.first_line)
         stages.settle(fp)
         already, done_bytes, ahead = (0, -1, 0) if force else resume_point(lake, fp)
+        damage = None if force else file_damage(lake, fp)
+        # lines a damaged copy claimed: read again from the last trusted line, stored without a position
+        # (the event-id check skips what is stored), their rejects left to that copy's (lake.positions)
+        recheck = ahead if damage is not None else 0
+        if damage is not None:
+            already, done_bytes = damage.trusted, -1
         if follow and not force and not stream_input:
             size = _input_size(inp, stream_input)
             finished = compressed and lake.committed("events", FILE_DONE_PREFIX + fp) is not None
@@ -358,6 +373,7 @@ def _ingest_one(
         # a gzip read to its end is never read again by ``run``; one that broke is, only when it is still
         # being written (one-shot ``ingest`` leaves a broken one unmarked: a later, whole copy is read then)
         done = True
+        claimed = broke = False  # a position beyond ``already`` committed; a batch said where the input broke
         for lb in prefetch(
             read_line_batches(peek, chunk_bytes=chunk_bytes, final_partial_line=not follow, **reader_kw)
         ):
@@ -384,9 +400,11 @@ def _ingest_one(
                 position = raw_file.tell()
             except (OSError, ValueError, AttributeError):
                 position = None
-            pos, also = (
-                (None, ()) if force else (file_position(fp, lines_done), (file_bytes_position(fp, lb.bytes_total),))
-            )
+            pos, also = _chunk_position(fp, lb, force, recheck)
+            claimed = claimed or (pos is not None and lb.fault is None)
+            broke = broke or lb.fault is not None
+            if pos is None and not force and rejects.num_rows:
+                rejects = rejects.slice(0, 0)  # (lines a damaged copy claimed: its rejects stand for them)
             del norm, lb  # the job holds what it needs: nothing of this chunk outlives its commit
             stages.transforms.submit(
                 partial(_transform_and_write, job, events, rejects, pos, also, position, done_with_chunk)
@@ -395,10 +413,20 @@ def _ingest_one(
         if last_lines == already and already:
             stats.skipped_files += 1
         stats.skipped_lines += already
+        fault = watch.fault
+        if fault is not None and not broke and not fault.truncated and not force:
+            # broken within the lines the lake holds (a whole copy came first): its damage is recorded still
+            _send_rejects(stages, job, str(fault), position=file_fault_position(fp, str(fault)))
         # after this input's last chunk is committed: a gzip'd backup never changes again
-        complete = (
+        complete: tuple[Position, ...] = (
             (file_done_position(fp, last_lines),) if compressed and done and not stream_input and not force else ()
         )
+        if fault is not None and not fault.truncated and claimed:
+            # what this read claimed may be garbage: the next read of this log reads it again (lake.positions)
+            trusted = already if damage is None else damage.trusted
+            complete += (file_damaged_position(fp, file_damage_count(lake, fp) + 1, trusted),)
+        elif damage is not None and fault is None and not force:
+            complete += (file_repaired_position(fp, damage.count),)
         stages.transforms.submit(
             lambda: (transforms.result(), stages.writer.submit({}, also=complete), progress.end_input())
         )
@@ -420,6 +448,23 @@ def resume_point(lake: Lake, fp: str) -> tuple[int, int, int]:
     return lines, (-1 if nbytes is None else nbytes), ahead
 
 
+def _chunk_position(fp: str, lb: LineBatch, force: bool, recheck: int) -> tuple[Position | None, tuple[Position, ...]]:
+    """The position a chunk is committed with, and its companions.
+
+    None for lines a damaged copy claimed (``recheck``): the tables hold a
+    position at least as far, and would skip them. The reject saying where an
+    input broke has a position of its own (``file-fault``): a table holding
+    the lines before the break would skip it with theirs.
+    """
+    if force:
+        return None, ()
+    if lb.fault is not None:
+        return file_fault_position(fp, str(lb.fault)), ()
+    if lb.lines_total <= recheck:
+        return None, ()
+    return file_position(fp, lb.lines_total), (file_bytes_position(fp, lb.bytes_total),)
+
+
 def _still_written(inp: InputFile, fault: InputFault, stream_input: bool) -> bool:
     """A gzip cut short that was written to lately: a backup Tetragon (lumberjack) is compressing now."""
     if not fault.truncated or stream_input:
@@ -430,11 +475,14 @@ def _still_written(inp: InputFile, fault: InputFault, stream_input: bool) -> boo
         return False  # gone: whatever it held is read from where it went (its plain copy is complete)
 
 
-def _send_rejects(stages: _Stages, job: _Job, reason: str, line_no: int | None = None) -> None:
-    """A reject for a whole input (it vanished, cannot be opened, broke before its first line)."""
+def _send_rejects(
+    stages: _Stages, job: _Job, reason: str, line_no: int | None = None, position: Position | None = None
+) -> None:
+    """A reject for a whole input (it vanished, cannot be opened, broke before its first line or within lines
+    the lake holds)."""
     rejects = make_rejects(job.label, [line_no], [reason], [""])
     empty = pa.table({})  # no events: the transforms are not called
-    stages.transforms.submit(partial(_transform_and_write, job, empty, rejects, None, (), None))
+    stages.transforms.submit(partial(_transform_and_write, job, empty, rejects, position, (), None))
 
 
 def _transform_and_write(

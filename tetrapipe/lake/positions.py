@@ -17,12 +17,27 @@ read to its end, never read again by ``run``; its version is the file's line
 count). A companion never decides whether a commit is skipped: only the
 commit's own position does.
 
+A damaged gzip copy (``corrupt gzip``: a deflate error, a failed CRC) is found
+out only where zlib stumbles, often at the member's end, after its lines were
+committed: the lines it delivered after the lines already in the lake cannot be
+trusted, garbage rejected as such included. So such a read leaves
+``file-damaged:<fingerprint>`` on ``events`` (:func:`file_damaged_position`: how
+many damaged reads, and how many lines were in before the first of them), and
+the next read of that log reads again from there: the lines its damaged copies
+claimed go in without a position (the event-id check keeps what is already
+stored from being stored twice), the rest as usual, and a read to a clean end
+leaves ``file-repaired:<fingerprint>`` (the damage count it made good). The
+reject that says where an input broke carries ``file-fault:<fingerprint>:<hash
+of its reason>``, not the chunk's position: a table holding the lines before the
+break would skip it, and reading the same broken copy again records it once.
+
 Kafka (``process``): ``kafka:<topic>:<partition>``, the version the partition's epoch and last
 offset (:func:`kafka_position`); see the helpers further down.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -34,6 +49,11 @@ if TYPE_CHECKING:
 FILE_PREFIX = "file:"
 FILE_BYTES_PREFIX = "file-bytes:"
 FILE_DONE_PREFIX = "file-done:"
+FILE_DAMAGED_PREFIX = "file-damaged:"
+FILE_REPAIRED_PREFIX = "file-repaired:"
+FILE_FAULT_PREFIX = "file-fault:"
+#: the low bits of a ``file-damaged`` version hold the lines trusted, the bits above them the damage count
+_DAMAGE_SHIFT = 40
 
 
 @dataclass(frozen=True)
@@ -67,6 +87,58 @@ def file_bytes_position(fingerprint: str, end_byte: int) -> Position:
 def file_done_position(fingerprint: str, lines: int) -> Position:
     """A gzip'd backup read to its end (``lines`` lines): ``run`` never reads it again."""
     return Position(FILE_DONE_PREFIX + fingerprint, lines)
+
+
+def file_fault_position(fingerprint: str, reason: str) -> Position:
+    """The reject saying where and why a copy of a log broke: stored once, however often that copy is read.
+
+    The reason names the file and the byte, so another copy broken elsewhere
+    is recorded too.
+    """
+    digest = hashlib.sha256(reason.encode("utf-8", errors="replace")).hexdigest()[:16]
+    return Position(f"{FILE_FAULT_PREFIX}{fingerprint}:{digest}", 1)
+
+
+@dataclass(frozen=True)
+class FileDamage:
+    """A log a damaged copy was read of and no whole copy since: ``count`` damaged reads, ``trusted`` lines good."""
+
+    count: int
+    trusted: int
+
+
+def file_damaged_position(fingerprint: str, count: int, trusted: int) -> Position:
+    """The ``count``-th damaged read of a log whose first ``trusted`` lines came from undamaged reads.
+
+    Both in one version (the count above the line number), so that it only
+    grows: a new damage after a repair has a higher count, whatever its lines.
+    """
+    return Position(FILE_DAMAGED_PREFIX + fingerprint, (count << _DAMAGE_SHIFT) | trusted)
+
+
+def file_repaired_position(fingerprint: str, count: int) -> Position:
+    """A read to a clean end after ``count`` damaged reads: they are made good."""
+    return Position(FILE_REPAIRED_PREFIX + fingerprint, count)
+
+
+def file_damage(lake: Lake, fingerprint: str) -> FileDamage | None:
+    """The damage a log's lines in ``events`` may hold (see the module's docstring); None when there is none."""
+    snapshot = lake.table("events")
+    if snapshot is None:
+        return None
+    version = snapshot.transaction_version(FILE_DAMAGED_PREFIX + fingerprint)
+    if version is None:
+        return None
+    count, trusted = version >> _DAMAGE_SHIFT, version & ((1 << _DAMAGE_SHIFT) - 1)
+    if (snapshot.transaction_version(FILE_REPAIRED_PREFIX + fingerprint) or 0) >= count:
+        return None
+    return FileDamage(count, trusted)
+
+
+def file_damage_count(lake: Lake, fingerprint: str) -> int:
+    """How many damaged reads of the log ``events`` records (a new one is counted after them)."""
+    version = lake.committed("events", FILE_DAMAGED_PREFIX + fingerprint)
+    return 0 if version is None else version >> _DAMAGE_SHIFT
 
 
 # --- Kafka (process) ------------------------------------------------------------------------------------
@@ -135,8 +207,12 @@ def kafka_committed_offsets(lake: Lake, topic: str, partitions: Iterable[int]) -
 __all__ = [
     "EPOCH_SHIFT",
     "FILE_BYTES_PREFIX",
+    "FILE_DAMAGED_PREFIX",
     "FILE_DONE_PREFIX",
+    "FILE_FAULT_PREFIX",
     "FILE_PREFIX",
+    "FILE_REPAIRED_PREFIX",
+    "FileDamage",
     "KAFKA_PREFIX",
     "Position",
     "decode_kafka_version",
@@ -146,6 +222,11 @@ __all__ = [
     "kafka_lake_positions",
     "kafka_position",
     "file_bytes_position",
+    "file_damage",
+    "file_damage_count",
+    "file_damaged_position",
     "file_done_position",
+    "file_fault_position",
     "file_position",
+    "file_repaired_position",
 ]

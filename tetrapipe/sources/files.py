@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from tetrapipe.sources.streams import GZIP_MAGIC, GzipStream, Prefixed, read_exactly
+from tetrapipe.sources.streams import GZIP_MAGIC, GzipStream, InputFault, Prefixed, read_exactly
 
 # Tetragon's exporter rotates with lumberjack (tetragon-2024-05-01T10-05-00.000.log[.gz]);
 # logrotate-style numbered backups (tetragon.log.1[.gz]) are common too
@@ -289,6 +289,42 @@ def open_input(inp: InputFile) -> BinaryIO:
     if head == GZIP_MAGIC:
         return GzipStream(raw, inp.label)  # type: ignore[return-value]
     return raw
+
+
+class FaultWatch:
+    """A stream that remembers the :class:`InputFault` it raised, whoever caught it.
+
+    Why: a reader skipping lines the lake already holds does not report a
+    break among them (:func:`tetrapipe.sources.lines.read_line_batches`), yet a
+    damaged copy is worth a reject even when a whole copy came first.
+    """
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        #: the first fault the stream raised, if any
+        self.fault: InputFault | None = None
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self._stream.read(n)
+        except InputFault as exc:
+            self.fault = self.fault or exc
+            raise
+
+    def readinto(self, target: memoryview) -> int:
+        readinto = getattr(self._stream, "readinto", None)
+        try:
+            if readinto is not None:
+                return readinto(target)
+            data = self._stream.read(len(target))
+        except InputFault as exc:
+            self.fault = self.fault or exc
+            raise
+        target[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._stream.close()
 
 
 def fingerprint(first_line: bytes) -> str:
