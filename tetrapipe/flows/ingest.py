@@ -80,6 +80,7 @@ from tetrapipe.lake.positions import (
     FILE_BYTES_PREFIX,
     FILE_DONE_PREFIX,
     FILE_PREFIX,
+    FileDamage,
     file_bytes_position,
     file_damage,
     file_damage_count,
@@ -348,8 +349,7 @@ def _ingest_one(
             return  # the first line is still being written: fingerprint it once it is whole
         fp = fingerprint(peek.first_line)
         stages.settle(fp)
-        already, done_bytes, ahead = (0, -1, 0) if force else resume_point(lake, fp)
-        damage = None if force else file_damage(lake, fp)
+        already, done_bytes, ahead, damage = (0, -1, 0, None) if force else _resume(lake, fp)
         # lines a damaged copy claimed: read again from the last trusted line, stored without a position
         # (the event-id check skips what is stored), their rejects left to that copy's (lake.positions)
         recheck = ahead if damage is not None else 0
@@ -442,10 +442,16 @@ def resume_point(lake: Lake, fp: str) -> tuple[int, int, int]:
     position any table holds (ahead of ``events`` after a crash between a
     chunk's commits).
     """
-    lines = lake.committed("events", FILE_PREFIX + fp) or 0
-    nbytes = lake.committed("events", FILE_BYTES_PREFIX + fp)
+    return _resume(lake, fp)[:3]
+
+
+def _resume(lake: Lake, fp: str) -> tuple[int, int, int, FileDamage | None]:
+    """:func:`resume_point`, and the damage a damaged copy of the input left (one ``events`` snapshot for all)."""
+    events = lake.table("events")
+    lines = (None if events is None else events.transaction_version(FILE_PREFIX + fp)) or 0
+    nbytes = None if events is None else events.transaction_version(FILE_BYTES_PREFIX + fp)
     ahead = max([lines] + [lake.committed(t, FILE_PREFIX + fp) or 0 for t in COMMIT_ORDER if t != "events"])
-    return lines, (-1 if nbytes is None else nbytes), ahead
+    return lines, (-1 if nbytes is None else nbytes), ahead, file_damage(events, fp)
 
 
 def _chunk_position(fp: str, lb: LineBatch, force: bool, recheck: int) -> tuple[Position | None, tuple[Position, ...]]:

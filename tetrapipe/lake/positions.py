@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from deltalake import DeltaTable
+
     from tetrapipe.lake.store import Lake
 
 #: app id prefixes of the positions of export-log files
@@ -121,16 +123,20 @@ def file_repaired_position(fingerprint: str, count: int) -> Position:
     return Position(FILE_REPAIRED_PREFIX + fingerprint, count)
 
 
-def file_damage(lake: Lake, fingerprint: str) -> FileDamage | None:
-    """The damage a log's lines in ``events`` may hold (see the module's docstring); None when there is none."""
-    snapshot = lake.table("events")
-    if snapshot is None:
+def file_damage(events: DeltaTable | None, fingerprint: str) -> FileDamage | None:
+    """The damage a log's lines in ``events`` (a snapshot of that table) may hold; None when there is none.
+
+    A snapshot rather than the lake: the caller reads the log's other
+    positions from the same one (on an object store, each snapshot is a
+    round of reads of the Delta log).
+    """
+    if events is None:
         return None
-    version = snapshot.transaction_version(FILE_DAMAGED_PREFIX + fingerprint)
+    version = events.transaction_version(FILE_DAMAGED_PREFIX + fingerprint)
     if version is None:
         return None
     count, trusted = version >> _DAMAGE_SHIFT, version & ((1 << _DAMAGE_SHIFT) - 1)
-    if (snapshot.transaction_version(FILE_REPAIRED_PREFIX + fingerprint) or 0) >= count:
+    if (events.transaction_version(FILE_REPAIRED_PREFIX + fingerprint) or 0) >= count:
         return None
     return FileDamage(count, trusted)
 
