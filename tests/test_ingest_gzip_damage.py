@@ -202,3 +202,31 @@ def test_cli_the_summary_and_the_rejects_table_agree_on_a_damaged_copy(
     assert f"{_rejects(lake)} lines rejected" in out  # the summary's count is the table's
     cli(intact)
     assert _lake_state(lake)[:2] == (SCENARIO_EVENTS, SCENARIO_EVENTS)
+
+
+@pytest.mark.parametrize("copies", [0.5], indirect=True, ids=["middle"])
+def test_cli_with_the_shipped_rules_a_damaged_then_a_whole_copy_raise_the_alerts_of_the_whole_once(
+    copies: tuple[Path, Path], tmp_path: Path, tetrapipe_cmd: list[str]
+) -> None:
+    """The events the whole copy adds go through the rules as any others: the alerts are those of the whole log."""
+    intact, damaged = copies
+
+    def cli(path: Path, lake: Path) -> None:
+        proc = subprocess.run(
+            [*tetrapipe_cmd, "ingest", str(path), "--lake", str(lake), "--quiet"], capture_output=True, timeout=120
+        )
+        assert proc.returncode == 0 and b"Traceback" not in proc.stderr, proc.stderr.decode()
+
+    def alerts(lake: Path) -> list[tuple[str, int]]:
+        con = connect(Lake(lake))
+        try:
+            return con.execute("SELECT alert_id, sum(count) FROM alerts GROUP BY alert_id ORDER BY 1").fetchall()
+        finally:
+            con.close()
+
+    cli(damaged, tmp_path / "mended")
+    cli(intact, tmp_path / "mended")
+    cli(intact, tmp_path / "whole")
+    assert _lake_state(Lake(tmp_path / "mended"))[:2] == (SCENARIO_EVENTS, SCENARIO_EVENTS)
+    whole = alerts(tmp_path / "whole")
+    assert whole and alerts(tmp_path / "mended") == whole
