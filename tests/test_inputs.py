@@ -599,3 +599,28 @@ def test_the_time_ranges_come_from_the_delta_log_and_only_overlapping_files_are_
     assert 0 < copies.files_read <= 2  # the one or two files around event 990, not the lake's > 5
     copies.close()
     later.close()
+
+
+# --- file names ------------------------------------------------------------------------------
+
+
+def test_a_file_name_that_is_not_utf8_is_read_and_named_with_its_bytes_escaped(
+    tmp_path: Path, lake_dir: Path, tetrapipe_cmd: list[str]
+) -> None:
+    """A name is bytes: one that is not UTF-8 (``bad\\xff.log``) crashed ingest before anything was stored, the
+    good files beside it included (DuckDB and Arrow cannot take the surrogate Python decodes it to). Its events
+    are stored with the name written ``bad\\xff.log``, a rejected line of it too, and ``run`` reads it as well."""
+    d = tmp_path / "logs"
+    d.mkdir()
+    _write(d / "good.log", _events(0, 5))
+    bad = os.fsdecode(bytes(d) + b"/bad\xff.log")
+    _write(Path(bad), [*_events(5, 7), b"not json"])
+    proc = _cli(tetrapipe_cmd, "ingest", str(d), "--lake", str(lake_dir), "--rules", "none", "-q")
+    assert proc.returncode == 0, proc.stderr.decode()
+    lake = Lake(lake_dir)
+    assert _counts(lake) == (12, 12)
+    assert _one(lake, "SELECT count(*) FROM events WHERE source LIKE '%bad\\xff.log'") == (7,)
+    assert [(os.path.basename(s), n) for s, n, _ in _rejects(lake)] == [("bad\\xff.log", 8)]
+    ran = Lake(tmp_path / "ran")
+    totals = run([bad], ran, [], exit_at_eof=True)
+    assert (totals.events, totals.rejects) == (7, 1) and _counts(ran) == (7, 7)

@@ -55,7 +55,16 @@ class InputFile:
 
     @property
     def label(self) -> str:
-        return "<stdin>" if self.is_stdin else self.path
+        """The name the history and the messages give the input: always valid UTF-8.
+
+        A file name is bytes; one that is not UTF-8 reaches Python with lone
+        surrogates (``bad\\udcff.log``), which neither DuckDB nor Arrow can
+        store: its undecodable bytes are written as ``\\xff`` instead (the
+        path itself, to open the file, stays as it is).
+        """
+        if self.is_stdin:
+            return "<stdin>"
+        return os.fsencode(self.path).decode("utf-8", "backslashreplace")
 
     @property
     def is_stream(self) -> bool:
