@@ -54,11 +54,18 @@ def run_command(
     kubectl logs -f -n kube-system ds/tetragon -c export-stdout | tetrapipe run -
 
     The embedded default: the stream processor's transforms without Kafka.
-    SIGTERM/SIGINT finish the poll in hand and exit 0.
+    A pipe's lines go in (and their alerts print) within --poll-seconds of arriving.
+    SIGTERM/SIGINT finish the poll in hand (a pipe: commit what was read) and exit 0.
     """
     from tetrapipe.commands.options import pipeline_transforms
     from tetrapipe.flows.run import RunMetrics, install_stop_on_signals, run
     from tetrapipe.metrics import Health, PipelineMetrics, new_registry, serve_metrics
+    from tetrapipe.sources.files import scan_inputs
+
+    try:
+        scan_inputs([p for p in paths if p != "-"])  # as ingest: a wrong path is a usage error, before any work
+    except OSError as exc:  # missing, unreadable, a symlink loop
+        raise click.UsageError(str(exc)) from exc
 
     setup_logging("warning")  # a watched file's name in a warning is shown safely, like everything else
     console = Console(stderr=True, highlight=False)

@@ -17,11 +17,17 @@ a ``.gz`` cut short without one is read as far as it goes and read on at a
 later poll, while the live file is read as usual.
 
 A stream (``-``, a FIFO, ``<(…)``) cannot be polled: it is read to its end
-once, before the files are followed.
+once, before the files are followed. It is read paced
+(:func:`~tetrapipe.sources.streams.paced_streams`): a pipe that stays open
+(``kubectl logs -f``) has its lines committed, and their alerts fired, at the
+latest ``poll_seconds`` after they arrive, where a file's poll would (a fast
+stream still fills whole chunks), and ``stop`` ends it, after what was read is
+committed.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -36,7 +42,8 @@ from tetrapipe.flows.dedup import EventDedup
 from tetrapipe.flows.ingest import INGEST_CHUNK_BYTES, IngestStats, ingest
 from tetrapipe.lake import Lake
 from tetrapipe.metrics import Health, PipelineMetrics
-from tetrapipe.sources.files import InputFile, expand_inputs, rotation_key
+from tetrapipe.sources.files import InputFile, expand_inputs, rotation_key, scan_inputs
+from tetrapipe.sources.streams import paced_streams
 
 
 @dataclass
@@ -47,10 +54,17 @@ class RunTotals:
 
 
 def follow_inputs(paths: list[str]) -> list[InputFile]:
-    """Expand paths; a live log also brings its rotated backups (oldest first, live last)."""
+    """Expand paths; a live log also brings its rotated backups (oldest first, live last).
+
+    A named path missing at this poll (a live log renamed by its rotation, not
+    created again yet) is looked for again at the next one; :func:`run` checked
+    at its start that each was there.
+    """
     expanded: list[str] = []
     for raw in paths:
         p = Path(raw)
+        if raw != "-" and not os.path.lexists(raw):
+            continue
         if raw != "-" and p.is_file() and p.suffix == ".log":
             stem = p.name[: -len(".log")]
             siblings = [
@@ -60,7 +74,10 @@ def follow_inputs(paths: list[str]) -> list[InputFile]:
             ]
             expanded += [str(s) for s in siblings]
         expanded.append(raw)
-    inputs = expand_inputs(expanded) if expanded else []
+    try:
+        inputs = expand_inputs(expanded) if expanded else []
+    except FileNotFoundError:
+        return []  # (gone between the look above and the listing: the next poll)
     listed = {i.path for i in inputs}
     # lumberjack writes <backup>.gz beside the plain <backup>, then deletes the plain one: until then the
     # plain file is whole and the .gz is not
@@ -129,8 +146,11 @@ def run(
 ) -> RunTotals:
     """Poll ``paths`` into ``lake`` until ``stop`` is set (or, with ``exit_at_eof``, a poll finds nothing new).
 
-    Streams among ``paths`` (``-``, FIFOs, pipes) are read to their end first, once.
+    Streams among ``paths`` (``-``, FIFOs, pipes) are read to their end (or the stop) first, once, paced
+    by ``poll_seconds``. A path that is not there at the start raises FileNotFoundError (an OSError for
+    one that cannot be read) before anything is read: a typo is not followed for ever.
     """
+    scan_inputs([p for p in paths if p != "-"])
     stop = stop or threading.Event()
     totals = RunTotals()
     streams = [p for p in paths if InputFile(p).is_stream]
@@ -148,8 +168,8 @@ def run(
 
     try:
         if streams:
-            account(
-                ingest(
+            with paced_streams(stop, poll_seconds):
+                st = ingest(
                     [InputFile(p) for p in streams],
                     lake,
                     transforms=transforms,
@@ -157,7 +177,7 @@ def run(
                     chunk_bytes=chunk_bytes,
                     dedup=dedup,
                 )
-            )
+            account(st)
             if not files:
                 return totals
         while True:

@@ -24,7 +24,7 @@ from typing import BinaryIO
 import numpy as np
 import pyarrow as pa
 
-from tetrapipe.sources.streams import InputFault
+from tetrapipe.sources.streams import InputFault, StreamPause, StreamStopped
 
 NEWLINE = 10
 DEFAULT_CHUNK_BYTES = 32 * 1024 * 1024
@@ -183,6 +183,7 @@ def read_line_batches(
     byte_no = start_byte
     oversized: BadLine | None = None  # a too-long line being skipped to its end
     fault: InputFault | None = None
+    stopped = False  # a paced stream's stop: the end, without its unfinished line
     while True:
         if carry_len + chunk_bytes > len(buf):  # a long line: grow (bounded by max_line_bytes)
             # a new buffer, not buf.extend(): a bytearray cannot be resized while views of it exist
@@ -195,6 +196,8 @@ def read_line_batches(
         want = chunk_bytes - carry_len if carry_len < chunk_bytes else chunk_bytes
         try:
             got = _read_into(stream, view[carry_len : carry_len + want])
+        except StreamStopped:
+            stopped, got = True, 0
         except InputFault as exc:
             fault, got = exc, 0
         except OSError as exc:  # a dying disk, a dropped mount: this input ends here, the others go on
@@ -220,7 +223,7 @@ def read_line_batches(
             oversized = None
         if eof:
             # a broken input's unfinished line is not a line: it goes with the fault, below
-            end = data_len if final_partial_line and fault is None else start
+            end = data_len if final_partial_line and fault is None and not stopped else start
         else:
             end = buf.rfind(b"\n", start, data_len) + 1
             if end == 0:
@@ -275,25 +278,34 @@ def _read_into(stream: BinaryIO, target: memoryview) -> int:
 
     A fault after some bytes came in (an :class:`InputFault`, an I/O error) is
     left for the next call, which meets it again, so those bytes are not lost
-    with it.
+    with it. A paced stream's pause returns what came in (when nothing did, the
+    read waits on); its stop is raised once nothing read is left to return.
     """
     readinto = getattr(stream, "readinto", None)
-    if readinto is not None:
-        total = 0
-        while total < len(target):
-            try:
-                n = readinto(target[total:])
-            except (InputFault, OSError):
-                if total:
-                    break
-                raise
-            if not n:
+    if readinto is None:
+        data = stream.read(len(target))
+        target[: len(data)] = data
+        return len(data)
+    total = 0
+    while total < len(target):
+        try:
+            n = readinto(target[total:])
+        except StreamStopped:
+            if total:
                 break
-            total += n
-        return total
-    data = stream.read(len(target))
-    target[: len(data)] = data
-    return len(data)
+            raise
+        except StreamPause:
+            if total:
+                break
+            continue
+        except (InputFault, OSError):
+            if total:
+                break
+            raise
+        if not n:
+            break
+        total += n
+    return total
 
 
 _EMPTY_RAW = pa.array([], pa.large_string())

@@ -5,21 +5,124 @@ that a file cut short (Tetragon still compressing a backup, a disk that filled
 up, a copy interrupted) yields every line it holds and then one
 :class:`InputFault` that says where the compressed data ends. Which inputs to
 read is :mod:`tetrapipe.sources.files`; see docs/ARCHITECTURE.md.
+
+A pipe that stays open (``kubectl logs -f … | tetrapipe run -``) is read
+*paced* inside :func:`paced_streams`: a read returns what the pipe holds
+instead of waiting for a whole chunk, what was read is handed on every
+pace's seconds, full chunk or not (:class:`StreamPause`), and a stop ends the
+stream (:class:`StreamStopped`). Outside it, a pipe is read to fill each read, as a
+file is (``tetrapipe ingest -``).
 """
 
 from __future__ import annotations
 
+import os
+import select
+import threading
+import time
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import BinaryIO
 
 GZIP_MAGIC = b"\x1f\x8b"
 
 
+class StreamPause(Exception):
+    """A paced stream's chunk has been filling long enough: what was read so far goes on now.
+
+    Raised by a read every ``chunk_seconds`` from the stream's first byte on,
+    whether data is flowing or not: a reader holding bytes hands them on, one
+    holding none reads on. Why a steady beat rather than a clock started by
+    each chunk's first byte: bytes handed out may wait in a wrapper (the first
+    line read ahead, a gzip block inflated) before they reach the reader that
+    makes the chunk, where the stream cannot see them. Not a fault: the stream
+    goes on.
+    """
+
+
+class StreamStopped(StreamPause):
+    """The stop of a paced stream was set: it ends here, and every later read says so again.
+
+    Unlike its end of input, a line it was in the middle of is unfinished, not
+    a last line without its newline: a reader leaves it unread (a stream read
+    again from its start delivers it whole).
+    """
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How a stream opened inside :func:`paced_streams` is read (see the module docstring)."""
+
+    stop: threading.Event
+    #: what was read goes on this often, a full chunk or not (a full one goes on at once)
+    chunk_seconds: float
+
+
+#: the pace of the streams opened now (set by :func:`paced_streams`, read when a stream is opened)
+_pace: Pace | None = None
+#: how often a paced read waiting for data looks at its stop
+_STOP_CHECK_SECONDS = 0.1
+
+
+@contextmanager
+def paced_streams(stop: threading.Event, chunk_seconds: float) -> Iterator[None]:
+    """Streams opened in this block are read paced: handed on every ``chunk_seconds``, ended by ``stop``.
+
+    Why a block and not an argument: a stream is opened by the ingest that
+    reads it (:func:`tetrapipe.sources.files.open_input`), and only the caller
+    that keeps a pipe open for hours (``tetrapipe run``) wants its reads cut
+    by time; a one-shot ``ingest -`` keeps whole chunks.
+    """
+    global _pace
+    before, _pace = _pace, Pace(stop, max(chunk_seconds, 0.01))
+    try:
+        yield
+    finally:
+        _pace = before
+
+
+def _fd_of(stream: BinaryIO) -> int | None:
+    """The descriptor a paced read waits on, or None for a stream without one (read as usual)."""
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _wait_readable(fd: int, pace: Pace, deadline: float | None) -> bool:
+    """Wait for ``fd`` to have data; False at ``deadline``; StreamStopped once the stop is set."""
+    while True:
+        if pace.stop.is_set():
+            raise StreamStopped("stopped")
+        wait = _STOP_CHECK_SECONDS
+        if deadline is not None:
+            wait = min(wait, deadline - time.monotonic())
+            if wait <= 0:
+                return False
+        if select.select([fd], [], [], wait)[0]:
+            return True
+
+
 def read_exactly(stream: BinaryIO, n: int) -> bytes:
-    """``n`` bytes, or fewer at the end: a pipe may hand over one byte at a time."""
+    """``n`` bytes, or fewer at the end: a pipe may hand over one byte at a time.
+
+    Inside :func:`paced_streams`, read from the descriptor (a buffered
+    reader's buffer would hide what the paced reads wait for), and ended, short,
+    by the stop.
+    """
+    pace, fd = _pace, _fd_of(stream)
     out = b""
     while len(out) < n:
-        more = stream.read(n - len(out))
+        if pace is not None and fd is not None:
+            try:
+                _wait_readable(fd, pace, None)
+            except StreamStopped:
+                break
+            more = os.read(fd, n - len(out))
+        else:
+            more = stream.read(n - len(out))
         if not more:
             break
         out += more
@@ -27,13 +130,51 @@ def read_exactly(stream: BinaryIO, n: int) -> bytes:
 
 
 class Prefixed:
-    """A stream with bytes already taken from its front put back (the sniffed magic of a pipe)."""
+    """A stream with bytes already taken from its front put back (the sniffed magic of a pipe).
+
+    Opened inside :func:`paced_streams`, it reads its descriptor paced (see
+    the module docstring).
+    """
 
     def __init__(self, head: bytes, stream: BinaryIO) -> None:
         self._head = head
         self._stream = stream
+        fd = _fd_of(stream)
+        self._pace = _pace if fd is not None else None
+        self._fd = fd if fd is not None else -1
+        self._due: float | None = None  # when the next pause is (paced; None until the first byte)
+
+    def readinto(self, target: memoryview | bytearray) -> int:
+        """What the stream holds now, up to ``len(target)``; see :meth:`_paced_readinto` for a paced one."""
+        with memoryview(target) as mv, mv.cast("B") as view:
+            if self._head:
+                n = min(len(self._head), len(view))
+                view[:n] = self._head[:n]
+                self._head = self._head[n:]
+                return n
+            if self._pace is not None:
+                return self._paced_readinto(view)
+            data = self._stream.read(len(view))
+            view[: len(data)] = data
+            return len(data)
+
+    def _paced_readinto(self, view: memoryview) -> int:
+        """Wait for data, the next pause (StreamPause) or the stop (StreamStopped); then one read of what is there."""
+        assert self._pace is not None
+        if not _wait_readable(self._fd, self._pace, self._due):
+            self._due = time.monotonic() + self._pace.chunk_seconds
+            raise StreamPause(f"{self._pace.chunk_seconds:g} s since the last pause")
+        n = os.readv(self._fd, [view])
+        if n and self._due is None:
+            self._due = time.monotonic() + self._pace.chunk_seconds
+        return n
 
     def read(self, n: int = -1) -> bytes:
+        if self._pace is not None and n is not None and n >= 0:
+            buf = bytearray(n)
+            got = self.readinto(buf)
+            del buf[got:]
+            return bytes(buf)
         if not self._head:
             return self._stream.read(n)
         head, self._head = self._head, b""
@@ -143,9 +284,9 @@ class GzipStream:
                     try:
                         if not self._inflate(len(view) - filled):
                             break
-                    except InputFault:
+                    except (InputFault, StreamPause):
                         if filled:
-                            break  # hand out what came before; the next read raises it again
+                            break  # hand out what came before; the next read raises it again (a pause: goes on)
                         raise
                 n = min(len(self._out), len(view) - filled)
                 view[filled : filled + n] = self._out[:n]
@@ -277,6 +418,10 @@ class PeekableInput:
             except InputFault as exc:
                 self.fault = exc
                 break
+            except StreamStopped:
+                break  # (the read after the head says so again)
+            except StreamPause:
+                continue  # a paced pipe: the first line is not whole yet, wait on
             if not more:
                 break
             head += more
@@ -303,7 +448,7 @@ class PeekableInput:
         """After the head: a fault is raised by the next read, once the head has been handed out."""
         try:
             return self._stream.read(n)
-        except InputFault:
+        except (InputFault, StreamPause):
             return b""
 
     def readinto(self, target: memoryview) -> int:
