@@ -400,7 +400,7 @@ def _ingest_one(
                 position = raw_file.tell()
             except (OSError, ValueError, AttributeError):
                 position = None
-            pos, also = _chunk_position(fp, lb, force, recheck)
+            pos, also = _chunk_position(fp, lb, force, recheck, _held_back(lb, rejects))
             claimed = claimed or (pos is not None and lb.fault is None)
             broke = broke or lb.fault is not None
             if pos is None and not force and rejects.num_rows:
@@ -454,7 +454,22 @@ def _resume(lake: Lake, fp: str) -> tuple[int, int, int, FileDamage | None]:
     return lines, (-1 if nbytes is None else nbytes), ahead, file_damage(events, fp)
 
 
-def _chunk_position(fp: str, lb: LineBatch, force: bool, recheck: int) -> tuple[Position | None, tuple[Position, ...]]:
+def _held_back(lb: LineBatch, rejects: pa.Table) -> int:
+    """Bytes of the chunk's last line not to count as read: one the input ended without its newline that is no event.
+
+    Half a line Tetragon was still writing is a reject now and a whole event once the file grew: counted as
+    read, a later ingest would resume in its middle (a false reject, the event lost). Its reject is stored
+    once: the tables hold the chunk's position, so reading the same half line again commits nothing.
+    """
+    if not lb.open_end or not rejects.num_rows:
+        return 0
+    last = pc.equal(rejects.column("source_offset"), lb.lines_total)
+    return lb.open_end if pc.any(last).as_py() else 0
+
+
+def _chunk_position(
+    fp: str, lb: LineBatch, force: bool, recheck: int, held: int = 0
+) -> tuple[Position | None, tuple[Position, ...]]:
     """The position a chunk is committed with, and its companions.
 
     None for lines a damaged copy claimed (``recheck``): the tables hold a
@@ -466,9 +481,10 @@ def _chunk_position(fp: str, lb: LineBatch, force: bool, recheck: int) -> tuple[
         return None, ()
     if lb.fault is not None:
         return file_fault_position(fp, str(lb.fault)), ()
-    if lb.lines_total <= recheck:
+    lines = lb.lines_total - (1 if held else 0)  # (``held``: the last line, see :func:`_held_back`)
+    if lines <= recheck:
         return None, ()
-    return file_position(fp, lb.lines_total), (file_bytes_position(fp, lb.bytes_total),)
+    return file_position(fp, lines), (file_bytes_position(fp, lb.bytes_total - held),)
 
 
 def _still_written(inp: InputFile, fault: InputFault, stream_input: bool) -> bool:

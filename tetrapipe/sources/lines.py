@@ -51,6 +51,9 @@ class LineBatch:
     bytes_total: int = 0  # bytes consumed so far in this input (uncompressed)
     #: the input broke here: this batch's last bad line says why, and no batch follows
     fault: InputFault | None = None
+    #: bytes of a last line the input ended without its newline (``final_partial_line``): a writer may still be
+    #: writing it, so a reader that cannot take it as an event keeps it for a later read (flows.ingest)
+    open_end: int = 0
 
     def __len__(self) -> int:
         return len(self.raw)
@@ -235,6 +238,9 @@ def read_line_batches(
             if need <= len(newlines) and start + int(newlines[need - 1]) + 1 < end:
                 end, cut = start + int(newlines[need - 1]) + 1, True
             del newlines
+        open_end = 0
+        if eof and end > start and view[end - 1] != 10:
+            open_end = end - (buf.rfind(b"\n", start, end) + 1 or start)
         if end > start:
             raw, nos, bad, consumed = split_lines(view[start:end], line_no + 1, max_line_bytes)
             line_no += consumed
@@ -245,7 +251,7 @@ def read_line_batches(
             if skip_lines:
                 bad = [b for b in bad if b.line_no > skip_lines]
             if len(raw) or bad:
-                yield LineBatch(raw, nos, bad, line_no, byte_no)
+                yield LineBatch(raw, nos, bad, line_no, byte_no, open_end=open_end)
         if fault is not None:
             if line_no + 1 > skip_lines:  # (else a complete copy of this input already delivered that line)
                 partial = (
