@@ -216,3 +216,38 @@ def test_a_missing_file_is_a_usage_error(tmp_path: Path, tetrapipe_cmd: list[str
     assert done.returncode == 2, err
     assert "Traceback" not in err
     assert "no such file or directory" in err and "missing.log" in err
+
+
+def test_a_quiet_pipe_keeps_run_live_and_ready(tmp_path: Path, runs: Callable[..., Run]) -> None:
+    """A pod that logs nothing for a while: ``/healthz`` must not see a stall (a liveness probe would restart a healthy
+    run) and ``/readyz`` says ready. A stream's poll ends only with the stream, so the heartbeat of the end of a poll
+    never came: the main loop's beat aged without bound, and readiness never came."""
+    import re
+    import urllib.error
+    import urllib.request
+
+    from test_run_vs_process import _free_port
+
+    def get(path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError:
+            return 0, ""
+
+    port = _free_port()
+    lake_dir = tmp_path / "lake"
+    run = runs(lake_dir, "--rules", "none", "--poll-seconds", "0.2", "--metrics-port", str(port))
+    run.write(b"".join(_scenario()[:10]))
+    _wait_for("the first 10 events in the lake", lambda: _counts(lake_dir) == (10, 10), ARRIVAL_SECONDS)
+    quiet_since = time.monotonic()
+    _wait_for("3 s of a quiet pipe", lambda: time.monotonic() - quiet_since > 3, 10)
+    status, body = get("/readyz")
+    assert status == 200 and "reading a stream" in body, (status, body)
+    status, body = get("/healthz")
+    beat = re.search(r"beat ([0-9.]+)s ago", body)
+    assert status == 200 and beat is not None and float(beat.group(1)) < 1.0, (status, body)
+    code, err = run.stop(signal.SIGTERM)
+    assert code == 0, err

@@ -103,6 +103,7 @@ class RunMetrics(ProgressSink):
         self.health = health
         self.transforms = transforms
         self.polls = 0
+        self.streaming = False  # a stream's read is waiting for data (see :meth:`waiting`)
         self._mark = time.perf_counter()
 
     def start_input(self, inp: InputFile, size: int | None) -> None:
@@ -127,8 +128,20 @@ class RunMetrics(ProgressSink):
         self.metrics.process_table(self.transforms)
         self.health.heartbeat()
 
+    def waiting(self) -> None:
+        """A stream's read waits for data (``kubectl logs -f`` of a quiet pod): alive, and reading what it should.
+
+        A stream's poll ends only with the stream, so without this a quiet pipe
+        left ``/healthz`` failing after its stall time (a liveness probe would
+        restart a healthy run) and ``/readyz`` never ready.
+        """
+        self.streaming = True
+        self.health.heartbeat()
+
     def ready(self) -> tuple[bool, str]:
-        """Ready once a first poll went through (inputs readable, lake writable)."""
+        """Ready once a first poll went through (inputs readable, lake writable), or a stream is being read."""
+        if self.streaming and not self.polls:
+            return True, "reading a stream"
         return self.polls > 0, f"{self.polls} poll(s) done"
 
 
@@ -168,7 +181,7 @@ def run(
 
     try:
         if streams:
-            with paced_streams(stop, poll_seconds):
+            with paced_streams(stop, poll_seconds, on_wait=metrics.waiting if metrics else None):
                 st = ingest(
                     [InputFile(p) for p in streams],
                     lake,

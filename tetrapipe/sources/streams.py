@@ -21,7 +21,7 @@ import select
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -58,6 +58,8 @@ class Pace:
     stop: threading.Event
     #: what was read goes on this often, a full chunk or not (a full one goes on at once)
     chunk_seconds: float
+    #: called while a read waits for data (a quiet pipe): the waiting reader is alive, not stuck
+    on_wait: Callable[[], None] | None = None
 
 
 #: the pace of the streams opened now (set by :func:`paced_streams`, read when a stream is opened)
@@ -67,7 +69,9 @@ _STOP_CHECK_SECONDS = 0.1
 
 
 @contextmanager
-def paced_streams(stop: threading.Event, chunk_seconds: float) -> Iterator[None]:
+def paced_streams(
+    stop: threading.Event, chunk_seconds: float, on_wait: Callable[[], None] | None = None
+) -> Iterator[None]:
     """Streams opened in this block are read paced: handed on every ``chunk_seconds``, ended by ``stop``.
 
     Why a block and not an argument: a stream is opened by the ingest that
@@ -76,7 +80,7 @@ def paced_streams(stop: threading.Event, chunk_seconds: float) -> Iterator[None]
     by time; a one-shot ``ingest -`` keeps whole chunks.
     """
     global _pace
-    before, _pace = _pace, Pace(stop, max(chunk_seconds, 0.01))
+    before, _pace = _pace, Pace(stop, max(chunk_seconds, 0.01), on_wait)
     try:
         yield
     finally:
@@ -96,6 +100,8 @@ def _wait_readable(fd: int, pace: Pace, deadline: float | None) -> bool:
     while True:
         if pace.stop.is_set():
             raise StreamStopped("stopped")
+        if pace.on_wait is not None:
+            pace.on_wait()
         wait = _STOP_CHECK_SECONDS
         if deadline is not None:
             wait = min(wait, deadline - time.monotonic())
