@@ -86,3 +86,12 @@ def test_a_copied_rule_without_its_library_says_where_lists_and_macros_come_from
     shutil.copytree(REPO / "rules" / "lib", mine / "lib")
     res = _cli(tmp_path, "rules", "test", "my-rules/")
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_relearn_says_when_it_passes_over_an_empty_local_rules(tmp_path: Path) -> None:
+    """``rules relearn`` chose the shipped rules over an empty ``./rules`` without the note every other command
+    prints (asked about a rule that is not first-seen, so nothing is written anywhere)."""
+    (tmp_path / "rules" / "sigma").mkdir(parents=True)
+    res = _cli(tmp_path, "rules", "relearn", "first-outbound-connection")
+    assert res.returncode == 2 and "is not a first-seen rule" in res.stderr, res.stderr
+    assert "./rules holds no rule files" in res.stderr, res.stderr

@@ -65,10 +65,13 @@ def _inside_installed_package(root: Path) -> bool:
 def relearn_command(rule_id: str, since_raw: str, rules_dir: str | None) -> None:
     """A first-seen rule learns its baseline again from --since, through an override file (the rule is not edited)."""
     from tetrapipe.ruleset import load_ruleset
-    from tetrapipe.ruleset.locate import resolve_rules_dir
+    from tetrapipe.ruleset.locate import choose_rules_dir
 
     since = _since(since_raw)
-    root = resolve_rules_dir(rules_dir)
+    choice = choose_rules_dir(rules_dir)
+    if choice.note:  # an empty ./rules passed over: say so, as every other command does
+        click.echo(choice.note, err=True)
+    root = choice.root
     if root is None or not root.is_dir():
         raise click.UsageError("no rules directory: give --rules DIR (a directory) or set TETRAPIPE_RULES")
     if _inside_installed_package(root):
