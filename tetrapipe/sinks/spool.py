@@ -98,6 +98,11 @@ class SpooledBatch:
     meta: dict[str, Any]
 
 
+def _batch_header(meta: dict[str, Any], lines: int) -> bytes:
+    """A batch file's first line: what :meth:`DiskSpool.fitting` counts is what :meth:`DiskSpool.put_batch` writes."""
+    return json.dumps({**meta, "lines": lines}).encode()
+
+
 class DiskSpool:
     """Numbered files in one owner-only directory, oldest first; one instance per writer, one process per directory.
 
@@ -316,7 +321,7 @@ class DiskSpool:
         Counted with the header ``meta`` gives for all of them: a batch of
         fewer lines (smaller numbers in its header) is never larger.
         """
-        room = self.max_bytes - self.pending_bytes - len(json.dumps({**meta, "lines": len(lines)}).encode()) - 1
+        room = self.max_bytes - self.pending_bytes - len(_batch_header(meta, len(lines))) - 1
         n = 0
         for line in lines:
             room -= len(line) + 1
@@ -333,7 +338,7 @@ class DiskSpool:
         hold more): the caller keeps the lines and tries again when there is room.
         """
         seq = self.next_seq
-        header = json.dumps({**meta, "lines": len(lines)}).encode()
+        header = _batch_header(meta, len(lines))
         data = b"\n".join([header, *lines]) + b"\n"
         if self.pending_bytes + len(data) > self.max_bytes:
             return None
